@@ -1,0 +1,101 @@
+// The blob files: one read-only file per SHA-256 under blobs/sha256/<first two hex>/<hex>,
+// written only through staging/ so that a crash never leaves a half blob under a real name.
+// Knows nothing of the catalog; Store ties the two together.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "modelfs/store/hash.h"
+#include "modelfs/store/progress.h"
+#include "modelfs/store/unique_fd.h"
+
+namespace modelfs {
+
+// A file in staging/, exclusively flock()ed for its whole life so that cleanup in another process
+// can tell it is still being written. Removed on destruction unless published.
+class StagingFile {
+public:
+    StagingFile() = default;
+    StagingFile(StagingFile&& o) noexcept
+        : fd_(std::move(o.fd_)), path_(std::exchange(o.path_, {})) {}
+    StagingFile& operator=(StagingFile&&) noexcept;
+    ~StagingFile();
+
+    int fd() const { return fd_.get(); }
+    const std::filesystem::path& path() const { return path_; }
+    // Forget the file: it was renamed away, or must be kept for recovery.
+    void release() { path_.clear(); }
+
+private:
+    friend class BlobStore;
+    StagingFile(UniqueFd fd, std::filesystem::path path) : fd_(std::move(fd)), path_(std::move(path)) {}
+    UniqueFd fd_;
+    std::filesystem::path path_;
+};
+
+struct Ingested {
+    FileDigests digests;
+    bool stored_new = false;  // false: the store already had this content
+};
+
+class BlobStore {
+public:
+    explicit BlobStore(std::filesystem::path root);
+
+    // Creates blobs/, staging/ and quarantine/ under root.
+    static void create_layout(const std::filesystem::path& root);
+
+    const std::filesystem::path& root() const { return root_; }
+    std::filesystem::path path_of(const Sha256& h) const;
+    std::filesystem::path staging_dir() const { return root_ / "staging"; }
+    std::filesystem::path quarantine_dir() const { return root_ / "quarantine"; }
+
+    bool exists(const Sha256& h) const;
+    // Opens a blob read-only; an invalid fd (errno set) when it is missing.
+    UniqueFd open_blob(const Sha256& h) const;
+
+    // Copies the open file `src` into the store, hashing it in the same pass (copy + XXH3 on this
+    // thread, SHA-256 on another), then fsyncs and publishes it under its hash. The space is
+    // reserved up front, so a full disk fails before anything is copied. `name` is for messages.
+    Ingested ingest_copy(int src, const std::string& name, Progress* progress);
+
+    // A new exclusively-locked staging file with the given suffix.
+    StagingFile make_staging(const std::string& suffix);
+    // Takes charge of a file already in staging/ (renamed there by a move): opens and locks it.
+    StagingFile adopt_staging(const std::filesystem::path& path);
+
+    // Renames `staged` to the blob path of `h` unless that exists already (then it is dropped).
+    // Returns true when the staged file became the blob.
+    bool publish(StagingFile& staged, const Sha256& h, std::uint64_t size);
+
+    // Deletes a blob file (gc). Missing is not an error.
+    void remove(const Sha256& h);
+    // Moves a blob file to quarantine/<hex>.<unix time> and returns the new path.
+    std::filesystem::path quarantine(const Sha256& h);
+
+    // Every file under blobs/, well-named or not: (hash if the name is one, path, size).
+    void for_each_file(
+        const std::function<void(const std::optional<Sha256>&, const std::filesystem::path&,
+                                 std::uint64_t)>& fn) const;
+
+    // Staging files whose writer is gone (lock free). `keep` decides, for files of a given suffix,
+    // whether to leave them to the caller (move journals); the others are deleted. Returns the
+    // number of files removed.
+    std::size_t clean_staging(const std::function<bool(const std::filesystem::path&)>& keep);
+
+private:
+    std::filesystem::path root_;
+};
+
+// Writes all of `data` at `offset`, retrying short writes; throws StoreError (no_space on ENOSPC).
+void pwrite_all(int fd, const void* data, std::size_t size, std::uint64_t offset,
+                const std::string& what);
+void fsync_or_throw(int fd, const std::string& what);
+void fsync_dir(const std::filesystem::path& dir);
+
+}  // namespace modelfs

@@ -1,0 +1,137 @@
+// The catalog: what every blob and every model is, in an LMDB environment shared safely by every
+// process that opens the store (CLI commands, the mount daemon). The schema is documented in
+// store/FORMAT.md; keep the two in step.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "modelfs/store/category.h"
+#include "modelfs/store/hash.h"
+
+namespace modelfs {
+
+inline constexpr std::uint32_t kSchemaVersion = 1;
+
+enum class BlobState {
+    present,      // the file is in blobs/ and matched its hash when stored
+    remote,       // known (size, hash, sources) but not on this machine
+    partial,      // a download is under way or was interrupted
+    quarantined,  // failed verification; the bytes were moved to quarantine/
+};
+std::string_view to_string(BlobState s);
+
+// A blob described as byte ranges of other blobs (reserved for tensor-level dedup; no code writes
+// it yet, but readers must not mistake such a record for a plain one).
+struct Extent {
+    Sha256 blob;
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+};
+
+struct BlobRecord {
+    std::uint64_t size = 0;
+    BlobState state = BlobState::present;
+    std::optional<Xxh128> xxh128;
+    std::uint64_t safetensors_header_len = 0;  // N of a valid safetensors file, else 0
+    std::optional<Sha256> autov3;              // computed on demand, then kept
+    std::int64_t ingested = 0;                 // unix seconds
+    std::int64_t accessed = 0;                 // unix seconds
+    std::vector<Extent> extents;
+};
+
+// One file of a multi-file model (a diffusers folder): its path inside the model.
+struct TreeEntry {
+    std::string path;
+    Sha256 blob;
+    std::uint64_t size = 0;
+};
+
+struct ModelVersion {
+    std::string label;
+    std::int64_t added = 0;  // unix seconds
+    std::string source;      // where it came from (a path now; URLs later)
+    std::string note;
+    // A single-file model has `blob` and `ext` (".safetensors"); a multi-file model has `tree`.
+    std::optional<Sha256> blob;
+    std::string ext;
+    std::uint64_t size = 0;  // the file's size, or the tree's total
+    std::vector<TreeEntry> tree;
+
+    bool is_tree() const { return !blob.has_value(); }
+    std::vector<Sha256> blobs() const;
+    bool same_content(const ModelVersion& o) const;
+};
+
+struct Model {
+    Category category = Category::other;
+    std::string name;  // may contain '/' for sub-folders, never an extension
+    std::vector<ModelVersion> versions;
+    std::size_t current = 0;
+
+    std::string key() const;  // "category/name"
+    const ModelVersion& current_version() const { return versions.at(current); }
+};
+
+std::string model_key(Category c, std::string_view name);
+
+class Catalog;
+
+// A transaction. Read transactions see one consistent snapshot; a write transaction is the only
+// writer in the whole store until it commits or is destroyed (which aborts it).
+class Txn {
+public:
+    ~Txn();
+    Txn(Txn&&) noexcept;
+    Txn& operator=(Txn&&) noexcept;
+
+    std::optional<BlobRecord> get_blob(const Sha256& h) const;
+    std::optional<Model> get_model(std::string_view key) const;
+    void for_each_blob(const std::function<void(const Sha256&, const BlobRecord&)>& fn) const;
+    void for_each_model(const std::function<void(const Model&)>& fn) const;
+    // Blobs whose hex form starts with `hex_prefix` (any length >= 1), at most `limit`.
+    std::vector<Sha256> blobs_with_prefix(std::string_view hex_prefix, std::size_t limit) const;
+
+    void put_blob(const Sha256& h, const BlobRecord& r);
+    void del_blob(const Sha256& h);
+    void put_model(const Model& m);
+    void del_model(std::string_view key);
+
+    void commit();
+
+private:
+    friend class Catalog;
+    struct Impl;
+    explicit Txn(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+class Catalog {
+public:
+    // Opens (or with `create`, creates) the LMDB environment in `dir`. Throws StoreError:
+    // schema when the catalog was written by a newer modelfs, no_store when it is missing.
+    static Catalog open(const std::filesystem::path& dir, bool create);
+    ~Catalog();
+    Catalog(Catalog&&) noexcept;
+    Catalog& operator=(Catalog&&) noexcept;
+
+    Txn read() const;
+    Txn write();
+
+    std::uint32_t schema_version() const;
+    const std::filesystem::path& dir() const;
+
+    struct Env;  // defined in catalog.cpp; shared with open transactions
+
+private:
+    explicit Catalog(std::shared_ptr<Env> env);
+    std::shared_ptr<Env> env_;
+};
+
+}  // namespace modelfs

@@ -1,0 +1,49 @@
+// Model categories and how they are inferred from folder names and file contents.
+#pragma once
+
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace modelfs {
+
+struct SafetensorsInfo;
+
+// Order matters only for display; the on-disk form is the string name (see store/FORMAT.md).
+enum class Category {
+    checkpoint,
+    diffusion_model,
+    lora,
+    vae,
+    vae_approx,
+    embedding,
+    hypernetwork,
+    controlnet,
+    upscaler,
+    text_encoder,
+    clip_vision,
+    ipadapter,
+    diffusers,
+    other,
+};
+
+// Every category, in display order.
+std::span<const Category> all_categories();
+
+std::string_view to_string(Category c);
+
+// Accepts the canonical names and the common aliases users type ("unet", "lycoris", "clip",
+// "t2i_adapter", "embeddings", "loras", ...). Case-insensitive.
+std::optional<Category> parse_category(std::string_view name);
+
+// The category a folder name implies in any of the tools modelfs knows (A1111/Forge, SD.Next,
+// ComfyUI, Fooocus): "Stable-diffusion", "checkpoints", "Lora", "LyCORIS", "loras", "VAE", ...
+// Case-insensitive; std::nullopt when the name means nothing.
+std::optional<Category> category_from_folder(std::string_view folder_name);
+
+// The category suggested by a safetensors file's tensor names (LoRA key patterns, checkpoint
+// prefixes, VAE-only key sets, embeddings, ...); std::nullopt when the tensors are not telling.
+std::optional<Category> category_from_tensors(const SafetensorsInfo& info);
+
+}  // namespace modelfs

@@ -1,0 +1,132 @@
+// A modelfs store: the blob files and the catalog, opened together, with the operations the CLI
+// and the mount daemon build on (import, resolve, verify, gc, stats).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "modelfs/store/blob_store.h"
+#include "modelfs/store/catalog.h"
+#include "modelfs/store/category.h"
+#include "modelfs/store/progress.h"
+#include "modelfs/store/safetensors.h"
+
+namespace modelfs {
+
+struct ImportOptions {
+    std::optional<Category> category;  // else inferred from folders, then from the file
+    std::optional<std::string> name;    // only with a single model
+    std::optional<std::string> version;  // label; default v1, v2, ...
+    bool move = false;                   // take the file away from its place (zero copy if possible)
+    unsigned jobs = 0;                   // files hashed at once; 0 = number of cores
+};
+
+struct ImportItem {
+    std::filesystem::path source;
+    std::string model_key;  // "category/name"
+    std::string label;
+    Sha256 sha256;          // the file's hash (single-file models)
+    std::uint64_t size = 0;
+    std::size_t files = 1;
+    bool new_blob = false;  // any byte actually added to the store
+    enum class Outcome { added, new_version, unchanged, failed } outcome = Outcome::added;
+    std::string error;      // when failed: what went wrong, naming the file
+};
+
+struct ImportReport {
+    std::vector<ImportItem> items;
+    std::size_t skipped_files = 0;  // files in folders that are not models (sidecars, configs)
+    bool ok() const;
+};
+
+struct VerifyProblem {
+    std::string what;  // "corrupt", "missing", "wrong size", "orphan", "dangling"
+    std::string detail;
+    std::optional<Sha256> blob;
+};
+struct VerifyReport {
+    std::size_t blobs_checked = 0;
+    std::uint64_t bytes_checked = 0;
+    std::vector<VerifyProblem> problems;  // anything here makes `verify` fail
+    std::vector<std::string> notes;       // harmless findings (orphans gc will remove)
+};
+
+struct GcReport {
+    std::vector<std::pair<Sha256, std::uint64_t>> blobs;  // removed (or, dry run, removable)
+    std::vector<std::filesystem::path> orphan_files;      // files under blobs/ with no record
+    std::uint64_t bytes = 0;
+    std::size_t staging_removed = 0;
+};
+
+struct CategoryStats {
+    std::size_t models = 0;
+    std::uint64_t bytes = 0;  // logical bytes of the current versions
+};
+struct StoreStats {
+    std::size_t models = 0, versions = 0, blobs = 0, files = 0;
+    std::uint64_t logical_bytes = 0;   // every catalogued file, counted each time it appears
+    std::uint64_t physical_bytes = 0;  // blob files actually on disk
+    std::map<Category, CategoryStats> per_category;
+    std::uint64_t saved() const {
+        return logical_bytes > physical_bytes ? logical_bytes - physical_bytes : 0;
+    }
+};
+
+// What a user's NAME|HASH|HASH-PREFIX|PATH refers to.
+struct Resolved {
+    std::optional<Model> model;          // a model by name
+    std::optional<Sha256> blob;          // a blob by (prefix of) hash or by path content
+    std::optional<std::filesystem::path> path;  // the query was a file on disk
+    bool in_store = false;               // for a path: is its content stored
+};
+
+class Store {
+public:
+    // $MODELFS_STORE, else $XDG_DATA_HOME/modelfs, else ~/.local/share/modelfs.
+    static std::filesystem::path default_path();
+
+    // Creates a store at `root` (or opens the one there). Refuses a non-empty folder that is not a
+    // store.
+    static Store init(const std::filesystem::path& root);
+    // Opens an existing store. Throws StoreError no_store / schema with a message saying what to
+    // do. Cleans what crashed imports left in staging.
+    static Store open(const std::filesystem::path& root);
+
+    ~Store();
+    Store(Store&&) noexcept;
+    Store& operator=(Store&&) noexcept;
+
+    const std::filesystem::path& root() const;
+    BlobStore& blobs();
+    Catalog& catalog();
+
+    ImportReport import(const std::vector<std::filesystem::path>& paths, const ImportOptions& opts,
+                        Progress* progress = nullptr);
+
+    Resolved resolve(const std::string& query, Progress* progress = nullptr);
+    // Models whose current or older versions use the blob.
+    std::vector<std::string> models_using(const Sha256& blob);
+
+    // AutoV3 of a stored safetensors blob: computed on first request (a full read), then kept in
+    // the blob record. std::nullopt for other files.
+    std::optional<Sha256> autov3(const Sha256& blob, Progress* progress = nullptr);
+    // The header of a stored safetensors blob (std::nullopt for other files).
+    std::optional<SafetensorsInfo> safetensors_info(const Sha256& blob);
+
+    VerifyReport verify(bool fast, unsigned jobs = 0, Progress* progress = nullptr);
+    GcReport gc(bool dry_run);
+    StoreStats stats();
+
+    struct Impl;  // defined in store/src/store_impl.h
+
+private:
+    explicit Store(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace modelfs

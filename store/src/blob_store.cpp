@@ -1,0 +1,244 @@
+#include "modelfs/store/blob_store.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "chunk_pipeline.h"
+#include "modelfs/store/errors.h"
+
+namespace fs = std::filesystem;
+
+namespace modelfs {
+namespace {
+
+std::string random_name() {
+    static thread_local std::mt19937_64 rng{std::random_device{}() ^
+                                            static_cast<std::uint64_t>(::getpid()) << 32};
+    std::uint64_t r = rng();
+    return std::to_string(::getpid()) + "-" + to_hex(reinterpret_cast<const std::uint8_t*>(&r), 8);
+}
+
+std::int64_t now_seconds() {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+void mkdir_p(const fs::path& p) {
+    std::error_code ec;
+    fs::create_directories(p, ec);
+    if (ec) throw_errno("creating " + p.string(), ec.value());
+}
+
+}  // namespace
+
+void pwrite_all(int fd, const void* data, std::size_t size, std::uint64_t offset,
+                const std::string& what) {
+    auto* p = static_cast<const char*>(data);
+    while (size > 0) {
+        ssize_t n = ::pwrite(fd, p, size, static_cast<off_t>(offset));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("writing " + what, errno);
+        }
+        p += n;
+        size -= static_cast<std::size_t>(n);
+        offset += static_cast<std::uint64_t>(n);
+    }
+}
+
+void fsync_or_throw(int fd, const std::string& what) {
+    if (::fsync(fd) != 0) throw_errno("flushing " + what + " to disk", errno);
+}
+
+void fsync_dir(const fs::path& dir) {
+    UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) throw_errno("opening " + dir.string(), errno);
+    fsync_or_throw(fd.get(), dir.string());
+}
+
+StagingFile& StagingFile::operator=(StagingFile&& o) noexcept {
+    if (this != &o) {
+        if (!path_.empty()) ::unlink(path_.c_str());
+        fd_ = std::move(o.fd_);
+        path_ = std::exchange(o.path_, {});
+    }
+    return *this;
+}
+
+StagingFile::~StagingFile() {
+    if (!path_.empty()) ::unlink(path_.c_str());
+}
+
+BlobStore::BlobStore(fs::path root) : root_(std::move(root)) {}
+
+void BlobStore::create_layout(const fs::path& root) {
+    for (const char* d : {"blobs/sha256", "staging", "quarantine"}) mkdir_p(root / d);
+}
+
+fs::path BlobStore::path_of(const Sha256& h) const {
+    std::string hex = h.hex();
+    return root_ / "blobs" / "sha256" / hex.substr(0, 2) / hex;
+}
+
+bool BlobStore::exists(const Sha256& h) const {
+    struct stat st;
+    return ::stat(path_of(h).c_str(), &st) == 0;
+}
+
+UniqueFd BlobStore::open_blob(const Sha256& h) const {
+    return UniqueFd(::open(path_of(h).c_str(), O_RDONLY | O_CLOEXEC));
+}
+
+StagingFile BlobStore::make_staging(const std::string& suffix) {
+    for (int attempt = 0;; ++attempt) {
+        fs::path p = staging_dir() / (random_name() + suffix);
+        UniqueFd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        if (!fd) {
+            if (errno == EEXIST && attempt < 8) continue;
+            throw_errno("creating staging file " + p.string(), errno);
+        }
+        StagingFile f(std::move(fd), p);
+        // Cleanup in other processes skips files whose lock is held.
+        if (::flock(f.fd(), LOCK_EX | LOCK_NB) != 0) throw_errno("locking " + p.string(), errno);
+        return f;
+    }
+}
+
+bool BlobStore::publish(StagingFile& staged, const Sha256& h, std::uint64_t size) {
+    fs::path dest = path_of(h);
+    fs::path shard = dest.parent_path();
+    bool new_shard = !fs::exists(shard);
+    if (new_shard) mkdir_p(shard);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        if (::renameat2(AT_FDCWD, staged.path().c_str(), AT_FDCWD, dest.c_str(),
+                        RENAME_NOREPLACE) == 0) {
+            staged.release();
+            fsync_dir(shard);
+            if (new_shard) fsync_dir(shard.parent_path());
+            return true;
+        }
+        if (errno != EEXIST) throw_errno("placing blob " + dest.string(), errno);
+        struct stat st;
+        if (::stat(dest.c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_size) == size)
+            return false;  // same content already stored; the staged copy is dropped
+        // An existing file of the wrong size cannot be this content: keep it for inspection and
+        // put the good copy in its place.
+        fs::path q = quarantine(h);
+        spdlog::warn("blob {} had the wrong size; moved it to {}", h.hex(), q.string());
+    }
+    throw StoreError(ErrorKind::io, "cannot place blob " + dest.string());
+}
+
+Ingested BlobStore::ingest_copy(int src, const std::string& name, Progress* progress) {
+    struct stat st;
+    if (::fstat(src, &st) != 0) throw_errno("reading " + name, errno);
+    StagingFile staged = make_staging(".tmp");
+    const std::string staged_name = staged.path().string();
+    if (st.st_size > 0) {
+        // Reserve the space first: a full disk fails here, before any byte is copied.
+        int rc = ::posix_fallocate(staged.fd(), 0, st.st_size);
+        if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL)
+            throw_errno("reserving " + std::to_string(st.st_size) + " bytes for " + name +
+                            " in " + staging_dir().string(),
+                        rc);
+    }
+
+    Sha256Hasher sha;
+    Xxh128Hasher xxh;
+    std::uint64_t written = 0;
+    const int out = staged.fd();
+    read_chunks(
+        src, 0,
+        [&](std::span<const std::byte> c) {
+            pwrite_all(out, c.data(), c.size(), written, staged_name);
+            // Start writeback now so the final fsync has little left to wait for.
+            ::sync_file_range(out, static_cast<off_t>(written), static_cast<off_t>(c.size()),
+                              SYNC_FILE_RANGE_WRITE);
+            xxh.update(c.data(), c.size());
+            written += c.size();
+        },
+        [&](std::span<const std::byte> c) { sha.update(c.data(), c.size()); }, progress,
+        name.c_str());
+
+    struct stat after;
+    if (::fstat(src, &after) != 0) throw_errno("reading " + name, errno);
+    if (static_cast<std::uint64_t>(after.st_size) != written ||
+        after.st_mtim.tv_sec != st.st_mtim.tv_sec || after.st_mtim.tv_nsec != st.st_mtim.tv_nsec)
+        throw StoreError(ErrorKind::bad_input,
+                         name + " changed while it was being imported; import it again");
+    if (::ftruncate(out, static_cast<off_t>(written)) != 0)
+        throw_errno("truncating " + staged_name, errno);
+    if (::fchmod(out, 0444) != 0) throw_errno("making " + staged_name + " read-only", errno);
+    fsync_or_throw(out, staged_name);
+
+    Ingested r;
+    r.digests = {sha.finish(), xxh.finish(), written};
+    r.stored_new = publish(staged, r.digests.sha256, written);
+    return r;
+}
+
+StagingFile BlobStore::adopt_staging(const fs::path& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) throw_errno("opening " + path.string(), errno);
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) throw_errno("locking " + path.string(), errno);
+    return StagingFile(std::move(fd), path);
+}
+
+void BlobStore::remove(const Sha256& h) {
+    if (::unlink(path_of(h).c_str()) != 0 && errno != ENOENT)
+        throw_errno("removing blob " + path_of(h).string(), errno);
+}
+
+fs::path BlobStore::quarantine(const Sha256& h) {
+    mkdir_p(quarantine_dir());
+    fs::path dest = quarantine_dir() / (h.hex() + "." + std::to_string(now_seconds()));
+    if (::rename(path_of(h).c_str(), dest.c_str()) != 0)
+        throw_errno("moving " + path_of(h).string() + " to quarantine", errno);
+    return dest;
+}
+
+void BlobStore::for_each_file(
+    const std::function<void(const std::optional<Sha256>&, const fs::path&, std::uint64_t)>& fn)
+    const {
+    std::error_code ec;
+    fs::path top = root_ / "blobs" / "sha256";
+    for (fs::recursive_directory_iterator it(top, ec), end; !ec && it != end; it.increment(ec)) {
+        if (!it->is_regular_file(ec)) continue;
+        const fs::path& p = it->path();
+        auto h = Sha256::from_hex(p.filename().string());
+        if (h && p.parent_path().filename() != p.filename().string().substr(0, 2)) h.reset();
+        fn(h, p, it->file_size(ec));
+    }
+}
+
+std::size_t BlobStore::clean_staging(const std::function<bool(const fs::path&)>& keep) {
+    std::size_t removed = 0;
+    std::error_code ec;
+    const auto now = fs::file_time_type::clock::now();
+    for (fs::directory_iterator it(staging_dir(), ec), end; !ec && it != end; it.increment(ec)) {
+        const fs::path p = it->path();
+        UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        if (!fd) continue;
+        if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its writer is alive
+        struct stat st;
+        if (::fstat(fd.get(), &st) != 0) continue;
+        // A writer creates its file and locks it a moment later: a young empty file may be in
+        // that moment, so leave it alone.
+        if (st.st_size == 0 && now - fs::last_write_time(p, ec) < std::chrono::minutes(5))
+            continue;
+        if (keep && keep(p)) continue;
+        if (::unlink(p.c_str()) == 0) ++removed;
+    }
+    return removed;
+}
+
+}  // namespace modelfs

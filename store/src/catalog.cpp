@@ -1,0 +1,425 @@
+#include "modelfs/store/catalog.h"
+
+#include <lmdb.h>
+
+#include <cctype>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "modelfs/store/errors.h"
+
+namespace modelfs {
+namespace {
+
+using json = nlohmann::json;
+
+// Virtual address space only: LMDB grows the file as data arrives. Every process must use the
+// same value, or the smaller one sees MDB_MAP_RESIZED.
+constexpr std::size_t kMapSize = std::size_t{32} << 30;
+
+[[noreturn]] void throw_mdb(const std::string& what, int rc) {
+    ErrorKind kind = rc == MDB_MAP_FULL ? ErrorKind::no_space : ErrorKind::io;
+    throw StoreError(kind, "catalog: " + what + ": " + mdb_strerror(rc));
+}
+
+void check(int rc, const char* what) {
+    if (rc != MDB_SUCCESS) throw_mdb(what, rc);
+}
+
+MDB_val as_val(std::string_view s) {
+    return MDB_val{s.size(), const_cast<char*>(s.data())};
+}
+MDB_val as_val(const Sha256& h) {
+    return MDB_val{h.bytes.size(), const_cast<std::uint8_t*>(h.bytes.data())};
+}
+std::string_view as_view(const MDB_val& v) {
+    return {static_cast<const char*>(v.mv_data), v.mv_size};
+}
+
+json::binary_t bin(const std::uint8_t* p, std::size_t n) {
+    return json::binary_t(std::vector<std::uint8_t>(p, p + n));
+}
+template <typename H>
+json::binary_t bin(const H& h) {
+    return bin(h.bytes.data(), h.bytes.size());
+}
+template <typename H>
+H hash_from(const json& j, const char* field) {
+    const auto& b = j.at(field).get_binary();
+    H h;
+    if (b.size() != h.bytes.size())
+        throw StoreError(ErrorKind::corrupt, std::string("catalog: field ") + field + " has " +
+                                                 std::to_string(b.size()) + " bytes");
+    std::copy(b.begin(), b.end(), h.bytes.begin());
+    return h;
+}
+
+std::optional<BlobState> parse_state(std::string_view s) {
+    for (auto st : {BlobState::present, BlobState::remote, BlobState::partial,
+                    BlobState::quarantined})
+        if (to_string(st) == s) return st;
+    return std::nullopt;
+}
+
+std::string encode_blob(const BlobRecord& r) {
+    json j = {{"size", r.size},
+              {"state", to_string(r.state)},
+              {"st_hdr", r.safetensors_header_len},
+              {"ingested", r.ingested},
+              {"accessed", r.accessed}};
+    if (r.xxh128) j["xxh3"] = bin(*r.xxh128);
+    if (r.autov3) j["autov3"] = bin(*r.autov3);
+    if (!r.extents.empty()) {
+        json ex = json::array();
+        for (const auto& e : r.extents)
+            ex.push_back({{"blob", bin(e.blob)}, {"off", e.offset}, {"len", e.length}});
+        j["extents"] = std::move(ex);
+    }
+    auto v = json::to_cbor(j);
+    return std::string(v.begin(), v.end());
+}
+
+BlobRecord decode_blob(std::string_view data) {
+    json j = json::from_cbor(data.begin(), data.end());
+    BlobRecord r;
+    r.size = j.at("size").get<std::uint64_t>();
+    auto st = parse_state(j.at("state").get<std::string>());
+    if (!st) throw StoreError(ErrorKind::corrupt, "catalog: unknown blob state");
+    r.state = *st;
+    r.safetensors_header_len = j.value("st_hdr", std::uint64_t{0});
+    r.ingested = j.value("ingested", std::int64_t{0});
+    r.accessed = j.value("accessed", std::int64_t{0});
+    if (j.contains("xxh3")) r.xxh128 = hash_from<Xxh128>(j, "xxh3");
+    if (j.contains("autov3")) r.autov3 = hash_from<Sha256>(j, "autov3");
+    if (j.contains("extents"))
+        for (const auto& e : j["extents"])
+            r.extents.push_back({hash_from<Sha256>(e, "blob"), e.at("off").get<std::uint64_t>(),
+                                 e.at("len").get<std::uint64_t>()});
+    return r;
+}
+
+std::string encode_model(const Model& m) {
+    json versions = json::array();
+    for (const auto& v : m.versions) {
+        json jv = {{"label", v.label}, {"added", v.added}, {"size", v.size}};
+        if (!v.source.empty()) jv["source"] = v.source;
+        if (!v.note.empty()) jv["note"] = v.note;
+        if (v.blob) {
+            jv["blob"] = bin(*v.blob);
+            jv["ext"] = v.ext;
+        } else {
+            json tree = json::array();
+            for (const auto& t : v.tree)
+                tree.push_back({{"path", t.path}, {"blob", bin(t.blob)}, {"size", t.size}});
+            jv["tree"] = std::move(tree);
+        }
+        versions.push_back(std::move(jv));
+    }
+    json j = {{"category", to_string(m.category)},
+              {"name", m.name},
+              {"current", m.current},
+              {"versions", std::move(versions)}};
+    auto v = json::to_cbor(j);
+    return std::string(v.begin(), v.end());
+}
+
+Model decode_model(std::string_view data) {
+    json j = json::from_cbor(data.begin(), data.end());
+    Model m;
+    auto cat = parse_category(j.at("category").get<std::string>());
+    if (!cat) throw StoreError(ErrorKind::corrupt, "catalog: unknown category in model record");
+    m.category = *cat;
+    m.name = j.at("name").get<std::string>();
+    m.current = j.at("current").get<std::size_t>();
+    for (const auto& jv : j.at("versions")) {
+        ModelVersion v;
+        v.label = jv.at("label").get<std::string>();
+        v.added = jv.value("added", std::int64_t{0});
+        v.size = jv.value("size", std::uint64_t{0});
+        v.source = jv.value("source", std::string());
+        v.note = jv.value("note", std::string());
+        if (jv.contains("blob")) {
+            v.blob = hash_from<Sha256>(jv, "blob");
+            v.ext = jv.value("ext", std::string());
+        } else {
+            for (const auto& t : jv.at("tree"))
+                v.tree.push_back({t.at("path").get<std::string>(), hash_from<Sha256>(t, "blob"),
+                                  t.at("size").get<std::uint64_t>()});
+        }
+        m.versions.push_back(std::move(v));
+    }
+    if (m.versions.empty() || m.current >= m.versions.size())
+        throw StoreError(ErrorKind::corrupt, "catalog: model " + m.name + " has no current version");
+    return m;
+}
+
+}  // namespace
+
+std::string_view to_string(BlobState s) {
+    switch (s) {
+        case BlobState::present: return "present";
+        case BlobState::remote: return "remote";
+        case BlobState::partial: return "partial";
+        case BlobState::quarantined: return "quarantined";
+    }
+    return "?";
+}
+
+std::vector<Sha256> ModelVersion::blobs() const {
+    if (blob) return {*blob};
+    std::vector<Sha256> out;
+    for (const auto& t : tree) out.push_back(t.blob);
+    return out;
+}
+
+bool ModelVersion::same_content(const ModelVersion& o) const {
+    if (blob || o.blob) return blob == o.blob;
+    if (tree.size() != o.tree.size()) return false;
+    for (std::size_t i = 0; i < tree.size(); ++i)
+        if (tree[i].path != o.tree[i].path || tree[i].blob != o.tree[i].blob) return false;
+    return true;
+}
+
+std::string model_key(Category c, std::string_view name) {
+    return std::string(to_string(c)) + "/" + std::string(name);
+}
+std::string Model::key() const { return model_key(category, name); }
+
+struct Catalog::Env {
+    struct Close {
+        void operator()(MDB_env* e) const { mdb_env_close(e); }
+    };
+    std::unique_ptr<MDB_env, Close> env;
+    MDB_dbi meta = 0, blobs = 0, models = 0;
+    std::filesystem::path dir;
+    std::uint32_t schema = 0;
+};
+
+struct Txn::Impl {
+    std::shared_ptr<Catalog::Env> env;
+    MDB_txn* txn = nullptr;
+    bool write = false;
+
+    ~Impl() {
+        if (txn) mdb_txn_abort(txn);
+    }
+};
+
+Txn::Txn(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Txn::~Txn() = default;
+Txn::Txn(Txn&&) noexcept = default;
+Txn& Txn::operator=(Txn&&) noexcept = default;
+
+std::optional<BlobRecord> Txn::get_blob(const Sha256& h) const {
+    MDB_val k = as_val(h), v;
+    int rc = mdb_get(impl_->txn, impl_->env->blobs, &k, &v);
+    if (rc == MDB_NOTFOUND) return std::nullopt;
+    check(rc, "reading blob record");
+    return decode_blob(as_view(v));
+}
+
+std::optional<Model> Txn::get_model(std::string_view key) const {
+    MDB_val k = as_val(key), v;
+    int rc = mdb_get(impl_->txn, impl_->env->models, &k, &v);
+    if (rc == MDB_NOTFOUND) return std::nullopt;
+    check(rc, "reading model record");
+    return decode_model(as_view(v));
+}
+
+namespace {
+class Cursor {
+public:
+    Cursor(MDB_txn* txn, MDB_dbi dbi) { check(mdb_cursor_open(txn, dbi, &c_), "opening cursor"); }
+    ~Cursor() { mdb_cursor_close(c_); }
+    Cursor(const Cursor&) = delete;
+    Cursor& operator=(const Cursor&) = delete;
+    // Returns false at the end.
+    bool get(MDB_val& k, MDB_val& v, MDB_cursor_op op) {
+        int rc = mdb_cursor_get(c_, &k, &v, op);
+        if (rc == MDB_NOTFOUND) return false;
+        check(rc, "walking the catalog");
+        return true;
+    }
+
+private:
+    MDB_cursor* c_ = nullptr;
+};
+}  // namespace
+
+void Txn::for_each_blob(const std::function<void(const Sha256&, const BlobRecord&)>& fn) const {
+    Cursor c(impl_->txn, impl_->env->blobs);
+    MDB_val k, v;
+    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT)) {
+        if (k.mv_size != 32) continue;
+        Sha256 h;
+        std::memcpy(h.bytes.data(), k.mv_data, 32);
+        fn(h, decode_blob(as_view(v)));
+    }
+}
+
+void Txn::for_each_model(const std::function<void(const Model&)>& fn) const {
+    Cursor c(impl_->txn, impl_->env->models);
+    MDB_val k, v;
+    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT))
+        fn(decode_model(as_view(v)));
+}
+
+std::vector<Sha256> Txn::blobs_with_prefix(std::string_view hex_prefix, std::size_t limit) const {
+    std::vector<Sha256> out;
+    if (!is_hex(hex_prefix) || hex_prefix.size() > 64) return out;
+    std::string lower(hex_prefix);
+    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    // Seek to the first key >= the prefix padded with zero nibbles.
+    std::string padded = lower + std::string(64 - lower.size(), '0');
+    Sha256 start = *Sha256::from_hex(padded);
+    MDB_val k = as_val(start), v;
+    Cursor c(impl_->txn, impl_->env->blobs);
+    for (bool ok = c.get(k, v, MDB_SET_RANGE); ok && out.size() < limit;
+         ok = c.get(k, v, MDB_NEXT)) {
+        if (k.mv_size != 32) continue;
+        Sha256 h;
+        std::memcpy(h.bytes.data(), k.mv_data, 32);
+        if (h.hex().compare(0, lower.size(), lower) != 0) break;
+        out.push_back(h);
+    }
+    return out;
+}
+
+void Txn::put_blob(const Sha256& h, const BlobRecord& r) {
+    std::string data = encode_blob(r);
+    MDB_val k = as_val(h), v = as_val(data);
+    check(mdb_put(impl_->txn, impl_->env->blobs, &k, &v, 0), "writing blob record");
+}
+
+void Txn::del_blob(const Sha256& h) {
+    MDB_val k = as_val(h);
+    int rc = mdb_del(impl_->txn, impl_->env->blobs, &k, nullptr);
+    if (rc != MDB_NOTFOUND) check(rc, "deleting blob record");
+}
+
+void Txn::put_model(const Model& m) {
+    std::string key = m.key(), data = encode_model(m);
+    MDB_val k = as_val(key), v = as_val(data);
+    if (k.mv_size > 511)
+        throw StoreError(ErrorKind::bad_input, "model name too long for the catalog: " + key);
+    check(mdb_put(impl_->txn, impl_->env->models, &k, &v, 0), "writing model record");
+}
+
+void Txn::del_model(std::string_view key) {
+    MDB_val k = as_val(key);
+    int rc = mdb_del(impl_->txn, impl_->env->models, &k, nullptr);
+    if (rc != MDB_NOTFOUND) check(rc, "deleting model record");
+}
+
+void Txn::commit() {
+    MDB_txn* t = std::exchange(impl_->txn, nullptr);
+    check(mdb_txn_commit(t), "committing");
+}
+
+Catalog::Catalog(std::shared_ptr<Env> env) : env_(std::move(env)) {}
+Catalog::~Catalog() = default;
+Catalog::Catalog(Catalog&&) noexcept = default;
+Catalog& Catalog::operator=(Catalog&&) noexcept = default;
+
+namespace {
+MDB_txn* begin(MDB_env* env, unsigned flags) {
+    MDB_txn* txn = nullptr;
+    int rc = mdb_txn_begin(env, nullptr, flags, &txn);
+    if (rc == MDB_MAP_RESIZED) {
+        // Another process grew the map; adopt its size and try again.
+        check(mdb_env_set_mapsize(env, 0), "adopting the new map size");
+        rc = mdb_txn_begin(env, nullptr, flags, &txn);
+    }
+    check(rc, "starting a transaction");
+    return txn;
+}
+}  // namespace
+
+Catalog Catalog::open(const std::filesystem::path& dir, bool create) {
+    std::error_code ec;
+    if (!std::filesystem::exists(dir / "data.mdb", ec) && !create)
+        throw StoreError(ErrorKind::no_store, "no catalog in " + dir.string());
+    if (create) std::filesystem::create_directories(dir, ec);
+
+    auto env = std::make_shared<Env>();
+    env->dir = dir;
+    MDB_env* raw = nullptr;
+    check(mdb_env_create(&raw), "creating the environment");
+    env->env.reset(raw);
+    check(mdb_env_set_maxdbs(raw, 8), "setting maxdbs");
+    check(mdb_env_set_mapsize(raw, kMapSize), "setting the map size");
+    check(mdb_env_set_maxreaders(raw, 1024), "setting maxreaders");
+    // MDB_NOTLS: read transactions are not tied to a thread (the daemon hands them between
+    // workers).
+    int rc = mdb_env_open(raw, dir.c_str(), MDB_NOTLS, 0644);
+    if (rc != MDB_SUCCESS) {
+        ErrorKind kind = (rc == EACCES || rc == ENOENT) ? ErrorKind::no_store : ErrorKind::io;
+        throw StoreError(kind, "cannot open the catalog in " + dir.string() + ": " +
+                                   mdb_strerror(rc));
+    }
+    int dead = 0;
+    mdb_reader_check(raw, &dead);  // reclaim reader slots of crashed processes
+
+    MDB_txn* txn = begin(raw, create ? 0 : MDB_RDONLY);
+    Txn guard([&] {
+        auto impl = std::make_unique<Txn::Impl>();
+        impl->env = env;
+        impl->txn = txn;
+        impl->write = create;
+        return impl;
+    }());
+    unsigned dbflags = create ? MDB_CREATE : 0;
+    auto open_dbi = [&](const char* name, MDB_dbi* dbi) {
+        int r = mdb_dbi_open(txn, name, dbflags, dbi);
+        if (r == MDB_NOTFOUND)
+            throw StoreError(ErrorKind::no_store, "catalog in " + dir.string() +
+                                                      " has no '" + name + "' database");
+        check(r, "opening a database");
+    };
+    open_dbi("meta", &env->meta);
+    open_dbi("blobs", &env->blobs);
+    open_dbi("models", &env->models);
+
+    MDB_val k = as_val(std::string_view("schema")), v;
+    rc = mdb_get(txn, env->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        if (!create)
+            throw StoreError(ErrorKind::no_store, "catalog in " + dir.string() + " has no schema");
+        std::string s = std::to_string(kSchemaVersion);
+        MDB_val sv = as_val(s);
+        check(mdb_put(txn, env->meta, &k, &sv, 0), "writing the schema version");
+        env->schema = kSchemaVersion;
+    } else {
+        check(rc, "reading the schema version");
+        env->schema = static_cast<std::uint32_t>(std::stoul(std::string(as_view(v))));
+    }
+    if (env->schema > kSchemaVersion)
+        throw StoreError(ErrorKind::schema,
+                         "the store at " + dir.parent_path().string() + " uses catalog schema " +
+                             std::to_string(env->schema) + ", newer than this modelfs understands (" +
+                             std::to_string(kSchemaVersion) +
+                             "); upgrade modelfs to use it (nothing was changed)");
+    guard.commit();
+    return Catalog(std::move(env));
+}
+
+Txn Catalog::read() const {
+    auto impl = std::make_unique<Txn::Impl>();
+    impl->env = env_;
+    impl->txn = begin(env_->env.get(), MDB_RDONLY);
+    return Txn(std::move(impl));
+}
+
+Txn Catalog::write() {
+    auto impl = std::make_unique<Txn::Impl>();
+    impl->env = env_;
+    impl->txn = begin(env_->env.get(), 0);
+    impl->write = true;
+    return Txn(std::move(impl));
+}
+
+std::uint32_t Catalog::schema_version() const { return env_->schema; }
+const std::filesystem::path& Catalog::dir() const { return env_->dir; }
+
+}  // namespace modelfs

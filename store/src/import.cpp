@@ -1,0 +1,633 @@
+// Import: turn user paths into planned models, ingest their files in parallel, then catalogue
+// each model in its own transaction so one bad file never spoils the others.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "store_impl.h"
+
+namespace fs = std::filesystem;
+
+namespace modelfs {
+namespace {
+
+// Extensions of files that are models (anything else in a folder is skipped, not imported).
+constexpr std::string_view kModelExtensions[] = {
+    ".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".pth", ".bin", ".pkl", ".gguf", ".onnx",
+};
+constexpr std::string_view kCompoundExtensions[] = {".fooocus.patch"};
+
+std::string lower(std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+// Splits "name.ext" into ("name", ".ext"), knowing the compound extensions.
+std::pair<std::string, std::string> split_ext(const std::string& filename) {
+    std::string l = lower(filename);
+    for (auto ce : kCompoundExtensions)
+        if (l.size() > ce.size() && l.ends_with(ce))
+            return {filename.substr(0, filename.size() - ce.size()),
+                    filename.substr(filename.size() - ce.size())};
+    auto dot = filename.rfind('.');
+    if (dot == std::string::npos || dot == 0) return {filename, ""};
+    return {filename.substr(0, dot), filename.substr(dot)};
+}
+
+bool is_model_file(const std::string& filename) {
+    auto [stem, ext] = split_ext(filename);
+    std::string l = lower(ext);
+    if (std::find(std::begin(kModelExtensions), std::end(kModelExtensions), l) !=
+        std::end(kModelExtensions))
+        return true;
+    return std::find(std::begin(kCompoundExtensions), std::end(kCompoundExtensions), l) !=
+           std::end(kCompoundExtensions);
+}
+
+// A name is stored as given and later becomes a path in every view: keep it to what every
+// filesystem and tool accepts.
+void check_name(const std::string& name) {
+    auto bad = [&](const std::string& why) {
+        throw StoreError(ErrorKind::bad_input, "invalid model name '" + name + "': " + why);
+    };
+    if (name.empty()) bad("empty");
+    if (name.find('\0') != std::string::npos) bad("contains NUL");
+    if (name.front() == '/' || name.back() == '/') bad("starts or ends with '/'");
+    std::size_t start = 0;
+    while (start <= name.size()) {
+        auto end = name.find('/', start);
+        if (end == std::string::npos) end = name.size();
+        std::string part = name.substr(start, end - start);
+        if (part.empty()) bad("empty path component");
+        if (part == "." || part == "..") bad("'.' or '..' component");
+        if (part.size() > 200) bad("a component is longer than 200 bytes");
+        if (part.find('@') != std::string::npos) bad("'@' is reserved for version labels");
+        start = end + 1;
+    }
+}
+
+struct FileJob {
+    fs::path src;
+    std::string display;  // path as the user gave it
+    bool safetensors = false;
+    std::optional<SafetensorsInfo> header;
+    std::uint64_t size = 0;
+    Ingested result;
+    std::string error;
+    bool done = false;
+    // A move in progress: its journal, kept until the catalog commit.
+    std::optional<StagingFile> journal;
+    bool source_renamed = false;  // the user's file now lives in the store (same-fs move)
+    bool delete_source_after_commit = false;
+};
+
+struct ModelPlan {
+    fs::path source;
+    std::optional<Category> category;
+    std::string name;
+    std::string ext;
+    bool tree = false;
+    std::vector<std::size_t> jobs;
+    std::vector<std::string> tree_paths;
+    std::vector<std::string> category_folders;  // inferred category came from this folder
+    std::string error;
+};
+
+class Importer {
+public:
+    Importer(Store::Impl& s, const ImportOptions& o, Progress* p) : s_(s), opts_(o), progress_(p) {}
+
+    ImportReport run(const std::vector<fs::path>& paths) {
+        for (const auto& p : paths) plan_path(p);
+        if (opts_.name && plans_.size() != 1)
+            throw StoreError(ErrorKind::bad_input,
+                             "--name needs exactly one model to import, but the paths hold " +
+                                 std::to_string(plans_.size()));
+        read_headers();
+        resolve_categories();
+        StoreLock lock(s_.root, StoreLock::shared);
+        ingest_all();
+        for (auto& plan : plans_) report_.items.push_back(commit(plan));
+        return std::move(report_);
+    }
+
+private:
+    void fail_path(const fs::path& p, const std::string& why) {
+        ImportItem it;
+        it.source = p;
+        it.outcome = ImportItem::Outcome::failed;
+        it.error = why;
+        report_.items.push_back(std::move(it));
+    }
+
+    std::size_t add_job(const fs::path& p, std::uint64_t size) {
+        FileJob j;
+        j.src = p;
+        j.display = p.string();
+        j.size = size;
+        j.safetensors = has_safetensors_extension(p.filename().string());
+        jobs_.push_back(std::move(j));
+        if (progress_) {
+            progress_->total_bytes += size;
+            progress_->total_items += 1;
+        }
+        return jobs_.size() - 1;
+    }
+
+    // Folder names from `dir` upwards (at most `depth`), nearest first.
+    static std::vector<std::string> ancestors(const fs::path& dir, int depth) {
+        std::vector<std::string> out;
+        fs::path d = dir;
+        for (int i = 0; i < depth && d.has_filename(); ++i, d = d.parent_path())
+            out.push_back(d.filename().string());
+        return out;
+    }
+
+    void plan_file(const fs::path& p, std::uint64_t size, std::string name,
+                   std::vector<std::string> folders) {
+        ModelPlan m;
+        m.source = p;
+        auto [stem, ext] = split_ext(p.filename().string());
+        m.name = name.empty() ? stem : name;
+        m.ext = ext;
+        m.category_folders = std::move(folders);
+        m.jobs.push_back(add_job(p, size));
+        plans_.push_back(std::move(m));
+    }
+
+    void plan_tree(const fs::path& dir) {
+        ModelPlan m;
+        m.source = dir;
+        m.tree = true;
+        m.category = Category::diffusers;
+        m.name = fs::absolute(dir).lexically_normal().filename().string();
+        if (m.name.empty()) m.name = fs::absolute(dir).lexically_normal().parent_path().filename();
+        std::vector<std::pair<std::string, fs::path>> files;
+        std::error_code ec;
+        for (fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied,
+                                                 ec),
+             end;
+             !ec && it != end; it.increment(ec)) {
+            std::string fname = it->path().filename().string();
+            if (fname.starts_with(".")) {
+                if (it->is_directory(ec)) it.disable_recursion_pending();
+                continue;
+            }
+            if (!it->is_regular_file(ec)) continue;
+            files.emplace_back(it->path().lexically_relative(dir).generic_string(), it->path());
+        }
+        if (ec) {
+            fail_path(dir, "cannot read folder " + dir.string() + ": " + ec.message());
+            return;
+        }
+        std::sort(files.begin(), files.end());
+        for (auto& [rel, path] : files) {
+            m.tree_paths.push_back(rel);
+            m.jobs.push_back(add_job(path, fs::file_size(path, ec)));
+        }
+        plans_.push_back(std::move(m));
+    }
+
+    void plan_path(const fs::path& p) {
+        std::error_code ec;
+        auto st = fs::status(p, ec);
+        if (ec || !fs::exists(st)) {
+            fail_path(p, p.string() + ": no such file or folder");
+            return;
+        }
+        if (::access(p.c_str(), R_OK) != 0) {
+            fail_path(p, p.string() + ": " + std::strerror(errno));
+            return;
+        }
+        fs::path abs = fs::absolute(p).lexically_normal();
+        if (abs.filename().empty()) abs = abs.parent_path();
+        if (fs::is_regular_file(st)) {
+            plan_file(p, fs::file_size(p, ec), opts_.name.value_or(""),
+                      ancestors(abs.parent_path(), 4));
+            return;
+        }
+        if (!fs::is_directory(st)) {
+            fail_path(p, p.string() + ": not a regular file or folder");
+            return;
+        }
+        if (fs::exists(p / "model_index.json", ec)) {
+            plan_tree(p);
+            if (opts_.name && !plans_.empty()) plans_.back().name = *opts_.name;
+            return;
+        }
+        walk(p, abs);
+    }
+
+    // A folder of models: every model file below it becomes a model named by its path relative
+    // to the nearest folder that names a category (ComfyUI `loras/sdxl/x.safetensors` ->
+    // lora "sdxl/x"), diffusers folders become multi-file models.
+    void walk(const fs::path& root, const fs::path& abs_root) {
+        std::set<std::pair<dev_t, ino_t>> seen;
+        std::vector<std::string> root_folders = ancestors(abs_root, 4);
+        std::vector<std::pair<fs::path, std::vector<std::string>>> stack{{root, {}}};
+        while (!stack.empty()) {
+            auto [dir, rel_parts] = std::move(stack.back());
+            stack.pop_back();
+            struct stat dst;
+            if (::stat(dir.c_str(), &dst) != 0 || !seen.insert({dst.st_dev, dst.st_ino}).second)
+                continue;  // unreadable, or a symlink loop
+            std::error_code ec;
+            std::vector<fs::directory_entry> entries;
+            for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+                entries.push_back(*it);
+            if (ec) {
+                fail_path(dir, "cannot read folder " + dir.string() + ": " + ec.message());
+                continue;
+            }
+            std::sort(entries.begin(), entries.end());
+            for (const auto& e : entries) {
+                std::string fname = e.path().filename().string();
+                if (fname.starts_with(".")) continue;
+                if (e.is_directory(ec)) {
+                    if (fs::exists(e.path() / "model_index.json", ec)) {
+                        plan_tree(e.path());
+                        continue;
+                    }
+                    auto parts = rel_parts;
+                    parts.push_back(fname);
+                    stack.emplace_back(e.path(), std::move(parts));
+                    continue;
+                }
+                if (!e.is_regular_file(ec)) {
+                    if (e.is_symlink(ec)) fail_path(e.path(), e.path().string() + ": broken symlink");
+                    continue;
+                }
+                if (!is_model_file(fname)) {
+                    ++report_.skipped_files;
+                    continue;
+                }
+                // Nearest folder naming a category: inside the walk first, then above it.
+                std::vector<std::string> folders(rel_parts.rbegin(), rel_parts.rend());
+                folders.insert(folders.end(), root_folders.begin(), root_folders.end());
+                std::string name;
+                std::size_t cat_at = folders.size();
+                for (std::size_t i = 0; i < folders.size(); ++i)
+                    if (category_from_folder(folders[i])) {
+                        cat_at = i;
+                        break;
+                    }
+                // Sub-folders below the category folder (or below the walk root) stay in the name.
+                std::size_t keep = std::min(cat_at, rel_parts.size());
+                for (std::size_t i = keep; i-- > 0;) name += folders[i] + "/";
+                name += split_ext(fname).first;
+                plan_file(e.path(), e.file_size(ec), name, std::move(folders));
+            }
+        }
+    }
+
+    void read_headers() {
+        for (auto& j : jobs_) {
+            if (!j.safetensors && j.size < 8) continue;
+            UniqueFd fd(::open(j.src.c_str(), O_RDONLY | O_CLOEXEC));
+            if (!fd) {
+                j.error = j.display + ": " + std::strerror(errno);
+                continue;
+            }
+            try {
+                j.header = read_safetensors_header(fd.get(), j.size);
+            } catch (const SafetensorsError& e) {
+                // Only files that claim to be safetensors must be valid; a .ckpt is a zip.
+                if (j.safetensors)
+                    j.error = j.display + ": malformed safetensors header: " + e.what() +
+                              " (file not imported)";
+            } catch (const std::system_error& e) {
+                j.error = j.display + ": " + e.what();
+            }
+        }
+    }
+
+    void resolve_categories() {
+        for (auto& m : plans_) {
+            if (opts_.category) {
+                m.category = opts_.category;
+            } else if (!m.category) {
+                for (const auto& f : m.category_folders)
+                    if (auto c = category_from_folder(f)) {
+                        m.category = c;
+                        break;
+                    }
+                if (!m.category && !m.tree && jobs_[m.jobs[0]].header)
+                    m.category = category_from_tensors(*jobs_[m.jobs[0]].header);
+                if (!m.category) m.category = Category::other;
+            }
+            try {
+                check_name(m.name);
+            } catch (const StoreError& e) {
+                m.error = e.what();
+            }
+        }
+    }
+
+    void ingest_all() {
+        unsigned n = opts_.jobs ? opts_.jobs : std::max(1u, std::thread::hardware_concurrency());
+        // Biggest first, so one huge file does not start last and finish alone.
+        std::vector<std::size_t> order(jobs_.size());
+        for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+        std::stable_sort(order.begin(), order.end(),
+                         [&](auto a, auto b) { return jobs_[a].size > jobs_[b].size; });
+        std::atomic<std::size_t> next{0};
+        auto worker = [&] {
+            for (std::size_t k; (k = next.fetch_add(1)) < order.size();) {
+                FileJob& j = jobs_[order[k]];
+                if (j.error.empty()) {
+                    try {
+                        opts_.move ? ingest_move(j) : ingest_copy(j);
+                    } catch (const std::exception& e) {
+                        j.error = e.what();
+                    }
+                }
+                if (progress_) progress_->done_items += 1;
+            }
+        };
+        std::vector<std::jthread> pool;
+        for (unsigned i = 1; i < std::min<std::size_t>(n, order.size()); ++i) pool.emplace_back(worker);
+        worker();
+    }
+
+    void ingest_copy(FileJob& j) {
+        UniqueFd fd(::open(j.src.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) throw_errno("opening " + j.display, errno);
+        j.result = s_.blobs.ingest_copy(fd.get(), j.display, progress_);
+        j.done = true;
+    }
+
+    // --move: same filesystem -> rename into staging (zero copy), hash there, publish; another
+    // filesystem -> copy, verify the copy, and delete the original only after the catalog commit.
+    // A journal records the original path until then, so a crash puts the file back.
+    void ingest_move(FileJob& j) {
+        struct stat src_st, store_st;
+        if (::stat(j.src.c_str(), &src_st) != 0) throw_errno("reading " + j.display, errno);
+        if (::stat(s_.blobs.staging_dir().c_str(), &store_st) != 0)
+            throw_errno("reading " + s_.blobs.staging_dir().string(), errno);
+        if (src_st.st_dev != store_st.st_dev || !move_by_rename(j)) {
+            ingest_copy(j);
+            verify_copy(j);
+            j.delete_source_after_commit = true;
+        }
+    }
+
+    bool move_by_rename(FileJob& j) {
+        StagingFile journal = s_.blobs.make_staging(kJournalSuffix);
+        fs::path moved = fs::path(journal.path()).replace_extension(kMovedSuffix);
+        write_journal(journal, {{"origin", fs::absolute(j.src).string()},
+                                {"moved", moved.filename().string()}});
+        if (::rename(j.src.c_str(), moved.c_str()) != 0) {
+            if (errno == EXDEV) return false;
+            throw_errno("moving " + j.display + " into the store", errno);
+        }
+        j.source_renamed = true;
+        fsync_dir(s_.blobs.staging_dir());
+        fsync_dir(fs::absolute(j.src).parent_path());
+        StagingFile staged = s_.blobs.adopt_staging(moved);
+        staged.release();  // on failure the journal, not the destructor, decides its fate
+        FileDigests d = digest_fd(staged.fd(), progress_, j.display.c_str());
+        if (::fchmod(staged.fd(), 0444) != 0) throw_errno("making blob read-only", errno);
+        fsync_or_throw(staged.fd(), moved.string());
+        write_journal(journal, {{"origin", fs::absolute(j.src).string()},
+                                {"moved", moved.filename().string()},
+                                {"sha256", d.sha256.hex()}});
+        StagingFile to_publish = s_.blobs.adopt_staging(moved);
+        staged = StagingFile();
+        j.result.digests = d;
+        j.result.stored_new = s_.blobs.publish(to_publish, d.sha256, d.size);
+        to_publish.release();  // a duplicate stays in staging until the commit, see commit()
+        j.journal = std::move(journal);
+        j.done = true;
+        return true;
+    }
+
+    static void write_journal(StagingFile& journal, const nlohmann::json& j) {
+        std::string text = j.dump() + "\n";
+        if (::ftruncate(journal.fd(), 0) != 0) throw_errno("writing move journal", errno);
+        pwrite_all(journal.fd(), text.data(), text.size(), 0, journal.path().string());
+        fsync_or_throw(journal.fd(), journal.path().string());
+    }
+
+    void verify_copy(FileJob& j) {
+        UniqueFd fd = s_.blobs.open_blob(j.result.digests.sha256);
+        if (!fd) throw_errno("re-reading the stored copy of " + j.display, errno);
+        if (xxh128_fd(fd.get()) != j.result.digests.xxh128)
+            throw StoreError(ErrorKind::corrupt, "the stored copy of " + j.display +
+                                                     " does not match what was read; the "
+                                                     "original was left in place");
+    }
+
+    // After the catalog commit (or its failure) a move is finished: the journal goes; a same-fs
+    // duplicate's staged file goes; a cross-fs original is deleted. On failure the user's file is
+    // put back where it was.
+    void finish_move(FileJob& j, bool committed) {
+        fs::path moved = j.journal ? fs::path(j.journal->path()).replace_extension(kMovedSuffix)
+                                   : fs::path();
+        if (committed) {
+            if (!moved.empty()) ::unlink(moved.c_str());  // only exists for duplicates
+            if (j.delete_source_after_commit && ::unlink(j.src.c_str()) != 0)
+                spdlog::warn("{} was stored but could not be deleted: {}", j.display,
+                             std::strerror(errno));
+            j.journal.reset();  // unlinks the journal
+            return;
+        }
+        if (!j.source_renamed || !j.journal) return;
+        // Put the user's file back: the staged file if it is still there, else a copy of the blob.
+        if (::rename(moved.c_str(), j.src.c_str()) == 0) {
+            j.journal.reset();
+            return;
+        }
+        try {
+            UniqueFd in = s_.blobs.open_blob(j.result.digests.sha256);
+            if (!in) throw_errno("opening blob", errno);
+            fs::copy_file(s_.blobs.path_of(j.result.digests.sha256), j.src);
+            fs::permissions(j.src, fs::perms::owner_read | fs::perms::owner_write |
+                                       fs::perms::group_read | fs::perms::others_read);
+            j.journal.reset();
+        } catch (const std::exception& e) {
+            j.journal->release();  // recovery at the next open will try again
+            spdlog::error("could not put {} back after a failed import: {}; its content is blob {}",
+                          j.display, e.what(), j.result.digests.sha256.hex());
+        }
+    }
+
+    ImportItem commit(ModelPlan& m) {
+        ImportItem item;
+        item.source = m.source;
+        item.files = m.jobs.size();
+        item.model_key = m.category ? model_key(*m.category, m.name) : m.name;
+        std::string err = m.error;
+        for (auto k : m.jobs)
+            if (err.empty() && !jobs_[k].error.empty()) err = jobs_[k].error;
+        if (err.empty() && m.jobs.empty()) err = m.source.string() + ": folder holds no files";
+        if (!err.empty()) return failed(m, item, err);
+
+        ModelVersion v;
+        v.added = unix_now();
+        v.source = fs::absolute(m.source).lexically_normal().string();
+        for (std::size_t i = 0; i < m.jobs.size(); ++i) {
+            const FileJob& j = jobs_[m.jobs[i]];
+            v.size += j.result.digests.size;
+            item.new_blob = item.new_blob || j.result.stored_new;
+            if (m.tree)
+                v.tree.push_back({m.tree_paths[i], j.result.digests.sha256, j.result.digests.size});
+        }
+        if (!m.tree) {
+            v.blob = jobs_[m.jobs[0]].result.digests.sha256;
+            v.ext = m.ext;
+            item.sha256 = *v.blob;
+        }
+        item.size = v.size;
+        try {
+            auto txn = s_.catalog.write();
+            for (auto k : m.jobs) {
+                const FileJob& j = jobs_[k];
+                auto rec = txn.get_blob(j.result.digests.sha256);
+                if (rec && rec->state == BlobState::present) continue;
+                BlobRecord r = rec.value_or(BlobRecord{});
+                r.size = j.result.digests.size;
+                r.state = BlobState::present;
+                r.xxh128 = j.result.digests.xxh128;
+                r.safetensors_header_len = j.header ? j.header->header_len : 0;
+                r.ingested = r.accessed = unix_now();
+                txn.put_blob(j.result.digests.sha256, r);
+            }
+            Model model;
+            auto existing = txn.get_model(model_key(*m.category, m.name));
+            if (existing) {
+                model = std::move(*existing);
+                auto same = std::find_if(model.versions.begin(), model.versions.end(),
+                                         [&](const ModelVersion& o) { return o.same_content(v); });
+                if (opts_.version) {
+                    auto it = std::find_if(model.versions.begin(), model.versions.end(),
+                                           [&](const ModelVersion& o) { return o.label == *opts_.version; });
+                    if (it != model.versions.end() && !it->same_content(v))
+                        throw StoreError(ErrorKind::conflict,
+                                         model.key() + " already has a version labelled '" +
+                                             *opts_.version + "' with other content; choose "
+                                             "another --version");
+                }
+                if (same != model.versions.end() && (!opts_.version || same->label == *opts_.version)) {
+                    item.outcome = ImportItem::Outcome::unchanged;
+                    item.label = same->label;
+                    model.current = static_cast<std::size_t>(same - model.versions.begin());
+                } else {
+                    v.label = opts_.version.value_or("v" + std::to_string(model.versions.size() + 1));
+                    item.outcome = ImportItem::Outcome::new_version;
+                    model.versions.push_back(v);
+                    model.current = model.versions.size() - 1;
+                    item.label = v.label;
+                }
+            } else {
+                model.category = *m.category;
+                model.name = m.name;
+                v.label = opts_.version.value_or("v1");
+                item.label = v.label;
+                model.versions.push_back(v);
+                model.current = 0;
+            }
+            txn.put_model(model);
+            txn.commit();
+        } catch (const std::exception& e) {
+            return failed(m, item, m.source.string() + ": " + e.what());
+        }
+        for (auto k : m.jobs)
+            if (opts_.move) finish_move(jobs_[k], true);
+        return item;
+    }
+
+    ImportItem failed(ModelPlan& m, ImportItem& item, const std::string& err) {
+        item.outcome = ImportItem::Outcome::failed;
+        item.error = err;
+        for (auto k : m.jobs)
+            if (opts_.move) finish_move(jobs_[k], false);
+        return item;
+    }
+
+    Store::Impl& s_;
+    const ImportOptions& opts_;
+    Progress* progress_;
+    std::vector<FileJob> jobs_;
+    std::vector<ModelPlan> plans_;
+    ImportReport report_;
+};
+
+}  // namespace
+
+bool ImportReport::ok() const {
+    return std::none_of(items.begin(), items.end(), [](const ImportItem& i) {
+        return i.outcome == ImportItem::Outcome::failed;
+    });
+}
+
+ImportReport Store::import(const std::vector<fs::path>& paths, const ImportOptions& opts,
+                           Progress* progress) {
+    return Importer(*impl_, opts, progress).run(paths);
+}
+
+// A move journal whose writer is gone: put the user's file back unless the catalog already has it.
+void recover_moves(Store::Impl& s) {
+    std::error_code ec;
+    for (fs::directory_iterator it(s.blobs.staging_dir(), ec), end; !ec && it != end;
+         it.increment(ec)) {
+        const fs::path p = it->path();
+        if (p.extension() != kJournalSuffix) continue;
+        StagingFile journal;
+        try {
+            journal = s.blobs.adopt_staging(p);
+        } catch (const StoreError&) {
+            continue;  // locked: the move is still running
+        }
+        nlohmann::json j;
+        {
+            std::ifstream in(p);
+            j = nlohmann::json::parse(in, nullptr, false);
+        }
+        if (j.is_discarded() || !j.contains("origin")) continue;  // empty: the crash came first
+        fs::path origin = j["origin"].get<std::string>();
+        fs::path moved = s.blobs.staging_dir() / j.value("moved", std::string());
+        bool restored = false;
+        if (fs::exists(moved, ec)) {
+            fs::path dest = origin;
+            if (fs::exists(dest, ec)) dest += ".modelfs-recovered";
+            restored = ::rename(moved.c_str(), dest.c_str()) == 0;
+            if (restored) spdlog::warn("an interrupted import was undone: {} is back", dest.string());
+        } else if (auto sha = Sha256::from_hex(j.value("sha256", std::string()))) {
+            bool catalogued = false;
+            s.catalog.read().for_each_model([&](const Model& m) {
+                for (const auto& v : m.versions)
+                    if (v.blob == *sha && v.source == origin.string()) catalogued = true;
+            });
+            if (catalogued || fs::exists(origin, ec)) {
+                restored = true;
+            } else if (s.blobs.exists(*sha)) {
+                fs::copy_file(s.blobs.path_of(*sha), origin, ec);
+                fs::permissions(origin, fs::perms::owner_read | fs::perms::owner_write |
+                                            fs::perms::group_read | fs::perms::others_read, ec);
+                restored = !ec;
+                if (restored)
+                    spdlog::warn("an interrupted import was undone: {} is back", origin.string());
+            }
+        }
+        if (!restored) {
+            journal.release();
+            spdlog::error("could not undo an interrupted move of {}; see {}", origin.string(),
+                          p.string());
+        }
+        // journal's destructor removes it when restored
+    }
+}
+
+}  // namespace modelfs

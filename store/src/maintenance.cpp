@@ -1,0 +1,174 @@
+// verify and gc: checking stored bytes against their hashes, and removing what nothing uses.
+#include <sys/stat.h>
+
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "store_impl.h"
+
+namespace fs = std::filesystem;
+
+namespace modelfs {
+
+VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
+    VerifyReport rep;
+    std::vector<std::pair<Sha256, BlobRecord>> records;
+    std::set<Sha256> known;
+    {
+        auto txn = impl_->catalog.read();
+        txn.for_each_blob([&](const Sha256& h, const BlobRecord& r) {
+            known.insert(h);
+            if (r.state == BlobState::present) records.emplace_back(h, r);
+        });
+        txn.for_each_model([&](const Model& m) {
+            for (const auto& v : m.versions)
+                for (const auto& b : v.blobs())
+                    if (!known.count(b))
+                        rep.problems.push_back({"dangling",
+                                                m.key() + "@" + v.label + " refers to blob " +
+                                                    b.hex() + ", which the catalog does not know",
+                                                b});
+        });
+    }
+    // Biggest first so the pool finishes together.
+    std::sort(records.begin(), records.end(),
+              [](const auto& a, const auto& b) { return a.second.size > b.second.size; });
+    if (progress) {
+        for (const auto& [h, r] : records) progress->total_bytes += r.size;
+        progress->total_items += records.size();
+    }
+
+    std::mutex mu;
+    std::vector<std::pair<Sha256, std::string>> corrupt;
+    std::atomic<std::size_t> next{0};
+    auto check_one = [&](const Sha256& h, const BlobRecord& r) {
+        fs::path p = impl_->blobs.path_of(h);
+        UniqueFd fd = impl_->blobs.open_blob(h);
+        if (!fd) {
+            std::lock_guard lk(mu);
+            rep.problems.push_back({"missing", p.string() + " is gone", h});
+            return;
+        }
+        struct stat st;
+        if (::fstat(fd.get(), &st) != 0 || static_cast<std::uint64_t>(st.st_size) != r.size) {
+            std::lock_guard lk(mu);
+            corrupt.emplace_back(h, "has " + std::to_string(st.st_size) + " bytes, expected " +
+                                        std::to_string(r.size));
+            return;
+        }
+        std::string bad;
+        if (fast && r.xxh128) {
+            if (xxh128_fd(fd.get(), progress, p.c_str()) != *r.xxh128)
+                bad = "XXH3-128 does not match";
+        } else {
+            FileDigests d = digest_fd(fd.get(), progress, p.c_str());
+            if (d.sha256 != h) bad = "SHA-256 is " + d.sha256.hex();
+            else if (r.xxh128 && d.xxh128 != *r.xxh128) bad = "XXH3-128 does not match";
+        }
+        std::lock_guard lk(mu);
+        rep.blobs_checked++;
+        rep.bytes_checked += r.size;
+        if (!bad.empty()) corrupt.emplace_back(h, bad);
+    };
+    auto worker = [&] {
+        for (std::size_t k; (k = next.fetch_add(1)) < records.size();) {
+            try {
+                check_one(records[k].first, records[k].second);
+            } catch (const std::exception& e) {
+                std::lock_guard lk(mu);
+                rep.problems.push_back({"unreadable", e.what(), records[k].first});
+            }
+            if (progress) progress->done_items += 1;
+        }
+    };
+    {
+        unsigned n = jobs ? jobs : std::max(1u, std::thread::hardware_concurrency());
+        std::vector<std::jthread> pool;
+        for (unsigned i = 1; i < std::min<std::size_t>(n, records.size()); ++i)
+            pool.emplace_back(worker);
+        worker();
+    }
+
+    // Corrupt bytes are never served again and never silently deleted: they move to quarantine/
+    // and the record says so, until the user re-imports the model (or a source re-fetches it).
+    for (const auto& [h, why] : corrupt) {
+        std::string detail = impl_->blobs.path_of(h).string() + ": " + why;
+        try {
+            fs::path q = impl_->blobs.quarantine(h);
+            auto txn = impl_->catalog.write();
+            if (auto r = txn.get_blob(h)) {
+                r->state = BlobState::quarantined;
+                txn.put_blob(h, *r);
+            }
+            txn.commit();
+            detail += "; moved to " + q.string();
+            spdlog::error("blob {} is corrupt ({}); moved to {}", h.hex(), why, q.string());
+        } catch (const std::exception& e) {
+            detail += std::string("; could not quarantine it: ") + e.what();
+        }
+        rep.problems.push_back({"corrupt", detail, h});
+    }
+
+    impl_->blobs.for_each_file(
+        [&](const std::optional<Sha256>& h, const fs::path& p, std::uint64_t) {
+            if (!h || !known.count(*h))
+                rep.notes.push_back("orphan file " + p.string() + " (not catalogued; gc removes it)");
+        });
+    return rep;
+}
+
+GcReport Store::gc(bool dry_run) {
+    GcReport rep;
+    StoreLock lock(impl_->root, StoreLock::exclusive);
+    std::set<Sha256> referenced, known;
+    std::vector<std::pair<Sha256, BlobRecord>> unreferenced;
+    {
+        auto txn = impl_->catalog.read();
+        txn.for_each_model([&](const Model& m) {
+            for (const auto& v : m.versions)
+                for (const auto& b : v.blobs()) referenced.insert(b);
+        });
+        txn.for_each_blob([&](const Sha256& h, const BlobRecord& r) {
+            known.insert(h);
+            // Quarantined records point at evidence the user should look at; gc leaves them.
+            if (!referenced.count(h) && r.state != BlobState::quarantined)
+                unreferenced.emplace_back(h, r);
+        });
+    }
+    for (const auto& [h, r] : unreferenced) {
+        rep.blobs.emplace_back(h, r.size);
+        if (r.state == BlobState::present) rep.bytes += r.size;
+    }
+    impl_->blobs.for_each_file(
+        [&](const std::optional<Sha256>& h, const fs::path& p, std::uint64_t size) {
+            if (!h || !known.count(*h)) {
+                rep.orphan_files.push_back(p);
+                rep.bytes += size;
+            }
+        });
+    if (dry_run) return rep;
+
+    // Records first: a crash after the commit leaves orphan files, which the next gc removes.
+    {
+        auto txn = impl_->catalog.write();
+        for (const auto& [h, r] : unreferenced) txn.del_blob(h);
+        txn.commit();
+    }
+    for (const auto& [h, r] : unreferenced) impl_->blobs.remove(h);
+    for (const auto& p : rep.orphan_files) {
+        std::error_code ec;
+        fs::remove(p, ec);
+        if (ec) spdlog::warn("could not remove {}: {}", p.string(), ec.message());
+    }
+    rep.staging_removed = impl_->blobs.clean_staging([](const fs::path& p) {
+        auto ext = p.extension().string();
+        return ext == kJournalSuffix || ext == kMovedSuffix;
+    });
+    return rep;
+}
+
+}  // namespace modelfs

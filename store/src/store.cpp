@@ -1,0 +1,228 @@
+#include "modelfs/store/store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "store_impl.h"
+
+namespace fs = std::filesystem;
+
+namespace modelfs {
+
+std::int64_t unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+StoreLock::StoreLock(const fs::path& root, Mode mode) {
+    fs::path p = root / "lock";
+    fd_ = UniqueFd(::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!fd_) fd_ = UniqueFd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd_) throw_errno("opening " + p.string(), errno);
+    if (::flock(fd_.get(), mode | LOCK_NB) == 0) return;
+    if (errno != EWOULDBLOCK) throw_errno("locking " + p.string(), errno);
+    spdlog::info("waiting for {} to finish in {}",
+                 mode == exclusive ? "imports" : "garbage collection", root.string());
+    while (::flock(fd_.get(), mode) != 0)
+        if (errno != EINTR) throw_errno("locking " + p.string(), errno);
+}
+
+fs::path Store::default_path() {
+    if (const char* s = std::getenv("MODELFS_STORE"); s && *s) return s;
+    if (const char* x = std::getenv("XDG_DATA_HOME"); x && *x) return fs::path(x) / "modelfs";
+    if (const char* h = std::getenv("HOME"); h && *h)
+        return fs::path(h) / ".local" / "share" / "modelfs";
+    throw StoreError(ErrorKind::no_store,
+                     "no store given and neither MODELFS_STORE, XDG_DATA_HOME nor HOME is set; "
+                     "pass --store DIR");
+}
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::~Store() = default;
+Store::Store(Store&&) noexcept = default;
+Store& Store::operator=(Store&&) noexcept = default;
+
+Store Store::init(const fs::path& root) {
+    std::error_code ec;
+    if (fs::exists(root / "catalog" / "data.mdb", ec)) return open(root);
+    if (fs::exists(root, ec)) {
+        if (!fs::is_directory(root, ec))
+            throw StoreError(ErrorKind::no_store, root.string() + " exists and is not a folder");
+        if (!fs::is_empty(root, ec))
+            throw StoreError(ErrorKind::no_store,
+                             root.string() +
+                                 " is a non-empty folder that is not a modelfs store; choose an "
+                                 "empty or new folder");
+    }
+    BlobStore::create_layout(root);
+    {
+        std::ofstream readme(root / "README.txt");
+        readme << "This folder is a modelfs store. Do not edit it by hand: use the `modelfs` "
+                  "command.\nIts format is described in store/FORMAT.md of the modelfs sources.\n";
+    }
+    auto cat = Catalog::open(root / "catalog", /*create=*/true);
+    return Store(std::make_unique<Impl>(fs::absolute(root).lexically_normal(), std::move(cat)));
+}
+
+Store Store::open(const fs::path& root) {
+    std::error_code ec;
+    if (!fs::exists(root, ec))
+        throw StoreError(ErrorKind::no_store, "no store at " + root.string() +
+                                                  " (create one with `modelfs init`)");
+    if (!fs::exists(root / "catalog" / "data.mdb", ec))
+        throw StoreError(ErrorKind::no_store, root.string() +
+                                                  " is not a modelfs store (no catalog/data.mdb); "
+                                                  "create one with `modelfs init`");
+    auto cat = Catalog::open(root / "catalog", /*create=*/false);
+    Store s(std::make_unique<Impl>(fs::absolute(root).lexically_normal(), std::move(cat)));
+    if (::access((root / "staging").c_str(), W_OK) == 0) {
+        recover_moves(*s.impl_);
+        std::size_t n = s.impl_->blobs.clean_staging([](const fs::path& p) {
+            auto ext = p.extension().string();
+            return ext == kJournalSuffix || ext == kMovedSuffix;
+        });
+        if (n) spdlog::info("removed {} unfinished import(s) from {}", n, (root / "staging").string());
+    }
+    return s;
+}
+
+const fs::path& Store::root() const { return impl_->root; }
+BlobStore& Store::blobs() { return impl_->blobs; }
+Catalog& Store::catalog() { return impl_->catalog; }
+
+std::vector<std::string> Store::models_using(const Sha256& blob) {
+    std::vector<std::string> out;
+    auto txn = impl_->catalog.read();
+    txn.for_each_model([&](const Model& m) {
+        for (std::size_t i = 0; i < m.versions.size(); ++i) {
+            auto bl = m.versions[i].blobs();
+            if (std::find(bl.begin(), bl.end(), blob) != bl.end()) {
+                out.push_back(m.key() + "@" + m.versions[i].label);
+            }
+        }
+    });
+    return out;
+}
+
+Resolved Store::resolve(const std::string& query, Progress* progress) {
+    Resolved r;
+    std::error_code ec;
+    // A path on disk wins: `show ./foo.safetensors` means that file.
+    if (query.find('/') != std::string::npos || fs::exists(query, ec)) {
+        if (fs::is_regular_file(query, ec)) {
+            UniqueFd fd(::open(query.c_str(), O_RDONLY | O_CLOEXEC));
+            if (!fd) throw_errno("opening " + query, errno);
+            r.path = fs::absolute(query);
+            r.blob = digest_fd(fd.get(), progress, query.c_str()).sha256;
+            auto txn = impl_->catalog.read();
+            auto rec = txn.get_blob(*r.blob);
+            r.in_store = rec && rec->state == BlobState::present;
+            return r;
+        }
+    }
+    auto txn = impl_->catalog.read();
+    if (auto m = txn.get_model(query)) {
+        r.model = std::move(m);
+        return r;
+    }
+    std::vector<Model> by_name;
+    txn.for_each_model([&](const Model& m) {
+        if (m.name == query) by_name.push_back(m);
+    });
+    if (by_name.size() == 1) {
+        r.model = std::move(by_name.front());
+        return r;
+    }
+    if (by_name.size() > 1) {
+        std::string list;
+        for (const auto& m : by_name) list += "\n  " + m.key();
+        throw StoreError(ErrorKind::conflict,
+                         "'" + query + "' names several models; say which:" + list);
+    }
+    if (is_hex(query) && query.size() >= 4) {
+        auto found = txn.blobs_with_prefix(query, 10);
+        if (found.size() == 1) {
+            r.blob = found.front();
+            r.in_store = true;
+            return r;
+        }
+        if (found.size() > 1) {
+            std::string list;
+            for (const auto& h : found) list += "\n  " + h.hex();
+            throw StoreError(ErrorKind::conflict, "hash prefix '" + query +
+                                                      "' matches several blobs; give more digits:" +
+                                                      list);
+        }
+    }
+    throw StoreError(ErrorKind::not_found,
+                     "nothing in the store matches '" + query +
+                         "' (not a model name, a stored hash or hash prefix, or a file)");
+}
+
+std::optional<SafetensorsInfo> Store::safetensors_info(const Sha256& blob) {
+    std::optional<BlobRecord> rec = impl_->catalog.read().get_blob(blob);
+    if (!rec || rec->safetensors_header_len == 0 || rec->state != BlobState::present)
+        return std::nullopt;
+    UniqueFd fd = impl_->blobs.open_blob(blob);
+    if (!fd) throw_errno("opening blob " + impl_->blobs.path_of(blob).string(), errno);
+    return read_safetensors_header(fd.get(), rec->size);
+}
+
+std::optional<Sha256> Store::autov3(const Sha256& blob, Progress* progress) {
+    std::optional<BlobRecord> rec = impl_->catalog.read().get_blob(blob);
+    if (!rec || rec->safetensors_header_len == 0) return std::nullopt;
+    if (rec->autov3) return rec->autov3;
+    if (rec->state != BlobState::present) return std::nullopt;
+    UniqueFd fd = impl_->blobs.open_blob(blob);
+    if (!fd) throw_errno("opening blob " + impl_->blobs.path_of(blob).string(), errno);
+    if (progress) progress->total_bytes += rec->size - 8 - rec->safetensors_header_len;
+    Sha256 v3 = sha256_fd_from(fd.get(), 8 + rec->safetensors_header_len, progress,
+                               impl_->blobs.path_of(blob).c_str());
+    // Keep it; a read-only store just recomputes next time.
+    try {
+        auto txn = impl_->catalog.write();
+        if (auto cur = txn.get_blob(blob)) {
+            cur->autov3 = v3;
+            txn.put_blob(blob, *cur);
+            txn.commit();
+        }
+    } catch (const StoreError& e) {
+        spdlog::debug("could not record AutoV3 of {}: {}", blob.hex(), e.what());
+    }
+    return v3;
+}
+
+StoreStats Store::stats() {
+    StoreStats s;
+    auto txn = impl_->catalog.read();
+    txn.for_each_model([&](const Model& m) {
+        ++s.models;
+        s.versions += m.versions.size();
+        auto& c = s.per_category[m.category];
+        ++c.models;
+        c.bytes += m.current_version().size;
+        for (const auto& v : m.versions) {
+            s.logical_bytes += v.size;
+            s.files += v.is_tree() ? v.tree.size() : 1;
+        }
+    });
+    txn.for_each_blob([&](const Sha256&, const BlobRecord& r) {
+        if (r.state != BlobState::present) return;
+        ++s.blobs;
+        s.physical_bytes += r.size;
+    });
+    return s;
+}
+
+}  // namespace modelfs

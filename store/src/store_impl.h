@@ -1,0 +1,43 @@
+// Private parts of Store shared by its source files.
+#pragma once
+
+#include <sys/file.h>
+
+#include <filesystem>
+#include <string>
+
+#include "modelfs/store/errors.h"
+#include "modelfs/store/store.h"
+#include "modelfs/store/unique_fd.h"
+
+namespace modelfs {
+
+struct Store::Impl {
+    std::filesystem::path root;
+    BlobStore blobs;
+    Catalog catalog;
+
+    Impl(std::filesystem::path r, Catalog c)
+        : root(r), blobs(r), catalog(std::move(c)) {}
+};
+
+// The store-wide lock: shared while blobs are being added and catalogued, exclusive for gc, so
+// gc never removes a blob that an import has placed but not yet catalogued.
+class StoreLock {
+public:
+    enum Mode { shared = LOCK_SH, exclusive = LOCK_EX };
+    StoreLock(const std::filesystem::path& root, Mode mode);
+
+private:
+    UniqueFd fd_;
+};
+
+std::int64_t unix_now();
+
+// Move journals: a file in staging/ recording where a moved file came from, so that a crash in
+// the middle of a move puts the user's file back (see store/FORMAT.md).
+inline constexpr const char* kJournalSuffix = ".journal";
+inline constexpr const char* kMovedSuffix = ".move";
+void recover_moves(Store::Impl& s);
+
+}  // namespace modelfs

@@ -1,0 +1,81 @@
+// Shared plumbing of the `modelfs` subcommands: global options, output, exit codes.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "modelfs/store/errors.h"
+#include "modelfs/store/progress.h"
+#include "modelfs/store/store.h"
+
+namespace modelfs::cli {
+
+// Exit codes, documented in README.md.
+enum Exit : int {
+    kOk = 0,
+    kFailed = 1,     // some items failed, or problems were found
+    kUsage = 2,      // bad arguments
+    kNotFound = 3,   // no such model, hash or path
+    kNoStore = 4,    // store missing, not a store, or written by a newer modelfs
+};
+
+struct Globals {
+    std::string store;  // empty: Store::default_path()
+    bool json = false;
+    int verbose = 0;
+    bool quiet = false;
+
+    std::filesystem::path store_path() const;
+    Store open_store() const;
+};
+
+// Thrown by subcommands for argument problems found after parsing.
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// A subcommand registers itself: adds its options to `app` and returns what to run.
+using Runner = std::function<int()>;
+
+void add_init(CLI::App& app, Globals& g, Runner& run);
+void add_import(CLI::App& app, Globals& g, Runner& run);
+void add_ls(CLI::App& app, Globals& g, Runner& run);
+void add_show(CLI::App& app, Globals& g, Runner& run);
+void add_verify(CLI::App& app, Globals& g, Runner& run);
+void add_gc(CLI::App& app, Globals& g, Runner& run);
+void add_stats(CLI::App& app, Globals& g, Runner& run);
+
+// Output helpers.
+void print_json(const nlohmann::json& j);
+std::string human_bytes(std::uint64_t n);
+std::string human_count(std::uint64_t n);  // 2.57 B, 123.4 M
+std::string format_time(std::int64_t unix_seconds);
+Category parse_category_arg(const std::string& s);
+
+// Shows a progress bar on stderr while alive, when stderr is a terminal and output is not quiet;
+// otherwise does nothing.
+class ProgressBar {
+public:
+    ProgressBar(const Globals& g, std::string label);
+    ~ProgressBar();
+    ProgressBar(const ProgressBar&) = delete;
+    ProgressBar& operator=(const ProgressBar&) = delete;
+    Progress* get() { return &progress_; }
+
+private:
+    void draw(bool final);
+    Progress progress_;
+    std::string label_;
+    bool enabled_ = false;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+    std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace modelfs::cli

@@ -1,0 +1,245 @@
+// ls and show: what is in the store, by name or by content.
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <sys/stat.h>
+
+#include <iostream>
+
+#include "cli.h"
+
+namespace modelfs::cli {
+namespace {
+
+using nlohmann::json;
+
+json safetensors_json(const SafetensorsInfo& info) {
+    json comps = json::array();
+    if (info.has_unet) comps.push_back("unet");
+    if (info.has_vae) comps.push_back("vae");
+    if (info.has_text_encoder) comps.push_back("text_encoder");
+    return {{"header_bytes", info.header_len},
+            {"tensors", info.tensor_count},
+            {"parameters", info.parameter_count},
+            {"dtypes", info.dtypes},
+            {"components", comps},
+            {"metadata", info.metadata}};
+}
+
+// Everything known about one blob; the human output is printed from this same object.
+json blob_json(Store& s, const Sha256& h, Progress* progress) {
+    json j = {{"sha256", h.hex()}, {"autov2", h.autov2()}};
+    auto rec = s.catalog().read().get_blob(h);
+    if (!rec) return j;
+    j["size"] = rec->size;
+    j["state"] = std::string(to_string(rec->state));
+    if (rec->xxh128) j["xxh3_128"] = rec->xxh128->hex();
+    j["ingested"] = rec->ingested;
+    if (rec->state == BlobState::present) j["path"] = s.blobs().path_of(h).string();
+    try {
+        if (auto v3 = s.autov3(h, progress)) j["autov3"] = v3->hex();
+        if (auto info = s.safetensors_info(h)) j["safetensors"] = safetensors_json(*info);
+    } catch (const std::exception& e) {
+        j["error"] = e.what();
+    }
+    return j;
+}
+
+json version_json(const ModelVersion& v, bool current) {
+    json j = {{"label", v.label}, {"added", v.added}, {"size", v.size}, {"current", current}};
+    if (!v.source.empty()) j["source"] = v.source;
+    if (!v.note.empty()) j["note"] = v.note;
+    if (v.blob) {
+        j["sha256"] = v.blob->hex();
+        j["ext"] = v.ext;
+    } else {
+        json files = json::array();
+        for (const auto& t : v.tree)
+            files.push_back({{"path", t.path}, {"sha256", t.blob.hex()}, {"size", t.size}});
+        j["files"] = files;
+    }
+    return j;
+}
+
+void print_blob(const json& b, const std::string& indent) {
+    auto line = [&](const char* k, const std::string& v) {
+        std::printf("%s%-11s %s\n", indent.c_str(), k, v.c_str());
+    };
+    line("sha256", b["sha256"]);
+    line("autov2", b["autov2"]);
+    if (b.contains("autov3")) line("autov3", b["autov3"]);
+    if (b.contains("xxh3_128")) line("xxh3-128", b["xxh3_128"]);
+    if (b.contains("size"))
+        line("size", human_bytes(b["size"]) + " (" + std::to_string(b["size"].get<std::uint64_t>()) +
+                         " bytes)");
+    if (b.contains("state")) line("state", b["state"]);
+    if (b.contains("path")) line("blob", b["path"]);
+    if (b.contains("safetensors")) {
+        const json& st = b["safetensors"];
+        std::string dt;
+        for (const auto& [k, v] : st["dtypes"].items())
+            dt += (dt.empty() ? "" : ", ") + k + ": " + std::to_string(v.get<std::uint64_t>());
+        line("tensors", std::to_string(st["tensors"].get<std::uint64_t>()) + " (" + dt + "), " +
+                            human_count(st["parameters"]) + " parameters");
+        std::string comps;
+        for (const auto& c : st["components"])
+            comps += (comps.empty() ? "" : ", ") + c.get<std::string>();
+        if (!comps.empty()) line("components", comps);
+        for (const auto& [k, v] : st["metadata"].items()) {
+            std::string val = v.get<std::string>();
+            if (val.size() > 120) val = val.substr(0, 117) + "...";
+            line("metadata", k + ": " + val);
+        }
+    }
+    if (b.contains("error")) line("error", b["error"]);
+}
+
+struct LsArgs {
+    std::string pattern, category;
+};
+
+int run_ls(const Globals& g, const LsArgs& a) {
+    std::optional<Category> cat;
+    if (!a.category.empty()) cat = parse_category_arg(a.category);
+    Store s = g.open_store();
+    std::vector<Model> models;
+    s.catalog().read().for_each_model([&](const Model& m) {
+        if (cat && m.category != *cat) return;
+        if (!a.pattern.empty() && fnmatch(a.pattern.c_str(), m.key().c_str(), 0) != 0 &&
+            fnmatch(a.pattern.c_str(), m.name.c_str(), 0) != 0)
+            return;
+        models.push_back(m);
+    });
+    if (g.json) {
+        json out = json::array();
+        for (const auto& m : models) {
+            const auto& v = m.current_version();
+            json j = {{"model", m.key()},     {"category", to_string(m.category)},
+                      {"name", m.name},       {"version", v.label},
+                      {"size", v.size},       {"versions", m.versions.size()},
+                      {"files", v.is_tree() ? v.tree.size() : 1}};
+            if (v.blob) {
+                j["sha256"] = v.blob->hex();
+                j["ext"] = v.ext;
+            }
+            out.push_back(std::move(j));
+        }
+        print_json(out);
+        return kOk;
+    }
+    for (const auto& m : models) {
+        const auto& v = m.current_version();
+        std::string what = v.blob ? v.blob->autov2() : std::to_string(v.tree.size()) + " files";
+        std::printf("%-16s %-48s %-8s %10s  %s%s\n", std::string(to_string(m.category)).c_str(),
+                    (m.name + v.ext).c_str(), v.label.c_str(), human_bytes(v.size).c_str(),
+                    what.c_str(),
+                    m.versions.size() > 1
+                        ? ("  (" + std::to_string(m.versions.size()) + " versions)").c_str()
+                        : "");
+    }
+    if (models.empty() && !g.quiet && (!a.pattern.empty() || cat))
+        std::cerr << "modelfs: no model matches\n";
+    return kOk;
+}
+
+int run_show(const Globals& g, const std::string& query) {
+    Store s = g.open_store();
+    std::optional<ProgressBar> bar_holder(std::in_place, g, "hashing");
+    Progress* bar = bar_holder->get();
+    Resolved r = s.resolve(query, bar);
+    json out;
+    if (r.model) {
+        const Model& m = *r.model;
+        json versions = json::array();
+        for (std::size_t i = 0; i < m.versions.size(); ++i)
+            versions.push_back(version_json(m.versions[i], i == m.current));
+        out = {{"model", m.key()},
+               {"category", to_string(m.category)},
+               {"name", m.name},
+               {"current", m.current_version().label},
+               {"versions", versions}};
+        if (const auto& v = m.current_version(); v.blob) out["file"] = blob_json(s, *v.blob, bar);
+    } else if (r.path) {
+        out = {{"path", r.path->string()}, {"in_store", r.in_store}};
+        if (r.in_store) {
+            out["file"] = blob_json(s, *r.blob, bar);
+            out["models"] = s.models_using(*r.blob);
+        } else {
+            out["file"] = {{"sha256", r.blob->hex()}, {"autov2", r.blob->autov2()}};
+            if (int fd = ::open(r.path->c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+                UniqueFd f(fd);
+                struct stat st;
+                if (::fstat(fd, &st) == 0) {
+                    out["file"]["size"] = static_cast<std::uint64_t>(st.st_size);
+                    try {
+                        auto info = read_safetensors_header(fd, st.st_size);
+                        out["file"]["safetensors"] = safetensors_json(info);
+                        out["file"]["autov3"] =
+                            sha256_fd_from(fd, info.data_offset(), bar).hex();
+                    } catch (const SafetensorsError& e) {
+                        if (has_safetensors_extension(r.path->filename().string()))
+                            out["file"]["error"] =
+                                std::string("malformed safetensors header: ") + e.what();
+                    }
+                }
+            }
+        }
+    } else {
+        out = {{"file", blob_json(s, *r.blob, bar)}, {"models", s.models_using(*r.blob)}};
+    }
+    bar_holder.reset();  // clear the progress line before printing
+
+    if (g.json) {
+        print_json(out);
+        return kOk;
+    }
+    if (r.model) {
+        std::printf("%s\n", out["model"].get<std::string>().c_str());
+        if (out.contains("file")) print_blob(out["file"], "  ");
+        std::printf("  versions:\n");
+        for (const auto& v : out["versions"]) {
+            std::string what = v.contains("sha256")
+                                   ? v["sha256"].get<std::string>().substr(0, 10)
+                                   : std::to_string(v["files"].size()) + " files";
+            std::printf("  %s %-10s %s  %10s  %s  %s\n", v["current"].get<bool>() ? "*" : " ",
+                        v["label"].get<std::string>().c_str(), what.c_str(),
+                        human_bytes(v["size"]).c_str(), format_time(v["added"]).c_str(),
+                        v.value("source", std::string()).c_str());
+            if (v.contains("files") && v["current"].get<bool>())
+                for (const auto& f : v["files"])
+                    std::printf("      %-56s %10s  %s\n", f["path"].get<std::string>().c_str(),
+                                human_bytes(f["size"]).c_str(),
+                                f["sha256"].get<std::string>().substr(0, 10).c_str());
+        }
+    } else {
+        if (r.path)
+            std::printf("%s: %s\n", r.path->c_str(),
+                        r.in_store ? "in the store" : "not in the store");
+        print_blob(out["file"], "  ");
+        if (out.contains("models"))
+            for (const auto& m : out["models"]) std::printf("  used by    %s\n", m.get<std::string>().c_str());
+    }
+    return kOk;
+}
+
+}  // namespace
+
+void add_ls(CLI::App& app, Globals& g, Runner& run) {
+    auto a = std::make_shared<LsArgs>();
+    auto* sub = app.add_subcommand("ls", "List models (current versions)");
+    sub->add_option("pattern", a->pattern,
+                    "Shell pattern matched against CATEGORY/NAME or NAME, e.g. 'lora/*xl*'");
+    sub->add_option("-c,--category", a->category, "Only this category");
+    sub->callback([&g, &run, a] { run = [&g, a] { return run_ls(g, *a); }; });
+}
+
+void add_show(CLI::App& app, Globals& g, Runner& run) {
+    auto q = std::make_shared<std::string>();
+    auto* sub = app.add_subcommand(
+        "show", "Everything about a model, a blob or a file: hashes, tensors, metadata, versions");
+    sub->add_option("what", *q, "NAME, CATEGORY/NAME, SHA-256, hash prefix (>= 4 hex, e.g. "
+                                "an AutoV2), or a file path")
+        ->required();
+    sub->callback([&g, &run, q] { run = [&g, q] { return run_show(g, *q); }; });
+}
+
+}  // namespace modelfs::cli

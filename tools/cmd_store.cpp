@@ -1,0 +1,151 @@
+// init, verify, gc, stats: the store as a whole.
+#include <iostream>
+
+#include "cli.h"
+
+namespace modelfs::cli {
+
+void add_init(CLI::App& app, Globals& g, Runner& run) {
+    auto* sub = app.add_subcommand("init", "Create a store (or check the one that is there)");
+    sub->callback([&g, &run] {
+        run = [&g] {
+            auto path = g.store_path();
+            bool existed = std::filesystem::exists(path / "catalog" / "data.mdb");
+            Store s = Store::init(path);
+            if (g.json) {
+                print_json({{"store", s.root().string()}, {"created", !existed}});
+            } else if (!g.quiet) {
+                std::cout << (existed ? "store already exists at " : "created store at ")
+                          << s.root().string() << "\n";
+            }
+            return kOk;
+        };
+    });
+}
+
+void add_verify(CLI::App& app, Globals& g, Runner& run) {
+    auto* sub = app.add_subcommand(
+        "verify",
+        "Check every stored blob against its hash; corrupt blobs are moved to quarantine/");
+    auto fast = std::make_shared<bool>(false);
+    auto jobs = std::make_shared<unsigned>(0);
+    sub->add_flag("--fast", *fast, "Compare XXH3-128 instead of SHA-256 (several times faster)");
+    sub->add_option("-j,--jobs", *jobs, "Blobs checked at once (default: number of cores)");
+    sub->callback([&g, &run, fast, jobs] {
+        run = [&g, fast = *fast, jobs = *jobs] {
+            Store s = g.open_store();
+            VerifyReport r;
+            {
+                ProgressBar bar(g, fast ? "verify --fast" : "verify");
+                r = s.verify(fast, jobs, bar.get());
+            }
+            if (g.json) {
+                nlohmann::json probs = nlohmann::json::array();
+                for (const auto& p : r.problems)
+                    probs.push_back({{"problem", p.what},
+                                     {"detail", p.detail},
+                                     {"sha256", p.blob ? p.blob->hex() : ""}});
+                print_json({{"blobs_checked", r.blobs_checked},
+                            {"bytes_checked", r.bytes_checked},
+                            {"mode", fast ? "xxh3" : "sha256"},
+                            {"problems", probs},
+                            {"notes", r.notes},
+                            {"ok", r.problems.empty()}});
+            } else {
+                for (const auto& p : r.problems) std::cout << p.what << ": " << p.detail << "\n";
+                if (g.verbose)
+                    for (const auto& n : r.notes) std::cout << "note: " << n << "\n";
+                if (!g.quiet)
+                    std::cout << "checked " << r.blobs_checked << " blobs ("
+                              << human_bytes(r.bytes_checked) << ") with "
+                              << (fast ? "XXH3-128" : "SHA-256") << ": "
+                              << (r.problems.empty() ? "all good"
+                                                     : std::to_string(r.problems.size()) +
+                                                           " problem(s)")
+                              << (r.notes.empty() ? ""
+                                                  : ", " + std::to_string(r.notes.size()) +
+                                                        " orphan file(s) for gc")
+                              << "\n";
+            }
+            return r.problems.empty() ? kOk : kFailed;
+        };
+    });
+}
+
+void add_gc(CLI::App& app, Globals& g, Runner& run) {
+    auto* sub = app.add_subcommand("gc", "Delete blobs that no model version uses");
+    auto dry_flag = std::make_shared<bool>(false);
+    sub->add_flag("-n,--dry-run", *dry_flag, "Only list what would be deleted");
+    sub->callback([&g, &run, dry_flag] {
+        run = [&g, dry = *dry_flag] {
+            Store s = g.open_store();
+            GcReport r = s.gc(dry);
+            if (g.json) {
+                nlohmann::json blobs = nlohmann::json::array();
+                for (const auto& [h, size] : r.blobs)
+                    blobs.push_back({{"sha256", h.hex()}, {"size", size}});
+                nlohmann::json orphans = nlohmann::json::array();
+                for (const auto& p : r.orphan_files) orphans.push_back(p.string());
+                print_json({{"dry_run", dry},
+                            {"blobs", blobs},
+                            {"orphan_files", orphans},
+                            {"bytes", r.bytes},
+                            {"staging_removed", r.staging_removed}});
+            } else if (!g.quiet) {
+                for (const auto& [h, size] : r.blobs)
+                    std::cout << (dry ? "would delete " : "deleted ") << h.hex() << "  "
+                              << human_bytes(size) << "\n";
+                for (const auto& p : r.orphan_files)
+                    std::cout << (dry ? "would delete orphan " : "deleted orphan ") << p.string()
+                              << "\n";
+                std::cout << (dry ? "would free " : "freed ") << human_bytes(r.bytes) << " ("
+                          << r.blobs.size() << " blob(s), " << r.orphan_files.size()
+                          << " orphan file(s))\n";
+            }
+            return kOk;
+        };
+    });
+}
+
+void add_stats(CLI::App& app, Globals& g, Runner& run) {
+    auto* sub = app.add_subcommand("stats", "Space used and saved by deduplication");
+    sub->callback([&g, &run] {
+        run = [&g] {
+            Store s = g.open_store();
+            StoreStats st = s.stats();
+            double ratio = st.physical_bytes ? static_cast<double>(st.logical_bytes) /
+                                                   static_cast<double>(st.physical_bytes)
+                                             : 1.0;
+            if (g.json) {
+                nlohmann::json cats = nlohmann::json::object();
+                for (const auto& [c, cs] : st.per_category)
+                    cats[std::string(to_string(c))] = {{"models", cs.models}, {"bytes", cs.bytes}};
+                print_json({{"store", s.root().string()},
+                            {"models", st.models},
+                            {"versions", st.versions},
+                            {"files", st.files},
+                            {"blobs", st.blobs},
+                            {"logical_bytes", st.logical_bytes},
+                            {"physical_bytes", st.physical_bytes},
+                            {"saved_bytes", st.saved()},
+                            {"dedup_ratio", ratio},
+                            {"categories", cats}});
+                return kOk;
+            }
+            std::printf("store          %s\n", s.root().c_str());
+            std::printf("models         %zu (%zu versions, %zu files)\n", st.models, st.versions,
+                        st.files);
+            std::printf("blobs          %zu\n", st.blobs);
+            std::printf("logical        %s\n", human_bytes(st.logical_bytes).c_str());
+            std::printf("physical       %s\n", human_bytes(st.physical_bytes).c_str());
+            std::printf("saved          %s (dedup ratio %.2fx)\n", human_bytes(st.saved()).c_str(),
+                        ratio);
+            for (const auto& [c, cs] : st.per_category)
+                std::printf("  %-16s %5zu models  %s\n", std::string(to_string(c)).c_str(),
+                            cs.models, human_bytes(cs.bytes).c_str());
+            return kOk;
+        };
+    });
+}
+
+}  // namespace modelfs::cli

@@ -1,0 +1,82 @@
+// modelfs: one copy of every model, every tool its own folder layout.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "cli.h"
+
+using namespace modelfs;
+using namespace modelfs::cli;
+
+namespace {
+
+int exit_code_for(ErrorKind k) {
+    switch (k) {
+        case ErrorKind::not_found: return kNotFound;
+        case ErrorKind::no_store:
+        case ErrorKind::schema: return kNoStore;
+        default: return kFailed;
+    }
+}
+
+void setup_logging(const Globals& g) {
+    auto logger = spdlog::stderr_color_mt("modelfs");
+    logger->set_pattern("modelfs: %^%l%$: %v");
+    logger->set_level(g.quiet ? spdlog::level::err
+                      : g.verbose >= 2 ? spdlog::level::debug
+                      : g.verbose == 1 ? spdlog::level::info
+                                       : spdlog::level::warn);
+    spdlog::set_default_logger(logger);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{
+        "modelfs keeps one copy of every AI model file in a content-addressed store and shows "
+        "each tool the folder layout it expects.",
+        "modelfs"};
+    app.set_version_flag("--version", std::string("modelfs ") + MODELFS_VERSION);
+    app.require_subcommand(1);
+    app.fallthrough();
+    app.footer(
+        "Store: --store, else $MODELFS_STORE, else $XDG_DATA_HOME/modelfs, else "
+        "~/.local/share/modelfs.\nExit codes: 0 ok, 1 something failed, 2 usage, 3 not found, "
+        "4 no usable store.");
+
+    Globals g;
+    app.add_option("--store", g.store, "Store folder")->envname("MODELFS_STORE");
+    app.add_flag("--json", g.json, "Machine-readable output on stdout");
+    app.add_flag("-v,--verbose", g.verbose, "More log output (repeat for debug)");
+    app.add_flag("-q,--quiet", g.quiet, "Only errors; no progress bar");
+
+    Runner run;
+    add_init(app, g, run);
+    add_import(app, g, run);
+    add_ls(app, g, run);
+    add_show(app, g, run);
+    add_verify(app, g, run);
+    add_gc(app, g, run);
+    add_stats(app, g, run);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        int rc = app.exit(e);
+        return rc == 0 ? kOk : kUsage;
+    }
+    setup_logging(g);
+    try {
+        return run();
+    } catch (const UsageError& e) {
+        std::cerr << "modelfs: " << e.what() << "\n";
+        return kUsage;
+    } catch (const StoreError& e) {
+        spdlog::error("{}", e.what());
+        return exit_code_for(e.kind());
+    } catch (const std::exception& e) {
+        spdlog::error("{}", e.what());
+        return kFailed;
+    }
+}

@@ -1,0 +1,105 @@
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+
+#include "cli.h"
+
+namespace modelfs::cli {
+
+std::filesystem::path Globals::store_path() const {
+    return store.empty() ? Store::default_path() : std::filesystem::path(store);
+}
+
+Store Globals::open_store() const { return Store::open(store_path()); }
+
+void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << "\n"; }
+
+std::string human_bytes(std::uint64_t n) {
+    static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = static_cast<double>(n);
+    int u = 0;
+    while (v >= 1024 && u < 5) {
+        v /= 1024;
+        ++u;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+    return buf;
+}
+
+std::string human_count(std::uint64_t n) {
+    char buf[32];
+    if (n >= 1'000'000'000) std::snprintf(buf, sizeof buf, "%.2f B", n / 1e9);
+    else if (n >= 1'000'000) std::snprintf(buf, sizeof buf, "%.1f M", n / 1e6);
+    else if (n >= 1'000) std::snprintf(buf, sizeof buf, "%.1f K", n / 1e3);
+    else std::snprintf(buf, sizeof buf, "%llu", static_cast<unsigned long long>(n));
+    return buf;
+}
+
+std::string format_time(std::int64_t t) {
+    std::time_t tt = static_cast<std::time_t>(t);
+    std::tm tm{};
+    localtime_r(&tt, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
+    return buf;
+}
+
+Category parse_category_arg(const std::string& s) {
+    if (auto c = parse_category(s)) return *c;
+    std::string list;
+    for (auto c : all_categories()) list += " " + std::string(to_string(c));
+    throw UsageError("unknown category '" + s + "'; categories are:" + list);
+}
+
+ProgressBar::ProgressBar(const Globals& g, std::string label)
+    : label_(std::move(label)),
+      enabled_(!g.quiet && ::isatty(STDERR_FILENO)),
+      start_(std::chrono::steady_clock::now()) {
+    if (!enabled_) return;
+    thread_ = std::thread([this] {
+        while (!stop_.load()) {
+            draw(false);
+            for (int i = 0; i < 4 && !stop_.load(); ++i)
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+    });
+}
+
+ProgressBar::~ProgressBar() {
+    if (!enabled_) return;
+    stop_ = true;
+    thread_.join();
+    std::fprintf(stderr, "\r\033[K");
+    std::fflush(stderr);
+}
+
+void ProgressBar::draw(bool) {
+    const std::uint64_t done = progress_.done_bytes.load(), total = progress_.total_bytes.load();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double rate = secs > 0.2 ? done / secs : 0;
+    const double frac = total ? std::min(1.0, static_cast<double>(done) / total) : 0;
+    constexpr int kWidth = 24;
+    std::string bar(static_cast<std::size_t>(frac * kWidth), '#');
+    bar.resize(kWidth, '.');
+    std::string eta = "--:--";
+    if (rate > 0 && total > done) {
+        auto s = static_cast<long>((total - done) / rate);
+        char buf[48];
+        std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+        eta = buf;
+    }
+    std::string items;
+    if (auto ti = progress_.total_items.load(); ti > 1)
+        items = "  " + std::to_string(progress_.done_items.load()) + "/" + std::to_string(ti);
+    std::fprintf(stderr, "\r\033[K%s [%s] %s / %s  %s/s  ETA %s%s", label_.c_str(), bar.c_str(),
+                 human_bytes(done).c_str(), human_bytes(total).c_str(),
+                 human_bytes(static_cast<std::uint64_t>(rate)).c_str(), eta.c_str(),
+                 items.c_str());
+    std::fflush(stderr);
+}
+
+}  // namespace modelfs::cli
