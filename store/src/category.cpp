@@ -1,0 +1,256 @@
+#include "modelfs/store/category.h"
+
+#include <array>
+#include <string>
+#include <utility>
+
+#include "modelfs/store/safetensors.h"
+
+namespace modelfs {
+
+namespace {
+
+constexpr std::array<Category, 14> kAllCategories{
+    Category::checkpoint, Category::diffusion_model, Category::lora,         Category::vae,
+    Category::vae_approx, Category::embedding,       Category::hypernetwork, Category::controlnet,
+    Category::upscaler,   Category::text_encoder,    Category::clip_vision,  Category::ipadapter,
+    Category::diffusers,  Category::other,
+};
+
+// Lower-cases ASCII and folds '-' and ' ' into '_', so "Stable-diffusion", "stable_diffusion"
+// and "VAE-approx" compare equal to the table spellings. Tables below are written normalized.
+std::string normalize(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) {
+        if (c >= 'A' && c <= 'Z') {
+            c = static_cast<char>(c - 'A' + 'a');
+        } else if (c == '-' || c == ' ') {
+            c = '_';
+        }
+    }
+    return out;
+}
+
+using NameEntry = std::pair<std::string_view, Category>;
+
+std::optional<Category> lookup(std::span<const NameEntry> table, std::string_view name) {
+    const std::string key = normalize(name);
+    for (const auto& [n, c] : table) {
+        if (n == key) return c;
+    }
+    return std::nullopt;
+}
+
+// What users type on a command line: canonical names, plurals, and the words the tools and
+// model sites use for the same thing.
+constexpr NameEntry kCategoryAliases[] = {
+    {"unet", Category::diffusion_model},
+    {"diffusion_models", Category::diffusion_model},
+    {"checkpoints", Category::checkpoint},
+    {"ckpt", Category::checkpoint},
+    {"stable_diffusion", Category::checkpoint},
+    {"loras", Category::lora},
+    {"lycoris", Category::lora},
+    {"locon", Category::lora},
+    {"loha", Category::lora},
+    {"lokr", Category::lora},
+    {"vaes", Category::vae},
+    {"taesd", Category::vae_approx},
+    {"embeddings", Category::embedding},
+    {"textual_inversion", Category::embedding},
+    {"textual_inversions", Category::embedding},
+    {"hypernetworks", Category::hypernetwork},
+    {"controlnets", Category::controlnet},
+    {"control_net", Category::controlnet},
+    {"t2i_adapter", Category::controlnet},
+    {"t2i_adapters", Category::controlnet},
+    {"upscale_models", Category::upscaler},
+    {"upscalers", Category::upscaler},
+    {"esrgan", Category::upscaler},
+    {"clip", Category::text_encoder},
+    {"text_encoders", Category::text_encoder},
+    {"clipvision", Category::clip_vision},
+    {"ip_adapter", Category::ipadapter},
+    {"ipadapters", Category::ipadapter},
+    {"ip_adapters", Category::ipadapter},
+};
+
+// Folder names from the tool-layouts table (A1111/Forge, SD.Next, ComfyUI, Fooocus), normalized.
+// Deliberately absent, so they yield std::nullopt: folders that tools know but modelfs has no
+// category for (ComfyUI configs, style_models, gligen, photomaker, latent_upscale_models,
+// classifiers, model_patches, audio_encoders; Fooocus inpaint, prompt_expansion; A1111 Codeformer,
+// GFPGAN). Guessing a near category for them would be wrong in a way users notice: a latent
+// upscaler listed among pixel upscalers fails to load, a Fooocus inpaint patch is not a LoRA. The
+// caller falls back to content inference and then to Category::other.
+constexpr NameEntry kFolderNames[] = {
+    {"stable_diffusion", Category::checkpoint},       // A1111/Forge, SD.Next
+    {"checkpoints", Category::checkpoint},            // ComfyUI, Fooocus
+    {"unet", Category::diffusion_model},              // Forge, SD.Next (UNET), ComfyUI legacy
+    {"diffusion_models", Category::diffusion_model},  // ComfyUI
+    {"lora", Category::lora},                         // A1111/Forge, SD.Next
+    {"lycoris", Category::lora},                      // A1111, SD.Next
+    {"loras", Category::lora},                        // ComfyUI, Fooocus
+    {"vae", Category::vae},
+    {"vae_approx", Category::vae_approx},  // "VAE-approx" normalizes to this
+    {"embeddings", Category::embedding},
+    {"hypernetworks", Category::hypernetwork},
+    {"controlnet", Category::controlnet},
+    {"t2i_adapter", Category::controlnet},  // ComfyUI reads it as a second controlnet folder
+    {"esrgan", Category::upscaler},
+    {"realesrgan", Category::upscaler},
+    {"swinir", Category::upscaler},
+    {"ldsr", Category::upscaler},
+    {"scunet", Category::upscaler},
+    {"dat", Category::upscaler},  // A1111 1.7+
+    {"upscale_models", Category::upscaler},
+    {"text_encoder", Category::text_encoder},   // Forge
+    {"text_encoders", Category::text_encoder},  // ComfyUI
+    {"clip", Category::text_encoder},           // ComfyUI legacy, Fooocus, SD.Next (CLIP)
+    {"clip_vision", Category::clip_vision},
+    {"ipadapter", Category::ipadapter},  // ComfyUI_IPAdapter_plus
+    {"diffusers", Category::diffusers},  // SD.Next (Diffusers), ComfyUI
+};
+
+bool starts_with(std::string_view s, std::string_view p) {
+    return s.starts_with(p);
+}
+bool contains(std::string_view s, std::string_view p) {
+    return s.find(p) != s.npos;
+}
+
+// True when `token` occurs in `name` at the start of a dot-separated component ("x.oft_blocks",
+// "oft_diag"), so "oft_" does not match inside words like "soft_".
+bool has_component_prefix(std::string_view name, std::string_view token) {
+    for (std::size_t pos = name.find(token); pos != name.npos; pos = name.find(token, pos + 1)) {
+        if (pos == 0 || name[pos - 1] == '.') return true;
+    }
+    return false;
+}
+
+bool is_lora_key(std::string_view n) {
+    return contains(n, "lora_up.") || contains(n, "lora_down.") || contains(n, "lora_A.") ||
+           contains(n, "lora_B.") || contains(n, "lora.up.") || contains(n, "lora.down.") ||
+           contains(n, "lora_linear_layer.") || contains(n, "hada_w1") || contains(n, "hada_w2") ||
+           contains(n, "lokr_w1") || contains(n, "lokr_w2") || has_component_prefix(n, "oft_");
+}
+
+bool is_vae_key(std::string_view n) {
+    return starts_with(n, "encoder.") || starts_with(n, "decoder.") ||
+           starts_with(n, "quant_conv.") || starts_with(n, "post_quant_conv.");
+}
+
+// A real textual-inversion file holds one tensor per text encoder, maybe a step counter; this
+// bound keeps a big model that happens to have a "clip_l" tensor from passing as one.
+constexpr std::size_t kMaxEmbeddingTensors = 8;
+
+}  // namespace
+
+std::span<const Category> all_categories() {
+    return kAllCategories;
+}
+
+std::string_view to_string(Category c) {
+    switch (c) {
+        case Category::checkpoint:
+            return "checkpoint";
+        case Category::diffusion_model:
+            return "diffusion_model";
+        case Category::lora:
+            return "lora";
+        case Category::vae:
+            return "vae";
+        case Category::vae_approx:
+            return "vae_approx";
+        case Category::embedding:
+            return "embedding";
+        case Category::hypernetwork:
+            return "hypernetwork";
+        case Category::controlnet:
+            return "controlnet";
+        case Category::upscaler:
+            return "upscaler";
+        case Category::text_encoder:
+            return "text_encoder";
+        case Category::clip_vision:
+            return "clip_vision";
+        case Category::ipadapter:
+            return "ipadapter";
+        case Category::diffusers:
+            return "diffusers";
+        case Category::other:
+            return "other";
+    }
+    return "other";  // unreachable for valid enumerators; keeps -Wreturn-type quiet
+}
+
+std::optional<Category> parse_category(std::string_view name) {
+    const std::string key = normalize(name);
+    for (Category c : kAllCategories) {
+        if (to_string(c) == key) return c;
+    }
+    return lookup(kCategoryAliases, name);
+}
+
+std::optional<Category> category_from_folder(std::string_view folder_name) {
+    return lookup(kFolderNames, folder_name);
+}
+
+std::optional<Category> category_from_tensors(const SafetensorsInfo& info) {
+    const auto& names = info.tensor_names;
+    if (names.empty()) return std::nullopt;
+
+    bool lora = false, embedding = false, controlnet = false, ipadapter = false;
+    bool unet = info.has_unet, vae = info.has_vae, text_encoder = info.has_text_encoder;
+    bool bare_unet = false, diffusers_unet_blocks = false, time_embedding = false;
+    bool t5 = false, clip_text = false, clip_vision = false;
+    bool all_vae_keys = true, any_vae_decoder = false, all_first_stage = true;
+
+    for (const std::string& n : names) {
+        lora = lora || is_lora_key(n);
+        embedding = embedding || n == "emb_params" || n == "clip_l" || n == "clip_g" ||
+                    starts_with(n, "string_to_param");
+        controlnet = controlnet || starts_with(n, "control_model.") ||
+                     contains(n, "input_hint_block") || contains(n, "controlnet_cond_embedding") ||
+                     starts_with(n, "controlnet_blocks.");
+        ipadapter = ipadapter || starts_with(n, "image_proj.") || starts_with(n, "ip_adapter.");
+        unet = unet || starts_with(n, "model.diffusion_model.");
+        vae = vae || starts_with(n, "first_stage_model.");
+        text_encoder =
+            text_encoder || starts_with(n, "cond_stage_model.") || starts_with(n, "conditioner.");
+        bare_unet = bare_unet || starts_with(n, "input_blocks.") ||
+                    starts_with(n, "double_blocks.") || starts_with(n, "joint_blocks.");
+        diffusers_unet_blocks = diffusers_unet_blocks || starts_with(n, "down_blocks.");
+        time_embedding = time_embedding || starts_with(n, "time_embedding.");
+        t5 = t5 || starts_with(n, "encoder.block.") || n == "shared.weight";
+        clip_text = clip_text || contains(n, "text_model.encoder.");
+        clip_vision = clip_vision || contains(n, "vision_model.");
+        // Training leftovers some VAE exports keep; they do not make a file less of a VAE.
+        const bool vae_extra = starts_with(n, "loss.") || starts_with(n, "model_ema.");
+        if (!vae_extra) {
+            all_vae_keys = all_vae_keys && is_vae_key(n);
+            all_first_stage = all_first_stage && starts_with(n, "first_stage_model.");
+        }
+        any_vae_decoder = any_vae_decoder || starts_with(n, "decoder.") ||
+                          starts_with(n, "first_stage_model.decoder.");
+    }
+
+    // Most specific first: adapters and embeddings are small files whose keys mention the base
+    // model's layers, so the base-model rules would misfile them.
+    if (lora) return Category::lora;
+    if (embedding && names.size() <= kMaxEmbeddingTensors) return Category::embedding;
+    if (controlnet) return Category::controlnet;
+    if (ipadapter) return Category::ipadapter;
+    if (unet && (vae || text_encoder)) return Category::checkpoint;
+    if (unet) return Category::diffusion_model;
+    if (bare_unet || (diffusers_unet_blocks && time_embedding)) return Category::diffusion_model;
+    // T5 before the VAE rule: a T5 encoder's keys all start with "encoder." too.
+    if (t5) return Category::text_encoder;
+    if ((all_vae_keys || all_first_stage) && any_vae_decoder) return Category::vae;
+    // A full CLIP (text and vision towers) is reported as a text encoder, the more common use;
+    // the user can recategorize it.
+    if (clip_text) return Category::text_encoder;
+    if (clip_vision) return Category::clip_vision;
+    return std::nullopt;
+}
+
+}  // namespace modelfs
