@@ -94,8 +94,13 @@ run "$MODELFS" --store "$STORE" stats
 run "$MODELFS" --store "$STORE" show "$A1111/models/Stable-diffusion/v1-5-pruned-emaonly.safetensors"
 run "$MODELFS" --store "$STORE" verify
 echo
-echo "the store on disk:"
-du -sh "$STORE" | sed "s|$DEMO|\$DEMO|; s/^/  /"
+tools_bytes=$(find "$A1111" "$COMFY" -type f \( -name '*.safetensors' -o -name '*.pth' \) -printf '%s\n' \
+  | awk '{ s += $1 } END { print s + 0 }')
+store_bytes=$(du -sb "$STORE" | cut -f1)
+awk -v t="$tools_bytes" -v s="$store_bytes" 'BEGIN {
+  m = 1048576
+  printf "the two tools hold %.1f MiB of model files; the whole store is %.1f MiB: %.1f MiB (%.0f%%) saved\n",
+    t / m, s / m, (t - s) / m, t > 0 ? 100 * (t - s) / t : 0 }'
 
 # --- 5. each tool's own view -------------------------------------------------------------------
 # >>> FUSE views: the mount issue adds them here. Mount the store once per tool, e.g.

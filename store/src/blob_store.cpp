@@ -67,15 +67,16 @@ void fsync_dir(const fs::path& dir) {
 
 StagingFile& StagingFile::operator=(StagingFile&& o) noexcept {
     if (this != &o) {
-        if (!path_.empty()) ::unlink(path_.c_str());
+        if (!path_.empty() && !keep_) ::unlink(path_.c_str());
         fd_ = std::move(o.fd_);
         path_ = std::exchange(o.path_, {});
+        keep_ = o.keep_;
     }
     return *this;
 }
 
 StagingFile::~StagingFile() {
-    if (!path_.empty()) ::unlink(path_.c_str());
+    if (!path_.empty() && !keep_) ::unlink(path_.c_str());
 }
 
 BlobStore::BlobStore(fs::path root) : root_(std::move(root)) {}

@@ -3,6 +3,8 @@
 #include <lmdb.h>
 
 #include <cctype>
+#include <charconv>
+#include <climits>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -392,7 +394,14 @@ Catalog Catalog::open(const std::filesystem::path& dir, bool create) {
         env->schema = kSchemaVersion;
     } else {
         check(rc, "reading the schema version");
-        env->schema = static_cast<std::uint32_t>(std::stoul(std::string(as_view(v))));
+        std::string text(as_view(v));
+        unsigned long parsed = 0;
+        auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), parsed);
+        if (err != std::errc() || end != text.data() + text.size() || parsed > UINT32_MAX)
+            throw StoreError(ErrorKind::corrupt, "catalog in " + dir.string() +
+                                                     " has an unreadable schema version '" +
+                                                     text.substr(0, 32) + "'");
+        env->schema = static_cast<std::uint32_t>(parsed);
     }
     if (env->schema > kSchemaVersion)
         throw StoreError(ErrorKind::schema,

@@ -79,6 +79,7 @@ void check_name(const std::string& name) {
 }
 
 struct FileJob {
+    std::size_t plan = 0;  // index of the model this file belongs to
     fs::path src;
     std::string display;  // path as the user gave it
     bool safetensors = false;
@@ -118,8 +119,14 @@ public:
         read_headers();
         resolve_categories();
         StoreLock lock(s_.root, StoreLock::shared);
+        results_.resize(plans_.size());
+        remaining_ = std::make_unique<std::atomic<std::size_t>[]>(plans_.size());
+        for (std::size_t i = 0; i < plans_.size(); ++i) remaining_[i] = plans_[i].jobs.size();
         ingest_all();
-        for (auto& plan : plans_) report_.items.push_back(commit(plan));
+        for (std::size_t i = 0; i < plans_.size(); ++i) {
+            if (!results_[i]) results_[i] = commit(plans_[i]);  // plans with no files
+            report_.items.push_back(std::move(*results_[i]));
+        }
         return std::move(report_);
     }
 
@@ -134,6 +141,7 @@ private:
 
     std::size_t add_job(const fs::path& p, std::uint64_t size) {
         FileJob j;
+        j.plan = plans_.size();  // the plan being built is pushed after its jobs
         j.src = p;
         j.display = p.string();
         j.size = size;
@@ -354,6 +362,9 @@ private:
                     }
                 }
                 if (progress_) progress_->done_items += 1;
+                // The last file of a model commits it at once, so an interrupted import keeps
+                // what it finished and a re-run only redoes the rest.
+                if (--remaining_[j.plan] == 0) results_[j.plan] = commit(plans_[j.plan]);
             }
         };
         std::vector<std::jthread> pool;
@@ -384,39 +395,42 @@ private:
     }
 
     bool move_by_rename(FileJob& j) {
-        StagingFile journal = s_.blobs.make_staging(kJournalSuffix);
-        fs::path moved = fs::path(journal.path()).replace_extension(kMovedSuffix);
-        write_journal(journal, {{"origin", fs::absolute(j.src).string()},
-                                {"moved", moved.filename().string()}});
+        const std::string origin = fs::absolute(j.src).string();
+        // The job owns the journal from the start: whatever fails below, finish_move() (or, after
+        // a crash, recover_moves()) finds it and puts the user's file back.
+        j.journal = s_.blobs.make_staging(kJournalSuffix);
+        fs::path moved = fs::path(j.journal->path()).replace_extension(kMovedSuffix);
+        append_journal(*j.journal, {{"origin", origin}, {"moved", moved.filename().string()}});
         if (::rename(j.src.c_str(), moved.c_str()) != 0) {
-            if (errno == EXDEV) return false;
-            throw_errno("moving " + j.display + " into the store", errno);
+            int err = errno;
+            j.journal.reset();
+            if (err == EXDEV) return false;
+            throw_errno("moving " + j.display + " into the store", err);
         }
         j.source_renamed = true;
         fsync_dir(s_.blobs.staging_dir());
-        fsync_dir(fs::absolute(j.src).parent_path());
+        fsync_dir(fs::path(origin).parent_path());
         StagingFile staged = s_.blobs.adopt_staging(moved);
-        staged.release();  // on failure the journal, not the destructor, decides its fate
+        staged.keep();  // a failure must leave it for finish_move() to put back
         FileDigests d = digest_fd(staged.fd(), progress_, j.display.c_str());
         if (::fchmod(staged.fd(), 0444) != 0) throw_errno("making blob read-only", errno);
         fsync_or_throw(staged.fd(), moved.string());
-        write_journal(journal, {{"origin", fs::absolute(j.src).string()},
-                                {"moved", moved.filename().string()},
-                                {"sha256", d.sha256.hex()}});
-        StagingFile to_publish = s_.blobs.adopt_staging(moved);
-        staged = StagingFile();
+        append_journal(*j.journal, {{"sha256", d.sha256.hex()}});
         j.result.digests = d;
-        j.result.stored_new = s_.blobs.publish(to_publish, d.sha256, d.size);
-        to_publish.release();  // a duplicate stays in staging until the commit, see commit()
-        j.journal = std::move(journal);
+        // A duplicate stays in staging until the catalog commit; finish_move() removes it.
+        j.result.stored_new = s_.blobs.publish(staged, d.sha256, d.size);
         j.done = true;
         return true;
     }
 
-    static void write_journal(StagingFile& journal, const nlohmann::json& j) {
+    // Journals only grow, one JSON line per step: a kill in the middle of a write can cost the
+    // newest line, never the origin recorded first.
+    static void append_journal(StagingFile& journal, const nlohmann::json& j) {
         std::string text = j.dump() + "\n";
-        if (::ftruncate(journal.fd(), 0) != 0) throw_errno("writing move journal", errno);
-        pwrite_all(journal.fd(), text.data(), text.size(), 0, journal.path().string());
+        struct stat st;
+        if (::fstat(journal.fd(), &st) != 0) throw_errno("reading move journal", errno);
+        pwrite_all(journal.fd(), text.data(), text.size(), static_cast<std::uint64_t>(st.st_size),
+                   journal.path().string());
         fsync_or_throw(journal.fd(), journal.path().string());
     }
 
@@ -561,6 +575,8 @@ private:
     Progress* progress_;
     std::vector<FileJob> jobs_;
     std::vector<ModelPlan> plans_;
+    std::vector<std::optional<ImportItem>> results_;  // per plan, filled by commit()
+    std::unique_ptr<std::atomic<std::size_t>[]> remaining_;  // files per plan not yet ingested
     ImportReport report_;
 };
 
@@ -590,12 +606,22 @@ void recover_moves(Store::Impl& s) {
         } catch (const StoreError&) {
             continue;  // locked: the move is still running
         }
-        nlohmann::json j;
+        nlohmann::json j = nlohmann::json::object();
         {
             std::ifstream in(p);
-            j = nlohmann::json::parse(in, nullptr, false);
+            for (std::string line; std::getline(in, line);) {
+                auto step = nlohmann::json::parse(line, nullptr, false);
+                if (step.is_object()) j.update(step);  // a torn last line is ignored
+            }
         }
-        if (j.is_discarded() || !j.contains("origin")) continue;  // empty: the crash came first
+        if (!j.contains("origin")) {
+            // Empty: the crash came before the move. A young one may instead belong to a writer
+            // between creating and locking it; leave that to a later run.
+            if (fs::file_time_type::clock::now() - fs::last_write_time(p, ec) <
+                std::chrono::minutes(5))
+                journal.keep();
+            continue;
+        }
         fs::path origin = j["origin"].get<std::string>();
         fs::path moved = s.blobs.staging_dir() / j.value("moved", std::string());
         bool restored = false;
@@ -604,13 +630,15 @@ void recover_moves(Store::Impl& s) {
             if (fs::exists(dest, ec)) dest += ".modelfs-recovered";
             restored = ::rename(moved.c_str(), dest.c_str()) == 0;
             if (restored) spdlog::warn("an interrupted import was undone: {} is back", dest.string());
+        } else if (fs::exists(origin, ec)) {
+            restored = true;  // killed before the rename, or already put back: nothing to undo
         } else if (auto sha = Sha256::from_hex(j.value("sha256", std::string()))) {
             bool catalogued = false;
             s.catalog.read().for_each_model([&](const Model& m) {
                 for (const auto& v : m.versions)
                     if (v.blob == *sha && v.source == origin.string()) catalogued = true;
             });
-            if (catalogued || fs::exists(origin, ec)) {
+            if (catalogued) {
                 restored = true;
             } else if (s.blobs.exists(*sha)) {
                 fs::copy_file(s.blobs.path_of(*sha), origin, ec);

@@ -22,20 +22,23 @@ class StagingFile {
 public:
     StagingFile() = default;
     StagingFile(StagingFile&& o) noexcept
-        : fd_(std::move(o.fd_)), path_(std::exchange(o.path_, {})) {}
+        : fd_(std::move(o.fd_)), path_(std::exchange(o.path_, {})), keep_(o.keep_) {}
     StagingFile& operator=(StagingFile&&) noexcept;
     ~StagingFile();
 
     int fd() const { return fd_.get(); }
     const std::filesystem::path& path() const { return path_; }
-    // Forget the file: it was renamed away, or must be kept for recovery.
+    // Forget the file: it was renamed away.
     void release() { path_.clear(); }
+    // Leave the file in place on destruction (recovery decides its fate), but keep the path.
+    void keep() { keep_ = true; }
 
 private:
     friend class BlobStore;
     StagingFile(UniqueFd fd, std::filesystem::path path) : fd_(std::move(fd)), path_(std::move(path)) {}
     UniqueFd fd_;
     std::filesystem::path path_;
+    bool keep_ = false;
 };
 
 struct Ingested {

@@ -1,0 +1,198 @@
+// Crash safety: `modelfs import` killed with SIGKILL at random moments never leaves a half blob,
+// a catalog entry without its bytes, or a user's file lost; the next run cleans up and finishes.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <map>
+#include <random>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "support/safetensors_writer.h"
+#include "support/test_env.h"
+
+namespace fs = std::filesystem;
+using namespace modelfs::testing;
+using nlohmann::json;
+
+namespace {
+
+// A tool-like tree: loras and checkpoints of a few MB, some duplicated, and a diffusers folder.
+std::map<std::string, std::string> make_tree(const fs::path& root, std::uint64_t seed) {
+    std::map<std::string, std::string> sha_by_rel;
+    auto add = [&](const std::string& rel, std::uint64_t size, std::uint64_t s) {
+        write_random_file(root / rel, size, s);
+        sha_by_rel[rel] = sha256_hex_of_file(root / rel);
+    };
+    for (int i = 0; i < 10; ++i)
+        add("models/loras/l" + std::to_string(i) + ".ckpt", (1 + i % 4) << 20, seed * 100 + i);
+    for (int i = 0; i < 3; ++i)
+        add("models/checkpoints/c" + std::to_string(i) + ".ckpt", 6 << 20, seed * 100 + 50 + i);
+    add("models/loras/dup-of-l1.ckpt", 2 << 20, seed * 100 + 1);
+    add("models/diffusers/pipe/model_index.json", 200, seed * 100 + 70);
+    add("models/diffusers/pipe/unet/diffusion_pytorch_model.safetensors.bin", 3 << 20, seed * 100 + 71);
+    add("models/diffusers/pipe/vae/diffusion_pytorch_model.bin", 1 << 20, seed * 100 + 72);
+    return sha_by_rel;
+}
+
+json run_json(const fs::path& store, std::vector<std::string> args, int* exit_code = nullptr) {
+    args.insert(args.begin(), {"--store", store.string(), "--json"});
+    CliResult r = run_modelfs(args);
+    if (exit_code) *exit_code = r.exit_code;
+    EXPECT_TRUE(r.exit_code == 0 || exit_code) << r.err;
+    return json::parse(r.out.empty() ? "null" : r.out);
+}
+
+// Every catalogued file's bytes are present and hash to their name; nothing corrupt, nothing
+// dangling. Orphans (placed but not catalogued) are allowed: gc removes them.
+void expect_store_consistent(const fs::path& store) {
+    int rc = -1;
+    json v = run_json(store, {"verify"}, &rc);
+    EXPECT_EQ(rc, 0) << v.dump(2);
+    EXPECT_TRUE(v["problems"].empty()) << v.dump(2);
+    // The open by verify cleaned staging: no unlocked leftovers with content.
+    for (const auto& e : fs::directory_iterator(store / "staging"))
+        EXPECT_EQ(fs::file_size(e.path()), 0u) << "leftover in staging: " << e.path();
+}
+
+// How long an uninterrupted run takes, so that kills can land anywhere inside one.
+std::chrono::milliseconds time_full_import(const fs::path& tree, bool move) {
+    TempDir scratch("modelfs-calibrate");
+    fs::path store = scratch / "store";
+    fs::path src = tree;
+    if (move) {
+        src = scratch / "src";
+        fs::copy(tree, src, fs::copy_options::recursive);
+    }
+    run_modelfs({"--store", store.string(), "init"});
+    std::vector<std::string> args{"--store", store.string(), "import", (src / "models").string()};
+    if (move) args.push_back("--move");
+    auto t0 = std::chrono::steady_clock::now();
+    run_modelfs(args);
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 t0);
+}
+
+TEST(CrashSafety, KilledCopyImportLeavesAValidStore) {
+    TempDir dir("modelfs-crash");
+    auto shas = make_tree(dir / "src", 1);
+    auto full = time_full_import(dir / "src", false);
+    std::mt19937 rng(20261122);
+    std::uniform_int_distribution<long> when(0, std::max<long>(5, full.count() * 12 / 10));
+
+    int interrupted = 0;  // rounds killed with some but not all models catalogued
+    for (int round = 0; round < 12; ++round) {
+        SCOPED_TRACE("round " + std::to_string(round));
+        fs::path store = dir / ("store" + std::to_string(round));
+        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+        pid_t pid = spawn_modelfs({"--store", store.string(), "import", "--jobs", "2",
+                                   (dir / "src" / "models").string()});
+        std::this_thread::sleep_for(std::chrono::milliseconds(when(rng)));
+        ::kill(pid, SIGKILL);
+        wait_child(pid);
+
+        std::size_t placed = 0;  // blob files on disk when the kill landed
+        for (const auto& e : fs::recursive_directory_iterator(store / "blobs"))
+            placed += e.is_regular_file();
+        expect_store_consistent(store);
+        json before = run_json(store, {"ls"});
+        if ((placed > 0 || !before.empty()) && before.size() < 15) ++interrupted;
+        // Whatever was catalogued is complete and correct.
+        for (const auto& m : before)
+            if (m.contains("sha256")) {
+                fs::path blob = store / "blobs" / "sha256" /
+                                m["sha256"].get<std::string>().substr(0, 2) / m["sha256"];
+                EXPECT_EQ(sha256_hex_of_file(blob), m["sha256"]);
+            }
+        // The next run finishes the job.
+        json imp = run_json(store, {"import", (dir / "src" / "models").string()});
+        EXPECT_TRUE(imp["ok"].get<bool>());
+        EXPECT_EQ(run_json(store, {"ls"}).size(), 15u);
+        run_json(store, {"gc"});
+        json v = run_json(store, {"verify"});
+        EXPECT_TRUE(v["problems"].empty() && v["notes"].empty()) << v.dump(2);
+        fs::remove_all(store);
+    }
+    EXPECT_GT(interrupted, 0) << "no kill landed mid-import: the test proved nothing";
+}
+
+TEST(CrashSafety, KilledMoveImportNeverLosesAUserFile) {
+    TempDir dir("modelfs-crash-move");
+    auto shas = make_tree(dir / "template", 2);
+    auto full = time_full_import(dir / "template", true);
+    std::mt19937 rng(1122);
+    std::uniform_int_distribution<long> when(0, std::max<long>(5, full.count() * 12 / 10));
+
+    int interrupted = 0;  // rounds where the kill left some files moved and some not
+    for (int round = 0; round < 10; ++round) {
+        SCOPED_TRACE("round " + std::to_string(round));
+        fs::path src = dir / ("src" + std::to_string(round));
+        fs::copy(dir / "template", src, fs::copy_options::recursive);
+        fs::path store = dir / ("store" + std::to_string(round));
+        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+        pid_t pid = spawn_modelfs({"--store", store.string(), "import", "--move", "--jobs", "2",
+                                   (src / "models").string()});
+        std::this_thread::sleep_for(std::chrono::milliseconds(when(rng)));
+        ::kill(pid, SIGKILL);
+        wait_child(pid);
+
+        expect_store_consistent(store);  // opening the store also undoes interrupted moves
+        // Each of the user's files is either back where it was, byte for byte, or catalogued
+        // with its content in the store.
+        std::map<std::string, std::string> stored;  // source path -> sha
+        for (const auto& m : run_json(store, {"ls"})) {
+            json show = run_json(store, {"show", m["model"]});
+            for (const auto& v : show["versions"]) {
+                if (v.contains("sha256")) stored[v["source"]] = v["sha256"];
+                if (v.contains("files"))
+                    for (const auto& f : v["files"])
+                        stored[(fs::path(v["source"].get<std::string>()) / f["path"].get<std::string>()).string()] =
+                            f["sha256"];
+            }
+        }
+        std::size_t at_origin = 0;
+        for (const auto& [rel, sha] : shas) {
+            fs::path origin = src / rel;
+            if (fs::exists(origin)) {
+                ++at_origin;
+                EXPECT_EQ(sha256_hex_of_file(origin), sha) << origin;
+                continue;
+            }
+            auto it = stored.find(origin.string());
+            ASSERT_NE(it, stored.end()) << origin << " is gone and not in the store";
+            EXPECT_EQ(it->second, sha);
+            fs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
+            EXPECT_EQ(sha256_hex_of_file(blob), sha) << origin;
+        }
+        if (at_origin > 0 && at_origin < shas.size()) ++interrupted;
+        fs::remove_all(store);
+        fs::remove_all(src);
+    }
+    EXPECT_GT(interrupted, 0) << "no kill landed mid-move: the test proved nothing";
+}
+
+TEST(CrashSafety, FailedMoveCommitPutsTheFileBack) {
+    TempDir dir("modelfs-move-fail");
+    fs::path store = dir / "store";
+    ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+    write_random_file(dir / "a" / "x.ckpt", 100000, 1);
+    write_random_file(dir / "b" / "x.ckpt", 100000, 2);
+    std::string sha_b = sha256_hex_of_file(dir / "b" / "x.ckpt");
+    ASSERT_EQ(run_modelfs({"--store", store.string(), "import", "--category", "lora", "--version",
+                           "v1", (dir / "a" / "x.ckpt").string()})
+                  .exit_code,
+              0);
+    // Same name, same label, other content: the commit is refused after the file was moved in.
+    CliResult r = run_modelfs({"--store", store.string(), "import", "--move", "--category", "lora",
+                               "--version", "v1", (dir / "b" / "x.ckpt").string()});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("already has a version labelled 'v1'"), std::string::npos) << r.err;
+    ASSERT_TRUE(fs::exists(dir / "b" / "x.ckpt"));
+    EXPECT_EQ(sha256_hex_of_file(dir / "b" / "x.ckpt"), sha_b);
+    expect_store_consistent(store);
+}
+
+}  // namespace

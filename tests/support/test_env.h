@@ -1,0 +1,56 @@
+// Helpers for tests that touch real files and run the real `modelfs` program.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace modelfs::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with everything in it on destruction.
+class TempDir {
+  public:
+    explicit TempDir(const std::string& tag = "modelfs-test");
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const std::filesystem::path& path() const { return path_; }
+    std::filesystem::path operator/(const std::string& rel) const { return path_ / rel; }
+
+  private:
+    std::filesystem::path path_;
+};
+
+// Writes `size` pseudo-random bytes derived from `seed` (same seed, same bytes).
+void write_random_file(const std::filesystem::path& p, std::uint64_t size, std::uint64_t seed);
+void write_text_file(const std::filesystem::path& p, const std::string& text);
+std::string read_file(const std::filesystem::path& p);
+// SHA-256 hex of a file, computed independently of the store's code path (one plain read).
+std::string sha256_hex_of_file(const std::filesystem::path& p);
+
+struct CliResult {
+    int exit_code = -1;  // -1: killed by a signal
+    int signal = 0;
+    std::string out, err;
+};
+
+// Path of the built `modelfs` binary.
+std::filesystem::path modelfs_binary();
+
+// Runs `modelfs ARGS...` to completion, capturing stdout and stderr. `env` adds or overrides
+// environment variables.
+CliResult run_modelfs(const std::vector<std::string>& args,
+                      const std::map<std::string, std::string>& env = {});
+
+// Starts `modelfs ARGS...` in the background with output to /dev/null; returns its pid.
+pid_t spawn_modelfs(const std::vector<std::string>& args);
+// Waits for a child; returns its CliResult-style exit code (-1 if killed).
+int wait_child(pid_t pid, int* signal = nullptr);
+
+}  // namespace modelfs::testing
