@@ -47,6 +47,15 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
     std::atomic<std::size_t> next{0};
     auto check_one = [&](const Sha256& h, const BlobRecord& r) {
         fs::path p = impl_->blobs.path_of(h);
+        if (!r.extents.empty()) {
+            std::lock_guard lk(mu);
+            rep.problems.push_back({"unsupported",
+                                    "blob " + h.hex() +
+                                        " is described by extents, which this modelfs cannot "
+                                        "read; upgrade modelfs",
+                                    h});
+            return;
+        }
         UniqueFd fd = impl_->blobs.open_blob(h);
         if (!fd) {
             std::lock_guard lk(mu);
