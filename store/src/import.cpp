@@ -622,10 +622,21 @@ void recover_moves(Store::Impl& s) {
                 journal.keep();
             continue;
         }
-        fs::path origin = j["origin"].get<std::string>();
-        fs::path moved = s.blobs.staging_dir() / j.value("moved", std::string());
+        fs::path origin = j["origin"].is_string() ? j["origin"].get<std::string>() : "";
+        std::string moved_name = j.contains("moved") && j["moved"].is_string()
+                                     ? j["moved"].get<std::string>()
+                                     : std::string();
+        // Only ever a plain file name in staging/: a damaged journal must not make us rename
+        // the staging folder itself (or anything else) over the user's path.
+        if (origin.empty() || !origin.is_absolute() || moved_name.empty() ||
+            moved_name.find('/') != std::string::npos || moved_name == "." || moved_name == "..") {
+            journal.keep();
+            spdlog::error("cannot replay damaged move journal {}; left in place", p.string());
+            continue;
+        }
+        fs::path moved = s.blobs.staging_dir() / moved_name;
         bool restored = false;
-        if (fs::exists(moved, ec)) {
+        if (fs::is_regular_file(fs::symlink_status(moved, ec))) {
             fs::path dest = origin;
             if (fs::exists(dest, ec)) dest += ".modelfs-recovered";
             restored = ::rename(moved.c_str(), dest.c_str()) == 0;

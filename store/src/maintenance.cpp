@@ -154,7 +154,9 @@ GcReport Store::gc(bool dry_run) {
     }
     impl_->blobs.for_each_file(
         [&](const std::optional<Sha256>& h, const fs::path& p, std::uint64_t size) {
-            if (!h || !known.count(*h)) {
+            // A file a model uses is never an orphan, even if its record went missing (verify
+            // reports that as dangling); deleting it could remove the only copy.
+            if (!h || (!known.count(*h) && !referenced.count(*h))) {
                 rep.orphan_files.push_back(p);
                 rep.bytes += size;
             }
