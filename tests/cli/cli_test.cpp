@@ -3,6 +3,7 @@
 #include <lmdb.h>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <set>
@@ -200,6 +201,30 @@ TEST_F(Cli, MissingPathIsNamedAndOthersStillImport) {
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.err.find("missing.ckpt"), std::string::npos) << r.err;
     EXPECT_EQ(mfs_json({"ls"}).size(), 1u);
+}
+
+// Root reads anything; dropping the DAC-override capabilities makes mode 000 bite even in CI.
+TEST_F(Cli, UnreadableFileIsNamedAndSkipped) {
+    if (!fs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "util-linux setpriv not installed";
+    write_random_file(dir / "in" / "vae" / "ok.pt", 5000, 30);
+    write_random_file(dir / "in" / "vae" / "secret.pt", 5000, 31);
+    fs::permissions(dir / "in" / "vae" / "secret.pt", fs::perms::none);
+    std::vector<std::string> args{"--store", store.string(), "import", (dir / "in").string()};
+    CliResult r;
+    if (::geteuid() == 0) {
+        std::vector<std::string> wrapped{"--bounding-set=-dac_override,-dac_read_search",
+                                         modelfs_binary().string()};
+        wrapped.insert(wrapped.end(), args.begin(), args.end());
+        r = run_program("/usr/bin/setpriv", wrapped);
+    } else {
+        r = run_modelfs(args);
+    }
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find("secret.pt"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("Permission denied"), std::string::npos) << r.err;
+    json ls = mfs_json({"ls"});
+    ASSERT_EQ(ls.size(), 1u);
+    EXPECT_EQ(ls[0]["model"], "vae/ok");
 }
 
 TEST_F(Cli, VerifyQuarantinesCorruptBlobAndFails) {

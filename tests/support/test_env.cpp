@@ -99,9 +99,9 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
     return out;
 }
 
-pid_t spawn(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
-            int out_fd, int err_fd) {
-    std::vector<std::string> argv{modelfs_binary().string()};
+pid_t spawn(const std::string& program, const std::vector<std::string>& args,
+            const std::map<std::string, std::string>& env, int out_fd, int err_fd) {
+    std::vector<std::string> argv{program};
     argv.insert(argv.end(), args.begin(), args.end());
     auto envs = make_env(env);
     auto cargv = c_strings(argv), cenv = c_strings(envs);
@@ -146,10 +146,15 @@ int wait_child(pid_t pid, int* signal) {
 
 CliResult run_modelfs(const std::vector<std::string>& args,
                       const std::map<std::string, std::string>& env) {
+    return run_program(modelfs_binary().string(), args, env);
+}
+
+CliResult run_program(const std::string& program, const std::vector<std::string>& args,
+                      const std::map<std::string, std::string>& env) {
     // Temp files rather than pipes: no deadlock on large output, no reader thread.
     FILE* out = std::tmpfile();
     FILE* err = std::tmpfile();
-    pid_t pid = spawn(args, env, fileno(out), fileno(err));
+    pid_t pid = spawn(program, args, env, fileno(out), fileno(err));
     CliResult r;
     r.exit_code = wait_child(pid, &r.signal);
     r.out = slurp_fd(fileno(out));
@@ -160,7 +165,7 @@ CliResult run_modelfs(const std::vector<std::string>& args,
 }
 
 pid_t spawn_modelfs(const std::vector<std::string>& args) {
-    return spawn(args, {}, -1, -1);
+    return spawn(modelfs_binary().string(), args, {}, -1, -1);
 }
 
 }  // namespace modelfs::testing

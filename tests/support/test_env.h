@@ -48,6 +48,10 @@ std::filesystem::path modelfs_binary();
 CliResult run_modelfs(const std::vector<std::string>& args,
                       const std::map<std::string, std::string>& env = {});
 
+// Runs any program (absolute path) to completion, capturing stdout and stderr.
+CliResult run_program(const std::string& program, const std::vector<std::string>& args,
+                      const std::map<std::string, std::string>& env = {});
+
 // Starts `modelfs ARGS...` in the background with output to /dev/null; returns its pid.
 pid_t spawn_modelfs(const std::vector<std::string>& args);
 // Waits for a child; returns its CliResult-style exit code (-1 if killed).
