@@ -7,7 +7,7 @@
 #
 # Environment:
 #   MODELFS_DEMO_DIR=DIR     where the demo lives, recreated on each run (default /tmp/modelfs-demo)
-#   MODELFS_DEMO_SCALE=S     model sizes: small (a few MiB per tool) or medium (default, ~250 MiB)
+#   MODELFS_DEMO_SCALE=S     model sizes: small (~20 MiB in all) or medium (default, ~520 MiB in all)
 #   MODELFS_BUILD_DIR=DIR    build tree to use or create (default build/ in the repository)
 set -euo pipefail
 
