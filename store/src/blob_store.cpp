@@ -148,8 +148,8 @@ Ingested BlobStore::ingest_copy(int src, const std::string& name, Progress* prog
         // Reserve the space first: a full disk fails here, before any byte is copied.
         int rc = ::posix_fallocate(staged.fd(), 0, st.st_size);
         if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL)
-            throw_errno("reserving " + std::to_string(st.st_size) + " bytes for " + name +
-                            " in " + staging_dir().string(),
+            throw_errno("reserving " + std::to_string(st.st_size) + " bytes for " + name + " in " +
+                            staging_dir().string(),
                         rc);
     }
 
@@ -187,6 +187,24 @@ Ingested BlobStore::ingest_copy(int src, const std::string& name, Progress* prog
     return r;
 }
 
+std::optional<Ingested> BlobStore::ingest_if_present(int src, const std::string& name,
+                                                     Progress* progress) {
+    struct stat before, after;
+    if (::fstat(src, &before) != 0) throw_errno("reading " + name, errno);
+    FileDigests d = digest_fd(src, progress, name.c_str());
+    if (::fstat(src, &after) != 0) throw_errno("reading " + name, errno);
+    if (after.st_size != before.st_size || after.st_mtim.tv_sec != before.st_mtim.tv_sec ||
+        after.st_mtim.tv_nsec != before.st_mtim.tv_nsec ||
+        d.size != static_cast<std::uint64_t>(after.st_size))
+        throw StoreError(ErrorKind::bad_input,
+                         name + " changed while it was being imported; import it again");
+    struct stat st;
+    if (::stat(path_of(d.sha256).c_str(), &st) != 0 ||
+        static_cast<std::uint64_t>(st.st_size) != d.size)
+        return std::nullopt;
+    return Ingested{d, false};
+}
+
 StagingFile BlobStore::adopt_staging(const fs::path& path) {
     UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
     if (!fd) throw_errno("opening " + path.string(), errno);
@@ -207,9 +225,8 @@ fs::path BlobStore::quarantine(const Sha256& h) {
     return dest;
 }
 
-void BlobStore::for_each_file(
-    const std::function<void(const std::optional<Sha256>&, const fs::path&, std::uint64_t)>& fn)
-    const {
+void BlobStore::for_each_file(const std::function<void(const std::optional<Sha256>&,
+                                                       const fs::path&, std::uint64_t)>& fn) const {
     std::error_code ec;
     fs::path top = root_ / "blobs" / "sha256";
     for (fs::recursive_directory_iterator it(top, ec), end; !ec && it != end; it.increment(ec)) {
@@ -234,8 +251,7 @@ std::size_t BlobStore::clean_staging(const std::function<bool(const fs::path&)>&
         if (::fstat(fd.get(), &st) != 0) continue;
         // A writer creates its file and locks it a moment later: a young empty file may be in
         // that moment, so leave it alone.
-        if (st.st_size == 0 && now - fs::last_write_time(p, ec) < std::chrono::minutes(5))
-            continue;
+        if (st.st_size == 0 && now - fs::last_write_time(p, ec) < std::chrono::minutes(5)) continue;
         if (keep && keep(p)) continue;
         if (::unlink(p.c_str()) == 0) ++removed;
     }

@@ -3,7 +3,13 @@
 #include <openssl/evp.h>
 #include <xxhash.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <stdexcept>
+#include <vector>
+
+#include "modelfs/store/errors.h"
 
 #include "chunk_pipeline.h"
 
@@ -48,13 +54,17 @@ bool is_hex(std::string_view s) {
     return true;
 }
 
-std::string Sha256::hex() const { return to_hex(bytes.data(), bytes.size()); }
+std::string Sha256::hex() const {
+    return to_hex(bytes.data(), bytes.size());
+}
 std::optional<Sha256> Sha256::from_hex(std::string_view hex) {
     auto b = bytes_from_hex<32>(hex);
     if (!b) return std::nullopt;
     return Sha256{*b};
 }
-std::string Xxh128::hex() const { return to_hex(bytes.data(), bytes.size()); }
+std::string Xxh128::hex() const {
+    return to_hex(bytes.data(), bytes.size());
+}
 std::optional<Xxh128> Xxh128::from_hex(std::string_view hex) {
     auto b = bytes_from_hex<16>(hex);
     if (!b) return std::nullopt;
@@ -149,6 +159,20 @@ Sha256 sha256_fd_from(int fd, std::uint64_t offset, Progress* progress, const ch
         fd, offset, [&](std::span<const std::byte> c) { sha.update(c.data(), c.size()); }, {},
         progress, name);
     return sha.finish();
+}
+
+Xxh128 sample_fingerprint(int fd, std::uint64_t size) {
+    constexpr std::uint64_t kSample = 64 << 10;
+    Xxh128Hasher h;
+    h.update(&size, sizeof size);
+    std::vector<char> buf(kSample);
+    const std::uint64_t offsets[] = {0, size / 2, size > kSample ? size - kSample : 0};
+    for (std::uint64_t off : offsets) {
+        ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
+        if (n < 0) throw_errno("sampling a file", errno);
+        h.update(buf.data(), static_cast<std::size_t>(n));
+    }
+    return h.finish();
 }
 
 }  // namespace modelfs

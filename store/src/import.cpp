@@ -7,14 +7,16 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "store_impl.h"
 
@@ -107,7 +109,7 @@ struct ModelPlan {
 };
 
 class Importer {
-public:
+  public:
     Importer(Store::Impl& s, const ImportOptions& o, Progress* p) : s_(s), opts_(o), progress_(p) {}
 
     ImportReport run(const std::vector<fs::path>& paths) {
@@ -130,7 +132,7 @@ public:
         return std::move(report_);
     }
 
-private:
+  private:
     void fail_path(const fs::path& p, const std::string& why) {
         ImportItem it;
         it.source = p;
@@ -184,8 +186,8 @@ private:
         if (m.name.empty()) m.name = fs::absolute(dir).lexically_normal().parent_path().filename();
         std::vector<std::pair<std::string, fs::path>> files;
         std::error_code ec;
-        for (fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied,
-                                                 ec),
+        for (fs::recursive_directory_iterator
+                 it(dir, fs::directory_options::skip_permission_denied, ec),
              end;
              !ec && it != end; it.increment(ec)) {
             std::string fname = it->path().filename().string();
@@ -274,7 +276,8 @@ private:
                     continue;
                 }
                 if (!e.is_regular_file(ec)) {
-                    if (e.is_symlink(ec)) fail_path(e.path(), e.path().string() + ": broken symlink");
+                    if (e.is_symlink(ec))
+                        fail_path(e.path(), e.path().string() + ": broken symlink");
                     continue;
                 }
                 if (!is_model_file(fname)) {
@@ -345,21 +348,41 @@ private:
 
     void ingest_all() {
         unsigned n = opts_.jobs ? opts_.jobs : std::max(1u, std::thread::hardware_concurrency());
-        // Biggest first, so one huge file does not start last and finish alone.
+        // Likely duplicates go after everything else, so that the file they duplicate is stored
+        // by then and they only need hashing.
+        std::vector<bool> dup = opts_.move ? std::vector<bool>(jobs_.size()) : likely_duplicates();
         std::vector<std::size_t> order(jobs_.size());
         for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-        std::stable_sort(order.begin(), order.end(),
-                         [&](auto a, auto b) { return jobs_[a].size > jobs_[b].size; });
+        // Within each phase biggest first, so one huge file does not start last and finish alone.
+        std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) {
+            return dup[a] != dup[b] ? dup[b] : jobs_[a].size > jobs_[b].size;
+        });
+        const std::size_t leaders =
+            static_cast<std::size_t>(std::count(dup.begin(), dup.end(), false));
         std::atomic<std::size_t> next{0};
+        std::atomic<std::size_t> leaders_done{0};
+        std::mutex mu;
+        std::condition_variable cv;
         auto worker = [&] {
             for (std::size_t k; (k = next.fetch_add(1)) < order.size();) {
                 FileJob& j = jobs_[order[k]];
+                if (k >= leaders) {
+                    std::unique_lock lk(mu);
+                    cv.wait(lk, [&] { return leaders_done == leaders; });
+                }
                 if (j.error.empty()) {
                     try {
-                        opts_.move ? ingest_move(j) : ingest_copy(j);
+                        if (opts_.move)
+                            ingest_move(j);
+                        else if (!dup[order[k]] || !ingest_if_present(j))
+                            ingest_copy(j);
                     } catch (const std::exception& e) {
                         j.error = e.what();
                     }
+                }
+                if (k < leaders) {
+                    std::lock_guard lk(mu);
+                    if (++leaders_done == leaders) cv.notify_all();
                 }
                 if (progress_) progress_->done_items += 1;
                 // The last file of a model commits it at once, so an interrupted import keeps
@@ -368,8 +391,57 @@ private:
             }
         };
         std::vector<std::jthread> pool;
-        for (unsigned i = 1; i < std::min<std::size_t>(n, order.size()); ++i) pool.emplace_back(worker);
+        for (unsigned i = 1; i < std::min<std::size_t>(n, order.size()); ++i)
+            pool.emplace_back(worker);
         worker();
+    }
+
+    // Files whose size and sampled fingerprint match a stored blob or an earlier file of this
+    // import. Sizes that occur once (and not in the store) cost nothing here.
+    std::vector<bool> likely_duplicates() {
+        std::vector<bool> dup(jobs_.size());
+        std::map<std::uint64_t, std::vector<std::size_t>> by_size;
+        for (std::size_t i = 0; i < jobs_.size(); ++i)
+            if (jobs_[i].error.empty()) by_size[jobs_[i].size].push_back(i);
+        std::map<std::uint64_t, std::vector<Sha256>> stored;
+        s_.catalog.read().for_each_blob([&](const Sha256& h, const BlobRecord& r) {
+            if (r.state == BlobState::present && by_size.count(r.size)) stored[r.size].push_back(h);
+        });
+        auto fingerprint = [](const fs::path& p, std::uint64_t size) -> std::optional<Xxh128> {
+            UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+            if (!fd) return std::nullopt;
+            try {
+                return sample_fingerprint(fd.get(), size);
+            } catch (const StoreError&) {
+                return std::nullopt;
+            }
+        };
+        for (const auto& [size, idx] : by_size) {
+            auto st = stored.find(size);
+            if (idx.size() < 2 && st == stored.end()) continue;
+            std::set<Xxh128> seen;
+            if (st != stored.end())
+                for (const auto& h : st->second)
+                    if (auto f = fingerprint(s_.blobs.path_of(h), size)) seen.insert(*f);
+            for (auto i : idx)
+                if (auto f = fingerprint(jobs_[i].src, size); f && !seen.insert(*f).second)
+                    dup[i] = true;
+        }
+        return dup;
+    }
+
+    bool ingest_if_present(FileJob& j) {
+        UniqueFd fd(::open(j.src.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) throw_errno("opening " + j.display, errno);
+        auto r = s_.blobs.ingest_if_present(fd.get(), j.display, progress_);
+        if (!r) {
+            // Not stored after all: the copy reads the file again; keep the bar honest.
+            if (progress_) progress_->total_bytes += j.size;
+            return false;
+        }
+        j.result = *r;
+        j.done = true;
+        return true;
     }
 
     void ingest_copy(FileJob& j) {
@@ -447,8 +519,8 @@ private:
     // duplicate's staged file goes; a cross-fs original is deleted. On failure the user's file is
     // put back where it was.
     void finish_move(FileJob& j, bool committed) {
-        fs::path moved = j.journal ? fs::path(j.journal->path()).replace_extension(kMovedSuffix)
-                                   : fs::path();
+        fs::path moved =
+            j.journal ? fs::path(j.journal->path()).replace_extension(kMovedSuffix) : fs::path();
         if (committed) {
             if (!moved.empty()) ::unlink(moved.c_str());  // only exists for duplicates
             if (j.delete_source_after_commit && ::unlink(j.src.c_str()) != 0)
@@ -525,20 +597,24 @@ private:
                 auto same = std::find_if(model.versions.begin(), model.versions.end(),
                                          [&](const ModelVersion& o) { return o.same_content(v); });
                 if (opts_.version) {
-                    auto it = std::find_if(model.versions.begin(), model.versions.end(),
-                                           [&](const ModelVersion& o) { return o.label == *opts_.version; });
+                    auto it = std::find_if(
+                        model.versions.begin(), model.versions.end(),
+                        [&](const ModelVersion& o) { return o.label == *opts_.version; });
                     if (it != model.versions.end() && !it->same_content(v))
                         throw StoreError(ErrorKind::conflict,
                                          model.key() + " already has a version labelled '" +
-                                             *opts_.version + "' with other content; choose "
+                                             *opts_.version +
+                                             "' with other content; choose "
                                              "another --version");
                 }
-                if (same != model.versions.end() && (!opts_.version || same->label == *opts_.version)) {
+                if (same != model.versions.end() &&
+                    (!opts_.version || same->label == *opts_.version)) {
                     item.outcome = ImportItem::Outcome::unchanged;
                     item.label = same->label;
                     model.current = static_cast<std::size_t>(same - model.versions.begin());
                 } else {
-                    v.label = opts_.version.value_or("v" + std::to_string(model.versions.size() + 1));
+                    v.label =
+                        opts_.version.value_or("v" + std::to_string(model.versions.size() + 1));
                     item.outcome = ImportItem::Outcome::new_version;
                     model.versions.push_back(v);
                     model.current = model.versions.size() - 1;
@@ -575,7 +651,7 @@ private:
     Progress* progress_;
     std::vector<FileJob> jobs_;
     std::vector<ModelPlan> plans_;
-    std::vector<std::optional<ImportItem>> results_;  // per plan, filled by commit()
+    std::vector<std::optional<ImportItem>> results_;         // per plan, filled by commit()
     std::unique_ptr<std::atomic<std::size_t>[]> remaining_;  // files per plan not yet ingested
     ImportReport report_;
 };
@@ -640,7 +716,8 @@ void recover_moves(Store::Impl& s) {
             fs::path dest = origin;
             if (fs::exists(dest, ec)) dest += ".modelfs-recovered";
             restored = ::rename(moved.c_str(), dest.c_str()) == 0;
-            if (restored) spdlog::warn("an interrupted import was undone: {} is back", dest.string());
+            if (restored)
+                spdlog::warn("an interrupted import was undone: {} is back", dest.string());
         } else if (fs::exists(origin, ec)) {
             restored = true;  // killed before the rename, or already put back: nothing to undo
         } else if (auto sha = Sha256::from_hex(j.value("sha256", std::string()))) {
@@ -653,8 +730,10 @@ void recover_moves(Store::Impl& s) {
                 restored = true;
             } else if (s.blobs.exists(*sha)) {
                 fs::copy_file(s.blobs.path_of(*sha), origin, ec);
-                fs::permissions(origin, fs::perms::owner_read | fs::perms::owner_write |
-                                            fs::perms::group_read | fs::perms::others_read, ec);
+                fs::permissions(origin,
+                                fs::perms::owner_read | fs::perms::owner_write |
+                                    fs::perms::group_read | fs::perms::others_read,
+                                ec);
                 restored = !ec;
                 if (restored)
                     spdlog::warn("an interrupted import was undone: {} is back", origin.string());

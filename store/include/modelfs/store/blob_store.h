@@ -67,6 +67,11 @@ public:
     // reserved up front, so a full disk fails before anything is copied. `name` is for messages.
     Ingested ingest_copy(int src, const std::string& name, Progress* progress);
 
+    // Hashes `src` without copying it; returns the result when the store already has that content
+    // (nothing written), std::nullopt when it does not (the caller copies it). For likely
+    // duplicates, where it saves the whole write.
+    std::optional<Ingested> ingest_if_present(int src, const std::string& name, Progress* progress);
+
     // A new exclusively-locked staging file with the given suffix.
     StagingFile make_staging(const std::string& suffix);
     // Takes charge of a file already in staging/ (renamed there by a move): opens and locks it.

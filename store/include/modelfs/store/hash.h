@@ -86,4 +86,8 @@ Xxh128 xxh128_fd(int fd, Progress* progress = nullptr, const char* name = "file"
 Sha256 sha256_fd_from(int fd, std::uint64_t offset, Progress* progress = nullptr,
                       const char* name = "file");
 
+// A cheap content fingerprint: XXH3-128 of the size and three 64 KiB samples (start, middle,
+// end). Different fingerprints mean different content; equal ones only make a duplicate likely.
+Xxh128 sample_fingerprint(int fd, std::uint64_t size);
+
 }  // namespace modelfs
