@@ -21,6 +21,6 @@ using ChunkFn = std::function<void(std::span<const std::byte>)>;
 std::uint64_t read_chunks(int fd, std::uint64_t offset, const ChunkFn& local, const ChunkFn& remote,
                           Progress* progress, const char* what);
 
-inline constexpr std::size_t kChunkBytes = 4 << 20;
+inline constexpr std::size_t kChunkBytes = 1 << 20;
 
 }  // namespace modelfs

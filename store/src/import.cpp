@@ -89,7 +89,6 @@ struct FileJob {
     std::uint64_t size = 0;
     Ingested result;
     std::string error;
-    bool done = false;
     // A move in progress: its journal, kept until the catalog commit.
     std::optional<StagingFile> journal;
     bool source_renamed = false;  // the user's file now lives in the store (same-fs move)
@@ -104,7 +103,7 @@ struct ModelPlan {
     bool tree = false;
     std::vector<std::size_t> jobs;
     std::vector<std::string> tree_paths;
-    std::vector<std::string> category_folders;  // inferred category came from this folder
+    std::vector<std::string> category_folders;  // folder names above the file, nearest first
     std::string error;
 };
 
@@ -440,7 +439,6 @@ class Importer {
             return false;
         }
         j.result = *r;
-        j.done = true;
         return true;
     }
 
@@ -448,7 +446,6 @@ class Importer {
         UniqueFd fd(::open(j.src.c_str(), O_RDONLY | O_CLOEXEC));
         if (!fd) throw_errno("opening " + j.display, errno);
         j.result = s_.blobs.ingest_copy(fd.get(), j.display, progress_);
-        j.done = true;
     }
 
     // --move: same filesystem -> rename into staging (zero copy), hash there, publish; another
@@ -491,7 +488,6 @@ class Importer {
         j.result.digests = d;
         // A duplicate stays in staging until the catalog commit; finish_move() removes it.
         j.result.stored_new = s_.blobs.publish(staged, d.sha256, d.size);
-        j.done = true;
         return true;
     }
 
