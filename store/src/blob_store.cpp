@@ -38,6 +38,19 @@ void mkdir_p(const fs::path& p) {
     if (ec) throw_errno("creating " + p.string(), ec.value());
 }
 
+// A file whose size or mtime moved while it was read may have been read half old, half new:
+// refuse it rather than store bytes that never existed together.
+void check_unchanged(int src, const struct stat& before, std::uint64_t bytes_read,
+                     const std::string& name) {
+    struct stat after;
+    if (::fstat(src, &after) != 0) throw_errno("reading " + name, errno);
+    if (static_cast<std::uint64_t>(after.st_size) != bytes_read ||
+        after.st_size != before.st_size || after.st_mtim.tv_sec != before.st_mtim.tv_sec ||
+        after.st_mtim.tv_nsec != before.st_mtim.tv_nsec)
+        throw StoreError(ErrorKind::bad_input,
+                         name + " changed while it was being imported; import it again");
+}
+
 }  // namespace
 
 void pwrite_all(int fd, const void* data, std::size_t size, std::uint64_t offset,
@@ -170,12 +183,7 @@ Ingested BlobStore::ingest_copy(int src, const std::string& name, Progress* prog
         [&](std::span<const std::byte> c) { sha.update(c.data(), c.size()); }, progress,
         name.c_str());
 
-    struct stat after;
-    if (::fstat(src, &after) != 0) throw_errno("reading " + name, errno);
-    if (static_cast<std::uint64_t>(after.st_size) != written ||
-        after.st_mtim.tv_sec != st.st_mtim.tv_sec || after.st_mtim.tv_nsec != st.st_mtim.tv_nsec)
-        throw StoreError(ErrorKind::bad_input,
-                         name + " changed while it was being imported; import it again");
+    check_unchanged(src, st, written, name);
     if (::ftruncate(out, static_cast<off_t>(written)) != 0)
         throw_errno("truncating " + staged_name, errno);
     if (::fchmod(out, 0444) != 0) throw_errno("making " + staged_name + " read-only", errno);
@@ -189,15 +197,10 @@ Ingested BlobStore::ingest_copy(int src, const std::string& name, Progress* prog
 
 std::optional<Ingested> BlobStore::ingest_if_present(int src, const std::string& name,
                                                      Progress* progress) {
-    struct stat before, after;
+    struct stat before;
     if (::fstat(src, &before) != 0) throw_errno("reading " + name, errno);
     FileDigests d = digest_fd(src, progress, name.c_str());
-    if (::fstat(src, &after) != 0) throw_errno("reading " + name, errno);
-    if (after.st_size != before.st_size || after.st_mtim.tv_sec != before.st_mtim.tv_sec ||
-        after.st_mtim.tv_nsec != before.st_mtim.tv_nsec ||
-        d.size != static_cast<std::uint64_t>(after.st_size))
-        throw StoreError(ErrorKind::bad_input,
-                         name + " changed while it was being imported; import it again");
+    check_unchanged(src, before, d.size, name);
     struct stat st;
     if (::stat(path_of(d.sha256).c_str(), &st) != 0 ||
         static_cast<std::uint64_t>(st.st_size) != d.size)

@@ -80,6 +80,19 @@ void check_name(const std::string& name) {
     }
 }
 
+// Gives a moved file back to the user as an ordinary writable copy of its blob (the blob itself
+// may already be shared with another model, so it is never renamed away).
+bool restore_from_blob(const BlobStore& blobs, const Sha256& sha, const fs::path& dest,
+                       std::error_code& ec) {
+    fs::copy_file(blobs.path_of(sha), dest, ec);
+    if (!ec)
+        fs::permissions(dest,
+                        fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                            fs::perms::others_read,
+                        ec);
+    return !ec;
+}
+
 struct FileJob {
     std::size_t plan = 0;  // index of the model this file belongs to
     fs::path src;
@@ -531,17 +544,13 @@ class Importer {
             j.journal.reset();
             return;
         }
-        try {
-            UniqueFd in = s_.blobs.open_blob(j.result.digests.sha256);
-            if (!in) throw_errno("opening blob", errno);
-            fs::copy_file(s_.blobs.path_of(j.result.digests.sha256), j.src);
-            fs::permissions(j.src, fs::perms::owner_read | fs::perms::owner_write |
-                                       fs::perms::group_read | fs::perms::others_read);
+        std::error_code ec;
+        if (restore_from_blob(s_.blobs, j.result.digests.sha256, j.src, ec)) {
             j.journal.reset();
-        } catch (const std::exception& e) {
-            j.journal->release();  // recovery at the next open will try again
+        } else {
+            j.journal->keep();  // recovery at the next open will try again
             spdlog::error("could not put {} back after a failed import: {}; its content is blob {}",
-                          j.display, e.what(), j.result.digests.sha256.hex());
+                          j.display, ec.message(), j.result.digests.sha256.hex());
         }
     }
 
@@ -725,12 +734,7 @@ void recover_moves(Store::Impl& s) {
             if (catalogued) {
                 restored = true;
             } else if (s.blobs.exists(*sha)) {
-                fs::copy_file(s.blobs.path_of(*sha), origin, ec);
-                fs::permissions(origin,
-                                fs::perms::owner_read | fs::perms::owner_write |
-                                    fs::perms::group_read | fs::perms::others_read,
-                                ec);
-                restored = !ec;
+                restored = restore_from_blob(s.blobs, *sha, origin, ec);
                 if (restored)
                     spdlog::warn("an interrupted import was undone: {} is back", origin.string());
             }
