@@ -1,7 +1,9 @@
 #include "modelfs/store/blob_store.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -157,6 +159,19 @@ Ingested BlobStore::ingest_copy(int src, const std::string& name, Progress* prog
     if (::fstat(src, &st) != 0) throw_errno("reading " + name, errno);
     StagingFile staged = make_staging(".tmp");
     const std::string staged_name = staged.path().string();
+
+    // A reflink (btrfs, XFS, bcachefs, ...) shares the source's extents: no bytes are written,
+    // and the clone is a snapshot that later edits of the source cannot touch. Hash the clone.
+    if (st.st_size > 0 && ::ioctl(staged.fd(), FICLONE, src) == 0) {
+        Ingested r;
+        r.digests = digest_fd(staged.fd(), progress, staged_name.c_str());
+        if (::fchmod(staged.fd(), 0444) != 0)
+            throw_errno("making " + staged_name + " read-only", errno);
+        fsync_or_throw(staged.fd(), staged_name);
+        r.stored_new = publish(staged, r.digests.sha256, r.digests.size);
+        return r;
+    }
+    // Not supported here (ext4, tmpfs, another filesystem): copy while hashing.
     if (st.st_size > 0) {
         // Reserve the space first: a full disk fails here, before any byte is copied.
         int rc = ::posix_fallocate(staged.fd(), 0, st.st_size);
