@@ -50,6 +50,7 @@ void add_show(CLI::App& app, Globals& g, Runner& run);
 void add_verify(CLI::App& app, Globals& g, Runner& run);
 void add_gc(CLI::App& app, Globals& g, Runner& run);
 void add_stats(CLI::App& app, Globals& g, Runner& run);
+void add_mount(CLI::App& app, Globals& g, Runner& run);
 
 // Output helpers.
 void print_json(const nlohmann::json& j);

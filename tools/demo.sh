@@ -100,15 +100,28 @@ store_bytes=$(du -sb "$STORE" | cut -f1)
 awk -v t="$tools_bytes" -v s="$store_bytes" 'BEGIN {
   m = 1048576
   printf "the two tools hold %.1f MiB of model files; the whole store is %.1f MiB: %.1f MiB (%.0f%%) saved\n",
-    t / m, s / m, (t - s) / m, t > 0 ? 100 * (t - s) / t : 0 }'
+    t / m, s / m, (t - s) / m, (t > 0 ? 100 * (t - s) / t : 0) }'
 
 # --- 5. each tool's own view -------------------------------------------------------------------
-# >>> FUSE views: the mount issue adds them here. Mount the store once per tool, e.g.
-# >>>   modelfs --store "$STORE" mount "$DEMO/views/a1111" --layout a1111
-# >>>   modelfs --store "$STORE" mount "$DEMO/views/comfyui" --layout comfyui
-# >>> list a model through both views, show that both are the one stored copy, then unmount
-# >>> (and unmount on exit: trap).
-# <<< end of the FUSE views spot
+step "5. one mount, every tool's layout"
+MNT="$DEMO/mnt"
+mkdir -p "$MNT"
+# Unmount on any exit, so the demo never leaves a dead mount behind.
+trap '"$MODELFS" umount "$MNT" >/dev/null 2>&1 || true' EXIT
+run "$MODELFS" --store "$STORE" mount "$MNT"
+for _ in $(seq 50); do mountpoint -q "$MNT" && break; sleep 0.1; done
+run ls "$MNT"
+run ls "$MNT/comfyui/checkpoints" "$MNT/a1111/Stable-diffusion"
+first=$(find "$MNT/comfyui/checkpoints" -maxdepth 1 -name '*.safetensors' | sort | head -n 1)
+if [[ -n $first ]]; then
+  name=$(basename "$first")
+  run sha256sum "$MNT/comfyui/checkpoints/$name" "$MNT/a1111/Stable-diffusion/$name"
+  echo "(both are the one blob in the store; the xattrs say which:)"
+  run getfattr -d "$MNT/comfyui/checkpoints/$name" 2>/dev/null ||
+    /usr/bin/python3 -c 'import os,sys; [print(a, "=", os.getxattr(sys.argv[1], a).decode()) for a in os.listxattr(sys.argv[1])]' "$MNT/comfyui/checkpoints/$name"
+fi
+run "$MODELFS" umount "$MNT"
+trap - EXIT
 
 step "done"
 echo "the demo is in $DEMO (store: $STORE); run again to start afresh"

@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
     add_verify(app, g, run);
     add_gc(app, g, run);
     add_stats(app, g, run);
+    add_mount(app, g, run);
 
     try {
         app.parse(argc, argv);

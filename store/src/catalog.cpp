@@ -429,6 +429,12 @@ Txn Catalog::write() {
 }
 
 std::uint32_t Catalog::schema_version() const { return env_->schema; }
+
+std::uint64_t Catalog::last_txn_id() const {
+    MDB_envinfo info;
+    check(mdb_env_info(env_->env.get(), &info), "reading the environment info");
+    return info.me_last_txnid;
+}
 const std::filesystem::path& Catalog::dir() const { return env_->dir; }
 
 }  // namespace modelfs

@@ -125,6 +125,8 @@ public:
     Txn write();
 
     std::uint32_t schema_version() const;
+    // Id of the newest committed transaction, in any process: a cheap way to notice changes.
+    std::uint64_t last_txn_id() const;
     const std::filesystem::path& dir() const;
 
     struct Env;  // defined in catalog.cpp; shared with open transactions

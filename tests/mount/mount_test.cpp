@@ -1,0 +1,267 @@
+// Real FUSE mounts of a real store: every test mounts in a temp folder and always unmounts in
+// teardown, even when it fails.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "modelfs/store/hash.h"
+#include "modelfs/store/unique_fd.h"
+#include "support/safetensors_writer.h"
+#include "support/test_env.h"
+
+namespace fs = std::filesystem;
+using namespace modelfs::testing;
+using nlohmann::json;
+
+namespace {
+
+bool is_mounted(const fs::path& mnt) {
+    std::ifstream in("/proc/self/mountinfo");
+    for (std::string line; std::getline(in, line);)
+        if (line.find(" " + mnt.string() + " ") != std::string::npos &&
+            line.find("fuse.modelfs") != std::string::npos)
+            return true;
+    return false;
+}
+
+// A `modelfs mount -f` child; unmounted and reaped on destruction whatever happened.
+class Mount {
+  public:
+    Mount(const fs::path& store, const fs::path& mnt, std::vector<std::string> extra = {})
+        : mnt_(mnt) {
+        fs::create_directories(mnt);
+        std::vector<std::string> args{"--store", store.string(), "mount", mnt.string(), "-f"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        pid_ = spawn_modelfs(args);
+        for (int i = 0; i < 200 && !is_mounted(mnt); ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(25));
+        ok_ = is_mounted(mnt);
+    }
+    ~Mount() { stop(); }
+    bool ok() const { return ok_; }
+    // Unmounts; returns the daemon's exit code (-1 when it had to be killed).
+    int stop() {
+        if (pid_ <= 0) return exit_;
+        if (is_mounted(mnt_)) run_program("/bin/fusermount3", {"-u", mnt_.string()});
+        for (int i = 0; i < 100 && is_mounted(mnt_); ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        if (is_mounted(mnt_)) ::umount2(mnt_.c_str(), MNT_DETACH);
+        for (int i = 0; i < 100; ++i) {
+            int st = 0;
+            pid_t r = ::waitpid(pid_, &st, WNOHANG);
+            if (r == pid_) {
+                exit_ = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+                pid_ = 0;
+                return exit_;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        ::kill(pid_, SIGKILL);
+        wait_child(pid_);
+        pid_ = 0;
+        return exit_ = -1;
+    }
+    pid_t pid() const { return pid_; }
+
+  private:
+    fs::path mnt_;
+    pid_t pid_ = 0;
+    bool ok_ = false;
+    int exit_ = -1;
+};
+
+class MountTest : public ::testing::Test {
+  protected:
+    TempDir dir{"modelfs-mount"};
+    fs::path store = dir / "store";
+    fs::path mnt = dir / "mnt";
+    fs::path comfy = dir / "ComfyUI" / "models";
+
+    void SetUp() override {
+        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+        auto put = [&](const fs::path& p, SafetensorsSpec spec, std::uint64_t bytes) {
+            fs::create_directories(p.parent_path());
+            if (bytes) grow_to(spec, bytes);
+            write_safetensors(p, spec);
+        };
+        put(comfy / "checkpoints" / "base.safetensors", sd15_checkpoint(1), 8 << 20);
+        put(comfy / "loras" / "sdxl" / "style.safetensors", kohya_lora(2), 0);
+        put(comfy / "vae" / "ft.safetensors", vae(3), 0);
+        CliResult r = run_modelfs({"--store", store.string(), "import", comfy.string()});
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+    }
+};
+
+TEST_F(MountTest, EveryViewReadsTheSameBytes) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    std::string sha = sha256_hex_of_file(comfy / "checkpoints" / "base.safetensors");
+    EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "checkpoints" / "base.safetensors"), sha);
+    EXPECT_EQ(sha256_hex_of_file(mnt / "a1111" / "Stable-diffusion" / "base.safetensors"), sha);
+    EXPECT_EQ(sha256_hex_of_file(mnt / "fooocus" / "checkpoints" / "base.safetensors"), sha);
+    EXPECT_EQ(sha256_hex_of_file(mnt / "by-hash" / "sha256" / sha), sha);
+    EXPECT_EQ(sha256_hex_of_file(mnt / "a1111" / "Lora" / "sdxl" / "style.safetensors"),
+              sha256_hex_of_file(comfy / "loras" / "sdxl" / "style.safetensors"));
+    // Real regular files, not symlinks.
+    struct stat st;
+    ASSERT_EQ(::lstat((mnt / "a1111" / "VAE" / "ft.safetensors").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISREG(st.st_mode));
+    EXPECT_EQ(static_cast<std::uint64_t>(st.st_size),
+              fs::file_size(comfy / "vae" / "ft.safetensors"));
+    // LyCORIS is a second LoRA folder in A1111: the LoRA shows once, in Lora.
+    EXPECT_FALSE(fs::exists(mnt / "a1111" / "LyCORIS" / "sdxl" / "style.safetensors"));
+    EXPECT_EQ(m.stop(), 0);
+}
+
+TEST_F(MountTest, SingleViewAtTheMountPoint) {
+    Mount m(store, mnt, {"--view", "comfyui"});
+    ASSERT_TRUE(m.ok());
+    EXPECT_TRUE(fs::exists(mnt / "checkpoints" / "base.safetensors"));
+    EXPECT_TRUE(fs::exists(mnt / "loras" / "sdxl" / "style.safetensors"));
+    EXPECT_FALSE(fs::exists(mnt / "comfyui"));
+    EXPECT_FALSE(fs::exists(mnt / "by-hash"));
+}
+
+TEST_F(MountTest, ExtendedAttributesNameTheContent) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    fs::path f = mnt / "comfyui" / "loras" / "sdxl" / "style.safetensors";
+    std::string sha = sha256_hex_of_file(comfy / "loras" / "sdxl" / "style.safetensors");
+    auto get = [&](const char* name) {
+        char buf[256];
+        ssize_t n = ::getxattr(f.c_str(), name, buf, sizeof buf);
+        return n < 0 ? std::string("<") + std::strerror(errno) + ">" : std::string(buf, n);
+    };
+    EXPECT_EQ(get("user.modelfs.sha256"), sha);
+    EXPECT_EQ(get("user.modelfs.autov2"), sha.substr(0, 10));
+    EXPECT_EQ(get("user.modelfs.category"), "lora");
+    EXPECT_EQ(get("user.modelfs.version"), "v1");
+    EXPECT_EQ(get("user.modelfs.autov3").size(), 64u);
+    char names[1024];
+    ssize_t n = ::listxattr(f.c_str(), names, sizeof names);
+    ASSERT_GT(n, 0);
+    EXPECT_EQ(std::count(names, names + n, '\0'), 5);
+    EXPECT_EQ(get("user.other"), "<No data available>");
+}
+
+TEST_F(MountTest, MetadataIsStableAcrossRemounts) {
+    auto snapshot = [&] {
+        std::vector<std::tuple<ino_t, off_t, time_t>> out;
+        for (const char* p : {"comfyui/checkpoints/base.safetensors", "comfyui/checkpoints",
+                              "a1111/Lora/sdxl/style.safetensors", "comfyui/loras"}) {
+            struct stat st;
+            EXPECT_EQ(::stat((mnt / p).c_str(), &st), 0) << p;
+            out.emplace_back(st.st_ino, st.st_size, st.st_mtime);
+        }
+        return out;
+    };
+    decltype(snapshot()) first, second;
+    {
+        Mount m(store, mnt);
+        ASSERT_TRUE(m.ok());
+        first = snapshot();
+    }
+    {
+        Mount m(store, mnt);
+        ASSERT_TRUE(m.ok());
+        second = snapshot();
+    }
+    EXPECT_EQ(first, second);
+}
+
+TEST_F(MountTest, SixteenConcurrentReadersAndAnMmapReader) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    fs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    std::string sha = sha256_hex_of_file(comfy / "checkpoints" / "base.safetensors");
+    std::vector<std::string> got(16);
+    std::vector<std::thread> readers;
+    for (int i = 0; i < 16; ++i) readers.emplace_back([&, i] { got[i] = sha256_hex_of_file(f); });
+    for (auto& t : readers) t.join();
+    for (const auto& g : got) EXPECT_EQ(g, sha);
+
+    // safetensors loaders mmap the file.
+    modelfs::UniqueFd fd(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd);
+    std::size_t size = fs::file_size(f);
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd.get(), 0);
+    ASSERT_NE(p, MAP_FAILED);
+    EXPECT_EQ(modelfs::sha256_of(std::string_view(static_cast<const char*>(p), size)).hex(), sha);
+    ::munmap(p, size);
+}
+
+TEST_F(MountTest, ReadOnlyForNow) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    int fd = ::open((mnt / "comfyui" / "checkpoints" / "base.safetensors").c_str(), O_WRONLY);
+    EXPECT_EQ(fd, -1);
+    EXPECT_EQ(errno, EROFS);
+    EXPECT_NE(::mkdir((mnt / "comfyui" / "new").c_str(), 0755), 0);
+    EXPECT_EQ(errno, EROFS);
+}
+
+TEST_F(MountTest, CliChangesShowUpWhileMounted) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    fs::path target = mnt / "comfyui" / "vae" / "fresh.safetensors";
+    EXPECT_FALSE(fs::exists(target));
+    fs::create_directories(dir / "new" / "vae");
+    write_safetensors(dir / "new" / "vae" / "fresh.safetensors", vae(9));
+    ASSERT_EQ(run_modelfs({"--store", store.string(), "import", (dir / "new").string()}).exit_code,
+              0);
+    auto t0 = std::chrono::steady_clock::now();
+    while (!fs::exists(target) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5))
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(fs::exists(target));
+    EXPECT_EQ(sha256_hex_of_file(target),
+              sha256_hex_of_file(dir / "new" / "vae" / "fresh.safetensors"));
+}
+
+TEST_F(MountTest, MissingBlobReadsAsEioAndTheDaemonLives) {
+    std::string sha = sha256_hex_of_file(comfy / "vae" / "ft.safetensors");
+    fs::remove(store / "blobs" / "sha256" / sha.substr(0, 2) / sha);
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    int fd = ::open((mnt / "comfyui" / "vae" / "ft.safetensors").c_str(), O_RDONLY);
+    EXPECT_EQ(fd, -1);
+    EXPECT_EQ(errno, EIO);
+    // The daemon is still serving everything else.
+    EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "checkpoints" / "base.safetensors"),
+              sha256_hex_of_file(comfy / "checkpoints" / "base.safetensors"));
+    EXPECT_EQ(::kill(m.pid(), 0), 0);
+}
+
+TEST_F(MountTest, TwoMountsOfOneStore) {
+    Mount a(store, mnt);
+    Mount b(store, dir / "mnt2", {"--view", "a1111"});
+    ASSERT_TRUE(a.ok());
+    ASSERT_TRUE(b.ok());
+    EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "vae" / "ft.safetensors"),
+              sha256_hex_of_file(dir / "mnt2" / "VAE" / "ft.safetensors"));
+}
+
+TEST_F(MountTest, BadViewAndBadMountpointFailClearly) {
+    CliResult r = run_modelfs({"--store", store.string(), "mount", mnt.string(), "--view", "nope"});
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("unknown view 'nope'"), std::string::npos) << r.err;
+    r = run_modelfs({"--store", store.string(), "mount", (dir / "missing").string(), "-f"});
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_FALSE(is_mounted(dir / "missing"));
+}
+
+}  // namespace
