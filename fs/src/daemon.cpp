@@ -158,6 +158,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
                           n->blob.hex(), std::strerror(errno));
             return (void)fuse_reply_err(req, EIO);
         }
+        // A blob of the wrong size would read short or long: refuse it rather than serve it.
+        struct stat st;
+        if (::fstat(fd.get(), &st) != 0 || static_cast<std::uint64_t>(st.st_size) != n->size) {
+            spdlog::error(
+                "open {}: blob {} has {} bytes, the catalog says {}; run `modelfs verify`", n->name,
+                n->blob.hex(), st.st_size, n->size);
+            return (void)fuse_reply_err(req, EIO);
+        }
         fi->fh = static_cast<std::uint64_t>(fd.get());
         fi->keep_cache = 1;  // blobs never change, so the page cache stays valid across opens
         if (fuse_reply_open(req, fi) == 0) fd.release();

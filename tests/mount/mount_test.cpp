@@ -246,6 +246,19 @@ TEST_F(MountTest, MissingBlobReadsAsEioAndTheDaemonLives) {
     EXPECT_EQ(::kill(m.pid(), 0), 0);
 }
 
+TEST_F(MountTest, TruncatedBlobReadsAsEio) {
+    std::string sha = sha256_hex_of_file(comfy / "loras" / "sdxl" / "style.safetensors");
+    fs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
+    fs::permissions(blob, fs::perms::owner_write, fs::perm_options::add);
+    fs::resize_file(blob, fs::file_size(blob) / 2);
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    int fd = ::open((mnt / "comfyui" / "loras" / "sdxl" / "style.safetensors").c_str(), O_RDONLY);
+    EXPECT_EQ(fd, -1) << "a short blob must not be served";
+    EXPECT_EQ(errno, EIO);
+    if (fd >= 0) ::close(fd);
+}
+
 TEST_F(MountTest, TwoMountsOfOneStore) {
     Mount a(store, mnt);
     Mount b(store, dir / "mnt2", {"--view", "a1111"});
