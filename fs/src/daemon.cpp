@@ -301,6 +301,7 @@ int serve_mount(const MountOptions& given) {
 
     std::unique_ptr<fuse_session, SessionDeleter> se(
         fuse_session_new(&args, &kOps, sizeof kOps, dm.get()));
+    fuse_opt_free_args(&args);  // the session keeps what it needs
     if (!se) throw StoreError(ErrorKind::io, "could not start a FUSE session");
     if (fuse_set_signal_handlers(se.get()) != 0)
         throw StoreError(ErrorKind::io, "could not install signal handlers");
