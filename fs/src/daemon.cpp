@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -266,6 +268,30 @@ struct LoopConfigDeleter {
 
 }  // namespace
 
+std::vector<ViewLayout> views_to_serve(const MountOptions& opts) {
+    std::vector<ViewLayout> all;
+    for (const auto& name : ViewLayout::builtin_names()) all.push_back(*ViewLayout::builtin(name));
+    for (const auto& user : opts.layouts) {
+        auto same = std::find_if(all.begin(), all.end(),
+                                 [&](const ViewLayout& v) { return v.name() == user.name(); });
+        if (same != all.end())
+            *same = user;
+        else
+            all.push_back(user);
+    }
+    if (opts.view.empty()) return all;
+    auto lower = [](std::string s) {
+        for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        return s;
+    };
+    for (const auto& v : all)
+        if (lower(v.name()) == lower(opts.view)) return {v};
+    if (auto b = ViewLayout::builtin(opts.view)) return {*b};  // aliases ("automatic1111")
+    std::string names;
+    for (const auto& v : all) names += " " + v.name();
+    throw StoreError(ErrorKind::bad_input, "unknown view '" + opts.view + "'; views are:" + names);
+}
+
 int serve_mount(const MountOptions& given) {
     // fuse_daemonize() changes to "/", even in the foreground: make every path absolute first.
     MountOptions opts = given;
@@ -273,19 +299,7 @@ int serve_mount(const MountOptions& given) {
     opts.mountpoint = std::filesystem::absolute(opts.mountpoint).lexically_normal();
     auto dm = std::make_unique<Daemon>();
     dm->opts = opts;
-    if (opts.view.empty()) {
-        for (const auto& name : ViewLayout::builtin_names())
-            dm->views.push_back(*ViewLayout::builtin(name));
-    } else {
-        auto v = ViewLayout::builtin(opts.view);
-        if (!v) {
-            std::string names;
-            for (const auto& n : ViewLayout::builtin_names()) names += " " + n;
-            throw StoreError(ErrorKind::bad_input,
-                             "unknown view '" + opts.view + "'; views are:" + names);
-        }
-        dm->views.push_back(*v);
-    }
+    dm->views = views_to_serve(opts);
     // Check the store before mounting, so a bad --store fails here, visibly.
     { Store probe = Store::open(opts.store); }
     struct stat st;

@@ -20,6 +20,7 @@
 
 #include "modelfs/store/hash.h"
 #include "modelfs/store/unique_fd.h"
+#include "support/mount_fixture.h"
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
@@ -28,61 +29,6 @@ using namespace modelfs::testing;
 using nlohmann::json;
 
 namespace {
-
-bool is_mounted(const fs::path& mnt) {
-    std::ifstream in("/proc/self/mountinfo");
-    for (std::string line; std::getline(in, line);)
-        if (line.find(" " + mnt.string() + " ") != std::string::npos &&
-            line.find("fuse.modelfs") != std::string::npos)
-            return true;
-    return false;
-}
-
-// A `modelfs mount -f` child; unmounted and reaped on destruction whatever happened.
-class Mount {
-  public:
-    Mount(const fs::path& store, const fs::path& mnt, std::vector<std::string> extra = {})
-        : mnt_(mnt) {
-        fs::create_directories(mnt);
-        std::vector<std::string> args{"--store", store.string(), "mount", mnt.string(), "-f"};
-        args.insert(args.end(), extra.begin(), extra.end());
-        pid_ = spawn_modelfs(args);
-        for (int i = 0; i < 200 && !is_mounted(mnt); ++i)
-            std::this_thread::sleep_for(std::chrono::milliseconds(25));
-        ok_ = is_mounted(mnt);
-    }
-    ~Mount() { stop(); }
-    bool ok() const { return ok_; }
-    // Unmounts; returns the daemon's exit code (-1 when it had to be killed).
-    int stop() {
-        if (pid_ <= 0) return exit_;
-        if (is_mounted(mnt_)) run_program("/bin/fusermount3", {"-u", mnt_.string()});
-        for (int i = 0; i < 100 && is_mounted(mnt_); ++i)
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        if (is_mounted(mnt_)) ::umount2(mnt_.c_str(), MNT_DETACH);
-        for (int i = 0; i < 100; ++i) {
-            int st = 0;
-            pid_t r = ::waitpid(pid_, &st, WNOHANG);
-            if (r == pid_) {
-                exit_ = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-                pid_ = 0;
-                return exit_;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
-        ::kill(pid_, SIGKILL);
-        wait_child(pid_);
-        pid_ = 0;
-        return exit_ = -1;
-    }
-    pid_t pid() const { return pid_; }
-
-  private:
-    fs::path mnt_;
-    pid_t pid_ = 0;
-    bool ok_ = false;
-    int exit_ = -1;
-};
 
 class MountTest : public ::testing::Test {
   protected:

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "modelfs/fs/view_layout.h"
+
 namespace modelfs::fs {
 
 struct MountOptions {
@@ -15,7 +17,14 @@ struct MountOptions {
     bool foreground = false;
     bool allow_other = false;
     bool debug = false;  // libfuse's request log
+    // User-defined layouts (from the config file). A layout named like a built-in one replaces
+    // it; others are added. Root mode shows them all; --view picks any of them by name.
+    std::vector<ViewLayout> layouts;
 };
+
+// The layouts a mount with these options shows: the built-ins merged with opts.layouts, or just
+// the one --view names. Throws StoreError (bad_input) for an unknown view, listing the known ones.
+std::vector<ViewLayout> views_to_serve(const MountOptions& opts);
 
 // Mounts, then (unless foreground) detaches, and serves requests until the filesystem is
 // unmounted or the process gets SIGINT/SIGTERM/SIGHUP, then unmounts cleanly. Returns an exit code.
