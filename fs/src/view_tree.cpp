@@ -6,9 +6,54 @@
 
 namespace modelfs::fs {
 
+namespace {
+std::string join(std::string_view dir, std::string_view name) {
+    if (dir.empty()) return std::string(name);
+    std::string out(dir);
+    out += '/';
+    out += name;
+    return out;
+}
+}  // namespace
+
+const std::vector<std::string>& sidecar_suffixes() {
+    static const std::vector<std::string> s = [] {
+        std::vector<std::string> v{".preview.png",  ".preview.jpg",  ".preview.jpeg",
+                                   ".preview.webp", ".civitai.info", ".png",
+                                   ".jpg",          ".jpeg",         ".webp",
+                                   ".yaml",         ".json",         ".txt"};
+        std::stable_sort(v.begin(), v.end(), [](const std::string& a, const std::string& b) {
+            return a.size() > b.size();
+        });
+        return v;
+    }();
+    return s;
+}
+
+std::uint64_t ViewTree::dir_ino(std::string_view path) {
+    std::uint64_t ino = XXH3_64bits(path.data(), path.size());
+    return ino <= kRootIno ? ino + 2 : ino;
+}
+
+std::uint64_t ViewTree::file_ino(std::string_view path, const Sha256& blob) {
+    XXH3_state_t* st = XXH3_createState();
+    XXH3_64bits_reset(st);
+    XXH3_64bits_update(st, path.data(), path.size());
+    XXH3_64bits_update(st, "\0", 1);
+    XXH3_64bits_update(st, blob.bytes.data(), blob.bytes.size());
+    std::uint64_t ino = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    return ino <= kRootIno ? ino + 2 : ino;
+}
+
 const Node* ViewTree::find(std::uint64_t ino) const {
     auto it = nodes_.find(ino);
     return it == nodes_.end() ? nullptr : &it->second;
+}
+
+const Node* ViewTree::find_path(std::string_view path) const {
+    auto it = by_path_.find(std::string(path));
+    return it == by_path_.end() ? nullptr : find(it->second);
 }
 
 const Node* ViewTree::child(std::uint64_t parent, std::string_view name) const {
@@ -18,130 +63,147 @@ const Node* ViewTree::child(std::uint64_t parent, std::string_view name) const {
     return it == p->children.end() ? nullptr : find(it->second);
 }
 
-// Inode = XXH3-64 of the path, so the same path gets the same number on every mount; collisions
-// (astronomically rare) probe upwards in a deterministic build order.
+// Collisions of the 64-bit hashes are astronomically rare; when one happens the later node
+// probes upwards, in a deterministic build order.
 std::uint64_t ViewTree::add(std::uint64_t parent, const std::string& name, Node::Kind kind,
-                            const std::string& path) {
+                            const std::string& path, std::uint64_t ino) {
     Node& p = nodes_.at(parent);
     if (auto it = p.children.find(name); it != p.children.end()) return it->second;
-    std::uint64_t ino = XXH3_64bits(path.data(), path.size());
     while (ino <= kRootIno || nodes_.count(ino)) ++ino;
     Node n;
     n.kind = kind;
     n.ino = ino;
     n.parent = parent;
     n.name = name;
+    n.path = path;
+    n.view = p.view;
+    n.mode = kind == Node::Kind::dir ? 0755 : 0644;
+    if (kind == Node::Kind::dir) n.category = p.category;
     nodes_.emplace(ino, std::move(n));
     nodes_.at(parent).children.emplace(name, ino);
+    by_path_.emplace(path, ino);
     return ino;
 }
 
-std::uint64_t ViewTree::ensure_dirs(std::uint64_t parent, const std::string& parent_path,
-                                    std::string_view rel) {
-    std::string path = parent_path;
+std::uint64_t ViewTree::ensure_dirs(std::uint64_t parent, std::string_view rel) {
     std::size_t start = 0;
     while (start < rel.size()) {
         auto end = rel.find('/', start);
         if (end == std::string_view::npos) end = rel.size();
         std::string part(rel.substr(start, end - start));
-        path += "/" + part;
-        parent = add(parent, part, Node::Kind::dir, path);
+        std::string path = join(nodes_.at(parent).path, part);
+        parent = add(parent, part, Node::Kind::dir, path, dir_ino(path));
         start = end + 1;
     }
     return parent;
 }
 
 ViewTree ViewTree::build(const Txn& txn, const std::vector<ViewLayout>& views, bool root_mode,
-                         std::int64_t empty_dir_mtime) {
+                         std::int64_t empty_dir_mtime_ns) {
     ViewTree t;
     Node root;
     root.ino = kRootIno;
     root.parent = kRootIno;
     t.nodes_.emplace(kRootIno, std::move(root));
+    t.by_path_.emplace("", kRootIno);
 
-    struct ViewRoot {
-        const ViewLayout* layout;
-        std::uint64_t ino;
-        std::string path;
-    };
-    std::vector<ViewRoot> roots;
-    for (const auto& v : views) {
-        ViewRoot r{&v, kRootIno, ""};
-        if (root_mode) {
-            r.path = v.name();
-            r.ino = t.add(kRootIno, v.name(), Node::Kind::dir, r.path);
-        }
+    std::vector<std::uint64_t> roots;
+    for (std::size_t i = 0; i < views.size(); ++i) {
+        std::uint64_t r = kRootIno;
+        if (root_mode)
+            r = t.add(kRootIno, views[i].name(), Node::Kind::dir, views[i].name(),
+                      dir_ino(views[i].name()));
+        t.nodes_.at(r).view = static_cast<int>(i);
         // Every folder of the layout exists even when empty: tools create or scan them.
-        for (const auto& f : v.folders()) t.ensure_dirs(r.ino, r.path, f.path);
+        for (const auto& f : views[i].folders()) {
+            std::uint64_t d = t.ensure_dirs(r, f.path);
+            t.nodes_.at(d).category = f.category;
+        }
         roots.push_back(r);
     }
 
-    auto add_file = [&](std::uint64_t dir, const std::string& dir_path, const std::string& name,
-                        const Sha256& blob, std::uint64_t size, std::int64_t mtime) -> Node& {
-        std::uint64_t ino = t.add(dir, name, Node::Kind::file, dir_path + "/" + name);
+    auto add_file = [&](std::uint64_t dir, const std::string& name, const Sha256& blob,
+                        std::uint64_t size, std::int64_t mtime_ns) -> Node* {
+        if (t.nodes_.at(dir).children.count(name)) return nullptr;  // first one wins
+        std::string path = join(t.nodes_.at(dir).path, name);
+        std::uint64_t ino = t.add(dir, name, Node::Kind::file, path, file_ino(path, blob));
         Node& n = t.nodes_.at(ino);
         n.blob = blob;
         n.size = size;
-        n.mtime = mtime;
-        return n;
+        n.mtime_ns = mtime_ns;
+        return &n;
     };
 
     txn.for_each_model([&](const Model& m) {
         const ModelVersion& v = m.current_version();
-        for (const auto& r : roots) {
-            auto rel = r.layout->path_for(m, v);
+        const std::int64_t mtime_ns = v.shown_mtime() * 1'000'000'000;
+        auto tag = [&](Node* n) {
+            if (!n) return;
+            n->model_key = m.key();
+            n->version = v.label;
+            n->category = m.category;
+            n->mode = v.shown_mode() & 07777;
+        };
+        for (std::size_t i = 0; i < views.size(); ++i) {
+            auto rel = views[i].path_for(m, v);
             if (!rel) continue;
             auto slash = rel->rfind('/');
             std::string dir_rel = slash == std::string::npos ? "" : rel->substr(0, slash);
             std::string leaf = slash == std::string::npos ? *rel : rel->substr(slash + 1);
-            std::uint64_t dir = t.ensure_dirs(r.ino, r.path, dir_rel);
-            std::string dir_path = r.path + (dir_rel.empty() ? "" : "/" + dir_rel);
-            auto tag = [&](Node& n) {
-                n.model_key = m.key();
-                n.version = v.label;
-                n.category = m.category;
-            };
+            std::uint64_t dir = t.ensure_dirs(roots[i], dir_rel);
             if (v.is_tree()) {
-                std::uint64_t top = t.ensure_dirs(dir, dir_path, leaf);
+                std::uint64_t top = t.ensure_dirs(dir, leaf);
                 for (const auto& e : v.tree) {
                     auto s2 = e.path.rfind('/');
                     std::string sub = s2 == std::string::npos ? "" : e.path.substr(0, s2);
                     std::string file = s2 == std::string::npos ? e.path : e.path.substr(s2 + 1);
-                    std::uint64_t d = t.ensure_dirs(top, dir_path + "/" + leaf, sub);
-                    tag(add_file(d, dir_path + "/" + leaf + (sub.empty() ? "" : "/" + sub), file,
-                                 e.blob, e.size, v.added));
+                    tag(add_file(t.ensure_dirs(top, sub), file, e.blob, e.size, mtime_ns));
                 }
-            } else {
-                tag(add_file(dir, dir_path, leaf, *v.blob, v.size, v.added));
+                continue;
+            }
+            tag(add_file(dir, leaf, *v.blob, v.size, mtime_ns));
+            // Sidecars sit beside the file: <leaf without its extension><suffix>.
+            std::string stem = leaf.substr(0, leaf.size() - v.ext.size());
+            for (const auto& sc : v.sidecars) {
+                Node* n = add_file(dir, stem + sc.suffix, sc.blob, sc.size, mtime_ns);
+                tag(n);
+                if (n) n->sidecar = sc.suffix;
             }
         }
     });
 
     if (root_mode) {
-        std::uint64_t dir = t.ensure_dirs(kRootIno, "", "by-hash/sha256");
+        std::uint64_t dir = t.ensure_dirs(kRootIno, "by-hash/sha256");
         txn.for_each_blob([&](const Sha256& h, const BlobRecord& r) {
-            if (r.state == BlobState::present && r.extents.empty())
-                add_file(dir, "/by-hash/sha256", h.hex(), h, r.size, r.ingested);
+            if (r.state != BlobState::present || !r.extents.empty()) return;
+            if (Node* n = add_file(dir, h.hex(), h, r.size, r.ingested * 1'000'000'000))
+                n->mode = 0444;
         });
     }
 
-    // A folder's mtime is its newest entry's: it changes exactly when what it lists changes.
-    std::vector<std::uint64_t> order;
-    for (const auto& [ino, n] : t.nodes_) order.push_back(ino);
-    auto depth = [&](std::uint64_t ino) {
-        int d = 0;
-        for (const Node* n = t.find(ino); n->ino != kRootIno; n = t.find(n->parent)) ++d;
-        return d;
-    };
+    // A folder's mtime is its newest entry's, or the last change to its category (a deletion
+    // leaves no newer entry behind): it changes whenever what it lists changes.
     std::vector<std::pair<int, std::uint64_t>> by_depth;
-    for (auto ino : order) by_depth.emplace_back(depth(ino), ino);
+    for (const auto& [ino, n] : t.nodes_) {
+        int depth = static_cast<int>(std::count(n.path.begin(), n.path.end(), '/')) +
+                    (n.path.empty() ? 0 : 1);
+        by_depth.emplace_back(depth, ino);
+    }
     std::sort(by_depth.rbegin(), by_depth.rend());
+    std::map<Category, std::int64_t> changed;
     for (auto [d, ino] : by_depth) {
         Node& n = t.nodes_.at(ino);
-        if (n.kind == Node::Kind::dir && n.mtime == 0) n.mtime = empty_dir_mtime;
+        if (n.kind == Node::Kind::dir) {
+            if (n.category) {
+                auto [it, fresh] = changed.try_emplace(*n.category, 0);
+                if (fresh) it->second = txn.category_changed_ns(*n.category);
+                n.mtime_ns = std::max(n.mtime_ns, it->second);
+            }
+            if (n.mtime_ns == 0) n.mtime_ns = empty_dir_mtime_ns;
+        }
         if (ino != kRootIno) {
             Node& p = t.nodes_.at(n.parent);
-            p.mtime = std::max(p.mtime, n.mtime);
+            p.mtime_ns = std::max(p.mtime_ns, n.mtime_ns);
         }
     }
     return t;

@@ -154,6 +154,29 @@ bool BlobStore::publish(StagingFile& staged, const Sha256& h, std::uint64_t size
     throw StoreError(ErrorKind::io, "cannot place blob " + dest.string());
 }
 
+bool BlobStore::publish_link(int fd, const fs::path& path, const Sha256& h, std::uint64_t size) {
+    fs::path dest = path_of(h);
+    struct stat st;
+    if (::stat(dest.c_str(), &st) == 0) {
+        if (static_cast<std::uint64_t>(st.st_size) == size) return false;
+        fs::path q = quarantine(h);
+        spdlog::warn("blob {} had the wrong size; moved it to {}", h.hex(), q.string());
+    }
+    if (::fchmod(fd, 0444) != 0) throw_errno("making " + path.string() + " read-only", errno);
+    fsync_or_throw(fd, path.string());
+    fs::path shard = dest.parent_path();
+    bool new_shard = !fs::exists(shard);
+    if (new_shard) mkdir_p(shard);
+    // link() never replaces: of two publishers of one content, exactly one wins.
+    if (::link(path.c_str(), dest.c_str()) != 0) {
+        if (errno == EEXIST) return false;
+        throw_errno("linking " + path.string() + " to blob " + dest.string(), errno);
+    }
+    fsync_dir(shard);
+    if (new_shard) fsync_dir(shard.parent_path());
+    return true;
+}
+
 Ingested BlobStore::ingest_copy(int src, const std::string& name, Progress* progress) {
     struct stat st;
     if (::fstat(src, &st) != 0) throw_errno("reading " + name, errno);

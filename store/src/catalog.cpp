@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <charconv>
+#include <chrono>
 #include <climits>
 #include <cstring>
 
@@ -58,8 +59,8 @@ H hash_from(const json& j, const char* field) {
 }
 
 std::optional<BlobState> parse_state(std::string_view s) {
-    for (auto st : {BlobState::present, BlobState::remote, BlobState::partial,
-                    BlobState::quarantined})
+    for (auto st :
+         {BlobState::present, BlobState::remote, BlobState::partial, BlobState::quarantined})
         if (to_string(st) == s) return st;
     return std::nullopt;
 }
@@ -116,6 +117,14 @@ std::string encode_model(const Model& m) {
                 tree.push_back({{"path", t.path}, {"blob", bin(t.blob)}, {"size", t.size}});
             jv["tree"] = std::move(tree);
         }
+        if (!v.sidecars.empty()) {
+            json sc = json::array();
+            for (const auto& c : v.sidecars)
+                sc.push_back({{"suffix", c.suffix}, {"blob", bin(c.blob)}, {"size", c.size}});
+            jv["sidecars"] = std::move(sc);
+        }
+        if (v.mtime) jv["mtime"] = v.mtime;
+        if (v.mode) jv["mode"] = v.mode;
         versions.push_back(std::move(jv));
     }
     json j = {{"category", to_string(m.category)},
@@ -149,10 +158,18 @@ Model decode_model(std::string_view data) {
                 v.tree.push_back({t.at("path").get<std::string>(), hash_from<Sha256>(t, "blob"),
                                   t.at("size").get<std::uint64_t>()});
         }
+        if (jv.contains("sidecars"))
+            for (const auto& c : jv["sidecars"])
+                v.sidecars.push_back({c.at("suffix").get<std::string>(),
+                                      hash_from<Sha256>(c, "blob"),
+                                      c.at("size").get<std::uint64_t>()});
+        v.mtime = jv.value("mtime", std::int64_t{0});
+        v.mode = jv.value("mode", std::uint32_t{0});
         m.versions.push_back(std::move(v));
     }
     if (m.versions.empty() || m.current >= m.versions.size())
-        throw StoreError(ErrorKind::corrupt, "catalog: model " + m.name + " has no current version");
+        throw StoreError(ErrorKind::corrupt,
+                         "catalog: model " + m.name + " has no current version");
     return m;
 }
 
@@ -160,19 +177,30 @@ Model decode_model(std::string_view data) {
 
 std::string_view to_string(BlobState s) {
     switch (s) {
-        case BlobState::present: return "present";
-        case BlobState::remote: return "remote";
-        case BlobState::partial: return "partial";
-        case BlobState::quarantined: return "quarantined";
+        case BlobState::present:
+            return "present";
+        case BlobState::remote:
+            return "remote";
+        case BlobState::partial:
+            return "partial";
+        case BlobState::quarantined:
+            return "quarantined";
     }
     return "?";
 }
 
 std::vector<Sha256> ModelVersion::blobs() const {
-    if (blob) return {*blob};
     std::vector<Sha256> out;
+    if (blob) out.push_back(*blob);
     for (const auto& t : tree) out.push_back(t.blob);
+    for (const auto& c : sidecars) out.push_back(c.blob);
     return out;
+}
+
+const Sidecar* ModelVersion::sidecar(std::string_view suffix) const {
+    for (const auto& c : sidecars)
+        if (c.suffix == suffix) return &c;
+    return nullptr;
 }
 
 bool ModelVersion::same_content(const ModelVersion& o) const {
@@ -186,7 +214,9 @@ bool ModelVersion::same_content(const ModelVersion& o) const {
 std::string model_key(Category c, std::string_view name) {
     return std::string(to_string(c)) + "/" + std::string(name);
 }
-std::string Model::key() const { return model_key(category, name); }
+std::string Model::key() const {
+    return model_key(category, name);
+}
 
 struct Catalog::Env {
     struct Close {
@@ -231,7 +261,7 @@ std::optional<Model> Txn::get_model(std::string_view key) const {
 
 namespace {
 class Cursor {
-public:
+  public:
     Cursor(MDB_txn* txn, MDB_dbi dbi) { check(mdb_cursor_open(txn, dbi, &c_), "opening cursor"); }
     ~Cursor() { mdb_cursor_close(c_); }
     Cursor(const Cursor&) = delete;
@@ -244,7 +274,7 @@ public:
         return true;
     }
 
-private:
+  private:
     MDB_cursor* c_ = nullptr;
 };
 }  // namespace
@@ -306,12 +336,44 @@ void Txn::put_model(const Model& m) {
     if (k.mv_size > 511)
         throw StoreError(ErrorKind::bad_input, "model name too long for the catalog: " + key);
     check(mdb_put(impl_->txn, impl_->env->models, &k, &v, 0), "writing model record");
+    touch_category(m.category);
+}
+
+namespace {
+std::string changed_key(Category c) {
+    return "changed/" + std::string(to_string(c));
+}
+}  // namespace
+
+void Txn::touch_category(Category c) {
+    auto now = std::chrono::system_clock::now().time_since_epoch();
+    std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now).count();
+    // Strictly increasing, even when two commits fall in one clock tick.
+    ns = std::max(ns, category_changed_ns(c) + 1);
+    std::string key = changed_key(c), val = std::to_string(ns);
+    MDB_val k = as_val(key), v = as_val(val);
+    check(mdb_put(impl_->txn, impl_->env->meta, &k, &v, 0), "writing a change time");
+}
+
+std::int64_t Txn::category_changed_ns(Category c) const {
+    std::string key = changed_key(c);
+    MDB_val k = as_val(key), v;
+    int rc = mdb_get(impl_->txn, impl_->env->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) return 0;
+    check(rc, "reading a change time");
+    std::int64_t ns = 0;
+    std::string_view text = as_view(v);
+    std::from_chars(text.data(), text.data() + text.size(), ns);
+    return ns;
 }
 
 void Txn::del_model(std::string_view key) {
     MDB_val k = as_val(key);
     int rc = mdb_del(impl_->txn, impl_->env->models, &k, nullptr);
     if (rc != MDB_NOTFOUND) check(rc, "deleting model record");
+    auto slash = key.find('/');
+    if (auto c = parse_category(key.substr(0, slash == std::string_view::npos ? 0 : slash)))
+        touch_category(*c);
 }
 
 void Txn::commit() {
@@ -357,8 +419,8 @@ Catalog Catalog::open(const std::filesystem::path& dir, bool create) {
     int rc = mdb_env_open(raw, dir.c_str(), MDB_NOTLS, 0644);
     if (rc != MDB_SUCCESS) {
         ErrorKind kind = (rc == EACCES || rc == ENOENT) ? ErrorKind::no_store : ErrorKind::io;
-        throw StoreError(kind, "cannot open the catalog in " + dir.string() + ": " +
-                                   mdb_strerror(rc));
+        throw StoreError(kind,
+                         "cannot open the catalog in " + dir.string() + ": " + mdb_strerror(rc));
     }
     int dead = 0;
     mdb_reader_check(raw, &dead);  // reclaim reader slots of crashed processes
@@ -375,8 +437,8 @@ Catalog Catalog::open(const std::filesystem::path& dir, bool create) {
     auto open_dbi = [&](const char* name, MDB_dbi* dbi) {
         int r = mdb_dbi_open(txn, name, dbflags, dbi);
         if (r == MDB_NOTFOUND)
-            throw StoreError(ErrorKind::no_store, "catalog in " + dir.string() +
-                                                      " has no '" + name + "' database");
+            throw StoreError(ErrorKind::no_store,
+                             "catalog in " + dir.string() + " has no '" + name + "' database");
         check(r, "opening a database");
     };
     open_dbi("meta", &env->meta);
@@ -406,10 +468,27 @@ Catalog Catalog::open(const std::filesystem::path& dir, bool create) {
     if (env->schema > kSchemaVersion)
         throw StoreError(ErrorKind::schema,
                          "the store at " + dir.parent_path().string() + " uses catalog schema " +
-                             std::to_string(env->schema) + ", newer than this modelfs understands (" +
+                             std::to_string(env->schema) +
+                             ", newer than this modelfs understands (" +
                              std::to_string(kSchemaVersion) +
                              "); upgrade modelfs to use it (nothing was changed)");
     guard.commit();
+    if (env->schema < kSchemaVersion) {
+        // Older schemas are subsets of this one: upgrading is writing the new number, so that an
+        // older modelfs (which would drop fields it does not know) refuses the store.
+        MDB_txn* w = begin(raw, 0);
+        struct Abort {
+            MDB_txn*& t;
+            ~Abort() {
+                if (t) mdb_txn_abort(t);
+            }
+        } abort_w{w};
+        std::string s = std::to_string(kSchemaVersion);
+        MDB_val sk = as_val(std::string_view("schema")), sv = as_val(s);
+        check(mdb_put(w, env->meta, &sk, &sv, 0), "upgrading the schema version");
+        check(mdb_txn_commit(std::exchange(w, nullptr)), "upgrading the schema version");
+        env->schema = kSchemaVersion;
+    }
     return Catalog(std::move(env));
 }
 
@@ -428,13 +507,21 @@ Txn Catalog::write() {
     return Txn(std::move(impl));
 }
 
-std::uint32_t Catalog::schema_version() const { return env_->schema; }
+std::uint32_t Catalog::schema_version() const {
+    return env_->schema;
+}
+
+std::uint64_t Txn::id() const {
+    return mdb_txn_id(impl_->txn);
+}
 
 std::uint64_t Catalog::last_txn_id() const {
     MDB_envinfo info;
     check(mdb_env_info(env_->env.get(), &info), "reading the environment info");
     return info.me_last_txnid;
 }
-const std::filesystem::path& Catalog::dir() const { return env_->dir; }
+const std::filesystem::path& Catalog::dir() const {
+    return env_->dir;
+}
 
 }  // namespace modelfs

@@ -58,9 +58,11 @@ bool is_model_file(const std::string& filename) {
            std::end(kCompoundExtensions);
 }
 
+}  // namespace
+
 // A name is stored as given and later becomes a path in every view: keep it to what every
 // filesystem and tool accepts.
-void check_name(const std::string& name) {
+void check_model_name(const std::string& name) {
     auto bad = [&](const std::string& why) {
         throw StoreError(ErrorKind::bad_input, "invalid model name '" + name + "': " + why);
     };
@@ -79,6 +81,8 @@ void check_name(const std::string& name) {
         start = end + 1;
     }
 }
+
+namespace {
 
 // Gives a moved file back to the user as an ordinary writable copy of its blob (the blob itself
 // may already be shared with another model, so it is never renamed away).
@@ -351,7 +355,7 @@ class Importer {
                 if (!m.category) m.category = Category::other;
             }
             try {
-                check_name(m.name);
+                check_model_name(m.name);
             } catch (const StoreError& e) {
                 m.error = e.what();
             }

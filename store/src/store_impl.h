@@ -17,22 +17,25 @@ struct Store::Impl {
     BlobStore blobs;
     Catalog catalog;
 
-    Impl(std::filesystem::path r, Catalog c)
-        : root(r), blobs(r), catalog(std::move(c)) {}
+    Impl(std::filesystem::path r, Catalog c) : root(r), blobs(r), catalog(std::move(c)) {}
 };
 
 // The store-wide lock: shared while blobs are being added and catalogued, exclusive for gc, so
 // gc never removes a blob that an import has placed but not yet catalogued.
 class StoreLock {
-public:
+  public:
     enum Mode { shared = LOCK_SH, exclusive = LOCK_EX };
     StoreLock(const std::filesystem::path& root, Mode mode);
 
-private:
+  private:
     UniqueFd fd_;
 };
 
 std::int64_t unix_now();
+
+// Throws StoreError (bad_input) for a model name no view could show: empty, NUL, empty or
+// '.'/'..' components, components over 200 bytes, '@' (reserved for version labels).
+void check_model_name(const std::string& name);
 
 // Move journals: a file in staging/ recording where a moved file came from, so that a crash in
 // the middle of a move puts the user's file back (see store/FORMAT.md).

@@ -151,16 +151,6 @@ TEST_F(MountTest, SixteenConcurrentReadersAndAnMmapReader) {
     ::munmap(p, size);
 }
 
-TEST_F(MountTest, ReadOnlyForNow) {
-    Mount m(store, mnt);
-    ASSERT_TRUE(m.ok());
-    int fd = ::open((mnt / "comfyui" / "checkpoints" / "base.safetensors").c_str(), O_WRONLY);
-    EXPECT_EQ(fd, -1);
-    EXPECT_EQ(errno, EROFS);
-    EXPECT_NE(::mkdir((mnt / "comfyui" / "new").c_str(), 0755), 0);
-    EXPECT_EQ(errno, EROFS);
-}
-
 TEST_F(MountTest, CliChangesShowUpWhileMounted) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());

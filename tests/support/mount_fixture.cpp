@@ -5,7 +5,11 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
 #include <thread>
 
 #include "support/test_env.h"
@@ -27,12 +31,25 @@ bool is_mounted(const fs::path& mnt) {
 Mount::Mount(const fs::path& store, const fs::path& mnt, std::vector<std::string> extra)
     : mnt_(mnt) {
     fs::create_directories(mnt);
-    std::vector<std::string> args{"--store", store.string(), "mount", mnt.string(), "-f"};
+    std::vector<std::string> args{"--store", store.string(), "-vv", "mount", mnt.string(), "-f"};
     args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = spawn_modelfs(args);
+    // The daemon's log goes beside the mount point and is printed when the test fails.
+    log_ = mnt.parent_path() / (mnt.filename().string() + ".log");
+    pid_ = spawn_modelfs(args, log_);
     for (int i = 0; i < 200 && !is_mounted(mnt); ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(25));
     ok_ = is_mounted(mnt);
+}
+
+Mount::~Mount() {
+    stop();
+    if (::testing::Test::HasFailure()) {
+        std::ifstream in(log_);
+        std::stringstream text;
+        text << in.rdbuf();
+        std::fprintf(stderr, "--- daemon log %s ---\n%s--- end of log ---\n", log_.c_str(),
+                     text.str().c_str());
+    }
 }
 
 int Mount::stop() {

@@ -18,7 +18,7 @@ class Mount {
   public:
     Mount(const std::filesystem::path& store, const std::filesystem::path& mnt,
           std::vector<std::string> extra = {});
-    ~Mount() { stop(); }
+    ~Mount();
     Mount(const Mount&) = delete;
     Mount& operator=(const Mount&) = delete;
     bool ok() const { return ok_; }
@@ -28,6 +28,7 @@ class Mount {
 
   private:
     std::filesystem::path mnt_;
+    std::filesystem::path log_;
     pid_t pid_ = 0;
     bool ok_ = false;
     int exit_ = -1;

@@ -168,4 +168,17 @@ pid_t spawn_modelfs(const std::vector<std::string>& args) {
     return spawn(modelfs_binary().string(), args, {}, -1, -1);
 }
 
+pid_t spawn_modelfs(const std::vector<std::string>& args, const std::filesystem::path& log) {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) throw std::runtime_error("cannot open " + log.string());
+    try {
+        pid_t pid = spawn(modelfs_binary().string(), args, {}, fd, fd);
+        ::close(fd);
+        return pid;
+    } catch (...) {
+        ::close(fd);
+        throw;
+    }
+}
+
 }  // namespace modelfs::testing

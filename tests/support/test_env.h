@@ -54,6 +54,8 @@ CliResult run_program(const std::string& program, const std::vector<std::string>
 
 // Starts `modelfs ARGS...` in the background with output to /dev/null; returns its pid.
 pid_t spawn_modelfs(const std::vector<std::string>& args);
+// The same, with stdout and stderr appended to `log`.
+pid_t spawn_modelfs(const std::vector<std::string>& args, const std::filesystem::path& log);
 // Waits for a child; returns its CliResult-style exit code (-1 if killed).
 int wait_child(pid_t pid, int* signal = nullptr);
 

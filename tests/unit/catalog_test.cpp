@@ -147,6 +147,9 @@ Model full_model() {
     v3.blob = hx("33");
     v3.ext = ".ckpt";
     v3.size = 1;
+    v3.sidecars = {{".civitai.info", hx("41"), 900}, {".preview.png", hx("42"), 70000}};
+    v3.mtime = 1600000300;
+    v3.mode = 0600;
     m.versions = {v1, v2, v3};
     m.current = 1;
     return m;
@@ -172,6 +175,9 @@ void expect_model_eq(const Model& a, const Model& b) {
             EXPECT_EQ(x.tree[t].blob, y.tree[t].blob);
             EXPECT_EQ(x.tree[t].size, y.tree[t].size);
         }
+        EXPECT_EQ(x.sidecars, y.sidecars) << i;
+        EXPECT_EQ(x.mtime, y.mtime) << i;
+        EXPECT_EQ(x.mode, y.mode) << i;
     }
 }
 
@@ -265,6 +271,25 @@ TEST_F(CatalogTest, NewerSchemaIsRefusedNamingBothVersions) {
     }
     // "nothing was changed": even the create path left the version alone.
     EXPECT_EQ(RawEnv(dir_).get("meta", "schema"), newer);
+}
+
+TEST_F(CatalogTest, SchemaOneIsUpgradedOnOpenAndItsRecordsStillRead) {
+    {
+        Catalog c = Catalog::open(dir_, true);
+        auto t = c.write();
+        Model m = full_model();
+        for (auto& v : m.versions) v.sidecars.clear(), v.mtime = 0, v.mode = 0;
+        t.put_model(m);
+        t.commit();
+    }
+    { RawEnv(dir_).put("meta", "schema", "1"); }
+    Catalog c = Catalog::open(dir_, false);
+    EXPECT_EQ(c.schema_version(), kSchemaVersion);
+    EXPECT_EQ(RawEnv(dir_).get("meta", "schema"), std::to_string(kSchemaVersion));
+    auto got = c.read().get_model("checkpoint/sdxl/juggernaut XL");
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->versions[2].shown_mtime(), 1600000200);  // no mtime: the time it was added
+    EXPECT_EQ(got->versions[2].shown_mode(), 0644u);
 }
 
 TEST_F(CatalogTest, MuchNewerSchemaIsRefused) {
@@ -476,6 +501,15 @@ TEST(CatalogTypes, ModelVersionHelpers) {
     EXPECT_FALSE(t1.same_content(t2));
     t2.tree = {t1.tree[0]};
     EXPECT_FALSE(t1.same_content(t2));
+
+    // Sidecars are not the model's content, but gc must see their blobs as used.
+    ModelVersion s = a;
+    s.sidecars = {{".preview.png", hx("09"), 3}};
+    EXPECT_TRUE(s.same_content(a));
+    EXPECT_EQ(s.blobs(), (std::vector<Sha256>{hx("01"), hx("09")}));
+    ASSERT_NE(s.sidecar(".preview.png"), nullptr);
+    EXPECT_EQ(s.sidecar(".preview.png")->size, 3u);
+    EXPECT_EQ(s.sidecar(".png"), nullptr);
 
     EXPECT_EQ(model_key(Category::lora, "sdxl/x"), "lora/sdxl/x");
     EXPECT_EQ(model_key(Category::diffusion_model, "flux"), "diffusion_model/flux");
@@ -770,5 +804,28 @@ TEST_F(CatalogTest, ChildProcessCommitsAreVisibleAndSnapshotsHold) {
               0);
 }
 
+}  // namespace
+}  // namespace modelfs
+
+namespace modelfs {
+namespace {
+namespace mt = modelfs::testing;
+TEST(CatalogTxnId, ReadTransactionsKnowTheCommitTheySee) {
+    mt::TempDir tmp("modelfs-txnid");
+    Catalog c = Catalog::open(tmp.path() / "catalog", true);
+    const std::uint64_t before = c.read().id();
+    EXPECT_EQ(before, c.last_txn_id());
+    auto r = c.read();  // a snapshot taken before the next commit keeps its id
+    {
+        auto w = c.write();
+        BlobRecord rec;
+        rec.size = 1;
+        w.put_blob(Sha256{}, rec);
+        w.commit();
+    }
+    EXPECT_EQ(r.id(), before);
+    EXPECT_EQ(c.read().id(), before + 1);
+    EXPECT_EQ(c.last_txn_id(), before + 1);
+}
 }  // namespace
 }  // namespace modelfs

@@ -19,7 +19,7 @@ namespace modelfs {
 // A file in staging/, exclusively flock()ed for its whole life so that cleanup in another process
 // can tell it is still being written. Removed on destruction unless published.
 class StagingFile {
-public:
+  public:
     StagingFile() = default;
     StagingFile(StagingFile&& o) noexcept
         : fd_(std::move(o.fd_)), path_(std::exchange(o.path_, {})), keep_(o.keep_) {}
@@ -33,9 +33,10 @@ public:
     // Leave the file in place on destruction (recovery decides its fate), but keep the path.
     void keep() { keep_ = true; }
 
-private:
+  private:
     friend class BlobStore;
-    StagingFile(UniqueFd fd, std::filesystem::path path) : fd_(std::move(fd)), path_(std::move(path)) {}
+    StagingFile(UniqueFd fd, std::filesystem::path path)
+        : fd_(std::move(fd)), path_(std::move(path)) {}
     UniqueFd fd_;
     std::filesystem::path path_;
     bool keep_ = false;
@@ -47,7 +48,7 @@ struct Ingested {
 };
 
 class BlobStore {
-public:
+  public:
     explicit BlobStore(std::filesystem::path root);
 
     // Creates blobs/, staging/ and quarantine/ under root.
@@ -81,6 +82,13 @@ public:
     // Returns true when the staged file became the blob.
     bool publish(StagingFile& staged, const Sha256& h, std::uint64_t size);
 
+    // Makes the finished file `path` (on the store's filesystem, open as `fd`, hashed as `h`) a
+    // blob by hard-linking it to its blob name: no byte is copied. The file is made read-only
+    // and durable first, since from then on it is the blob. Returns false when the blob existed
+    // (nothing changed). The caller must not write to `path` afterwards, and should unlink it.
+    bool publish_link(int fd, const std::filesystem::path& path, const Sha256& h,
+                      std::uint64_t size);
+
     // Deletes a blob file (gc). Missing is not an error.
     void remove(const Sha256& h);
     // Moves a blob file to quarantine/<hex>.<unix time> and returns the new path.
@@ -96,7 +104,7 @@ public:
     // number of files removed.
     std::size_t clean_staging(const std::function<bool(const std::filesystem::path&)>& keep);
 
-private:
+  private:
     std::filesystem::path root_;
 };
 

@@ -17,7 +17,9 @@
 
 namespace modelfs {
 
-inline constexpr std::uint32_t kSchemaVersion = 1;
+// 2 added sidecars and the shown mtime/mode of versions; a schema-1 catalog is upgraded on open
+// (nothing in it changes meaning).
+inline constexpr std::uint32_t kSchemaVersion = 2;
 
 enum class BlobState {
     present,      // the file is in blobs/ and matched its hash when stored
@@ -53,6 +55,16 @@ struct TreeEntry {
     std::uint64_t size = 0;
 };
 
+// A small file that belongs beside a model in every view (`foo.preview.png` next to
+// `foo.safetensors`): the suffix after the model's name, and its content.
+struct Sidecar {
+    std::string suffix;  // ".preview.png", ".civitai.info", ".json", ...
+    Sha256 blob;
+    std::uint64_t size = 0;
+
+    bool operator==(const Sidecar&) const = default;
+};
+
 struct ModelVersion {
     std::string label;
     std::int64_t added = 0;  // unix seconds
@@ -63,9 +75,18 @@ struct ModelVersion {
     std::string ext;
     std::uint64_t size = 0;  // the file's size, or the tree's total
     std::vector<TreeEntry> tree;
+    std::vector<Sidecar> sidecars;  // sorted by suffix
+    // What the mount shows as the file's mtime and permission bits: set by writes, utimens and
+    // chmod through a mount; 0 means `added` and 0644.
+    std::int64_t mtime = 0;
+    std::uint32_t mode = 0;
 
     bool is_tree() const { return !blob.has_value(); }
+    // Every blob the version uses: the model's files and its sidecars.
     std::vector<Sha256> blobs() const;
+    std::int64_t shown_mtime() const { return mtime ? mtime : added; }
+    std::uint32_t shown_mode() const { return mode ? mode : 0644; }
+    const Sidecar* sidecar(std::string_view suffix) const;
     bool same_content(const ModelVersion& o) const;
 };
 
@@ -86,7 +107,7 @@ class Catalog;
 // A transaction. Read transactions see one consistent snapshot; a write transaction is the only
 // writer in the whole store until it commits or is destroyed (which aborts it).
 class Txn {
-public:
+  public:
     ~Txn();
     Txn(Txn&&) noexcept;
     Txn& operator=(Txn&&) noexcept;
@@ -100,12 +121,22 @@ public:
 
     void put_blob(const Sha256& h, const BlobRecord& r);
     void del_blob(const Sha256& h);
+    // Writing or deleting a model also records when its category last changed (below).
     void put_model(const Model& m);
     void del_model(std::string_view key);
 
+    // When a model of this category was last written or deleted (unix nanoseconds, strictly
+    // increasing per category; 0: never). Folder mtimes in a mount derive from it, so a tool
+    // that rescans a folder when its mtime changes also notices deletions.
+    std::int64_t category_changed_ns(Category c) const;
+
     void commit();
 
-private:
+    // The id of the committed transaction this one reads (for a read transaction: its snapshot).
+    std::uint64_t id() const;
+
+  private:
+    void touch_category(Category c);
     friend class Catalog;
     struct Impl;
     explicit Txn(std::unique_ptr<Impl> impl);
@@ -113,7 +144,7 @@ private:
 };
 
 class Catalog {
-public:
+  public:
     // Opens (or with `create`, creates) the LMDB environment in `dir`. Throws StoreError:
     // schema when the catalog was written by a newer modelfs, no_store when it is missing.
     static Catalog open(const std::filesystem::path& dir, bool create);
@@ -126,12 +157,14 @@ public:
 
     std::uint32_t schema_version() const;
     // Id of the newest committed transaction, in any process: a cheap way to notice changes.
+    // It can run ahead of what a read transaction begun just after sees (LMDB publishes the meta
+    // page before the readers' table), so compare it with Txn::id() of the snapshot in use.
     std::uint64_t last_txn_id() const;
     const std::filesystem::path& dir() const;
 
     struct Env;  // defined in catalog.cpp; shared with open transactions
 
-private:
+  private:
     explicit Catalog(std::shared_ptr<Env> env);
     std::shared_ptr<Env> env_;
 };

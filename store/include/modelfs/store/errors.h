@@ -8,23 +8,23 @@
 namespace modelfs {
 
 enum class ErrorKind {
-    bad_input,    // the user's file or argument is wrong (malformed header, unknown category, ...)
-    not_found,    // no such model, hash, path
-    no_store,     // the folder is not a store, or the store cannot be opened
-    schema,       // the store was written by a newer modelfs
-    no_space,     // ENOSPC / EDQUOT while writing
-    io,           // any other I/O failure
-    corrupt,      // stored content does not match its hash
-    conflict,     // ambiguous name or hash prefix, name already taken by other content, ...
+    bad_input,  // the user's file or argument is wrong (malformed header, unknown category, ...)
+    not_found,  // no such model, hash, path
+    no_store,   // the folder is not a store, or the store cannot be opened
+    schema,     // the store was written by a newer modelfs
+    no_space,   // ENOSPC / EDQUOT while writing
+    io,         // any other I/O failure
+    corrupt,    // stored content does not match its hash
+    conflict,   // ambiguous name or hash prefix, name already taken by other content, ...
 };
 
 class StoreError : public std::runtime_error {
-public:
+  public:
     StoreError(ErrorKind kind, const std::string& message)
         : std::runtime_error(message), kind_(kind) {}
     ErrorKind kind() const { return kind_; }
 
-private:
+  private:
     ErrorKind kind_;
 };
 

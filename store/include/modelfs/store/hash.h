@@ -38,7 +38,7 @@ bool is_hex(std::string_view s);
 
 // Incremental SHA-256 through OpenSSL EVP (uses SHA-NI where the CPU has it).
 class Sha256Hasher {
-public:
+  public:
     Sha256Hasher();
     ~Sha256Hasher();
     Sha256Hasher(Sha256Hasher&&) noexcept;
@@ -47,13 +47,13 @@ public:
     void update(const void* data, std::size_t size);
     Sha256 finish();
 
-private:
+  private:
     struct Ctx;
     std::unique_ptr<Ctx> ctx_;
 };
 
 class Xxh128Hasher {
-public:
+  public:
     Xxh128Hasher();
     ~Xxh128Hasher();
     Xxh128Hasher(Xxh128Hasher&&) noexcept;
@@ -62,7 +62,7 @@ public:
     void update(const void* data, std::size_t size);
     Xxh128 finish();
 
-private:
+  private:
     struct State;
     std::unique_ptr<State> state_;
 };

@@ -17,17 +17,17 @@ inline constexpr std::uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
 // A malformed or hostile header. The message says what is wrong but not which file: the caller
 // adds the path.
 class SafetensorsError : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
 struct SafetensorsInfo {
     std::uint64_t header_len = 0;  // N, the JSON length
     std::uint64_t tensor_count = 0;
-    std::uint64_t parameter_count = 0;             // sum over tensors of the product of the shape
-    std::map<std::string, std::uint64_t> dtypes;   // dtype -> number of tensors
-    std::map<std::string, std::string> metadata;   // __metadata__
-    std::vector<std::string> tensor_names;         // sorted
+    std::uint64_t parameter_count = 0;            // sum over tensors of the product of the shape
+    std::map<std::string, std::uint64_t> dtypes;  // dtype -> number of tensors
+    std::map<std::string, std::string> metadata;  // __metadata__
+    std::vector<std::string> tensor_names;        // sorted
     // Which parts of a Stable Diffusion checkpoint the file carries, by tensor-name prefix.
     bool has_unet = false;          // model.diffusion_model.
     bool has_vae = false;           // first_stage_model.

@@ -19,23 +19,23 @@
 namespace modelfs {
 
 struct ImportOptions {
-    std::optional<Category> category;  // else inferred from folders, then from the file
-    std::optional<std::string> name;    // only with a single model
+    std::optional<Category> category;    // else inferred from folders, then from the file
+    std::optional<std::string> name;     // only with a single model
     std::optional<std::string> version;  // label; default v1, v2, ...
-    bool move = false;                   // take the file away from its place (zero copy if possible)
-    unsigned jobs = 0;                   // files hashed at once; 0 = number of cores
+    bool move = false;  // take the file away from its place (zero copy if possible)
+    unsigned jobs = 0;  // files hashed at once; 0 = number of cores
 };
 
 struct ImportItem {
     std::filesystem::path source;
     std::string model_key;  // "category/name"
     std::string label;
-    Sha256 sha256;          // the file's hash (single-file models)
+    Sha256 sha256;  // the file's hash (single-file models)
     std::uint64_t size = 0;
     std::size_t files = 1;
     bool new_blob = false;  // any byte actually added to the store
     enum class Outcome { added, new_version, unchanged, failed } outcome = Outcome::added;
-    std::string error;      // when failed: what went wrong, naming the file
+    std::string error;  // when failed: what went wrong, naming the file
 };
 
 struct ImportReport {
@@ -79,14 +79,34 @@ struct StoreStats {
 
 // What a user's NAME|HASH|HASH-PREFIX|PATH refers to.
 struct Resolved {
-    std::optional<Model> model;          // a model by name
-    std::optional<Sha256> blob;          // a blob by (prefix of) hash or by path content
+    std::optional<Model> model;                 // a model by name
+    std::optional<Sha256> blob;                 // a blob by (prefix of) hash or by path content
     std::optional<std::filesystem::path> path;  // the query was a file on disk
-    bool in_store = false;               // for a path: is its content stored
+    bool in_store = false;                      // for a path: is its content stored
+};
+
+// A finished file on the store's own filesystem (a mount writes into STORE/views/) that becomes a
+// version of a model, or a sidecar of a model's current version.
+struct FileCommit {
+    std::filesystem::path path;  // hard-linked into blobs/ when its content is new
+    int fd = -1;                 // open on `path`; the content is final
+    FileDigests digests;         // of that content
+    Category category = Category::other;
+    std::string name;        // the model's name ("sdxl/foo")
+    std::string ext;         // a model's extension (".safetensors"); unused for sidecars
+    std::string sidecar;     // non-empty: the file is this sidecar (".preview.png") of the model
+    std::int64_t mtime = 0;  // shown as the file's mtime (0: now)
+    std::uint32_t mode = 0;  // shown permission bits (0: 0644)
+    std::string source;      // recorded in the version ("mount:comfyui/loras/foo.safetensors")
+};
+struct FileCommitResult {
+    bool new_blob = false;     // bytes were added to the store
+    bool new_version = false;  // the model got a new current version (or was created)
+    std::string label;         // the model version the file is (part of) now
 };
 
 class Store {
-public:
+  public:
     // $MODELFS_STORE, else $XDG_DATA_HOME/modelfs, else ~/.local/share/modelfs.
     static std::filesystem::path default_path();
 
@@ -118,13 +138,34 @@ public:
     // The header of a stored safetensors blob (std::nullopt for other files).
     std::optional<SafetensorsInfo> safetensors_info(const Sha256& blob);
 
+    // Edits a mount makes. Each is one catalog transaction, under the shared store lock (so gc
+    // never removes a blob between its publication and its cataloguing).
+    //
+    // Adds `f` as the new current version of its model (created if needed; content equal to an
+    // existing version makes that one current again) or, for a sidecar, sets that sidecar on the
+    // model's current version. Throws StoreError (not_found: a sidecar's model is gone).
+    FileCommitResult commit_file(const FileCommit& f);
+    // Removes a model with all its versions (its blobs stay until gc). False if it did not exist.
+    bool remove_model(std::string_view key);
+    // Removes one sidecar from a model's current version. False if there was none.
+    bool remove_sidecar(std::string_view key, std::string_view suffix);
+    // Renames model `from` to (category, name), its current version's file extension becoming
+    // `ext`. When that model exists already, it gets `from`'s current version (with its
+    // sidecars) as its new current version and `from` is removed: what rename(2) does to the
+    // replaced file, without losing the replaced model's older versions.
+    void rename_model(std::string_view from, Category category, const std::string& name,
+                      const std::string& ext);
+    // Sets the mtime and/or permission bits a mount shows for a model's current version.
+    void set_shown_attrs(std::string_view key, std::optional<std::int64_t> mtime,
+                         std::optional<std::uint32_t> mode);
+
     VerifyReport verify(bool fast, unsigned jobs = 0, Progress* progress = nullptr);
     GcReport gc(bool dry_run);
     StoreStats stats();
 
     struct Impl;  // defined in store/src/store_impl.h
 
-private:
+  private:
     explicit Store(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };

@@ -1,0 +1,83 @@
+// The state of one mount, shared by the request threads (ops.cpp), the ingester and the
+// invalidator.
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "inode_table.h"
+#include "invalidator.h"
+#include "modelfs/fs/mount.h"
+#include "modelfs/store/store.h"
+#include "namespace.h"
+#include "read_backend.h"
+#include "work_queue.h"
+
+namespace modelfs::fs {
+
+// Kernel cache lifetimes. Catalogued entries can be cached long: the Invalidator tells the
+// kernel when they change. Overlay entries (plain files, files being written) change by other
+// means too (a second mount of the same store), so they are cached briefly.
+inline constexpr double kCatalogTimeout = 3600.0;
+inline constexpr double kOverlayTimeout = 1.0;
+
+// A file open for writing: an overlay file.
+struct OpenWrite {
+    std::uint64_t ino = 0;  // the kernel's inode number for it
+    ino_t real_ino = 0;
+};
+
+struct Daemon {
+    Daemon(MountOptions o, std::vector<ViewLayout> views)
+        : opts(std::move(o)), ns(opts.store, std::move(views), opts.view.empty()) {}
+
+    MountOptions opts;
+    Namespace ns;
+    std::int64_t empty_dir_mtime_ns = 0;
+    std::unique_ptr<Store> store;  // opened after daemonizing (LMDB must not cross fork())
+    fuse_session* se = nullptr;
+
+    InodeTable inodes;
+    std::unique_ptr<ReadBackend> reader = make_splice_read_backend();
+
+    // Overlay changes, writer counts and the last step of an ingest happen under this lock, so an
+    // ingest never takes a file that a writer has just opened.
+    std::mutex edit_mu;
+    std::map<ino_t, int> writers;                    // overlay files open for writing
+    std::unordered_map<int, OpenWrite> open_writes;  // by fd
+    std::unique_ptr<Invalidator> invalidator;        // started with the session loop
+    std::unique_ptr<WorkQueue> ingester;             // likewise
+
+    // The catalog snapshot, rebuilt when any process has committed since.
+    std::shared_ptr<const ViewTree> snapshot();
+    Entry resolve(const std::string& path) { return ns.resolve(*snapshot(), path); }
+    // What inode `ino` is now: its object at its (possibly renamed) path, or, when that path
+    // holds something else now, the catalogued version it was (still readable). nullopt: gone.
+    std::optional<Entry> current(std::uint64_t ino);
+
+    // Files closed after writing go here; models and sidecars among them go into the store.
+    void ingest(const std::string& path);
+    // Queues every file under `real` (an overlay folder or file at mount path `path`).
+    void queue_ingest_tree(const std::string& path);
+    // Makes the catalogued file `e` an overlay file (copy-on-write), keeping `keep` bytes of it.
+    // Returns the new overlay file's real path. Caller holds edit_mu.
+    std::filesystem::path copy_up(const Entry& e, std::uint64_t keep);
+    // Creates the overlay folders down to `path`'s parent. Caller holds edit_mu.
+    void make_overlay_parents(const std::string& path);
+
+  private:
+    std::mutex tree_mu_;
+    std::shared_ptr<const ViewTree> tree_;
+    std::uint64_t tree_txn_ = ~0ull;
+};
+
+extern const fuse_lowlevel_ops kOps;
+
+}  // namespace modelfs::fs

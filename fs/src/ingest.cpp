@@ -1,0 +1,197 @@
+// The write side of a mount below the FUSE operations: copy-on-write of catalogued files into the
+// overlay, and the ingest that moves finished model files from the overlay into the store.
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "daemon.h"
+#include "modelfs/store/errors.h"
+#include "modelfs/store/hash.h"
+
+namespace modelfs::fs {
+
+namespace {
+namespace stdfs = std::filesystem;
+
+bool same_file_state(const struct stat& a, const struct stat& b) {
+    return a.st_ino == b.st_ino && a.st_dev == b.st_dev && a.st_size == b.st_size &&
+           a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+           a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+// Copies `len` bytes: a reflink where the filesystem has them, else in the kernel.
+void copy_bytes(int from, int to, std::uint64_t len, const std::string& what) {
+    if (len == 0) return;
+    struct stat st;
+    if (::fstat(from, &st) == 0 && static_cast<std::uint64_t>(st.st_size) == len &&
+        ::ioctl(to, FICLONE, from) == 0)
+        return;
+    loff_t in = 0, out = 0;
+    while (static_cast<std::uint64_t>(in) < len) {
+        ssize_t n = ::copy_file_range(from, &in, to, &out, len - static_cast<std::uint64_t>(in), 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("copying " + what, errno);
+        if (n == 0) throw StoreError(ErrorKind::io, "copying " + what + ": source ended early");
+    }
+}
+
+}  // namespace
+
+std::shared_ptr<const ViewTree> Daemon::snapshot() {
+    std::lock_guard lk(tree_mu_);
+    std::uint64_t txn = store->catalog().last_txn_id();
+    if (!tree_ || txn != tree_txn_) {
+        auto rtxn = store->catalog().read();
+        auto next = std::make_shared<const ViewTree>(
+            ViewTree::build(rtxn, ns.views(), ns.root_mode(), empty_dir_mtime_ns));
+        if (tree_ && invalidator) invalidator->tree_changed(tree_, next);
+        tree_ = std::move(next);
+        tree_txn_ = rtxn.id();  // may be older than `txn`: then the next call builds again
+        spdlog::debug("catalog snapshot of transaction {}: {} entries", tree_txn_, tree_->size());
+    }
+    return tree_;
+}
+
+std::optional<Entry> Daemon::current(std::uint64_t ino) {
+    if (ino == ViewTree::kRootIno) return resolve("");
+    auto known = inodes.get(ino);
+    if (!known) return std::nullopt;
+    Entry now = resolve(known->path);
+    if (now.same_object(*known)) {
+        inodes.remember(ino, now);
+        now.ino = ino;
+        now.st.st_ino = static_cast<ino_t>(ino);
+        return now;
+    }
+    if (known->kind == Entry::Kind::tree_file) return known;  // an older version, still stored
+    return std::nullopt;
+}
+
+void Daemon::make_overlay_parents(const std::string& path) {
+    Location loc = ns.locate(parent_of(path));
+    if (loc.area != Location::Area::view) return;
+    std::error_code ec;
+    stdfs::create_directories(ns.real_path(loc), ec);
+    if (ec) throw StoreError(ErrorKind::io, "creating folder for " + path + ": " + ec.message());
+}
+
+stdfs::path Daemon::copy_up(const Entry& e, std::uint64_t keep) {
+    make_overlay_parents(e.path);
+    Location loc = ns.locate(e.path);
+    stdfs::path real = ns.real_path(loc);
+    // Built in staging/ and renamed into place, so the overlay never shows a half copy.
+    StagingFile staged = store->blobs().make_staging(".copyup");
+    UniqueFd blob = store->blobs().open_blob(e.blob);
+    if (!blob && keep > 0)
+        throw StoreError(ErrorKind::not_found, "blob " + e.blob.hex() + " of " + e.path +
+                                                   " is missing; run `modelfs verify`");
+    std::uint64_t n = std::min<std::uint64_t>(keep, static_cast<std::uint64_t>(e.st.st_size));
+    copy_bytes(blob.get(), staged.fd(), n, e.path);
+    if (keep > n && ::ftruncate(staged.fd(), static_cast<off_t>(keep)) != 0)
+        throw_errno("extending " + e.path, errno);
+    if (n < static_cast<std::uint64_t>(e.st.st_size) &&
+        ::ftruncate(staged.fd(), static_cast<off_t>(n)) != 0)
+        throw_errno("truncating " + e.path, errno);
+    ::fchmod(staged.fd(), e.st.st_mode & 07777);
+    if (::renameat2(AT_FDCWD, staged.path().c_str(), AT_FDCWD, real.c_str(), RENAME_NOREPLACE) != 0)
+        throw_errno("placing the copy of " + e.path + " at " + real.string(), errno);
+    staged.release();
+    return real;
+}
+
+void Daemon::queue_ingest_tree(const std::string& path) {
+    Location loc = ns.locate(path);
+    if (loc.area != Location::Area::view) return;
+    stdfs::path real = ns.real_path(loc);
+    std::error_code ec;
+    if (stdfs::is_regular_file(real, ec)) {
+        ingester->push(path);
+        return;
+    }
+    for (auto it = stdfs::recursive_directory_iterator(real, ec);
+         !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec))
+        if (it->is_regular_file(ec))
+            ingester->push(join_path(path, stdfs::relative(it->path(), real, ec).string()));
+}
+
+void Daemon::ingest(const std::string& path) {
+    try {
+        Entry e = resolve(path);
+        if (e.kind != Entry::Kind::overlay_file) return;
+        Location loc = ns.locate(path);
+        if (ns.role(*snapshot(), loc.view, loc.rel).kind == FileRole::Kind::plain) return;
+        UniqueFd fd(::open(e.real.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        struct stat before;
+        if (!fd || ::fstat(fd.get(), &before) != 0) return;
+        {
+            std::lock_guard lk(edit_mu);
+            if (writers.count(before.st_ino)) return;  // its last close queues it again
+        }
+        // The long part, outside the lock: writers may open the file meanwhile (checked below).
+        FileDigests d = digest_fd(fd.get(), nullptr, path.c_str());
+
+        std::lock_guard lk(edit_mu);
+        struct stat now;
+        if (writers.count(before.st_ino) || ::lstat(e.real.c_str(), &now) != 0 ||
+            !same_file_state(before, now) || static_cast<std::uint64_t>(now.st_size) != d.size)
+            return;  // changed while hashed: whoever changed it queues it again
+        FileRole role = ns.role(*snapshot(), loc.view, loc.rel);
+        if (role.kind == FileRole::Kind::plain) return;
+        FileCommit fc;
+        fc.path = e.real;
+        fc.fd = fd.get();
+        fc.digests = d;
+        fc.category = role.category;
+        fc.name = role.name;
+        fc.ext = role.ext;
+        fc.sidecar = role.kind == FileRole::Kind::sidecar ? role.suffix : "";
+        fc.mtime = now.st_mtim.tv_sec;
+        fc.mode = now.st_mode & 07777;
+        fc.source = "mount:" + path;
+        FileCommitResult r;
+        try {
+            r = store->commit_file(fc);
+        } catch (const StoreError& err) {
+            if (err.kind() == ErrorKind::bad_input || err.kind() == ErrorKind::not_found) {
+                spdlog::warn("{} stays a plain file of this view: {}", path, err.what());
+                return;
+            }
+            throw;
+        }
+        if (::unlink(e.real.c_str()) != 0)
+            spdlog::error("{} is stored as {} but could not be removed from {}: {}", path,
+                          d.sha256.hex(), e.real.string(), std::strerror(errno));
+        // The kernel's inode for the written file now stands for the stored content (the same
+        // bytes), so its cached pages and open handles stay right.
+        Entry stored = resolve(path);
+        if (stored.kind == Entry::Kind::tree_file) inodes.remember(e.ino, stored);
+        spdlog::info("{}: stored as {} {} ({}{} bytes)", path,
+                     role.category == Category::other ? std::string("other")
+                                                      : std::string(to_string(role.category)),
+                     role.name + (fc.sidecar.empty() ? "" : " " + fc.sidecar),
+                     r.new_blob ? "" : "already stored, ", d.size);
+        if (role.kind == FileRole::Kind::model) {
+            // Sidecars written before their model become its sidecars now.
+            stdfs::path dir = e.real.parent_path();
+            std::string stem = leaf_of(path).substr(0, leaf_of(path).size() - role.ext.size());
+            std::error_code ec;
+            for (auto it = stdfs::directory_iterator(dir, ec);
+                 !ec && it != stdfs::directory_iterator(); it.increment(ec)) {
+                std::string name = it->path().filename().string();
+                if (name.starts_with(stem + ".") && name != leaf_of(path))
+                    ingester->push(join_path(parent_of(path), name));
+            }
+        }
+    } catch (const std::exception& err) {
+        spdlog::error("storing {}: {} (the file stays as it is)", path, err.what());
+    }
+}
+
+}  // namespace modelfs::fs

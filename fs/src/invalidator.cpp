@@ -1,0 +1,91 @@
+#include "invalidator.h"
+
+#include <spdlog/spdlog.h>
+
+namespace modelfs::fs {
+
+Invalidator::Invalidator(fuse_session* se, Snapshot snapshot, int period_ms)
+    : se_(se), snapshot_(std::move(snapshot)), period_ms_(period_ms) {}
+
+void Invalidator::start() {
+    thread_ = std::jthread([this](std::stop_token st) { run(st); });
+}
+
+Invalidator::~Invalidator() {
+    thread_.request_stop();
+    cv_.notify_all();
+}
+
+void Invalidator::forget_entry(std::uint64_t parent, std::string name) {
+    {
+        std::lock_guard lk(mu_);
+        entries_.emplace_back(parent, std::move(name));
+    }
+    cv_.notify_all();
+}
+
+void Invalidator::tree_changed(std::shared_ptr<const ViewTree> before,
+                               std::shared_ptr<const ViewTree> after) {
+    {
+        std::lock_guard lk(mu_);
+        changes_.emplace_back(std::move(before), std::move(after));
+    }
+    cv_.notify_all();
+}
+
+void Invalidator::forget_inode(std::uint64_t ino) {
+    forget_entry(ino, "");
+}
+
+void Invalidator::run(std::stop_token stop) {
+    while (!stop.stop_requested()) {
+        snapshot_();  // a rebuild, if any, lands in changes_
+        std::deque<std::pair<std::uint64_t, std::string>> todo;
+        decltype(changes_) changes;
+        {
+            std::unique_lock lk(mu_);
+            cv_.wait_for(lk, stop, std::chrono::milliseconds(period_ms_),
+                         [&] { return !entries_.empty() || !changes_.empty(); });
+            todo.swap(entries_);
+            changes.swap(changes_);
+        }
+        if (stop.stop_requested()) break;
+        try {
+            // Errors (ENOENT: the kernel had not cached it) are the normal case and ignored.
+            for (const auto& [ino, name] : todo) {
+                if (name.empty())
+                    fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
+                else
+                    fuse_lowlevel_notify_inval_entry(se_, ino, name.data(), name.size());
+            }
+            for (const auto& [before, after] : changes) diff(*before, *after);
+        } catch (const std::exception& e) {
+            spdlog::error("cache invalidation: {}", e.what());
+        }
+    }
+}
+
+void Invalidator::diff(const ViewTree& before, const ViewTree& after) {
+    std::size_t entries = 0, inodes = 0;
+    before.for_each([&](const Node& n) {
+        if (n.ino == ViewTree::kRootIno) return;
+        const Node* now = after.find_path(n.path);
+        if (!now || now->ino != n.ino) {
+            // Gone, or other content (a new inode): the name must be looked up again.
+            fuse_lowlevel_notify_inval_entry(se_, n.parent, n.name.data(), n.name.size());
+            ++entries;
+        } else if (now->mtime_ns != n.mtime_ns || now->mode != n.mode) {
+            // Same content, new attributes (a folder's mtime, which tools watch to rescan; a
+            // chmod or touch): drop the attributes only (offset -1), the cached pages stay.
+            fuse_lowlevel_notify_inval_inode(se_, n.ino, -1, 0);
+            ++inodes;
+        }
+    });
+    if (const Node* r = after.find(ViewTree::kRootIno);
+        r && before.find(ViewTree::kRootIno) &&
+        r->mtime_ns != before.find(ViewTree::kRootIno)->mtime_ns)
+        fuse_lowlevel_notify_inval_inode(se_, ViewTree::kRootIno, -1, 0);
+    spdlog::debug("catalog changed: {} names and {} inodes invalidated", entries, inodes);
+}
+
+}  // namespace modelfs::fs

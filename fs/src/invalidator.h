@@ -1,0 +1,61 @@
+// Keeps the kernel's caches true to the catalog. Entries and attributes of catalogued files are
+// cached by the kernel for a long time (that is what makes metadata fast); when the catalog
+// changes (the CLI imports, gc runs, a mount ingests a file) this thread rebuilds the snapshot,
+// compares it with the previous one and tells the kernel which names and inodes to forget.
+//
+// It runs on its own thread, never on a request thread: a notification can wait on a directory
+// lock held by a request that waits for a free worker (the deadlock libfuse's docs warn about).
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "modelfs/fs/view_tree.h"
+
+namespace modelfs::fs {
+
+class Invalidator {
+  public:
+    using Snapshot = std::function<std::shared_ptr<const ViewTree>()>;
+    // Checks for catalog changes every `period_ms` by calling `snapshot`, which is expected to
+    // report any rebuild through tree_changed().
+    Invalidator(fuse_session* se, Snapshot snapshot, int period_ms = 200);
+    ~Invalidator();  // stops and joins
+    void start();    // separate from construction: `snapshot` may reach this object
+    Invalidator(const Invalidator&) = delete;
+    Invalidator& operator=(const Invalidator&) = delete;
+
+    // The catalog snapshot request threads serve from went from `before` to `after`: whatever
+    // the kernel may have cached from `before` and `after` lacks is dropped. Every successive
+    // pair must come here (a name that lived only in an intermediate snapshot may be cached).
+    void tree_changed(std::shared_ptr<const ViewTree> before,
+                      std::shared_ptr<const ViewTree> after);
+
+    // Asks for a name to be dropped from the kernel's cache soon (after a copy-up, say).
+    void forget_entry(std::uint64_t parent, std::string name);
+    void forget_inode(std::uint64_t ino);
+
+  private:
+    void run(std::stop_token stop);
+    void diff(const ViewTree& before, const ViewTree& after);
+
+    fuse_session* se_;
+    Snapshot snapshot_;
+    int period_ms_;
+    std::mutex mu_;
+    std::condition_variable_any cv_;
+    std::deque<std::pair<std::uint64_t, std::string>> entries_;  // parent, name ("" = inode)
+    std::deque<std::pair<std::shared_ptr<const ViewTree>, std::shared_ptr<const ViewTree>>>
+        changes_;
+    std::jthread thread_;
+};
+
+}  // namespace modelfs::fs

@@ -1,0 +1,255 @@
+#include "namespace.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+
+namespace modelfs::fs {
+
+std::string join_path(std::string_view dir, std::string_view name) {
+    if (dir.empty()) return std::string(name);
+    std::string out(dir);
+    out += '/';
+    out += name;
+    return out;
+}
+
+std::string parent_of(std::string_view path) {
+    auto slash = path.rfind('/');
+    return slash == std::string_view::npos ? std::string() : std::string(path.substr(0, slash));
+}
+
+std::string leaf_of(std::string_view path) {
+    auto slash = path.rfind('/');
+    return std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
+}
+
+bool Entry::same_object(const Entry& o) const {
+    if (kind != o.kind) return false;
+    switch (kind) {
+        case Kind::none:
+            return true;
+        case Kind::dir:
+            return path == o.path;
+        case Kind::tree_file:
+            return path == o.path && blob == o.blob;
+        case Kind::overlay_file:
+            return real_ino == o.real_ino && st.st_dev == o.st.st_dev;
+    }
+    return false;
+}
+
+Namespace::Namespace(std::filesystem::path store_root, std::vector<ViewLayout> views,
+                     bool root_mode)
+    : store_root_(std::move(store_root)), views_(std::move(views)), root_mode_(root_mode) {}
+
+std::filesystem::path Namespace::overlay_root(int view) const {
+    return store_root_ / "views" / views_.at(static_cast<std::size_t>(view)).name();
+}
+
+Location Namespace::locate(std::string_view path) const {
+    Location loc;
+    if (!root_mode_) {
+        loc.area = Location::Area::view;
+        loc.view = 0;
+        loc.rel = std::string(path);
+        return loc;
+    }
+    if (path.empty()) {
+        loc.area = Location::Area::root;
+        return loc;
+    }
+    auto slash = path.find('/');
+    std::string_view first = path.substr(0, slash);
+    std::string rest = slash == std::string_view::npos ? "" : std::string(path.substr(slash + 1));
+    if (first == "by-hash") {
+        loc.area = Location::Area::by_hash;
+        loc.rel = rest;
+        return loc;
+    }
+    for (std::size_t i = 0; i < views_.size(); ++i)
+        if (views_[i].name() == first) {
+            loc.area = Location::Area::view;
+            loc.view = static_cast<int>(i);
+            loc.rel = rest;
+            return loc;
+        }
+    return loc;
+}
+
+std::filesystem::path Namespace::real_path(const Location& loc) const {
+    std::filesystem::path p = overlay_root(loc.view);
+    return loc.rel.empty() ? p : p / loc.rel;
+}
+
+std::uint64_t Namespace::overlay_ino(const std::filesystem::path& real, const struct stat& st) {
+    struct statx sx {};
+    std::uint64_t parts[3] = {static_cast<std::uint64_t>(st.st_dev),
+                              static_cast<std::uint64_t>(st.st_ino), 0};
+    if (::statx(AT_FDCWD, real.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BTIME, &sx) == 0 &&
+        (sx.stx_mask & STATX_BTIME))
+        parts[2] = static_cast<std::uint64_t>(sx.stx_btime.tv_sec) * 1'000'000'000ull +
+                   sx.stx_btime.tv_nsec;
+    else  // no birth time (rare): the path keeps numbers apart when inodes are reused
+        parts[2] = XXH3_64bits(real.c_str(), real.native().size());
+    std::uint64_t ino = XXH3_64bits(parts, sizeof parts);
+    return ino <= ViewTree::kRootIno ? ino + 2 : ino;
+}
+
+namespace {
+
+void fill_from_node(Entry& e, const Node& n) {
+    e.ino = n.ino;
+    e.view = n.view;
+    e.st.st_ino = n.ino;
+    e.st.st_uid = ::getuid();
+    e.st.st_gid = ::getgid();
+    e.st.st_mtim.tv_sec = e.st.st_ctim.tv_sec = e.st.st_atim.tv_sec = n.mtime_ns / 1'000'000'000;
+    e.st.st_mtim.tv_nsec = e.st.st_ctim.tv_nsec = e.st.st_atim.tv_nsec = n.mtime_ns % 1'000'000'000;
+    e.st.st_blksize = 1 << 20;
+    if (n.kind == Node::Kind::dir) {
+        e.kind = Entry::Kind::dir;
+        e.st.st_mode = S_IFDIR | (n.mode & 07777);
+        e.st.st_nlink = 2;
+        return;
+    }
+    e.kind = Entry::Kind::tree_file;
+    e.st.st_mode = S_IFREG | (n.mode & 07777);
+    e.st.st_nlink = 1;
+    e.st.st_size = static_cast<off_t>(n.size);
+    e.st.st_blocks = static_cast<blkcnt_t>((n.size + 511) / 512);
+    e.blob = n.blob;
+    e.model_key = n.model_key;
+    e.version = n.version;
+    e.sidecar = n.sidecar;
+    e.category = n.category;
+}
+
+bool later(const struct timespec& a, const struct timespec& b) {
+    return a.tv_sec != b.tv_sec ? a.tv_sec > b.tv_sec : a.tv_nsec > b.tv_nsec;
+}
+
+}  // namespace
+
+// `look_in_overlay` false: the caller knows the overlay has nothing at this path (a listing of
+// a folder that has no overlay folder), which saves an lstat per entry.
+static Entry resolve_impl(const Namespace& ns, const ViewTree& tree, const std::string& path,
+                          bool look_in_overlay) {
+    Entry e;
+    e.path = path;
+    Location loc = ns.locate(path);
+    if (loc.area == Location::Area::nowhere) return e;
+    e.by_hash = loc.area == Location::Area::by_hash;
+    struct stat real {};
+    if (loc.area == Location::Area::view && look_in_overlay) {
+        e.view = loc.view;
+        e.real = ns.real_path(loc);
+        if (::lstat(e.real.c_str(), &real) == 0) {
+            if (S_ISREG(real.st_mode)) {
+                e.kind = Entry::Kind::overlay_file;
+                e.in_overlay = true;
+                e.real_ino = real.st_ino;
+                e.st = real;
+                e.ino = Namespace::overlay_ino(e.real, real);
+                e.st.st_ino = e.ino;
+                e.st.st_blksize = 1 << 20;
+                return e;
+            }
+            e.in_overlay = S_ISDIR(real.st_mode);
+        }
+    }
+    const Node* n = tree.find_path(path);
+    if (n && !(e.in_overlay && n->kind != Node::Kind::dir)) {
+        fill_from_node(e, *n);
+        if (e.in_overlay) {
+            e.real_ino = real.st_ino;
+            if (later(real.st_mtim, e.st.st_mtim)) e.st.st_mtim = e.st.st_ctim = real.st_mtim;
+        }
+        return e;
+    }
+    if (e.in_overlay) {
+        e.kind = Entry::Kind::dir;
+        e.ino = ViewTree::dir_ino(path);
+        e.real_ino = real.st_ino;
+        e.st = real;
+        e.st.st_ino = e.ino;
+        e.st.st_nlink = 2;
+        e.st.st_blksize = 1 << 20;
+    }
+    return e;
+}
+
+Entry Namespace::resolve(const ViewTree& tree, const std::string& path) const {
+    return resolve_impl(*this, tree, path, true);
+}
+
+std::vector<std::pair<std::string, Entry>> Namespace::list(const ViewTree& tree,
+                                                           const std::string& path) const {
+    std::map<std::string, Entry> out;
+    Location loc = locate(path);
+    std::filesystem::path real;
+    bool overlay_dir = false;
+    if (loc.area == Location::Area::view) {
+        real = real_path(loc);
+        struct stat st;
+        overlay_dir = ::lstat(real.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    }
+    if (const Node* d = tree.find_path(path); d && d->kind == Node::Kind::dir)
+        for (const auto& [name, ino] : d->children)
+            out.emplace(name, resolve_impl(*this, tree, join_path(path, name), overlay_dir));
+    if (overlay_dir) {
+        std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(real.c_str()), ::closedir);
+        while (dir) {
+            dirent* de = ::readdir(dir.get());
+            if (!de) break;
+            std::string name = de->d_name;
+            if (name == "." || name == ".." || out.count(name)) continue;
+            Entry e = resolve_impl(*this, tree, join_path(path, name), true);
+            if (e.exists()) out.emplace(name, std::move(e));
+        }
+    }
+    return {out.begin(), out.end()};
+}
+
+FileRole Namespace::role(const ViewTree& tree, int view, const std::string& rel) const {
+    FileRole r;
+    const ViewLayout& layout = views_.at(static_cast<std::size_t>(view));
+    if (auto vp = layout.classify(rel); vp && !vp->ext.empty()) {
+        r.kind = FileRole::Kind::model;
+        r.category = vp->category;
+        r.name = vp->name;
+        r.ext = vp->ext;
+        return r;
+    }
+    // A sidecar is <model file name without extension><suffix>, beside a catalogued model.
+    std::string leaf = leaf_of(rel), lower = leaf;
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string dir = join_path(root_mode_ ? layout.name() : "", parent_of(rel));
+    if (!root_mode_) dir = parent_of(rel);
+    const Node* d = tree.find_path(dir);
+    if (!d || d->kind != Node::Kind::dir) return r;
+    for (const auto& suffix : sidecar_suffixes()) {
+        if (lower.size() <= suffix.size() || !lower.ends_with(suffix)) continue;
+        std::string stem = leaf.substr(0, leaf.size() - suffix.size());
+        for (auto it = d->children.lower_bound(stem + "."); it != d->children.end(); ++it) {
+            if (!it->first.starts_with(stem + ".")) break;
+            const Node* f = tree.find(it->second);
+            if (!f || !f->is_model_file() || !f->category) continue;
+            std::string name = f->model_key.substr(f->model_key.find('/') + 1);
+            if (leaf_of(name) != stem) continue;
+            r.kind = FileRole::Kind::sidecar;
+            r.category = *f->category;
+            r.name = name;
+            r.suffix = leaf.substr(stem.size());
+            return r;
+        }
+    }
+    return r;
+}
+
+}  // namespace modelfs::fs

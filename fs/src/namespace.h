@@ -1,0 +1,94 @@
+// What a path in the mount is. Two sources, merged:
+//   - the catalog snapshot (ViewTree): models and their sidecars, layout folders, by-hash/;
+//   - each view's overlay folder, STORE/views/<view>/: real files and folders that tools wrote.
+//     A model file written there is moved into the store once closed (the Ingester); what is not
+//     a model (configs, caches, partial downloads) stays there as plain per-view storage.
+// An overlay file shadows a catalog file of the same path: it is a new version being written.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "modelfs/fs/view_layout.h"
+#include "modelfs/fs/view_tree.h"
+
+namespace modelfs::fs {
+
+struct Entry {
+    enum class Kind { none, dir, tree_file, overlay_file } kind = Kind::none;
+    std::string path;  // from the mount root, no leading '/'
+    std::uint64_t ino = 0;
+    struct stat st {};
+    int view = -1;         // the view it is in; -1 for the root and by-hash/
+    bool by_hash = false;  // in by-hash/ (read-only)
+    // tree_file: what the catalog says.
+    Sha256 blob;
+    std::string model_key, version, sidecar;
+    std::optional<Category> category;
+    // overlay_file and overlay folders: the real path and its inode there.
+    std::filesystem::path real;
+    bool in_overlay = false;
+    ino_t real_ino = 0;
+
+    bool exists() const { return kind != Kind::none; }
+    bool is_dir() const { return kind == Kind::dir; }
+    // Same thing as `o`, even if renamed or if the catalog was rebuilt since.
+    bool same_object(const Entry& o) const;
+};
+
+// Where a path falls.
+struct Location {
+    enum class Area { root, by_hash, view, nowhere } area = Area::nowhere;
+    int view = -1;
+    std::string rel;  // inside the view, no leading '/'
+};
+
+// What a file at a view-relative path is, for the ingester.
+struct FileRole {
+    enum class Kind { plain, model, sidecar } kind = Kind::plain;
+    Category category = Category::other;
+    std::string name;    // model name
+    std::string ext;     // model: its extension
+    std::string suffix;  // sidecar: its suffix
+};
+
+class Namespace {
+  public:
+    Namespace(std::filesystem::path store_root, std::vector<ViewLayout> views, bool root_mode);
+
+    const std::vector<ViewLayout>& views() const { return views_; }
+    bool root_mode() const { return root_mode_; }
+    std::filesystem::path overlay_root(int view) const;
+
+    Location locate(std::string_view path) const;
+    std::filesystem::path real_path(const Location& loc) const;
+
+    // Resolves against `tree` (a snapshot of the catalog) and the overlay.
+    Entry resolve(const ViewTree& tree, const std::string& path) const;
+    // Entries of a directory, by name (the union of the tree's and the overlay's).
+    std::vector<std::pair<std::string, Entry>> list(const ViewTree& tree,
+                                                    const std::string& path) const;
+    // Is `rel` (in view `view`) a model file, a model's sidecar, or a plain file?
+    FileRole role(const ViewTree& tree, int view, const std::string& rel) const;
+
+    // The inode number of an overlay file: from its real inode and birth time, so it survives
+    // renames and is never reused while the kernel might remember it.
+    static std::uint64_t overlay_ino(const std::filesystem::path& real, const struct stat& st);
+
+  private:
+    std::filesystem::path store_root_;
+    std::vector<ViewLayout> views_;
+    bool root_mode_;
+};
+
+std::string join_path(std::string_view dir, std::string_view name);
+std::string parent_of(std::string_view path);
+std::string leaf_of(std::string_view path);
+
+}  // namespace modelfs::fs

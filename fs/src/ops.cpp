@@ -1,0 +1,710 @@
+// The FUSE low-level operations, all in the table at the bottom. Each one catches everything: a
+// daemon that dies turns every model a tool has mmapped into SIGBUS.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "daemon.h"
+#include "modelfs/store/errors.h"
+
+namespace modelfs::fs {
+namespace {
+
+Daemon& daemon_of(fuse_req_t req) {
+    return *static_cast<Daemon*>(fuse_req_userdata(req));
+}
+
+// Runs an operation body; an exception becomes an errno reply for this request only.
+template <typename F>
+void guarded(fuse_req_t req, const char* op, F&& body) {
+    try {
+        body();
+    } catch (const StoreError& e) {
+        spdlog::error("{}: {}", op, e.what());
+        int err = EIO;
+        if (e.kind() == ErrorKind::no_space) err = ENOSPC;
+        if (e.kind() == ErrorKind::not_found) err = ENOENT;
+        fuse_reply_err(req, err);
+    } catch (const std::exception& e) {
+        spdlog::error("{}: {}", op, e.what());
+        fuse_reply_err(req, EIO);
+    }
+}
+
+// 0, or the errno a name gets: the kernel passes names up to 1024 bytes, tools expect NAME_MAX.
+int check_name(const char* name) {
+    std::size_t len = std::strlen(name);
+    if (len == 0 || std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0 ||
+        std::strchr(name, '/'))
+        return EINVAL;
+    if (len > NAME_MAX) return ENAMETOOLONG;
+    return 0;
+}
+
+double timeout_of(const Entry& e) {
+    return e.in_overlay || e.kind == Entry::Kind::overlay_file ? kOverlayTimeout : kCatalogTimeout;
+}
+
+fuse_entry_param entry_param(Daemon& dm, const Entry& e) {
+    dm.inodes.remember(e.ino, e);
+    fuse_entry_param p{};
+    p.ino = e.ino;
+    p.attr = e.st;
+    p.attr_timeout = p.entry_timeout = timeout_of(e);
+    return p;
+}
+
+// Where new things may be made: inside a view. by-hash/ is read-only; the root in root mode
+// holds only the views.
+int writable_area(const Daemon& dm, const std::string& path) {
+    Location loc = dm.ns.locate(path);
+    if (loc.area == Location::Area::view) return 0;
+    if (loc.area == Location::Area::by_hash) return EROFS;
+    return EPERM;
+}
+
+std::string child_path(Daemon& dm, fuse_ino_t parent, const char* name, int* err) {
+    auto p = dm.current(parent);
+    if (!p) {
+        *err = ENOENT;
+        return {};
+    }
+    if (!p->is_dir()) {
+        *err = ENOTDIR;
+        return {};
+    }
+    *err = check_name(name);
+    return join_path(p->path, name);
+}
+
+void op_init(void*, fuse_conn_info* conn) {
+    // Let libfuse splice blob pages straight to the kernel instead of copying them.
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+    if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
+    if (conn->capable & FUSE_CAP_SPLICE_READ) conn->want |= FUSE_CAP_SPLICE_READ;
+    if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+    conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;  // always plus: one round trip per listing
+    // 1 MiB requests (libfuse derives max_pages from max_write) and as much readahead.
+    conn->max_write = 1 << 20;
+    conn->max_readahead = 1 << 20;
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    guarded(req, "lookup", [&] {
+        Daemon& dm = daemon_of(req);
+        int err = 0;
+        std::string path = child_path(dm, parent, name, &err);
+        if (err) return (void)fuse_reply_err(req, err);
+        Entry e = dm.resolve(path);
+        if (!e.exists()) {
+            spdlog::debug("lookup {}: no such entry", path);
+            return (void)fuse_reply_err(req, ENOENT);
+        }
+        fuse_entry_param p = entry_param(dm, e);
+        fuse_reply_entry(req, &p);
+    });
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    guarded(req, "getattr", [&] {
+        Daemon& dm = daemon_of(req);
+        auto e = dm.current(ino);
+        if (fi) {
+            // An open file: its own descriptor knows (an unlinked or replaced file, too).
+            std::lock_guard lk(dm.edit_mu);
+            if (dm.open_writes.count(static_cast<int>(fi->fh))) {
+                struct stat st;
+                if (::fstat(static_cast<int>(fi->fh), &st) != 0)
+                    return (void)fuse_reply_err(req, errno);
+                st.st_ino = ino;
+                st.st_blksize = 1 << 20;
+                return (void)fuse_reply_attr(req, &st, kOverlayTimeout);
+            }
+        }
+        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        fuse_reply_attr(req, &e->st, timeout_of(*e));
+    });
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+    guarded(req, "setattr", [&] {
+        Daemon& dm = daemon_of(req);
+        auto e = dm.current(ino);
+        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (int err = writable_area(dm, e->path)) return (void)fuse_reply_err(req, err);
+        std::unique_lock lk(dm.edit_mu);
+        // Current contents of the path (a catalogued file may have an overlay copy by now).
+        Entry now = dm.resolve(e->path);
+        if (!now.exists()) return (void)fuse_reply_err(req, ENOENT);
+        const bool writer_fd = fi && dm.open_writes.count(static_cast<int>(fi->fh));
+
+        if (to_set & FUSE_SET_ATTR_SIZE) {
+            if (now.is_dir()) return (void)fuse_reply_err(req, EISDIR);
+            int rc = 0;
+            if (writer_fd)
+                rc = ::ftruncate(static_cast<int>(fi->fh), attr->st_size);
+            else if (now.kind == Entry::Kind::overlay_file)
+                rc = ::truncate(now.real.c_str(), attr->st_size);
+            else {
+                dm.copy_up(now, static_cast<std::uint64_t>(attr->st_size));
+                dm.invalidator->forget_entry(dm.resolve(parent_of(now.path)).ino,
+                                             leaf_of(now.path));
+                dm.ingester->push(now.path);
+            }
+            if (rc != 0) return (void)fuse_reply_err(req, errno);
+            if (!writer_fd && now.kind == Entry::Kind::overlay_file) dm.ingester->push(now.path);
+            now = dm.resolve(e->path);
+        }
+        const bool in_catalog =
+            now.kind == Entry::Kind::tree_file || (now.kind == Entry::Kind::dir && !now.in_overlay);
+        if (in_catalog && now.kind == Entry::Kind::dir &&
+            (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+                       FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW))) {
+            // A catalogued folder gets an overlay twin that carries its mode and times.
+            Location loc = dm.ns.locate(now.path);
+            std::error_code ec;
+            std::filesystem::create_directories(dm.ns.real_path(loc), ec);
+            now = dm.resolve(e->path);
+        }
+        if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+            uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+            gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+            if (now.in_overlay || now.kind == Entry::Kind::overlay_file) {
+                if (::lchown(now.real.c_str(), uid, gid) != 0)
+                    return (void)fuse_reply_err(req, errno);
+            } else if ((uid != static_cast<uid_t>(-1) && uid != now.st.st_uid) ||
+                       (gid != static_cast<gid_t>(-1) && gid != now.st.st_gid)) {
+                return (void)fuse_reply_err(req, EPERM);  // catalogued files have one owner
+            }
+        }
+        std::optional<std::uint32_t> mode;
+        std::optional<std::int64_t> mtime;
+        if (to_set & FUSE_SET_ATTR_MODE) mode = attr->st_mode & 07777;
+        if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+            mtime = ::time(nullptr);
+        else if (to_set & FUSE_SET_ATTR_MTIME)
+            mtime = attr->st_mtim.tv_sec;
+        if (now.kind == Entry::Kind::overlay_file || now.in_overlay) {
+            if (mode && ::chmod(now.real.c_str(), *mode) != 0)
+                return (void)fuse_reply_err(req, errno);
+            if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+                          FUSE_SET_ATTR_MTIME_NOW)) {
+                struct timespec ts[2];
+                ts[0].tv_nsec = ts[1].tv_nsec = UTIME_OMIT;
+                if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+                    ts[0].tv_nsec = UTIME_NOW;
+                else if (to_set & FUSE_SET_ATTR_ATIME)
+                    ts[0] = attr->st_atim;
+                if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+                    ts[1].tv_nsec = UTIME_NOW;
+                else if (to_set & FUSE_SET_ATTR_MTIME)
+                    ts[1] = attr->st_mtim;
+                if (::utimensat(AT_FDCWD, now.real.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0)
+                    return (void)fuse_reply_err(req, errno);
+            }
+        } else if (now.kind == Entry::Kind::tree_file && (mode || mtime)) {
+            if (now.by_hash) return (void)fuse_reply_err(req, EROFS);
+            dm.store->set_shown_attrs(now.model_key, mtime, mode);
+        }
+        lk.unlock();
+        if (writer_fd) {
+            struct stat st;
+            if (::fstat(static_cast<int>(fi->fh), &st) != 0)
+                return (void)fuse_reply_err(req, errno);
+            st.st_ino = ino;
+            return (void)fuse_reply_attr(req, &st, kOverlayTimeout);
+        }
+        auto after = dm.resolve(e->path);
+        if (!after.exists()) return (void)fuse_reply_err(req, ENOENT);
+        dm.inodes.remember(ino, after);
+        after.st.st_ino = ino;
+        fuse_reply_attr(req, &after.st, timeout_of(after));
+    });
+}
+
+// --- directories ------------------------------------------------------------------------------
+
+// A listing taken at opendir, so that offsets stay valid however the folder changes meanwhile.
+struct DirHandle {
+    std::vector<std::pair<std::string, Entry>> entries;
+};
+std::mutex g_dirs_mu;
+std::unordered_map<std::uint64_t, std::unique_ptr<DirHandle>> g_dirs;
+std::uint64_t g_next_dir = 1;
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    guarded(req, "opendir", [&] {
+        Daemon& dm = daemon_of(req);
+        auto e = dm.current(ino);
+        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (!e->is_dir()) return (void)fuse_reply_err(req, ENOTDIR);
+        auto h = std::make_unique<DirHandle>();
+        h->entries = dm.ns.list(*dm.snapshot(), e->path);
+        std::lock_guard lk(g_dirs_mu);
+        fi->fh = g_next_dir++;
+        g_dirs.emplace(fi->fh, std::move(h));
+        fuse_reply_open(req, fi);
+    });
+}
+
+void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+    {
+        std::lock_guard lk(g_dirs_mu);
+        g_dirs.erase(fi->fh);
+    }
+    fuse_reply_err(req, 0);
+}
+
+void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+                    bool plus) {
+    guarded(req, plus ? "readdirplus" : "readdir", [&] {
+        Daemon& dm = daemon_of(req);
+        DirHandle* h = nullptr;
+        {
+            std::lock_guard lk(g_dirs_mu);
+            auto it = g_dirs.find(fi->fh);
+            if (it != g_dirs.end()) h = it->second.get();
+        }
+        if (!h) return (void)fuse_reply_err(req, EBADF);
+        std::vector<char> buf(size);
+        std::size_t used = 0;
+        // Offsets: 1 = after ".", 2 = after "..", 2 + i + 1 = after entry i.
+        const off_t total = 2 + static_cast<off_t>(h->entries.size());
+        for (off_t i = off; i < total; ++i) {
+            std::size_t room = size - used, n = 0;
+            if (i < 2) {
+                struct stat st {};
+                st.st_ino = i == 0 ? ino : 1;
+                st.st_mode = S_IFDIR;
+                const char* name = i == 0 ? "." : "..";
+                if (plus) {
+                    fuse_entry_param p{};  // ino 0: the kernel makes no entry for these
+                    p.attr = st;
+                    n = fuse_add_direntry_plus(req, buf.data() + used, room, name, &p, i + 1);
+                } else {
+                    n = fuse_add_direntry(req, buf.data() + used, room, name, &st, i + 1);
+                }
+            } else {
+                const auto& [name, e] = h->entries[static_cast<std::size_t>(i - 2)];
+                if (plus) {
+                    fuse_entry_param p{};
+                    p.ino = e.ino;
+                    p.attr = e.st;
+                    p.attr_timeout = p.entry_timeout = timeout_of(e);
+                    n = fuse_add_direntry_plus(req, buf.data() + used, room, name.c_str(), &p,
+                                               i + 1);
+                    if (n <= room) dm.inodes.remember(e.ino, e);  // the kernel now knows it
+                } else {
+                    n = fuse_add_direntry(req, buf.data() + used, room, name.c_str(), &e.st, i + 1);
+                }
+            }
+            if (n > room) break;
+            used += n;
+        }
+        fuse_reply_buf(req, buf.data(), used);
+    });
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    readdir_common(req, ino, size, off, fi, false);
+}
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    readdir_common(req, ino, size, off, fi, true);
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    guarded(req, "mkdir", [&] {
+        Daemon& dm = daemon_of(req);
+        int err = 0;
+        std::string path = child_path(dm, parent, name, &err);
+        if (!err) err = writable_area(dm, path);
+        if (!err && dm.ns.locate(path).rel.empty()) err = EEXIST;  // a view's own folder
+        if (err) return (void)fuse_reply_err(req, err);
+        std::lock_guard lk(dm.edit_mu);
+        if (dm.resolve(path).exists()) return (void)fuse_reply_err(req, EEXIST);
+        dm.make_overlay_parents(path);
+        if (::mkdir(dm.ns.real_path(dm.ns.locate(path)).c_str(), mode & 07777) != 0)
+            return (void)fuse_reply_err(req, errno);
+        fuse_entry_param p = entry_param(dm, dm.resolve(path));
+        fuse_reply_entry(req, &p);
+    });
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    guarded(req, "rmdir", [&] {
+        Daemon& dm = daemon_of(req);
+        int err = 0;
+        std::string path = child_path(dm, parent, name, &err);
+        if (!err) err = writable_area(dm, path);
+        if (err) return (void)fuse_reply_err(req, err == EPERM ? EBUSY : err);
+        std::lock_guard lk(dm.edit_mu);
+        Entry e = dm.resolve(path);
+        if (!e.exists()) return (void)fuse_reply_err(req, ENOENT);
+        if (!e.is_dir()) return (void)fuse_reply_err(req, ENOTDIR);
+        if (dm.ns.locate(path).rel.empty()) return (void)fuse_reply_err(req, EBUSY);
+        if (!dm.ns.list(*dm.snapshot(), path).empty()) return (void)fuse_reply_err(req, ENOTEMPTY);
+        // A layout's folders always exist: the tool expects them.
+        if (dm.snapshot()->find_path(path)) return (void)fuse_reply_err(req, EBUSY);
+        if (::rmdir(e.real.c_str()) != 0) return (void)fuse_reply_err(req, errno);
+        fuse_reply_err(req, 0);
+    });
+}
+
+// --- files ------------------------------------------------------------------------------------
+
+bool wants_write(int flags) {
+    return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+}
+
+// Registers an overlay descriptor open for writing and replies. Caller holds edit_mu.
+void reply_write_open(fuse_req_t req, Daemon& dm, fuse_ino_t ino, UniqueFd fd, fuse_file_info* fi,
+                      const fuse_entry_param* created) {
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) return (void)fuse_reply_err(req, errno);
+    // Writes bypass the kernel's page cache: the inode may be shared with readers of the old
+    // version, whose cached pages must stay the old bytes.
+    fi->direct_io = 1;
+    fi->keep_cache = 0;
+    fi->fh = static_cast<std::uint64_t>(fd.get());
+    dm.writers[st.st_ino]++;
+    dm.open_writes[fd.get()] = OpenWrite{ino, st.st_ino};
+    int rc = created ? fuse_reply_create(req, created, fi) : fuse_reply_open(req, fi);
+    if (rc == 0) {
+        fd.release();
+        return;
+    }
+    // The opener is gone (interrupted): undo.
+    dm.open_writes.erase(fd.get());
+    if (--dm.writers[st.st_ino] == 0) dm.writers.erase(st.st_ino);
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    guarded(req, "open", [&] {
+        Daemon& dm = daemon_of(req);
+        auto e = dm.current(ino);
+        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (e->is_dir()) return (void)fuse_reply_err(req, EISDIR);
+        if (!wants_write(fi->flags)) {
+            if (e->kind == Entry::Kind::overlay_file) {
+                UniqueFd fd(::open(e->real.c_str(), O_RDONLY | O_CLOEXEC));
+                if (!fd) return (void)fuse_reply_err(req, errno);
+                return dm.reader->open(req, fi, std::move(fd), false);
+            }
+            UniqueFd fd = dm.store->blobs().open_blob(e->blob);
+            if (!fd) {
+                spdlog::error("open {}: blob {} is missing ({}); run `modelfs verify`", e->path,
+                              e->blob.hex(), std::strerror(errno));
+                return (void)fuse_reply_err(req, EIO);
+            }
+            // A blob of the wrong size would read short or long: refuse it rather than serve it.
+            struct stat st;
+            if (::fstat(fd.get(), &st) != 0 || st.st_size != e->st.st_size) {
+                spdlog::error(
+                    "open {}: blob {} has {} bytes, the catalog says {}; run `modelfs verify`",
+                    e->path, e->blob.hex(), st.st_size, e->st.st_size);
+                return (void)fuse_reply_err(req, EIO);
+            }
+            return dm.reader->open(req, fi, std::move(fd), true);
+        }
+        if (e->by_hash) return (void)fuse_reply_err(req, EROFS);
+        std::lock_guard lk(dm.edit_mu);
+        Entry now = dm.resolve(e->path);
+        const int flags = (fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC | O_NOFOLLOW;
+        if (now.kind == Entry::Kind::tree_file) {
+            // Copy-on-write: the new bytes go to an overlay copy; readers of the stored
+            // version keep it, and the ingest makes the copy the model's next version.
+            dm.copy_up(now, (fi->flags & O_TRUNC) ? 0 : static_cast<std::uint64_t>(now.st.st_size));
+            dm.invalidator->forget_entry(dm.resolve(parent_of(now.path)).ino, leaf_of(now.path));
+            now = dm.resolve(e->path);
+        }
+        if (now.kind != Entry::Kind::overlay_file) return (void)fuse_reply_err(req, ENOENT);
+        UniqueFd fd(::open(now.real.c_str(), flags));
+        if (!fd) return (void)fuse_reply_err(req, errno);
+        reply_write_open(req, dm, ino, std::move(fd), fi, nullptr);
+    });
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) {
+    guarded(req, "create", [&] {
+        Daemon& dm = daemon_of(req);
+        int err = 0;
+        std::string path = child_path(dm, parent, name, &err);
+        if (!err) err = writable_area(dm, path);
+        if (!err && dm.ns.locate(path).rel.empty()) err = EEXIST;
+        if (err) return (void)fuse_reply_err(req, err);
+        std::lock_guard lk(dm.edit_mu);
+        Entry e = dm.resolve(path);
+        if (e.exists()) {
+            // Someone made it between the kernel's lookup and now.
+            if (fi->flags & O_EXCL) return (void)fuse_reply_err(req, EEXIST);
+            if (e.is_dir()) return (void)fuse_reply_err(req, EISDIR);
+            if (e.kind == Entry::Kind::tree_file) {
+                dm.copy_up(e, (fi->flags & O_TRUNC) ? 0 : static_cast<std::uint64_t>(e.st.st_size));
+                e = dm.resolve(path);
+            }
+        } else {
+            dm.make_overlay_parents(path);
+        }
+        std::filesystem::path real = dm.ns.real_path(dm.ns.locate(path));
+        const int flags = (fi->flags & ~O_NOCTTY) | O_CREAT | O_CLOEXEC | O_NOFOLLOW;
+        UniqueFd fd(::open(real.c_str(), flags, mode & 07777));
+        if (!fd) return (void)fuse_reply_err(req, errno);
+        Entry made = dm.resolve(path);
+        if (made.kind != Entry::Kind::overlay_file) return (void)fuse_reply_err(req, EIO);
+        fuse_entry_param p = entry_param(dm, made);
+        reply_write_open(req, dm, made.ino, std::move(fd), fi, &p);
+    });
+}
+
+void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+    guarded(req, "read", [&] { daemon_of(req).reader->read(req, fi, size, off); });
+}
+
+void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+    guarded(req, "write", [&] {
+        fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+        out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+        out.buf[0].fd = static_cast<int>(fi->fh);
+        out.buf[0].pos = off;
+        ssize_t n = fuse_buf_copy(&out, in, FUSE_BUF_SPLICE_NONBLOCK);
+        if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
+        fuse_reply_write(req, static_cast<size_t>(n));
+    });
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+    fuse_reply_err(req, 0);
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+    int fd = static_cast<int>(fi->fh);
+    int rc = datasync ? ::fdatasync(fd) : ::fsync(fd);
+    fuse_reply_err(req, rc == 0 ? 0 : errno);
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Daemon& dm = daemon_of(req);
+    const int fd = static_cast<int>(fi->fh);
+    std::optional<std::string> written;
+    {
+        std::lock_guard lk(dm.edit_mu);
+        auto it = dm.open_writes.find(fd);
+        if (it != dm.open_writes.end()) {
+            ino_t real = it->second.real_ino;
+            dm.open_writes.erase(it);
+            if (--dm.writers[real] == 0) {
+                dm.writers.erase(real);
+                if (auto e = dm.inodes.get(ino)) written = e->path;
+            }
+        }
+    }
+    dm.reader->release(fi);  // closes fd
+    if (written) dm.ingester->push(*written);
+    fuse_reply_err(req, 0);
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    guarded(req, "unlink", [&] {
+        Daemon& dm = daemon_of(req);
+        int err = 0;
+        std::string path = child_path(dm, parent, name, &err);
+        if (!err) err = writable_area(dm, path);
+        if (err) return (void)fuse_reply_err(req, err);
+        std::lock_guard lk(dm.edit_mu);
+        Entry e = dm.resolve(path);
+        if (!e.exists()) return (void)fuse_reply_err(req, ENOENT);
+        if (e.is_dir()) return (void)fuse_reply_err(req, EISDIR);
+        if (e.kind == Entry::Kind::overlay_file) {
+            if (::unlink(e.real.c_str()) != 0) return (void)fuse_reply_err(req, errno);
+            e = dm.resolve(path);  // a catalogued file it was the new version of goes too
+            if (e.kind != Entry::Kind::tree_file) return (void)fuse_reply_err(req, 0);
+        }
+        if (!e.sidecar.empty())
+            dm.store->remove_sidecar(e.model_key, e.sidecar);
+        else {
+            dm.store->remove_model(e.model_key);
+            spdlog::info("removed model {} (its content stays in the store until `modelfs gc`)",
+                         e.model_key);
+        }
+        dm.snapshot();  // starts the invalidation of the other views' names
+        fuse_reply_err(req, 0);
+    });
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+               const char* newname, unsigned int flags) {
+    guarded(req, "rename", [&] {
+        Daemon& dm = daemon_of(req);
+        if (flags & RENAME_EXCHANGE) return (void)fuse_reply_err(req, EINVAL);
+        int err = 0;
+        std::string from = child_path(dm, parent, name, &err);
+        if (err) return (void)fuse_reply_err(req, err);
+        std::string to = child_path(dm, newparent, newname, &err);
+        if (!err) err = writable_area(dm, from);
+        if (!err) err = writable_area(dm, to);
+        if (err) return (void)fuse_reply_err(req, err);
+        Location lf = dm.ns.locate(from), lt = dm.ns.locate(to);
+        if (lf.view != lt.view) return (void)fuse_reply_err(req, EXDEV);  // views are apart
+        if (lf.rel.empty() || lt.rel.empty()) return (void)fuse_reply_err(req, EBUSY);
+
+        std::lock_guard lk(dm.edit_mu);
+        auto tree = dm.snapshot();
+        Entry src = dm.ns.resolve(*tree, from), dst = dm.ns.resolve(*tree, to);
+        if (!src.exists()) return (void)fuse_reply_err(req, ENOENT);
+        if (dst.exists() && (flags & RENAME_NOREPLACE)) return (void)fuse_reply_err(req, EEXIST);
+        if (dst.exists() && dst.is_dir() && !src.is_dir()) return (void)fuse_reply_err(req, EISDIR);
+        if (dst.exists() && !dst.is_dir() && src.is_dir())
+            return (void)fuse_reply_err(req, ENOTDIR);
+        if (from == to) return (void)fuse_reply_err(req, 0);
+        if (src.is_dir() && (to.starts_with(from + "/"))) return (void)fuse_reply_err(req, EINVAL);
+
+        if (src.is_dir()) {
+            // Folders of the layout and folders the catalog fills stay where they are; `mv`
+            // copies across EXDEV, and the copies dedupe into the same blobs.
+            if (tree->find_path(from)) {
+                const Node* n = tree->find_path(from);
+                bool layout = false;
+                for (const auto& f : dm.ns.views().at(static_cast<std::size_t>(lf.view)).folders())
+                    layout = layout || f.path == lf.rel || f.path.starts_with(lf.rel + "/");
+                (void)n;
+                return (void)fuse_reply_err(req, layout ? EBUSY : EXDEV);
+            }
+            if (dst.exists() && !dm.ns.list(*tree, to).empty())
+                return (void)fuse_reply_err(req, ENOTEMPTY);
+            if (dst.exists() && tree->find_path(to)) return (void)fuse_reply_err(req, EBUSY);
+            dm.make_overlay_parents(to);
+            if (::rename(src.real.c_str(), dm.ns.real_path(lt).c_str()) != 0)
+                return (void)fuse_reply_err(req, errno);
+            dm.inodes.rename_prefix(from, to);
+            dm.queue_ingest_tree(to);
+            return (void)fuse_reply_err(req, 0);
+        }
+
+        if (src.kind == Entry::Kind::overlay_file) {
+            dm.make_overlay_parents(to);
+            if (::rename(src.real.c_str(), dm.ns.real_path(lt).c_str()) != 0)
+                return (void)fuse_reply_err(req, errno);
+            dm.inodes.rename_prefix(from, to);
+            // It may have been the pending new version of a catalogued file, now moved away.
+            Entry left = dm.resolve(from);
+            if (left.kind == Entry::Kind::tree_file) {
+                if (!left.sidecar.empty())
+                    dm.store->remove_sidecar(left.model_key, left.sidecar);
+                else
+                    dm.store->remove_model(left.model_key);
+            }
+            if (!dm.writers.count(src.real_ino)) dm.ingester->push(to);
+            return (void)fuse_reply_err(req, 0);
+        }
+
+        // A catalogued file: renaming it is a catalog edit, when the new name is a model path.
+        FileRole role = dm.ns.role(*tree, lt.view, lt.rel);
+        if (!src.sidecar.empty() || role.kind != FileRole::Kind::model)
+            return (void)fuse_reply_err(req, EXDEV);  // `mv` copies, then deletes
+        if (dst.kind == Entry::Kind::overlay_file && ::unlink(dst.real.c_str()) != 0)
+            return (void)fuse_reply_err(req, errno);
+        dm.store->rename_model(src.model_key, role.category, role.name, role.ext);
+        dm.inodes.rename_prefix(from, to);
+        dm.snapshot();  // starts the invalidation of the other names this changed (sidecars)
+        fuse_reply_err(req, 0);
+    });
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t) {
+    guarded(req, "statfs", [&] {
+        struct statvfs sv;
+        if (::statvfs(daemon_of(req).opts.store.c_str(), &sv) != 0)
+            return (void)fuse_reply_err(req, errno);
+        fuse_reply_statfs(req, &sv);
+    });
+}
+
+// --- extended attributes ----------------------------------------------------------------------
+
+// user.modelfs.* attributes of a catalogued file; by-hash files have the hashes only.
+std::vector<std::pair<std::string, std::string>> xattrs_of(Daemon& dm, const Entry& e) {
+    std::vector<std::pair<std::string, std::string>> out;
+    if (e.kind != Entry::Kind::tree_file) return out;
+    out.emplace_back("user.modelfs.sha256", e.blob.hex());
+    out.emplace_back("user.modelfs.autov2", e.blob.autov2());
+    // Computed on first request (a full read of a multi-GB file occupies this one worker; the
+    // others go on serving), then kept in the catalog.
+    if (e.sidecar.empty())
+        if (auto v3 = dm.store->autov3(e.blob)) out.emplace_back("user.modelfs.autov3", v3->hex());
+    if (e.category) out.emplace_back("user.modelfs.category", std::string(to_string(*e.category)));
+    if (!e.version.empty()) out.emplace_back("user.modelfs.version", e.version);
+    return out;
+}
+
+void reply_sized(fuse_req_t req, const std::string& value, size_t size) {
+    if (size == 0)
+        fuse_reply_xattr(req, value.size());
+    else if (size < value.size())
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, value.data(), value.size());
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+    guarded(req, "getxattr", [&] {
+        Daemon& dm = daemon_of(req);
+        auto e = dm.current(ino);
+        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (!std::string_view(name).starts_with("user.modelfs."))
+            return (void)fuse_reply_err(req, ENODATA);
+        for (const auto& [k, v] : xattrs_of(dm, *e))
+            if (k == name) return reply_sized(req, v, size);
+        fuse_reply_err(req, ENODATA);
+    });
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+    guarded(req, "listxattr", [&] {
+        Daemon& dm = daemon_of(req);
+        auto e = dm.current(ino);
+        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        std::string names;
+        for (const auto& [k, v] : xattrs_of(dm, *e)) names += k + '\0';
+        reply_sized(req, names, size);
+    });
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops kOps = [] {
+    fuse_lowlevel_ops ops{};
+    ops.init = op_init;
+    ops.lookup = op_lookup;
+    ops.getattr = op_getattr;
+    ops.setattr = op_setattr;
+    ops.opendir = op_opendir;
+    ops.readdir = op_readdir;
+    ops.readdirplus = op_readdirplus;
+    ops.releasedir = op_releasedir;
+    ops.mkdir = op_mkdir;
+    ops.rmdir = op_rmdir;
+    ops.open = op_open;
+    ops.create = op_create;
+    ops.read = op_read;
+    ops.write_buf = op_write_buf;
+    ops.flush = op_flush;
+    ops.fsync = op_fsync;
+    ops.release = op_release;
+    ops.unlink = op_unlink;
+    ops.rename = op_rename;
+    ops.statfs = op_statfs;
+    ops.getxattr = op_getxattr;
+    ops.listxattr = op_listxattr;
+    return ops;
+}();
+
+}  // namespace modelfs::fs

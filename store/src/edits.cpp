@@ -1,0 +1,203 @@
+// The catalog edits a mount makes when tools write, rename and delete files in a view.
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include "modelfs/store/errors.h"
+#include "modelfs/store/safetensors.h"
+#include "modelfs/store/store.h"
+#include "store_impl.h"
+
+namespace modelfs {
+
+namespace {
+
+Model must_get(Txn& txn, std::string_view key) {
+    auto m = txn.get_model(key);
+    if (!m) throw StoreError(ErrorKind::not_found, "no model " + std::string(key));
+    return std::move(*m);
+}
+
+void add_blob_record(Txn& txn, const FileCommit& f) {
+    auto rec = txn.get_blob(f.digests.sha256);
+    if (rec && rec->state == BlobState::present) return;
+    BlobRecord r = rec.value_or(BlobRecord{});
+    r.size = f.digests.size;
+    r.state = BlobState::present;
+    r.xxh128 = f.digests.xxh128;
+    r.safetensors_header_len = 0;
+    if (f.sidecar.empty() && has_safetensors_extension(f.ext)) {
+        // A tool may save a broken file under a .safetensors name; it is still the user's data,
+        // stored as is, just without a header length (so no AutoV3).
+        try {
+            r.safetensors_header_len = read_safetensors_header(f.fd, f.digests.size).header_len;
+        } catch (const std::exception&) {
+        }
+    }
+    r.ingested = r.accessed = unix_now();
+    txn.put_blob(f.digests.sha256, r);
+}
+
+}  // namespace
+
+FileCommitResult Store::commit_file(const FileCommit& f) {
+    check_model_name(f.name);
+    StoreLock lock(impl_->root, StoreLock::shared);
+    FileCommitResult out;
+    auto txn = impl_->catalog.write();
+    const std::string key = model_key(f.category, f.name);
+    std::optional<Model> existing = txn.get_model(key);
+    if (!f.sidecar.empty() && !existing)
+        throw StoreError(ErrorKind::not_found,
+                         "sidecar " + f.path.string() + ": its model " + key + " is gone");
+    // Publish before cataloguing: a record never names a blob that is not on disk.
+    out.new_blob = impl_->blobs.publish_link(f.fd, f.path, f.digests.sha256, f.digests.size);
+    add_blob_record(txn, f);
+
+    if (!f.sidecar.empty()) {
+        Model m = std::move(*existing);
+        ModelVersion& v = m.versions.at(m.current);
+        Sidecar sc{f.sidecar, f.digests.sha256, f.digests.size};
+        auto it = std::find_if(v.sidecars.begin(), v.sidecars.end(),
+                               [&](const Sidecar& s) { return s.suffix == f.sidecar; });
+        if (it != v.sidecars.end())
+            *it = sc;
+        else
+            v.sidecars.push_back(sc);
+        std::sort(v.sidecars.begin(), v.sidecars.end(),
+                  [](const Sidecar& a, const Sidecar& b) { return a.suffix < b.suffix; });
+        out.label = v.label;
+        txn.put_model(m);
+        txn.commit();
+        return out;
+    }
+
+    ModelVersion v;
+    v.added = unix_now();
+    v.mtime = f.mtime ? f.mtime : v.added;
+    v.mode = f.mode;
+    v.source = f.source;
+    v.blob = f.digests.sha256;
+    v.ext = f.ext;
+    v.size = f.digests.size;
+    Model m;
+    if (existing) {
+        m = std::move(*existing);
+        auto same = std::find_if(m.versions.begin(), m.versions.end(),
+                                 [&](const ModelVersion& o) { return o.same_content(v); });
+        if (same != m.versions.end()) {
+            // Saving bytes the model already had: that version becomes current again, keeping
+            // the sidecars it had; the shown time is the save's.
+            same->mtime = v.mtime;
+            same->ext = v.ext;
+            if (v.mode) same->mode = v.mode;
+            out.new_version = static_cast<std::size_t>(same - m.versions.begin()) != m.current;
+            m.current = static_cast<std::size_t>(same - m.versions.begin());
+            out.label = same->label;
+        } else {
+            // The overwritten version's sidecars describe the model, not those bytes: they stay.
+            v.sidecars = m.current_version().sidecars;
+            std::size_t n = m.versions.size() + 1;
+            auto taken = [&](const std::string& l) {
+                return std::any_of(m.versions.begin(), m.versions.end(),
+                                   [&](const ModelVersion& o) { return o.label == l; });
+            };
+            while (taken("v" + std::to_string(n))) ++n;
+            v.label = "v" + std::to_string(n);
+            m.versions.push_back(v);
+            m.current = m.versions.size() - 1;
+            out.new_version = true;
+            out.label = v.label;
+        }
+    } else {
+        m.category = f.category;
+        m.name = f.name;
+        v.label = "v1";
+        m.versions.push_back(v);
+        m.current = 0;
+        out.new_version = true;
+        out.label = v.label;
+    }
+    txn.put_model(m);
+    txn.commit();
+    return out;
+}
+
+bool Store::remove_model(std::string_view key) {
+    auto txn = impl_->catalog.write();
+    if (!txn.get_model(key)) return false;
+    txn.del_model(key);
+    txn.commit();
+    return true;
+}
+
+bool Store::remove_sidecar(std::string_view key, std::string_view suffix) {
+    auto txn = impl_->catalog.write();
+    auto m = txn.get_model(key);
+    if (!m) return false;
+    auto& scs = m->versions.at(m->current).sidecars;
+    auto it =
+        std::find_if(scs.begin(), scs.end(), [&](const Sidecar& s) { return s.suffix == suffix; });
+    if (it == scs.end()) return false;
+    scs.erase(it);
+    txn.put_model(*m);
+    txn.commit();
+    return true;
+}
+
+void Store::rename_model(std::string_view from, Category category, const std::string& name,
+                         const std::string& ext) {
+    check_model_name(name);
+    auto txn = impl_->catalog.write();
+    Model src = must_get(txn, from);
+    const std::string to = model_key(category, name);
+    if (to == from) {
+        src.versions.at(src.current).ext = ext;
+        txn.put_model(src);
+        txn.commit();
+        return;
+    }
+    ModelVersion moved = src.current_version();
+    moved.ext = ext;
+    Model dst;
+    if (auto existing = txn.get_model(to)) {
+        dst = std::move(*existing);
+        auto same = std::find_if(dst.versions.begin(), dst.versions.end(),
+                                 [&](const ModelVersion& o) { return o.same_content(moved); });
+        if (same != dst.versions.end()) {
+            moved.label = same->label;  // same bytes: one version, the existing label
+            *same = moved;
+            dst.current = static_cast<std::size_t>(same - dst.versions.begin());
+        } else {
+            auto taken = [&](const std::string& l) {
+                return std::any_of(dst.versions.begin(), dst.versions.end(),
+                                   [&](const ModelVersion& o) { return o.label == l; });
+            };
+            std::size_t n = dst.versions.size() + 1;
+            while (taken(moved.label)) moved.label = "v" + std::to_string(n++);
+            dst.versions.push_back(moved);
+            dst.current = dst.versions.size() - 1;
+        }
+    } else {
+        dst = std::move(src);
+        dst.category = category;
+        dst.name = name;
+        dst.versions.at(dst.current).ext = ext;
+    }
+    txn.del_model(from);
+    txn.put_model(dst);
+    txn.commit();
+}
+
+void Store::set_shown_attrs(std::string_view key, std::optional<std::int64_t> mtime,
+                            std::optional<std::uint32_t> mode) {
+    auto txn = impl_->catalog.write();
+    Model m = must_get(txn, key);
+    ModelVersion& v = m.versions.at(m.current);
+    if (mtime) v.mtime = *mtime;
+    if (mode) v.mode = *mode & 07777;
+    txn.put_model(m);
+    txn.commit();
+}
+
+}  // namespace modelfs

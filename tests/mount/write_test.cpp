@@ -1,0 +1,414 @@
+// Writing through real mounts: what a tool saves lands in the store, deduplicated, and shows in
+// every view; overwrites are copy-on-write; plain files stay per view; nothing survives only in
+// the daemon's memory.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "modelfs/store/hash.h"
+#include "support/mount_fixture.h"
+#include "support/safetensors_writer.h"
+#include "support/test_env.h"
+
+namespace fs = std::filesystem;
+using namespace modelfs::testing;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Polls `pred` for up to `limit`; the mount promises changes within a second.
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = 3000ms) {
+    auto t0 = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - t0 < limit) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(20ms);
+    }
+    return pred();
+}
+
+std::string xattr(const fs::path& f, const char* name) {
+    char buf[256];
+    ssize_t n = ::getxattr(f.c_str(), name, buf, sizeof buf);
+    return n < 0 ? std::string("<") + std::strerror(errno) + ">" : std::string(buf, n);
+}
+
+class MountWriteTest : public ::testing::Test {
+  protected:
+    TempDir dir{"modelfs-write"};
+    fs::path store = dir / "store";
+    fs::path mnt = dir / "mnt";
+    fs::path src = dir / "src";
+
+    void SetUp() override {
+        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+        fs::create_directories(src / "checkpoints");
+        write_safetensors(src / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
+        ASSERT_EQ(run_modelfs({"--store", store.string(), "import", src.string()}).exit_code, 0);
+    }
+
+    // A new safetensors file outside the mount; returns its sha256.
+    std::string make(const fs::path& p, SafetensorsSpec spec) {
+        fs::create_directories(p.parent_path());
+        write_safetensors(p, spec);
+        return sha256_hex_of_file(p);
+    }
+    json show(const std::string& what) {
+        CliResult r = run_modelfs({"--store", store.string(), "--json", "show", what});
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        return r.exit_code == 0 ? json::parse(r.out) : json();
+    }
+    // Is the model catalogued with this content as its current version?
+    bool catalogued(const std::string& key, const std::string& sha) {
+        CliResult r = run_modelfs({"--store", store.string(), "--json", "show", key});
+        return r.exit_code == 0 && r.out.find(sha) != std::string::npos;
+    }
+};
+
+TEST_F(MountWriteTest, CopyIntoComfyUiReadFromA1111) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    std::string sha = make(dir / "new.safetensors", kohya_lora(5));
+    fs::copy_file(dir / "new.safetensors", mnt / "comfyui" / "loras" / "new.safetensors");
+    // Visible where it was written at once, and in the other tools' views once stored.
+    EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "loras" / "new.safetensors"), sha);
+    fs::path a1111 = mnt / "a1111" / "Lora" / "new.safetensors";
+    ASSERT_TRUE(eventually([&] { return fs::exists(a1111); }));
+    EXPECT_EQ(sha256_hex_of_file(a1111), sha);
+    EXPECT_EQ(sha256_hex_of_file(mnt / "by-hash" / "sha256" / sha), sha);
+    EXPECT_EQ(xattr(a1111, "user.modelfs.sha256"), sha);
+    EXPECT_EQ(xattr(a1111, "user.modelfs.category"), "lora");
+    EXPECT_TRUE(catalogued("lora/new", sha));
+    // Stored once: the blob, and nothing left behind in the view's overlay folder.
+    EXPECT_TRUE(fs::exists(store / "blobs" / "sha256" / sha.substr(0, 2) / sha));
+    EXPECT_TRUE(eventually(
+        [&] { return !fs::exists(store / "views" / "comfyui" / "loras" / "new.safetensors"); }));
+    CliResult v = run_modelfs({"--store", store.string(), "verify"});
+    EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+}
+
+TEST_F(MountWriteTest, SameContentInTwoViewsIsStoredOnce) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    std::string sha = make(dir / "v.safetensors", vae(6));
+    fs::copy_file(dir / "v.safetensors", mnt / "comfyui" / "vae" / "one.safetensors");
+    fs::copy_file(dir / "v.safetensors", mnt / "a1111" / "VAE" / "two.safetensors");
+    ASSERT_TRUE(
+        eventually([&] { return catalogued("vae/one", sha) && catalogued("vae/two", sha); }));
+    int blobs = 0;
+    for (auto& e : fs::recursive_directory_iterator(store / "blobs"))
+        if (e.is_regular_file() && e.path().filename() == sha) ++blobs;
+    EXPECT_EQ(blobs, 1);
+}
+
+TEST_F(MountWriteTest, OverwriteIsCopyOnWrite) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    fs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    std::string old_sha = sha256_hex_of_file(src / "checkpoints" / "base.safetensors");
+    std::string new_sha = make(dir / "v2.safetensors", sd15_checkpoint(2));
+
+    // A reader opens the old content before the overwrite...
+    int reader = ::open(f.c_str(), O_RDONLY);
+    ASSERT_GE(reader, 0);
+    std::string head(4096, '\0');
+    ASSERT_EQ(::pread(reader, head.data(), head.size(), 0), 4096);
+    // ...a tool overwrites the file in place (O_TRUNC, not rename)...
+    {
+        std::string data = read_file(dir / "v2.safetensors");
+        int w = ::open(f.c_str(), O_WRONLY | O_TRUNC);
+        ASSERT_GE(w, 0) << std::strerror(errno);
+        ASSERT_EQ(::write(w, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+        ASSERT_EQ(::close(w), 0);
+    }
+    // ...and the reader still reads exactly the old bytes, to the end.
+    modelfs::Sha256Hasher h;
+    std::vector<char> buf(1 << 16);
+    off_t off = 0;
+    for (ssize_t n; (n = ::pread(reader, buf.data(), buf.size(), off)) > 0; off += n)
+        h.update(buf.data(), static_cast<std::size_t>(n));
+    ::close(reader);
+    EXPECT_EQ(h.finish().hex(), old_sha);
+    EXPECT_EQ(static_cast<std::uint64_t>(off),
+              fs::file_size(src / "checkpoints" / "base.safetensors"));
+
+    // New readers get the new bytes, in every view; the old content stays, as version v1.
+    EXPECT_EQ(sha256_hex_of_file(f), new_sha);
+    ASSERT_TRUE(eventually([&] { return catalogued("checkpoint/base", new_sha); }));
+    EXPECT_EQ(sha256_hex_of_file(mnt / "a1111" / "Stable-diffusion" / "base.safetensors"), new_sha);
+    json j = show("checkpoint/base");
+    ASSERT_TRUE(j.contains("versions")) << j.dump();
+    ASSERT_EQ(j["versions"].size(), 2u) << j.dump();
+    EXPECT_EQ(sha256_hex_of_file(mnt / "by-hash" / "sha256" / old_sha), old_sha);
+}
+
+TEST_F(MountWriteTest, SaveByRenameReplacesTheModel) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    std::string new_sha = make(dir / "v2.safetensors", sd15_checkpoint(3));
+    fs::path tmp = mnt / "comfyui" / "checkpoints" / "base.safetensors.part";
+    fs::copy_file(dir / "v2.safetensors", tmp);
+    fs::rename(tmp, mnt / "comfyui" / "checkpoints" / "base.safetensors");
+    EXPECT_FALSE(fs::exists(tmp));
+    EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "checkpoints" / "base.safetensors"), new_sha);
+    ASSERT_TRUE(eventually([&] { return catalogued("checkpoint/base", new_sha); }));
+    EXPECT_EQ(show("checkpoint/base")["versions"].size(), 2u);
+}
+
+TEST_F(MountWriteTest, RenameDeleteMkdir) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    fs::path loras = mnt / "comfyui" / "loras";
+    std::string sha = make(dir / "l.safetensors", kohya_lora(7));
+    fs::create_directory(loras / "sdxl");
+    EXPECT_TRUE(fs::is_directory(loras / "sdxl"));
+    fs::copy_file(dir / "l.safetensors", loras / "sdxl" / "style.safetensors");
+    ASSERT_TRUE(eventually([&] { return catalogued("lora/sdxl/style", sha); }));
+    EXPECT_TRUE(fs::exists(mnt / "a1111" / "Lora" / "sdxl" / "style.safetensors"));
+
+    // Rename a stored model: a catalog edit, seen in every view.
+    fs::rename(loras / "sdxl" / "style.safetensors", loras / "renamed.safetensors");
+    EXPECT_FALSE(fs::exists(loras / "sdxl" / "style.safetensors"));
+    EXPECT_EQ(sha256_hex_of_file(loras / "renamed.safetensors"), sha);
+    EXPECT_TRUE(catalogued("lora/renamed", sha));
+    EXPECT_TRUE(eventually([&] {
+        return fs::exists(mnt / "a1111" / "Lora" / "renamed.safetensors") &&
+               !fs::exists(mnt / "a1111" / "Lora" / "sdxl" / "style.safetensors");
+    }));
+    // Into another category's folder: it becomes that category.
+    fs::rename(loras / "renamed.safetensors", mnt / "comfyui" / "vae" / "now_vae.safetensors");
+    EXPECT_TRUE(catalogued("vae/now_vae", sha));
+
+    // Empty folders go; layout folders and non-empty folders stay.
+    EXPECT_TRUE(fs::remove(loras / "sdxl"));
+    EXPECT_FALSE(fs::exists(loras / "sdxl"));
+    EXPECT_NE(::rmdir(loras.c_str()), 0);
+    EXPECT_TRUE(errno == EBUSY || errno == ENOTEMPTY) << std::strerror(errno);
+
+    // Delete: gone from every view and from the catalog; the blob waits for gc.
+    fs::remove(mnt / "comfyui" / "vae" / "now_vae.safetensors");
+    EXPECT_FALSE(fs::exists(mnt / "comfyui" / "vae" / "now_vae.safetensors"));
+    EXPECT_FALSE(catalogued("vae/now_vae", sha));
+    EXPECT_TRUE(
+        eventually([&] { return !fs::exists(mnt / "a1111" / "VAE" / "now_vae.safetensors"); }));
+    EXPECT_TRUE(fs::exists(store / "blobs" / "sha256" / sha.substr(0, 2) / sha));
+    // Renaming out of the model folders is a copy (EXDEV): `mv` does it, the model survives.
+    EXPECT_EQ(::rename((mnt / "comfyui" / "checkpoints" / "base.safetensors").c_str(),
+                       (mnt / "comfyui" / "base.bak").c_str()),
+              -1);
+    EXPECT_EQ(errno, EXDEV);
+    EXPECT_EQ(::rename((mnt / "comfyui" / "checkpoints" / "base.safetensors").c_str(),
+                       (mnt / "a1111" / "Stable-diffusion" / "x.safetensors").c_str()),
+              -1);
+    EXPECT_EQ(errno, EXDEV);
+}
+
+TEST_F(MountWriteTest, SidecarsFollowTheirModel) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    fs::path loras = mnt / "comfyui" / "loras";
+    std::string sha = make(dir / "l.safetensors", kohya_lora(8));
+    // One sidecar written before its model, one after, one for the imported checkpoint.
+    write_text_file(loras / "mine.civitai.info", "{\"id\": 1}");
+    fs::copy_file(dir / "l.safetensors", loras / "mine.safetensors");
+    ASSERT_TRUE(eventually([&] { return catalogued("lora/mine", sha); }));
+    write_text_file(loras / "mine.preview.png", "PNG");
+    write_text_file(mnt / "comfyui" / "checkpoints" / "base.yaml", "model: {}");
+    fs::path a1111 = mnt / "a1111";
+    EXPECT_TRUE(eventually([&] {
+        return fs::exists(a1111 / "Lora" / "mine.civitai.info") &&
+               fs::exists(a1111 / "Lora" / "mine.preview.png") &&
+               fs::exists(a1111 / "Stable-diffusion" / "base.yaml");
+    }));
+    EXPECT_EQ(read_file(a1111 / "Lora" / "mine.civitai.info"), "{\"id\": 1}");
+    EXPECT_EQ(read_file(a1111 / "Lora" / "mine.preview.png"), "PNG");
+    EXPECT_EQ(read_file(mnt / "fooocus" / "checkpoints" / "base.yaml"), "model: {}");
+    // Renaming the model takes its sidecars along.
+    fs::rename(loras / "mine.safetensors", loras / "yours.safetensors");
+    EXPECT_TRUE(fs::exists(loras / "yours.preview.png"));
+    EXPECT_TRUE(eventually([&] { return !fs::exists(loras / "mine.preview.png"); }, 1000ms));
+    // A file that is nobody's sidecar stays where it was written.
+    write_text_file(loras / "orphan.txt", "x");
+    std::this_thread::sleep_for(300ms);
+    EXPECT_TRUE(fs::exists(loras / "orphan.txt"));
+    EXPECT_FALSE(fs::exists(a1111 / "Lora" / "orphan.txt"));
+}
+
+TEST_F(MountWriteTest, PlainFilesStayInTheirViewAndSurviveRemounts) {
+    std::string sha = make(dir / "u.safetensors", vae(9));
+    {
+        Mount m(store, mnt);
+        ASSERT_TRUE(m.ok());
+        fs::create_directories(mnt / "comfyui" / "configs" / "sub");
+        write_text_file(mnt / "comfyui" / "configs" / "sub" / "v1.yaml", "a: 1\n");
+        write_text_file(mnt / "comfyui" / "loras" / "notes.md", "mine\n");
+        fs::copy_file(dir / "u.safetensors", mnt / "comfyui" / "vae" / "kept.safetensors");
+        EXPECT_FALSE(fs::exists(mnt / "a1111" / "notes.md"));
+        EXPECT_EQ(m.stop(), 0);
+    }
+    Mount m(store, mnt, {"--view", "comfyui"});
+    ASSERT_TRUE(m.ok());
+    EXPECT_EQ(read_file(mnt / "configs" / "sub" / "v1.yaml"), "a: 1\n");
+    EXPECT_EQ(read_file(mnt / "loras" / "notes.md"), "mine\n");
+    EXPECT_EQ(sha256_hex_of_file(mnt / "vae" / "kept.safetensors"), sha);
+    EXPECT_TRUE(eventually([&] { return catalogued("vae/kept", sha); }));
+}
+
+TEST_F(MountWriteTest, FilesLeftByADeadDaemonAreStoredAtTheNextMount) {
+    // What a killed daemon leaves: a finished model file in the view's overlay folder.
+    std::string sha =
+        make(store / "views" / "comfyui" / "loras" / "late.safetensors", kohya_lora(10));
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    EXPECT_TRUE(eventually([&] { return catalogued("lora/late", sha); }));
+    EXPECT_EQ(sha256_hex_of_file(mnt / "fooocus" / "loras" / "late.safetensors"), sha);
+}
+
+TEST_F(MountWriteTest, WriteRacingAReadOfTheSameName) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    // Versions a tool keeps saving (write a temp file, rename over), while readers read the name:
+    // every read sees one whole version, never a mix or a short file.
+    std::vector<std::string> data;
+    std::set<std::string> shas;
+    for (int i = 0; i < 4; ++i) {
+        make(dir / ("r" + std::to_string(i)), kohya_lora(20 + i));
+        data.push_back(read_file(dir / ("r" + std::to_string(i))));
+        shas.insert(modelfs::sha256_of(data.back()).hex());
+    }
+    fs::path target = mnt / "comfyui" / "loras" / "race.safetensors";
+    fs::copy_file(dir / "r0", target);
+    std::atomic<bool> stop{false};
+    std::atomic<int> bad{0}, reads{0};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 4; ++t)
+        readers.emplace_back([&] {
+            while (!stop) {
+                std::string got;
+                try {
+                    got = read_file(target);
+                } catch (...) {
+                    continue;  // between unlink and rename a name may briefly be missing
+                }
+                if (!shas.count(modelfs::sha256_of(got).hex())) ++bad;
+                ++reads;
+            }
+        });
+    for (int round = 0; round < 12; ++round) {
+        fs::path tmp = mnt / "comfyui" / "loras" / ".race.tmp";
+        write_text_file(tmp, data[static_cast<std::size_t>(round % 4)]);
+        fs::rename(tmp, target);
+        std::this_thread::sleep_for(30ms);
+    }
+    stop = true;
+    for (auto& r : readers) r.join();
+    EXPECT_GT(reads.load(), 0);
+    EXPECT_EQ(bad.load(), 0) << "reads that matched no saved version";
+    EXPECT_TRUE(eventually([&] {
+        return catalogued("lora/race", *shas.begin()) || show("lora/race").contains("versions");
+    }));
+}
+
+TEST_F(MountWriteTest, BadNamesAndReadOnlyPlacesAreRefused) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    std::string long_name(NAME_MAX + 1, 'a');
+    int fd = ::open((mnt / "comfyui" / "loras" / long_name).c_str(), O_CREAT | O_WRONLY, 0644);
+    EXPECT_EQ(fd, -1);
+    EXPECT_EQ(errno, ENAMETOOLONG);
+    std::string max_name(NAME_MAX, 'b');
+    fs::create_directory(mnt / "comfyui" / "custom");
+    fd = ::open((mnt / "comfyui" / "custom" / max_name).c_str(), O_CREAT | O_WRONLY, 0644);
+    EXPECT_GE(fd, 0) << std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    fd = ::open((mnt / "by-hash" / "sha256" / "x").c_str(), O_CREAT | O_WRONLY, 0644);
+    EXPECT_EQ(fd, -1);
+    EXPECT_EQ(errno, EROFS);
+    EXPECT_NE(::mkdir((mnt / "newtool").c_str(), 0755), 0);
+    EXPECT_EQ(errno, EPERM);
+    std::string sha = sha256_hex_of_file(src / "checkpoints" / "base.safetensors");
+    fd = ::open((mnt / "by-hash" / "sha256" / sha).c_str(), O_WRONLY);
+    EXPECT_EQ(fd, -1);
+    EXPECT_TRUE(errno == EROFS || errno == EACCES) << std::strerror(errno);
+    // A name the catalog refuses ('@' is for version labels) stays a plain file, readable.
+    std::string lsha = make(dir / "at.safetensors", kohya_lora(11));
+    fs::copy_file(dir / "at.safetensors", mnt / "comfyui" / "loras" / "a@b.safetensors");
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "loras" / "a@b.safetensors"), lsha);
+    EXPECT_EQ(::kill(m.pid(), 0), 0);
+}
+
+TEST_F(MountWriteTest, TouchAndChmodOfStoredModels) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    fs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    ASSERT_EQ(::chmod(f.c_str(), 0600), 0) << std::strerror(errno);
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {1'500'000'000, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, f.c_str(), ts, 0), 0) << std::strerror(errno);
+    struct stat st;
+    ASSERT_EQ(::stat(f.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0600u);
+    EXPECT_EQ(st.st_mtime, 1'500'000'000);
+    fs::path other = mnt / "a1111" / "Stable-diffusion" / "base.safetensors";
+    EXPECT_TRUE(eventually([&] {
+        struct stat o;
+        return ::stat(other.c_str(), &o) == 0 && o.st_mtime == 1'500'000'000 &&
+               (o.st_mode & 07777) == 0600;
+    }));
+    EXPECT_EQ(sha256_hex_of_file(f), sha256_hex_of_file(src / "checkpoints" / "base.safetensors"));
+}
+
+TEST_F(MountWriteTest, TwoMountsSeeEachOthersWrites) {
+    Mount a(store, mnt);
+    Mount b(store, dir / "mnt2", {"--view", "a1111"});
+    ASSERT_TRUE(a.ok());
+    ASSERT_TRUE(b.ok());
+    fs::path there = dir / "mnt2" / "Lora" / "shared.safetensors";
+    EXPECT_FALSE(fs::exists(there));  // looked up once, so the kernel could cache a miss
+    std::string sha = make(dir / "s.safetensors", kohya_lora(12));
+    fs::copy_file(dir / "s.safetensors", mnt / "comfyui" / "loras" / "shared.safetensors");
+    ASSERT_TRUE(eventually([&] { return fs::exists(there); }));
+    EXPECT_EQ(sha256_hex_of_file(there), sha);
+    // Deleting it in one mount removes it from the other within a second.
+    fs::remove(mnt / "comfyui" / "loras" / "shared.safetensors");
+    EXPECT_TRUE(eventually([&] { return !fs::exists(there); }, 1500ms));
+}
+
+TEST_F(MountWriteTest, FolderMtimeChangesWhenAModelIsDeletedFromTheCli) {
+    // ComfyUI rescans a folder only when its mtime changes.
+    fs::create_directories(dir / "more" / "loras");
+    write_safetensors(dir / "more" / "loras" / "a.safetensors", kohya_lora(13));
+    write_safetensors(dir / "more" / "loras" / "b.safetensors", kohya_lora(14));
+    ASSERT_EQ(run_modelfs({"--store", store.string(), "import", (dir / "more").string()}).exit_code,
+              0);
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    fs::path loras = mnt / "comfyui" / "loras";
+    struct stat before;
+    ASSERT_EQ(::stat(loras.c_str(), &before), 0);
+    fs::remove(mnt / "a1111" / "Lora" / "a.safetensors");  // through another view
+    EXPECT_TRUE(eventually(
+        [&] {
+            struct stat now;
+            return ::stat(loras.c_str(), &now) == 0 &&
+                   (now.st_mtim.tv_sec != before.st_mtim.tv_sec ||
+                    now.st_mtim.tv_nsec != before.st_mtim.tv_nsec);
+        },
+        1500ms));
+    EXPECT_FALSE(fs::exists(loras / "a.safetensors"));
+}
+
+}  // namespace
