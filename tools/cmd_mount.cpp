@@ -35,6 +35,13 @@ std::string views_footer(const Globals& g) {
     return s + ".\n`modelfs views` shows each view's folders." + trouble;
 }
 
+// views_to_serve resolves an alias ("automatic1111") to the built-in layout even when the config
+// replaces it; with the canonical name it finds the replacement.
+std::string canonical_view(const std::string& name) {
+    if (auto b = fs::ViewLayout::builtin(name)) return b->name();
+    return name;
+}
+
 std::string join(const std::vector<std::string>& v, const char* sep) {
     std::string s;
     for (const auto& e : v) s += (s.empty() ? "" : sep) + e;
@@ -45,7 +52,7 @@ int run_views(const Globals& g, const std::string& only) {
     const Config& c = g.config();
     fs::MountOptions o;
     o.layouts = c.layouts;
-    o.view = only;
+    o.view = canonical_view(only);
     // The same merge the mount does, so this shows exactly what a mount would.
     const std::vector<fs::ViewLayout> views = fs::views_to_serve(o);
     const auto from_config = [&](const fs::ViewLayout& v) {
@@ -113,6 +120,7 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
             o->store = g.store_path();
             o->mountpoint = *mp;
             o->layouts = g.config().layouts;
+            o->view = canonical_view(o->view);
             if (o->debug) o->foreground = true;
             return fs::serve_mount(*o);
         };

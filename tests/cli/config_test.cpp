@@ -94,6 +94,17 @@ TEST_F(CliConfig, ViewsOfOneName) {
     EXPECT_HAS(r.err, "mytool");
 }
 
+TEST_F(CliConfig, AnAliasNamesTheReplacement) {
+    write_text_file(config,
+                    "[[layout]]\nname = \"a1111\"\n[[layout.folder]]\npath = \"mine\"\n"
+                    "category = \"lora\"\n");
+    CliResult r = run_modelfs({"--config", config.string(), "views", "automatic1111"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_HAS(r.out, "a1111 (config, replaces the built-in)");
+    EXPECT_HAS(r.out, "mine/");
+    EXPECT_EQ(r.out.find("Stable-diffusion"), std::string::npos) << r.out;
+}
+
 TEST_F(CliConfig, NoConfigFileMeansTheBuiltInsOnly) {
     CliResult r = run_modelfs({"--json", "views"});  // MODELFS_CONFIG=/dev/null in tests
     ASSERT_EQ(r.exit_code, 0) << r.err;
