@@ -4,12 +4,14 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
-#include <thread>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <thread>
 
+#include "config.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/progress.h"
 #include "modelfs/store/store.h"
@@ -26,13 +28,20 @@ enum Exit : int {
 };
 
 struct Globals {
-    std::string store;  // empty: Store::default_path()
+    std::string store;        // --store or $MODELFS_STORE; empty: the config's, else the default
+    std::string config_file;  // --config; empty: looked up (see find_config)
     bool json = false;
     int verbose = 0;
     bool quiet = false;
 
     std::filesystem::path store_path() const;
     Store open_store() const;
+    // The config file, read on first use rather than up front, so that commands which need none
+    // (umount) still work while it is broken. Throws ConfigError.
+    const Config& config() const;
+
+  private:
+    mutable std::optional<Config> config_;
 };
 
 // Thrown by subcommands for argument problems found after parsing.
@@ -51,6 +60,7 @@ void add_verify(CLI::App& app, Globals& g, Runner& run);
 void add_gc(CLI::App& app, Globals& g, Runner& run);
 void add_stats(CLI::App& app, Globals& g, Runner& run);
 void add_mount(CLI::App& app, Globals& g, Runner& run);
+void add_views(CLI::App& app, Globals& g, Runner& run);
 
 // Output helpers.
 void print_json(const nlohmann::json& j);

@@ -1,4 +1,6 @@
-// mount and umount: the store as a folder tree for each tool.
+// mount, umount and views: the store as a folder tree for each tool.
+#include <algorithm>
+#include <cstdio>
 #include <iostream>
 
 #include "cli.h"
@@ -6,26 +8,119 @@
 
 namespace modelfs::cli {
 
+namespace {
+
+bool is_builtin_name(const std::string& name) {
+    const auto names = fs::ViewLayout::builtin_names();
+    return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+// The mount's help lists the views it can show, the config file's included. The help is printed
+// after the options are parsed, so --config is known by then.
+std::string views_footer(const Globals& g) {
+    fs::MountOptions o;
+    std::string trouble;
+    try {
+        o.layouts = g.config().layouts;
+    } catch (const ConfigError& e) {
+        trouble = std::string("\nThe config file cannot be used: ") + e.what();
+    }
+    std::string s;
+    for (const auto& v : fs::views_to_serve(o)) {
+        const bool user =
+            std::any_of(o.layouts.begin(), o.layouts.end(),
+                        [&](const fs::ViewLayout& l) { return l.name() == v.name(); });
+        s += (s.empty() ? "Views: " : ", ") + v.name() + (user ? " (config file)" : "");
+    }
+    return s + ".\n`modelfs views` shows each view's folders." + trouble;
+}
+
+// views_to_serve resolves an alias ("automatic1111") to the built-in layout even when the config
+// replaces it; with the canonical name it finds the replacement.
+std::string canonical_view(const std::string& name) {
+    if (auto b = fs::ViewLayout::builtin(name)) return b->name();
+    return name;
+}
+
+std::string join(const std::vector<std::string>& v, const char* sep) {
+    std::string s;
+    for (const auto& e : v) s += (s.empty() ? "" : sep) + e;
+    return s;
+}
+
+int run_views(const Globals& g, const std::string& only) {
+    const Config& c = g.config();
+    fs::MountOptions o;
+    o.layouts = c.layouts;
+    o.view = canonical_view(only);
+    // The same merge the mount does, so this shows exactly what a mount would.
+    const std::vector<fs::ViewLayout> views = fs::views_to_serve(o);
+    const auto from_config = [&](const fs::ViewLayout& v) {
+        return std::any_of(c.layouts.begin(), c.layouts.end(),
+                           [&](const fs::ViewLayout& l) { return l.name() == v.name(); });
+    };
+
+    if (g.json) {
+        nlohmann::json out = nlohmann::json::array();
+        for (const auto& v : views) {
+            nlohmann::json j = v.to_json();
+            j["source"] = from_config(v) ? "config" : "built-in";
+            j["replaces_builtin"] = from_config(v) && is_builtin_name(v.name());
+            out.push_back(std::move(j));
+        }
+        print_json(
+            {{"config", c.source.empty() ? nlohmann::json() : nlohmann::json(c.source.string())},
+             {"views", std::move(out)}});
+        return kOk;
+    }
+    if (!g.quiet) {
+        std::cout << "config file: "
+                  << (c.source.empty() ? "none (see modelfs --help for where it is looked for)"
+                                       : c.source.string())
+                  << "\n";
+    }
+    for (const auto& v : views) {
+        std::string origin = "built-in";
+        if (from_config(v))
+            origin = is_builtin_name(v.name()) ? "config, replaces the built-in" : "config";
+        std::cout << "\n" << v.name() << " (" << origin << ")\n";
+        std::size_t width = 0;
+        for (const auto& f : v.folders()) width = std::max(width, f.path.size() + 1);
+        for (const auto& f : v.folders()) {
+            std::string exts = f.extensions.empty() ? "any extension" : join(f.extensions, " ");
+            if (!f.exclude.empty()) exts += "  (skips *" + join(f.exclude, ", *") + ")";
+            std::printf("  %-*s %-16s %-8s %s\n", static_cast<int>(width), (f.path + "/").c_str(),
+                        std::string(to_string(f.category)).c_str(), f.primary ? "primary" : "",
+                        exts.c_str());
+        }
+    }
+    std::cout.flush();
+    return kOk;
+}
+
+}  // namespace
+
 void add_mount(CLI::App& app, Globals& g, Runner& run) {
     auto o = std::make_shared<fs::MountOptions>();
     auto mp = std::make_shared<std::string>();
     auto* sub = app.add_subcommand(
-        "mount",
-        "Mount the store: every tool's models folder as a view (read-only for now; views: "
-        "a1111, forge, sdnext, comfyui, fooocus)");
+        "mount", "Mount the store: every tool's models folder as a view (read-only for now)");
     sub->add_option("mountpoint", *mp, "An existing empty folder")->required();
     sub->add_option("--view", o->view,
-                    "Show one tool's layout at the mount point itself (mount it at "
-                    "ComfyUI/models, say); default: one folder per tool plus by-hash/");
+                    "Show one view at the mount point itself (mount it at ComfyUI/models, say); "
+                    "default: one folder per view plus by-hash/");
     sub->add_flag("-f,--foreground", o->foreground, "Stay in the foreground");
     sub->add_flag("--allow-other", o->allow_other,
                   "Let other users read the mount (needs user_allow_other in /etc/fuse.conf "
                   "when not root)");
     sub->add_flag("-d,--debug", o->debug, "Log every FUSE request (implies --foreground)");
+    sub->footer([&g] { return views_footer(g); });
     sub->callback([&g, &run, o, mp] {
         run = [&g, o, mp] {
             o->store = g.store_path();
             o->mountpoint = *mp;
+            o->layouts = g.config().layouts;
+            o->view = canonical_view(o->view);
             if (o->debug) o->foreground = true;
             return fs::serve_mount(*o);
         };
@@ -35,6 +130,16 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
     auto* usub = app.add_subcommand("umount", "Unmount a modelfs mount point");
     usub->add_option("mountpoint", *um, "Where it is mounted")->required();
     usub->callback([&run, um] { run = [um] { return fs::unmount(*um); }; });
+}
+
+void add_views(CLI::App& app, Globals& g, Runner& run) {
+    auto name = std::make_shared<std::string>();
+    auto* sub = app.add_subcommand(
+        "views",
+        "List the views a mount shows (the built-in tools' and the config file's) with their "
+        "folders, categories and extensions");
+    sub->add_option("name", *name, "Only this view");
+    sub->callback([&g, &run, name] { run = [&g, name] { return run_views(g, *name); }; });
 }
 
 }  // namespace modelfs::cli

@@ -41,12 +41,17 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     app.fallthrough();
     app.footer(
-        "Store: --store, else $MODELFS_STORE, else $XDG_DATA_HOME/modelfs, else "
-        "~/.local/share/modelfs.\nExit codes: 0 ok, 1 something failed, 2 usage, 3 not found, "
-        "4 no usable store.");
+        "Store: --store, else $MODELFS_STORE, else 'store' in the config file, else "
+        "$XDG_DATA_HOME/modelfs, else ~/.local/share/modelfs.\nConfig file: --config, else "
+        "$MODELFS_CONFIG, else $XDG_CONFIG_HOME/modelfs/config.toml (~/.config/...), else "
+        "/etc/modelfs/config.toml.\nExit codes: 0 ok, 1 something failed, 2 usage or bad config "
+        "file, 3 not found, 4 no usable store.");
 
     Globals g;
     app.add_option("--store", g.store, "Store folder")->envname("MODELFS_STORE");
+    // No envname: find_config reads $MODELFS_CONFIG itself, to say which of the two named a
+    // missing file.
+    app.add_option("--config", g.config_file, "Config file (TOML): default store, view layouts");
     app.add_flag("--json", g.json, "Machine-readable output on stdout");
     app.add_flag("-v,--verbose", g.verbose, "More log output (repeat for debug)");
     app.add_flag("-q,--quiet", g.quiet, "Only errors; no progress bar");
@@ -60,6 +65,7 @@ int main(int argc, char** argv) {
     add_gc(app, g, run);
     add_stats(app, g, run);
     add_mount(app, g, run);
+    add_views(app, g, run);
 
     try {
         app.parse(argc, argv);
@@ -71,6 +77,9 @@ int main(int argc, char** argv) {
     try {
         return run();
     } catch (const UsageError& e) {
+        std::cerr << "modelfs: " << e.what() << "\n";
+        return kUsage;
+    } catch (const ConfigError& e) {
         std::cerr << "modelfs: " << e.what() << "\n";
         return kUsage;
     } catch (const StoreError& e) {

@@ -9,7 +9,16 @@
 namespace modelfs::cli {
 
 std::filesystem::path Globals::store_path() const {
-    return store.empty() ? Store::default_path() : std::filesystem::path(store);
+    return resolve_store_path(store, config());
+}
+
+const Config& Globals::config() const {
+    if (!config_) {
+        std::optional<std::filesystem::path> given;
+        if (!config_file.empty()) given = config_file;
+        config_ = load_config(ConfigLookup::from_environment(given));
+    }
+    return *config_;
 }
 
 Store Globals::open_store() const { return Store::open(store_path()); }

@@ -48,7 +48,8 @@ protected:
 };
 
 TEST_F(Cli, EverySubcommandHasHelp) {
-    for (const char* sub : {"init", "import", "ls", "show", "verify", "gc", "stats"}) {
+    for (const char* sub :
+         {"init", "import", "ls", "show", "verify", "gc", "stats", "mount", "umount", "views"}) {
         CliResult r = run_modelfs({sub, "--help"});
         EXPECT_EQ(r.exit_code, 0) << sub;
         EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub << ": " << r.out;

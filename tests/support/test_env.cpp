@@ -144,9 +144,19 @@ int wait_child(pid_t pid, int* signal) {
     return WEXITSTATUS(status);
 }
 
+namespace {
+
+// The config file of whoever runs the tests must not change what the tests see.
+std::map<std::string, std::string> without_user_config(std::map<std::string, std::string> env) {
+    env.try_emplace("MODELFS_CONFIG", "/dev/null");
+    return env;
+}
+
+}  // namespace
+
 CliResult run_modelfs(const std::vector<std::string>& args,
                       const std::map<std::string, std::string>& env) {
-    return run_program(modelfs_binary().string(), args, env);
+    return run_program(modelfs_binary().string(), args, without_user_config(env));
 }
 
 CliResult run_program(const std::string& program, const std::vector<std::string>& args,
@@ -165,7 +175,7 @@ CliResult run_program(const std::string& program, const std::vector<std::string>
 }
 
 pid_t spawn_modelfs(const std::vector<std::string>& args) {
-    return spawn(modelfs_binary().string(), args, {}, -1, -1);
+    return spawn(modelfs_binary().string(), args, without_user_config({}), -1, -1);
 }
 
 pid_t spawn_modelfs(const std::vector<std::string>& args, const std::filesystem::path& log) {

@@ -44,7 +44,8 @@ struct CliResult {
 std::filesystem::path modelfs_binary();
 
 // Runs `modelfs ARGS...` to completion, capturing stdout and stderr. `env` adds or overrides
-// environment variables.
+// environment variables. MODELFS_CONFIG is /dev/null unless `env` says otherwise (set it to ""
+// for the usual lookup), so the tester's own config file is never read.
 CliResult run_modelfs(const std::vector<std::string>& args,
                       const std::map<std::string, std::string>& env = {});
 
@@ -52,7 +53,8 @@ CliResult run_modelfs(const std::vector<std::string>& args,
 CliResult run_program(const std::string& program, const std::vector<std::string>& args,
                       const std::map<std::string, std::string>& env = {});
 
-// Starts `modelfs ARGS...` in the background with output to /dev/null; returns its pid.
+// Starts `modelfs ARGS...` in the background with output to /dev/null and MODELFS_CONFIG
+// /dev/null; returns its pid.
 pid_t spawn_modelfs(const std::vector<std::string>& args);
 // The same, with stdout and stderr appended to `log`.
 pid_t spawn_modelfs(const std::vector<std::string>& args, const std::filesystem::path& log);

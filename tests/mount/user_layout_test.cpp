@@ -1,0 +1,97 @@
+// Layouts from the config file on a real FUSE mount: imported models appear under the user's own
+// folder names, next to the built-in views or alone with --view.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "support/mount_fixture.h"
+#include "support/safetensors_writer.h"
+#include "support/test_env.h"
+
+namespace fs = std::filesystem;
+using namespace modelfs::testing;
+
+namespace {
+
+const char* kConfig = R"(
+[[layout]]
+name = "mytool"
+[[layout.folder]]
+path = "models/my-checkpoints"
+category = "checkpoint"
+extensions = [".safetensors"]
+[[layout.folder]]
+path = "my-loras"
+category = "lora"
+
+# Replaces the built-in ComfyUI view.
+[[layout]]
+name = "comfyui"
+[[layout.folder]]
+path = "ckpts"
+category = "checkpoint"
+)";
+
+class UserLayoutMount : public ::testing::Test {
+  protected:
+    TempDir dir{"modelfs-user-layout"};
+    fs::path store = dir / "store";
+    fs::path mnt = dir / "mnt";
+    fs::path src = dir / "ComfyUI" / "models";
+    fs::path config = dir / "config.toml";
+
+    void SetUp() override {
+        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+        fs::create_directories(src / "checkpoints");
+        fs::create_directories(src / "loras" / "sdxl");
+        write_safetensors(src / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
+        write_safetensors(src / "loras" / "sdxl" / "style.safetensors", kohya_lora(2));
+        CliResult r = run_modelfs({"--store", store.string(), "import", src.string()});
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        write_text_file(config, kConfig);
+    }
+
+    std::string sha_of_source(const std::string& rel) { return sha256_hex_of_file(src / rel); }
+};
+
+TEST_F(UserLayoutMount, RootModeShowsTheUserFoldersNextToTheBuiltIns) {
+    Mount m(store, mnt, {"--config", config.string()});
+    ASSERT_TRUE(m.ok());
+    EXPECT_EQ(sha256_hex_of_file(mnt / "mytool" / "models" / "my-checkpoints" / "base.safetensors"),
+              sha_of_source("checkpoints/base.safetensors"));
+    EXPECT_EQ(sha256_hex_of_file(mnt / "mytool" / "my-loras" / "sdxl" / "style.safetensors"),
+              sha_of_source("loras/sdxl/style.safetensors"));
+    // The built-ins are still there; the replaced one has the user's folders only.
+    EXPECT_TRUE(fs::exists(mnt / "a1111" / "Stable-diffusion" / "base.safetensors"));
+    EXPECT_TRUE(fs::exists(mnt / "comfyui" / "ckpts" / "base.safetensors"));
+    EXPECT_FALSE(fs::exists(mnt / "comfyui" / "checkpoints"));
+    EXPECT_FALSE(fs::exists(mnt / "comfyui" / "loras"));
+    EXPECT_TRUE(fs::exists(mnt / "by-hash"));
+    EXPECT_EQ(m.stop(), 0);
+}
+
+TEST_F(UserLayoutMount, OneUserViewAtTheMountPoint) {
+    Mount m(store, mnt, {"--config", config.string(), "--view", "mytool"});
+    ASSERT_TRUE(m.ok());
+    EXPECT_EQ(sha256_hex_of_file(mnt / "models" / "my-checkpoints" / "base.safetensors"),
+              sha_of_source("checkpoints/base.safetensors"));
+    EXPECT_TRUE(fs::exists(mnt / "my-loras" / "sdxl" / "style.safetensors"));
+    EXPECT_FALSE(fs::exists(mnt / "mytool"));
+    EXPECT_FALSE(fs::exists(mnt / "comfyui"));
+    EXPECT_FALSE(fs::exists(mnt / "by-hash"));
+    EXPECT_EQ(m.stop(), 0);
+}
+
+TEST_F(UserLayoutMount, ABadConfigMountsNothing) {
+    write_text_file(config, "[[layout]]\nname = \"mytool\"\n");
+    fs::create_directories(mnt);
+    CliResult r = run_modelfs(
+        {"--store", store.string(), "--config", config.string(), "mount", mnt.string(), "-f"});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("layout 'mytool' has no folders"), std::string::npos) << r.err;
+    EXPECT_FALSE(is_mounted(mnt));
+}
+
+}  // namespace

@@ -1,0 +1,400 @@
+#include "config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "support/test_env.h"
+
+namespace {
+
+namespace stdfs = std::filesystem;
+using modelfs::Category;
+using modelfs::cli::Config;
+using modelfs::cli::ConfigError;
+using modelfs::cli::ConfigLookup;
+using modelfs::fs::ViewLayout;
+using modelfs::testing::TempDir;
+using modelfs::testing::write_text_file;
+
+// Sets (or unsets) environment variables for one test and puts the old values back.
+class ScopedEnv {
+  public:
+    ScopedEnv(const std::string& name, const std::optional<std::string>& value) : name_(name) {
+        if (const char* v = std::getenv(name.c_str())) old_ = v;
+        if (value)
+            ::setenv(name.c_str(), value->c_str(), 1);
+        else
+            ::unsetenv(name.c_str());
+    }
+    ~ScopedEnv() {
+        if (old_)
+            ::setenv(name_.c_str(), old_->c_str(), 1);
+        else
+            ::unsetenv(name_.c_str());
+    }
+    ScopedEnv(const ScopedEnv&) = delete;
+    ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+  private:
+    std::string name_;
+    std::optional<std::string> old_;
+};
+
+const char* kExample = R"(# the README's example
+store = "/srv/models"
+
+[[layout]]
+name = "mytool"
+
+[[layout.folder]]
+path = "loras"
+category = "lora"
+extensions = [".safetensors"]
+primary = true
+exclude = [".vae.safetensors"]
+
+[[layout.folder]]
+path = "more-loras"
+category = "lycoris"          # an alias
+
+[[layout.folder]]
+path = "Stable-diffusion"
+category = "checkpoint"
+)";
+
+// The message of the ConfigError that parsing `text` (as /cfg/config.toml) throws; "" if none.
+std::string error_of(const std::string& text) {
+    try {
+        modelfs::cli::parse_config(text, "/cfg/config.toml");
+    } catch (const ConfigError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+// A layout with one good folder, then `extra` (TOML) appended.
+std::string layout_with(const std::string& extra) {
+    return "[[layout]]\nname = \"mytool\"\n[[layout.folder]]\npath = \"loras\"\n"
+           "category = \"lora\"\n" +
+           extra;
+}
+
+#define EXPECT_HAS(haystack, needle) \
+    EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << (haystack)
+
+TEST(ConfigParse, TheExample) {
+    Config c = modelfs::cli::parse_config(kExample, "/cfg/config.toml");
+    EXPECT_EQ(c.source, stdfs::path("/cfg/config.toml"));
+    ASSERT_TRUE(c.store);
+    EXPECT_EQ(*c.store, stdfs::path("/srv/models"));
+    ASSERT_EQ(c.layouts.size(), 1u);
+    const ViewLayout& l = c.layouts[0];
+    EXPECT_EQ(l.name(), "mytool");
+    ASSERT_EQ(l.folders().size(), 3u);
+    EXPECT_EQ(l.folders()[0].path, "loras");
+    EXPECT_EQ(l.folders()[0].category, Category::lora);
+    EXPECT_EQ(l.folders()[0].extensions, std::vector<std::string>{".safetensors"});
+    EXPECT_TRUE(l.folders()[0].primary);
+    EXPECT_EQ(l.folders()[0].exclude, std::vector<std::string>{".vae.safetensors"});
+    // The second LoRA folder is not primary: the first one claims it explicitly.
+    EXPECT_EQ(l.folders()[1].category, Category::lora);
+    EXPECT_FALSE(l.folders()[1].primary);
+    EXPECT_TRUE(l.folders()[1].extensions.empty());
+    EXPECT_TRUE(l.folders()[2].primary);  // the only checkpoint folder
+    EXPECT_EQ(l.folder_for(Category::checkpoint), "Stable-diffusion");
+}
+
+TEST(ConfigParse, EmptyFileMeansDefaults) {
+    Config c = modelfs::cli::parse_config("# nothing yet\n", "/cfg/config.toml");
+    EXPECT_FALSE(c.store);
+    EXPECT_TRUE(c.layouts.empty());
+    EXPECT_EQ(c.source, stdfs::path("/cfg/config.toml"));
+}
+
+TEST(ConfigParse, LayoutsKeepFileOrderAndMayReplaceABuiltin) {
+    Config c = modelfs::cli::parse_config(
+        "[[layout]]\nname = \"zeta\"\n[[layout.folder]]\npath = \"a\"\ncategory = \"vae\"\n"
+        "[[layout]]\nname = \"comfyui\"\n[[layout.folder]]\npath = \"ckpt\"\n"
+        "category = \"checkpoint\"\n",
+        "/cfg/config.toml");
+    ASSERT_EQ(c.layouts.size(), 2u);
+    EXPECT_EQ(c.layouts[0].name(), "zeta");
+    EXPECT_EQ(c.layouts[1].name(), "comfyui");
+    EXPECT_EQ(c.layouts[1].folder_for(Category::checkpoint), "ckpt");
+}
+
+TEST(ConfigParse, InlineTablesWorkToo) {
+    Config c = modelfs::cli::parse_config(
+        "layout = [{name = \"t\", folder = [{path = \"v\", category = \"vae\"}]}]\n", "/c.toml");
+    ASSERT_EQ(c.layouts.size(), 1u);
+    EXPECT_EQ(c.layouts[0].folder_for(Category::vae), "v");
+}
+
+TEST(ConfigParse, RelativeStoreIsRelativeToTheFile) {
+    Config c = modelfs::cli::parse_config("store = \"../models\"\n", "/etc/modelfs/config.toml");
+    EXPECT_EQ(*c.store, stdfs::path("/etc/models"));
+}
+
+TEST(ConfigParse, TildeStoreIsInHome) {
+    ScopedEnv home("HOME", "/home/me");
+    EXPECT_EQ(*modelfs::cli::parse_config("store = \"~/models\"\n", "/c.toml").store,
+              stdfs::path("/home/me/models"));
+    EXPECT_EQ(*modelfs::cli::parse_config("store = \"~\"\n", "/c.toml").store,
+              stdfs::path("/home/me"));
+    EXPECT_HAS(error_of("store = \"~other/models\"\n"), "only ~/ is expanded");
+}
+
+TEST(ConfigErrors, TomlSyntaxNamesFileLineAndColumn) {
+    const std::string e = error_of("store = \"/srv\"\n\nlayout = [\n");
+    EXPECT_TRUE(e.starts_with("/cfg/config.toml:3:")) << e;
+    EXPECT_HAS(e, "end-of-file");
+    EXPECT_TRUE(error_of("store = \"/a\"\nstore = \"/b\"\n").starts_with("/cfg/config.toml:2:"));
+}
+
+TEST(ConfigErrors, UnknownTopLevelKeyIsNamed) {
+    const std::string e = error_of("\n\nstroe = \"/srv/models\"\nzzz = 1\n");
+    EXPECT_TRUE(e.starts_with("/cfg/config.toml:3:1: ")) << e;
+    EXPECT_HAS(e, "unknown key 'stroe'");
+    // A table counts as a key too: typos of [[layout]] are caught.
+    EXPECT_HAS(error_of("[[layouts]]\nname = \"x\"\n"), "unknown key 'layouts'");
+    EXPECT_HAS(error_of("[mount]\nview = \"x\"\n"), "unknown key 'mount'");
+}
+
+TEST(ConfigErrors, StoreMustBeANonEmptyString) {
+    EXPECT_HAS(error_of("store = 3\n"), "/cfg/config.toml:1:9: 'store' must be a string");
+    EXPECT_HAS(error_of("store = \"\"\n"), "'store' is empty");
+}
+
+TEST(ConfigErrors, LayoutMustBeAnArrayOfTables) {
+    EXPECT_HAS(error_of("[layout]\nname = \"x\"\n"), "write each layout as [[layout]]");
+    EXPECT_HAS(error_of("layout = \"x\"\n"), "'layout' must be an array of tables");
+    // [[layout.folder]] before any [[layout]] makes "layout" a plain table.
+    EXPECT_HAS(error_of("[[layout.folder]]\npath = \"a\"\n"), "must be an array of tables");
+}
+
+TEST(ConfigErrors, LayoutNeedsAName) {
+    const std::string e = error_of("[[layout]]\n[[layout.folder]]\npath = \"a\"\n");
+    EXPECT_TRUE(e.starts_with("/cfg/config.toml:1:1: layout #1: 'name' must be a string")) << e;
+    EXPECT_HAS(error_of("[[layout]]\nname = 7\n"), "/cfg/config.toml:2:8: layout #1: 'name'");
+    EXPECT_HAS(error_of("[[layout]]\nname = \"\"\n"), "must not be empty");
+}
+
+TEST(ConfigErrors, LayoutNamesMustWorkAsFolderNames) {
+    for (const char* bad : {"a/b", ".", ".."}) {
+        EXPECT_HAS(error_of(std::string("[[layout]]\nname = \"") + bad +
+                            "\"\n[[layout.folder]]\npath = \"a\"\ncategory = \"vae\"\n"),
+                   "must be a plain folder name");
+    }
+    EXPECT_HAS(error_of("[[layout]]\nname = \"by-hash\"\n"), "'by-hash' is the mount's own folder");
+}
+
+TEST(ConfigErrors, ANearMissOfABuiltinNameIsRefused) {
+    // --view matches names case-insensitively, so "ComfyUI" could never be picked.
+    const std::string e = error_of(
+        "[[layout]]\nname = \"ComfyUI\"\n[[layout.folder]]\npath = \"a\"\ncategory = \"vae\"\n");
+    EXPECT_HAS(e, "layout 'ComfyUI': the built-in view is called 'comfyui'");
+    EXPECT_HAS(error_of("[[layout]]\nname = \"automatic1111\"\n"), "called 'a1111'");
+}
+
+TEST(ConfigErrors, UnknownKeyInALayout) {
+    const std::string e = error_of(layout_with("[[layout]]\nname = \"b\"\nfolders = []\n"));
+    EXPECT_TRUE(e.starts_with("/cfg/config.toml:8:1: layout 'b': unknown key 'folders'")) << e;
+}
+
+TEST(ConfigErrors, LayoutWithoutFolders) {
+    EXPECT_HAS(error_of("[[layout]]\nname = \"x\"\n"),
+               "/cfg/config.toml:1:1: layout 'x' has no folders; add [[layout.folder]]");
+    EXPECT_HAS(error_of("[[layout]]\nname = \"x\"\nfolder = []\n"), "layout 'x' has no folders");
+    EXPECT_HAS(error_of("[[layout]]\nname = \"x\"\nfolder = { path = \"a\" }\n"),
+               "layout 'x': 'folder' must be an array of tables");
+}
+
+TEST(ConfigErrors, BadFoldersPointAtTheirTable) {
+    // The third [[layout.folder]] starts on line 10.
+    const std::string text = layout_with(
+        "[[layout.folder]]\npath = \"vae\"\ncategory = \"vae\"\n\n"
+        "[[layout.folder]]\npath = \"../up\"\ncategory = \"upscaler\"\n");
+    const std::string e = error_of(text);
+    EXPECT_TRUE(e.starts_with("/cfg/config.toml:10:1: layout 'mytool': folders[2].path")) << e;
+    EXPECT_HAS(e, "..");
+}
+
+TEST(ConfigErrors, EachFolderFieldIsChecked) {
+    const auto folder = [](const std::string& fields) {
+        return error_of(layout_with("[[layout.folder]]\n" + fields));
+    };
+    EXPECT_HAS(folder("category = \"vae\"\n"), "layout 'mytool': folders[1].path must be a string");
+    EXPECT_HAS(folder("path = \"v\"\ncategory = \"vea\"\n"),
+               "folders[1].category: unknown category \"vea\"");
+    EXPECT_HAS(folder("path = \"v\"\ncategory = \"vae\"\nextensions = \"safetensors\"\n"),
+               "folders[1].extensions must be an array of strings");
+    EXPECT_HAS(folder("path = \"v\"\ncategory = \"vae\"\nextensions = [\"safetensors\"]\n"),
+               "must be a dot and a suffix");
+    EXPECT_HAS(folder("path = \"v\"\ncategory = \"vae\"\nprimary = \"yes\"\n"),
+               "folders[1].primary must be true or false");
+    EXPECT_HAS(folder("path = \"v\"\ncategory = \"vae\"\nexclude = [1]\n"),
+               "folders[1].exclude[0] must be a string");
+    EXPECT_HAS(folder("path = \"v\"\ncategory = \"vae\"\npirmary = true\n"),
+               "folders[1].pirmary: unknown key");
+    EXPECT_HAS(folder("path = \"loras\"\ncategory = \"vae\"\n"), "duplicates folders[0].path");
+    EXPECT_HAS(folder("path = \"loras/x\"\ncategory = \"vae\"\n"), "are nested");
+    EXPECT_HAS(error_of(layout_with("primary = true\n[[layout.folder]]\npath = \"l2\"\n"
+                                    "category = \"lora\"\nprimary = true\n")),
+               "folders[1].primary: category \"lora\" already has a primary folder");
+    // TOML types JSON has not (dates) still give a clear message.
+    EXPECT_HAS(folder("path = 1979-05-27\ncategory = \"vae\"\n"),
+               "folders[1].path must be a string");
+    EXPECT_HAS(folder("path = \"v\"\ncategory = \"vae\"\nextensions = [07:32:00]\n"),
+               "folders[1].extensions[0] must be a string");
+}
+
+TEST(ConfigErrors, DuplicateLayoutNames) {
+    const std::string one = layout_with("");
+    EXPECT_HAS(error_of(one + one), "/cfg/config.toml:6:1: layout 'mytool' is defined twice");
+    std::string other = one;
+    other.replace(other.find("mytool"), 6, "MyTool");
+    EXPECT_HAS(error_of(one + other), "layout 'MyTool' and layout 'mytool' (line 1) differ only");
+}
+
+TEST(ConfigFile, ReadsAFileAndMakesItsPathAbsolute) {
+    TempDir d("modelfs-config");
+    write_text_file(d / "config.toml", "store = \"models\"\n");
+    Config c = modelfs::cli::load_config_file(d / "config.toml");
+    EXPECT_EQ(c.source, d / "config.toml");
+    EXPECT_EQ(*c.store, d / "models");
+}
+
+TEST(ConfigFile, UnreadableOrAFolder) {
+    TempDir d("modelfs-config");
+    try {
+        modelfs::cli::load_config_file(d / "missing.toml");
+        ADD_FAILURE() << "no error";
+    } catch (const ConfigError& e) {
+        EXPECT_HAS(e.what(), (d / "missing.toml").string() + ": cannot open");
+    }
+    try {
+        modelfs::cli::load_config_file(d.path());
+        ADD_FAILURE() << "no error";
+    } catch (const ConfigError& e) {
+        EXPECT_HAS(e.what(), "is a folder");
+    }
+}
+
+TEST(ConfigFile, ErrorsNameTheFile) {
+    TempDir d("modelfs-config");
+    write_text_file(d / "config.toml", "[[layout]]\nname = \"x\"\n");
+    try {
+        modelfs::cli::load_config_file(d / "config.toml");
+        ADD_FAILURE() << "no error";
+    } catch (const ConfigError& e) {
+        EXPECT_TRUE(std::string(e.what()).starts_with((d / "config.toml").string() + ":1:1: "))
+            << e.what();
+    }
+}
+
+// A lookup where every candidate exists, so each step can be removed in turn.
+struct Candidates {
+    TempDir d{"modelfs-config"};
+    ConfigLookup lookup;
+    stdfs::path explicit_file = d / "explicit.toml";
+    stdfs::path env_file = d / "env.toml";
+    stdfs::path xdg_file = d / "xdg" / "modelfs" / "config.toml";
+    stdfs::path home_file = d / "home" / ".config" / "modelfs" / "config.toml";
+    stdfs::path system_file = d / "etc" / "modelfs" / "config.toml";
+
+    Candidates() {
+        for (const auto& p : {explicit_file, env_file, xdg_file, home_file, system_file}) {
+            stdfs::create_directories(p.parent_path());
+            write_text_file(p, "store = \"" + p.string() + ".store\"\n");
+        }
+        lookup.explicit_path = explicit_file;
+        lookup.env_config = env_file.string();
+        lookup.xdg_config_home = (d / "xdg").string();
+        lookup.home = (d / "home").string();
+        lookup.system_path = system_file;
+    }
+};
+
+TEST(ConfigLookupOrder, FirstThatExistsWins) {
+    Candidates c;
+    using modelfs::cli::find_config;
+    EXPECT_EQ(find_config(c.lookup), c.explicit_file);
+    c.lookup.explicit_path.reset();
+    EXPECT_EQ(find_config(c.lookup), c.env_file);
+    c.lookup.env_config.clear();
+    EXPECT_EQ(find_config(c.lookup), c.xdg_file);
+    stdfs::remove(c.xdg_file);  // XDG_CONFIG_HOME set but no file there: on to /etc
+    EXPECT_EQ(find_config(c.lookup), c.system_file);
+    c.lookup.xdg_config_home.clear();
+    EXPECT_EQ(find_config(c.lookup), c.home_file);
+    c.lookup.xdg_config_home = "relative/dir";  // ignored, as the XDG spec says
+    EXPECT_EQ(find_config(c.lookup), c.home_file);
+    stdfs::remove(c.home_file);
+    EXPECT_EQ(find_config(c.lookup), c.system_file);
+    stdfs::remove(c.system_file);
+    EXPECT_EQ(find_config(c.lookup), std::nullopt);
+    c.lookup.home.clear();
+    EXPECT_EQ(find_config(c.lookup), std::nullopt);
+
+    Config none = modelfs::cli::load_config(c.lookup);
+    EXPECT_TRUE(none.source.empty());
+    EXPECT_FALSE(none.store);
+    EXPECT_TRUE(none.layouts.empty());
+}
+
+TEST(ConfigLookupOrder, ANamedFileMustExist) {
+    Candidates c;
+    c.lookup.explicit_path = c.d / "typo.toml";
+    try {
+        modelfs::cli::find_config(c.lookup);
+        ADD_FAILURE() << "a missing --config file was skipped";
+    } catch (const ConfigError& e) {
+        EXPECT_HAS(e.what(), "typo.toml: no such config file (given with --config)");
+    }
+    c.lookup.explicit_path.reset();
+    c.lookup.env_config = (c.d / "typo2.toml").string();
+    try {
+        modelfs::cli::find_config(c.lookup);
+        ADD_FAILURE() << "a missing $MODELFS_CONFIG file was skipped";
+    } catch (const ConfigError& e) {
+        EXPECT_HAS(e.what(), "typo2.toml: no such config file (named by $MODELFS_CONFIG)");
+    }
+}
+
+TEST(ConfigLookupOrder, LoadConfigReadsTheWinner) {
+    Candidates c;
+    c.lookup.explicit_path.reset();
+    Config cfg = modelfs::cli::load_config(c.lookup);
+    EXPECT_EQ(cfg.source, c.env_file);
+    EXPECT_EQ(*cfg.store, stdfs::path(c.env_file.string() + ".store"));
+}
+
+TEST(ConfigLookupOrder, FromEnvironment) {
+    ScopedEnv a("MODELFS_CONFIG", "/a/config.toml");
+    ScopedEnv b("XDG_CONFIG_HOME", "/xdg");
+    ScopedEnv h("HOME", "/home/me");
+    ConfigLookup l = ConfigLookup::from_environment(stdfs::path("/given.toml"));
+    EXPECT_EQ(l.explicit_path, stdfs::path("/given.toml"));
+    EXPECT_EQ(l.env_config, "/a/config.toml");
+    EXPECT_EQ(l.xdg_config_home, "/xdg");
+    EXPECT_EQ(l.home, "/home/me");
+    EXPECT_EQ(l.system_path, stdfs::path("/etc/modelfs/config.toml"));
+}
+
+TEST(StorePathPrecedence, GivenThenConfigThenDefault) {
+    ScopedEnv s("MODELFS_STORE", std::nullopt);
+    ScopedEnv x("XDG_DATA_HOME", "/xdg-data");
+    using modelfs::cli::resolve_store_path;
+    Config with;
+    with.store = "/from/config";
+    EXPECT_EQ(resolve_store_path("/from/flag", with), stdfs::path("/from/flag"));
+    EXPECT_EQ(resolve_store_path("", with), stdfs::path("/from/config"));
+    EXPECT_EQ(resolve_store_path("", Config{}), stdfs::path("/xdg-data/modelfs"));
+    EXPECT_EQ(resolve_store_path("/from/flag", Config{}), stdfs::path("/from/flag"));
+}
+
+}  // namespace
