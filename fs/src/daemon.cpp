@@ -49,9 +49,12 @@ std::vector<ViewLayout> views_to_serve(const MountOptions& opts) {
         for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         return s;
     };
+    // An alias ("automatic1111") names the built-in's canonical name, which a user layout may
+    // have replaced.
+    std::string wanted = lower(opts.view);
+    if (auto b = ViewLayout::builtin(opts.view)) wanted = lower(b->name());
     for (const auto& v : all)
-        if (lower(v.name()) == lower(opts.view)) return {v};
-    if (auto b = ViewLayout::builtin(opts.view)) return {*b};  // aliases ("automatic1111")
+        if (lower(v.name()) == wanted) return {v};
     std::string names;
     for (const auto& v : all) names += " " + v.name();
     throw StoreError(ErrorKind::bad_input, "unknown view '" + opts.view + "'; views are:" + names);

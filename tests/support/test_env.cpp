@@ -182,7 +182,7 @@ pid_t spawn_modelfs(const std::vector<std::string>& args, const std::filesystem:
     int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) throw std::runtime_error("cannot open " + log.string());
     try {
-        pid_t pid = spawn(modelfs_binary().string(), args, {}, fd, fd);
+        pid_t pid = spawn(modelfs_binary().string(), args, without_user_config({}), fd, fd);
         ::close(fd);
         return pid;
     } catch (...) {
