@@ -104,7 +104,7 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
     auto o = std::make_shared<fs::MountOptions>();
     auto mp = std::make_shared<std::string>();
     auto* sub = app.add_subcommand(
-        "mount", "Mount the store: every tool's models folder as a view (read-only for now)");
+        "mount", "Mount the store: every tool's models folder as a view; what tools save is stored");
     sub->add_option("mountpoint", *mp, "An existing empty folder")->required();
     sub->add_option("--view", o->view,
                     "Show one view at the mount point itself (mount it at ComfyUI/models, say); "
