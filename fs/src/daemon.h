@@ -67,8 +67,9 @@ struct Daemon {
     // Queues every file under `real` (an overlay folder or file at mount path `path`).
     void queue_ingest_tree(const std::string& path);
     // Makes the catalogued file `e` an overlay file (copy-on-write), keeping `keep` bytes of it.
-    // Returns the new overlay file's real path. Caller holds edit_mu.
-    std::filesystem::path copy_up(const Entry& e, std::uint64_t keep);
+    // With `replace`, `e` is an overlay file that gets replaced by a copy of itself (to break a
+    // hard link). Returns the overlay file's real path. Caller holds edit_mu.
+    std::filesystem::path copy_up(const Entry& e, std::uint64_t keep, bool replace = false);
     // Creates the overlay folders down to `path`'s parent. Caller holds edit_mu.
     void make_overlay_parents(const std::string& path);
 

@@ -65,7 +65,7 @@ std::optional<Entry> Daemon::current(std::uint64_t ino) {
     if (!known) return std::nullopt;
     Entry now = resolve(known->path);
     if (now.same_object(*known)) {
-        inodes.remember(ino, now);
+        inodes.update(ino, now);
         now.ino = ino;
         now.st.st_ino = static_cast<ino_t>(ino);
         return now;
@@ -82,13 +82,14 @@ void Daemon::make_overlay_parents(const std::string& path) {
     if (ec) throw StoreError(ErrorKind::io, "creating folder for " + path + ": " + ec.message());
 }
 
-stdfs::path Daemon::copy_up(const Entry& e, std::uint64_t keep) {
+stdfs::path Daemon::copy_up(const Entry& e, std::uint64_t keep, bool replace) {
     make_overlay_parents(e.path);
     Location loc = ns.locate(e.path);
     stdfs::path real = ns.real_path(loc);
     // Built in staging/ and renamed into place, so the overlay never shows a half copy.
     StagingFile staged = store->blobs().make_staging(".copyup");
-    UniqueFd blob = store->blobs().open_blob(e.blob);
+    UniqueFd blob = replace ? UniqueFd(::open(e.real.c_str(), O_RDONLY | O_CLOEXEC))
+                            : store->blobs().open_blob(e.blob);
     if (!blob && keep > 0)
         throw StoreError(ErrorKind::not_found, "blob " + e.blob.hex() + " of " + e.path +
                                                    " is missing; run `modelfs verify`");
@@ -171,7 +172,7 @@ void Daemon::ingest(const std::string& path) {
         // The kernel's inode for the written file now stands for the stored content (the same
         // bytes), so its cached pages and open handles stay right.
         Entry stored = resolve(path);
-        if (stored.kind == Entry::Kind::tree_file) inodes.remember(e.ino, stored);
+        if (stored.kind == Entry::Kind::tree_file) inodes.update(e.ino, stored);
         spdlog::info("{}: stored as {} {} ({}{} bytes)", path,
                      role.category == Category::other ? std::string("other")
                                                       : std::string(to_string(role.category)),

@@ -12,25 +12,53 @@
 
 namespace modelfs::fs {
 
+// Entries live while the kernel holds references (its lookup count): every reply that gives the
+// kernel an inode (lookup, create, mkdir, a readdirplus entry) adds one, FORGET takes them back.
 class InodeTable {
   public:
-    void remember(std::uint64_t ino, const Entry& e) {
+    // A reply gave the kernel `ino` for `e`.
+    void handed_out(std::uint64_t ino, const Entry& e) {
         std::lock_guard lk(mu_);
-        Entry& slot = map_[ino];
-        slot = e;
-        slot.ino = ino;
-        slot.st.st_ino = static_cast<ino_t>(ino);
+        Slot& slot = map_[ino];
+        slot.entry = e;
+        slot.entry.ino = ino;
+        slot.entry.st.st_ino = static_cast<ino_t>(ino);
+        ++slot.lookups;
+    }
+    // Updates what a known inode stands for (same object, fresher attributes; or the stored
+    // file a written file became). Unknown inodes are left alone.
+    void update(std::uint64_t ino, const Entry& e) {
+        std::lock_guard lk(mu_);
+        auto it = map_.find(ino);
+        if (it == map_.end()) return;
+        it->second.entry = e;
+        it->second.entry.ino = ino;
+        it->second.entry.st.st_ino = static_cast<ino_t>(ino);
+    }
+    void forget(std::uint64_t ino, std::uint64_t n) {
+        std::lock_guard lk(mu_);
+        auto it = map_.find(ino);
+        if (it == map_.end()) return;
+        if (it->second.lookups <= n)
+            map_.erase(it);
+        else
+            it->second.lookups -= n;
     }
     std::optional<Entry> get(std::uint64_t ino) const {
         std::lock_guard lk(mu_);
         auto it = map_.find(ino);
         if (it == map_.end()) return std::nullopt;
-        return it->second;
+        return it->second.entry;
+    }
+    std::size_t size() const {
+        std::lock_guard lk(mu_);
+        return map_.size();
     }
     // After a rename: everything at `from` or below it is now at `to`.
     void rename_prefix(const std::string& from, const std::string& to) {
         std::lock_guard lk(mu_);
-        for (auto& [ino, e] : map_) {
+        for (auto& [ino, slot] : map_) {
+            Entry& e = slot.entry;
             if (e.path == from)
                 e.path = to;
             else if (e.path.size() > from.size() && e.path.starts_with(from) &&
@@ -38,17 +66,14 @@ class InodeTable {
                 e.path = to + e.path.substr(from.size());
         }
     }
-    // Entries whose path is `path` (the kernel may know one path by several numbers).
-    template <typename F>
-    void for_path(const std::string& path, F&& fn) {
-        std::lock_guard lk(mu_);
-        for (auto& [ino, e] : map_)
-            if (e.path == path) fn(ino, e);
-    }
 
   private:
     mutable std::mutex mu_;
-    std::unordered_map<std::uint64_t, Entry> map_;
+    struct Slot {
+        Entry entry;
+        std::uint64_t lookups = 0;
+    };
+    std::unordered_map<std::uint64_t, Slot> map_;
 };
 
 }  // namespace modelfs::fs

@@ -54,7 +54,7 @@ double timeout_of(const Entry& e) {
 }
 
 fuse_entry_param entry_param(Daemon& dm, const Entry& e) {
-    dm.inodes.remember(e.ino, e);
+    dm.inodes.handed_out(e.ino, e);
     fuse_entry_param p{};
     p.ino = e.ino;
     p.attr = e.st;
@@ -95,6 +95,17 @@ void op_init(void*, fuse_conn_info* conn) {
     // 1 MiB requests (libfuse derives max_pages from max_write) and as much readahead.
     conn->max_write = 1 << 20;
     conn->max_readahead = 1 << 20;
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+    daemon_of(req).inodes.forget(ino, nlookup);
+    fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+    Daemon& dm = daemon_of(req);
+    for (size_t i = 0; i < count; ++i) dm.inodes.forget(forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -224,7 +235,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
         }
         auto after = dm.resolve(e->path);
         if (!after.exists()) return (void)fuse_reply_err(req, ENOENT);
-        dm.inodes.remember(ino, after);
+        dm.inodes.update(ino, after);
         after.st.st_ino = ino;
         fuse_reply_attr(req, &after.st, timeout_of(after));
     });
@@ -301,7 +312,7 @@ void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
                     p.attr_timeout = p.entry_timeout = timeout_of(e);
                     n = fuse_add_direntry_plus(req, buf.data() + used, room, name.c_str(), &p,
                                                i + 1);
-                    if (n <= room) dm.inodes.remember(e.ino, e);  // the kernel now knows it
+                    if (n <= room) dm.inodes.handed_out(e.ino, e);  // the kernel now knows it
                 } else {
                     n = fuse_add_direntry(req, buf.data() + used, room, name.c_str(), &e.st, i + 1);
                 }
@@ -426,6 +437,12 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
             now = dm.resolve(e->path);
         }
         if (now.kind != Entry::Kind::overlay_file) return (void)fuse_reply_err(req, ENOENT);
+        if (now.st.st_nlink > 1) {
+            // Still linked to a blob (an ingest that failed after publishing): writing would
+            // change the stored bytes, so it gets a copy of its own first.
+            dm.copy_up(now, static_cast<std::uint64_t>(now.st.st_size), /*replace=*/true);
+            now = dm.resolve(e->path);
+        }
         UniqueFd fd(::open(now.real.c_str(), flags));
         if (!fd) return (void)fuse_reply_err(req, errno);
         reply_write_open(req, dm, ino, std::move(fd), fi, nullptr);
@@ -475,7 +492,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_f
         out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
         out.buf[0].fd = static_cast<int>(fi->fh);
         out.buf[0].pos = off;
-        ssize_t n = fuse_buf_copy(&out, in, FUSE_BUF_SPLICE_NONBLOCK);
+        ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
         if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
         fuse_reply_write(req, static_cast<size_t>(n));
     });
@@ -684,6 +701,8 @@ const fuse_lowlevel_ops kOps = [] {
     fuse_lowlevel_ops ops{};
     ops.init = op_init;
     ops.lookup = op_lookup;
+    ops.forget = op_forget;
+    ops.forget_multi = op_forget_multi;
     ops.getattr = op_getattr;
     ops.setattr = op_setattr;
     ops.opendir = op_opendir;
