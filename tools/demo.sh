@@ -120,6 +120,13 @@ if [[ -n $first ]]; then
   run getfattr -d "$MNT/comfyui/checkpoints/$name" 2>/dev/null ||
     /usr/bin/python3 -c 'import os,sys; [print(a, "=", os.getxattr(sys.argv[1], a).decode()) for a in os.listxattr(sys.argv[1])]' "$MNT/comfyui/checkpoints/$name"
 fi
+echo
+echo "(a tool saves a new LoRA into its own view; every other tool sees it, stored once:)"
+python3 "$MAKE_MODELS" safetensors --kind lora --seed 4242 "$DEMO/downloaded.safetensors" >/dev/null
+run cp "$DEMO/downloaded.safetensors" "$MNT/comfyui/loras/downloaded.safetensors"
+for _ in $(seq 50); do [[ -e $MNT/a1111/Lora/downloaded.safetensors ]] && break; sleep 0.1; done
+run sha256sum "$MNT/a1111/Lora/downloaded.safetensors" "$MNT/fooocus/loras/downloaded.safetensors"
+run "$MODELFS" --store "$STORE" ls 'lora/*'
 run "$MODELFS" umount "$MNT"
 trap - EXIT
 

@@ -383,7 +383,7 @@ TEST_F(StoreEditsTest, ContentOfAnOlderVersionMakesThatVersionCurrentAgain) {
     EXPECT_EQ(m->versions[0].mode, 0604u);  // mode 0 in the commit leaves the shown mode alone
 }
 
-TEST_F(StoreEditsTest, LabelsSkipTakenOnesAfterSwitchingBack) {
+TEST_F(StoreEditsTest, NewContentAfterSwitchingBackGetsTheNextFreeLabel) {
     commit_model(st("x.safetensors", mt::kohya_lora(1)), Category::lora, "x");
     commit_model(st("x.safetensors", mt::kohya_lora(2)), Category::lora, "x");
     commit_model(st("x.safetensors", mt::kohya_lora(1)), Category::lora, "x");  // v1 current
@@ -470,7 +470,443 @@ TEST_F(StoreEditsTest, SidecarsAttachToTheCurrentVersionSortedAndReplacedBySuffi
     ASSERT_EQ(m->versions[1].sidecars.size(), 3u);
     EXPECT_EQ(m->versions[1].sidecar(".json")->blob, json2);
     EXPECT_EQ(m->versions[1].sidecar(".json")->size, 13u);
-    EXPECT_EQ(m->versions[1].model_blobs_note_unused_guard_, 0);
+    // Every blob the version uses, so gc keeps them; the replaced .json content is not among them.
+    std::vector<Sha256> used = m->versions[1].blobs();
+    std::sort(used.begin(), used.end());
+    std::vector<Sha256> want{model_sha, sha[".civitai.info"], json2, sha[".preview.png"]};
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(used, want);
+}
+
+TEST_F(StoreEditsTest, GcKeepsSidecarBlobsAndRemovesTheReplacedOne) {
+    commit_model(st("x.safetensors", mt::kohya_lora(1)), Category::lora, "x");
+    const Sha256 model_sha = last_.sha256;
+    commit_sidecar(text("x.json", "old"), Category::lora, "x", ".json");
+    const Sha256 old_json = last_.sha256;
+    commit_sidecar(text("x.json", "new!"), Category::lora, "x", ".json");
+    const Sha256 new_json = last_.sha256;
+    commit_sidecar(rnd("x.preview.png", 777, 3), Category::lora, "x", ".preview.png");
+    const Sha256 png = last_.sha256;
+    ASSERT_EQ(blob_files().size(), 4u);
+
+    GcReport rep = s().gc(false);
+    ASSERT_EQ(rep.blobs.size(), 1u);
+    EXPECT_EQ(rep.blobs[0].first, old_json);
+    EXPECT_EQ(rep.blobs[0].second, 3u);
+    EXPECT_TRUE(rep.orphan_files.empty());
+    EXPECT_FALSE(blob_on_disk(old_json));
+    EXPECT_FALSE(blob_record(old_json));
+    for (const Sha256& h : {model_sha, new_json, png}) {
+        EXPECT_TRUE(blob_on_disk(h)) << h.hex();
+        EXPECT_TRUE(blob_record(h)) << h.hex();
+    }
+    EXPECT_EQ(blob_files().size(), 3u);
+}
+
+TEST_F(StoreEditsTest, SidecarOfAMissingModelIsNotFoundAndChangesNothing) {
+    commit_model(st("other.safetensors", mt::kohya_lora(1)), Category::lora, "other");
+    const auto blobs_before = blob_files();
+    const auto records_before = all_blob_records();
+    const auto models_before = all_models();
+    const std::int64_t lora_ns = changed(Category::lora);
+
+    fs::path png = rnd("ghost.preview.png", 400, 9);
+    const Sha256 png_sha = sha_of_file(png);
+    const auto mode_before = stat_of(png).st_mode;
+    Commit c;
+    c.category = Category::lora;
+    c.name = "ghost";
+    c.sidecar = ".preview.png";
+    try {
+        commit(png, c);
+        FAIL() << "expected StoreError not_found";
+    } catch (const StoreError& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::not_found) << e.what();
+        EXPECT_NE(std::string(e.what()).find("lora/ghost"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(blob_files(), blobs_before);
+    EXPECT_EQ(all_blob_records(), records_before);
+    EXPECT_FALSE(blob_record(png_sha));
+    EXPECT_FALSE(blob_on_disk(png_sha));
+    EXPECT_EQ(all_models().size(), models_before.size());
+    EXPECT_FALSE(model("lora/ghost"));
+    EXPECT_EQ(changed(Category::lora), lora_ns);
+    // The source was left alone: not linked, not made read-only.
+    EXPECT_EQ(stat_of(png).st_nlink, 1u);
+    EXPECT_EQ(stat_of(png).st_mode, mode_before);
+}
+
+// ---- commit_file: invalid names ----------------------------------------------------------------
+
+TEST_F(StoreEditsTest, InvalidNamesAreRefusedBeforeAnythingIsWritten) {
+    commit_model(st("keep.safetensors", mt::kohya_lora(1)), Category::lora, "keep");
+    const auto blobs_before = blob_files();
+    const auto records_before = all_blob_records();
+    const std::int64_t lora_ns = changed(Category::lora);
+
+    const std::vector<std::string> names{"",        "a@b",   "x@v2", "sdxl/../x", "..",
+                                         "a/./b",   "a//b",  "/abs", "trailing/", "a/..",
+                                         std::string(201, 'n')};
+    int i = 0;
+    for (const std::string& name : names) {
+        for (bool sidecar : {false, true}) {
+            SCOPED_TRACE("name '" + name + "'" + (sidecar ? " (sidecar)" : ""));
+            ++i;
+            fs::path p = st("bad" + std::to_string(i) + ".safetensors", mt::kohya_lora(100 + i));
+            const auto mode_before = stat_of(p).st_mode;
+            Commit c;
+            c.category = Category::lora;
+            c.name = name;
+            if (sidecar) c.sidecar = ".json";
+            try {
+                commit(p, c);
+                ADD_FAILURE() << "expected StoreError bad_input";
+            } catch (const StoreError& e) {
+                EXPECT_EQ(e.kind(), ErrorKind::bad_input) << e.what();
+            }
+            EXPECT_EQ(blob_files(), blobs_before);
+            EXPECT_EQ(all_blob_records(), records_before);
+            EXPECT_EQ(stat_of(p).st_nlink, 1u);
+            EXPECT_EQ(stat_of(p).st_mode, mode_before);
+        }
+    }
+    EXPECT_EQ(all_models().size(), 1u);
+    EXPECT_EQ(changed(Category::lora), lora_ns);
+}
+
+// BUG (store/src/edits.cpp, commit_file): a name whose components are each valid (<= 200 bytes)
+// but whose catalog key is over LMDB's 511 bytes passes check_model_name, so publish_link runs
+// (the source is chmod 0444 and hard-linked into blobs/) before put_model throws bad_input. The
+// transaction aborts, leaving an uncatalogued orphan blob and the caller's file made read-only.
+// Expected: bad_input with nothing written, like every other invalid name.
+TEST_F(StoreEditsTest, OverlongKeyIsRefusedBeforeTheBlobIsPublished) {
+    const std::string part(200, 'n');
+    const std::string name = part + "/" + part + "/" + part;  // key "lora/" + 602 bytes
+    fs::path p = st("long.safetensors", mt::kohya_lora(1));
+    const Sha256 sha = sha_of_file(p);
+    const auto mode_before = stat_of(p).st_mode;
+    Commit c;
+    c.category = Category::lora;
+    c.name = name;
+    try {
+        commit(p, c);
+        FAIL() << "expected StoreError bad_input";
+    } catch (const StoreError& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::bad_input) << e.what();
+    }
+    EXPECT_TRUE(all_models().empty());
+    EXPECT_FALSE(blob_record(sha));
+    EXPECT_TRUE(blob_files().empty()) << "orphan blob " << s().blobs().path_of(sha);
+    EXPECT_EQ(stat_of(p).st_nlink, 1u);
+    EXPECT_EQ(stat_of(p).st_mode, mode_before);
+}
+
+// ---- remove_model, remove_sidecar ----------------------------------------------------------
+
+TEST_F(StoreEditsTest, RemoveModelKeepsItsBlobsUntilGc) {
+    commit_model(st("x.safetensors", mt::kohya_lora(1)), Category::lora, "x");
+    const Sha256 v1 = last_.sha256;
+    commit_model(st("x.safetensors", mt::kohya_lora(2)), Category::lora, "x");
+    const Sha256 v2 = last_.sha256;
+    commit_sidecar(text("x.json", "{}"), Category::lora, "x", ".json");
+    const Sha256 json = last_.sha256;
+    commit_model(st("y.safetensors", mt::kohya_lora(3)), Category::lora, "y");
+    const Sha256 y = last_.sha256;
+
+    EXPECT_TRUE(s().remove_model("lora/x"));
+    EXPECT_FALSE(model("lora/x"));
+    EXPECT_TRUE(model("lora/y"));
+    EXPECT_FALSE(s().remove_model("lora/x"));
+    EXPECT_FALSE(s().remove_model("lora/never"));
+    EXPECT_FALSE(s().remove_model("checkpoint/y"));  // right name, wrong category
+    for (const Sha256& h : {v1, v2, json, y}) {
+        EXPECT_TRUE(blob_on_disk(h)) << h.hex();
+        EXPECT_TRUE(blob_record(h)) << h.hex();
+    }
+
+    GcReport rep = s().gc(false);
+    std::vector<Sha256> removed;
+    for (const auto& [h, size] : rep.blobs) removed.push_back(h);
+    std::sort(removed.begin(), removed.end());
+    std::vector<Sha256> want{v1, v2, json};
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(removed, want);
+    for (const Sha256& h : {v1, v2, json}) {
+        EXPECT_FALSE(blob_on_disk(h)) << h.hex();
+        EXPECT_FALSE(blob_record(h)) << h.hex();
+    }
+    EXPECT_TRUE(blob_on_disk(y));
+    EXPECT_TRUE(blob_record(y));
+    EXPECT_EQ(blob_files().size(), 1u);
+}
+
+TEST_F(StoreEditsTest, RemoveSidecarTakesItOffTheCurrentVersionOnly) {
+    commit_model(st("x.safetensors", mt::kohya_lora(1)), Category::lora, "x");
+    commit_sidecar(text("x.json", "{}"), Category::lora, "x", ".json");
+    const Sha256 json = last_.sha256;
+    commit_model(st("x.safetensors", mt::kohya_lora(2)), Category::lora, "x");  // carries .json
+    commit_sidecar(text("x.txt", "notes"), Category::lora, "x", ".txt");
+    ASSERT_EQ(suffixes_of(model("lora/x")->current_version()),
+              (std::vector<std::string>{".json", ".txt"}));
+
+    EXPECT_TRUE(s().remove_sidecar("lora/x", ".json"));
+    auto m = model("lora/x");
+    EXPECT_EQ(suffixes_of(m->versions[1]), std::vector<std::string>{".txt"});
+    EXPECT_EQ(m->versions[0].sidecars, (std::vector<Sidecar>{{".json", json, 2}}));
+    EXPECT_TRUE(blob_on_disk(json));  // still used by v1
+
+    EXPECT_FALSE(s().remove_sidecar("lora/x", ".json"));
+    EXPECT_FALSE(s().remove_sidecar("lora/x", ".preview.png"));
+    EXPECT_FALSE(s().remove_sidecar("lora/nope", ".txt"));
+    EXPECT_TRUE(s().remove_sidecar("lora/x", ".txt"));
+    m = model("lora/x");
+    EXPECT_TRUE(m->versions[1].sidecars.empty());
+    EXPECT_EQ(m->versions.size(), 2u);
+    EXPECT_EQ(m->current, 1u);
+}
+
+// ---- rename_model ----------------------------------------------------------------------------
+
+TEST_F(StoreEditsTest, RenameToAFreeNameMovesEveryVersion) {
+    commit_model(st("a.safetensors", mt::kohya_lora(1)), Category::lora, "a");
+    const Sha256 v1 = last_.sha256;
+    commit_model(st("a.safetensors", mt::kohya_lora(2)), Category::lora, "a");
+    const Sha256 v2 = last_.sha256;
+    commit_sidecar(text("a.json", "{}"), Category::lora, "a", ".json");
+    const Model before = *model("lora/a");
+
+    s().rename_model("lora/a", Category::checkpoint, "sub/b", ".ckpt");
+    EXPECT_FALSE(model("lora/a"));
+    auto m = model("checkpoint/sub/b");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->category, Category::checkpoint);
+    EXPECT_EQ(m->name, "sub/b");
+    ASSERT_EQ(labels_of(*m), (std::vector<std::string>{"v1", "v2"}));
+    EXPECT_EQ(m->current, 1u);
+    EXPECT_EQ(*m->versions[0].blob, v1);
+    EXPECT_EQ(*m->versions[1].blob, v2);
+    EXPECT_EQ(m->versions[1].ext, ".ckpt");
+    EXPECT_EQ(m->versions[0].ext, ".safetensors");  // only the current version's
+    EXPECT_EQ(m->versions[1].sidecars, before.versions[1].sidecars);
+    EXPECT_EQ(m->versions[1].added, before.versions[1].added);
+    EXPECT_EQ(m->versions[1].mtime, before.versions[1].mtime);
+    EXPECT_EQ(all_models().size(), 1u);
+    EXPECT_EQ(blob_files().size(), 3u);
+
+    // Same key: only the extension changes.
+    s().rename_model("checkpoint/sub/b", Category::checkpoint, "sub/b", ".pt");
+    m = model("checkpoint/sub/b");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->versions.size(), 2u);
+    EXPECT_EQ(m->current_version().ext, ".pt");
+    EXPECT_EQ(m->versions[0].ext, ".safetensors");
+    EXPECT_EQ(all_models().size(), 1u);
+}
+
+TEST_F(StoreEditsTest, RenameOntoAnExistingModelAppendsTheSourcesCurrentVersion) {
+    commit_model(st("d.safetensors", mt::kohya_lora(1)), Category::lora, "d");
+    const Sha256 d1 = last_.sha256;
+    commit_model(st("d.safetensors", mt::kohya_lora(2)), Category::lora, "d");
+    const Sha256 d2 = last_.sha256;
+    commit_sidecar(text("d.json", "dst"), Category::lora, "d", ".json");
+    const Sha256 d_json = last_.sha256;
+
+    commit_model(st("s.safetensors", mt::kohya_lora(3)), Category::lora, "s");
+    const Sha256 s1 = last_.sha256;
+    Commit c;
+    c.name = "s";
+    c.mtime = 1'555'555'555;
+    c.mode = 0600;
+    commit(st("s.safetensors", mt::kohya_lora(4)), c);
+    const Sha256 s2 = last_.sha256;
+    commit_sidecar(rnd("s.preview.png", 64, 1), Category::lora, "s", ".preview.png");
+    const Sha256 s_png = last_.sha256;
+
+    s().rename_model("lora/s", Category::lora, "d", ".sft");
+    EXPECT_FALSE(model("lora/s"));
+    auto m = model("lora/d");
+    ASSERT_TRUE(m);
+    // The source's label v2 is taken in the destination: the next free one.
+    ASSERT_EQ(labels_of(*m), (std::vector<std::string>{"v1", "v2", "v3"}));
+    EXPECT_EQ(m->current, 2u);
+    EXPECT_EQ(*m->versions[0].blob, d1);
+    EXPECT_EQ(*m->versions[1].blob, d2);
+    EXPECT_EQ(m->versions[1].sidecars, (std::vector<Sidecar>{{".json", d_json, 3}}));
+    const ModelVersion& v = m->versions[2];
+    EXPECT_EQ(*v.blob, s2);
+    EXPECT_EQ(v.ext, ".sft");
+    EXPECT_EQ(v.mtime, 1'555'555'555);
+    EXPECT_EQ(v.mode, 0600u);
+    EXPECT_EQ(v.sidecars, (std::vector<Sidecar>{{".preview.png", s_png, 64}}));
+    EXPECT_EQ(all_models().size(), 1u);
+
+    // The source's older version went with it: gc removes only that blob.
+    GcReport rep = s().gc(false);
+    ASSERT_EQ(rep.blobs.size(), 1u);
+    EXPECT_EQ(rep.blobs[0].first, s1);
+    EXPECT_FALSE(blob_on_disk(s1));
+    for (const Sha256& h : {d1, d2, d_json, s2, s_png}) EXPECT_TRUE(blob_on_disk(h)) << h.hex();
+}
+
+TEST_F(StoreEditsTest, RenameOntoAModelWithTheSameContentReusesThatVersion) {
+    commit_model(st("d.safetensors", mt::kohya_lora(1)), Category::lora, "d");
+    const Sha256 x = last_.sha256;
+    commit_model(st("d.safetensors", mt::kohya_lora(2)), Category::lora, "d");
+    const Sha256 y = last_.sha256;
+    commit_model(st("s.safetensors", mt::kohya_lora(1)), Category::checkpoint, "s");
+    commit_sidecar(text("s.json", "src"), Category::checkpoint, "s", ".json");
+    const Sha256 s_json = last_.sha256;
+
+    s().rename_model("checkpoint/s", Category::lora, "d", ".safetensors");
+    EXPECT_FALSE(model("checkpoint/s"));
+    auto m = model("lora/d");
+    ASSERT_TRUE(m);
+    ASSERT_EQ(labels_of(*m), (std::vector<std::string>{"v1", "v2"}));
+    EXPECT_EQ(m->current, 0u);
+    EXPECT_EQ(*m->versions[0].blob, x);
+    EXPECT_EQ(*m->versions[1].blob, y);
+    EXPECT_EQ(m->versions[0].sidecars, (std::vector<Sidecar>{{".json", s_json, 3}}));
+    EXPECT_EQ(all_models().size(), 1u);
+}
+
+TEST_F(StoreEditsTest, RenameRefusesInvalidNamesAndMissingSources) {
+    commit_model(st("a.safetensors", mt::kohya_lora(1)), Category::lora, "a");
+    const Model before = *model("lora/a");
+    const std::int64_t lora_ns = changed(Category::lora);
+
+    for (const std::string& bad : {std::string(""), std::string("a@b"), std::string("x/../y"),
+                                   std::string(".."), std::string("a//b")}) {
+        try {
+            s().rename_model("lora/a", Category::lora, bad, ".safetensors");
+            ADD_FAILURE() << "expected bad_input for '" << bad << "'";
+        } catch (const StoreError& e) {
+            EXPECT_EQ(e.kind(), ErrorKind::bad_input) << bad << ": " << e.what();
+        }
+    }
+    try {
+        s().rename_model("lora/missing", Category::lora, "b", ".safetensors");
+        ADD_FAILURE() << "expected not_found";
+    } catch (const StoreError& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::not_found) << e.what();
+    }
+    auto models = all_models();
+    ASSERT_EQ(models.size(), 1u);
+    const Model& after = models.at("lora/a");
+    EXPECT_EQ(labels_of(after), labels_of(before));
+    EXPECT_EQ(after.current_version().ext, ".safetensors");
+    EXPECT_FALSE(model("lora/b"));
+    EXPECT_EQ(changed(Category::lora), lora_ns);
+}
+
+// ---- set_shown_attrs -------------------------------------------------------------------------
+
+TEST_F(StoreEditsTest, SetShownAttrsChangesTheCurrentVersionOnly) {
+    Commit c;
+    c.name = "x";
+    c.mtime = 1'000;
+    c.mode = 0644;
+    commit(st("x.safetensors", mt::kohya_lora(1)), c);
+    c.mtime = 2'000;
+    c.mode = 0640;
+    commit(st("x.safetensors", mt::kohya_lora(2)), c);
+
+    s().set_shown_attrs("lora/x", 1'234'567'890, std::nullopt);
+    auto m = model("lora/x");
+    EXPECT_EQ(m->versions[1].mtime, 1'234'567'890);
+    EXPECT_EQ(m->versions[1].mode, 0640u);
+    EXPECT_EQ(m->versions[0].mtime, 1'000);
+
+    s().set_shown_attrs("lora/x", std::nullopt, 0100755);  // file type bits are dropped
+    m = model("lora/x");
+    EXPECT_EQ(m->versions[1].mode, 0755u);
+    EXPECT_EQ(m->versions[1].shown_mode(), 0755u);
+    EXPECT_EQ(m->versions[1].mtime, 1'234'567'890);
+    EXPECT_EQ(m->versions[0].mode, 0644u);
+
+    s().set_shown_attrs("lora/x", 42, 04711);
+    m = model("lora/x");
+    EXPECT_EQ(m->versions[1].mtime, 42);
+    EXPECT_EQ(m->versions[1].mode, 04711u);
+
+    s().set_shown_attrs("lora/x", std::nullopt, std::nullopt);
+    m = model("lora/x");
+    EXPECT_EQ(m->versions[1].mtime, 42);
+    EXPECT_EQ(m->versions[1].mode, 04711u);
+
+    try {
+        s().set_shown_attrs("lora/missing", 1, 0600);
+        ADD_FAILURE() << "expected not_found";
+    } catch (const StoreError& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::not_found) << e.what();
+    }
+    EXPECT_FALSE(model("lora/missing"));
+}
+
+// ---- category change times -------------------------------------------------------------------
+
+TEST_F(StoreEditsTest, EveryEditAdvancesItsCategorysChangeTimeOnly) {
+    for (Category c : all_categories()) EXPECT_EQ(changed(c), 0) << to_string(c);
+
+    std::int64_t lora = 0, ckpt = 0;
+    auto lora_bumped = [&](const char* what) {
+        std::int64_t now = changed(Category::lora);
+        EXPECT_GT(now, lora) << what;
+        lora = now;
+    };
+    auto lora_same = [&](const char* what) { EXPECT_EQ(changed(Category::lora), lora) << what; };
+    auto untouched = [&](const char* what) {
+        EXPECT_EQ(changed(Category::vae), 0) << what;
+        EXPECT_EQ(changed(Category::embedding), 0) << what;
+        EXPECT_EQ(changed(Category::other), 0) << what;
+    };
+
+    commit_model(st("x.safetensors", mt::kohya_lora(1)), Category::lora, "x");
+    lora_bumped("commit new model");
+    EXPECT_GT(lora, 0);
+    EXPECT_EQ(changed(Category::checkpoint), 0);
+    untouched("commit new model");
+
+    commit_model(st("x.safetensors", mt::kohya_lora(2)), Category::lora, "x");
+    lora_bumped("commit v2");
+    commit_sidecar(text("x.json", "{}"), Category::lora, "x", ".json");
+    lora_bumped("commit sidecar");
+    EXPECT_TRUE(s().remove_sidecar("lora/x", ".json"));
+    lora_bumped("remove_sidecar");
+    EXPECT_FALSE(s().remove_sidecar("lora/x", ".json"));
+    lora_same("remove_sidecar of a missing sidecar");
+    s().set_shown_attrs("lora/x", 5, 0600);
+    lora_bumped("set_shown_attrs");
+    s().rename_model("lora/x", Category::lora, "y", ".safetensors");
+    lora_bumped("rename within the category");
+    EXPECT_EQ(changed(Category::checkpoint), 0);
+
+    s().rename_model("lora/y", Category::checkpoint, "y", ".safetensors");
+    lora_bumped("rename out of the category");
+    ckpt = changed(Category::checkpoint);
+    EXPECT_GT(ckpt, 0);
+    untouched("rename across categories");
+
+    EXPECT_THROW(s().rename_model("lora/gone", Category::lora, "z", ".safetensors"), StoreError);
+    lora_same("failed rename");
+    EXPECT_FALSE(s().remove_model("lora/gone"));
+    lora_same("remove_model of a missing model");
+
+    EXPECT_TRUE(s().remove_model("checkpoint/y"));
+    EXPECT_GT(changed(Category::checkpoint), ckpt);
+    lora_same("remove_model in another category");
+    untouched("remove_model");
+
+    // Many quick edits in a row still give distinct, increasing times.
+    std::int64_t prev = changed(Category::checkpoint);
+    commit_model(st("c.safetensors", mt::sd15_checkpoint(1)), Category::checkpoint, "c");
+    for (int i = 0; i < 20; ++i) {
+        s().set_shown_attrs("checkpoint/c", i + 1, std::nullopt);
+        std::int64_t now = changed(Category::checkpoint);
+        ASSERT_GT(now, prev) << i;
+        prev = now;
+    }
+    lora_same("edits of checkpoints");
+    untouched("edits of checkpoints");
 }
 
 }  // namespace
