@@ -42,10 +42,17 @@ void add_blob_record(Txn& txn, const FileCommit& f) {
 
 FileCommitResult Store::commit_file(const FileCommit& f) {
     check_model_name(f.name);
+    const std::string key = model_key(f.category, f.name);
+    // Everything that can refuse the file is checked before it is linked into blobs/: a refused
+    // file stays the caller's, untouched.
+    if (key.size() > 511)
+        throw StoreError(ErrorKind::bad_input, "model name too long for the catalog: " + key);
+    if (!f.sidecar.empty() &&
+        (f.sidecar.front() != '.' || f.sidecar.find('/') != std::string::npos))
+        throw StoreError(ErrorKind::bad_input, "invalid sidecar suffix '" + f.sidecar + "'");
     StoreLock lock(impl_->root, StoreLock::shared);
     FileCommitResult out;
     auto txn = impl_->catalog.write();
-    const std::string key = model_key(f.category, f.name);
     std::optional<Model> existing = txn.get_model(key);
     if (!f.sidecar.empty() && !existing)
         throw StoreError(ErrorKind::not_found,
@@ -75,7 +82,7 @@ FileCommitResult Store::commit_file(const FileCommit& f) {
     ModelVersion v;
     v.added = unix_now();
     v.mtime = f.mtime ? f.mtime : v.added;
-    v.mode = f.mode;
+    v.mode = f.mode & 07777;
     v.source = f.source;
     v.blob = f.digests.sha256;
     v.ext = f.ext;

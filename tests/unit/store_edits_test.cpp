@@ -580,11 +580,9 @@ TEST_F(StoreEditsTest, InvalidNamesAreRefusedBeforeAnythingIsWritten) {
     EXPECT_EQ(changed(Category::lora), lora_ns);
 }
 
-// BUG (store/src/edits.cpp, commit_file): a name whose components are each valid (<= 200 bytes)
-// but whose catalog key is over LMDB's 511 bytes passes check_model_name, so publish_link runs
-// (the source is chmod 0444 and hard-linked into blobs/) before put_model throws bad_input. The
-// transaction aborts, leaving an uncatalogued orphan blob and the caller's file made read-only.
-// Expected: bad_input with nothing written, like every other invalid name.
+// A name whose components are each valid (<= 200 bytes) but whose catalog key is over LMDB's
+// 511 bytes must be refused before publish_link runs (which would chmod the caller's file 0444 and
+// hard-link it into blobs/, leaving an orphan blob when put_model refuses the key).
 TEST_F(StoreEditsTest, OverlongKeyIsRefusedBeforeTheBlobIsPublished) {
     const std::string part(200, 'n');
     const std::string name = part + "/" + part + "/" + part;  // key "lora/" + 602 bytes

@@ -138,8 +138,8 @@ class Store {
     // The header of a stored safetensors blob (std::nullopt for other files).
     std::optional<SafetensorsInfo> safetensors_info(const Sha256& blob);
 
-    // Edits a mount makes. Each is one catalog transaction, under the shared store lock (so gc
-    // never removes a blob between its publication and its cataloguing).
+    // Edits a mount makes. Each is one catalog transaction; commit_file also holds the shared
+    // store lock from publishing the blob to cataloguing it (so gc never removes it in between).
     //
     // Adds `f` as the new current version of its model (created if needed; content equal to an
     // existing version makes that one current again) or, for a sidecar, sets that sidecar on the
