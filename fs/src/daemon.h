@@ -52,8 +52,16 @@ struct Daemon {
     std::mutex edit_mu;
     std::map<ino_t, int> writers;                    // overlay files open for writing
     std::unordered_map<int, OpenWrite> open_writes;  // by fd
-    std::unique_ptr<Invalidator> invalidator;        // started with the session loop
-    std::unique_ptr<WorkQueue> ingester;             // likewise
+    // Files open for reading, by fd: what they were at open, so that an open file keeps
+    // answering getattr (the kernel asks before reads) after its name moved on to other content.
+    struct OpenRead {
+        struct stat st {};
+        bool overlay = false;  // an overlay file: its size may still change
+    };
+    std::mutex reads_mu;
+    std::unordered_map<int, OpenRead> open_reads;
+    std::unique_ptr<Invalidator> invalidator;  // started with the session loop
+    std::unique_ptr<WorkQueue> ingester;       // likewise
 
     // The catalog snapshot, rebuilt when any process has committed since.
     std::shared_ptr<const ViewTree> snapshot();

@@ -88,16 +88,31 @@ std::filesystem::path Namespace::real_path(const Location& loc) const {
 }
 
 std::uint64_t Namespace::overlay_ino(const std::filesystem::path& real, const struct stat& st) {
-    struct statx sx {};
-    std::uint64_t parts[3] = {static_cast<std::uint64_t>(st.st_dev),
-                              static_cast<std::uint64_t>(st.st_ino), 0};
-    if (::statx(AT_FDCWD, real.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BTIME, &sx) == 0 &&
-        (sx.stx_mask & STATX_BTIME))
-        parts[2] = static_cast<std::uint64_t>(sx.stx_btime.tv_sec) * 1'000'000'000ull +
-                   sx.stx_btime.tv_nsec;
-    else  // no birth time (rare): the path keeps numbers apart when inodes are reused
-        parts[2] = XXH3_64bits(real.c_str(), real.native().size());
-    std::uint64_t ino = XXH3_64bits(parts, sizeof parts);
+    // Inode numbers are reused as soon as a file is deleted (the ingest deletes every file it
+    // stores), and birth times are only as fine as the clock tick: neither tells two files at
+    // one inode number apart. The file handle NFS would use does: it carries the inode's
+    // generation, which the filesystem changes on reuse.
+    struct {
+        file_handle fh;
+        unsigned char bytes[MAX_HANDLE_SZ];
+    } h{};
+    h.fh.handle_bytes = MAX_HANDLE_SZ;
+    int mount_id = 0;
+    XXH3_state_t* state = XXH3_createState();
+    XXH3_64bits_reset(state);
+    XXH3_64bits_update(state, &st.st_dev, sizeof st.st_dev);
+    XXH3_64bits_update(state, &st.st_ino, sizeof st.st_ino);
+    if (::name_to_handle_at(AT_FDCWD, real.c_str(), &h.fh, &mount_id, 0) == 0) {
+        XXH3_64bits_update(state, h.bytes, h.fh.handle_bytes);
+    } else {
+        struct statx sx {};
+        if (::statx(AT_FDCWD, real.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BTIME, &sx) == 0 &&
+            (sx.stx_mask & STATX_BTIME))
+            XXH3_64bits_update(state, &sx.stx_btime, sizeof sx.stx_btime);
+        XXH3_64bits_update(state, real.c_str(), real.native().size());
+    }
+    std::uint64_t ino = XXH3_64bits_digest(state);
+    XXH3_freeState(state);
     return ino <= ViewTree::kRootIno ? ino + 2 : ino;
 }
 

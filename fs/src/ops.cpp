@@ -130,11 +130,27 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         auto e = dm.current(ino);
         if (fi) {
             // An open file: its own descriptor knows (an unlinked or replaced file, too).
-            std::lock_guard lk(dm.edit_mu);
-            if (dm.open_writes.count(static_cast<int>(fi->fh))) {
-                struct stat st;
-                if (::fstat(static_cast<int>(fi->fh), &st) != 0)
-                    return (void)fuse_reply_err(req, errno);
+            const int fd = static_cast<int>(fi->fh);
+            bool writer;
+            {
+                std::lock_guard lk(dm.edit_mu);
+                writer = dm.open_writes.count(fd) > 0;
+            }
+            std::optional<Daemon::OpenRead> reader;
+            {
+                std::lock_guard lk(dm.reads_mu);
+                if (auto it = dm.open_reads.find(fd); it != dm.open_reads.end())
+                    reader = it->second;
+            }
+            if (writer || (reader && !e)) {
+                struct stat st = reader ? reader->st : (e ? e->st : (struct stat){});
+                struct stat now;
+                if ((writer || reader->overlay) && ::fstat(fd, &now) == 0) {
+                    if (writer) st = now;
+                    st.st_size = now.st_size;
+                    st.st_blocks = now.st_blocks;
+                    st.st_mtim = now.st_mtim;
+                }
                 st.st_ino = ino;
                 st.st_blksize = 1 << 20;
                 return (void)fuse_reply_attr(req, &st, kOverlayTimeout);
@@ -397,6 +413,20 @@ void reply_write_open(fuse_req_t req, Daemon& dm, fuse_ino_t ino, UniqueFd fd, f
     if (--dm.writers[st.st_ino] == 0) dm.writers.erase(st.st_ino);
 }
 
+void open_for_reading(fuse_req_t req, Daemon& dm, fuse_file_info* fi, UniqueFd fd,
+                      const struct stat& st, bool overlay) {
+    const int n = fd.get();
+    {
+        std::lock_guard lk(dm.reads_mu);
+        dm.open_reads[n] = Daemon::OpenRead{st, overlay};
+    }
+    // A blob never changes, so the kernel may keep its pages across opens; an overlay file may.
+    if (!dm.reader->open(req, fi, std::move(fd), /*immutable=*/!overlay)) {
+        std::lock_guard lk(dm.reads_mu);
+        dm.open_reads.erase(n);
+    }
+}
+
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     guarded(req, "open", [&] {
         Daemon& dm = daemon_of(req);
@@ -407,7 +437,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
             if (e->kind == Entry::Kind::overlay_file) {
                 UniqueFd fd(::open(e->real.c_str(), O_RDONLY | O_CLOEXEC));
                 if (!fd) return (void)fuse_reply_err(req, errno);
-                return dm.reader->open(req, fi, std::move(fd), false);
+                return open_for_reading(req, dm, fi, std::move(fd), e->st, true);
             }
             UniqueFd fd = dm.store->blobs().open_blob(e->blob);
             if (!fd) {
@@ -423,7 +453,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
                     e->path, e->blob.hex(), st.st_size, e->st.st_size);
                 return (void)fuse_reply_err(req, EIO);
             }
-            return dm.reader->open(req, fi, std::move(fd), true);
+            return open_for_reading(req, dm, fi, std::move(fd), e->st, false);
         }
         if (e->by_hash) return (void)fuse_reply_err(req, EROFS);
         std::lock_guard lk(dm.edit_mu);
@@ -523,6 +553,10 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
                 if (auto e = dm.inodes.get(ino)) written = e->path;
             }
         }
+    }
+    {
+        std::lock_guard lk(dm.reads_mu);
+        dm.open_reads.erase(fd);
     }
     dm.reader->release(fi);  // closes fd
     if (written) dm.ingester->push(*written);

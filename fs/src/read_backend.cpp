@@ -7,10 +7,12 @@ namespace {
 
 class SpliceReadBackend final : public ReadBackend {
   public:
-    void open(fuse_req_t req, fuse_file_info* fi, UniqueFd fd, bool immutable) override {
+    bool open(fuse_req_t req, fuse_file_info* fi, UniqueFd fd, bool immutable) override {
         fi->fh = static_cast<std::uint64_t>(fd.get());
         fi->keep_cache = immutable ? 1 : 0;
-        if (fuse_reply_open(req, fi) == 0) fd.release();  // closed in release()
+        if (fuse_reply_open(req, fi) != 0) return false;
+        fd.release();  // closed in release()
+        return true;
     }
     void read(fuse_req_t req, fuse_file_info* fi, size_t size, off_t off) override {
         fuse_bufvec buf = FUSE_BUFVEC_INIT(size);

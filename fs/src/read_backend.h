@@ -17,8 +17,9 @@ class ReadBackend {
   public:
     virtual ~ReadBackend() = default;
     // Replies to an open of a file whose bytes are `fd` (owned from now on). `immutable`: the
-    // bytes never change (a blob), so the kernel may keep its page cache across opens.
-    virtual void open(fuse_req_t req, fuse_file_info* fi, UniqueFd fd, bool immutable) = 0;
+    // bytes never change (a blob), so the kernel may keep its page cache across opens. Returns
+    // false when the reply could not be sent (the opener was interrupted; `fd` is closed).
+    virtual bool open(fuse_req_t req, fuse_file_info* fi, UniqueFd fd, bool immutable) = 0;
     virtual void read(fuse_req_t req, fuse_file_info* fi, size_t size, off_t off) = 0;
     virtual void release(fuse_file_info* fi) = 0;
 };

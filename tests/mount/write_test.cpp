@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -293,17 +294,27 @@ TEST_F(MountWriteTest, WriteRacingAReadOfTheSameName) {
     fs::copy_file(dir / "r0", target);
     std::atomic<bool> stop{false};
     std::atomic<int> bad{0}, reads{0};
+    std::mutex bad_mu;
+    std::string bad_example;
     std::vector<std::thread> readers;
     for (int t = 0; t < 4; ++t)
         readers.emplace_back([&] {
             while (!stop) {
+                int fd = ::open(target.c_str(), O_RDONLY);
+                if (fd < 0) continue;  // between unlink and rename a name may briefly be missing
+                struct stat st {};
+                ::fstat(fd, &st);
                 std::string got;
-                try {
-                    got = read_file(target);
-                } catch (...) {
-                    continue;  // between unlink and rename a name may briefly be missing
+                char buf[8192];
+                for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) got.append(buf, n);
+                ::close(fd);
+                if (!shas.count(modelfs::sha256_of(got).hex())) {
+                    ++bad;
+                    std::lock_guard lk(bad_mu);
+                    bad_example = std::to_string(got.size()) + " bytes from inode " +
+                                  std::to_string(st.st_ino) + " of size " +
+                                  std::to_string(st.st_size);
                 }
-                if (!shas.count(modelfs::sha256_of(got).hex())) ++bad;
                 ++reads;
             }
         });
@@ -316,7 +327,7 @@ TEST_F(MountWriteTest, WriteRacingAReadOfTheSameName) {
     stop = true;
     for (auto& r : readers) r.join();
     EXPECT_GT(reads.load(), 0);
-    EXPECT_EQ(bad.load(), 0) << "reads that matched no saved version";
+    EXPECT_EQ(bad.load(), 0) << "reads that matched no saved version, e.g. " << bad_example;
     EXPECT_TRUE(eventually([&] {
         return catalogued("lora/race", *shas.begin()) || show("lora/race").contains("versions");
     }));
