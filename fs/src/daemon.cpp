@@ -103,6 +103,7 @@ int serve_mount(const MountOptions& given) {
     fuse_daemonize(opts.foreground ? 1 : 0);
     dm->store = std::make_unique<Store>(Store::open(opts.store));
     dm->se = se.get();
+    dm->snapshot();  // the first request should not wait for the tree
     // Threads start after daemonizing (fork keeps only the calling thread) and stop before the
     // session goes: the invalidator talks to it.
     struct Threads {

@@ -74,9 +74,15 @@ void Invalidator::diff(const ViewTree& before, const ViewTree& after) {
             // Gone, or other content (a new inode): the name must be looked up again.
             fuse_lowlevel_notify_inval_entry(se_, n.parent, n.name.data(), n.name.size());
             ++entries;
+        } else if (n.kind == Node::Kind::dir &&
+                   (now->mtime_ns != n.mtime_ns || now->children != n.children)) {
+            // A folder whose listing or mtime changed: drop its attributes and its cached
+            // listing (offset 0: the "pages" of a folder are its cached readdir).
+            fuse_lowlevel_notify_inval_inode(se_, n.ino, 0, 0);
+            ++inodes;
         } else if (now->mtime_ns != n.mtime_ns || now->mode != n.mode) {
-            // Same content, new attributes (a folder's mtime, which tools watch to rescan; a
-            // chmod or touch): drop the attributes only (offset -1), the cached pages stay.
+            // A file with the same content and new attributes (chmod, touch): attributes only
+            // (offset -1), its cached pages stay.
             fuse_lowlevel_notify_inval_inode(se_, n.ino, -1, 0);
             ++inodes;
         }
@@ -84,7 +90,7 @@ void Invalidator::diff(const ViewTree& before, const ViewTree& after) {
     if (const Node* r = after.find(ViewTree::kRootIno);
         r && before.find(ViewTree::kRootIno) &&
         r->mtime_ns != before.find(ViewTree::kRootIno)->mtime_ns)
-        fuse_lowlevel_notify_inval_inode(se_, ViewTree::kRootIno, -1, 0);
+        fuse_lowlevel_notify_inval_inode(se_, ViewTree::kRootIno, 0, 0);
     spdlog::debug("catalog changed: {} names and {} inodes invalidated", entries, inodes);
 }
 

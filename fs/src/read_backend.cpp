@@ -19,7 +19,8 @@ class SpliceReadBackend final : public ReadBackend {
         buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
         buf.buf[0].fd = static_cast<int>(fi->fh);
         buf.buf[0].pos = off;
-        fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+        // Not FUSE_BUF_SPLICE_MOVE: moving would take the pages out of the blob's page cache.
+        fuse_reply_data(req, &buf, static_cast<fuse_buf_copy_flags>(0));
     }
     void release(fuse_file_info* fi) override { ::close(static_cast<int>(fi->fh)); }
 };

@@ -423,3 +423,36 @@ TEST_F(MountWriteTest, FolderMtimeChangesWhenAModelIsDeletedFromTheCli) {
 }
 
 }  // namespace
+
+namespace {
+
+std::set<std::string> listing(const fs::path& dir) {
+    std::set<std::string> out;
+    for (const auto& e : fs::directory_iterator(dir)) out.insert(e.path().filename().string());
+    return out;
+}
+
+// The kernel keeps folder listings (cache_readdir): changes from elsewhere must still show in a
+// listing, not only in a lookup by name.
+TEST_F(MountWriteTest, CachedListingsFollowChangesFromElsewhere) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    fs::path vaes = mnt / "comfyui" / "vae";
+    EXPECT_EQ(listing(vaes).count("cli.safetensors"), 0u);
+    EXPECT_EQ(listing(vaes).count("cli.safetensors"), 0u);  // now served from the cache
+    fs::create_directories(dir / "more" / "vae");
+    write_safetensors(dir / "more" / "vae" / "cli.safetensors", vae(30));
+    ASSERT_EQ(run_modelfs({"--store", store.string(), "import", (dir / "more").string()}).exit_code,
+              0);
+    EXPECT_TRUE(eventually([&] { return listing(vaes).count("cli.safetensors") == 1; }, 1500ms));
+    // Written through another view, deleted through a third.
+    std::string sha = make(dir / "x.safetensors", kohya_lora(31));
+    fs::path loras = mnt / "comfyui" / "loras";
+    listing(loras);
+    fs::copy_file(dir / "x.safetensors", mnt / "a1111" / "Lora" / "x.safetensors");
+    EXPECT_TRUE(eventually([&] { return listing(loras).count("x.safetensors") == 1; }, 1500ms));
+    fs::remove(mnt / "fooocus" / "loras" / "x.safetensors");
+    EXPECT_TRUE(eventually([&] { return listing(loras).count("x.safetensors") == 0; }, 1500ms));
+}
+
+}  // namespace
