@@ -21,9 +21,13 @@ const Config& Globals::config() const {
     return *config_;
 }
 
-Store Globals::open_store() const { return Store::open(store_path()); }
+Store Globals::open_store() const {
+    return Store::open(store_path());
+}
 
-void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << "\n"; }
+void print_json(const nlohmann::json& j) {
+    std::cout << j.dump(2) << "\n";
+}
 
 std::string human_bytes(std::uint64_t n) {
     static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
@@ -40,10 +44,14 @@ std::string human_bytes(std::uint64_t n) {
 
 std::string human_count(std::uint64_t n) {
     char buf[32];
-    if (n >= 1'000'000'000) std::snprintf(buf, sizeof buf, "%.2f B", n / 1e9);
-    else if (n >= 1'000'000) std::snprintf(buf, sizeof buf, "%.1f M", n / 1e6);
-    else if (n >= 1'000) std::snprintf(buf, sizeof buf, "%.1f K", n / 1e3);
-    else std::snprintf(buf, sizeof buf, "%llu", static_cast<unsigned long long>(n));
+    if (n >= 1'000'000'000)
+        std::snprintf(buf, sizeof buf, "%.2f B", n / 1e9);
+    else if (n >= 1'000'000)
+        std::snprintf(buf, sizeof buf, "%.1f M", n / 1e6);
+    else if (n >= 1'000)
+        std::snprintf(buf, sizeof buf, "%.1f K", n / 1e3);
+    else
+        std::snprintf(buf, sizeof buf, "%llu", static_cast<unsigned long long>(n));
     return buf;
 }
 
@@ -59,7 +67,7 @@ std::string format_time(std::int64_t t) {
 Category parse_category_arg(const std::string& s) {
     if (auto c = parse_category(s)) return *c;
     std::string list;
-    for (auto c : all_categories()) list += " " + std::string(to_string(c));
+    for (auto c : all_categories()) list.append(" ").append(to_string(c));
     throw UsageError("unknown category '" + s + "'; categories are:" + list);
 }
 
@@ -103,11 +111,13 @@ void ProgressBar::draw(bool) {
     }
     std::string items;
     if (auto ti = progress_.total_items.load(); ti > 1)
-        items = "  " + std::to_string(progress_.done_items.load()) + "/" + std::to_string(ti);
+        items.assign("  ")
+            .append(std::to_string(progress_.done_items.load()))
+            .append("/")
+            .append(std::to_string(ti));
     std::fprintf(stderr, "\r\033[K%s [%s] %s / %s  %s/s  ETA %s%s", label_.c_str(), bar.c_str(),
                  human_bytes(done).c_str(), human_bytes(total).c_str(),
-                 human_bytes(static_cast<std::uint64_t>(rate)).c_str(), eta.c_str(),
-                 items.c_str());
+                 human_bytes(static_cast<std::uint64_t>(rate)).c_str(), eta.c_str(), items.c_str());
     std::fflush(stderr);
 }
 

@@ -103,6 +103,11 @@ TEST_F(MountTest, ExtendedAttributesNameTheContent) {
     ASSERT_GT(n, 0);
     EXPECT_EQ(std::count(names, names + n, '\0'), 5);
     EXPECT_EQ(get("user.other"), "<No data available>");
+    // The tool users run: getfattr -d lists every attribute with its value.
+    CliResult r = run_program("/usr/bin/getfattr", {"-d", f.string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err << " (the attr package provides getfattr)";
+    EXPECT_NE(r.out.find("user.modelfs.sha256=\"" + sha + "\""), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("user.modelfs.category=\"lora\""), std::string::npos) << r.out;
 }
 
 TEST_F(MountTest, MetadataIsStableAcrossRemounts) {

@@ -20,8 +20,11 @@ namespace modelfs::testing {
 
 bool is_mounted(const fs::path& mnt) {
     std::ifstream in("/proc/self/mountinfo");
+    // Built by appending: GCC 12 -O3 warns (-Wrestrict) about " " + string + " ".
+    std::string needle(1, ' ');
+    needle.append(mnt.string()).push_back(' ');
     for (std::string line; std::getline(in, line);)
-        if (line.find(" " + mnt.string() + " ") != std::string::npos &&
+        if (line.find(needle) != std::string::npos &&
             line.find("fuse.modelfs") != std::string::npos)
             return true;
     return false;
