@@ -173,10 +173,8 @@ void Daemon::ingest(const std::string& path) {
         // bytes), so its cached pages and open handles stay right.
         Entry stored = resolve(path);
         if (stored.kind == Entry::Kind::tree_file) inodes.update(e.ino, stored);
-        spdlog::info("{}: stored as {} {} ({}{} bytes)", path,
-                     role.category == Category::other ? std::string("other")
-                                                      : std::string(to_string(role.category)),
-                     role.name + (fc.sidecar.empty() ? "" : " " + fc.sidecar),
+        spdlog::info("{}: stored as {}{} ({}{} bytes)", path, model_key(role.category, role.name),
+                     fc.sidecar.empty() ? "" : " sidecar " + fc.sidecar,
                      r.new_blob ? "" : "already stored, ", d.size);
         if (role.kind == FileRole::Kind::model) {
             // Sidecars written before their model become its sidecars now.

@@ -11,24 +11,6 @@
 
 namespace modelfs::fs {
 
-std::string join_path(std::string_view dir, std::string_view name) {
-    if (dir.empty()) return std::string(name);
-    std::string out(dir);
-    out += '/';
-    out += name;
-    return out;
-}
-
-std::string parent_of(std::string_view path) {
-    auto slash = path.rfind('/');
-    return slash == std::string_view::npos ? std::string() : std::string(path.substr(0, slash));
-}
-
-std::string leaf_of(std::string_view path) {
-    auto slash = path.rfind('/');
-    return std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
-}
-
 bool Entry::same_object(const Entry& o) const {
     if (kind != o.kind) return false;
     switch (kind) {

@@ -87,8 +87,4 @@ class Namespace {
     bool root_mode_;
 };
 
-std::string join_path(std::string_view dir, std::string_view name);
-std::string parent_of(std::string_view path);
-std::string leaf_of(std::string_view path);
-
 }  // namespace modelfs::fs

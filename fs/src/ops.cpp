@@ -637,11 +637,9 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
             // Folders of the layout and folders the catalog fills stay where they are; `mv`
             // copies across EXDEV, and the copies dedupe into the same blobs.
             if (tree->find_path(from)) {
-                const Node* n = tree->find_path(from);
                 bool layout = false;
                 for (const auto& f : dm.ns.views().at(static_cast<std::size_t>(lf.view)).folders())
                     layout = layout || f.path == lf.rel || f.path.starts_with(lf.rel + "/");
-                (void)n;
                 return (void)fuse_reply_err(req, layout ? EBUSY : EXDEV);
             }
             if (dst.exists() && !dm.ns.list(*tree, to).empty())

@@ -6,15 +6,23 @@
 
 namespace modelfs::fs {
 
-namespace {
-std::string join(std::string_view dir, std::string_view name) {
+std::string join_path(std::string_view dir, std::string_view name) {
     if (dir.empty()) return std::string(name);
     std::string out(dir);
     out += '/';
     out += name;
     return out;
 }
-}  // namespace
+
+std::string parent_of(std::string_view path) {
+    auto slash = path.rfind('/');
+    return slash == std::string_view::npos ? std::string() : std::string(path.substr(0, slash));
+}
+
+std::string leaf_of(std::string_view path) {
+    auto slash = path.rfind('/');
+    return std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
+}
 
 const std::vector<std::string>& sidecar_suffixes() {
     static const std::vector<std::string> s = [] {
@@ -91,7 +99,7 @@ std::uint64_t ViewTree::ensure_dirs(std::uint64_t parent, std::string_view rel) 
         auto end = rel.find('/', start);
         if (end == std::string_view::npos) end = rel.size();
         std::string part(rel.substr(start, end - start));
-        std::string path = join(nodes_.at(parent).path, part);
+        std::string path = join_path(nodes_.at(parent).path, part);
         parent = add(parent, part, Node::Kind::dir, path, dir_ino(path));
         start = end + 1;
     }
@@ -125,7 +133,7 @@ ViewTree ViewTree::build(const Txn& txn, const std::vector<ViewLayout>& views, b
     auto add_file = [&](std::uint64_t dir, const std::string& name, const Sha256& blob,
                         std::uint64_t size, std::int64_t mtime_ns) -> Node* {
         if (t.nodes_.at(dir).children.count(name)) return nullptr;  // first one wins
-        std::string path = join(t.nodes_.at(dir).path, name);
+        std::string path = join_path(t.nodes_.at(dir).path, name);
         std::uint64_t ino = t.add(dir, name, Node::Kind::file, path, file_ino(path, blob));
         Node& n = t.nodes_.at(ino);
         n.blob = blob;

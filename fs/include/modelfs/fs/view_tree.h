@@ -43,6 +43,11 @@ struct Node {
     }
 };
 
+// Mount paths are '/'-separated, relative to the mount's root, without a leading '/'.
+std::string join_path(std::string_view dir, std::string_view name);
+std::string parent_of(std::string_view path);
+std::string leaf_of(std::string_view path);
+
 // Sidecar suffixes, longest first: files named <model name><suffix> beside a model follow it.
 const std::vector<std::string>& sidecar_suffixes();
 
