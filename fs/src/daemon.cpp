@@ -109,7 +109,10 @@ int serve_mount(const MountOptions& given) {
     struct Threads {
         Daemon& dm;
         ~Threads() {
+            // In this order: the ingester and the invalidator both reach the invalidator
+            // through Daemon::snapshot(), so both threads are joined before it goes.
             dm.ingester.reset();
+            if (dm.invalidator) dm.invalidator->stop();
             dm.invalidator.reset();
         }
     } threads{*dm};

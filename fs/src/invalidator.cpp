@@ -16,6 +16,12 @@ Invalidator::~Invalidator() {
     cv_.notify_all();
 }
 
+void Invalidator::stop() {
+    thread_.request_stop();
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
 void Invalidator::forget_entry(std::uint64_t parent, std::string name) {
     {
         std::lock_guard lk(mu_);

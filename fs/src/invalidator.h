@@ -30,6 +30,7 @@ class Invalidator {
     Invalidator(fuse_session* se, Snapshot snapshot, int period_ms = 200);
     ~Invalidator();  // stops and joins
     void start();    // separate from construction: `snapshot` may reach this object
+    void stop();     // joins the thread; nothing is invalidated after it
     Invalidator(const Invalidator&) = delete;
     Invalidator& operator=(const Invalidator&) = delete;
 

@@ -33,11 +33,6 @@ class WorkQueue {
         }
         cv_.notify_all();
     }
-    // Waits until everything queued so far is done (tests, unmount).
-    void drain() {
-        std::unique_lock lk(mu_);
-        idle_cv_.wait(lk, [&] { return items_.empty() && !busy_; });
-    }
 
   private:
     void run(std::stop_token stop) {
@@ -48,22 +43,17 @@ class WorkQueue {
             std::string item = std::move(items_.front());
             items_.pop_front();
             queued_.erase(item);
-            busy_ = true;
             lk.unlock();
             work_(item);
             lk.lock();
-            busy_ = false;
-            idle_cv_.notify_all();
         }
     }
 
     std::function<void(const std::string&)> work_;
     std::mutex mu_;
     std::condition_variable_any cv_;
-    std::condition_variable idle_cv_;
     std::deque<std::string> items_;
     std::set<std::string> queued_;
-    bool busy_ = false;
     std::jthread thread_;
 };
 
