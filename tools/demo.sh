@@ -39,7 +39,7 @@ command -v cmake >/dev/null 2>&1 || need_deps=1
 command -v ninja >/dev/null 2>&1 || need_deps=1
 command -v /usr/bin/python3 >/dev/null 2>&1 || need_deps=1
 for p in g++ libfuse3-dev liblmdb-dev libxxhash-dev libssl-dev libspdlog-dev libcli11-dev \
-         nlohmann-json3-dev libcurl4-openssl-dev libgtest-dev; do
+         nlohmann-json3-dev libcurl4-openssl-dev libgtest-dev libtomlplusplus-dev fuse3 attr; do
   dpkg -s "$p" >/dev/null 2>&1 || { need_deps=1; break; }
 done
 if [[ $need_deps == 1 ]]; then
