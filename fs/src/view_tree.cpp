@@ -189,8 +189,9 @@ ViewTree ViewTree::build(const Txn& txn, const std::vector<ViewLayout>& views, b
         });
     }
 
-    // A folder's mtime is its newest entry's, or the last change to its category (a deletion
-    // leaves no newer entry behind): it changes whenever what it lists changes.
+    // A category folder's mtime is the last change to its category (a deletion leaves no newer
+    // entry behind, so the newest entry would not do); other folders take their newest entry's.
+    // Either way it changes whenever what the folder lists changes.
     std::vector<std::pair<int, std::uint64_t>> by_depth;
     for (const auto& [ino, n] : t.nodes_) {
         int depth = static_cast<int>(std::count(n.path.begin(), n.path.end(), '/')) +
@@ -205,7 +206,9 @@ ViewTree ViewTree::build(const Txn& txn, const std::vector<ViewLayout>& views, b
             if (n.category) {
                 auto [it, fresh] = changed.try_emplace(*n.category, 0);
                 if (fresh) it->second = txn.category_changed_ns(*n.category);
-                n.mtime_ns = std::max(n.mtime_ns, it->second);
+                // The category's change time alone, not the max with the entries': it moves on
+                // every change, while a future-dated entry (`touch -d`) would hide all later ones.
+                if (it->second) n.mtime_ns = it->second;
             }
             if (n.mtime_ns == 0) n.mtime_ns = empty_dir_mtime_ns;
         }
