@@ -76,8 +76,12 @@ struct Daemon {
     void queue_ingest_tree(const std::string& path);
     // Makes the catalogued file `e` an overlay file (copy-on-write), keeping `keep` bytes of it.
     // With `replace`, `e` is an overlay file that gets replaced by a copy of itself (to break a
-    // hard link). Returns the overlay file's real path. Caller holds edit_mu.
+    // hard link). Returns the overlay file's real path and has the kernel look the name up
+    // again. Caller holds edit_mu.
     std::filesystem::path copy_up(const Entry& e, std::uint64_t keep, bool replace = false);
+    // Removes the catalogued file `e` (a model with all its versions, or one sidecar). The
+    // model's blobs stay until gc.
+    void remove_from_catalog(const Entry& e);
     // Creates the overlay folders down to `path`'s parent. Caller holds edit_mu.
     void make_overlay_parents(const std::string& path);
 

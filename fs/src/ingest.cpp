@@ -104,7 +104,22 @@ stdfs::path Daemon::copy_up(const Entry& e, std::uint64_t keep, bool replace) {
     if (::renameat2(AT_FDCWD, staged.path().c_str(), AT_FDCWD, real.c_str(), RENAME_NOREPLACE) != 0)
         throw_errno("placing the copy of " + e.path + " at " + real.string(), errno);
     staged.release();
+    // The name now means the copy: the kernel must look it up again (the stored version's inode
+    // stays with whoever has it open).
+    if (!replace && invalidator)
+        invalidator->forget_entry(resolve(parent_of(e.path)).ino, leaf_of(e.path));
     return real;
+}
+
+void Daemon::remove_from_catalog(const Entry& e) {
+    if (!e.sidecar.empty()) {
+        store->remove_sidecar(e.model_key, e.sidecar);
+    } else {
+        store->remove_model(e.model_key);
+        spdlog::info("removed model {} (its content stays in the store until `modelfs gc`)",
+                     e.model_key);
+    }
+    snapshot();  // starts the invalidation of the names other views showed for it
 }
 
 void Daemon::queue_ingest_tree(const std::string& path) {

@@ -185,8 +185,6 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
                 rc = ::truncate(now.real.c_str(), attr->st_size);
             else {
                 dm.copy_up(now, static_cast<std::uint64_t>(attr->st_size));
-                dm.invalidator->forget_entry(dm.resolve(parent_of(now.path)).ino,
-                                             leaf_of(now.path));
                 dm.ingester->push(now.path);
             }
             if (rc != 0) return (void)fuse_reply_err(req, errno);
@@ -478,7 +476,6 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
             // Copy-on-write: the new bytes go to an overlay copy; readers of the stored
             // version keep it, and the ingest makes the copy the model's next version.
             dm.copy_up(now, (fi->flags & O_TRUNC) ? 0 : static_cast<std::uint64_t>(now.st.st_size));
-            dm.invalidator->forget_entry(dm.resolve(parent_of(now.path)).ino, leaf_of(now.path));
             now = dm.resolve(e->path);
         }
         if (now.kind != Entry::Kind::overlay_file) return (void)fuse_reply_err(req, ENOENT);
@@ -594,14 +591,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
             e = dm.resolve(path);  // a catalogued file it was the new version of goes too
             if (e.kind != Entry::Kind::tree_file) return (void)fuse_reply_err(req, 0);
         }
-        if (!e.sidecar.empty())
-            dm.store->remove_sidecar(e.model_key, e.sidecar);
-        else {
-            dm.store->remove_model(e.model_key);
-            spdlog::info("removed model {} (its content stays in the store until `modelfs gc`)",
-                         e.model_key);
-        }
-        dm.snapshot();  // starts the invalidation of the other views' names
+        dm.remove_from_catalog(e);
         fuse_reply_err(req, 0);
     });
 }
@@ -660,12 +650,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
             dm.inodes.rename_prefix(from, to);
             // It may have been the pending new version of a catalogued file, now moved away.
             Entry left = dm.resolve(from);
-            if (left.kind == Entry::Kind::tree_file) {
-                if (!left.sidecar.empty())
-                    dm.store->remove_sidecar(left.model_key, left.sidecar);
-                else
-                    dm.store->remove_model(left.model_key);
-            }
+            if (left.kind == Entry::Kind::tree_file) dm.remove_from_catalog(left);
             if (!dm.writers.count(src.real_ino)) dm.ingester->push(to);
             return (void)fuse_reply_err(req, 0);
         }
