@@ -20,6 +20,7 @@
 #include "modelfs/fs/view_layout.h"
 #include "modelfs/fs/view_tree.h"
 #include "modelfs/store/catalog.h"
+#include "support/catalog_builders.h"
 #include "support/test_env.h"
 
 namespace modelfs::fs {
@@ -30,32 +31,9 @@ namespace stdfs = std::filesystem;
 
 constexpr std::int64_t kEmptyDirMtime = 777'000'000'000;
 
-Sha256 hx(char fill) {
-    auto h = Sha256::from_hex(std::string(64, fill));
-    if (!h) throw std::invalid_argument("bad test hash");
-    return *h;
-}
-
-ViewLayout layout(std::string_view name) {
-    auto l = ViewLayout::builtin(name);
-    if (!l) throw std::runtime_error("no builtin layout " + std::string(name));
-    return *l;
-}
-
-Model file_model(Category c, std::string name, std::string ext, const Sha256& blob,
-                 std::uint64_t size) {
-    Model m;
-    m.category = c;
-    m.name = std::move(name);
-    ModelVersion v;
-    v.label = "v1";
-    v.added = 1'000;
-    v.blob = blob;
-    v.ext = std::move(ext);
-    v.size = size;
-    m.versions.push_back(v);
-    return m;
-}
+using mt::file_model;
+using mt::hx;
+using mt::layout;
 
 void write(const stdfs::path& p, const std::string& text) {
     stdfs::create_directories(p.parent_path());
