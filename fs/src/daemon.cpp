@@ -121,10 +121,12 @@ int serve_mount(const MountOptions& given) {
     dm->invalidator->start();
     dm->ingester =
         std::make_unique<WorkQueue>([d = dm.get()](const std::string& path) { d->ingest(path); });
-    // Files a previous daemon did not get to store (it was killed, the machine went down).
-    for (std::size_t i = 0; i < dm->ns.views().size(); ++i) {
-        std::string root = dm->ns.root_mode() ? dm->ns.views()[i].name() : "";
-        dm->queue_ingest_tree(root);
+    // Files a previous daemon did not get to store (it was killed, the machine went down). Only
+    // the layout's model folders can hold models and sidecars; the rest of the overlay is plain
+    // storage (caches, configs) that need not be walked.
+    for (const auto& view : dm->ns.views()) {
+        std::string root = dm->ns.root_mode() ? view.name() : "";
+        for (const auto& f : view.folders()) dm->queue_ingest_tree(join_path(root, f.path));
     }
     spdlog::info("serving {} on {}", opts.store.string(), opts.mountpoint.string());
 
