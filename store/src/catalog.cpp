@@ -79,6 +79,21 @@ std::string encode_blob(const BlobRecord& r) {
             ex.push_back({{"blob", bin(e.blob)}, {"off", e.offset}, {"len", e.length}});
         j["extents"] = std::move(ex);
     }
+    if (!r.sources.empty()) {
+        json src = json::array();
+        for (const auto& s : r.sources) {
+            json js = {{"url", s.url}};
+            if (s.stream) js["stream"] = true;
+            src.push_back(std::move(js));
+        }
+        j["sources"] = std::move(src);
+    }
+    if (r.placeholder) j["placeholder"] = true;
+    if (r.keep) j["keep"] = true;
+    if (!r.fetch_error.empty()) {
+        j["fetch_error"] = r.fetch_error;
+        j["fetch_failed_at"] = r.fetch_failed_at;
+    }
     auto v = json::to_cbor(j);
     return std::string(v.begin(), v.end());
 }
@@ -99,6 +114,13 @@ BlobRecord decode_blob(std::string_view data) {
         for (const auto& e : j["extents"])
             r.extents.push_back({hash_from<Sha256>(e, "blob"), e.at("off").get<std::uint64_t>(),
                                  e.at("len").get<std::uint64_t>()});
+    if (j.contains("sources"))
+        for (const auto& s : j["sources"])
+            r.sources.push_back({s.at("url").get<std::string>(), s.value("stream", false)});
+    r.placeholder = j.value("placeholder", false);
+    r.keep = j.value("keep", false);
+    r.fetch_error = j.value("fetch_error", std::string());
+    r.fetch_failed_at = j.value("fetch_failed_at", std::int64_t{0});
     return r;
 }
 

@@ -37,6 +37,16 @@ struct Extent {
     std::uint64_t length = 0;
 };
 
+// A place a blob can be downloaded from. A blob may have several (mirrors), tried in order.
+struct BlobSource {
+    std::string url;  // https://..., hf://OWNER/REPO[@REV]/PATH, s3://BUCKET/KEY
+    // Reads through a mount may be served from the ranges that have arrived before the whole
+    // blob is verified (default: no unverified byte is ever served).
+    bool stream = false;
+
+    bool operator==(const BlobSource&) const = default;
+};
+
 struct BlobRecord {
     std::uint64_t size = 0;
     BlobState state = BlobState::present;
@@ -46,6 +56,17 @@ struct BlobRecord {
     std::int64_t ingested = 0;                 // unix seconds
     std::int64_t accessed = 0;                 // unix seconds
     std::vector<Extent> extents;
+    // Where the blob can be downloaded again; empty for blobs that exist only here.
+    std::vector<BlobSource> sources;
+    // The record's key is not the content's SHA-256 but a stand-in (the hash of its first URL),
+    // because the URL was added without one and the server gave none. The first download
+    // computes the real hash and replaces the stand-in everywhere.
+    bool placeholder = false;
+    // Never evicted by the cache quota (`modelfs fetch --keep`).
+    bool keep = false;
+    // The last download failure (message, unix seconds); cleared when a download succeeds.
+    std::string fetch_error;
+    std::int64_t fetch_failed_at = 0;
 };
 
 // One file of a multi-file model (a diffusers folder): its path inside the model.

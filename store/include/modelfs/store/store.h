@@ -105,6 +105,46 @@ struct FileCommitResult {
     std::string label;         // the model version the file is (part of) now
 };
 
+// One file of a model registered from remote sources (`modelfs add URL`, a manifest): known by
+// size and, where anyone knew it, SHA-256; downloaded on first use.
+struct RemoteFile {
+    std::string path;  // inside a multi-file model ("unet/diffusion_pytorch_model.safetensors");
+                       // empty for a single-file model
+    std::optional<Sha256> sha256;  // std::nullopt: a placeholder record (BlobRecord::placeholder)
+    std::uint64_t size = 0;
+    std::vector<BlobSource> sources;  // mirrors, in the order they are tried; never empty
+};
+struct RemoteModel {
+    Category category = Category::other;
+    std::string name;
+    std::string ext;  // single-file model: ".safetensors"; empty for a tree
+    bool tree = false;  // a multi-file model (files[i].path set), else exactly one file
+    std::optional<std::string> label;
+    std::string note;
+    std::vector<RemoteFile> files;
+};
+struct RemoteAddResult {
+    std::string model_key;
+    std::string label;
+    bool new_version = false;  // false: that content was already a version of the model
+    std::size_t present = 0;   // files whose content is already in the store (nothing to fetch)
+    std::size_t remote = 0;    // files left to download
+    std::vector<Sha256> blobs;  // the record keys of the files, in files order
+};
+
+// One blob the cache quota removed (or, dry run, would remove).
+struct EvictedBlob {
+    Sha256 blob;
+    std::uint64_t size = 0;
+    std::int64_t accessed = 0;
+};
+struct EvictReport {
+    std::vector<EvictedBlob> evicted;
+    std::uint64_t bytes = 0;         // freed
+    std::uint64_t store_bytes = 0;   // present blob bytes after eviction
+    std::size_t skipped_open = 0;    // candidates some process has open
+};
+
 class Store {
   public:
     // $MODELFS_STORE, else $XDG_DATA_HOME/modelfs, else ~/.local/share/modelfs.
@@ -158,6 +198,33 @@ class Store {
     // Sets the mtime and/or permission bits a mount shows for a model's current version.
     void set_shown_attrs(std::string_view key, std::optional<std::int64_t> mtime,
                          std::optional<std::uint32_t> mode);
+
+    // Remote models (lazy fetch). The store itself never touches the network: fetch/ downloads
+    // into partial_dir() and calls commit_download.
+    //
+    // Registers a model whose files are downloaded later: blob records in state `remote` with
+    // their sources (a blob already present just gains the sources), and a model version using
+    // them (a new current version, as import does). Throws StoreError bad_input / conflict.
+    RemoteAddResult add_remote(const RemoteModel& m);
+    // Where downloads keep their partial files and state (STORE/partial/).
+    std::filesystem::path partial_dir() const;
+    // Makes a finished download a blob. `fd` is open on `path` (in partial_dir()); `digests` are
+    // of its content; `key` is the record it was downloaded for. For a real hash the digests must
+    // match it, else StoreError corrupt and the file moves to quarantine/ (nothing catalogued);
+    // a placeholder key is replaced everywhere (records, model versions) by the real hash.
+    // The file is hard-linked into blobs/ and unlinked from `path`. Returns the blob's real hash.
+    Sha256 commit_download(const Sha256& key, int fd, const std::filesystem::path& path,
+                           const FileDigests& digests);
+    // Records (or with an empty message, clears) the last download failure of a blob.
+    void record_fetch_error(const Sha256& key, const std::string& message);
+    // Marks blobs as used now (the cache quota evicts the least recently used first).
+    void touch_accessed(const std::vector<Sha256>& blobs);
+    // Sets or clears a blob's `keep` flag (never evicted).
+    void set_keep(const Sha256& blob, bool keep);
+    // Evicts present blobs that can be downloaded again (they have sources; not `keep`; not open,
+    // i.e. no process holds a flock on the blob file) least recently used first, until present
+    // blob bytes are at most `max_bytes`. Records stay, in state `remote`.
+    EvictReport evict(std::uint64_t max_bytes, bool dry_run);
 
     VerifyReport verify(bool fast, unsigned jobs = 0, Progress* progress = nullptr);
     GcReport gc(bool dry_run);

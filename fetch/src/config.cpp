@@ -1,0 +1,48 @@
+#include "modelfs/fetch/config.h"
+
+#include <cstdlib>
+
+#include "modelfs/fetch/fetcher.h"
+
+namespace modelfs::fetch {
+namespace {
+
+std::string env(const char* name) {
+    const char* v = std::getenv(name);
+    return v ? v : "";
+}
+
+}  // namespace
+
+FetchConfig FetchConfig::from_environment() {
+    FetchConfig c;
+    if (auto v = env("HF_ENDPOINT"); !v.empty()) {
+        while (!v.empty() && v.back() == '/') v.pop_back();
+        c.hf_endpoint = v;
+    }
+    c.hf_token = env("HF_TOKEN");
+    c.s3.access_key = env("AWS_ACCESS_KEY_ID");
+    c.s3.secret_key = env("AWS_SECRET_ACCESS_KEY");
+    c.s3.session_token = env("AWS_SESSION_TOKEN");
+    if (auto v = env("AWS_REGION"); !v.empty())
+        c.s3.region = v;
+    else if (auto d = env("AWS_DEFAULT_REGION"); !d.empty())
+        c.s3.region = d;
+    if (auto v = env("AWS_ENDPOINT_URL_S3"); !v.empty())
+        c.s3.endpoint = v;
+    else if (auto e = env("AWS_ENDPOINT_URL"); !e.empty())
+        c.s3.endpoint = e;
+    return c;
+}
+
+std::string_view to_string(FetchState s) {
+    switch (s) {
+        case FetchState::queued: return "queued";
+        case FetchState::running: return "running";
+        case FetchState::done: return "done";
+        case FetchState::failed: return "failed";
+    }
+    return "?";
+}
+
+}  // namespace modelfs::fetch
