@@ -37,10 +37,14 @@ FetchConfig FetchConfig::from_environment() {
 
 std::string_view to_string(FetchState s) {
     switch (s) {
-        case FetchState::queued: return "queued";
-        case FetchState::running: return "running";
-        case FetchState::done: return "done";
-        case FetchState::failed: return "failed";
+        case FetchState::queued:
+            return "queued";
+        case FetchState::running:
+            return "running";
+        case FetchState::done:
+            return "done";
+        case FetchState::failed:
+            return "failed";
     }
     return "?";
 }

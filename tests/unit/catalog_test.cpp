@@ -102,6 +102,13 @@ BlobRecord full_blob_record() {
     r.ingested = 1700000000;
     r.accessed = -5;  // signed survives
     r.extents = {{hx("01"), 0, 100}, {hx("02", 'f'), 1ull << 35, 7}, {hx("01"), 100, 0}};
+    r.sources = {{"https://example.org/a b.safetensors", false},
+                 {"hf://owner/repo@main/x.safetensors", true},
+                 {"s3://bucket/key", false}};
+    r.placeholder = true;
+    r.keep = true;
+    r.fetch_error = "https://example.org/a: HTTP 503";
+    r.fetch_failed_at = 1800000000;
     return r;
 }
 
@@ -119,6 +126,11 @@ void expect_blob_eq(const BlobRecord& a, const BlobRecord& b) {
         EXPECT_EQ(a.extents[i].offset, b.extents[i].offset) << i;
         EXPECT_EQ(a.extents[i].length, b.extents[i].length) << i;
     }
+    EXPECT_EQ(a.sources, b.sources);
+    EXPECT_EQ(a.placeholder, b.placeholder);
+    EXPECT_EQ(a.keep, b.keep);
+    EXPECT_EQ(a.fetch_error, b.fetch_error);
+    EXPECT_EQ(a.fetch_failed_at, b.fetch_failed_at);
 }
 
 Model full_model() {
@@ -376,6 +388,9 @@ TEST_F(CatalogTest, BlobRecordRoundTripsEveryField) {
     EXPECT_FALSE(b->xxh128);
     EXPECT_FALSE(b->autov3);
     EXPECT_TRUE(b->extents.empty());
+    EXPECT_TRUE(b->sources.empty());
+    EXPECT_FALSE(b->placeholder);
+    EXPECT_FALSE(b->keep);
     EXPECT_FALSE(t.get_blob(hx("f2")));
 }
 

@@ -14,17 +14,17 @@ namespace modelfs::fetch {
 struct S3Config {
     std::string endpoint;  // "http://127.0.0.1:7480"; empty: https://s3.REGION.amazonaws.com
     std::string region = "us-east-1";
-    std::string access_key;     // empty: anonymous (unsigned) requests
+    std::string access_key;  // empty: anonymous (unsigned) requests
     std::string secret_key;
     std::string session_token;  // sent as x-amz-security-token when set
     bool path_style = true;     // ENDPOINT/BUCKET/KEY (false: BUCKET.ENDPOINT/KEY)
 };
 
 struct FetchConfig {
-    unsigned max_connections = 16;      // in all, over every host
-    unsigned max_per_host = 8;          // to one host
-    unsigned connections_per_blob = 4;  // parallel ranged requests for one blob
-    unsigned max_blobs = 4;             // blobs downloading at once (`modelfs fetch --jobs`)
+    unsigned max_connections = 16;           // in all, over every host
+    unsigned max_per_host = 8;               // to one host
+    unsigned connections_per_blob = 4;       // parallel ranged requests for one blob
+    unsigned max_blobs = 4;                  // blobs downloading at once (`modelfs fetch --jobs`)
     std::uint64_t chunk_size = 32ull << 20;  // bytes per ranged request
     std::uint64_t limit_rate = 0;            // bytes per second over all downloads; 0: none
     unsigned retries = 5;                    // per request, before a source counts as failed

@@ -39,12 +39,12 @@ struct FetchStatus {
     std::optional<Sha256> blob;  // the real hash, once known
     std::string name;            // a model using it ("lora/foo"), for display
     std::uint64_t size = 0;
-    std::uint64_t done_bytes = 0;   // arrived (and, after a resume, already there)
+    std::uint64_t done_bytes = 0;        // arrived (and, after a resume, already there)
     std::uint64_t bytes_per_second = 0;  // recent average
     FetchState state = FetchState::queued;
-    std::string source;  // the URL in use (redacted)
-    std::string error;   // when failed: the last error of each source tried
-    unsigned requests = 0;  // HTTP requests made so far (for tests and `status`)
+    std::string source;          // the URL in use (redacted)
+    std::string error;           // when failed: the last error of each source tried
+    unsigned requests = 0;       // HTTP requests made so far (for tests and `status`)
     bool other_process = false;  // another process holds the download; this one waits for it
 };
 

@@ -117,7 +117,7 @@ struct RemoteFile {
 struct RemoteModel {
     Category category = Category::other;
     std::string name;
-    std::string ext;  // single-file model: ".safetensors"; empty for a tree
+    std::string ext;    // single-file model: ".safetensors"; empty for a tree
     bool tree = false;  // a multi-file model (files[i].path set), else exactly one file
     std::optional<std::string> label;
     std::string note;
@@ -126,9 +126,9 @@ struct RemoteModel {
 struct RemoteAddResult {
     std::string model_key;
     std::string label;
-    bool new_version = false;  // false: that content was already a version of the model
-    std::size_t present = 0;   // files whose content is already in the store (nothing to fetch)
-    std::size_t remote = 0;    // files left to download
+    bool new_version = false;   // false: that content was already a version of the model
+    std::size_t present = 0;    // files whose content is already in the store (nothing to fetch)
+    std::size_t remote = 0;     // files left to download
     std::vector<Sha256> blobs;  // the record keys of the files, in files order
 };
 
@@ -140,9 +140,9 @@ struct EvictedBlob {
 };
 struct EvictReport {
     std::vector<EvictedBlob> evicted;
-    std::uint64_t bytes = 0;         // freed
-    std::uint64_t store_bytes = 0;   // present blob bytes after eviction
-    std::size_t skipped_open = 0;    // candidates some process has open
+    std::uint64_t bytes = 0;        // freed
+    std::uint64_t store_bytes = 0;  // present blob bytes after eviction
+    std::size_t skipped_open = 0;   // candidates some process has open
 };
 
 class Store {
