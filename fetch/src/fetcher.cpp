@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -385,6 +386,7 @@ struct Active {
     bool new_bytes = false;  // since the last perform round
     std::uint64_t window_bytes = 0;
     std::mutex persist_mu;  // a .state write vs. a restart from zero
+    std::uint64_t persisted_gen = kUnknown, persisted_bytes = 0;  // under persist_mu
     std::atomic<std::uint64_t> gen_atomic{0};
     std::atomic<bool> stop_flag{false};
     std::thread worker;
@@ -1424,7 +1426,8 @@ void Engine::persist(Active& a) {
     std::uint64_t gen;
     {
         std::lock_guard lk(dl.m_);
-        if (dl.done_.empty() || dl.size_ == 0) return;
+        if (dl.done_.empty() || dl.size_ == 0 || dl.complete_) return;
+        if (dl.gen_ == a.persisted_gen && dl.done_.total() == a.persisted_bytes) return;
         s.key = dl.key_;
         s.size = dl.size_;
         s.source = dl.sources_.at(dl.source_).url;
@@ -1443,6 +1446,8 @@ void Engine::persist(Active& a) {
     }
     try {
         write_state(a.state, s);
+        a.persisted_gen = gen;
+        a.persisted_bytes = s.done.total();
     } catch (const std::exception& e) {
         spdlog::warn("could not save download progress: {}", e.what());
     }
@@ -1454,10 +1459,56 @@ void Engine::worker_main(Active& a) {
     Xxh128Hasher xxh;
     std::uint64_t hashed = 0;
     std::uint64_t gen = kUnknown;
-    bool tried = false;  // the current generation was checked already
-    std::vector<char> buf(kHashBlock);
-    auto last_persist = Clock::now();
-    std::uint64_t persisted = 0;
+    bool tried = false;   // the current generation was checked already
+    bool broken = false;  // reading the partial file failed; the fetcher thread ends it
+
+    // Progress is saved on a thread of its own: an fdatasync of the partial file can take a
+    // while, and hashing must keep up with the network meanwhile.
+    struct Persister {
+        Engine& e;
+        Active& a;
+        std::mutex m;
+        std::condition_variable cv;
+        bool stop = false;
+        std::thread t;
+        Persister(Engine& en, Active& ac) : e(en), a(ac) {
+            t = std::thread([this] {
+                std::unique_lock lk(m);
+                while (!cv.wait_for(lk, kPersistEvery, [&] { return stop; })) {
+                    lk.unlock();
+                    e.persist(a);
+                    lk.lock();
+                }
+            });
+        }
+        ~Persister() {
+            {
+                std::lock_guard lk(m);
+                stop = true;
+            }
+            cv.notify_all();
+            t.join();
+        }
+    };
+    std::optional<Persister> persister;
+    persister.emplace(*this, a);
+
+    // The partial file mapped, so hashing reads the page cache without copying it; a download
+    // of unknown size (growing) is read with pread instead.
+    struct Map {
+        void* p = MAP_FAILED;
+        std::size_t len = 0;
+        ~Map() {
+            if (p != MAP_FAILED) ::munmap(p, len);
+        }
+    } map;
+    std::uint64_t mapped_size = a.size_known ? a.size : 0;
+    if (mapped_size > 0) {
+        map.len = static_cast<std::size_t>(mapped_size);
+        map.p = ::mmap(nullptr, map.len, PROT_READ, MAP_SHARED, a.fd.get(), 0);
+        if (map.p != MAP_FAILED) ::madvise(map.p, map.len, MADV_SEQUENTIAL);
+    }
+    std::vector<char> buf;
 
     auto post_result = [&](FetchResult r) {
         Active* ap = &a;
@@ -1474,7 +1525,7 @@ void Engine::worker_main(Active& a) {
             std::unique_lock lk(dl.m_);
             dl.cv_.wait_for(lk, kPersistEvery, [&] {
                 return dl.cmd_ != DownloadImpl::Cmd::none || dl.gen_ != gen ||
-                       dl.done_.prefix() > hashed || (dl.complete_ && !tried);
+                       (!broken && dl.done_.prefix() > hashed) || (dl.complete_ && !tried);
             });
             if (dl.gen_ != gen) {
                 gen = dl.gen_;
@@ -1492,11 +1543,14 @@ void Engine::worker_main(Active& a) {
             done_total = dl.done_.total();
         }
         if (cmd == DownloadImpl::Cmd::stop) {
+            persister.reset();
             persist(a);
             return;
         }
         if (cmd == DownloadImpl::Cmd::fail) {
+            persister.reset();
             if (discard || done_total == 0) {
+                std::lock_guard pl(a.persist_mu);
                 ::unlink(a.state.c_str());
                 ::unlink(a.part.c_str());
             } else {
@@ -1511,28 +1565,31 @@ void Engine::worker_main(Active& a) {
             post_result({false, dl.key_, msg});
             return;
         }
-        while (hashed < target && a.gen_atomic == gen && !a.stop_flag) {
+        while (!broken && hashed < target && a.gen_atomic == gen && !a.stop_flag) {
             std::size_t n =
-                static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), target - hashed));
-            ssize_t got = ::pread(a.fd.get(), buf.data(), n, static_cast<off_t>(hashed));
-            if (got <= 0) {
-                std::string m = "reading back " + a.part.string() + ": " +
-                                (got < 0 ? std::strerror(errno) : "unexpected end of file");
-                Active* ap = &a;
-                post([this, ap, m] { transfer_failed(*ap, m, true); });
-                break;
+                static_cast<std::size_t>(std::min<std::uint64_t>(kHashBlock, target - hashed));
+            const char* data;
+            if (map.p != MAP_FAILED && hashed + n <= mapped_size) {
+                data = static_cast<const char*>(map.p) + hashed;
+            } else {
+                buf.resize(kHashBlock);
+                ssize_t got = ::pread(a.fd.get(), buf.data(), n, static_cast<off_t>(hashed));
+                if (got <= 0) {
+                    std::string m = "reading back " + a.part.string() + ": " +
+                                    (got < 0 ? std::strerror(errno) : "unexpected end of file");
+                    Active* ap = &a;
+                    post([this, ap, m] { transfer_failed(*ap, m, true); });
+                    broken = true;
+                    break;
+                }
+                n = static_cast<std::size_t>(got);
+                data = buf.data();
             }
-            sha.update(buf.data(), static_cast<std::size_t>(got));
-            xxh.update(buf.data(), static_cast<std::size_t>(got));
-            hashed += static_cast<std::uint64_t>(got);
+            sha.update(data, n);
+            xxh.update(data, n);
+            hashed += n;
         }
-        auto now = Clock::now();
-        if (now - last_persist >= kPersistEvery && done_total != persisted && !complete) {
-            persist(a);
-            persisted = done_total;
-            last_persist = now;
-        }
-        if (!complete || tried || hashed != size || a.gen_atomic != gen) continue;
+        if (!complete || tried || broken || hashed != size || a.gen_atomic != gen) continue;
 
         tried = true;
         FileDigests d{sha.finish(), xxh.finish(), size};
@@ -1543,6 +1600,7 @@ void Engine::worker_main(Active& a) {
             post([this, ap, m] { verify_failed(*ap, m); });
             continue;
         }
+        persister.reset();
         try {
             Sha256 real = store.commit_download(dl.key_, a.fd.get(), a.part, d);
             ::unlink(a.state.c_str());
