@@ -528,9 +528,12 @@ void Engine::run() {
                 auto d = std::chrono::duration_cast<milliseconds>(t - now) + milliseconds(1);
                 wait = std::min(wait, std::max(d, milliseconds(0)));
             };
+            // (Tasks that are due but wait for a connection start when a request ends, which
+            // wakes the poll; counting them here would spin.)
             for (auto& a : actives)
                 if (!a->over)
-                    for (const auto& t : a->pending) until(t.not_before);
+                    for (const auto& t : a->pending)
+                        if (t.not_before > now) until(t.not_before);
             for (auto& w : waiting) until(w.next_poll);
             if (!paused.empty() && rate > 0) {
                 double need = -tokens + 1;
@@ -632,9 +635,20 @@ void Engine::activate(const std::shared_ptr<DownloadImpl>& dl) {
     fs::create_directories(partial_dir, ec);
     fs::path part = part_path(partial_dir, dl->key_);
     fs::path statef = state_path(partial_dir, dl->key_);
+    if (auto real = blob_present(*dl)) {
+        complete(dl, {true, *real, {}});
+        return;
+    }
     UniqueFd fd;
     for (int attempt = 0;; ++attempt) {
         fd.reset(::open(part.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+        if (!fd && errno == EACCES && attempt == 0) {
+            // Read-only: linked into blobs/ by a commit that crashed before the catalog had it.
+            // The orphan blob stays for gc; this download starts afresh.
+            ::unlink(part.c_str());
+            ::unlink(statef.c_str());
+            continue;
+        }
         if (!fd) throw_errno("opening " + part.string(), errno);
         if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
             if (errno != EWOULDBLOCK) throw_errno("locking " + part.string(), errno);
