@@ -427,7 +427,7 @@ class FetchDisplay {
         clear();
         if (st.state == fetch::FetchState::done)
             std::fprintf(stderr, "fetched  %s  %s\n", w.name.c_str(), human_bytes(w.size).c_str());
-        else
+        else if (tty_)  // elsewhere the summary, right after, lists failures with their reasons
             std::fprintf(stderr, "failed   %s: %s\n", w.name.c_str(), st.error.c_str());
     }
 

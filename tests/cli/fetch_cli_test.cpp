@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -293,6 +294,30 @@ TEST_F(FetchCli, FetchSelectsByPatternAndRefusesPatternsThatMatchNothing) {
     EXPECT_EQ(r["fetched"].size(), 1u);
     EXPECT_EQ(r["fetched"][0]["name"], "lora/p");
     EXPECT_EQ(nginx.requests_for("q.safetensors"), 1u) << "only the add's HEAD";
+}
+
+TEST_F(FetchCli, TheConfigFilesQuotaKeepsDownloadsWithinIt) {
+    NginxServer nginx(www);
+    for (int i = 0; i < 4; ++i) {
+        const std::string name = "q" + std::to_string(i) + ".bin";
+        serve(name, 100'000, 40 + i);
+        ASSERT_EQ(mfs({"add", nginx.url(name), "--as", "lora/q" + std::to_string(i)}).exit_code, 0);
+    }
+    write_text_file(dir / "config.toml", "[fetch]\ncache_max_size = 250000\njobs = 1\n");
+    const std::map<std::string, std::string> env{
+        {"MODELFS_CONFIG", (dir / "config.toml").string()}};
+    CliResult r = run_modelfs({"--store", store.string(), "--json", "fetch"}, env);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out)["fetched"].size(), 4u);
+    json st = mfs_json({"status"});
+    EXPECT_LE(st["present"]["bytes"].get<std::uint64_t>(), 250'000u) << st.dump();
+    EXPECT_EQ(st["present"]["blobs"], 2);
+    EXPECT_EQ(st["remote"]["blobs"], 2);
+    // `evict` without --max-size uses the same setting: nothing more to do.
+    r = run_modelfs({"--store", store.string(), "--json", "evict"}, env);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(json::parse(r.out)["evicted"].empty());
+    EXPECT_EQ(json::parse(r.out)["max_bytes"], 250000);
 }
 
 TEST_F(FetchCli, InterruptedFetchStopsCleanlyAndResumes) {
