@@ -154,9 +154,9 @@ UniqueFd Daemon::open_blob(const Sha256& blob) {
             return UniqueFd();
         }
         // Still linked: eviction is deciding on it right now, or the download that committed
-        // it has not let go of its own lock yet. The bytes stay readable through this
+        // it has not let go of its lock yet (a moment). The bytes stay readable through this
         // descriptor either way.
-        spdlog::debug("blob {} is locked by another process; reading it without a lock",
+        spdlog::debug("blob {} is locked exclusively just now; reading it without a lock",
                       blob.hex());
     }
     return fd;

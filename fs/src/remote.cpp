@@ -83,6 +83,7 @@ RemoteFiles::RemoteFiles(Daemon& dm, fetch::FetchConfig cfg) : dm_(dm), cfg_(std
 RemoteFiles::~RemoteFiles() {
     // The fetcher's thread runs our callbacks: it goes first. Openers still waiting get EIO
     // (their partial downloads resume with the next mount or `modelfs fetch`).
+    stopping_ = true;
     {
         std::lock_guard lk(fetcher_mu_);
         fetcher_.reset();
@@ -168,6 +169,9 @@ void RemoteFiles::watch(const std::shared_ptr<fetch::Download>& dl, const Entry&
                 fetched_[key] = r.blob;
             }
             spdlog::info("fetched {}: blob {}", path, r.blob.hex());
+        } else if (stopping_) {
+            spdlog::info("unmounting: the download of {} stops here and resumes on the next open",
+                         path);
         } else {
             spdlog::error("fetching {} (blob {}) failed: {}; reads get EIO (`modelfs status`)",
                           path, key.hex(), r.error);

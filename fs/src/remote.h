@@ -83,6 +83,7 @@ class RemoteFiles {
     Daemon& dm_;
     fetch::FetchConfig cfg_;
     PendingReplies pending_;
+    std::atomic<bool> stopping_{false};  // unmounting: interrupted downloads are no failures
 
     std::mutex mu_;
     // The download last seen per record key, so that its end is logged once.
