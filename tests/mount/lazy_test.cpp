@@ -507,6 +507,29 @@ TEST_F(LazyMountTest, OpenBlobsAreLockedAgainstEviction) {
     EXPECT_TRUE(eventually([&] { return ::flock(blob.get(), LOCK_EX | LOCK_NB) == 0; }));
 }
 
+TEST_F(LazyMountTest, WritingOverARemoteModel) {
+    NginxServer http(served);
+    serve("far.safetensors", 21, 256 << 10);
+    add_remote("far", "far.safetensors", http.url("far.safetensors"));
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    fs::path p = mnt / "comfyui" / "loras" / "far.safetensors";
+    // Changing it in place needs its bytes: refused, with a message in the log, not half done.
+    errno = 0;
+    EXPECT_LT(::open(p.c_str(), O_RDWR | O_CLOEXEC), 0);
+    EXPECT_EQ(errno, EIO);
+    // Replacing it whole needs nothing from the server.
+    write_safetensors(dir / "mine.safetensors", kohya_lora(22));
+    std::string mine = read_file(dir / "mine.safetensors");
+    {
+        modelfs::UniqueFd w(::open(p.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+        ASSERT_TRUE(w) << std::strerror(errno);
+        ASSERT_EQ(::write(w.get(), mine.data(), mine.size()), static_cast<ssize_t>(mine.size()));
+    }
+    EXPECT_EQ(read_through(p), sha256_hex_of_file(dir / "mine.safetensors"));
+    EXPECT_EQ(http.requests_for("far.safetensors"), 0u);
+}
+
 TEST_F(LazyMountTest, EvictionSkipsOpenBlobsAndTheNextOpenFetchesAgain) {
     NginxServer http(served);
     std::string sha = serve("cached.safetensors", 20, 512 << 10);
