@@ -25,6 +25,7 @@ enum Exit : int {
     kUsage = 2,      // bad arguments
     kNotFound = 3,   // no such model, hash or path
     kNoStore = 4,    // store missing, not a store, or written by a newer modelfs
+    kInterrupted = 130,  // `fetch` stopped by SIGINT/SIGTERM; partial downloads resume later
 };
 
 struct Globals {
@@ -61,6 +62,10 @@ void add_gc(CLI::App& app, Globals& g, Runner& run);
 void add_stats(CLI::App& app, Globals& g, Runner& run);
 void add_mount(CLI::App& app, Globals& g, Runner& run);
 void add_views(CLI::App& app, Globals& g, Runner& run);
+void add_add(CLI::App& app, Globals& g, Runner& run);
+void add_fetch(CLI::App& app, Globals& g, Runner& run);
+void add_status(CLI::App& app, Globals& g, Runner& run);
+void add_evict(CLI::App& app, Globals& g, Runner& run);
 
 // Output helpers.
 void print_json(const nlohmann::json& j);

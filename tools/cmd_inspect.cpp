@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "cli.h"
+#include "modelfs/fetch/source.h"
 
 namespace modelfs::cli {
 namespace {
@@ -34,7 +35,21 @@ json blob_json(Store& s, const Sha256& h, Progress* progress) {
     j["state"] = std::string(to_string(rec->state));
     if (rec->xxh128) j["xxh3_128"] = rec->xxh128->hex();
     j["ingested"] = rec->ingested;
+    if (rec->accessed) j["accessed"] = rec->accessed;
     if (rec->state == BlobState::present) j["path"] = s.blobs().path_of(h).string();
+    if (!rec->sources.empty()) {
+        json src = json::array();
+        for (const auto& so : rec->sources)
+            src.push_back({{"url", fetch::redact_url(so.url)}, {"stream", so.stream}});
+        j["sources"] = src;
+    }
+    // The key of a placeholder is not the content's hash: say so rather than show it as one.
+    if (rec->placeholder) j["placeholder"] = true;
+    if (rec->keep) j["keep"] = true;
+    if (!rec->fetch_error.empty()) {
+        j["fetch_error"] = rec->fetch_error;
+        j["fetch_failed_at"] = rec->fetch_failed_at;
+    }
     try {
         if (auto v3 = s.autov3(h, progress)) j["autov3"] = v3->hex();
         if (auto info = s.safetensors_info(h)) j["safetensors"] = safetensors_json(*info);
@@ -64,15 +79,27 @@ void print_blob(const json& b, const std::string& indent) {
     auto line = [&](const char* k, const std::string& v) {
         std::printf("%s%-11s %s\n", indent.c_str(), k, v.c_str());
     };
-    line("sha256", b["sha256"]);
-    line("autov2", b["autov2"]);
+    if (b.value("placeholder", false)) {
+        line("sha256", "not known yet: computed at the first download");
+        line("key", b["sha256"].get<std::string>() + " (placeholder)");
+    } else {
+        line("sha256", b["sha256"]);
+        line("autov2", b["autov2"]);
+    }
     if (b.contains("autov3")) line("autov3", b["autov3"]);
     if (b.contains("xxh3_128")) line("xxh3-128", b["xxh3_128"]);
     if (b.contains("size"))
         line("size", human_bytes(b["size"]) + " (" + std::to_string(b["size"].get<std::uint64_t>()) +
                          " bytes)");
-    if (b.contains("state")) line("state", b["state"]);
+    if (b.contains("state"))
+        line("state", b["state"].get<std::string>() + (b.value("keep", false) ? ", kept" : ""));
     if (b.contains("path")) line("blob", b["path"]);
+    if (b.contains("sources"))
+        for (const auto& so : b["sources"])
+            line("source", so["url"].get<std::string>() + (so["stream"].get<bool>() ? " (stream)" : ""));
+    if (b.contains("fetch_error"))
+        line("fetch error", format_time(b["fetch_failed_at"]) + ": " +
+                                b["fetch_error"].get<std::string>());
     if (b.contains("safetensors")) {
         const json& st = b["safetensors"];
         std::string dt;
@@ -93,6 +120,33 @@ void print_blob(const json& b, const std::string& indent) {
     if (b.contains("error")) line("error", b["error"]);
 }
 
+// Which files of a version are not on this machine (remote, or partly downloaded).
+struct RemoteFiles {
+    std::size_t files = 0;     // not present
+    bool any_partial = false;  // some download started
+    bool placeholder = false;  // a single file whose hash is not known yet
+    std::string state(const ModelVersion& v) const {
+        const std::size_t n = v.is_tree() ? v.tree.size() : 1;
+        if (files == 0) return "present";
+        return files == n && !any_partial ? "remote" : "partial";
+    }
+};
+
+RemoteFiles remote_files(const Txn& txn, const ModelVersion& v) {
+    RemoteFiles r;
+    std::vector<Sha256> files;
+    if (v.blob) files.push_back(*v.blob);
+    for (const auto& t : v.tree) files.push_back(t.blob);
+    for (const auto& h : files) {
+        auto rec = txn.get_blob(h);
+        if (!rec || rec->state == BlobState::present) continue;
+        ++r.files;
+        r.any_partial = r.any_partial || rec->state == BlobState::partial;
+        r.placeholder = r.placeholder || (v.blob && rec->placeholder);
+    }
+    return r;
+}
+
 struct LsArgs {
     std::string pattern, category;
 };
@@ -102,16 +156,20 @@ int run_ls(const Globals& g, const LsArgs& a) {
     if (!a.category.empty()) cat = parse_category_arg(a.category);
     Store s = g.open_store();
     std::vector<Model> models;
-    s.catalog().read().for_each_model([&](const Model& m) {
+    std::vector<RemoteFiles> remote;  // per model: its current version's files not here
+    auto txn = s.catalog().read();
+    txn.for_each_model([&](const Model& m) {
         if (cat && m.category != *cat) return;
         if (!a.pattern.empty() && fnmatch(a.pattern.c_str(), m.key().c_str(), 0) != 0 &&
             fnmatch(a.pattern.c_str(), m.name.c_str(), 0) != 0)
             return;
         models.push_back(m);
+        remote.push_back(remote_files(txn, m.current_version()));
     });
     if (g.json) {
         json out = json::array();
-        for (const auto& m : models) {
+        for (std::size_t i = 0; i < models.size(); ++i) {
+            const Model& m = models[i];
             const auto& v = m.current_version();
             json j = {{"model", m.key()},     {"category", to_string(m.category)},
                       {"name", m.name},       {"version", v.label},
@@ -121,20 +179,27 @@ int run_ls(const Globals& g, const LsArgs& a) {
                 j["sha256"] = v.blob->hex();
                 j["ext"] = v.ext;
             }
+            j["state"] = remote[i].state(v);
+            if (remote[i].files) j["remote_files"] = remote[i].files;
             out.push_back(std::move(j));
         }
         print_json(out);
         return kOk;
     }
-    for (const auto& m : models) {
+    for (std::size_t i = 0; i < models.size(); ++i) {
+        const Model& m = models[i];
         const auto& v = m.current_version();
         std::string what = v.blob ? v.blob->autov2() : std::to_string(v.tree.size()) + " files";
+        if (remote[i].placeholder) what = "?";  // no hash known until it is downloaded
+        std::string notes;
+        if (m.versions.size() > 1) notes += "  (" + std::to_string(m.versions.size()) + " versions)";
+        const std::string state = remote[i].state(v);
+        if (state == "remote") notes += "  [remote]";
+        else if (state == "partial")
+            notes += "  [partly here: " + std::to_string(remote[i].files) + " file(s) to fetch]";
         std::printf("%-16s %-48s %-8s %10s  %s%s\n", std::string(to_string(m.category)).c_str(),
                     (m.name + v.ext).c_str(), v.label.c_str(), human_bytes(v.size).c_str(),
-                    what.c_str(),
-                    m.versions.size() > 1
-                        ? ("  (" + std::to_string(m.versions.size()) + " versions)").c_str()
-                        : "");
+                    what.c_str(), notes.c_str());
     }
     if (models.empty() && !g.quiet && (!a.pattern.empty() || cat))
         std::cerr << "modelfs: no model matches\n";
@@ -157,7 +222,16 @@ int run_show(const Globals& g, const std::string& query) {
                {"name", m.name},
                {"current", m.current_version().label},
                {"versions", versions}};
-        if (const auto& v = m.current_version(); v.blob) out["file"] = blob_json(s, *v.blob, bar);
+        if (const auto& v = m.current_version(); v.blob) {
+            out["file"] = blob_json(s, *v.blob, bar);
+        } else {
+            // Where each file of the current folder is: present, remote, partial.
+            auto txn = s.catalog().read();
+            json& files = out["versions"][m.current]["files"];
+            for (std::size_t i = 0; i < v.tree.size(); ++i)
+                if (auto rec = txn.get_blob(v.tree[i].blob))
+                    files[i]["state"] = std::string(to_string(rec->state));
+        }
     } else if (r.path) {
         out = {{"path", r.path->string()}, {"in_store", r.in_store}};
         if (r.in_store) {
@@ -206,9 +280,12 @@ int run_show(const Globals& g, const std::string& query) {
                         v.value("source", std::string()).c_str());
             if (v.contains("files") && v["current"].get<bool>())
                 for (const auto& f : v["files"])
-                    std::printf("      %-56s %10s  %s\n", f["path"].get<std::string>().c_str(),
+                    std::printf("      %-56s %10s  %s%s\n", f["path"].get<std::string>().c_str(),
                                 human_bytes(f["size"]).c_str(),
-                                f["sha256"].get<std::string>().substr(0, 10).c_str());
+                                f["sha256"].get<std::string>().substr(0, 10).c_str(),
+                                f.value("state", "present") == "present"
+                                    ? ""
+                                    : ("  " + f["state"].get<std::string>()).c_str());
         }
     } else {
         if (r.path)

@@ -113,9 +113,11 @@ void add_stats(CLI::App& app, Globals& g, Runner& run) {
         run = [&g] {
             Store s = g.open_store();
             StoreStats st = s.stats();
-            double ratio = st.physical_bytes ? static_cast<double>(st.logical_bytes) /
-                                                   static_cast<double>(st.physical_bytes)
-                                             : 1.0;
+            // Remote blobs count as stored content too: each is one distinct file, wherever.
+            const std::uint64_t distinct = st.physical_bytes + st.remote_bytes;
+            double ratio = distinct ? static_cast<double>(st.logical_bytes) /
+                                          static_cast<double>(distinct)
+                                    : 1.0;
             if (g.json) {
                 nlohmann::json cats = nlohmann::json::object();
                 for (const auto& [c, cs] : st.per_category)
@@ -127,6 +129,8 @@ void add_stats(CLI::App& app, Globals& g, Runner& run) {
                             {"blobs", st.blobs},
                             {"logical_bytes", st.logical_bytes},
                             {"physical_bytes", st.physical_bytes},
+                            {"remote_blobs", st.remote_blobs},
+                            {"remote_bytes", st.remote_bytes},
                             {"saved_bytes", st.saved()},
                             {"dedup_ratio", ratio},
                             {"categories", cats}});
@@ -138,6 +142,9 @@ void add_stats(CLI::App& app, Globals& g, Runner& run) {
             std::printf("blobs          %zu\n", st.blobs);
             std::printf("logical        %s\n", human_bytes(st.logical_bytes).c_str());
             std::printf("physical       %s\n", human_bytes(st.physical_bytes).c_str());
+            if (st.remote_blobs)
+                std::printf("remote         %s in %zu blob(s), fetched when first used\n",
+                            human_bytes(st.remote_bytes).c_str(), st.remote_blobs);
             std::printf("saved          %s (dedup ratio %.2fx)\n", human_bytes(st.saved()).c_str(),
                         ratio);
             for (const auto& [c, cs] : st.per_category)

@@ -23,9 +23,9 @@ namespace modelfs::cli {
 
 namespace {
 
-// Top-level tables that later issues will read (fetch sources, mount defaults, ...). They are
-// accepted and ignored here so a config written for a newer modelfs still loads; every other
-// unknown key is an error, because a typo ("stroe") would otherwise be ignored silently.
+// Top-level tables that later issues will read (mount defaults, ...). They are accepted and
+// ignored here so a config written for a newer modelfs still loads; every other unknown key is an
+// error, because a typo ("stroe") would otherwise be ignored silently.
 constexpr std::array<std::string_view, 0> kReservedTables{};
 
 std::string lower(std::string_view s) {
@@ -217,6 +217,101 @@ std::vector<fs::ViewLayout> layouts_from(const toml::node& n, const stdfs::path&
     return out;
 }
 
+// [fetch] keys: name, what the value is, and whether it is a byte count ("50M") or a count.
+unsigned count_from(const toml::node& n, const stdfs::path& source, const std::string& key,
+                    std::int64_t min) {
+    const auto* i = n.as_integer();
+    if (!i || i->get() < min || i->get() > 100000) {
+        fail(source, n.source(),
+             "'fetch." + key + "' must be a whole number of at least " + std::to_string(min));
+    }
+    return static_cast<unsigned>(i->get());
+}
+
+std::uint64_t bytes_from(const toml::node& n, const stdfs::path& source, const std::string& key) {
+    if (const auto* i = n.as_integer()) {
+        if (i->get() < 0) fail(source, n.source(), "'fetch." + key + "' must not be negative");
+        return static_cast<std::uint64_t>(i->get());
+    }
+    if (const auto* s = n.as_string()) {
+        if (auto v = parse_size(s->get())) return *v;
+    }
+    fail(source, n.source(),
+         "'fetch." + key +
+             "' must be a number of bytes or a size like \"50M\", \"1.5G\" "
+             "(K, M, G, T are powers of 1024)");
+}
+
+std::string text_from(const toml::node& n, const stdfs::path& source, const std::string& key) {
+    const auto* s = n.as_string();
+    if (!s) fail(source, n.source(), "'" + key + "' must be a string");
+    return s->get();
+}
+
+std::string url_from(const toml::node& n, const stdfs::path& source, const std::string& key) {
+    std::string v = text_from(n, source, key);
+    if (!v.starts_with("http://") && !v.starts_with("https://"))
+        fail(source, n.source(),
+             "'" + key + "' = \"" + v + "\" must be an http:// or https:// URL");
+    while (v.size() > 1 && v.back() == '/') v.pop_back();
+    return v;
+}
+
+const toml::table& table_from(const toml::node& n, const stdfs::path& source, const char* name) {
+    const toml::table* t = n.as_table();
+    if (!t) fail(source, n.source(), std::string("'") + name + "' must be a table: [" + name + "]");
+    return *t;
+}
+
+[[noreturn]] void unknown_in(const stdfs::path& source, const toml::key& key, const char* table,
+                             const char* known) {
+    fail(source, key.source(),
+         std::string("unknown key '") + std::string(key.str()) + "' in [" + table +
+             "]; the known ones are " + known);
+}
+
+void fetch_from(const toml::node& n, const stdfs::path& source, FetchSettings& f) {
+    for (auto&& [key, v] : table_from(n, source, "fetch")) {
+        const std::string k(key.str());
+        if (k == "jobs")
+            f.jobs = count_from(v, source, k, 1);
+        else if (k == "connections_per_blob")
+            f.connections_per_blob = count_from(v, source, k, 1);
+        else if (k == "max_per_host")
+            f.max_per_host = count_from(v, source, k, 1);
+        else if (k == "max_connections")
+            f.max_connections = count_from(v, source, k, 1);
+        else if (k == "retries")
+            f.retries = count_from(v, source, k, 0);
+        else if (k == "limit_rate")
+            f.limit_rate = bytes_from(v, source, k);
+        else if (k == "cache_max_size")
+            f.cache_max_size = bytes_from(v, source, k);
+        else if (k == "hf_endpoint")
+            f.hf_endpoint = url_from(v, source, "fetch.hf_endpoint");
+        else
+            unknown_in(source, key, "fetch",
+                       "jobs, connections_per_blob, max_per_host, max_connections, retries, "
+                       "limit_rate, cache_max_size, hf_endpoint");
+    }
+}
+
+void s3_from(const toml::node& n, const stdfs::path& source, FetchSettings& f) {
+    for (auto&& [key, v] : table_from(n, source, "s3")) {
+        const std::string k(key.str());
+        if (k == "endpoint")
+            f.s3_endpoint = url_from(v, source, "s3.endpoint");
+        else if (k == "region")
+            f.s3_region = text_from(v, source, "s3.region");
+        else if (k == "access_key")
+            f.s3_access_key = text_from(v, source, "s3.access_key");
+        else if (k == "secret_key")
+            f.s3_secret_key = text_from(v, source, "s3.secret_key");
+        else
+            unknown_in(source, key, "s3", "endpoint, region, access_key, secret_key");
+    }
+}
+
 std::string read_whole(const stdfs::path& file) {
     std::error_code ec;
     if (stdfs::is_directory(file, ec)) {
@@ -299,7 +394,7 @@ Config parse_config(std::string_view text, const stdfs::path& source) {
     // toml++ iterates keys sorted; report the unknown key that comes first in the file.
     const toml::key* unknown = nullptr;
     for (auto&& [key, value] : root) {
-        if (key == "store" || key == "layout") continue;
+        if (key == "store" || key == "layout" || key == "fetch" || key == "s3") continue;
         if (std::find(kReservedTables.begin(), kReservedTables.end(), key.str()) !=
             kReservedTables.end()) {
             continue;
@@ -308,14 +403,77 @@ Config parse_config(std::string_view text, const stdfs::path& source) {
     }
     if (unknown) {
         fail(source, unknown->source(),
-             "unknown key '" + std::string(unknown->str()) + "'; the known ones are 'store' and " +
-                 "[[layout]] tables");
+             "unknown key '" + std::string(unknown->str()) + "'; the known ones are 'store', " +
+                 "[[layout]] tables, [fetch] and [s3]");
     }
 
     Config c;
     c.source = source;
     if (const toml::node* s = root.get("store")) c.store = store_from(*s, source);
     if (const toml::node* l = root.get("layout")) c.layouts = layouts_from(*l, source);
+    if (const toml::node* f = root.get("fetch")) fetch_from(*f, source, c.fetch);
+    if (const toml::node* s = root.get("s3")) s3_from(*s, source, c.fetch);
+    return c;
+}
+
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+    std::string s;
+    for (char ch : text)
+        if (ch != ' ') s += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (s.ends_with("/s")) s.resize(s.size() - 2);
+    std::size_t i = 0;
+    while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+    const std::string number = s.substr(0, i);
+    std::string unit = s.substr(i);
+    if (number.empty() || number == "." || std::count(number.begin(), number.end(), '.') > 1)
+        return std::nullopt;
+    if (unit.ends_with("ib"))
+        unit.resize(unit.size() - 2);
+    else if (unit.size() > 1 && unit.ends_with("b"))
+        unit.resize(unit.size() - 1);
+    int shift = 0;
+    if (unit.empty() || unit == "b")
+        shift = 0;
+    else if (unit == "k")
+        shift = 10;
+    else if (unit == "m")
+        shift = 20;
+    else if (unit == "g")
+        shift = 30;
+    else if (unit == "t")
+        shift = 40;
+    else
+        return std::nullopt;
+    if (number.find('.') == std::string::npos) {
+        // Whole numbers exactly, without going through a double.
+        std::uint64_t v = 0;
+        for (char ch : number) {
+            const auto d = static_cast<std::uint64_t>(ch - '0');
+            if (v > (UINT64_MAX - d) / 10) return std::nullopt;
+            v = v * 10 + d;
+        }
+        if (shift && v > (UINT64_MAX >> shift)) return std::nullopt;
+        return v << shift;
+    }
+    const double v = std::strtod(number.c_str(), nullptr) * static_cast<double>(1ull << shift);
+    if (!(v >= 0) || v >= 18446744073709549568.0) return std::nullopt;
+    return static_cast<std::uint64_t>(v);
+}
+
+fetch::FetchConfig fetch_config(const Config& config, fetch::FetchConfig c) {
+    const FetchSettings& f = config.fetch;
+    if (f.jobs) c.max_blobs = *f.jobs;
+    if (f.connections_per_blob) c.connections_per_blob = *f.connections_per_blob;
+    if (f.max_per_host) c.max_per_host = *f.max_per_host;
+    if (f.max_connections) c.max_connections = *f.max_connections;
+    if (f.retries) c.retries = *f.retries;
+    if (f.limit_rate) c.limit_rate = *f.limit_rate;
+    if (f.cache_max_size) c.cache_max_bytes = *f.cache_max_size;
+    if (f.hf_endpoint) c.hf_endpoint = *f.hf_endpoint;
+    if (f.s3_endpoint) c.s3.endpoint = *f.s3_endpoint;
+    if (f.s3_region) c.s3.region = *f.s3_region;
+    if (f.s3_access_key) c.s3.access_key = *f.s3_access_key;
+    if (f.s3_secret_key) c.s3.secret_key = *f.s3_secret_key;
     return c;
 }
 

@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
         "$XDG_DATA_HOME/modelfs, else ~/.local/share/modelfs.\nConfig file: --config, else "
         "$MODELFS_CONFIG, else $XDG_CONFIG_HOME/modelfs/config.toml (~/.config/...), else "
         "/etc/modelfs/config.toml.\nExit codes: 0 ok, 1 something failed, 2 usage or bad config "
-        "file, 3 not found, 4 no usable store.");
+        "file, 3 not found, 4 no usable store, 130 fetch interrupted.");
 
     Globals g;
     app.add_option("--store", g.store, "Store folder")->envname("MODELFS_STORE");
@@ -66,6 +66,10 @@ int main(int argc, char** argv) {
     add_stats(app, g, run);
     add_mount(app, g, run);
     add_views(app, g, run);
+    add_add(app, g, run);
+    add_fetch(app, g, run);
+    add_status(app, g, run);
+    add_evict(app, g, run);
 
     try {
         app.parse(argc, argv);

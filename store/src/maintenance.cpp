@@ -17,12 +17,15 @@ namespace modelfs {
 VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
     VerifyReport rep;
     std::vector<std::pair<Sha256, BlobRecord>> records;
-    std::set<Sha256> known;
+    std::set<Sha256> known, evicted;
     {
         auto txn = impl_->catalog.read();
+        // Only present blobs have bytes here to check; remote and partial ones are downloaded
+        // (and verified) when used, so their missing files are not problems.
         txn.for_each_blob([&](const Sha256& h, const BlobRecord& r) {
             known.insert(h);
             if (r.state == BlobState::present) records.emplace_back(h, r);
+            if (r.state == BlobState::remote) evicted.insert(h);
         });
         txn.for_each_model([&](const Model& m) {
             for (const auto& v : m.versions)
@@ -126,6 +129,10 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
         [&](const std::optional<Sha256>& h, const fs::path& p, std::uint64_t) {
             if (!h || !known.count(*h))
                 rep.notes.push_back("orphan file " + p.string() + " (not catalogued; gc removes it)");
+            else if (evicted.count(*h))
+                rep.notes.push_back("file " + p.string() +
+                                    " of a blob catalogued as remote (an interrupted eviction; "
+                                    "gc removes it)");
         });
     return rep;
 }
@@ -133,7 +140,7 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
 GcReport Store::gc(bool dry_run) {
     GcReport rep;
     StoreLock lock(impl_->root, StoreLock::exclusive);
-    std::set<Sha256> referenced, known;
+    std::set<Sha256> referenced, known, evicted;
     std::vector<std::pair<Sha256, BlobRecord>> unreferenced;
     {
         auto txn = impl_->catalog.read();
@@ -143,6 +150,8 @@ GcReport Store::gc(bool dry_run) {
         });
         txn.for_each_blob([&](const Sha256& h, const BlobRecord& r) {
             known.insert(h);
+            if (r.state == BlobState::remote) evicted.insert(h);
+            // Remote records that models use stay: they are how those models get downloaded.
             // Quarantined records point at evidence the user should look at; gc leaves them.
             if (!referenced.count(h) && r.state != BlobState::quarantined)
                 unreferenced.emplace_back(h, r);
@@ -156,7 +165,10 @@ GcReport Store::gc(bool dry_run) {
         [&](const std::optional<Sha256>& h, const fs::path& p, std::uint64_t size) {
             // A file a model uses is never an orphan, even if its record went missing (verify
             // reports that as dangling); deleting it could remove the only copy.
-            if (!h || (!known.count(*h) && !referenced.count(*h))) {
+            // A file of a `remote` record is left by an eviction interrupted between its
+            // catalog commit and the unlink (downloads publish under the shared store lock, so
+            // none is half way here).
+            if (!h || (!known.count(*h) && !referenced.count(*h)) || evicted.count(*h)) {
                 rep.orphan_files.push_back(p);
                 rep.bytes += size;
             }

@@ -218,6 +218,10 @@ StoreStats Store::stats() {
         }
     });
     txn.for_each_blob([&](const Sha256&, const BlobRecord& r) {
+        if (r.state == BlobState::remote || r.state == BlobState::partial) {
+            ++s.remote_blobs;
+            s.remote_bytes += r.size;
+        }
         if (r.state != BlobState::present) return;
         ++s.blobs;
         s.physical_bytes += r.size;

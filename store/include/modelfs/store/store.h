@@ -71,9 +71,15 @@ struct StoreStats {
     std::size_t models = 0, versions = 0, blobs = 0, files = 0;
     std::uint64_t logical_bytes = 0;   // every catalogued file, counted each time it appears
     std::uint64_t physical_bytes = 0;  // blob files actually on disk
+    // Blobs known by size and sources but not on this machine (remote, or partly downloaded).
+    std::size_t remote_blobs = 0;
+    std::uint64_t remote_bytes = 0;
     std::map<Category, CategoryStats> per_category;
+    // What deduplication saves: every catalogued file counted once per use, against each
+    // distinct content counted once, wherever it is.
     std::uint64_t saved() const {
-        return logical_bytes > physical_bytes ? logical_bytes - physical_bytes : 0;
+        const std::uint64_t distinct = physical_bytes + remote_bytes;
+        return logical_bytes > distinct ? logical_bytes - distinct : 0;
     }
 };
 
@@ -104,6 +110,11 @@ struct FileCommitResult {
     bool new_version = false;  // the model got a new current version (or was created)
     std::string label;         // the model version the file is (part of) now
 };
+
+// Throws StoreError (bad_input) for a model name no view could show: empty, NUL, empty or
+// '.'/'..' components, components over 200 bytes, '@' (reserved for version labels). For callers
+// that check a name before doing anything costly (`modelfs add` before probing URLs).
+void check_model_name(const std::string& name);
 
 // One file of a model registered from remote sources (`modelfs add URL`, a manifest): known by
 // size and, where anyone knew it, SHA-256; downloaded on first use.

@@ -1,0 +1,129 @@
+#include "partial_state.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "modelfs/store/blob_store.h"
+#include "modelfs/store/errors.h"
+#include "modelfs/store/unique_fd.h"
+
+namespace fs = std::filesystem;
+
+namespace modelfs::fetch::detail {
+
+void RangeSet::add(std::uint64_t begin, std::uint64_t end) {
+    if (begin >= end) return;
+    // Merge with a range that starts at or before `begin` and reaches it.
+    auto it = m_.upper_bound(begin);
+    if (it != m_.begin()) {
+        auto prev = std::prev(it);
+        if (prev->second >= begin) {
+            if (prev->second >= end) return;
+            begin = prev->first;
+            it = prev;
+        }
+    }
+    // Swallow every range starting within [begin, end].
+    while (it != m_.end() && it->first <= end) {
+        end = std::max(end, it->second);
+        it = m_.erase(it);
+    }
+    m_.emplace(begin, end);
+}
+
+bool RangeSet::contains(std::uint64_t begin, std::uint64_t end) const {
+    if (begin >= end) return true;
+    auto it = m_.upper_bound(begin);
+    if (it == m_.begin()) return false;
+    --it;
+    return it->first <= begin && it->second >= end;
+}
+
+std::uint64_t RangeSet::prefix() const {
+    if (m_.empty() || m_.begin()->first != 0) return 0;
+    return m_.begin()->second;
+}
+
+std::uint64_t RangeSet::total() const {
+    std::uint64_t t = 0;
+    for (const auto& [b, e] : m_) t += e - b;
+    return t;
+}
+
+std::vector<std::pair<std::uint64_t, std::uint64_t>> RangeSet::gaps(std::uint64_t size) const {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+    std::uint64_t pos = 0;
+    for (const auto& [b, e] : m_) {
+        if (b >= size) break;
+        if (b > pos) out.emplace_back(pos, b);
+        pos = std::max(pos, e);
+    }
+    if (pos < size) out.emplace_back(pos, size);
+    return out;
+}
+
+std::vector<std::pair<std::uint64_t, std::uint64_t>> RangeSet::ranges() const {
+    return {m_.begin(), m_.end()};
+}
+
+fs::path part_path(const fs::path& dir, const Sha256& key) {
+    return dir / (key.hex() + ".part");
+}
+fs::path state_path(const fs::path& dir, const Sha256& key) {
+    return dir / (key.hex() + ".state");
+}
+
+std::optional<PartialState> read_state(const fs::path& file) {
+    std::ifstream in(file);
+    if (!in) return std::nullopt;
+    try {
+        nlohmann::json j = nlohmann::json::parse(in);
+        if (j.value("version", 0) != 1) return std::nullopt;
+        PartialState s;
+        auto key = Sha256::from_hex(j.at("key").get<std::string>());
+        if (!key) return std::nullopt;
+        s.key = *key;
+        s.size = j.at("size").get<std::uint64_t>();
+        s.source = j.value("source", "");
+        s.validator = j.value("validator", "");
+        for (const auto& r : j.at("done")) {
+            auto b = r.at(0).get<std::uint64_t>();
+            auto e = r.at(1).get<std::uint64_t>();
+            if (b > e || e > s.size) return std::nullopt;
+            s.done.add(b, e);
+        }
+        return s;
+    } catch (const std::exception&) {
+        return std::nullopt;
+    }
+}
+
+void write_state(const fs::path& file, const PartialState& s) {
+    nlohmann::json j;
+    j["version"] = 1;
+    j["key"] = s.key.hex();
+    j["size"] = s.size;
+    j["source"] = s.source;
+    j["validator"] = s.validator;
+    nlohmann::json done = nlohmann::json::array();
+    for (const auto& [b, e] : s.done.ranges()) done.push_back({b, e});
+    j["done"] = std::move(done);
+    std::string text = j.dump() + "\n";
+
+    fs::path tmp = file;
+    tmp += ".tmp";
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd) throw_errno("writing " + tmp.string(), errno);
+    pwrite_all(fd.get(), text.data(), text.size(), 0, tmp.string());
+    fsync_or_throw(fd.get(), tmp.string());
+    fd.reset();
+    if (::rename(tmp.c_str(), file.c_str()) != 0) throw_errno("renaming " + tmp.string(), errno);
+    fsync_dir(file.parent_path());
+}
+
+}  // namespace modelfs::fetch::detail

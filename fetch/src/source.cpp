@@ -1,0 +1,217 @@
+#include "modelfs/fetch/source.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "modelfs/store/errors.h"
+
+namespace modelfs::fetch {
+namespace {
+
+bool starts_with_ci(std::string_view s, std::string_view prefix) {
+    if (s.size() < prefix.size()) return false;
+    for (std::size_t i = 0; i < prefix.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
+    return true;
+}
+
+[[noreturn]] void bad_url(std::string_view url, const std::string& why) {
+    throw StoreError(ErrorKind::bad_input,
+                     "source URL '" + redact_url(url) + "': " + why +
+                         " (expected https://HOST/PATH, hf://OWNER/REPO[@REVISION]/PATH or "
+                         "s3://BUCKET/KEY)");
+}
+
+// Percent-encodes what may not appear raw in a URL path. '%' is left alone: a user who wrote
+// "%20" or "refs%2Fpr%2F1" meant it.
+std::string encode_path(std::string_view s) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(s.size());
+    for (unsigned char c : s) {
+        if (std::isalnum(c) || std::string_view("-._~/!$&'()*+,;=:@%").find(static_cast<char>(c)) !=
+                                   std::string_view::npos) {
+            out += static_cast<char>(c);
+        } else {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out;
+}
+
+// host[:port] of an http(s) URL, lower-cased, without user info.
+std::string host_of(std::string_view url) {
+    auto p = url.find("://");
+    if (p == std::string_view::npos) return {};
+    std::string_view rest = url.substr(p + 3);
+    rest = rest.substr(0, rest.find_first_of("/?#"));
+    if (auto at = rest.rfind('@'); at != std::string_view::npos) rest = rest.substr(at + 1);
+    std::string h(rest);
+    std::transform(h.begin(), h.end(), h.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return h;
+}
+
+std::string_view scheme_of(std::string_view url) {
+    auto p = url.find("://");
+    return p == std::string_view::npos ? std::string_view{} : url.substr(0, p);
+}
+
+struct HfParts {
+    std::string kind;  // "", "datasets/" or "spaces/"
+    std::string repo;  // OWNER/REPO
+    std::string revision = "main";
+    std::string path;
+};
+
+HfParts parse_hf(std::string_view url) {
+    std::string_view rest = url.substr(5);  // after "hf://"
+    HfParts p;
+    for (std::string_view k : {"datasets/", "spaces/"}) {
+        if (rest.substr(0, k.size()) == k) {
+            p.kind = std::string(k);
+            rest.remove_prefix(k.size());
+        }
+    }
+    auto s1 = rest.find('/');
+    if (s1 == std::string_view::npos || s1 == 0) bad_url(url, "no OWNER/REPO");
+    auto s2 = rest.find('/', s1 + 1);
+    if (s2 == std::string_view::npos || s2 == s1 + 1) bad_url(url, "no file path after OWNER/REPO");
+    std::string_view repo = rest.substr(0, s2);
+    p.path = std::string(rest.substr(s2 + 1));
+    if (auto at = repo.find('@'); at != std::string_view::npos) {
+        if (at < s1) bad_url(url, "'@' in the owner name");
+        p.revision = std::string(repo.substr(at + 1));
+        repo = repo.substr(0, at);
+        if (p.revision.empty()) bad_url(url, "empty revision after '@'");
+    }
+    if (repo.size() == s1 + 1) bad_url(url, "no repository name");
+    p.repo = std::string(repo);
+    if (p.path.empty() || p.path.back() == '/') bad_url(url, "no file path after OWNER/REPO");
+    return p;
+}
+
+void parse_s3(std::string_view url, std::string& bucket, std::string& key) {
+    std::string_view rest = url.substr(5);  // after "s3://"
+    auto s = rest.find('/');
+    if (s == std::string_view::npos || s == 0) bad_url(url, "no BUCKET/KEY");
+    bucket = std::string(rest.substr(0, s));
+    key = std::string(rest.substr(s + 1));
+    if (key.empty()) bad_url(url, "no object key after the bucket");
+    auto ok = [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '.' || c == '_'; };
+    if (!std::all_of(bucket.begin(), bucket.end(), ok)) bad_url(url, "invalid bucket name");
+}
+
+// S3 wants every key byte outside the unreserved set encoded, '/' kept; the SigV4 canonical URI is
+// the path as sent.
+std::string encode_s3_key(std::string_view key) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : key) {
+        if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
+            out += static_cast<char>(c);
+        } else {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+bool is_remote_url(std::string_view s) {
+    return starts_with_ci(s, "http://") || starts_with_ci(s, "https://") ||
+           starts_with_ci(s, "hf://") || starts_with_ci(s, "s3://");
+}
+
+void check_source_url(std::string_view url) {
+    if (!is_remote_url(url)) bad_url(url, "unknown scheme");
+    std::string scheme(scheme_of(url));
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    // hf:// and s3:// name files, encoded when the request is made; an http(s) URL is sent as
+    // written, so it must be a valid one.
+    bool named = scheme == "hf" || scheme == "s3";
+    if (std::any_of(url.begin(), url.end(),
+                    [&](unsigned char c) { return c < ' ' || c == 0x7f || (c == ' ' && !named); }))
+        bad_url(url, "spaces or control characters (percent-encode them)");
+    if (scheme == "hf") {
+        parse_hf(url);
+    } else if (scheme == "s3") {
+        std::string b, k;
+        parse_s3(url, b, k);
+    } else {
+        std::string h = host_of(url);
+        if (h.empty() || h.front() == ':') bad_url(url, "no host");
+    }
+}
+
+HttpTarget resolve_source(std::string_view url, const FetchConfig& cfg) {
+    check_source_url(url);
+    HttpTarget t;
+    std::string scheme(scheme_of(url));
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (scheme == "hf") {
+        HfParts p = parse_hf(url);
+        std::string endpoint = cfg.hf_endpoint;
+        while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
+        t.url = endpoint + "/" + p.kind + encode_path(p.repo) + "/resolve/" +
+                encode_path(p.revision) + "/" + encode_path(p.path);
+        // libcurl keeps a custom Authorization header off redirects to other hosts (the CDN
+        // that Hugging Face sends LFS downloads to), so the token stays with the hub.
+        if (!cfg.hf_token.empty()) t.headers.push_back("Authorization: Bearer " + cfg.hf_token);
+        t.host = host_of(t.url);
+        return t;
+    }
+    if (scheme == "s3") {
+        std::string bucket, key;
+        parse_s3(url, bucket, key);
+        std::string endpoint = cfg.s3.endpoint;
+        if (endpoint.empty()) endpoint = "https://s3." + cfg.s3.region + ".amazonaws.com";
+        while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
+        if (cfg.s3.path_style) {
+            t.url = endpoint + "/" + bucket + "/" + encode_s3_key(key);
+        } else {
+            auto p = endpoint.find("://");
+            std::string sch = p == std::string::npos ? "https" : endpoint.substr(0, p);
+            std::string rest = p == std::string::npos ? endpoint : endpoint.substr(p + 3);
+            t.url = sch + "://" + bucket + "." + rest + "/" + encode_s3_key(key);
+        }
+        if (!cfg.s3.access_key.empty()) {
+            t.aws_sigv4 = "aws:amz:" + cfg.s3.region + ":s3";
+            t.userpwd = cfg.s3.access_key + ":" + cfg.s3.secret_key;
+            // libcurl 7.88 signs the request but does not send the payload hash S3 requires.
+            t.headers.push_back("x-amz-content-sha256: UNSIGNED-PAYLOAD");
+            if (!cfg.s3.session_token.empty())
+                t.headers.push_back("x-amz-security-token: " + cfg.s3.session_token);
+        }
+        t.host = host_of(t.url);
+        return t;
+    }
+    t.url = std::string(url);
+    t.host = host_of(t.url);
+    return t;
+}
+
+std::string redact_url(std::string_view url) {
+    std::string_view u = url;
+    u = u.substr(0, u.find_first_of("?#"));
+    auto p = u.find("://");
+    if (p == std::string_view::npos) return std::string(u);
+    auto auth_end = u.find('/', p + 3);
+    std::string_view authority = u.substr(
+        p + 3, auth_end == std::string_view::npos ? std::string_view::npos : auth_end - p - 3);
+    auto at = authority.rfind('@');
+    if (at == std::string_view::npos) return std::string(u);
+    std::string out(u.substr(0, p + 3));
+    out += authority.substr(at + 1);
+    if (auth_end != std::string_view::npos) out += u.substr(auth_end);
+    return out;
+}
+
+}  // namespace modelfs::fetch

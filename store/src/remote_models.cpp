@@ -1,0 +1,300 @@
+// Remote models (lazy fetch): registering models whose bytes are elsewhere, and the cache quota
+// that turns present blobs back into remote ones. The store never touches the network here.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "store_impl.h"
+
+namespace fs = std::filesystem;
+
+namespace modelfs {
+namespace {
+
+// A URL as recorded in a version's `source`: without user:password@ and without a query or
+// fragment, which may carry tokens (presigned S3 URLs, ?token=...). The blob's `sources` keep the
+// full URL, since that is what a download needs.
+std::string redact(std::string_view url) {
+    std::string u(url.substr(0, url.find_first_of("?#")));
+    auto scheme = u.find("://");
+    std::size_t host = scheme == std::string::npos ? 0 : scheme + 3;
+    auto slash = u.find('/', host);
+    auto at = u.rfind('@', slash == std::string::npos ? u.size() : slash);
+    if (at != std::string::npos && at >= host) u.erase(host, at + 1 - host);
+    return u;
+}
+
+// A tree path becomes a path in every view: relative, no empty, '.' or '..' components.
+void check_tree_path(const std::string& model, const std::string& p) {
+    auto bad = [&](const std::string& why) {
+        throw StoreError(ErrorKind::bad_input,
+                         model + ": invalid file path '" + p + "' in the model: " + why);
+    };
+    if (p.empty()) bad("empty");
+    if (p.find('\0') != std::string::npos) bad("contains NUL");
+    if (p.front() == '/' || p.back() == '/') bad("starts or ends with '/'");
+    for (std::size_t start = 0; start <= p.size();) {
+        auto end = p.find('/', start);
+        if (end == std::string::npos) end = p.size();
+        std::string part = p.substr(start, end - start);
+        if (part.empty() || part == "." || part == "..") bad("empty, '.' or '..' component");
+        if (part.size() > 255) bad("a component is longer than 255 bytes");
+        start = end + 1;
+    }
+}
+
+void check_remote_model(const RemoteModel& m, const std::string& key) {
+    check_model_name(m.name);
+    if (key.size() > 511)
+        throw StoreError(ErrorKind::bad_input, "model name too long for the catalog: " + key);
+    if (m.label && (m.label->empty() || m.label->find('/') != std::string::npos))
+        throw StoreError(ErrorKind::bad_input,
+                         key + ": invalid version label '" + *m.label + "' (empty or has '/')");
+    if (m.files.empty()) throw StoreError(ErrorKind::bad_input, key + ": no files");
+    if (!m.tree && (m.files.size() != 1 || !m.files[0].path.empty()))
+        throw StoreError(ErrorKind::bad_input,
+                         key + ": a single-file model has exactly one file, without a path");
+    std::set<std::string> paths;
+    for (const auto& f : m.files) {
+        const std::string what = m.tree ? key + " file '" + f.path + "'" : key;
+        if (m.tree) {
+            check_tree_path(key, f.path);
+            if (!paths.insert(f.path).second)
+                throw StoreError(ErrorKind::bad_input,
+                                 key + ": file '" + f.path + "' is listed twice");
+        }
+        if (f.sources.empty())
+            throw StoreError(ErrorKind::bad_input, what + ": no source URL to download it from");
+        for (const auto& s : f.sources)
+            if (s.url.empty()) throw StoreError(ErrorKind::bad_input, what + ": empty source URL");
+    }
+}
+
+// The record key of a file added without a hash: stable for its first URL, so adding the same
+// URL again finds the same record.
+Sha256 placeholder_key(const std::string& first_url) {
+    return sha256_of("modelfs-placeholder:" + first_url);
+}
+
+// Adds the sources the record does not have yet, after its own (their order is the order they
+// are tried in; the first ones were there first).
+void merge_sources(BlobRecord& r, const std::vector<BlobSource>& add) {
+    for (const auto& s : add) {
+        auto it = std::find_if(r.sources.begin(), r.sources.end(),
+                               [&](const BlobSource& o) { return o.url == s.url; });
+        if (it == r.sources.end())
+            r.sources.push_back(s);
+        else
+            it->stream = s.stream;  // the newest word on streaming wins
+    }
+}
+
+}  // namespace
+
+RemoteAddResult Store::add_remote(const RemoteModel& m) {
+    const std::string key = model_key(m.category, m.name);
+    check_remote_model(m, key);
+    RemoteAddResult out;
+    out.model_key = key;
+    // Shared, as for an import: gc (exclusive) must not decide a present blob is unused between
+    // our reading it and cataloguing the model that now uses it.
+    StoreLock lock(impl_->root, StoreLock::shared);
+    auto txn = impl_->catalog.write();
+    ModelVersion v;
+    v.added = unix_now();
+    v.source = redact(m.files.front().sources.front().url);
+    v.note = m.note;
+    for (const auto& f : m.files) {
+        const Sha256 h = f.sha256 ? *f.sha256 : placeholder_key(f.sources.front().url);
+        const std::string what = (m.tree ? key + " file '" + f.path + "'" : key);
+        std::optional<BlobRecord> rec = txn.get_blob(h);
+        if (rec && rec->size != f.size)
+            throw StoreError(ErrorKind::conflict, what + ": blob " + h.hex() + " is known with " +
+                                                      std::to_string(rec->size) + " bytes, but " +
+                                                      std::to_string(f.size) + " were given for " +
+                                                      redact(f.sources.front().url) +
+                                                      "; check the size and the SHA-256");
+        BlobRecord r = rec.value_or(BlobRecord{});
+        if (!rec) {
+            r.size = f.size;
+            r.state = BlobState::remote;
+            r.placeholder = !f.sha256;
+        } else if (r.state == BlobState::quarantined) {
+            // The stored copy failed verification; a source means it can be downloaded again.
+            r.state = BlobState::remote;
+        }
+        merge_sources(r, f.sources);
+        txn.put_blob(h, r);
+        if (r.state == BlobState::present)
+            ++out.present;
+        else
+            ++out.remote;
+        out.blobs.push_back(h);
+        v.size += f.size;
+        if (m.tree) v.tree.push_back({f.path, h, f.size});
+    }
+    if (m.tree) {
+        std::sort(v.tree.begin(), v.tree.end(),
+                  [](const TreeEntry& a, const TreeEntry& b) { return a.path < b.path; });
+    } else {
+        v.blob = out.blobs.front();
+        v.ext = m.ext;
+    }
+
+    Model model;
+    if (auto existing = txn.get_model(key)) {
+        model = std::move(*existing);
+        auto label_is = [&](const std::string& l) {
+            return std::find_if(model.versions.begin(), model.versions.end(),
+                                [&](const ModelVersion& o) { return o.label == l; });
+        };
+        if (m.label) {
+            auto it = label_is(*m.label);
+            if (it != model.versions.end() && !it->same_content(v))
+                throw StoreError(ErrorKind::conflict,
+                                 key + " already has a version labelled '" + *m.label +
+                                     "' with other content; choose another version label");
+        }
+        auto same = std::find_if(model.versions.begin(), model.versions.end(),
+                                 [&](const ModelVersion& o) { return o.same_content(v); });
+        if (same != model.versions.end() && (!m.label || same->label == *m.label)) {
+            // Registering content the model already has: that version becomes current again.
+            out.new_version =
+                static_cast<std::size_t>(same - model.versions.begin()) != model.current;
+            model.current = static_cast<std::size_t>(same - model.versions.begin());
+            out.label = same->label;
+        } else {
+            if (m.label) {
+                v.label = *m.label;
+            } else {
+                std::size_t n = model.versions.size() + 1;
+                while (label_is("v" + std::to_string(n)) != model.versions.end()) ++n;
+                v.label = "v" + std::to_string(n);
+            }
+            model.versions.push_back(v);
+            model.current = model.versions.size() - 1;
+            out.new_version = true;
+            out.label = v.label;
+        }
+    } else {
+        model.category = m.category;
+        model.name = m.name;
+        v.label = m.label.value_or("v1");
+        model.versions.push_back(v);
+        model.current = 0;
+        out.new_version = true;
+        out.label = v.label;
+    }
+    txn.put_model(model);
+    txn.commit();
+    return out;
+}
+
+void Store::touch_accessed(const std::vector<Sha256>& blobs) {
+    if (blobs.empty()) return;
+    const std::int64_t now = unix_now();
+    auto txn = impl_->catalog.write();
+    bool changed = false;
+    for (const auto& h : blobs) {
+        auto r = txn.get_blob(h);
+        // Second resolution is all LRU needs; skipping equal times spares the commit when a tool
+        // opens the same files over and over.
+        if (!r || r->accessed == now) continue;
+        r->accessed = now;
+        txn.put_blob(h, *r);
+        changed = true;
+    }
+    if (changed) txn.commit();
+}
+
+void Store::set_keep(const Sha256& blob, bool keep) {
+    auto txn = impl_->catalog.write();
+    auto r = txn.get_blob(blob);
+    if (!r) throw StoreError(ErrorKind::not_found, "no blob " + blob.hex() + " in the catalog");
+    if (r->keep == keep) return;
+    r->keep = keep;
+    txn.put_blob(blob, *r);
+    txn.commit();
+}
+
+EvictReport Store::evict(std::uint64_t max_bytes, bool dry_run) {
+    EvictReport rep;
+    // Exclusive, as gc: an import that found this blob present (and so copied nothing) must not
+    // catalogue it as present after we removed the file.
+    StoreLock lock(impl_->root, StoreLock::exclusive);
+    struct Candidate {
+        Sha256 h;
+        BlobRecord r;
+    };
+    std::vector<Candidate> candidates;
+    std::uint64_t present = 0;
+    impl_->catalog.read().for_each_blob([&](const Sha256& h, const BlobRecord& r) {
+        if (r.state != BlobState::present) return;
+        present += r.size;
+        // Only what can be downloaded again, and never what the user pinned.
+        if (r.sources.empty() || r.keep || r.placeholder || !r.extents.empty()) return;
+        candidates.push_back({h, r});
+    });
+    std::stable_sort(
+        candidates.begin(), candidates.end(),
+        [](const Candidate& a, const Candidate& b) { return a.r.accessed < b.r.accessed; });
+
+    // A batch of blob files locked exclusively: no reader (a mount holds LOCK_SH on every blob it
+    // has open) can start using them until they are gone. Batches bound the open descriptors.
+    constexpr std::size_t kBatch = 64;
+    std::vector<std::pair<EvictedBlob, UniqueFd>> batch;
+    auto flush = [&] {
+        if (batch.empty()) return;
+        if (!dry_run) {
+            // Catalog first: a crash before the unlinks leaves files of `remote` records, which
+            // gc removes; the other order would leave `present` records without files.
+            auto txn = impl_->catalog.write();
+            for (const auto& [e, fd] : batch) {
+                auto r = txn.get_blob(e.blob);
+                if (!r) continue;
+                r->state = BlobState::remote;
+                txn.put_blob(e.blob, *r);
+            }
+            txn.commit();
+            for (const auto& [e, fd] : batch) impl_->blobs.remove(e.blob);
+        }
+        for (auto& [e, fd] : batch) rep.evicted.push_back(e);
+        batch.clear();  // closes the files, releasing their locks
+    };
+    for (const auto& c : candidates) {
+        if (present <= max_bytes) break;
+        UniqueFd fd = impl_->blobs.open_blob(c.h);
+        if (!fd) {
+            spdlog::warn(
+                "blob {} is catalogued as present but its file cannot be opened ({}); "
+                "run `modelfs verify`",
+                c.h.hex(), std::strerror(errno));
+            continue;
+        }
+        if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+            if (errno != EWOULDBLOCK)
+                throw_errno("locking " + impl_->blobs.path_of(c.h).string(), errno);
+            ++rep.skipped_open;
+            continue;
+        }
+        present -= c.r.size;
+        rep.bytes += c.r.size;
+        batch.push_back({EvictedBlob{c.h, c.r.size, c.r.accessed}, std::move(fd)});
+        if (batch.size() == kBatch) flush();
+    }
+    flush();
+    rep.store_bytes = present;
+    if (!dry_run && !rep.evicted.empty())
+        spdlog::info("evicted {} blob(s), {} bytes; {} bytes present", rep.evicted.size(),
+                     rep.bytes, rep.store_bytes);
+    return rep;
+}
+
+}  // namespace modelfs
