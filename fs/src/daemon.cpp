@@ -4,6 +4,8 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -109,11 +111,14 @@ int serve_mount(const MountOptions& given) {
     struct Threads {
         Daemon& dm;
         ~Threads() {
-            // In this order: the ingester and the invalidator both reach the invalidator
-            // through Daemon::snapshot(), so both threads are joined before it goes.
+            // In this order: the fetcher's callbacks reach everything else; the ingester and
+            // the invalidator both reach the invalidator through Daemon::snapshot(), so both
+            // threads are joined before it goes; the access log writes its last batch.
+            dm.remote.reset();
             dm.ingester.reset();
             if (dm.invalidator) dm.invalidator->stop();
             dm.invalidator.reset();
+            dm.access.reset();
         }
     } threads{*dm};
     dm->invalidator =
@@ -121,6 +126,8 @@ int serve_mount(const MountOptions& given) {
     dm->invalidator->start();
     dm->ingester =
         std::make_unique<WorkQueue>([d = dm.get()](const std::string& path) { d->ingest(path); });
+    dm->access = std::make_unique<AccessLog>(*dm->store);
+    dm->remote = std::make_unique<RemoteFiles>(*dm, opts.fetch);
     // Files a previous daemon did not get to store (it was killed, the machine went down). Only
     // the layout's model folders can hold models and sidecars; the rest of the overlay is plain
     // storage (caches, configs) that need not be walked.
@@ -133,6 +140,40 @@ int serve_mount(const MountOptions& given) {
     std::unique_ptr<fuse_loop_config, LoopConfigDeleter> cfg(fuse_loop_cfg_create());
     fuse_loop_cfg_set_max_threads(cfg.get(), 16);
     return fuse_session_loop_mt(se.get(), cfg.get()) == 0 ? 0 : 1;
+}
+
+UniqueFd Daemon::open_blob(const Sha256& blob) {
+    UniqueFd fd = store->blobs().open_blob(blob);
+    if (!fd) return fd;
+    // Without waiting: a request thread (or the fetcher's) must not block on a lock. Eviction
+    // holds it exclusively only while it removes the file, and removes only what it locked.
+    if (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) {
+        struct stat st;
+        if (::fstat(fd.get(), &st) == 0 && st.st_nlink == 0) {
+            errno = ENOENT;  // evicted just now: the caller fetches it again
+            return UniqueFd();
+        }
+        // Still linked: eviction is deciding on it right now, or the download that committed
+        // it has not let go of its lock yet (a moment). The bytes stay readable through this
+        // descriptor either way.
+        spdlog::debug("blob {} is locked exclusively just now; reading it without a lock",
+                      blob.hex());
+    }
+    return fd;
+}
+
+void Daemon::reply_read_open(fuse_req_t req, fuse_file_info* fi, UniqueFd fd, const struct stat& st,
+                             bool overlay) {
+    const int n = fd.get();
+    {
+        std::lock_guard lk(reads_mu);
+        open_reads[n] = OpenRead{st, overlay};
+    }
+    // A blob never changes, so the kernel may keep its pages across opens; an overlay file may.
+    if (!reader->open(req, fi, std::move(fd), /*immutable=*/!overlay)) {
+        std::lock_guard lk(reads_mu);
+        open_reads.erase(n);
+    }
 }
 
 int unmount(const std::filesystem::path& mountpoint) {

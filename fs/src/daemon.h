@@ -12,12 +12,14 @@
 #include <string>
 #include <unordered_map>
 
+#include "access_log.h"
 #include "inode_table.h"
 #include "invalidator.h"
 #include "modelfs/fs/mount.h"
 #include "modelfs/store/store.h"
 #include "namespace.h"
 #include "read_backend.h"
+#include "remote.h"
 #include "work_queue.h"
 
 namespace modelfs::fs {
@@ -62,6 +64,16 @@ struct Daemon {
     std::unordered_map<int, OpenRead> open_reads;
     std::unique_ptr<Invalidator> invalidator;  // started with the session loop
     std::unique_ptr<WorkQueue> ingester;       // likewise
+    std::unique_ptr<AccessLog> access;         // likewise
+    std::unique_ptr<RemoteFiles> remote;       // likewise (its fetcher starts on first use)
+
+    // Opens a stored blob for reading, with a shared flock held while it is open: the cache
+    // quota never evicts a blob some process has open. Invalid (errno set) when missing.
+    UniqueFd open_blob(const Sha256& blob);
+    // Answers an open for reading with `fd` (the file's bytes, owned from now on); `st` is what
+    // getattr on the handle answers once the name means something else.
+    void reply_read_open(fuse_req_t req, fuse_file_info* fi, UniqueFd fd, const struct stat& st,
+                         bool overlay);
 
     // The catalog snapshot, rebuilt when any process has committed since.
     std::shared_ptr<const ViewTree> snapshot();

@@ -90,9 +90,16 @@ stdfs::path Daemon::copy_up(const Entry& e, std::uint64_t keep, bool replace) {
     StagingFile staged = store->blobs().make_staging(".copyup");
     UniqueFd blob = replace ? UniqueFd(::open(e.real.c_str(), O_RDONLY | O_CLOEXEC))
                             : store->blobs().open_blob(e.blob);
-    if (!blob && keep > 0)
+    if (!blob && keep > 0) {
+        auto rec = store->catalog().read().get_blob(e.blob);
+        if (rec && !rec->sources.empty())
+            throw StoreError(ErrorKind::io, e.path +
+                                                " is a remote model not downloaded yet: read it "
+                                                "once (or `modelfs fetch` it) before changing it "
+                                                "in place");
         throw StoreError(ErrorKind::not_found, "blob " + e.blob.hex() + " of " + e.path +
                                                    " is missing; run `modelfs verify`");
+    }
     std::uint64_t n = std::min<std::uint64_t>(keep, static_cast<std::uint64_t>(e.st.st_size));
     copy_bytes(blob.get(), staged.fd(), n, e.path);
     if (keep > n && ::ftruncate(staged.fd(), static_cast<off_t>(keep)) != 0)

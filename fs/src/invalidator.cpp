@@ -43,16 +43,26 @@ void Invalidator::forget_inode(std::uint64_t ino) {
     forget_entry(ino, "");
 }
 
+void Invalidator::forget_pages(std::uint64_t ino) {
+    {
+        std::lock_guard lk(mu_);
+        pages_.push_back(ino);
+    }
+    cv_.notify_all();
+}
+
 void Invalidator::run(std::stop_token stop) {
     while (!stop.stop_requested()) {
         snapshot_();  // a rebuild, if any, lands in changes_
         std::deque<std::pair<std::uint64_t, std::string>> todo;
+        std::deque<std::uint64_t> pages;
         decltype(changes_) changes;
         {
             std::unique_lock lk(mu_);
             cv_.wait_for(lk, stop, std::chrono::milliseconds(period_ms_),
-                         [&] { return !entries_.empty() || !changes_.empty(); });
+                         [&] { return !entries_.empty() || !changes_.empty() || !pages_.empty(); });
             todo.swap(entries_);
+            pages.swap(pages_);
             changes.swap(changes_);
         }
         if (stop.stop_requested()) break;
@@ -64,6 +74,7 @@ void Invalidator::run(std::stop_token stop) {
                 else
                     fuse_lowlevel_notify_inval_entry(se_, ino, name.data(), name.size());
             }
+            for (std::uint64_t ino : pages) fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
             for (const auto& [before, after] : changes) diff(*before, *after);
         } catch (const std::exception& e) {
             spdlog::error("cache invalidation: {}", e.what());

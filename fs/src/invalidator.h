@@ -43,6 +43,8 @@ class Invalidator {
     // Asks for a name to be dropped from the kernel's cache soon (after a copy-up, say).
     void forget_entry(std::uint64_t parent, std::string name);
     void forget_inode(std::uint64_t ino);
+    // Drops an inode's cached pages as well (bytes served before a download failed its check).
+    void forget_pages(std::uint64_t ino);
 
   private:
     void run(std::stop_token stop);
@@ -54,6 +56,7 @@ class Invalidator {
     std::mutex mu_;
     std::condition_variable_any cv_;
     std::deque<std::pair<std::uint64_t, std::string>> entries_;  // parent, name ("" = inode)
+    std::deque<std::uint64_t> pages_;
     std::deque<std::pair<std::shared_ptr<const ViewTree>, std::shared_ptr<const ViewTree>>>
         changes_;
     std::jthread thread_;

@@ -426,20 +426,6 @@ void reply_write_open(fuse_req_t req, Daemon& dm, fuse_ino_t ino, UniqueFd fd, f
     if (--dm.writers[st.st_ino] == 0) dm.writers.erase(st.st_ino);
 }
 
-void open_for_reading(fuse_req_t req, Daemon& dm, fuse_file_info* fi, UniqueFd fd,
-                      const struct stat& st, bool overlay) {
-    const int n = fd.get();
-    {
-        std::lock_guard lk(dm.reads_mu);
-        dm.open_reads[n] = Daemon::OpenRead{st, overlay};
-    }
-    // A blob never changes, so the kernel may keep its pages across opens; an overlay file may.
-    if (!dm.reader->open(req, fi, std::move(fd), /*immutable=*/!overlay)) {
-        std::lock_guard lk(dm.reads_mu);
-        dm.open_reads.erase(n);
-    }
-}
-
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     guarded(req, "open", [&] {
         Daemon& dm = daemon_of(req);
@@ -450,12 +436,15 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
             if (e->kind == Entry::Kind::overlay_file) {
                 UniqueFd fd(::open(e->real.c_str(), O_RDONLY | O_CLOEXEC));
                 if (!fd) return (void)fuse_reply_err(req, errno);
-                return open_for_reading(req, dm, fi, std::move(fd), e->st, true);
+                return dm.reply_read_open(req, fi, std::move(fd), e->st, true);
             }
-            UniqueFd fd = dm.store->blobs().open_blob(e->blob);
+            UniqueFd fd = dm.open_blob(e->blob);
             if (!fd) {
+                const int err = errno;
+                // Not here yet (a remote model): downloaded, and answered when it is.
+                if (err == ENOENT && dm.remote->open(req, fi, *e)) return;
                 spdlog::error("open {}: blob {} is missing ({}); run `modelfs verify`", e->path,
-                              e->blob.hex(), std::strerror(errno));
+                              e->blob.hex(), std::strerror(err));
                 return (void)fuse_reply_err(req, EIO);
             }
             // A blob of the wrong size would read short or long: refuse it rather than serve it.
@@ -466,7 +455,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
                     e->path, e->blob.hex(), st.st_size, e->st.st_size);
                 return (void)fuse_reply_err(req, EIO);
             }
-            return open_for_reading(req, dm, fi, std::move(fd), e->st, false);
+            dm.access->touch(e->blob);
+            return dm.reply_read_open(req, fi, std::move(fd), e->st, false);
         }
         if (e->by_hash) return (void)fuse_reply_err(req, EROFS);
         std::lock_guard lk(dm.edit_mu);
@@ -525,7 +515,11 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-    guarded(req, "read", [&] { daemon_of(req).reader->read(req, fi, size, off); });
+    guarded(req, "read", [&] {
+        Daemon& dm = daemon_of(req);
+        if (dm.remote->is_stream(fi->fh)) return dm.remote->read(req, fi, size, off);
+        dm.reader->read(req, fi, size, off);
+    });
 }
 
 void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
@@ -570,7 +564,10 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         std::lock_guard lk(dm.reads_mu);
         dm.open_reads.erase(fd);
     }
-    dm.reader->release(fi);  // closes fd
+    if (dm.remote->is_stream(fi->fh))
+        dm.remote->release(fi);
+    else
+        dm.reader->release(fi);  // closes fd
     if (written) dm.ingester->push(*written);
     fuse_reply_err(req, 0);
 }
@@ -683,8 +680,12 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
 std::vector<std::pair<std::string, std::string>> xattrs_of(Daemon& dm, const Entry& e) {
     std::vector<std::pair<std::string, std::string>> out;
     if (e.kind != Entry::Kind::tree_file) return out;
-    out.emplace_back("user.modelfs.sha256", e.blob.hex());
-    out.emplace_back("user.modelfs.autov2", e.blob.autov2());
+    // A placeholder's key is no content hash: its hashes are known once it is downloaded.
+    auto rec = dm.store->catalog().read().get_blob(e.blob);
+    if (!rec || !rec->placeholder) {
+        out.emplace_back("user.modelfs.sha256", e.blob.hex());
+        out.emplace_back("user.modelfs.autov2", e.blob.autov2());
+    }
     // Computed on first request (a full read of a multi-GB file occupies this one worker; the
     // others go on serving), then kept in the catalog.
     if (e.sidecar.empty())

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "modelfs/fetch/config.h"
 #include "modelfs/fs/view_layout.h"
 
 namespace modelfs::fs {
@@ -20,6 +21,8 @@ struct MountOptions {
     // User-defined layouts (from the config file). A layout named like a built-in one replaces
     // it; others are added. Root mode shows them all; --view picks any of them by name.
     std::vector<ViewLayout> layouts;
+    // How files of remote models are downloaded when first opened (limits, credentials).
+    fetch::FetchConfig fetch;
 };
 
 // The layouts a mount with these options shows: the built-ins merged with opts.layouts, or just
