@@ -265,6 +265,7 @@ TEST_F(DownloadTest, StalledTransferIsRetried) {
 
     auto cfg = fast_config();
     cfg.chunk_size = 1 << 20;
+    cfg.stall_timeout = std::chrono::seconds(1);
     fetch::Fetcher f(store(), cfg);
     auto r = f.fetch(h)->wait();
     ASSERT_TRUE(r.ok) << r.error;
