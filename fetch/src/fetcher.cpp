@@ -1622,14 +1622,14 @@ void Engine::worker_main(Active& a) {
                 spdlog::info("blob {} is {} (the placeholder was replaced)", dl.key_.hex(),
                              real.hex());
             if (cfg.cache_max_bytes > 0) {
-#ifdef MODELFS_HAVE_EVICT
+                // Still holding the partial file's lock, which is the new blob's inode: the
+                // quota never evicts what was just downloaded for someone.
                 std::lock_guard ev(evict_mu);
                 try {
                     store.evict(cfg.cache_max_bytes, false);
                 } catch (const std::exception& e) {
                     spdlog::warn("cache quota: {}", e.what());
                 }
-#endif
             }
             post_result({true, real, {}});
         } catch (const std::exception& e) {

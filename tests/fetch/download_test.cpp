@@ -265,6 +265,7 @@ TEST_F(DownloadTest, StalledTransferIsRetried) {
 
     auto cfg = fast_config();
     cfg.chunk_size = 1 << 20;
+    cfg.stall_timeout = std::chrono::seconds(1);
     fetch::Fetcher f(store(), cfg);
     auto r = f.fetch(h)->wait();
     ASSERT_TRUE(r.ok) << r.error;
@@ -433,6 +434,41 @@ TEST_F(DownloadTest, LimitRateCanBeSetWhileRunning) {
     auto r = d->wait();
     ASSERT_TRUE(r.ok) << r.error;
     EXPECT_GE(Clock::now() - t0, 1s);
+}
+
+TEST_F(DownloadTest, CacheQuotaEvictsTheLeastRecentlyUsedButNotTheNewBlob) {
+    const std::uint64_t size = 400'000;
+    Sha256 a = make_file("qa.bin", size, 23);
+    Sha256 b = make_file("qb.bin", size, 24);
+    NginxServer nginx(www());
+    add_remote(a, size, {nginx.url("qa.bin")});
+    add_remote(b, size, {nginx.url("qb.bin")});
+    {
+        fetch::Fetcher f(store(), fast_config());
+        ASSERT_TRUE(f.fetch(a)->wait().ok);
+    }
+    {
+        // Used long ago; the new download is the most recent either way.
+        auto txn = store().catalog().write();
+        auto r = *txn.get_blob(a);
+        r.accessed = 1;
+        txn.put_blob(a, r);
+        txn.commit();
+    }
+    auto cfg = fast_config();
+    cfg.cache_max_bytes = size + size / 2;  // room for one
+    fetch::Fetcher f(store(), cfg);
+    ASSERT_TRUE(f.fetch(b)->wait().ok);
+    EXPECT_EQ(record(a)->state, BlobState::remote);
+    EXPECT_FALSE(std::filesystem::exists(store().blobs().path_of(a)));
+    EXPECT_EQ(record(b)->state, BlobState::present);
+    EXPECT_TRUE(blob_file_is(b, content("qb.bin")));
+
+    // With the room for one taken by the other, the new one stays anyway: evicting what was
+    // just asked for would only make its reader fetch it again.
+    ASSERT_TRUE(f.fetch(a)->wait().ok);
+    EXPECT_EQ(record(a)->state, BlobState::present);
+    EXPECT_EQ(record(b)->state, BlobState::remote);
 }
 
 TEST_F(DownloadTest, FailedFetchIsRecordedAndClearedBySuccess) {

@@ -27,7 +27,9 @@ inline fetch::FetchConfig fast_config() {
     c.backoff_initial = std::chrono::milliseconds(20);
     c.backoff_max = std::chrono::milliseconds(3000);
     c.retries = 4;
-    c.stall_timeout = std::chrono::seconds(1);
+    // Long enough that a loaded machine (ASan, parallel builds) never trips it by accident; the
+    // stall tests set their own.
+    c.stall_timeout = std::chrono::seconds(10);
     c.connect_timeout = std::chrono::seconds(5);
     return c;
 }

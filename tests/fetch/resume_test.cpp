@@ -96,7 +96,7 @@ TEST_F(ResumeTest, KillNineThenResumeFetchesOnlyTheMissingRanges) {
     add_remote(h, size, {nginx.url("k.bin")});
 
     {
-        ChildProcess c = child(h, chunk, 1'500'000, 2);
+        ChildProcess c = child(h, chunk, 1'000'000, 2);
         wait_for_progress(h, 1'000'000);
         ASSERT_EQ(::kill(c.pid(), SIGKILL), 0);
         c.stop(0);
@@ -139,7 +139,7 @@ TEST_F(ResumeTest, AnotherProcessDownloadsAndThisOneWaits) {
     NginxServer nginx(www());
     add_remote(h, size, {nginx.url("two.bin")});
 
-    ChildProcess c = child(h, chunk, 2'000'000, 2);
+    ChildProcess c = child(h, chunk, 1'000'000, 2);
     wait_for_progress(h, 1);  // the child holds the partial file now
 
     auto cfg = fast_config();

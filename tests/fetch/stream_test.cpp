@@ -2,6 +2,7 @@
 // for sources that allow it; a range a reader asks for jumps the queue.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -60,10 +61,11 @@ TEST_F(StreamTest, RequestedRangeArrivesFirstAndIsReadableBeforeTheEnd) {
     EXPECT_EQ(pread_str(fd, off, 1000), data.substr(off, 1000));
     EXPECT_EQ(pread_str(fd, 0, 8), data.substr(0, 8));
 
-    // The wanted range was asked for right after the first one, not in file order.
+    // The wanted range was asked for among the first, not in its place in file order (15th).
     auto log = srv.request_log();
-    ASSERT_GE(log.size(), 2u);
-    EXPECT_EQ(log[1], "GET /st.safetensors bytes=3670016-3932159") << ::testing::PrintToString(log);
+    auto at = std::find(log.begin(), log.end(), "GET /st.safetensors bytes=3670016-3932159");
+    ASSERT_NE(at, log.end()) << ::testing::PrintToString(log);
+    EXPECT_LE(at - log.begin(), 2) << ::testing::PrintToString(log);
 
     auto r = d->wait();
     ASSERT_TRUE(r.ok) << r.error;
@@ -94,6 +96,7 @@ TEST_F(StreamTest, RangeCallbacksOfAFailedDownloadSayFalse) {
     add_remote(h, size, {srv.url("sf.bin")}, /*stream=*/true);
     auto cfg = fast_config();
     cfg.chunk_size = 1 << 20;
+    cfg.stall_timeout = std::chrono::seconds(1);
     fetch::Fetcher f(store(), cfg);
     auto d = f.fetch(h);
     std::promise<bool> early, late;

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
         if (!key) throw std::runtime_error("bad key");
         modelfs::fetch::FetchConfig cfg;
         cfg.backoff_initial = std::chrono::milliseconds(20);
-        cfg.stall_timeout = std::chrono::seconds(2);
+        cfg.stall_timeout = std::chrono::seconds(10);
         if (argc > 3) cfg.chunk_size = std::stoull(argv[3]);
         if (argc > 4) cfg.limit_rate = std::stoull(argv[4]);
         if (argc > 5) cfg.connections_per_blob = static_cast<unsigned>(std::stoul(argv[5]));
