@@ -120,7 +120,9 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
             o->store = g.store_path();
             o->mountpoint = *mp;
             o->layouts = g.config().layouts;
-            o->fetch = fetch::FetchConfig::from_environment();
+            // The same settings `modelfs fetch` uses: flags aside, config file > environment >
+            // defaults, so a mount's first opens honour [fetch] and [s3] too.
+            o->fetch = fetch_config(g.config());
             o->view = canonical_view(o->view);
             if (o->debug) o->foreground = true;
             return fs::serve_mount(*o);

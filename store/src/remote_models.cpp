@@ -256,16 +256,24 @@ EvictReport Store::evict(std::uint64_t max_bytes, bool dry_run) {
             // Catalog first: a crash before the unlinks leaves files of `remote` records, which
             // gc removes; the other order would leave `present` records without files.
             auto txn = impl_->catalog.write();
-            for (const auto& [e, fd] : batch) {
+            for (auto& [e, fd] : batch) {
                 auto r = txn.get_blob(e.blob);
-                if (!r) continue;
+                // verify may have quarantined it meanwhile (it takes no store lock): not ours.
+                if (!r || r->state != BlobState::present) {
+                    fd.reset();
+                    present += e.size;
+                    rep.bytes -= e.size;
+                    continue;
+                }
                 r->state = BlobState::remote;
                 txn.put_blob(e.blob, *r);
             }
             txn.commit();
-            for (const auto& [e, fd] : batch) impl_->blobs.remove(e.blob);
+            for (const auto& [e, fd] : batch)
+                if (fd) impl_->blobs.remove(e.blob);
         }
-        for (auto& [e, fd] : batch) rep.evicted.push_back(e);
+        for (auto& [e, fd] : batch)
+            if (fd) rep.evicted.push_back(e);
         batch.clear();  // closes the files, releasing their locks
     };
     for (const auto& c : candidates) {
