@@ -772,12 +772,13 @@ void S3Fixture::create_bucket(std::string_view bucket) const {
                                  ": HTTP " + std::to_string(resp.status) + ": " + resp.body);
 }
 
-void S3Fixture::put_object(std::string_view bucket, std::string_view key,
-                           const fs::path& file) const {
+void S3Fixture::put_object(std::string_view bucket, std::string_view key, const fs::path& file,
+                           const std::vector<std::string>& headers) const {
     std::string data = modelfs::testing::read_file(file);
     Request r = signed_request(*this, "PUT", object_url(bucket, key), secret_);
     r.body = &data;
     r.headers.push_back("Content-Type: application/octet-stream");
+    r.headers.insert(r.headers.end(), headers.begin(), headers.end());
     r.timeout_s = 300;
     HttpResponse resp = perform(r);
     if (resp.status != 200)

@@ -203,8 +203,10 @@ class S3Fixture {
     static std::string unique_bucket(std::string_view prefix);
     // Creates `bucket` (already there and ours: fine). Throws with the server's answer otherwise.
     void create_bucket(std::string_view bucket) const;
+    // `headers` adds request headers ("x-amz-meta-sha256: HEX" stores user metadata).
     void put_object(std::string_view bucket, std::string_view key,
-                    const std::filesystem::path& file) const;
+                    const std::filesystem::path& file,
+                    const std::vector<std::string>& headers = {}) const;
     // "ENDPOINT/BUCKET/KEY"
     std::string object_url(std::string_view bucket, std::string_view key) const;
 
