@@ -515,6 +515,11 @@ void Engine::run() {
                 check_complete(*a);
             }
             update_speeds(Clock::now());
+            // Fill the connections that just finished before sleeping: nothing else would wake
+            // the poll for them. (A new handle makes libcurl's timeout zero, so the poll below
+            // returns at once to start it.)
+            activate_queued();
+            schedule();
             // Sleep until curl has something to do, a posted task, a retry falls due, the next
             // check on another process, or the bandwidth bucket refills.
             now = Clock::now();
