@@ -84,7 +84,7 @@ std::string validator_of(const Response* r) {
 
 struct Engine;
 
-class DownloadImpl final : public Download {
+class DownloadImpl final : public Download, public std::enable_shared_from_this<DownloadImpl> {
   public:
     DownloadImpl(Engine* owner, Store& store, const Sha256& key, const BlobRecord& rec,
                  std::string name)
@@ -419,18 +419,13 @@ void DownloadImpl::on_range(std::uint64_t offset, std::uint64_t length,
         return;
     }
     waiters_.push_back({offset, end, std::move(fn)});
-    Engine* owner = owner_;
-    if (!owner) return;
     // The download may be queued or in flight; the fetcher thread moves the range to the front.
-    std::shared_ptr<DownloadImpl> self;
-    {
-        std::lock_guard g(owner->mu);
-        auto it = owner->live.find(key_);
-        if (it != owner->live.end()) self = it->second;
-    }
-    lk.unlock();
-    if (self)
-        owner->post([owner, self, offset, end] { owner->prioritize(self, offset, end - offset); });
+    // owner_ is valid while m_ is held (the Fetcher clears it, under m_, before it goes away).
+    // Lock order: a download's m_, then the Fetcher's mu; nothing takes them the other way.
+    if (Engine* owner = owner_)
+        owner->post([owner, self = shared_from_this(), offset, end] {
+            owner->prioritize(self, offset, end - offset);
+        });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -520,6 +515,11 @@ void Engine::run() {
                 check_complete(*a);
             }
             update_speeds(Clock::now());
+            // Fill the connections that just finished before sleeping: nothing else would wake
+            // the poll for them. (A new handle makes libcurl's timeout zero, so the poll below
+            // returns at once to start it.)
+            activate_queued();
+            schedule();
             // Sleep until curl has something to do, a posted task, a retry falls due, the next
             // check on another process, or the bandwidth bucket refills.
             now = Clock::now();
@@ -566,6 +566,12 @@ void Engine::shutdown() {
     }
     for (auto& a : actives) {
         if (a->worker.joinable()) a->worker.join();
+        a->fd.reset();
+        // The worker may have committed the blob just before it saw the stop.
+        try {
+            if (auto real = blob_present(*a->dl)) a->dl->finish({true, *real, {}});
+        } catch (const std::exception&) {
+        }
         interrupted.push_back(a->dl);
     }
     actives.clear();
@@ -814,8 +820,9 @@ void Engine::complete(const std::shared_ptr<DownloadImpl>& dl, FetchResult r) {
         dl->done_.add(0, dl->size_);
     }
     dl->finish(r);
+    FetchStatus st = dl->status();  // not under mu: see the lock order in on_range
     std::lock_guard lk(mu);
-    history.push_back(dl->status());
+    history.push_back(std::move(st));
     if (history.size() > kHistory) history.pop_front();
 }
 
@@ -1678,16 +1685,19 @@ std::shared_ptr<Download> Fetcher::fetch(const Sha256& key) {
         std::lock_guard lk(e.mu);
         if (e.stopping) throw StoreError(ErrorKind::io, "the downloader is stopping");
         if (auto it = e.live.find(key); it != e.live.end()) return it->second;
-        if (auto it = e.finished.find(key); it != e.finished.end()) {
-            if (auto d = it->second.lock()) {
-                auto st = d->status();
-                // A finished download is shared while its blob is still there; a failed one
-                // is tried again.
-                if (st.state == FetchState::done && st.blob &&
-                    (*st.blob != key || e.store.blobs().exists(key)))
-                    return d;
-            }
-        }
+    }
+    std::shared_ptr<DownloadImpl> earlier;
+    {
+        std::lock_guard lk(e.mu);
+        if (auto it = e.finished.find(key); it != e.finished.end()) earlier = it->second.lock();
+    }
+    if (earlier) {
+        // A finished download is shared while its blob is still there; a failed one is tried
+        // again. (status() is not called under mu: see the lock order in on_range.)
+        auto st = earlier->status();
+        if (st.state == FetchState::done && st.blob &&
+            (*st.blob != key || e.store.blobs().exists(key)))
+            return earlier;
     }
     std::optional<BlobRecord> rec = e.store.catalog().read().get_blob(key);
     if (!rec)

@@ -121,6 +121,37 @@ TEST_F(DownloadTest, SeveralBlobsAtOnceAndOneFailureStopsNoOther) {
     EXPECT_EQ(f.downloads().size(), 6u);
 }
 
+TEST_F(DownloadTest, MaxBlobsBoundsTheDownloadsRunningAtOnce) {
+    NginxServer nginx(www());
+    std::vector<Sha256> keys;
+    for (int i = 0; i < 4; ++i) {
+        std::string name = "mb" + std::to_string(i) + ".bin";
+        Sha256 h = make_file(name, 500'000, 40 + i);
+        add_remote(h, 500'000, {nginx.url(name)});
+        keys.push_back(h);
+    }
+    auto cfg = fast_config();
+    cfg.max_blobs = 2;
+    cfg.limit_rate = 2'000'000;  // a second in all: long enough to watch
+    fetch::Fetcher f(store(), cfg);
+    std::vector<std::shared_ptr<fetch::Download>> ds;
+    for (auto& k : keys) ds.push_back(f.fetch(k));
+    std::size_t most = 0;
+    for (;;) {
+        std::size_t running = 0, finished = 0;
+        for (auto& d : ds) {
+            auto st = d->status().state;
+            running += st == fetch::FetchState::running;
+            finished += st == fetch::FetchState::done || st == fetch::FetchState::failed;
+        }
+        most = std::max(most, running);
+        if (finished == ds.size()) break;
+        std::this_thread::sleep_for(2ms);
+    }
+    EXPECT_EQ(most, 2u);
+    for (std::size_t i = 0; i < ds.size(); ++i) EXPECT_TRUE(ds[i]->wait().ok);
+}
+
 TEST_F(DownloadTest, MirrorIsUsedWhenTheFirstSourceFails) {
     const std::uint64_t size = 1'000'000;
     Sha256 h = make_file("a.bin", size, 3);
