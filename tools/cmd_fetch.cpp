@@ -694,6 +694,13 @@ int run_status(const Globals& g) {
         std::uint64_t bytes = 0;
     } present, remote, partial, quarantined;
     std::map<Sha256, std::int64_t> failed_at;
+    struct Recent {
+        Sha256 blob;
+        std::uint64_t size = 0;
+        std::int64_t stored = 0;
+    };
+    constexpr std::size_t kRecent = 10;
+    std::vector<Recent> recent;
     s.catalog().read().for_each_blob([&](const Sha256& h, const BlobRecord& r) {
         Counts* c = r.state == BlobState::present   ? &present
                     : r.state == BlobState::remote  ? &remote
@@ -702,7 +709,14 @@ int run_status(const Globals& g) {
         ++c->n;
         c->bytes += r.size;
         if (!r.fetch_error.empty()) failed_at[h] = r.fetch_failed_at;
+        // Done: the catalog keeps no download history, but a present blob with a source was
+        // either downloaded or can be again; the latest stored are what recent fetches brought.
+        if (r.state == BlobState::present && !r.sources.empty())
+            recent.push_back({h, r.size, r.ingested});
     });
+    std::sort(recent.begin(), recent.end(),
+              [](const Recent& a, const Recent& b) { return a.stored > b.stored; });
+    if (recent.size() > kRecent) recent.resize(kRecent);
     auto name_of = [&](const fetch::FetchStatus& st) {
         if (!st.name.empty()) return st.name;
         auto it = names.find(st.key);
@@ -740,9 +754,18 @@ int run_status(const Globals& g) {
             return a;
         };
         auto counts = [](const Counts& c) { return json{{"blobs", c.n}, {"bytes", c.bytes}}; };
+        json done = json::array();
+        for (const auto& r : recent) {
+            auto it = names.find(r.blob);
+            done.push_back({{"name", it != names.end() ? it->second : r.blob.hex()},
+                            {"sha256", r.blob.hex()},
+                            {"size", r.size},
+                            {"stored_at", r.stored}});
+        }
         print_json({{"in_flight", list(in_flight)},
                     {"interrupted", list(interrupted)},
                     {"failed", list(failed)},
+                    {"done", done},
                     {"present", counts(present)},
                     {"remote", counts(remote)},
                     {"partial", counts(partial)},
@@ -780,6 +803,15 @@ int run_status(const Globals& g) {
     }
     if (in_flight.empty() && interrupted.empty() && failed.empty() && !g.quiet)
         std::printf("no downloads in flight, interrupted or failed\n");
+    if (!recent.empty() && !g.quiet) {
+        std::printf("done (latest stored that have a source):\n");
+        for (const auto& r : recent) {
+            auto it = names.find(r.blob);
+            std::printf("  %-40s %10s  %s\n",
+                        (it != names.end() ? it->second : r.blob.hex().substr(0, 12)).c_str(),
+                        human_bytes(r.size).c_str(), format_time(r.stored).c_str());
+        }
+    }
     std::printf("present        %zu blob(s), %s\n", present.n, human_bytes(present.bytes).c_str());
     std::printf(
         "remote         %zu blob(s), %s%s\n", remote.n + partial.n,

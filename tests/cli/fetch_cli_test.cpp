@@ -271,6 +271,8 @@ TEST_F(FetchCli, FetchBringsEverythingInAndOneFailureSpoilsNothingElse) {
     EXPECT_FALSE(st["failed"][0]["error"].get<std::string>().empty());
     EXPECT_GT(st["failed"][0]["failed_at"].get<std::int64_t>(), 0);
     EXPECT_EQ(st["present"]["blobs"], 3);
+    ASSERT_EQ(st["done"].size(), 3u);
+    for (const auto& d : st["done"]) EXPECT_NE(d["name"], "lora/missing");
 
     // Again: what is present costs nothing; the failure is tried again and reported again.
     const std::size_t before = nginx.requests_for("f0.safetensors");
