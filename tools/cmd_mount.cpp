@@ -120,7 +120,7 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
             o->store = g.store_path();
             o->mountpoint = *mp;
             o->layouts = g.config().layouts;
-            o->fetch = fetch::FetchConfig::from_environment();
+            o->fetch = fetch_config(g.config());
             o->view = canonical_view(o->view);
             if (o->debug) o->foreground = true;
             return fs::serve_mount(*o);
