@@ -2,7 +2,6 @@
 // our fault server (drops, errors, wrong bytes, stalls, no ranges).
 #include <algorithm>
 #include <chrono>
-#include <regex>
 #include <thread>
 
 #include "fetch_env.h"
