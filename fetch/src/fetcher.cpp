@@ -132,7 +132,7 @@ class DownloadImpl final : public Download, public std::enable_shared_from_this<
     const Sha256 key_;
     const bool placeholder_;
     const std::vector<BlobSource> sources_;
-    const std::string name_;
+    std::string name_;  // under m_; found by the worker
     Store& store_;
 
     mutable std::mutex m_;
@@ -1476,6 +1476,14 @@ void Engine::persist(Active& a) {
 
 void Engine::worker_main(Active& a) {
     DownloadImpl& dl = *a.dl;
+    try {
+        if (std::string name = model_name_for(store, dl.key_); !name.empty()) {
+            std::lock_guard lk(dl.m_);
+            dl.name_ = std::move(name);
+        }
+    } catch (const std::exception& e) {
+        spdlog::debug("no model name for blob {}: {}", dl.key_.hex(), e.what());
+    }
     Sha256Hasher sha;
     Xxh128Hasher xxh;
     std::uint64_t hashed = 0;
@@ -1704,9 +1712,9 @@ std::shared_ptr<Download> Fetcher::fetch(const Sha256& key) {
         throw StoreError(
             ErrorKind::not_found,
             "no blob " + key.hex() + " in the catalog (add it with `modelfs add URL`)");
-    std::string name = model_name_for(e.store, key);
+    // The model's name is found by the worker (a scan of every model: not on a mount's open).
     if (rec->state == BlobState::present && !rec->placeholder && e.store.blobs().exists(key)) {
-        auto d = std::make_shared<DownloadImpl>(nullptr, e.store, key, *rec, name);
+        auto d = std::make_shared<DownloadImpl>(nullptr, e.store, key, *rec, "");
         d->finish({true, key, {}});
         std::lock_guard lk(e.mu);
         e.finished[key] = d;
@@ -1714,12 +1722,12 @@ std::shared_ptr<Download> Fetcher::fetch(const Sha256& key) {
     }
     if (rec->sources.empty())
         throw StoreError(ErrorKind::bad_input,
-                         "blob " + key.hex() + (name.empty() ? "" : " (" + name + ")") +
-                             " is not in the store and has no source to download it from");
+                         "blob " + key.hex() + " (" + model_name_for(e.store, key) +
+                             ") is not in the store and has no source to download it from");
     std::lock_guard lk(e.mu);
     // Another thread may have started it meanwhile.
     if (auto it = e.live.find(key); it != e.live.end()) return it->second;
-    auto d = std::make_shared<DownloadImpl>(&e, e.store, key, *rec, name);
+    auto d = std::make_shared<DownloadImpl>(&e, e.store, key, *rec, "");
     e.live[key] = d;
     e.posted.push_back([&e, d] { e.enqueue(d); });
     curl_multi_wakeup(e.multi.get());

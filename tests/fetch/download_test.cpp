@@ -2,7 +2,6 @@
 // our fault server (drops, errors, wrong bytes, stalls, no ranges).
 #include <algorithm>
 #include <chrono>
-#include <regex>
 #include <thread>
 
 #include "fetch_env.h"
@@ -38,6 +37,7 @@ TEST_F(DownloadTest, PlainDownloadIsVerifiedAndBecomesABlob) {
     Sha256 h = make_file("model.safetensors", size);
     NginxServer nginx(www());
     add_remote(h, size, {nginx.url("model.safetensors")});
+    add_model("plain", h, size);
 
     fetch::Fetcher f(store(), fast_config());
     auto d = f.fetch(h);
@@ -57,6 +57,8 @@ TEST_F(DownloadTest, PlainDownloadIsVerifiedAndBecomesABlob) {
     EXPECT_EQ(st.state, fetch::FetchState::done);
     EXPECT_EQ(st.done_bytes, size);
     EXPECT_FALSE(st.other_process);
+    EXPECT_EQ(st.name, "lora/plain");
+    EXPECT_EQ(st.source, nginx.url("model.safetensors"));
 
     // Fetching a present blob downloads nothing.
     auto again = fetch::Fetcher(store(), fast_config()).fetch(h);
