@@ -2,11 +2,13 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "modelfs/fetch/config.h"
 #include "modelfs/fs/view_layout.h"
+#include "modelfs/store/lock_file.h"
 
 namespace modelfs::fs {
 
@@ -23,6 +25,9 @@ struct MountOptions {
     std::vector<ViewLayout> layouts;
     // How files of remote models are downloaded when first opened (limits, credentials).
     fetch::FetchConfig fetch;
+    // `--lock FILE`: every view shows exactly the lock's models, at the locked versions,
+    // whatever is current or pinned (a locked version the store lacks is logged and left out).
+    std::optional<LockFile> lock;
 };
 
 // The layouts a mount with these options shows: the built-ins merged with opts.layouts, or just

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -109,6 +110,9 @@ struct ModelVersion {
     std::uint32_t shown_mode() const { return mode ? mode : 0644; }
     const Sidecar* sidecar(std::string_view suffix) const;
     bool same_content(const ModelVersion& o) const;
+    // What identifies the version's content: its blob for a single file; for a tree, SHA-256 of
+    // its sorted "path\0<blob hex>\n" lines. Lock files and hash-prefix labels use it.
+    Sha256 content_id() const;
 };
 
 struct Model {
@@ -116,9 +120,36 @@ struct Model {
     std::string name;  // may contain '/' for sub-folders, never an extension
     std::vector<ModelVersion> versions;
     std::size_t current = 0;
+    // The label that was current before the last change of `current` (`modelfs rollback` goes
+    // back to it); empty when there is none.
+    std::string previous;
+    // Per-view pins: view name -> label. That view shows the pinned version as NAME.EXT whatever
+    // is current.
+    std::map<std::string, std::string> pins;
 
     std::string key() const;  // "category/name"
     const ModelVersion& current_version() const { return versions.at(current); }
+    // The version a view shows as NAME.EXT: its pin when it has one (and the label exists),
+    // else the current one.
+    std::size_t shown_in(std::string_view view) const;
+};
+
+// A version of `m` by label, else (at least 6 hex digits, labels winning) by a unique prefix of
+// its content_id(). std::nullopt when nothing matches; `error` (when given) then says why
+// ("no version 'v9' of lora/foo; it has v1, v2", "'abcdef' matches 2 versions").
+std::optional<std::size_t> find_version(const Model& m, std::string_view label_or_prefix,
+                                        std::string* error = nullptr);
+// A label users may give: non-empty, at most 100 bytes, no '/', NUL, '@' or control characters,
+// not "." or "..". Throws StoreError bad_input saying what is wrong.
+void check_version_label(std::string_view label);
+
+// A lock file that holds versions on this machine (`modelfs lock`, `apply`, `mount --lock`):
+// retention never drops a version any registered lock lists.
+struct LockHold {
+    std::string id;    // first 16 hex digits of SHA-256 of the lock file's text
+    std::string name;  // where it was seen: an absolute path, or "stdout"
+    std::int64_t registered = 0;  // unix seconds
+    std::vector<std::pair<std::string, Sha256>> versions;  // model key, ModelVersion::content_id
 };
 
 std::string model_key(Category c, std::string_view name);
@@ -150,6 +181,12 @@ class Txn {
     // increasing per category; 0: never). Folder mtimes in a mount derive from it, so a tool
     // that rescans a folder when its mtime changes also notices deletions.
     std::int64_t category_changed_ns(Category c) const;
+
+    // Registered lock files (meta keys "lock/<id>").
+    std::optional<LockHold> get_lock(std::string_view id) const;
+    std::vector<LockHold> locks() const;
+    void put_lock(const LockHold& l);
+    void del_lock(std::string_view id);
 
     void commit();
 

@@ -13,6 +13,7 @@
 #include "modelfs/store/blob_store.h"
 #include "modelfs/store/catalog.h"
 #include "modelfs/store/category.h"
+#include "modelfs/store/lock_file.h"
 #include "modelfs/store/progress.h"
 #include "modelfs/store/safetensors.h"
 
@@ -156,6 +157,55 @@ struct EvictReport {
     std::size_t skipped_open = 0;   // candidates some process has open
 };
 
+// A model and one of its versions, as `modelfs use NAME@LABEL` names them.
+struct VersionRef {
+    Model model;
+    std::size_t index = 0;  // into model.versions
+    const ModelVersion& version() const { return model.versions.at(index); }
+};
+
+// What `use`, `rollback`, `pin` changed.
+struct VersionChange {
+    std::string model_key;
+    std::string from_label;  // what was current (or pinned; empty: nothing was)
+    std::string to_label;
+    bool changed = false;  // false: it already was so
+};
+
+// One version `retain` drops (or, dry run, would drop).
+struct DroppedVersion {
+    std::string model_key;
+    std::string label;
+    std::uint64_t size = 0;
+    std::int64_t added = 0;
+};
+struct RetainReport {
+    std::vector<DroppedVersion> dropped;
+    // Versions beyond the newest `keep` that stayed because they are current, pinned or held
+    // by a registered lock file.
+    std::size_t kept_current = 0, kept_pinned = 0, kept_locked = 0;
+    std::uint64_t bytes = 0;  // sizes of the dropped versions (freed by gc unless shared)
+};
+
+// What `modelfs apply` did for each model of a lock file.
+struct ApplyItem {
+    std::string model_key;
+    std::string label;
+    enum class Outcome {
+        unchanged,     // that version already was current
+        made_current,  // the store had that version; it is current now
+        added,         // a new version (its blobs present, or registered to fetch lazily)
+        failed,        // see error
+    } outcome = Outcome::unchanged;
+    std::size_t remote_files = 0;  // files to be downloaded on first use
+    std::string error;
+};
+struct ApplyReport {
+    std::string lock_id;
+    std::vector<ApplyItem> items;
+    bool ok() const;
+};
+
 class Store {
   public:
     // $MODELFS_STORE, else $XDG_DATA_HOME/modelfs, else ~/.local/share/modelfs.
@@ -236,6 +286,39 @@ class Store {
     // i.e. no process holds a flock on the blob file) least recently used first, until present
     // blob bytes are at most `max_bytes`. Records stay, in state `remote`.
     EvictReport evict(std::uint64_t max_bytes, bool dry_run);
+
+    // Versions (path aliases). Every change below is one catalog transaction, so a running mount
+    // shows it at its next catalog check.
+    //
+    // "NAME@LABEL", "CATEGORY/NAME@LABEL", or without "@LABEL" the current version. NAME is
+    // resolved as resolve() resolves model names; LABEL as find_version() finds it. Throws
+    // StoreError not_found / conflict (ambiguous) with the choices in the message.
+    VersionRef resolve_version(std::string_view ref);
+    // Makes that version current; the old current becomes `previous`.
+    VersionChange use_version(std::string_view model_key, std::string_view label);
+    // Makes `previous` current again (and the current one `previous`, so a second rollback
+    // undoes the first). Throws StoreError bad_input when there is no previous version.
+    VersionChange rollback(std::string_view model_key);
+    // Pins a version for one view: it shows that version as NAME.EXT whatever is current.
+    VersionChange pin(std::string_view model_key, std::string_view label, const std::string& view);
+    // False when the model had no pin for that view.
+    bool unpin(std::string_view model_key, const std::string& view);
+    // Keeps the newest `keep` versions of each model (of `only_model` when given) and drops the
+    // others, except current, pinned and lock-held ones. Blobs stay until gc. keep >= 1.
+    RetainReport retain(std::size_t keep, bool dry_run,
+                        std::optional<std::string> only_model = std::nullopt);
+
+    // Lock files. register_lock records which versions the lock holds (retention keeps them);
+    // registering the same content again only updates its name. Returns the id.
+    std::string register_lock(const LockFile& lock, const std::string& name);
+    // Releases a lock by id (or unique id prefix) or by the name it was registered under.
+    // False when none matched.
+    bool release_lock(std::string_view id_or_name);
+    std::vector<LockHold> locks();
+    // Makes every locked version current, adding versions the store lacks (as lazily fetched
+    // remote models when their blobs are not here; a missing blob without sources fails that
+    // model only), then registers the lock under `name`.
+    ApplyReport apply_lock(const LockFile& lock, const std::string& name);
 
     VerifyReport verify(bool fast, unsigned jobs = 0, Progress* progress = nullptr);
     GcReport gc(bool dry_run);

@@ -1,0 +1,74 @@
+// Lock files: the exact set of model versions a view shows, as plain diff-friendly JSON, so a
+// project can be reproduced on another machine (`modelfs lock`, `modelfs apply`,
+// `modelfs mount --lock`). One model per entry, sorted by model key, keys in a fixed order:
+//
+//   {
+//     "modelfs_lock": 1,
+//     "view": "comfyui",
+//     "models": [
+//       {"model": "lora/sdxl/foo", "label": "v2", "ext": ".safetensors",
+//        "sha256": "<64 hex>", "size": 123,
+//        "sources": ["https://example.org/foo.safetensors"]},
+//       {"model": "diffusers/sd15", "label": "v1", "sha256": "<content id, 64 hex>",
+//        "size": 456,
+//        "files": [{"path": "unet/diffusion_pytorch_model.safetensors", "sha256": "<64 hex>",
+//                   "size": 400, "sources": []}, ...]}
+//     ]
+//   }
+//
+// "sha256" of a single-file model is its file's SHA-256; of a multi-file model it is the
+// version's content id (ModelVersion::content_id). Pure data and text: no store access.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "modelfs/store/catalog.h"
+#include "modelfs/store/category.h"
+#include "modelfs/store/hash.h"
+
+namespace modelfs {
+
+inline constexpr int kLockFormatVersion = 1;
+
+struct LockedFile {
+    std::string path;  // inside a multi-file model; empty for a single file
+    Sha256 sha256;
+    std::uint64_t size = 0;
+    std::vector<std::string> sources;  // URLs, mirrors in order; may be empty
+};
+
+struct LockedModel {
+    Category category = Category::other;
+    std::string name;
+    std::string label;
+    std::string ext;    // single-file model: ".safetensors"; empty for a tree
+    bool tree = false;  // files[i].path set; else exactly one file with an empty path
+    Sha256 content_id;  // ModelVersion::content_id of the locked version
+    std::uint64_t size = 0;
+    std::vector<LockedFile> files;
+
+    std::string key() const { return model_key(category, name); }
+};
+
+struct LockFile {
+    std::string view;  // the view it was made for; may be empty (every model)
+    std::vector<LockedModel> models;  // sorted by key(), unique keys
+
+    // The text as described above; ends with a newline. parse(to_text()) == *this.
+    std::string to_text() const;
+    // Throws StoreError bad_input naming `source` and what is wrong (not JSON, unknown format
+    // version, a bad hash, a duplicate model, a content id that does not match its files).
+    static LockFile parse(std::string_view text, const std::string& source);
+    // SHA-256 of to_text(), first 16 hex digits: the id a registered lock has (LockHold::id).
+    std::string id() const;
+    // What a LockHold records of it.
+    std::vector<std::pair<std::string, Sha256>> versions() const;
+};
+
+// The entry for version `index` of `m`; sources come from the blob records `txn` has.
+LockedModel lock_entry(const Txn& txn, const Model& m, std::size_t index);
+
+}  // namespace modelfs
