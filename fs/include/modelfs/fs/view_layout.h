@@ -82,6 +82,12 @@ class ViewLayout {
     const std::string& name() const { return name_; }
     const std::vector<ViewFolder>& folders() const { return folders_; }
 
+    // Version aliases (NAME@LABEL.EXT) are listed in this view's folders, not only found by
+    // lookup. Off by default: tools would offer every version as a separate model. Layout JSON
+    // key "show_versions" (optional, default false); the config file can set it for built-ins.
+    bool show_versions() const { return show_versions_; }
+    void set_show_versions(bool on) { show_versions_ = on; }
+
     // The primary folder of a category, or std::nullopt when the tool has none (the model is
     // then not shown in this view at all).
     std::optional<std::string> folder_for(Category c) const;
@@ -108,6 +114,7 @@ class ViewLayout {
   private:
     std::string name_;
     std::vector<ViewFolder> folders_;
+    bool show_versions_ = false;
 };
 
 }  // namespace modelfs::fs
