@@ -299,7 +299,13 @@ ViewLayout ViewLayout::from_json(const nlohmann::json& j) {
     }
     for (const auto& [key, value] : j.items()) {
         // Strict keys: a typo like "folder" would otherwise yield an empty view silently.
-        if (key != "name" && key != "folders") fail(name, "unknown key \"" + key + "\"");
+        if (key != "name" && key != "folders" && key != "show_versions")
+            fail(name, "unknown key \"" + key + "\"");
+    }
+    bool show_versions = false;
+    if (auto it = j.find("show_versions"); it != j.end()) {
+        if (!it->is_boolean()) fail(name, "\"show_versions\" must be true or false");
+        show_versions = it->get<bool>();
     }
     const auto fs_it = j.find("folders");
     if (fs_it == j.end() || !fs_it->is_array()) fail(name, "\"folders\" must be an array");
@@ -352,7 +358,9 @@ ViewLayout ViewLayout::from_json(const nlohmann::json& j) {
         });
         if (!taken) folders[i].primary = true;
     }
-    return ViewLayout(std::move(name), std::move(folders));
+    ViewLayout out(std::move(name), std::move(folders));
+    out.set_show_versions(show_versions);
+    return out;
 }
 
 nlohmann::json ViewLayout::to_json() const {
@@ -367,7 +375,8 @@ nlohmann::json ViewLayout::to_json() const {
         if (!f.exclude.empty()) e["exclude"] = f.exclude;
         folders.push_back(std::move(e));
     }
-    return nlohmann::json{{"name", name_}, {"folders", std::move(folders)}};
+    return nlohmann::json{
+        {"name", name_}, {"folders", std::move(folders)}, {"show_versions", show_versions_}};
 }
 
 std::optional<std::string> ViewLayout::folder_for(Category c) const {
