@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 
@@ -101,6 +102,7 @@ struct Daemon {
     std::mutex tree_mu_;
     std::shared_ptr<const ViewTree> tree_;
     std::uint64_t tree_txn_ = ~0ull;
+    std::set<std::string> missing_logged_;  // locked versions not in the store, told once
 };
 
 extern const fuse_lowlevel_ops kOps;

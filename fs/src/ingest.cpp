@@ -50,7 +50,14 @@ std::shared_ptr<const ViewTree> Daemon::snapshot() {
     if (!tree_ || txn != tree_txn_) {
         auto rtxn = store->catalog().read();
         auto next = std::make_shared<const ViewTree>(
-            ViewTree::build(rtxn, ns.views(), ns.root_mode(), empty_dir_mtime_ns));
+            ViewTree::build(rtxn, ns.views(), ns.root_mode(), empty_dir_mtime_ns,
+                            opts.lock ? &*opts.lock : nullptr));
+        for (const auto& missing : next->missing_locked())
+            if (missing_logged_.insert(missing).second)
+                spdlog::warn(
+                    "the lock file's {} is not in this store, so the mount leaves it out "
+                    "(`modelfs apply` the lock file to add it)",
+                    missing);
         if (tree_ && invalidator) invalidator->tree_changed(tree_, next);
         tree_ = std::move(next);
         tree_txn_ = rtxn.id();  // may be older than `txn`: then the next call builds again

@@ -109,6 +109,7 @@ void fill_from_node(Entry& e, const Node& n) {
     e.st.st_mtim.tv_sec = e.st.st_ctim.tv_sec = e.st.st_atim.tv_sec = n.mtime_ns / 1'000'000'000;
     e.st.st_mtim.tv_nsec = e.st.st_ctim.tv_nsec = e.st.st_atim.tv_nsec = n.mtime_ns % 1'000'000'000;
     e.st.st_blksize = 1 << 20;
+    e.read_only = n.read_only;
     if (n.kind == Node::Kind::dir) {
         e.kind = Entry::Kind::dir;
         e.st.st_mode = S_IFDIR | (n.mode & 07777);
@@ -169,6 +170,13 @@ static Entry resolve_impl(const Namespace& ns, const ViewTree& tree, const std::
         }
         return e;
     }
+    if (!e.in_overlay && loc.area == Location::Area::view) {
+        // Not in the tree, not written here: a version alias, perhaps.
+        if (auto v = tree.virtual_node(path)) {
+            fill_from_node(e, *v);
+            return e;
+        }
+    }
     if (e.in_overlay) {
         e.kind = Entry::Kind::dir;
         e.ino = ViewTree::dir_ino(path);
@@ -210,6 +218,14 @@ std::vector<std::pair<std::string, Entry>> Namespace::list(const ViewTree& tree,
             if (e.exists()) out.emplace(name, std::move(e));
         }
     }
+    if (loc.area == Location::Area::view)
+        for (auto& n : tree.virtual_children(path)) {
+            if (out.count(n.name)) continue;  // a real entry of that name wins
+            Entry e;
+            e.path = n.path;
+            fill_from_node(e, n);
+            out.emplace(n.name, std::move(e));
+        }
     return {out.begin(), out.end()};
 }
 

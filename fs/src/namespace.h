@@ -31,6 +31,8 @@ struct Entry {
     Sha256 blob;
     std::string model_key, version, sidecar;
     std::optional<Category> category;
+    // A version alias or a `.versions/` entry (ViewTree::virtual_node): never written to.
+    bool read_only = false;
     // overlay_file and overlay folders: the real path and its inode there.
     std::filesystem::path real;
     bool in_overlay = false;
