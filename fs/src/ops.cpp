@@ -50,7 +50,10 @@ int check_name(const char* name) {
 }
 
 double timeout_of(const Entry& e) {
-    return e.in_overlay || e.kind == Entry::Kind::overlay_file ? kOverlayTimeout : kCatalogTimeout;
+    // Aliases are briefly cached too: the invalidator only knows the tree's own nodes, and a
+    // version can be dropped (`modelfs retain`) or made current under an alias.
+    return e.in_overlay || e.kind == Entry::Kind::overlay_file || e.read_only ? kOverlayTimeout
+                                                                              : kCatalogTimeout;
 }
 
 fuse_entry_param entry_param(Daemon& dm, const Entry& e) {
@@ -62,13 +65,25 @@ fuse_entry_param entry_param(Daemon& dm, const Entry& e) {
     return p;
 }
 
-// Where new things may be made: inside a view. by-hash/ is read-only; the root in root mode
-// holds only the views.
-int writable_area(const Daemon& dm, const std::string& path) {
+// Version aliases and `.versions/` show stored versions; changing one would change history.
+int refuse_alias(const char* op, const std::string& path) {
+    spdlog::warn(
+        "{} {}: version aliases and .versions/ are read-only; write NAME.EXT to add a "
+        "version, `modelfs use NAME@LABEL` to make one current",
+        op, path);
+    return EROFS;
+}
+
+// Where new things may be made: inside a view, outside aliases. by-hash/ is read-only; the root
+// in root mode holds only the views.
+int writable_area(Daemon& dm, const std::string& path, const char* op = "write") {
     Location loc = dm.ns.locate(path);
-    if (loc.area == Location::Area::view) return 0;
     if (loc.area == Location::Area::by_hash) return EROFS;
-    return EPERM;
+    if (loc.area != Location::Area::view) return EPERM;
+    auto tree = dm.snapshot();
+    for (const std::string& p : {path, parent_of(path)})
+        if (!tree->find_path(p) && tree->virtual_node(p)) return refuse_alias(op, path);
+    return 0;
 }
 
 std::string child_path(Daemon& dm, fuse_ino_t parent, const char* name, int* err) {
@@ -169,7 +184,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
         Daemon& dm = daemon_of(req);
         auto e = dm.current(ino);
         if (!e) return (void)fuse_reply_err(req, ENOENT);
-        if (int err = writable_area(dm, e->path)) return (void)fuse_reply_err(req, err);
+        if (e->read_only) return (void)fuse_reply_err(req, refuse_alias("setattr", e->path));
+        if (int err = writable_area(dm, e->path, "setattr")) return (void)fuse_reply_err(req, err);
         std::unique_lock lk(dm.edit_mu);
         // Current contents of the path (a catalogued file may have an overlay copy by now).
         Entry now = dm.resolve(e->path);
@@ -282,8 +298,12 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         h->path = e->path;
         // The kernel may keep the listing: the invalidator drops it when the catalog changes the
         // folder, and the kernel itself when this mount changes it or its mtime moves.
-        fi->cache_readdir = 1;
-        fi->keep_cache = 1;
+        // Not for aliases: the invalidator knows only the tree's own folders.
+        const bool lists_aliases =
+            e->read_only ||
+            (e->view >= 0 && dm.ns.views().at(static_cast<std::size_t>(e->view)).show_versions());
+        fi->cache_readdir = lists_aliases ? 0 : 1;
+        fi->keep_cache = lists_aliases ? 0 : 1;
         std::lock_guard lk(g_dirs_mu);
         fi->fh = g_next_dir++;
         g_dirs.emplace(fi->fh, std::move(h));
@@ -365,7 +385,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
         Daemon& dm = daemon_of(req);
         int err = 0;
         std::string path = child_path(dm, parent, name, &err);
-        if (!err) err = writable_area(dm, path);
+        if (!err) err = writable_area(dm, path, "mkdir");
         if (!err && dm.ns.locate(path).rel.empty()) err = EEXIST;  // a view's own folder
         if (err) return (void)fuse_reply_err(req, err);
         std::lock_guard lk(dm.edit_mu);
@@ -383,7 +403,7 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
         Daemon& dm = daemon_of(req);
         int err = 0;
         std::string path = child_path(dm, parent, name, &err);
-        if (!err) err = writable_area(dm, path);
+        if (!err) err = writable_area(dm, path, "rmdir");
         if (err) return (void)fuse_reply_err(req, err == EPERM ? EBUSY : err);
         std::lock_guard lk(dm.edit_mu);
         Entry e = dm.resolve(path);
@@ -459,6 +479,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
             return dm.reply_read_open(req, fi, std::move(fd), e->st, false);
         }
         if (e->by_hash) return (void)fuse_reply_err(req, EROFS);
+        if (e->read_only)
+            return (void)fuse_reply_err(req, refuse_alias("open for writing", e->path));
         std::lock_guard lk(dm.edit_mu);
         Entry now = dm.resolve(e->path);
         const int flags = (fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC | O_NOFOLLOW;
@@ -487,7 +509,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         Daemon& dm = daemon_of(req);
         int err = 0;
         std::string path = child_path(dm, parent, name, &err);
-        if (!err) err = writable_area(dm, path);
+        if (!err) err = writable_area(dm, path, "create");
         if (!err && dm.ns.locate(path).rel.empty()) err = EEXIST;
         if (err) return (void)fuse_reply_err(req, err);
         std::lock_guard lk(dm.edit_mu);
@@ -577,7 +599,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
         Daemon& dm = daemon_of(req);
         int err = 0;
         std::string path = child_path(dm, parent, name, &err);
-        if (!err) err = writable_area(dm, path);
+        if (!err) err = writable_area(dm, path, "unlink");
         if (err) return (void)fuse_reply_err(req, err);
         std::lock_guard lk(dm.edit_mu);
         Entry e = dm.resolve(path);
@@ -602,8 +624,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         std::string from = child_path(dm, parent, name, &err);
         if (err) return (void)fuse_reply_err(req, err);
         std::string to = child_path(dm, newparent, newname, &err);
-        if (!err) err = writable_area(dm, from);
-        if (!err) err = writable_area(dm, to);
+        if (!err) err = writable_area(dm, from, "rename");
+        if (!err) err = writable_area(dm, to, "rename");
         if (err) return (void)fuse_reply_err(req, err);
         Location lf = dm.ns.locate(from), lt = dm.ns.locate(to);
         if (lf.view != lt.view) return (void)fuse_reply_err(req, EXDEV);  // views are apart
