@@ -206,6 +206,22 @@ void Daemon::ingest(const std::string& path) {
                      fc.sidecar.empty() ? "" : " sidecar " + fc.sidecar,
                      r.new_blob ? "" : "already stored, ", d.size);
         if (role.kind == FileRole::Kind::model) {
+            // The name in this view may go on showing another version: say why, once per save.
+            const std::string key = model_key(role.category, role.name);
+            const std::string& view = ns.views().at(static_cast<std::size_t>(loc.view)).name();
+            if (opts.lock) {
+                spdlog::warn(
+                    "{}: stored as version {} of {}, but this mount shows only the "
+                    "versions its lock file names; every other mount shows it",
+                    path, r.label, key);
+            } else if (auto m = store->catalog().read().get_model(key)) {
+                if (auto pin = m->pins.find(view); pin != m->pins.end() && pin->second != r.label)
+                    spdlog::warn(
+                        "{}: stored as version {} of {}; view {} pins it to {}, so it "
+                        "keeps showing that (`modelfs unpin {} --view {}` to show the "
+                        "current version)",
+                        path, r.label, key, view, pin->second, key, view);
+            }
             // Sidecars written before their model become its sidecars now.
             stdfs::path dir = e.real.parent_path();
             std::string stem = leaf_of(path).substr(0, leaf_of(path).size() - role.ext.size());
