@@ -123,6 +123,7 @@ class ForkedMount {
     ForkedMount(const ForkedMount&) = delete;
     ForkedMount& operator=(const ForkedMount&) = delete;
     bool ok() const { return ok_; }
+    const fs::path& log() const { return log_; }
 
   private:
     fs::path mnt_, log_;
@@ -426,6 +427,45 @@ TEST_F(VersionsMount, LockedMountShowsTheLockedVersionsWhateverIsCurrent) {
     }));
     EXPECT_EQ(sha_or_error(folder / "base.safetensors"), base1);
     EXPECT_EQ(sha_or_error(folder / "base@fp16.safetensors"), base2);
+    // The missing model was told about once, however many times the tree was rebuilt.
+    const std::string log = read_file(m.log());
+    std::size_t told = 0;
+    for (auto at = log.find("checkpoint/ghost@v7"); at != std::string::npos;
+         at = log.find("checkpoint/ghost@v7", at + 1))
+        ++told;
+    EXPECT_EQ(told, 1u) << log;
+}
+
+TEST_F(VersionsMount, RetainAndGcSpareAVersionAnOpenMountReads) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    fs::path alias = mnt / "comfyui" / "checkpoints" / "base@v1.safetensors";
+    int fd = ::open(alias.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    const fs::path blob = store / "blobs" / "sha256" / base1.substr(0, 2) / base1;
+    {
+        modelfs::Store s = modelfs::Store::open(store);
+        auto kept = s.retain(1, /*dry_run=*/false);
+        bool dropped_v1 = false;
+        for (const auto& d : kept.dropped)
+            dropped_v1 = dropped_v1 || (d.model_key == "checkpoint/base" && d.label == "v1");
+        EXPECT_TRUE(dropped_v1);
+        auto gc = s.gc(/*dry_run=*/false);
+        EXPECT_GE(gc.skipped_open, 1u);
+    }
+    EXPECT_TRUE(fs::exists(blob)) << "gc removed a blob the mount has open";
+    EXPECT_EQ(sha_of_fd(fd), base1);
+    // The alias goes with its version; the current version stays.
+    EXPECT_TRUE(eventually([&] { return !fs::exists(alias); }));
+    EXPECT_EQ(sha_or_error(mnt / "comfyui" / "checkpoints" / "base.safetensors"), base2);
+    ::close(fd);
+    // Closed (the daemon lets go of it when the kernel's release arrives), the blob is
+    // nothing's any more: gc takes it.
+    modelfs::Store s = modelfs::Store::open(store);
+    EXPECT_TRUE(eventually([&] {
+        s.gc(/*dry_run=*/false);
+        return !fs::exists(blob);
+    }));
 }
 
 TEST_F(VersionsMount, WritesToAliasesAreRefused) {
@@ -461,6 +501,8 @@ TEST_F(VersionsMount, WritesToAliasesAreRefused) {
     EXPECT_EQ(::rename((d / "other.safetensors").c_str(), alias.c_str()), -1);
     EXPECT_EQ(errno, EROFS);
 
+    // The daemon says why.
+    EXPECT_NE(read_file(dir / "mnt.log").find("read-only"), std::string::npos);
     // Every version is intact.
     EXPECT_EQ(sha_or_error(alias), base1);
     EXPECT_EQ(sha_or_error(vdir / "v1.safetensors"), base1);
