@@ -104,7 +104,8 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
     auto o = std::make_shared<fs::MountOptions>();
     auto mp = std::make_shared<std::string>();
     auto* sub = app.add_subcommand(
-        "mount", "Mount the store: every tool's models folder as a view; what tools save is stored");
+        "mount",
+        "Mount the store: every tool's models folder as a view; what tools save is stored");
     sub->add_option("mountpoint", *mp, "An existing empty folder")->required();
     sub->add_option("--view", o->view,
                     "Show one view at the mount point itself (mount it at ComfyUI/models, say); "
@@ -114,17 +115,28 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
                   "Let other users read the mount (needs user_allow_other in /etc/fuse.conf "
                   "when not root)");
     sub->add_flag("-d,--debug", o->debug, "Log every FUSE request (implies --foreground)");
+    auto lock_file = std::make_shared<std::string>();
+    sub->add_option("--lock", *lock_file,
+                    "Show exactly the versions this lock file (`modelfs lock`) lists, whatever "
+                    "is current or pinned");
     sub->footer([&g] { return views_footer(g); });
-    sub->callback([&g, &run, o, mp] {
-        run = [&g, o, mp] {
+    sub->callback([&g, &run, o, mp, lock_file] {
+        run = [&g, o, mp, lock_file] {
             o->store = g.store_path();
             o->mountpoint = *mp;
-            o->layouts = g.config().layouts;
+            o->layouts = mount_layouts(g.config());
             // The same settings `modelfs fetch` uses: flags aside, config file > environment >
             // defaults, so a mount's first opens honour [fetch] and [s3] too.
             o->fetch = fetch_config(g.config());
             o->view = canonical_view(o->view);
             if (o->debug) o->foreground = true;
+            if (!lock_file->empty()) {
+                const auto file = std::filesystem::absolute(*lock_file).lexically_normal();
+                o->lock = LockFile::parse(read_text_file(file), file.string());
+                // Registered before mounting, so `retain` keeps what the mount shows.
+                Store s = Store::open(o->store);
+                s.register_lock(*o->lock, file.string());
+            }
             return fs::serve_mount(*o);
         };
     });
