@@ -153,6 +153,8 @@ std::string encode_model(const Model& m) {
               {"name", m.name},
               {"current", m.current},
               {"versions", std::move(versions)}};
+    if (!m.previous.empty()) j["previous"] = m.previous;
+    if (!m.pins.empty()) j["pins"] = m.pins;
     auto v = json::to_cbor(j);
     return std::string(v.begin(), v.end());
 }
@@ -192,6 +194,10 @@ Model decode_model(std::string_view data) {
     if (m.versions.empty() || m.current >= m.versions.size())
         throw StoreError(ErrorKind::corrupt,
                          "catalog: model " + m.name + " has no current version");
+    m.previous = j.value("previous", std::string());
+    if (j.contains("pins"))
+        for (const auto& [view, label] : j["pins"].items())
+            m.pins.emplace(view, label.get<std::string>());
     return m;
 }
 
@@ -231,6 +237,76 @@ bool ModelVersion::same_content(const ModelVersion& o) const {
     for (std::size_t i = 0; i < tree.size(); ++i)
         if (tree[i].path != o.tree[i].path || tree[i].blob != o.tree[i].blob) return false;
     return true;
+}
+
+Sha256 ModelVersion::content_id() const {
+    if (blob) return *blob;
+    std::string text;
+    for (const auto& t : tree) {
+        text += t.path;
+        text.push_back('\0');
+        text += t.blob.hex();
+        text.push_back('\n');
+    }
+    return sha256_of(text);
+}
+
+void Model::make_current(std::size_t i) {
+    if (i == current) return;
+    previous = versions.at(current).label;
+    current = i;
+}
+
+std::size_t Model::shown_in(std::string_view view) const {
+    if (auto it = pins.find(std::string(view)); it != pins.end())
+        for (std::size_t i = 0; i < versions.size(); ++i)
+            if (versions[i].label == it->second) return i;
+    return current;
+}
+
+std::optional<std::size_t> find_version(const Model& m, std::string_view wanted,
+                                        std::string* error) {
+    for (std::size_t i = 0; i < m.versions.size(); ++i)
+        if (m.versions[i].label == wanted) return i;
+    std::string lower(wanted);
+    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (lower.size() >= 6 && lower.size() <= 64 && is_hex(lower)) {
+        std::vector<std::size_t> hits;
+        for (std::size_t i = 0; i < m.versions.size(); ++i)
+            if (m.versions[i].content_id().hex().compare(0, lower.size(), lower) == 0)
+                hits.push_back(i);
+        if (hits.size() == 1) return hits.front();
+        if (hits.size() > 1) {
+            if (error) {
+                *error = "hash prefix '" + std::string(wanted) + "' matches " +
+                         std::to_string(hits.size()) + " versions of " + m.key() +
+                         "; give more digits";
+            }
+            return std::nullopt;
+        }
+    }
+    if (error) {
+        std::string labels;
+        for (const auto& v : m.versions) labels += (labels.empty() ? "" : ", ") + v.label;
+        *error = "no version '" + std::string(wanted) + "' of " + m.key() + "; it has " + labels;
+    }
+    return std::nullopt;
+}
+
+void check_version_label(std::string_view label) {
+    auto bad = [&](const std::string& why) {
+        throw StoreError(ErrorKind::bad_input,
+                         "version label '" + std::string(label) + "' " + why +
+                             " (labels are free text like v1.2, fp16 or 2026-12-03)");
+    };
+    if (label.empty()) bad("is empty");
+    if (label.size() > 100) bad("is longer than 100 bytes");
+    if (label == "." || label == "..") bad("is not allowed");
+    for (unsigned char ch : label) {
+        if (ch == '/') bad("contains '/'");
+        if (ch == '@') bad("contains '@'");
+        if (ch < 0x20 || ch == 0x7f) bad("contains a control character");
+    }
 }
 
 std::string model_key(Category c, std::string_view name) {
@@ -387,6 +463,67 @@ std::int64_t Txn::category_changed_ns(Category c) const {
     std::string_view text = as_view(v);
     std::from_chars(text.data(), text.data() + text.size(), ns);
     return ns;
+}
+
+namespace {
+std::string lock_key(std::string_view id) {
+    return "lock/" + std::string(id);
+}
+
+std::string encode_lock(const LockHold& l) {
+    json versions = json::array();
+    for (const auto& [model, id] : l.versions)
+        versions.push_back({{"model", model}, {"id", bin(id)}});
+    json j = {{"name", l.name}, {"registered", l.registered}, {"versions", std::move(versions)}};
+    auto v = json::to_cbor(j);
+    return std::string(v.begin(), v.end());
+}
+
+LockHold decode_lock(std::string_view id, std::string_view data) {
+    json j = json::from_cbor(data.begin(), data.end());
+    LockHold l;
+    l.id = std::string(id);
+    l.name = j.value("name", std::string());
+    l.registered = j.value("registered", std::int64_t{0});
+    for (const auto& v : j.at("versions"))
+        l.versions.emplace_back(v.at("model").get<std::string>(), hash_from<Sha256>(v, "id"));
+    return l;
+}
+}  // namespace
+
+std::optional<LockHold> Txn::get_lock(std::string_view id) const {
+    std::string key = lock_key(id);
+    MDB_val k = as_val(key), v;
+    int rc = mdb_get(impl_->txn, impl_->env->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) return std::nullopt;
+    check(rc, "reading a lock record");
+    return decode_lock(id, as_view(v));
+}
+
+std::vector<LockHold> Txn::locks() const {
+    std::vector<LockHold> out;
+    const std::string prefix = "lock/";
+    MDB_val k = as_val(prefix), v;
+    Cursor c(impl_->txn, impl_->env->meta);
+    for (bool ok = c.get(k, v, MDB_SET_RANGE); ok; ok = c.get(k, v, MDB_NEXT)) {
+        std::string_view key = as_view(k);
+        if (key.substr(0, prefix.size()) != prefix) break;
+        out.push_back(decode_lock(key.substr(prefix.size()), as_view(v)));
+    }
+    return out;
+}
+
+void Txn::put_lock(const LockHold& l) {
+    std::string key = lock_key(l.id), data = encode_lock(l);
+    MDB_val k = as_val(key), v = as_val(data);
+    check(mdb_put(impl_->txn, impl_->env->meta, &k, &v, 0), "writing a lock record");
+}
+
+void Txn::del_lock(std::string_view id) {
+    std::string key = lock_key(id);
+    MDB_val k = as_val(key);
+    int rc = mdb_del(impl_->txn, impl_->env->meta, &k, nullptr);
+    if (rc != MDB_NOTFOUND) check(rc, "deleting a lock record");
 }
 
 void Txn::del_model(std::string_view key) {

@@ -99,7 +99,7 @@ FileCommitResult Store::commit_file(const FileCommit& f) {
             same->ext = v.ext;
             if (v.mode) same->mode = v.mode;
             out.new_version = static_cast<std::size_t>(same - m.versions.begin()) != m.current;
-            m.current = static_cast<std::size_t>(same - m.versions.begin());
+            m.make_current(static_cast<std::size_t>(same - m.versions.begin()));
             out.label = same->label;
         } else {
             // The overwritten version's sidecars describe the model, not those bytes: they stay.
@@ -112,7 +112,7 @@ FileCommitResult Store::commit_file(const FileCommit& f) {
             while (taken("v" + std::to_string(n))) ++n;
             v.label = "v" + std::to_string(n);
             m.versions.push_back(v);
-            m.current = m.versions.size() - 1;
+            m.make_current(m.versions.size() - 1);
             out.new_version = true;
             out.label = v.label;
         }
@@ -174,7 +174,7 @@ void Store::rename_model(std::string_view from, Category category, const std::st
         if (same != dst.versions.end()) {
             moved.label = same->label;  // same bytes: one version, the existing label
             *same = moved;
-            dst.current = static_cast<std::size_t>(same - dst.versions.begin());
+            dst.make_current(static_cast<std::size_t>(same - dst.versions.begin()));
         } else {
             auto taken = [&](const std::string& l) {
                 return std::any_of(dst.versions.begin(), dst.versions.end(),
@@ -183,7 +183,7 @@ void Store::rename_model(std::string_view from, Category category, const std::st
             std::size_t n = dst.versions.size() + 1;
             while (taken(moved.label)) moved.label = "v" + std::to_string(n++);
             dst.versions.push_back(moved);
-            dst.current = dst.versions.size() - 1;
+            dst.make_current(dst.versions.size() - 1);
         }
     } else {
         dst = std::move(src);

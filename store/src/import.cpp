@@ -620,13 +620,13 @@ class Importer {
                     (!opts_.version || same->label == *opts_.version)) {
                     item.outcome = ImportItem::Outcome::unchanged;
                     item.label = same->label;
-                    model.current = static_cast<std::size_t>(same - model.versions.begin());
+                    model.make_current(static_cast<std::size_t>(same - model.versions.begin()));
                 } else {
                     v.label =
                         opts_.version.value_or("v" + std::to_string(model.versions.size() + 1));
                     item.outcome = ImportItem::Outcome::new_version;
                     model.versions.push_back(v);
-                    model.current = model.versions.size() - 1;
+                    model.make_current(model.versions.size() - 1);
                     item.label = v.label;
                 }
             } else {
@@ -675,6 +675,7 @@ bool ImportReport::ok() const {
 
 ImportReport Store::import(const std::vector<fs::path>& paths, const ImportOptions& opts,
                            Progress* progress) {
+    if (opts.version) check_version_label(*opts.version);
     return Importer(*impl_, opts, progress).run(paths);
 }
 

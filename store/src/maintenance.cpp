@@ -78,8 +78,10 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
                 bad = "XXH3-128 does not match";
         } else {
             FileDigests d = digest_fd(fd.get(), progress, p.c_str());
-            if (d.sha256 != h) bad = "SHA-256 is " + d.sha256.hex();
-            else if (r.xxh128 && d.xxh128 != *r.xxh128) bad = "XXH3-128 does not match";
+            if (d.sha256 != h)
+                bad = "SHA-256 is " + d.sha256.hex();
+            else if (r.xxh128 && d.xxh128 != *r.xxh128)
+                bad = "XXH3-128 does not match";
         }
         std::lock_guard lk(mu);
         rep.blobs_checked++;
@@ -125,15 +127,15 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
         rep.problems.push_back({"corrupt", detail, h});
     }
 
-    impl_->blobs.for_each_file(
-        [&](const std::optional<Sha256>& h, const fs::path& p, std::uint64_t) {
-            if (!h || !known.count(*h))
-                rep.notes.push_back("orphan file " + p.string() + " (not catalogued; gc removes it)");
-            else if (evicted.count(*h))
-                rep.notes.push_back("file " + p.string() +
-                                    " of a blob catalogued as remote (an interrupted eviction; "
-                                    "gc removes it)");
-        });
+    impl_->blobs.for_each_file([&](const std::optional<Sha256>& h, const fs::path& p,
+                                   std::uint64_t) {
+        if (!h || !known.count(*h))
+            rep.notes.push_back("orphan file " + p.string() + " (not catalogued; gc removes it)");
+        else if (evicted.count(*h))
+            rep.notes.push_back("file " + p.string() +
+                                " of a blob catalogued as remote (an interrupted eviction; "
+                                "gc removes it)");
+    });
     return rep;
 }
 
@@ -157,6 +159,25 @@ GcReport Store::gc(bool dry_run) {
                 unreferenced.emplace_back(h, r);
         });
     }
+    // A blob someone has open (a mount holds a shared flock on every blob it serves) stays, so
+    // a version dropped by `retain` while a tool reads it is removed only by a later gc. The
+    // locks are held until the records are deleted, so no open can slip in between.
+    std::vector<UniqueFd> held;
+    std::set<Sha256> busy;
+    std::erase_if(unreferenced, [&](const std::pair<Sha256, BlobRecord>& e) {
+        if (e.second.state != BlobState::present) return false;
+        UniqueFd fd = impl_->blobs.open_blob(e.first);
+        if (!fd) return false;  // missing file: nothing open; the record goes
+        if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+            if (errno != EWOULDBLOCK)
+                throw_errno("locking " + impl_->blobs.path_of(e.first).string(), errno);
+            ++rep.skipped_open;
+            busy.insert(e.first);
+            return true;
+        }
+        held.push_back(std::move(fd));
+        return false;
+    });
     for (const auto& [h, r] : unreferenced) {
         rep.blobs.emplace_back(h, r.size);
         if (r.state == BlobState::present) rep.bytes += r.size;
@@ -168,6 +189,7 @@ GcReport Store::gc(bool dry_run) {
             // A file of a `remote` record is left by an eviction interrupted between its
             // catalog commit and the unlink (downloads publish under the shared store lock, so
             // none is half way here).
+            if (h && busy.count(*h)) return;
             if (!h || (!known.count(*h) && !referenced.count(*h)) || evicted.count(*h)) {
                 rep.orphan_files.push_back(p);
                 rep.bytes += size;

@@ -54,9 +54,7 @@ void check_remote_model(const RemoteModel& m, const std::string& key) {
     check_model_name(m.name);
     if (key.size() > 511)
         throw StoreError(ErrorKind::bad_input, "model name too long for the catalog: " + key);
-    if (m.label && (m.label->empty() || m.label->find('/') != std::string::npos))
-        throw StoreError(ErrorKind::bad_input,
-                         key + ": invalid version label '" + *m.label + "' (empty or has '/')");
+    if (m.label) check_version_label(*m.label);
     if (m.files.empty()) throw StoreError(ErrorKind::bad_input, key + ": no files");
     if (!m.tree && (m.files.size() != 1 || !m.files[0].path.empty()))
         throw StoreError(ErrorKind::bad_input,
@@ -168,7 +166,7 @@ RemoteAddResult Store::add_remote(const RemoteModel& m) {
             // Registering content the model already has: that version becomes current again.
             out.new_version =
                 static_cast<std::size_t>(same - model.versions.begin()) != model.current;
-            model.current = static_cast<std::size_t>(same - model.versions.begin());
+            model.make_current(static_cast<std::size_t>(same - model.versions.begin()));
             out.label = same->label;
         } else {
             if (m.label) {
@@ -179,7 +177,7 @@ RemoteAddResult Store::add_remote(const RemoteModel& m) {
                 v.label = "v" + std::to_string(n);
             }
             model.versions.push_back(v);
-            model.current = model.versions.size() - 1;
+            model.make_current(model.versions.size() - 1);
             out.new_version = true;
             out.label = v.label;
         }

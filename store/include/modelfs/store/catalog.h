@@ -129,6 +129,9 @@ struct Model {
 
     std::string key() const;  // "category/name"
     const ModelVersion& current_version() const { return versions.at(current); }
+    // Makes version `i` current, remembering the old current label in `previous` (when it
+    // changes), so every path that changes the current version can be rolled back.
+    void make_current(std::size_t i);
     // The version a view shows as NAME.EXT: its pin when it has one (and the label exists),
     // else the current one.
     std::size_t shown_in(std::string_view view) const;
@@ -146,8 +149,8 @@ void check_version_label(std::string_view label);
 // A lock file that holds versions on this machine (`modelfs lock`, `apply`, `mount --lock`):
 // retention never drops a version any registered lock lists.
 struct LockHold {
-    std::string id;    // first 16 hex digits of SHA-256 of the lock file's text
-    std::string name;  // where it was seen: an absolute path, or "stdout"
+    std::string id;               // first 16 hex digits of SHA-256 of the lock file's text
+    std::string name;             // where it was seen: an absolute path, or "stdout"
     std::int64_t registered = 0;  // unix seconds
     std::vector<std::pair<std::string, Sha256>> versions;  // model key, ModelVersion::content_id
 };

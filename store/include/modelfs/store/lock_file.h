@@ -54,7 +54,7 @@ struct LockedModel {
 };
 
 struct LockFile {
-    std::string view;  // the view it was made for; may be empty (every model)
+    std::string view;                 // the view it was made for; may be empty (every model)
     std::vector<LockedModel> models;  // sorted by key(), unique keys
 
     // The text as described above; ends with a newline. parse(to_text()) == *this.

@@ -1,0 +1,189 @@
+#include "modelfs/store/lock_file.h"
+
+#include <algorithm>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "modelfs/store/errors.h"
+#include "modelfs/store/store.h"
+
+namespace modelfs {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+ojson file_json(const LockedFile& f, bool with_path) {
+    ojson j;
+    if (with_path) j["path"] = f.path;
+    j["sha256"] = f.sha256.hex();
+    j["size"] = f.size;
+    j["sources"] = f.sources;
+    return j;
+}
+
+// The content id a tree of locked files has, computed as ModelVersion::content_id does.
+Sha256 tree_id(const std::vector<LockedFile>& files) {
+    ModelVersion v;
+    for (const auto& f : files) v.tree.push_back({f.path, f.sha256, f.size});
+    return v.content_id();
+}
+
+}  // namespace
+
+std::string LockFile::to_text() const {
+    ojson models = ojson::array();
+    for (const auto& m : this->models) {
+        ojson j;
+        j["model"] = m.key();
+        j["label"] = m.label;
+        if (!m.tree) j["ext"] = m.ext;
+        j["sha256"] = m.content_id.hex();
+        j["size"] = m.size;
+        if (m.tree) {
+            ojson files = ojson::array();
+            for (const auto& f : m.files) files.push_back(file_json(f, true));
+            j["files"] = std::move(files);
+        } else if (!m.files.empty()) {
+            j["sources"] = m.files.front().sources;
+        }
+        models.push_back(std::move(j));
+    }
+    ojson root;
+    root["modelfs_lock"] = kLockFormatVersion;
+    root["view"] = view;
+    root["models"] = std::move(models);
+    return root.dump(2) + "\n";
+}
+
+LockFile LockFile::parse(std::string_view text, const std::string& source) {
+    auto bad = [&](const std::string& why) -> StoreError {
+        return StoreError(ErrorKind::bad_input, source + ": " + why);
+    };
+    nlohmann::json root;
+    try {
+        root = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+        throw bad(std::string("not a lock file (not JSON): ") + e.what());
+    }
+    if (!root.is_object() || !root.contains("modelfs_lock"))
+        throw bad("not a modelfs lock file (no \"modelfs_lock\" key)");
+    if (!root["modelfs_lock"].is_number_integer() || root["modelfs_lock"].get<int>() < 1)
+        throw bad("\"modelfs_lock\" must be a format number");
+    if (root["modelfs_lock"].get<int>() > kLockFormatVersion)
+        throw bad("lock format " + root["modelfs_lock"].dump() +
+                  " is newer than this modelfs understands (" + std::to_string(kLockFormatVersion) +
+                  "); upgrade modelfs");
+    LockFile lock;
+    try {
+        lock.view = root.value("view", std::string());
+        if (!root.contains("models") || !root["models"].is_array())
+            throw bad("\"models\" must be an array");
+        std::set<std::string> seen;
+        std::size_t index = 0;
+        for (const auto& j : root["models"]) {
+            const std::string where = "models[" + std::to_string(index++) + "]";
+            auto hash = [&](const nlohmann::json& o, const std::string& what) {
+                auto h = Sha256::from_hex(o.at("sha256").get<std::string>());
+                if (!h) throw bad(what + ": \"sha256\" is not 64 hex digits");
+                return *h;
+            };
+            auto sources = [&](const nlohmann::json& o) {
+                return o.value("sources", std::vector<std::string>{});
+            };
+            LockedModel m;
+            const std::string key = j.at("model").get<std::string>();
+            const auto slash = key.find('/');
+            auto cat = parse_category(key.substr(0, slash == std::string::npos ? 0 : slash));
+            if (!cat || slash == std::string::npos)
+                throw bad(where + ": \"" + key + "\" is not CATEGORY/NAME with a known category");
+            m.category = *cat;
+            m.name = key.substr(slash + 1);
+            try {
+                check_model_name(m.name);
+                m.label = j.at("label").get<std::string>();
+                check_version_label(m.label);
+            } catch (const StoreError& e) {
+                throw bad(where + " (" + key + "): " + e.what());
+            }
+            if (!seen.insert(key).second) throw bad(where + ": model " + key + " is listed twice");
+            m.content_id = hash(j, where);
+            m.size = j.at("size").get<std::uint64_t>();
+            if (j.contains("files")) {
+                m.tree = true;
+                std::size_t fi = 0;
+                for (const auto& f : j["files"]) {
+                    const std::string fwhere = where + ".files[" + std::to_string(fi++) + "]";
+                    LockedFile lf;
+                    lf.path = f.at("path").get<std::string>();
+                    if (lf.path.empty()) throw bad(fwhere + ": empty \"path\"");
+                    lf.sha256 = hash(f, fwhere);
+                    lf.size = f.at("size").get<std::uint64_t>();
+                    lf.sources = sources(f);
+                    m.files.push_back(std::move(lf));
+                }
+                if (m.files.empty()) throw bad(where + ": \"files\" is empty");
+                std::sort(m.files.begin(), m.files.end(),
+                          [](const LockedFile& a, const LockedFile& b) { return a.path < b.path; });
+                if (tree_id(m.files) != m.content_id)
+                    throw bad(where + " (" + key +
+                              "): \"sha256\" does not match its files (edited by hand?)");
+            } else {
+                m.ext = j.at("ext").get<std::string>();
+                m.files.push_back({"", m.content_id, m.size, sources(j)});
+            }
+            lock.models.push_back(std::move(m));
+        }
+    } catch (const nlohmann::json::exception& e) {
+        throw bad(std::string("malformed lock file: ") + e.what());
+    }
+    std::sort(lock.models.begin(), lock.models.end(),
+              [](const LockedModel& a, const LockedModel& b) { return a.key() < b.key(); });
+    return lock;
+}
+
+std::string LockFile::id() const {
+    return sha256_of(to_text()).hex().substr(0, 16);
+}
+
+std::vector<std::pair<std::string, Sha256>> LockFile::versions() const {
+    std::vector<std::pair<std::string, Sha256>> out;
+    for (const auto& m : models) out.emplace_back(m.key(), m.content_id);
+    return out;
+}
+
+LockedModel lock_entry(const Txn& txn, const Model& m, std::size_t index) {
+    const ModelVersion& v = m.versions.at(index);
+    LockedModel out;
+    out.category = m.category;
+    out.name = m.name;
+    out.label = v.label;
+    out.ext = v.ext;
+    out.tree = v.is_tree();
+    out.content_id = v.content_id();
+    out.size = v.size;
+    auto sources_of = [&](const Sha256& h) {
+        std::vector<std::string> urls;
+        auto r = txn.get_blob(h);
+        // A placeholder's key is not a hash of anything another machine could check.
+        if (r && r->placeholder)
+            throw StoreError(ErrorKind::bad_input,
+                             m.key() + "@" + v.label +
+                                 " has not been downloaded yet, so its SHA-256 is unknown and a "
+                                 "lock file cannot name it; run `modelfs fetch " +
+                                 m.key() + "` first");
+        if (r)
+            for (const auto& s : r->sources) urls.push_back(s.url);
+        return urls;
+    };
+    if (v.is_tree()) {
+        for (const auto& t : v.tree)
+            out.files.push_back({t.path, t.blob, t.size, sources_of(t.blob)});
+    } else {
+        out.files.push_back({"", *v.blob, v.size, sources_of(*v.blob)});
+    }
+    return out;
+}
+
+}  // namespace modelfs
