@@ -249,7 +249,8 @@ class CliConfigFiles : public CliConfig {
         CliResult r = run_modelfs(args, e);
         EXPECT_EQ(r.exit_code, 0) << r.err;
         std::map<std::string, json> out;
-        for (const auto& s : json::parse(r.out)["settings"]) out[s["key"]] = s;
+        const json j = json::parse(r.out);
+        for (const auto& s : j["settings"]) out[s["key"]] = s;
         return out;
     }
 };

@@ -60,7 +60,8 @@ class VersionsCli : public ::testing::Test {
     }
     std::vector<std::string> labels(const std::string& name) {
         std::vector<std::string> out;
-        for (const auto& v : versions(name)["versions"]) out.push_back(v["label"]);
+        const json j = versions(name);  // the loop must not range over a temporary's member
+        for (const auto& v : j["versions"]) out.push_back(v["label"]);
         return out;
     }
 };
