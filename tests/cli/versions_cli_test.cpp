@@ -2,15 +2,18 @@
 // unpin, retain (with gc after it), and lock files carried from one store to another.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "support/http_servers.h"
+#include "support/mount_fixture.h"
 #include "support/test_env.h"
 
 namespace fs = std::filesystem;
@@ -427,6 +430,47 @@ TEST_F(VersionsCli, MountRefusesABadLockFileBeforeMounting) {
     EXPECT_NE(r.exit_code, 0);
     EXPECT_HAS(r.err, (dir / "bad.lock").string());
     EXPECT_TRUE(mfs_json({"locks"}).empty());
+}
+
+// What `use` and `rollback` change, a running mount shows (waiting up to a deadline for it).
+TEST_F(VersionsCli, UseAndRollbackReachARunningMount) {
+    if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+    const std::string a = import_version("foo", 1);
+    const std::string b = import_version("foo", 2);
+    const fs::path mnt = dir / "mnt";
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    const fs::path file = mnt / "comfyui" / "checkpoints" / "foo.ckpt";
+    auto shows = [&](const std::string& sha) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        for (;;) {
+            std::error_code ec;
+            if (fs::exists(file, ec) && sha256_hex_of_file(file) == sha) return true;
+            if (std::chrono::steady_clock::now() > deadline) return false;
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+    };
+    EXPECT_TRUE(shows(b));
+    ASSERT_EQ(mfs({"use", "foo@v1"}).exit_code, 0);
+    EXPECT_TRUE(shows(a)) << "the mount still shows v2 after `modelfs use foo@v1`";
+    ASSERT_EQ(mfs({"rollback", "foo"}).exit_code, 0);
+    EXPECT_TRUE(shows(b)) << "the mount still shows v1 after `modelfs rollback foo`";
+}
+
+TEST_F(VersionsCli, MountWithALockRegistersIt) {
+    if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+    import_version("foo", 1);
+    const fs::path lock = dir / "models.lock";
+    ASSERT_EQ(mfs({"lock", "-o", lock.string()}).exit_code, 0);
+    ASSERT_EQ(mfs({"unlock", lock.string()}).exit_code, 0);
+    ASSERT_TRUE(mfs_json({"locks"}).empty());
+
+    Mount m(store, dir / "mnt", {"--lock", lock.string()});
+    ASSERT_TRUE(m.ok());
+    json locks = mfs_json({"locks"});
+    ASSERT_EQ(locks.size(), 1u) << locks;
+    EXPECT_EQ(locks[0]["name"], lock.string());
+    EXPECT_TRUE(fs::exists(dir / "mnt" / "comfyui" / "checkpoints" / "foo.ckpt"));
 }
 
 }  // namespace
