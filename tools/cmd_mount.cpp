@@ -51,7 +51,7 @@ std::string join(const std::vector<std::string>& v, const char* sep) {
 int run_views(const Globals& g, const std::string& only) {
     const Config& c = g.config();
     fs::MountOptions o;
-    o.layouts = c.layouts;
+    o.layouts = mount_layouts(c);
     o.view = canonical_view(only);
     // The same merge the mount does, so this shows exactly what a mount would.
     const std::vector<fs::ViewLayout> views = fs::views_to_serve(o);
@@ -66,23 +66,30 @@ int run_views(const Globals& g, const std::string& only) {
             nlohmann::json j = v.to_json();
             j["source"] = from_config(v) ? "config" : "built-in";
             j["replaces_builtin"] = from_config(v) && is_builtin_name(v.name());
+            j["show_versions"] = v.show_versions();
             out.push_back(std::move(j));
         }
+        nlohmann::json files = nlohmann::json::array();
+        for (const auto& f : c.files) files.push_back(f.string());
         print_json(
             {{"config", c.source.empty() ? nlohmann::json() : nlohmann::json(c.source.string())},
+             {"config_files", std::move(files)},
              {"views", std::move(out)}});
         return kOk;
     }
     if (!g.quiet) {
-        std::cout << "config file: "
-                  << (c.source.empty() ? "none (see modelfs --help for where it is looked for)"
-                                       : c.source.string())
+        std::string files;
+        for (const auto& f : c.files) files += (files.empty() ? "" : ", ") + f.string();
+        std::cout << (c.files.size() > 1 ? "config files: " : "config file: ")
+                  << (files.empty() ? "none (see modelfs --help for where it is looked for)"
+                                    : files)
                   << "\n";
     }
     for (const auto& v : views) {
         std::string origin = "built-in";
         if (from_config(v))
             origin = is_builtin_name(v.name()) ? "config, replaces the built-in" : "config";
+        if (v.show_versions()) origin += "; lists NAME@LABEL version aliases";
         std::cout << "\n" << v.name() << " (" << origin << ")\n";
         std::size_t width = 0;
         for (const auto& f : v.folders()) width = std::max(width, f.path.size() + 1);

@@ -748,6 +748,11 @@ std::vector<EffectiveSetting> effective_settings(const Config& c, const std::str
     add("s3.secret_key", f.s3_secret_key, {"AWS_SECRET_ACCESS_KEY"}, "", true);
     add("s3.session_token", std::nullopt, {"AWS_SESSION_TOKEN"}, "", true);
 
+    for (const auto& l : c.layouts) {
+        const std::size_t n = l.folders().size();
+        out.push_back({"layout." + l.name(), std::to_string(n) + (n == 1 ? " folder" : " folders"),
+                       file_of("layout." + l.name()).value_or("file")});
+    }
     // Every view a mount shows, with whether it lists version aliases.
     std::vector<std::string> views = fs::ViewLayout::builtin_names();
     for (const auto& l : c.layouts)

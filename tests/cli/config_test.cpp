@@ -341,4 +341,22 @@ TEST_F(CliConfigFiles, BadStoreFilesAreUsageErrors) {
     EXPECT_HAS(r.err, "'versions.keep' must be a whole number of at least 1");
 }
 
+TEST_F(CliConfigFiles, ViewsShowWhichListVersionAliases) {
+    CliResult r = run_modelfs({"--store", store.string(), "views"}, env);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_HAS(r.out, "config files: " + user_file.string() + ", " + store_file.string());
+    EXPECT_HAS(r.out, "\ncomfyui (built-in; lists NAME@LABEL version aliases)\n");
+    EXPECT_HAS(r.out, "\na1111 (built-in)\n");
+
+    r = run_modelfs({"--store", store.string(), "--json", "views"}, env);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j["config_files"], json::array({user_file.string(), store_file.string()}));
+    std::map<std::string, json> by_name;
+    for (const auto& v : j["views"]) by_name[v["name"]] = v;
+    EXPECT_EQ(by_name["comfyui"]["show_versions"], true);
+    EXPECT_EQ(by_name["comfyui"]["source"], "built-in") << "a setting does not replace the view";
+    EXPECT_EQ(by_name["a1111"]["show_versions"], false);
+}
+
 }  // namespace

@@ -585,6 +585,14 @@ TEST(ConfigSettings, EveryOriginAndMaskedSecrets) {
     EXPECT_EQ(s["s3.access_key"].value, "");
     EXPECT_EQ(s["s3.access_key"].origin, "default");
     EXPECT_EQ(s["views.comfyui.show_versions"].value, "false");
+    EXPECT_FALSE(s.count("layout.mytool"));
+    c.layouts.push_back(ViewLayout::from_json(
+        {{"name", "mytool"}, {"folders", {{{"path", "l"}, {"category", "lora"}}}}}));
+    c.origins["layout.mytool"] = "/cfg/config.toml";
+    s = by_key(modelfs::cli::effective_settings(c, "", env_of({})));
+    EXPECT_EQ(s["layout.mytool"].value, "1 folder");
+    EXPECT_EQ(s["layout.mytool"].origin, "file /cfg/config.toml");
+    EXPECT_EQ(s["views.mytool.show_versions"].value, "false");
     for (const auto& [k, v] : s) EXPECT_EQ(v.value.find("secret"), std::string::npos) << k;
 
     c.store = "/from/file";
