@@ -18,9 +18,10 @@
 
 namespace modelfs {
 
-// 2 added sidecars and the shown mtime/mode of versions; a schema-1 catalog is upgraded on open
-// (nothing in it changes meaning).
-inline constexpr std::uint32_t kSchemaVersion = 2;
+// 2 added sidecars and the shown mtime/mode of versions; 3 added models' `previous` and `pins`
+// and registered lock files. An older catalog is upgraded on open (nothing in it changes
+// meaning).
+inline constexpr std::uint32_t kSchemaVersion = 3;
 
 enum class BlobState {
     present,      // the file is in blobs/ and matched its hash when stored
