@@ -1,6 +1,9 @@
 // Versions as a user drives them with the real `modelfs` program: versions, use, rollback, pin,
 // unpin, retain (with gc after it), and lock files carried from one store to another.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -271,6 +274,34 @@ TEST_F(VersionsCli, RetainNeverDropsCurrentPinnedOrLockedAndGcRemovesOnlyWhatIsU
     std::set<std::string> removed;
     for (const auto& b : gc["blobs"]) removed.insert(b["sha256"]);
     EXPECT_EQ(removed, (std::set<std::string>{hashes[0], hashes[2]}));
+}
+
+// A version retain dropped whose blob some process still reads (a mount holds a shared flock
+// on what it serves) keeps its blob through gc until it is closed.
+TEST_F(VersionsCli, GcAfterRetainLeavesOpenBlobs) {
+    const std::string old = import_version("foo", 1);
+    import_version("foo", 2);
+    ASSERT_EQ(mfs({"retain", "--keep", "1"}).exit_code, 0);
+    ASSERT_EQ(labels("foo"), std::vector<std::string>{"v2"});
+
+    const fs::path blob = store / "blobs" / "sha256" / old.substr(0, 2) / old;
+    ASSERT_TRUE(fs::exists(blob));
+    {
+        const int fd = ::open(blob.c_str(), O_RDONLY | O_CLOEXEC);
+        ASSERT_GE(fd, 0);
+        ASSERT_EQ(::flock(fd, LOCK_SH), 0);
+        json gc = mfs_json({"gc"});
+        EXPECT_TRUE(gc["blobs"].empty()) << gc;
+        EXPECT_EQ(gc["skipped_open"], 1) << gc;
+        CliResult r = mfs({"gc"});
+        EXPECT_HAS(r.out, "kept 1 unused blob(s) that are open");
+        EXPECT_TRUE(fs::exists(blob));
+        ::close(fd);
+    }
+    json gc = mfs_json({"gc"});
+    ASSERT_EQ(gc["blobs"].size(), 1u) << gc;
+    EXPECT_EQ(gc["blobs"][0]["sha256"], old);
+    EXPECT_FALSE(fs::exists(blob));
 }
 
 TEST_F(VersionsCli, RetainKeepComesFromFlagThenConfigThenEnvironment) {
