@@ -21,10 +21,10 @@ namespace modelfs::cli {
 // Exit codes, documented in README.md.
 enum Exit : int {
     kOk = 0,
-    kFailed = 1,     // some items failed, or problems were found
-    kUsage = 2,      // bad arguments
-    kNotFound = 3,   // no such model, hash or path
-    kNoStore = 4,    // store missing, not a store, or written by a newer modelfs
+    kFailed = 1,         // some items failed, or problems were found
+    kUsage = 2,          // bad arguments
+    kNotFound = 3,       // no such model, hash or path
+    kNoStore = 4,        // store missing, not a store, or written by a newer modelfs
     kInterrupted = 130,  // `fetch` stopped by SIGINT/SIGTERM; partial downloads resume later
 };
 
@@ -66,6 +66,12 @@ void add_add(CLI::App& app, Globals& g, Runner& run);
 void add_fetch(CLI::App& app, Globals& g, Runner& run);
 void add_status(CLI::App& app, Globals& g, Runner& run);
 void add_evict(CLI::App& app, Globals& g, Runner& run);
+// Versions (cmd_versions.cpp): versions, use, rollback, pin, unpin, retain.
+void add_version_commands(CLI::App& app, Globals& g, Runner& run);
+// Lock files (cmd_lock.cpp): lock, apply, locks, unlock.
+void add_lock_commands(CLI::App& app, Globals& g, Runner& run);
+// `modelfs config` (cmd_config.cpp): the effective settings and where each came from.
+void add_config(CLI::App& app, Globals& g, Runner& run);
 
 // Output helpers.
 void print_json(const nlohmann::json& j);
@@ -73,18 +79,23 @@ std::string human_bytes(std::uint64_t n);
 std::string human_count(std::uint64_t n);  // 2.57 B, 123.4 M
 std::string format_time(std::int64_t unix_seconds);
 Category parse_category_arg(const std::string& s);
+// The view a --view argument names (a built-in, an alias of one, or a config layout; any case),
+// as a mount would show it. Throws UsageError listing the known views.
+fs::ViewLayout view_arg(const Globals& g, const std::string& name);
+// Reads a whole file named on the command line; StoreError not_found / io naming it.
+std::string read_text_file(const std::filesystem::path& p);
 
 // Shows a progress bar on stderr while alive, when stderr is a terminal and output is not quiet;
 // otherwise does nothing.
 class ProgressBar {
-public:
+  public:
     ProgressBar(const Globals& g, std::string label);
     ~ProgressBar();
     ProgressBar(const ProgressBar&) = delete;
     ProgressBar& operator=(const ProgressBar&) = delete;
     Progress* get() { return &progress_; }
 
-private:
+  private:
     void draw(bool final);
     Progress progress_;
     std::string label_;

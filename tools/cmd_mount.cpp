@@ -51,7 +51,7 @@ std::string join(const std::vector<std::string>& v, const char* sep) {
 int run_views(const Globals& g, const std::string& only) {
     const Config& c = g.config();
     fs::MountOptions o;
-    o.layouts = c.layouts;
+    o.layouts = mount_layouts(c);
     o.view = canonical_view(only);
     // The same merge the mount does, so this shows exactly what a mount would.
     const std::vector<fs::ViewLayout> views = fs::views_to_serve(o);
@@ -66,23 +66,30 @@ int run_views(const Globals& g, const std::string& only) {
             nlohmann::json j = v.to_json();
             j["source"] = from_config(v) ? "config" : "built-in";
             j["replaces_builtin"] = from_config(v) && is_builtin_name(v.name());
+            j["show_versions"] = v.show_versions();
             out.push_back(std::move(j));
         }
+        nlohmann::json files = nlohmann::json::array();
+        for (const auto& f : c.files) files.push_back(f.string());
         print_json(
             {{"config", c.source.empty() ? nlohmann::json() : nlohmann::json(c.source.string())},
+             {"config_files", std::move(files)},
              {"views", std::move(out)}});
         return kOk;
     }
     if (!g.quiet) {
-        std::cout << "config file: "
-                  << (c.source.empty() ? "none (see modelfs --help for where it is looked for)"
-                                       : c.source.string())
+        std::string files;
+        for (const auto& f : c.files) files += (files.empty() ? "" : ", ") + f.string();
+        std::cout << (c.files.size() > 1 ? "config files: " : "config file: ")
+                  << (files.empty() ? "none (see modelfs --help for where it is looked for)"
+                                    : files)
                   << "\n";
     }
     for (const auto& v : views) {
         std::string origin = "built-in";
         if (from_config(v))
             origin = is_builtin_name(v.name()) ? "config, replaces the built-in" : "config";
+        if (v.show_versions()) origin += "; lists NAME@LABEL version aliases";
         std::cout << "\n" << v.name() << " (" << origin << ")\n";
         std::size_t width = 0;
         for (const auto& f : v.folders()) width = std::max(width, f.path.size() + 1);
@@ -104,7 +111,8 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
     auto o = std::make_shared<fs::MountOptions>();
     auto mp = std::make_shared<std::string>();
     auto* sub = app.add_subcommand(
-        "mount", "Mount the store: every tool's models folder as a view; what tools save is stored");
+        "mount",
+        "Mount the store: every tool's models folder as a view; what tools save is stored");
     sub->add_option("mountpoint", *mp, "An existing empty folder")->required();
     sub->add_option("--view", o->view,
                     "Show one view at the mount point itself (mount it at ComfyUI/models, say); "
@@ -114,17 +122,28 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
                   "Let other users read the mount (needs user_allow_other in /etc/fuse.conf "
                   "when not root)");
     sub->add_flag("-d,--debug", o->debug, "Log every FUSE request (implies --foreground)");
+    auto lock_file = std::make_shared<std::string>();
+    sub->add_option("--lock", *lock_file,
+                    "Show exactly the versions this lock file (`modelfs lock`) lists, whatever "
+                    "is current or pinned");
     sub->footer([&g] { return views_footer(g); });
-    sub->callback([&g, &run, o, mp] {
-        run = [&g, o, mp] {
+    sub->callback([&g, &run, o, mp, lock_file] {
+        run = [&g, o, mp, lock_file] {
             o->store = g.store_path();
             o->mountpoint = *mp;
-            o->layouts = g.config().layouts;
+            o->layouts = mount_layouts(g.config());
             // The same settings `modelfs fetch` uses: flags aside, config file > environment >
             // defaults, so a mount's first opens honour [fetch] and [s3] too.
             o->fetch = fetch_config(g.config());
             o->view = canonical_view(o->view);
             if (o->debug) o->foreground = true;
+            if (!lock_file->empty()) {
+                const auto file = std::filesystem::absolute(*lock_file).lexically_normal();
+                o->lock = LockFile::parse(read_text_file(file), file.string());
+                // Registered before mounting, so `retain` keeps what the mount shows.
+                Store s = Store::open(o->store);
+                s.register_lock(*o->lock, file.string());
+            }
             return fs::serve_mount(*o);
         };
     });

@@ -59,9 +59,9 @@ void add_verify(CLI::App& app, Globals& g, Runner& run) {
                     std::cout << "checked " << r.blobs_checked << " blobs ("
                               << human_bytes(r.bytes_checked) << ") with "
                               << (fast ? "XXH3-128" : "SHA-256") << ": "
-                              << (r.problems.empty() ? "all good"
-                                                     : std::to_string(r.problems.size()) +
-                                                           " problem(s)")
+                              << (r.problems.empty()
+                                      ? "all good"
+                                      : std::to_string(r.problems.size()) + " problem(s)")
                               << (r.notes.empty() ? ""
                                                   : ", " + std::to_string(r.notes.size()) +
                                                         " orphan file(s) for gc")
@@ -90,6 +90,7 @@ void add_gc(CLI::App& app, Globals& g, Runner& run) {
                             {"blobs", blobs},
                             {"orphan_files", orphans},
                             {"bytes", r.bytes},
+                            {"skipped_open", r.skipped_open},
                             {"staging_removed", r.staging_removed}});
             } else if (!g.quiet) {
                 for (const auto& [h, size] : r.blobs)
@@ -100,7 +101,12 @@ void add_gc(CLI::App& app, Globals& g, Runner& run) {
                               << "\n";
                 std::cout << (dry ? "would free " : "freed ") << human_bytes(r.bytes) << " ("
                           << r.blobs.size() << " blob(s), " << r.orphan_files.size()
-                          << " orphan file(s))\n";
+                          << " orphan file(s))"
+                          << (r.skipped_open ? "; kept " + std::to_string(r.skipped_open) +
+                                                   " unused blob(s) that are open (a mount is "
+                                                   "reading them): run gc again later"
+                                             : "")
+                          << "\n";
             }
             return kOk;
         };
@@ -115,9 +121,9 @@ void add_stats(CLI::App& app, Globals& g, Runner& run) {
             StoreStats st = s.stats();
             // Remote blobs count as stored content too: each is one distinct file, wherever.
             const std::uint64_t distinct = st.physical_bytes + st.remote_bytes;
-            double ratio = distinct ? static_cast<double>(st.logical_bytes) /
-                                          static_cast<double>(distinct)
-                                    : 1.0;
+            double ratio =
+                distinct ? static_cast<double>(st.logical_bytes) / static_cast<double>(distinct)
+                         : 1.0;
             if (g.json) {
                 nlohmann::json cats = nlohmann::json::object();
                 for (const auto& [c, cs] : st.per_category)

@@ -154,11 +154,17 @@ fs::ViewLayout layout_from(const toml::table& t, std::size_t index, const stdfs:
     check_layout_name(name, source, name_node->source());
     const std::string quoted = "layout '" + name + "'";
 
+    std::optional<bool> show_versions;
     for (auto&& [key, value] : t) {
-        if (key != "name" && key != "folder") {
+        if (key == "show_versions") {
+            if (!value.is_boolean())
+                fail(source, value.source(),
+                     quoted + ": 'show_versions' must be true or false (list NAME@LABEL aliases)");
+            show_versions = value.as_boolean()->get();
+        } else if (key != "name" && key != "folder") {
             fail(source, key.source(),
                  quoted + ": unknown key '" + std::string(key.str()) +
-                     "'; a [[layout]] has a 'name' and [[layout.folder]] tables");
+                     "'; a [[layout]] has a 'name', 'show_versions' and [[layout.folder]] tables");
         }
     }
     const toml::node* folder_node = t.get("folder");
@@ -180,7 +186,9 @@ fs::ViewLayout layout_from(const toml::table& t, std::size_t index, const stdfs:
         where.push_back(f.source());
     }
     try {
-        return fs::ViewLayout::from_json(j);
+        fs::ViewLayout layout = fs::ViewLayout::from_json(j);
+        if (show_versions) layout.set_show_versions(*show_versions);
+        return layout;
     } catch (const std::invalid_argument& e) {
         const std::string msg = without_layout_prefix(e.what(), name);
         const auto i = folder_index(msg);
@@ -289,10 +297,12 @@ void fetch_from(const toml::node& n, const stdfs::path& source, FetchSettings& f
             f.cache_max_size = bytes_from(v, source, k);
         else if (k == "hf_endpoint")
             f.hf_endpoint = url_from(v, source, "fetch.hf_endpoint");
+        else if (k == "hf_token")
+            f.hf_token = text_from(v, source, "fetch.hf_token");
         else
             unknown_in(source, key, "fetch",
                        "jobs, connections_per_blob, max_per_host, max_connections, retries, "
-                       "limit_rate, cache_max_size, hf_endpoint");
+                       "limit_rate, cache_max_size, hf_endpoint, hf_token");
     }
 }
 
@@ -309,6 +319,42 @@ void s3_from(const toml::node& n, const stdfs::path& source, FetchSettings& f) {
             f.s3_secret_key = text_from(v, source, "s3.secret_key");
         else
             unknown_in(source, key, "s3", "endpoint, region, access_key, secret_key");
+    }
+}
+
+void versions_from(const toml::node& n, const stdfs::path& source, Config& c) {
+    for (auto&& [key, v] : table_from(n, source, "versions")) {
+        if (key.str() != "keep") unknown_in(source, key, "versions", "keep");
+        const auto* i = v.as_integer();
+        if (!i || i->get() < 1 || i->get() > 1000000)
+            fail(source, v.source(),
+                 "'versions.keep' must be a whole number of at least 1: how many versions "
+                 "`modelfs retain` keeps per model");
+        c.versions_keep = static_cast<unsigned>(i->get());
+        c.origins["versions.keep"] = source;
+    }
+}
+
+// [views.NAME] tables: settings of a view, built-in or not. Whether NAME is a view is checked
+// once every file is merged (a layout may come from another file).
+void views_from(const toml::node& n, const stdfs::path& source, Config& c) {
+    for (auto&& [name, t] : table_from(n, source, "views")) {
+        const std::string view(name.str());
+        if (!t.is_table())
+            fail(source, t.source(),
+                 "'views." + view + "' must be a table: [views." + view + "] show_versions = true");
+        for (auto&& [key, v] : *t.as_table()) {
+            if (key.str() != "show_versions") {
+                fail(source, key.source(),
+                     "unknown key '" + std::string(key.str()) + "' in [views." + view +
+                         "]; the known one is show_versions");
+            }
+            if (!v.is_boolean())
+                fail(source, v.source(),
+                     "'views." + view + ".show_versions' must be true or false");
+            c.show_versions[view] = v.as_boolean()->get();
+            c.origins["views." + view + ".show_versions"] = source;
+        }
     }
 }
 
@@ -351,11 +397,22 @@ ConfigLookup ConfigLookup::from_environment(std::optional<stdfs::path> explicit_
     return l;
 }
 
-std::optional<stdfs::path> find_config(const ConfigLookup& l) {
+namespace {
+
+bool missing(const stdfs::path& p) {
     std::error_code ec;
-    const auto missing = [&](const stdfs::path& p) {
-        return stdfs::status(p, ec).type() == stdfs::file_type::not_found;
-    };
+    return stdfs::status(p, ec).type() == stdfs::file_type::not_found;
+}
+
+// Anything but "not there" (a permission problem, say) is used, so reading it says what is
+// wrong instead of the file being skipped silently.
+bool there(const stdfs::path& p) {
+    return !p.empty() && !missing(p);
+}
+
+// The file --config or $MODELFS_CONFIG names, which then is the only one; std::nullopt when
+// neither does.
+std::optional<stdfs::path> named_config(const ConfigLookup& l) {
     // Named on purpose, so a typo must not fall back to some other file without a word. Other
     // problems (no permission) are left for the read to report.
     const auto named = [&](const stdfs::path& p, const char* how) {
@@ -367,20 +424,34 @@ std::optional<stdfs::path> find_config(const ConfigLookup& l) {
     };
     if (l.explicit_path) return named(*l.explicit_path, "given with --config");
     if (!l.env_config.empty()) return named(l.env_config, "named by $MODELFS_CONFIG");
+    return std::nullopt;
+}
 
-    stdfs::path user;
+stdfs::path user_config(const ConfigLookup& l) {
     // The XDG spec says to ignore a relative XDG_CONFIG_HOME.
-    if (!l.xdg_config_home.empty() && stdfs::path(l.xdg_config_home).is_absolute()) {
-        user = stdfs::path(l.xdg_config_home) / "modelfs" / "config.toml";
-    } else if (!l.home.empty()) {
-        user = stdfs::path(l.home) / ".config" / "modelfs" / "config.toml";
-    }
-    // Anything but "not there" (a permission problem, say) is used, so reading it says what is
-    // wrong instead of the file being skipped silently.
-    const auto there = [&](const stdfs::path& p) { return !p.empty() && !missing(p); };
-    if (there(user)) return user;
+    if (!l.xdg_config_home.empty() && stdfs::path(l.xdg_config_home).is_absolute())
+        return stdfs::path(l.xdg_config_home) / "modelfs" / "config.toml";
+    if (!l.home.empty()) return stdfs::path(l.home) / ".config" / "modelfs" / "config.toml";
+    return {};
+}
+
+}  // namespace
+
+std::optional<stdfs::path> find_config(const ConfigLookup& l) {
+    if (auto p = named_config(l)) return p;
+    if (const stdfs::path user = user_config(l); there(user)) return user;
     if (there(l.system_path)) return l.system_path;
     return std::nullopt;
+}
+
+std::vector<stdfs::path> config_files(const ConfigLookup& l) {
+    if (auto p = named_config(l)) return {*p};
+    std::vector<stdfs::path> out;
+    if (const stdfs::path user = user_config(l); there(user)) out.push_back(user);
+    if (l.store_dir && there(*l.store_dir / "config.toml"))
+        out.push_back(*l.store_dir / "config.toml");
+    if (there(l.system_path)) out.push_back(l.system_path);
+    return out;
 }
 
 Config parse_config(std::string_view text, const stdfs::path& source) {
@@ -394,7 +465,9 @@ Config parse_config(std::string_view text, const stdfs::path& source) {
     // toml++ iterates keys sorted; report the unknown key that comes first in the file.
     const toml::key* unknown = nullptr;
     for (auto&& [key, value] : root) {
-        if (key == "store" || key == "layout" || key == "fetch" || key == "s3") continue;
+        if (key == "store" || key == "layout" || key == "fetch" || key == "s3" ||
+            key == "versions" || key == "views")
+            continue;
         if (std::find(kReservedTables.begin(), kReservedTables.end(), key.str()) !=
             kReservedTables.end()) {
             continue;
@@ -404,7 +477,7 @@ Config parse_config(std::string_view text, const stdfs::path& source) {
     if (unknown) {
         fail(source, unknown->source(),
              "unknown key '" + std::string(unknown->str()) + "'; the known ones are 'store', " +
-                 "[[layout]] tables, [fetch] and [s3]");
+                 "[[layout]] tables, [fetch], [s3], [versions] and [views.NAME]");
     }
 
     Config c;
@@ -413,6 +486,16 @@ Config parse_config(std::string_view text, const stdfs::path& source) {
     if (const toml::node* l = root.get("layout")) c.layouts = layouts_from(*l, source);
     if (const toml::node* f = root.get("fetch")) fetch_from(*f, source, c.fetch);
     if (const toml::node* s = root.get("s3")) s3_from(*s, source, c.fetch);
+    if (const toml::node* v = root.get("versions")) versions_from(*v, source, c);
+    if (const toml::node* v = root.get("views")) views_from(*v, source, c);
+    if (c.store) c.origins["store"] = source;
+    for (const auto& l : c.layouts) c.origins["layout." + l.name()] = source;
+    for (const char* table : {"fetch", "s3"}) {
+        if (const toml::table* t = root[table].as_table())
+            for (auto&& [key, v] : *t)
+                c.origins[std::string(table) + "." + std::string(key.str())] = source;
+    }
+    if (!source.empty()) c.files.push_back(source);
     return c;
 }
 
@@ -470,6 +553,7 @@ fetch::FetchConfig fetch_config(const Config& config, fetch::FetchConfig c) {
     if (f.limit_rate) c.limit_rate = *f.limit_rate;
     if (f.cache_max_size) c.cache_max_bytes = *f.cache_max_size;
     if (f.hf_endpoint) c.hf_endpoint = *f.hf_endpoint;
+    if (f.hf_token) c.hf_token = *f.hf_token;
     if (f.s3_endpoint) c.s3.endpoint = *f.s3_endpoint;
     if (f.s3_region) c.s3.region = *f.s3_region;
     if (f.s3_access_key) c.s3.access_key = *f.s3_access_key;
@@ -486,9 +570,208 @@ Config load_config_file(const stdfs::path& file) {
     return parse_config(read_whole(abs), abs);
 }
 
+Config merge_config(Config base, const Config& h) {
+    Config c = std::move(base);
+    if (h.store) c.store = h.store;
+    for (const auto& l : h.layouts) {
+        auto same = std::find_if(c.layouts.begin(), c.layouts.end(), [&](const fs::ViewLayout& o) {
+            return lower(o.name()) == lower(l.name());
+        });
+        if (same != c.layouts.end()) {
+            c.origins.erase("layout." + same->name());
+            *same = l;
+        } else {
+            c.layouts.push_back(l);
+        }
+    }
+    const FetchSettings& f = h.fetch;
+    auto over = [](auto& to, const auto& from) {
+        if (from) to = from;
+    };
+    over(c.fetch.jobs, f.jobs);
+    over(c.fetch.connections_per_blob, f.connections_per_blob);
+    over(c.fetch.max_per_host, f.max_per_host);
+    over(c.fetch.max_connections, f.max_connections);
+    over(c.fetch.retries, f.retries);
+    over(c.fetch.limit_rate, f.limit_rate);
+    over(c.fetch.cache_max_size, f.cache_max_size);
+    over(c.fetch.hf_endpoint, f.hf_endpoint);
+    over(c.fetch.hf_token, f.hf_token);
+    over(c.fetch.s3_endpoint, f.s3_endpoint);
+    over(c.fetch.s3_region, f.s3_region);
+    over(c.fetch.s3_access_key, f.s3_access_key);
+    over(c.fetch.s3_secret_key, f.s3_secret_key);
+    over(c.versions_keep, h.versions_keep);
+    for (const auto& [view, on] : h.show_versions) c.show_versions[view] = on;
+    for (const auto& [key, file] : h.origins) c.origins[key] = file;
+    if (!h.source.empty()) c.source = h.source;
+    // The winner first.
+    c.files.insert(c.files.begin(), h.files.begin(), h.files.end());
+    return c;
+}
+
+std::vector<fs::ViewLayout> mount_layouts(const Config& config) {
+    std::vector<fs::ViewLayout> out = config.layouts;
+    for (const auto& [view, on] : config.show_versions) {
+        auto mine = std::find_if(out.begin(), out.end(), [&](const fs::ViewLayout& l) {
+            return lower(l.name()) == lower(view);
+        });
+        if (mine != out.end()) {
+            mine->set_show_versions(on);
+            continue;
+        }
+        auto b = fs::ViewLayout::builtin(view);
+        if (!b) {
+            std::string names;
+            for (const auto& n : fs::ViewLayout::builtin_names()) names += " " + n;
+            for (const auto& l : config.layouts) names += " " + l.name();
+            auto where = config.origins.find("views." + view + ".show_versions");
+            throw ConfigError(
+                (where != config.origins.end() ? where->second.string() + ": " : std::string()) +
+                "[views." + view + "]: there is no view '" + view + "'; views are:" + names);
+        }
+        // A copy of the built-in with the setting: it replaces the built-in in the mount.
+        b->set_show_versions(on);
+        out.push_back(std::move(*b));
+    }
+    return out;
+}
+
 Config load_config(const ConfigLookup& lookup) {
-    if (auto file = find_config(lookup)) return load_config_file(*file);
-    return {};
+    const std::vector<stdfs::path> files = config_files(lookup);
+    Config c;
+    // Lowest first, so each file goes on top of those it wins over.
+    for (auto it = files.rbegin(); it != files.rend(); ++it) {
+        Config one = load_config_file(*it);
+        if (lookup.store_dir && *it == *lookup.store_dir / "config.toml" && one.store) {
+            throw ConfigError(it->string() +
+                              ": 'store' has no meaning in a store's own config file (it was "
+                              "found by being in that store); remove it");
+        }
+        c = merge_config(std::move(c), one);
+    }
+    mount_layouts(c);  // every [views.NAME] names a view
+    return c;
+}
+
+std::string process_env(const char* name) {
+    const char* v = std::getenv(name);
+    return v ? v : "";
+}
+
+KeepVersions keep_versions(const Config& config, std::optional<unsigned> flag, const EnvFn& env) {
+    if (flag) return {*flag, "flag --keep"};
+    if (config.versions_keep) {
+        auto where = config.origins.find("versions.keep");
+        return {*config.versions_keep,
+                "file " + (where != config.origins.end() ? where->second.string() : "?")};
+    }
+    if (const std::string v = env("MODELFS_KEEP_VERSIONS"); !v.empty()) {
+        unsigned n = 0;
+        bool ok = v.size() <= 7;
+        for (char ch : v) {
+            if (!std::isdigit(static_cast<unsigned char>(ch)))
+                ok = false;
+            else
+                n = n * 10 + static_cast<unsigned>(ch - '0');
+        }
+        if (!ok || n < 1)
+            throw ConfigError("$MODELFS_KEEP_VERSIONS='" + v +
+                              "' must be a whole number of at least 1 (versions kept per model)");
+        return {n, "env MODELFS_KEEP_VERSIONS"};
+    }
+    return {3, "default"};
+}
+
+std::vector<EffectiveSetting> effective_settings(const Config& c, const std::string& store_flag,
+                                                 const EnvFn& env) {
+    std::vector<EffectiveSetting> out;
+    const auto file_of = [&](const std::string& key) -> std::optional<std::string> {
+        auto it = c.origins.find(key);
+        if (it == c.origins.end()) return std::nullopt;
+        return "file " + it->second.string();
+    };
+    // The first of `vars` that is set, as the downloader reads them.
+    const auto from_env = [&](std::initializer_list<const char*> vars)
+        -> std::optional<std::pair<std::string, std::string>> {
+        for (const char* v : vars)
+            if (std::string val = env(v); !val.empty()) return std::pair{std::string(v), val};
+        return std::nullopt;
+    };
+    // A setting of the file, else the environment, else the built-in default.
+    const auto add = [&](const std::string& key, const std::optional<std::string>& in_file,
+                         std::initializer_list<const char*> vars, const std::string& builtin,
+                         bool secret = false) {
+        EffectiveSetting s{key, builtin, "default", secret};
+        if (in_file) {
+            s.value = *in_file;
+            s.origin = file_of(key).value_or("file");
+        } else if (auto e = from_env(vars)) {
+            s.value = e->second;
+            s.origin = "env " + e->first;
+        }
+        if (secret && !s.value.empty()) s.value = "********";
+        out.push_back(std::move(s));
+    };
+    const auto num = [](const auto& o) -> std::optional<std::string> {
+        if (!o) return std::nullopt;
+        return std::to_string(*o);
+    };
+
+    {
+        EffectiveSetting s{"store", resolve_store_path(store_flag, c).string(), "default"};
+        if (!store_flag.empty())
+            s.origin = "flag --store";
+        else if (c.store)
+            s.origin = file_of("store").value_or("file");
+        else if (!env("MODELFS_STORE").empty())
+            s.origin = "env MODELFS_STORE";
+        out.push_back(std::move(s));
+    }
+    add("versions.keep", num(c.versions_keep), {"MODELFS_KEEP_VERSIONS"}, "3");
+
+    const fetch::FetchConfig d;  // the built-in defaults
+    const FetchSettings& f = c.fetch;
+    add("fetch.jobs", num(f.jobs), {}, std::to_string(d.max_blobs));
+    add("fetch.connections_per_blob", num(f.connections_per_blob), {},
+        std::to_string(d.connections_per_blob));
+    add("fetch.max_per_host", num(f.max_per_host), {}, std::to_string(d.max_per_host));
+    add("fetch.max_connections", num(f.max_connections), {}, std::to_string(d.max_connections));
+    add("fetch.retries", num(f.retries), {}, std::to_string(d.retries));
+    add("fetch.limit_rate", num(f.limit_rate), {}, std::to_string(d.limit_rate));
+    add("fetch.cache_max_size", num(f.cache_max_size), {}, std::to_string(d.cache_max_bytes));
+    add("fetch.hf_endpoint", f.hf_endpoint, {"HF_ENDPOINT"}, d.hf_endpoint);
+    add("fetch.hf_token", f.hf_token, {"HF_TOKEN"}, "", true);
+    add("s3.endpoint", f.s3_endpoint, {"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"}, d.s3.endpoint);
+    add("s3.region", f.s3_region, {"AWS_REGION", "AWS_DEFAULT_REGION"}, d.s3.region);
+    add("s3.access_key", f.s3_access_key, {"AWS_ACCESS_KEY_ID"}, "");
+    add("s3.secret_key", f.s3_secret_key, {"AWS_SECRET_ACCESS_KEY"}, "", true);
+    add("s3.session_token", std::nullopt, {"AWS_SESSION_TOKEN"}, "", true);
+
+    for (const auto& l : c.layouts) {
+        const std::size_t n = l.folders().size();
+        out.push_back({"layout." + l.name(), std::to_string(n) + (n == 1 ? " folder" : " folders"),
+                       file_of("layout." + l.name()).value_or("file")});
+    }
+    // Every view a mount shows, with whether it lists version aliases.
+    std::vector<std::string> views = fs::ViewLayout::builtin_names();
+    for (const auto& l : c.layouts)
+        if (std::find(views.begin(), views.end(), l.name()) == views.end())
+            views.push_back(l.name());
+    const std::vector<fs::ViewLayout> layouts = mount_layouts(c);
+    for (const auto& v : views) {
+        auto l = std::find_if(layouts.begin(), layouts.end(),
+                              [&](const fs::ViewLayout& x) { return x.name() == v; });
+        const bool on = l != layouts.end() && l->show_versions();
+        EffectiveSetting s{"views." + v + ".show_versions", on ? "true" : "false", "default"};
+        for (const auto& [name, _] : c.show_versions)
+            if (lower(name) == lower(v))
+                s.origin = file_of("views." + name + ".show_versions").value_or("file");
+        if (s.origin == "default" && l != layouts.end() && l->show_versions())
+            s.origin = file_of("layout." + v).value_or("file");
+        out.push_back(std::move(s));
+    }
+    return out;
 }
 
 stdfs::path resolve_store_path(const std::string& given, const Config& config) {

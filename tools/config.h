@@ -13,12 +13,23 @@
 //   cache_max_size = "500G"
 //   [s3]
 //   endpoint = "http://127.0.0.1:7480"
+//   [versions]
+//   keep = 3                      versions `modelfs retain` keeps per model
+//   [views.comfyui]               a built-in view's settings (a [[layout]] takes
+//   show_versions = true          show_versions = true itself)
+//
+// Several files may apply: --config or $MODELFS_CONFIG names the only one; otherwise the user's
+// file, the store's STORE/config.toml and /etc/modelfs/config.toml are merged key by key, the
+// first of these that sets a key winning. Every setting then resolves the same way: command-line
+// flag > config file > environment variable > built-in default.
 //
 // Kept apart from the subcommands (and from CLI11) so the unit tests can drive it directly.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -45,7 +56,7 @@ struct FetchSettings {
     std::optional<unsigned> connections_per_blob, max_per_host, max_connections, retries;
     std::optional<std::uint64_t> limit_rate;      // bytes per second; 0: none
     std::optional<std::uint64_t> cache_max_size;  // bytes; 0: no quota
-    std::optional<std::string> hf_endpoint;
+    std::optional<std::string> hf_endpoint, hf_token;
     std::optional<std::string> s3_endpoint, s3_region, s3_access_key, s3_secret_key;
 };
 
@@ -56,9 +67,49 @@ struct Config {
     // In file order, each validated by ViewLayout::from_json.
     std::vector<modelfs::fs::ViewLayout> layouts;
     FetchSettings fetch;
-    // The file these came from; empty when there was none.
+    std::optional<unsigned> versions_keep;  // [versions] keep
+    // [views.NAME] show_versions, by NAME as written (a built-in's or a layout's name).
+    std::map<std::string, bool> show_versions;
+    // The file these came from (the first of `files`); empty when there was none.
     std::filesystem::path source;
+    // Every file merged into this, the one that wins first.
+    std::vector<std::filesystem::path> files;
+    // Which file set each key ("store", "fetch.jobs", "views.comfyui.show_versions",
+    // "layout.mytool").
+    std::map<std::string, std::filesystem::path> origins;
 };
+
+// `higher` on top of `lower`, key by key; a layout of `higher` replaces one of the same name.
+Config merge_config(Config lower, const Config& higher);
+
+// The layouts a mount gets: the config's, plus the built-ins whose settings the config changes
+// ([views.NAME]). Throws ConfigError for a [views.NAME] that names no view.
+std::vector<modelfs::fs::ViewLayout> mount_layouts(const Config& config);
+
+// How an environment variable is read; tests pass their own.
+using EnvFn = std::function<std::string(const char* name)>;
+std::string process_env(const char* name);
+
+// `modelfs retain`'s number of versions kept per model and where it came from: --keep > config
+// [versions] keep > $MODELFS_KEEP_VERSIONS > 3. Throws ConfigError for a bad variable.
+struct KeepVersions {
+    unsigned value = 3;
+    std::string origin;  // "flag --keep", "file /etc/...", "env MODELFS_KEEP_VERSIONS", "default"
+};
+KeepVersions keep_versions(const Config& config, std::optional<unsigned> flag,
+                           const EnvFn& env = process_env);
+
+// One effective setting, as `modelfs config` prints it.
+struct EffectiveSetting {
+    std::string key;     // "store", "fetch.jobs", "s3.secret_key", "views.comfyui.show_versions"
+    std::string value;   // secrets masked; empty: unset
+    std::string origin;  // "flag --store", "file PATH", "env NAME", "default"
+    bool secret = false;
+};
+// Every setting with its value and origin. `store_flag`: --store as given (empty: none).
+std::vector<EffectiveSetting> effective_settings(const Config& config,
+                                                 const std::string& store_flag,
+                                                 const EnvFn& env = process_env);
 
 // A byte count as users write it: "1234", "50M", "1.5G", "2GiB", "700 KB"; K, M, G, T are powers
 // of 1024 (as in curl --limit-rate). A trailing "/s" is accepted for rates. std::nullopt when it is
@@ -78,6 +129,8 @@ struct ConfigLookup {
     std::string xdg_config_home;                         // $XDG_CONFIG_HOME
     std::string home;                                    // $HOME
     std::filesystem::path system_path = "/etc/modelfs/config.toml";
+    // The store whose config.toml is read (between the user's file and /etc); unset: none.
+    std::optional<std::filesystem::path> store_dir;
 
     static ConfigLookup from_environment(std::optional<std::filesystem::path> explicit_path);
 };
@@ -92,11 +145,16 @@ std::optional<std::filesystem::path> find_config(const ConfigLookup& lookup);
 Config parse_config(std::string_view text, const std::filesystem::path& source);
 // Reads and parses one file.
 Config load_config_file(const std::filesystem::path& file);
-// find_config, then load_config_file; a default Config (no store, no layouts) when no file exists.
+// Every file that applies, the one that wins first: the file find_config names when that is
+// explicit (--config, $MODELFS_CONFIG); else those of the user's file, STORE/config.toml (with
+// lookup.store_dir) and the system file that exist.
+std::vector<std::filesystem::path> config_files(const ConfigLookup& lookup);
+// config_files, each loaded and merged (merge_config); a default Config (no store, no layouts)
+// when no file exists. The store's own file must not set `store` (ConfigError).
 Config load_config(const ConfigLookup& lookup);
 
-// The store to use: `given` (--store or $MODELFS_STORE, already merged by the option parser)
-// when not empty, else the config's `store`, else Store::default_path().
+// The store to use: `given` (--store) when not empty, else the config's `store`, else
+// Store::default_path() ($MODELFS_STORE, else the XDG default).
 std::filesystem::path resolve_store_path(const std::string& given, const Config& config);
 
 }  // namespace modelfs::cli

@@ -13,17 +13,20 @@ namespace {
 
 int exit_code_for(ErrorKind k) {
     switch (k) {
-        case ErrorKind::not_found: return kNotFound;
+        case ErrorKind::not_found:
+            return kNotFound;
         case ErrorKind::no_store:
-        case ErrorKind::schema: return kNoStore;
-        default: return kFailed;
+        case ErrorKind::schema:
+            return kNoStore;
+        default:
+            return kFailed;
     }
 }
 
 void setup_logging(const Globals& g) {
     auto logger = spdlog::stderr_color_mt("modelfs");
     logger->set_pattern("modelfs: %^%l%$: %v");
-    logger->set_level(g.quiet ? spdlog::level::err
+    logger->set_level(g.quiet          ? spdlog::level::err
                       : g.verbose >= 2 ? spdlog::level::debug
                       : g.verbose == 1 ? spdlog::level::info
                                        : spdlog::level::warn);
@@ -41,14 +44,19 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     app.fallthrough();
     app.footer(
-        "Store: --store, else $MODELFS_STORE, else 'store' in the config file, else "
-        "$XDG_DATA_HOME/modelfs, else ~/.local/share/modelfs.\nConfig file: --config, else "
-        "$MODELFS_CONFIG, else $XDG_CONFIG_HOME/modelfs/config.toml (~/.config/...), else "
-        "/etc/modelfs/config.toml.\nExit codes: 0 ok, 1 something failed, 2 usage or bad config "
+        "Every setting: command-line flag, else config file, else environment variable, else "
+        "built-in default (`modelfs config` shows each one's value and origin).\nStore: --store, "
+        "else 'store' in the config file, else $MODELFS_STORE, else $XDG_DATA_HOME/modelfs, else "
+        "~/.local/share/modelfs.\nConfig files: --config or $MODELFS_CONFIG names the only one; "
+        "else $XDG_CONFIG_HOME/modelfs/config.toml (~/.config/...), STORE/config.toml and "
+        "/etc/modelfs/config.toml are merged, the first that sets a key winning.\nExit codes: 0 "
+        "ok, 1 something failed, 2 usage or bad config "
         "file, 3 not found, 4 no usable store, 130 fetch interrupted.");
 
     Globals g;
-    app.add_option("--store", g.store, "Store folder")->envname("MODELFS_STORE");
+    // No envname: $MODELFS_STORE ranks below the config file's `store`, as every variable does
+    // below the file (resolve_store_path).
+    app.add_option("--store", g.store, "Store folder");
     // No envname: find_config reads $MODELFS_CONFIG itself, to say which of the two named a
     // missing file.
     app.add_option("--config", g.config_file, "Config file (TOML): default store, view layouts");
@@ -70,6 +78,9 @@ int main(int argc, char** argv) {
     add_fetch(app, g, run);
     add_status(app, g, run);
     add_evict(app, g, run);
+    add_version_commands(app, g, run);
+    add_lock_commands(app, g, run);
+    add_config(app, g, run);
 
     try {
         app.parse(argc, argv);

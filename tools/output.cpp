@@ -1,10 +1,15 @@
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdio>
 #include <ctime>
 #include <iostream>
 
 #include "cli.h"
+#include "modelfs/fs/mount.h"
+#include "modelfs/store/unique_fd.h"
 
 namespace modelfs::cli {
 
@@ -16,7 +21,16 @@ const Config& Globals::config() const {
     if (!config_) {
         std::optional<std::filesystem::path> given;
         if (!config_file.empty()) given = config_file;
-        config_ = load_config(ConfigLookup::from_environment(given));
+        ConfigLookup lookup = ConfigLookup::from_environment(given);
+        // The store's own config.toml is one of the files, but which store that is depends on
+        // the others (and --store): find it from them first.
+        const Config without_store_file = load_config(lookup);
+        if (!lookup.explicit_path && lookup.env_config.empty()) {
+            lookup.store_dir = resolve_store_path(store, without_store_file);
+            config_ = load_config(lookup);
+        } else {
+            config_ = without_store_file;
+        }
     }
     return *config_;
 }
@@ -69,6 +83,39 @@ Category parse_category_arg(const std::string& s) {
     std::string list;
     for (auto c : all_categories()) list.append(" ").append(to_string(c));
     throw UsageError("unknown category '" + s + "'; categories are:" + list);
+}
+
+fs::ViewLayout view_arg(const Globals& g, const std::string& name) {
+    fs::MountOptions o;
+    o.layouts = g.config().layouts;
+    o.view = name;
+    try {
+        // The same lookup a mount does, so a pin names exactly the view a mount shows.
+        return fs::views_to_serve(o).at(0);
+    } catch (const StoreError& e) {
+        throw UsageError(std::string(e.what()) + " (`modelfs views` shows them)");
+    }
+}
+
+std::string read_text_file(const std::filesystem::path& p) {
+    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+        const int err = errno;
+        if (err == ENOENT) throw StoreError(ErrorKind::not_found, p.string() + ": no such file");
+        throw_errno("opening " + p.string(), err);
+    }
+    std::string text;
+    char buf[65536];
+    for (;;) {
+        const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n == 0) break;
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("reading " + p.string(), errno);
+        }
+        text.append(buf, static_cast<std::size_t>(n));
+    }
+    return text;
 }
 
 ProgressBar::ProgressBar(const Globals& g, std::string label)

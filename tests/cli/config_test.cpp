@@ -195,7 +195,8 @@ TEST_F(CliConfig, HelpWorksWithABadFileAndMountHelpListsTheViews) {
     EXPECT_EQ(run_modelfs({"--config", config.string(), "--help"}).exit_code, 0);
 }
 
-// --store > $MODELFS_STORE > the config's store > $XDG_DATA_HOME/modelfs.
+// --store > the config's store > $MODELFS_STORE > $XDG_DATA_HOME/modelfs: flag > file >
+// environment > default, as for every setting.
 TEST_F(CliConfig, StorePrecedence) {
     write_text_file(config, "store = \"from-config\"\n");  // relative to the file
     const std::map<std::string, std::string> no_env{{"MODELFS_STORE", ""},
@@ -210,12 +211,152 @@ TEST_F(CliConfig, StorePrecedence) {
 
     auto with_env = no_env;
     with_env["MODELFS_STORE"] = (dir / "from-env").string();
-    EXPECT_EQ(store_of({"--config", config.string()}, with_env), (dir / "from-env").string());
+    EXPECT_EQ(store_of({"--config", config.string()}, with_env), (dir / "from-config").string());
+    EXPECT_EQ(store_of({}, with_env), (dir / "from-env").string());
     EXPECT_EQ(
         store_of({"--config", config.string(), "--store", (dir / "from-flag").string()}, with_env),
         (dir / "from-flag").string());
     // Without a config file, as before: $XDG_DATA_HOME/modelfs.
     EXPECT_EQ(store_of({}, no_env), (dir / "xdg" / "modelfs").string());
+}
+
+// The user's file, the store's config.toml and (not tested here: it is /etc) the system file
+// are merged key by key, the user's winning; `modelfs config` says where each value came from.
+class CliConfigFiles : public CliConfig {
+  protected:
+    fs::path store = dir / "store";
+    fs::path user_file = dir / "xdg" / "modelfs" / "config.toml";
+    fs::path store_file = store / "config.toml";
+    std::map<std::string, std::string> env{
+        {"MODELFS_CONFIG", ""}, {"XDG_CONFIG_HOME", (dir / "xdg").string()}, {"MODELFS_STORE", ""}};
+
+    void SetUp() override {
+        CliConfig::SetUp();
+        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+        fs::create_directories(user_file.parent_path());
+        write_text_file(user_file, "[fetch]\njobs = 2\n");
+        write_text_file(store_file,
+                        "[fetch]\njobs = 7\nretries = 9\n[versions]\nkeep = 5\n"
+                        "[views.comfyui]\nshow_versions = true\n");
+    }
+    // `modelfs config --json` as key -> {value, origin}.
+    std::map<std::string, json> settings(std::map<std::string, std::string> extra = {},
+                                         std::vector<std::string> args = {}) {
+        auto e = env;
+        for (const auto& [k, v] : extra) e[k] = v;
+        if (args.empty()) args = {"--store", store.string()};
+        args.insert(args.end(), {"--json", "config"});
+        CliResult r = run_modelfs(args, e);
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        std::map<std::string, json> out;
+        const json j = json::parse(r.out);
+        for (const auto& s : j["settings"]) out[s["key"]] = s;
+        return out;
+    }
+};
+
+TEST_F(CliConfigFiles, UserFileBeatsStoreFileBeatsEnvironmentBeatsDefault) {
+    auto s = settings({{"MODELFS_KEEP_VERSIONS", "8"}});
+    EXPECT_EQ(s["store"]["value"], store.string());
+    EXPECT_EQ(s["store"]["origin"], "flag --store");
+    EXPECT_EQ(s["fetch.jobs"]["value"], "2");
+    EXPECT_EQ(s["fetch.jobs"]["origin"], "file " + user_file.string());
+    EXPECT_EQ(s["fetch.retries"]["value"], "9");
+    EXPECT_EQ(s["fetch.retries"]["origin"], "file " + store_file.string());
+    EXPECT_EQ(s["versions.keep"]["value"], "5");
+    EXPECT_EQ(s["versions.keep"]["origin"], "file " + store_file.string());
+    EXPECT_EQ(s["views.comfyui.show_versions"]["value"], "true");
+    EXPECT_EQ(s["views.comfyui.show_versions"]["origin"], "file " + store_file.string());
+    EXPECT_EQ(s["views.a1111.show_versions"]["value"], "false");
+    EXPECT_EQ(s["views.a1111.show_versions"]["origin"], "default");
+    EXPECT_EQ(s["fetch.max_connections"]["origin"], "default");
+
+    // Without the store's file, the variable decides.
+    fs::remove(store_file);
+    s = settings({{"MODELFS_KEEP_VERSIONS", "8"}});
+    EXPECT_EQ(s["versions.keep"]["value"], "8");
+    EXPECT_EQ(s["versions.keep"]["origin"], "env MODELFS_KEEP_VERSIONS");
+    s = settings();
+    EXPECT_EQ(s["versions.keep"]["value"], "3");
+    EXPECT_EQ(s["versions.keep"]["origin"], "default");
+}
+
+TEST_F(CliConfigFiles, AnExplicitFileIsTheOnlyOne) {
+    auto s = settings({}, {"--store", store.string(), "--config", config.string()});
+    EXPECT_EQ(s["fetch.jobs"]["origin"], "default") << "neither the user's nor the store's file";
+    EXPECT_EQ(s["versions.keep"]["origin"], "default");
+    s = settings({{"MODELFS_CONFIG", config.string()}});
+    EXPECT_EQ(s["fetch.jobs"]["origin"], "default");
+}
+
+TEST_F(CliConfigFiles, TheStoreNamedByTheUserFileHasItsFileRead) {
+    write_text_file(user_file, "store = \"" + store.string() + "\"\n");
+    auto s = settings({{"MODELFS_STORE", (dir / "elsewhere").string()}}, {"--quiet"});
+    EXPECT_EQ(s["store"]["value"], store.string());
+    EXPECT_EQ(s["store"]["origin"], "file " + user_file.string());
+    EXPECT_EQ(s["fetch.jobs"]["value"], "7");
+    EXPECT_EQ(s["fetch.jobs"]["origin"], "file " + store_file.string());
+}
+
+TEST_F(CliConfigFiles, SecretsAreMasked) {
+    write_text_file(user_file, "[s3]\naccess_key = \"AKIDPLAIN\"\nsecret_key = \"file-secret\"\n");
+    const std::map<std::string, std::string> secrets{{"HF_TOKEN", "hf_envsecret"},
+                                                     {"AWS_SESSION_TOKEN", "session-secret"}};
+    auto s = settings(secrets);
+    EXPECT_EQ(s["s3.secret_key"]["value"], "********");
+    EXPECT_EQ(s["s3.secret_key"]["origin"], "file " + user_file.string());
+    EXPECT_EQ(s["fetch.hf_token"]["value"], "********");
+    EXPECT_EQ(s["fetch.hf_token"]["origin"], "env HF_TOKEN");
+    EXPECT_EQ(s["s3.session_token"]["value"], "********");
+    EXPECT_EQ(s["s3.access_key"]["value"], "AKIDPLAIN");
+
+    auto e = env;
+    for (const auto& [k, v] : secrets) e[k] = v;
+    CliResult r = run_modelfs({"--store", store.string(), "config"}, e);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (const char* secret : {"file-secret", "hf_envsecret", "session-secret"})
+        EXPECT_EQ(r.out.find(secret), std::string::npos) << r.out;
+    EXPECT_HAS(r.out, "config files:\n  " + user_file.string() + "\n  " + store_file.string());
+    EXPECT_HAS(r.out, "(file " + store_file.string() + ")");
+    EXPECT_HAS(r.out, "(env HF_TOKEN)");
+    EXPECT_HAS(r.out, "(flag --store)");
+    EXPECT_HAS(r.out, "(default)");
+}
+
+TEST_F(CliConfigFiles, BadStoreFilesAreUsageErrors) {
+    write_text_file(store_file, "store = \"/elsewhere\"\n");
+    CliResult r = run_modelfs({"--store", store.string(), "config"}, env);
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_HAS(r.err, store_file.string() + ": 'store' has no meaning in a store's own config");
+
+    write_text_file(store_file, "[views.comfy]\nshow_versions = true\n");
+    r = run_modelfs({"--store", store.string(), "ls"}, env);
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_HAS(r.err, store_file.string() + ": [views.comfy]: there is no view 'comfy'");
+    EXPECT_HAS(r.err, "comfyui");
+
+    write_text_file(store_file, "[versions]\nkeep = 0\n");
+    r = run_modelfs({"--store", store.string(), "retain"}, env);
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_HAS(r.err, "'versions.keep' must be a whole number of at least 1");
+}
+
+TEST_F(CliConfigFiles, ViewsShowWhichListVersionAliases) {
+    CliResult r = run_modelfs({"--store", store.string(), "views"}, env);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_HAS(r.out, "config files: " + user_file.string() + ", " + store_file.string());
+    EXPECT_HAS(r.out, "\ncomfyui (built-in; lists NAME@LABEL version aliases)\n");
+    EXPECT_HAS(r.out, "\na1111 (built-in)\n");
+
+    r = run_modelfs({"--store", store.string(), "--json", "views"}, env);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j["config_files"], json::array({user_file.string(), store_file.string()}));
+    std::map<std::string, json> by_name;
+    for (const auto& v : j["views"]) by_name[v["name"]] = v;
+    EXPECT_EQ(by_name["comfyui"]["show_versions"], true);
+    EXPECT_EQ(by_name["comfyui"]["source"], "built-in") << "a setting does not replace the view";
+    EXPECT_EQ(by_name["a1111"]["show_versions"], false);
 }
 
 }  // namespace

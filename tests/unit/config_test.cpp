@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -395,6 +396,217 @@ TEST(StorePathPrecedence, GivenThenConfigThenDefault) {
     EXPECT_EQ(resolve_store_path("", with), stdfs::path("/from/config"));
     EXPECT_EQ(resolve_store_path("", Config{}), stdfs::path("/xdg-data/modelfs"));
     EXPECT_EQ(resolve_store_path("/from/flag", Config{}), stdfs::path("/from/flag"));
+}
+
+// ---- several files, settings and their origins ----------------------------------------------
+
+using modelfs::cli::EffectiveSetting;
+
+// An environment of our own, so the tests never depend on the tester's.
+modelfs::cli::EnvFn env_of(std::map<std::string, std::string> vars) {
+    return [vars = std::move(vars)](const char* name) {
+        auto it = vars.find(name);
+        return it == vars.end() ? std::string() : it->second;
+    };
+}
+
+std::map<std::string, EffectiveSetting> by_key(const std::vector<EffectiveSetting>& v) {
+    std::map<std::string, EffectiveSetting> out;
+    for (const auto& s : v) out[s.key] = s;
+    return out;
+}
+
+TEST(ConfigParse, VersionsAndViewSettings) {
+    Config c = modelfs::cli::parse_config(
+        "[versions]\nkeep = 7\n[views.comfyui]\nshow_versions = true\n"
+        "[[layout]]\nname = \"mytool\"\nshow_versions = true\n[[layout.folder]]\npath = \"l\"\n"
+        "category = \"lora\"\n",
+        "/cfg/config.toml");
+    EXPECT_EQ(c.versions_keep, 7u);
+    EXPECT_EQ(c.show_versions, (std::map<std::string, bool>{{"comfyui", true}}));
+    ASSERT_EQ(c.layouts.size(), 1u);
+    EXPECT_TRUE(c.layouts[0].show_versions());
+    EXPECT_EQ(c.origins["versions.keep"], stdfs::path("/cfg/config.toml"));
+    EXPECT_EQ(c.origins["views.comfyui.show_versions"], stdfs::path("/cfg/config.toml"));
+    EXPECT_EQ(c.origins["layout.mytool"], stdfs::path("/cfg/config.toml"));
+
+    EXPECT_HAS(error_of("[versions]\nkeep = 0\n"), "/cfg/config.toml:2:8: 'versions.keep'");
+    EXPECT_HAS(error_of("[versions]\nkept = 2\n"), "unknown key 'kept' in [versions]");
+    EXPECT_HAS(error_of("[views.comfyui]\nshow_versions = \"yes\"\n"),
+               "'views.comfyui.show_versions' must be true or false");
+    EXPECT_HAS(error_of("[views.comfyui]\nshow = true\n"), "unknown key 'show' in [views.comfyui]");
+    EXPECT_HAS(error_of("[[layout]]\nname = \"mytool\"\nshow_versions = 1\n[[layout.folder]]\n"
+                        "path = \"loras\"\ncategory = \"lora\"\n"),
+               "layout 'mytool': 'show_versions' must be true or false");
+}
+
+TEST(ConfigMerge, TheHigherFileWinsKeyByKey) {
+    Config low = modelfs::cli::parse_config(
+        "store = \"/low\"\n[fetch]\njobs = 1\nretries = 2\n[versions]\nkeep = 4\n"
+        "[[layout]]\nname = \"mytool\"\n[[layout.folder]]\npath = \"low\"\ncategory = \"lora\"\n"
+        "[[layout]]\nname = \"other\"\n[[layout.folder]]\npath = \"o\"\ncategory = \"vae\"\n",
+        "/low.toml");
+    Config high = modelfs::cli::parse_config(
+        "[fetch]\njobs = 9\n[[layout]]\nname = \"MyTool\"\n[[layout.folder]]\npath = \"high\"\n"
+        "category = \"lora\"\n",
+        "/high.toml");
+    Config m = modelfs::cli::merge_config(low, high);
+    EXPECT_EQ(m.store, stdfs::path("/low"));
+    EXPECT_EQ(m.fetch.jobs, 9u);
+    EXPECT_EQ(m.fetch.retries, 2u);
+    EXPECT_EQ(m.versions_keep, 4u);
+    ASSERT_EQ(m.layouts.size(), 2u);
+    EXPECT_EQ(m.layouts[0].name(), "MyTool");  // replaced in place, ignoring case
+    EXPECT_EQ(m.layouts[0].folders()[0].path, "high");
+    EXPECT_EQ(m.layouts[1].name(), "other");
+    EXPECT_EQ(m.origins["fetch.jobs"], stdfs::path("/high.toml"));
+    EXPECT_EQ(m.origins["fetch.retries"], stdfs::path("/low.toml"));
+    EXPECT_EQ(m.origins["layout.MyTool"], stdfs::path("/high.toml"));
+    EXPECT_FALSE(m.origins.count("layout.mytool"));
+    EXPECT_EQ(m.source, stdfs::path("/high.toml"));
+    EXPECT_EQ(m.files, (std::vector<stdfs::path>{"/high.toml", "/low.toml"}));
+}
+
+TEST(ConfigLookupOrder, UserThenStoreThenSystemAreMerged) {
+    Candidates c;
+    c.lookup.explicit_path.reset();
+    c.lookup.env_config.clear();
+    const stdfs::path store_dir = c.d / "store";
+    stdfs::create_directories(store_dir);
+    write_text_file(c.xdg_file, "[fetch]\njobs = 1\n");
+    write_text_file(store_dir / "config.toml", "[fetch]\njobs = 2\nretries = 2\n");
+    write_text_file(c.system_file,
+                    "store = \"/sys-store\"\n[fetch]\njobs = 3\nretries = 3\n"
+                    "max_per_host = 3\n");
+    using modelfs::cli::config_files;
+    EXPECT_EQ(config_files(c.lookup), (std::vector<stdfs::path>{c.xdg_file, c.system_file}));
+    c.lookup.store_dir = store_dir;
+    EXPECT_EQ(config_files(c.lookup),
+              (std::vector<stdfs::path>{c.xdg_file, store_dir / "config.toml", c.system_file}));
+    Config m = modelfs::cli::load_config(c.lookup);
+    EXPECT_EQ(m.fetch.jobs, 1u);
+    EXPECT_EQ(m.fetch.retries, 2u);
+    EXPECT_EQ(m.fetch.max_per_host, 3u);
+    EXPECT_EQ(m.store, stdfs::path("/sys-store"));
+    EXPECT_EQ(m.source, c.xdg_file);
+
+    // An explicit file is the only one.
+    c.lookup.env_config = c.env_file.string();
+    EXPECT_EQ(config_files(c.lookup), std::vector<stdfs::path>{c.env_file});
+
+    // The store's own file cannot move the store.
+    c.lookup.env_config.clear();
+    write_text_file(store_dir / "config.toml", "store = \"/x\"\n");
+    try {
+        modelfs::cli::load_config(c.lookup);
+        ADD_FAILURE() << "no error";
+    } catch (const ConfigError& e) {
+        EXPECT_HAS(e.what(), "'store' has no meaning in a store's own config file");
+    }
+}
+
+TEST(ConfigViews, ShowVersionsReachesTheMountsLayouts) {
+    Config c = modelfs::cli::parse_config(
+        "[views.comfyui]\nshow_versions = true\n[views.mytool]\nshow_versions = true\n"
+        "[[layout]]\nname = \"mytool\"\n[[layout.folder]]\npath = \"l\"\ncategory = \"lora\"\n",
+        "/cfg/config.toml");
+    const auto layouts = modelfs::cli::mount_layouts(c);
+    ASSERT_EQ(layouts.size(), 2u);
+    EXPECT_EQ(layouts[0].name(), "mytool");
+    EXPECT_TRUE(layouts[0].show_versions());
+    EXPECT_EQ(layouts[1].name(), "comfyui");
+    EXPECT_TRUE(layouts[1].show_versions());
+    // Otherwise the very built-in.
+    auto plain = *ViewLayout::builtin("comfyui");
+    EXPECT_EQ(layouts[1].folders(), plain.folders());
+    EXPECT_TRUE(c.layouts.size() == 1u) << "the config's own layouts stay as written";
+
+    c.show_versions["comfy"] = true;
+    c.origins["views.comfy.show_versions"] = "/cfg/config.toml";
+    try {
+        modelfs::cli::mount_layouts(c);
+        ADD_FAILURE() << "no error";
+    } catch (const ConfigError& e) {
+        EXPECT_HAS(e.what(), "/cfg/config.toml: [views.comfy]: there is no view 'comfy'");
+        EXPECT_HAS(e.what(), "comfyui");
+        EXPECT_HAS(e.what(), "mytool");
+    }
+}
+
+TEST(ConfigSettings, KeepVersionsFlagThenFileThenEnvironmentThenDefault) {
+    using modelfs::cli::keep_versions;
+    Config c;
+    EXPECT_EQ(keep_versions(c, std::nullopt, env_of({})).value, 3u);
+    EXPECT_EQ(keep_versions(c, std::nullopt, env_of({})).origin, "default");
+    auto env = env_of({{"MODELFS_KEEP_VERSIONS", "6"}});
+    EXPECT_EQ(keep_versions(c, std::nullopt, env).value, 6u);
+    EXPECT_EQ(keep_versions(c, std::nullopt, env).origin, "env MODELFS_KEEP_VERSIONS");
+    c.versions_keep = 4;
+    c.origins["versions.keep"] = "/f.toml";
+    EXPECT_EQ(keep_versions(c, std::nullopt, env).value, 4u);
+    EXPECT_EQ(keep_versions(c, std::nullopt, env).origin, "file /f.toml");
+    EXPECT_EQ(keep_versions(c, 2u, env).value, 2u);
+    EXPECT_EQ(keep_versions(c, 2u, env).origin, "flag --keep");
+
+    for (const char* bad : {"0", "-1", "x", "3x", "99999999999"}) {
+        try {
+            keep_versions(Config{}, std::nullopt, env_of({{"MODELFS_KEEP_VERSIONS", bad}}));
+            ADD_FAILURE() << bad;
+        } catch (const ConfigError& e) {
+            EXPECT_HAS(e.what(), std::string("$MODELFS_KEEP_VERSIONS='") + bad + "'");
+        }
+    }
+}
+
+TEST(ConfigSettings, EveryOriginAndMaskedSecrets) {
+    ScopedEnv x("XDG_DATA_HOME", "/xdg-data");
+    ScopedEnv st("MODELFS_STORE", std::nullopt);
+    Config c = modelfs::cli::parse_config(
+        "[fetch]\njobs = 6\nhf_token = \"hf_fromfile\"\n[s3]\nregion = \"eu-1\"\n",
+        "/cfg/config.toml");
+    auto s = by_key(modelfs::cli::effective_settings(c, "",
+                                                     env_of({{"AWS_SECRET_ACCESS_KEY", "envsecret"},
+                                                             {"AWS_REGION", "us-9"},
+                                                             {"HF_ENDPOINT", "http://hf.local"}})));
+    EXPECT_EQ(s["store"].value, "/xdg-data/modelfs");
+    EXPECT_EQ(s["store"].origin, "default");
+    EXPECT_EQ(s["fetch.jobs"].value, "6");
+    EXPECT_EQ(s["fetch.jobs"].origin, "file /cfg/config.toml");
+    EXPECT_EQ(s["fetch.retries"].value, "5");
+    EXPECT_EQ(s["fetch.retries"].origin, "default");
+    EXPECT_EQ(s["fetch.hf_token"].value, "********");
+    EXPECT_TRUE(s["fetch.hf_token"].secret);
+    EXPECT_EQ(s["fetch.hf_token"].origin, "file /cfg/config.toml");
+    EXPECT_EQ(s["fetch.hf_endpoint"].value, "http://hf.local");
+    EXPECT_EQ(s["fetch.hf_endpoint"].origin, "env HF_ENDPOINT");
+    EXPECT_EQ(s["s3.region"].value, "eu-1") << "the file beats the environment";
+    EXPECT_EQ(s["s3.secret_key"].value, "********");
+    EXPECT_EQ(s["s3.secret_key"].origin, "env AWS_SECRET_ACCESS_KEY");
+    EXPECT_EQ(s["s3.access_key"].value, "");
+    EXPECT_EQ(s["s3.access_key"].origin, "default");
+    EXPECT_EQ(s["views.comfyui.show_versions"].value, "false");
+    EXPECT_FALSE(s.count("layout.mytool"));
+    c.layouts.push_back(ViewLayout::from_json(
+        {{"name", "mytool"}, {"folders", {{{"path", "l"}, {"category", "lora"}}}}}));
+    c.origins["layout.mytool"] = "/cfg/config.toml";
+    s = by_key(modelfs::cli::effective_settings(c, "", env_of({})));
+    EXPECT_EQ(s["layout.mytool"].value, "1 folder");
+    EXPECT_EQ(s["layout.mytool"].origin, "file /cfg/config.toml");
+    EXPECT_EQ(s["views.mytool.show_versions"].value, "false");
+    for (const auto& [k, v] : s) EXPECT_EQ(v.value.find("secret"), std::string::npos) << k;
+
+    c.store = "/from/file";
+    c.origins["store"] = "/cfg/config.toml";
+    s = by_key(modelfs::cli::effective_settings(c, "", env_of({{"MODELFS_STORE", "/env"}})));
+    EXPECT_EQ(s["store"].value, "/from/file");
+    EXPECT_EQ(s["store"].origin, "file /cfg/config.toml");
+    s = by_key(modelfs::cli::effective_settings(c, "/flag", env_of({})));
+    EXPECT_EQ(s["store"].value, "/flag");
+    EXPECT_EQ(s["store"].origin, "flag --store");
+    ScopedEnv st2("MODELFS_STORE", "/env");
+    s = by_key(modelfs::cli::effective_settings(Config{}, "", env_of({{"MODELFS_STORE", "/env"}})));
+    EXPECT_EQ(s["store"].value, "/env");
+    EXPECT_EQ(s["store"].origin, "env MODELFS_STORE");
 }
 
 }  // namespace
