@@ -20,12 +20,26 @@ void Invalidator::stop() {
     thread_.request_stop();
     cv_.notify_all();
     if (thread_.joinable()) thread_.join();
+    {
+        std::lock_guard lk(mu_);
+        stopped_ = true;
+    }
+    delivered_cv_.notify_all();
+}
+
+void Invalidator::wait_delivered(std::chrono::milliseconds timeout) {
+    std::unique_lock lk(mu_);
+    const std::uint64_t target = queued_;
+    if (delivered_ >= target) return;
+    if (!delivered_cv_.wait_for(lk, timeout, [&] { return delivered_ >= target || stopped_; }))
+        spdlog::debug("cache invalidation still pending after {} ms", timeout.count());
 }
 
 void Invalidator::forget_entry(std::uint64_t parent, std::string name) {
     {
         std::lock_guard lk(mu_);
         entries_.emplace_back(parent, std::move(name));
+        ++queued_;
     }
     cv_.notify_all();
 }
@@ -57,6 +71,7 @@ void Invalidator::run(std::stop_token stop) {
         std::deque<std::pair<std::uint64_t, std::string>> todo;
         std::deque<std::uint64_t> pages;
         decltype(changes_) changes;
+        std::uint64_t batch_end = 0;
         {
             std::unique_lock lk(mu_);
             cv_.wait_for(lk, stop, std::chrono::milliseconds(period_ms_),
@@ -64,6 +79,7 @@ void Invalidator::run(std::stop_token stop) {
             todo.swap(entries_);
             pages.swap(pages_);
             changes.swap(changes_);
+            batch_end = queued_;
         }
         if (stop.stop_requested()) break;
         try {
@@ -74,6 +90,11 @@ void Invalidator::run(std::stop_token stop) {
                 else
                     fuse_lowlevel_notify_inval_entry(se_, ino, name.data(), name.size());
             }
+            {
+                std::lock_guard lk(mu_);
+                delivered_ = batch_end;
+            }
+            delivered_cv_.notify_all();
             for (std::uint64_t ino : pages) fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
             for (const auto& [before, after] : changes) diff(*before, *after);
         } catch (const std::exception& e) {

@@ -10,6 +10,7 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -45,6 +46,11 @@ class Invalidator {
     void forget_inode(std::uint64_t ino);
     // Drops an inode's cached pages as well (bytes served before a download failed its check).
     void forget_pages(std::uint64_t ino);
+    // Waits (at most `timeout`) until every name and inode asked to be forgotten so far has been
+    // told to the kernel. A writer's close waits for this, so that once close() returns, opening
+    // the name finds the copy it wrote, not the stored version the kernel still had cached.
+    // Must not be called from the invalidator's own thread.
+    void wait_delivered(std::chrono::milliseconds timeout);
 
   private:
     void run(std::stop_token stop);
@@ -56,6 +62,10 @@ class Invalidator {
     std::mutex mu_;
     std::condition_variable_any cv_;
     std::deque<std::pair<std::uint64_t, std::string>> entries_;  // parent, name ("" = inode)
+    std::uint64_t queued_ = 0;                                   // entries ever queued
+    std::uint64_t delivered_ = 0;                                // of those, told to the kernel
+    bool stopped_ = false;
+    std::condition_variable_any delivered_cv_;
     std::deque<std::uint64_t> pages_;
     std::deque<std::pair<std::shared_ptr<const ViewTree>, std::shared_ptr<const ViewTree>>>
         changes_;

@@ -557,6 +557,12 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_f
 }
 
 void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+    Daemon& dm = daemon_of(req);
+    // close() waits for flush: once a writer's close returns, the name must lead to what it
+    // wrote. Its copy-up queued the kernel's cached name of the stored version to be forgotten;
+    // make sure that has happened. Returns at once when nothing is queued; flush holds no
+    // directory lock, so waiting cannot deadlock against the notification.
+    if (dm.invalidator) dm.invalidator->wait_delivered(std::chrono::milliseconds(500));
     fuse_reply_err(req, 0);
 }
 
