@@ -1253,7 +1253,9 @@ void Engine::transfer_failed(Active& a, const std::string& msg, bool discard) {
     a.failed = true;
     for (auto& r : a.requests) r->cancelled = true;
     a.pending.clear();
-    spdlog::error("download of blob {} failed: {}", a.dl->key_.hex(), msg);
+    // Debug only: every caller gets the message (the mount logs it with the path, `modelfs
+    // fetch` prints it in its summary) and it is recorded for `modelfs status`; logged once.
+    spdlog::debug("download of blob {} failed: {}", a.dl->key_.hex(), msg);
     {
         std::lock_guard lk(a.dl->m_);
         a.dl->cmd_ = DownloadImpl::Cmd::fail;
