@@ -91,6 +91,7 @@ void add_gc(CLI::App& app, Globals& g, Runner& run) {
                             {"orphan_files", orphans},
                             {"bytes", r.bytes},
                             {"skipped_open", r.skipped_open},
+                            {"partials_removed", r.partials_removed},
                             {"staging_removed", r.staging_removed}});
             } else if (!g.quiet) {
                 for (const auto& [h, size] : r.blobs)
@@ -101,7 +102,11 @@ void add_gc(CLI::App& app, Globals& g, Runner& run) {
                               << "\n";
                 std::cout << (dry ? "would free " : "freed ") << human_bytes(r.bytes) << " ("
                           << r.blobs.size() << " blob(s), " << r.orphan_files.size()
-                          << " orphan file(s))"
+                          << " orphan file(s)"
+                          << (r.partials_removed ? ", " + std::to_string(r.partials_removed) +
+                                                       " unfinished download(s)"
+                                                 : "")
+                          << ")"
                           << (r.skipped_open ? "; kept " + std::to_string(r.skipped_open) +
                                                    " unused blob(s) that are open (a mount is "
                                                    "reading them): run gc again later"

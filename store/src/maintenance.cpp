@@ -1,4 +1,5 @@
 // verify and gc: checking stored bytes against their hashes, and removing what nothing uses.
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -208,6 +209,23 @@ GcReport Store::gc(bool dry_run) {
         std::error_code ec;
         fs::remove(p, ec);
         if (ec) spdlog::warn("could not remove {}: {}", p.string(), ec.message());
+    }
+    // Downloads of records just deleted can never be committed: their files only take space.
+    // The downloader holds flock(LOCK_EX) on a .part while it works; such a file stays.
+    const fs::path partial = partial_dir();
+    for (const auto& [h, r] : unreferenced) {
+        if (r.state == BlobState::present) continue;
+        const fs::path part = partial / (h.hex() + ".part");
+        const fs::path state = partial / (h.hex() + ".state");
+        UniqueFd fd(::open(part.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        if (fd && ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
+        struct stat st {};
+        const bool had_part = fd && ::fstat(fd.get(), &st) == 0;
+        std::error_code ec;
+        const bool removed_part = had_part && fs::remove(part, ec);
+        const bool removed_state = fs::remove(state, ec);
+        if (removed_part || removed_state) ++rep.partials_removed;
+        if (removed_part) rep.bytes += static_cast<std::uint64_t>(st.st_blocks) * 512;
     }
     rep.staging_removed = impl_->blobs.clean_staging([](const fs::path& p) {
         auto ext = p.extension().string();

@@ -361,6 +361,34 @@ TEST_F(RemoteStoreTest, GcKeepsRemoteRecordsModelsUseAndDropsTheRest) {
     EXPECT_FALSE(rec(unused));
 }
 
+TEST_F(RemoteStoreTest, GcRemovesPartialDownloadsOfDeletedRecordsUnlessOneIsRunning) {
+    const Sha256 used = fake('a'), idle = fake('b'), busy = fake('c');
+    s().add_remote(single("used", rfile(used, 10, {"https://h/used"})));
+    s().add_remote(single("idle", rfile(idle, 4096, {"https://h/idle"})));
+    s().add_remote(single("busy", rfile(busy, 4096, {"https://h/busy"})));
+    const fs::path dir = s().partial_dir();
+    fs::create_directories(dir);
+    for (const Sha256* h : {&used, &idle, &busy}) {
+        mt::write_random_file(dir / (h->hex() + ".part"), 4096, 1);
+        mt::write_text_file(dir / (h->hex() + ".state"), "{}");
+    }
+    ASSERT_TRUE(s().remove_model("lora/idle"));
+    ASSERT_TRUE(s().remove_model("lora/busy"));
+    // A download still running holds its .part locked, as the fetcher does.
+    UniqueFd running(::open((dir / (busy.hex() + ".part")).c_str(), O_RDWR));
+    ASSERT_TRUE(running);
+    ASSERT_EQ(::flock(running.get(), LOCK_EX | LOCK_NB), 0);
+
+    GcReport g = s().gc(false);
+    EXPECT_EQ(g.partials_removed, 1u);
+    EXPECT_GE(g.bytes, 4096u) << "the partial file's space is freed";
+    EXPECT_FALSE(fs::exists(dir / (idle.hex() + ".part")));
+    EXPECT_FALSE(fs::exists(dir / (idle.hex() + ".state")));
+    EXPECT_TRUE(fs::exists(dir / (busy.hex() + ".part"))) << "still downloading";
+    EXPECT_TRUE(fs::exists(dir / (used.hex() + ".part"))) << "a model uses that record";
+    EXPECT_TRUE(fs::exists(dir / (used.hex() + ".state")));
+}
+
 TEST_F(RemoteStoreTest, AnInterruptedEvictionsFileIsNotedByVerifyAndRemovedByGc) {
     const Sha256 h = refetchable("stray", 1000, 40, 1);
     // The catalog says remote but the file is still there: a crash between the two steps.

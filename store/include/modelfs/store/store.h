@@ -62,6 +62,9 @@ struct GcReport {
     std::vector<std::filesystem::path> orphan_files;      // files under blobs/ with no record
     std::uint64_t bytes = 0;
     std::size_t staging_removed = 0;
+    // Partial downloads (partial/<key>.part + .state) of records gc deleted, and their bytes
+    // (counted in `bytes` too). One a process is still downloading stays.
+    std::size_t partials_removed = 0;
     // Unused blobs left alone because a process (a mount serving an old version) has them open;
     // a later gc removes them.
     std::size_t skipped_open = 0;
