@@ -154,6 +154,46 @@ TEST_F(DownloadTest, MaxBlobsBoundsTheDownloadsRunningAtOnce) {
     for (std::size_t i = 0; i < ds.size(); ++i) EXPECT_TRUE(ds[i]->wait().ok);
 }
 
+TEST_F(DownloadTest, ConnectionLimitsPerHostAndOverallHold) {
+    // Two blobs of 8 ranges each on one host, every request slowed down so they overlap: the
+    // downloader would open 4 connections per blob (8 in all) without the limits. A server per
+    // case, so no request of one case is still being answered in the next.
+    const std::uint64_t size = 2 << 20;
+    std::vector<Sha256> keys;
+    for (int i = 0; i < 2; ++i)
+        keys.push_back(make_file("lim" + std::to_string(i) + ".bin", size, 60 + i));
+    auto run = [&](unsigned per_host, unsigned overall) {
+        FaultServer server(www());
+        Store s = Store::init(dir_ / ("store-" + std::to_string(per_host)));
+        for (int i = 0; i < 2; ++i) {
+            const std::string name = "lim" + std::to_string(i) + ".bin";
+            server.set_faults(name, std::vector<Fault>(16, Fault::throttle(1'000'000)));
+            BlobRecord r;
+            r.size = size;
+            r.state = BlobState::remote;
+            r.sources.push_back({server.url(name), false});
+            auto txn = s.catalog().write();
+            txn.put_blob(keys[static_cast<std::size_t>(i)], r);
+            txn.commit();
+        }
+        auto cfg = fast_config();
+        cfg.connections_per_blob = 4;
+        cfg.max_per_host = per_host;
+        cfg.max_connections = overall;
+        fetch::Fetcher f(s, cfg);
+        std::vector<std::shared_ptr<fetch::Download>> ds;
+        for (const auto& k : keys) ds.push_back(f.fetch(k));
+        for (auto& d : ds) {
+            auto r = d->wait();
+            EXPECT_TRUE(r.ok) << r.error;
+        }
+        return server.peak_in_flight();
+    };
+    EXPECT_EQ(run(3, 16), 3u) << "max_per_host";
+    EXPECT_EQ(run(8, 2), 2u) << "max_connections";
+    EXPECT_EQ(run(8, 16), 8u) << "without limits every blob uses its 4 connections";
+}
+
 TEST_F(DownloadTest, MirrorIsUsedWhenTheFirstSourceFails) {
     const std::uint64_t size = 1'000'000;
     Sha256 h = make_file("a.bin", size, 3);

@@ -13,6 +13,8 @@ Control endpoints (used by modelfs::test::FaultServer; never logged, never fault
     PUT  /__control/faults?path=/P   body: JSON list of faults; replaces P's list
     PUT  /__control/headers?path=/P  body: JSON list of "Name: value"; extra headers for P
     GET  /__control/log              JSON list of every request so far, in arrival order
+    GET  /__control/stats            {"in_flight": N, "peak_in_flight": M}: GET/HEAD requests
+                                     being answered now, and the most at any moment
     POST /__control/reset            forgets faults, extra headers and the log
 
 A fault is a JSON object with "kind" and its parameters:
@@ -50,6 +52,8 @@ class State:
         self.faults = {}   # path -> list of fault dicts, next first
         self.headers = {}  # path -> list of "Name: value"
         self.log = []      # dicts: method, path, range, status, bytes
+        self.in_flight = 0       # file requests being answered now
+        self.peak_in_flight = 0  # the most at once since the start (or reset)
 
     def take_fault(self, path, method):
         with self.lock:
@@ -119,11 +123,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 with st.lock:
                     data = json.dumps(st.log).encode()
                 return self._reply(200, data, "application/json")
+            if what == "stats" and self.command == "GET":
+                with st.lock:
+                    data = json.dumps({"in_flight": st.in_flight,
+                                       "peak_in_flight": st.peak_in_flight}).encode()
+                return self._reply(200, data, "application/json")
             if what == "reset" and self.command == "POST":
                 with st.lock:
                     st.faults.clear()
                     st.headers.clear()
                     st.log.clear()
+                    st.peak_in_flight = st.in_flight
                 return self._reply(204, b"")
         except (ValueError, KeyError) as e:
             return self._reply(400, ("bad control request: %s\n" % e).encode())
@@ -148,10 +158,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.startswith(CONTROL):
             return self._control()
-        self._serve()
+        self._counted_serve()
 
     def do_HEAD(self):
-        self._serve()
+        self._counted_serve()
+
+    def _counted_serve(self):
+        st = self.server.state
+        with st.lock:
+            st.in_flight += 1
+            st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
+        try:
+            self._serve()
+        finally:
+            with st.lock:
+                st.in_flight -= 1
 
     # --- files --------------------------------------------------------------------------------
     def _serve(self):

@@ -680,6 +680,12 @@ std::vector<std::string> FaultServer::request_log() const {
     return out;
 }
 
+std::size_t FaultServer::peak_in_flight() const {
+    return nlohmann::json::parse(control("GET", "stats", ""))
+        .at("peak_in_flight")
+        .get<std::size_t>();
+}
+
 std::size_t FaultServer::requests_for(std::string_view path) const {
     const std::string want = normalize_path(path);
     auto reqs = requests();

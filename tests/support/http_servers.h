@@ -172,6 +172,9 @@ class FaultServer {
     // "GET /path bytes=a-b" (or "GET /path" without a Range), in arrival order.
     std::vector<std::string> request_log() const;
     std::vector<LoggedRequest> requests() const;
+    // The most file requests (GET, HEAD) it was answering at one moment since it started or
+    // was reset: how many connections a client really had open at once.
+    std::size_t peak_in_flight() const;
     pid_t pid() const { return proc_.pid(); }
 
   private:
