@@ -32,13 +32,17 @@ mount_count() { awk -v m="$1" '$5 == m && / - fuse\.modelfs / { n++ } END { prin
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/modelfs-deb.XXXXXX")
 installed=0
+system_store=0
 cleanup() {
   local rc=$?
-  for m in "$tmp/mnt" "$tmp/mnt2"; do
+  for m in "$tmp/mnt" "$tmp/mnt2" "$tmp/mnt3"; do
     if is_mounted "$m"; then
       fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
     fi
   done
+  if [[ $system_store -eq 1 ]]; then
+    rm -rf --one-file-system /var/lib/modelfs/store
+  fi
   if [[ $installed -eq 1 ]]; then
     dpkg --purge modelfs >/dev/null 2>&1 || echo "deb_test: dpkg --purge modelfs failed" >&2
   fi
@@ -73,6 +77,9 @@ for f in ./usr/bin/modelfs ./usr/lib/systemd/system/modelfs@.service \
   grep -q " $f\$" <<<"$contents" || fail "the package lacks $f"
 done
 dpkg-deb -I "$deb" conffiles | grep -qx /etc/modelfs/config.toml || fail "config.toml is no conffile"
+if command -v lintian >/dev/null; then
+  lint=$(lintian --fail-on error,warning "$deb" 2>&1) || fail "lintian: $lint"
+fi
 
 step "dpkg -i"
 installed=1
@@ -114,6 +121,56 @@ cmp "$tmp/src/checkpoints/base.safetensors" "$tmp/mnt2/checkpoints/base.safetens
   fail "read through the fstab mount differs"
 umount "$tmp/mnt2"
 wait_mounted "$tmp/mnt2" no || fail "still mounted after umount"
+
+step "multi-user: the service user's store in /var/lib/modelfs"
+as_service() { setpriv --reuid=modelfs --regid=modelfs --init-groups -- "$@"; }
+# The service user reaches the model and the mount point; the rest of $tmp stays root's.
+chmod 0755 "$tmp" "$tmp/src" "$tmp/src/checkpoints"
+install -d -o modelfs -g modelfs "$tmp/mnt3"
+system_store=1
+as_service modelfs --store /var/lib/modelfs/store init >/dev/null
+as_service modelfs -q --store /var/lib/modelfs/store import "$tmp/src" >/dev/null
+if ! grep -qx '[[:space:]]*user_allow_other[[:space:]]*' /etc/fuse.conf 2>/dev/null; then
+  # Not root, no user_allow_other: refused up front, saying what to add where.
+  if out=$(as_service modelfs /var/lib/modelfs/store "$tmp/mnt3" -o allow_other 2>&1); then
+    fail "allow_other was accepted without user_allow_other in /etc/fuse.conf"
+  fi
+  grep -q "user_allow_other" <<<"$out" || fail "allow_other refused without explaining: $out"
+fi
+if as_service test -r /dev/fuse -a -w /dev/fuse; then
+  as_service modelfs /var/lib/modelfs/store "$tmp/mnt3" -o view=comfyui
+  wait_mounted "$tmp/mnt3" yes || fail "the service user's mount is not there"
+  as_service cmp "$tmp/src/checkpoints/base.safetensors" "$tmp/mnt3/checkpoints/base.safetensors" ||
+    fail "the service user reads other bytes"
+  as_service fusermount3 -u "$tmp/mnt3"
+  wait_mounted "$tmp/mnt3" no || fail "the service user's mount is still there"
+else
+  echo "(/dev/fuse is not usable by other users here: the service user's own mount is not tried)"
+fi
+# The store's folder: a member of the group reads it but cannot change it; others cannot enter.
+gid=$(getent group modelfs | cut -d: -f3)
+as_member() { setpriv --reuid=65534 --regid="$gid" --clear-groups -- "$@"; }
+as_member ls /var/lib/modelfs/store >/dev/null || fail "a modelfs group member cannot read /var/lib/modelfs"
+if as_member touch /var/lib/modelfs/store/x 2>/dev/null; then
+  fail "a modelfs group member could write the store"
+fi
+if setpriv --reuid=65534 --regid=65534 --clear-groups -- ls /var/lib/modelfs >/dev/null 2>&1; then
+  fail "a user outside the modelfs group can read /var/lib/modelfs"
+fi
+# Through an allow_other mount, another user reads models; the kernel's permission checks
+# (default_permissions) keep them from changing the store.
+mount -t fuse.modelfs /var/lib/modelfs/store "$tmp/mnt3" -o view=comfyui,allow_other,config=/dev/null
+wait_mounted "$tmp/mnt3" yes || fail "the system store's mount is not there"
+as_member cmp "$tmp/src/checkpoints/base.safetensors" "$tmp/mnt3/checkpoints/base.safetensors" ||
+  fail "another user cannot read a model through the allow_other mount"
+if as_member rm -f "$tmp/mnt3/checkpoints/base.safetensors" 2>/dev/null ||
+   as_member touch "$tmp/mnt3/checkpoints/new.safetensors" 2>/dev/null; then
+  fail "another user changed the store through the mount"
+fi
+umount "$tmp/mnt3"
+wait_mounted "$tmp/mnt3" no || fail "the system store's mount is still there"
+rm -rf --one-file-system /var/lib/modelfs/store
+system_store=0
 
 step "dpkg --purge"
 installed=0
