@@ -3,8 +3,14 @@
 #include <cstdio>
 #include <iostream>
 
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
 #include "cli.h"
 #include "modelfs/fs/mount.h"
+#include "mount_helper.h"
 
 namespace modelfs::cli {
 
@@ -105,7 +111,94 @@ int run_views(const Globals& g, const std::string& only) {
     return kOk;
 }
 
+std::string layouts_key(const std::vector<fs::ViewLayout>& layouts) {
+    std::string key;
+    for (const auto& l : layouts)
+        key += l.to_json().dump() + (l.show_versions() ? "+v" : "") + "\n";
+    return key;
+}
+
+// SIGHUP re-reads the config files. A running mount keeps its views (the tree, the overlay and
+// open files hang off them), so the answer says whether a restart is needed; catalog changes
+// (import, use, pin) need none, a mount shows them live.
+std::function<std::string()> reload_check(const Globals& g,
+                                          const std::vector<fs::ViewLayout>& serving) {
+    // The daemon runs in "/": relative names must be made absolute now.
+    std::string store = g.store.empty() ? "" : std::filesystem::absolute(g.store).string();
+    std::string file =
+        g.config_file.empty() ? "" : std::filesystem::absolute(g.config_file).string();
+    return [store, file, before = layouts_key(serving)] {
+        Globals fresh;
+        fresh.store = store;
+        fresh.config_file = file;
+        std::string files;
+        try {
+            const Config& c = fresh.config();
+            for (const auto& f : c.files) files += (files.empty() ? "" : ", ") + f.string();
+            if (files.empty()) files = "no config file";
+            if (layouts_key(mount_layouts(c)) == before)
+                return "config re-read (" + files + "): the views are unchanged";
+        } catch (const ConfigError& e) {
+            return std::string("the config has an error, the mount goes on as it was: ") + e.what();
+        }
+        return "config re-read (" + files +
+               "): the views changed; they take effect when the mount is restarted "
+               "(systemctl restart modelfs@NAME, or umount and mount)";
+    };
+}
+
+// Checked before mounting: fusermount3 refuses too, but with one terse line.
+void check_allow_other(bool allow_other) {
+    if (!allow_other) return;
+    std::ifstream in("/etc/fuse.conf");
+    std::stringstream text;
+    if (in) text << in.rdbuf();
+    const std::string problem = allow_other_problem(::geteuid() == 0, bool(in), text.str());
+    if (!problem.empty()) throw UsageError(problem);
+}
+
+int run_mount(const Globals& g, fs::MountOptions o, const std::string& mountpoint,
+              const std::string& lock_file) {
+    check_allow_other(o.allow_other);
+    o.store = g.store_path();
+    o.mountpoint = mountpoint;
+    o.layouts = mount_layouts(g.config());
+    // The same settings `modelfs fetch` uses: flags aside, config file > environment >
+    // defaults, so a mount's first opens honour [fetch] and [s3] too.
+    o.fetch = fetch_config(g.config());
+    o.view = canonical_view(o.view);
+    if (!lock_file.empty()) {
+        const auto file = std::filesystem::absolute(lock_file).lexically_normal();
+        o.lock = LockFile::parse(read_text_file(file), file.string());
+        // Registered before mounting, so `retain` keeps what the mount shows.
+        Store s = Store::open(o.store);
+        s.register_lock(*o.lock, file.string());
+    }
+    o.on_reload = reload_check(g, o.layouts);
+    return fs::serve_mount(o);
+}
+
 }  // namespace
+
+int run_helper_mount(Globals& g, const std::vector<std::string>& args) {
+    HelperMount h;
+    try {
+        h = parse_helper_args(args);
+    } catch (const MountArgsError& e) {
+        throw UsageError(e.what());
+    }
+    g.store = h.store;
+    if (!h.config_file.empty()) g.config_file = h.config_file;
+    fs::MountOptions o;
+    o.view = h.view;
+    o.allow_other = h.allow_other;
+    o.debug = h.debug;
+    // Unlike `modelfs mount -d`, debug keeps the daemon in the background: mount(8) waits for
+    // the helper to return.
+    o.foreground = h.foreground;
+    o.kernel_flags = h.kernel_flags;
+    return run_mount(g, std::move(o), h.mountpoint, h.lock_file);
+}
 
 void add_mount(CLI::App& app, Globals& g, Runner& run) {
     auto o = std::make_shared<fs::MountOptions>();
@@ -129,22 +222,8 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
     sub->footer([&g] { return views_footer(g); });
     sub->callback([&g, &run, o, mp, lock_file] {
         run = [&g, o, mp, lock_file] {
-            o->store = g.store_path();
-            o->mountpoint = *mp;
-            o->layouts = mount_layouts(g.config());
-            // The same settings `modelfs fetch` uses: flags aside, config file > environment >
-            // defaults, so a mount's first opens honour [fetch] and [s3] too.
-            o->fetch = fetch_config(g.config());
-            o->view = canonical_view(o->view);
             if (o->debug) o->foreground = true;
-            if (!lock_file->empty()) {
-                const auto file = std::filesystem::absolute(*lock_file).lexically_normal();
-                o->lock = LockFile::parse(read_text_file(file), file.string());
-                // Registered before mounting, so `retain` keeps what the mount shows.
-                Store s = Store::open(o->store);
-                s.register_lock(*o->lock, file.string());
-            }
-            return fs::serve_mount(*o);
+            return run_mount(g, *o, *mp, *lock_file);
         };
     });
 

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "cli.h"
+#include "mount_helper.h"
 
 using namespace modelfs;
 using namespace modelfs::cli;
@@ -51,7 +52,9 @@ int main(int argc, char** argv) {
         "else $XDG_CONFIG_HOME/modelfs/config.toml (~/.config/...), STORE/config.toml and "
         "/etc/modelfs/config.toml are merged, the first that sets a key winning.\nExit codes: 0 "
         "ok, 1 something failed, 2 usage or bad config "
-        "file, 3 not found, 4 no usable store, 130 fetch interrupted.");
+        "file, 3 not found, 4 no usable store, 130 fetch interrupted.\nfstab and `mount -t "
+        "fuse.modelfs` run `modelfs STORE MOUNTPOINT -o OPTIONS` (view=NAME, config=FILE, "
+        "lock=FILE, allow_other, debug, foreground, ro, noexec, ...).");
 
     Globals g;
     // No envname: $MODELFS_STORE ranks below the config file's `store`, as every variable does
@@ -82,11 +85,21 @@ int main(int argc, char** argv) {
     add_lock_commands(app, g, run);
     add_config(app, g, run);
 
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        int rc = app.exit(e);
-        return rc == 0 ? kOk : kUsage;
+    // mount.fuse3 runs `modelfs STORE MOUNTPOINT -o OPTIONS` for `mount -t fuse.modelfs` and
+    // fstab entries: no subcommand, so CLI11 would refuse it.
+    std::vector<std::string> args(argv + 1, argv + argc);
+    std::vector<std::string> names;
+    for (const auto* s : app.get_subcommands([](CLI::App*) { return true; }))
+        names.push_back(s->get_name());
+    if (is_helper_call(args, names)) {
+        run = [&g, &args] { return run_helper_mount(g, args); };
+    } else {
+        try {
+            app.parse(argc, argv);
+        } catch (const CLI::ParseError& e) {
+            int rc = app.exit(e);
+            return rc == 0 ? kOk : kUsage;
+        }
     }
     setup_logging(g);
     try {

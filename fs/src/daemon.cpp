@@ -11,11 +11,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -31,6 +34,72 @@ struct SessionDeleter {
 };
 struct LoopConfigDeleter {
     void operator()(fuse_loop_config* c) const { fuse_loop_cfg_destroy(c); }
+};
+
+// Where the SIGHUP handler writes: a pipe its watcher thread reads, since a signal handler may
+// not log or touch the config itself.
+std::atomic<int> g_hup_fd{-1};
+
+extern "C" void on_sighup(int) {
+    const int saved = errno;
+    const int fd = g_hup_fd.load();
+    if (fd >= 0) [[maybe_unused]]
+        auto n = ::write(fd, "h", 1);
+    errno = saved;
+}
+
+// libfuse's handlers end the session on SIGHUP; under systemd SIGHUP means "reload", so it gets
+// its own handler here. Stopping: SIGHUP is ignored again, and closing the pipe ends the thread.
+class HupWatcher {
+  public:
+    explicit HupWatcher(std::function<std::string()> reload) : reload_(std::move(reload)) {
+        int p[2];
+        if (::pipe2(p, O_CLOEXEC) != 0) {
+            spdlog::warn("SIGHUP: cannot make a pipe ({}); SIGHUP is ignored",
+                         std::strerror(errno));
+            ::signal(SIGHUP, SIG_IGN);
+            return;
+        }
+        read_fd_ = p[0];
+        write_fd_ = p[1];
+        g_hup_fd = write_fd_;
+        thread_ = std::thread([this] { run(); });
+        struct sigaction sa {};
+        sa.sa_handler = on_sighup;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART;
+        ::sigaction(SIGHUP, &sa, nullptr);
+    }
+    HupWatcher(const HupWatcher&) = delete;
+    HupWatcher& operator=(const HupWatcher&) = delete;
+    ~HupWatcher() {
+        ::signal(SIGHUP, SIG_IGN);
+        g_hup_fd = -1;
+        if (write_fd_ >= 0) ::close(write_fd_);
+        if (thread_.joinable()) thread_.join();
+        if (read_fd_ >= 0) ::close(read_fd_);
+    }
+
+  private:
+    void run() {
+        char c;
+        for (;;) {
+            const ssize_t n = ::read(read_fd_, &c, 1);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return;
+            try {
+                spdlog::info("SIGHUP: {}",
+                             reload_ ? reload_() : "nothing to reload; the mount goes on");
+            } catch (const std::exception& e) {
+                spdlog::error("SIGHUP: reload failed, the mount goes on unchanged: {}", e.what());
+            }
+        }
+    }
+
+    std::function<std::string()> reload_;
+    int read_fd_ = -1;
+    int write_fd_ = -1;
+    std::thread thread_;
 };
 
 }  // namespace
@@ -74,8 +143,17 @@ int serve_mount(const MountOptions& given) {
     if (::stat(opts.store.c_str(), &st) == 0)
         dm->empty_dir_mtime_ns = st.st_ctim.tv_sec * 1'000'000'000ll + st.st_ctim.tv_nsec;
 
-    std::string o = "default_permissions,fsname=modelfs,subtype=modelfs";
+    // The store as the mount's source, as fstab names it: `mount -a` then sees an entry is
+    // mounted already, and `findmnt`/`df` say which store it is. libfuse splits options at
+    // commas, and a backslash escapes.
+    std::string fsname;
+    for (char c : opts.store.string()) {
+        if (c == ',' || c == '\\') fsname += '\\';
+        fsname += c;
+    }
+    std::string o = "default_permissions,fsname=" + fsname + ",subtype=modelfs";
     if (opts.allow_other) o += ",allow_other";
+    for (const auto& f : opts.kernel_flags) o += "," + f;
     std::vector<std::string> argv_s{"modelfs", "-o", o};
     if (opts.debug) argv_s.push_back("-d");
     std::vector<char*> argv;
@@ -135,11 +213,21 @@ int serve_mount(const MountOptions& given) {
         std::string root = dm->ns.root_mode() ? view.name() : "";
         for (const auto& f : view.folders()) dm->queue_ingest_tree(join_path(root, f.path));
     }
+    HupWatcher hup(opts.on_reload);
     spdlog::info("serving {} on {}", opts.store.string(), opts.mountpoint.string());
 
     std::unique_ptr<fuse_loop_config, LoopConfigDeleter> cfg(fuse_loop_cfg_create());
     fuse_loop_cfg_set_max_threads(cfg.get(), 16);
-    return fuse_session_loop_mt(se.get(), cfg.get()) == 0 ? 0 : 1;
+    const int rc = fuse_session_loop_mt(se.get(), cfg.get());
+    // SIGTERM (systemctl stop) and SIGINT (Ctrl-C) are the normal ways to stop: the loop returns
+    // the signal's number, and the unmount below is as clean as after `umount`. A failed exit
+    // code would leave a stopped unit "failed".
+    if (rc == SIGTERM || rc == SIGINT) {
+        spdlog::info("{}: unmounting {}", rc == SIGTERM ? "SIGTERM" : "SIGINT",
+                     opts.mountpoint.string());
+        return 0;
+    }
+    return rc == 0 ? 0 : 1;
 }
 
 UniqueFd Daemon::open_blob(const Sha256& blob) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,6 +21,8 @@ struct MountOptions {
     bool foreground = false;
     bool allow_other = false;
     bool debug = false;  // libfuse's request log
+    // Kernel mount flags from an fstab entry (ro, noexec, noatime, ...), passed on to libfuse.
+    std::vector<std::string> kernel_flags;
     // User-defined layouts (from the config file). A layout named like a built-in one replaces
     // it; others are added. Root mode shows them all; --view picks any of them by name.
     std::vector<ViewLayout> layouts;
@@ -28,6 +31,9 @@ struct MountOptions {
     // `--lock FILE`: every view shows exactly the lock's models, at the locked versions,
     // whatever is current or pinned (a locked version the store lacks is logged and left out).
     std::optional<LockFile> lock;
+    // Called on SIGHUP (systemctl reload): re-reads the config and returns the line to log.
+    // Unset: SIGHUP only logs that there is nothing to reload.
+    std::function<std::string()> on_reload;
 };
 
 // The layouts a mount with these options shows: the built-ins merged with opts.layouts, or just
@@ -35,7 +41,8 @@ struct MountOptions {
 std::vector<ViewLayout> views_to_serve(const MountOptions& opts);
 
 // Mounts, then (unless foreground) detaches, and serves requests until the filesystem is
-// unmounted or the process gets SIGINT/SIGTERM/SIGHUP, then unmounts cleanly. Returns an exit code.
+// unmounted or the process gets SIGINT/SIGTERM, then unmounts cleanly. SIGHUP does not unmount:
+// it calls on_reload and logs its answer. Returns an exit code.
 // Throws StoreError for problems found before mounting (no store, unknown view).
 int serve_mount(const MountOptions& opts);
 

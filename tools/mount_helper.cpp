@@ -1,0 +1,137 @@
+#include "mount_helper.h"
+
+#include <algorithm>
+#include <array>
+
+namespace modelfs::cli {
+
+namespace {
+
+// What mount(8) and mount.fuse3 pass along but means nothing to the daemon: fstab bookkeeping
+// (auto, _netdev, nofail, x-systemd.*) or the defaults. dev, suid and exec are left out on
+// purpose: mount.fuse3 adds "dev,suid" for root, and passing them on would lift libfuse's
+// nodev,nosuid default on a folder other users read.
+bool ignored(std::string_view o) {
+    static constexpr std::array<std::string_view, 15> kIgnored{
+        "rw",     "dev",   "suid",  "exec",     "auto",    "noauto", "user",    "users",
+        "nouser", "owner", "group", "defaults", "_netdev", "nofail", "relatime"};
+    if (std::find(kIgnored.begin(), kIgnored.end(), o) != kIgnored.end()) return true;
+    return o.starts_with("x-") || o.starts_with("comment=") || o == "atime" ||
+           o == "default_permissions";  // always on: the kernel checks modes for the daemon
+}
+
+bool kernel_flag(std::string_view o) {
+    static constexpr std::array<std::string_view, 9> kFlags{
+        "ro", "nosuid", "nodev", "noexec", "noatime", "nodiratime", "sync", "async", "dirsync"};
+    return std::find(kFlags.begin(), kFlags.end(), o) != kFlags.end();
+}
+
+std::string value_of(std::string_view opt, std::string_view key) {
+    std::string v(opt.substr(key.size() + 1));
+    if (v.empty())
+        throw MountArgsError("mount option '" + std::string(opt) + "' needs a value (" +
+                             std::string(key) + "=...)");
+    return v;
+}
+
+void apply_options(HelperMount& m, std::string_view list) {
+    std::size_t start = 0;
+    while (start <= list.size()) {
+        std::size_t comma = list.find(',', start);
+        if (comma == std::string_view::npos) comma = list.size();
+        std::string_view o = list.substr(start, comma - start);
+        start = comma + 1;
+        if (o.empty() || ignored(o)) continue;
+        if (o.starts_with("view="))
+            m.view = value_of(o, "view");
+        else if (o.starts_with("config="))
+            m.config_file = value_of(o, "config");
+        else if (o.starts_with("lock="))
+            m.lock_file = value_of(o, "lock");
+        else if (o == "allow_other")
+            m.allow_other = true;
+        else if (o == "debug")
+            m.debug = true;
+        else if (o == "foreground")
+            m.foreground = true;
+        else if (kernel_flag(o))
+            m.kernel_flags.emplace_back(o);
+        else
+            throw MountArgsError(
+                "unknown mount option '" + std::string(o) +
+                "'; modelfs takes view=NAME, config=FILE, lock=FILE, allow_other, debug, "
+                "foreground, the kernel flags ro, nosuid, nodev, noexec, noatime, nodiratime, "
+                "sync, async, dirsync, and ignores fstab's own (defaults, _netdev, nofail, "
+                "x-systemd.*, ...)");
+    }
+}
+
+}  // namespace
+
+bool is_helper_call(const std::vector<std::string>& args,
+                    const std::vector<std::string>& subcommands) {
+    if (args.size() < 2) return false;
+    if (args[0].empty() || args[0][0] == '-' || args[1].empty() || args[1][0] == '-') return false;
+    return std::find(subcommands.begin(), subcommands.end(), args[0]) == subcommands.end();
+}
+
+HelperMount parse_helper_args(const std::vector<std::string>& args) {
+    HelperMount m;
+    std::vector<std::string> positional;
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (a == "-o") {
+            if (i + 1 == args.size())
+                throw MountArgsError("-o needs a list of mount options (-o view=comfyui,...)");
+            apply_options(m, args[++i]);
+        } else if (a.starts_with("-o")) {
+            apply_options(m, std::string_view(a).substr(2));
+        } else if (a == "-f") {
+            m.foreground = true;
+        } else if (!a.empty() && a[0] == '-') {
+            // mount.fuse3 passes only -o; anything else is a typo in a unit or a script.
+            throw MountArgsError("unknown argument '" + a +
+                                 "'; the mount helper form is: modelfs STORE MOUNTPOINT [-o "
+                                 "OPTIONS]");
+        } else {
+            positional.push_back(a);
+        }
+    }
+    if (positional.size() != 2)
+        throw MountArgsError(
+            "expected a store and a mount point (modelfs STORE MOUNTPOINT [-o OPTIONS]), got " +
+            std::to_string(positional.size()) +
+            " path(s); subcommands are listed by modelfs "
+            "--help");
+    m.store = positional[0];
+    m.mountpoint = positional[1];
+    return m;
+}
+
+bool fuse_conf_allows_other(std::string_view text) {
+    std::size_t start = 0;
+    while (start < text.size()) {
+        std::size_t nl = text.find('\n', start);
+        if (nl == std::string_view::npos) nl = text.size();
+        std::string_view line = text.substr(start, nl - start);
+        start = nl + 1;
+        while (!line.empty() && (line.front() == ' ' || line.front() == '\t'))
+            line.remove_prefix(1);
+        while (!line.empty() && (line.back() == ' ' || line.back() == '\t' || line.back() == '\r'))
+            line.remove_suffix(1);
+        if (line == "user_allow_other") return true;
+    }
+    return false;
+}
+
+std::string allow_other_problem(bool is_root, bool fuse_conf_readable, std::string_view fuse_conf) {
+    if (is_root || (fuse_conf_readable && fuse_conf_allows_other(fuse_conf))) return {};
+    return "allow_other (letting other users read the mount) needs the line 'user_allow_other' "
+           "in /etc/fuse.conf when the mount is not made by root" +
+           std::string(fuse_conf_readable ? "; it is missing or commented out there"
+                                          : "; /etc/fuse.conf cannot be read") +
+           ". As root, add it (echo user_allow_other >> /etc/fuse.conf), or mount without "
+           "allow_other";
+}
+
+}  // namespace modelfs::cli
