@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <filesystem>
 
 namespace modelfs::cli {
 
@@ -72,7 +73,15 @@ bool is_helper_call(const std::vector<std::string>& args,
                     const std::vector<std::string>& subcommands) {
     if (args.size() < 2) return false;
     if (args[0].empty() || args[0][0] == '-' || args[1].empty() || args[1][0] == '-') return false;
-    return std::find(subcommands.begin(), subcommands.end(), args[0]) == subcommands.end();
+    if (std::find(subcommands.begin(), subcommands.end(), args[0]) != subcommands.end())
+        return false;
+    // A misspelt subcommand (`modelfs improt x`) must get CLI11's "unknown command", not "no
+    // store at ./improt": the helper form names a store by path (fstab sources are absolute),
+    // one that exists, or comes with -o as mount.fuse3 always passes.
+    std::error_code ec;
+    return args[0].find('/') != std::string::npos || std::filesystem::exists(args[0], ec) ||
+           std::any_of(args.begin() + 2, args.end(),
+                       [](const std::string& a) { return a.starts_with("-o"); });
 }
 
 HelperMount parse_helper_args(const std::vector<std::string>& args) {

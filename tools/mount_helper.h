@@ -30,7 +30,8 @@ struct HelperMount {
 };
 
 // Whether argv (after the program name) is the helper form rather than a subcommand: two
-// positional words first, the first not a subcommand's name.
+// positional words first, the first not a subcommand's name and either a path (has a '/', or
+// exists) or followed by -o.
 bool is_helper_call(const std::vector<std::string>& args,
                     const std::vector<std::string>& subcommands);
 

@@ -11,7 +11,10 @@ const std::vector<std::string> kSubcommands{"mount", "umount", "ls", "import"};
 
 TEST(MountHelper, RecognisesTheFormMountFuse3Uses) {
     EXPECT_TRUE(is_helper_call({"/srv/models", "/mnt/m", "-o", "rw,dev,suid"}, kSubcommands));
-    EXPECT_TRUE(is_helper_call({"store", "mnt"}, kSubcommands));
+    EXPECT_TRUE(is_helper_call({"store", "mnt", "-o", "rw"}, kSubcommands));
+    EXPECT_TRUE(is_helper_call({"./store", "mnt"}, kSubcommands));
+    // A misspelt subcommand is a usage error, not a store named "improt".
+    EXPECT_FALSE(is_helper_call({"improt", "a.safetensors"}, kSubcommands));
     EXPECT_FALSE(is_helper_call({"mount", "/mnt/m"}, kSubcommands));
     EXPECT_FALSE(is_helper_call({"import", "a.safetensors"}, kSubcommands));
     EXPECT_FALSE(is_helper_call({"ls"}, kSubcommands));
