@@ -1,0 +1,97 @@
+// Finding what `modelfs adopt` works on: installs of known AI tools (detect_install) and every
+// file their models folders hold, classified the way the tool's view would classify it
+// (scan_install). Reads the file system and the tools' own configuration files; never writes,
+// never hashes. Planning and moving are in adopt.h.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "modelfs/fs/view_layout.h"
+#include "modelfs/store/category.h"
+
+namespace modelfs::adopt {
+
+// One folder a tool reads models from.
+struct ModelDir {
+    std::filesystem::path path;  // absolute
+    // The folder of the tool's view it stands for ("loras", "Stable-diffusion"); empty for the
+    // install's models folder itself, whose sub-folders are matched against the view as they are.
+    std::string view_folder;
+    // Inside the install's models folder, which the mount replaces. False for folders the tool's
+    // configuration points to elsewhere (ComfyUI extra_model_paths.yaml, Fooocus config.txt,
+    // SD.Next config.json) and for the targets of folder links: adopt leaves those in place.
+    bool replaced = false;
+    // Why it is read, for reports: "layout", "extra_model_paths.yaml: comfyui.loras",
+    // "config.txt: path_loras", "link models/checkpoints -> /data/sd".
+    std::string origin;
+};
+
+struct Install {
+    std::string tool;                   // a built-in view name: a1111, forge, sdnext, comfyui, fooocus
+    std::filesystem::path root;         // the install folder (absolute, canonical)
+    std::filesystem::path models_dir;   // root/models: what the view mount replaces
+    std::vector<ModelDir> dirs;         // models_dir first, then folders outside it
+    std::vector<std::string> notes;     // detection remarks ("config.txt: not JSON, ignored")
+};
+
+// The install at `dir`, told apart by its layout (A1111: webui.py + modules/; Forge: the same
+// plus a forge marker; SD.Next: launch.py + modules/ + its config; ComfyUI: main.py + comfy/ +
+// folder_paths.py; Fooocus: entry_with_update.py / launch.py + fooocus_version.py). std::nullopt
+// when `dir` is not an install of a known tool.
+std::optional<Install> detect_install(const std::filesystem::path& dir);
+
+// The usual install places that exist: ~/stable-diffusion-webui, ~/stable-diffusion-webui-forge,
+// ~/automatic (SD.Next), ~/ComfyUI, ~/Fooocus, and StabilityMatrix's Data/Packages/*.
+std::vector<std::filesystem::path> default_install_locations();
+
+struct ScannedFile {
+    enum class Kind {
+        model,        // a file the view shows as a model at view_rel
+        sidecar,      // a file beside a model, "<model stem><suffix>" in the same folder
+        plain,        // anything else in the models folder (configs, notes, diffusers parts)
+        broken_link,  // a symlink whose target does not exist; link_target says where it pointed
+        unreadable,   // could not be opened or listed; problem says why
+        special,      // a socket, fifo or device node
+    } kind = Kind::plain;
+    std::filesystem::path path;  // as the tool reaches it (possibly through a linked folder)
+    std::filesystem::path real;  // with every symlink resolved; equal to path when none
+    // Where the file sits inside the tool's view ("loras/sdxl/foo.safetensors"); for files of a
+    // folder outside models_dir, where the view would show them.
+    std::string view_rel;
+    bool replaced = false;  // goes away when models_dir becomes a mount (see ModelDir::replaced)
+    std::string origin;     // the ModelDir::origin it was found through
+    // model: what the view makes of view_rel.
+    Category category = Category::other;
+    std::string name;  // "sdxl/foo"
+    std::string ext;   // ".safetensors", as spelled
+    // sidecar: the view_rel of its model, and the suffix after the model's stem (".preview.png").
+    std::string sidecar_of;
+    std::string suffix;
+    // lstat of `real` at scan time: a later change means the file changed while adopting.
+    std::uint64_t size = 0;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    std::int64_t mtime_ns = 0, ctime_ns = 0;
+    mode_t mode = 0;
+    std::string link_target;  // the first symlink on the way (or a broken link's target)
+    std::string problem;      // unreadable: the error, naming the path
+};
+
+struct InstallScan {
+    Install install;
+    std::vector<ScannedFile> files;  // sorted by path
+    std::vector<std::string> notes;  // e.g. "models/foo -> /gone: broken link"
+};
+
+// Walks every ModelDir of `inst` (following folder links, never leaving a loop) and classifies
+// each file with `layout` (the tool's view). Never throws for a file; problems are reported in
+// the result.
+InstallScan scan_install(const Install& inst, const fs::ViewLayout& layout);
+
+}  // namespace modelfs::adopt
