@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <spdlog/spdlog.h>
+
 #include "cli.h"
 #include "modelfs/fs/mount.h"
 #include "mount_helper.h"
@@ -165,6 +167,10 @@ int run_mount(const Globals& g, fs::MountOptions o, const std::string& mountpoin
         s.register_lock(*o.lock, file.string());
     }
     o.on_reload = reload_check(g);
+    // A daemon in the foreground is a service (systemd, a container): its few info lines
+    // (serving, SIGHUP, SIGTERM) belong in the journal. Per-request lines stay at debug.
+    if (o.foreground && g.verbose == 0 && !g.quiet && spdlog::get_level() > spdlog::level::info)
+        spdlog::set_level(spdlog::level::info);
     return fs::serve_mount(o);
 }
 
