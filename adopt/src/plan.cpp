@@ -1,0 +1,395 @@
+// The plan: what adopt does with each scanned file, and the dry-run report of it. Pure decisions
+// over the scans, the hashes, the catalog and the adoption records: nothing is changed here.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+#include <sstream>
+
+#include "modelfs/adopt/adopt.h"
+#include "modelfs/fs/view_layout.h"
+#include "util.h"
+
+namespace sfs = std::filesystem;
+using nlohmann::json;
+
+namespace modelfs::adopt {
+
+namespace {
+
+std::string bytes_text(std::uint64_t n) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = static_cast<double>(n);
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        ++u;
+    }
+    char buf[32];
+    if (u == 0)
+        std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
+    else
+        std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
+    return buf;
+}
+
+bool in_models(const ScannedFile& f, const Install& inst) {
+    return detail::is_under(f.path, inst.models_dir);
+}
+
+bool is_hashed_kind(const ScannedFile& f) {
+    return f.kind == ScannedFile::Kind::model || f.kind == ScannedFile::Kind::sidecar;
+}
+
+}  // namespace
+
+Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& hashes) {
+    Plan plan;
+    const sfs::path root = store.root();
+    std::set<std::string> ids_in_plan;
+
+    for (auto& scan : scans) {
+        InstallPlan ip;
+        ip.id = scan.install.tool;
+        ip.scan = std::move(scan);
+        const Install& inst = ip.scan.install;
+        ip.totals.files = ip.scan.files.size();
+        for (const auto& d : inst.dirs)
+            if (!d.replaced)
+                ip.kept_in_place.push_back(d.path.string() +
+                                           (d.origin.empty() ? "" : " (" + d.origin + ")"));
+
+        auto layout = fs::ViewLayout::builtin(inst.tool);
+        if (!layout) {
+            ip.skip = "no built-in view for tool '" + inst.tool + "'";
+        } else if (!ids_in_plan.insert(ip.id).second) {
+            ip.skip = "a second " + inst.tool +
+                      " install in one run; adopt one install per tool per store";
+        } else if (auto rec = load_record(root, ip.id); rec && rec->state != "unadopted") {
+            if (rec->root != inst.root)
+                ip.skip = "another " + inst.tool + " install (" + rec->root.string() +
+                          ") is adopted in this store; one install per tool per store (run "
+                          "`modelfs unadopt " + rec->root.string() + "` first)";
+            else if (rec->state == "recorded")
+                ip.resume = true;  // an interrupted run: finish the switch from the record
+            else
+                ip.skip = "already adopted (" + rec->state + "); `modelfs unadopt " +
+                          inst.root.string() + "` gives the plain folders back";
+        }
+        if (!ip.skip.empty() || ip.resume) {
+            plan.installs.push_back(std::move(ip));
+            continue;
+        }
+
+        // Which file gets each model key of this install: the first one the view shows at exactly
+        // its path. The others are kept as plain overlay files at their paths.
+        std::map<std::string, std::size_t> claimed;  // model key -> index in ip.files
+        std::map<std::string, std::size_t> by_view_rel;
+        for (const auto& f : ip.scan.files) {
+            PlannedFile pf;
+            pf.file = f;
+            const bool inside = in_models(f, inst);
+            if (is_hashed_kind(f)) {
+                auto h = hashes.files.find(f.real);
+                if (h != hashes.files.end()) pf.hash = h->second;
+            }
+            auto place_outside = [&](const std::string& why) {
+                pf.action = Action::left;
+                pf.note = "kept in place, not in the store: " + why;
+            };
+            switch (f.kind) {
+                case ScannedFile::Kind::broken_link:
+                    pf.action = Action::left;
+                    pf.note = "not adopted: " + f.path.string() + " -> " + f.link_target +
+                              ": broken link";
+                    break;
+                case ScannedFile::Kind::unreadable:
+                    pf.action = Action::left;
+                    pf.note = "not adopted: " + (f.problem.empty() ? f.path.string() : f.problem);
+                    break;
+                case ScannedFile::Kind::special:
+                    pf.action = Action::left;
+                    pf.note = "not adopted: " + f.path.string() + ": a socket, fifo or device";
+                    break;
+                case ScannedFile::Kind::plain:
+                    if (inside) {
+                        pf.action = Action::overlay;
+                        pf.note = "plain file, kept at its path";
+                    } else {
+                        place_outside("plain file outside the models folder");
+                    }
+                    break;
+                case ScannedFile::Kind::model:
+                case ScannedFile::Kind::sidecar: {
+                    if (!pf.hash) {
+                        auto fail = hashes.failed.find(f.real);
+                        std::string why = fail != hashes.failed.end() ? fail->second
+                                                                      : "not hashed";
+                        pf.action = why.find("changing") != std::string::npos ? Action::changing
+                                                                               : Action::left;
+                        pf.note = (pf.action == Action::changing ? "" : "not adopted: ") +
+                                  f.path.string() + ": " + why;
+                        break;
+                    }
+                    bool showable = false;
+                    std::string key;
+                    if (f.kind == ScannedFile::Kind::model) {
+                        key = model_key(f.category, f.name);
+                        Model m;
+                        m.category = f.category;
+                        m.name = f.name;
+                        ModelVersion v;
+                        v.blob = pf.hash->digests.sha256;
+                        v.ext = f.ext;
+                        auto at = layout->path_for(m, v);
+                        showable = at && *at == f.view_rel && !claimed.count(key);
+                        if (!showable)
+                            pf.note = claimed.count(key)
+                                          ? "another file of this install is " + key +
+                                                " already; kept as a plain file at its path"
+                                          : "the view shows " + key + " at " +
+                                                (at ? *at : std::string("no path")) +
+                                                ", not here; kept as a plain file at its path";
+                    } else {
+                        auto m = by_view_rel.find(f.sidecar_of);
+                        if (m != by_view_rel.end()) {
+                            const PlannedFile& model = ip.files[m->second];
+                            showable = model.action == Action::store ||
+                                       model.action == Action::store_in_place;
+                            key = model.model;
+                        }
+                        if (!showable) pf.note = "sidecar of a model kept as a plain file";
+                    }
+                    if (showable) {
+                        pf.action = f.replaced ? Action::store : Action::store_in_place;
+                        pf.model = key;
+                        if (f.kind == ScannedFile::Kind::model) claimed[key] = ip.files.size();
+                    } else if (inside) {
+                        pf.action = Action::overlay;
+                    } else {
+                        place_outside(pf.note);
+                    }
+                    break;
+                }
+            }
+            if (f.kind == ScannedFile::Kind::model) by_view_rel[f.view_rel] = ip.files.size();
+            ip.files.push_back(std::move(pf));
+        }
+        plan.installs.push_back(std::move(ip));
+    }
+
+    // Clashes: one model key, different content in two installs (or in an install and the
+    // store). Each view gets pinned to the version it had.
+    std::map<std::string, std::set<Sha256>> contents;
+    std::map<std::string, std::set<std::string>> tools_of;
+    for (auto& ip : plan.installs)
+        for (auto& pf : ip.files)
+            if (pf.file.kind == ScannedFile::Kind::model &&
+                (pf.action == Action::store || pf.action == Action::store_in_place)) {
+                contents[pf.model].insert(pf.hash->digests.sha256);
+                tools_of[pf.model].insert(ip.scan.install.tool);
+            }
+    {
+        auto txn = store.catalog().read();
+        for (auto& [key, set] : contents) {
+            if (auto m = txn.get_model(key)) {
+                const auto& cur = m->current_version();
+                if (cur.blob) set.insert(*cur.blob);
+                tools_of[key].insert("the store");
+            }
+        }
+    }
+    for (auto& ip : plan.installs)
+        for (auto& pf : ip.files)
+            if (pf.file.kind == ScannedFile::Kind::model && !pf.model.empty() &&
+                contents[pf.model].size() > 1) {
+                pf.pin = true;
+                ++ip.totals.clashes;
+                std::string who;
+                for (const auto& t : tools_of[pf.model]) who += (who.empty() ? "" : ", ") + t;
+                pf.note = "clash: " + pf.model + " differs between " + who +
+                          "; both become versions and the " + ip.scan.install.tool +
+                          " view is pinned to this one";
+                ip.notes.push_back(pf.note);
+            }
+
+    // Content groups over every file whose content goes to the store (or stays as overlay).
+    struct Member {
+        InstallPlan* ip;
+        PlannedFile* pf;
+    };
+    std::map<Sha256, std::vector<Member>> groups;
+    for (auto& ip : plan.installs)
+        for (auto& pf : ip.files)
+            if (pf.hash && (pf.action == Action::store || pf.action == Action::store_in_place ||
+                            pf.action == Action::overlay))
+                groups[pf.hash->digests.sha256].push_back({&ip, &pf});
+    std::set<Sha256> counted_total;
+    for (auto& [sha, members] : groups) {
+        std::set<std::pair<dev_t, ino_t>> inodes;
+        for (auto& m : members) inodes.insert({m.pf->hash->dev, m.pf->hash->ino});
+        const bool in_store = store.blobs().exists(sha);
+        // The keeper: a stored blob, else a file that stays where it is, else the first copy.
+        PlannedFile* keeper = nullptr;
+        if (!in_store) {
+            for (auto& m : members)
+                if (m.pf->action == Action::store_in_place) {
+                    keeper = m.pf;
+                    break;
+                }
+            if (!keeper)
+                for (auto& m : members)
+                    if (m.pf->action == Action::store) {
+                        keeper = m.pf;
+                        break;
+                    }
+        }
+        if (keeper) keeper->keeper = true;
+        std::set<std::pair<dev_t, ino_t>> done;
+        if (keeper) done.insert({keeper->hash->dev, keeper->hash->ino});
+        for (auto& m : members) {
+            // Overlay files are hard links (or copies) of themselves: not freed.
+            if (m.pf->action != Action::store) continue;
+            if (!done.insert({m.pf->hash->dev, m.pf->hash->ino}).second) continue;
+            m.pf->freed = true;
+            m.ip->totals.bytes_freed += m.pf->hash->size;
+            plan.total.bytes_freed += m.pf->hash->size;
+        }
+        if (inodes.size() + (in_store ? 1 : 0) > 1) {
+            std::set<InstallPlan*> tools;
+            for (auto& m : members) tools.insert(m.ip);
+            for (auto* ip : tools) ++ip->totals.dup_groups;
+            ++plan.total.dup_groups;
+            std::set<std::string> names;
+            for (auto& m : members)
+                if (!m.pf->model.empty()) names.insert(m.pf->model);
+            if (names.size() > 1) {
+                std::string n;
+                for (const auto& x : names) n += (n.empty() ? "" : ", ") + x;
+                for (auto* ip : tools)
+                    ip->notes.push_back("same content under different names: " + n +
+                                        " (one blob; each view lists every name)");
+            }
+        }
+    }
+
+    for (auto& ip : plan.installs) {
+        if (!ip.skip.empty() || ip.resume) continue;
+        auto& t = ip.totals;
+        for (const auto& pf : ip.files) {
+            if (pf.action == Action::store || pf.action == Action::store_in_place) {
+                ++t.stored;
+                t.bytes += pf.hash->size;
+            } else if (pf.action == Action::overlay) {
+                if (pf.file.kind == ScannedFile::Kind::plain)
+                    ++t.plain;
+                else
+                    ++t.overlay;
+            } else if (pf.action == Action::changing) {
+                ++t.changing;
+            } else if (pf.action == Action::left && pf.note.rfind("not adopted", 0) == 0) {
+                ++t.not_adopted;
+            }
+        }
+        auto& T = plan.total;
+        T.files += t.files;
+        T.stored += t.stored;
+        T.bytes += t.bytes;
+        T.overlay += t.overlay;
+        T.plain += t.plain;
+        T.clashes += t.clashes;
+        T.not_adopted += t.not_adopted;
+        T.changing += t.changing;
+    }
+    return plan;
+}
+
+static json totals_json(const ToolTotals& t) {
+    return {{"files", t.files},           {"stored", t.stored},       {"bytes", t.bytes},
+            {"duplicate_groups", t.dup_groups}, {"bytes_freed", t.bytes_freed},
+            {"kept_at_path", t.overlay},  {"plain", t.plain},         {"clashes", t.clashes},
+            {"not_adopted", t.not_adopted}, {"changing", t.changing}};
+}
+
+json plan_json(const Plan& plan) {
+    json installs = json::array();
+    for (const auto& ip : plan.installs) {
+        json files = json::array();
+        for (const auto& pf : ip.files) {
+            json f = {{"path", pf.file.path.string()},
+                      {"action", std::string(action_name(pf.action))},
+                      {"size", pf.file.size}};
+            if (!pf.file.view_rel.empty()) f["view_rel"] = pf.file.view_rel;
+            if (pf.hash) f["sha256"] = pf.hash->digests.sha256.hex();
+            if (!pf.model.empty()) f["model"] = pf.model;
+            if (pf.keeper) f["keeper"] = true;
+            if (pf.freed) f["freed"] = true;
+            if (pf.pin) f["pinned"] = true;
+            if (!pf.note.empty()) f["note"] = pf.note;
+            files.push_back(std::move(f));
+        }
+        json j = {{"id", ip.id},
+                  {"tool", ip.scan.install.tool},
+                  {"root", ip.scan.install.root.string()},
+                  {"models_dir", ip.scan.install.models_dir.string()},
+                  {"totals", totals_json(ip.totals)},
+                  {"kept_in_place", ip.kept_in_place},
+                  {"notes", ip.notes},
+                  {"files", files}};
+        if (!ip.skip.empty()) j["skip"] = ip.skip;
+        if (ip.resume) j["resume"] = true;
+        installs.push_back(std::move(j));
+    }
+    return {{"installs", installs}, {"total", totals_json(plan.total)}};
+}
+
+static void totals_text(std::ostringstream& o, const ToolTotals& t, const char* indent) {
+    o << indent << t.files << " files: " << t.stored << " to the store (" << bytes_text(t.bytes)
+      << ")";
+    if (t.overlay) o << ", " << t.overlay << " kept as plain files at their exact path";
+    if (t.plain) o << ", " << t.plain << " plain files kept";
+    o << "\n"
+      << indent << t.dup_groups << " duplicate groups: " << bytes_text(t.bytes_freed)
+      << " freed once you run `modelfs adopt --confirm`\n";
+    if (t.clashes) o << indent << t.clashes << " name clashes (views pinned)\n";
+    if (t.not_adopted) o << indent << t.not_adopted << " not adopted (see below)\n";
+    if (t.changing) o << indent << t.changing << " changing while adopting, left in place\n";
+}
+
+std::string plan_text(const Plan& plan) {
+    std::ostringstream o;
+    for (const auto& ip : plan.installs) {
+        const auto& inst = ip.scan.install;
+        o << inst.tool << "  " << inst.root.string() << "  (view over " << inst.models_dir.string()
+          << ")\n";
+        if (!ip.skip.empty()) {
+            o << "  skipped: " << ip.skip << "\n";
+            continue;
+        }
+        if (ip.resume) {
+            o << "  an earlier adopt was interrupted; it is finished from its record\n";
+            continue;
+        }
+        totals_text(o, ip.totals, "  ");
+        for (const auto& k : ip.kept_in_place)
+            o << "  kept in place, shared with the store: " << k << "\n";
+        for (const auto& n : ip.notes) o << "  " << n << "\n";
+        const sfs::path backup = sfs::path(inst.models_dir.string() + ".modelfs-backup");
+        for (const auto& pf : ip.files) {
+            if (pf.action == Action::overlay && pf.file.kind != ScannedFile::Kind::plain)
+                o << "  at its path: " << pf.file.path.string() << ": " << pf.note << "\n";
+            else if (pf.action == Action::changing)
+                o << "  " << pf.note << "\n";
+            else if (pf.action == Action::left && pf.note.rfind("not adopted", 0) == 0)
+                o << "  " << pf.note << "; it stays in " << backup.string() << "\n";
+        }
+    }
+    if (plan.installs.size() > 1) {
+        o << "total\n";
+        totals_text(o, plan.total, "  ");
+    }
+    return o.str();
+}
+
+}  // namespace modelfs::adopt

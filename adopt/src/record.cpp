@@ -1,0 +1,163 @@
+// Adoption records STORE/adopt/<id>.json (format in store/FORMAT.md).
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "modelfs/adopt/adopt.h"
+#include "modelfs/store/errors.h"
+#include "util.h"
+
+namespace sfs = std::filesystem;
+using nlohmann::json;
+
+namespace modelfs::adopt {
+
+namespace {
+
+constexpr std::pair<ScannedFile::Kind, const char*> kKinds[] = {
+    {ScannedFile::Kind::model, "model"},
+    {ScannedFile::Kind::sidecar, "sidecar"},
+    {ScannedFile::Kind::plain, "plain"},
+    {ScannedFile::Kind::broken_link, "broken_link"},
+    {ScannedFile::Kind::unreadable, "unreadable"},
+    {ScannedFile::Kind::special, "special"},
+};
+constexpr std::pair<Action, const char*> kActions[] = {
+    {Action::store, "store"},     {Action::store_in_place, "store_in_place"},
+    {Action::overlay, "overlay"}, {Action::left, "left"},
+    {Action::changing, "changing"},
+};
+
+const char* kind_name(ScannedFile::Kind k) {
+    for (auto& [v, n] : kKinds)
+        if (v == k) return n;
+    return "plain";
+}
+ScannedFile::Kind parse_kind(const std::string& s) {
+    for (auto& [v, n] : kKinds)
+        if (s == n) return v;
+    return ScannedFile::Kind::plain;
+}
+
+}  // namespace
+
+std::string_view action_name(Action a) {
+    for (auto& [v, n] : kActions)
+        if (v == a) return n;
+    return "left";
+}
+std::optional<Action> parse_action(std::string_view s) {
+    for (auto& [v, n] : kActions)
+        if (s == n) return v;
+    return std::nullopt;
+}
+
+json record_json(const Record& r) {
+    json files = json::array();
+    for (const auto& f : r.files)
+        files.push_back({{"path", f.path.string()},
+                         {"real", f.real.string()},
+                         {"kind", kind_name(f.kind)},
+                         {"view_rel", f.view_rel},
+                         {"replaced", f.replaced},
+                         {"sha256", f.sha256},
+                         {"size", f.size},
+                         {"mode", f.mode},
+                         {"mtime_ns", f.mtime_ns},
+                         {"link_target", f.link_target},
+                         {"action", std::string(action_name(f.action))},
+                         {"model", f.model},
+                         {"label", f.label},
+                         {"pinned", f.pinned},
+                         {"note", f.note}});
+    return {{"modelfs_adopt", 1},
+            {"id", r.id},
+            {"tool", r.tool},
+            {"view", r.view},
+            {"root", r.root.string()},
+            {"models_dir", r.models_dir.string()},
+            {"backup", r.backup.string()},
+            {"mountpoint", r.mountpoint.string()},
+            {"state", r.state},
+            {"created", r.created},
+            {"updated", r.updated},
+            {"files", files}};
+}
+
+static Record record_from_json(const json& j, const sfs::path& file) {
+    try {
+        if (j.at("modelfs_adopt").get<int>() != 1)
+            throw StoreError(ErrorKind::schema, file.string() +
+                                                    ": written by a newer modelfs; upgrade "
+                                                    "modelfs to adopt or unadopt this install");
+        Record r;
+        r.id = j.at("id");
+        r.tool = j.at("tool");
+        r.view = j.at("view");
+        r.root = j.at("root").get<std::string>();
+        r.models_dir = j.at("models_dir").get<std::string>();
+        r.backup = j.at("backup").get<std::string>();
+        r.mountpoint = j.at("mountpoint").get<std::string>();
+        r.state = j.at("state");
+        r.created = j.value("created", 0);
+        r.updated = j.value("updated", 0);
+        for (const auto& f : j.at("files")) {
+            RecordFile x;
+            x.path = f.at("path").get<std::string>();
+            x.real = f.value("real", x.path.string());
+            x.kind = parse_kind(f.at("kind"));
+            x.view_rel = f.value("view_rel", "");
+            x.replaced = f.value("replaced", false);
+            x.sha256 = f.value("sha256", "");
+            x.size = f.value("size", std::uint64_t{0});
+            x.mode = f.value("mode", 0u);
+            x.mtime_ns = f.value("mtime_ns", std::int64_t{0});
+            x.link_target = f.value("link_target", "");
+            x.action = parse_action(f.value("action", "left")).value_or(Action::left);
+            x.model = f.value("model", "");
+            x.label = f.value("label", "");
+            x.pinned = f.value("pinned", false);
+            x.note = f.value("note", "");
+            r.files.push_back(std::move(x));
+        }
+        return r;
+    } catch (const json::exception& e) {
+        throw StoreError(ErrorKind::bad_input,
+                         file.string() + ": not a valid adoption record (" + e.what() +
+                             "); fix or move it away");
+    }
+}
+
+std::optional<Record> load_record(const sfs::path& store_root, const std::string& id) {
+    sfs::path p = adopt_dir(store_root) / (id + ".json");
+    std::ifstream in(p);
+    if (!in) return std::nullopt;
+    std::stringstream ss;
+    ss << in.rdbuf();
+    json j = json::parse(ss.str(), nullptr, false);
+    if (j.is_discarded())
+        throw StoreError(ErrorKind::bad_input,
+                         p.string() + ": not valid JSON; fix or move it away");
+    return record_from_json(j, p);
+}
+
+std::vector<Record> load_records(const sfs::path& store_root) {
+    std::vector<Record> out;
+    std::error_code ec;
+    for (const auto& e : sfs::directory_iterator(adopt_dir(store_root), ec)) {
+        const auto& p = e.path();
+        if (p.extension() != ".json") continue;
+        if (auto r = load_record(store_root, p.stem().string())) out.push_back(std::move(*r));
+    }
+    std::sort(out.begin(), out.end(), [](const Record& a, const Record& b) { return a.id < b.id; });
+    return out;
+}
+
+void save_record(const sfs::path& store_root, Record& r) {
+    sfs::create_directories(adopt_dir(store_root));
+    r.updated = detail::unix_now();
+    if (!r.created) r.created = r.updated;
+    detail::write_atomic(adopt_dir(store_root) / (r.id + ".json"), record_json(r).dump(1) + "\n");
+}
+
+}  // namespace modelfs::adopt

@@ -1,0 +1,93 @@
+#include "util.h"
+
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <vector>
+
+#include "modelfs/store/errors.h"
+#include "modelfs/store/unique_fd.h"
+
+namespace sfs = std::filesystem;
+
+namespace modelfs::adopt::detail {
+
+std::int64_t unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+void fsync_dir(const sfs::path& dir) {
+    UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) throw_errno("opening folder " + dir.string(), errno);
+    if (::fsync(fd.get()) != 0) throw_errno("syncing folder " + dir.string(), errno);
+}
+
+static void write_all(int fd, const char* p, std::size_t n, const std::string& what) {
+    while (n > 0) {
+        ssize_t w = ::write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("writing " + what, errno);
+        }
+        p += w;
+        n -= static_cast<std::size_t>(w);
+    }
+}
+
+void write_atomic(const sfs::path& p, const std::string& text) {
+    sfs::path tmp = p;
+    tmp += ".tmp";
+    {
+        UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+        if (!fd) throw_errno("creating " + tmp.string(), errno);
+        write_all(fd.get(), text.data(), text.size(), tmp.string());
+        if (::fsync(fd.get()) != 0) throw_errno("syncing " + tmp.string(), errno);
+    }
+    if (::rename(tmp.c_str(), p.c_str()) != 0)
+        throw_errno("renaming " + tmp.string() + " to " + p.string(), errno);
+    fsync_dir(p.parent_path());
+}
+
+std::uint64_t copy_file_durable(const sfs::path& from, const sfs::path& to, unsigned mode,
+                                Progress* progress) {
+    UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in) throw_errno("opening " + from.string() + " to copy it", errno);
+    UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!out) throw_errno("creating " + to.string(), errno);
+    std::vector<char> buf(1 << 20);
+    std::uint64_t total = 0;
+    for (;;) {
+        ssize_t r = ::read(in.get(), buf.data(), buf.size());
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("reading " + from.string(), errno);
+        }
+        if (r == 0) break;
+        write_all(out.get(), buf.data(), static_cast<std::size_t>(r), to.string());
+        total += static_cast<std::uint64_t>(r);
+        add_progress(progress, static_cast<std::uint64_t>(r));
+    }
+    if (::fchmod(out.get(), mode & 07777) != 0) throw_errno("chmod " + to.string(), errno);
+    if (::fsync(out.get()) != 0) throw_errno("syncing " + to.string(), errno);
+    return total;
+}
+
+bool same_filesystem(const sfs::path& a, const sfs::path& b) {
+    struct stat sa, sb;
+    if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
+    return sa.st_dev == sb.st_dev;
+}
+
+bool is_under(const sfs::path& p, const sfs::path& dir, sfs::path* rel) {
+    sfs::path r = p.lexically_normal().lexically_relative(dir.lexically_normal());
+    if (r.empty() || *r.begin() == "..") return false;
+    if (r == ".") return false;
+    if (rel) *rel = r;
+    return true;
+}
+
+}  // namespace modelfs::adopt::detail
