@@ -38,6 +38,12 @@ bool in_models(const ScannedFile& f, const Install& inst) {
     return detail::is_under(f.path, inst.models_dir);
 }
 
+// Would the mount take a file at `rel` of its overlay for a model and ingest it?
+bool layout_model_path(const fs::ViewLayout& layout, const std::string& rel) {
+    auto vp = layout.classify(rel);
+    return vp && !vp->ext.empty();
+}
+
 bool is_hashed_kind(const ScannedFile& f) {
     return f.kind == ScannedFile::Kind::model || f.kind == ScannedFile::Kind::sidecar;
 }
@@ -143,14 +149,30 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                         v.blob = pf.hash->digests.sha256;
                         v.ext = f.ext;
                         auto at = layout->path_for(m, v);
-                        showable = at && *at == f.view_rel && !claimed.count(key);
-                        if (!showable)
-                            pf.note = claimed.count(key)
-                                          ? "another file of this install is " + key +
-                                                " already; kept as a plain file at its path"
-                                          : "the view shows " + key + " at " +
-                                                (at ? *at : std::string("no path")) +
-                                                ", not here; kept as a plain file at its path";
+                        if (claimed.count(key)) {
+                            // A second file of one model name (foo.ckpt beside foo.safetensors):
+                            // the view shows one file per name, and in the overlay the mount
+                            // would ingest it as a new version of that model, hiding the first.
+                            pf.action = Action::left;
+                            pf.note = "not adopted: " + f.path.string() + ": the view shows one "
+                                      "file per model name and " + key + " is " +
+                                      ip.files[claimed[key]].file.path.filename().string() +
+                                      " (rename it and adopt again)";
+                            break;
+                        }
+                        showable = at.has_value();
+                        if (at && *at != f.view_rel) {
+                            // A non-primary folder (A1111 LyCORIS/, ComfyUI unet/): the tool reads
+                            // the primary one as well, and a file left in the overlay here would
+                            // be moved there by the mount's ingest anyway.
+                            pf.shown_at = *at;
+                            pf.note = "shown at " + *at + " (the view's folder for " +
+                                      std::string(to_string(f.category)) + "), not at " +
+                                      f.view_rel;
+                        } else if (!at) {
+                            pf.note = "the view does not show " + key +
+                                      "; kept as a plain file at its path";
+                        }
                     } else {
                         auto m = by_view_rel.find(f.sidecar_of);
                         if (m != by_view_rel.end()) {
@@ -158,15 +180,28 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                             showable = model.action == Action::store ||
                                        model.action == Action::store_in_place;
                             key = model.model;
+                            if (showable && !model.shown_at.empty()) {
+                                auto slash = model.shown_at.rfind('/');
+                                std::string dir = slash == std::string::npos
+                                                      ? ""
+                                                      : model.shown_at.substr(0, slash + 1);
+                                std::string leaf = model.shown_at.substr(dir.size());
+                                auto dot = leaf.rfind('.');
+                                pf.shown_at = dir + leaf.substr(0, dot) + f.suffix;
+                                pf.note = "shown at " + pf.shown_at + " beside its model";
+                            }
                         }
-                        if (!showable) pf.note = "sidecar of a model kept as a plain file";
+                        if (!showable) pf.note = "sidecar of a model that is not in the store";
                     }
                     if (showable) {
                         pf.action = f.replaced ? Action::store : Action::store_in_place;
                         pf.model = key;
                         if (f.kind == ScannedFile::Kind::model) claimed[key] = ip.files.size();
-                    } else if (inside) {
+                    } else if (inside && !layout_model_path(*layout, f.view_rel)) {
                         pf.action = Action::overlay;
+                    } else if (inside) {
+                        pf.action = Action::left;
+                        pf.note = "not adopted: " + f.path.string() + ": " + pf.note;
                     } else {
                         place_outside(pf.note);
                     }
@@ -326,6 +361,7 @@ json plan_json(const Plan& plan) {
             if (pf.keeper) f["keeper"] = true;
             if (pf.freed) f["freed"] = true;
             if (pf.pin) f["pinned"] = true;
+            if (!pf.shown_at.empty()) f["shown_at"] = pf.shown_at;
             if (!pf.note.empty()) f["note"] = pf.note;
             files.push_back(std::move(f));
         }
@@ -377,8 +413,9 @@ std::string plan_text(const Plan& plan) {
         for (const auto& n : ip.notes) o << "  " << n << "\n";
         const sfs::path backup = sfs::path(inst.models_dir.string() + ".modelfs-backup");
         for (const auto& pf : ip.files) {
-            if (pf.action == Action::overlay && pf.file.kind != ScannedFile::Kind::plain)
-                o << "  at its path: " << pf.file.path.string() << ": " << pf.note << "\n";
+            if ((pf.action == Action::overlay && pf.file.kind != ScannedFile::Kind::plain) ||
+                !pf.shown_at.empty())
+                o << "  " << pf.file.path.string() << ": " << pf.note << "\n";
             else if (pf.action == Action::changing)
                 o << "  " << pf.note << "\n";
             else if (pf.action == Action::left && pf.note.rfind("not adopted", 0) == 0)

@@ -69,6 +69,7 @@ json record_json(const Record& r) {
                          {"model", f.model},
                          {"label", f.label},
                          {"pinned", f.pinned},
+                         {"shown_at", f.shown_at},
                          {"note", f.note}});
     return {{"modelfs_adopt", 1},
             {"id", r.id},
@@ -117,6 +118,7 @@ static Record record_from_json(const json& j, const sfs::path& file) {
             x.model = f.value("model", "");
             x.label = f.value("label", "");
             x.pinned = f.value("pinned", false);
+            x.shown_at = f.value("shown_at", "");
             x.note = f.value("note", "");
             r.files.push_back(std::move(x));
         }

@@ -73,6 +73,8 @@ struct PlannedFile {
     bool freed = false;              // its bytes are freed at confirm (a duplicate)
     std::string model;               // "category/name" for store actions
     bool pin = false;                // its view is pinned to the version it had (a clash)
+    // Where the view shows it when that is not its own path (a model of a non-primary folder).
+    std::string shown_at;
     std::string note;                // why, for the report
 };
 
@@ -127,6 +129,7 @@ struct RecordFile {
     Action action = Action::left;
     std::string model, label;
     bool pinned = false;
+    std::string shown_at;  // empty: at view_rel
     std::string note;
 };
 

@@ -1,0 +1,584 @@
+// The real adopt: commit every file of the plan to the store, write the adoption record, then
+// switch the models folder to a view mount (rename to the backup, mkdir, overlay, mount, check).
+// The record is written before anything in the user's tree moves, so a rerun after a crash at
+// any point finishes the switch from it (see store/FORMAT.md, "Adopted installs").
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "modelfs/adopt/adopt.h"
+#include "modelfs/store/errors.h"
+#include "modelfs/store/unique_fd.h"
+#include "run_internal.h"
+#include "util.h"
+
+namespace sfs = std::filesystem;
+
+namespace modelfs::adopt {
+
+using detail::is_under;
+using detail::ns_of;
+
+bool RunReport::ok() const {
+    return std::all_of(installs.begin(), installs.end(),
+                       [](const InstallOutcome& o) { return o.ok; });
+}
+
+namespace {
+
+std::string unescape_mountinfo(const std::string& s) {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '\\' && i + 3 < s.size()) {
+            out += static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8));
+            i += 3;
+        } else {
+            out += s[i];
+        }
+    }
+    return out;
+}
+
+std::string fstab_escape(const std::string& s) {
+    std::string out;
+    for (char c : s) {
+        if (c == ' ')
+            out += "\\040";
+        else if (c == '\t')
+            out += "\\011";
+        else
+            out += c;
+    }
+    return out;
+}
+
+// systemd-escape --path
+std::string unit_name_for(const sfs::path& where) {
+    std::string p = where.lexically_normal().string();
+    while (p.size() > 1 && p.back() == '/') p.pop_back();
+    std::size_t b = 0;
+    while (b < p.size() && p[b] == '/') ++b;
+    p = p.substr(b);
+    std::string out;
+    for (std::size_t i = 0; i < p.size(); ++i) {
+        unsigned char c = static_cast<unsigned char>(p[i]);
+        if (c == '/')
+            out += '-';
+        else if (std::isalnum(c) || c == ':' || c == '_' || (c == '.' && i > 0))
+            out += static_cast<char>(c);
+        else {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", c);
+            out += buf;
+        }
+    }
+    return (out.empty() ? "-" : out) + ".mount";
+}
+
+}  // namespace
+
+bool is_mountpoint(const sfs::path& dir) {
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    const std::string want = dir.lexically_normal().string();
+    while (std::getline(in, line)) {
+        std::istringstream ls(line);
+        std::string id, parent, devno, root, mnt;
+        ls >> id >> parent >> devno >> root >> mnt;
+        if (unescape_mountinfo(mnt) != want) continue;
+        auto dash = line.find(" - ");
+        if (dash == std::string::npos) continue;
+        std::istringstream rest(line.substr(dash + 3));
+        std::string type;
+        rest >> type;
+        if (type.rfind("fuse", 0) == 0) return true;
+    }
+    return false;
+}
+
+namespace detail {
+
+std::string fstab_line(const Record& r, const sfs::path& store_root) {
+    return fstab_escape(store_root.string()) + " " + fstab_escape(r.mountpoint.string()) +
+           " fuse.modelfs view=" + r.view + ",nofail 0 0";
+}
+
+std::string systemd_unit(const Record& r, const sfs::path& store_root) {
+    std::ostringstream o;
+    o << "# /etc/systemd/system/" << unit_name_for(r.mountpoint) << "\n"
+      << "[Unit]\nDescription=modelfs " << r.view << " view over " << r.mountpoint.string()
+      << "\nAfter=local-fs.target\n\n[Mount]\nWhat=" << store_root.string()
+      << "\nWhere=" << r.mountpoint.string() << "\nType=fuse.modelfs\nOptions=view=" << r.view
+      << ",nofail\n\n[Install]\nWantedBy=multi-user.target\n";
+    return o.str();
+}
+
+// Runs a program to completion; returns its exit code (-1: killed) and its stderr.
+int run_capture(const std::vector<std::string>& argv, std::string* err) {
+    char tmpl[] = "/tmp/modelfs-adopt-XXXXXX";
+    UniqueFd log(::mkstemp(tmpl));
+    if (log) ::unlink(tmpl);
+    pid_t pid = ::fork();
+    if (pid < 0) throw_errno("starting " + argv.at(0), errno);
+    if (pid == 0) {
+        int devnull = ::open("/dev/null", O_RDWR);
+        ::dup2(devnull, 0);
+        ::dup2(log ? log.get() : devnull, 1);
+        ::dup2(log ? log.get() : devnull, 2);
+        std::vector<char*> args;
+        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (err && log) {
+        err->clear();
+        ::lseek(log.get(), 0, SEEK_SET);
+        char buf[4096];
+        ssize_t n;
+        while ((n = ::read(log.get(), buf, sizeof buf)) > 0) err->append(buf, n);
+        while (!err->empty() && err->back() == '\n') err->pop_back();
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void start_mount(const Record& r, const sfs::path& store_root, const sfs::path& binary,
+                 std::chrono::milliseconds timeout) {
+    // /proc/self/exe must be resolved here: the child's own would be itself, which is right
+    // for the CLI but names it by a path that execv accepts only as it is.
+    std::string err;
+    int rc = run_capture({binary.string(), "--store", store_root.string(), "mount", "--view",
+                          r.view, r.mountpoint.string()},
+                         &err);
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (!is_mountpoint(r.mountpoint) && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (!is_mountpoint(r.mountpoint))
+        throw StoreError(ErrorKind::io, "mounting the " + r.view + " view over " +
+                                            r.mountpoint.string() + " failed (exit " +
+                                            std::to_string(rc) + ")" +
+                                            (err.empty() ? "" : ": " + err));
+}
+
+// Unmounts; false with `why` when the mount is busy or fusermount failed.
+bool stop_mount(const sfs::path& mnt, std::string* why) {
+    std::string err;
+    int rc = run_capture({"/bin/fusermount3", "-u", mnt.string()}, &err);
+    if (rc != 0 && is_mountpoint(mnt)) {
+        if (why) *why = err;
+        return false;
+    }
+    for (int i = 0; i < 100 && is_mountpoint(mnt); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return !is_mountpoint(mnt);
+}
+
+// Where a record file is shown through the mount (empty: not shown).
+sfs::path shown_path(const Record& r, const RecordFile& f) {
+    if (f.action != Action::store && f.action != Action::store_in_place &&
+        f.action != Action::overlay)
+        return {};
+    if (!is_under(f.path, r.models_dir)) return {};
+    if (!f.shown_at.empty()) return r.models_dir / f.shown_at;
+    return f.path;
+}
+
+// Where a record file's original bytes are now: in the backup for replaced files.
+sfs::path original_path(const Record& r, const RecordFile& f) {
+    sfs::path rel;
+    if (f.replaced && is_under(f.path, r.models_dir, &rel)) return r.backup / rel;
+    return f.real;
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::original_path;
+using detail::shown_path;
+
+std::string sha_of(const sfs::path& p) {
+    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_errno("reading " + p.string(), errno);
+    return digest_fd(fd.get(), nullptr, p.c_str()).sha256.hex();
+}
+
+// Every path the record says the view shows reads as recorded (size; with `verify` the hash).
+std::vector<std::string> check_mount(const Record& r, bool verify) {
+    std::vector<std::string> bad;
+    for (const auto& f : r.files) {
+        sfs::path p = shown_path(r, f);
+        if (p.empty()) continue;
+        struct stat st;
+        if (::stat(p.c_str(), &st) != 0) {
+            bad.push_back(p.string() + ": " + std::strerror(errno));
+            continue;
+        }
+        if (static_cast<std::uint64_t>(st.st_size) != f.size) {
+            bad.push_back(p.string() + ": " + std::to_string(st.st_size) + " bytes, expected " +
+                          std::to_string(f.size));
+            continue;
+        }
+        if (verify && !f.sha256.empty()) {
+            try {
+                if (sha_of(p) != f.sha256) bad.push_back(p.string() + ": different content");
+            } catch (const StoreError& e) {
+                bad.push_back(e.what());
+            }
+        }
+    }
+    return bad;
+}
+
+void place_overlay(Store& store, const Record& r) {
+    const sfs::path overlay = store.root() / "views" / r.view;
+    const bool same_fs = detail::same_filesystem(r.backup, store.root());
+    for (const auto& f : r.files) {
+        if (f.action != Action::overlay) continue;
+        sfs::path rel;
+        if (!is_under(f.path, r.models_dir, &rel)) continue;
+        sfs::path dst = overlay / rel;
+        sfs::path src = original_path(r, f);
+        struct stat st;
+        if (::lstat(dst.c_str(), &st) == 0) continue;  // done by an earlier, interrupted run
+        sfs::create_directories(dst.parent_path());
+        if (same_fs && ::link(src.c_str(), dst.c_str()) == 0) continue;
+        sfs::path tmp = dst;
+        tmp += ".modelfs-adopt.tmp";
+        sfs::remove(tmp);
+        detail::copy_file_durable(src, tmp, f.mode);
+        if (::rename(tmp.c_str(), dst.c_str()) != 0)
+            throw_errno("renaming " + tmp.string() + " to " + dst.string(), errno);
+    }
+}
+
+// Rename to the backup, mkdir, overlay, mount, check. Each step looks at what an interrupted run
+// left, so running it again finishes the job.
+void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome& out) {
+    if (is_mountpoint(r.mountpoint)) {
+        auto bad = check_mount(r, opts.verify);
+        if (!bad.empty())
+            throw StoreError(ErrorKind::io, "a mount is already up at " + r.mountpoint.string() +
+                                                " but does not show what was adopted: " +
+                                                bad.front());
+        out.notes.push_back("the view was already mounted at " + r.mountpoint.string());
+        r.state = "mounted";
+        save_record(store.root(), r);
+        return;
+    }
+    const bool had_backup = sfs::exists(sfs::symlink_status(r.backup));
+    bool renamed = false;
+    auto undo = [&] {
+        // Back to the plain tree: an empty models folder this (or an interrupted) run made goes,
+        // the backup takes its place again.
+        if (!is_mountpoint(r.models_dir)) ::rmdir(r.models_dir.c_str());
+        if ((renamed || had_backup) && !sfs::exists(sfs::symlink_status(r.models_dir)))
+            if (::rename(r.backup.c_str(), r.models_dir.c_str()) == 0)
+                detail::fsync_dir(r.models_dir.parent_path());
+    };
+    try {
+        if (!had_backup) {
+            if (::rename(r.models_dir.c_str(), r.backup.c_str()) != 0)
+                throw_errno("renaming " + r.models_dir.string() + " to " + r.backup.string(),
+                            errno);
+            renamed = true;
+            detail::fsync_dir(r.models_dir.parent_path());
+        }
+        struct stat bst;
+        if (::stat(r.backup.c_str(), &bst) != 0)
+            throw_errno("reading " + r.backup.string(), errno);
+        if (::mkdir(r.models_dir.c_str(), bst.st_mode & 07777) == 0) {
+            if (::chown(r.models_dir.c_str(), bst.st_uid, bst.st_gid) != 0 && ::geteuid() == 0)
+                throw_errno("chown " + r.models_dir.string(), errno);
+            detail::fsync_dir(r.models_dir.parent_path());
+        } else if (errno != EEXIST) {
+            throw_errno("creating " + r.models_dir.string(), errno);
+        } else if (!sfs::is_empty(r.models_dir)) {
+            throw StoreError(ErrorKind::conflict,
+                             "both " + r.models_dir.string() + " (not empty) and " +
+                                 r.backup.string() +
+                                 " exist; move one of them away, then run adopt again");
+        }
+        place_overlay(store, r);
+        detail::start_mount(r, store.root(), opts.binary, opts.mount_timeout);
+    } catch (...) {
+        undo();
+        throw;
+    }
+    auto bad = check_mount(r, opts.verify);
+    if (!bad.empty()) {
+        std::string why;
+        detail::stop_mount(r.mountpoint, &why);
+        undo();
+        std::string list;
+        for (std::size_t i = 0; i < bad.size() && i < 5; ++i) list += "\n  " + bad[i];
+        throw StoreError(ErrorKind::io, "the " + r.view + " view over " + r.mountpoint.string() +
+                                            " does not show what was adopted; switched back to "
+                                            "the plain folder:" +
+                                            list);
+    }
+    r.state = "mounted";
+    save_record(store.root(), r);
+}
+
+struct Committer {
+    Store& store;
+    const RunOptions& opts;
+    bool same_fs;
+
+    // Returns false (with `why`) when the file is not what was hashed any more.
+    bool commit(PlannedFile& pf, const PlannedFile* model, const std::string& tool,
+                std::string& label, std::string& why) {
+        const ScannedFile& f = pf.file;
+        UniqueFd fd(::open(f.real.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        if (!fd) {
+            why = "cannot open " + f.real.string() + ": " + std::strerror(errno);
+            return false;
+        }
+        struct stat st;
+        if (::fstat(fd.get(), &st) != 0) throw_errno("reading " + f.real.string(), errno);
+        // Not ctime: committing one of two hard links makes the inode read-only.
+        const HashedFile& h = *pf.hash;
+        if (st.st_ino != h.ino || st.st_dev != h.dev ||
+            static_cast<std::uint64_t>(st.st_size) != h.size || ns_of(st.st_mtim) != h.mtime_ns) {
+            why = "changing while adopting (it changed after it was hashed), left in place";
+            return false;
+        }
+        FileCommit fc;
+        fc.path = f.real;
+        fc.fd = fd.get();
+        fc.digests = h.digests;
+        const ScannedFile& mf = model ? model->file : f;
+        fc.category = mf.category;
+        fc.name = mf.name;
+        fc.ext = mf.ext;
+        if (f.kind == ScannedFile::Kind::sidecar) fc.sidecar = f.suffix;
+        fc.mtime = f.mtime_ns / 1000000000;
+        fc.mode = f.mode & 07777;
+        fc.source = "adopt:" + tool + ":" + f.view_rel;
+        if (!same_fs && !store.blobs().exists(h.digests.sha256)) {
+            // Another filesystem: copy into the store, then compare with what was hashed before
+            // anyone relies on the copy.
+            Ingested in = store.blobs().ingest_copy(fd.get(), f.real.string(), opts.progress);
+            if (in.digests.sha256 != h.digests.sha256) {
+                why = "changing while adopting (the copy differs from the hashed file), left in "
+                      "place";
+                return false;
+            }
+        }
+        label = store.commit_file(fc).label;
+        return true;
+    }
+};
+
+void check_space(Store& store, const InstallPlan& ip) {
+    std::set<Sha256> seen;
+    std::uint64_t need = 0;
+    for (const auto& pf : ip.files) {
+        if (!pf.hash) continue;
+        if (pf.action != Action::store && pf.action != Action::store_in_place &&
+            pf.action != Action::overlay)
+            continue;
+        if (detail::same_filesystem(pf.file.real, store.root())) continue;
+        if (store.blobs().exists(pf.hash->digests.sha256)) continue;
+        if (seen.insert(pf.hash->digests.sha256).second) need += pf.hash->size;
+    }
+    for (const auto& pf : ip.files)
+        if (pf.action == Action::overlay && !pf.hash &&
+            !detail::same_filesystem(pf.file.real, store.root()))
+            need += pf.file.size;
+    if (!need) return;
+    struct statvfs sv;
+    if (::statvfs(store.root().c_str(), &sv) != 0)
+        throw_errno("checking free space of " + store.root().string(), errno);
+    const std::uint64_t avail = static_cast<std::uint64_t>(sv.f_bavail) * sv.f_frsize;
+    // A margin for the catalog and the file system's own overhead.
+    if (need + need / 50 + (64u << 20) > avail)
+        throw StoreError(
+            ErrorKind::no_space,
+            "not enough space to adopt " + ip.scan.install.root.string() + ": its files are on "
+            "another filesystem than the store " + store.root().string() + ", so " +
+                std::to_string(need) + " bytes must be copied, and only " + std::to_string(avail) +
+                " bytes are free there. Free some space, or use a store on the same filesystem "
+                "(--store), where adopting copies nothing");
+}
+
+Record record_of(const InstallPlan& ip) {
+    Record r;
+    const Install& inst = ip.scan.install;
+    r.id = ip.id;
+    r.tool = inst.tool;
+    r.view = inst.tool;
+    r.root = inst.root;
+    r.models_dir = inst.models_dir;
+    r.backup = sfs::path(inst.models_dir.string() + ".modelfs-backup");
+    r.mountpoint = inst.models_dir;
+    r.state = "recorded";
+    for (const auto& pf : ip.files) {
+        RecordFile x;
+        const auto& f = pf.file;
+        x.path = f.path;
+        x.real = f.real;
+        x.kind = f.kind;
+        x.view_rel = f.view_rel;
+        x.replaced = f.replaced;
+        if (pf.hash) x.sha256 = pf.hash->digests.sha256.hex();
+        x.size = pf.hash ? pf.hash->size : f.size;
+        x.mode = f.mode & 07777;
+        x.mtime_ns = f.mtime_ns;
+        x.link_target = f.link_target;
+        x.action = pf.action;
+        x.model = pf.model;
+        x.pinned = pf.pin;
+        x.shown_at = pf.shown_at;
+        x.note = pf.note;
+        r.files.push_back(std::move(x));
+    }
+    return r;
+}
+
+}  // namespace
+
+RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
+    RunOptions opts = opts_in;
+    // The mount daemon is this program; resolve the link now so the child runs the same file.
+    if (opts.binary == "/proc/self/exe") opts.binary = sfs::read_symlink("/proc/self/exe");
+    RunReport report;
+    for (auto& ip : plan.installs) {
+        InstallOutcome out;
+        const Install& inst = ip.scan.install;
+        out.id = ip.id;
+        out.tool = inst.tool;
+        out.models_dir = inst.models_dir;
+        out.backup = sfs::path(inst.models_dir.string() + ".modelfs-backup");
+        if (!ip.skip.empty()) {
+            out.status = ip.skip;
+            // Already adopted is not a failure: adopt is meant to be run again safely.
+            out.ok = ip.skip.rfind("already adopted", 0) == 0;
+            report.installs.push_back(std::move(out));
+            continue;
+        }
+        try {
+            Record r;
+            if (ip.resume) {
+                r = *load_record(store.root(), ip.id);
+                out.notes.push_back("finishing an interrupted adopt from its record");
+            } else {
+                if (is_mountpoint(inst.models_dir))
+                    throw StoreError(ErrorKind::conflict,
+                                     inst.models_dir.string() +
+                                         " is already a mount point without an adoption record; "
+                                         "unmount it first");
+                if (sfs::exists(sfs::symlink_status(out.backup)))
+                    throw StoreError(ErrorKind::conflict,
+                                     out.backup.string() +
+                                         " exists but no adoption record names it; move it away "
+                                         "first (nothing was changed)");
+                check_space(store, ip);
+                Committer c{store, opts, detail::same_filesystem(inst.models_dir, store.root())};
+                std::map<std::string, std::size_t> model_at;  // view_rel -> index
+                for (std::size_t i = 0; i < ip.files.size(); ++i)
+                    if (ip.files[i].file.kind == ScannedFile::Kind::model)
+                        model_at[ip.files[i].file.view_rel] = i;
+                std::map<std::string, std::string> labels;  // view_rel -> label committed
+                std::map<std::string, std::optional<std::string>> before;  // key -> old current
+                r = record_of(ip);
+                for (int pass = 0; pass < 2; ++pass) {
+                    const auto kind =
+                        pass == 0 ? ScannedFile::Kind::model : ScannedFile::Kind::sidecar;
+                    for (std::size_t i = 0; i < ip.files.size(); ++i) {
+                        PlannedFile& pf = ip.files[i];
+                        if (pf.file.kind != kind) continue;
+                        if (pf.action != Action::store && pf.action != Action::store_in_place)
+                            continue;
+                        const PlannedFile* model = nullptr;
+                        if (kind == ScannedFile::Kind::sidecar) {
+                            auto m = model_at.find(pf.file.sidecar_of);
+                            if (m == model_at.end() || r.files[m->second].label.empty()) {
+                                r.files[i].action = Action::left;
+                                r.files[i].note = "not adopted: " + pf.file.path.string() +
+                                                  ": its model was not stored";
+                                continue;
+                            }
+                            model = &ip.files[m->second];
+                        } else if (!before.count(pf.model)) {
+                            auto txn = store.catalog().read();
+                            auto m = txn.get_model(pf.model);
+                            before[pf.model] = m ? std::optional(m->current_version().label)
+                                                 : std::nullopt;
+                        }
+                        c.same_fs = detail::same_filesystem(pf.file.real, store.root());
+                        std::string label, why;
+                        if (c.commit(pf, model, inst.tool, label, why)) {
+                            r.files[i].label = label;
+                        } else {
+                            pf.action = Action::changing;
+                            r.files[i].action = Action::changing;
+                            r.files[i].note = why;
+                            out.notes.push_back(pf.file.path.string() + ": " + why);
+                        }
+                    }
+                }
+                // Clashes: each view keeps the version it had; whatever was current before
+                // stays current for the other views.
+                for (auto& f : r.files) {
+                    if (f.kind != ScannedFile::Kind::model || f.label.empty()) continue;
+                    if (f.pinned) store.pin(f.model, f.label, r.view);
+                    auto b = before.find(f.model);
+                    if (b != before.end() && b->second && *b->second != f.label) {
+                        if (!f.pinned) {
+                            store.pin(f.model, f.label, r.view);
+                            f.pinned = true;
+                        }
+                        store.use_version(f.model, *b->second);
+                    }
+                }
+                save_record(store.root(), r);
+            }
+            switch_over(store, r, opts, out);
+            for (const auto& f : r.files) {
+                switch (f.action) {
+                    case Action::store:
+                    case Action::store_in_place:
+                        ++out.stored;
+                        break;
+                    case Action::overlay:
+                        ++out.overlay;
+                        break;
+                    case Action::changing:
+                        ++out.changing;
+                        break;
+                    case Action::left:
+                        if (f.note.rfind("not adopted", 0) == 0) ++out.left;
+                        break;
+                }
+            }
+            out.bytes_to_free = ip.totals.bytes_freed;
+            out.fstab_line = detail::fstab_line(r, store.root());
+            out.systemd_unit = detail::systemd_unit(r, store.root());
+            out.status = "adopted";
+            out.ok = true;
+        } catch (const std::exception& e) {
+            out.status = std::string("failed: ") + e.what();
+            spdlog::error("adopting {}: {}", inst.root.string(), e.what());
+        }
+        report.installs.push_back(std::move(out));
+    }
+    return report;
+}
+
+}  // namespace modelfs::adopt
