@@ -1,0 +1,304 @@
+// `modelfs adopt --confirm` (delete what the backups hold that the store has) and
+// `modelfs unadopt` (plain folders back). unadopt, per record:
+//  1. with the view mounted: copy every file the mount shows that the backup lacks (models added
+//     through the mount, files confirm deleted) into MODELS.modelfs-restore/, reading through the
+//     mount, which shows exactly what the tool saw;
+//  2. unmount (busy: say which tool to stop; remove the copies; change nothing else);
+//  3. rmdir the mountpoint, rename the backup back (or mkdir when confirm removed it all), move
+//     the copies in;
+//  4. every adopted file becomes independent of the store again: a file still hard-linked with
+//     a blob is replaced by a copy of itself, the recorded mode and mtime are put back.
+// Each step looks at what an interrupted run left (the restore folder is only discarded while
+// the mount still shows everything in it), so running unadopt again finishes the job.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "modelfs/adopt/adopt.h"
+#include "modelfs/store/errors.h"
+#include "run_internal.h"
+#include "util.h"
+
+namespace sfs = std::filesystem;
+
+namespace modelfs::adopt {
+
+using detail::is_under;
+
+namespace {
+
+bool selected(const Record& r, const std::vector<sfs::path>& roots) {
+    if (roots.empty()) return true;
+    for (const auto& p : roots) {
+        std::error_code ec;
+        sfs::path c = sfs::weakly_canonical(sfs::absolute(p), ec);
+        if (c == r.root || c == r.models_dir) return true;
+    }
+    return false;
+}
+
+// Removes empty folders below `dir` (and `dir` itself when it ends up empty).
+void prune_empty(const sfs::path& dir) {
+    std::error_code ec;
+    std::vector<sfs::path> dirs;
+    for (auto it = sfs::recursive_directory_iterator(dir, ec); !ec && it != decltype(it)();
+         it.increment(ec))
+        if (it->is_directory(ec) && !it->is_symlink(ec)) dirs.push_back(it->path());
+    std::sort(dirs.rbegin(), dirs.rend());
+    for (const auto& d : dirs) ::rmdir(d.c_str());
+    ::rmdir(dir.c_str());
+}
+
+}  // namespace
+
+std::vector<ConfirmOutcome> confirm(Store& store, const std::vector<sfs::path>& roots) {
+    std::vector<ConfirmOutcome> out;
+    for (auto& r : load_records(store.root())) {
+        if (!selected(r, roots)) continue;
+        ConfirmOutcome c;
+        c.id = r.id;
+        if (r.state != "mounted") {
+            c.status = r.state == "confirmed" ? "already confirmed" : "not mounted (" + r.state + ")";
+            c.ok = r.state == "confirmed";
+            out.push_back(std::move(c));
+            continue;
+        }
+        std::map<sfs::path, const RecordFile*> by_path;
+        for (const auto& f : r.files)
+            if (f.replaced) by_path[f.path.lexically_normal()] = &f;
+        const sfs::path overlay = store.root() / "views" / r.view;
+        std::vector<sfs::path> files;
+        std::error_code ec;
+        for (auto it = sfs::recursive_directory_iterator(r.backup, ec); !ec && it != decltype(it)();
+             it.increment(ec))
+            if (!it->is_directory(ec) || it->is_symlink(ec)) files.push_back(it->path());
+        for (const auto& p : files) {
+            sfs::path rel = p.lexically_relative(r.backup);
+            auto it = by_path.find((r.models_dir / rel).lexically_normal());
+            struct stat st;
+            if (::lstat(p.c_str(), &st) != 0) continue;
+            std::string keep;
+            if (it == by_path.end()) {
+                keep = S_ISLNK(st.st_mode) ? "a link (its target stays where it is)"
+                                           : "not in the adoption record";
+            } else {
+                const RecordFile& f = *it->second;
+                const bool same = S_ISREG(st.st_mode) &&
+                                  static_cast<std::uint64_t>(st.st_size) == f.size &&
+                                  detail::ns_of(st.st_mtim) == f.mtime_ns;
+                if (f.action == Action::store) {
+                    auto sha = Sha256::from_hex(f.sha256);
+                    if (!sha || !store.blobs().exists(*sha))
+                        keep = "its content is not in the store";
+                    else if (!same)
+                        keep = "changed since it was adopted";
+                } else if (f.action == Action::overlay) {
+                    struct stat ost;
+                    if (::stat((overlay / rel).c_str(), &ost) != 0 ||
+                        static_cast<std::uint64_t>(ost.st_size) != f.size)
+                        keep = "no copy in the view's overlay";
+                    else if (!same)
+                        keep = "changed since it was adopted";
+                } else {
+                    keep = f.note.empty() ? std::string("not adopted") : f.note;
+                }
+            }
+            if (!keep.empty()) {
+                c.kept.push_back(p.string() + ": " + keep);
+                continue;
+            }
+            if (::unlink(p.c_str()) != 0) {
+                c.kept.push_back(p.string() + ": cannot delete: " + std::strerror(errno));
+                continue;
+            }
+            ++c.deleted;
+            // Freed only when this was the inode's last name (a unique file lives on as a blob).
+            if (st.st_nlink == 1) c.bytes_freed += static_cast<std::uint64_t>(st.st_blocks) * 512;
+        }
+        prune_empty(r.backup);
+        r.state = "confirmed";
+        save_record(store.root(), r);
+        c.status = "confirmed";
+        c.ok = true;
+        out.push_back(std::move(c));
+    }
+    return out;
+}
+
+namespace {
+
+// Copies every file the mount shows that will not come back from the backup into `tmp`.
+std::size_t copy_missing(const Record& r, const sfs::path& tmp) {
+    std::set<sfs::path> covered;  // mount paths that are a backup file shown elsewhere
+    for (const auto& f : r.files) {
+        if (f.shown_at.empty()) continue;
+        sfs::path orig = detail::original_path(r, f);
+        if (sfs::exists(sfs::symlink_status(orig))) covered.insert(r.models_dir / f.shown_at);
+    }
+    std::size_t n = 0;
+    std::error_code ec;
+    for (auto it = sfs::recursive_directory_iterator(r.models_dir, ec); !ec && it != decltype(it)();
+         it.increment(ec)) {
+        const sfs::path& p = it->path();
+        sfs::path rel = p.lexically_relative(r.models_dir);
+        struct stat st;
+        if (::lstat(p.c_str(), &st) != 0) continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (!sfs::exists(r.backup / rel)) sfs::create_directories(tmp / rel);
+            continue;
+        }
+        if (!S_ISREG(st.st_mode) || covered.count(p)) continue;
+        if (sfs::exists(sfs::symlink_status(r.backup / rel))) continue;
+        sfs::create_directories((tmp / rel).parent_path());
+        detail::copy_file_durable(p, tmp / rel, st.st_mode & 07777);
+        struct timespec ts[2] = {st.st_atim, st.st_mtim};
+        ::utimensat(AT_FDCWD, (tmp / rel).c_str(), ts, AT_SYMLINK_NOFOLLOW);
+        ++n;
+    }
+    if (ec) throw StoreError(ErrorKind::io, "listing " + r.models_dir.string() + ": " + ec.message());
+    return n;
+}
+
+// Makes `p` a plain file of its own again: not a link of a store blob, with mode and mtime.
+void make_independent(Store& store, const RecordFile& f, const sfs::path& p,
+                      const sfs::path& overlay_copy) {
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+    bool shared = false;
+    if (auto sha = Sha256::from_hex(f.sha256)) {
+        struct stat bst;
+        sfs::path blob = store.blobs().path_of(*sha);
+        shared = ::stat(blob.c_str(), &bst) == 0 && bst.st_ino == st.st_ino &&
+                 bst.st_dev == st.st_dev;
+    }
+    if (!overlay_copy.empty()) {
+        struct stat ost;
+        // The overlay's hard link of a plain file: the view is gone, so is its copy.
+        if (::lstat(overlay_copy.c_str(), &ost) == 0 && ost.st_ino == st.st_ino &&
+            ost.st_dev == st.st_dev)
+            ::unlink(overlay_copy.c_str());
+    }
+    const unsigned mode = f.mode ? f.mode : 0644;
+    if (shared) {
+        sfs::path tmp = p;
+        tmp += ".modelfs-unadopt.tmp";
+        sfs::remove(tmp);
+        detail::copy_file_durable(p, tmp, mode);
+        if (::rename(tmp.c_str(), p.c_str()) != 0)
+            throw_errno("renaming " + tmp.string() + " to " + p.string(), errno);
+    } else if (::chmod(p.c_str(), mode) != 0) {
+        throw_errno("chmod " + p.string(), errno);
+    }
+    if (f.mtime_ns) {
+        struct timespec ts[2];
+        ts[0].tv_nsec = UTIME_OMIT;
+        ts[1].tv_sec = f.mtime_ns / 1000000000;
+        ts[1].tv_nsec = f.mtime_ns % 1000000000;
+        ::utimensat(AT_FDCWD, p.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+    }
+}
+
+}  // namespace
+
+std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& roots) {
+    std::vector<UnadoptOutcome> out;
+    for (auto& r : load_records(store.root())) {
+        if (!selected(r, roots)) continue;
+        UnadoptOutcome u;
+        u.id = r.id;
+        if (r.state == "unadopted") {
+            u.status = "not adopted (unadopted before)";
+            u.ok = true;
+            out.push_back(std::move(u));
+            continue;
+        }
+        try {
+            const sfs::path tmp = sfs::path(r.models_dir.string() + ".modelfs-restore");
+            if (is_mountpoint(r.mountpoint)) {
+                // Everything in a leftover restore folder is still shown by the mount.
+                sfs::remove_all(tmp);
+                sfs::create_directories(tmp);
+                u.added = copy_missing(r, tmp);
+                std::string why;
+                if (!detail::stop_mount(r.mountpoint, &why)) {
+                    sfs::remove_all(tmp);
+                    throw StoreError(ErrorKind::conflict,
+                                     r.mountpoint.string() + " is busy (" + why + "): stop " +
+                                         r.tool + " (and anything else using files there), then "
+                                         "run `modelfs unadopt` again; nothing was changed");
+                }
+            }
+            // The mountpoint folder adopt made.
+            if (sfs::exists(sfs::symlink_status(r.backup)) && sfs::is_directory(r.models_dir) &&
+                sfs::is_empty(r.models_dir))
+                ::rmdir(r.models_dir.c_str());
+            if (!sfs::exists(sfs::symlink_status(r.models_dir))) {
+                if (sfs::exists(sfs::symlink_status(r.backup))) {
+                    if (::rename(r.backup.c_str(), r.models_dir.c_str()) != 0)
+                        throw_errno("renaming " + r.backup.string() + " back to " +
+                                        r.models_dir.string(),
+                                    errno);
+                } else {
+                    sfs::create_directories(r.models_dir);
+                }
+                detail::fsync_dir(r.models_dir.parent_path());
+            } else if (sfs::exists(sfs::symlink_status(r.backup))) {
+                throw StoreError(ErrorKind::conflict,
+                                 "both " + r.models_dir.string() + " (not empty) and " +
+                                     r.backup.string() +
+                                     " exist; move the files you want out of one of them, "
+                                     "remove it, and run `modelfs unadopt` again");
+            }
+            // Models added through the mount, and what confirm removed from the backup.
+            std::error_code ec;
+            if (sfs::exists(tmp)) {
+                std::vector<sfs::path> files;
+                for (auto it = sfs::recursive_directory_iterator(tmp, ec);
+                     !ec && it != decltype(it)(); it.increment(ec))
+                    if (!it->is_directory(ec)) files.push_back(it->path());
+                    else
+                        sfs::create_directories(r.models_dir / it->path().lexically_relative(tmp));
+                for (const auto& p : files) {
+                    sfs::path dst = r.models_dir / p.lexically_relative(tmp);
+                    if (sfs::exists(sfs::symlink_status(dst))) continue;
+                    sfs::create_directories(dst.parent_path());
+                    if (::rename(p.c_str(), dst.c_str()) != 0)
+                        throw_errno("moving " + p.string() + " to " + dst.string(), errno);
+                }
+                sfs::remove_all(tmp);
+            }
+            const sfs::path overlay = store.root() / "views" / r.view;
+            std::size_t restored = 0;
+            for (const auto& f : r.files) {
+                if (f.action != Action::store && f.action != Action::store_in_place &&
+                    f.action != Action::overlay)
+                    continue;
+                sfs::path rel;
+                const bool inside = is_under(f.path, r.models_dir, &rel);
+                sfs::path p = f.replaced ? f.path : f.real;
+                make_independent(store, f, p,
+                                 f.action == Action::overlay && inside ? overlay / rel
+                                                                       : sfs::path());
+                ++restored;
+            }
+            u.restored = restored;
+            r.state = "unadopted";
+            save_record(store.root(), r);
+            u.status = "unadopted";
+            u.ok = true;
+        } catch (const std::exception& e) {
+            u.status = std::string("failed: ") + e.what();
+            spdlog::error("unadopt {}: {}", r.root.string(), e.what());
+        }
+        out.push_back(std::move(u));
+    }
+    return out;
+}
+
+}  // namespace modelfs::adopt
