@@ -74,6 +74,8 @@ void add_version_commands(CLI::App& app, Globals& g, Runner& run);
 void add_lock_commands(CLI::App& app, Globals& g, Runner& run);
 // `modelfs config` (cmd_config.cpp): the effective settings and where each came from.
 void add_config(CLI::App& app, Globals& g, Runner& run);
+// adopt, unadopt, adopted (cmd_adopt.cpp): installed tools' models folders into the store and back.
+void add_adopt_commands(CLI::App& app, Globals& g, Runner& run);
 
 // Output helpers.
 void print_json(const nlohmann::json& j);

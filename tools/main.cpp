@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
     add_version_commands(app, g, run);
     add_lock_commands(app, g, run);
     add_config(app, g, run);
+    add_adopt_commands(app, g, run);
 
     // mount.fuse3 runs `modelfs STORE MOUNTPOINT -o OPTIONS` for `mount -t fuse.modelfs` and
     // fstab entries: no subcommand, so CLI11 would refuse it.

@@ -156,14 +156,15 @@ int run_capture(const std::vector<std::string>& argv, std::string* err) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-void start_mount(const Record& r, const sfs::path& store_root, const sfs::path& binary,
-                 std::chrono::milliseconds timeout) {
-    // /proc/self/exe must be resolved here: the child's own would be itself, which is right
-    // for the CLI but names it by a path that execv accepts only as it is.
+void start_mount(const Record& r, const sfs::path& store_root, const RunOptions& opts) {
     std::string err;
-    int rc = run_capture({binary.string(), "--store", store_root.string(), "mount", "--view",
-                          r.view, r.mountpoint.string()},
-                         &err);
+    std::vector<std::string> argv = {opts.binary.string(), "--store", store_root.string()};
+    argv.insert(argv.end(), opts.global_args.begin(), opts.global_args.end());
+    for (const char* a : {"mount", "--view"}) argv.emplace_back(a);
+    argv.push_back(r.view);
+    argv.push_back(r.mountpoint.string());
+    int rc = run_capture(argv, &err);
+    const auto timeout = opts.mount_timeout;
     auto until = std::chrono::steady_clock::now() + timeout;
     while (!is_mountpoint(r.mountpoint) && std::chrono::steady_clock::now() < until)
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -314,7 +315,7 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
                                  " exist; move one of them away, then run adopt again");
         }
         place_overlay(store, r);
-        detail::start_mount(r, store.root(), opts.binary, opts.mount_timeout);
+        detail::start_mount(r, store.root(), opts);
     } catch (...) {
         undo();
         throw;

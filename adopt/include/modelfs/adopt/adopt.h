@@ -153,6 +153,8 @@ nlohmann::json record_json(const Record& r);
 struct RunOptions {
     // The modelfs program that mounts the views (`BINARY --store STORE mount --view V DIR`).
     std::filesystem::path binary = "/proc/self/exe";
+    // Global options put before `mount` (`--config FILE`).
+    std::vector<std::string> global_args;
     bool verify = false;  // after mounting, read every path back and compare SHA-256
     std::chrono::milliseconds mount_timeout{10000};
     Progress* progress = nullptr;  // cross-filesystem copies
