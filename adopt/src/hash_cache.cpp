@@ -74,8 +74,16 @@ bool stat_matches(const HashedFile& h, const struct stat& st) {
 class CacheWriter {
   public:
     explicit CacheWriter(const sfs::path& file) : name_(file.string()) {
-        fd_.reset(::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+        fd_.reset(::open(file.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
         if (!fd_) throw_errno("opening the hash cache " + name_, errno);
+        // A crash may have torn the last line: end it, so the next line is whole.
+        struct stat st;
+        if (::fstat(fd_.get(), &st) == 0 && st.st_size > 0) {
+            char last = '\n';
+            if (::pread(fd_.get(), &last, 1, st.st_size - 1) == 1 && last != '\n' &&
+                ::write(fd_.get(), "\n", 1) != 1)
+                throw_errno("appending to " + name_, errno);
+        }
         last_sync_ = std::chrono::steady_clock::now();
     }
     ~CacheWriter() {

@@ -92,8 +92,16 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
         // its path. The others are kept as plain overlay files at their paths.
         std::map<std::string, std::size_t> claimed;  // model key -> index in ip.files
         std::map<std::string, std::size_t> by_view_rel;
-        for (const auto& f : ip.scan.files) {
-            PlannedFile pf;
+        // Models before sidecars (a sidecar's fate follows its model's); files stay in scan order.
+        ip.files.resize(ip.scan.files.size());
+        for (std::size_t i = 0; i < ip.scan.files.size(); ++i)
+            if (ip.scan.files[i].kind == ScannedFile::Kind::model)
+                by_view_rel[ip.scan.files[i].view_rel] = i;
+        for (int pass = 0; pass < 2; ++pass)
+        for (std::size_t index = 0; index < ip.scan.files.size(); ++index) {
+            const ScannedFile& f = ip.scan.files[index];
+            if ((f.kind == ScannedFile::Kind::sidecar) != (pass == 1)) continue;
+            PlannedFile& pf = ip.files[index];
             pf.file = f;
             const bool inside = in_models(f, inst);
             if (is_hashed_kind(f)) {
@@ -196,7 +204,7 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                     if (showable) {
                         pf.action = f.replaced ? Action::store : Action::store_in_place;
                         pf.model = key;
-                        if (f.kind == ScannedFile::Kind::model) claimed[key] = ip.files.size();
+                        if (f.kind == ScannedFile::Kind::model) claimed[key] = index;
                     } else if (inside && !layout_model_path(*layout, f.view_rel)) {
                         pf.action = Action::overlay;
                     } else if (inside) {
@@ -208,8 +216,6 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                     break;
                 }
             }
-            if (f.kind == ScannedFile::Kind::model) by_view_rel[f.view_rel] = ip.files.size();
-            ip.files.push_back(std::move(pf));
         }
         plan.installs.push_back(std::move(ip));
     }

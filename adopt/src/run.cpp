@@ -3,12 +3,14 @@
 // The record is written before anything in the user's tree moves, so a rerun after a crash at
 // any point finishes the switch from it (see store/FORMAT.md, "Adopted installs").
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -549,6 +551,8 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
                     }
                 }
                 save_record(store.root(), r);
+                // Test hook: a crash between the record and the switch.
+                if (std::getenv("MODELFS_ADOPT_TEST_KILL_AFTER_RECORD")) ::raise(SIGKILL);
             }
             switch_over(store, r, opts, out);
             for (const auto& f : r.files) {

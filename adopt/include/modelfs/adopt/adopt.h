@@ -177,7 +177,8 @@ struct RunReport {
 
 // Commits, records and switches every install of the plan (installs with `skip` set are only
 // reported; with `resume`, the switch continues from the record). Never loses a file: a failure
-// before the mount is up renames the backup back.
+// before the mount is up renames the backup back. Test hook: $MODELFS_ADOPT_TEST_KILL_AFTER_RECORD
+// raises SIGKILL right after the record is written, before the switch.
 RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts = {});
 
 // Is a FUSE file system mounted exactly at `dir` (per /proc/self/mountinfo)?

@@ -1,0 +1,513 @@
+// `modelfs adopt` on synthetic A1111 + ComfyUI installs sharing models, through the library with
+// real stores and real mounts (the mounts adopt starts itself, by running the modelfs binary).
+// The installs are scanned by tests/adopt/fake_scan.h until scan_install lands.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "fake_scan.h"
+#include "modelfs/adopt/adopt.h"
+#include "modelfs/store/store.h"
+#include "support/test_env.h"
+
+namespace sfs = std::filesystem;
+using namespace modelfs;
+using namespace modelfs::adopt;
+using modelfs::testing::TempDir;
+using modelfs::testing::sha256_hex_of_file;
+using modelfs::testing::write_random_file;
+using modelfs::testing::write_text_file;
+
+namespace {
+
+constexpr std::uint64_t kC1 = 204800, kP1 = 1000, kC2 = 102400, kC3a = 51200, kC3b = 61440,
+                        kC5 = 81920;
+
+bool fuse_available() { return ::access("/dev/fuse", R_OK | W_OK) == 0; }
+
+void unmount_hard(const sfs::path& p) {
+    if (!is_mountpoint(p)) return;
+    std::system(("/bin/fusermount3 -u '" + p.string() + "' 2>/dev/null").c_str());
+    for (int i = 0; i < 100 && is_mountpoint(p); ++i) ::usleep(20000);
+    if (is_mountpoint(p)) ::umount2(p.c_str(), MNT_DETACH);
+}
+
+std::uint64_t blocks_of(const sfs::path& p) {
+    struct stat st;
+    return ::lstat(p.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_blocks) * 512 : 0;
+}
+
+class AdoptTest : public ::testing::Test {
+  protected:
+    TempDir tmp{"modelfs-adopt"};
+    sfs::path store_root, a1111, comfy, outside;
+    std::map<sfs::path, std::string> before;  // every path a tool reads -> SHA-256
+    std::map<sfs::path, unsigned> modes;
+
+    void SetUp() override {
+        ::setenv("MODELFS_CONFIG", "/dev/null", 1);
+        store_root = tmp / "store";
+        make_installs(tmp.path());
+        Store::init(store_root);
+    }
+    void TearDown() override {
+        // Always unmount, even when the test failed half-way.
+        for (const auto& r : {a1111, comfy}) unmount_hard(r / "models");
+    }
+
+    void make_installs(const sfs::path& base) {
+        a1111 = base / "stable-diffusion-webui";
+        comfy = base / "ComfyUI";
+        outside = base / "shared-vae";
+        const sfs::path am = a1111 / "models", cm = comfy / "models";
+        for (auto d : {am / "Stable-diffusion", am / "Lora", cm / "checkpoints", cm / "loras",
+                       cm / "vae", cm / "extra", outside})
+            sfs::create_directories(d);
+        write_text_file(a1111 / "webui.py", "# a1111\n");
+        write_text_file(comfy / "main.py", "# comfy\n");
+        write_random_file(am / "Stable-diffusion/sdxl.safetensors", kC1, 1);
+        write_random_file(am / "Stable-diffusion/sdxl.preview.png", kP1, 2);
+        write_text_file(am / "Stable-diffusion/notes.txt", "my notes\n");
+        write_random_file(am / "Lora/style.safetensors", kC2, 3);
+        write_random_file(am / "Lora/style_copy.safetensors", kC2, 3);  // another name
+        write_random_file(am / "Lora/clash.safetensors", kC3a, 4);
+        sfs::create_symlink("/nonexistent/gone.safetensors", am / "Lora/broken.safetensors");
+        write_random_file(outside / "vae.safetensors", kC5, 5);
+        sfs::create_directory_symlink(outside, am / "VAE");  // StabilityMatrix-style link
+
+        write_random_file(cm / "checkpoints/sdxl.safetensors", kC1, 1);
+        write_random_file(cm / "checkpoints/sdxl.preview.png", kP1, 2);
+        write_random_file(cm / "loras/style.safetensors", kC2, 3);
+        sfs::create_hard_link(cm / "loras/style.safetensors", cm / "loras/hard.safetensors");
+        write_random_file(cm / "loras/clash.safetensors", kC3b, 6);  // same name, other bytes
+        write_random_file(cm / "vae/vae.safetensors", kC5, 5);
+        write_text_file(cm / "extra/info.txt", "plain\n");
+
+        for (const auto& root : {am, cm})
+            for (auto it = sfs::recursive_directory_iterator(
+                     root, sfs::directory_options::follow_directory_symlink);
+                 it != decltype(it)(); ++it) {
+                if (!sfs::is_regular_file(it->path())) continue;  // follows VAE -> outside
+                before[it->path()] = sha256_hex_of_file(it->path());
+                modes[it->path()] = sfs::status(it->path()).permissions() == sfs::perms::none
+                                        ? 0
+                                        : static_cast<unsigned>(sfs::status(it->path()).permissions());
+            }
+        ASSERT_EQ(before.size(), 14u);
+    }
+
+    std::vector<InstallScan> scans() {
+        return {fake::fake_scan("a1111", a1111), fake::fake_scan("comfyui", comfy)};
+    }
+
+    RunOptions run_options() {
+        RunOptions o;
+        o.binary = modelfs::testing::modelfs_binary();
+        return o;
+    }
+
+    RunReport adopt_all(Plan* out_plan = nullptr) {
+        Store store = Store::open(store_root);
+        auto s = scans();
+        auto h = hash_scans(store_root, s, {2, nullptr});
+        Plan plan = make_plan(store, std::move(s), h);
+        auto rep = run_plan(store, plan, run_options());
+        if (out_plan) *out_plan = std::move(plan);
+        return rep;
+    }
+
+    void expect_every_path_reads_the_same() {
+        for (const auto& [p, sha] : before) {
+            ASSERT_TRUE(sfs::exists(p)) << p;
+            EXPECT_EQ(sha256_hex_of_file(p), sha) << p;
+        }
+    }
+
+    // After unadopt: plain files with the original bytes and mode, none a store blob's inode.
+    void expect_plain_again() {
+        Store store = Store::open(store_root);
+        for (const auto& [p, sha] : before) {
+            struct stat st;
+            ASSERT_EQ(::lstat(p.c_str(), &st), 0) << p;
+            EXPECT_TRUE(S_ISREG(st.st_mode)) << p;
+            EXPECT_EQ(sha256_hex_of_file(p), sha) << p;
+            EXPECT_EQ(st.st_mode & 07777, modes[p] & 07777) << p;
+            struct stat bst;
+            auto blob = store.blobs().path_of(*Sha256::from_hex(sha));
+            if (::stat(blob.c_str(), &bst) == 0) {
+                EXPECT_FALSE(bst.st_ino == st.st_ino && bst.st_dev == st.st_dev)
+                    << p << " is still the store's blob";
+            }
+        }
+        EXPECT_FALSE(is_mountpoint(a1111 / "models"));
+        EXPECT_FALSE(is_mountpoint(comfy / "models"));
+        EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup"));
+        EXPECT_FALSE(sfs::exists(comfy / "models.modelfs-backup"));
+        EXPECT_TRUE(sfs::is_symlink(a1111 / "models/Lora/broken.safetensors"));
+        EXPECT_TRUE(sfs::is_symlink(a1111 / "models/VAE"));
+    }
+
+    const InstallPlan& install(const Plan& p, const std::string& tool) {
+        for (const auto& ip : p.installs)
+            if (ip.scan.install.tool == tool) return ip;
+        throw std::runtime_error("no " + tool);
+    }
+};
+
+#define REQUIRE_FUSE() \
+    if (!fuse_available()) GTEST_SKIP() << "no /dev/fuse"
+
+TEST_F(AdoptTest, DryRunNumbersAreExact) {
+    Store store = Store::open(store_root);
+    auto s = scans();
+    auto h = hash_scans(store_root, s, {2, nullptr});
+    EXPECT_EQ(h.hashed, 12u);  // models and sidecars, real paths (style/hard are two paths)
+    Plan plan = make_plan(store, std::move(s), h);
+    const auto& a = install(plan, "a1111");
+    const auto& c = install(plan, "comfyui");
+    EXPECT_EQ(a.totals.files, 8u);
+    EXPECT_EQ(a.totals.stored, 6u);
+    EXPECT_EQ(a.totals.plain, 1u);
+    EXPECT_EQ(a.totals.not_adopted, 1u);  // the broken link
+    EXPECT_EQ(a.totals.clashes, 1u);
+    EXPECT_EQ(a.totals.dup_groups, 4u);  // sdxl, its preview, style, vae
+    EXPECT_EQ(a.totals.bytes_freed, kC2);  // style_copy
+    EXPECT_EQ(a.totals.bytes, kC1 + kP1 + 2 * kC2 + kC3a + kC5);
+    EXPECT_EQ(c.totals.files, 7u);
+    EXPECT_EQ(c.totals.stored, 6u);
+    EXPECT_EQ(c.totals.plain, 1u);
+    EXPECT_EQ(c.totals.clashes, 1u);
+    EXPECT_EQ(c.totals.dup_groups, 4u);
+    // The hard-linked pair counts once; the vae's keeper is the file outside the models folder.
+    EXPECT_EQ(c.totals.bytes_freed, kC1 + kP1 + kC2 + kC5);
+    EXPECT_EQ(plan.total.dup_groups, 4u);
+    EXPECT_EQ(plan.total.bytes_freed, kC1 + kP1 + 2 * kC2 + kC5);
+    EXPECT_EQ(plan.total.files, 15u);
+    EXPECT_EQ(a.kept_in_place.size(), 1u);
+
+    const std::string text = plan_text(plan);
+    EXPECT_NE(text.find("4 duplicate groups"), std::string::npos) << text;
+    EXPECT_NE(text.find("clash: lora/clash"), std::string::npos) << text;
+    EXPECT_NE(text.find("broken link; it stays in"), std::string::npos) << text;
+    EXPECT_NE(text.find("same content under different names"), std::string::npos) << text;
+    EXPECT_NE(text.find("kept in place, shared with the store: " + outside.string()),
+              std::string::npos)
+        << text;
+    auto j = plan_json(plan);
+    EXPECT_EQ(j["total"]["bytes_freed"].get<std::uint64_t>(), kC1 + kP1 + 2 * kC2 + kC5);
+    // A dry run changes nothing.
+    EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup"));
+    EXPECT_EQ(Store::open(store_root).stats().models, 0u);
+}
+
+TEST_F(AdoptTest, AdoptConfirmUnadopt) {
+    REQUIRE_FUSE();
+    Plan plan;
+    auto rep = adopt_all(&plan);
+    ASSERT_TRUE(rep.ok()) << rep.installs[0].status << " / " << rep.installs[1].status;
+    EXPECT_TRUE(is_mountpoint(a1111 / "models"));
+    EXPECT_TRUE(is_mountpoint(comfy / "models"));
+    EXPECT_NE(rep.installs[0].fstab_line.find(" fuse.modelfs view=a1111,nofail 0 0"),
+              std::string::npos);
+    EXPECT_NE(rep.installs[0].systemd_unit.find("Type=fuse.modelfs"), std::string::npos);
+    expect_every_path_reads_the_same();
+    {
+        Store store = Store::open(store_root);
+        // The clash: two versions, each view pinned to its own.
+        Model m = *store.catalog().read().get_model("lora/clash");
+        EXPECT_EQ(m.versions.size(), 2u);
+        EXPECT_EQ(m.pins.size(), 2u);
+    }
+    // Nothing is freed before confirm; the duplicates still occupy their blocks.
+    std::uint64_t expect_freed = 0;
+    for (auto rel : {"checkpoints/sdxl.safetensors", "checkpoints/sdxl.preview.png",
+                     "loras/style.safetensors", "vae/vae.safetensors"})
+        expect_freed += blocks_of(comfy / "models.modelfs-backup" / rel);
+    expect_freed += blocks_of(a1111 / "models.modelfs-backup/Lora/style_copy.safetensors");
+    struct stat st;
+    ASSERT_EQ(::stat((comfy / "models.modelfs-backup/loras/hard.safetensors").c_str(), &st), 0);
+    EXPECT_EQ(st.st_nlink, 2u);  // style + hard, not in the store (the a1111 copy is the keeper)
+    ASSERT_EQ(
+        ::stat((a1111 / "models.modelfs-backup/Stable-diffusion/sdxl.safetensors").c_str(), &st),
+        0);
+    EXPECT_EQ(st.st_nlink, 2u);  // the keeper: the backup's name and the blob's
+
+    Store store = Store::open(store_root);
+    auto conf = confirm(store, {});
+    ASSERT_EQ(conf.size(), 2u);
+    std::uint64_t freed = 0;
+    for (const auto& c : conf) {
+        EXPECT_TRUE(c.ok) << c.status;
+        freed += c.bytes_freed;
+    }
+    EXPECT_EQ(freed, expect_freed);
+    // What the store lacks stays: the broken link and the folder link.
+    EXPECT_TRUE(sfs::is_symlink(a1111 / "models.modelfs-backup/Lora/broken.safetensors"));
+    EXPECT_FALSE(sfs::exists(comfy / "models.modelfs-backup"));
+    expect_every_path_reads_the_same();
+
+    auto un = unadopt(store, {});
+    ASSERT_EQ(un.size(), 2u);
+    for (const auto& u : un) EXPECT_TRUE(u.ok) << u.status;
+    expect_plain_again();
+    // Unadopted records; adopting again starts afresh.
+    for (const auto& r : load_records(store_root)) EXPECT_EQ(r.state, "unadopted");
+}
+
+TEST_F(AdoptTest, UnadoptBeforeConfirmRestoresTheOriginalTree) {
+    REQUIRE_FUSE();
+    auto rep = adopt_all();
+    ASSERT_TRUE(rep.ok()) << rep.installs[0].status;
+    expect_every_path_reads_the_same();
+    // A model added through the mount after adopting comes back too.
+    write_random_file(comfy / "models/loras/new.safetensors", 4096, 77);
+    const std::string new_sha = sha256_hex_of_file(comfy / "models/loras/new.safetensors");
+    Store store = Store::open(store_root);
+    auto un = unadopt(store, {comfy});
+    ASSERT_EQ(un.size(), 1u);
+    EXPECT_TRUE(un[0].ok) << un[0].status;
+    EXPECT_EQ(un[0].added, 1u);
+    EXPECT_EQ(sha256_hex_of_file(comfy / "models/loras/new.safetensors"), new_sha);
+    EXPECT_TRUE(is_mountpoint(a1111 / "models"));
+    un = unadopt(store, {a1111});
+    ASSERT_EQ(un.size(), 1u);
+    EXPECT_TRUE(un[0].ok) << un[0].status;
+    expect_plain_again();
+    // The inode comfy's two names share is shared again.
+    struct stat s1, s2;
+    ::stat((comfy / "models/loras/style.safetensors").c_str(), &s1);
+    ::stat((comfy / "models/loras/hard.safetensors").c_str(), &s2);
+    EXPECT_EQ(s1.st_ino, s2.st_ino);
+}
+
+TEST_F(AdoptTest, SecondAdoptIsANoOp) {
+    REQUIRE_FUSE();
+    ASSERT_TRUE(adopt_all().ok());
+    Store store = Store::open(store_root);
+    // What the CLI does for an adopted install: no scan through the mount.
+    std::vector<InstallScan> s(2);
+    s[0].install = fake::fake_scan("a1111", a1111 / "models.modelfs-backup/..").install;
+    s[0].install.root = sfs::canonical(a1111);
+    s[0].install.models_dir = s[0].install.root / "models";
+    s[1].install = s[0].install;
+    s[1].install.tool = "comfyui";
+    s[1].install.root = sfs::canonical(comfy);
+    s[1].install.models_dir = s[1].install.root / "models";
+    auto h = hash_scans(store_root, s);
+    EXPECT_EQ(h.hashed + h.cached, 0u);
+    Plan plan = make_plan(store, std::move(s), h);
+    for (const auto& ip : plan.installs)
+        EXPECT_EQ(ip.skip.rfind("already adopted", 0), 0u) << ip.skip;
+    auto rep = run_plan(store, plan, run_options());
+    EXPECT_TRUE(rep.ok());
+    EXPECT_NE(plan_text(plan).find("already adopted (mounted)"), std::string::npos);
+    expect_every_path_reads_the_same();
+    // A different install of an adopted tool is refused.
+    TempDir other("modelfs-adopt-other");
+    sfs::create_directories(other / "a/models/Lora");
+    write_random_file(other / "a/models/Lora/x.safetensors", 1000, 9);
+    std::vector<InstallScan> s2{fake::fake_scan("a1111", other / "a")};
+    auto h2 = hash_scans(store_root, s2);
+    Plan p2 = make_plan(store, std::move(s2), h2);
+    EXPECT_NE(p2.installs[0].skip.find("another a1111 install"), std::string::npos);
+}
+
+TEST_F(AdoptTest, InterruptedHashingResumes) {
+    auto s = scans();
+    // Torn last line of an earlier crash: ignored.
+    sfs::create_directories(adopt_dir(store_root));
+    {
+        std::ofstream(adopt_dir(store_root) / "hashes.jsonl") << "{\"path\": \"/x\", \"si";
+    }
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        ::setenv("MODELFS_ADOPT_TEST_KILL_AFTER", "5", 1);
+        hash_scans(store_root, s, {1, nullptr});
+        ::_exit(0);  // not reached: the hook kills the child after 5 files
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status));
+    EXPECT_EQ(WTERMSIG(status), SIGKILL);
+    auto h = hash_scans(store_root, s, {2, nullptr});
+    EXPECT_EQ(h.cached, 5u);
+    EXPECT_EQ(h.hashed, 7u);
+    // A file changed since: hashed again.
+    write_random_file(a1111 / "models/Lora/clash.safetensors", kC3a, 44);
+    auto h2 = hash_scans(store_root, scans(), {2, nullptr});
+    EXPECT_EQ(h2.cached, 11u);
+    EXPECT_EQ(h2.hashed, 1u);
+    EXPECT_EQ(h2.files.at(sfs::canonical(a1111 / "models/Lora/clash.safetensors"))
+                  .digests.sha256.hex(),
+              sha256_hex_of_file(a1111 / "models/Lora/clash.safetensors"));
+}
+
+TEST_F(AdoptTest, CrashBetweenRecordAndMountResumes) {
+    REQUIRE_FUSE();
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        ::setenv("MODELFS_ADOPT_TEST_KILL_AFTER_RECORD", "1", 1);
+        adopt_all();
+        ::_exit(0);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status));
+    auto rec = load_record(store_root, "a1111");
+    ASSERT_TRUE(rec);
+    EXPECT_EQ(rec->state, "recorded");
+    EXPECT_FALSE(is_mountpoint(a1111 / "models"));
+    expect_every_path_reads_the_same();  // nothing moved yet
+    Plan plan;
+    auto rep = adopt_all(&plan);
+    EXPECT_TRUE(install(plan, "a1111").resume);
+    ASSERT_TRUE(rep.ok()) << rep.installs[0].status << " / " << rep.installs[1].status;
+    EXPECT_TRUE(is_mountpoint(a1111 / "models"));
+    EXPECT_TRUE(is_mountpoint(comfy / "models"));
+    expect_every_path_reads_the_same();
+    EXPECT_EQ(load_record(store_root, "a1111")->state, "mounted");
+}
+
+TEST_F(AdoptTest, BusyMountpointAtUnadoptChangesNothing) {
+    REQUIRE_FUSE();
+    ASSERT_TRUE(adopt_all().ok());
+    Store store = Store::open(store_root);
+    {
+        int fd = ::open((a1111 / "models/Lora/style.safetensors").c_str(), O_RDONLY);
+        ASSERT_GE(fd, 0);
+        auto un = unadopt(store, {a1111});
+        ::close(fd);
+        ASSERT_EQ(un.size(), 1u);
+        EXPECT_FALSE(un[0].ok);
+        EXPECT_NE(un[0].status.find("stop a1111"), std::string::npos) << un[0].status;
+    }
+    EXPECT_TRUE(is_mountpoint(a1111 / "models"));
+    EXPECT_TRUE(sfs::exists(a1111 / "models.modelfs-backup"));
+    EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-restore"));
+    EXPECT_EQ(load_record(store_root, "a1111")->state, "mounted");
+    expect_every_path_reads_the_same();
+    auto un = unadopt(store, {});
+    for (const auto& u : un) EXPECT_TRUE(u.ok) << u.status;
+    expect_plain_again();
+}
+
+TEST_F(AdoptTest, FileChangedAfterHashingStaysInTheBackup) {
+    REQUIRE_FUSE();
+    // A model only ComfyUI has (of a shared name, the view would show the other tool's).
+    const sfs::path changed = comfy / "models/loras/only.safetensors";
+    write_random_file(changed, 5000, 98);
+    Store store = Store::open(store_root);
+    auto s = scans();
+    auto h = hash_scans(store_root, s);
+    Plan plan = make_plan(store, std::move(s), h);
+    // Changed between hashing and the commit.
+    write_random_file(changed, 5010, 99);
+    const std::string changed_sha = sha256_hex_of_file(changed);
+    auto rep = run_plan(store, plan, run_options());
+    ASSERT_TRUE(rep.ok());
+    const auto& c = rep.installs[1];
+    EXPECT_EQ(c.changing, 1u);
+    EXPECT_FALSE(sfs::exists(changed));  // not shown
+    EXPECT_EQ(sha256_hex_of_file(comfy / "models.modelfs-backup/loras/only.safetensors"),
+              changed_sha);
+    auto un = unadopt(store, {});
+    for (const auto& u : un) EXPECT_TRUE(u.ok) << u.status;
+    EXPECT_EQ(sha256_hex_of_file(changed), changed_sha);
+}
+
+// The store on another filesystem (tmpfs): files are copied into it, verified, and the
+// originals stay untouched until confirm.
+TEST(AdoptCrossFs, CopiesVerifiesAndMounts) {
+    if (!fuse_available()) GTEST_SKIP() << "no /dev/fuse";
+    if (!sfs::exists("/dev/shm")) GTEST_SKIP() << "no /dev/shm";
+    ::setenv("MODELFS_CONFIG", "/dev/null", 1);
+    TempDir home("modelfs-adopt-xfs");
+    char shm[] = "/dev/shm/modelfs-adopt-XXXXXX";
+    ASSERT_NE(::mkdtemp(shm), nullptr);
+    const sfs::path store_root = sfs::path(shm) / "store";
+    struct Cleanup {
+        sfs::path m, s;
+        ~Cleanup() {
+            unmount_hard(m);
+            std::error_code ec;
+            sfs::remove_all(s, ec);
+        }
+    } cleanup{home / "webui/models", shm};
+    {
+        struct stat a, b;
+        ::stat(home.path().c_str(), &a);
+        ::stat(shm, &b);
+        if (a.st_dev == b.st_dev) GTEST_SKIP() << "/dev/shm is on the same filesystem";
+    }
+    sfs::create_directories(home / "webui/models/Lora");
+    write_random_file(home / "webui/models/Lora/a.safetensors", 300000, 1);
+    write_random_file(home / "webui/models/Lora/b.safetensors", 300000, 1);
+    write_text_file(home / "webui/models/Lora/readme.txt", "hi\n");
+    std::map<sfs::path, std::string> before;
+    for (auto n : {"a.safetensors", "b.safetensors", "readme.txt"})
+        before[home / "webui/models/Lora" / n] =
+            sha256_hex_of_file(home / "webui/models/Lora" / n);
+    Store::init(store_root);
+    Store store = Store::open(store_root);
+    std::vector<InstallScan> s{fake::fake_scan("a1111", home / "webui")};
+    auto h = hash_scans(store_root, s);
+    Plan plan = make_plan(store, std::move(s), h);
+    EXPECT_EQ(plan.installs[0].totals.bytes_freed, 300000u);
+    RunOptions o;
+    o.binary = modelfs::testing::modelfs_binary();
+    auto rep = run_plan(store, plan, o);
+    ASSERT_TRUE(rep.ok()) << rep.installs[0].status;
+    for (const auto& [p, sha] : before) EXPECT_EQ(sha256_hex_of_file(p), sha) << p;
+    // The originals are copies' sources, not linked: their mode is theirs.
+    struct stat st;
+    ::stat((home / "webui/models.modelfs-backup/Lora/a.safetensors").c_str(), &st);
+    EXPECT_EQ(st.st_nlink, 1u);
+    EXPECT_TRUE(store.blobs().exists(*Sha256::from_hex(before.begin()->second)));
+    auto un = unadopt(store, {});
+    ASSERT_EQ(un.size(), 1u);
+    EXPECT_TRUE(un[0].ok) << un[0].status;
+    for (const auto& [p, sha] : before) EXPECT_EQ(sha256_hex_of_file(p), sha) << p;
+}
+
+// Not enough room in the store's filesystem for the copy: refused up front, nothing changed.
+TEST(AdoptCrossFs, NotEnoughSpaceIsRefusedUpFront) {
+    if (::geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
+    ::setenv("MODELFS_CONFIG", "/dev/null", 1);
+    TempDir home("modelfs-adopt-nospace");
+    TempDir small("modelfs-adopt-small");
+    if (::mount("tmpfs", small.path().c_str(), "tmpfs", 0, "size=2m") != 0)
+        GTEST_SKIP() << "cannot mount a tmpfs: " << std::strerror(errno);
+    struct Umount {
+        sfs::path p;
+        ~Umount() { ::umount2(p.c_str(), MNT_DETACH); }
+    } um{small.path()};
+    sfs::create_directories(home / "webui/models/Lora");
+    write_random_file(home / "webui/models/Lora/big.safetensors", 8u << 20, 1);
+    Store::init(small / "store");
+    Store store = Store::open(small / "store");
+    std::vector<InstallScan> s{fake::fake_scan("a1111", home / "webui")};
+    auto h = hash_scans(small / "store", s);
+    Plan plan = make_plan(store, std::move(s), h);
+    RunOptions o;
+    o.binary = modelfs::testing::modelfs_binary();
+    auto rep = run_plan(store, plan, o);
+    ASSERT_FALSE(rep.ok());
+    EXPECT_NE(rep.installs[0].status.find("not enough space"), std::string::npos)
+        << rep.installs[0].status;
+    EXPECT_TRUE(sfs::is_regular_file(home / "webui/models/Lora/big.safetensors"));
+    EXPECT_FALSE(sfs::exists(home / "webui/models.modelfs-backup"));
+    EXPECT_EQ(store.stats().models, 0u);
+}
+
+}  // namespace
