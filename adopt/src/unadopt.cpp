@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "modelfs/adopt/adopt.h"
+#include "modelfs/fs/view_layout.h"
 #include "modelfs/store/errors.h"
 #include "run_internal.h"
 #include "util.h"
@@ -133,8 +134,38 @@ std::vector<ConfirmOutcome> confirm(Store& store, const std::vector<sfs::path>& 
 
 namespace {
 
-// Copies every file the mount shows that will not come back from the backup into `tmp`.
-std::size_t copy_missing(const Record& r, const sfs::path& tmp) {
+// Copies every file the mount shows that will not come back from the backup into `tmp`: what the
+// tool wrote (the overlay's plain files, models saved through the mount since adopting, their
+// sidecars). The view also shows the store's other models (another tool's); those stay out.
+std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
+                         std::vector<std::string>& notes) {
+    const auto layout = fs::ViewLayout::builtin(r.view);
+    const sfs::path overlay = store.root() / "views" / r.view;
+    auto txn = store.catalog().read();
+    std::set<sfs::path> copied_models;  // without extension, for their sidecars
+    std::size_t others = 0;
+    auto wanted = [&](const sfs::path& rel) {
+        if (sfs::exists(sfs::symlink_status(overlay / rel))) return true;
+        if (layout) {
+            if (auto vp = layout->classify(rel.string()); vp && !vp->ext.empty()) {
+                auto m = txn.get_model(model_key(vp->category, vp->name));
+                if (!m) return false;
+                const auto& v = m->versions.at(m->shown_in(r.view));
+                if (v.source.rfind("mount:", 0) == 0 && v.added >= r.created) {
+                    copied_models.insert(rel.parent_path() / rel.stem());
+                    return true;
+                }
+                return false;
+            }
+        }
+        // A sidecar of a model saved through the mount: "<stem>.<suffix>" beside it.
+        const std::string leaf = rel.filename().string();
+        for (const auto& m : copied_models)
+            if (m.parent_path() == rel.parent_path() &&
+                leaf.rfind(m.filename().string() + ".", 0) == 0)
+                return true;
+        return false;
+    };
     std::set<sfs::path> covered;  // mount paths that are a backup file shown elsewhere
     for (const auto& f : r.files) {
         if (f.shown_at.empty()) continue;
@@ -155,6 +186,14 @@ std::size_t copy_missing(const Record& r, const sfs::path& tmp) {
         }
         if (!S_ISREG(st.st_mode) || covered.count(p)) continue;
         if (sfs::exists(sfs::symlink_status(r.backup / rel))) continue;
+        // Adopted content confirm deleted from the backup comes back too.
+        const RecordFile* recorded = nullptr;
+        for (const auto& f : r.files)
+            if (f.replaced && f.path == p) recorded = &f;
+        if (!recorded && !wanted(rel)) {
+            ++others;
+            continue;
+        }
         sfs::create_directories((tmp / rel).parent_path());
         detail::copy_file_durable(p, tmp / rel, st.st_mode & 07777);
         struct timespec ts[2] = {st.st_atim, st.st_mtim};
@@ -162,6 +201,10 @@ std::size_t copy_missing(const Record& r, const sfs::path& tmp) {
         ++n;
     }
     if (ec) throw StoreError(ErrorKind::io, "listing " + r.models_dir.string() + ": " + ec.message());
+    if (others)
+        notes.push_back(std::to_string(others) +
+                        " files the view showed are other tools' models in the store; they stay "
+                        "there (modelfs mount shows them)");
     return n;
 }
 
@@ -224,7 +267,7 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                 // Everything in a leftover restore folder is still shown by the mount.
                 sfs::remove_all(tmp);
                 sfs::create_directories(tmp);
-                u.added = copy_missing(r, tmp);
+                u.added = copy_missing(store, r, tmp, u.notes);
                 std::string why;
                 if (!detail::stop_mount(r.mountpoint, &why)) {
                     sfs::remove_all(tmp);
