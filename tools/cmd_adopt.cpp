@@ -37,9 +37,10 @@ std::vector<adopt::Install> find_installs(const std::vector<std::string>& dirs) 
         if (!inst) {
             if (dirs.empty()) continue;
             throw StoreError(ErrorKind::not_found,
-                             p.string() + ": not an install of a tool modelfs knows (A1111, "
-                                          "Forge, SD.Next, ComfyUI, Fooocus); name the folder "
-                                          "that holds webui.py / main.py");
+                             p.string() +
+                                 ": not an install of a tool modelfs knows (A1111, "
+                                 "Forge, SD.Next, ComfyUI, Fooocus); name the folder "
+                                 "that holds webui.py / main.py");
         }
         out.push_back(std::move(*inst));
     }
@@ -54,12 +55,14 @@ void print_outcomes(const adopt::RunReport& rep) {
         if (!o.ok) continue;
         for (const auto& n : o.notes) std::printf("  %s\n", n.c_str());
         if (o.status != "adopted") continue;
-        std::printf("  %zu files in the store, %zu kept at their path, %zu not adopted, %zu "
-                    "changing\n",
-                    o.stored, o.overlay, o.left, o.changing);
-        std::printf("  the original tree is in %s until `modelfs adopt --confirm` deletes it; "
-                    "that frees %s\n",
-                    o.backup.c_str(), human_bytes(o.bytes_to_free).c_str());
+        std::printf(
+            "  %zu files in the store, %zu kept at their path, %zu not adopted, %zu "
+            "changing\n",
+            o.stored, o.overlay, o.left, o.changing);
+        std::printf(
+            "  the original tree is in %s until `modelfs adopt --confirm` deletes it; "
+            "that frees %s\n",
+            o.backup.c_str(), human_bytes(o.bytes_to_free).c_str());
         std::printf("  to mount the view at boot, add to /etc/fstab:\n    %s\n",
                     o.fstab_line.c_str());
         std::printf("  or as a systemd unit:\n");
@@ -135,8 +138,9 @@ int run_adopt(const Globals& g, const AdoptArgs& a) {
     }
     if (!a.yes) {
         if (!::isatty(0))
-            throw UsageError("adopt moves your model files into the store: check "
-                             "`modelfs adopt --dry-run`, then run it again with --yes");
+            throw UsageError(
+                "adopt moves your model files into the store: check "
+                "`modelfs adopt --dry-run`, then run it again with --yes");
         std::fputs(adopt::plan_text(plan).c_str(), stdout);
         std::printf("Adopt these installs? [y/N] ");
         std::fflush(stdout);
@@ -227,8 +231,8 @@ int run_adopted(const Globals& g) {
         return kOk;
     }
     for (const auto& r : recs)
-        std::printf("%-8s %-10s %s  (view over %s, %zu files, %s)\n", r.id.c_str(),
-                    r.state.c_str(), r.root.c_str(), r.models_dir.c_str(), r.files.size(),
+        std::printf("%-8s %-10s %s  (view over %s, %zu files, %s)\n", r.id.c_str(), r.state.c_str(),
+                    r.root.c_str(), r.models_dir.c_str(), r.files.size(),
                     format_time(r.updated).c_str());
     if (recs.empty() && !g.quiet) std::printf("no adopted installs\n");
     return kOk;

@@ -7,10 +7,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <set>
@@ -30,7 +30,9 @@ namespace modelfs::adopt {
 
 using detail::ns_of;
 
-sfs::path adopt_dir(const sfs::path& store_root) { return store_root / "adopt"; }
+sfs::path adopt_dir(const sfs::path& store_root) {
+    return store_root / "adopt";
+}
 
 namespace {
 
@@ -91,10 +93,14 @@ class CacheWriter {
     }
     // Returns how many lines this writer has appended.
     std::size_t append(const sfs::path& real, const HashedFile& h) {
-        json j = {{"path", real.string()},    {"dev", static_cast<std::uint64_t>(h.dev)},
-                  {"ino", static_cast<std::uint64_t>(h.ino)}, {"size", h.size},
-                  {"mtime_ns", h.mtime_ns},   {"ctime_ns", h.ctime_ns},
-                  {"sha256", h.digests.sha256.hex()}, {"xxh128", h.digests.xxh128.hex()}};
+        json j = {{"path", real.string()},
+                  {"dev", static_cast<std::uint64_t>(h.dev)},
+                  {"ino", static_cast<std::uint64_t>(h.ino)},
+                  {"size", h.size},
+                  {"mtime_ns", h.mtime_ns},
+                  {"ctime_ns", h.ctime_ns},
+                  {"sha256", h.digests.sha256.hex()},
+                  {"xxh128", h.digests.xxh128.hex()}};
         std::string line = j.dump() + "\n";
         std::lock_guard<std::mutex> lk(mu_);
         // One write per line on O_APPEND: lines never interleave; a crash tears only the last.
@@ -141,8 +147,11 @@ std::optional<HashedFile> hash_one(const sfs::path& real, Progress* progress, st
             return std::nullopt;
         }
         ::fstat(fd.get(), &after);
-        if (stat_matches(HashedFile{{}, static_cast<std::uint64_t>(before.st_size),
-                                    ns_of(before.st_mtim), ns_of(before.st_ctim), before.st_dev,
+        if (stat_matches(HashedFile{{},
+                                    static_cast<std::uint64_t>(before.st_size),
+                                    ns_of(before.st_mtim),
+                                    ns_of(before.st_ctim),
+                                    before.st_dev,
                                     before.st_ino},
                          after) &&
             h.digests.size == static_cast<std::uint64_t>(after.st_size)) {

@@ -76,7 +76,8 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
             if (rec->root != inst.root)
                 ip.skip = "another " + inst.tool + " install (" + rec->root.string() +
                           ") is adopted in this store; one install per tool per store (run "
-                          "`modelfs unadopt " + rec->root.string() + "` first)";
+                          "`modelfs unadopt " +
+                          rec->root.string() + "` first)";
             else if (rec->state == "recorded")
                 ip.resume = true;  // an interrupted run: finish the switch from the record
             else
@@ -97,126 +98,137 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
         for (std::size_t i = 0; i < ip.scan.files.size(); ++i)
             if (ip.scan.files[i].kind == ScannedFile::Kind::model)
                 by_view_rel[ip.scan.files[i].view_rel] = i;
-        for (int pass = 0; pass < 2; ++pass)
-        for (std::size_t index = 0; index < ip.scan.files.size(); ++index) {
-            const ScannedFile& f = ip.scan.files[index];
-            if ((f.kind == ScannedFile::Kind::sidecar) != (pass == 1)) continue;
-            PlannedFile& pf = ip.files[index];
-            pf.file = f;
-            const bool inside = in_models(f, inst);
-            if (is_hashed_kind(f)) {
-                auto h = hashes.files.find(f.real);
-                if (h != hashes.files.end()) pf.hash = h->second;
-            }
-            auto place_outside = [&](const std::string& why) {
-                pf.action = Action::left;
-                pf.note = "kept in place, not in the store: " + why;
-            };
-            switch (f.kind) {
-                case ScannedFile::Kind::broken_link:
+        // Of two files of one model name (foo.ckpt, foo.safetensors) the safetensors one wins.
+        auto pass_of = [](const ScannedFile& f) {
+            if (f.kind == ScannedFile::Kind::sidecar) return 2;
+            std::string e = f.ext;
+            for (auto& c : e) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            return f.kind == ScannedFile::Kind::model && e == ".safetensors" ? 0 : 1;
+        };
+        for (int pass = 0; pass < 3; ++pass)
+            for (std::size_t index = 0; index < ip.scan.files.size(); ++index) {
+                const ScannedFile& f = ip.scan.files[index];
+                if (pass_of(f) != pass) continue;
+                PlannedFile& pf = ip.files[index];
+                pf.file = f;
+                const bool inside = in_models(f, inst);
+                if (is_hashed_kind(f)) {
+                    auto h = hashes.files.find(f.real);
+                    if (h != hashes.files.end()) pf.hash = h->second;
+                }
+                auto place_outside = [&](const std::string& why) {
                     pf.action = Action::left;
-                    pf.note = "not adopted: " + f.path.string() + " -> " + f.link_target +
-                              ": broken link";
-                    break;
-                case ScannedFile::Kind::unreadable:
-                    pf.action = Action::left;
-                    pf.note = "not adopted: " + (f.problem.empty() ? f.path.string() : f.problem);
-                    break;
-                case ScannedFile::Kind::special:
-                    pf.action = Action::left;
-                    pf.note = "not adopted: " + f.path.string() + ": a socket, fifo or device";
-                    break;
-                case ScannedFile::Kind::plain:
-                    if (inside) {
-                        pf.action = Action::overlay;
-                        pf.note = "plain file, kept at its path";
-                    } else {
-                        place_outside("plain file outside the models folder");
-                    }
-                    break;
-                case ScannedFile::Kind::model:
-                case ScannedFile::Kind::sidecar: {
-                    if (!pf.hash) {
-                        auto fail = hashes.failed.find(f.real);
-                        std::string why = fail != hashes.failed.end() ? fail->second
-                                                                      : "not hashed";
-                        pf.action = why.find("changing") != std::string::npos ? Action::changing
-                                                                               : Action::left;
-                        pf.note = (pf.action == Action::changing ? "" : "not adopted: ") +
-                                  f.path.string() + ": " + why;
+                    pf.note = "kept in place, not in the store: " + why;
+                };
+                switch (f.kind) {
+                    case ScannedFile::Kind::broken_link:
+                        pf.action = Action::left;
+                        pf.note = "not adopted: " + f.path.string() + " -> " + f.link_target +
+                                  ": broken link";
                         break;
-                    }
-                    bool showable = false;
-                    std::string key;
-                    if (f.kind == ScannedFile::Kind::model) {
-                        key = model_key(f.category, f.name);
-                        Model m;
-                        m.category = f.category;
-                        m.name = f.name;
-                        ModelVersion v;
-                        v.blob = pf.hash->digests.sha256;
-                        v.ext = f.ext;
-                        auto at = layout->path_for(m, v);
-                        if (claimed.count(key)) {
-                            // A second file of one model name (foo.ckpt beside foo.safetensors):
-                            // the view shows one file per name, and in the overlay the mount
-                            // would ingest it as a new version of that model, hiding the first.
-                            pf.action = Action::left;
-                            pf.note = "not adopted: " + f.path.string() + ": the view shows one "
-                                      "file per model name and " + key + " is " +
-                                      ip.files[claimed[key]].file.path.filename().string() +
-                                      " (rename it and adopt again)";
+                    case ScannedFile::Kind::unreadable:
+                        pf.action = Action::left;
+                        pf.note =
+                            "not adopted: " + (f.problem.empty() ? f.path.string() : f.problem);
+                        break;
+                    case ScannedFile::Kind::special:
+                        pf.action = Action::left;
+                        pf.note = "not adopted: " + f.path.string() + ": a socket, fifo or device";
+                        break;
+                    case ScannedFile::Kind::plain:
+                        if (inside) {
+                            pf.action = Action::overlay;
+                            pf.note = "plain file, kept at its path";
+                        } else {
+                            place_outside("plain file outside the models folder");
+                        }
+                        break;
+                    case ScannedFile::Kind::model:
+                    case ScannedFile::Kind::sidecar: {
+                        if (!pf.hash) {
+                            auto fail = hashes.failed.find(f.real);
+                            std::string why =
+                                fail != hashes.failed.end() ? fail->second : "not hashed";
+                            pf.action = why.find("changing") != std::string::npos ? Action::changing
+                                                                                  : Action::left;
+                            pf.note = (pf.action == Action::changing ? "" : "not adopted: ") +
+                                      f.path.string() + ": " + why;
                             break;
                         }
-                        showable = at.has_value();
-                        if (at && *at != f.view_rel) {
-                            // A non-primary folder (A1111 LyCORIS/, ComfyUI unet/): the tool reads
-                            // the primary one as well, and a file left in the overlay here would
-                            // be moved there by the mount's ingest anyway.
-                            pf.shown_at = *at;
-                            pf.note = "shown at " + *at + " (the view's folder for " +
-                                      std::string(to_string(f.category)) + "), not at " +
-                                      f.view_rel;
-                        } else if (!at) {
-                            pf.note = "the view does not show " + key +
-                                      "; kept as a plain file at its path";
-                        }
-                    } else {
-                        auto m = by_view_rel.find(f.sidecar_of);
-                        if (m != by_view_rel.end()) {
-                            const PlannedFile& model = ip.files[m->second];
-                            showable = model.action == Action::store ||
-                                       model.action == Action::store_in_place;
-                            key = model.model;
-                            if (showable && !model.shown_at.empty()) {
-                                auto slash = model.shown_at.rfind('/');
-                                std::string dir = slash == std::string::npos
-                                                      ? ""
-                                                      : model.shown_at.substr(0, slash + 1);
-                                std::string leaf = model.shown_at.substr(dir.size());
-                                auto dot = leaf.rfind('.');
-                                pf.shown_at = dir + leaf.substr(0, dot) + f.suffix;
-                                pf.note = "shown at " + pf.shown_at + " beside its model";
+                        bool showable = false;
+                        std::string key;
+                        if (f.kind == ScannedFile::Kind::model) {
+                            key = model_key(f.category, f.name);
+                            Model m;
+                            m.category = f.category;
+                            m.name = f.name;
+                            ModelVersion v;
+                            v.blob = pf.hash->digests.sha256;
+                            v.ext = f.ext;
+                            auto at = layout->path_for(m, v);
+                            if (claimed.count(key)) {
+                                // A second file of one model name (foo.ckpt beside
+                                // foo.safetensors): the view shows one file per name, and in the
+                                // overlay the mount would ingest it as a new version of that model,
+                                // hiding the first.
+                                pf.action = Action::left;
+                                pf.note = "not adopted: " + f.path.string() +
+                                          ": the view shows one "
+                                          "file per model name and " +
+                                          key + " is " +
+                                          ip.files[claimed[key]].file.path.filename().string() +
+                                          " (rename it and adopt again)";
+                                break;
                             }
+                            showable = at.has_value();
+                            if (at && *at != f.view_rel) {
+                                // A non-primary folder (A1111 LyCORIS/, ComfyUI unet/): the tool
+                                // reads the primary one as well, and a file left in the overlay
+                                // here would be moved there by the mount's ingest anyway.
+                                pf.shown_at = *at;
+                                pf.note = "shown at " + *at + " (the view's folder for " +
+                                          std::string(to_string(f.category)) + "), not at " +
+                                          f.view_rel;
+                            } else if (!at) {
+                                pf.note = "the view does not show " + key +
+                                          "; kept as a plain file at its path";
+                            }
+                        } else {
+                            auto m = by_view_rel.find(f.sidecar_of);
+                            if (m != by_view_rel.end()) {
+                                const PlannedFile& model = ip.files[m->second];
+                                showable = model.action == Action::store ||
+                                           model.action == Action::store_in_place;
+                                key = model.model;
+                                if (showable && !model.shown_at.empty()) {
+                                    auto slash = model.shown_at.rfind('/');
+                                    std::string dir = slash == std::string::npos
+                                                          ? ""
+                                                          : model.shown_at.substr(0, slash + 1);
+                                    std::string leaf = model.shown_at.substr(dir.size());
+                                    auto dot = leaf.rfind('.');
+                                    pf.shown_at = dir + leaf.substr(0, dot) + f.suffix;
+                                    pf.note = "shown at " + pf.shown_at + " beside its model";
+                                }
+                            }
+                            if (!showable) pf.note = "sidecar of a model that is not in the store";
                         }
-                        if (!showable) pf.note = "sidecar of a model that is not in the store";
+                        if (showable) {
+                            pf.action = f.replaced ? Action::store : Action::store_in_place;
+                            pf.model = key;
+                            if (f.kind == ScannedFile::Kind::model) claimed[key] = index;
+                        } else if (inside && !layout_model_path(*layout, f.view_rel)) {
+                            pf.action = Action::overlay;
+                        } else if (inside) {
+                            pf.action = Action::left;
+                            pf.note = "not adopted: " + f.path.string() + ": " + pf.note;
+                        } else {
+                            place_outside(pf.note);
+                        }
+                        break;
                     }
-                    if (showable) {
-                        pf.action = f.replaced ? Action::store : Action::store_in_place;
-                        pf.model = key;
-                        if (f.kind == ScannedFile::Kind::model) claimed[key] = index;
-                    } else if (inside && !layout_model_path(*layout, f.view_rel)) {
-                        pf.action = Action::overlay;
-                    } else if (inside) {
-                        pf.action = Action::left;
-                        pf.note = "not adopted: " + f.path.string() + ": " + pf.note;
-                    } else {
-                        place_outside(pf.note);
-                    }
-                    break;
                 }
             }
-        }
         plan.installs.push_back(std::move(ip));
     }
 
@@ -347,10 +359,16 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
 }
 
 static json totals_json(const ToolTotals& t) {
-    return {{"files", t.files},           {"stored", t.stored},       {"bytes", t.bytes},
-            {"duplicate_groups", t.dup_groups}, {"bytes_freed", t.bytes_freed},
-            {"kept_at_path", t.overlay},  {"plain", t.plain},         {"clashes", t.clashes},
-            {"not_adopted", t.not_adopted}, {"changing", t.changing}};
+    return {{"files", t.files},
+            {"stored", t.stored},
+            {"bytes", t.bytes},
+            {"duplicate_groups", t.dup_groups},
+            {"bytes_freed", t.bytes_freed},
+            {"kept_at_path", t.overlay},
+            {"plain", t.plain},
+            {"clashes", t.clashes},
+            {"not_adopted", t.not_adopted},
+            {"changing", t.changing}};
 }
 
 json plan_json(const Plan& plan) {

@@ -15,16 +15,13 @@ namespace modelfs::adopt {
 namespace {
 
 constexpr std::pair<ScannedFile::Kind, const char*> kKinds[] = {
-    {ScannedFile::Kind::model, "model"},
-    {ScannedFile::Kind::sidecar, "sidecar"},
-    {ScannedFile::Kind::plain, "plain"},
-    {ScannedFile::Kind::broken_link, "broken_link"},
-    {ScannedFile::Kind::unreadable, "unreadable"},
-    {ScannedFile::Kind::special, "special"},
+    {ScannedFile::Kind::model, "model"},           {ScannedFile::Kind::sidecar, "sidecar"},
+    {ScannedFile::Kind::plain, "plain"},           {ScannedFile::Kind::broken_link, "broken_link"},
+    {ScannedFile::Kind::unreadable, "unreadable"}, {ScannedFile::Kind::special, "special"},
 };
 constexpr std::pair<Action, const char*> kActions[] = {
-    {Action::store, "store"},     {Action::store_in_place, "store_in_place"},
-    {Action::overlay, "overlay"}, {Action::left, "left"},
+    {Action::store, "store"},       {Action::store_in_place, "store_in_place"},
+    {Action::overlay, "overlay"},   {Action::left, "left"},
     {Action::changing, "changing"},
 };
 
@@ -124,9 +121,8 @@ static Record record_from_json(const json& j, const sfs::path& file) {
         }
         return r;
     } catch (const json::exception& e) {
-        throw StoreError(ErrorKind::bad_input,
-                         file.string() + ": not a valid adoption record (" + e.what() +
-                             "); fix or move it away");
+        throw StoreError(ErrorKind::bad_input, file.string() + ": not a valid adoption record (" +
+                                                   e.what() + "); fix or move it away");
     }
 }
 

@@ -275,9 +275,9 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
     if (is_mountpoint(r.mountpoint)) {
         auto bad = check_mount(r, opts.verify);
         if (!bad.empty())
-            throw StoreError(ErrorKind::io, "a mount is already up at " + r.mountpoint.string() +
-                                                " but does not show what was adopted: " +
-                                                bad.front());
+            throw StoreError(ErrorKind::io,
+                             "a mount is already up at " + r.mountpoint.string() +
+                                 " but does not show what was adopted: " + bad.front());
         out.notes.push_back("the view was already mounted at " + r.mountpoint.string());
         r.state = "mounted";
         save_record(store.root(), r);
@@ -302,8 +302,7 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
             detail::fsync_dir(r.models_dir.parent_path());
         }
         struct stat bst;
-        if (::stat(r.backup.c_str(), &bst) != 0)
-            throw_errno("reading " + r.backup.string(), errno);
+        if (::stat(r.backup.c_str(), &bst) != 0) throw_errno("reading " + r.backup.string(), errno);
         if (::mkdir(r.models_dir.c_str(), bst.st_mode & 07777) == 0) {
             if (::chown(r.models_dir.c_str(), bst.st_uid, bst.st_gid) != 0 && ::geteuid() == 0)
                 throw_errno("chown " + r.models_dir.string(), errno);
@@ -378,8 +377,9 @@ struct Committer {
             // anyone relies on the copy.
             Ingested in = store.blobs().ingest_copy(fd.get(), f.real.string(), opts.progress);
             if (in.digests.sha256 != h.digests.sha256) {
-                why = "changing while adopting (the copy differs from the hashed file), left in "
-                      "place";
+                why =
+                    "changing while adopting (the copy differs from the hashed file), left in "
+                    "place";
                 return false;
             }
         }
@@ -413,9 +413,11 @@ void check_space(Store& store, const InstallPlan& ip) {
     if (need + need / 50 + (64u << 20) > avail)
         throw StoreError(
             ErrorKind::no_space,
-            "not enough space to adopt " + ip.scan.install.root.string() + ": its files are on "
-            "another filesystem than the store " + store.root().string() + ", so " +
-                std::to_string(need) + " bytes must be copied, and only " + std::to_string(avail) +
+            "not enough space to adopt " + ip.scan.install.root.string() +
+                ": its files are on "
+                "another filesystem than the store " +
+                store.root().string() + ", so " + std::to_string(need) +
+                " bytes must be copied, and only " + std::to_string(avail) +
                 " bytes are free there. Free some space, or use a store on the same filesystem "
                 "(--store), where adopting copies nothing");
 }
@@ -521,8 +523,8 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
                         } else if (!before.count(pf.model)) {
                             auto txn = store.catalog().read();
                             auto m = txn.get_model(pf.model);
-                            before[pf.model] = m ? std::optional(m->current_version().label)
-                                                 : std::nullopt;
+                            before[pf.model] =
+                                m ? std::optional(m->current_version().label) : std::nullopt;
                         }
                         c.same_fs = detail::same_filesystem(pf.file.real, store.root());
                         std::string label, why;

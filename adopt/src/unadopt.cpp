@@ -65,7 +65,8 @@ std::vector<ConfirmOutcome> confirm(Store& store, const std::vector<sfs::path>& 
         ConfirmOutcome c;
         c.id = r.id;
         if (r.state != "mounted") {
-            c.status = r.state == "confirmed" ? "already confirmed" : "not mounted (" + r.state + ")";
+            c.status =
+                r.state == "confirmed" ? "already confirmed" : "not mounted (" + r.state + ")";
             c.ok = r.state == "confirmed";
             out.push_back(std::move(c));
             continue;
@@ -200,7 +201,8 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
         ::utimensat(AT_FDCWD, (tmp / rel).c_str(), ts, AT_SYMLINK_NOFOLLOW);
         ++n;
     }
-    if (ec) throw StoreError(ErrorKind::io, "listing " + r.models_dir.string() + ": " + ec.message());
+    if (ec)
+        throw StoreError(ErrorKind::io, "listing " + r.models_dir.string() + ": " + ec.message());
     if (others)
         notes.push_back(std::to_string(others) +
                         " files the view showed are other tools' models in the store; they stay "
@@ -217,8 +219,8 @@ void make_independent(Store& store, const RecordFile& f, const sfs::path& p,
     if (auto sha = Sha256::from_hex(f.sha256)) {
         struct stat bst;
         sfs::path blob = store.blobs().path_of(*sha);
-        shared = ::stat(blob.c_str(), &bst) == 0 && bst.st_ino == st.st_ino &&
-                 bst.st_dev == st.st_dev;
+        shared =
+            ::stat(blob.c_str(), &bst) == 0 && bst.st_ino == st.st_ino && bst.st_dev == st.st_dev;
     }
     if (!overlay_copy.empty()) {
         struct stat ost;
@@ -273,7 +275,8 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                     sfs::remove_all(tmp);
                     throw StoreError(ErrorKind::conflict,
                                      r.mountpoint.string() + " is busy (" + why + "): stop " +
-                                         r.tool + " (and anything else using files there), then "
+                                         r.tool +
+                                         " (and anything else using files there), then "
                                          "run `modelfs unadopt` again; nothing was changed");
                 }
             }
@@ -284,9 +287,9 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
             if (!sfs::exists(sfs::symlink_status(r.models_dir))) {
                 if (sfs::exists(sfs::symlink_status(r.backup))) {
                     if (::rename(r.backup.c_str(), r.models_dir.c_str()) != 0)
-                        throw_errno("renaming " + r.backup.string() + " back to " +
-                                        r.models_dir.string(),
-                                    errno);
+                        throw_errno(
+                            "renaming " + r.backup.string() + " back to " + r.models_dir.string(),
+                            errno);
                 } else {
                     sfs::create_directories(r.models_dir);
                 }
@@ -304,7 +307,8 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                 std::vector<sfs::path> files;
                 for (auto it = sfs::recursive_directory_iterator(tmp, ec);
                      !ec && it != decltype(it)(); it.increment(ec))
-                    if (!it->is_directory(ec)) files.push_back(it->path());
+                    if (!it->is_directory(ec))
+                        files.push_back(it->path());
                     else
                         sfs::create_directories(r.models_dir / it->path().lexically_relative(tmp));
                 for (const auto& p : files) {
@@ -325,9 +329,9 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                 sfs::path rel;
                 const bool inside = is_under(f.path, r.models_dir, &rel);
                 sfs::path p = f.replaced ? f.path : f.real;
-                make_independent(store, f, p,
-                                 f.action == Action::overlay && inside ? overlay / rel
-                                                                       : sfs::path());
+                make_independent(
+                    store, f, p,
+                    f.action == Action::overlay && inside ? overlay / rel : sfs::path());
                 ++restored;
             }
             u.restored = restored;

@@ -22,8 +22,8 @@
 namespace sfs = std::filesystem;
 using namespace modelfs;
 using namespace modelfs::adopt;
-using modelfs::testing::TempDir;
 using modelfs::testing::sha256_hex_of_file;
+using modelfs::testing::TempDir;
 using modelfs::testing::write_random_file;
 using modelfs::testing::write_text_file;
 
@@ -32,7 +32,9 @@ namespace {
 constexpr std::uint64_t kC1 = 204800, kP1 = 1000, kC2 = 102400, kC3a = 51200, kC3b = 61440,
                         kC5 = 81920;
 
-bool fuse_available() { return ::access("/dev/fuse", R_OK | W_OK) == 0; }
+bool fuse_available() {
+    return ::access("/dev/fuse", R_OK | W_OK) == 0;
+}
 
 void unmount_hard(const sfs::path& p) {
     if (!is_mountpoint(p)) return;
@@ -98,9 +100,10 @@ class AdoptTest : public ::testing::Test {
                  it != decltype(it)(); ++it) {
                 if (!sfs::is_regular_file(it->path())) continue;  // follows VAE -> outside
                 before[it->path()] = sha256_hex_of_file(it->path());
-                modes[it->path()] = sfs::status(it->path()).permissions() == sfs::perms::none
-                                        ? 0
-                                        : static_cast<unsigned>(sfs::status(it->path()).permissions());
+                modes[it->path()] =
+                    sfs::status(it->path()).permissions() == sfs::perms::none
+                        ? 0
+                        : static_cast<unsigned>(sfs::status(it->path()).permissions());
             }
         ASSERT_EQ(before.size(), 14u);
     }
@@ -179,7 +182,7 @@ TEST_F(AdoptTest, DryRunNumbersAreExact) {
     EXPECT_EQ(a.totals.plain, 1u);
     EXPECT_EQ(a.totals.not_adopted, 1u);  // the broken link
     EXPECT_EQ(a.totals.clashes, 1u);
-    EXPECT_EQ(a.totals.dup_groups, 4u);  // sdxl, its preview, style, vae
+    EXPECT_EQ(a.totals.dup_groups, 4u);    // sdxl, its preview, style, vae
     EXPECT_EQ(a.totals.bytes_freed, kC2);  // style_copy
     EXPECT_EQ(a.totals.bytes, kC1 + kP1 + 2 * kC2 + kC3a + kC5);
     EXPECT_EQ(c.totals.files, 7u);
@@ -325,9 +328,7 @@ TEST_F(AdoptTest, InterruptedHashingResumes) {
     auto s = scans();
     // Torn last line of an earlier crash: ignored.
     sfs::create_directories(adopt_dir(store_root));
-    {
-        std::ofstream(adopt_dir(store_root) / "hashes.jsonl") << "{\"path\": \"/x\", \"si";
-    }
+    { std::ofstream(adopt_dir(store_root) / "hashes.jsonl") << "{\"path\": \"/x\", \"si"; }
     pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
@@ -347,9 +348,9 @@ TEST_F(AdoptTest, InterruptedHashingResumes) {
     auto h2 = hash_scans(store_root, scans(), {2, nullptr});
     EXPECT_EQ(h2.cached, 11u);
     EXPECT_EQ(h2.hashed, 1u);
-    EXPECT_EQ(h2.files.at(sfs::canonical(a1111 / "models/Lora/clash.safetensors"))
-                  .digests.sha256.hex(),
-              sha256_hex_of_file(a1111 / "models/Lora/clash.safetensors"));
+    EXPECT_EQ(
+        h2.files.at(sfs::canonical(a1111 / "models/Lora/clash.safetensors")).digests.sha256.hex(),
+        sha256_hex_of_file(a1111 / "models/Lora/clash.safetensors"));
 }
 
 TEST_F(AdoptTest, CrashBetweenRecordAndMountResumes) {
@@ -456,8 +457,7 @@ TEST(AdoptCrossFs, CopiesVerifiesAndMounts) {
     write_text_file(home / "webui/models/Lora/readme.txt", "hi\n");
     std::map<sfs::path, std::string> before;
     for (auto n : {"a.safetensors", "b.safetensors", "readme.txt"})
-        before[home / "webui/models/Lora" / n] =
-            sha256_hex_of_file(home / "webui/models/Lora" / n);
+        before[home / "webui/models/Lora" / n] = sha256_hex_of_file(home / "webui/models/Lora" / n);
     Store::init(store_root);
     Store store = Store::open(store_root);
     std::vector<InstallScan> s{fake::fake_scan("a1111", home / "webui")};
@@ -508,6 +508,66 @@ TEST(AdoptCrossFs, NotEnoughSpaceIsRefusedUpFront) {
     EXPECT_TRUE(sfs::is_regular_file(home / "webui/models/Lora/big.safetensors"));
     EXPECT_FALSE(sfs::exists(home / "webui/models.modelfs-backup"));
     EXPECT_EQ(store.stats().models, 0u);
+}
+
+}  // namespace
+
+namespace {
+
+// Files the view cannot show at their exact path.
+TEST(AdoptExactPaths, NonPrimaryFolderSecondExtensionAndSkippedNames) {
+    if (!fuse_available()) GTEST_SKIP() << "no /dev/fuse";
+    ::setenv("MODELFS_CONFIG", "/dev/null", 1);
+    TempDir tmp("modelfs-adopt-exact");
+    const sfs::path root = tmp / "webui", m = root / "models", store_root = tmp / "store";
+    struct Cleanup {
+        sfs::path m;
+        ~Cleanup() { unmount_hard(m); }
+    } cleanup{m};
+    sfs::create_directories(m / "LyCORIS");
+    sfs::create_directories(m / "Stable-diffusion");
+    write_random_file(m / "LyCORIS/ly.safetensors", 7000, 1);
+    write_random_file(m / "Stable-diffusion/foo.safetensors", 9000, 2);
+    write_random_file(m / "Stable-diffusion/foo.ckpt", 9100, 3);
+    write_random_file(m / "Stable-diffusion/foo.vae.safetensors", 3000, 4);
+    std::map<sfs::path, std::string> before;
+    for (auto rel : {"LyCORIS/ly.safetensors", "Stable-diffusion/foo.safetensors",
+                     "Stable-diffusion/foo.ckpt", "Stable-diffusion/foo.vae.safetensors"})
+        before[m / rel] = sha256_hex_of_file(m / rel);
+    Store::init(store_root);
+    Store store = Store::open(store_root);
+    std::vector<InstallScan> s{fake::fake_scan("a1111", root)};
+    auto h = hash_scans(store_root, s);
+    Plan plan = make_plan(store, std::move(s), h);
+    std::map<std::string, const PlannedFile*> by;
+    for (const auto& pf : plan.installs[0].files) by[pf.file.view_rel] = &pf;
+    EXPECT_EQ(by["LyCORIS/ly.safetensors"]->action, Action::store);
+    EXPECT_EQ(by["LyCORIS/ly.safetensors"]->shown_at, "Lora/ly.safetensors");
+    EXPECT_EQ(by["Stable-diffusion/foo.ckpt"]->action, Action::left);
+    EXPECT_NE(by["Stable-diffusion/foo.ckpt"]->note.find("one file per model name"),
+              std::string::npos);
+    EXPECT_EQ(by["Stable-diffusion/foo.vae.safetensors"]->action, Action::overlay);
+    EXPECT_NE(plan_text(plan).find("foo.ckpt"), std::string::npos);
+
+    RunOptions o;
+    o.binary = modelfs::testing::modelfs_binary();
+    o.verify = true;
+    auto rep = run_plan(store, plan, o);
+    ASSERT_TRUE(rep.ok()) << rep.installs[0].status;
+    EXPECT_EQ(sha256_hex_of_file(m / "Lora/ly.safetensors"), before[m / "LyCORIS/ly.safetensors"]);
+    EXPECT_EQ(sha256_hex_of_file(m / "Stable-diffusion/foo.vae.safetensors"),
+              before[m / "Stable-diffusion/foo.vae.safetensors"]);
+    EXPECT_EQ(sha256_hex_of_file(m / "Stable-diffusion/foo.safetensors"),
+              before[m / "Stable-diffusion/foo.safetensors"]);
+    EXPECT_FALSE(sfs::exists(m / "Stable-diffusion/foo.ckpt"));
+    EXPECT_TRUE(sfs::exists(root / "models.modelfs-backup/Stable-diffusion/foo.ckpt"));
+
+    auto un = unadopt(store, {});
+    ASSERT_EQ(un.size(), 1u);
+    EXPECT_TRUE(un[0].ok) << un[0].status;
+    for (const auto& [p, sha] : before) EXPECT_EQ(sha256_hex_of_file(p), sha) << p;
+    EXPECT_FALSE(sfs::exists(m / "Lora/ly.safetensors"));  // not a file the user had
+    EXPECT_FALSE(sfs::exists(store_root / "views/a1111/Stable-diffusion/foo.vae.safetensors"));
 }
 
 }  // namespace

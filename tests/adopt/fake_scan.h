@@ -31,17 +31,17 @@ inline void fill_stat(ScannedFile& f) {
     f.mode = st.st_mode;
 }
 
-inline void walk(const std::filesystem::path& dir, const std::string& rel_dir,
-                 const Install& inst, const fs::ViewLayout& layout, bool replaced,
-                 const std::string& origin, std::vector<ScannedFile>& out) {
+inline void walk(const std::filesystem::path& dir, const std::string& rel_dir, const Install& inst,
+                 const fs::ViewLayout& layout, bool replaced, const std::string& origin,
+                 std::vector<ScannedFile>& out) {
     namespace sfs = std::filesystem;
     std::vector<sfs::path> entries;
     for (const auto& e : sfs::directory_iterator(dir)) entries.push_back(e.path());
     std::sort(entries.begin(), entries.end());
     std::vector<ScannedFile> here;
     for (const auto& p : entries) {
-        const std::string rel = rel_dir.empty() ? p.filename().string()
-                                                : rel_dir + "/" + p.filename().string();
+        const std::string rel =
+            rel_dir.empty() ? p.filename().string() : rel_dir + "/" + p.filename().string();
         ScannedFile f;
         f.path = inst.models_dir / rel;
         f.view_rel = rel;

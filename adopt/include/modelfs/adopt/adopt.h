@@ -75,7 +75,7 @@ struct PlannedFile {
     bool pin = false;                // its view is pinned to the version it had (a clash)
     // Where the view shows it when that is not its own path (a model of a non-primary folder).
     std::string shown_at;
-    std::string note;                // why, for the report
+    std::string note;  // why, for the report
 };
 
 struct ToolTotals {
@@ -89,10 +89,10 @@ struct ToolTotals {
 
 struct InstallPlan {
     InstallScan scan;
-    std::string id;                     // record id = the tool's view name
-    std::vector<PlannedFile> files;     // in scan order
+    std::string id;                          // record id = the tool's view name
+    std::vector<PlannedFile> files;          // in scan order
     std::vector<std::string> kept_in_place;  // folders outside models_dir, left where they are
-    std::vector<std::string> notes;     // clashes, duplicates under other names, ...
+    std::vector<std::string> notes;          // clashes, duplicates under other names, ...
     ToolTotals totals;
     // Non-empty: this install is not adopted now ("already adopted", "another a1111 install is
     // adopted in this store: ..."); `resume` when a record says an earlier run was interrupted.
@@ -189,8 +189,8 @@ bool is_mountpoint(const std::filesystem::path& dir);
 struct ConfirmOutcome {
     std::string id;
     std::size_t deleted = 0;
-    std::uint64_t bytes_freed = 0;     // of deleted files whose last link went
-    std::vector<std::string> kept;     // backup files left, each with why
+    std::uint64_t bytes_freed = 0;  // of deleted files whose last link went
+    std::vector<std::string> kept;  // backup files left, each with why
     std::string status;
     bool ok = false;
 };
