@@ -329,6 +329,11 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
 
     for (auto& ip : plan.installs) {
         if (!ip.skip.empty() || ip.resume) continue;
+        // Problems outside the models folder stay where they are, not in the backup.
+        for (auto& pf : ip.files)
+            if (pf.action == Action::left && pf.note.rfind("not adopted", 0) == 0 &&
+                !in_models(pf.file, ip.scan.install))
+                pf.note = "left where it is (outside the models folder): " + pf.note.substr(13);
         auto& t = ip.totals;
         for (const auto& pf : ip.files) {
             if (pf.action == Action::store || pf.action == Action::store_in_place) {

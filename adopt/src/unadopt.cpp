@@ -173,6 +173,9 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
         sfs::path orig = detail::original_path(r, f);
         if (sfs::exists(sfs::symlink_status(orig))) covered.insert(r.models_dir / f.shown_at);
     }
+    std::set<sfs::path> recorded;  // the adopted files' own paths
+    for (const auto& f : r.files)
+        if (f.replaced) recorded.insert(f.path);
     std::size_t n = 0;
     std::error_code ec;
     for (auto it = sfs::recursive_directory_iterator(r.models_dir, ec); !ec && it != decltype(it)();
@@ -188,10 +191,7 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
         if (!S_ISREG(st.st_mode) || covered.count(p)) continue;
         if (sfs::exists(sfs::symlink_status(r.backup / rel))) continue;
         // Adopted content confirm deleted from the backup comes back too.
-        const RecordFile* recorded = nullptr;
-        for (const auto& f : r.files)
-            if (f.replaced && f.path == p) recorded = &f;
-        if (!recorded && !wanted(rel)) {
+        if (!recorded.count(p) && !wanted(rel)) {
             ++others;
             continue;
         }
