@@ -101,7 +101,8 @@ class CacheWriter {
                   {"ctime_ns", h.ctime_ns},
                   {"sha256", h.digests.sha256.hex()},
                   {"xxh128", h.digests.xxh128.hex()}};
-        std::string line = j.dump() + "\n";
+        // A name that is not UTF-8 is stored mangled: it never matches, so it is only hashed again.
+        std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
         std::lock_guard<std::mutex> lk(mu_);
         // One write per line on O_APPEND: lines never interleave; a crash tears only the last.
         ssize_t w = ::write(fd_.get(), line.data(), line.size());

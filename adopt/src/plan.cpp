@@ -44,6 +44,15 @@ bool layout_model_path(const fs::ViewLayout& layout, const std::string& rel) {
     return vp && !vp->ext.empty();
 }
 
+bool utf8_path(const ScannedFile& f) {
+    try {
+        (void)json({f.path.string(), f.real.string(), f.link_target}).dump();
+        return true;
+    } catch (const json::exception&) {
+        return false;
+    }
+}
+
 bool is_hashed_kind(const ScannedFile& f) {
     return f.kind == ScannedFile::Kind::model || f.kind == ScannedFile::Kind::sidecar;
 }
@@ -120,6 +129,13 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                     pf.action = Action::left;
                     pf.note = "kept in place, not in the store: " + why;
                 };
+                if (!utf8_path(f)) {
+                    // The record and the hash cache are JSON: a name they cannot hold exactly
+                    // is not adopted rather than recorded wrongly.
+                    pf.action = Action::left;
+                    pf.note = "not adopted: " + f.path.string() + ": its name is not valid UTF-8";
+                    continue;
+                }
                 switch (f.kind) {
                     case ScannedFile::Kind::broken_link:
                         pf.action = Action::left;

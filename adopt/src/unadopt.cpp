@@ -142,14 +142,15 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
                          std::vector<std::string>& notes) {
     const auto layout = fs::ViewLayout::builtin(r.view);
     const sfs::path overlay = store.root() / "views" / r.view;
-    auto txn = store.catalog().read();
     std::set<sfs::path> copied_models;  // without extension, for their sidecars
     std::size_t others = 0;
     auto wanted = [&](const sfs::path& rel) {
         if (sfs::exists(sfs::symlink_status(overlay / rel))) return true;
         if (layout) {
             if (auto vp = layout->classify(rel.string()); vp && !vp->ext.empty()) {
-                auto m = txn.get_model(model_key(vp->category, vp->name));
+                // A fresh snapshot: the mount's ingest unlinks an overlay file only after its
+                // catalog commit, so a file just gone from the overlay is in this one.
+                auto m = store.catalog().read().get_model(model_key(vp->category, vp->name));
                 if (!m) return false;
                 const auto& v = m->versions.at(m->shown_in(r.view));
                 if (v.source.rfind("mount:", 0) == 0 && v.added >= r.created) {

@@ -571,3 +571,35 @@ TEST(AdoptExactPaths, NonPrimaryFolderSecondExtensionAndSkippedNames) {
 }
 
 }  // namespace
+
+namespace {
+
+// A file name the JSON record cannot hold exactly is reported, not adopted (and not lost).
+TEST(AdoptNames, NonUtf8NameIsNotAdopted) {
+    TempDir tmp("modelfs-adopt-names");
+    const sfs::path m = tmp / "webui/models/Lora";
+    sfs::create_directories(m);
+    write_random_file(m / "ok.safetensors", 1000, 1);
+    write_random_file(m / std::string("bad\xff.safetensors"), 1000, 2);
+    Store::init(tmp / "store");
+    Store store = Store::open(tmp / "store");
+    std::vector<InstallScan> s{fake::fake_scan("a1111", tmp / "webui")};
+    auto h = hash_scans(tmp / "store", s);
+    EXPECT_EQ(h.hashed, 2u);
+    Plan plan = make_plan(store, std::move(s), h);
+    ASSERT_EQ(plan.installs[0].files.size(), 2u);
+    std::size_t left = 0, stored = 0;
+    for (const auto& pf : plan.installs[0].files) {
+        if (pf.action == Action::left) {
+            ++left;
+            EXPECT_NE(pf.note.find("not valid UTF-8"), std::string::npos);
+        }
+        if (pf.action == Action::store) ++stored;
+    }
+    EXPECT_EQ(left, 1u);
+    EXPECT_EQ(stored, 1u);
+    EXPECT_EQ(plan.installs[0].totals.not_adopted, 1u);
+    EXPECT_NO_THROW(plan_json(plan).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+}  // namespace
