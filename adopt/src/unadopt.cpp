@@ -212,6 +212,60 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
 }
 
 // Makes `p` a plain file of its own again: not a link of a store blob, with mode and mtime.
+// Models only this install brought into the store (one version, from its own file, which no
+// other adopted install holds): the store drops them and gc removes their blobs' names, so the
+// user's file keeps its inode instead of being copied. Returns how many models were dropped.
+std::size_t hand_over(Store& store, const Record& r) {
+    std::set<std::string> elsewhere;  // model keys other adopted installs hold
+    for (const auto& o : load_records(store.root()))
+        if (o.id != r.id && o.state != "unadopted")
+            for (const auto& f : o.files)
+                if (!f.model.empty()) elsewhere.insert(f.model);
+    std::set<std::string> drop;
+    std::map<std::string, Sha256> blob_of;
+    for (const auto& f : r.files) {
+        if (f.kind != ScannedFile::Kind::model || f.model.empty() || elsewhere.count(f.model) ||
+            (f.action != Action::store && f.action != Action::store_in_place))
+            continue;
+        auto m = store.catalog().read().get_model(f.model);
+        if (!m || m->versions.size() != 1 || !m->versions[0].blob) continue;
+        const ModelVersion& v = m->versions[0];
+        if (v.blob->hex() != f.sha256 || v.source.rfind("adopt:" + r.tool + ":", 0) != 0) continue;
+        // Everything gc would take (the file, its sidecars) must be back in place first.
+        auto back = [&](const std::string& sha) {
+            for (const auto& g : r.files) {
+                if (g.model != f.model || g.sha256 != sha) continue;
+                struct stat st;
+                const sfs::path p = g.replaced ? g.path : g.real;
+                if (::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+                    static_cast<std::uint64_t>(st.st_size) == g.size)
+                    return true;
+            }
+            return false;
+        };
+        if (!back(f.sha256) || !std::all_of(v.sidecars.begin(), v.sidecars.end(),
+                                            [&](const Sidecar& sc) { return back(sc.blob.hex()); }))
+            continue;
+        drop.insert(f.model);
+        blob_of[f.model] = *v.blob;
+    }
+    // Only when every model using the blob goes does the store stop using it.
+    std::vector<std::string> gone;
+    for (const auto& key : drop) {
+        auto users = store.models_using(blob_of[key]);
+        if (std::all_of(users.begin(), users.end(),
+                        [&](const std::string& u) {  // "category/name@label"
+                            return drop.count(u.substr(0, u.rfind('@'))) > 0;
+                        }))
+            gone.push_back(key);
+    }
+    for (const auto& key : gone) store.remove_model(key);
+    // gc unlinks the blob names under the store's exclusive lock: after it no store path shares
+    // the user's inode, so nothing the user writes can reach the store.
+    if (!gone.empty()) store.gc(false);
+    return gone.size();
+}
+
 void make_independent(Store& store, const RecordFile& f, const sfs::path& p,
                       const sfs::path& overlay_copy) {
     struct stat st;
@@ -322,6 +376,10 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                 sfs::remove_all(tmp);
             }
             const sfs::path overlay = store.root() / "views" / r.view;
+            if (std::size_t n = hand_over(store, r))
+                u.notes.push_back(std::to_string(n) +
+                                  " models only this install had were dropped from the store; "
+                                  "their files kept their place on disk (no copy)");
             std::size_t restored = 0;
             for (const auto& f : r.files) {
                 if (f.action != Action::store && f.action != Action::store_in_place &&

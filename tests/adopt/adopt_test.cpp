@@ -281,10 +281,21 @@ TEST_F(AdoptTest, UnadoptBeforeConfirmRestoresTheOriginalTree) {
     EXPECT_EQ(un[0].added, 1u);
     EXPECT_EQ(sha256_hex_of_file(comfy / "models/loras/new.safetensors"), new_sha);
     EXPECT_TRUE(is_mountpoint(a1111 / "models"));
+    // Models only a1111 holds now: the store drops them and the files keep their inodes.
+    struct stat kept;
+    ASSERT_EQ(
+        ::stat((a1111 / "models.modelfs-backup/Stable-diffusion/sdxl.safetensors").c_str(), &kept),
+        0);
     un = unadopt(store, {a1111});
     ASSERT_EQ(un.size(), 1u);
     EXPECT_TRUE(un[0].ok) << un[0].status;
     expect_plain_again();
+    struct stat now;
+    ASSERT_EQ(::stat((a1111 / "models/Stable-diffusion/sdxl.safetensors").c_str(), &now), 0);
+    EXPECT_EQ(now.st_ino, kept.st_ino);
+    EXPECT_EQ(now.st_nlink, 1u);
+    EXPECT_FALSE(store.catalog().read().get_model("checkpoint/sdxl"));
+    EXPECT_TRUE(store.catalog().read().get_model("lora/clash"));  // two versions: kept
     // The inode comfy's two names share is shared again.
     struct stat s1, s2;
     ::stat((comfy / "models/loras/style.safetensors").c_str(), &s1);
