@@ -192,7 +192,8 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
         if (!S_ISREG(st.st_mode) || covered.count(p)) continue;
         if (sfs::exists(sfs::symlink_status(r.backup / rel))) continue;
         // Adopted content confirm deleted from the backup comes back too.
-        if (!recorded.count(p) && !wanted(rel)) {
+        const bool adopted = recorded.count(p) > 0;
+        if (!adopted && !wanted(rel)) {
             ++others;
             continue;
         }
@@ -200,7 +201,7 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
         detail::copy_file_durable(p, tmp / rel, st.st_mode & 07777);
         struct timespec ts[2] = {st.st_atim, st.st_mtim};
         ::utimensat(AT_FDCWD, (tmp / rel).c_str(), ts, AT_SYMLINK_NOFOLLOW);
-        ++n;
+        if (!adopted) ++n;  // new since adopting; adopted files confirm deleted are not news
     }
     if (ec)
         throw StoreError(ErrorKind::io, "listing " + r.models_dir.string() + ": " + ec.message());
@@ -378,8 +379,8 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
             const sfs::path overlay = store.root() / "views" / r.view;
             if (std::size_t n = hand_over(store, r))
                 u.notes.push_back(std::to_string(n) +
-                                  " models only this install had were dropped from the store; "
-                                  "their files kept their place on disk (no copy)");
+                                  " models only this install had were removed from the store; "
+                                  "their files are back here, yours alone");
             std::size_t restored = 0;
             for (const auto& f : r.files) {
                 if (f.action != Action::store && f.action != Action::store_in_place &&
