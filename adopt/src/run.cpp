@@ -256,8 +256,19 @@ void place_overlay(Store& store, const Record& r) {
         if (!is_under(f.path, r.models_dir, &rel)) continue;
         sfs::path dst = overlay / rel;
         sfs::path src = original_path(r, f);
-        struct stat st;
-        if (::lstat(dst.c_str(), &st) == 0) continue;  // done by an earlier, interrupted run
+        struct stat st, sst;
+        if (::lstat(dst.c_str(), &st) == 0) {
+            // Placed by an earlier, interrupted run; anything else is a file an earlier mount of
+            // this view left there, which would hide the user's.
+            const bool ours = ::stat(src.c_str(), &sst) == 0 &&
+                              (same_fs ? sst.st_ino == st.st_ino && sst.st_dev == st.st_dev
+                                       : sst.st_size == st.st_size);
+            if (ours) continue;
+            throw StoreError(ErrorKind::conflict, dst.string() +
+                                                      " exists (left by an earlier mount of the " +
+                                                      r.view + " view) and is not " + src.string() +
+                                                      "; move it away and run adopt again");
+        }
         sfs::create_directories(dst.parent_path());
         if (same_fs && ::link(src.c_str(), dst.c_str()) == 0) continue;
         sfs::path tmp = dst;

@@ -8,9 +8,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -611,6 +613,45 @@ TEST(AdoptNames, NonUtf8NameIsNotAdopted) {
     EXPECT_EQ(stored, 1u);
     EXPECT_EQ(plan.installs[0].totals.not_adopted, 1u);
     EXPECT_NO_THROW(plan_json(plan).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+}  // namespace
+
+namespace {
+
+// A file written to all the time while it is hashed: read three times, then left in place.
+TEST(AdoptHashing, FileChangingWhileHashedIsReported) {
+    TempDir tmp("modelfs-adopt-changing");
+    const sfs::path m = tmp / "webui/models/Lora";
+    sfs::create_directories(m);
+    write_random_file(m / "busy.safetensors", 64u << 20, 1);
+    write_random_file(m / "calm.safetensors", 1000, 2);
+    Store::init(tmp / "store");
+    std::vector<InstallScan> s{fake::fake_scan("a1111", tmp / "webui")};
+    std::atomic<bool> stop{false};
+    std::thread writer([&] {
+        int fd = ::open((m / "busy.safetensors").c_str(), O_WRONLY | O_APPEND);
+        while (!stop) {
+            (void)::write(fd, "x", 1);
+            ::usleep(500);
+        }
+        ::close(fd);
+    });
+    auto h = hash_scans(tmp / "store", s, {1, nullptr});
+    stop = true;
+    writer.join();
+    const sfs::path busy = sfs::canonical(m / "busy.safetensors");
+    ASSERT_TRUE(h.failed.count(busy));
+    EXPECT_NE(h.failed.at(busy).find("changing while adopting"), std::string::npos);
+    EXPECT_EQ(h.hashed, 1u);
+    Store store = Store::open(tmp / "store");
+    Plan plan = make_plan(store, std::move(s), h);
+    EXPECT_EQ(plan.installs[0].totals.changing, 1u);
+    EXPECT_EQ(plan.installs[0].totals.stored, 1u);
+    // Nothing cached for it: a later run reads it again.
+    auto again = hash_scans(tmp / "store", {fake::fake_scan("a1111", tmp / "webui")});
+    EXPECT_EQ(again.cached, 1u);
+    EXPECT_EQ(again.hashed, 1u);
 }
 
 }  // namespace
