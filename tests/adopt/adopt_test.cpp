@@ -440,6 +440,32 @@ TEST_F(AdoptTest, FileChangedAfterHashingStaysInTheBackup) {
     EXPECT_EQ(sha256_hex_of_file(changed), changed_sha);
 }
 
+// A failure in the switch (here: a stale overlay file of an earlier mount of the view) puts the
+// plain folder back; unadopt of that record then gives the files their own inodes and modes.
+TEST_F(AdoptTest, FailedSwitchRollsBackAndUnadoptRestores) {
+    REQUIRE_FUSE();
+    const sfs::path stale = store_root / "views/a1111/Stable-diffusion/notes.txt";
+    sfs::create_directories(stale.parent_path());
+    write_text_file(stale, "an older note\n");
+    auto rep = adopt_all();
+    ASSERT_EQ(rep.installs.size(), 2u);
+    EXPECT_FALSE(rep.installs[0].ok);
+    EXPECT_NE(rep.installs[0].status.find("earlier mount"), std::string::npos)
+        << rep.installs[0].status;
+    EXPECT_TRUE(rep.installs[1].ok) << rep.installs[1].status;
+    EXPECT_FALSE(is_mountpoint(a1111 / "models"));
+    EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup"));
+    EXPECT_EQ(load_record(store_root, "a1111")->state, "recorded");
+    expect_every_path_reads_the_same();
+    // Committed files are read-only blobs now; unadopt gives them back as the user's.
+    Store store = Store::open(store_root);
+    auto un = unadopt(store, {});
+    ASSERT_EQ(un.size(), 2u);
+    for (const auto& u : un) EXPECT_TRUE(u.ok) << u.status;
+    ::unlink(stale.c_str());
+    expect_plain_again();
+}
+
 // The store on another filesystem (tmpfs): files are copied into it, verified, and the
 // originals stay untouched until confirm.
 TEST(AdoptCrossFs, CopiesVerifiesAndMounts) {
