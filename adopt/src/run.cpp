@@ -264,10 +264,10 @@ void place_overlay(Store& store, const Record& r) {
                               (same_fs ? sst.st_ino == st.st_ino && sst.st_dev == st.st_dev
                                        : sst.st_size == st.st_size);
             if (ours) continue;
-            throw StoreError(ErrorKind::conflict, dst.string() +
-                                                      " exists (left by an earlier mount of the " +
-                                                      r.view + " view) and is not " + src.string() +
-                                                      "; move it away and run adopt again");
+            throw StoreError(ErrorKind::conflict,
+                             dst.string() + " exists (left by an earlier mount of the " + r.view +
+                                 " view) and differs from " + f.path.string() +
+                                 "; move it away and run adopt again");
         }
         sfs::create_directories(dst.parent_path());
         if (same_fs && ::link(src.c_str(), dst.c_str()) == 0) continue;
