@@ -89,6 +89,8 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                           rec->root.string() + "` first)";
             else if (rec->state == "recorded")
                 ip.resume = true;  // an interrupted run: finish the switch from the record
+            else if (!is_mountpoint(inst.models_dir))
+                ip.resume = true;  // adopted, but the view is not mounted (a reboot): mount it
             else
                 ip.skip = "already adopted (" + rec->state + "); `modelfs unadopt " +
                           inst.root.string() + "` gives the plain folders back";
@@ -449,7 +451,8 @@ std::string plan_text(const Plan& plan) {
             continue;
         }
         if (ip.resume) {
-            o << "  an earlier adopt was interrupted; it is finished from its record\n";
+            o << "  adopted before; the view is mounted again (or an interrupted adopt "
+                 "finished) from its record\n";
             continue;
         }
         totals_text(o, ip.totals, "  ");

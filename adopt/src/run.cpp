@@ -492,6 +492,31 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
             Record r;
             if (ip.resume) {
                 r = *load_record(store.root(), ip.id);
+                if (r.state != "recorded") {
+                    // Adopted, view not mounted (a reboot without the fstab line): mount it
+                    // again over the empty folder. The backup may be gone (confirmed).
+                    std::error_code ec;
+                    if (!sfs::is_directory(r.models_dir) || !sfs::is_empty(r.models_dir, ec))
+                        throw StoreError(ErrorKind::conflict,
+                                         r.models_dir.string() +
+                                             " should be the empty folder the " + r.view +
+                                             " view is mounted on, and is not; move its files "
+                                             "away and run adopt again");
+                    detail::start_mount(r, store.root(), opts);
+                    auto bad = check_mount(r, opts.verify);
+                    if (!bad.empty()) {
+                        detail::stop_mount(r.mountpoint, nullptr);
+                        throw StoreError(ErrorKind::io,
+                                         "the " + r.view + " view over " + r.mountpoint.string() +
+                                             " does not show what was adopted: " + bad.front());
+                    }
+                    out.status = "adopted (" + r.state + "); the view is mounted again";
+                    out.ok = true;
+                    out.fstab_line = detail::fstab_line(r, store.root());
+                    out.systemd_unit = detail::systemd_unit(r, store.root());
+                    report.installs.push_back(std::move(out));
+                    continue;
+                }
                 out.notes.push_back("finishing an interrupted adopt from its record");
             } else {
                 if (is_mountpoint(inst.models_dir))

@@ -440,6 +440,33 @@ TEST_F(AdoptTest, FileChangedAfterHashingStaysInTheBackup) {
     EXPECT_EQ(sha256_hex_of_file(changed), changed_sha);
 }
 
+// After a reboot without the fstab line the view is not mounted: adopt mounts it again (also
+// once the backup is confirmed away), without scanning or committing anything.
+TEST_F(AdoptTest, AdoptAgainRemountsAnUnmountedView) {
+    REQUIRE_FUSE();
+    ASSERT_TRUE(adopt_all().ok());
+    Store store = Store::open(store_root);
+    for (const auto& c : confirm(store, {})) EXPECT_TRUE(c.ok) << c.status;
+    unmount_hard(a1111 / "models");
+    unmount_hard(comfy / "models");
+    ASSERT_FALSE(is_mountpoint(a1111 / "models"));
+    std::vector<InstallScan> s(2);
+    s[0].install.tool = "a1111";
+    s[0].install.root = sfs::canonical(a1111);
+    s[0].install.models_dir = s[0].install.root / "models";
+    s[1].install.tool = "comfyui";
+    s[1].install.root = sfs::canonical(comfy);
+    s[1].install.models_dir = s[1].install.root / "models";
+    Plan plan = make_plan(store, std::move(s), HashReport{});
+    for (const auto& ip : plan.installs) EXPECT_TRUE(ip.resume);
+    auto rep = run_plan(store, plan, run_options());
+    ASSERT_TRUE(rep.ok()) << rep.installs[0].status << " / " << rep.installs[1].status;
+    EXPECT_NE(rep.installs[0].status.find("mounted again"), std::string::npos);
+    EXPECT_TRUE(is_mountpoint(a1111 / "models"));
+    expect_every_path_reads_the_same();
+    EXPECT_EQ(load_record(store_root, "a1111")->state, "confirmed");
+}
+
 // A failure in the switch (here: a stale overlay file of an earlier mount of the view) puts the
 // plain folder back; unadopt of that record then gives the files their own inodes and modes.
 TEST_F(AdoptTest, FailedSwitchRollsBackAndUnadoptRestores) {
