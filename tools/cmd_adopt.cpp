@@ -253,7 +253,8 @@ void add_adopt_commands(CLI::App& app, Globals& g, Runner& run) {
     sub->add_option("-j,--jobs", a->jobs, "Files hashed at once (default: number of cores)");
     sub->add_flag("--verify", a->verify,
                   "After mounting, read every path back through the mount and compare SHA-256");
-    sub->add_flag("-y,--yes", a->yes, "Do not ask before adopting");
+    sub->add_flag("-y,--yes", a->yes,
+                  "Do not ask before adopting (required when stdin is not a terminal)");
     sub->add_flag("--confirm", a->confirm,
                   "Delete the backups (MODELS.modelfs-backup) of adopted installs, keeping "
                   "anything the store lacks: this is when duplicates are freed");
