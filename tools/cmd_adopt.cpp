@@ -107,9 +107,10 @@ int run_adopt(const Globals& g, const AdoptArgs& a) {
     std::vector<adopt::InstallScan> scans;
     for (auto& inst : installs) {
         // An adopted install's models folder is the view: never scan (and hash) it through the
-        // mount; the plan reports it as already adopted, or finishes it from its record.
+        // mount; the plan reports it as already adopted (or mounted by hand), or finishes it
+        // from its record.
         auto rec = adopt::load_record(store.root(), inst.tool);
-        if (rec && rec->state != "unadopted") {
+        if ((rec && rec->state != "unadopted") || adopt::is_mountpoint(inst.models_dir)) {
             adopt::InstallScan s;
             s.install = inst;
             scans.push_back(std::move(s));

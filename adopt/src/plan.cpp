@@ -95,6 +95,20 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                 ip.skip = "already adopted (" + rec->state + "); `modelfs unadopt " +
                           inst.root.string() + "` gives the plain folders back";
         }
+        if (ip.skip.empty() && !ip.resume) {
+            std::error_code ec;
+            if (is_mountpoint(inst.models_dir))
+                ip.skip = inst.models_dir.string() +
+                          " is already a mount point, without an adoption record; unmount it "
+                          "first";
+            else if (sfs::is_symlink(inst.models_dir, ec))
+                // Renaming it would move the link, not the folder: adopt the folder it points to
+                // as the models folder of its own tool, or replace the link by the folder.
+                ip.skip = inst.models_dir.string() + " is a link to " +
+                          sfs::read_symlink(inst.models_dir, ec).string() +
+                          "; adopt needs the real folder there (replace the link by the folder "
+                          "it points to)";
+        }
         if (!ip.skip.empty() || ip.resume) {
             plan.installs.push_back(std::move(ip));
             continue;

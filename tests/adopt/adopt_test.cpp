@@ -708,3 +708,27 @@ TEST(AdoptHashing, FileChangingWhileHashedIsReported) {
 }
 
 }  // namespace
+
+namespace {
+
+// A models folder that is itself a link (StabilityMatrix): renaming it would move the link.
+TEST(AdoptNames, LinkedModelsFolderIsRefusedWithAReason) {
+    TempDir tmp("modelfs-adopt-linked");
+    sfs::create_directories(tmp / "data/Lora");
+    sfs::create_directories(tmp / "webui");
+    write_random_file(tmp / "data/Lora/x.safetensors", 1000, 1);
+    sfs::create_directory_symlink(tmp / "data", tmp / "webui/models");
+    Store::init(tmp / "store");
+    Store store = Store::open(tmp / "store");
+    std::vector<InstallScan> s{fake::fake_scan("a1111", tmp / "webui")};
+    auto h = hash_scans(tmp / "store", s);
+    Plan plan = make_plan(store, std::move(s), h);
+    EXPECT_NE(plan.installs[0].skip.find("is a link to"), std::string::npos)
+        << plan.installs[0].skip;
+    auto rep = run_plan(store, plan);
+    EXPECT_FALSE(rep.ok());
+    EXPECT_TRUE(sfs::is_symlink(tmp / "webui/models"));
+    EXPECT_TRUE(sfs::is_regular_file(tmp / "data/Lora/x.safetensors"));
+}
+
+}  // namespace
