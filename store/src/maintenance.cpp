@@ -48,6 +48,7 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
 
     std::mutex mu;
     std::vector<std::pair<Sha256, std::string>> corrupt;
+    std::vector<std::pair<Sha256, Xxh128>> verified;  // unverified blobs that matched
     std::atomic<std::size_t> next{0};
     auto check_one = [&](const Sha256& h, const BlobRecord& r) {
         fs::path p = impl_->blobs.path_of(h);
@@ -74,15 +75,21 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
             return;
         }
         std::string bad;
-        if (fast && r.xxh128) {
+        // A blob taken on its name's word has no XXH3 to compare with: --fast reads it in full.
+        if (fast && r.xxh128 && !r.unverified) {
             if (xxh128_fd(fd.get(), progress, p.c_str()) != *r.xxh128)
                 bad = "XXH3-128 does not match";
         } else {
             FileDigests d = digest_fd(fd.get(), progress, p.c_str());
             if (d.sha256 != h)
-                bad = "SHA-256 is " + d.sha256.hex();
+                bad = "SHA-256 is " + d.sha256.hex() +
+                      (r.unverified ? " (it was stored under the name its source gave)" : "");
             else if (r.xxh128 && d.xxh128 != *r.xxh128)
                 bad = "XXH3-128 does not match";
+            else if (r.unverified) {
+                std::lock_guard lk(mu);
+                verified.emplace_back(h, d.xxh128);
+            }
         }
         std::lock_guard lk(mu);
         rep.blobs_checked++;
@@ -106,6 +113,20 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
         for (unsigned i = 1; i < std::min<std::size_t>(n, records.size()); ++i)
             pool.emplace_back(worker);
         worker();
+    }
+
+    // Matched: the flag goes and the record gains the XXH3 that --fast compares from now on.
+    if (!verified.empty()) {
+        auto txn = impl_->catalog.write();
+        for (const auto& [h, x] : verified) {
+            auto r = txn.get_blob(h);
+            if (!r || !r->unverified) continue;
+            r->unverified = false;
+            r->xxh128 = x;
+            txn.put_blob(h, *r);
+            ++rep.newly_verified;
+        }
+        txn.commit();
     }
 
     // Corrupt bytes are never served again and never silently deleted: they move to quarantine/
