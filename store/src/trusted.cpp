@@ -124,8 +124,8 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
         if (t.make_current && idx != m.current) {
             auto txn = impl_->catalog.write();
             auto fresh = txn.get_model(key);
-            if (fresh && idx < fresh->versions.size() &&
-                fresh->versions[idx].same_content(v) && fresh->current != idx) {
+            if (fresh && idx < fresh->versions.size() && fresh->versions[idx].same_content(v) &&
+                fresh->current != idx) {
                 fresh->make_current(idx);
                 txn.put_model(*fresh);
                 txn.commit();
@@ -171,11 +171,11 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
         // every byte anyway, check the name on the way.
         Ingested in = impl_->blobs.ingest_copy(p.fd.get(), f.source.string(), progress);
         if (in.digests.sha256 != f.sha256)
-            throw StoreError(ErrorKind::corrupt,
-                             f.source.string() + " is named as content " + f.sha256.hex() +
-                                 " but its SHA-256 is " + in.digests.sha256.hex() +
-                                 "; the cache's copy is damaged; model " + key + "@" + t.label +
-                                 " was not imported");
+            throw StoreError(ErrorKind::corrupt, f.source.string() + " is named as content " +
+                                                     f.sha256.hex() + " but its SHA-256 is " +
+                                                     in.digests.sha256.hex() +
+                                                     "; the cache's copy is damaged; model " + key +
+                                                     "@" + t.label + " was not imported");
         digests[i] = in.digests;
         ++out.copied;
         out.new_bytes += p.size;

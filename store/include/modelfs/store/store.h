@@ -143,14 +143,14 @@ struct TrustedTree {
 };
 struct TrustedTreeResult {
     std::string model_key;
-    std::string label;          // of the version with this content (an existing one if unchanged)
-    bool new_version = false;   // false: the model already had this content
-    bool made_current = false;  // the current version changed
-    std::size_t linked = 0;     // files hard-linked into blobs/ (zero copy)
-    std::size_t copied = 0;     // files copied (another filesystem, or not ours to link)
-    std::size_t present = 0;    // files whose content the store had already
-    std::size_t unverified = 0; // blobs catalogued under a trusted name, not yet read
-    std::uint64_t size = 0;     // bytes of the tree
+    std::string label;            // of the version with this content (an existing one if unchanged)
+    bool new_version = false;     // false: the model already had this content
+    bool made_current = false;    // the current version changed
+    std::size_t linked = 0;       // files hard-linked into blobs/ (zero copy)
+    std::size_t copied = 0;       // files copied (another filesystem, or not ours to link)
+    std::size_t present = 0;      // files whose content the store had already
+    std::size_t unverified = 0;   // blobs catalogued under a trusted name, not yet read
+    std::uint64_t size = 0;       // bytes of the tree
     std::uint64_t new_bytes = 0;  // bytes of the blobs linked or copied
 };
 
