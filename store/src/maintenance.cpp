@@ -138,6 +138,7 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
             auto txn = impl_->catalog.write();
             if (auto r = txn.get_blob(h)) {
                 r->state = BlobState::quarantined;
+                r->unverified = false;  // read, and found wrong
                 txn.put_blob(h, *r);
             }
             txn.commit();
@@ -159,6 +160,33 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
                                 "gc removes it)");
     });
     return rep;
+}
+
+void settle_unverified(Store::Impl& s, const Sha256& h) {
+    auto rec = s.catalog.read().get_blob(h);
+    if (!rec || rec->state != BlobState::present || !rec->unverified) return;
+    const fs::path p = s.blobs.path_of(h);
+    UniqueFd fd = s.blobs.open_blob(h);
+    if (!fd) return;  // gone: publishing puts the caller's bytes there
+    const FileDigests d = digest_fd(fd.get(), nullptr, p.c_str());
+    const bool ok = d.sha256 == h && d.size == rec->size;
+    fs::path q;
+    if (!ok) q = s.blobs.quarantine(h);
+    auto txn = s.catalog.write();
+    auto r = txn.get_blob(h);
+    if (!r) return;
+    r->unverified = false;  // read now, either way
+    if (ok) {
+        r->xxh128 = d.xxh128;
+    } else {
+        r->state = BlobState::quarantined;
+        spdlog::error(
+            "blob {} was stored under a name its content does not match (SHA-256 {}); "
+            "moved to {} and replaced by content that matches",
+            h.hex(), d.sha256.hex(), q.string());
+    }
+    txn.put_blob(h, *r);
+    txn.commit();
 }
 
 GcReport Store::gc(bool dry_run) {

@@ -1,5 +1,6 @@
 // `modelfs import --hf-cache` / `--ollama` on synthetic caches laid out as huggingface_hub and
 // Ollama lay them out: real stores, the real program, real mounts (skipped without /dev/fuse).
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include "modelfs/adopt/other_stores.h"
 #include "modelfs/store/hash.h"
 #include "modelfs/store/store.h"
+#include "modelfs/store/unique_fd.h"
 #include "support/mount_fixture.h"
 #include "support/test_env.h"
 
@@ -414,6 +416,64 @@ TEST_F(OllamaTest, VerifyClearsTheFlagAndCatchesALyingName) {
     // The next verify finds nothing left to verify, and the quick mode works from the new XXH3.
     r = modelfs({"--json", "verify", "--fast"});
     EXPECT_EQ(json::parse(r.out)["newly_verified"], 0) << r.out;
+}
+
+// A cache blob named H whose bytes are not H, imported on trust; then the user's real H arrives.
+// Deduplicating against the lie would drop the user's only copy: the stored blob is read first.
+TEST_F(OtherStoresTest, ALyingNameNeverCostsTheUserTheRealFile) {
+    const fs::path real = dir / "user" / "real.gguf";
+    fs::create_directories(real.parent_path());
+    write_random_file(real, 6000, 41);
+    const std::string h = sha256_hex_of_file(real);
+    std::string lie = read_file(real);
+    lie[10] ^= 1;
+    fs::create_directories(hf.repo("models--org--liar") / "blobs");
+    write_text_file(hf.repo("models--org--liar") / "blobs" / h, lie);
+    hf.link("models--org--liar", kC1, "model.gguf", h);
+    Store s = Store::open(store_dir);
+    ASSERT_TRUE(adopt::import_hf_cache(s, hf.root()).ok());
+    ASSERT_TRUE(s.catalog().read().get_blob(*Sha256::from_hex(h))->unverified);
+
+    // 1. `import --move`: the user's file is renamed into the store, and would be dropped as a
+    // duplicate.
+    ImportOptions opts;
+    opts.move = true;
+    opts.category = Category::other;
+    opts.name = "user/real";
+    auto rep = s.import({real}, opts);
+    ASSERT_TRUE(rep.ok()) << rep.items.at(0).error;
+    EXPECT_FALSE(fs::exists(real));
+    EXPECT_EQ(sha256_hex_of_file(s.blobs().path_of(*Sha256::from_hex(h))), h)
+        << "the store kept the lying bytes and dropped the user's";
+    auto rec = s.catalog().read().get_blob(*Sha256::from_hex(h));
+    EXPECT_EQ(rec->state, BlobState::present);
+    EXPECT_FALSE(rec->unverified);
+    EXPECT_TRUE(fs::exists(s.blobs().quarantine_dir()) && !fs::is_empty(s.blobs().quarantine_dir()))
+        << "the lying bytes are kept for inspection";
+
+    // 2. A mount's file (commit_file) against a fresh lie under another name.
+    const fs::path saved = store_dir / "views" / "comfyui" / "saved.gguf";
+    fs::create_directories(saved.parent_path());
+    write_random_file(saved, 7000, 42);
+    const std::string h2 = sha256_hex_of_file(saved);
+    std::string lie2 = read_file(saved);
+    lie2[20] ^= 1;
+    write_text_file(hf.repo("models--org--liar") / "blobs" / h2, lie2);
+    hf.link("models--org--liar", kC2, "model.gguf", h2);
+    ASSERT_TRUE(adopt::import_hf_cache(s, hf.root()).ok());
+    ASSERT_TRUE(s.catalog().read().get_blob(*Sha256::from_hex(h2))->unverified);
+    UniqueFd fd(::open(saved.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd);
+    FileCommit fc;
+    fc.path = saved;
+    fc.fd = fd.get();
+    fc.digests = digest_fd(fd.get());
+    fc.category = Category::diffusion_model;
+    fc.name = "saved";
+    fc.ext = ".gguf";
+    s.commit_file(fc);
+    EXPECT_EQ(sha256_hex_of_file(s.blobs().path_of(*Sha256::from_hex(h2))), h2);
+    EXPECT_FALSE(s.catalog().read().get_blob(*Sha256::from_hex(h2))->unverified);
 }
 
 TEST_F(OllamaTest, AnotherFilesystemIsCopiedAndChecked) {
