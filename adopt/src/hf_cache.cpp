@@ -74,7 +74,6 @@ void commit_version(Store& store, const TrustedTree& t, OtherStoreItem& item, Pr
         item.outcome = OtherStoreItem::Outcome::failed;
         item.detail = e.what();
     }
-    if (progress) progress->done_items += 1;
 }
 
 }  // namespace detail
@@ -265,7 +264,9 @@ void import_repo(Store& store, const fs::path& repo, const std::string& name, Ot
     std::stable_partition(snaps.begin(), snaps.end(),
                           [&](const Snapshot& s) { return s.commit != current; });
 
+    if (progress) progress->total_items += snaps.size();
     for (auto& s : snaps) {
+        if (progress) progress->done_items += 1;
         OtherStoreItem item;
         item.source = repo.filename().string() + "/snapshots/" + s.commit;
         s.tree.name = name;

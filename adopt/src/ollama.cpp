@@ -203,7 +203,9 @@ OtherStoreReport import_ollama(Store& store, const fs::path& dir, Progress* prog
         return std::tie(a.name, ca, a.tag) < std::tie(b.name, cb, b.tag);
     });
 
+    if (progress) progress->total_items += tags.size();
     for (const auto& t : tags) {
+        if (progress) progress->done_items += 1;
         OtherStoreItem item;
         item.source = t.registry + "/" + t.ns + "/" + t.model + ":" + t.tag;
         item.label = t.tag;
