@@ -572,6 +572,40 @@ TEST(OtherStoresDefaults, FollowTheToolsEnvironment) {
     }
 }
 
+TEST_F(OtherStoresTest, HfWithoutRefsMainTheNewestSnapshotIsCurrent) {
+    make_sd();
+    const std::string unet3 = hf.lfs(sd, 300000, 4);
+    hf.link(sd, kC3, "model_index.json", index);
+    hf.link(sd, kC3, "unet/diffusion_pytorch_model.safetensors", unet3);
+    fs::remove(hf.repo(sd) / "refs" / "main");
+    // The newest is neither the first nor the last by name.
+    const auto now = fs::file_time_type::clock::now();
+    fs::last_write_time(hf.repo(sd) / "snapshots" / kC1, now - std::chrono::hours(48));
+    fs::last_write_time(hf.repo(sd) / "snapshots" / kC2, now);
+    fs::last_write_time(hf.repo(sd) / "snapshots" / kC3, now - std::chrono::hours(24));
+    Store s = Store::open(store_dir);
+    ASSERT_TRUE(adopt::import_hf_cache(s, hf.root()).ok());
+    auto m = s.catalog().read().get_model("diffusers/org/sd");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->versions.size(), 3u);
+    EXPECT_EQ(m->current_version().label, kC2.substr(0, 7));
+}
+
+TEST_F(OllamaTest, WithoutAValueTheCachesComeFromTheEnvironment) {
+    make_sd();
+    make_ollama();
+    CliResult r =
+        run_modelfs({"--store", store_dir.string(), "--json", "import", "--hf-cache", "--ollama"},
+                    {{"HF_HUB_CACHE", hf.root().string()}, {"OLLAMA_MODELS", ol.string()}});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    json j = json::parse(r.out);
+    ASSERT_EQ(j["caches"].size(), 2u) << r.out;
+    EXPECT_EQ(j["caches"][0]["dir"], hf.root().string());
+    EXPECT_EQ(j["caches"][0]["items"].size(), 2u);
+    EXPECT_EQ(j["caches"][1]["dir"], ol.string());
+    EXPECT_EQ(j["caches"][1]["items"].size(), 3u);
+}
+
 TEST_F(OtherStoresTest, CliRefusesOptionsThatDoNotApplyAndMissingCaches) {
     CliResult r = modelfs({"import", "--hf-cache", hf.root().string(), "--move"});
     EXPECT_EQ(r.exit_code, 2) << r.err;
