@@ -123,6 +123,10 @@ std::vector<fs::path> sorted_entries(const fs::path& dir) {
     std::error_code ec;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
         out.push_back(it->path());
+    // A folder that is not there has nothing in it (a repo whose first download never got to
+    // its snapshot); one that cannot be read is an error, not an empty cache.
+    if (ec && ec != std::errc::no_such_file_or_directory)
+        throw StoreError(ErrorKind::io, "cannot read " + dir.string() + ": " + ec.message());
     std::sort(out.begin(), out.end());
     return out;
 }
@@ -139,7 +143,8 @@ std::map<std::string, std::vector<std::string>> read_refs(const fs::path& refs) 
     std::error_code ec;
     if (!fs::is_directory(refs, ec)) return out;
     for (fs::recursive_directory_iterator it(refs, ec), end; !ec && it != end; it.increment(ec)) {
-        if (!it->is_regular_file(ec)) continue;
+        std::error_code e;  // a broken ref must not end the walk
+        if (!it->is_regular_file(e)) continue;
         std::ifstream in(it->path());
         std::string commit;
         std::getline(in, commit);
@@ -179,14 +184,20 @@ void read_snapshot(const fs::path& repo, Snapshot& s) {
     for (fs::recursive_directory_iterator it(s.dir, ec), end; !ec && it != end; it.increment(ec)) {
         const fs::path p = it->path();
         const std::string rel = p.lexically_relative(s.dir).generic_string();
-        const auto lst = fs::symlink_status(p, ec);
+        // Its own error code: `ec` is the walk's, and must only say whether the walk failed.
+        std::error_code e;
+        const auto lst = fs::symlink_status(p, e);
         if (fs::is_directory(lst)) continue;
         fs::path target = p;
         if (fs::is_symlink(lst)) {
-            fs::path link = fs::read_symlink(p, ec);
+            fs::path link = fs::read_symlink(p, e);
+            if (e) {
+                s.problem = "cannot read the link " + rel + ": " + e.message();
+                return;
+            }
             target = (link.is_absolute() ? link : p.parent_path() / link).lexically_normal();
         }
-        const auto st = fs::status(target, ec);
+        const auto st = fs::status(target, e);
         if (!fs::exists(st)) {
             s.problem = rel + " points at " + target.string() +
                         ", which is missing (an interrupted download, or a cleaned blob)";
@@ -196,12 +207,20 @@ void read_snapshot(const fs::path& repo, Snapshot& s) {
             s.problem = rel + " is not a regular file";
             return;
         }
+        // The name the cache gave is blobs/<etag>; what gets hard-linked is the file itself, in
+        // case that entry is a link too (blobs moved to another disk and linked back).
+        const fs::path named = target;
+        target = fs::canonical(target, e);
+        if (e) {
+            s.problem = "cannot resolve " + rel + ": " + e.message();
+            return;
+        }
         TrustedFile f;
         f.path = rel;
         f.source = target;
-        const std::string name = target.filename().string();
-        const bool in_blobs = target.parent_path().filename() == "blobs" &&
-                              fs::equivalent(target.parent_path(), repo / "blobs", ec);
+        const std::string name = named.filename().string();
+        const bool in_blobs = named.parent_path().filename() == "blobs" &&
+                              fs::equivalent(named.parent_path(), repo / "blobs", e);
         if (in_blobs && is_hex_name(name, 64)) {
             f.sha256 = *Sha256::from_hex(name);
         } else {
@@ -327,7 +346,16 @@ OtherStoreReport import_hf_cache(Store& store, const fs::path& dir, Progress* pr
             rep.notes.push_back(fname + ": " + e.what() + "; left out");
             continue;
         }
-        import_repo(store, e, name, rep, progress);
+        try {
+            import_repo(store, e, name, rep, progress);
+        } catch (const std::exception& err) {
+            OtherStoreItem item;
+            item.source = fname;
+            item.model_key = name;
+            item.outcome = OtherStoreItem::Outcome::failed;
+            item.detail = err.what();
+            rep.items.push_back(std::move(item));
+        }
     }
     return rep;
 }

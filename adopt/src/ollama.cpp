@@ -169,7 +169,8 @@ OtherStoreReport import_ollama(Store& store, const fs::path& dir, Progress* prog
     std::vector<Tag> tags;
     for (fs::recursive_directory_iterator it(rep.dir / "manifests", ec), end; !ec && it != end;
          it.increment(ec)) {
-        if (!it->is_regular_file(ec)) continue;
+        std::error_code e;  // `ec` is the walk's: a broken entry must not end it
+        if (!it->is_regular_file(e)) continue;
         const fs::path rel = it->path().lexically_relative(rep.dir / "manifests");
         std::vector<std::string> parts;
         for (const auto& c : rel) parts.push_back(c.string());
@@ -181,7 +182,7 @@ OtherStoreReport import_ollama(Store& store, const fs::path& dir, Progress* prog
         }
         Tag t{parts[0], parts[1], parts[2], parts[3], it->path(), {}, {}};
         t.name = store_name(t);
-        t.mtime = fs::last_write_time(it->path(), ec);
+        t.mtime = fs::last_write_time(it->path(), e);
         tags.push_back(std::move(t));
     }
     if (ec)

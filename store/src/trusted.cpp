@@ -45,6 +45,9 @@ struct Placed {
 // with a throwaway link in staging/, so a refusal costs nothing.
 bool can_link(BlobStore& blobs, const fs::path& src, const Placed& p) {
     if (!p.same_dev || !p.owned) return false;
+    // link() does not follow a final symlink: it would link the symlink, not the content.
+    struct stat lst;
+    if (::lstat(src.c_str(), &lst) != 0 || !S_ISREG(lst.st_mode)) return false;
     StagingFile probe = blobs.make_staging(".link");
     fs::path name = probe.path();
     name += "-probe";

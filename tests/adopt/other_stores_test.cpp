@@ -572,6 +572,26 @@ TEST(OtherStoresDefaults, FollowTheToolsEnvironment) {
     }
 }
 
+// Blobs moved elsewhere and linked back: still trusted by their name, and the file itself is
+// what the store links (link() on the symlink would store a symlink).
+TEST_F(OtherStoresTest, HfBlobThatIsItselfALinkIsTrustedAndLinkedToTheFile) {
+    make_sd();
+    const fs::path away = dir / "elsewhere" / "unet.bin";
+    fs::create_directories(away.parent_path());
+    fs::rename(hf.repo(sd) / "blobs" / unet1, away);
+    fs::create_symlink(away, hf.repo(sd) / "blobs" / unet1);
+    Store s = Store::open(store_dir);
+    ASSERT_TRUE(adopt::import_hf_cache(s, hf.root()).ok());
+    const fs::path blob = s.blobs().path_of(*Sha256::from_hex(unet1));
+    EXPECT_FALSE(fs::is_symlink(blob));
+    struct stat a, b;
+    ASSERT_EQ(::lstat(blob.c_str(), &a), 0);
+    ASSERT_EQ(::stat(away.c_str(), &b), 0);
+    EXPECT_EQ(a.st_ino, b.st_ino);
+    EXPECT_TRUE(s.catalog().read().get_blob(*Sha256::from_hex(unet1))->unverified);
+    EXPECT_TRUE(fs::is_symlink(hf.repo(sd) / "blobs" / unet1));
+}
+
 TEST_F(OtherStoresTest, HfWithoutRefsMainTheNewestSnapshotIsCurrent) {
     make_sd();
     const std::string unet3 = hf.lfs(sd, 300000, 4);
