@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "modelfs/fs/view_layout.h"
@@ -33,11 +34,11 @@ struct ModelDir {
 };
 
 struct Install {
-    std::string tool;                   // a built-in view name: a1111, forge, sdnext, comfyui, fooocus
-    std::filesystem::path root;         // the install folder (absolute, canonical)
-    std::filesystem::path models_dir;   // root/models: what the view mount replaces
-    std::vector<ModelDir> dirs;         // models_dir first, then folders outside it
-    std::vector<std::string> notes;     // detection remarks ("config.txt: not JSON, ignored")
+    std::string tool;            // a built-in view name: a1111, forge, sdnext, comfyui, fooocus
+    std::filesystem::path root;  // the install folder (absolute, canonical)
+    std::filesystem::path models_dir;  // root/models: what the view mount replaces
+    std::vector<ModelDir> dirs;        // models_dir first, then folders outside it
+    std::vector<std::string> notes;    // detection remarks ("config.txt: not JSON, ignored")
 };
 
 // The install at `dir`, told apart by its layout (A1111: webui.py + modules/; Forge: the same
@@ -45,6 +46,10 @@ struct Install {
 // folder_paths.py; Fooocus: entry_with_update.py / launch.py + fooocus_version.py). std::nullopt
 // when `dir` is not an install of a known tool.
 std::optional<Install> detect_install(const std::filesystem::path& dir);
+
+// What detect_install looks for, per tool, for "not an install of a known tool: DIR (looked
+// for ...)".
+std::string_view known_install_markers();
 
 // The usual install places that exist: ~/stable-diffusion-webui, ~/stable-diffusion-webui-forge,
 // ~/automatic (SD.Next), ~/ComfyUI, ~/Fooocus, and StabilityMatrix's Data/Packages/*.
@@ -79,8 +84,12 @@ struct ScannedFile {
     ino_t ino = 0;
     std::int64_t mtime_ns = 0, ctime_ns = 0;
     mode_t mode = 0;
-    std::string link_target;  // the first symlink on the way (or a broken link's target)
-    std::string problem;      // unreadable: the error, naming the path
+    // The file's own symlink target as written (readlink), also for a broken link; empty for a
+    // file reached through a linked folder (origin names that link).
+    std::string link_target;
+    // unreadable / broken_link / special: the error, naming the path. plain: why the view does
+    // not show it as a model or sidecar ("in LyCORIS/, which the a1111 view shows in Lora/").
+    std::string problem;
 };
 
 struct InstallScan {
