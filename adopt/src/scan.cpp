@@ -286,8 +286,8 @@ void classify(InstallScan& scan, const fs::ViewLayout& layout) {
                          return a->path < b->path;
                      });
     std::map<std::string, const ScannedFile*> by_model;  // "category/name" -> the model
-    // Models by the folder they sit in, for the sidecar rule.
-    std::map<stdfs::path, std::vector<const ScannedFile*>> models_in;
+    // Models by folder and stem (file name without the extension), for the sidecar rule.
+    std::map<std::pair<stdfs::path, std::string>, const ScannedFile*> stems;
     for (ScannedFile* f : candidates) {
         const std::string key = std::string(to_string(f->category)) + "/" + f->name;
         auto [it, fresh] = by_model.emplace(key, f);
@@ -300,23 +300,25 @@ void classify(InstallScan& scan, const fs::ViewLayout& layout) {
             continue;
         }
         f->kind = Kind::model;
-        models_in[f->path.parent_path()].push_back(f);
+        const std::string leaf_name = f->path.filename().string();
+        stems.emplace(std::make_pair(f->path.parent_path(),
+                                     leaf_name.substr(0, leaf_name.size() - f->ext.size())),
+                      f);
     }
 
     for (ScannedFile* f : others) {
         const std::string name = f->path.filename().string();
         const ScannedFile* best = nullptr;
         std::size_t best_len = 0;
-        if (auto it = models_in.find(f->path.parent_path()); it != models_in.end()) {
-            for (const ScannedFile* m : it->second) {
-                const std::string ml = m->path.filename().string();
-                const std::string stem = ml.substr(0, ml.size() - m->ext.size());
-                // "<stem>.<something>": the longest stem wins (foo.v2.png goes to foo.v2).
-                if (name.size() > stem.size() + 1 && name.starts_with(stem) &&
-                    name[stem.size()] == '.' && stem.size() > best_len) {
-                    best = m;
-                    best_len = stem.size();
-                }
+        // "<stem>.<suffix>": try the longest stem first (foo.v2.png goes to foo.v2, not foo).
+        for (std::size_t dot = name.rfind('.'); dot != name.npos && dot > 0;
+             dot = name.rfind('.', dot - 1)) {
+            if (dot + 1 == name.size()) continue;
+            auto it = stems.find({f->path.parent_path(), name.substr(0, dot)});
+            if (it != stems.end()) {
+                best = it->second;
+                best_len = dot;
+                break;
             }
         }
         if (!best) {
