@@ -2,6 +2,28 @@
 // file their models folders hold, classified the way the tool's view would classify it
 // (scan_install). Reads the file system and the tools' own configuration files; never writes,
 // never hashes. Planning and moving are in adopt.h.
+//
+// Install detection. A folder is an install when the files its tool's repository keeps at the
+// root are there (known_install_markers() lists them): ComfyUI main.py + folder_paths.py +
+// comfy/, Fooocus fooocus_version.py + entry_with_update.py, Forge webui.py + modules/ +
+// modules_forge/, SD.Next launch.py + modules/ + installer.py, A1111 webui.py + launch.py +
+// modules/. Its models folder is root/models (SD.Next's config.json models_dir and A1111's
+// --models-dir / --data-dir move it); that is what the view mount replaces. The folders the tool's
+// configuration adds are read too and left in place: ComfyUI extra_model_paths.yaml (a documented
+// subset of YAML, parsed by hand), Fooocus config.txt path_*, SD.Next config.json *_dir, A1111 /
+// Forge embeddings/ at the root and the folder flags in webui-user.sh. A folder that is inside
+// models/ already, named twice, or missing is not listed again; what cannot be read becomes an
+// Install note naming the file and line, never an error. Without arguments the CLI looks in
+// default_install_locations(): ~/stable-diffusion-webui, ~/stable-diffusion-webui-forge,
+// ~/automatic, ~/sdnext, ~/ComfyUI, ~/Fooocus and StabilityMatrix's Data/Packages/* (under ~/ and
+// ~/.config/).
+//
+// Scanning. Every file reachable from those folders, following folder links (their targets become
+// ModelDirs kept in place) and never going round a loop, is one ScannedFile. A file is a model
+// when the view shows it at its exact path (its category's primary folder, a listed extension, a
+// name the tool does not skip, the first of two files that would be the same model); a sidecar
+// when it is "<stem of a model beside it>.<anything>" (longest stem wins); anything else is plain,
+// with `problem` saying why, and adopt keeps it as a plain file at its path.
 #pragma once
 
 #include <sys/types.h>
@@ -42,7 +64,7 @@ struct Install {
 };
 
 // The install at `dir`, told apart by its layout (A1111: webui.py + modules/; Forge: the same
-// plus a forge marker; SD.Next: launch.py + modules/ + its config; ComfyUI: main.py + comfy/ +
+// plus modules_forge/; SD.Next: launch.py + modules/ + installer.py; ComfyUI: main.py + comfy/ +
 // folder_paths.py; Fooocus: entry_with_update.py / launch.py + fooocus_version.py). std::nullopt
 // when `dir` is not an install of a known tool.
 std::optional<Install> detect_install(const std::filesystem::path& dir);
@@ -51,8 +73,10 @@ std::optional<Install> detect_install(const std::filesystem::path& dir);
 // for ...)".
 std::string_view known_install_markers();
 
-// The usual install places that exist: ~/stable-diffusion-webui, ~/stable-diffusion-webui-forge,
-// ~/automatic (SD.Next), ~/ComfyUI, ~/Fooocus, and StabilityMatrix's Data/Packages/*.
+// The usual install places that hold an install: ~/stable-diffusion-webui,
+// ~/stable-diffusion-webui-forge, ~/automatic and ~/sdnext (SD.Next), ~/ComfyUI, ~/Fooocus, and
+// StabilityMatrix's Data/Packages/* (~/StabilityMatrix and ~/.config/StabilityMatrix), in that
+// order, each install once. $HOME decides where ~ is.
 std::vector<std::filesystem::path> default_install_locations();
 
 struct ScannedFile {
