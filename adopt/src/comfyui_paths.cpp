@@ -175,6 +175,7 @@ ConfigDirs comfyui_extra_model_paths(const std::filesystem::path& yaml_file) {
     while (std::getline(in, raw)) {
         ++n;
         if (!raw.empty() && raw.back() == '\r') raw.pop_back();
+        if (n == 1 && raw.starts_with("\xEF\xBB\xBF")) raw.erase(0, 3);  // a Windows editor's BOM
         std::size_t indent = 0;
         while (indent < raw.size() && raw[indent] == ' ') ++indent;
         const bool blank = trim(raw).empty();

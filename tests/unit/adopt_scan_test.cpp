@@ -245,6 +245,21 @@ TEST(AdoptDetect, ComfyuiYamlThatIsNoYamlIsNotes) {
     EXPECT_EQ(inst->dirs.size(), 1u);
     EXPECT_GE(inst->notes.size(), 4u) << all_notes(inst->notes);
     EXPECT_TRUE(has_note(inst->notes, "extra_model_paths.yaml:5:")) << all_notes(inst->notes);
+
+    // A BOM and CRLF line ends (a Windows editor), a relative base_path (against the yaml's
+    // folder), an is_default that is no boolean.
+    stdfs::create_directories(t / "ComfyUI/../sd/models/Lora");
+    write_text_file(root / "extra_model_paths.yaml",
+                    "\xEF\xBB\xBF"
+                    "a111:\r\n  base_path: ../sd\r\n  is_default: maybe\r\n"
+                    "  loras: models/Lora\r\n");
+    inst = detect_install(root);
+    ASSERT_TRUE(inst);
+    ASSERT_EQ(inst->dirs.size(), 2u) << all_notes(inst->notes);
+    EXPECT_EQ(inst->dirs[1].path, stdfs::canonical(t.path()) / "sd/models/Lora");
+    EXPECT_EQ(inst->dirs[1].origin, "extra_model_paths.yaml: a111.loras");
+    EXPECT_TRUE(has_note(inst->notes, "extra_model_paths.yaml:3: is_default"))
+        << all_notes(inst->notes);
 }
 
 TEST(AdoptDetect, FooocusConfigTxt) {
