@@ -100,7 +100,8 @@ ConfigDirs a1111_dirs(const std::filesystem::path& root) {
                     flag = flag.substr(0, eq);
                     has_value = true;
                 }
-                const bool dirs_flag = flag == "--models-dir" || flag == "--data-dir";
+                const bool dirs_flag = flag == "--models-dir" || flag == "--data-dir" ||
+                                       flag == "--forge-ref-a1111-home";
                 auto it = kFlags.find(flag);
                 if (it == kFlags.end() && !dirs_flag) continue;
                 if (!has_value) {
@@ -112,7 +113,12 @@ ConfigDirs a1111_dirs(const std::filesystem::path& root) {
                     value = w[++i];
                 }
                 const std::filesystem::path p = absolute_against(expand_user_and_vars(value), root);
-                if (flag == "--models-dir") {
+                if (flag == "--forge-ref-a1111-home") {
+                    // Forge then also lists that webui's models; they belong to that install.
+                    out.notes.push_back("webui-user.sh: --forge-ref-a1111-home " + p.string() +
+                                        ": Forge also reads the models of that install; adopt it "
+                                        "too so both keep them");
+                } else if (flag == "--models-dir") {
                     out.models_dir = p;
                 } else if (flag == "--data-dir") {
                     out.models_dir = p / "models";

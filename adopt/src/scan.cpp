@@ -200,6 +200,8 @@ class Walker {
         if (!inside(real, models_canon_)) {
             // Its files stay where they are; the planner lists the folder as kept in place.
             out_.install.dirs.push_back({real, view_rel, false, link_origin});
+            out_.notes.push_back(link_origin + ": a folder link; the files in " + real.string() +
+                                 " stay there, shared with the store");
         }
         // A link inside a linked folder: the outermost link is what the user set up.
         walk(p, view_rel, origin.starts_with("link ") ? origin : link_origin, st);

@@ -346,7 +346,8 @@ TEST(AdoptDetect, A1111RootEmbeddingsAndWebuiUserFlags) {
                     "#!/bin/bash\n#export COMMANDLINE_ARGS=\"--ckpt-dir /commented\"\n"
                     "export COMMANDLINE_ARGS=\"--xformers --ckpt-dir " +
                         (t / "ckpts").string() + " --lora-dir '" + (t / "my loras").string() +
-                        "' --embeddings-dir=" + (t / "emb").string() + " --vae-dir\"\n");
+                        "' --embeddings-dir=" + (t / "emb").string() +
+                        " --forge-ref-a1111-home /opt/a1111 --vae-dir\"\n");
     inst = detect_install(root);
     ASSERT_TRUE(inst);
     const std::string notes = all_notes(inst->notes);
@@ -360,6 +361,7 @@ TEST(AdoptDetect, A1111RootEmbeddingsAndWebuiUserFlags) {
     EXPECT_FALSE(dir_for(*inst, stdfs::canonical(root) / "embeddings"));
     EXPECT_EQ(inst->dirs.size(), 4u);
     EXPECT_TRUE(has_note(inst->notes, "--vae-dir without a folder")) << notes;
+    EXPECT_TRUE(has_note(inst->notes, "--forge-ref-a1111-home /opt/a1111")) << notes;
 }
 
 TEST(AdoptDetect, DefaultInstallLocationsUnderHome) {
@@ -529,6 +531,9 @@ TEST(AdoptScan, FolderLinkToOutsideStabilityMatrixStyle) {
     ASSERT_TRUE(d);
     EXPECT_EQ(d->view_folder, "checkpoints");
     EXPECT_FALSE(d->replaced);
+    EXPECT_TRUE(has_note(s.notes, "a folder link")) << all_notes(s.notes);
+    // Only models/ was listed before the scan; the input Install is not changed.
+    EXPECT_EQ(s.install.dirs.size(), 2u);
 }
 
 TEST(AdoptScan, FileLinkBrokenLinkLoopAndFifo) {
