@@ -548,6 +548,7 @@ TEST(AdoptScan, FileLinkBrokenLinkLoopAndFifo) {
     stdfs::create_directory_symlink("..", m / "loras/up");                    // a folder loop
     touch(m / "vae/v.safetensors");
     ASSERT_EQ(::mkfifo((m / "vae/pipe").c_str(), 0600), 0);
+    stdfs::create_symlink("v.safetensors", m / "vae/alias.safetensors");  // stays inside models/
     const InstallScan s = scan(root);
 
     const auto* l = file_at(s, m / "loras/l.safetensors");
@@ -569,13 +570,21 @@ TEST(AdoptScan, FileLinkBrokenLinkLoopAndFifo) {
 
     // models/loras/up -> models leads back into a folder being scanned: not followed.
     EXPECT_TRUE(has_note(s.notes, "loop")) << all_notes(s.notes);
-    EXPECT_EQ(s.files.size(), 5u);
+    EXPECT_EQ(s.files.size(), 6u);
 
     const auto* p = file_at(s, m / "vae/pipe");
     ASSERT_TRUE(p);
     EXPECT_EQ(p->kind, Kind::special);
     EXPECT_NE(p->problem.find("fifo"), std::string::npos);
     EXPECT_EQ(file_at(s, m / "vae/v.safetensors")->kind, Kind::model);
+    const auto* alias = file_at(s, m / "vae/alias.safetensors");
+    ASSERT_TRUE(alias);
+    EXPECT_EQ(alias->kind, Kind::model);
+    EXPECT_EQ(alias->name, "alias");
+    EXPECT_EQ(alias->link_target, "v.safetensors");
+    EXPECT_EQ(alias->real, m / "vae/v.safetensors");
+    EXPECT_EQ(alias->ino, file_at(s, m / "vae/v.safetensors")->ino);
+    EXPECT_TRUE(alias->replaced);  // its target goes away with models/ too
 }
 
 // Checks done as a user the permissions apply to; empty when all hold.

@@ -95,7 +95,7 @@ struct ScannedFile {
     std::string view_rel;
     bool replaced = false;  // goes away when models_dir becomes a mount (see ModelDir::replaced)
     std::string origin;     // the ModelDir::origin it was found through
-    // model: what the view makes of view_rel.
+    // model: what the view makes of view_rel; sidecar: its model's category and name.
     Category category = Category::other;
     std::string name;  // "sdxl/foo"
     std::string ext;   // ".safetensors", as spelled
