@@ -15,6 +15,15 @@
 // - Active is the fetcher thread's view of a download in progress; its worker thread reads the
 //   partial file, and persist_mu orders a .state write against a restart from zero.
 // - Lock order: a download's m_, then the Fetcher's mu; nothing takes them the other way.
+//
+// Where the code is:
+//   download.cpp       DownloadImpl: status, waiters, results (what callers hold)
+//   transfer_loop.cpp  the fetcher thread's loop, shutdown, bandwidth tokens, stalls, speeds
+//   activation.cpp     the queue, starting a download (resume, locks), other processes
+//   requests.cpp       planning ranges, starting requests, judging responses, writing data
+//   retries.cpp        a request's end: retries with backoff, source switches, failure
+//   verify_worker.cpp  the worker of one download (hash, persist, commit) and its results
+//   fetcher.cpp        the public Fetcher and stored_fetch_states
 #pragma once
 
 #include <atomic>
