@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <spdlog/spdlog.h>
+
 #include "cli.h"
 #include "modelfs/fs/mount.h"
 #include "mount_helper.h"
@@ -111,23 +113,15 @@ int run_views(const Globals& g, const std::string& only) {
     return kOk;
 }
 
-std::string layouts_key(const std::vector<fs::ViewLayout>& layouts) {
-    std::string key;
-    for (const auto& l : layouts)
-        key += l.to_json().dump() + (l.show_versions() ? "+v" : "") + "\n";
-    return key;
-}
-
-// SIGHUP re-reads the config files. A running mount keeps its views (the tree, the overlay and
-// open files hang off them), so the answer says whether a restart is needed; catalog changes
-// (import, use, pin) need none, a mount shows them live.
-std::function<std::string()> reload_check(const Globals& g,
-                                          const std::vector<fs::ViewLayout>& serving) {
+// SIGHUP (systemctl reload) re-reads the config files and hands the layouts they define to the
+// daemon, which serves them from then on. A config with an error changes nothing.
+std::function<fs::Reload()> reload_check(const Globals& g) {
     // The daemon runs in "/": relative names must be made absolute now.
     std::string store = g.store.empty() ? "" : std::filesystem::absolute(g.store).string();
     std::string file =
         g.config_file.empty() ? "" : std::filesystem::absolute(g.config_file).string();
-    return [store, file, before = layouts_key(serving)] {
+    // The daemon compares the layouts with what it serves and says whether anything changed.
+    return [store, file] {
         Globals fresh;
         fresh.store = store;
         fresh.config_file = file;
@@ -136,14 +130,12 @@ std::function<std::string()> reload_check(const Globals& g,
             const Config& c = fresh.config();
             for (const auto& f : c.files) files += (files.empty() ? "" : ", ") + f.string();
             if (files.empty()) files = "no config file";
-            if (layouts_key(mount_layouts(c)) == before)
-                return "config re-read (" + files + "): the views are unchanged";
+            return fs::Reload{"config re-read (" + files + ")", mount_layouts(c)};
         } catch (const ConfigError& e) {
-            return std::string("the config has an error, the mount goes on as it was: ") + e.what();
+            return fs::Reload{
+                std::string("the config has an error, the mount goes on as it was: ") + e.what(),
+                {}};
         }
-        return "config re-read (" + files +
-               "): the views changed; they take effect when the mount is restarted "
-               "(systemctl restart modelfs@NAME, or umount and mount)";
     };
 }
 
@@ -174,7 +166,11 @@ int run_mount(const Globals& g, fs::MountOptions o, const std::string& mountpoin
         Store s = Store::open(o.store);
         s.register_lock(*o.lock, file.string());
     }
-    o.on_reload = reload_check(g, o.layouts);
+    o.on_reload = reload_check(g);
+    // A daemon in the foreground is a service (systemd, a container): its few info lines
+    // (serving, SIGHUP, SIGTERM) belong in the journal. Per-request lines stay at debug.
+    if (o.foreground && g.verbose == 0 && !g.quiet && spdlog::get_level() > spdlog::level::info)
+        spdlog::set_level(spdlog::level::info);
     return fs::serve_mount(o);
 }
 

@@ -49,10 +49,13 @@ extern "C" void on_sighup(int) {
 }
 
 // libfuse's handlers end the session on SIGHUP; under systemd SIGHUP means "reload", so it gets
-// its own handler here. Stopping: SIGHUP is ignored again, and closing the pipe ends the thread.
+// its own handler here. The handler is installed before mounting, so a SIGHUP that comes at once
+// (systemctl reload right after start) waits in the pipe; the thread answering it starts after
+// daemonizing (fork keeps no threads). Stopping: SIGHUP is ignored again, and closing the pipe
+// ends the thread.
 class HupWatcher {
   public:
-    explicit HupWatcher(std::function<std::string()> reload) : reload_(std::move(reload)) {
+    HupWatcher() {
         int p[2];
         if (::pipe2(p, O_CLOEXEC) != 0) {
             spdlog::warn("SIGHUP: cannot make a pipe ({}); SIGHUP is ignored",
@@ -63,7 +66,6 @@ class HupWatcher {
         read_fd_ = p[0];
         write_fd_ = p[1];
         g_hup_fd = write_fd_;
-        thread_ = std::thread([this] { run(); });
         struct sigaction sa {};
         sa.sa_handler = on_sighup;
         sigemptyset(&sa.sa_mask);
@@ -72,12 +74,22 @@ class HupWatcher {
     }
     HupWatcher(const HupWatcher&) = delete;
     HupWatcher& operator=(const HupWatcher&) = delete;
-    ~HupWatcher() {
+    ~HupWatcher() { stop(); }
+
+    // Answers SIGHUPs (those already waiting first) by calling `reload` and logging its answer.
+    void start(std::function<std::string()> reload) {
+        reload_ = std::move(reload);
+        if (read_fd_ >= 0) thread_ = std::thread([this] { run(); });
+    }
+    // Before what `reload` reaches goes away.
+    void stop() {
         ::signal(SIGHUP, SIG_IGN);
         g_hup_fd = -1;
         if (write_fd_ >= 0) ::close(write_fd_);
+        write_fd_ = -1;
         if (thread_.joinable()) thread_.join();
         if (read_fd_ >= 0) ::close(read_fd_);
+        read_fd_ = -1;
     }
 
   private:
@@ -88,8 +100,7 @@ class HupWatcher {
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) return;
             try {
-                spdlog::info("SIGHUP: {}",
-                             reload_ ? reload_() : "nothing to reload; the mount goes on");
+                spdlog::info("SIGHUP: {}", reload_());
             } catch (const std::exception& e) {
                 spdlog::error("SIGHUP: reload failed, the mount goes on unchanged: {}", e.what());
             }
@@ -166,6 +177,7 @@ int serve_mount(const MountOptions& given) {
     if (!se) throw StoreError(ErrorKind::io, "could not start a FUSE session");
     if (fuse_set_signal_handlers(se.get()) != 0)
         throw StoreError(ErrorKind::io, "could not install signal handlers");
+    HupWatcher hup;  // replaces libfuse's SIGHUP handler before anyone can send one
     if (fuse_session_mount(se.get(), opts.mountpoint.c_str()) != 0) {
         fuse_remove_signal_handlers(se.get());
         throw StoreError(ErrorKind::io, "could not mount on " + opts.mountpoint.string() +
@@ -209,11 +221,31 @@ int serve_mount(const MountOptions& given) {
     // Files a previous daemon did not get to store (it was killed, the machine went down). Only
     // the layout's model folders can hold models and sidecars; the rest of the overlay is plain
     // storage (caches, configs) that need not be walked.
-    for (const auto& view : dm->ns.views()) {
-        std::string root = dm->ns.root_mode() ? view.name() : "";
+    const auto served = dm->names();
+    for (const auto& view : served->views()) {
+        std::string root = served->root_mode() ? view.name() : "";
         for (const auto& f : view.folders()) dm->queue_ingest_tree(join_path(root, f.path));
     }
-    HupWatcher hup(opts.on_reload);
+    struct StopHup {
+        HupWatcher& h;
+        ~StopHup() { h.stop(); }  // before the threads above go: a reload reaches them
+    } stop_hup{hup};
+    hup.start([&opts, d = dm.get()]() -> std::string {
+        if (!opts.on_reload) return "nothing to reload; the mount goes on";
+        Reload r = opts.on_reload();
+        if (!r.layouts) return r.message;
+        MountOptions next = opts;
+        next.layouts = std::move(*r.layouts);
+        std::vector<ViewLayout> views;
+        try {
+            views = views_to_serve(next);
+        } catch (const StoreError& e) {
+            // --view names a layout the config no longer has: keep serving the old one.
+            return r.message + "; but " + e.what() + ", so the mount keeps its views";
+        }
+        const std::string what = d->set_views(std::move(views));
+        return r.message + (what.empty() ? "; the views are unchanged" : "; " + what);
+    });
     spdlog::info("serving {} on {}", opts.store.string(), opts.mountpoint.string());
 
     std::unique_ptr<fuse_loop_config, LoopConfigDeleter> cfg(fuse_loop_cfg_create());
@@ -228,6 +260,41 @@ int serve_mount(const MountOptions& given) {
         return 0;
     }
     return rc == 0 ? 0 : 1;
+}
+
+std::string Daemon::set_views(std::vector<ViewLayout> views) {
+    auto before = names();
+    if (before->views() == views) return "";
+    std::string added, removed, changed;
+    auto list = [](std::string& to, const std::string& name) {
+        to += (to.empty() ? "" : ", ") + name;
+    };
+    auto find = [](const std::vector<ViewLayout>& in, const std::string& name) {
+        return std::find_if(in.begin(), in.end(),
+                            [&](const ViewLayout& v) { return v.name() == name; });
+    };
+    for (const auto& v : views) {
+        auto old = find(before->views(), v.name());
+        if (old == before->views().end())
+            list(added, v.name());
+        else if (!(*old == v))
+            list(changed, v.name());
+    }
+    for (const auto& v : before->views())
+        if (find(views, v.name()) == views.end()) list(removed, v.name());
+    {
+        std::lock_guard lk(ns_mu_);
+        ns_ = std::make_shared<const Namespace>(opts.store, std::move(views), before->root_mode());
+    }
+    // The rebuilt tree is diffed against the old one like any catalog change; the root's
+    // listing is not part of that diff, so it is dropped here.
+    snapshot();
+    if (invalidator) invalidator->forget_pages(ViewTree::kRootIno);
+    std::string out = "now serving the new views";
+    if (!added.empty()) out += "; added: " + added;
+    if (!removed.empty()) out += "; removed: " + removed;
+    if (!changed.empty()) out += "; changed: " + changed;
+    return out;
 }
 
 UniqueFd Daemon::open_blob(const Sha256& blob) {

@@ -39,10 +39,19 @@ struct OpenWrite {
 
 struct Daemon {
     Daemon(MountOptions o, std::vector<ViewLayout> views)
-        : opts(std::move(o)), ns(opts.store, std::move(views), opts.view.empty()) {}
+        : opts(std::move(o)),
+          ns_(std::make_shared<const Namespace>(opts.store, std::move(views), opts.view.empty())) {}
 
     MountOptions opts;
-    Namespace ns;
+    // The views served now. A SIGHUP may replace them while requests run, so each request takes
+    // the current one once and keeps it to the end.
+    std::shared_ptr<const Namespace> names() const {
+        std::lock_guard lk(ns_mu_);
+        return ns_;
+    }
+    // Serves `views` from now on (a SIGHUP reload): the tree is rebuilt and the kernel told to
+    // forget what moved. Returns a line for the log saying what changed ("" when nothing did).
+    std::string set_views(std::vector<ViewLayout> views);
     std::int64_t empty_dir_mtime_ns = 0;
     std::unique_ptr<Store> store;  // opened after daemonizing (LMDB must not cross fork())
     fuse_session* se = nullptr;
@@ -78,7 +87,7 @@ struct Daemon {
 
     // The catalog snapshot, rebuilt when any process has committed since.
     std::shared_ptr<const ViewTree> snapshot();
-    Entry resolve(const std::string& path) { return ns.resolve(*snapshot(), path); }
+    Entry resolve(const std::string& path) { return names()->resolve(*snapshot(), path); }
     // What inode `ino` is now: its object at its (possibly renamed) path, or, when that path
     // holds something else now, the catalogued version it was (still readable). nullopt: gone.
     std::optional<Entry> current(std::uint64_t ino);
@@ -99,8 +108,11 @@ struct Daemon {
     void make_overlay_parents(const std::string& path);
 
   private:
+    mutable std::mutex ns_mu_;
+    std::shared_ptr<const Namespace> ns_;
     std::mutex tree_mu_;
     std::shared_ptr<const ViewTree> tree_;
+    std::shared_ptr<const Namespace> tree_ns_;  // the views tree_ was built for
     std::uint64_t tree_txn_ = ~0ull;
     std::set<std::string> missing_logged_;  // locked versions not in the store, told once
 };

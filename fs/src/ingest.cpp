@@ -47,10 +47,12 @@ void copy_bytes(int from, int to, std::uint64_t len, const std::string& what) {
 std::shared_ptr<const ViewTree> Daemon::snapshot() {
     std::lock_guard lk(tree_mu_);
     std::uint64_t txn = store->catalog().last_txn_id();
-    if (!tree_ || txn != tree_txn_) {
+    const auto ns = names();
+    // New views (a SIGHUP) need a new tree as much as a new catalog does.
+    if (!tree_ || txn != tree_txn_ || ns != tree_ns_) {
         auto rtxn = store->catalog().read();
         auto next = std::make_shared<const ViewTree>(
-            ViewTree::build(rtxn, ns.views(), ns.root_mode(), empty_dir_mtime_ns,
+            ViewTree::build(rtxn, ns->views(), ns->root_mode(), empty_dir_mtime_ns,
                             opts.lock ? &*opts.lock : nullptr));
         for (const auto& missing : next->missing_locked())
             if (missing_logged_.insert(missing).second)
@@ -60,6 +62,7 @@ std::shared_ptr<const ViewTree> Daemon::snapshot() {
                     missing);
         if (tree_ && invalidator) invalidator->tree_changed(tree_, next);
         tree_ = std::move(next);
+        tree_ns_ = ns;
         tree_txn_ = rtxn.id();  // may be older than `txn`: then the next call builds again
         spdlog::debug("catalog snapshot of transaction {}: {} entries", tree_txn_, tree_->size());
     }
@@ -82,17 +85,17 @@ std::optional<Entry> Daemon::current(std::uint64_t ino) {
 }
 
 void Daemon::make_overlay_parents(const std::string& path) {
-    Location loc = ns.locate(parent_of(path));
+    Location loc = names()->locate(parent_of(path));
     if (loc.area != Location::Area::view) return;
     std::error_code ec;
-    stdfs::create_directories(ns.real_path(loc), ec);
+    stdfs::create_directories(names()->real_path(loc), ec);
     if (ec) throw StoreError(ErrorKind::io, "creating folder for " + path + ": " + ec.message());
 }
 
 stdfs::path Daemon::copy_up(const Entry& e, std::uint64_t keep, bool replace) {
     make_overlay_parents(e.path);
-    Location loc = ns.locate(e.path);
-    stdfs::path real = ns.real_path(loc);
+    Location loc = names()->locate(e.path);
+    stdfs::path real = names()->real_path(loc);
     // Built in staging/ and renamed into place, so the overlay never shows a half copy.
     StagingFile staged = store->blobs().make_staging(".copyup");
     UniqueFd blob = replace ? UniqueFd(::open(e.real.c_str(), O_RDONLY | O_CLOEXEC))
@@ -137,9 +140,9 @@ void Daemon::remove_from_catalog(const Entry& e) {
 }
 
 void Daemon::queue_ingest_tree(const std::string& path) {
-    Location loc = ns.locate(path);
+    Location loc = names()->locate(path);
     if (loc.area != Location::Area::view) return;
-    stdfs::path real = ns.real_path(loc);
+    stdfs::path real = names()->real_path(loc);
     std::error_code ec;
     if (stdfs::is_regular_file(real, ec)) {
         ingester->push(path);
@@ -155,8 +158,8 @@ void Daemon::ingest(const std::string& path) {
     try {
         Entry e = resolve(path);
         if (e.kind != Entry::Kind::overlay_file) return;
-        Location loc = ns.locate(path);
-        if (ns.role(*snapshot(), loc.view, loc.rel).kind == FileRole::Kind::plain) return;
+        Location loc = names()->locate(path);
+        if (names()->role(*snapshot(), loc.view, loc.rel).kind == FileRole::Kind::plain) return;
         UniqueFd fd(::open(e.real.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
         struct stat before;
         if (!fd || ::fstat(fd.get(), &before) != 0) return;
@@ -172,7 +175,7 @@ void Daemon::ingest(const std::string& path) {
         if (writers.count(before.st_ino) || ::lstat(e.real.c_str(), &now) != 0 ||
             !same_file_state(before, now) || static_cast<std::uint64_t>(now.st_size) != d.size)
             return;  // changed while hashed: whoever changed it queues it again
-        FileRole role = ns.role(*snapshot(), loc.view, loc.rel);
+        FileRole role = names()->role(*snapshot(), loc.view, loc.rel);
         if (role.kind == FileRole::Kind::plain) return;
         FileCommit fc;
         fc.path = e.real;
@@ -208,7 +211,7 @@ void Daemon::ingest(const std::string& path) {
         if (role.kind == FileRole::Kind::model) {
             // The name in this view may go on showing another version: say why, once per save.
             const std::string key = model_key(role.category, role.name);
-            const std::string& view = ns.views().at(static_cast<std::size_t>(loc.view)).name();
+            const std::string view = names()->views().at(static_cast<std::size_t>(loc.view)).name();
             if (opts.lock) {
                 spdlog::warn(
                     "{}: stored as version {} of {}, but this mount shows only the "

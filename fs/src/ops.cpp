@@ -77,7 +77,7 @@ int refuse_alias(const char* op, const std::string& path) {
 // Where new things may be made: inside a view, outside aliases. by-hash/ is read-only; the root
 // in root mode holds only the views.
 int writable_area(Daemon& dm, const std::string& path, const char* op = "write") {
-    Location loc = dm.ns.locate(path);
+    Location loc = dm.names()->locate(path);
     if (loc.area == Location::Area::by_hash) return EROFS;
     if (loc.area != Location::Area::view) return EPERM;
     auto tree = dm.snapshot();
@@ -213,9 +213,9 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
             (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
                        FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW))) {
             // A catalogued folder gets an overlay twin that carries its mode and times.
-            Location loc = dm.ns.locate(now.path);
+            Location loc = dm.names()->locate(now.path);
             std::error_code ec;
-            std::filesystem::create_directories(dm.ns.real_path(loc), ec);
+            std::filesystem::create_directories(dm.names()->real_path(loc), ec);
             now = dm.resolve(e->path);
         }
         if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
@@ -301,7 +301,8 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         // Not for aliases: the invalidator knows only the tree's own folders.
         const bool lists_aliases =
             e->read_only ||
-            (e->view >= 0 && dm.ns.views().at(static_cast<std::size_t>(e->view)).show_versions());
+            (e->view >= 0 &&
+             dm.names()->views().at(static_cast<std::size_t>(e->view)).show_versions());
         fi->cache_readdir = lists_aliases ? 0 : 1;
         fi->keep_cache = lists_aliases ? 0 : 1;
         std::lock_guard lk(g_dirs_mu);
@@ -331,7 +332,7 @@ void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
         }
         if (!h) return (void)fuse_reply_err(req, EBADF);
         if (!h->listed) {  // one request at a time per open folder: the kernel holds its lock
-            h->entries = dm.ns.list(*dm.snapshot(), h->path);
+            h->entries = dm.names()->list(*dm.snapshot(), h->path);
             h->listed = true;
         }
         std::vector<char> buf(size);
@@ -386,12 +387,12 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
         int err = 0;
         std::string path = child_path(dm, parent, name, &err);
         if (!err) err = writable_area(dm, path, "mkdir");
-        if (!err && dm.ns.locate(path).rel.empty()) err = EEXIST;  // a view's own folder
+        if (!err && dm.names()->locate(path).rel.empty()) err = EEXIST;  // a view's own folder
         if (err) return (void)fuse_reply_err(req, err);
         std::lock_guard lk(dm.edit_mu);
         if (dm.resolve(path).exists()) return (void)fuse_reply_err(req, EEXIST);
         dm.make_overlay_parents(path);
-        if (::mkdir(dm.ns.real_path(dm.ns.locate(path)).c_str(), mode & 07777) != 0)
+        if (::mkdir(dm.names()->real_path(dm.names()->locate(path)).c_str(), mode & 07777) != 0)
             return (void)fuse_reply_err(req, errno);
         fuse_entry_param p = entry_param(dm, dm.resolve(path));
         fuse_reply_entry(req, &p);
@@ -409,8 +410,9 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
         Entry e = dm.resolve(path);
         if (!e.exists()) return (void)fuse_reply_err(req, ENOENT);
         if (!e.is_dir()) return (void)fuse_reply_err(req, ENOTDIR);
-        if (dm.ns.locate(path).rel.empty()) return (void)fuse_reply_err(req, EBUSY);
-        if (!dm.ns.list(*dm.snapshot(), path).empty()) return (void)fuse_reply_err(req, ENOTEMPTY);
+        if (dm.names()->locate(path).rel.empty()) return (void)fuse_reply_err(req, EBUSY);
+        if (!dm.names()->list(*dm.snapshot(), path).empty())
+            return (void)fuse_reply_err(req, ENOTEMPTY);
         // A layout's folders always exist: the tool expects them.
         if (dm.snapshot()->find_path(path)) return (void)fuse_reply_err(req, EBUSY);
         if (::rmdir(e.real.c_str()) != 0) return (void)fuse_reply_err(req, errno);
@@ -510,7 +512,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         int err = 0;
         std::string path = child_path(dm, parent, name, &err);
         if (!err) err = writable_area(dm, path, "create");
-        if (!err && dm.ns.locate(path).rel.empty()) err = EEXIST;
+        if (!err && dm.names()->locate(path).rel.empty()) err = EEXIST;
         if (err) return (void)fuse_reply_err(req, err);
         std::lock_guard lk(dm.edit_mu);
         Entry e = dm.resolve(path);
@@ -525,7 +527,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         } else {
             dm.make_overlay_parents(path);
         }
-        std::filesystem::path real = dm.ns.real_path(dm.ns.locate(path));
+        std::filesystem::path real = dm.names()->real_path(dm.names()->locate(path));
         const int flags = (fi->flags & ~O_NOCTTY) | O_CREAT | O_CLOEXEC | O_NOFOLLOW;
         UniqueFd fd(::open(real.c_str(), flags, mode & 07777));
         if (!fd) return (void)fuse_reply_err(req, errno);
@@ -633,13 +635,13 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         if (!err) err = writable_area(dm, from, "rename");
         if (!err) err = writable_area(dm, to, "rename");
         if (err) return (void)fuse_reply_err(req, err);
-        Location lf = dm.ns.locate(from), lt = dm.ns.locate(to);
+        Location lf = dm.names()->locate(from), lt = dm.names()->locate(to);
         if (lf.view != lt.view) return (void)fuse_reply_err(req, EXDEV);  // views are apart
         if (lf.rel.empty() || lt.rel.empty()) return (void)fuse_reply_err(req, EBUSY);
 
         std::lock_guard lk(dm.edit_mu);
         auto tree = dm.snapshot();
-        Entry src = dm.ns.resolve(*tree, from), dst = dm.ns.resolve(*tree, to);
+        Entry src = dm.names()->resolve(*tree, from), dst = dm.names()->resolve(*tree, to);
         if (!src.exists()) return (void)fuse_reply_err(req, ENOENT);
         if (dst.exists() && (flags & RENAME_NOREPLACE)) return (void)fuse_reply_err(req, EEXIST);
         if (dst.exists() && dst.is_dir() && !src.is_dir()) return (void)fuse_reply_err(req, EISDIR);
@@ -653,15 +655,16 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
             // copies across EXDEV, and the copies dedupe into the same blobs.
             if (tree->find_path(from)) {
                 bool layout = false;
-                for (const auto& f : dm.ns.views().at(static_cast<std::size_t>(lf.view)).folders())
+                const auto ns = dm.names();
+                for (const auto& f : ns->views().at(static_cast<std::size_t>(lf.view)).folders())
                     layout = layout || f.path == lf.rel || f.path.starts_with(lf.rel + "/");
                 return (void)fuse_reply_err(req, layout ? EBUSY : EXDEV);
             }
-            if (dst.exists() && !dm.ns.list(*tree, to).empty())
+            if (dst.exists() && !dm.names()->list(*tree, to).empty())
                 return (void)fuse_reply_err(req, ENOTEMPTY);
             if (dst.exists() && tree->find_path(to)) return (void)fuse_reply_err(req, EBUSY);
             dm.make_overlay_parents(to);
-            if (::rename(src.real.c_str(), dm.ns.real_path(lt).c_str()) != 0)
+            if (::rename(src.real.c_str(), dm.names()->real_path(lt).c_str()) != 0)
                 return (void)fuse_reply_err(req, errno);
             dm.inodes.rename_prefix(from, to);
             dm.queue_ingest_tree(to);
@@ -670,7 +673,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
 
         if (src.kind == Entry::Kind::overlay_file) {
             dm.make_overlay_parents(to);
-            if (::rename(src.real.c_str(), dm.ns.real_path(lt).c_str()) != 0)
+            if (::rename(src.real.c_str(), dm.names()->real_path(lt).c_str()) != 0)
                 return (void)fuse_reply_err(req, errno);
             dm.inodes.rename_prefix(from, to);
             // It may have been the pending new version of a catalogued file, now moved away.
@@ -681,7 +684,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         }
 
         // A catalogued file: renaming it is a catalog edit, when the new name is a model path.
-        FileRole role = dm.ns.role(*tree, lt.view, lt.rel);
+        FileRole role = dm.names()->role(*tree, lt.view, lt.rel);
         if (!src.sidecar.empty() || role.kind != FileRole::Kind::model)
             return (void)fuse_reply_err(req, EXDEV);  // `mv` copies, then deletes
         if (dst.kind == Entry::Kind::overlay_file && ::unlink(dst.real.c_str()) != 0)

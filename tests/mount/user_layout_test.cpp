@@ -2,8 +2,15 @@
 // folder names, next to the built-in views or alone with --view.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "support/mount_fixture.h"
 #include "support/safetensors_writer.h"
@@ -81,6 +88,83 @@ TEST_F(UserLayoutMount, OneUserViewAtTheMountPoint) {
     EXPECT_FALSE(fs::exists(mnt / "mytool"));
     EXPECT_FALSE(fs::exists(mnt / "comfyui"));
     EXPECT_FALSE(fs::exists(mnt / "by-hash"));
+    EXPECT_EQ(m.stop(), 0);
+}
+
+// Waits (up to 5 s) for `pred`: a reload is applied by the daemon's SIGHUP thread.
+template <class Pred>
+bool eventually(Pred pred) {
+    for (int i = 0; i < 200 && !pred(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    return pred();
+}
+
+TEST_F(UserLayoutMount, SighupServesTheConfigsNewLayouts) {
+    Mount m(store, mnt, {"--config", config.string()});
+    ASSERT_TRUE(m.ok());
+    ASSERT_TRUE(fs::exists(mnt / "mytool" / "my-loras" / "sdxl" / "style.safetensors"));
+    ASSERT_TRUE(fs::exists(mnt / "comfyui" / "ckpts" / "base.safetensors"));
+    // An open file keeps reading through the reload.
+    std::ifstream open_before(mnt / "comfyui" / "ckpts" / "base.safetensors", std::ios::binary);
+    ASSERT_TRUE(open_before);
+
+    // mytool's LoRA folder moves, a new layout appears, the ComfyUI replacement goes (the
+    // built-in comes back).
+    write_text_file(config, R"(
+[[layout]]
+name = "mytool"
+[[layout.folder]]
+path = "models/my-checkpoints"
+category = "checkpoint"
+[[layout.folder]]
+path = "adapters"
+category = "lora"
+
+[[layout]]
+name = "newtool"
+[[layout.folder]]
+path = "weights"
+category = "checkpoint"
+)");
+    ASSERT_EQ(::kill(m.pid(), SIGHUP), 0);
+    EXPECT_TRUE(
+        eventually([&] { return fs::exists(mnt / "newtool" / "weights" / "base.safetensors"); }));
+    EXPECT_EQ(sha256_hex_of_file(mnt / "newtool" / "weights" / "base.safetensors"),
+              sha_of_source("checkpoints/base.safetensors"));
+    EXPECT_EQ(sha256_hex_of_file(mnt / "mytool" / "adapters" / "sdxl" / "style.safetensors"),
+              sha_of_source("loras/sdxl/style.safetensors"));
+    EXPECT_FALSE(fs::exists(mnt / "mytool" / "my-loras"));
+    EXPECT_TRUE(fs::exists(mnt / "comfyui" / "checkpoints" / "base.safetensors"));
+    EXPECT_FALSE(fs::exists(mnt / "comfyui" / "ckpts"));
+    std::vector<std::string> top;
+    for (const auto& e : fs::directory_iterator(mnt)) top.push_back(e.path().filename().string());
+    EXPECT_NE(std::find(top.begin(), top.end(), "newtool"), top.end());
+    std::string first(8, '\0');
+    EXPECT_TRUE(open_before.read(first.data(), 8));
+
+    // A config with an error changes nothing.
+    write_text_file(config, "[[layout]]\nname = \"mytool\"\n");
+    ASSERT_EQ(::kill(m.pid(), SIGHUP), 0);
+    EXPECT_TRUE(eventually([&] {
+        return read_file(dir / "mnt.log").find("the config has an error") != std::string::npos;
+    })) << read_file(dir / "mnt.log");
+    EXPECT_TRUE(fs::exists(mnt / "newtool" / "weights" / "base.safetensors"));
+    const std::string log = read_file(dir / "mnt.log");
+    EXPECT_NE(log.find("added: newtool"), std::string::npos) << log;
+    open_before.close();  // an open file keeps the mount busy
+    EXPECT_EQ(m.stop(), 0);
+}
+
+TEST_F(UserLayoutMount, SighupKeepsAViewTheConfigNoLongerDefines) {
+    Mount m(store, mnt, {"--config", config.string(), "--view", "mytool"});
+    ASSERT_TRUE(m.ok());
+    ASSERT_TRUE(fs::exists(mnt / "my-loras" / "sdxl" / "style.safetensors"));
+    write_text_file(config, "# mytool is gone\n");
+    ASSERT_EQ(::kill(m.pid(), SIGHUP), 0);
+    EXPECT_TRUE(eventually([&] {
+        return read_file(dir / "mnt.log").find("so the mount keeps its views") != std::string::npos;
+    })) << read_file(dir / "mnt.log");
+    EXPECT_TRUE(fs::exists(mnt / "my-loras" / "sdxl" / "style.safetensors"));
     EXPECT_EQ(m.stop(), 0);
 }
 

@@ -13,6 +13,15 @@
 
 namespace modelfs::fs {
 
+// What a SIGHUP found in the config file.
+struct Reload {
+    std::string message;  // logged as it is
+    // The layouts the config defines now (MountOptions::layouts). The mount serves them from then
+    // on: new views appear, removed ones go, changed folders move their models. std::nullopt:
+    // keep the views (the config is unchanged or has an error).
+    std::optional<std::vector<ViewLayout>> layouts;
+};
+
 struct MountOptions {
     std::filesystem::path store;  // the store to serve
     std::filesystem::path mountpoint;
@@ -31,9 +40,9 @@ struct MountOptions {
     // `--lock FILE`: every view shows exactly the lock's models, at the locked versions,
     // whatever is current or pinned (a locked version the store lacks is logged and left out).
     std::optional<LockFile> lock;
-    // Called on SIGHUP (systemctl reload): re-reads the config and returns the line to log.
-    // Unset: SIGHUP only logs that there is nothing to reload.
-    std::function<std::string()> on_reload;
+    // Called on SIGHUP (systemctl reload): re-reads the config. Unset: SIGHUP only logs that
+    // there is nothing to reload.
+    std::function<Reload()> on_reload;
 };
 
 // The layouts a mount with these options shows: the built-ins merged with opts.layouts, or just
@@ -42,7 +51,7 @@ std::vector<ViewLayout> views_to_serve(const MountOptions& opts);
 
 // Mounts, then (unless foreground) detaches, and serves requests until the filesystem is
 // unmounted or the process gets SIGINT/SIGTERM, then unmounts cleanly. SIGHUP does not unmount:
-// it calls on_reload and logs its answer. Returns an exit code.
+// it calls on_reload, applies the layouts it returns and logs what changed. Returns an exit code.
 // Throws StoreError for problems found before mounting (no store, unknown view).
 int serve_mount(const MountOptions& opts);
 
