@@ -46,6 +46,9 @@ json blob_json(Store& s, const Sha256& h, Progress* progress) {
     // The key of a placeholder is not the content's hash: say so rather than show it as one.
     if (rec->placeholder) j["placeholder"] = true;
     if (rec->keep) j["keep"] = true;
+    // Catalogued under the hash its source's name gave (import --hf-cache / --ollama): present
+    // and served, but nothing has read it yet; `verify` does.
+    if (rec->unverified) j["unverified"] = true;
     if (!rec->fetch_error.empty()) {
         j["fetch_error"] = rec->fetch_error;
         j["fetch_failed_at"] = rec->fetch_failed_at;
@@ -89,17 +92,21 @@ void print_blob(const json& b, const std::string& indent) {
     if (b.contains("autov3")) line("autov3", b["autov3"]);
     if (b.contains("xxh3_128")) line("xxh3-128", b["xxh3_128"]);
     if (b.contains("size"))
-        line("size", human_bytes(b["size"]) + " (" + std::to_string(b["size"].get<std::uint64_t>()) +
-                         " bytes)");
+        line("size", human_bytes(b["size"]) + " (" +
+                         std::to_string(b["size"].get<std::uint64_t>()) + " bytes)");
     if (b.contains("state"))
-        line("state", b["state"].get<std::string>() + (b.value("keep", false) ? ", kept" : ""));
+        line("state", b["state"].get<std::string>() + (b.value("keep", false) ? ", kept" : "") +
+                          (b.value("unverified", false)
+                               ? ", not verified yet (its name was trusted; run modelfs verify)"
+                               : ""));
     if (b.contains("path")) line("blob", b["path"]);
     if (b.contains("sources"))
         for (const auto& so : b["sources"])
-            line("source", so["url"].get<std::string>() + (so["stream"].get<bool>() ? " (stream)" : ""));
+            line("source",
+                 so["url"].get<std::string>() + (so["stream"].get<bool>() ? " (stream)" : ""));
     if (b.contains("fetch_error"))
-        line("fetch error", format_time(b["fetch_failed_at"]) + ": " +
-                                b["fetch_error"].get<std::string>());
+        line("fetch error",
+             format_time(b["fetch_failed_at"]) + ": " + b["fetch_error"].get<std::string>());
     if (b.contains("safetensors")) {
         const json& st = b["safetensors"];
         std::string dt;
@@ -122,9 +129,10 @@ void print_blob(const json& b, const std::string& indent) {
 
 // Which files of a version are not on this machine (remote, or partly downloaded).
 struct RemoteFiles {
-    std::size_t files = 0;     // not present
-    bool any_partial = false;  // some download started
-    bool placeholder = false;  // a single file whose hash is not known yet
+    std::size_t files = 0;       // not present
+    bool any_partial = false;    // some download started
+    bool placeholder = false;    // a single file whose hash is not known yet
+    std::size_t unverified = 0;  // present files catalogued on their names' word
     std::string state(const ModelVersion& v) const {
         const std::size_t n = v.is_tree() ? v.tree.size() : 1;
         if (files == 0) return "present";
@@ -139,6 +147,7 @@ RemoteFiles remote_files(const Txn& txn, const ModelVersion& v) {
     for (const auto& t : v.tree) files.push_back(t.blob);
     for (const auto& h : files) {
         auto rec = txn.get_blob(h);
+        if (rec && rec->state == BlobState::present && rec->unverified) ++r.unverified;
         if (!rec || rec->state == BlobState::present) continue;
         ++r.files;
         r.any_partial = r.any_partial || rec->state == BlobState::partial;
@@ -171,9 +180,12 @@ int run_ls(const Globals& g, const LsArgs& a) {
         for (std::size_t i = 0; i < models.size(); ++i) {
             const Model& m = models[i];
             const auto& v = m.current_version();
-            json j = {{"model", m.key()},     {"category", to_string(m.category)},
-                      {"name", m.name},       {"version", v.label},
-                      {"size", v.size},       {"versions", m.versions.size()},
+            json j = {{"model", m.key()},
+                      {"category", to_string(m.category)},
+                      {"name", m.name},
+                      {"version", v.label},
+                      {"size", v.size},
+                      {"versions", m.versions.size()},
                       {"files", v.is_tree() ? v.tree.size() : 1}};
             if (v.blob) {
                 j["sha256"] = v.blob->hex();
@@ -181,6 +193,7 @@ int run_ls(const Globals& g, const LsArgs& a) {
             }
             j["state"] = remote[i].state(v);
             if (remote[i].files) j["remote_files"] = remote[i].files;
+            if (remote[i].unverified) j["unverified_files"] = remote[i].unverified;
             out.push_back(std::move(j));
         }
         print_json(out);
@@ -192,11 +205,15 @@ int run_ls(const Globals& g, const LsArgs& a) {
         std::string what = v.blob ? v.blob->autov2() : std::to_string(v.tree.size()) + " files";
         if (remote[i].placeholder) what = "?";  // no hash known until it is downloaded
         std::string notes;
-        if (m.versions.size() > 1) notes += "  (" + std::to_string(m.versions.size()) + " versions)";
+        if (m.versions.size() > 1)
+            notes += "  (" + std::to_string(m.versions.size()) + " versions)";
         const std::string state = remote[i].state(v);
-        if (state == "remote") notes += "  [remote]";
+        if (state == "remote")
+            notes += "  [remote]";
         else if (state == "partial")
             notes += "  [partly here: " + std::to_string(remote[i].files) + " file(s) to fetch]";
+        if (remote[i].unverified)
+            notes += "  [" + std::to_string(remote[i].unverified) + " file(s) not verified yet]";
         std::printf("%-16s %-48s %-8s %10s  %s%s\n", std::string(to_string(m.category)).c_str(),
                     (m.name + v.ext).c_str(), v.label.c_str(), human_bytes(v.size).c_str(),
                     what.c_str(), notes.c_str());
@@ -229,8 +246,10 @@ int run_show(const Globals& g, const std::string& query) {
             auto txn = s.catalog().read();
             json& files = out["versions"][m.current]["files"];
             for (std::size_t i = 0; i < v.tree.size(); ++i)
-                if (auto rec = txn.get_blob(v.tree[i].blob))
+                if (auto rec = txn.get_blob(v.tree[i].blob)) {
                     files[i]["state"] = std::string(to_string(rec->state));
+                    if (rec->unverified) files[i]["unverified"] = true;
+                }
         }
     } else if (r.path) {
         out = {{"path", r.path->string()}, {"in_store", r.in_store}};
@@ -247,8 +266,7 @@ int run_show(const Globals& g, const std::string& query) {
                     try {
                         auto info = read_safetensors_header(fd, st.st_size);
                         out["file"]["safetensors"] = safetensors_json(info);
-                        out["file"]["autov3"] =
-                            sha256_fd_from(fd, info.data_offset(), bar).hex();
+                        out["file"]["autov3"] = sha256_fd_from(fd, info.data_offset(), bar).hex();
                     } catch (const SafetensorsError& e) {
                         if (has_safetensors_extension(r.path->filename().string()))
                             out["file"]["error"] =
@@ -271,9 +289,8 @@ int run_show(const Globals& g, const std::string& query) {
         if (out.contains("file")) print_blob(out["file"], "  ");
         std::printf("  versions:\n");
         for (const auto& v : out["versions"]) {
-            std::string what = v.contains("sha256")
-                                   ? v["sha256"].get<std::string>().substr(0, 10)
-                                   : std::to_string(v["files"].size()) + " files";
+            std::string what = v.contains("sha256") ? v["sha256"].get<std::string>().substr(0, 10)
+                                                    : std::to_string(v["files"].size()) + " files";
             std::printf("  %s %-10s %s  %10s  %s  %s\n", v["current"].get<bool>() ? "*" : " ",
                         v["label"].get<std::string>().c_str(), what.c_str(),
                         human_bytes(v["size"]).c_str(), format_time(v["added"]).c_str(),
@@ -284,7 +301,7 @@ int run_show(const Globals& g, const std::string& query) {
                                 human_bytes(f["size"]).c_str(),
                                 f["sha256"].get<std::string>().substr(0, 10).c_str(),
                                 f.value("state", "present") == "present"
-                                    ? ""
+                                    ? (f.value("unverified", false) ? "  not verified yet" : "")
                                     : ("  " + f["state"].get<std::string>()).c_str());
         }
     } else {
@@ -293,7 +310,8 @@ int run_show(const Globals& g, const std::string& query) {
                         r.in_store ? "in the store" : "not in the store");
         print_blob(out["file"], "  ");
         if (out.contains("models"))
-            for (const auto& m : out["models"]) std::printf("  used by    %s\n", m.get<std::string>().c_str());
+            for (const auto& m : out["models"])
+                std::printf("  used by    %s\n", m.get<std::string>().c_str());
     }
     return kOk;
 }
@@ -313,8 +331,9 @@ void add_show(CLI::App& app, Globals& g, Runner& run) {
     auto q = std::make_shared<std::string>();
     auto* sub = app.add_subcommand(
         "show", "Everything about a model, a blob or a file: hashes, tensors, metadata, versions");
-    sub->add_option("what", *q, "NAME, CATEGORY/NAME, SHA-256, hash prefix (>= 4 hex, e.g. "
-                                "an AutoV2), or a file path")
+    sub->add_option("what", *q,
+                    "NAME, CATEGORY/NAME, SHA-256, hash prefix (>= 4 hex, e.g. "
+                    "an AutoV2), or a file path")
         ->required();
     sub->callback([&g, &run, q] { run = [&g, q] { return run_show(g, *q); }; });
 }

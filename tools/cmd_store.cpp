@@ -50,6 +50,7 @@ void add_verify(CLI::App& app, Globals& g, Runner& run) {
                             {"mode", fast ? "xxh3" : "sha256"},
                             {"problems", probs},
                             {"notes", r.notes},
+                            {"newly_verified", r.newly_verified},
                             {"ok", r.problems.empty()}});
             } else {
                 for (const auto& p : r.problems) std::cout << p.what << ": " << p.detail << "\n";
@@ -66,6 +67,10 @@ void add_verify(CLI::App& app, Globals& g, Runner& run) {
                                                   : ", " + std::to_string(r.notes.size()) +
                                                         " orphan file(s) for gc")
                               << "\n";
+                if (!g.quiet && r.newly_verified)
+                    std::cout << r.newly_verified
+                              << " blob(s) taken on their names' word (import --hf-cache / "
+                                 "--ollama) matched and are verified now\n";
             }
             return r.problems.empty() ? kOk : kFailed;
         };

@@ -49,10 +49,13 @@ extern "C" void on_sighup(int) {
 }
 
 // libfuse's handlers end the session on SIGHUP; under systemd SIGHUP means "reload", so it gets
-// its own handler here. Stopping: SIGHUP is ignored again, and closing the pipe ends the thread.
+// its own handler here. The handler is installed before mounting, so a SIGHUP that comes at once
+// (systemctl reload right after start) waits in the pipe; the thread answering it starts after
+// daemonizing (fork keeps no threads). Stopping: SIGHUP is ignored again, and closing the pipe
+// ends the thread.
 class HupWatcher {
   public:
-    explicit HupWatcher(std::function<std::string()> reload) : reload_(std::move(reload)) {
+    HupWatcher() {
         int p[2];
         if (::pipe2(p, O_CLOEXEC) != 0) {
             spdlog::warn("SIGHUP: cannot make a pipe ({}); SIGHUP is ignored",
@@ -63,7 +66,6 @@ class HupWatcher {
         read_fd_ = p[0];
         write_fd_ = p[1];
         g_hup_fd = write_fd_;
-        thread_ = std::thread([this] { run(); });
         struct sigaction sa {};
         sa.sa_handler = on_sighup;
         sigemptyset(&sa.sa_mask);
@@ -72,12 +74,22 @@ class HupWatcher {
     }
     HupWatcher(const HupWatcher&) = delete;
     HupWatcher& operator=(const HupWatcher&) = delete;
-    ~HupWatcher() {
+    ~HupWatcher() { stop(); }
+
+    // Answers SIGHUPs (those already waiting first) by calling `reload` and logging its answer.
+    void start(std::function<std::string()> reload) {
+        reload_ = std::move(reload);
+        if (read_fd_ >= 0) thread_ = std::thread([this] { run(); });
+    }
+    // Before what `reload` reaches goes away.
+    void stop() {
         ::signal(SIGHUP, SIG_IGN);
         g_hup_fd = -1;
         if (write_fd_ >= 0) ::close(write_fd_);
+        write_fd_ = -1;
         if (thread_.joinable()) thread_.join();
         if (read_fd_ >= 0) ::close(read_fd_);
+        read_fd_ = -1;
     }
 
   private:
@@ -165,6 +177,7 @@ int serve_mount(const MountOptions& given) {
     if (!se) throw StoreError(ErrorKind::io, "could not start a FUSE session");
     if (fuse_set_signal_handlers(se.get()) != 0)
         throw StoreError(ErrorKind::io, "could not install signal handlers");
+    HupWatcher hup;  // replaces libfuse's SIGHUP handler before anyone can send one
     if (fuse_session_mount(se.get(), opts.mountpoint.c_str()) != 0) {
         fuse_remove_signal_handlers(se.get());
         throw StoreError(ErrorKind::io, "could not mount on " + opts.mountpoint.string() +
@@ -213,7 +226,11 @@ int serve_mount(const MountOptions& given) {
         std::string root = served->root_mode() ? view.name() : "";
         for (const auto& f : view.folders()) dm->queue_ingest_tree(join_path(root, f.path));
     }
-    HupWatcher hup([&opts, d = dm.get()]() -> std::string {
+    struct StopHup {
+        HupWatcher& h;
+        ~StopHup() { h.stop(); }  // before the threads above go: a reload reaches them
+    } stop_hup{hup};
+    hup.start([&opts, d = dm.get()]() -> std::string {
         if (!opts.on_reload) return "nothing to reload; the mount goes on";
         Reload r = opts.on_reload();
         if (!r.layouts) return r.message;

@@ -90,6 +90,7 @@ std::string encode_blob(const BlobRecord& r) {
     }
     if (r.placeholder) j["placeholder"] = true;
     if (r.keep) j["keep"] = true;
+    if (r.unverified) j["unverified"] = true;
     if (!r.fetch_error.empty()) {
         j["fetch_error"] = r.fetch_error;
         j["fetch_failed_at"] = r.fetch_failed_at;
@@ -119,6 +120,7 @@ BlobRecord decode_blob(std::string_view data) {
             r.sources.push_back({s.at("url").get<std::string>(), s.value("stream", false)});
     r.placeholder = j.value("placeholder", false);
     r.keep = j.value("keep", false);
+    r.unverified = j.value("unverified", false);
     r.fetch_error = j.value("fetch_error", std::string());
     r.fetch_failed_at = j.value("fetch_failed_at", std::int64_t{0});
     return r;

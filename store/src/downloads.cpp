@@ -110,6 +110,7 @@ Sha256 Store::commit_download(const Sha256& key, int fd, const fs::path& path,
     StoreLock lock(impl_->root, StoreLock::shared);
     // publish_link fsyncs the file; done before the write transaction, so the catalog's single
     // writer slot is not held while gigabytes are flushed.
+    settle_unverified(*impl_, real);
     impl_->blobs.publish_link(fd, path, real, digests.size);
 
     auto txn = impl_->catalog.write();
@@ -132,6 +133,11 @@ Sha256 Store::commit_download(const Sha256& key, int fd, const fs::path& path,
     r.accessed = unix_now();
     r.size = digests.size;
     r.state = BlobState::present;
+    if (r.unverified) {
+        // settle_unverified above read the stored file and it matched (else it was replaced).
+        r.unverified = false;
+        r.xxh128 = digests.xxh128;
+    }
     r.safetensors_header_len = st_hdr;
     r.placeholder = false;
     r.fetch_error.clear();

@@ -24,6 +24,7 @@ void add_blob_record(Txn& txn, const FileCommit& f) {
     BlobRecord r = rec.value_or(BlobRecord{});
     r.size = f.digests.size;
     r.state = BlobState::present;
+    r.unverified = false;
     r.xxh128 = f.digests.xxh128;
     r.safetensors_header_len = 0;
     if (f.sidecar.empty() && has_safetensors_extension(f.ext)) {
@@ -50,6 +51,7 @@ FileCommitResult Store::commit_file(const FileCommit& f) {
     if (!f.sidecar.empty() &&
         (f.sidecar.front() != '.' || f.sidecar.find('/') != std::string::npos))
         throw StoreError(ErrorKind::bad_input, "invalid sidecar suffix '" + f.sidecar + "'");
+    settle_unverified(*impl_, f.digests.sha256);
     StoreLock lock(impl_->root, StoreLock::shared);
     FileCommitResult out;
     auto txn = impl_->catalog.write();

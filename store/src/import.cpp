@@ -504,6 +504,7 @@ class Importer {
         append_journal(*j.journal, {{"sha256", d.sha256.hex()}});
         j.result.digests = d;
         // A duplicate stays in staging until the catalog commit; finish_move() removes it.
+        settle_unverified(s_, d.sha256);
         j.result.stored_new = s_.blobs.publish(staged, d.sha256, d.size);
         return true;
     }
@@ -594,6 +595,7 @@ class Importer {
                 BlobRecord r = rec.value_or(BlobRecord{});
                 r.size = j.result.digests.size;
                 r.state = BlobState::present;
+                r.unverified = false;
                 r.xxh128 = j.result.digests.xxh128;
                 r.safetensors_header_len = j.header ? j.header->header_len : 0;
                 r.ingested = r.accessed = unix_now();

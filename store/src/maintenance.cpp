@@ -48,6 +48,7 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
 
     std::mutex mu;
     std::vector<std::pair<Sha256, std::string>> corrupt;
+    std::vector<std::pair<Sha256, Xxh128>> verified;  // unverified blobs that matched
     std::atomic<std::size_t> next{0};
     auto check_one = [&](const Sha256& h, const BlobRecord& r) {
         fs::path p = impl_->blobs.path_of(h);
@@ -74,15 +75,21 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
             return;
         }
         std::string bad;
-        if (fast && r.xxh128) {
+        // A blob taken on its name's word has no XXH3 to compare with: --fast reads it in full.
+        if (fast && r.xxh128 && !r.unverified) {
             if (xxh128_fd(fd.get(), progress, p.c_str()) != *r.xxh128)
                 bad = "XXH3-128 does not match";
         } else {
             FileDigests d = digest_fd(fd.get(), progress, p.c_str());
             if (d.sha256 != h)
-                bad = "SHA-256 is " + d.sha256.hex();
+                bad = "SHA-256 is " + d.sha256.hex() +
+                      (r.unverified ? " (it was stored under the name its source gave)" : "");
             else if (r.xxh128 && d.xxh128 != *r.xxh128)
                 bad = "XXH3-128 does not match";
+            else if (r.unverified) {
+                std::lock_guard lk(mu);
+                verified.emplace_back(h, d.xxh128);
+            }
         }
         std::lock_guard lk(mu);
         rep.blobs_checked++;
@@ -108,6 +115,20 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
         worker();
     }
 
+    // Matched: the flag goes and the record gains the XXH3 that --fast compares from now on.
+    if (!verified.empty()) {
+        auto txn = impl_->catalog.write();
+        for (const auto& [h, x] : verified) {
+            auto r = txn.get_blob(h);
+            if (!r || !r->unverified) continue;
+            r->unverified = false;
+            r->xxh128 = x;
+            txn.put_blob(h, *r);
+            ++rep.newly_verified;
+        }
+        txn.commit();
+    }
+
     // Corrupt bytes are never served again and never silently deleted: they move to quarantine/
     // and the record says so, until the user re-imports the model (or a source re-fetches it).
     for (const auto& [h, why] : corrupt) {
@@ -117,6 +138,7 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
             auto txn = impl_->catalog.write();
             if (auto r = txn.get_blob(h)) {
                 r->state = BlobState::quarantined;
+                r->unverified = false;  // read, and found wrong
                 txn.put_blob(h, *r);
             }
             txn.commit();
@@ -138,6 +160,33 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
                                 "gc removes it)");
     });
     return rep;
+}
+
+void settle_unverified(Store::Impl& s, const Sha256& h) {
+    auto rec = s.catalog.read().get_blob(h);
+    if (!rec || rec->state != BlobState::present || !rec->unverified) return;
+    const fs::path p = s.blobs.path_of(h);
+    UniqueFd fd = s.blobs.open_blob(h);
+    if (!fd) return;  // gone: publishing puts the caller's bytes there
+    const FileDigests d = digest_fd(fd.get(), nullptr, p.c_str());
+    const bool ok = d.sha256 == h && d.size == rec->size;
+    fs::path q;
+    if (!ok) q = s.blobs.quarantine(h);
+    auto txn = s.catalog.write();
+    auto r = txn.get_blob(h);
+    if (!r) return;
+    r->unverified = false;  // read now, either way
+    if (ok) {
+        r->xxh128 = d.xxh128;
+    } else {
+        r->state = BlobState::quarantined;
+        spdlog::error(
+            "blob {} was stored under a name its content does not match (SHA-256 {}); "
+            "moved to {} and replaced by content that matches",
+            h.hex(), d.sha256.hex(), q.string());
+    }
+    txn.put_blob(h, *r);
+    txn.commit();
 }
 
 GcReport Store::gc(bool dry_run) {

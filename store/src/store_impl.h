@@ -43,4 +43,11 @@ inline constexpr const char* kJournalSuffix = ".journal";
 inline constexpr const char* kMovedSuffix = ".move";
 void recover_moves(Store::Impl& s);
 
+// Before bytes known to hash to `h` are deduplicated against the stored blob `h` (and the caller
+// then drops its copy), a blob catalogued `unverified` (on its source's name, see
+// commit_trusted_tree) is read: matched, the flag goes; not matched, it is quarantined like
+// `verify` does, so the caller's verified bytes become the blob. A lying cache name must never
+// cost the user a file.
+void settle_unverified(Store::Impl& s, const Sha256& h);
+
 }  // namespace modelfs

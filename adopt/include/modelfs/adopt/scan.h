@@ -2,6 +2,28 @@
 // file their models folders hold, classified the way the tool's view would classify it
 // (scan_install). Reads the file system and the tools' own configuration files; never writes,
 // never hashes. Planning and moving are in adopt.h.
+//
+// Install detection. A folder is an install when the files its tool's repository keeps at the
+// root are there (known_install_markers() lists them): ComfyUI main.py + folder_paths.py +
+// comfy/, Fooocus fooocus_version.py + entry_with_update.py, Forge webui.py + modules/ +
+// modules_forge/, SD.Next launch.py + modules/ + installer.py, A1111 webui.py + launch.py +
+// modules/. Its models folder is root/models (SD.Next's config.json models_dir and A1111's
+// --models-dir / --data-dir move it); that is what the view mount replaces. The folders the tool's
+// configuration adds are read too and left in place: ComfyUI extra_model_paths.yaml (a documented
+// subset of YAML, parsed by hand), Fooocus config.txt path_*, SD.Next config.json *_dir, A1111 /
+// Forge embeddings/ at the root and the folder flags in webui-user.sh. A folder that is inside
+// models/ already, named twice, or missing is not listed again; what cannot be read becomes an
+// Install note naming the file and line, never an error. Without arguments the CLI looks in
+// default_install_locations(): ~/stable-diffusion-webui, ~/stable-diffusion-webui-forge,
+// ~/automatic, ~/sdnext, ~/ComfyUI, ~/Fooocus and StabilityMatrix's Data/Packages/* (under ~/ and
+// ~/.config/).
+//
+// Scanning. Every file reachable from those folders, following folder links (their targets become
+// ModelDirs kept in place) and never going round a loop, is one ScannedFile. A file is a model
+// when the view shows it at its exact path (its category's primary folder, a listed extension, a
+// name the tool does not skip, the first of two files that would be the same model); a sidecar
+// when it is "<stem of a model beside it>.<anything>" (longest stem wins); anything else is plain,
+// with `problem` saying why, and adopt keeps it as a plain file at its path.
 #pragma once
 
 #include <sys/types.h>
@@ -10,6 +32,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "modelfs/fs/view_layout.h"
@@ -33,21 +56,27 @@ struct ModelDir {
 };
 
 struct Install {
-    std::string tool;                   // a built-in view name: a1111, forge, sdnext, comfyui, fooocus
-    std::filesystem::path root;         // the install folder (absolute, canonical)
-    std::filesystem::path models_dir;   // root/models: what the view mount replaces
-    std::vector<ModelDir> dirs;         // models_dir first, then folders outside it
-    std::vector<std::string> notes;     // detection remarks ("config.txt: not JSON, ignored")
+    std::string tool;            // a built-in view name: a1111, forge, sdnext, comfyui, fooocus
+    std::filesystem::path root;  // the install folder (absolute, canonical)
+    std::filesystem::path models_dir;  // root/models: what the view mount replaces
+    std::vector<ModelDir> dirs;        // models_dir first, then folders outside it
+    std::vector<std::string> notes;    // detection remarks ("config.txt: not JSON, ignored")
 };
 
 // The install at `dir`, told apart by its layout (A1111: webui.py + modules/; Forge: the same
-// plus a forge marker; SD.Next: launch.py + modules/ + its config; ComfyUI: main.py + comfy/ +
+// plus modules_forge/; SD.Next: launch.py + modules/ + installer.py; ComfyUI: main.py + comfy/ +
 // folder_paths.py; Fooocus: entry_with_update.py / launch.py + fooocus_version.py). std::nullopt
 // when `dir` is not an install of a known tool.
 std::optional<Install> detect_install(const std::filesystem::path& dir);
 
-// The usual install places that exist: ~/stable-diffusion-webui, ~/stable-diffusion-webui-forge,
-// ~/automatic (SD.Next), ~/ComfyUI, ~/Fooocus, and StabilityMatrix's Data/Packages/*.
+// What detect_install looks for, per tool, for "not an install of a known tool: DIR (looked
+// for ...)".
+std::string_view known_install_markers();
+
+// The usual install places that hold an install: ~/stable-diffusion-webui,
+// ~/stable-diffusion-webui-forge, ~/automatic and ~/sdnext (SD.Next), ~/ComfyUI, ~/Fooocus, and
+// StabilityMatrix's Data/Packages/* (~/StabilityMatrix and ~/.config/StabilityMatrix), in that
+// order, each install once. $HOME decides where ~ is.
 std::vector<std::filesystem::path> default_install_locations();
 
 struct ScannedFile {
@@ -66,7 +95,7 @@ struct ScannedFile {
     std::string view_rel;
     bool replaced = false;  // goes away when models_dir becomes a mount (see ModelDir::replaced)
     std::string origin;     // the ModelDir::origin it was found through
-    // model: what the view makes of view_rel.
+    // model: what the view makes of view_rel; sidecar: its model's category and name.
     Category category = Category::other;
     std::string name;  // "sdxl/foo"
     std::string ext;   // ".safetensors", as spelled
@@ -79,8 +108,12 @@ struct ScannedFile {
     ino_t ino = 0;
     std::int64_t mtime_ns = 0, ctime_ns = 0;
     mode_t mode = 0;
-    std::string link_target;  // the first symlink on the way (or a broken link's target)
-    std::string problem;      // unreadable: the error, naming the path
+    // The file's own symlink target as written (readlink), also for a broken link; empty for a
+    // file reached through a linked folder (origin names that link).
+    std::string link_target;
+    // unreadable / broken_link / special: the error, naming the path. plain: why the view does
+    // not show it as a model or sidecar ("in LyCORIS/, which the a1111 view shows in Lora/").
+    std::string problem;
 };
 
 struct InstallScan {

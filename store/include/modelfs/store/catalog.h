@@ -24,7 +24,7 @@ namespace modelfs {
 inline constexpr std::uint32_t kSchemaVersion = 3;
 
 enum class BlobState {
-    present,      // the file is in blobs/ and matched its hash when stored
+    present,      // the file is in blobs/ and matched its hash when stored (unless `unverified`)
     remote,       // known (size, hash, sources) but not on this machine
     partial,      // a download is under way or was interrupted
     quarantined,  // failed verification; the bytes were moved to quarantine/
@@ -69,6 +69,10 @@ struct BlobRecord {
     // The last download failure (message, unix seconds); cleared when a download succeeds.
     std::string fetch_error;
     std::int64_t fetch_failed_at = 0;
+    // A `present` blob catalogued under the SHA-256 its source's name gave (a Hugging Face hub
+    // cache or Ollama blob, Store::commit_trusted_tree) without reading it: nothing has checked
+    // the bytes yet. `verify` hashes it and clears the flag, or quarantines it.
+    bool unverified = false;
 };
 
 // One file of a multi-file model (a diffusers folder): its path inside the model.

@@ -55,6 +55,8 @@ struct VerifyReport {
     std::uint64_t bytes_checked = 0;
     std::vector<VerifyProblem> problems;  // anything here makes `verify` fail
     std::vector<std::string> notes;       // harmless findings (orphans gc will remove)
+    // Blobs that were catalogued `unverified` (a trusted name) and now matched their hash.
+    std::size_t newly_verified = 0;
 };
 
 struct GcReport {
@@ -116,6 +118,40 @@ struct FileCommitResult {
     bool new_blob = false;     // bytes were added to the store
     bool new_version = false;  // the model got a new current version (or was created)
     std::string label;         // the model version the file is (part of) now
+};
+
+// One file of a multi-file model taken from a cache that names its files by their content (the
+// Hugging Face hub cache, Ollama's models folder): see Store::commit_trusted_tree.
+struct TrustedFile {
+    std::string path;              // inside the model ("unet/diffusion_pytorch_model.safetensors")
+    std::filesystem::path source;  // the cache's file; left where it is
+    Sha256 sha256;                 // what its name says its content is
+    // Set when the caller hashed the file (small files, names that are not SHA-256): the blob is
+    // then verified. Without it the name is trusted and the file is not read.
+    std::optional<FileDigests> digests;
+};
+struct TrustedTree {
+    Category category = Category::other;
+    std::string name;
+    std::string label;   // the version's label (a commit, a tag)
+    std::string source;  // recorded in the version
+    std::string note;
+    // Make this version current even when the model already has one (a cache's `main`, `latest`).
+    // A new model's first version is current anyway.
+    bool make_current = false;
+    std::vector<TrustedFile> files;
+};
+struct TrustedTreeResult {
+    std::string model_key;
+    std::string label;            // of the version with this content (an existing one if unchanged)
+    bool new_version = false;     // false: the model already had this content
+    bool made_current = false;    // the current version changed
+    std::size_t linked = 0;       // files hard-linked into blobs/ (zero copy)
+    std::size_t copied = 0;       // files copied (another filesystem, or not ours to link)
+    std::size_t present = 0;      // files whose content the store had already
+    std::size_t unverified = 0;   // blobs catalogued under a trusted name, not yet read
+    std::uint64_t size = 0;       // bytes of the tree
+    std::uint64_t new_bytes = 0;  // bytes of the blobs linked or copied
 };
 
 // Throws StoreError (bad_input) for a model name no view could show: empty, NUL, empty or
@@ -252,6 +288,15 @@ class Store {
     // existing version makes that one current again) or, for a sidecar, sets that sidecar on the
     // model's current version. Throws StoreError (not_found: a sidecar's model is gone).
     FileCommitResult commit_file(const FileCommit& f);
+    // Adds a multi-file model version whose files come from a cache that names them by content.
+    // Each file whose content the store lacks becomes a blob without being read: on the store's
+    // filesystem, and when the caller owns it, it is hard-linked (publish_link: the inode becomes
+    // 0444, shared by the cache and the store); otherwise it is copied while hashing, and a
+    // content that does not match its name fails the version (StoreError corrupt). Blobs taken on
+    // trust are recorded `unverified` until `verify` reads them. Content the model already has
+    // changes nothing (a version's label with other content: StoreError conflict; nothing is
+    // linked before these checks pass). One catalog transaction, under the shared store lock.
+    TrustedTreeResult commit_trusted_tree(const TrustedTree& t, Progress* progress = nullptr);
     // Removes a model with all its versions (its blobs stay until gc). False if it did not exist.
     bool remove_model(std::string_view key);
     // Removes one sidecar from a model's current version. False if there was none.

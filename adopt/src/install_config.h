@@ -1,0 +1,52 @@
+// Reading the tools' own configuration files for the model folders they name (detect_install's
+// helpers, one file per tool). Each reader returns folders as the file names them (made absolute,
+// not checked) plus notes for whatever it could not use; detect_install checks existence, drops
+// folders inside the models folder and duplicates. No reader throws for a bad file: a user's
+// broken config must never stop an adopt, only be reported.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace modelfs::adopt::detail {
+
+struct ConfiguredDir {
+    std::filesystem::path path;  // absolute, lexically normal
+    std::string view_folder;     // the tool's view folder it stands for ("loras")
+    std::string origin;          // "extra_model_paths.yaml: comfyui.loras"
+};
+
+struct ConfigDirs {
+    std::vector<ConfiguredDir> dirs;
+    std::vector<std::string> notes;
+    // SD.Next's models_dir setting (or A1111 --models-dir): a models folder other than
+    // root/models; empty when the file keeps the default.
+    std::filesystem::path models_dir;
+};
+
+// ComfyUI extra_model_paths.yaml (a hand-parsed subset of YAML, see comfyui_paths.cpp).
+ConfigDirs comfyui_extra_model_paths(const std::filesystem::path& yaml_file);
+// Fooocus config.txt (JSON); relative paths resolve against `root`.
+ConfigDirs fooocus_config(const std::filesystem::path& config_txt,
+                          const std::filesystem::path& root);
+// SD.Next config.json; relative paths resolve against `root`.
+ConfigDirs sdnext_config(const std::filesystem::path& config_json,
+                         const std::filesystem::path& root);
+// A1111 / Forge: the root embeddings/ folder and the folder flags in webui-user.sh.
+ConfigDirs a1111_dirs(const std::filesystem::path& root);
+
+// "~", "~user", "$VAR" and "${VAR}" expanded as Python's os.path.expanduser(expandvars()) does;
+// an unset variable is left as written.
+std::string expand_user_and_vars(std::string_view s);
+
+// The comfyui view folder a ComfyUI folder key stands for: itself, or the current name of a
+// legacy key (unet -> diffusion_models, clip -> text_encoders).
+std::string comfyui_view_folder(std::string_view key);
+
+// `p` made absolute against `base` and lexically normalised, without a trailing '/'.
+std::filesystem::path absolute_against(const std::filesystem::path& p,
+                                       const std::filesystem::path& base);
+
+}  // namespace modelfs::adopt::detail

@@ -1,0 +1,63 @@
+// SD.Next config.json: the settings file SD.Next writes at its root, with a folder per model kind
+// (empty or missing means the default under models/). Relative paths are taken against the root,
+// SD.Next's working folder.
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "install_config.h"
+
+namespace modelfs::adopt::detail {
+
+ConfigDirs sdnext_config(const std::filesystem::path& config_json,
+                         const std::filesystem::path& root) {
+    static const std::pair<const char*, const char*> kKeys[] = {
+        {"ckpt_dir", "Stable-diffusion"},
+        {"diffusers_dir", "Diffusers"},
+        {"vae_dir", "VAE"},
+        {"lora_dir", "Lora"},
+        {"lyco_dir", "LyCORIS"},
+        {"embeddings_dir", "embeddings"},
+        {"unet_dir", "UNET"},
+        {"clip_models_path", "CLIP"},
+        {"control_net_models_path", "ControlNet"},
+        {"hypernetwork_dir", "hypernetworks"},
+        {"esrgan_models_path", "ESRGAN"},
+    };
+    ConfigDirs out;
+    const std::string fname = config_json.filename().string();
+    std::ifstream in(config_json);
+    if (!in) {
+        out.notes.push_back(config_json.string() + ": cannot be read, ignored");
+        return out;
+    }
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) {
+        out.notes.push_back(fname + ": not a JSON object, its folders are ignored");
+        return out;
+    }
+    if (auto it = j.find("models_dir"); it != j.end()) {
+        if (it->is_string() && !it->get<std::string>().empty())
+            out.models_dir = absolute_against(it->get<std::string>(), root);
+        else if (!it->is_string())
+            out.notes.push_back(fname + ": models_dir is not a path, ignored");
+    }
+    for (const auto& [key, folder] : kKeys) {
+        const auto it = j.find(key);
+        if (it == j.end()) continue;
+        const std::string origin = fname + ": " + key;
+        if (!it->is_string()) {
+            out.notes.push_back(origin + ": " + it->dump() + " is not a path, ignored");
+            continue;
+        }
+        const std::string p = it->get<std::string>();
+        if (!p.empty()) out.dirs.push_back({absolute_against(p, root), folder, origin});
+    }
+    return out;
+}
+
+}  // namespace modelfs::adopt::detail

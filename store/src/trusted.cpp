@@ -1,0 +1,250 @@
+// Store::commit_trusted_tree: multi-file models taken from caches that name files by content
+// (the Hugging Face hub cache, Ollama), catalogued without reading what the names vouch for.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+
+#include "modelfs/store/errors.h"
+#include "modelfs/store/safetensors.h"
+#include "modelfs/store/store.h"
+#include "store_impl.h"
+
+namespace fs = std::filesystem;
+
+namespace modelfs {
+namespace {
+
+void check_tree_path(const std::string& path) {
+    auto bad = [&](const std::string& why) {
+        throw StoreError(ErrorKind::bad_input, "file '" + path + "' of a model " + why);
+    };
+    if (path.empty() || path.front() == '/') bad("must be a relative path");
+    if (path.find('\0') != std::string::npos) bad("contains NUL");
+    std::size_t start = 0;
+    while (start <= path.size()) {
+        std::size_t end = path.find('/', start);
+        if (end == std::string::npos) end = path.size();
+        std::string_view part(path.data() + start, end - start);
+        if (part.empty() || part == "." || part == "..") bad("has an empty, '.' or '..' component");
+        start = end + 1;
+    }
+}
+
+struct Placed {
+    UniqueFd fd;
+    std::uint64_t size = 0;
+    bool same_dev = false;
+    bool owned = false;
+};
+
+// Can `src` become a blob by hard link? Same filesystem and mount (link() says EXDEV across bind
+// mounts of one device), ours to make read-only, and allowed by fs.protected_hardlinks. Probed
+// with a throwaway link in staging/, so a refusal costs nothing.
+bool can_link(BlobStore& blobs, const fs::path& src, const Placed& p) {
+    if (!p.same_dev || !p.owned) return false;
+    // link() does not follow a final symlink: it would link the symlink, not the content.
+    struct stat lst;
+    if (::lstat(src.c_str(), &lst) != 0 || !S_ISREG(lst.st_mode)) return false;
+    StagingFile probe = blobs.make_staging(".link");
+    fs::path name = probe.path();
+    name += "-probe";
+    if (::link(src.c_str(), name.c_str()) != 0) return false;
+    ::unlink(name.c_str());
+    return true;
+}
+
+}  // namespace
+
+TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* progress) {
+    check_model_name(t.name);
+    check_version_label(t.label);
+    if (t.files.empty())
+        throw StoreError(ErrorKind::bad_input, "model " + t.name + "@" + t.label + " has no files");
+    const std::string key = model_key(t.category, t.name);
+    if (key.size() > 511)
+        throw StoreError(ErrorKind::bad_input, "model name too long for the catalog: " + key);
+
+    TrustedTreeResult out;
+    out.model_key = key;
+    out.label = t.label;
+
+    struct stat store_st;
+    if (::stat(impl_->blobs.staging_dir().c_str(), &store_st) != 0)
+        throw_errno("reading " + impl_->blobs.staging_dir().string(), errno);
+
+    // Everything that can refuse the version is checked before any file is linked.
+    std::vector<Placed> placed(t.files.size());
+    ModelVersion v;
+    v.label = t.label;
+    v.source = t.source;
+    v.note = t.note;
+    std::set<std::string> paths;
+    for (std::size_t i = 0; i < t.files.size(); ++i) {
+        const TrustedFile& f = t.files[i];
+        check_tree_path(f.path);
+        if (!paths.insert(f.path).second)
+            throw StoreError(ErrorKind::bad_input, "model " + t.name + "@" + t.label +
+                                                       " lists file '" + f.path + "' twice");
+        UniqueFd fd(::open(f.source.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) throw_errno("opening " + f.source.string(), errno);
+        struct stat st;
+        if (::fstat(fd.get(), &st) != 0) throw_errno("reading " + f.source.string(), errno);
+        if (!S_ISREG(st.st_mode))
+            throw StoreError(ErrorKind::bad_input, f.source.string() + " is not a regular file");
+        if (f.digests && f.digests->size != static_cast<std::uint64_t>(st.st_size))
+            throw StoreError(ErrorKind::bad_input,
+                             f.source.string() + " changed size since it was hashed");
+        placed[i].size = static_cast<std::uint64_t>(st.st_size);
+        placed[i].same_dev = st.st_dev == store_st.st_dev;
+        placed[i].owned = st.st_uid == ::geteuid() || ::geteuid() == 0;
+        placed[i].fd = std::move(fd);
+        v.tree.push_back({f.path, f.sha256, placed[i].size});
+        v.size += placed[i].size;
+    }
+    std::sort(v.tree.begin(), v.tree.end(),
+              [](const TreeEntry& a, const TreeEntry& b) { return a.path < b.path; });
+    out.size = v.size;
+
+    // Content the model already has: nothing to place (a second import of the same cache).
+    auto find_same = [&](const Model& m) -> std::optional<std::size_t> {
+        for (std::size_t i = 0; i < m.versions.size(); ++i)
+            if (m.versions[i].same_content(v)) return i;
+        return std::nullopt;
+    };
+    auto check_label = [&](const Model& m) {
+        for (const auto& o : m.versions)
+            if (o.label == t.label && !o.same_content(v))
+                throw StoreError(ErrorKind::conflict,
+                                 "model " + key + " already has a version '" + t.label +
+                                     "' with other content; nothing was imported for it");
+    };
+    auto settle_existing = [&](const Model& m, std::size_t idx) {
+        out.label = m.versions[idx].label;
+        out.present = t.files.size();
+        if (t.make_current && idx != m.current) {
+            auto txn = impl_->catalog.write();
+            auto fresh = txn.get_model(key);
+            if (fresh && idx < fresh->versions.size() && fresh->versions[idx].same_content(v) &&
+                fresh->current != idx) {
+                fresh->make_current(idx);
+                txn.put_model(*fresh);
+                txn.commit();
+                out.made_current = true;
+            }
+        }
+        return out;
+    };
+    {
+        auto txn = impl_->catalog.read();
+        if (auto m = txn.get_model(key)) {
+            if (auto same = find_same(*m)) return settle_existing(*m, *same);
+            check_label(*m);
+        }
+    }
+
+    // Publish before cataloguing (a record never names a blob that is not on disk), under the
+    // shared store lock so gc cannot remove a blob between the two.
+    StoreLock lock(impl_->root, StoreLock::shared);
+    std::vector<bool> placed_now(t.files.size(), false);
+    std::vector<std::optional<FileDigests>> digests(t.files.size());
+    for (std::size_t i = 0; i < t.files.size(); ++i) {
+        const TrustedFile& f = t.files[i];
+        digests[i] = f.digests;
+        Placed& p = placed[i];
+        const fs::path dest = impl_->blobs.path_of(f.sha256);
+        struct stat st;
+        if (::stat(dest.c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_size) == p.size) {
+            ++out.present;
+            continue;
+        }
+        if (can_link(impl_->blobs, f.source, p)) {
+            if (impl_->blobs.publish_link(p.fd.get(), f.source, f.sha256, p.size)) {
+                ++out.linked;
+                out.new_bytes += p.size;
+                placed_now[i] = true;
+            } else {
+                ++out.present;
+            }
+            continue;
+        }
+        // Another filesystem, or a file we may not make read-only: copy, and since the copy reads
+        // every byte anyway, check the name on the way.
+        Ingested in = impl_->blobs.ingest_copy(p.fd.get(), f.source.string(), progress);
+        if (in.digests.sha256 != f.sha256)
+            throw StoreError(ErrorKind::corrupt, f.source.string() + " is named as content " +
+                                                     f.sha256.hex() + " but its SHA-256 is " +
+                                                     in.digests.sha256.hex() +
+                                                     "; the cache's copy is damaged; model " + key +
+                                                     "@" + t.label + " was not imported");
+        digests[i] = in.digests;
+        ++out.copied;
+        out.new_bytes += p.size;
+        placed_now[i] = true;
+    }
+
+    auto txn = impl_->catalog.write();
+    const std::int64_t now = unix_now();
+    for (std::size_t i = 0; i < t.files.size(); ++i) {
+        const TrustedFile& f = t.files[i];
+        auto rec = txn.get_blob(f.sha256);
+        if (rec && rec->state == BlobState::present && !placed_now[i]) {
+            if (rec->unverified) ++out.unverified;
+            continue;
+        }
+        BlobRecord r = rec.value_or(BlobRecord{});
+        r.size = placed[i].size;
+        r.state = BlobState::present;
+        r.placeholder = false;
+        if (digests[i]) {
+            r.xxh128 = digests[i]->xxh128;
+            r.unverified = false;
+        } else {
+            r.xxh128.reset();
+            r.unverified = true;
+            ++out.unverified;
+        }
+        r.safetensors_header_len = 0;
+        if (has_safetensors_extension(f.path)) {
+            // Only the header is read; a damaged file is still stored, just without AutoV3.
+            try {
+                r.safetensors_header_len =
+                    read_safetensors_header(placed[i].fd.get(), placed[i].size).header_len;
+            } catch (const std::exception&) {
+            }
+        }
+        r.ingested = r.accessed = now;
+        txn.put_blob(f.sha256, r);
+    }
+
+    v.added = now;
+    Model m;
+    if (auto existing = txn.get_model(key)) {
+        m = std::move(*existing);
+        // Another process may have added it since the first look.
+        if (auto same = find_same(m)) {
+            txn.commit();  // the blob records are still worth keeping
+            return settle_existing(m, *same);
+        }
+        check_label(m);
+        m.versions.push_back(v);
+        if (t.make_current) {
+            m.make_current(m.versions.size() - 1);
+            out.made_current = true;
+        }
+    } else {
+        m.category = t.category;
+        m.name = t.name;
+        m.versions.push_back(v);
+        m.current = 0;
+        out.made_current = true;
+    }
+    out.new_version = true;
+    txn.put_model(m);
+    txn.commit();
+    return out;
+}
+
+}  // namespace modelfs
