@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "modelfs/adopt/adopt.h"
+#include "modelfs/fs/view_layout.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/unique_fd.h"
 #include "util.h"
@@ -183,9 +184,17 @@ HashReport hash_scans(const sfs::path& store_root, const std::vector<InstallScan
     };
     std::vector<Job> jobs;
     std::set<sfs::path> seen;
-    for (const auto& s : scans)
+    for (const auto& s : scans) {
+        const auto layout = fs::ViewLayout::builtin(s.install.tool);
         for (const auto& f : s.files) {
-            if (f.kind != ScannedFile::Kind::model && f.kind != ScannedFile::Kind::sidecar)
+            // Plain files the mount would take for models are planned as models (plan.cpp).
+            const bool model_like = f.kind == ScannedFile::Kind::plain && layout &&
+                                    detail::is_under(f.path, s.install.models_dir) && [&] {
+                                        auto vp = layout->classify(f.view_rel);
+                                        return vp && !vp->ext.empty();
+                                    }();
+            if (f.kind != ScannedFile::Kind::model && f.kind != ScannedFile::Kind::sidecar &&
+                !model_like)
                 continue;
             if (!seen.insert(f.real).second) continue;
             struct stat st;
@@ -201,6 +210,7 @@ HashReport hash_scans(const sfs::path& store_root, const std::vector<InstallScan
             }
             jobs.push_back({f.real, static_cast<std::uint64_t>(st.st_size)});
         }
+    }
     std::sort(jobs.begin(), jobs.end(), [](const Job& a, const Job& b) { return a.size > b.size; });
     if (opts.progress) {
         std::uint64_t total = 0;

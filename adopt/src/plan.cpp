@@ -120,9 +120,20 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
         std::map<std::string, std::size_t> by_view_rel;
         // Models before sidecars (a sidecar's fate follows its model's); files stay in scan order.
         ip.files.resize(ip.scan.files.size());
-        for (std::size_t i = 0; i < ip.scan.files.size(); ++i)
-            if (ip.scan.files[i].kind == ScannedFile::Kind::model)
-                by_view_rel[ip.scan.files[i].view_rel] = i;
+        // A plain file the mount would take for a model (LyCORIS/x, a second foo.ckpt): in the
+        // overlay its ingest would move it or make it a model's new version, so it is planned as
+        // a model here (stored and shown in the primary folder, or left in the backup).
+        std::vector<ScannedFile> files = ip.scan.files;
+        for (auto& f : files)
+            if (f.kind == ScannedFile::Kind::plain && in_models(f, inst))
+                if (auto vp = layout->classify(f.view_rel); vp && !vp->ext.empty()) {
+                    f.kind = ScannedFile::Kind::model;
+                    f.category = vp->category;
+                    f.name = vp->name;
+                    f.ext = vp->ext;
+                }
+        for (std::size_t i = 0; i < files.size(); ++i)
+            if (files[i].kind == ScannedFile::Kind::model) by_view_rel[files[i].view_rel] = i;
         // Of two files of one model name (foo.ckpt, foo.safetensors) the safetensors one wins.
         auto pass_of = [](const ScannedFile& f) {
             if (f.kind == ScannedFile::Kind::sidecar) return 2;
@@ -132,7 +143,7 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
         };
         for (int pass = 0; pass < 3; ++pass)
             for (std::size_t index = 0; index < ip.scan.files.size(); ++index) {
-                const ScannedFile& f = ip.scan.files[index];
+                const ScannedFile& f = files[index];
                 if (pass_of(f) != pass) continue;
                 PlannedFile& pf = ip.files[index];
                 pf.file = f;
