@@ -1,6 +1,7 @@
 // `modelfs adopt` on synthetic A1111 + ComfyUI installs sharing models, through the library with
 // real stores and real mounts (the mounts adopt starts itself, by running the modelfs binary).
-// The installs are scanned by tests/adopt/fake_scan.h until scan_install lands.
+// AdoptTest scans with the real detect_install / scan_install; the smaller tests use
+// tests/adopt/fake_scan.h.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -76,8 +77,13 @@ class AdoptTest : public ::testing::Test {
         for (auto d : {am / "Stable-diffusion", am / "Lora", cm / "checkpoints", cm / "loras",
                        cm / "vae", cm / "extra", outside})
             sfs::create_directories(d);
+        // What detect_install recognises the two tools by.
+        sfs::create_directories(a1111 / "modules");
+        sfs::create_directories(comfy / "comfy");
         write_text_file(a1111 / "webui.py", "# a1111\n");
+        write_text_file(a1111 / "launch.py", "# a1111\n");
         write_text_file(comfy / "main.py", "# comfy\n");
+        write_text_file(comfy / "folder_paths.py", "# comfy\n");
         write_random_file(am / "Stable-diffusion/sdxl.safetensors", kC1, 1);
         write_random_file(am / "Stable-diffusion/sdxl.preview.png", kP1, 2);
         write_text_file(am / "Stable-diffusion/notes.txt", "my notes\n");
@@ -111,7 +117,14 @@ class AdoptTest : public ::testing::Test {
     }
 
     std::vector<InstallScan> scans() {
-        return {fake::fake_scan("a1111", a1111), fake::fake_scan("comfyui", comfy)};
+        // The real detection and scan (adopt-detect), as the CLI runs them.
+        std::vector<InstallScan> out;
+        for (const auto& root : {a1111, comfy}) {
+            auto inst = detect_install(root);
+            if (!inst) throw std::runtime_error("not detected: " + root.string());
+            out.push_back(scan_install(*inst, *modelfs::fs::ViewLayout::builtin(inst->tool)));
+        }
+        return out;
     }
 
     RunOptions run_options() {

@@ -1,6 +1,8 @@
-// A small stand-in for scan_install (adopt-detect implements the real one), so the adopt tests
-// can build InstallScan values from real folders: walks the models folder (following folder
-// links), classifies every file with the view's layout and fills the stat fields.
+// A small test scanner: builds InstallScan values from a folder without detect_install (no
+// install markers needed), classifying every file with the view's layout, so tests of planning
+// and moving do not depend on detection. It takes every file the layout classifies as a model,
+// where scan_install calls files outside the primary folders plain; the plan handles both.
+// AdoptTest and the CLI tests use the real detect_install / scan_install.
 #pragma once
 
 #include <sys/stat.h>
