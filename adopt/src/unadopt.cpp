@@ -213,6 +213,14 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
 }
 
 // Makes `p` a plain file of its own again: not a link of a store blob, with mode and mtime.
+// Where an adopted file's bytes live after the rename back: its own path, or for a file reached
+// through a link (a folder link's target, or a file link in models/) the link's target.
+sfs::path own_path(const RecordFile& f) {
+    std::error_code ec;
+    if (f.replaced && !sfs::is_symlink(f.path, ec)) return f.path;
+    return f.real;
+}
+
 // Models only this install brought into the store (one version, from its own file, which no
 // other adopted install holds): the store drops them and gc removes their blobs' names, so the
 // user's file keeps its inode instead of being copied. Returns how many models were dropped.
@@ -237,7 +245,7 @@ std::size_t hand_over(Store& store, const Record& r) {
             for (const auto& g : r.files) {
                 if (g.model != f.model || g.sha256 != sha) continue;
                 struct stat st;
-                const sfs::path p = g.replaced ? g.path : g.real;
+                const sfs::path p = own_path(g);
                 if (::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
                     static_cast<std::uint64_t>(st.st_size) == g.size)
                     return true;
@@ -388,7 +396,7 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                     continue;
                 sfs::path rel;
                 const bool inside = is_under(f.path, r.models_dir, &rel);
-                sfs::path p = f.replaced ? f.path : f.real;
+                const sfs::path p = own_path(f);
                 make_independent(
                     store, f, p,
                     f.action == Action::overlay && inside ? overlay / rel : sfs::path());

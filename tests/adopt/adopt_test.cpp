@@ -745,3 +745,53 @@ TEST(AdoptNames, LinkedModelsFolderIsRefusedWithAReason) {
 }
 
 }  // namespace
+
+namespace {
+
+// A file link inside models/ to a file elsewhere (real scanner): read through the mount while
+// adopted; afterwards the link is back and its target is the user's own file again.
+TEST(AdoptLinks, FileLinkInsideModels) {
+    if (!fuse_available()) GTEST_SKIP() << "no /dev/fuse";
+    ::setenv("MODELFS_CONFIG", "/dev/null", 1);
+    TempDir tmp("modelfs-adopt-filelink");
+    const sfs::path root = tmp / "webui", m = root / "models", store_root = tmp / "store";
+    struct Cleanup {
+        sfs::path m;
+        ~Cleanup() { unmount_hard(m); }
+    } cleanup{m};
+    sfs::create_directories(root / "modules");
+    sfs::create_directories(m / "Lora");
+    sfs::create_directories(tmp / "elsewhere");
+    write_text_file(root / "webui.py", "#\n");
+    write_text_file(root / "launch.py", "#\n");
+    write_random_file(tmp / "elsewhere/target.safetensors", 5000, 1);
+    ::chmod((tmp / "elsewhere/target.safetensors").c_str(), 0640);
+    sfs::create_symlink(tmp / "elsewhere/target.safetensors", m / "Lora/linked.safetensors");
+    const std::string sha = sha256_hex_of_file(m / "Lora/linked.safetensors");
+    Store::init(store_root);
+    Store store = Store::open(store_root);
+    auto inst = detect_install(root);
+    ASSERT_TRUE(inst);
+    std::vector<InstallScan> s{scan_install(*inst, *modelfs::fs::ViewLayout::builtin("a1111"))};
+    auto h = hash_scans(store_root, s);
+    Plan plan = make_plan(store, std::move(s), h);
+    RunOptions o;
+    o.binary = modelfs::testing::modelfs_binary();
+    auto rep = run_plan(store, plan, o);
+    ASSERT_TRUE(rep.ok()) << rep.installs[0].status;
+    EXPECT_EQ(sha256_hex_of_file(m / "Lora/linked.safetensors"), sha);
+    auto un = unadopt(store, {});
+    ASSERT_EQ(un.size(), 1u);
+    EXPECT_TRUE(un[0].ok) << un[0].status;
+    EXPECT_TRUE(sfs::is_symlink(m / "Lora/linked.safetensors"));
+    EXPECT_EQ(sha256_hex_of_file(m / "Lora/linked.safetensors"), sha);
+    struct stat st, bst;
+    ASSERT_EQ(::stat((tmp / "elsewhere/target.safetensors").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+    auto blob = store.blobs().path_of(*Sha256::from_hex(sha));
+    if (::stat(blob.c_str(), &bst) == 0) {
+        EXPECT_NE(bst.st_ino, st.st_ino);
+    }
+}
+
+}  // namespace
