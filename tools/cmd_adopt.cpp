@@ -251,7 +251,9 @@ void add_adopt_commands(CLI::App& app, Globals& g, Runner& run) {
     sub->add_flag("--dry-run", a->dry_run,
                   "Hash and report per tool and in total (files, duplicate groups, bytes freed); "
                   "change nothing");
-    sub->add_option("-j,--jobs", a->jobs, "Files hashed at once (default: number of cores)");
+    sub->add_option("-j,--jobs", a->jobs,
+                    "Files read and hashed at once (default: 1 on a spinning disk, else twice the "
+                    "cores, at least 4)");
     sub->add_flag("--verify", a->verify,
                   "After mounting, read every path back through the mount and compare SHA-256");
     sub->add_flag("-y,--yes", a->yes,

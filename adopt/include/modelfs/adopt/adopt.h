@@ -24,7 +24,7 @@ namespace modelfs::adopt {
 // ---- Hashing -------------------------------------------------------------------------------
 
 struct HashOptions {
-    unsigned jobs = 0;             // files read at once; 0 = number of cores
+    unsigned jobs = 0;             // files read at once; 0 = default_readers()
     Progress* progress = nullptr;  // total/done bytes and items
 };
 
@@ -46,6 +46,9 @@ struct HashReport {
     std::size_t hashed = 0;  // read now
     std::uint64_t hashed_bytes = 0;
 };
+
+// How many files hash_scans reads at once by default: twice the cores, at least 4.
+unsigned default_readers();
 
 // Hashes every model and sidecar of `scans` (a rerun skips what hashes.jsonl has with the same
 // stat). Test hook: $MODELFS_ADOPT_TEST_KILL_AFTER=N raises SIGKILL after N files were hashed and
