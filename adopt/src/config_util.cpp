@@ -2,8 +2,12 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "install_config.h"
@@ -85,6 +89,33 @@ std::string comfyui_view_folder(std::string_view key) {
     if (key == "unet") return "diffusion_models";
     if (key == "clip") return "text_encoders";
     return std::string(key);
+}
+
+bool inside(const std::filesystem::path& p, const std::filesystem::path& dir) {
+    auto [d, q] = std::mismatch(dir.begin(), dir.end(), p.begin(), p.end());
+    return d == dir.end();
+}
+
+std::filesystem::path canonical_or_normal(const std::filesystem::path& p) {
+    std::error_code ec;
+    std::filesystem::path c = std::filesystem::weakly_canonical(p, ec);
+    return ec ? p.lexically_normal() : c;
+}
+
+std::optional<nlohmann::json> read_json_settings(const std::filesystem::path& file,
+                                                 std::vector<std::string>& notes) {
+    std::ifstream in(file);
+    if (!in) {
+        notes.push_back(file.string() + ": cannot be read, ignored");
+        return std::nullopt;
+    }
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) {
+        notes.push_back(file.filename().string() + ": not a JSON object, its folders are ignored");
+        return std::nullopt;
+    }
+    return j;
 }
 
 }  // namespace modelfs::adopt::detail

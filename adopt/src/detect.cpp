@@ -23,6 +23,8 @@
 namespace modelfs::adopt {
 
 namespace stdfs = std::filesystem;
+using detail::canonical_or_normal;
+using detail::inside;
 
 namespace {
 
@@ -48,18 +50,6 @@ std::optional<std::string> tool_at(const stdfs::path& r) {
     if (is_dir(r / "modules") && is_file(r / "webui.py") && is_file(r / "launch.py"))
         return "a1111";
     return std::nullopt;
-}
-
-// `p` is `dir` or inside it; both canonical.
-bool inside(const stdfs::path& p, const stdfs::path& dir) {
-    auto [d, q] = std::mismatch(dir.begin(), dir.end(), p.begin(), p.end());
-    return d == dir.end();
-}
-
-stdfs::path canonical_or_normal(const stdfs::path& p) {
-    std::error_code ec;
-    stdfs::path c = stdfs::weakly_canonical(p, ec);
-    return ec ? p.lexically_normal() : c;
 }
 
 }  // namespace

@@ -31,17 +31,9 @@ ConfigDirs fooocus_config(const std::filesystem::path& config_txt,
     };
     ConfigDirs out;
     const std::string fname = config_txt.filename().string();
-    std::ifstream in(config_txt);
-    if (!in) {
-        out.notes.push_back(config_txt.string() + ": cannot be read, ignored");
-        return out;
-    }
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object()) {
-        out.notes.push_back(fname + ": not a JSON object, its folders are ignored");
-        return out;
-    }
+    const auto settings = read_json_settings(config_txt, out.notes);
+    if (!settings) return out;
+    const nlohmann::json& j = *settings;
     for (const auto& [key, folder] : kKeys) {
         const auto it = j.find(key);
         if (it == j.end()) continue;

@@ -6,9 +6,12 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace modelfs::adopt::detail {
 
@@ -48,5 +51,15 @@ std::string comfyui_view_folder(std::string_view key);
 // `p` made absolute against `base` and lexically normalised, without a trailing '/'.
 std::filesystem::path absolute_against(const std::filesystem::path& p,
                                        const std::filesystem::path& base);
+
+// `p` is `dir` or inside it (compared component by component; give both canonical).
+bool inside(const std::filesystem::path& p, const std::filesystem::path& dir);
+// weakly_canonical(p), or p lexically normalised when that fails (a folder we may not enter).
+std::filesystem::path canonical_or_normal(const std::filesystem::path& p);
+
+// A tool's JSON settings file (Fooocus config.txt, SD.Next config.json) as an object; std::nullopt
+// with a note in `notes` when it cannot be read or is not a JSON object.
+std::optional<nlohmann::json> read_json_settings(const std::filesystem::path& file,
+                                                 std::vector<std::string>& notes);
 
 }  // namespace modelfs::adopt::detail

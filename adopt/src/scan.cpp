@@ -16,27 +16,19 @@
 #include <utility>
 #include <vector>
 
+#include "install_config.h"
 #include "modelfs/adopt/scan.h"
 
 namespace modelfs::adopt {
 
 namespace stdfs = std::filesystem;
+using detail::canonical_or_normal;
+using detail::inside;
 
 namespace {
 
 std::string join(const std::string& dir, const std::string& name) {
     return dir.empty() ? name : dir + "/" + name;
-}
-
-bool inside(const stdfs::path& p, const stdfs::path& dir) {
-    auto [d, q] = std::mismatch(dir.begin(), dir.end(), p.begin(), p.end());
-    return d == dir.end();
-}
-
-stdfs::path canonical_or_normal(const stdfs::path& p) {
-    std::error_code ec;
-    stdfs::path c = stdfs::weakly_canonical(p, ec);
-    return ec ? p.lexically_normal() : c;
 }
 
 std::int64_t ns(const timespec& t) {

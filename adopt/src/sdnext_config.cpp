@@ -29,17 +29,9 @@ ConfigDirs sdnext_config(const std::filesystem::path& config_json,
     };
     ConfigDirs out;
     const std::string fname = config_json.filename().string();
-    std::ifstream in(config_json);
-    if (!in) {
-        out.notes.push_back(config_json.string() + ": cannot be read, ignored");
-        return out;
-    }
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object()) {
-        out.notes.push_back(fname + ": not a JSON object, its folders are ignored");
-        return out;
-    }
+    const auto settings = read_json_settings(config_json, out.notes);
+    if (!settings) return out;
+    const nlohmann::json& j = *settings;
     if (auto it = j.find("models_dir"); it != j.end()) {
         if (it->is_string() && !it->get<std::string>().empty())
             out.models_dir = absolute_against(it->get<std::string>(), root);

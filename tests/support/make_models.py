@@ -691,6 +691,7 @@ MODELS = {
 TOOLS = {
     "a1111": {
         "stubs": {"webui.py": "# AUTOMATIC1111 stable-diffusion-webui (stub)\n",
+                  "launch.py": "# stub\n", "modules/__init__.py": "",
                   "webui-user.sh": "#!/bin/bash\nexport COMMANDLINE_ARGS=\"\"\n",
                   "models/Stable-diffusion/Put Stable Diffusion checkpoints here.txt": "",
                   "models/VAE/Put VAE here.txt": "",
@@ -712,6 +713,7 @@ TOOLS = {
     },
     "comfyui": {
         "stubs": {"main.py": "# ComfyUI (stub)\n",
+                  "folder_paths.py": "# stub\n", "comfy/__init__.py": "",
                   "extra_model_paths.yaml.example": "#comfyui:\n#    base_path: path/to/comfyui/\n",
                   "models/checkpoints/put_checkpoints_here": "",
                   "models/loras/put_loras_here": "",
@@ -745,6 +747,7 @@ TOOLS = {
     },
     "fooocus": {
         "stubs": {"entry_with_update.py": "# Fooocus (stub)\n",
+                  "fooocus_version.py": "version = '2.5.5'\n",
                   "models/checkpoints/put_checkpoints_here": "",
                   "models/loras/put_loras_here": ""},
         "dirs": ["models/controlnet", "models/clip_vision", "models/inpaint", "outputs"],
