@@ -60,9 +60,13 @@ MODELFS="$BUILD/tools/modelfs"
 # --- 3. two tools with their own model folders --------------------------------------------------
 step "3. a fake AUTOMATIC1111 and a fake ComfyUI (same seed: some models are byte-identical)"
 if [[ -e $DEMO ]]; then
-  # Only ever delete a folder this script made.
+  # Only ever delete a folder this script made, and never through a mount (that would delete
+  # the store's models): an earlier run that was killed may have left views mounted.
   if [[ -f $DEMO/.modelfs-demo ]]; then
-    rm -rf "$DEMO"
+    for m in $(awk -v d="$DEMO/" 'index($2, d) == 1 { print $2 }' /proc/mounts); do
+      fusermount3 -uz "$m" 2>/dev/null || umount -l "$m"
+    done
+    rm -rf --one-file-system "$DEMO"
   elif [[ -d $DEMO && -z $(ls -A "$DEMO") ]]; then
     rmdir "$DEMO"
   else
@@ -128,6 +132,23 @@ for _ in $(seq 50); do [[ -e $MNT/a1111/Lora/downloaded.safetensors ]] && break;
 run sha256sum "$MNT/a1111/Lora/downloaded.safetensors" "$MNT/fooocus/loras/downloaded.safetensors"
 run "$MODELFS" --store "$STORE" ls 'lora/*'
 run "$MODELFS" umount "$MNT"
+trap - EXIT
+
+# --- 6. adopt the installs in place ----------------------------------------------------------
+step "6. adopt: each tool's own models folder becomes its view, the duplicates go"
+run "$MODELFS" --store "$STORE" adopt --dry-run "$A1111" "$COMFY"
+trap 'for m in "$A1111/models" "$COMFY/models"; do "$MODELFS" umount "$m" >/dev/null 2>&1 || true; done' EXIT
+run "$MODELFS" --store "$STORE" -q adopt --yes "$A1111" "$COMFY"
+run "$MODELFS" --store "$STORE" adopted
+echo "(the paths each tool had read the same bytes, now through its view:)"
+run sha256sum "$A1111/models/Stable-diffusion/v1-5-pruned-emaonly.safetensors" \
+  "$COMFY/models/checkpoints/v1-5-pruned-emaonly.safetensors"
+run ls "$A1111/models/Lora"
+run "$MODELFS" --store "$STORE" adopt --confirm "$A1111" "$COMFY"
+echo
+echo "(and back: unadopt gives each tool its plain models folder again)"
+run "$MODELFS" --store "$STORE" unadopt "$A1111" "$COMFY"
+run ls -l "$A1111/models/Lora"
 trap - EXIT
 
 step "done"
