@@ -18,7 +18,7 @@ struct Reload {
     std::string message;  // logged as it is
     // The layouts the config defines now (MountOptions::layouts). The mount serves them from then
     // on: new views appear, removed ones go, changed folders move their models. std::nullopt:
-    // keep the views (the config is unchanged or has an error).
+    // keep the views (the config has an error). The daemon says whether anything changed.
     std::optional<std::vector<ViewLayout>> layouts;
 };
 
