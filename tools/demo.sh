@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # modelfs in one command: installs what is missing, builds, then shows two AI tools' model folders
 # (a fake AUTOMATIC1111 and a fake ComfyUI, sharing several models byte for byte) imported into
-# one store that keeps a single copy of each file.
+# one store that keeps a single copy of each file; then adopts both installs in place (each
+# tool's models/ folder becomes its view) and gives the plain folders back.
 #
 #   tools/demo.sh
 #
