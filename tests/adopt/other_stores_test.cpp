@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -607,43 +606,24 @@ TEST_F(OtherStoresTest, ACacheWeDoNotOwnIsCopiedNotLinked) {
     fs::permissions(shared, fs::perms::all);
     const fs::path unet_file = hf.repo(sd) / "blobs" / unet1;
     const auto mode_before = fs::status(unet_file).permissions();
-    int pipefd[2];
-    ASSERT_EQ(::pipe(pipefd), 0);
-    const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-        ::close(pipefd[0]);
-        if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(77);
+    const AsNobody r = run_as_nobody([&] {
         std::string msg;
-        try {
-            Store st = Store::init(shared / "store");
-            auto rep = adopt::import_hf_cache(st, hf.root());
-            std::size_t linked = 0, copied = 0;
-            for (const auto& it : rep.items) {
-                linked += it.linked;
-                copied += it.copied;
-                if (it.outcome == adopt::OtherStoreItem::Outcome::failed) msg += it.detail + "; ";
-            }
-            if (linked != 0) msg += "linked " + std::to_string(linked) + " files; ";
-            if (copied != 4) msg += "copied " + std::to_string(copied) + " files, not 4; ";
-            auto rec = st.catalog().read().get_blob(*Sha256::from_hex(unet1));
-            if (!rec || rec->unverified) msg += "the copied unet is not recorded verified; ";
-        } catch (const std::exception& e) {
-            msg = e.what();
+        Store st = Store::init(shared / "store");
+        auto rep = adopt::import_hf_cache(st, hf.root());
+        std::size_t linked = 0, copied = 0;
+        for (const auto& it : rep.items) {
+            linked += it.linked;
+            copied += it.copied;
+            if (it.outcome == adopt::OtherStoreItem::Outcome::failed) msg += it.detail + "; ";
         }
-        (void)!::write(pipefd[1], msg.data(), msg.size());
-        ::_exit(msg.empty() ? 0 : 1);
-    }
-    ::close(pipefd[1]);
-    std::string msg;
-    char buf[512];
-    for (ssize_t n; (n = ::read(pipefd[0], buf, sizeof buf)) > 0;) msg.append(buf, n);
-    ::close(pipefd[0]);
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    ASSERT_TRUE(WIFEXITED(status));
-    if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "cannot become nobody (uid 65534)";
-    EXPECT_EQ(WEXITSTATUS(status), 0) << msg;
+        if (linked != 0) msg += "linked " + std::to_string(linked) + " files; ";
+        if (copied != 4) msg += "copied " + std::to_string(copied) + " files, not 4; ";
+        auto rec = st.catalog().read().get_blob(*Sha256::from_hex(unet1));
+        if (!rec || rec->unverified) msg += "the copied unet is not recorded verified; ";
+        return msg;
+    });
+    if (r.skipped) GTEST_SKIP() << "cannot become nobody (uid 65534)";
+    EXPECT_TRUE(r.ok) << r.message;
     EXPECT_EQ(fs::status(unet_file).permissions(), mode_before);
 }
 

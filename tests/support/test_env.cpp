@@ -191,4 +191,45 @@ pid_t spawn_modelfs(const std::vector<std::string>& args, const std::filesystem:
     }
 }
 
+AsNobody run_as_nobody(const std::function<std::string()>& check) {
+    AsNobody out;
+    int pipefd[2];
+    if (::pipe(pipefd) != 0) {
+        out.message = std::string("pipe: ") + std::strerror(errno);
+        return out;
+    }
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        out.message = std::string("fork: ") + std::strerror(errno);
+        ::close(pipefd[0]);
+        ::close(pipefd[1]);
+        return out;
+    }
+    if (pid == 0) {
+        ::close(pipefd[0]);
+        if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(77);
+        std::string msg;
+        try {
+            msg = check();
+        } catch (const std::exception& e) {
+            msg = e.what();
+            if (msg.empty()) msg = "an exception without a message";
+        }
+        (void)!::write(pipefd[1], msg.data(), msg.size());
+        ::_exit(msg.empty() ? 0 : 1);
+    }
+    ::close(pipefd[1]);
+    char buf[512];
+    for (ssize_t n; (n = ::read(pipefd[0], buf, sizeof buf)) > 0;) out.message.append(buf, n);
+    ::close(pipefd[0]);
+    int status = 0;
+    if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) {
+        out.message += " (the child did not exit normally)";
+        return out;
+    }
+    out.skipped = WEXITSTATUS(status) == 77;
+    out.ok = WEXITSTATUS(status) == 0;
+    return out;
+}
+
 }  // namespace modelfs::testing

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -60,5 +61,15 @@ pid_t spawn_modelfs(const std::vector<std::string>& args);
 pid_t spawn_modelfs(const std::vector<std::string>& args, const std::filesystem::path& log);
 // Waits for a child; returns its CliResult-style exit code (-1 if killed).
 int wait_child(pid_t pid, int* signal = nullptr);
+
+// Runs `check` in a forked child as nobody (uid/gid 65534), so a root test process can see what
+// permissions deny an ordinary user while keeping its own identity. `check` returns what went
+// wrong, empty when all is well (exceptions count as failures).
+struct AsNobody {
+    bool skipped = false;  // the child could not become nobody
+    bool ok = false;
+    std::string message;  // what `check` returned, or why the child failed
+};
+AsNobody run_as_nobody(const std::function<std::string()>& check);
 
 }  // namespace modelfs::testing

@@ -4,7 +4,6 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -631,27 +630,9 @@ TEST(AdoptScan, UnreadableFileAndFolder) {
         return;
     }
     // Root reads everything; check as nobody in a child so this process keeps its identity.
-    int pipefd[2];
-    ASSERT_EQ(::pipe(pipefd), 0);
-    const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-        ::close(pipefd[0]);
-        if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(77);
-        const std::string why = check_unreadable(root);
-        (void)!::write(pipefd[1], why.data(), why.size());
-        ::_exit(why.empty() ? 0 : 1);
-    }
-    ::close(pipefd[1]);
-    std::string msg;
-    char buf[512];
-    for (ssize_t n; (n = ::read(pipefd[0], buf, sizeof buf)) > 0;) msg.append(buf, n);
-    ::close(pipefd[0]);
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    ASSERT_TRUE(WIFEXITED(status));
-    if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "cannot become nobody (uid 65534)";
-    EXPECT_EQ(WEXITSTATUS(status), 0) << msg;
+    const auto r = modelfs::testing::run_as_nobody([&] { return check_unreadable(root); });
+    if (r.skipped) GTEST_SKIP() << "cannot become nobody (uid 65534)";
+    EXPECT_TRUE(r.ok) << r.message;
 }
 
 }  // namespace
