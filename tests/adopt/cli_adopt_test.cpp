@@ -66,8 +66,6 @@ class CliAdoptTest : public ::testing::Test {
 
 TEST_F(CliAdoptTest, DryRunAdoptAgainConfirmUnadopt) {
     auto dry = modelfs({"--json", "adopt", "--dry-run", a1111.string(), comfy.string()});
-    if (dry.err.find("not implemented yet") != std::string::npos)
-        GTEST_SKIP() << "scan_install is still the placeholder";
     ASSERT_EQ(dry.exit_code, 0) << dry.err;
     auto j = nlohmann::json::parse(dry.out);
     EXPECT_EQ(j["total"]["duplicate_groups"].get<int>(), 2);  // sdxl, style
@@ -122,8 +120,6 @@ TEST_F(CliAdoptTest, ExactPathRules) {
                      "Stable-diffusion/foo.ckpt", "Stable-diffusion/foo.vae.safetensors"})
         sha[rel] = sha256_hex_of_file(m / rel);
     auto run = modelfs({"adopt", "--yes", "--verify", a1111.string()});
-    if (run.err.find("not implemented yet") != std::string::npos)
-        GTEST_SKIP() << "scan_install is still the placeholder";
     ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
     // Give the mount's startup ingest time to do anything it would do.
     ::usleep(500000);
@@ -143,8 +139,6 @@ TEST_F(CliAdoptTest, ExactPathRules) {
 
 TEST_F(CliAdoptTest, NotAnInstallIsNotFound) {
     auto r = modelfs({"adopt", "--dry-run", (tmp / "store").string()});
-    if (r.err.find("not implemented yet") != std::string::npos)
-        GTEST_SKIP() << "detect_install is still the placeholder";
     EXPECT_EQ(r.exit_code, 3) << r.err;
     EXPECT_NE(r.err.find("not an install"), std::string::npos) << r.err;
 }
