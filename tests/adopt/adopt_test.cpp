@@ -1,7 +1,7 @@
 // `modelfs adopt` on synthetic A1111 + ComfyUI installs sharing models, through the library with
 // real stores and real mounts (the mounts adopt starts itself, by running the modelfs binary).
-// AdoptTest scans with the real detect_install / scan_install; the smaller tests use
-// tests/adopt/fake_scan.h.
+// AdoptTest finds its installs with detect_install; the smaller tests scan a plain folder as an
+// install (tests/adopt/fake_scan.h), with the same scan_install.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>

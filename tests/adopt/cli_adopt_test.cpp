@@ -1,6 +1,5 @@
 // `modelfs adopt` / `adopted` / `adopt --confirm` / `unadopt` as a user runs them, on synthetic
-// A1111 + ComfyUI installs. Needs the real scan_install (adopt-detect): skipped while the
-// placeholder is in place.
+// A1111 + ComfyUI installs, found and scanned by the real detect_install / scan_install.
 #include <sys/mount.h>
 #include <unistd.h>
 
