@@ -302,7 +302,7 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
         if (!is_mountpoint(r.models_dir)) ::rmdir(r.models_dir.c_str());
         if ((renamed || had_backup) && !sfs::exists(sfs::symlink_status(r.models_dir)))
             if (::rename(r.backup.c_str(), r.models_dir.c_str()) == 0)
-                detail::fsync_dir(r.models_dir.parent_path());
+                modelfs::fsync_dir(r.models_dir.parent_path());
     };
     try {
         if (!had_backup) {
@@ -310,14 +310,14 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
                 throw_errno("renaming " + r.models_dir.string() + " to " + r.backup.string(),
                             errno);
             renamed = true;
-            detail::fsync_dir(r.models_dir.parent_path());
+            modelfs::fsync_dir(r.models_dir.parent_path());
         }
         struct stat bst;
         if (::stat(r.backup.c_str(), &bst) != 0) throw_errno("reading " + r.backup.string(), errno);
         if (::mkdir(r.models_dir.c_str(), bst.st_mode & 07777) == 0) {
             if (::chown(r.models_dir.c_str(), bst.st_uid, bst.st_gid) != 0 && ::geteuid() == 0)
                 throw_errno("chown " + r.models_dir.string(), errno);
-            detail::fsync_dir(r.models_dir.parent_path());
+            modelfs::fsync_dir(r.models_dir.parent_path());
         } else if (errno != EEXIST) {
             throw_errno("creating " + r.models_dir.string(), errno);
         } else if (!sfs::is_empty(r.models_dir)) {

@@ -357,7 +357,7 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                 } else {
                     sfs::create_directories(r.models_dir);
                 }
-                detail::fsync_dir(r.models_dir.parent_path());
+                modelfs::fsync_dir(r.models_dir.parent_path());
             } else if (sfs::exists(sfs::symlink_status(r.backup))) {
                 throw StoreError(ErrorKind::conflict,
                                  "both " + r.models_dir.string() + " (not empty) and " +

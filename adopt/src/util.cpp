@@ -7,6 +7,7 @@
 #include <chrono>
 #include <vector>
 
+#include "modelfs/store/blob_store.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/unique_fd.h"
 
@@ -20,36 +21,18 @@ std::int64_t unix_now() {
         .count();
 }
 
-void fsync_dir(const sfs::path& dir) {
-    UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!fd) throw_errno("opening folder " + dir.string(), errno);
-    if (::fsync(fd.get()) != 0) throw_errno("syncing folder " + dir.string(), errno);
-}
-
-static void write_all(int fd, const char* p, std::size_t n, const std::string& what) {
-    while (n > 0) {
-        ssize_t w = ::write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            throw_errno("writing " + what, errno);
-        }
-        p += w;
-        n -= static_cast<std::size_t>(w);
-    }
-}
-
 void write_atomic(const sfs::path& p, const std::string& text) {
     sfs::path tmp = p;
     tmp += ".tmp";
     {
         UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
         if (!fd) throw_errno("creating " + tmp.string(), errno);
-        write_all(fd.get(), text.data(), text.size(), tmp.string());
-        if (::fsync(fd.get()) != 0) throw_errno("syncing " + tmp.string(), errno);
+        pwrite_all(fd.get(), text.data(), text.size(), 0, tmp.string());
+        fsync_or_throw(fd.get(), tmp.string());
     }
     if (::rename(tmp.c_str(), p.c_str()) != 0)
         throw_errno("renaming " + tmp.string() + " to " + p.string(), errno);
-    fsync_dir(p.parent_path());
+    modelfs::fsync_dir(p.parent_path());
 }
 
 std::uint64_t copy_file_durable(const sfs::path& from, const sfs::path& to, unsigned mode,
@@ -67,12 +50,12 @@ std::uint64_t copy_file_durable(const sfs::path& from, const sfs::path& to, unsi
             throw_errno("reading " + from.string(), errno);
         }
         if (r == 0) break;
-        write_all(out.get(), buf.data(), static_cast<std::size_t>(r), to.string());
+        pwrite_all(out.get(), buf.data(), static_cast<std::size_t>(r), total, to.string());
         total += static_cast<std::uint64_t>(r);
         add_progress(progress, static_cast<std::uint64_t>(r));
     }
     if (::fchmod(out.get(), mode & 07777) != 0) throw_errno("chmod " + to.string(), errno);
-    if (::fsync(out.get()) != 0) throw_errno("syncing " + to.string(), errno);
+    fsync_or_throw(out.get(), to.string());
     return total;
 }
 
