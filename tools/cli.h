@@ -80,6 +80,9 @@ void add_adopt_commands(CLI::App& app, Globals& g, Runner& run);
 // Output helpers.
 void print_json(const nlohmann::json& j);
 std::string human_bytes(std::uint64_t n);
+// `s` with control characters (escape sequences, newlines) written as \xNN, for a terminal:
+// names and texts that users or files chose must not drive it.
+std::string terminal_safe(std::string_view s);
 std::string human_count(std::uint64_t n);  // 2.57 B, 123.4 M
 std::string format_time(std::int64_t unix_seconds);
 Category parse_category_arg(const std::string& s);

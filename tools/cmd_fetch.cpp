@@ -17,6 +17,7 @@
 #include "modelfs/fetch/manifest.h"
 #include "modelfs/fetch/probe.h"
 #include "modelfs/fetch/source.h"
+#include "modelfs/fs/mount.h"
 
 namespace modelfs::cli {
 namespace {
@@ -722,6 +723,8 @@ int run_status(const Globals& g) {
         auto it = names.find(st.key);
         return it != names.end() ? it->second : st.key.hex().substr(0, 12) + " (no model)";
     };
+    // Files saved through a mount at a model's path that did not become models, and why.
+    const std::vector<fs::UnstoredFile> unstored = fs::unstored_files(s.root());
     std::vector<const fetch::FetchStatus*> in_flight, interrupted, failed;
     for (const auto& st : states) {
         if (st.state == fetch::FetchState::failed)
@@ -762,7 +765,11 @@ int run_status(const Globals& g) {
                             {"size", r.size},
                             {"stored_at", r.stored}});
         }
+        json plain = json::array();
+        for (const auto& u : unstored)
+            plain.push_back({{"path", u.path}, {"reason", u.reason}, {"writing", u.writing}});
         print_json({{"in_flight", list(in_flight)},
+                    {"not_stored", plain},
                     {"interrupted", list(interrupted)},
                     {"failed", list(failed)},
                     {"done", done},
@@ -803,6 +810,12 @@ int run_status(const Globals& g) {
     }
     if (in_flight.empty() && interrupted.empty() && failed.empty() && !g.quiet)
         std::printf("no downloads in flight, interrupted or failed\n");
+    if (!unstored.empty()) {
+        std::printf("written through a mount, not stored as models (%zu):\n", unstored.size());
+        for (const auto& u : unstored)
+            std::printf("  %s\n      %s\n", terminal_safe(u.path).c_str(),
+                        terminal_safe(u.reason).c_str());
+    }
     if (!recent.empty() && !g.quiet) {
         std::printf("done (latest stored that have a source):\n");
         for (const auto& r : recent) {

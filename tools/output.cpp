@@ -43,6 +43,21 @@ void print_json(const nlohmann::json& j) {
     std::cout << j.dump(2) << "\n";
 }
 
+std::string terminal_safe(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    for (unsigned char c : s) {
+        if (c >= 0x20 && c != 0x7f) {
+            out += static_cast<char>(c);
+            continue;
+        }
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\x%02x", c);
+        out += buf;
+    }
+    return out;
+}
+
 std::string human_bytes(std::uint64_t n) {
     static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
     double v = static_cast<double>(n);

@@ -324,8 +324,10 @@ void Daemon::reply_read_open(fuse_req_t req, fuse_file_info* fi, UniqueFd fd, co
         std::lock_guard lk(reads_mu);
         open_reads[n] = OpenRead{st, overlay};
     }
+    if (overlay) track_open(n, st.st_ino, false);
     // A blob never changes, so the kernel may keep its pages across opens; an overlay file may.
     if (!reader->open(req, fi, std::move(fd), /*immutable=*/!overlay)) {
+        untrack_open(n);
         std::lock_guard lk(reads_mu);
         open_reads.erase(n);
     }

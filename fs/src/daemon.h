@@ -5,6 +5,7 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,6 +38,12 @@ struct OpenWrite {
     ino_t real_ino = 0;
 };
 
+// An overlay file open through the mount, for reading or writing.
+struct OpenOverlay {
+    std::uint64_t ino = 0;  // the kernel's inode number for it
+    bool writer = false;
+};
+
 struct Daemon {
     Daemon(MountOptions o, std::vector<ViewLayout> views)
         : opts(std::move(o)),
@@ -64,6 +71,29 @@ struct Daemon {
     std::mutex edit_mu;
     std::map<ino_t, int> writers;                    // overlay files open for writing
     std::unordered_map<int, OpenWrite> open_writes;  // by fd
+    // Why a write to an overlay file failed since its first writer opened it: the file then
+    // stays a plain file (overlay_writes::end). By real inode; cleared at its last close.
+    std::map<ino_t, std::string> write_errors;
+
+    // Every overlay file open through the mount, by fd. An open file stays reachable after its
+    // name is gone (unlinked, renamed by another process): fstat, ftruncate and fchmod go to the
+    // descriptor. Held while a descriptor of it is used by another request (release waits).
+    std::mutex overlay_fds_mu;
+    std::unordered_map<int, OpenOverlay> open_overlay;
+    // fstat of an open descriptor of kernel inode `ino`, writers first; false when none is open.
+    bool stat_open(std::uint64_t ino, struct stat* st);
+    // Runs `f(fd)` on an open descriptor of `ino` (a writer when `writer`), under overlay_fds_mu,
+    // and returns what it returned; std::nullopt when none is open.
+    std::optional<int> with_open_fd(std::uint64_t ino, bool writer,
+                                    const std::function<int(int)>& f);
+    void track_open(int fd, std::uint64_t ino, bool writer) {
+        std::lock_guard lk(overlay_fds_mu);
+        open_overlay[fd] = OpenOverlay{ino, writer};
+    }
+    void untrack_open(int fd) {
+        std::lock_guard lk(overlay_fds_mu);
+        open_overlay.erase(fd);
+    }
     // Files open for reading, by fd: what they were at open, so that an open file keeps
     // answering getattr (the kernel asks before reads) after its name moved on to other content.
     struct OpenRead {
@@ -87,7 +117,7 @@ struct Daemon {
 
     // The catalog snapshot, rebuilt when any process has committed since.
     std::shared_ptr<const ViewTree> snapshot();
-    Entry resolve(const std::string& path) { return names()->resolve(*snapshot(), path); }
+    Entry resolve(const std::string& path);
     // What inode `ino` is now: its object at its (possibly renamed) path, or, when that path
     // holds something else now, the catalogued version it was (still readable). nullopt: gone.
     std::optional<Entry> current(std::uint64_t ino);
@@ -108,6 +138,16 @@ struct Daemon {
     void make_overlay_parents(const std::string& path);
 
   private:
+    // Overlay files an ingest is linking into the store right now, by real inode, with the mode
+    // they had: the store makes the inode 0444 and gives it a second name a moment before the
+    // name in the view is the stored model, and nobody should see that moment.
+    std::mutex ingesting_mu_;
+    std::map<ino_t, mode_t> ingesting_;
+    // Written files this mount stored lately, by real inode: their content. Inode numbers the
+    // kernel has for them stand for the stored model (current()).
+    std::map<ino_t, Sha256> stored_from_;
+    friend struct IngestingMark;
+
     mutable std::mutex ns_mu_;
     std::shared_ptr<const Namespace> ns_;
     std::mutex tree_mu_;

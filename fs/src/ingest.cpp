@@ -2,6 +2,7 @@
 // overlay, and the ingest that moves finished model files from the overlay into the store.
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include "daemon.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/hash.h"
+#include "overlay_writes.h"
 
 namespace modelfs::fs {
 
@@ -69,6 +71,22 @@ std::shared_ptr<const ViewTree> Daemon::snapshot() {
     return tree_;
 }
 
+Entry Daemon::resolve(const std::string& path) {
+    Entry e = names()->resolve(*snapshot(), path);
+    // An ingest may have moved the name from the overlay to the catalog between the snapshot
+    // and the look into the overlay. A snapshot taken now is new enough: the ingest commits
+    // before it unlinks.
+    if (!e.exists()) e = names()->resolve(*snapshot(), path);
+    if (e.kind == Entry::Kind::overlay_file) {
+        std::lock_guard lk(ingesting_mu_);
+        if (auto it = ingesting_.find(e.real_ino); it != ingesting_.end()) {
+            e.st.st_mode = (e.st.st_mode & S_IFMT) | it->second;
+            e.st.st_nlink = 1;
+        }
+    }
+    return e;
+}
+
 std::optional<Entry> Daemon::current(std::uint64_t ino) {
     if (ino == ViewTree::kRootIno) return resolve("");
     auto known = inodes.get(ino);
@@ -81,7 +99,55 @@ std::optional<Entry> Daemon::current(std::uint64_t ino) {
         return now;
     }
     if (known->kind == Entry::Kind::tree_file) return known;  // an older version, still stored
+    if (known->kind == Entry::Kind::overlay_file && now.kind == Entry::Kind::tree_file) {
+        // Stored meanwhile, by this mount (which remembers what it stored) or by another one
+        // (which links the written inode as the blob): the same bytes, so the same file to
+        // whoever has it.
+        bool stored_here = false;
+        {
+            std::lock_guard lk(ingesting_mu_);
+            auto it = stored_from_.find(known->real_ino);
+            stored_here = it != stored_from_.end() && it->second == now.blob;
+        }
+        struct stat blob;
+        if (stored_here || (::stat(store->blobs().path_of(now.blob).c_str(), &blob) == 0 &&
+                            blob.st_ino == known->real_ino && blob.st_dev == known->st.st_dev)) {
+            inodes.update(ino, now);
+            now.ino = ino;
+            now.st.st_ino = static_cast<ino_t>(ino);
+            return now;
+        }
+    }
+    // An overlay file whose name is gone (unlinked, or moved by another process) is still there
+    // for as long as it is open through the mount, as on any filesystem.
+    struct stat st;
+    if (known->kind == Entry::Kind::overlay_file && stat_open(ino, &st)) {
+        known->st = st;
+        known->st.st_ino = static_cast<ino_t>(ino);
+        known->st.st_blksize = 1 << 20;
+        return known;
+    }
+    spdlog::debug("inode {} ({}, {}) is gone; its path now leads to {}", ino, known->path,
+                  known->kind == Entry::Kind::overlay_file ? "an overlay file" : "a folder",
+                  now.exists() ? "something else" : "nothing");
     return std::nullopt;
+}
+
+std::optional<int> Daemon::with_open_fd(std::uint64_t ino, bool writer,
+                                        const std::function<int(int)>& f) {
+    std::lock_guard lk(overlay_fds_mu);
+    int found = -1;
+    for (const auto& [fd, o] : open_overlay) {
+        if (o.ino != ino || (writer && !o.writer)) continue;
+        found = fd;
+        if (o.writer) break;  // a writer's view of the size is the newest
+    }
+    if (found < 0) return std::nullopt;
+    return f(found);
+}
+
+bool Daemon::stat_open(std::uint64_t ino, struct stat* st) {
+    return with_open_fd(ino, false, [&](int fd) { return ::fstat(fd, st); }) == 0;
 }
 
 void Daemon::make_overlay_parents(const std::string& path) {
@@ -144,37 +210,66 @@ void Daemon::queue_ingest_tree(const std::string& path) {
     if (loc.area != Location::Area::view) return;
     stdfs::path real = names()->real_path(loc);
     std::error_code ec;
-    if (stdfs::is_regular_file(real, ec)) {
+    if (stdfs::is_regular_file(stdfs::symlink_status(real, ec))) {
         ingester->push(path);
         return;
     }
     for (auto it = stdfs::recursive_directory_iterator(real, ec);
          !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec))
-        if (it->is_regular_file(ec))
+        if (it->is_regular_file(ec) && !it->is_symlink(ec))
             ingester->push(join_path(path, stdfs::relative(it->path(), real, ec).string()));
 }
+
+// While it lives, resolve() shows the file being linked into the store as it was.
+struct IngestingMark {
+    Daemon& dm;
+    ino_t ino;
+    IngestingMark(Daemon& d, ino_t i, mode_t mode) : dm(d), ino(i) {
+        std::lock_guard lk(dm.ingesting_mu_);
+        dm.ingesting_[ino] = mode & 07777;
+    }
+    ~IngestingMark() {
+        std::lock_guard lk(dm.ingesting_mu_);
+        dm.ingesting_.erase(ino);
+    }
+};
 
 void Daemon::ingest(const std::string& path) {
     try {
         Entry e = resolve(path);
-        if (e.kind != Entry::Kind::overlay_file) return;
+        if (e.kind != Entry::Kind::overlay_file || !S_ISREG(e.st.st_mode)) return;
         Location loc = names()->locate(path);
         if (names()->role(*snapshot(), loc.view, loc.rel).kind == FileRole::Kind::plain) return;
-        UniqueFd fd(::open(e.real.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        UniqueFd fd(::open(e.real.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
         struct stat before;
-        if (!fd || ::fstat(fd.get(), &before) != 0) return;
+        if (!fd || ::fstat(fd.get(), &before) != 0 || !S_ISREG(before.st_mode)) return;
+        // Two names in the view (a hard link a tool made): a model has one name, so the file
+        // stays plain until one goes. A read-only file with a second name is the one case the
+        // store makes: a crash between linking it into blobs/ and unlinking it here.
+        if (before.st_nlink > 1 && (before.st_mode & 0222)) return;
         {
             std::lock_guard lk(edit_mu);
             if (writers.count(before.st_ino)) return;  // its last close queues it again
         }
+        bool busy = false;
+        if (auto why = overlay_writes::held(fd.get(), &busy)) {
+            if (!busy) spdlog::warn("{} stays a plain file of this view: {}", path, *why);
+            return;
+        }
         // The long part, outside the lock: writers may open the file meanwhile (checked below).
         FileDigests d = digest_fd(fd.get(), nullptr, path.c_str());
+        // On disk before anyone waits on the lock below (fsync of a few GB takes seconds).
+        ::fdatasync(fd.get());
 
         std::lock_guard lk(edit_mu);
         struct stat now;
         if (writers.count(before.st_ino) || ::lstat(e.real.c_str(), &now) != 0 ||
             !same_file_state(before, now) || static_cast<std::uint64_t>(now.st_size) != d.size)
             return;  // changed while hashed: whoever changed it queues it again
+        // No writer of any process may hold it from here until its name in the view is gone
+        // (overlay_writes.h); one that opens it now waits, then finds the stored model.
+        if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) return;  // its writer's close queues it
+        if (overlay_writes::held(fd.get(), &busy)) return;
         FileRole role = names()->role(*snapshot(), loc.view, loc.rel);
         if (role.kind == FileRole::Kind::plain) return;
         FileCommit fc;
@@ -189,22 +284,33 @@ void Daemon::ingest(const std::string& path) {
         fc.mode = now.st_mode & 07777;
         fc.source = "mount:" + path;
         FileCommitResult r;
-        try {
-            r = store->commit_file(fc);
-        } catch (const StoreError& err) {
-            if (err.kind() == ErrorKind::bad_input || err.kind() == ErrorKind::not_found) {
-                spdlog::warn("{} stays a plain file of this view: {}", path, err.what());
-                return;
+        {
+            IngestingMark shown(*this, now.st_ino, now.st_mode);
+            try {
+                r = store->commit_file(fc);
+            } catch (const StoreError& err) {
+                if (err.kind() == ErrorKind::bad_input || err.kind() == ErrorKind::not_found) {
+                    spdlog::warn("{} stays a plain file of this view: {}", path, err.what());
+                    overlay_writes::set_reason(fd.get(), err.what());
+                    return;
+                }
+                throw;
             }
-            throw;
+            // Every inode number the kernel has for the written file now stands for the stored
+            // content (the same bytes), before its name in the view goes: no moment in which
+            // the name leads nowhere, and cached pages and open handles stay right.
+            Entry stored = names()->resolve_catalog(*snapshot(), path);
+            if (stored.kind == Entry::Kind::tree_file) inodes.replace_object(e, stored);
+            {
+                // A lookup may still hand out the written file's inode until it is unlinked.
+                std::lock_guard lk(ingesting_mu_);
+                if (stored_from_.size() >= 4096) stored_from_.clear();
+                stored_from_[now.st_ino] = d.sha256;
+            }
+            if (::unlink(e.real.c_str()) != 0)
+                spdlog::error("{} is stored as {} but could not be removed from {}: {}", path,
+                              d.sha256.hex(), e.real.string(), std::strerror(errno));
         }
-        if (::unlink(e.real.c_str()) != 0)
-            spdlog::error("{} is stored as {} but could not be removed from {}: {}", path,
-                          d.sha256.hex(), e.real.string(), std::strerror(errno));
-        // The kernel's inode for the written file now stands for the stored content (the same
-        // bytes), so its cached pages and open handles stay right.
-        Entry stored = resolve(path);
-        if (stored.kind == Entry::Kind::tree_file) inodes.update(e.ino, stored);
         spdlog::info("{}: stored as {}{} ({}{} bytes)", path, model_key(role.category, role.name),
                      fc.sidecar.empty() ? "" : " sidecar " + fc.sidecar,
                      r.new_blob ? "" : "already stored, ", d.size);

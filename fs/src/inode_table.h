@@ -35,6 +35,17 @@ class InodeTable {
         it->second.entry.ino = ino;
         it->second.entry.st.st_ino = static_cast<ino_t>(ino);
     }
+    // Every inode number that stands for the object `was` stands for `now` from here on (a
+    // written file became the stored model).
+    void replace_object(const Entry& was, const Entry& now) {
+        std::lock_guard lk(mu_);
+        for (auto& [ino, slot] : map_) {
+            if (!slot.entry.same_object(was)) continue;
+            slot.entry = now;
+            slot.entry.ino = ino;
+            slot.entry.st.st_ino = static_cast<ino_t>(ino);
+        }
+    }
     void forget(std::uint64_t ino, std::uint64_t n) {
         std::lock_guard lk(mu_);
         auto it = map_.find(ino);

@@ -148,7 +148,8 @@ static Entry resolve_impl(const Namespace& ns, const ViewTree& tree, const std::
         e.view = loc.view;
         e.real = ns.real_path(loc);
         if (::lstat(e.real.c_str(), &real) == 0) {
-            if (S_ISREG(real.st_mode)) {
+            // Anything but a folder: regular files, and the links, fifos and sockets tools make.
+            if (!S_ISDIR(real.st_mode)) {
                 e.kind = Entry::Kind::overlay_file;
                 e.in_overlay = true;
                 e.real_ino = real.st_ino;
@@ -191,6 +192,10 @@ static Entry resolve_impl(const Namespace& ns, const ViewTree& tree, const std::
 
 Entry Namespace::resolve(const ViewTree& tree, const std::string& path) const {
     return resolve_impl(*this, tree, path, true);
+}
+
+Entry Namespace::resolve_catalog(const ViewTree& tree, const std::string& path) const {
+    return resolve_impl(*this, tree, path, false);
 }
 
 std::vector<std::pair<std::string, Entry>> Namespace::list(const ViewTree& tree,

@@ -21,6 +21,8 @@
 namespace modelfs::fs {
 
 struct Entry {
+    // overlay_file: anything but a folder in the overlay (st_mode says which: regular files, and
+    // the symlinks, fifos and sockets tools make).
     enum class Kind { none, dir, tree_file, overlay_file } kind = Kind::none;
     std::string path;  // from the mount root, no leading '/'
     std::uint64_t ino = 0;
@@ -73,6 +75,8 @@ class Namespace {
 
     // Resolves against `tree` (a snapshot of the catalog) and the overlay.
     Entry resolve(const ViewTree& tree, const std::string& path) const;
+    // What `path` is in the catalog alone, whatever the overlay has there.
+    Entry resolve_catalog(const ViewTree& tree, const std::string& path) const;
     // Entries of a directory, by name (the union of the tree's and the overlay's).
     std::vector<std::pair<std::string, Entry>> list(const ViewTree& tree,
                                                     const std::string& path) const;

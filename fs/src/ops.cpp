@@ -9,11 +9,13 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <functional>
 
 #include <spdlog/spdlog.h>
 
 #include "daemon.h"
 #include "modelfs/store/errors.h"
+#include "overlay_writes.h"
 
 namespace modelfs::fs {
 namespace {
@@ -179,6 +181,32 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     });
 }
 
+// setattr on an open overlay descriptor; 0 or an errno. `st` gets the result.
+int set_attrs_of_fd(int fd, const struct stat* attr, int to_set, struct stat* st) {
+    if ((to_set & FUSE_SET_ATTR_SIZE) && ::ftruncate(fd, attr->st_size) != 0) return errno;
+    if ((to_set & FUSE_SET_ATTR_MODE) && ::fchmod(fd, attr->st_mode & 07777) != 0) return errno;
+    if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+        uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+        gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+        if (::fchown(fd, uid, gid) != 0) return errno;
+    }
+    if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+                  FUSE_SET_ATTR_MTIME_NOW)) {
+        struct timespec ts[2];
+        ts[0].tv_nsec = ts[1].tv_nsec = UTIME_OMIT;
+        if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+            ts[0].tv_nsec = UTIME_NOW;
+        else if (to_set & FUSE_SET_ATTR_ATIME)
+            ts[0] = attr->st_atim;
+        if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+            ts[1].tv_nsec = UTIME_NOW;
+        else if (to_set & FUSE_SET_ATTR_MTIME)
+            ts[1] = attr->st_mtim;
+        if (::futimens(fd, ts) != 0) return errno;
+    }
+    return ::fstat(fd, st) == 0 ? 0 : errno;
+}
+
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
     guarded(req, "setattr", [&] {
         Daemon& dm = daemon_of(req);
@@ -189,6 +217,19 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
         std::unique_lock lk(dm.edit_mu);
         // Current contents of the path (a catalogued file may have an overlay copy by now).
         Entry now = dm.resolve(e->path);
+        if (e->kind == Entry::Kind::overlay_file && !now.same_object(*e)) {
+            // An open file whose name is gone (ftruncate after unlink): its descriptor.
+            lk.unlock();
+            struct stat st {};
+            auto rc = dm.with_open_fd(ino, (to_set & FUSE_SET_ATTR_SIZE) != 0, [&](int fd) {
+                return set_attrs_of_fd(fd, attr, to_set, &st);
+            });
+            if (!rc) return (void)fuse_reply_err(req, ENOENT);
+            if (*rc) return (void)fuse_reply_err(req, *rc);
+            st.st_ino = ino;
+            st.st_blksize = 1 << 20;
+            return (void)fuse_reply_attr(req, &st, kOverlayTimeout);
+        }
         if (!now.exists()) return (void)fuse_reply_err(req, ENOENT);
         const bool writer_fd = fi && dm.open_writes.count(static_cast<int>(fi->fh));
 
@@ -197,6 +238,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
             int rc = 0;
             if (writer_fd)
                 rc = ::ftruncate(static_cast<int>(fi->fh), attr->st_size);
+            else if (now.kind == Entry::Kind::overlay_file && !S_ISREG(now.st.st_mode))
+                return (void)fuse_reply_err(req, EINVAL);
             else if (now.kind == Entry::Kind::overlay_file)
                 rc = ::truncate(now.real.c_str(), attr->st_size);
             else {
@@ -237,6 +280,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
         else if (to_set & FUSE_SET_ATTR_MTIME)
             mtime = attr->st_mtim.tv_sec;
         if (now.kind == Entry::Kind::overlay_file || now.in_overlay) {
+            // chmod follows links, and a link's own mode means nothing on Linux.
+            if (mode && S_ISLNK(now.st.st_mode)) return (void)fuse_reply_err(req, EOPNOTSUPP);
             if (mode && ::chmod(now.real.c_str(), *mode) != 0)
                 return (void)fuse_reply_err(req, errno);
             if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
@@ -381,20 +426,100 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
     readdir_common(req, ino, size, off, fi, true);
 }
 
-void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-    guarded(req, "mkdir", [&] {
+// Makes a new entry `name` in folder `parent` with `make(real path)` (0 or -1 with errno) and
+// answers with it: every kind of entry a tool makes goes into the view's overlay.
+void make_entry(fuse_req_t req, fuse_ino_t parent, const char* name, const char* op,
+                const std::function<int(const std::filesystem::path&)>& make) {
+    guarded(req, op, [&] {
         Daemon& dm = daemon_of(req);
         int err = 0;
         std::string path = child_path(dm, parent, name, &err);
-        if (!err) err = writable_area(dm, path, "mkdir");
+        if (!err) err = writable_area(dm, path, op);
         if (!err && dm.names()->locate(path).rel.empty()) err = EEXIST;  // a view's own folder
         if (err) return (void)fuse_reply_err(req, err);
         std::lock_guard lk(dm.edit_mu);
         if (dm.resolve(path).exists()) return (void)fuse_reply_err(req, EEXIST);
         dm.make_overlay_parents(path);
-        if (::mkdir(dm.names()->real_path(dm.names()->locate(path)).c_str(), mode & 07777) != 0)
+        if (make(dm.names()->real_path(dm.names()->locate(path))) != 0)
             return (void)fuse_reply_err(req, errno);
-        fuse_entry_param p = entry_param(dm, dm.resolve(path));
+        Entry made = dm.resolve(path);
+        if (!made.exists()) return (void)fuse_reply_err(req, EIO);
+        fuse_entry_param p = entry_param(dm, made);
+        fuse_reply_entry(req, &p);
+    });
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    make_entry(req, parent, name, "mkdir", [&](const std::filesystem::path& real) {
+        return ::mkdir(real.c_str(), mode & 07777);
+    });
+}
+
+// Regular files, fifos and sockets, as tools make them (mkfifo, a socket bound in a cache
+// folder). Device nodes are refused as in any folder of a filesystem without them: models have
+// no use for them and the mount is nodev anyway.
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) {
+    if (S_ISCHR(mode) || S_ISBLK(mode)) return (void)fuse_reply_err(req, EPERM);
+    if (!S_ISREG(mode) && !S_ISFIFO(mode) && !S_ISSOCK(mode))
+        return (void)fuse_reply_err(req, EINVAL);
+    make_entry(req, parent, name, "mknod", [&](const std::filesystem::path& real) {
+        return ::mknod(real.c_str(), (mode & S_IFMT) | (mode & 07777), 0);
+    });
+}
+
+// A link in a view stays a link in its overlay: the kernel follows it on the caller's side, so a
+// tool reads the target itself (nothing is stored or deduplicated; README "Links").
+void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+    make_entry(req, parent, name, "symlink",
+               [&](const std::filesystem::path& real) { return ::symlink(target, real.c_str()); });
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+    guarded(req, "readlink", [&] {
+        Daemon& dm = daemon_of(req);
+        auto e = dm.current(ino);
+        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (e->kind != Entry::Kind::overlay_file || !S_ISLNK(e->st.st_mode))
+            return (void)fuse_reply_err(req, EINVAL);
+        std::vector<char> buf(PATH_MAX + 1);
+        ssize_t n = ::readlink(e->real.c_str(), buf.data(), buf.size() - 1);
+        if (n < 0) return (void)fuse_reply_err(req, errno);
+        buf[static_cast<std::size_t>(n)] = '\0';
+        fuse_reply_readlink(req, buf.data());
+    });
+}
+
+// A second name for a file of the same view. A catalogued file first becomes an overlay file
+// (copy-on-write) since the catalog knows one name per model; a file with two names stays a
+// plain file of the view until one of them goes (Daemon::ingest).
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+    guarded(req, "link", [&] {
+        Daemon& dm = daemon_of(req);
+        auto e = dm.current(ino);
+        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (e->is_dir()) return (void)fuse_reply_err(req, EPERM);
+        if (e->by_hash) return (void)fuse_reply_err(req, EROFS);
+        if (e->read_only) return (void)fuse_reply_err(req, refuse_alias("link", e->path));
+        int err = 0;
+        std::string to = child_path(dm, newparent, newname, &err);
+        if (!err) err = writable_area(dm, to, "link");
+        if (!err && dm.names()->locate(to).view != dm.names()->locate(e->path).view) err = EXDEV;
+        if (err) return (void)fuse_reply_err(req, err);
+        std::lock_guard lk(dm.edit_mu);
+        if (dm.resolve(to).exists()) return (void)fuse_reply_err(req, EEXIST);
+        Entry src = dm.resolve(e->path);
+        if (!src.same_object(*e)) return (void)fuse_reply_err(req, ENOENT);  // its name is gone
+        if (src.kind == Entry::Kind::tree_file) {
+            dm.copy_up(src, static_cast<std::uint64_t>(src.st.st_size));
+            src = dm.resolve(e->path);
+            if (src.kind != Entry::Kind::overlay_file) return (void)fuse_reply_err(req, EIO);
+            dm.inodes.update(ino, src);
+        }
+        dm.make_overlay_parents(to);
+        if (::link(src.real.c_str(), dm.names()->real_path(dm.names()->locate(to)).c_str()) != 0)
+            return (void)fuse_reply_err(req, errno);
+        Entry made = dm.resolve(to);
+        fuse_entry_param p = entry_param(dm, made);
         fuse_reply_entry(req, &p);
     });
 }
@@ -426,39 +551,109 @@ bool wants_write(int flags) {
     return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 }
 
-// Registers an overlay descriptor open for writing and replies. Caller holds edit_mu.
+// A write to an overlay file failed: the file is not what its writer meant, so it stays a plain
+// file when closed (overlay_writes::end).
+void note_write_error(Daemon& dm, fuse_file_info* fi, const char* what, int err) {
+    std::lock_guard lk(dm.edit_mu);
+    auto it = dm.open_writes.find(static_cast<int>(fi->fh));
+    if (it == dm.open_writes.end()) return;
+    std::string& slot = dm.write_errors[it->second.real_ino];
+    if (slot.empty())
+        slot = std::string(what) + " to it failed (" + std::strerror(err) +
+               "); write it again to store it";
+}
+
+// Registers an overlay descriptor open for writing (overlay_writes::begin took its share of the
+// lock and marked the file) and replies. Caller holds edit_mu.
 void reply_write_open(fuse_req_t req, Daemon& dm, fuse_ino_t ino, UniqueFd fd, fuse_file_info* fi,
                       const fuse_entry_param* created) {
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) return (void)fuse_reply_err(req, errno);
-    // Writes bypass the kernel's page cache: the inode may be shared with readers of the old
-    // version, whose cached pages must stay the old bytes.
-    fi->direct_io = 1;
+    // Through the page cache like reads, so that MAP_SHARED mappings of a file open for writing
+    // work (the kernel refuses them on direct_io files). Without keep_cache the kernel drops
+    // what it had cached of the inode at this open: after a copy-up its pages were the stored
+    // version's.
+    fi->direct_io = 0;
     fi->keep_cache = 0;
     fi->fh = static_cast<std::uint64_t>(fd.get());
     dm.writers[st.st_ino]++;
     dm.open_writes[fd.get()] = OpenWrite{ino, st.st_ino};
+    dm.track_open(fd.get(), ino, true);
     int rc = created ? fuse_reply_create(req, created, fi) : fuse_reply_open(req, fi);
     if (rc == 0) {
         fd.release();
         return;
     }
     // The opener is gone (interrupted): undo.
+    dm.untrack_open(fd.get());
     dm.open_writes.erase(fd.get());
-    if (--dm.writers[st.st_ino] == 0) dm.writers.erase(st.st_ino);
+    if (--dm.writers[st.st_ino] == 0) {
+        dm.writers.erase(st.st_ino);
+        overlay_writes::end(std::move(fd), dm.write_errors[st.st_ino]);
+        dm.write_errors.erase(st.st_ino);
+    }
+}
+
+// Opens the overlay file at `path` for writing with `flags` (O_CREAT: made with `mode`) and
+// takes the writer's share of it (overlay_writes::begin). Another mount may store the file just
+// then: its name then leads to the stored model, which gets a copy of its own again. Caller
+// holds edit_mu. Invalid with errno set on failure.
+UniqueFd open_for_writing(Daemon& dm, const std::string& path, int flags, mode_t mode) {
+    const bool truncate = flags & O_TRUNC;
+    flags = (flags & ~(O_TRUNC | O_NOCTTY)) | O_CLOEXEC | O_NOFOLLOW;
+    for (int attempt = 0; attempt < 5; ++attempt) {
+        Entry now = dm.resolve(path);
+        if (now.kind == Entry::Kind::tree_file) {
+            dm.copy_up(now, truncate ? 0 : static_cast<std::uint64_t>(now.st.st_size));
+            now = dm.resolve(path);
+        } else if (now.kind == Entry::Kind::overlay_file && now.st.st_nlink > 1 &&
+                   !(now.st.st_mode & 0222)) {
+            // Still linked to a blob (an ingest cut off after publishing): writing would change
+            // the stored bytes, so it gets a copy of its own first.
+            dm.copy_up(now, static_cast<std::uint64_t>(now.st.st_size), /*replace=*/true);
+            now = dm.resolve(path);
+        }
+        if (now.exists() && now.kind != Entry::Kind::overlay_file) {
+            errno = now.is_dir() ? EISDIR : ENOENT;
+            return UniqueFd();
+        }
+        if (!now.exists() && !(flags & O_CREAT)) {
+            errno = ENOENT;
+            return UniqueFd();
+        }
+        if (!now.exists()) dm.make_overlay_parents(path);
+        const std::filesystem::path real = dm.names()->real_path(dm.names()->locate(path));
+        UniqueFd fd(::open(real.c_str(), flags, mode));
+        if (!fd) return fd;
+        if (!overlay_writes::begin(fd.get(), real)) {
+            flags &= ~O_EXCL;  // what made it is gone: ours to make again
+            continue;
+        }
+        if (truncate && ::ftruncate(fd.get(), 0) != 0) return UniqueFd();
+        return fd;
+    }
+    errno = EBUSY;
+    return UniqueFd();
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     guarded(req, "open", [&] {
         Daemon& dm = daemon_of(req);
         auto e = dm.current(ino);
-        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (!e) {
+            auto known = dm.inodes.get(ino);
+            spdlog::debug("open of inode {} ({}): gone", ino, known ? known->path : "unknown");
+            return (void)fuse_reply_err(req, ENOENT);
+        }
         if (e->is_dir()) return (void)fuse_reply_err(req, EISDIR);
         if (!wants_write(fi->flags)) {
             if (e->kind == Entry::Kind::overlay_file) {
-                UniqueFd fd(::open(e->real.c_str(), O_RDONLY | O_CLOEXEC));
-                if (!fd) return (void)fuse_reply_err(req, errno);
-                return dm.reply_read_open(req, fi, std::move(fd), e->st, true);
+                UniqueFd fd(::open(e->real.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+                if (fd) return dm.reply_read_open(req, fi, std::move(fd), e->st, true);
+                // Stored just now: the name leads to the stored model (the same bytes).
+                if (errno != ENOENT || !(e = dm.current(ino)) ||
+                    e->kind == Entry::Kind::overlay_file)
+                    return (void)fuse_reply_err(req, errno == 0 ? ENOENT : errno);
             }
             UniqueFd fd = dm.open_blob(e->blob);
             if (!fd) {
@@ -484,23 +679,12 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         if (e->read_only)
             return (void)fuse_reply_err(req, refuse_alias("open for writing", e->path));
         std::lock_guard lk(dm.edit_mu);
-        Entry now = dm.resolve(e->path);
-        const int flags = (fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC | O_NOFOLLOW;
-        if (now.kind == Entry::Kind::tree_file) {
-            // Copy-on-write: the new bytes go to an overlay copy; readers of the stored
-            // version keep it, and the ingest makes the copy the model's next version.
-            dm.copy_up(now, (fi->flags & O_TRUNC) ? 0 : static_cast<std::uint64_t>(now.st.st_size));
-            now = dm.resolve(e->path);
-        }
-        if (now.kind != Entry::Kind::overlay_file) return (void)fuse_reply_err(req, ENOENT);
-        if (now.st.st_nlink > 1) {
-            // Still linked to a blob (an ingest that failed after publishing): writing would
-            // change the stored bytes, so it gets a copy of its own first.
-            dm.copy_up(now, static_cast<std::uint64_t>(now.st.st_size), /*replace=*/true);
-            now = dm.resolve(e->path);
-        }
-        UniqueFd fd(::open(now.real.c_str(), flags));
+        UniqueFd fd = open_for_writing(dm, e->path, fi->flags & ~(O_CREAT | O_EXCL), 0);
         if (!fd) return (void)fuse_reply_err(req, errno);
+        // The kernel's inode (the stored version's, after a copy-up) stands for the file being
+        // written from now on: its size and mode are the writer's.
+        Entry now = dm.resolve(e->path);
+        if (now.kind == Entry::Kind::overlay_file) dm.inodes.update(ino, now);
         reply_write_open(req, dm, ino, std::move(fd), fi, nullptr);
     });
 }
@@ -516,20 +700,9 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         if (err) return (void)fuse_reply_err(req, err);
         std::lock_guard lk(dm.edit_mu);
         Entry e = dm.resolve(path);
-        if (e.exists()) {
-            // Someone made it between the kernel's lookup and now.
-            if (fi->flags & O_EXCL) return (void)fuse_reply_err(req, EEXIST);
-            if (e.is_dir()) return (void)fuse_reply_err(req, EISDIR);
-            if (e.kind == Entry::Kind::tree_file) {
-                dm.copy_up(e, (fi->flags & O_TRUNC) ? 0 : static_cast<std::uint64_t>(e.st.st_size));
-                e = dm.resolve(path);
-            }
-        } else {
-            dm.make_overlay_parents(path);
-        }
-        std::filesystem::path real = dm.names()->real_path(dm.names()->locate(path));
-        const int flags = (fi->flags & ~O_NOCTTY) | O_CREAT | O_CLOEXEC | O_NOFOLLOW;
-        UniqueFd fd(::open(real.c_str(), flags, mode & 07777));
+        if (e.exists() && (fi->flags & O_EXCL)) return (void)fuse_reply_err(req, EEXIST);
+        if (e.is_dir()) return (void)fuse_reply_err(req, EISDIR);
+        UniqueFd fd = open_for_writing(dm, path, fi->flags | O_CREAT, mode & 07777);
         if (!fd) return (void)fuse_reply_err(req, errno);
         Entry made = dm.resolve(path);
         if (made.kind != Entry::Kind::overlay_file) return (void)fuse_reply_err(req, EIO);
@@ -553,8 +726,28 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_f
         out.buf[0].fd = static_cast<int>(fi->fh);
         out.buf[0].pos = off;
         ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
-        if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
+        if (n < 0) {
+            note_write_error(daemon_of(req), fi, "a write", static_cast<int>(-n));
+            return (void)fuse_reply_err(req, static_cast<int>(-n));
+        }
         fuse_reply_write(req, static_cast<size_t>(n));
+    });
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fuse_file_info* fi) {
+    guarded(req, "fallocate", [&] {
+        Daemon& dm = daemon_of(req);
+        {
+            std::lock_guard lk(dm.edit_mu);
+            if (!dm.open_writes.count(static_cast<int>(fi->fh)))
+                return (void)fuse_reply_err(req, EBADF);  // stored versions are never written
+        }
+        if (::fallocate(static_cast<int>(fi->fh), mode, off, len) != 0) {
+            const int err = errno;
+            if (err != EOPNOTSUPP) note_write_error(dm, fi, "fallocate", err);
+            return (void)fuse_reply_err(req, err);
+        }
+        fuse_reply_err(req, 0);
     });
 }
 
@@ -571,21 +764,32 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
 void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
     int fd = static_cast<int>(fi->fh);
     int rc = datasync ? ::fdatasync(fd) : ::fsync(fd);
-    fuse_reply_err(req, rc == 0 ? 0 : errno);
+    const int err = rc == 0 ? 0 : errno;
+    if (err) note_write_error(daemon_of(req), fi, "fsync", err);
+    fuse_reply_err(req, err);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Daemon& dm = daemon_of(req);
     const int fd = static_cast<int>(fi->fh);
+    dm.untrack_open(fd);  // waits for a request using the descriptor
+    bool writer = false, last = false;
+    std::string error;
     std::optional<std::string> written;
     {
         std::lock_guard lk(dm.edit_mu);
         auto it = dm.open_writes.find(fd);
         if (it != dm.open_writes.end()) {
+            writer = true;
             ino_t real = it->second.real_ino;
             dm.open_writes.erase(it);
             if (--dm.writers[real] == 0) {
                 dm.writers.erase(real);
+                last = true;
+                if (auto err = dm.write_errors.find(real); err != dm.write_errors.end()) {
+                    error = err->second;
+                    dm.write_errors.erase(err);
+                }
                 if (auto e = dm.inodes.get(ino)) written = e->path;
             }
         }
@@ -594,11 +798,19 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         std::lock_guard lk(dm.reads_mu);
         dm.open_reads.erase(fd);
     }
-    if (dm.remote->is_stream(fi->fh))
+    if (dm.remote->is_stream(fi->fh)) {
         dm.remote->release(fi);
-    else
+    } else if (writer) {
+        UniqueFd own(fd);
+        // The last writer here: the file is finished unless a write failed or another process
+        // still writes it (whose own close decides then).
+        if (last && overlay_writes::end(std::move(own), error) && written)
+            dm.ingester->push(*written);
+        else if (last && !error.empty() && written)
+            spdlog::warn("{} stays a plain file of this view: {}", *written, error);
+    } else {
         dm.reader->release(fi);  // closes fd
-    if (written) dm.ingester->push(*written);
+    }
     fuse_reply_err(req, 0);
 }
 
@@ -774,11 +986,16 @@ const fuse_lowlevel_ops kOps = [] {
     ops.readdirplus = op_readdirplus;
     ops.releasedir = op_releasedir;
     ops.mkdir = op_mkdir;
+    ops.mknod = op_mknod;
+    ops.symlink = op_symlink;
+    ops.readlink = op_readlink;
+    ops.link = op_link;
     ops.rmdir = op_rmdir;
     ops.open = op_open;
     ops.create = op_create;
     ops.read = op_read;
     ops.write_buf = op_write_buf;
+    ops.fallocate = op_fallocate;
     ops.flush = op_flush;
     ops.fsync = op_fsync;
     ops.release = op_release;

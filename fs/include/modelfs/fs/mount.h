@@ -55,6 +55,16 @@ std::vector<ViewLayout> views_to_serve(const MountOptions& opts);
 // Throws StoreError for problems found before mounting (no store, unknown view).
 int serve_mount(const MountOptions& opts);
 
+// A file written through a mount that stays a plain file of its view although its path is a
+// model's: cut off by a crash, incomplete, a write failed (fs/src/overlay_writes.h).
+struct UnstoredFile {
+    std::string path;      // in the mount, from its root ("comfyui/checkpoints/x.safetensors")
+    std::string reason;    // why, as the log said it
+    bool writing = false;  // a live process is writing it now: not (yet) a problem
+};
+// Such files of a store, for `modelfs status` (the views' overlay folders, walked once).
+std::vector<UnstoredFile> unstored_files(const std::filesystem::path& store);
+
 // Unmounts a modelfs mount point (fusermount3 -u). Returns an exit code; messages on stderr.
 int unmount(const std::filesystem::path& mountpoint);
 
