@@ -147,12 +147,6 @@ class Reader {
         return out;
     }
 
-    void bytes(char* out, std::size_t n) {
-        if (pos_ < win_pos_ || pos_ + n > win_pos_ + win_len_) fill();
-        std::memcpy(out, buf_.data() + (pos_ - win_pos_), n);
-        pos_ += n;
-    }
-
     [[noreturn]] void truncated(std::uint64_t n, std::string_view what) const {
         throw GgufError("truncated: " + std::string(what) + " (" + std::to_string(n) +
                         " bytes) at byte " + std::to_string(pos_) +
@@ -165,6 +159,13 @@ class Reader {
 
     void need(std::uint64_t n, std::string_view what) const {
         if (n > left()) truncated(n, what);
+    }
+
+    // Copies `n` bytes (at most a window; need() checked them) and moves past them.
+    void bytes(char* out, std::size_t n) {
+        if (pos_ < win_pos_ || pos_ + n > win_pos_ + win_len_) fill();
+        std::memcpy(out, buf_.data() + (pos_ - win_pos_), n);
+        pos_ += n;
     }
 
     std::uint64_t uint(std::size_t n, std::string_view what) {
@@ -212,11 +213,10 @@ class Parser {
             throw GgufError("file is only " + std::to_string(size_) +
                             " bytes, too short for the 4-byte GGUF magic");
         }
-        std::array<char, 4> magic{};
-        r_.bytes(magic.data(), 4);
-        if (std::string_view(magic.data(), 4) != "GGUF") {
-            throw GgufError("not a GGUF file: it starts with '" +
-                            printable(std::string_view(magic.data(), 4)) + "', not 'GGUF'");
+        const std::string magic = r_.text(4, "the magic");
+        if (magic != "GGUF") {
+            throw GgufError("not a GGUF file: it starts with '" + printable(magic) +
+                            "', not 'GGUF'");
         }
         std::uint32_t version = r_.u32("the version");
         if (version != 2 && version != 3) {
