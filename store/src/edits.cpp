@@ -2,8 +2,10 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <system_error>
 
 #include "modelfs/store/errors.h"
+#include "modelfs/store/model_check.h"
 #include "modelfs/store/safetensors.h"
 #include "modelfs/store/store.h"
 #include "store_impl.h"
@@ -28,8 +30,8 @@ void add_blob_record(Txn& txn, const FileCommit& f) {
     r.xxh128 = f.digests.xxh128;
     r.safetensors_header_len = 0;
     if (f.sidecar.empty() && has_safetensors_extension(f.ext)) {
-        // A tool may save a broken file under a .safetensors name; it is still the user's data,
-        // stored as is, just without a header length (so no AutoV3).
+        // commit_file checked the header before publishing; read again here for its length. A
+        // failure now (I/O) only costs the record its header length (so no AutoV3).
         try {
             r.safetensors_header_len = read_safetensors_header(f.fd, f.digests.size).header_len;
         } catch (const std::exception&) {
@@ -51,6 +53,17 @@ FileCommitResult Store::commit_file(const FileCommit& f) {
     if (!f.sidecar.empty() &&
         (f.sidecar.front() != '.' || f.sidecar.find('/') != std::string::npos))
         throw StoreError(ErrorKind::bad_input, "invalid sidecar suffix '" + f.sidecar + "'");
+    // The completeness rule `modelfs import` applies too: an empty or truncated file (a tool's
+    // create-then-close, a save cut short) is no model, version or sidecar; the mount leaves it
+    // a plain file of its view.
+    std::optional<std::string> incomplete;
+    try {
+        incomplete =
+            incomplete_model_reason(f.fd, f.digests.size, f.sidecar.empty() ? f.ext : f.sidecar);
+    } catch (const std::system_error& e) {
+        throw_errno("reading " + f.path.string(), e.code().value());
+    }
+    if (incomplete) throw StoreError(ErrorKind::bad_input, *incomplete);
     settle_unverified(*impl_, f.digests.sha256);
     StoreLock lock(impl_->root, StoreLock::shared);
     FileCommitResult out;

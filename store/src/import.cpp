@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "modelfs/store/model_check.h"
 #include "store_impl.h"
 
 namespace fs = std::filesystem;
@@ -101,7 +102,6 @@ struct FileJob {
     std::size_t plan = 0;  // index of the model this file belongs to
     fs::path src;
     std::string display;  // path as the user gave it
-    bool safetensors = false;
     std::optional<SafetensorsInfo> header;
     std::uint64_t size = 0;
     Ingested result;
@@ -163,7 +163,6 @@ class Importer {
         j.src = p;
         j.display = p.string();
         j.size = size;
-        j.safetensors = has_safetensors_extension(p.filename().string());
         jobs_.push_back(std::move(j));
         if (progress_) {
             progress_->total_bytes += size;
@@ -319,21 +318,30 @@ class Importer {
         }
     }
 
+    // The completeness rule commit_file applies too (model_check.h), then the safetensors header
+    // of any file that has one, whatever its name, for the category and the blob record.
     void read_headers() {
         for (auto& j : jobs_) {
-            if (!j.safetensors && j.size < 8) continue;
             UniqueFd fd(::open(j.src.c_str(), O_RDONLY | O_CLOEXEC));
             if (!fd) {
                 j.error = j.display + ": " + std::strerror(errno);
                 continue;
             }
             try {
-                j.header = read_safetensors_header(fd.get(), j.size);
-            } catch (const SafetensorsError& e) {
-                // Only files that claim to be safetensors must be valid; a .ckpt is a zip.
-                if (j.safetensors)
-                    j.error = j.display + ": malformed safetensors header: " + e.what() +
-                              " (file not imported)";
+                const std::string fname = j.src.filename().string();
+                // An empty file inside a multi-file model (an empty README) is part of it; only
+                // formats that are checked must be complete there too.
+                const bool empty_tree_file = plans_[j.plan].tree && j.size == 0 &&
+                                             model_format_of(fname) == ModelFormat::unchecked;
+                if (!empty_tree_file) {
+                    if (auto why = incomplete_model_reason(fd.get(), j.size, fname)) {
+                        j.error = j.display + ": " + *why + " (file not imported)";
+                        continue;
+                    }
+                }
+                if (j.size >= 8) j.header = read_safetensors_header(fd.get(), j.size);
+            } catch (const SafetensorsError&) {
+                // Not safetensors content: fine for any name the rule above did not check.
             } catch (const std::system_error& e) {
                 j.error = j.display + ": " + e.what();
             }

@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "parse_util.h"
+
 namespace modelfs {
 
 namespace {
@@ -37,29 +39,6 @@ std::size_t find_dtype(std::string_view name) {
         if (kDtypes[i].name == name) return i;
     }
     return kNoDtype;
-}
-
-// Names and JSON fragments come from the file: keep error messages printable and short, so a
-// hostile name cannot flood a log or smuggle terminal escapes into it.
-std::string printable(std::string_view s, std::size_t max_len = 120) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(std::min(s.size(), max_len) + 8);
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (i == max_len) {
-            out += "...";
-            break;
-        }
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c >= 0x20 && c < 0x7f && c != '\\') {
-            out += static_cast<char>(c);
-        } else {
-            out += "\\x";
-            out += kHex[c >> 4];
-            out += kHex[c & 0xf];
-        }
-    }
-    return out;
 }
 
 std::string quote_name(std::string_view s) {
@@ -447,23 +426,6 @@ void check_layout(const std::vector<TensorRecord>& tensors, std::uint64_t data_s
     }
 }
 
-// pread until `len` bytes or end of file; returns the count read. EINTR is retried.
-std::size_t pread_full(int fd, char* buf, std::size_t len, std::uint64_t offset) {
-    std::size_t done = 0;
-    while (done < len) {
-        const ssize_t n = ::pread(fd, buf + done, len - done, static_cast<off_t>(offset + done));
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw std::system_error(
-                errno, std::generic_category(),
-                "reading safetensors header at offset " + std::to_string(offset + done));
-        }
-        if (n == 0) break;
-        done += static_cast<std::size_t>(n);
-    }
-    return done;
-}
-
 }  // namespace
 
 SafetensorsInfo parse_safetensors_header(std::string_view header_json, std::uint64_t file_size) {
@@ -526,12 +488,13 @@ SafetensorsInfo parse_safetensors_header(std::string_view header_json, std::uint
 }
 
 SafetensorsInfo read_safetensors_header(int fd, std::uint64_t file_size) {
+    static constexpr std::string_view kWhat = "safetensors header";
     if (file_size < 8) {
         throw SafetensorsError("file is only " + std::to_string(file_size) +
                                " bytes, too short for the 8-byte header length");
     }
     std::array<unsigned char, 8> len_bytes{};
-    if (pread_full(fd, reinterpret_cast<char*>(len_bytes.data()), 8, 0) != 8) {
+    if (pread_full(fd, reinterpret_cast<char*>(len_bytes.data()), 8, 0, kWhat) != 8) {
         throw SafetensorsError("file ended before the 8-byte header length");
     }
     std::uint64_t n = 0;
@@ -557,7 +520,7 @@ SafetensorsInfo read_safetensors_header(int fd, std::uint64_t file_size) {
         const std::size_t old = header.size();
         const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(n - old, kChunk));
         header.resize(old + want);
-        const std::size_t got = pread_full(fd, header.data() + old, want, 8 + old);
+        const std::size_t got = pread_full(fd, header.data() + old, want, 8 + old, kWhat);
         header.resize(old + got);
         if (got < want) {
             throw SafetensorsError("file ended after " + std::to_string(header.size()) + " of " +

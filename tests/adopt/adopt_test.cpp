@@ -20,6 +20,7 @@
 #include "fake_scan.h"
 #include "modelfs/adopt/adopt.h"
 #include "modelfs/store/store.h"
+#include "support/sized_models.h"
 #include "support/test_env.h"
 
 namespace sfs = std::filesystem;
@@ -28,6 +29,7 @@ using namespace modelfs::adopt;
 using modelfs::testing::sha256_hex_of_file;
 using modelfs::testing::TempDir;
 using modelfs::testing::write_random_file;
+using modelfs::testing::write_sized_safetensors;
 using modelfs::testing::write_text_file;
 
 namespace {
@@ -84,22 +86,22 @@ class AdoptTest : public ::testing::Test {
         write_text_file(a1111 / "launch.py", "# a1111\n");
         write_text_file(comfy / "main.py", "# comfy\n");
         write_text_file(comfy / "folder_paths.py", "# comfy\n");
-        write_random_file(am / "Stable-diffusion/sdxl.safetensors", kC1, 1);
+        write_sized_safetensors(am / "Stable-diffusion/sdxl.safetensors", kC1, 1);
         write_random_file(am / "Stable-diffusion/sdxl.preview.png", kP1, 2);
         write_text_file(am / "Stable-diffusion/notes.txt", "my notes\n");
-        write_random_file(am / "Lora/style.safetensors", kC2, 3);
-        write_random_file(am / "Lora/style_copy.safetensors", kC2, 3);  // another name
-        write_random_file(am / "Lora/clash.safetensors", kC3a, 4);
+        write_sized_safetensors(am / "Lora/style.safetensors", kC2, 3);
+        write_sized_safetensors(am / "Lora/style_copy.safetensors", kC2, 3);  // another name
+        write_sized_safetensors(am / "Lora/clash.safetensors", kC3a, 4);
         sfs::create_symlink("/nonexistent/gone.safetensors", am / "Lora/broken.safetensors");
-        write_random_file(outside / "vae.safetensors", kC5, 5);
+        write_sized_safetensors(outside / "vae.safetensors", kC5, 5);
         sfs::create_directory_symlink(outside, am / "VAE");  // StabilityMatrix-style link
 
-        write_random_file(cm / "checkpoints/sdxl.safetensors", kC1, 1);
+        write_sized_safetensors(cm / "checkpoints/sdxl.safetensors", kC1, 1);
         write_random_file(cm / "checkpoints/sdxl.preview.png", kP1, 2);
-        write_random_file(cm / "loras/style.safetensors", kC2, 3);
+        write_sized_safetensors(cm / "loras/style.safetensors", kC2, 3);
         sfs::create_hard_link(cm / "loras/style.safetensors", cm / "loras/hard.safetensors");
-        write_random_file(cm / "loras/clash.safetensors", kC3b, 6);  // same name, other bytes
-        write_random_file(cm / "vae/vae.safetensors", kC5, 5);
+        write_sized_safetensors(cm / "loras/clash.safetensors", kC3b, 6);  // same name, other bytes
+        write_sized_safetensors(cm / "vae/vae.safetensors", kC5, 5);
         write_text_file(cm / "extra/info.txt", "plain\n");
 
         for (const auto& root : {am, cm})
@@ -287,7 +289,7 @@ TEST_F(AdoptTest, UnadoptBeforeConfirmRestoresTheOriginalTree) {
     ASSERT_TRUE(rep.ok()) << rep.installs[0].status;
     expect_every_path_reads_the_same();
     // A model added through the mount after adopting comes back too.
-    write_random_file(comfy / "models/loras/new.safetensors", 4096, 77);
+    write_sized_safetensors(comfy / "models/loras/new.safetensors", 4096, 77);
     const std::string new_sha = sha256_hex_of_file(comfy / "models/loras/new.safetensors");
     Store store = Store::open(store_root);
     auto un = unadopt(store, {comfy});
@@ -343,7 +345,7 @@ TEST_F(AdoptTest, SecondAdoptIsANoOp) {
     // A different install of an adopted tool is refused.
     TempDir other("modelfs-adopt-other");
     sfs::create_directories(other / "a/models/Lora");
-    write_random_file(other / "a/models/Lora/x.safetensors", 1000, 9);
+    write_sized_safetensors(other / "a/models/Lora/x.safetensors", 1000, 9);
     std::vector<InstallScan> s2{fake::fake_scan("a1111", other / "a")};
     auto h2 = hash_scans(store_root, s2);
     Plan p2 = make_plan(store, std::move(s2), h2);
@@ -370,7 +372,7 @@ TEST_F(AdoptTest, InterruptedHashingResumes) {
     EXPECT_EQ(h.cached, 5u);
     EXPECT_EQ(h.hashed, 7u);
     // A file changed since: hashed again.
-    write_random_file(a1111 / "models/Lora/clash.safetensors", kC3a, 44);
+    write_sized_safetensors(a1111 / "models/Lora/clash.safetensors", kC3a, 44);
     auto h2 = hash_scans(store_root, scans(), {2, nullptr});
     EXPECT_EQ(h2.cached, 11u);
     EXPECT_EQ(h2.hashed, 1u);
@@ -433,13 +435,13 @@ TEST_F(AdoptTest, FileChangedAfterHashingStaysInTheBackup) {
     REQUIRE_FUSE();
     // A model only ComfyUI has (of a shared name, the view would show the other tool's).
     const sfs::path changed = comfy / "models/loras/only.safetensors";
-    write_random_file(changed, 5000, 98);
+    write_sized_safetensors(changed, 5000, 98);
     Store store = Store::open(store_root);
     auto s = scans();
     auto h = hash_scans(store_root, s);
     Plan plan = make_plan(store, std::move(s), h);
     // Changed between hashing and the commit.
-    write_random_file(changed, 5010, 99);
+    write_sized_safetensors(changed, 5010, 99);
     const std::string changed_sha = sha256_hex_of_file(changed);
     auto rep = run_plan(store, plan, run_options());
     ASSERT_TRUE(rep.ok());
@@ -531,8 +533,8 @@ TEST(AdoptCrossFs, CopiesVerifiesAndMounts) {
         if (a.st_dev == b.st_dev) GTEST_SKIP() << "/dev/shm is on the same filesystem";
     }
     sfs::create_directories(home / "webui/models/Lora");
-    write_random_file(home / "webui/models/Lora/a.safetensors", 300000, 1);
-    write_random_file(home / "webui/models/Lora/b.safetensors", 300000, 1);
+    write_sized_safetensors(home / "webui/models/Lora/a.safetensors", 300000, 1);
+    write_sized_safetensors(home / "webui/models/Lora/b.safetensors", 300000, 1);
     write_text_file(home / "webui/models/Lora/readme.txt", "hi\n");
     std::map<sfs::path, std::string> before;
     for (auto n : {"a.safetensors", "b.safetensors", "readme.txt"})
@@ -572,7 +574,7 @@ TEST(AdoptCrossFs, NotEnoughSpaceIsRefusedUpFront) {
         ~Umount() { ::umount2(p.c_str(), MNT_DETACH); }
     } um{small.path()};
     sfs::create_directories(home / "webui/models/Lora");
-    write_random_file(home / "webui/models/Lora/big.safetensors", 8u << 20, 1);
+    write_sized_safetensors(home / "webui/models/Lora/big.safetensors", 8u << 20, 1);
     Store::init(small / "store");
     Store store = Store::open(small / "store");
     std::vector<InstallScan> s{fake::fake_scan("a1111", home / "webui")};
@@ -605,10 +607,10 @@ TEST(AdoptExactPaths, NonPrimaryFolderSecondExtensionAndSkippedNames) {
     } cleanup{m};
     sfs::create_directories(m / "LyCORIS");
     sfs::create_directories(m / "Stable-diffusion");
-    write_random_file(m / "LyCORIS/ly.safetensors", 7000, 1);
-    write_random_file(m / "Stable-diffusion/foo.safetensors", 9000, 2);
+    write_sized_safetensors(m / "LyCORIS/ly.safetensors", 7000, 1);
+    write_sized_safetensors(m / "Stable-diffusion/foo.safetensors", 9000, 2);
     write_random_file(m / "Stable-diffusion/foo.ckpt", 9100, 3);
-    write_random_file(m / "Stable-diffusion/foo.vae.safetensors", 3000, 4);
+    write_sized_safetensors(m / "Stable-diffusion/foo.vae.safetensors", 3000, 4);
     std::map<sfs::path, std::string> before;
     for (auto rel : {"LyCORIS/ly.safetensors", "Stable-diffusion/foo.safetensors",
                      "Stable-diffusion/foo.ckpt", "Stable-diffusion/foo.vae.safetensors"})
@@ -658,8 +660,8 @@ TEST(AdoptNames, NonUtf8NameIsNotAdopted) {
     TempDir tmp("modelfs-adopt-names");
     const sfs::path m = tmp / "webui/models/Lora";
     sfs::create_directories(m);
-    write_random_file(m / "ok.safetensors", 1000, 1);
-    write_random_file(m / std::string("bad\xff.safetensors"), 1000, 2);
+    write_sized_safetensors(m / "ok.safetensors", 1000, 1);
+    write_sized_safetensors(m / std::string("bad\xff.safetensors"), 1000, 2);
     Store::init(tmp / "store");
     Store store = Store::open(tmp / "store");
     std::vector<InstallScan> s{fake::fake_scan("a1111", tmp / "webui")};
@@ -690,8 +692,8 @@ TEST(AdoptHashing, FileChangingWhileHashedIsReported) {
     TempDir tmp("modelfs-adopt-changing");
     const sfs::path m = tmp / "webui/models/Lora";
     sfs::create_directories(m);
-    write_random_file(m / "busy.safetensors", 64u << 20, 1);
-    write_random_file(m / "calm.safetensors", 1000, 2);
+    write_sized_safetensors(m / "busy.safetensors", 64u << 20, 1);
+    write_sized_safetensors(m / "calm.safetensors", 1000, 2);
     Store::init(tmp / "store");
     std::vector<InstallScan> s{fake::fake_scan("a1111", tmp / "webui")};
     std::atomic<bool> stop{false};
@@ -729,7 +731,7 @@ TEST(AdoptNames, LinkedModelsFolderIsRefusedWithAReason) {
     TempDir tmp("modelfs-adopt-linked");
     sfs::create_directories(tmp / "data/Lora");
     sfs::create_directories(tmp / "webui");
-    write_random_file(tmp / "data/Lora/x.safetensors", 1000, 1);
+    write_sized_safetensors(tmp / "data/Lora/x.safetensors", 1000, 1);
     sfs::create_directory_symlink(tmp / "data", tmp / "webui/models");
     Store::init(tmp / "store");
     Store store = Store::open(tmp / "store");
@@ -764,7 +766,7 @@ TEST(AdoptLinks, FileLinkInsideModels) {
     sfs::create_directories(tmp / "elsewhere");
     write_text_file(root / "webui.py", "#\n");
     write_text_file(root / "launch.py", "#\n");
-    write_random_file(tmp / "elsewhere/target.safetensors", 5000, 1);
+    write_sized_safetensors(tmp / "elsewhere/target.safetensors", 5000, 1);
     ::chmod((tmp / "elsewhere/target.safetensors").c_str(), 0640);
     sfs::create_symlink(tmp / "elsewhere/target.safetensors", m / "Lora/linked.safetensors");
     const std::string sha = sha256_hex_of_file(m / "Lora/linked.safetensors");

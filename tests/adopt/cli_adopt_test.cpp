@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "modelfs/adopt/adopt.h"
+#include "support/sized_models.h"
 #include "support/test_env.h"
 
 namespace sfs = std::filesystem;
@@ -34,13 +35,13 @@ class CliAdoptTest : public ::testing::Test {
         write_text_file(a1111 / "launch.py", "# a1111\n");
         write_text_file(comfy / "main.py", "# comfy\n");
         write_text_file(comfy / "folder_paths.py", "# comfy\n");
-        write_random_file(a1111 / "models/Stable-diffusion/sdxl.safetensors", 300000, 1);
+        write_sized_safetensors(a1111 / "models/Stable-diffusion/sdxl.safetensors", 300000, 1);
         write_random_file(a1111 / "models/Stable-diffusion/sdxl.preview.png", 2000, 2);
-        write_random_file(a1111 / "models/Lora/style.safetensors", 100000, 3);
+        write_sized_safetensors(a1111 / "models/Lora/style.safetensors", 100000, 3);
         write_text_file(a1111 / "models/Lora/notes.txt", "notes\n");
-        write_random_file(comfy / "models/checkpoints/sdxl.safetensors", 300000, 1);
-        write_random_file(comfy / "models/loras/style.safetensors", 100000, 3);
-        write_random_file(comfy / "models/loras/clash.safetensors", 5000, 9);
+        write_sized_safetensors(comfy / "models/checkpoints/sdxl.safetensors", 300000, 1);
+        write_sized_safetensors(comfy / "models/loras/style.safetensors", 100000, 3);
+        write_sized_safetensors(comfy / "models/loras/clash.safetensors", 5000, 9);
         for (const auto& root : {a1111 / "models", comfy / "models"})
             for (auto it = sfs::recursive_directory_iterator(root); it != decltype(it)(); ++it)
                 if (it->is_regular_file()) before[it->path()] = sha256_hex_of_file(it->path());
@@ -110,10 +111,10 @@ TEST_F(CliAdoptTest, DryRunAdoptAgainConfirmUnadopt) {
 TEST_F(CliAdoptTest, ExactPathRules) {
     const sfs::path m = a1111 / "models";
     sfs::create_directories(m / "LyCORIS");
-    write_random_file(m / "LyCORIS/ly.safetensors", 7000, 11);
-    write_random_file(m / "Stable-diffusion/foo.safetensors", 9000, 12);
+    write_sized_safetensors(m / "LyCORIS/ly.safetensors", 7000, 11);
+    write_sized_safetensors(m / "Stable-diffusion/foo.safetensors", 9000, 12);
     write_random_file(m / "Stable-diffusion/foo.ckpt", 9100, 13);
-    write_random_file(m / "Stable-diffusion/foo.vae.safetensors", 3000, 14);
+    write_sized_safetensors(m / "Stable-diffusion/foo.vae.safetensors", 3000, 14);
     std::map<sfs::path, std::string> sha;
     for (auto rel : {"LyCORIS/ly.safetensors", "Stable-diffusion/foo.safetensors",
                      "Stable-diffusion/foo.ckpt", "Stable-diffusion/foo.vae.safetensors"})

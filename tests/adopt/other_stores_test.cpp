@@ -16,6 +16,7 @@
 #include "modelfs/store/store.h"
 #include "modelfs/store/unique_fd.h"
 #include "support/mount_fixture.h"
+#include "support/sized_models.h"
 #include "support/test_env.h"
 
 namespace fs = std::filesystem;
@@ -423,7 +424,7 @@ TEST_F(OllamaTest, VerifyClearsTheFlagAndCatchesALyingName) {
 TEST_F(OtherStoresTest, ALyingNameNeverCostsTheUserTheRealFile) {
     const fs::path real = dir / "user" / "real.gguf";
     fs::create_directories(real.parent_path());
-    write_random_file(real, 6000, 41);
+    write_sized_gguf(real, 6000, 41);
     const std::string h = sha256_hex_of_file(real);
     std::string lie = read_file(real);
     lie[10] ^= 1;
@@ -454,7 +455,7 @@ TEST_F(OtherStoresTest, ALyingNameNeverCostsTheUserTheRealFile) {
     // 2. A mount's file (commit_file) against a fresh lie under another name.
     const fs::path saved = store_dir / "views" / "comfyui" / "saved.gguf";
     fs::create_directories(saved.parent_path());
-    write_random_file(saved, 7000, 42);
+    write_sized_gguf(saved, 7000, 42);
     const std::string h2 = sha256_hex_of_file(saved);
     std::string lie2 = read_file(saved);
     lie2[20] ^= 1;

@@ -277,24 +277,34 @@ TEST_F(StoreEditsTest, CommitWithoutMtimeOrModeShowsNowAnd0644) {
     EXPECT_EQ(v.shown_mode(), 0644u);
 }
 
-TEST_F(StoreEditsTest, BrokenOrNonSafetensorsFilesAreStoredWithoutHeaderLength) {
-    // Garbage under a .safetensors name: still the user's data, stored as is.
+TEST_F(StoreEditsTest, BrokenSafetensorsAreRefusedAndOtherExtensionsStoredWithoutHeaderLength) {
+    // Garbage under a .safetensors name is no model (issue 14: import refuses it too); the mount
+    // leaves it a plain file of its view. Nothing is linked or catalogued.
     fs::path bad = rnd("bad.safetensors", 5000, 7);
     const Sha256 bad_sha = sha_of_file(bad);
-    FileCommitResult r = commit_model(bad, Category::lora, "bad");
-    EXPECT_TRUE(r.new_blob);
-    EXPECT_EQ(r.label, "v1");
-    auto rec = blob_record(bad_sha);
-    ASSERT_TRUE(rec);
-    EXPECT_EQ(rec->size, 5000u);
-    EXPECT_EQ(rec->safetensors_header_len, 0u);
-    EXPECT_TRUE(blob_on_disk(bad_sha));
+    Commit c;
+    c.category = Category::lora;
+    c.name = "bad";
+    c.keep_source = true;
+    try {
+        commit(bad, c);
+        FAIL() << "expected StoreError bad_input";
+    } catch (const StoreError& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::bad_input) << e.what();
+        EXPECT_NE(std::string(e.what()).find("incomplete or malformed safetensors file"),
+                  std::string::npos)
+            << e.what();
+    }
+    EXPECT_FALSE(blob_record(bad_sha));
+    EXPECT_FALSE(blob_on_disk(bad_sha));
+    EXPECT_FALSE(model("lora/bad"));
+    EXPECT_EQ(stat_of(bad).st_nlink, 1u);
 
     // A valid safetensors file committed under another extension is not parsed.
     fs::path ckpt = st("good.ckpt", mt::sd15_checkpoint(3));
     const Sha256 ckpt_sha = sha_of_file(ckpt);
     commit_model(ckpt, Category::checkpoint, "good", ".ckpt");
-    rec = blob_record(ckpt_sha);
+    auto rec = blob_record(ckpt_sha);
     ASSERT_TRUE(rec);
     EXPECT_EQ(rec->safetensors_header_len, 0u);
     EXPECT_EQ(model("checkpoint/good")->current_version().ext, ".ckpt");

@@ -24,6 +24,7 @@
 
 #include "modelfs/store/errors.h"
 #include "modelfs/store/hash.h"
+#include "support/gguf_writer.h"
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
@@ -481,7 +482,16 @@ TEST_F(StoreTest, ProgressCountsEveryByteAndFile) {
     auto r = s().import(
         {rnd(src_ / "a.bin", 5 << 20, 1), rnd(src_ / "b.bin", 1000, 2), rnd(src_ / "c.bin", 0, 3)},
         o, &progress);
-    ASSERT_TRUE(r.ok()) << errors_of(r);
+    // The empty file is refused (an empty file is never a model), and still counted as done.
+    ASSERT_EQ(r.items.size(), 3u);
+    for (const auto& it : r.items) {
+        if (it.source.filename() == "c.bin") {
+            EXPECT_EQ(it.outcome, Outcome::failed);
+            EXPECT_NE(it.error.find("c.bin: empty file"), std::string::npos) << it.error;
+        } else {
+            EXPECT_NE(it.outcome, Outcome::failed) << it.error;
+        }
+    }
     EXPECT_EQ(progress.total_bytes.load(), (5u << 20) + 1000u);
     EXPECT_EQ(progress.done_bytes.load(), (5u << 20) + 1000u);
     EXPECT_EQ(progress.total_items.load(), 3u);
@@ -604,7 +614,9 @@ TEST_F(StoreTest, A1111Tree) {
 
 TEST_F(StoreTest, WalkWithoutCategoryFolderKeepsSubfoldersInTheName) {
     st(src_ / "stuff" / "sub" / "deep" / "y.safetensors", mt::vae(1));
-    rnd(src_ / "stuff" / "z.gguf", 100, 2);
+    mt::GgufWriter gguf;
+    gguf.tensor("t", mt::GgmlTensorType::f32, {4});
+    gguf.write(src_ / "stuff" / "z.gguf");
     auto r = imp1(src_ / "stuff");
     ASSERT_TRUE(r.ok()) << errors_of(r);
     EXPECT_EQ(keys_of(r), (std::set<std::string>{"vae/sub/deep/y", "other/z"}));
