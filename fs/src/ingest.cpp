@@ -291,7 +291,10 @@ void Daemon::ingest(const std::string& path) {
             } catch (const StoreError& err) {
                 if (err.kind() == ErrorKind::bad_input || err.kind() == ErrorKind::not_found) {
                     spdlog::warn("{} stays a plain file of this view: {}", path, err.what());
-                    overlay_writes::set_reason(fd.get(), err.what());
+                    // Not tried again until it is written or renamed; a sidecar whose model is
+                    // gone (not_found) may find it again.
+                    if (err.kind() == ErrorKind::bad_input)
+                        overlay_writes::set_reason(fd.get(), err.what());
                     return;
                 }
                 throw;

@@ -887,6 +887,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
             dm.make_overlay_parents(to);
             if (::rename(src.real.c_str(), dm.names()->real_path(lt).c_str()) != 0)
                 return (void)fuse_reply_err(req, errno);
+            overlay_writes::renamed(dm.names()->real_path(lt));
             dm.inodes.rename_prefix(from, to);
             // It may have been the pending new version of a catalogued file, now moved away.
             Entry left = dm.resolve(from);

@@ -19,7 +19,11 @@
 namespace modelfs::fs::overlay_writes {
 namespace {
 
+// The mark's values: what is being written, what was cut off (only a new write changes that),
+// and what an ingest refused (its bytes, or its name: a rename may change the answer).
 constexpr std::string_view kWriting = "writing ";
+constexpr std::string_view kUnfinished = "unfinished: ";
+constexpr std::string_view kRefused = "refused: ";
 
 int flock_retry(int fd, int op) {
     int rc;
@@ -108,7 +112,7 @@ bool end(UniqueFd writer, const std::string& error) {
     if (error.empty())
         ::fremovexattr(probe.get(), kXattr);
     else
-        put_mark(probe.get(), error);
+        put_mark(probe.get(), std::string(kUnfinished) + error);
     return error.empty();
 }
 
@@ -122,16 +126,25 @@ std::optional<std::string> held(int fd, bool* busy) {
         return "being written";
     }
     // Nobody writes it and the process that did is gone before its close: cut off mid-write.
-    std::string why =
-        "unfinished: its writer stopped before closing it (the mount daemon was killed or the "
-        "machine went down); write it again through the mount (a copy, say) to store it";
+    std::string why = std::string(kUnfinished) +
+                      "its writer stopped before closing it (the mount daemon was killed or the "
+                      "machine went down); write it again through the mount (a copy, say) to "
+                      "store it";
     put_mark(fd, why);
     flock_retry(fd, LOCK_UN);
     return why;
 }
 
 void set_reason(int fd, std::string_view why) {
-    put_mark(fd, why);
+    put_mark(fd, std::string(kRefused) + std::string(why));
+}
+
+void renamed(const std::filesystem::path& real) {
+    char buf[16];
+    ssize_t n = ::lgetxattr(real.c_str(), kXattr, buf, sizeof buf);
+    if (n >= static_cast<ssize_t>(kRefused.size()) &&
+        std::string_view(buf, kRefused.size()) == kRefused)
+        ::lremovexattr(real.c_str(), kXattr);
 }
 
 }  // namespace modelfs::fs::overlay_writes

@@ -47,4 +47,8 @@ std::optional<std::string> held(int fd, bool* busy);
 // filesystem without user xattrs only loses the explanation.
 void set_reason(int fd, std::string_view why);
 
+// The file was renamed to `real`: a refusal may not hold for its new name (a file cut off stays
+// cut off).
+void renamed(const std::filesystem::path& real);
+
 }  // namespace modelfs::fs::overlay_writes
