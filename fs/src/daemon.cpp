@@ -194,6 +194,17 @@ int serve_mount(const MountOptions& given) {
     } unmount_on_exit{se.get()};
     fuse_daemonize(opts.foreground ? 1 : 0);
     dm->store = std::make_unique<Store>(Store::open(opts.store));
+    // What tools write through a mount is reached through a mount, where the kernel checks
+    // permissions, and nowhere else: a file another user made there, or one being written, is
+    // nobody's business in the store folder.
+    {
+        const auto views = opts.store / "views";
+        std::error_code ec;
+        std::filesystem::create_directories(views, ec);
+        if (::chmod(views.c_str(), 0700) != 0)
+            spdlog::warn("cannot make {} private (mode 0700): {}", views.string(),
+                         std::strerror(errno));
+    }
     dm->se = se.get();
     dm->snapshot();  // the first request should not wait for the tree
     // Threads start after daemonizing (fork keeps only the calling thread) and stop before the

@@ -181,10 +181,19 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     });
 }
 
+// The permission bits a request may set: set-user-ID and set-group-ID only for root. The
+// daemon makes every file, so a set-id bit from anyone else would run as the daemon's user (a
+// root mount: as root) for whoever reaches the file. (The kernel's own filesystems clear them
+// on write and chown; here they are never set to begin with.)
+mode_t allowed_mode(fuse_req_t req, mode_t mode) {
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    return (ctx && ctx->uid == 0) ? (mode & 07777) : (mode & 01777);
+}
+
 // setattr on an open overlay descriptor; 0 or an errno. `st` gets the result.
 int set_attrs_of_fd(int fd, const struct stat* attr, int to_set, struct stat* st) {
     if ((to_set & FUSE_SET_ATTR_SIZE) && ::ftruncate(fd, attr->st_size) != 0) return errno;
-    if ((to_set & FUSE_SET_ATTR_MODE) && ::fchmod(fd, attr->st_mode & 07777) != 0) return errno;
+    if ((to_set & FUSE_SET_ATTR_MODE) && ::fchmod(fd, attr->st_mode) != 0) return errno;
     if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
         uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
         gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
@@ -221,6 +230,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
             // An open file whose name is gone (ftruncate after unlink): its descriptor.
             lk.unlock();
             struct stat st {};
+            attr->st_mode = allowed_mode(req, attr->st_mode);
             auto rc = dm.with_open_fd(ino, (to_set & FUSE_SET_ATTR_SIZE) != 0, [&](int fd) {
                 return set_attrs_of_fd(fd, attr, to_set, &st);
             });
@@ -274,7 +284,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
         }
         std::optional<std::uint32_t> mode;
         std::optional<std::int64_t> mtime;
-        if (to_set & FUSE_SET_ATTR_MODE) mode = attr->st_mode & 07777;
+        if (to_set & FUSE_SET_ATTR_MODE) mode = allowed_mode(req, attr->st_mode);
         if (to_set & FUSE_SET_ATTR_MTIME_NOW)
             mtime = ::time(nullptr);
         else if (to_set & FUSE_SET_ATTR_MTIME)
@@ -451,7 +461,7 @@ void make_entry(fuse_req_t req, fuse_ino_t parent, const char* name, const char*
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
     make_entry(req, parent, name, "mkdir", [&](const std::filesystem::path& real) {
-        return ::mkdir(real.c_str(), mode & 07777);
+        return ::mkdir(real.c_str(), allowed_mode(req, mode));
     });
 }
 
@@ -463,7 +473,7 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     if (!S_ISREG(mode) && !S_ISFIFO(mode) && !S_ISSOCK(mode))
         return (void)fuse_reply_err(req, EINVAL);
     make_entry(req, parent, name, "mknod", [&](const std::filesystem::path& real) {
-        return ::mknod(real.c_str(), (mode & S_IFMT) | (mode & 07777), 0);
+        return ::mknod(real.c_str(), (mode & S_IFMT) | allowed_mode(req, mode), 0);
     });
 }
 
@@ -702,7 +712,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         Entry e = dm.resolve(path);
         if (e.exists() && (fi->flags & O_EXCL)) return (void)fuse_reply_err(req, EEXIST);
         if (e.is_dir()) return (void)fuse_reply_err(req, EISDIR);
-        UniqueFd fd = open_for_writing(dm, path, fi->flags | O_CREAT, mode & 07777);
+        UniqueFd fd = open_for_writing(dm, path, fi->flags | O_CREAT, allowed_mode(req, mode));
         if (!fd) return (void)fuse_reply_err(req, errno);
         Entry made = dm.resolve(path);
         if (made.kind != Entry::Kind::overlay_file) return (void)fuse_reply_err(req, EIO);

@@ -293,3 +293,49 @@ TEST_F(MountIntegrityTest, AnEmptyCreateAddsNoVersion) {
 }
 
 }  // namespace
+
+namespace {
+
+// A shared mount (--allow-other, as fstab and the system service run it): a user who can write a
+// folder of a view makes a file set-user-ID. It must not be: the daemon (root here) makes every
+// file, so the bit would hand out root. Root itself keeps the bits it asks for.
+TEST_F(MountIntegrityTest, NoSetIdFilesFromUsers) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (a second user)";
+    fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_exec |
+                                    fs::perms::others_exec);  // the way to the mount point
+    Mount m(store, mnt, {"--allow-other"});
+    ASSERT_TRUE(m.ok());
+    fs::path shared = mnt / "a1111" / "shared";
+    fs::create_directory(shared);
+    ASSERT_EQ(::chmod(shared.c_str(), 01777), 0);
+    AsNobody r = run_as_nobody([&]() -> std::string {
+        fs::path evil = shared / "evil";
+        int fd = ::open(evil.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 06755);
+        if (fd < 0) return std::string("create: ") + std::strerror(errno);
+        ::close(fd);
+        struct stat st;
+        if (::stat(evil.c_str(), &st) != 0) return "stat failed";
+        if (st.st_mode & (S_ISUID | S_ISGID)) return "created with set-id bits";
+        if (::chmod(evil.c_str(), 04755) == 0 && ::stat(evil.c_str(), &st) == 0 &&
+            (st.st_mode & S_ISUID))
+            return "chmod u+s took effect";
+        if (::mkdir((shared / "d").c_str(), 02755) != 0) return "mkdir failed";
+        if (::stat((shared / "d").c_str(), &st) != 0 || (st.st_mode & S_ISGID))
+            return "folder made set-group-ID";
+        return "";
+    });
+    if (r.skipped) GTEST_SKIP() << "cannot become nobody";
+    EXPECT_TRUE(r.ok) << r.message;
+    // The store's copy of what tools wrote is private to the store's owner.
+    struct stat st;
+    ASSERT_EQ(::stat((store / "views").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0700u);
+    fs::path root_file = shared / "mine";
+    int fd = ::open(root_file.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 04755);
+    ASSERT_GE(fd, 0);
+    ::close(fd);
+    ASSERT_EQ(::stat(root_file.c_str(), &st), 0);
+    EXPECT_TRUE(st.st_mode & S_ISUID);  // root's own request stands
+}
+
+}  // namespace
