@@ -211,7 +211,18 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
             continue;
         }
         sfs::create_directories((tmp / rel).parent_path());
-        detail::copy_file_durable(p, tmp / rel, st.st_mode & 07777);
+        try {
+            detail::copy_file_durable(p, tmp / rel, st.st_mode & 07777);
+        } catch (const StoreError& e) {
+            if (!adopted) throw;
+            // Its blob is gone (quarantined: the bytes no longer matched): nothing to bring
+            // back, which must not keep the rest of the folder from coming back.
+            std::error_code rm;
+            sfs::remove(tmp / rel, rm);
+            notes.push_back(p.string() + " could not be brought back (" + e.what() +
+                            "); `modelfs verify` says what happened to its content");
+            continue;
+        }
         struct timespec ts[2] = {st.st_atim, st.st_mtim};
         ::utimensat(AT_FDCWD, (tmp / rel).c_str(), ts, AT_SYMLINK_NOFOLLOW);
         if (!adopted) ++n;  // new since adopting; adopted files confirm deleted are not news

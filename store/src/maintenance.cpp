@@ -272,8 +272,8 @@ Store::BlobCheck Store::check_blob(const Sha256& h, int fd) {
     if (::stat(p.c_str(), &named) == 0 && named.st_ino == st.st_ino && named.st_dev == st.st_dev) {
         try {
             fs::path q = quarantine_blob(*impl_, h);
-            spdlog::error("blob {} is corrupt ({}); moved to {}; run `modelfs verify`", h.hex(),
-                          bad, q.string());
+            // The caller (the mount) says what to do; this says what happened.
+            spdlog::warn("blob {} is corrupt ({}); moved to {}", h.hex(), bad, q.string());
         } catch (const std::exception& e) {
             spdlog::error("blob {} is corrupt ({}) and could not be quarantined: {}", h.hex(), bad,
                           e.what());

@@ -357,6 +357,18 @@ TEST_F(AdoptTest, EditingTheBackupTheInstallOrASecondLinkNeverChangesABlob) {
     EXPECT_FALSE(sfs::exists(blob));
     EXPECT_EQ(store.catalog().read().get_blob(*Sha256::from_hex(sha))->state,
               BlobState::quarantined);
+    // unadopt still gives everything else back, and says what it could not.
+    auto un = unadopt(store, {});
+    ASSERT_EQ(un.size(), 2u);
+    std::string notes;
+    for (const auto& u : un) {
+        EXPECT_TRUE(u.ok) << u.status;
+        for (const auto& n : u.notes) notes += n + "\n";
+    }
+    EXPECT_NE(notes.find("clash.safetensors could not be brought back"), std::string::npos)
+        << notes;
+    EXPECT_EQ(sha256_hex_of_file(a1111 / "models/Stable-diffusion/sdxl.safetensors"),
+              before.at(a1111 / "models/Stable-diffusion/sdxl.safetensors"));
 }
 
 TEST_F(AdoptTest, UnadoptBeforeConfirmRestoresTheOriginalTree) {
