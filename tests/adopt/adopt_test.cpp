@@ -498,6 +498,19 @@ TEST_F(AdoptTest, CrashBetweenRecordAndMountResumes) {
     EXPECT_TRUE(is_mountpoint(comfy / "models"));
     expect_every_path_reads_the_same();
     EXPECT_EQ(load_record(store_root, "a1111")->state, "mounted");
+    // The resumed switch also finished the move: the keepers' backup names are gone, and no
+    // backup file is a blob's inode.
+    EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup/Stable-diffusion/sdxl.safetensors"));
+    Store store = Store::open(store_root);
+    for (const auto& dir : {a1111 / "models.modelfs-backup", comfy / "models.modelfs-backup"})
+        for (auto it = sfs::recursive_directory_iterator(dir); it != decltype(it)(); ++it) {
+            struct stat st, bst;
+            if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+            auto sha = Sha256::from_hex(sha256_hex_of_file(it->path()));
+            if (::stat(store.blobs().path_of(*sha).c_str(), &bst) == 0) {
+                EXPECT_NE(bst.st_ino, st.st_ino) << it->path() << " is a blob's inode";
+            }
+        }
 }
 
 TEST_F(AdoptTest, BusyMountpointAtUnadoptChangesNothing) {

@@ -280,6 +280,26 @@ TEST_F(ImmutableTest, RecordWithoutStatIsHashedOnceThenRecorded) {
     EXPECT_EQ(Store::blob_rehashes(), before + 1);
 }
 
+// A full verify records the stat of what it hashed: the next open needs no hash.
+TEST_F(ImmutableTest, VerifyRecordsTheStatOfWhatItHashed) {
+    const fs::path f = src / "loras/a.ckpt";
+    write_random_file(f, 50000, 16);
+    const std::string sha = sha256_hex_of_file(f);
+    import_one(f, false);
+    {
+        auto txn = s().catalog().write();
+        auto r = txn.get_blob(*Sha256::from_hex(sha));
+        r->seen.reset();
+        txn.put_blob(*Sha256::from_hex(sha), *r);
+        txn.commit();
+    }
+    EXPECT_TRUE(s().verify(false).problems.empty());
+    EXPECT_TRUE(record(sha).seen);
+    const auto before = Store::blob_rehashes();
+    EXPECT_EQ(check(sha), Store::BlobCheck::ok);
+    EXPECT_EQ(Store::blob_rehashes(), before);
+}
+
 // A link change of another name (the ingest unlinking the overlay name) moves only the ctime:
 // record_blob_stat follows it; a change of the bytes is never vouched for.
 TEST_F(ImmutableTest, RecordBlobStatFollowsOnlyLinkChanges) {
