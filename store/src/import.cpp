@@ -507,8 +507,10 @@ class Importer {
         struct stat st;
         if (::fstat(staged.fd(), &st) != 0) throw_errno("reading " + moved.string(), errno);
         if (auto why = BlobStore::why_not_take(st)) {
-            if (::rename(moved.c_str(), j.src.c_str()) != 0)
-                throw_errno("putting " + j.display + " back", errno);  // the journal recovers it
+            // Never over a file made at the origin meanwhile; the journal recovers it then.
+            if (::renameat2(AT_FDCWD, moved.c_str(), AT_FDCWD, j.src.c_str(), RENAME_NOREPLACE) !=
+                0)
+                throw_errno("putting " + j.display + " back", errno);
             fsync_dir(fs::path(origin).parent_path());
             j.source_renamed = false;
             j.journal.reset();
