@@ -572,6 +572,9 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
                                          "the " + r.view + " view over " + r.mountpoint.string() +
                                              " does not show what was adopted: " + bad.front());
                     }
+                    // An install adopted before blobs were immutable still has backup names that
+                    // are blobs' inodes: they go now (confirm would delete them anyway).
+                    if (r.state == "mounted") detach(store, r);
                     out.status = "adopted (" + r.state + "); the view is mounted again";
                     out.ok = true;
                     out.fstab_line = detail::fstab_line(r, store.root());

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -218,7 +219,10 @@ void settle_unverified(Store::Impl& s, const Sha256& h) {
 
 namespace {
 std::atomic<std::uint64_t> g_blob_rehashes{0};
-}
+std::mutex g_hashing_mu;
+std::condition_variable g_hashing_cv;
+std::set<Sha256> g_hashing;  // blobs check_blob is hashing now, in this process
+}  // namespace
 
 std::uint64_t Store::blob_rehashes() {
     return g_blob_rehashes.load();
@@ -229,8 +233,30 @@ Store::BlobCheck Store::check_blob(const Sha256& h, int fd) {
     if (::fstat(fd, &st) != 0) throw_errno("reading blob " + h.hex(), errno);
     const BlobStat before = BlobStore::stat_stamp(st);
     auto rec = impl_->catalog.read().get_blob(h);
+    // Opened before another check moved it to quarantine/: still not to be served.
+    if (rec && rec->state == BlobState::quarantined) return BlobCheck::quarantined;
     if (!rec || rec->state != BlobState::present) return BlobCheck::ok;
     if (rec->seen && *rec->seen == before && before.size == rec->size) return BlobCheck::ok;
+
+    // One hash per blob at a time: a tool opening a big model from several threads waits for
+    // the first check and then takes its answer from the record.
+    {
+        std::unique_lock lk(g_hashing_mu);
+        if (g_hashing.count(h)) {
+            g_hashing_cv.wait(lk, [&] { return !g_hashing.count(h); });
+            lk.unlock();
+            return check_blob(h, fd);
+        }
+        g_hashing.insert(h);
+    }
+    struct Done {
+        const Sha256& h;
+        ~Done() {
+            std::lock_guard lk(g_hashing_mu);
+            g_hashing.erase(h);
+            g_hashing_cv.notify_all();
+        }
+    } done{h};
 
     ++g_blob_rehashes;
     const fs::path p = impl_->blobs.path_of(h);

@@ -8,6 +8,8 @@
 
 #include <cstring>
 #include <optional>
+#include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -258,6 +260,39 @@ TEST_F(ImmutableTest, TouchedButUnchangedBlobIsRehashedOnceThenTrusted) {
     EXPECT_EQ(check(sha), Store::BlobCheck::ok);
     EXPECT_EQ(Store::blob_rehashes(), before + 1);
     EXPECT_EQ(record(sha).state, BlobState::present);
+}
+
+// Several opens of one changed blob at once (a tool's threads): one hash, one answer.
+TEST_F(ImmutableTest, ConcurrentChecksOfOneBlobHashItOnce) {
+    const fs::path f = src / "loras/a.ckpt";
+    write_random_file(f, 8u << 20, 17);
+    const std::string sha = sha256_hex_of_file(f);
+    import_one(f, false);
+    ::chmod(blob(sha).c_str(), 0444);  // only the ctime moves
+    std::vector<UniqueFd> fds;
+    for (int i = 0; i < 4; ++i) fds.push_back(s().blobs().open_blob(*Sha256::from_hex(sha)));
+    const auto before = Store::blob_rehashes();
+    std::vector<Store::BlobCheck> got(fds.size());
+    {
+        std::vector<std::jthread> ts;
+        for (std::size_t i = 0; i < fds.size(); ++i)
+            ts.emplace_back(
+                [&, i] { got[i] = s().check_blob(*Sha256::from_hex(sha), fds[i].get()); });
+    }
+    EXPECT_EQ(Store::blob_rehashes(), before + 1);
+    for (auto g : got) EXPECT_NE(g, Store::BlobCheck::quarantined);
+}
+
+// A descriptor opened before another check quarantined the blob is refused too.
+TEST_F(ImmutableTest, AlreadyOpenDescriptorOfAQuarantinedBlobIsRefused) {
+    const fs::path f = src / "loras/a.ckpt";
+    write_random_file(f, 50000, 18);
+    const std::string sha = sha256_hex_of_file(f);
+    import_one(f, false);
+    UniqueFd early = s().blobs().open_blob(*Sha256::from_hex(sha));
+    scribble(blob(sha), "bad");
+    EXPECT_EQ(check(sha), Store::BlobCheck::quarantined);
+    EXPECT_EQ(s().check_blob(*Sha256::from_hex(sha), early.get()), Store::BlobCheck::quarantined);
 }
 
 // Stores written before the stat record: the first open hashes the blob, then records it.
