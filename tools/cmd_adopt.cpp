@@ -60,8 +60,9 @@ void print_outcomes(const adopt::RunReport& rep) {
             "changing\n",
             o.stored, o.overlay, o.left, o.changing);
         std::printf(
-            "  the original tree is in %s until `modelfs adopt --confirm` deletes it; "
-            "that frees %s\n",
+            "  the rest of the original tree is in %s (the files moved into the store come "
+            "back from it at unadopt) until `modelfs adopt --confirm` deletes it; that frees "
+            "%s\n",
             o.backup.c_str(), human_bytes(o.bytes_to_free).c_str());
         std::printf("  to mount the view at boot, add to /etc/fstab:\n    %s\n",
                     o.fstab_line.c_str());

@@ -29,7 +29,9 @@ void add_verify(CLI::App& app, Globals& g, Runner& run) {
         "Check every stored blob against its hash; corrupt blobs are moved to quarantine/");
     auto fast = std::make_shared<bool>(false);
     auto jobs = std::make_shared<unsigned>(0);
-    sub->add_flag("--fast", *fast, "Compare XXH3-128 instead of SHA-256 (several times faster)");
+    sub->add_flag("--fast", *fast,
+                  "Read blobs whose file is as the catalog recorded it with XXH3-128 instead of "
+                  "SHA-256 (several times faster); any other is hashed with SHA-256");
     sub->add_option("-j,--jobs", *jobs, "Blobs checked at once (default: number of cores)");
     sub->callback([&g, &run, fast, jobs] {
         run = [&g, fast = *fast, jobs = *jobs] {

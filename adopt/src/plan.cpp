@@ -326,24 +326,36 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
         std::set<std::pair<dev_t, ino_t>> inodes;
         for (auto& m : members) inodes.insert({m.pf->hash->dev, m.pf->hash->ino});
         const bool in_store = store.blobs().exists(sha);
-        // The keeper: a stored blob, else a file that stays where it is, else the first copy.
+        // The keeper: a stored blob, else a file adopt can move into the store (zero copy),
+        // else one that stays where it is (copied: the user's file is left alone), else the
+        // first copy (copied too). The commit takes them in that order.
         PlannedFile* keeper = nullptr;
         if (!in_store) {
             for (auto& m : members)
-                if (m.pf->action == Action::store_in_place) {
+                if (m.pf->action == Action::store &&
+                    detail::movable(m.pf->file.path, m.pf->file.real, m.ip->scan.install.models_dir,
+                                    root)) {
                     keeper = m.pf;
                     break;
                 }
-            if (!keeper)
+            for (auto want : {Action::store_in_place, Action::store})
                 for (auto& m : members)
-                    if (m.pf->action == Action::store) {
+                    if (!keeper && m.pf->action == want) {
                         keeper = m.pf;
-                        break;
+                        keeper->copy = true;
+                    }
+            if (keeper && keeper->copy)
+                for (auto& m : members)
+                    if (m.pf == keeper) {
+                        m.ip->totals.bytes_copied += keeper->hash->size;
+                        plan.total.bytes_copied += keeper->hash->size;
                     }
         }
         if (keeper) keeper->keeper = true;
         std::set<std::pair<dev_t, ino_t>> done;
-        if (keeper) done.insert({keeper->hash->dev, keeper->hash->ino});
+        // A moved keeper becomes the blob (its backup name goes at adopt); a copied one is a
+        // duplicate of the blob like any other, and goes at confirm.
+        if (keeper && !keeper->copy) done.insert({keeper->hash->dev, keeper->hash->ino});
         for (auto& m : members) {
             // Overlay files are hard links (or copies) of themselves: not freed.
             if (m.pf->action != Action::store) continue;
@@ -412,6 +424,7 @@ static json totals_json(const ToolTotals& t) {
             {"bytes", t.bytes},
             {"duplicate_groups", t.dup_groups},
             {"bytes_freed", t.bytes_freed},
+            {"bytes_copied", t.bytes_copied},
             {"kept_at_path", t.overlay},
             {"plain", t.plain},
             {"clashes", t.clashes},
@@ -431,6 +444,7 @@ json plan_json(const Plan& plan) {
             if (pf.hash) f["sha256"] = pf.hash->digests.sha256.hex();
             if (!pf.model.empty()) f["model"] = pf.model;
             if (pf.keeper) f["keeper"] = true;
+            if (pf.copy) f["copied"] = true;
             if (pf.freed) f["freed"] = true;
             if (pf.pin) f["pinned"] = true;
             if (!pf.shown_at.empty()) f["shown_at"] = pf.shown_at;
@@ -460,6 +474,10 @@ static void totals_text(std::ostringstream& o, const ToolTotals& t, const char* 
     o << "\n"
       << indent << t.dup_groups << " duplicate groups: " << bytes_text(t.bytes_freed)
       << " freed once you run `modelfs adopt --confirm`\n";
+    if (t.bytes_copied)
+        o << indent << bytes_text(t.bytes_copied)
+          << " copied into the store (files that stay where they are, or that the store may not "
+             "take: other hard links, another owner, another filesystem)\n";
     if (t.clashes) o << indent << t.clashes << " name clashes (views pinned)\n";
     if (t.not_adopted) o << indent << t.not_adopted << " not adopted (see below)\n";
     if (t.changing) o << indent << t.changing << " changing while adopting, left in place\n";
@@ -482,7 +500,7 @@ std::string plan_text(const Plan& plan) {
         }
         totals_text(o, ip.totals, "  ");
         for (const auto& k : ip.kept_in_place)
-            o << "  kept in place, shared with the store: " << k << "\n";
+            o << "  kept in place (its models are copied into the store): " << k << "\n";
         for (const auto& n : ip.notes) o << "  " << n << "\n";
         const sfs::path backup = sfs::path(inst.models_dir.string() + ".modelfs-backup");
         for (const auto& pf : ip.files) {

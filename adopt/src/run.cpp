@@ -280,6 +280,58 @@ void place_overlay(Store& store, const Record& r) {
     }
 }
 
+// The last step of adopting: the files adopt could move into the store (detail::movable) were
+// hard-linked to their blob names at commit; now that the view shows them, their names in the
+// backup go, so no name outside blobs/ is a blob's inode and nothing the user (or a tool) writes
+// can change stored bytes. The record lists each with its hash: unadopt puts it back from the
+// blob. Run before the record says `mounted`, so an interrupted run does it again. A name that
+// is not exactly the blob's other name (another link was made meanwhile) stays, with a warning.
+void detach(Store& store, const Record& r) {
+    std::error_code ec;
+    const sfs::path backup_real = sfs::weakly_canonical(r.backup, ec);
+    for (const auto& f : r.files) {
+        if (f.action != Action::store) continue;
+        const sfs::path p = original_path(r, f);
+        sfs::path rel;
+        // Only a name inside the backup itself, never a file a link in it leads to.
+        if (!is_under(p, r.backup, &rel) || sfs::weakly_canonical(p, ec) != backup_real / rel ||
+            !detail::is_blob_inode(store, f.sha256, p))
+            continue;
+        struct stat st;
+        if (::lstat(p.c_str(), &st) != 0) continue;
+        if (st.st_nlink != 2) {
+            spdlog::warn(
+                "{} shares its inode with the store's blob {} and {} other names; left "
+                "in place (`modelfs verify` checks the blob)",
+                p.string(), f.sha256, st.st_nlink - 2);
+            continue;
+        }
+        if (::unlink(p.c_str()) != 0)
+            throw_errno("removing " + p.string() + " (now a blob)", errno);
+        modelfs::fsync_dir(p.parent_path());
+        store.record_blob_stat(*Sha256::from_hex(f.sha256));
+    }
+}
+
+// A switch that failed (or a commit that did) leaves the plain folder: the files linked into the
+// store go back to being the user's alone, as copies of themselves (FORMAT.md).
+void give_back(Store& store, const Record& r) {
+    for (const auto& f : r.files) {
+        if (f.action != Action::store && f.action != Action::store_in_place) continue;
+        for (const sfs::path& p : {detail::own_path(f), original_path(r, f)}) {
+            if (!detail::is_blob_inode(store, f.sha256, p)) continue;
+            try {
+                detail::make_independent(store, f, p, {});
+            } catch (const std::exception& e) {
+                spdlog::error(
+                    "{} is still the store's blob {}: {}; `modelfs unadopt {}` makes it "
+                    "yours again",
+                    p.string(), f.sha256, e.what(), r.root.string());
+            }
+        }
+    }
+}
+
 // Rename to the backup, mkdir, overlay, mount, check. Each step looks at what an interrupted run
 // left, so running it again finishes the job.
 void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome& out) {
@@ -290,6 +342,7 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
                              "a mount is already up at " + r.mountpoint.string() +
                                  " but does not show what was adopted: " + bad.front());
         out.notes.push_back("the view was already mounted at " + r.mountpoint.string());
+        detach(store, r);
         r.state = "mounted";
         save_record(store.root(), r);
         return;
@@ -330,6 +383,7 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
         detail::start_mount(r, store.root(), opts);
     } catch (...) {
         undo();
+        give_back(store, r);
         throw;
     }
     auto bad = check_mount(r, opts.verify);
@@ -337,6 +391,7 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
         std::string why;
         detail::stop_mount(r.mountpoint, &why);
         undo();
+        give_back(store, r);
         std::string list;
         for (std::size_t i = 0; i < bad.size() && i < 5; ++i) list += "\n  " + bad[i];
         throw StoreError(ErrorKind::io, "the " + r.view + " view over " + r.mountpoint.string() +
@@ -344,6 +399,7 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
                                             "the plain folder:" +
                                             list);
     }
+    detach(store, r);
     r.state = "mounted";
     save_record(store.root(), r);
 }
@@ -351,7 +407,9 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
 struct Committer {
     Store& store;
     const RunOptions& opts;
-    bool same_fs;
+    // The file may become the blob (hard link now, its other name removed once the view is
+    // mounted; see detach()).
+    bool movable;
 
     // Returns false (with `why`) when the file is not what was hashed any more.
     bool commit(PlannedFile& pf, const PlannedFile* model, const std::string& tool,
@@ -383,9 +441,10 @@ struct Committer {
         fc.mtime = f.mtime_ns / 1000000000;
         fc.mode = f.mode & 07777;
         fc.source = "adopt:" + tool + ":" + f.view_rel;
-        if (!same_fs && !store.blobs().exists(h.digests.sha256)) {
-            // Another filesystem: copy into the store, then compare with what was hashed before
-            // anyone relies on the copy.
+        if (!movable && !store.blobs().exists(h.digests.sha256)) {
+            // Not the store's to take (outside the models folder, another filesystem, other
+            // hard links, another owner): copy into the store, then compare with what was
+            // hashed before anyone relies on the copy. The user's file is left as it is.
             Ingested in = store.blobs().ingest_copy(fd.get(), f.real.string(), opts.progress);
             if (in.digests.sha256 != h.digests.sha256) {
                 why =
@@ -407,7 +466,9 @@ void check_space(Store& store, const InstallPlan& ip) {
         if (pf.action != Action::store && pf.action != Action::store_in_place &&
             pf.action != Action::overlay)
             continue;
-        if (detail::same_filesystem(pf.file.real, store.root())) continue;
+        // Copied: keepers adopt cannot move, and anything on another filesystem.
+        if (detail::same_filesystem(pf.file.real, store.root()) && !(pf.keeper && pf.copy))
+            continue;
         if (store.blobs().exists(pf.hash->digests.sha256)) continue;
         if (seen.insert(pf.hash->digests.sha256).second) need += pf.hash->size;
     }
@@ -424,13 +485,14 @@ void check_space(Store& store, const InstallPlan& ip) {
     if (need + need / 50 + (64u << 20) > avail)
         throw StoreError(
             ErrorKind::no_space,
-            "not enough space to adopt " + ip.scan.install.root.string() +
-                ": its files are on "
-                "another filesystem than the store " +
-                store.root().string() + ", so " + std::to_string(need) +
-                " bytes must be copied, and only " + std::to_string(avail) +
+            "not enough space to adopt " + ip.scan.install.root.string() + ": " +
+                std::to_string(need) + " bytes must be copied into the store " +
+                store.root().string() +
+                " (files on another filesystem, outside the models folder, "
+                "or with other hard links), and only " +
+                std::to_string(avail) +
                 " bytes are free there. Free some space, or use a store on the same filesystem "
-                "(--store), where adopting copies nothing");
+                "(--store), where adopting moves the files it can instead of copying them");
 }
 
 Record record_of(const InstallPlan& ip) {
@@ -510,6 +572,9 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
                                          "the " + r.view + " view over " + r.mountpoint.string() +
                                              " does not show what was adopted: " + bad.front());
                     }
+                    // An install adopted before blobs were immutable still has backup names that
+                    // are blobs' inodes: they go now (confirm would delete them anyway).
+                    if (r.state == "mounted") detach(store, r);
                     out.status = "adopted (" + r.state + "); the view is mounted again";
                     out.ok = true;
                     out.fstab_line = detail::fstab_line(r, store.root());
@@ -530,7 +595,7 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
                                          " exists but no adoption record names it; move it away "
                                          "first (nothing was changed)");
                 check_space(store, ip);
-                Committer c{store, opts, detail::same_filesystem(inst.models_dir, store.root())};
+                Committer c{store, opts, false};
                 std::map<std::string, std::size_t> model_at;  // view_rel -> index
                 for (std::size_t i = 0; i < ip.files.size(); ++i)
                     if (ip.files[i].file.kind == ScannedFile::Kind::model)
@@ -538,41 +603,56 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
                 std::map<std::string, std::string> labels;  // view_rel -> label committed
                 std::map<std::string, std::optional<std::string>> before;  // key -> old current
                 r = record_of(ip);
-                for (int pass = 0; pass < 2; ++pass) {
-                    const auto kind =
-                        pass == 0 ? ScannedFile::Kind::model : ScannedFile::Kind::sidecar;
-                    for (std::size_t i = 0; i < ip.files.size(); ++i) {
-                        PlannedFile& pf = ip.files[i];
-                        if (pf.file.kind != kind) continue;
-                        if (pf.action != Action::store && pf.action != Action::store_in_place)
-                            continue;
-                        const PlannedFile* model = nullptr;
-                        if (kind == ScannedFile::Kind::sidecar) {
-                            auto m = model_at.find(pf.file.sidecar_of);
-                            if (m == model_at.end() || r.files[m->second].label.empty()) {
-                                r.files[i].action = Action::left;
-                                r.files[i].note = "not adopted: " + pf.file.path.string() +
-                                                  ": its model was not stored";
+                // Files the store can take without a copy first, so that a file that must be
+                // copied finds its content stored already whenever another file had it.
+                std::vector<bool> can_move(ip.files.size());
+                for (std::size_t i = 0; i < ip.files.size(); ++i)
+                    can_move[i] = ip.files[i].action == Action::store &&
+                                  detail::movable(ip.files[i].file.path, ip.files[i].file.real,
+                                                  inst.models_dir, store.root());
+                try {
+                    for (int pass = 0; pass < 4; ++pass) {
+                        const auto kind =
+                            pass < 2 ? ScannedFile::Kind::model : ScannedFile::Kind::sidecar;
+                        const bool moving = pass % 2 == 0;
+                        for (std::size_t i = 0; i < ip.files.size(); ++i) {
+                            PlannedFile& pf = ip.files[i];
+                            if (pf.file.kind != kind || can_move[i] != moving) continue;
+                            if (pf.action != Action::store && pf.action != Action::store_in_place)
                                 continue;
+                            const PlannedFile* model = nullptr;
+                            if (kind == ScannedFile::Kind::sidecar) {
+                                auto m = model_at.find(pf.file.sidecar_of);
+                                if (m == model_at.end() || r.files[m->second].label.empty()) {
+                                    r.files[i].action = Action::left;
+                                    r.files[i].note = "not adopted: " + pf.file.path.string() +
+                                                      ": its model was not stored";
+                                    continue;
+                                }
+                                model = &ip.files[m->second];
+                            } else if (!before.count(pf.model)) {
+                                auto txn = store.catalog().read();
+                                auto m = txn.get_model(pf.model);
+                                before[pf.model] =
+                                    m ? std::optional(m->current_version().label) : std::nullopt;
                             }
-                            model = &ip.files[m->second];
-                        } else if (!before.count(pf.model)) {
-                            auto txn = store.catalog().read();
-                            auto m = txn.get_model(pf.model);
-                            before[pf.model] =
-                                m ? std::optional(m->current_version().label) : std::nullopt;
-                        }
-                        c.same_fs = detail::same_filesystem(pf.file.real, store.root());
-                        std::string label, why;
-                        if (c.commit(pf, model, inst.tool, label, why)) {
-                            r.files[i].label = label;
-                        } else {
-                            pf.action = Action::changing;
-                            r.files[i].action = Action::changing;
-                            r.files[i].note = why;
-                            out.notes.push_back(pf.file.path.string() + ": " + why);
+                            c.movable = moving;
+                            std::string label, why;
+                            if (c.commit(pf, model, inst.tool, label, why)) {
+                                r.files[i].label = label;
+                            } else {
+                                pf.action = Action::changing;
+                                r.files[i].action = Action::changing;
+                                r.files[i].note = why;
+                                out.notes.push_back(pf.file.path.string() + ": " + why);
+                            }
                         }
                     }
+                } catch (...) {
+                    // No record will say what was committed: the files linked so far go back
+                    // to being the user's alone (copies of the blobs) before giving up.
+                    give_back(store, r);
+                    throw;
                 }
                 // Clashes: each view keeps the version it had; whatever was current before
                 // stays current for the other views.

@@ -17,5 +17,15 @@ void start_mount(const Record& r, const std::filesystem::path& store_root, const
 bool stop_mount(const std::filesystem::path& mnt, std::string* why);
 std::filesystem::path shown_path(const Record& r, const RecordFile& f);
 std::filesystem::path original_path(const Record& r, const RecordFile& f);
+// Where an adopted file's bytes live once the plain folder is back: its own path, or for a file
+// reached through a link (a folder link's target, a file link in models/) the link's target.
+std::filesystem::path own_path(const RecordFile& f);
+// Makes `p` a plain file of its own again: a file that is a blob's inode is replaced by a copy of
+// itself; the recorded mode and mtime are put back. `overlay_copy`, when it is the same inode as
+// `p` (the overlay's hard link of a plain file), is removed.
+void make_independent(Store& store, const RecordFile& f, const std::filesystem::path& p,
+                      const std::filesystem::path& overlay_copy);
+// Is `p` (not following a final link) the same inode as blob `sha256` (hex)?
+bool is_blob_inode(Store& store, const std::string& sha256, const std::filesystem::path& p);
 
 }  // namespace modelfs::adopt::detail

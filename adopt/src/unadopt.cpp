@@ -6,8 +6,12 @@
 //  2. unmount (busy: say which tool to stop; remove the copies; change nothing else);
 //  3. rmdir the mountpoint, rename the backup back (or mkdir when confirm removed it all), move
 //     the copies in;
-//  4. every adopted file becomes independent of the store again: a file still hard-linked with
-//     a blob is replaced by a copy of itself, the recorded mode and mtime are put back.
+//  4. adopted files the tree lacks (adopt moved them into the store; confirm deleted
+//     duplicates) come back from their blobs, as hard links;
+//  5. every adopted file becomes independent of the store again: models only this install
+//     brought are dropped from the store (gc unlinks their blob names, the file keeps its
+//     inode); a file still hard-linked with a blob is replaced by a copy of itself; the recorded
+//     mode and mtime are put back.
 // Each step looks at what an interrupted run left (the restore folder is only discarded while
 // the mount still shows everything in it), so running unadopt again finishes the job.
 #include <fcntl.h>
@@ -168,15 +172,24 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
                 return true;
         return false;
     };
+    // Adopted files restore_from_blobs puts back (without reading them through the mount).
+    auto from_blob = [&](const RecordFile& f) {
+        auto sha = Sha256::from_hex(f.sha256);
+        return f.action == Action::store && sha && store.blobs().exists(*sha);
+    };
     std::set<sfs::path> covered;  // mount paths that are a backup file shown elsewhere
     for (const auto& f : r.files) {
         if (f.shown_at.empty()) continue;
         sfs::path orig = detail::original_path(r, f);
-        if (sfs::exists(sfs::symlink_status(orig))) covered.insert(r.models_dir / f.shown_at);
+        if (sfs::exists(sfs::symlink_status(orig)) || from_blob(f))
+            covered.insert(r.models_dir / f.shown_at);
     }
     std::set<sfs::path> recorded;  // the adopted files' own paths
     for (const auto& f : r.files)
-        if (f.replaced) recorded.insert(f.path);
+        if (f.replaced) {
+            recorded.insert(f.path);
+            if (from_blob(f)) covered.insert(f.path);
+        }
     std::size_t n = 0;
     std::error_code ec;
     for (auto it = sfs::recursive_directory_iterator(r.models_dir, ec); !ec && it != decltype(it)();
@@ -198,7 +211,18 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
             continue;
         }
         sfs::create_directories((tmp / rel).parent_path());
-        detail::copy_file_durable(p, tmp / rel, st.st_mode & 07777);
+        try {
+            detail::copy_file_durable(p, tmp / rel, st.st_mode & 07777);
+        } catch (const StoreError& e) {
+            if (!adopted) throw;
+            // Its blob is gone (quarantined: the bytes no longer matched): nothing to bring
+            // back, which must not keep the rest of the folder from coming back.
+            std::error_code rm;
+            sfs::remove(tmp / rel, rm);
+            notes.push_back(p.string() + " could not be brought back (" + e.what() +
+                            "); `modelfs verify` says what happened to its content");
+            continue;
+        }
         struct timespec ts[2] = {st.st_atim, st.st_mtim};
         ::utimensat(AT_FDCWD, (tmp / rel).c_str(), ts, AT_SYMLINK_NOFOLLOW);
         if (!adopted) ++n;  // new since adopting; adopted files confirm deleted are not news
@@ -212,13 +236,93 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
     return n;
 }
 
-// Makes `p` a plain file of its own again: not a link of a store blob, with mode and mtime.
-// Where an adopted file's bytes live after the rename back: its own path, or for a file reached
-// through a link (a folder link's target, or a file link in models/) the link's target.
+}  // namespace
+
+namespace detail {
+
 sfs::path own_path(const RecordFile& f) {
     std::error_code ec;
     if (f.replaced && !sfs::is_symlink(f.path, ec)) return f.path;
     return f.real;
+}
+
+bool is_blob_inode(Store& store, const std::string& sha256, const sfs::path& p) {
+    auto sha = Sha256::from_hex(sha256);
+    if (!sha) return false;
+    struct stat st, bst;
+    return ::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+           ::stat(store.blobs().path_of(*sha).c_str(), &bst) == 0 && bst.st_ino == st.st_ino &&
+           bst.st_dev == st.st_dev;
+}
+
+void make_independent(Store& store, const RecordFile& f, const sfs::path& p,
+                      const sfs::path& overlay_copy) {
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+    const bool shared = is_blob_inode(store, f.sha256, p);
+    if (!overlay_copy.empty()) {
+        struct stat ost;
+        // The overlay's hard link of a plain file: the view is gone, so is its copy.
+        if (::lstat(overlay_copy.c_str(), &ost) == 0 && ost.st_ino == st.st_ino &&
+            ost.st_dev == st.st_dev)
+            ::unlink(overlay_copy.c_str());
+    }
+    const unsigned mode = f.mode ? f.mode : 0644;
+    if (shared) {
+        sfs::path tmp = p;
+        tmp += ".modelfs-unadopt.tmp";
+        sfs::remove(tmp);
+        detail::copy_file_durable(p, tmp, mode);
+        if (::rename(tmp.c_str(), p.c_str()) != 0)
+            throw_errno("renaming " + tmp.string() + " to " + p.string(), errno);
+    } else if (::chmod(p.c_str(), mode) != 0) {
+        throw_errno("chmod " + p.string(), errno);
+    }
+    if (f.mtime_ns) {
+        struct timespec ts[2];
+        ts[0].tv_nsec = UTIME_OMIT;
+        ts[1].tv_sec = f.mtime_ns / 1000000000;
+        ts[1].tv_nsec = f.mtime_ns % 1000000000;
+        ::utimensat(AT_FDCWD, p.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+    }
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::make_independent;
+using detail::own_path;
+
+// Adopt moved each file it could into the store (the backup lost its name, FORMAT.md "Adopted
+// installs"), and confirm deleted duplicates: put every adopted file the tree lacks back from
+// its blob. A hard link first (zero copy): hand_over then takes the store's names away from
+// models only this install brought, and make_independent replaces the rest by copies, so in the
+// end no file is a blob's inode. Across filesystems (a bind mount): a copy. Returns how many.
+std::size_t restore_from_blobs(Store& store, const Record& r) {
+    std::size_t n = 0;
+    for (const auto& f : r.files) {
+        if (f.action != Action::store) continue;
+        auto sha = Sha256::from_hex(f.sha256);
+        if (!sha) continue;
+        const sfs::path p = own_path(f);
+        struct stat st;
+        if (::lstat(p.c_str(), &st) == 0 || errno != ENOENT) continue;
+        const sfs::path blob = store.blobs().path_of(*sha);
+        if (!sfs::exists(blob)) continue;
+        sfs::create_directories(p.parent_path());
+        if (::link(blob.c_str(), p.c_str()) != 0) {
+            sfs::path tmp = p;
+            tmp += ".modelfs-unadopt.tmp";
+            sfs::remove(tmp);
+            detail::copy_file_durable(blob, tmp, f.mode ? f.mode : 0644);
+            if (::rename(tmp.c_str(), p.c_str()) != 0)
+                throw_errno("renaming " + tmp.string() + " to " + p.string(), errno);
+        }
+        modelfs::fsync_dir(p.parent_path());
+        ++n;
+    }
+    return n;
 }
 
 // Models only this install brought into the store (one version, from its own file, which no
@@ -273,44 +377,6 @@ std::size_t hand_over(Store& store, const Record& r) {
     // the user's inode, so nothing the user writes can reach the store.
     if (!gone.empty()) store.gc(false);
     return gone.size();
-}
-
-void make_independent(Store& store, const RecordFile& f, const sfs::path& p,
-                      const sfs::path& overlay_copy) {
-    struct stat st;
-    if (::lstat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
-    bool shared = false;
-    if (auto sha = Sha256::from_hex(f.sha256)) {
-        struct stat bst;
-        sfs::path blob = store.blobs().path_of(*sha);
-        shared =
-            ::stat(blob.c_str(), &bst) == 0 && bst.st_ino == st.st_ino && bst.st_dev == st.st_dev;
-    }
-    if (!overlay_copy.empty()) {
-        struct stat ost;
-        // The overlay's hard link of a plain file: the view is gone, so is its copy.
-        if (::lstat(overlay_copy.c_str(), &ost) == 0 && ost.st_ino == st.st_ino &&
-            ost.st_dev == st.st_dev)
-            ::unlink(overlay_copy.c_str());
-    }
-    const unsigned mode = f.mode ? f.mode : 0644;
-    if (shared) {
-        sfs::path tmp = p;
-        tmp += ".modelfs-unadopt.tmp";
-        sfs::remove(tmp);
-        detail::copy_file_durable(p, tmp, mode);
-        if (::rename(tmp.c_str(), p.c_str()) != 0)
-            throw_errno("renaming " + tmp.string() + " to " + p.string(), errno);
-    } else if (::chmod(p.c_str(), mode) != 0) {
-        throw_errno("chmod " + p.string(), errno);
-    }
-    if (f.mtime_ns) {
-        struct timespec ts[2];
-        ts[0].tv_nsec = UTIME_OMIT;
-        ts[1].tv_sec = f.mtime_ns / 1000000000;
-        ts[1].tv_nsec = f.mtime_ns % 1000000000;
-        ::utimensat(AT_FDCWD, p.c_str(), ts, AT_SYMLINK_NOFOLLOW);
-    }
 }
 
 }  // namespace
@@ -385,6 +451,7 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                 sfs::remove_all(tmp);
             }
             const sfs::path overlay = store.root() / "views" / r.view;
+            restore_from_blobs(store, r);
             if (std::size_t n = hand_over(store, r))
                 u.notes.push_back(std::to_string(n) +
                                   " models only this install had were removed from the store; "

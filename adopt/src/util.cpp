@@ -1,10 +1,13 @@
 #include "util.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <vector>
 
 #include "modelfs/store/blob_store.h"
@@ -70,6 +73,25 @@ bool is_under(const sfs::path& p, const sfs::path& dir, sfs::path* rel) {
     if (r.empty() || *r.begin() == "..") return false;
     if (r == ".") return false;
     if (rel) *rel = r;
+    return true;
+}
+
+bool movable(const sfs::path& path, const sfs::path& real, const sfs::path& models_dir,
+             const sfs::path& store_root, std::string* why) {
+    auto no = [&](std::string w) {
+        if (why) *why = std::move(w);
+        return false;
+    };
+    sfs::path rel, real_rel;
+    std::error_code ec;
+    const sfs::path models_real = sfs::weakly_canonical(models_dir, ec);
+    if (ec || !is_under(path, models_dir, &rel) || !is_under(real, models_real, &real_rel) ||
+        rel != real_rel)
+        return no("it is outside the models folder or reached through a link");
+    if (!same_filesystem(real, store_root)) return no("it is on another filesystem");
+    struct stat st;
+    if (::lstat(real.c_str(), &st) != 0) return no(std::strerror(errno));
+    if (auto w = BlobStore::why_not_take(st)) return no(*w);
     return true;
 }
 

@@ -26,4 +26,13 @@ bool same_filesystem(const std::filesystem::path& a, const std::filesystem::path
 bool is_under(const std::filesystem::path& p, const std::filesystem::path& dir,
               std::filesystem::path* rel = nullptr);
 
+// Can adopt give the file at `real` (reached as `path`) to the store by moving it, zero copy?
+// Only a file that lives inside the models folder under its own name (no link on the way, so
+// its name ends up in the backup, which adopt empties of it), on the store's filesystem, and
+// that BlobStore::why_not_take lets the store have. Anything else is copied into the store and
+// left alone. `why` (optional) says why not.
+bool movable(const std::filesystem::path& path, const std::filesystem::path& real,
+             const std::filesystem::path& models_dir, const std::filesystem::path& store_root,
+             std::string* why = nullptr);
+
 }  // namespace modelfs::adopt::detail

@@ -325,6 +325,16 @@ UniqueFd Daemon::open_blob(const Sha256& blob) {
         spdlog::debug("blob {} is locked exclusively just now; reading it without a lock",
                       blob.hex());
     }
+    // Bytes changed behind the store's back are never served under the old hash: a stat that
+    // differs from the record's costs one re-hash; a mismatch quarantines the blob.
+    if (store->check_blob(blob, fd.get()) == Store::BlobCheck::quarantined) {
+        spdlog::error(
+            "blob {} does not hold its content any more and was quarantined; run "
+            "`modelfs verify`",
+            blob.hex());
+        errno = EIO;
+        return UniqueFd();
+    }
     return fd;
 }
 

@@ -154,7 +154,33 @@ bool BlobStore::publish(StagingFile& staged, const Sha256& h, std::uint64_t size
     throw StoreError(ErrorKind::io, "cannot place blob " + dest.string());
 }
 
-bool BlobStore::publish_link(int fd, const fs::path& path, const Sha256& h, std::uint64_t size) {
+std::optional<std::string> BlobStore::why_not_take(const struct stat& st, unsigned own_names) {
+    if (!S_ISREG(st.st_mode)) return std::string("it is not a regular file");
+    // Another owner can chmod it writable again, whatever mode the store gives it.
+    if (st.st_uid != ::geteuid())
+        return "it belongs to uid " + std::to_string(st.st_uid) + ", not to the store's uid " +
+               std::to_string(::geteuid());
+    // Another name (a backup, a second hard link, another program's cache entry) would let
+    // whoever writes through it change the blob's bytes under its hash.
+    if (st.st_nlink > own_names) return "it has " + std::to_string(st.st_nlink) + " hard links";
+    return std::nullopt;
+}
+
+BlobStat BlobStore::stat_stamp(const struct stat& st) {
+    return BlobStat{static_cast<std::uint64_t>(st.st_ino), static_cast<std::uint64_t>(st.st_size),
+                    static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+                    static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec};
+}
+
+std::optional<BlobStat> BlobStore::stat_of(const Sha256& h) const {
+    struct stat st;
+    if (::stat(path_of(h).c_str(), &st) != 0) return std::nullopt;
+    return stat_stamp(st);
+}
+
+bool BlobStore::publish_link(int fd, const fs::path& path, const Sha256& h, std::uint64_t size,
+                             Published* how, Progress* progress) {
+    if (how) *how = Published{};
     fs::path dest = path_of(h);
     struct stat st;
     if (::stat(dest.c_str(), &st) == 0) {
@@ -162,6 +188,22 @@ bool BlobStore::publish_link(int fd, const fs::path& path, const Sha256& h, std:
         fs::path q = quarantine(h);
         spdlog::warn("blob {} had the wrong size; moved it to {}", h.hex(), q.string());
     }
+    auto copy = [&](const std::string& why) {
+        spdlog::debug("copying {} into the store instead of linking it: {}", path.string(), why);
+        Ingested in = ingest_copy(fd, path.string(), progress);
+        if (in.digests.sha256 != h)
+            throw StoreError(ErrorKind::corrupt,
+                             path.string() + " was to be stored as " + h.hex() +
+                                 " but its SHA-256 is " + in.digests.sha256.hex() +
+                                 " (it changed, or its name lied); it was not stored");
+        if (how) {
+            how->copied = true;
+            how->digests = in.digests;
+        }
+        return in.stored_new;
+    };
+    if (::fstat(fd, &st) != 0) throw_errno("reading " + path.string(), errno);
+    if (auto why = why_not_take(st)) return copy(*why);
     if (::fchmod(fd, 0444) != 0) throw_errno("making " + path.string() + " read-only", errno);
     fsync_or_throw(fd, path.string());
     fs::path shard = dest.parent_path();
@@ -171,6 +213,13 @@ bool BlobStore::publish_link(int fd, const fs::path& path, const Sha256& h, std:
     if (::link(path.c_str(), dest.c_str()) != 0) {
         if (errno == EEXIST) return false;
         throw_errno("linking " + path.string() + " to blob " + dest.string(), errno);
+    }
+    // A name made between the check and the link would outlive the caller's: look again, now
+    // that the blob name is one of the two expected.
+    if (::fstat(fd, &st) != 0) throw_errno("reading " + path.string(), errno);
+    if (auto why = why_not_take(st, 2)) {
+        if (::unlink(dest.c_str()) != 0) throw_errno("unlinking " + dest.string(), errno);
+        return copy(*why);
     }
     fsync_dir(shard);
     if (new_shard) fsync_dir(shard.parent_path());

@@ -91,6 +91,11 @@ std::string encode_blob(const BlobRecord& r) {
     if (r.placeholder) j["placeholder"] = true;
     if (r.keep) j["keep"] = true;
     if (r.unverified) j["unverified"] = true;
+    if (r.seen)
+        j["stat"] = {{"ino", r.seen->ino},
+                     {"size", r.seen->size},
+                     {"mtime", r.seen->mtime_ns},
+                     {"ctime", r.seen->ctime_ns}};
     if (!r.fetch_error.empty()) {
         j["fetch_error"] = r.fetch_error;
         j["fetch_failed_at"] = r.fetch_failed_at;
@@ -121,6 +126,11 @@ BlobRecord decode_blob(std::string_view data) {
     r.placeholder = j.value("placeholder", false);
     r.keep = j.value("keep", false);
     r.unverified = j.value("unverified", false);
+    if (j.contains("stat") && j["stat"].is_object()) {
+        const json& s = j["stat"];
+        r.seen = BlobStat{s.value("ino", std::uint64_t{0}), s.value("size", std::uint64_t{0}),
+                          s.value("mtime", std::int64_t{0}), s.value("ctime", std::int64_t{0})};
+    }
     r.fetch_error = j.value("fetch_error", std::string());
     r.fetch_failed_at = j.value("fetch_failed_at", std::int64_t{0});
     return r;

@@ -111,7 +111,7 @@ Sha256 Store::commit_download(const Sha256& key, int fd, const fs::path& path,
     // publish_link fsyncs the file; done before the write transaction, so the catalog's single
     // writer slot is not held while gigabytes are flushed.
     settle_unverified(*impl_, real);
-    impl_->blobs.publish_link(fd, path, real, digests.size);
+    const bool placed = impl_->blobs.publish_link(fd, path, real, digests.size);
 
     auto txn = impl_->catalog.write();
     std::optional<BlobRecord> cur = txn.get_blob(key);
@@ -126,6 +126,8 @@ Sha256 Store::commit_download(const Sha256& key, int fd, const fs::path& path,
         merge_sources(r.sources, cur->sources);
         r.keep = r.keep || cur->keep;
     }
+    // A blob that was here already keeps its stat: nothing read it now.
+    if (placed || r.state != BlobState::present) r.seen = impl_->blobs.stat_of(real);
     if (r.state != BlobState::present || !r.xxh128) {
         r.ingested = unix_now();
         r.xxh128 = digests.xxh128;
@@ -151,6 +153,8 @@ Sha256 Store::commit_download(const Sha256& key, int fd, const fs::path& path,
     if (::unlink(path.c_str()) != 0 && errno != ENOENT)
         spdlog::warn("could not remove {} (now blob {}): {}", path.string(), real.hex(),
                      std::strerror(errno));
+    // The unlink moved the blob inode's ctime; the record says what it is now.
+    record_blob_stat(real);
     return real;
 }
 

@@ -20,7 +20,7 @@ Model must_get(Txn& txn, std::string_view key) {
     return std::move(*m);
 }
 
-void add_blob_record(Txn& txn, const FileCommit& f) {
+void add_blob_record(Txn& txn, const FileCommit& f, std::optional<BlobStat> seen) {
     auto rec = txn.get_blob(f.digests.sha256);
     if (rec && rec->state == BlobState::present) return;
     BlobRecord r = rec.value_or(BlobRecord{});
@@ -38,6 +38,7 @@ void add_blob_record(Txn& txn, const FileCommit& f) {
         }
     }
     r.ingested = r.accessed = unix_now();
+    r.seen = seen;
     txn.put_blob(f.digests.sha256, r);
 }
 
@@ -74,7 +75,7 @@ FileCommitResult Store::commit_file(const FileCommit& f) {
                          "sidecar " + f.path.string() + ": its model " + key + " is gone");
     // Publish before cataloguing: a record never names a blob that is not on disk.
     out.new_blob = impl_->blobs.publish_link(f.fd, f.path, f.digests.sha256, f.digests.size);
-    add_blob_record(txn, f);
+    add_blob_record(txn, f, impl_->blobs.stat_of(f.digests.sha256));
 
     if (!f.sidecar.empty()) {
         Model m = std::move(*existing);

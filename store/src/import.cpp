@@ -478,10 +478,15 @@ class Importer {
     // A journal records the original path until then, so a crash puts the file back.
     void ingest_move(FileJob& j) {
         struct stat src_st, store_st;
-        if (::stat(j.src.c_str(), &src_st) != 0) throw_errno("reading " + j.display, errno);
+        // lstat: a symbolic link is not the store's to take either (its target is copied).
+        if (::lstat(j.src.c_str(), &src_st) != 0) throw_errno("reading " + j.display, errno);
         if (::stat(s_.blobs.staging_dir().c_str(), &store_st) != 0)
             throw_errno("reading " + s_.blobs.staging_dir().string(), errno);
-        if (src_st.st_dev != store_st.st_dev || !move_by_rename(j)) {
+        // A file the store may not take (a second hard link, another owner) is copied, and only
+        // the name the user gave goes after the commit: the other names keep their file.
+        const auto why_not = BlobStore::why_not_take(src_st);
+        if (why_not) spdlog::info("{}: copied rather than moved: {}", j.display, *why_not);
+        if (src_st.st_dev != store_st.st_dev || why_not || !move_by_rename(j)) {
             ingest_copy(j);
             verify_copy(j);
             j.delete_source_after_commit = true;
@@ -506,6 +511,20 @@ class Importer {
         fsync_dir(fs::path(origin).parent_path());
         StagingFile staged = s_.blobs.adopt_staging(moved);
         staged.keep();  // a failure must leave it for finish_move() to put back
+        // Checked again on what was moved: a link made since the first look would outlive it.
+        struct stat st;
+        if (::fstat(staged.fd(), &st) != 0) throw_errno("reading " + moved.string(), errno);
+        if (auto why = BlobStore::why_not_take(st)) {
+            // Never over a file made at the origin meanwhile; the journal recovers it then.
+            if (::renameat2(AT_FDCWD, moved.c_str(), AT_FDCWD, j.src.c_str(), RENAME_NOREPLACE) !=
+                0)
+                throw_errno("putting " + j.display + " back", errno);
+            fsync_dir(fs::path(origin).parent_path());
+            j.source_renamed = false;
+            j.journal.reset();
+            spdlog::info("{}: copied rather than moved: {}", j.display, *why);
+            return false;
+        }
         FileDigests d = digest_fd(staged.fd(), progress_, j.display.c_str());
         if (::fchmod(staged.fd(), 0444) != 0) throw_errno("making blob read-only", errno);
         fsync_or_throw(staged.fd(), moved.string());
@@ -607,6 +626,7 @@ class Importer {
                 r.xxh128 = j.result.digests.xxh128;
                 r.safetensors_header_len = j.header ? j.header->header_len : 0;
                 r.ingested = r.accessed = unix_now();
+                r.seen = s_.blobs.stat_of(j.result.digests.sha256);
                 txn.put_blob(j.result.digests.sha256, r);
             }
             Model model;

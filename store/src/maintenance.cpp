@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -48,7 +49,8 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
 
     std::mutex mu;
     std::vector<std::pair<Sha256, std::string>> corrupt;
-    std::vector<std::pair<Sha256, Xxh128>> verified;  // unverified blobs that matched
+    std::vector<std::pair<Sha256, Xxh128>> verified;   // unverified blobs that matched
+    std::vector<std::pair<Sha256, BlobStat>> restamp;  // hashed, matched, stat not recorded
     std::atomic<std::size_t> next{0};
     auto check_one = [&](const Sha256& h, const BlobRecord& r) {
         fs::path p = impl_->blobs.path_of(h);
@@ -75,11 +77,17 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
             return;
         }
         std::string bad;
+        const BlobStat before = BlobStore::stat_stamp(st);
+        const bool stat_ok = r.seen && *r.seen == before;
+        bool hashed = false;
         // A blob taken on its name's word has no XXH3 to compare with: --fast reads it in full.
-        if (fast && r.xxh128 && !r.unverified) {
+        // So does one whose stat moved since it was stored: XXH3 catches bit rot, but is no
+        // proof against whoever touched the file.
+        if (fast && r.xxh128 && !r.unverified && stat_ok) {
             if (xxh128_fd(fd.get(), progress, p.c_str()) != *r.xxh128)
                 bad = "XXH3-128 does not match";
         } else {
+            hashed = true;
             FileDigests d = digest_fd(fd.get(), progress, p.c_str());
             if (d.sha256 != h)
                 bad = "SHA-256 is " + d.sha256.hex() +
@@ -90,6 +98,12 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
                 std::lock_guard lk(mu);
                 verified.emplace_back(h, d.xxh128);
             }
+        }
+        struct stat after;
+        if (bad.empty() && hashed && !stat_ok && ::fstat(fd.get(), &after) == 0 &&
+            BlobStore::stat_stamp(after) == before) {
+            std::lock_guard lk(mu);
+            restamp.emplace_back(h, before);
         }
         std::lock_guard lk(mu);
         rep.blobs_checked++;
@@ -115,8 +129,9 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
         worker();
     }
 
-    // Matched: the flag goes and the record gains the XXH3 that --fast compares from now on.
-    if (!verified.empty()) {
+    // Matched: the flag goes and the record gains the XXH3 that --fast compares from now on;
+    // blobs hashed in full get the stat they matched with.
+    if (!verified.empty() || !restamp.empty()) {
         auto txn = impl_->catalog.write();
         for (const auto& [h, x] : verified) {
             auto r = txn.get_blob(h);
@@ -126,6 +141,12 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
             txn.put_blob(h, *r);
             ++rep.newly_verified;
         }
+        for (const auto& [h, seen] : restamp) {
+            auto r = txn.get_blob(h);
+            if (!r || r->state != BlobState::present || r->seen == seen) continue;
+            r->seen = seen;
+            txn.put_blob(h, *r);
+        }
         txn.commit();
     }
 
@@ -134,14 +155,7 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
     for (const auto& [h, why] : corrupt) {
         std::string detail = impl_->blobs.path_of(h).string() + ": " + why;
         try {
-            fs::path q = impl_->blobs.quarantine(h);
-            auto txn = impl_->catalog.write();
-            if (auto r = txn.get_blob(h)) {
-                r->state = BlobState::quarantined;
-                r->unverified = false;  // read, and found wrong
-                txn.put_blob(h, *r);
-            }
-            txn.commit();
+            fs::path q = quarantine_blob(*impl_, h);
             detail += "; moved to " + q.string();
             spdlog::error("blob {} is corrupt ({}); moved to {}", h.hex(), why, q.string());
         } catch (const std::exception& e) {
@@ -162,31 +176,153 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
     return rep;
 }
 
+fs::path quarantine_blob(Store::Impl& s, const Sha256& h) {
+    fs::path q = s.blobs.quarantine(h);
+    auto txn = s.catalog.write();
+    if (auto r = txn.get_blob(h)) {
+        r->state = BlobState::quarantined;
+        r->unverified = false;  // read, and found wrong
+        r->seen.reset();
+        txn.put_blob(h, *r);
+    }
+    txn.commit();
+    return q;
+}
+
 void settle_unverified(Store::Impl& s, const Sha256& h) {
     auto rec = s.catalog.read().get_blob(h);
     if (!rec || rec->state != BlobState::present || !rec->unverified) return;
     const fs::path p = s.blobs.path_of(h);
     UniqueFd fd = s.blobs.open_blob(h);
     if (!fd) return;  // gone: publishing puts the caller's bytes there
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) throw_errno("reading " + p.string(), errno);
     const FileDigests d = digest_fd(fd.get(), nullptr, p.c_str());
     const bool ok = d.sha256 == h && d.size == rec->size;
-    fs::path q;
-    if (!ok) q = s.blobs.quarantine(h);
-    auto txn = s.catalog.write();
-    auto r = txn.get_blob(h);
-    if (!r) return;
-    r->unverified = false;  // read now, either way
-    if (ok) {
-        r->xxh128 = d.xxh128;
-    } else {
-        r->state = BlobState::quarantined;
+    if (!ok) {
+        fs::path q = quarantine_blob(s, h);
         spdlog::error(
             "blob {} was stored under a name its content does not match (SHA-256 {}); "
             "moved to {} and replaced by content that matches",
             h.hex(), d.sha256.hex(), q.string());
+        return;
     }
+    auto txn = s.catalog.write();
+    auto r = txn.get_blob(h);
+    if (!r) return;
+    r->unverified = false;
+    r->xxh128 = d.xxh128;
+    r->seen = BlobStore::stat_stamp(st);
     txn.put_blob(h, *r);
     txn.commit();
+}
+
+namespace {
+std::atomic<std::uint64_t> g_blob_rehashes{0};
+std::mutex g_hashing_mu;
+std::condition_variable g_hashing_cv;
+std::set<Sha256> g_hashing;  // blobs check_blob is hashing now, in this process
+}  // namespace
+
+std::uint64_t Store::blob_rehashes() {
+    return g_blob_rehashes.load();
+}
+
+Store::BlobCheck Store::check_blob(const Sha256& h, int fd) {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) throw_errno("reading blob " + h.hex(), errno);
+    const BlobStat before = BlobStore::stat_stamp(st);
+    auto rec = impl_->catalog.read().get_blob(h);
+    // Opened before another check moved it to quarantine/: still not to be served.
+    if (rec && rec->state == BlobState::quarantined) return BlobCheck::quarantined;
+    if (!rec || rec->state != BlobState::present) return BlobCheck::ok;
+    if (rec->seen && *rec->seen == before && before.size == rec->size) return BlobCheck::ok;
+
+    // One hash per blob at a time: a tool opening a big model from several threads waits for
+    // the first check and then takes its answer from the record.
+    {
+        std::unique_lock lk(g_hashing_mu);
+        if (g_hashing.count(h)) {
+            g_hashing_cv.wait(lk, [&] { return !g_hashing.count(h); });
+            lk.unlock();
+            return check_blob(h, fd);
+        }
+        g_hashing.insert(h);
+    }
+    struct Done {
+        const Sha256& h;
+        ~Done() {
+            std::lock_guard lk(g_hashing_mu);
+            g_hashing.erase(h);
+            g_hashing_cv.notify_all();
+        }
+    } done{h};
+
+    ++g_blob_rehashes;
+    const fs::path p = impl_->blobs.path_of(h);
+    spdlog::info(
+        "blob {} is not as it was stored (or was stored before modelfs recorded that); "
+        "hashing it before serving it",
+        h.hex());
+    std::string bad;
+    FileDigests d;
+    if (before.size != rec->size) {
+        bad =
+            "has " + std::to_string(before.size) + " bytes, expected " + std::to_string(rec->size);
+    } else {
+        d = digest_fd(fd, nullptr, p.c_str());
+        if (d.sha256 != h) bad = "SHA-256 is " + d.sha256.hex();
+    }
+    struct stat after;
+    if (bad.empty() &&
+        (::fstat(fd, &after) != 0 || after.st_ino != st.st_ino || after.st_size != st.st_size ||
+         BlobStore::stat_stamp(after).mtime_ns != before.mtime_ns))
+        bad = "changed while it was being hashed";
+    if (bad.empty()) {
+        auto txn = impl_->catalog.write();
+        auto r = txn.get_blob(h);
+        if (r && r->state == BlobState::present) {
+            r->seen = before;
+            if (r->unverified) {
+                r->unverified = false;
+                r->xxh128 = d.xxh128;
+            }
+            txn.put_blob(h, *r);
+            txn.commit();
+        }
+        return BlobCheck::rehashed;
+    }
+    // Quarantine only the file this descriptor reads: the name may already hold good bytes
+    // (published again after an earlier quarantine).
+    struct stat named;
+    if (::stat(p.c_str(), &named) == 0 && named.st_ino == st.st_ino && named.st_dev == st.st_dev) {
+        try {
+            fs::path q = quarantine_blob(*impl_, h);
+            // The caller (the mount) says what to do; this says what happened.
+            spdlog::warn("blob {} is corrupt ({}); moved to {}", h.hex(), bad, q.string());
+        } catch (const std::exception& e) {
+            spdlog::error("blob {} is corrupt ({}) and could not be quarantined: {}", h.hex(), bad,
+                          e.what());
+        }
+    }
+    return BlobCheck::quarantined;
+}
+
+bool Store::record_blob_stat(const Sha256& h) {
+    auto now = impl_->blobs.stat_of(h);
+    if (!now) return false;
+    auto txn = impl_->catalog.write();
+    auto r = txn.get_blob(h);
+    if (!r || r->state != BlobState::present || !r->seen || *r->seen == *now) return false;
+    // Only the ctime may have moved (a link or unlink of another name): anything else means the
+    // bytes may have, and only a hash can vouch for them.
+    if (r->seen->ino != now->ino || r->seen->size != now->size ||
+        r->seen->mtime_ns != now->mtime_ns || now->size != r->size)
+        return false;
+    r->seen = *now;
+    txn.put_blob(h, *r);
+    txn.commit();
+    return true;
 }
 
 GcReport Store::gc(bool dry_run) {

@@ -50,4 +50,8 @@ void recover_moves(Store::Impl& s);
 // cost the user a file.
 void settle_unverified(Store::Impl& s, const Sha256& h);
 
+// Moves blob `h`'s file to quarantine/ and marks its record `quarantined` (verify, check_blob,
+// settle_unverified: one way to do it). Returns where the bytes went. Throws StoreError.
+std::filesystem::path quarantine_blob(Store::Impl& s, const Sha256& h);
+
 }  // namespace modelfs

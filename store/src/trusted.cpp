@@ -37,14 +37,14 @@ struct Placed {
     UniqueFd fd;
     std::uint64_t size = 0;
     bool same_dev = false;
-    bool owned = false;
 };
 
-// Can `src` become a blob by hard link? Same filesystem and mount (link() says EXDEV across bind
-// mounts of one device), ours to make read-only, and allowed by fs.protected_hardlinks. Probed
-// with a throwaway link in staging/, so a refusal costs nothing.
+// Can `src` be hard-linked into the store at all? Same filesystem and mount (link() says EXDEV
+// across bind mounts of one device), and allowed by fs.protected_hardlinks. Probed with a
+// throwaway link in staging/, so a refusal costs nothing. Whether the store may take the inode
+// (ours alone once linked) is publish_link's decision, like everywhere else.
 bool can_link(BlobStore& blobs, const fs::path& src, const Placed& p) {
-    if (!p.same_dev || !p.owned) return false;
+    if (!p.same_dev) return false;
     // link() does not follow a final symlink: it would link the symlink, not the content.
     struct stat lst;
     if (::lstat(src.c_str(), &lst) != 0 || !S_ISREG(lst.st_mode)) return false;
@@ -99,7 +99,6 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
                              f.source.string() + " changed size since it was hashed");
         placed[i].size = static_cast<std::uint64_t>(st.st_size);
         placed[i].same_dev = st.st_dev == store_st.st_dev;
-        placed[i].owned = st.st_uid == ::geteuid() || ::geteuid() == 0;
         placed[i].fd = std::move(fd);
         v.tree.push_back({f.path, f.sha256, placed[i].size});
         v.size += placed[i].size;
@@ -161,8 +160,20 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
             continue;
         }
         if (can_link(impl_->blobs, f.source, p)) {
-            if (impl_->blobs.publish_link(p.fd.get(), f.source, f.sha256, p.size)) {
-                ++out.linked;
+            Published how;
+            bool placed_new;
+            try {
+                placed_new = impl_->blobs.publish_link(p.fd.get(), f.source, f.sha256, p.size, &how,
+                                                       progress);
+            } catch (const StoreError& e) {
+                if (e.kind() != ErrorKind::corrupt) throw;
+                throw StoreError(ErrorKind::corrupt, std::string(e.what()) +
+                                                         "; the cache's copy is damaged; model " +
+                                                         key + "@" + t.label + " was not imported");
+            }
+            if (how.copied) digests[i] = how.digests;  // read in full: verified
+            if (placed_new) {
+                ++(how.copied ? out.copied : out.linked);
                 out.new_bytes += p.size;
                 placed_now[i] = true;
             } else {
@@ -216,6 +227,7 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
             }
         }
         r.ingested = r.accessed = now;
+        r.seen = impl_->blobs.stat_of(f.sha256);
         txn.put_blob(f.sha256, r);
     }
 

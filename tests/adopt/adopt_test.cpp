@@ -13,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -207,10 +208,15 @@ TEST_F(AdoptTest, DryRunNumbersAreExact) {
     EXPECT_EQ(c.totals.plain, 1u);
     EXPECT_EQ(c.totals.clashes, 1u);
     EXPECT_EQ(c.totals.dup_groups, 4u);
-    // The hard-linked pair counts once; the vae's keeper is the file outside the models folder.
-    EXPECT_EQ(c.totals.bytes_freed, kC1 + kP1 + kC2 + kC5);
+    // The hard-linked pair counts once. The vae's keeper is ComfyUI's copy, which adopt moves
+    // into the store (zero copy); the file outside the models folder stays the user's, so
+    // nothing of the vae is freed (before blobs became immutable, the outside file was the blob
+    // and ComfyUI's copy was freed: kC5 more).
+    EXPECT_EQ(c.totals.bytes_freed, kC1 + kP1 + kC2);
     EXPECT_EQ(plan.total.dup_groups, 4u);
-    EXPECT_EQ(plan.total.bytes_freed, kC1 + kP1 + 2 * kC2 + kC5);
+    EXPECT_EQ(plan.total.bytes_freed, kC1 + kP1 + 2 * kC2);
+    // Every content has a keeper adopt can move: nothing is copied.
+    EXPECT_EQ(plan.total.bytes_copied, 0u);
     EXPECT_EQ(plan.total.files, 15u);
     EXPECT_EQ(a.kept_in_place.size(), 1u);
 
@@ -219,11 +225,13 @@ TEST_F(AdoptTest, DryRunNumbersAreExact) {
     EXPECT_NE(text.find("clash: lora/clash"), std::string::npos) << text;
     EXPECT_NE(text.find("broken link; it stays in"), std::string::npos) << text;
     EXPECT_NE(text.find("same content under different names"), std::string::npos) << text;
-    EXPECT_NE(text.find("kept in place, shared with the store: " + outside.string()),
-              std::string::npos)
+    EXPECT_NE(
+        text.find("kept in place (its models are copied into the store): " + outside.string()),
+        std::string::npos)
         << text;
     auto j = plan_json(plan);
-    EXPECT_EQ(j["total"]["bytes_freed"].get<std::uint64_t>(), kC1 + kP1 + 2 * kC2 + kC5);
+    EXPECT_EQ(j["total"]["bytes_freed"].get<std::uint64_t>(), kC1 + kP1 + 2 * kC2);
+    EXPECT_EQ(j["total"]["bytes_copied"].get<std::uint64_t>(), 0u);
     // A dry run changes nothing.
     EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup"));
     EXPECT_EQ(Store::open(store_root).stats().models, 0u);
@@ -256,10 +264,15 @@ TEST_F(AdoptTest, AdoptConfirmUnadopt) {
     struct stat st;
     ASSERT_EQ(::stat((comfy / "models.modelfs-backup/loras/hard.safetensors").c_str(), &st), 0);
     EXPECT_EQ(st.st_nlink, 2u);  // style + hard, not in the store (the a1111 copy is the keeper)
-    ASSERT_EQ(
-        ::stat((a1111 / "models.modelfs-backup/Stable-diffusion/sdxl.safetensors").c_str(), &st),
-        0);
-    EXPECT_EQ(st.st_nlink, 2u);  // the keeper: the backup's name and the blob's
+    // The keeper was moved into the store: the backup no longer has it, the blob is its only name.
+    EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup/Stable-diffusion/sdxl.safetensors"));
+    {
+        Store store = Store::open(store_root);
+        auto blob = store.blobs().path_of(
+            *Sha256::from_hex(before.at(a1111 / "models/Stable-diffusion/sdxl.safetensors")));
+        ASSERT_EQ(::stat(blob.c_str(), &st), 0);
+        EXPECT_EQ(st.st_nlink, 1u);
+    }
 
     Store store = Store::open(store_root);
     auto conf = confirm(store, {});
@@ -283,6 +296,83 @@ TEST_F(AdoptTest, AdoptConfirmUnadopt) {
     for (const auto& r : load_records(store_root)) EXPECT_EQ(r.state, "unadopted");
 }
 
+// Blobs are immutable: after adopt no name outside STORE/blobs/ is a blob's inode, so writing
+// any file the user still has (the backups, the file outside the models folder, the second hard
+// link) never changes a stored byte. And a blob changed behind the store's back anyway (its
+// owner can chmod it) is not served: the mount's open answers EIO and quarantines it.
+TEST_F(AdoptTest, EditingTheBackupTheInstallOrASecondLinkNeverChangesABlob) {
+    REQUIRE_FUSE();
+    ASSERT_TRUE(adopt_all().ok());
+    std::set<std::pair<dev_t, ino_t>> blob_inodes;
+    std::vector<sfs::path> blobs;
+    for (auto it = sfs::recursive_directory_iterator(store_root / "blobs"); it != decltype(it)();
+         ++it) {
+        struct stat st;
+        if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+            blob_inodes.insert({st.st_dev, st.st_ino});
+            blobs.push_back(it->path());
+        }
+    }
+    ASSERT_FALSE(blobs.empty());
+    std::size_t edited = 0;
+    for (const auto& dir :
+         {a1111 / "models.modelfs-backup", comfy / "models.modelfs-backup", outside}) {
+        for (auto it = sfs::recursive_directory_iterator(dir); it != decltype(it)(); ++it) {
+            struct stat st;
+            if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+            EXPECT_FALSE(blob_inodes.count({st.st_dev, st.st_ino}))
+                << it->path() << " is a blob's inode";
+            ::chmod(it->path().c_str(), 0644);
+            int fd = ::open(it->path().c_str(), O_WRONLY);
+            ASSERT_GE(fd, 0) << it->path();
+            ASSERT_EQ(::pwrite(fd, "edited", 6, 0), 6);
+            ::close(fd);
+            ++edited;
+        }
+    }
+    EXPECT_GE(edited, 5u);  // comfy's duplicates (with the hard-linked pair), style_copy, vae
+    for (const auto& b : blobs) EXPECT_EQ(sha256_hex_of_file(b), b.filename().string()) << b;
+    Store store = Store::open(store_root);
+    auto v = store.verify(false);
+    EXPECT_TRUE(v.problems.empty()) << v.problems.front().what << ": " << v.problems.front().detail;
+    // Read through the mount: still the adopted bytes.
+    for (auto rel : {"Stable-diffusion/sdxl.safetensors", "Lora/style.safetensors"})
+        EXPECT_EQ(sha256_hex_of_file(a1111 / "models" / rel), before.at(a1111 / "models" / rel));
+
+    // The blob itself, changed by whoever owns the store, mtime put back as `touch -d` would.
+    const std::string sha = before.at(comfy / "models/loras/clash.safetensors");
+    const sfs::path blob = store.blobs().path_of(*Sha256::from_hex(sha));
+    struct stat st;
+    ASSERT_EQ(::stat(blob.c_str(), &st), 0);
+    ::chmod(blob.c_str(), 0644);
+    int fd = ::open(blob.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "evil", 4, 100), 4);
+    ::close(fd);
+    struct timespec ts[2] = {st.st_atim, st.st_mtim};
+    ASSERT_EQ(::utimensat(AT_FDCWD, blob.c_str(), ts, 0), 0);
+    errno = 0;
+    int rfd = ::open((comfy / "models/loras/clash.safetensors").c_str(), O_RDONLY);
+    EXPECT_EQ(rfd, -1) << "changed bytes must not be served under the old hash";
+    EXPECT_EQ(errno, EIO);
+    if (rfd >= 0) ::close(rfd);
+    EXPECT_FALSE(sfs::exists(blob));
+    EXPECT_EQ(store.catalog().read().get_blob(*Sha256::from_hex(sha))->state,
+              BlobState::quarantined);
+    // unadopt still gives everything else back, and says what it could not.
+    auto un = unadopt(store, {});
+    ASSERT_EQ(un.size(), 2u);
+    std::string notes;
+    for (const auto& u : un) {
+        EXPECT_TRUE(u.ok) << u.status;
+        for (const auto& n : u.notes) notes += n + "\n";
+    }
+    EXPECT_NE(notes.find("clash.safetensors could not be brought back"), std::string::npos)
+        << notes;
+    EXPECT_EQ(sha256_hex_of_file(a1111 / "models/Stable-diffusion/sdxl.safetensors"),
+              before.at(a1111 / "models/Stable-diffusion/sdxl.safetensors"));
+}
+
 TEST_F(AdoptTest, UnadoptBeforeConfirmRestoresTheOriginalTree) {
     REQUIRE_FUSE();
     auto rep = adopt_all();
@@ -298,11 +388,15 @@ TEST_F(AdoptTest, UnadoptBeforeConfirmRestoresTheOriginalTree) {
     EXPECT_EQ(un[0].added, 1u);
     EXPECT_EQ(sha256_hex_of_file(comfy / "models/loras/new.safetensors"), new_sha);
     EXPECT_TRUE(is_mountpoint(a1111 / "models"));
-    // Models only a1111 holds now: the store drops them and the files keep their inodes.
+    // Models only a1111 holds now: the store drops them and the files get their inodes back
+    // (adopt moved them into the store; the blob is that inode).
     struct stat kept;
-    ASSERT_EQ(
-        ::stat((a1111 / "models.modelfs-backup/Stable-diffusion/sdxl.safetensors").c_str(), &kept),
-        0);
+    ASSERT_EQ(::stat(store.blobs()
+                         .path_of(*Sha256::from_hex(
+                             before.at(a1111 / "models/Stable-diffusion/sdxl.safetensors")))
+                         .c_str(),
+                     &kept),
+              0);
     un = unadopt(store, {a1111});
     ASSERT_EQ(un.size(), 1u);
     EXPECT_TRUE(un[0].ok) << un[0].status;
@@ -406,6 +500,19 @@ TEST_F(AdoptTest, CrashBetweenRecordAndMountResumes) {
     EXPECT_TRUE(is_mountpoint(comfy / "models"));
     expect_every_path_reads_the_same();
     EXPECT_EQ(load_record(store_root, "a1111")->state, "mounted");
+    // The resumed switch also finished the move: the keepers' backup names are gone, and no
+    // backup file is a blob's inode.
+    EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup/Stable-diffusion/sdxl.safetensors"));
+    Store store = Store::open(store_root);
+    for (const auto& dir : {a1111 / "models.modelfs-backup", comfy / "models.modelfs-backup"})
+        for (auto it = sfs::recursive_directory_iterator(dir); it != decltype(it)(); ++it) {
+            struct stat st, bst;
+            if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+            auto sha = Sha256::from_hex(sha256_hex_of_file(it->path()));
+            if (::stat(store.blobs().path_of(*sha).c_str(), &bst) == 0) {
+                EXPECT_NE(bst.st_ino, st.st_ino) << it->path() << " is a blob's inode";
+            }
+        }
 }
 
 TEST_F(AdoptTest, BusyMountpointAtUnadoptChangesNothing) {
@@ -544,7 +651,10 @@ TEST(AdoptCrossFs, CopiesVerifiesAndMounts) {
     std::vector<InstallScan> s{fake::fake_scan("a1111", home / "webui")};
     auto h = hash_scans(store_root, s);
     Plan plan = make_plan(store, std::move(s), h);
-    EXPECT_EQ(plan.installs[0].totals.bytes_freed, 300000u);
+    // Both files leave the home filesystem at confirm; one copy of their content is written to
+    // the store's. (Counted as 300000 freed before copied keepers were reported as copies.)
+    EXPECT_EQ(plan.installs[0].totals.bytes_freed, 600000u);
+    EXPECT_EQ(plan.installs[0].totals.bytes_copied, 300000u);
     RunOptions o;
     o.binary = modelfs::testing::modelfs_binary();
     auto rep = run_plan(store, plan, o);
@@ -794,6 +904,85 @@ TEST(AdoptLinks, FileLinkInsideModels) {
     if (::stat(blob.c_str(), &bst) == 0) {
         EXPECT_NE(bst.st_ino, st.st_ino);
     }
+}
+
+}  // namespace
+
+namespace {
+
+// Files the store may not take (another owner, a second hard link outside the install) are
+// copied, reported as copies in the dry run, and left as they are: after adopt and after unadopt
+// they are the user's own inodes; editing them never changes what the view serves.
+TEST(AdoptImmutable, FilesTheStoreMayNotTakeAreCopied) {
+    if (!fuse_available()) GTEST_SKIP() << "no /dev/fuse";
+    if (::geteuid() != 0) GTEST_SKIP() << "chown to another uid needs root";
+    ::setenv("MODELFS_CONFIG", "/dev/null", 1);
+    TempDir tmp("modelfs-adopt-immutable");
+    const sfs::path root = tmp / "webui", m = root / "models", store_root = tmp / "store";
+    struct Cleanup {
+        sfs::path m;
+        ~Cleanup() { unmount_hard(m); }
+    } cleanup{m};
+    sfs::create_directories(m / "Lora");
+    write_random_file(m / "Lora/mine.safetensors", 10000, 1);
+    write_random_file(m / "Lora/theirs.safetensors", 20000, 2);
+    write_random_file(m / "Lora/linked.safetensors", 30000, 3);
+    ASSERT_EQ(::chown((m / "Lora/theirs.safetensors").c_str(), 65534, 65534), 0);
+    sfs::create_hard_link(m / "Lora/linked.safetensors", tmp / "second-name.safetensors");
+    std::map<std::string, std::string> sha;
+    for (auto n : {"mine", "theirs", "linked"})
+        sha[n] = sha256_hex_of_file(m / "Lora" / (std::string(n) + ".safetensors"));
+    Store::init(store_root);
+    Store store = Store::open(store_root);
+    std::vector<InstallScan> s{fake::fake_scan("a1111", root)};
+    auto h = hash_scans(store_root, s);
+    Plan plan = make_plan(store, std::move(s), h);
+    EXPECT_EQ(plan.installs[0].totals.bytes_copied, 50000u);  // theirs + linked
+    EXPECT_NE(plan_text(plan).find("copied into the store"), std::string::npos);
+    RunOptions o;
+    o.binary = modelfs::testing::modelfs_binary();
+    auto rep = run_plan(store, plan, o);
+    ASSERT_TRUE(rep.ok()) << rep.installs[0].status;
+
+    auto blob = [&](const std::string& n) { return store.blobs().path_of(*Sha256::from_hex(n)); };
+    struct stat st;
+    // Moved: the blob is the user's former inode, and the backup no longer has the name.
+    EXPECT_FALSE(sfs::exists(root / "models.modelfs-backup/Lora/mine.safetensors"));
+    ASSERT_EQ(::stat(blob(sha["mine"]).c_str(), &st), 0);
+    EXPECT_EQ(st.st_nlink, 1u);
+    // Copied: the originals stay in the backup as they were.
+    const sfs::path theirs = root / "models.modelfs-backup/Lora/theirs.safetensors";
+    ASSERT_EQ(::stat(theirs.c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 65534u);
+    EXPECT_EQ(st.st_mode & 0777, 0644u);
+    ASSERT_EQ(::stat((tmp / "second-name.safetensors").c_str(), &st), 0);
+    EXPECT_EQ(st.st_nlink, 2u);  // the backup's name and the second one, no blob
+    for (auto n : {"theirs", "linked"}) {
+        ASSERT_EQ(::stat(blob(sha[n]).c_str(), &st), 0);
+        EXPECT_EQ(st.st_nlink, 1u) << n;
+        EXPECT_EQ(st.st_uid, 0u) << n;
+    }
+    for (const sfs::path& p : {theirs, tmp / "second-name.safetensors"}) {
+        int fd = ::open(p.c_str(), O_WRONLY);
+        ASSERT_GE(fd, 0) << p;
+        ASSERT_EQ(::pwrite(fd, "edited", 6, 0), 6);
+        ::close(fd);
+    }
+    for (auto n : {"mine", "theirs", "linked"}) {
+        EXPECT_EQ(sha256_hex_of_file(blob(sha[n])), sha[n]) << n;
+        EXPECT_EQ(sha256_hex_of_file(m / "Lora" / (std::string(n) + ".safetensors")), sha[n]) << n;
+    }
+    EXPECT_TRUE(store.verify(false).problems.empty());
+
+    auto un = unadopt(store, {});
+    ASSERT_EQ(un.size(), 1u);
+    EXPECT_TRUE(un[0].ok) << un[0].status;
+    EXPECT_EQ(sha256_hex_of_file(m / "Lora/mine.safetensors"), sha["mine"]);
+    ASSERT_EQ(::stat((m / "Lora/mine.safetensors").c_str(), &st), 0);
+    EXPECT_EQ(st.st_nlink, 1u);
+    EXPECT_EQ(st.st_mode & 0777, 0644u);
+    ASSERT_EQ(::stat((m / "Lora/theirs.safetensors").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 65534u);
 }
 
 }  // namespace

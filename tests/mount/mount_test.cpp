@@ -200,6 +200,46 @@ TEST_F(MountTest, TruncatedBlobReadsAsEio) {
     if (fd >= 0) ::close(fd);
 }
 
+// Bytes changed behind the store's back (its owner can chmod a blob writable), even with the
+// mtime put back: the open answers EIO, never other bytes under the old hash, the blob goes to
+// quarantine/ and `verify --fast` reports the next one it finds.
+TEST_F(MountTest, ModifiedBlobIsQuarantinedNotServed) {
+    auto tamper = [&](const fs::path& model) {
+        std::string sha = sha256_hex_of_file(model);
+        fs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
+        struct stat st;
+        EXPECT_EQ(::stat(blob.c_str(), &st), 0);
+        fs::permissions(blob, fs::perms::owner_write, fs::perm_options::add);
+        int fd = ::open(blob.c_str(), O_WRONLY);
+        EXPECT_GE(fd, 0);
+        EXPECT_EQ(::pwrite(fd, "XXXX", 4, 64), 4);
+        ::close(fd);
+        fs::permissions(blob, fs::perms::owner_write, fs::perm_options::remove);
+        struct timespec ts[2] = {st.st_atim, st.st_mtim};  // touch -d
+        EXPECT_EQ(::utimensat(AT_FDCWD, blob.c_str(), ts, 0), 0);
+        return blob;
+    };
+    const fs::path vae_blob = tamper(comfy / "vae" / "ft.safetensors");
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    errno = 0;
+    int fd = ::open((mnt / "comfyui" / "vae" / "ft.safetensors").c_str(), O_RDONLY);
+    EXPECT_EQ(fd, -1) << "a changed blob must not be served";
+    EXPECT_EQ(errno, EIO);
+    if (fd >= 0) ::close(fd);
+    EXPECT_FALSE(fs::exists(vae_blob));
+    EXPECT_FALSE(fs::is_empty(store / "quarantine"));
+    // Everything else is served as before.
+    EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "checkpoints" / "base.safetensors"),
+              sha256_hex_of_file(comfy / "checkpoints" / "base.safetensors"));
+    EXPECT_EQ(m.stop(), 0);
+
+    tamper(comfy / "loras" / "sdxl" / "style.safetensors");
+    CliResult v = run_modelfs({"--store", store.string(), "verify", "--fast"});
+    EXPECT_NE(v.exit_code, 0);
+    EXPECT_NE((v.out + v.err).find("corrupt"), std::string::npos) << v.out << v.err;
+}
+
 TEST_F(MountTest, TwoMountsOfOneStore) {
     Mount a(store, mnt);
     Mount b(store, dir / "mnt2", {"--view", "a1111"});

@@ -73,9 +73,13 @@ struct PlannedFile {
     Action action = Action::left;
     std::optional<HashedFile> hash;  // models and sidecars
     bool keeper = false;             // the copy of its content that stays (see Plan)
-    bool freed = false;              // its bytes are freed at confirm (a duplicate)
-    std::string model;               // "category/name" for store actions
-    bool pin = false;                // its view is pinned to the version it had (a clash)
+    // The keeper's bytes are copied into the store rather than moved there (it stays where it
+    // is, is reached through a link, is on another filesystem, has other hard links or another
+    // owner: see detail::movable).
+    bool copy = false;
+    bool freed = false;  // its bytes are freed at confirm (a duplicate)
+    std::string model;   // "category/name" for store actions
+    bool pin = false;    // its view is pinned to the version it had (a clash)
     // Where the view shows it when that is not its own path (a model of a non-primary folder).
     std::string shown_at;
     std::string note;  // why, for the report
@@ -87,6 +91,7 @@ struct ToolTotals {
     std::size_t dup_groups = 0;  // content groups with more than one file (any install)
     std::uint64_t bytes = 0;     // of stored files
     std::uint64_t bytes_freed = 0;
+    std::uint64_t bytes_copied = 0;  // written into the store (keepers that are not moved)
     std::size_t overlay = 0, plain = 0, clashes = 0, not_adopted = 0, changing = 0;
 };
 
@@ -109,9 +114,10 @@ struct Plan {
 };
 
 // Groups by SHA-256 (hard links to one inode count once), picks each group's keeper (a blob the
-// store has > a file outside replaced folders > the first replaced copy) and decides every
-// file's action. Looks at the store's catalog (clashes with stored models) and STORE/adopt/
-// records (already adopted) but changes nothing.
+// store has > the first replaced file adopt can move into the store > a file outside replaced
+// folders, copied > the first replaced copy, copied) and decides every file's action. Looks at the
+// store's catalog (clashes with stored models) and STORE/adopt/ records (already adopted) but
+// changes nothing.
 Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& hashes);
 
 std::string plan_text(const Plan& plan);

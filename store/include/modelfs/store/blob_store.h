@@ -3,6 +3,8 @@
 // Knows nothing of the catalog; Store ties the two together.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -10,6 +12,7 @@
 #include <string>
 #include <utility>
 
+#include "modelfs/store/catalog.h"
 #include "modelfs/store/hash.h"
 #include "modelfs/store/progress.h"
 #include "modelfs/store/unique_fd.h"
@@ -47,6 +50,14 @@ struct Ingested {
     bool stored_new = false;  // false: the store already had this content
 };
 
+// How publish_link placed a file.
+struct Published {
+    // The file was not the store's to take (see BlobStore::why_not_take): its bytes were copied
+    // (reflinked where the filesystem can) and hashed on the way; `digests` are the copy's.
+    bool copied = false;
+    std::optional<FileDigests> digests;
+};
+
 class BlobStore {
   public:
     explicit BlobStore(std::filesystem::path root);
@@ -82,12 +93,26 @@ class BlobStore {
     // Returns true when the staged file became the blob.
     bool publish(StagingFile& staged, const Sha256& h, std::uint64_t size);
 
+    // THE rule of every zero-copy path (hard link or rename into blobs/): the store only takes
+    // an inode that nothing outside it can write once the caller's own names are gone. So the
+    // file must be a regular file owned by this process's euid with no names but the
+    // `own_names` the caller accounts for (its path; plus the blob name once linked). Returns
+    // why not (for logs), or std::nullopt when it may be taken. Anything else is copied.
+    static std::optional<std::string> why_not_take(const struct stat& st, unsigned own_names = 1);
+
     // Makes the finished file `path` (on the store's filesystem, open as `fd`, hashed as `h`) a
-    // blob by hard-linking it to its blob name: no byte is copied. The file is made read-only
-    // and durable first, since from then on it is the blob. Returns false when the blob existed
-    // (nothing changed). The caller must not write to `path` afterwards, and should unlink it.
+    // blob. When why_not_take allows, by hard-linking it to its blob name: no byte is copied;
+    // the file is made read-only and durable first, since from then on it is the blob, and the
+    // caller must not write to `path` afterwards and should unlink it. Otherwise the bytes are
+    // copied (ingest_copy) and the copy must hash to `h` (else StoreError corrupt, nothing
+    // catalogued; the copy is an orphan for gc); `path` is left as it was. Returns false when
+    // the blob existed (nothing changed); `how` (optional) says whether it copied.
     bool publish_link(int fd, const std::filesystem::path& path, const Sha256& h,
-                      std::uint64_t size);
+                      std::uint64_t size, Published* how = nullptr, Progress* progress = nullptr);
+
+    // The blob file's stat as the catalog records it (BlobRecord::seen); nullopt when missing.
+    std::optional<BlobStat> stat_of(const Sha256& h) const;
+    static BlobStat stat_stamp(const struct stat& st);
 
     // Deletes a blob file (gc). Missing is not an error.
     void remove(const Sha256& h);

@@ -49,6 +49,17 @@ struct BlobSource {
     bool operator==(const BlobSource&) const = default;
 };
 
+// What the blob file looked like (fstat) right after its last link change, when it was known to
+// hold its content: an open whose fstat still matches needs no re-hash (Store::check_blob).
+struct BlobStat {
+    std::uint64_t ino = 0;
+    std::uint64_t size = 0;
+    std::int64_t mtime_ns = 0;
+    std::int64_t ctime_ns = 0;
+
+    bool operator==(const BlobStat&) const = default;
+};
+
 struct BlobRecord {
     std::uint64_t size = 0;
     BlobState state = BlobState::present;
@@ -73,6 +84,9 @@ struct BlobRecord {
     // cache or Ollama blob, Store::commit_trusted_tree) without reading it: nothing has checked
     // the bytes yet. `verify` hashes it and clears the flag, or quarantines it.
     bool unverified = false;
+    // The file's stat when its content last matched (absent in stores written before it, and
+    // for blobs that are not present).
+    std::optional<BlobStat> seen;
 };
 
 // One file of a multi-file model (a diffusers folder): its path inside the model.

@@ -371,6 +371,29 @@ class Store {
     // model only), then registers the lock under `name`.
     ApplyReport apply_lock(const LockFile& lock, const std::string& name);
 
+    // The second line of defence against blob bytes changed behind the store's back (the first:
+    // BlobStore::why_not_take). `fd` is open on blob `h`. When its fstat matches the record's
+    // `seen` stat, the answer is `ok` with no I/O beyond fstat. Otherwise the file is hashed
+    // (SHA-256): content that still matches refreshes `seen` (`rehashed`); content that does not
+    // is moved to quarantine/ and the record marked `quarantined`, as `verify` does
+    // (`quarantined`: the caller must not serve the bytes, EIO). A record without `seen` (an
+    // older store) is hashed once, then recorded. No record, or one that is not `present`:
+    // `ok` (nothing to compare with; such a blob is not served from its file).
+    enum class BlobCheck { ok, rehashed, quarantined };
+    BlobCheck check_blob(const Sha256& h, int fd);
+    // Refreshes the record's `seen` stat after a link change of the blob's inode that the store
+    // did not make itself (a mount's ingest unlinking the overlay name it published from, adopt
+    // removing the backup's name): unlink() changes the ctime. Only when inode, size and mtime are
+    // still the recorded ones, so bytes changed since the commit are never vouched for (the next
+    // check_blob hashes them). False when nothing was refreshed.
+    bool record_blob_stat(const Sha256& h);
+    // How many times this process has hashed a blob in check_blob (for tests and logs).
+    static std::uint64_t blob_rehashes();
+
+    // Full: SHA-256 + XXH3-128 of every present blob. Fast: a blob whose stat matches its
+    // record's `seen` is read for XXH3-128 only (bit rot); any other is hashed with SHA-256
+    // (something touched it, and XXH3 is no proof against someone who did). Either way a blob
+    // that matches gets its `seen` stat refreshed.
     VerifyReport verify(bool fast, unsigned jobs = 0, Progress* progress = nullptr);
     GcReport gc(bool dry_run);
     StoreStats stats();
