@@ -165,7 +165,11 @@ stdfs::path Daemon::copy_up(const Entry& e, std::uint64_t keep, bool replace) {
     // Built in staging/ and renamed into place, so the overlay never shows a half copy.
     StagingFile staged = store->blobs().make_staging(".copyup");
     UniqueFd blob = replace ? UniqueFd(::open(e.real.c_str(), O_RDONLY | O_CLOEXEC))
-                            : store->blobs().open_blob(e.blob);
+                            : open_blob(e.blob);  // checked: a changed blob is never copied up
+    if (!blob && keep > 0 && errno == EIO)
+        throw StoreError(ErrorKind::io, "blob " + e.blob.hex() + " of " + e.path +
+                                            " was changed behind the store's back and is "
+                                            "quarantined; run `modelfs verify`");
     if (!blob && keep > 0) {
         auto rec = store->catalog().read().get_blob(e.blob);
         if (rec && !rec->sources.empty())
@@ -313,6 +317,8 @@ void Daemon::ingest(const std::string& path) {
             if (::unlink(e.real.c_str()) != 0)
                 spdlog::error("{} is stored as {} but could not be removed from {}: {}", path,
                               d.sha256.hex(), e.real.string(), std::strerror(errno));
+            else if (r.new_blob)
+                store->record_blob_stat(d.sha256);  // its ctime moved with the unlink
         }
         spdlog::info("{}: stored as {}{} ({}{} bytes)", path, model_key(role.category, role.name),
                      fc.sidecar.empty() ? "" : " sidecar " + fc.sidecar,
