@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -163,6 +164,51 @@ void empty_log(const fs::path& mnt) {
     std::ofstream(mnt.parent_path() / (mnt.filename().string() + ".log"), std::ios::trunc);
 }
 
+// "MAJOR:MINOR" of the FUSE file system mounted at `mnt` (/proc/self/mountinfo), or "".
+std::string fuse_device_of(const fs::path& mnt) {
+    std::ifstream in("/proc/self/mountinfo");
+    for (std::string line; std::getline(in, line);) {
+        std::istringstream f(line);
+        std::string id, parent, dev, root, point;
+        f >> id >> parent >> dev >> root >> point;
+        if (point == mnt.string() && line.find("fuse.modelfs") != std::string::npos) return dev;
+    }
+    return "";
+}
+
+// Aborts the FUSE connection of device "MAJOR:MINOR" through fusectl (mounted at
+// /sys/fs/fuse/connections first when it is not); says what it did.
+std::string abort_fuse_connection(const std::string& dev) {
+    if (dev.empty()) return "no FUSE mount found to abort";
+    const std::string minor = dev.substr(dev.find(':') + 1);
+    const fs::path dir = "/sys/fs/fuse/connections";
+    std::error_code ec;
+    if (!fs::exists(dir / minor, ec))
+        ::mount("fusectl", dir.c_str(), "fusectl", 0, nullptr);  // not there: mount it
+    std::ofstream abort_file(dir / minor / "abort");
+    abort_file << "1" << std::flush;
+    return abort_file ? "aborted through " + (dir / minor / "abort").string()
+                      : "could not write " + (dir / minor / "abort").string();
+}
+
+// Each thread of a process: "TID STATE WAIT-CHANNEL", for a report of where it is stuck.
+std::string thread_states(pid_t pid) {
+    std::string out;
+    std::error_code ec;
+    for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
+         !ec && it != fs::directory_iterator(); it.increment(ec)) {
+        std::ifstream st(it->path() / "stat"), wchan(it->path() / "wchan");
+        std::string stat_line, w;
+        std::getline(st, stat_line);
+        std::getline(wchan, w);
+        auto close = stat_line.rfind(')');
+        std::string state = close == std::string::npos ? "?" : stat_line.substr(close + 2, 1);
+        out += (out.empty() ? "" : ", ") + it->path().filename().string() + " " + state + " " +
+               (w.empty() || w == "0" ? "-" : w);
+    }
+    return out.empty() ? "(gone)" : out;
+}
+
 json cli_json(const fs::path& store, std::vector<std::string> args, int* rc = nullptr,
               std::string* err = nullptr) {
     args.insert(args.begin(), {"--store", store.string(), "--json"});
@@ -189,6 +235,7 @@ class CrashCampaign : public ::testing::Test {
     std::map<std::string, std::string> known;  // sha256 -> what it is
     int failures = 0;
     std::map<std::string, int> failure_kinds;
+    std::set<std::string> reported;  // catalog versions already reported (once each)
 
     void SetUp() override {
         if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
@@ -254,7 +301,7 @@ class CrashCampaign : public ::testing::Test {
                 versions.emplace_back(m.value("version", "?"), m["sha256"]);
             }
             for (const auto& [label, sha] : versions)
-                if (!known.count(sha))
+                if (!known.count(sha) && reported.insert(key + "@" + label + ":" + sha).second)
                     fail("partial-file-became-model",
                          when + ": " + key + " version " + label + " has content " +
                              sha.substr(0, 12) +
@@ -403,11 +450,25 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
         std::condition_variable cv;
         bool kill_now = false;
         pid_t daemon = m->pid();
+        const std::string fuse_dev = fuse_device_of(mnt);
+        std::atomic<bool> worker_done{false};
+        std::string hang;  // set by the killer when the tool stayed blocked after the kill
         std::thread killer([&] {
             std::unique_lock lk(mu);
             cv.wait_for(lk, kill_after, [&] { return kill_now; });
             killed = true;
             ::kill(daemon, SIGKILL);
+            lk.unlock();
+            // A killed daemon closes /dev/fuse and the kernel fails what the tool waits for with
+            // ENOTCONN. If the tool is still blocked 5 s later, the daemon could not exit: say
+            // where its threads are, and abort the connection so that the campaign goes on.
+            auto until = Clock::now() + 5s;
+            while (!worker_done && Clock::now() < until) std::this_thread::sleep_for(20ms);
+            if (!worker_done) {
+                std::string threads = thread_states(daemon);
+                hang = "the killed daemon could not exit (its threads: " + threads + ")";
+                hang += "; " + abort_fuse_connection(fuse_dev);
+            }
         });
 
         auto op_failed = [&](const std::string& what, int e) {
@@ -533,8 +594,14 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
             }
             ++ops;
         }
+        worker_done = true;
         killer.join();
         ops_total += ops;
+        if (!hang.empty())
+            fail("hang-after-kill", R + ": after the SIGKILL the tool's " +
+                                        (cut.empty() ? std::string("operation") : cut) +
+                                        " stayed blocked for 5 s: " + hang +
+                                        "; fusermount3 -uz would not have unblocked it");
         // The kill happened: what had been closed but not stored yet?
         std::vector<std::string> pending;
         for (const auto& rel : overlay_models())
