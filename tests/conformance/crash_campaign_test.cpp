@@ -358,6 +358,12 @@ class MountCrash : public CrashCampaign {
     bool is_junk(const std::optional<std::string>& sha) const {
         return sha && !known.count(*sha);
     }
+    // short_sha, and what the content is when it was written whole ("written in round 3").
+    std::string what_is(const std::optional<std::string>& sha) const {
+        if (!sha) return "(no file)";
+        auto it = known.find(*sha);
+        return sha->substr(0, 12) + (it == known.end() ? " (never written whole)" : " (" + it->second + ")");
+    }
 };
 
 TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
@@ -427,7 +433,7 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
         for (int i = 0; i < 8; ++i) {
             bool ckpt = i % 3 == 2;
             Content c;
-            c.bytes = make_model(ckpt, pick(64 << 10, 6 << 20), R);
+            c.bytes = make_model(ckpt, pick(64 << 10, 6 << 20), "written in " + R);
             c.sha = sha_of(c.bytes);
             (ckpt ? pool_ckpt : pool_lora).push_back(std::move(c));
         }
@@ -638,8 +644,8 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
                     std::optional<std::string> later;
                     if (again.exists && !again.err) later = sha_of(again.bytes);
                     const std::string what =
-                        R + ": " + rel + " reads " + short_sha(got) + " (" + mib(r.bytes.size()) +
-                        "), but its last completed write/rename left " + short_sha(st.sha);
+                        R + ": " + rel + " reads " + what_is(got) + " (" + mib(r.bytes.size()) +
+                        "), but its last completed write/rename left " + what_is(st.sha);
                     if (later == st.sha)
                         fail("wrong-for-a-moment", what + "; 1.5 s later it reads right");
                     else
@@ -668,7 +674,7 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
                 Read again = read_path(mnt / rel);
                 std::optional<std::string> later;
                 if (again.exists && !again.err) later = sha_of(again.bytes);
-                const std::string what = R + ": " + rel + " reads " + short_sha(got) +
+                const std::string what = R + ": " + rel + " reads " + what_is(got) +
                                          " after a cut operation; expected one of" + allowed;
                 if (st.maybe.count(later)) {
                     fail("wrong-for-a-moment", what + "; 1.5 s later it reads " + short_sha(later));
@@ -772,7 +778,7 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
 
-    // A folder like a tool's: five LoRAs (1-8 MiB), one a duplicate of an earlier round's.
+    // A folder like a tool's: five LoRAs (2-12 MiB), one a duplicate of an earlier round's.
     std::string previous;  // bytes of a LoRA from the round before
     auto make_source = [&](const fs::path& root, int round) {
         std::map<fs::path, std::string> files;  // path -> sha
@@ -780,7 +786,7 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
             fs::path p = root / "loras" / "imp" / ("i" + std::to_string(i) + ".safetensors");
             std::string bytes = (i == 4 && !previous.empty())
                                     ? previous
-                                    : make_model(false, pick(1 << 20, 8 << 20),
+                                    : make_model(false, pick(2 << 20, 12 << 20),
                                                  "imported in round " + std::to_string(round));
             fs::create_directories(p.parent_path());
             write_file(p, bytes);
@@ -798,13 +804,17 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
     const auto full = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
 
     int interrupted = 0;
+    double window_ms = static_cast<double>(full.count());
     for (int round = 0; round < rounds; ++round) {
         const std::string R = "import round " + std::to_string(round);
         SCOPED_TRACE(R);
         const bool move = round % 2 == 1;
         fs::path src = dir / ("import" + std::to_string(round));
         auto files = make_source(src, round);
-        const auto kill_after = std::chrono::milliseconds(pick(5, full.count() * 9 / 10 + 5));
+        // A random moment of a window that adapts to how long imports take now: narrower after
+        // an import that finished before the kill, wider after a kill that found nothing begun.
+        const auto kill_after = std::chrono::milliseconds(
+            pick(0, 1000) * static_cast<std::uint64_t>(window_ms) / 1000 + 1);
         std::vector<std::string> args{"--store", store.string(), "import", "--jobs", "2",
                                       src.string()};
         if (move) args.push_back("--move");
@@ -813,6 +823,13 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
         ::kill(pid, SIGKILL);
         int sig = 0;
         int code = wait_child(pid, &sig);
+        int staged = 0;  // files the killed import was writing into the store
+        {
+            std::error_code ec;
+            for (auto it = fs::directory_iterator(store / "staging", ec);
+                 !ec && it != fs::directory_iterator(); it.increment(ec))
+                staged += it->is_regular_file(ec) && fs::file_size(it->path(), ec) > 0;
+        }
 
         // verify opens the store for writing, which replays interrupted moves.
         check_verify(R, true);
@@ -851,8 +868,13 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
                 fail("import-user-file-lost", R + ": the blob of moved " + p.string() + " is wrong");
         }
         const int n = static_cast<int>(files.size());
-        if (code == -1 && ((in_store > 0 && in_store < n) || (move && at_origin > 0 && at_origin < n)))
-            ++interrupted;
+        const bool mid_way = code == -1 && (staged > 0 || (in_store > 0 && in_store < n) ||
+                                            (move && at_origin < n));
+        interrupted += mid_way;
+        if (code != -1)
+            window_ms = std::max(5.0, window_ms * 0.7);
+        else if (!mid_way && in_store == 0)
+            window_ms = std::min(4.0 * static_cast<double>(full.count()), window_ms * 1.3);
         auto current = check_catalog(R);
         // The mount shows what was catalogued (live, within a second).
         for (const auto& [key, sha] : current) {
@@ -871,12 +893,12 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
                      R + ": " + key + " is catalogued as " + sha.substr(0, 12) + " but " +
                          p.string() + " reads " + short_sha(got));
         }
-        std::printf("%s: %s, killed after %lld ms (a whole import takes %lld ms)%s, %d of %zu "
-                    "files at their origin\n",
-                    R.c_str(), move ? "import --move" : "import", static_cast<long long>(kill_after.count()),
-                    static_cast<long long>(full.count()),
+        std::printf("%s: %s, killed after %lld ms (a whole import took %lld ms)%s, %d of %zu "
+                    "files at their origin, %d in the store, %d staged%s\n",
+                    R.c_str(), move ? "import --move" : "import",
+                    static_cast<long long>(kill_after.count()), static_cast<long long>(full.count()),
                     code == -1 ? "" : (" (it had finished, exit code " + std::to_string(code) + ")").c_str(),
-                    at_origin, files.size());
+                    at_origin, files.size(), in_store, staged, mid_way ? ": cut mid-way" : "");
         std::fflush(stdout);
         if (!m.ok() || !is_mounted(mnt)) {
             fail("daemon-died", R + ": the mount daemon died");
