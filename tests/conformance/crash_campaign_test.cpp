@@ -209,6 +209,41 @@ std::string thread_states(pid_t pid) {
     return out.empty() ? "(gone)" : out;
 }
 
+// If the test is still running after `limit` (a daemon deadlocked, say), aborts the FUSE
+// connection of `mnt` every second, so that whatever waits on it fails with ENOTCONN and the test
+// fails and unmounts, instead of being killed by ctest's timeout with its mount left behind.
+class Watchdog {
+  public:
+    Watchdog(fs::path mnt, std::chrono::seconds limit)
+        : thread_([this, mnt, limit] {
+              std::unique_lock lk(mu_);
+              if (cv_.wait_for(lk, limit, [this] { return done_; })) return;
+              fired_ = true;
+              std::printf("watchdog: still running after %llds: aborting the mount's connection\n",
+                          static_cast<long long>(limit.count()));
+              ADD_FAILURE() << "the crash campaign hung for " << limit.count()
+                            << " s; the FUSE connection was aborted";
+              while (!cv_.wait_for(lk, 1s, [this] { return done_; }))
+                  abort_fuse_connection(fuse_device_of(mnt));
+          }) {}
+    ~Watchdog() {
+        {
+            std::lock_guard lk(mu_);
+            done_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+    }
+    bool fired() const { return fired_; }
+
+  private:
+    std::atomic<bool> fired_{false};
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool done_ = false;
+    std::thread thread_;
+};
+
 json cli_json(const fs::path& store, std::vector<std::string> args, int* rc = nullptr,
               std::string* err = nullptr) {
     args.insert(args.begin(), {"--store", store.string(), "--json"});
@@ -413,11 +448,14 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
 
     std::unique_ptr<Mount> m = std::make_unique<Mount>(store, mnt);
     ASSERT_TRUE(m->ok()) << "the mount did not come up";
+    Watchdog watchdog(mnt, std::chrono::seconds(env_u64("MODELFS_CRASH_WATCHDOG", 420)));
     fs::create_directories(mnt / "comfyui" / "custom_folder");
     fs::create_directories(mnt / "comfyui" / "loras" / "crash");
     fs::create_directories(mnt / "comfyui" / "checkpoints" / "crash");
 
-    for (int round = 0; round < rounds && !HasFatalFailure(); ++round) {
+    int rounds_run = 0;
+    for (int round = 0; round < rounds && !HasFatalFailure() && !watchdog.fired(); ++round) {
+        ++rounds_run;
         const std::string R = "round " + std::to_string(round);
         SCOPED_TRACE(R);
         std::string cut;  // what the kill interrupted
@@ -720,7 +758,7 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
 
     // The end: a clean unmount and mount; every closed model file is its model's current
     // version; removed ones are gone from the catalog; the store verifies in full.
-    if (m) {
+    if (m && !watchdog.fired()) {
         int code = m->stop();
         if (code != 0) fail("unmount", "the last daemon exited with " + std::to_string(code));
         empty_log(mnt);
@@ -761,7 +799,7 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
     }
     std::printf("crash campaign (mount): %d rounds, %d operations, %d writes and %d renames cut, "
                 "%d kills with closed files not stored yet, %.1f s, seed %llu\n",
-                rounds, ops_total, cut_writes, cut_renames, kills_with_pending_ingest,
+                rounds_run, ops_total, cut_writes, cut_renames, kills_with_pending_ingest,
                 seconds_since(t_start), static_cast<unsigned long long>(seed()));
     report_failures();
     EXPECT_GT(cut_writes, 0) << "no kill landed in a write: the campaign proved little";
@@ -777,6 +815,7 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
     const int rounds = static_cast<int>(env_u64("MODELFS_CRASH_IMPORT_ROUNDS", 15));
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
+    Watchdog watchdog(mnt, std::chrono::seconds(env_u64("MODELFS_CRASH_WATCHDOG", 420)));
 
     // A folder like a tool's: five LoRAs (2-12 MiB), one a duplicate of an earlier round's.
     std::string previous;  // bytes of a LoRA from the round before
@@ -805,7 +844,7 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
 
     int interrupted = 0;
     double window_ms = static_cast<double>(full.count());
-    for (int round = 0; round < rounds; ++round) {
+    for (int round = 0; round < rounds && !watchdog.fired(); ++round) {
         const std::string R = "import round " + std::to_string(round);
         SCOPED_TRACE(R);
         const bool move = round % 2 == 1;
