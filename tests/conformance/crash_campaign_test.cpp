@@ -16,7 +16,9 @@
 // Reproducible: MODELFS_CRASH_SEED=N (default 20261204, printed) fixes every choice (operations,
 // sizes, contents, kill delays); the interleaving with the daemon's threads is the machine's.
 // MODELFS_CRASH_MOUNT_ROUNDS / MODELFS_CRASH_IMPORT_ROUNDS change the number of rounds (default
-// 45 and 15).
+// 45 and 15). A watchdog aborts the mount's FUSE connection when the test runs longer than
+// MODELFS_CRASH_WATCHDOG seconds (default 420): a hang fails the test and still unmounts. A tool
+// blocked 5 s after a kill is reported with where the killed daemon's threads are stuck.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
