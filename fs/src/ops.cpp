@@ -896,14 +896,16 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         }
 
         if (src.kind == Entry::Kind::overlay_file) {
+            // It may be the pending new version of a catalogued file, which goes with it: that
+            // first, so a crash in between leaves the file at its old name, never the old
+            // version there instead.
+            Entry beneath = dm.names()->resolve_catalog(*tree, from);
+            if (beneath.kind == Entry::Kind::tree_file) dm.remove_from_catalog(beneath);
             dm.make_overlay_parents(to);
             if (::rename(src.real.c_str(), dm.names()->real_path(lt).c_str()) != 0)
                 return (void)fuse_reply_err(req, errno);
             overlay_writes::renamed(dm.names()->real_path(lt));
             dm.inodes.rename_prefix(from, to);
-            // It may have been the pending new version of a catalogued file, now moved away.
-            Entry left = dm.resolve(from);
-            if (left.kind == Entry::Kind::tree_file) dm.remove_from_catalog(left);
             if (!dm.writers.count(src.real_ino)) dm.ingester->push(to);
             return (void)fuse_reply_err(req, 0);
         }
@@ -912,9 +914,12 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         FileRole role = dm.names()->role(*tree, lt.view, lt.rel);
         if (!src.sidecar.empty() || role.kind != FileRole::Kind::model)
             return (void)fuse_reply_err(req, EXDEV);  // `mv` copies, then deletes
-        if (dst.kind == Entry::Kind::overlay_file && ::unlink(dst.real.c_str()) != 0)
-            return (void)fuse_reply_err(req, errno);
+        // The catalog first, then the overlay file it replaces: a crash in between leaves that
+        // file (the newer bytes) at the new name, never an older version of it.
         dm.store->rename_model(src.model_key, role.category, role.name, role.ext);
+        if (dst.kind == Entry::Kind::overlay_file && ::unlink(dst.real.c_str()) != 0)
+            spdlog::error("rename {} -> {}: the file it replaces stays in {}: {}", from, to,
+                          dst.real.string(), std::strerror(errno));
         dm.inodes.rename_prefix(from, to);
         dm.snapshot();  // starts the invalidation of the other names this changed (sidecars)
         fuse_reply_err(req, 0);

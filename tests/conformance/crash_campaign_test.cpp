@@ -370,6 +370,17 @@ struct PathState {
     std::set<std::optional<std::string>> maybe;
     // ...or a partial file holding some of `partial_of`'s bytes (cut write).
     const std::string* partial_of = nullptr;
+    // The last operations on the path, for the failure message.
+    std::deque<std::string> history;
+    void did(const std::string& what) {
+        history.push_back(what);
+        if (history.size() > 8) history.pop_front();
+    }
+    std::string trace() const {
+        std::string out;
+        for (const auto& h : history) out += (out.empty() ? "" : "; ") + h;
+        return " [its last operations: " + out + "]";
+    }
 };
 
 class MountCrash : public CrashCampaign {
@@ -392,24 +403,25 @@ class MountCrash : public CrashCampaign {
         std::string name = rel.substr(slash + 1);
         return cat + "/" + name.substr(0, name.size() - std::string(".safetensors").size());
     }
-    bool is_junk(const std::optional<std::string>& sha) const {
-        return sha && !known.count(*sha);
-    }
+    bool is_junk(const std::optional<std::string>& sha) const { return sha && !known.count(*sha); }
     // short_sha, and what the content is when it was written whole ("written in round 3").
     std::string what_is(const std::optional<std::string>& sha) const {
         if (!sha) return "(no file)";
         auto it = known.find(*sha);
-        return sha->substr(0, 12) + (it == known.end() ? " (never written whole)" : " (" + it->second + ")");
+        return sha->substr(0, 12) +
+               (it == known.end() ? " (never written whole)" : " (" + it->second + ")");
     }
 };
 
 TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
     const auto t_start = Clock::now();
     const int rounds = static_cast<int>(env_u64("MODELFS_CRASH_MOUNT_ROUNDS", 45));
-    for (int i = 0; i < 5; ++i) models.push_back("comfyui/loras/crash/m" + std::to_string(i) + ".safetensors");
+    for (int i = 0; i < 5; ++i)
+        models.push_back("comfyui/loras/crash/m" + std::to_string(i) + ".safetensors");
     for (int i = 0; i < 3; ++i)
         models.push_back("comfyui/checkpoints/crash/c" + std::to_string(i) + ".safetensors");
-    for (int i = 0; i < 3; ++i) plains.push_back("comfyui/custom_folder/p" + std::to_string(i) + ".dat");
+    for (int i = 0; i < 3; ++i)
+        plains.push_back("comfyui/custom_folder/p" + std::to_string(i) + ".dat");
     for (const auto& m : models) {
         paths[m];
         paths[tmp_of(m)];
@@ -419,10 +431,11 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
     // Start with catalogued models to overwrite and rename: two LoRAs and a checkpoint imported.
     {
         fs::path src = dir / "seed-import";
-        for (const std::string rel : {"comfyui/loras/crash/m0.safetensors",
-                                      "comfyui/loras/crash/m1.safetensors",
-                                      "comfyui/checkpoints/crash/c0.safetensors"}) {
-            std::string bytes = make_model(is_checkpoint(rel), pick(256 << 10, 2 << 20), "seed " + rel);
+        for (const std::string rel :
+             {"comfyui/loras/crash/m0.safetensors", "comfyui/loras/crash/m1.safetensors",
+              "comfyui/checkpoints/crash/c0.safetensors"}) {
+            std::string bytes =
+                make_model(is_checkpoint(rel), pick(256 << 10, 2 << 20), "seed " + rel);
             fs::path p = src / (is_checkpoint(rel) ? "checkpoints" : "loras") / "crash" /
                          fs::path(rel).filename();
             fs::create_directories(p.parent_path());
@@ -519,7 +532,8 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
 
         auto op_failed = [&](const std::string& what, int e) {
             if (!killed) {
-                fail("syscall", R + ": " + what + " failed with the daemon alive: " + std::strerror(e));
+                fail("syscall",
+                     R + ": " + what + " failed with the daemon alive: " + std::strerror(e));
                 std::lock_guard lk(mu);
                 kill_now = true;
                 cv.notify_all();
@@ -538,6 +552,7 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
                 PathState& st = paths[model];
                 st.maybe = {st.sha, sha};
                 st.partial_of = &bytes;
+                st.did(R + " write " + short_sha(sha));
                 int e = write_through(mnt / model, bytes, written, step);
                 if (e) {
                     op_failed(step + " of " + model, e);
@@ -570,6 +585,7 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
                 PathState& st = paths[model];
                 t.maybe = {sha, std::nullopt};
                 st.maybe = {st.sha, sha};
+                st.did(R + " renamed onto from " + tmp + " " + short_sha(sha));
                 if (::rename((mnt / tmp).c_str(), (mnt / model).c_str()) != 0) {
                     op_failed("rename " + tmp + " -> " + model, errno);
                     cut = "rename " + tmp + " -> " + model;
@@ -592,6 +608,8 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
                 if (!a.sha || is_junk(a.sha)) continue;
                 a.maybe = {a.sha, std::nullopt};
                 b.maybe = {b.sha, a.sha};
+                a.did(R + " renamed to " + to);
+                b.did(R + " renamed onto from " + model + " " + short_sha(a.sha));
                 if (::rename((mnt / model).c_str(), (mnt / to).c_str()) != 0) {
                     op_failed("rename " + model + " -> " + to, errno);
                     cut = "rename " + model + " -> " + to;
@@ -607,6 +625,7 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
                 PathState& st = paths[model];
                 if (!st.sha) continue;
                 st.maybe = {st.sha, std::nullopt};
+                st.did(R + " unlink");
                 if (::unlink((mnt / model).c_str()) != 0) {
                     op_failed("unlink " + model, errno);
                     cut = "unlink " + model;
@@ -689,7 +708,8 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
                     if (later == st.sha)
                         fail("wrong-for-a-moment", what + "; 1.5 s later it reads right");
                     else
-                        fail("lost-or-changed", what + "; 1.5 s later: " + short_sha(later));
+                        fail("lost-or-changed",
+                             what + "; 1.5 s later: " + short_sha(later) + st.trace());
                 }
                 continue;
             }
@@ -720,7 +740,8 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
                     fail("wrong-for-a-moment", what + "; 1.5 s later it reads " + short_sha(later));
                     got = later;
                 } else {
-                    fail("lost-or-changed", what + "; 1.5 s later: " + short_sha(later));
+                    fail("lost-or-changed",
+                         what + "; 1.5 s later: " + short_sha(later) + st.trace());
                 }
                 st.sha = got;
             }
@@ -742,12 +763,13 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
         check_catalog(R);
         check_verify(R, true);
 
-        std::printf("%s: kill after %lld ms, %d ops; cut: %s; %zu closed files not stored yet at "
-                    "the kill%s%s\n",
-                    R.c_str(), static_cast<long long>(kill_after.count()), ops,
-                    cut.empty() ? "between operations" : cut.c_str(), pending.size(),
-                    cut_left_partial ? "; a partial file stays" : "",
-                    waiting.empty() ? "" : "; still not stored 5 s after the remount");
+        std::printf(
+            "%s: kill after %lld ms, %d ops; cut: %s; %zu closed files not stored yet at "
+            "the kill%s%s\n",
+            R.c_str(), static_cast<long long>(kill_after.count()), ops,
+            cut.empty() ? "between operations" : cut.c_str(), pending.size(),
+            cut_left_partial ? "; a partial file stays" : "",
+            waiting.empty() ? "" : "; still not stored 5 s after the remount");
         if (failures > failures_before)
             std::printf("  the killed daemon's last lines:\n%s  the new daemon's:\n%s",
                         killed_log.c_str(), log_tail(logfile, 12).c_str());
@@ -796,13 +818,15 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
         }
         check_verify("final", false);
         m->stop();
-        if (failures) std::printf("the last daemon's log:\n%s", log_tail(dir / "mnt.log", 20).c_str());
+        if (failures)
+            std::printf("the last daemon's log:\n%s", log_tail(dir / "mnt.log", 20).c_str());
         empty_log(mnt);
     }
-    std::printf("crash campaign (mount): %d rounds, %d operations, %d writes and %d renames cut, "
-                "%d kills with closed files not stored yet, %.1f s, seed %llu\n",
-                rounds_run, ops_total, cut_writes, cut_renames, kills_with_pending_ingest,
-                seconds_since(t_start), static_cast<unsigned long long>(seed()));
+    std::printf(
+        "crash campaign (mount): %d rounds, %d operations, %d writes and %d renames cut, "
+        "%d kills with closed files not stored yet, %.1f s, seed %llu\n",
+        rounds_run, ops_total, cut_writes, cut_renames, kills_with_pending_ingest,
+        seconds_since(t_start), static_cast<unsigned long long>(seed()));
     report_failures();
     EXPECT_GT(cut_writes, 0) << "no kill landed in a write: the campaign proved little";
     EXPECT_GT(kills_with_pending_ingest, 0)
@@ -856,8 +880,8 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
         // an import that finished before the kill, wider after a kill that found nothing begun.
         const auto kill_after = std::chrono::milliseconds(
             pick(0, 1000) * static_cast<std::uint64_t>(window_ms) / 1000 + 1);
-        std::vector<std::string> args{"--store", store.string(), "import", "--jobs", "2",
-                                      src.string()};
+        std::vector<std::string> args{"--store", store.string(), "import", "--jobs",
+                                      "2",       src.string()};
         if (move) args.push_back("--move");
         pid_t pid = spawn_modelfs(args);
         std::this_thread::sleep_for(kill_after);
@@ -895,7 +919,8 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
                 continue;
             }
             if (!move) {
-                fail("import-user-file-lost", R + ": " + p.string() + " is gone after a copy import");
+                fail("import-user-file-lost",
+                     R + ": " + p.string() + " is gone after a copy import");
                 continue;
             }
             auto it = stored.find(p.string());
@@ -906,11 +931,12 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
             }
             fs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
             if (!fs::exists(blob) || sha256_hex_of_file(blob) != sha)
-                fail("import-user-file-lost", R + ": the blob of moved " + p.string() + " is wrong");
+                fail("import-user-file-lost",
+                     R + ": the blob of moved " + p.string() + " is wrong");
         }
         const int n = static_cast<int>(files.size());
-        const bool mid_way = code == -1 && (staged > 0 || (in_store > 0 && in_store < n) ||
-                                            (move && at_origin < n));
+        const bool mid_way =
+            code == -1 && (staged > 0 || (in_store > 0 && in_store < n) || (move && at_origin < n));
         interrupted += mid_way;
         if (code != -1)
             window_ms = std::max(5.0, window_ms * 0.7);
@@ -930,16 +956,18 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
                 std::this_thread::sleep_for(50ms);
             } while (Clock::now() < until);
             if (got != sha)
-                fail("import-not-in-mount",
-                     R + ": " + key + " is catalogued as " + sha.substr(0, 12) + " but " +
-                         p.string() + " reads " + short_sha(got));
+                fail("import-not-in-mount", R + ": " + key + " is catalogued as " +
+                                                sha.substr(0, 12) + " but " + p.string() +
+                                                " reads " + short_sha(got));
         }
-        std::printf("%s: %s, killed after %lld ms (a whole import took %lld ms)%s, %d of %zu "
-                    "files at their origin, %d in the store, %d staged%s\n",
-                    R.c_str(), move ? "import --move" : "import",
-                    static_cast<long long>(kill_after.count()), static_cast<long long>(full.count()),
-                    code == -1 ? "" : (" (it had finished, exit code " + std::to_string(code) + ")").c_str(),
-                    at_origin, files.size(), in_store, staged, mid_way ? ": cut mid-way" : "");
+        std::printf(
+            "%s: %s, killed after %lld ms (a whole import took %lld ms)%s, %d of %zu "
+            "files at their origin, %d in the store, %d staged%s\n",
+            R.c_str(), move ? "import --move" : "import",
+            static_cast<long long>(kill_after.count()), static_cast<long long>(full.count()),
+            code == -1 ? ""
+                       : (" (it had finished, exit code " + std::to_string(code) + ")").c_str(),
+            at_origin, files.size(), in_store, staged, mid_way ? ": cut mid-way" : "");
         std::fflush(stdout);
         if (!m.ok() || !is_mounted(mnt)) {
             fail("daemon-died", R + ": the mount daemon died");
@@ -951,7 +979,8 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
     if (failures) std::printf("the daemon's log:\n%s", log_tail(dir / "mnt.log", 20).c_str());
     empty_log(mnt);
     std::printf("crash campaign (import): %d rounds, %d interrupted mid-way, %.1f s, seed %llu\n",
-                rounds, interrupted, seconds_since(t_start), static_cast<unsigned long long>(seed()));
+                rounds, interrupted, seconds_since(t_start),
+                static_cast<unsigned long long>(seed()));
     report_failures();
     EXPECT_GT(interrupted, 0) << "no kill landed mid-import: the test proved nothing";
 }
