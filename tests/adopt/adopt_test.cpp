@@ -924,9 +924,9 @@ TEST(AdoptImmutable, FilesTheStoreMayNotTakeAreCopied) {
         ~Cleanup() { unmount_hard(m); }
     } cleanup{m};
     sfs::create_directories(m / "Lora");
-    write_random_file(m / "Lora/mine.safetensors", 10000, 1);
-    write_random_file(m / "Lora/theirs.safetensors", 20000, 2);
-    write_random_file(m / "Lora/linked.safetensors", 30000, 3);
+    write_sized_safetensors(m / "Lora/mine.safetensors", 10000, 1);
+    write_sized_safetensors(m / "Lora/theirs.safetensors", 20000, 2);
+    write_sized_safetensors(m / "Lora/linked.safetensors", 30000, 3);
     ASSERT_EQ(::chown((m / "Lora/theirs.safetensors").c_str(), 65534, 65534), 0);
     sfs::create_hard_link(m / "Lora/linked.safetensors", tmp / "second-name.safetensors");
     std::map<std::string, std::string> sha;

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "modelfs/store/store.h"
+#include "support/sized_models.h"
 #include "support/test_env.h"
 
 namespace fs = std::filesystem;
@@ -133,9 +134,9 @@ TEST_F(ImmutableTest, FilesOfAnotherOwnerAreCopiedNotLinked) {
     if (::geteuid() != 0) GTEST_SKIP() << "chown to another uid needs root";
     const fs::path moved = src / "loras/theirs.ckpt";
     const fs::path mounted = root / "views/comfyui/loras/theirs2.safetensors";
-    write_random_file(moved, 200000, 3);
+    write_sized_safetensors(moved, 200000, 3);
     fs::create_directories(mounted.parent_path());
-    write_random_file(mounted, 200000, 4);
+    write_sized_safetensors(mounted, 200000, 4);
     ASSERT_EQ(::chown(moved.c_str(), 65534, 65534), 0);
     ASSERT_EQ(::chown(mounted.c_str(), 65534, 65534), 0);
     const std::string sha1 = sha256_hex_of_file(moved), sha2 = sha256_hex_of_file(mounted);
@@ -160,8 +161,8 @@ TEST_F(ImmutableTest, CommitFileLinksOnlyWhatNothingElseNames) {
     const fs::path mine = root / "views/comfyui/loras/mine.safetensors";
     const fs::path linked = root / "views/comfyui/loras/linked.safetensors";
     fs::create_directories(mine.parent_path());
-    write_random_file(mine, 100000, 5);
-    write_random_file(linked, 100000, 6);
+    write_sized_safetensors(mine, 100000, 5);
+    write_sized_safetensors(linked, 100000, 6);
     fs::create_hard_link(linked, tmp / "elsewhere.safetensors");
     const std::string sha1 = sha256_hex_of_file(mine), sha2 = sha256_hex_of_file(linked);
     EXPECT_TRUE(commit_file(mine, "mine").new_blob);
@@ -340,7 +341,7 @@ TEST_F(ImmutableTest, VerifyRecordsTheStatOfWhatItHashed) {
 TEST_F(ImmutableTest, RecordBlobStatFollowsOnlyLinkChanges) {
     const fs::path mine = root / "views/comfyui/loras/mine.safetensors";
     fs::create_directories(mine.parent_path());
-    write_random_file(mine, 100000, 14);
+    write_sized_safetensors(mine, 100000, 14);
     const std::string sha = sha256_hex_of_file(mine);
     commit_file(mine, "mine");
     ::usleep(10000);
