@@ -222,8 +222,11 @@ int serve_mount(const MountOptions& given) {
             dm.access.reset();
         }
     } threads{*dm};
-    dm->invalidator =
-        std::make_unique<Invalidator>(se.get(), [d = dm.get()] { return d->snapshot(); });
+    dm->invalidator = std::make_unique<Invalidator>(
+        se.get(), [d = dm.get()] { return d->snapshot(); },
+        [d = dm.get()](std::uint64_t parent) {
+            d->busy.wait_idle(parent, std::chrono::seconds(1));
+        });
     dm->invalidator->start();
     dm->ingester =
         std::make_unique<WorkQueue>([d = dm.get()](const std::string& path) { d->ingest(path); });

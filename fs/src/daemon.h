@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "access_log.h"
+#include "busy_dirs.h"
 #include "inode_table.h"
 #include "invalidator.h"
 #include "modelfs/fs/mount.h"
@@ -64,6 +65,7 @@ struct Daemon {
     fuse_session* se = nullptr;
 
     InodeTable inodes;
+    BusyDirs busy;  // folders requests are working in (the invalidator waits for a gap)
     std::unique_ptr<ReadBackend> reader = make_splice_read_backend();
 
     // Overlay changes, writer counts and the last step of an ingest happen under this lock, so an

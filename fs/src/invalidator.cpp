@@ -4,8 +4,17 @@
 
 namespace modelfs::fs {
 
-Invalidator::Invalidator(fuse_session* se, Snapshot snapshot, int period_ms)
-    : se_(se), snapshot_(std::move(snapshot)), period_ms_(period_ms) {}
+Invalidator::Invalidator(fuse_session* se, Snapshot snapshot, BeforeEntry before_entry,
+                         int period_ms)
+    : se_(se),
+      snapshot_(std::move(snapshot)),
+      before_entry_(std::move(before_entry)),
+      period_ms_(period_ms) {}
+
+void Invalidator::inval_entry(std::uint64_t parent, const std::string& name) {
+    if (before_entry_) before_entry_(parent);
+    fuse_lowlevel_notify_inval_entry(se_, parent, name.data(), name.size());
+}
 
 void Invalidator::start() {
     thread_ = std::jthread([this](std::stop_token st) { run(st); });
@@ -88,7 +97,7 @@ void Invalidator::run(std::stop_token stop) {
                 if (name.empty())
                     fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
                 else
-                    fuse_lowlevel_notify_inval_entry(se_, ino, name.data(), name.size());
+                    inval_entry(ino, name);
             }
             {
                 std::lock_guard lk(mu_);
@@ -110,7 +119,7 @@ void Invalidator::diff(const ViewTree& before, const ViewTree& after) {
         const Node* now = after.find_path(n.path);
         if (!now || now->ino != n.ino) {
             // Gone, or other content (a new inode): the name must be looked up again.
-            fuse_lowlevel_notify_inval_entry(se_, n.parent, n.name.data(), n.name.size());
+            inval_entry(n.parent, n.name);
             ++entries;
         } else if (n.kind == Node::Kind::dir &&
                    (now->mtime_ns != n.mtime_ns || now->children != n.children)) {

@@ -26,9 +26,12 @@ namespace modelfs::fs {
 class Invalidator {
   public:
     using Snapshot = std::function<std::shared_ptr<const ViewTree>()>;
+    // Called before a name in folder `parent` is dropped (BusyDirs::wait_idle).
+    using BeforeEntry = std::function<void(std::uint64_t parent)>;
     // Checks for catalog changes every `period_ms` by calling `snapshot`, which is expected to
     // report any rebuild through tree_changed().
-    Invalidator(fuse_session* se, Snapshot snapshot, int period_ms = 200);
+    Invalidator(fuse_session* se, Snapshot snapshot, BeforeEntry before_entry = {},
+                int period_ms = 200);
     ~Invalidator();  // stops and joins
     void start();    // separate from construction: `snapshot` may reach this object
     void stop();     // joins the thread; nothing is invalidated after it
@@ -55,9 +58,11 @@ class Invalidator {
   private:
     void run(std::stop_token stop);
     void diff(const ViewTree& before, const ViewTree& after);
+    void inval_entry(std::uint64_t parent, const std::string& name);
 
     fuse_session* se_;
     Snapshot snapshot_;
+    BeforeEntry before_entry_;
     int period_ms_;
     std::mutex mu_;
     std::condition_variable_any cv_;

@@ -129,6 +129,7 @@ void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    auto busy = daemon_of(req).busy.hold(parent);
     guarded(req, "lookup", [&] {
         Daemon& dm = daemon_of(req);
         int err = 0;
@@ -440,6 +441,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
 // answers with it: every kind of entry a tool makes goes into the view's overlay.
 void make_entry(fuse_req_t req, fuse_ino_t parent, const char* name, const char* op,
                 const std::function<int(const std::filesystem::path&)>& make) {
+    auto busy = daemon_of(req).busy.hold(parent);
     guarded(req, op, [&] {
         Daemon& dm = daemon_of(req);
         int err = 0;
@@ -503,6 +505,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 // (copy-on-write) since the catalog knows one name per model; a file with two names stays a
 // plain file of the view until one of them goes (Daemon::ingest).
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+    auto busy = daemon_of(req).busy.hold(newparent);
     guarded(req, "link", [&] {
         Daemon& dm = daemon_of(req);
         auto e = dm.current(ino);
@@ -535,6 +538,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
 }
 
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    auto busy = daemon_of(req).busy.hold(parent);
     guarded(req, "rmdir", [&] {
         Daemon& dm = daemon_of(req);
         int err = 0;
@@ -691,6 +695,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         if (e->read_only)
             return (void)fuse_reply_err(req, refuse_alias("open for writing", e->path));
         std::lock_guard lk(dm.edit_mu);
+        spdlog::debug("open of inode {} ({}) for writing", ino, e->path);
         UniqueFd fd = open_for_writing(dm, e->path, fi->flags & ~(O_CREAT | O_EXCL), 0);
         if (!fd) return (void)fuse_reply_err(req, errno);
         // The kernel's inode (the stored version's, after a copy-up) stands for the file being
@@ -703,6 +708,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi) {
+    auto busy = daemon_of(req).busy.hold(parent);
     guarded(req, "create", [&] {
         Daemon& dm = daemon_of(req);
         int err = 0;
@@ -827,6 +833,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    auto busy = daemon_of(req).busy.hold(parent);
     guarded(req, "unlink", [&] {
         Daemon& dm = daemon_of(req);
         int err = 0;
@@ -849,6 +856,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
                const char* newname, unsigned int flags) {
+    auto busy = daemon_of(req).busy.hold(parent, newparent);
     guarded(req, "rename", [&] {
         Daemon& dm = daemon_of(req);
         if (flags & RENAME_EXCHANGE) return (void)fuse_reply_err(req, EINVAL);
