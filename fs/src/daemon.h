@@ -145,9 +145,9 @@ struct Daemon {
     // name in the view is the stored model, and nobody should see that moment.
     std::mutex ingesting_mu_;
     std::map<ino_t, mode_t> ingesting_;
-    // Written files this mount stored lately, by real inode: their content. Inode numbers the
-    // kernel has for them stand for the stored model (current()).
-    std::map<ino_t, Sha256> stored_from_;
+    // Written files this mount stored lately, by Entry::overlay_id: their content. Inode numbers
+    // the kernel has for them stand for the stored model (current()).
+    std::map<std::uint64_t, Sha256> stored_from_;
     friend struct IngestingMark;
 
     mutable std::mutex ns_mu_;

@@ -106,12 +106,14 @@ std::optional<Entry> Daemon::current(std::uint64_t ino) {
         bool stored_here = false;
         {
             std::lock_guard lk(ingesting_mu_);
-            auto it = stored_from_.find(known->real_ino);
+            auto it = stored_from_.find(known->overlay_id);
             stored_here = it != stored_from_.end() && it->second == now.blob;
         }
+        const stdfs::path blob_path = store->blobs().path_of(now.blob);
         struct stat blob;
-        if (stored_here || (::stat(store->blobs().path_of(now.blob).c_str(), &blob) == 0 &&
-                            blob.st_ino == known->real_ino && blob.st_dev == known->st.st_dev)) {
+        if (stored_here || (::stat(blob_path.c_str(), &blob) == 0 &&
+                            blob.st_ino == known->real_ino && blob.st_dev == known->st.st_dev &&
+                            Namespace::overlay_ino(blob_path, blob) == known->overlay_id)) {
             inodes.update(ino, now);
             now.ino = ino;
             now.st.st_ino = static_cast<ino_t>(ino);
@@ -312,7 +314,7 @@ void Daemon::ingest(const std::string& path) {
                 // A lookup may still hand out the written file's inode until it is unlinked.
                 std::lock_guard lk(ingesting_mu_);
                 if (stored_from_.size() >= 4096) stored_from_.clear();
-                stored_from_[now.st_ino] = d.sha256;
+                stored_from_[e.overlay_id] = d.sha256;
             }
             if (::unlink(e.real.c_str()) != 0)
                 spdlog::error("{} is stored as {} but could not be removed from {}: {}", path,

@@ -16,6 +16,23 @@ namespace modelfs::fs {
 // kernel an inode (lookup, create, mkdir, a readdirplus entry) adds one, FORGET takes them back.
 class InodeTable {
   public:
+    // The number to give the kernel for `e`: its own, unless the kernel holds that number for
+    // another path. A stored file's number comes from its path and content (ViewTree), and a
+    // rename leaves the kernel's number on the new name; were the old name to hold that content
+    // again, it would get the same number, and the kernel would take one file for the other
+    // (writes to one landing in the other).
+    std::uint64_t number_for(const Entry& e) const {
+        if (e.kind != Entry::Kind::tree_file) return e.ino;
+        std::lock_guard lk(mu_);
+        std::uint64_t ino = e.ino;
+        for (int i = 0; i < 16; ++i) {
+            auto it = map_.find(ino);
+            if (it == map_.end() || it->second.entry.path == e.path) break;
+            ino = ino * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+            if (ino <= 1) ino += 2;  // 1 is the root
+        }
+        return ino;
+    }
     // A reply gave the kernel `ino` for `e`.
     void handed_out(std::uint64_t ino, const Entry& e) {
         std::lock_guard lk(mu_);

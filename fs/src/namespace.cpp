@@ -21,7 +21,7 @@ bool Entry::same_object(const Entry& o) const {
         case Kind::tree_file:
             return path == o.path && blob == o.blob;
         case Kind::overlay_file:
-            return real_ino == o.real_ino && st.st_dev == o.st.st_dev;
+            return overlay_id == o.overlay_id && real_ino == o.real_ino && st.st_dev == o.st.st_dev;
     }
     return false;
 }
@@ -154,7 +154,7 @@ static Entry resolve_impl(const Namespace& ns, const ViewTree& tree, const std::
                 e.in_overlay = true;
                 e.real_ino = real.st_ino;
                 e.st = real;
-                e.ino = Namespace::overlay_ino(e.real, real);
+                e.ino = e.overlay_id = Namespace::overlay_ino(e.real, real);
                 e.st.st_ino = e.ino;
                 e.st.st_blksize = 1 << 20;
                 return e;

@@ -39,6 +39,9 @@ struct Entry {
     std::filesystem::path real;
     bool in_overlay = false;
     ino_t real_ino = 0;
+    // overlay_file: which file it is (overlay_ino: inode and generation). Unlike real_ino, never
+    // the same for two files, even when the filesystem reuses a deleted file's inode number.
+    std::uint64_t overlay_id = 0;
 
     bool exists() const { return kind != Kind::none; }
     bool is_dir() const { return kind == Kind::dir; }

@@ -59,10 +59,12 @@ double timeout_of(const Entry& e) {
 }
 
 fuse_entry_param entry_param(Daemon& dm, const Entry& e) {
-    dm.inodes.handed_out(e.ino, e);
+    const std::uint64_t ino = dm.inodes.number_for(e);
+    dm.inodes.handed_out(ino, e);
     fuse_entry_param p{};
-    p.ino = e.ino;
+    p.ino = ino;
     p.attr = e.st;
+    p.attr.st_ino = static_cast<ino_t>(ino);
     p.attr_timeout = p.entry_timeout = timeout_of(e);
     return p;
 }
@@ -413,12 +415,13 @@ void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
                 const auto& [name, e] = h->entries[static_cast<std::size_t>(i - 2)];
                 if (plus) {
                     fuse_entry_param p{};
-                    p.ino = e.ino;
+                    p.ino = dm.inodes.number_for(e);
                     p.attr = e.st;
+                    p.attr.st_ino = static_cast<ino_t>(p.ino);
                     p.attr_timeout = p.entry_timeout = timeout_of(e);
                     n = fuse_add_direntry_plus(req, buf.data() + used, room, name.c_str(), &p,
                                                i + 1);
-                    if (n <= room) dm.inodes.handed_out(e.ino, e);  // the kernel now knows it
+                    if (n <= room) dm.inodes.handed_out(p.ino, e);  // the kernel now knows it
                 } else {
                     n = fuse_add_direntry(req, buf.data() + used, room, name.c_str(), &e.st, i + 1);
                 }
@@ -725,7 +728,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         Entry made = dm.resolve(path);
         if (made.kind != Entry::Kind::overlay_file) return (void)fuse_reply_err(req, EIO);
         fuse_entry_param p = entry_param(dm, made);
-        reply_write_open(req, dm, made.ino, std::move(fd), fi, &p);
+        reply_write_open(req, dm, p.ino, std::move(fd), fi, &p);
     });
 }
 
@@ -880,6 +883,13 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         if (dst.exists() && !dst.is_dir() && src.is_dir())
             return (void)fuse_reply_err(req, ENOTDIR);
         if (from == to) return (void)fuse_reply_err(req, 0);
+        auto what = [](const Entry& e) {
+            return e.kind == Entry::Kind::overlay_file ? "written here"
+                   : e.kind == Entry::Kind::tree_file  ? "stored"
+                   : e.exists()                        ? "a folder"
+                                                       : "nothing";
+        };
+        spdlog::debug("rename {} ({}) -> {} ({})", from, what(src), to, what(dst));
         if (src.is_dir() && (to.starts_with(from + "/"))) return (void)fuse_reply_err(req, EINVAL);
 
         if (src.is_dir()) {
