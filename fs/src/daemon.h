@@ -118,7 +118,8 @@ struct Daemon {
                          bool overlay);
 
     // The catalog snapshot, rebuilt when any process has committed since.
-    std::shared_ptr<const ViewTree> snapshot();
+    // `known`: folders a request of this mount changed just now (Invalidator::tree_changed).
+    std::shared_ptr<const ViewTree> snapshot(std::vector<std::uint64_t> known = {});
     Entry resolve(const std::string& path);
     // What inode `ino` is now: its object at its (possibly renamed) path, or, when that path
     // holds something else now, the catalogued version it was (still readable). nullopt: gone.
@@ -135,7 +136,7 @@ struct Daemon {
     std::filesystem::path copy_up(const Entry& e, std::uint64_t keep, bool replace = false);
     // Removes the catalogued file `e` (a model with all its versions, or one sidecar). The
     // model's blobs stay until gc.
-    void remove_from_catalog(const Entry& e);
+    void remove_from_catalog(const Entry& e, std::vector<std::uint64_t> known = {});
     // Creates the overlay folders down to `path`'s parent. Caller holds edit_mu.
     void make_overlay_parents(const std::string& path);
 

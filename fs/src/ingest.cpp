@@ -46,7 +46,7 @@ void copy_bytes(int from, int to, std::uint64_t len, const std::string& what) {
 
 }  // namespace
 
-std::shared_ptr<const ViewTree> Daemon::snapshot() {
+std::shared_ptr<const ViewTree> Daemon::snapshot(std::vector<std::uint64_t> known) {
     std::lock_guard lk(tree_mu_);
     std::uint64_t txn = store->catalog().last_txn_id();
     const auto ns = names();
@@ -62,7 +62,7 @@ std::shared_ptr<const ViewTree> Daemon::snapshot() {
                     "the lock file's {} is not in this store, so the mount leaves it out "
                     "(`modelfs apply` the lock file to add it)",
                     missing);
-        if (tree_ && invalidator) invalidator->tree_changed(tree_, next);
+        if (tree_ && invalidator) invalidator->tree_changed(tree_, next, std::move(known));
         tree_ = std::move(next);
         tree_ns_ = ns;
         tree_txn_ = rtxn.id();  // may be older than `txn`: then the next call builds again
@@ -200,7 +200,7 @@ stdfs::path Daemon::copy_up(const Entry& e, std::uint64_t keep, bool replace) {
     return real;
 }
 
-void Daemon::remove_from_catalog(const Entry& e) {
+void Daemon::remove_from_catalog(const Entry& e, std::vector<std::uint64_t> known) {
     if (!e.sidecar.empty()) {
         store->remove_sidecar(e.model_key, e.sidecar);
     } else {
@@ -208,7 +208,7 @@ void Daemon::remove_from_catalog(const Entry& e) {
         spdlog::info("removed model {} (its content stays in the store until `modelfs gc`)",
                      e.model_key);
     }
-    snapshot();  // starts the invalidation of the names other views showed for it
+    snapshot(std::move(known));  // starts the invalidation of the names other views showed
 }
 
 void Daemon::queue_ingest_tree(const std::string& path) {

@@ -1,5 +1,7 @@
 #include "invalidator.h"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 namespace modelfs::fs {
@@ -54,10 +56,11 @@ void Invalidator::forget_entry(std::uint64_t parent, std::string name) {
 }
 
 void Invalidator::tree_changed(std::shared_ptr<const ViewTree> before,
-                               std::shared_ptr<const ViewTree> after) {
+                               std::shared_ptr<const ViewTree> after,
+                               std::vector<std::uint64_t> known) {
     {
         std::lock_guard lk(mu_);
-        changes_.emplace_back(std::move(before), std::move(after));
+        changes_.push_back({std::move(before), std::move(after), std::move(known)});
     }
     cv_.notify_all();
 }
@@ -105,22 +108,25 @@ void Invalidator::run(std::stop_token stop) {
             }
             delivered_cv_.notify_all();
             for (std::uint64_t ino : pages) fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
-            for (const auto& [before, after] : changes) diff(*before, *after);
+            for (const auto& c : changes) diff(*c.before, *c.after, c.known);
         } catch (const std::exception& e) {
             spdlog::error("cache invalidation: {}", e.what());
         }
     }
 }
 
-void Invalidator::diff(const ViewTree& before, const ViewTree& after) {
+void Invalidator::diff(const ViewTree& before, const ViewTree& after,
+                       const std::vector<std::uint64_t>& known) {
     std::size_t entries = 0, inodes = 0;
     before.for_each([&](const Node& n) {
         if (n.ino == ViewTree::kRootIno) return;
         const Node* now = after.find_path(n.path);
         if (!now || now->ino != n.ino) {
             // Gone, or other content (a new inode): the name must be looked up again.
-            inval_entry(n.parent, n.name);
-            ++entries;
+            if (std::find(known.begin(), known.end(), n.parent) == known.end()) {
+                inval_entry(n.parent, n.name);
+                ++entries;
+            }
         } else if (n.kind == Node::Kind::dir &&
                    (now->mtime_ns != n.mtime_ns || now->children != n.children)) {
             // A folder whose listing or mtime changed: drop its attributes and its cached

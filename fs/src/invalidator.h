@@ -18,6 +18,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "modelfs/fs/view_tree.h"
 
@@ -41,8 +42,12 @@ class Invalidator {
     // The catalog snapshot request threads serve from went from `before` to `after`: whatever
     // the kernel may have cached from `before` and `after` lacks is dropped. Every successive
     // pair must come here (a name that lived only in an intermediate snapshot may be cached).
-    void tree_changed(std::shared_ptr<const ViewTree> before,
-                      std::shared_ptr<const ViewTree> after);
+    // Names in the folders `known` are left alone: a request of this mount changed them, so the
+    // kernel knows (it updated its own cache when we answered), and it holds those folders' locks
+    // until then: a notification there would wait for it, and a daemon killed in that moment
+    // could not exit (BusyDirs).
+    void tree_changed(std::shared_ptr<const ViewTree> before, std::shared_ptr<const ViewTree> after,
+                      std::vector<std::uint64_t> known = {});
 
     // Asks for a name to be dropped from the kernel's cache soon (after a copy-up, say).
     void forget_entry(std::uint64_t parent, std::string name);
@@ -57,7 +62,8 @@ class Invalidator {
 
   private:
     void run(std::stop_token stop);
-    void diff(const ViewTree& before, const ViewTree& after);
+    void diff(const ViewTree& before, const ViewTree& after,
+              const std::vector<std::uint64_t>& known);
     void inval_entry(std::uint64_t parent, const std::string& name);
 
     fuse_session* se_;
@@ -72,8 +78,11 @@ class Invalidator {
     bool stopped_ = false;
     std::condition_variable_any delivered_cv_;
     std::deque<std::uint64_t> pages_;
-    std::deque<std::pair<std::shared_ptr<const ViewTree>, std::shared_ptr<const ViewTree>>>
-        changes_;
+    struct Change {
+        std::shared_ptr<const ViewTree> before, after;
+        std::vector<std::uint64_t> known;
+    };
+    std::deque<Change> changes_;
     std::jthread thread_;
 };
 

@@ -24,6 +24,14 @@ Daemon& daemon_of(fuse_req_t req) {
     return *static_cast<Daemon*>(fuse_req_userdata(req));
 }
 
+// The errno for an inode current() no longer knows. When its name leads to something else now
+// (the kernel still had the name bound to what was there before), ESTALE: the kernel then looks
+// the name up again and retries the call once, as on NFS. Otherwise the file is gone: ENOENT.
+int gone(Daemon& dm, fuse_ino_t ino) {
+    auto known = dm.inodes.get(ino);
+    return known && dm.resolve(known->path).exists() ? ESTALE : ENOENT;
+}
+
 // Runs an operation body; an exception becomes an errno reply for this request only.
 template <typename F>
 void guarded(fuse_req_t req, const char* op, F&& body) {
@@ -93,7 +101,7 @@ int writable_area(Daemon& dm, const std::string& path, const char* op = "write")
 std::string child_path(Daemon& dm, fuse_ino_t parent, const char* name, int* err) {
     auto p = dm.current(parent);
     if (!p) {
-        *err = ENOENT;
+        *err = gone(dm, parent);
         return {};
     }
     if (!p->is_dir()) {
@@ -179,7 +187,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
                 return (void)fuse_reply_attr(req, &st, kOverlayTimeout);
             }
         }
-        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (!e) return (void)fuse_reply_err(req, gone(dm, ino));
         fuse_reply_attr(req, &e->st, timeout_of(*e));
     });
 }
@@ -193,6 +201,20 @@ mode_t allowed_mode(fuse_req_t req, mode_t mode) {
     return (ctx && ctx->uid == 0) ? (mode & 07777) : (mode & 01777);
 }
 
+// The times a setattr asks for, as utimensat takes them; false when it sets none.
+bool times_to_set(const struct stat* attr, int to_set, struct timespec ts[2]) {
+    ts[0].tv_nsec = ts[1].tv_nsec = UTIME_OMIT;
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+        ts[0].tv_nsec = UTIME_NOW;
+    else if (to_set & FUSE_SET_ATTR_ATIME)
+        ts[0] = attr->st_atim;
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+        ts[1].tv_nsec = UTIME_NOW;
+    else if (to_set & FUSE_SET_ATTR_MTIME)
+        ts[1] = attr->st_mtim;
+    return ts[0].tv_nsec != UTIME_OMIT || ts[1].tv_nsec != UTIME_OMIT;
+}
+
 // setattr on an open overlay descriptor; 0 or an errno. `st` gets the result.
 int set_attrs_of_fd(int fd, const struct stat* attr, int to_set, struct stat* st) {
     if ((to_set & FUSE_SET_ATTR_SIZE) && ::ftruncate(fd, attr->st_size) != 0) return errno;
@@ -202,20 +224,8 @@ int set_attrs_of_fd(int fd, const struct stat* attr, int to_set, struct stat* st
         gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
         if (::fchown(fd, uid, gid) != 0) return errno;
     }
-    if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
-                  FUSE_SET_ATTR_MTIME_NOW)) {
-        struct timespec ts[2];
-        ts[0].tv_nsec = ts[1].tv_nsec = UTIME_OMIT;
-        if (to_set & FUSE_SET_ATTR_ATIME_NOW)
-            ts[0].tv_nsec = UTIME_NOW;
-        else if (to_set & FUSE_SET_ATTR_ATIME)
-            ts[0] = attr->st_atim;
-        if (to_set & FUSE_SET_ATTR_MTIME_NOW)
-            ts[1].tv_nsec = UTIME_NOW;
-        else if (to_set & FUSE_SET_ATTR_MTIME)
-            ts[1] = attr->st_mtim;
-        if (::futimens(fd, ts) != 0) return errno;
-    }
+    struct timespec ts[2];
+    if (times_to_set(attr, to_set, ts) && ::futimens(fd, ts) != 0) return errno;
     return ::fstat(fd, st) == 0 ? 0 : errno;
 }
 
@@ -223,7 +233,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
     guarded(req, "setattr", [&] {
         Daemon& dm = daemon_of(req);
         auto e = dm.current(ino);
-        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (!e) return (void)fuse_reply_err(req, gone(dm, ino));
         if (e->read_only) return (void)fuse_reply_err(req, refuse_alias("setattr", e->path));
         if (int err = writable_area(dm, e->path, "setattr")) return (void)fuse_reply_err(req, err);
         std::unique_lock lk(dm.edit_mu);
@@ -297,21 +307,10 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
             if (mode && S_ISLNK(now.st.st_mode)) return (void)fuse_reply_err(req, EOPNOTSUPP);
             if (mode && ::chmod(now.real.c_str(), *mode) != 0)
                 return (void)fuse_reply_err(req, errno);
-            if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
-                          FUSE_SET_ATTR_MTIME_NOW)) {
-                struct timespec ts[2];
-                ts[0].tv_nsec = ts[1].tv_nsec = UTIME_OMIT;
-                if (to_set & FUSE_SET_ATTR_ATIME_NOW)
-                    ts[0].tv_nsec = UTIME_NOW;
-                else if (to_set & FUSE_SET_ATTR_ATIME)
-                    ts[0] = attr->st_atim;
-                if (to_set & FUSE_SET_ATTR_MTIME_NOW)
-                    ts[1].tv_nsec = UTIME_NOW;
-                else if (to_set & FUSE_SET_ATTR_MTIME)
-                    ts[1] = attr->st_mtim;
-                if (::utimensat(AT_FDCWD, now.real.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0)
-                    return (void)fuse_reply_err(req, errno);
-            }
+            struct timespec ts[2];
+            if (times_to_set(attr, to_set, ts) &&
+                ::utimensat(AT_FDCWD, now.real.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0)
+                return (void)fuse_reply_err(req, errno);
         } else if (now.kind == Entry::Kind::tree_file && (mode || mtime)) {
             if (now.by_hash) return (void)fuse_reply_err(req, EROFS);
             dm.store->set_shown_attrs(now.model_key, mtime, mode);
@@ -350,7 +349,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     guarded(req, "opendir", [&] {
         Daemon& dm = daemon_of(req);
         auto e = dm.current(ino);
-        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (!e) return (void)fuse_reply_err(req, gone(dm, ino));
         if (!e->is_dir()) return (void)fuse_reply_err(req, ENOTDIR);
         auto h = std::make_unique<DirHandle>();
         h->path = e->path;
@@ -493,7 +492,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
     guarded(req, "readlink", [&] {
         Daemon& dm = daemon_of(req);
         auto e = dm.current(ino);
-        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (!e) return (void)fuse_reply_err(req, gone(dm, ino));
         if (e->kind != Entry::Kind::overlay_file || !S_ISLNK(e->st.st_mode))
             return (void)fuse_reply_err(req, EINVAL);
         std::vector<char> buf(PATH_MAX + 1);
@@ -512,7 +511,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
     guarded(req, "link", [&] {
         Daemon& dm = daemon_of(req);
         auto e = dm.current(ino);
-        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (!e) return (void)fuse_reply_err(req, gone(dm, ino));
         if (e->is_dir()) return (void)fuse_reply_err(req, EPERM);
         if (e->by_hash) return (void)fuse_reply_err(req, EROFS);
         if (e->read_only) return (void)fuse_reply_err(req, refuse_alias("link", e->path));
@@ -662,7 +661,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         if (!e) {
             auto known = dm.inodes.get(ino);
             spdlog::debug("open of inode {} ({}): gone", ino, known ? known->path : "unknown");
-            return (void)fuse_reply_err(req, ENOENT);
+            return (void)fuse_reply_err(req, gone(dm, ino));
         }
         if (e->is_dir()) return (void)fuse_reply_err(req, EISDIR);
         if (!wants_write(fi->flags)) {
@@ -852,7 +851,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
             e = dm.resolve(path);  // a catalogued file it was the new version of goes too
             if (e.kind != Entry::Kind::tree_file) return (void)fuse_reply_err(req, 0);
         }
-        dm.remove_from_catalog(e);
+        dm.remove_from_catalog(e, {parent});
         fuse_reply_err(req, 0);
     });
 }
@@ -918,7 +917,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
             // first, so a crash in between leaves the file at its old name, never the old
             // version there instead.
             Entry beneath = dm.names()->resolve_catalog(*tree, from);
-            if (beneath.kind == Entry::Kind::tree_file) dm.remove_from_catalog(beneath);
+            if (beneath.kind == Entry::Kind::tree_file)
+                dm.remove_from_catalog(beneath, {parent, newparent});
             dm.make_overlay_parents(to);
             if (::rename(src.real.c_str(), dm.names()->real_path(lt).c_str()) != 0)
                 return (void)fuse_reply_err(req, errno);
@@ -939,7 +939,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
             spdlog::error("rename {} -> {}: the file it replaces stays in {}: {}", from, to,
                           dst.real.string(), std::strerror(errno));
         dm.inodes.rename_prefix(from, to);
-        dm.snapshot();  // starts the invalidation of the other names this changed (sidecars)
+        // Starts the invalidation of the names this changed in other views.
+        dm.snapshot({parent, newparent});
         fuse_reply_err(req, 0);
     });
 }
@@ -987,7 +988,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
     guarded(req, "getxattr", [&] {
         Daemon& dm = daemon_of(req);
         auto e = dm.current(ino);
-        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (!e) return (void)fuse_reply_err(req, gone(dm, ino));
         if (!std::string_view(name).starts_with("user.modelfs."))
             return (void)fuse_reply_err(req, ENODATA);
         for (const auto& [k, v] : xattrs_of(dm, *e))
@@ -1000,7 +1001,7 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     guarded(req, "listxattr", [&] {
         Daemon& dm = daemon_of(req);
         auto e = dm.current(ino);
-        if (!e) return (void)fuse_reply_err(req, ENOENT);
+        if (!e) return (void)fuse_reply_err(req, gone(dm, ino));
         std::string names;
         for (const auto& [k, v] : xattrs_of(dm, *e)) names += k + '\0';
         reply_sized(req, names, size);

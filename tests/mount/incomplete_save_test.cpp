@@ -22,16 +22,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 3000ms) {
-    const auto t0 = std::chrono::steady_clock::now();
-    while (std::chrono::steady_clock::now() - t0 < limit) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return pred();
-}
-
 class MountIncompleteSaveTest : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-incomplete"};

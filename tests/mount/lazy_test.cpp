@@ -35,16 +35,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 5000ms) {
-    auto t0 = std::chrono::steady_clock::now();
-    while (std::chrono::steady_clock::now() - t0 < limit) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return pred();
-}
-
 // SHA-256 hex of everything `fd` reads from offset 0 (pread: the descriptor's offset stays).
 std::string sha256_of_fd(int fd) {
     modelfs::Sha256Hasher h;

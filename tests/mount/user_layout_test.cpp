@@ -91,14 +91,6 @@ TEST_F(UserLayoutMount, OneUserViewAtTheMountPoint) {
     EXPECT_EQ(m.stop(), 0);
 }
 
-// Waits (up to 5 s) for `pred`: a reload is applied by the daemon's SIGHUP thread.
-template <class Pred>
-bool eventually(Pred pred) {
-    for (int i = 0; i < 200 && !pred(); ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    return pred();
-}
-
 TEST_F(UserLayoutMount, SighupServesTheConfigsNewLayouts) {
     Mount m(store, mnt, {"--config", config.string()});
     ASSERT_TRUE(m.ok());

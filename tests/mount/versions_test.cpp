@@ -33,17 +33,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Polls `pred` until it holds or `limit` passes; the mount promises changes within a second.
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 5000ms) {
-    auto t0 = std::chrono::steady_clock::now();
-    while (std::chrono::steady_clock::now() - t0 < limit) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return pred();
-}
-
 // SHA-256 hex of a file, or "<error>" when it cannot be read.
 std::string sha_or_error(const fs::path& p) {
     std::error_code ec;

@@ -29,17 +29,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Polls `pred` for up to `limit`; the mount promises changes within a second.
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 3000ms) {
-    auto t0 = std::chrono::steady_clock::now();
-    while (std::chrono::steady_clock::now() - t0 < limit) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return pred();
-}
-
 std::string xattr(const fs::path& f, const char* name) {
     char buf[256];
     ssize_t n = ::getxattr(f.c_str(), name, buf, sizeof buf);

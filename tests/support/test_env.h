@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace modelfs::testing {
@@ -71,5 +72,17 @@ struct AsNobody {
     std::string message;  // what `check` returned, or why the child failed
 };
 AsNobody run_as_nobody(const std::function<std::string()>& check);
+
+// Polls `pred` every 20 ms until it holds or `limit` has passed (a mount shows changes made
+// elsewhere within a second or so); returns its last answer.
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::milliseconds(5000)) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return pred();
+}
 
 }  // namespace modelfs::testing
