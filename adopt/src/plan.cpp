@@ -1,14 +1,19 @@
 // The plan: what adopt does with each scanned file, and the dry-run report of it. Pure decisions
 // over the scans, the hashes, the catalog and the adoption records: nothing is changed here.
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <set>
 #include <sstream>
 
 #include "modelfs/adopt/adopt.h"
 #include "modelfs/fs/view_layout.h"
+#include "modelfs/store/model_check.h"
+#include "modelfs/store/unique_fd.h"
 #include "util.h"
 
 namespace sfs = std::filesystem;
@@ -17,6 +22,18 @@ using nlohmann::json;
 namespace modelfs::adopt {
 
 namespace {
+
+// Why the store would refuse the file at `real` (incomplete_model_reason), read from its header.
+std::optional<std::string> incomplete_reason(const std::filesystem::path& real, std::uint64_t size,
+                                             const std::string& name) {
+    UniqueFd fd(::open(real.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return "cannot be read: " + std::string(std::strerror(errno));
+    try {
+        return incomplete_model_reason(fd.get(), size, name);
+    } catch (const std::exception& e) {
+        return std::string(e.what());
+    }
+}
 
 std::string bytes_text(std::uint64_t n) {
     const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -196,6 +213,14 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                                                                                   : Action::left;
                             pf.note = (pf.action == Action::changing ? "" : "not adopted: ") +
                                       f.path.string() + ": " + why;
+                            break;
+                        }
+                        // The store takes only complete files (store/FORMAT.md, "Complete model
+                        // files"): a cut-off download stays where it is, with the reason.
+                        if (auto why = incomplete_reason(f.real, pf.hash->digests.size,
+                                                         f.path.filename().string())) {
+                            pf.action = Action::left;
+                            pf.note = "not adopted: " + f.path.string() + ": " + *why;
                             break;
                         }
                         bool showable = false;

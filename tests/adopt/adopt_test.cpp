@@ -986,3 +986,35 @@ TEST(AdoptImmutable, FilesTheStoreMayNotTakeAreCopied) {
 }
 
 }  // namespace
+
+namespace {
+
+// A cut-off download in an install is not adopted: the store would refuse it (incomplete
+// safetensors), so it stays where it is with the reason; the rest of the install is adopted.
+TEST(AdoptIncomplete, ACutOffModelStaysWithItsReasonAndTheRestIsPlanned) {
+    ::setenv("MODELFS_CONFIG", "/dev/null", 1);
+    TempDir tmp("modelfs-adopt-incomplete");
+    const sfs::path root = tmp / "webui", m = root / "models", store_root = tmp / "store";
+    sfs::create_directories(m / "Lora");
+    sfs::create_directories(m / "Stable-diffusion");
+    write_sized_safetensors(m / "Lora/whole.safetensors", 20000, 1);
+    std::string cut = modelfs::testing::sized_safetensors_bytes(40000, 2);
+    cut.resize(30000);
+    write_text_file(m / "Lora/cut.safetensors", cut);
+    write_text_file(root / "webui.sh", "#!/bin/sh\n");
+    Store::init(store_root);
+    Store store = Store::open(store_root);
+    std::vector<InstallScan> s{fake::fake_scan("a1111", root)};
+    auto h = hash_scans(store_root, s);
+    Plan plan = make_plan(store, std::move(s), h);
+    std::map<std::string, const PlannedFile*> by;
+    for (const auto& pf : plan.installs[0].files) by[pf.file.view_rel] = &pf;
+    ASSERT_TRUE(by.count("Lora/cut.safetensors"));
+    ASSERT_TRUE(by.count("Lora/whole.safetensors"));
+    EXPECT_EQ(by["Lora/cut.safetensors"]->action, Action::left);
+    EXPECT_NE(by["Lora/cut.safetensors"]->note.find("safetensors"), std::string::npos)
+        << by["Lora/cut.safetensors"]->note;
+    EXPECT_EQ(by["Lora/whole.safetensors"]->action, Action::store);
+}
+
+}  // namespace
