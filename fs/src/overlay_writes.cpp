@@ -116,7 +116,7 @@ bool end(UniqueFd writer, const std::string& error) {
     return error.empty();
 }
 
-std::optional<std::string> held(int fd, bool* busy) {
+std::optional<std::string> held(int fd, bool* busy, bool record) {
     *busy = false;
     auto mark = get_mark(fd);
     if (!mark) return std::nullopt;
@@ -130,7 +130,7 @@ std::optional<std::string> held(int fd, bool* busy) {
                       "its writer stopped before closing it (the mount daemon was killed or the "
                       "machine went down); write it again through the mount (a copy, say) to "
                       "store it";
-    put_mark(fd, why);
+    if (record) put_mark(fd, why);
     flock_retry(fd, LOCK_UN);
     return why;
 }
@@ -162,7 +162,7 @@ std::vector<UnstoredFile> unstored_files(const std::filesystem::path& store) {
         UniqueFd fd(::open(it->path().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
         if (!fd) continue;
         bool busy = false;
-        auto why = overlay_writes::held(fd.get(), &busy);
+        auto why = overlay_writes::held(fd.get(), &busy, /*record=*/false);
         if (!why) continue;
         out.push_back({stdfs::relative(it->path(), views, ec).string(), *why, busy});
     }

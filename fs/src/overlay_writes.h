@@ -41,7 +41,8 @@ bool end(UniqueFd writer, const std::string& error);
 
 // What keeps the file out of the store, read from its mark: std::nullopt when nothing does.
 // `busy` is set when a live process is writing it (not a reason to report: its close decides).
-std::optional<std::string> held(int fd, bool* busy);
+// A mark whose writer is gone becomes the reason "unfinished", written back when `record`.
+std::optional<std::string> held(int fd, bool* busy, bool record = true);
 
 // Records why the file stays a plain file (an ingest refused it). Best effort: a store on a
 // filesystem without user xattrs only loses the explanation.
