@@ -847,9 +847,12 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
         if (!e.exists()) return (void)fuse_reply_err(req, ENOENT);
         if (e.is_dir()) return (void)fuse_reply_err(req, EISDIR);
         if (e.kind == Entry::Kind::overlay_file) {
+            // A catalogued file it was the new version of goes too: that first, so a crash in
+            // between leaves the file, never the older version in its place.
+            Entry beneath = dm.names()->resolve_catalog(*dm.snapshot(), path);
+            if (beneath.kind == Entry::Kind::tree_file) dm.remove_from_catalog(beneath, {parent});
             if (::unlink(e.real.c_str()) != 0) return (void)fuse_reply_err(req, errno);
-            e = dm.resolve(path);  // a catalogued file it was the new version of goes too
-            if (e.kind != Entry::Kind::tree_file) return (void)fuse_reply_err(req, 0);
+            return (void)fuse_reply_err(req, 0);
         }
         dm.remove_from_catalog(e, {parent});
         fuse_reply_err(req, 0);
