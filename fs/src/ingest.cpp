@@ -308,7 +308,12 @@ void Daemon::ingest(const std::string& path) {
             // Every inode number the kernel has for the written file now stands for the stored
             // content (the same bytes), before its name in the view goes: no moment in which
             // the name leads nowhere, and cached pages and open handles stay right.
-            Entry stored = names()->resolve_catalog(*snapshot(), path);
+            // The name's own folder is left out of the cache invalidation this starts (the
+            // inode numbers are moved to the stored model just below; the tool writing there
+            // holds the folder's lock: Invalidator::tree_changed).
+            const std::string folder = parent_of(path);
+            Entry stored = names()->resolve_catalog(
+                *snapshot({folder.empty() ? ViewTree::kRootIno : ViewTree::dir_ino(folder)}), path);
             if (stored.kind == Entry::Kind::tree_file) inodes.replace_object(e, stored);
             {
                 // A lookup may still hand out the written file's inode until it is unlinked.
