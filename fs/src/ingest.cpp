@@ -154,10 +154,7 @@ bool Daemon::stat_open(std::uint64_t ino, struct stat* st) {
 
 void Daemon::make_overlay_parents(const std::string& path) {
     Location loc = names()->locate(parent_of(path));
-    if (loc.area != Location::Area::view) return;
-    std::error_code ec;
-    stdfs::create_directories(names()->real_path(loc), ec);
-    if (ec) throw StoreError(ErrorKind::io, "creating folder for " + path + ": " + ec.message());
+    if (loc.area == Location::Area::view) names()->make_overlay_dirs(loc);
 }
 
 stdfs::path Daemon::copy_up(const Entry& e, std::uint64_t keep, bool replace) {

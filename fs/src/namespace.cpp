@@ -9,7 +9,12 @@
 #include <cctype>
 #include <map>
 
+#include "modelfs/store/errors.h"
+
 namespace modelfs::fs {
+
+// The mode the catalog shows every folder with (ViewTree's folder nodes).
+constexpr mode_t kCatalogDirMode = 0755;
 
 bool Entry::same_object(const Entry& o) const {
     if (kind != o.kind) return false;
@@ -67,6 +72,27 @@ Location Namespace::locate(std::string_view path) const {
 std::filesystem::path Namespace::real_path(const Location& loc) const {
     std::filesystem::path p = overlay_root(loc.view);
     return loc.rel.empty() ? p : p / loc.rel;
+}
+
+void Namespace::make_overlay_dirs(const Location& loc) const {
+    std::filesystem::path p = store_root_ / "views";
+    // Only the daemon reaches what tools wrote (daemon.cpp makes it private at every mount).
+    if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST)
+        throw_errno("creating " + p.string(), errno);
+    std::filesystem::path want = real_path(loc);
+    p /= views_.at(static_cast<std::size_t>(loc.view)).name();
+    auto rest = want.lexically_relative(p);
+    for (auto it = rest.begin();; ++it) {
+        if (::mkdir(p.c_str(), 0700) == 0) {
+            // Made private first, then given the catalog's mode: no moment with the umask's.
+            if (::fchmodat(AT_FDCWD, p.c_str(), kCatalogDirMode, 0) != 0)
+                throw_errno("setting the mode of " + p.string(), errno);
+        } else if (errno != EEXIST) {
+            throw_errno("creating " + p.string(), errno);
+        }
+        if (it == rest.end() || *it == ".") break;
+        p /= *it;
+    }
 }
 
 std::uint64_t Namespace::overlay_ino(const std::filesystem::path& real, const struct stat& st) {
@@ -166,6 +192,10 @@ static Entry resolve_impl(const Namespace& ns, const ViewTree& tree, const std::
     if (n && !(e.in_overlay && n->kind != Node::Kind::dir)) {
         fill_from_node(e, *n);
         if (e.in_overlay) {
+            // A catalogued folder's twin: chmod and chown of the folder went there.
+            e.st.st_mode = S_IFDIR | (real.st_mode & 07777);
+            e.st.st_uid = real.st_uid;
+            e.st.st_gid = real.st_gid;
             e.real_ino = real.st_ino;
             if (later(real.st_mtim, e.st.st_mtim)) e.st.st_mtim = e.st.st_ctim = real.st_mtim;
         }

@@ -75,6 +75,12 @@ class Namespace {
 
     Location locate(std::string_view path) const;
     std::filesystem::path real_path(const Location& loc) const;
+    // Makes the overlay folders down to `loc` (a folder of a view) that do not exist yet. Those
+    // are twins of catalogued folders, and a twin's mode, owner and group are what the mount
+    // shows for its folder from then on (chmod and chown of a catalogued folder change the
+    // twin): each is made with the catalog's folder mode whatever the daemon's umask, owned by
+    // the daemon. Throws StoreError.
+    void make_overlay_dirs(const Location& loc) const;
 
     // Resolves against `tree` (a snapshot of the catalog) and the overlay.
     Entry resolve(const ViewTree& tree, const std::string& path) const;

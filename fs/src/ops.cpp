@@ -276,12 +276,11 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
         const bool in_catalog =
             now.kind == Entry::Kind::tree_file || (now.kind == Entry::Kind::dir && !now.in_overlay);
         if (in_catalog && now.kind == Entry::Kind::dir &&
-            (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
-                       FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW))) {
-            // A catalogued folder gets an overlay twin that carries its mode and times.
-            Location loc = dm.names()->locate(now.path);
-            std::error_code ec;
-            std::filesystem::create_directories(dm.names()->real_path(loc), ec);
+            (to_set &
+             (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_ATIME |
+              FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW))) {
+            // A catalogued folder gets an overlay twin that carries its mode, owner and times.
+            dm.names()->make_overlay_dirs(dm.names()->locate(now.path));
             now = dm.resolve(e->path);
         }
         if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
