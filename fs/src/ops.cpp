@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstring>
 #include <functional>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -122,6 +123,10 @@ void op_init(void*, fuse_conn_info* conn) {
     // readdirplus (with the kernel's AUTO heuristic, measured best): a listing brings every
     // entry's attributes, so `find`/`ls -l` cost no lookup per file.
     if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+    // The daemon clears set-id bits itself on write, truncate and chown (drop_set_id): it has
+    // CAP_FSETID, so the backing filesystem would keep them. libfuse 3.14 passes none of the
+    // kernel's hints (FUSE_WRITE_KILL_SUIDGID, FATTR_KILL_SUIDGID), so the daemon decides.
+    if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV) conn->want |= FUSE_CAP_HANDLE_KILLPRIV;
     // 1 MiB requests (libfuse derives max_pages from max_write) and as much readahead.
     conn->max_write = 1 << 20;
     conn->max_readahead = 1 << 20;
@@ -201,6 +206,74 @@ mode_t allowed_mode(fuse_req_t req, mode_t mode) {
     return (ctx && ctx->uid == 0) ? (mode & 07777) : (mode & 01777);
 }
 
+// The set-id bits a change of a file's content or owner takes away, as the kernel's own
+// filesystems do (should_remove_suid): set-user-ID, and set-group-ID where the file is
+// group-executable (without group-execute the bit marks mandatory locking, no privilege).
+mode_t set_id_bits_lost(mode_t mode) {
+    if (!S_ISREG(mode)) return 0;
+    mode_t lost = mode & S_ISUID;
+    if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)) lost |= S_ISGID;
+    return lost;
+}
+
+// Does a write or truncate by this request keep a file's set-id bits? Only root's (the kernel
+// asks for CAP_FSETID, which the request does not carry; uid 0 stands for it).
+bool keeps_set_id(fuse_req_t req) {
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    return ctx && ctx->uid == 0;
+}
+
+// Clears what set_id_bits_lost says on the open file `fd` (a write, truncate or chown was made
+// to it); 0 or an errno.
+int drop_set_id(int fd) {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return errno;
+    const mode_t lost = set_id_bits_lost(st.st_mode);
+    if (lost && ::fchmod(fd, st.st_mode & 07777 & ~lost) != 0) return errno;
+    return 0;
+}
+
+// The same for an overlay entry by its real path (not followed: links have no set-id bits).
+int drop_set_id(const std::filesystem::path& real) {
+    struct stat st;
+    if (::lstat(real.c_str(), &st) != 0) return errno;
+    if (!set_id_bits_lost(st.st_mode)) return 0;
+    UniqueFd fd(::open(real.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    return fd ? drop_set_id(fd.get()) : errno;
+}
+
+// Who a new entry belongs to: the requesting user, and its group, or the folder's group when
+// the folder is set-group-ID, as the kernel's own filesystems do (inode_init_owner). Only a
+// daemon running as root can give files away: one running as a user makes everything that
+// user's (std::nullopt), who is then the owner every user of the mount sees.
+struct Owner {
+    uid_t uid;
+    gid_t gid;
+};
+std::optional<Owner> owner_for(fuse_req_t req, Daemon& dm, fuse_ino_t parent) {
+    if (::geteuid() != 0) return std::nullopt;
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    if (!ctx) return std::nullopt;
+    auto folder = dm.current(parent);
+    const bool inherit = folder && (folder->st.st_mode & S_ISGID);
+    return Owner{ctx->uid, inherit ? folder->st.st_gid : ctx->gid};
+}
+
+// Gives the entry just made at `real` to `owner`; 0 or an errno. `fd`: the entry, open (a
+// regular file), else -1 (the path's last component is not followed).
+int give_to(const std::optional<Owner>& owner, const std::filesystem::path& real, int fd = -1) {
+    if (!owner) return 0;
+    struct stat st;
+    const int rc = fd >= 0 ? ::fstat(fd, &st) : ::lstat(real.c_str(), &st);
+    if (rc != 0) return errno;
+    // Unchanged owners keep root's own set-id bits: a chown, even by root, clears them.
+    if (st.st_uid == owner->uid && st.st_gid == owner->gid) return 0;
+    const int done =
+        fd >= 0 ? ::fchown(fd, owner->uid, owner->gid)
+                : ::fchownat(AT_FDCWD, real.c_str(), owner->uid, owner->gid, AT_SYMLINK_NOFOLLOW);
+    return done == 0 ? 0 : errno;
+}
+
 // The times a setattr asks for, as utimensat takes them; false when it sets none.
 bool times_to_set(const struct stat* attr, int to_set, struct timespec ts[2]) {
     ts[0].tv_nsec = ts[1].tv_nsec = UTIME_OMIT;
@@ -216,13 +289,18 @@ bool times_to_set(const struct stat* attr, int to_set, struct timespec ts[2]) {
 }
 
 // setattr on an open overlay descriptor; 0 or an errno. `st` gets the result.
-int set_attrs_of_fd(int fd, const struct stat* attr, int to_set, struct stat* st) {
-    if ((to_set & FUSE_SET_ATTR_SIZE) && ::ftruncate(fd, attr->st_size) != 0) return errno;
+int set_attrs_of_fd(fuse_req_t req, int fd, const struct stat* attr, int to_set, struct stat* st) {
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+        if (::ftruncate(fd, attr->st_size) != 0) return errno;
+        if (!keeps_set_id(req))
+            if (int err = drop_set_id(fd)) return err;
+    }
     if ((to_set & FUSE_SET_ATTR_MODE) && ::fchmod(fd, attr->st_mode) != 0) return errno;
     if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
         uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
         gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
         if (::fchown(fd, uid, gid) != 0) return errno;
+        if (int err = drop_set_id(fd)) return err;
     }
     struct timespec ts[2];
     if (times_to_set(attr, to_set, ts) && ::futimens(fd, ts) != 0) return errno;
@@ -245,7 +323,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
             struct stat st {};
             attr->st_mode = allowed_mode(req, attr->st_mode);
             auto rc = dm.with_open_fd(ino, (to_set & FUSE_SET_ATTR_SIZE) != 0, [&](int fd) {
-                return set_attrs_of_fd(fd, attr, to_set, &st);
+                return set_attrs_of_fd(req, fd, attr, to_set, &st);
             });
             if (!rc) return (void)fuse_reply_err(req, ENOENT);
             if (*rc) return (void)fuse_reply_err(req, *rc);
@@ -270,6 +348,11 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
                 dm.ingester->push(now.path);
             }
             if (rc != 0) return (void)fuse_reply_err(req, errno);
+            if (!keeps_set_id(req)) {
+                const int err = writer_fd ? drop_set_id(static_cast<int>(fi->fh))
+                                          : drop_set_id(dm.resolve(e->path).real);
+                if (err) return (void)fuse_reply_err(req, err);
+            }
             if (!writer_fd && now.kind == Entry::Kind::overlay_file) dm.ingester->push(now.path);
             now = dm.resolve(e->path);
         }
@@ -289,6 +372,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
             if (now.in_overlay || now.kind == Entry::Kind::overlay_file) {
                 if (::lchown(now.real.c_str(), uid, gid) != 0)
                     return (void)fuse_reply_err(req, errno);
+                if (int err = drop_set_id(now.real)) return (void)fuse_reply_err(req, err);
             } else if ((uid != static_cast<uid_t>(-1) && uid != now.st.st_uid) ||
                        (gid != static_cast<gid_t>(-1) && gid != now.st.st_gid)) {
                 return (void)fuse_reply_err(req, EPERM);  // catalogued files have one owner
@@ -438,8 +522,9 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
     readdir_common(req, ino, size, off, fi, true);
 }
 
-// Makes a new entry `name` in folder `parent` with `make(real path)` (0 or -1 with errno) and
-// answers with it: every kind of entry a tool makes goes into the view's overlay.
+// Makes a new entry `name` in folder `parent` with `make(real path)` (0 or -1 with errno), gives
+// it to the requesting user (owner_for) and answers with it: every kind of entry a tool makes
+// goes into the view's overlay.
 void make_entry(fuse_req_t req, fuse_ino_t parent, const char* name, const char* op,
                 const std::function<int(const std::filesystem::path&)>& make) {
     auto busy = daemon_of(req).busy.hold(parent);
@@ -453,8 +538,14 @@ void make_entry(fuse_req_t req, fuse_ino_t parent, const char* name, const char*
         std::lock_guard lk(dm.edit_mu);
         if (dm.resolve(path).exists()) return (void)fuse_reply_err(req, EEXIST);
         dm.make_overlay_parents(path);
-        if (make(dm.names()->real_path(dm.names()->locate(path))) != 0)
-            return (void)fuse_reply_err(req, errno);
+        const std::filesystem::path real = dm.names()->real_path(dm.names()->locate(path));
+        if (make(real) != 0) return (void)fuse_reply_err(req, errno);
+        if (int gave = give_to(owner_for(req, dm, parent), real)) {
+            // Nobody may see it as the daemon's.
+            if (::unlinkat(AT_FDCWD, real.c_str(), 0) != 0) ::rmdir(real.c_str());
+            spdlog::error("{} {}: cannot give it to its maker: {}", op, path, std::strerror(gave));
+            return (void)fuse_reply_err(req, gave);
+        }
         Entry made = dm.resolve(path);
         if (!made.exists()) return (void)fuse_reply_err(req, EIO);
         fuse_entry_param p = entry_param(dm, made);
@@ -611,11 +702,13 @@ void reply_write_open(fuse_req_t req, Daemon& dm, fuse_ino_t ino, UniqueFd fd, f
     }
 }
 
-// Opens the overlay file at `path` for writing with `flags` (O_CREAT: made with `mode`) and
-// takes the writer's share of it (overlay_writes::begin). Another mount may store the file just
-// then: its name then leads to the stored model, which gets a copy of its own again. Caller
-// holds edit_mu. Invalid with errno set on failure.
-UniqueFd open_for_writing(Daemon& dm, const std::string& path, int flags, mode_t mode) {
+// Opens the overlay file at `path` for writing with `flags` (O_CREAT: made with `mode`, and
+// given to `owner`) and takes the writer's share of it (overlay_writes::begin). Another mount
+// may store the file just then: its name then leads to the stored model, which gets a copy of
+// its own again. `req` is the request, for what O_TRUNC does to set-id bits. Caller holds
+// edit_mu. Invalid with errno set on failure.
+UniqueFd open_for_writing(fuse_req_t req, Daemon& dm, const std::string& path, int flags,
+                          mode_t mode, const std::optional<Owner>& owner = std::nullopt) {
     const bool truncate = flags & O_TRUNC;
     flags = (flags & ~(O_TRUNC | O_NOCTTY)) | O_CLOEXEC | O_NOFOLLOW;
     for (int attempt = 0; attempt < 5; ++attempt) {
@@ -640,13 +733,32 @@ UniqueFd open_for_writing(Daemon& dm, const std::string& path, int flags, mode_t
         }
         if (!now.exists()) dm.make_overlay_parents(path);
         const std::filesystem::path real = dm.names()->real_path(dm.names()->locate(path));
-        UniqueFd fd(::open(real.c_str(), flags, mode));
+        // Made here only when nothing is there (O_EXCL), so only what this call made is given
+        // away; something another mount made meanwhile is opened as it is, on the next turn.
+        const bool make = !now.exists() && (flags & O_CREAT);
+        UniqueFd fd(::open(real.c_str(), make ? flags | O_EXCL : flags & ~O_CREAT, mode));
+        if (!fd && make && errno == EEXIST && !(flags & O_EXCL)) continue;
+        if (!fd && !make && errno == ENOENT) continue;  // stored just now: a copy again
         if (!fd) return fd;
+        if (make) {
+            if (int err = give_to(owner, real, fd.get())) {
+                ::unlink(real.c_str());
+                spdlog::error("create {}: cannot give it to its maker: {}", path,
+                              std::strerror(err));
+                errno = err;
+                return UniqueFd();
+            }
+        }
         if (!overlay_writes::begin(fd.get(), real)) {
             flags &= ~O_EXCL;  // what made it is gone: ours to make again
             continue;
         }
         if (truncate && ::ftruncate(fd.get(), 0) != 0) return UniqueFd();
+        if (truncate && !keeps_set_id(req))
+            if (int err = drop_set_id(fd.get())) {
+                errno = err;
+                return UniqueFd();
+            }
         return fd;
     }
     errno = EBUSY;
@@ -697,7 +809,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
             return (void)fuse_reply_err(req, refuse_alias("open for writing", e->path));
         std::lock_guard lk(dm.edit_mu);
         spdlog::debug("open of inode {} ({}) for writing", ino, e->path);
-        UniqueFd fd = open_for_writing(dm, e->path, fi->flags & ~(O_CREAT | O_EXCL), 0);
+        UniqueFd fd = open_for_writing(req, dm, e->path, fi->flags & ~(O_CREAT | O_EXCL), 0);
         if (!fd) return (void)fuse_reply_err(req, errno);
         // The kernel's inode (the stored version's, after a copy-up) stands for the file being
         // written from now on: its size and mode are the writer's.
@@ -721,7 +833,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         Entry e = dm.resolve(path);
         if (e.exists() && (fi->flags & O_EXCL)) return (void)fuse_reply_err(req, EEXIST);
         if (e.is_dir()) return (void)fuse_reply_err(req, EISDIR);
-        UniqueFd fd = open_for_writing(dm, path, fi->flags | O_CREAT, allowed_mode(req, mode));
+        UniqueFd fd = open_for_writing(req, dm, path, fi->flags | O_CREAT, allowed_mode(req, mode),
+                                       owner_for(req, dm, parent));
         if (!fd) return (void)fuse_reply_err(req, errno);
         Entry made = dm.resolve(path);
         if (made.kind != Entry::Kind::overlay_file) return (void)fuse_reply_err(req, EIO);
@@ -740,6 +853,11 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
 
 void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
     guarded(req, "write", [&] {
+        if (!keeps_set_id(req))
+            if (int err = drop_set_id(static_cast<int>(fi->fh))) {
+                note_write_error(daemon_of(req), fi, "a write", err);
+                return (void)fuse_reply_err(req, err);
+            }
         fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
         out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
         out.buf[0].fd = static_cast<int>(fi->fh);
@@ -761,6 +879,9 @@ void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fu
             if (!dm.open_writes.count(static_cast<int>(fi->fh)))
                 return (void)fuse_reply_err(req, EBADF);  // stored versions are never written
         }
+        if (!keeps_set_id(req))
+            if (int err = drop_set_id(static_cast<int>(fi->fh)))
+                return (void)fuse_reply_err(req, err);
         if (::fallocate(static_cast<int>(fi->fh), mode, off, len) != 0) {
             const int err = errno;
             if (err != EOPNOTSUPP) note_write_error(dm, fi, "fallocate", err);
