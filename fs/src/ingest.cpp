@@ -259,6 +259,11 @@ void Daemon::ingest(const std::string& path) {
             if (!busy) spdlog::warn("{} stays a plain file of this view: {}", path, *why);
             return;
         }
+        if (auto why = overlay_writes::kept_by_owner(before)) {
+            spdlog::info("{} stays a plain file of this view: {}", path, *why);
+            overlay_writes::set_reason(fd.get(), *why);
+            return;
+        }
         // The long part, outside the lock: writers may open the file meanwhile (checked below).
         FileDigests d = digest_fd(fd.get(), nullptr, path.c_str());
         // On disk before anyone waits on the lock below (fsync of a few GB takes seconds).

@@ -139,6 +139,13 @@ void set_reason(int fd, std::string_view why) {
     put_mark(fd, std::string(kRefused) + std::string(why));
 }
 
+std::optional<std::string> kept_by_owner(const struct stat& st) {
+    if (st.st_uid == ::geteuid()) return std::nullopt;
+    return "it belongs to uid " + std::to_string(st.st_uid) +
+           ", and a stored model belongs to the mount's user (uid " + std::to_string(::geteuid()) +
+           "): it stays its owner's plain file";
+}
+
 void renamed(const std::filesystem::path& real) {
     char buf[16];
     ssize_t n = ::lgetxattr(real.c_str(), kXattr, buf, sizeof buf);

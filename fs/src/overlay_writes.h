@@ -16,6 +16,7 @@
 //     so `modelfs status` and getfattr can say why a file at a model path is not a model.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <filesystem>
@@ -47,6 +48,13 @@ std::optional<std::string> held(int fd, bool* busy, bool record = true);
 // Records why the file stays a plain file (an ingest refused it). Best effort: a store on a
 // filesystem without user xattrs only loses the explanation.
 void set_reason(int fd, std::string_view why);
+
+// Why a file with these attributes stays a plain file of its view whatever its path: it belongs
+// to another user than the mount's (a user's file in a root mount). The catalog knows one owner
+// for every model, the mount's, so storing it would take it from its maker, who could then no
+// longer read back a 0600 file, or delete it from a sticky folder. std::nullopt: it may be
+// stored.
+std::optional<std::string> kept_by_owner(const struct stat& st);
 
 // The file was renamed to `real`: a refusal may not hold for its new name (a file cut off stays
 // cut off).

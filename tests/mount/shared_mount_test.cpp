@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -346,6 +347,34 @@ TEST_F(SharedMountTest, ChownFollowsTheKernelsRules) {
     ASSERT_EQ(::chown(f.c_str(), kBob, kBob), 0);
     EXPECT_EQ(attrs(f), "00644 1002:1002");
     EXPECT_EQ(attrs(real_shared / "f"), "00644 1002:1002");
+}
+
+// A model a user saves through a root mount stays that user's plain file (a stored model would
+// be the mount's, with the user's mode: a 0600 one lost to its maker), and says why.
+TEST_F(SharedMountTest, AUsersModelStaysTheirs) {
+    const fs::path lora = mnt / "a1111" / "Lora";
+    ASSERT_EQ(::chmod(lora.c_str(), 01777), 0) << std::strerror(errno);
+    const fs::path mine = lora / "alice.safetensors";
+    write_safetensors(dir / "lora.safetensors", kohya_lora(3));
+    const std::string bytes = read_file(dir / "lora.safetensors");
+    EXPECT_EQ(as_user(kAlice, {}, [&] { return make_file(mine, 0600, bytes); }), "");
+    const fs::path real = store / "views" / "a1111" / "Lora" / "alice.safetensors";
+    std::string why;
+    EXPECT_TRUE(eventually([&] {
+        char buf[512];
+        const ssize_t n = ::getxattr(real.c_str(), "user.modelfs.plain", buf, sizeof buf);
+        why = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
+        return why.find("uid 1001") != std::string::npos;
+    })) << why;
+    EXPECT_NE(run_modelfs({"--store", store.string(), "show", "lora/alice"}).exit_code, 0);
+    EXPECT_EQ(attrs(mine), "00600 1001:1001");
+    EXPECT_EQ(as_user(kAlice, {},
+                      [&]() -> std::string {
+                          if (read_file(mine) != bytes) return "cannot read it back";
+                          if (::unlink(mine.c_str()) != 0) return err("unlink", mine);
+                          return "";
+                      }),
+              "");
 }
 
 // chmod and chown of a folder that is there because of the catalog take effect, and last: they
