@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -93,6 +95,17 @@ void Namespace::make_overlay_dirs(const Location& loc) const {
         if (it == rest.end() || *it == ".") break;
         p /= *it;
     }
+}
+
+UniqueFd Namespace::open_overlay_dir(const Location& loc) const {
+    UniqueFd root(
+        ::open(overlay_root(loc.view).c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!root || loc.rel.empty()) return root;
+    open_how how{};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH;
+    const long fd = ::syscall(SYS_openat2, root.get(), loc.rel.c_str(), &how, sizeof how);
+    return UniqueFd(fd < 0 ? -1 : static_cast<int>(fd));
 }
 
 std::uint64_t Namespace::overlay_ino(const std::filesystem::path& real, const struct stat& st) {

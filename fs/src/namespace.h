@@ -17,6 +17,7 @@
 
 #include "modelfs/fs/view_layout.h"
 #include "modelfs/fs/view_tree.h"
+#include "modelfs/store/unique_fd.h"
 
 namespace modelfs::fs {
 
@@ -81,6 +82,12 @@ class Namespace {
     // twin): each is made with the catalog's folder mode whatever the daemon's umask, owned by
     // the daemon. Throws StoreError.
     void make_overlay_dirs(const Location& loc) const;
+    // The overlay folder `loc` (a folder of a view), opened (O_PATH) for the *at calls that make
+    // entries in it, without following a link anywhere below the view's overlay folder. The
+    // daemon (root in a shared mount) must never make what a user asked for in a folder that
+    // user swapped for a link to, say, /etc between the lookup and the call. Invalid with errno
+    // set (ELOOP: a link on the way; ENOENT: not there).
+    UniqueFd open_overlay_dir(const Location& loc) const;
 
     // Resolves against `tree` (a snapshot of the catalog) and the overlay.
     Entry resolve(const ViewTree& tree, const std::string& path) const;

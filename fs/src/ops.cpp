@@ -259,18 +259,18 @@ std::optional<Owner> owner_for(fuse_req_t req, Daemon& dm, fuse_ino_t parent) {
     return Owner{ctx->uid, inherit ? folder->st.st_gid : ctx->gid};
 }
 
-// Gives the entry just made at `real` to `owner`; 0 or an errno. `fd`: the entry, open (a
-// regular file), else -1 (the path's last component is not followed).
-int give_to(const std::optional<Owner>& owner, const std::filesystem::path& real, int fd = -1) {
+// Gives the entry `leaf` just made in `folder` (Namespace::open_overlay_dir) to `owner`; 0 or
+// an errno. `fd`: the entry, open (a regular file), else -1 (`leaf` is not followed).
+int give_to(const std::optional<Owner>& owner, int folder, const char* leaf, int fd = -1) {
     if (!owner) return 0;
     struct stat st;
-    const int rc = fd >= 0 ? ::fstat(fd, &st) : ::lstat(real.c_str(), &st);
+    const int rc = fd >= 0 ? ::fstat(fd, &st) : ::fstatat(folder, leaf, &st, AT_SYMLINK_NOFOLLOW);
     if (rc != 0) return errno;
     // Unchanged owners keep root's own set-id bits: a chown, even by root, clears them.
     if (st.st_uid == owner->uid && st.st_gid == owner->gid) return 0;
-    const int done =
-        fd >= 0 ? ::fchown(fd, owner->uid, owner->gid)
-                : ::fchownat(AT_FDCWD, real.c_str(), owner->uid, owner->gid, AT_SYMLINK_NOFOLLOW);
+    const int done = fd >= 0
+                         ? ::fchown(fd, owner->uid, owner->gid)
+                         : ::fchownat(folder, leaf, owner->uid, owner->gid, AT_SYMLINK_NOFOLLOW);
     return done == 0 ? 0 : errno;
 }
 
@@ -522,11 +522,11 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
     readdir_common(req, ino, size, off, fi, true);
 }
 
-// Makes a new entry `name` in folder `parent` with `make(real path)` (0 or -1 with errno), gives
-// it to the requesting user (owner_for) and answers with it: every kind of entry a tool makes
-// goes into the view's overlay.
+// Makes a new entry `name` in folder `parent` with `make(overlay folder, name)` (0 or -1 with
+// errno), gives it to the requesting user (owner_for) and answers with it: every kind of entry a
+// tool makes goes into the view's overlay.
 void make_entry(fuse_req_t req, fuse_ino_t parent, const char* name, const char* op,
-                const std::function<int(const std::filesystem::path&)>& make) {
+                const std::function<int(int, const char*)>& make) {
     auto busy = daemon_of(req).busy.hold(parent);
     guarded(req, op, [&] {
         Daemon& dm = daemon_of(req);
@@ -538,11 +538,12 @@ void make_entry(fuse_req_t req, fuse_ino_t parent, const char* name, const char*
         std::lock_guard lk(dm.edit_mu);
         if (dm.resolve(path).exists()) return (void)fuse_reply_err(req, EEXIST);
         dm.make_overlay_parents(path);
-        const std::filesystem::path real = dm.names()->real_path(dm.names()->locate(path));
-        if (make(real) != 0) return (void)fuse_reply_err(req, errno);
-        if (int gave = give_to(owner_for(req, dm, parent), real)) {
+        UniqueFd folder = dm.names()->open_overlay_dir(dm.names()->locate(parent_of(path)));
+        if (!folder || make(folder.get(), name) != 0) return (void)fuse_reply_err(req, errno);
+        if (int gave = give_to(owner_for(req, dm, parent), folder.get(), name)) {
             // Nobody may see it as the daemon's.
-            if (::unlinkat(AT_FDCWD, real.c_str(), 0) != 0) ::rmdir(real.c_str());
+            if (::unlinkat(folder.get(), name, 0) != 0)
+                ::unlinkat(folder.get(), name, AT_REMOVEDIR);
             spdlog::error("{} {}: cannot give it to its maker: {}", op, path, std::strerror(gave));
             return (void)fuse_reply_err(req, gave);
         }
@@ -554,8 +555,8 @@ void make_entry(fuse_req_t req, fuse_ino_t parent, const char* name, const char*
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-    make_entry(req, parent, name, "mkdir", [&](const std::filesystem::path& real) {
-        return ::mkdir(real.c_str(), allowed_mode(req, mode));
+    make_entry(req, parent, name, "mkdir", [&](int folder, const char* leaf) {
+        return ::mkdirat(folder, leaf, allowed_mode(req, mode));
     });
 }
 
@@ -566,8 +567,8 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     if (S_ISCHR(mode) || S_ISBLK(mode)) return (void)fuse_reply_err(req, EPERM);
     if (!S_ISREG(mode) && !S_ISFIFO(mode) && !S_ISSOCK(mode))
         return (void)fuse_reply_err(req, EINVAL);
-    make_entry(req, parent, name, "mknod", [&](const std::filesystem::path& real) {
-        return ::mknod(real.c_str(), (mode & S_IFMT) | allowed_mode(req, mode), 0);
+    make_entry(req, parent, name, "mknod", [&](int folder, const char* leaf) {
+        return ::mknodat(folder, leaf, (mode & S_IFMT) | allowed_mode(req, mode), 0);
     });
 }
 
@@ -575,7 +576,7 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 // tool reads the target itself (nothing is stored or deduplicated; README "Links").
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
     make_entry(req, parent, name, "symlink",
-               [&](const std::filesystem::path& real) { return ::symlink(target, real.c_str()); });
+               [&](int folder, const char* leaf) { return ::symlinkat(target, folder, leaf); });
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -733,16 +734,20 @@ UniqueFd open_for_writing(fuse_req_t req, Daemon& dm, const std::string& path, i
         }
         if (!now.exists()) dm.make_overlay_parents(path);
         const std::filesystem::path real = dm.names()->real_path(dm.names()->locate(path));
+        UniqueFd folder = dm.names()->open_overlay_dir(dm.names()->locate(parent_of(path)));
+        if (!folder) return folder;
+        const std::string leaf = leaf_of(path);
         // Made here only when nothing is there (O_EXCL), so only what this call made is given
         // away; something another mount made meanwhile is opened as it is, on the next turn.
         const bool make = !now.exists() && (flags & O_CREAT);
-        UniqueFd fd(::open(real.c_str(), make ? flags | O_EXCL : flags & ~O_CREAT, mode));
+        UniqueFd fd(
+            ::openat(folder.get(), leaf.c_str(), make ? flags | O_EXCL : flags & ~O_CREAT, mode));
         if (!fd && make && errno == EEXIST && !(flags & O_EXCL)) continue;
         if (!fd && !make && errno == ENOENT) continue;  // stored just now: a copy again
         if (!fd) return fd;
         if (make) {
-            if (int err = give_to(owner, real, fd.get())) {
-                ::unlink(real.c_str());
+            if (int err = give_to(owner, folder.get(), leaf.c_str(), fd.get())) {
+                ::unlinkat(folder.get(), leaf.c_str(), 0);
                 spdlog::error("create {}: cannot give it to its maker: {}", path,
                               std::strerror(err));
                 errno = err;
