@@ -218,6 +218,42 @@ TEST_F(NamespaceTest, OverlayDirMergesWithTreeDirTakingTheNewerMtime) {
     EXPECT_EQ(c.view, 0);
 }
 
+// chmod and chown of a catalogued folder go to its overlay twin, which the folder then shows;
+// twins are made with the catalog's folder mode whatever the umask.
+TEST_F(NamespaceTest, CataloguedFolderShowsItsTwinsModeAndOwner) {
+    ViewTree t = tree();
+    EXPECT_EQ(root_ns_.resolve(t, "comfyui/loras/sdxl").st.st_mode & 07777, 0755u);
+    const mode_t old_umask = ::umask(077);
+    root_ns_.make_overlay_dirs(root_ns_.locate("comfyui/loras/sdxl"));
+    ::umask(old_umask);
+    struct stat st;
+    ASSERT_EQ(::stat((overlay("comfyui") / "loras").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0755u);
+    EXPECT_EQ(root_ns_.resolve(t, "comfyui/loras/sdxl").st.st_mode & 07777, 0755u);
+    ASSERT_EQ(::chmod((overlay("comfyui") / "loras" / "sdxl").c_str(), 01770), 0);
+    Entry e = root_ns_.resolve(t, "comfyui/loras/sdxl");
+    EXPECT_EQ(e.kind, Entry::Kind::dir);
+    EXPECT_TRUE(e.in_overlay);
+    EXPECT_EQ(e.st.st_mode, static_cast<mode_t>(S_IFDIR | 01770));
+    EXPECT_EQ(e.st.st_uid, ::geteuid());
+}
+
+// The folders entries are made in are opened without following a link anywhere below the view's
+// overlay folder: a folder swapped for a link (to /etc, say) is refused.
+TEST_F(NamespaceTest, OverlayFoldersAreOpenedWithoutFollowingLinks) {
+    const stdfs::path elsewhere = store_ / "elsewhere";
+    stdfs::create_directories(elsewhere / "sub");
+    stdfs::create_directories(overlay("comfyui") / "real" / "sub");
+    stdfs::create_directory_symlink(elsewhere, overlay("comfyui") / "link");
+    EXPECT_TRUE(static_cast<bool>(root_ns_.open_overlay_dir(root_ns_.locate("comfyui"))));
+    EXPECT_TRUE(static_cast<bool>(root_ns_.open_overlay_dir(root_ns_.locate("comfyui/real/sub"))));
+    for (const char* p : {"comfyui/link", "comfyui/link/sub"}) {
+        errno = 0;
+        EXPECT_FALSE(static_cast<bool>(root_ns_.open_overlay_dir(root_ns_.locate(p)))) << p;
+        EXPECT_EQ(errno, ELOOP) << p;
+    }
+}
+
 TEST_F(NamespaceTest, ListIsTheSortedUnionWithoutDuplicates) {
     ViewTree t = tree();
     write(overlay("comfyui") / "loras" / "foo.safetensors", "shadow");  // also in the tree
