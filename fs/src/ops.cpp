@@ -99,6 +99,21 @@ int writable_area(Daemon& dm, const std::string& path, const char* op = "write")
     return 0;
 }
 
+// 0, or ELOOP when a folder on the way to `path` in the overlay is a link: a user swapped a
+// folder for one (to /etc, say) after the kernel looked the name up, and the daemon must never
+// act through it. Checked under edit_mu, which every change this daemon makes to the overlay
+// holds, so the answer stands until the caller lets go. (Making entries goes further: through
+// the folder's own descriptor, Namespace::open_overlay_dir.)
+int links_on_the_way(Daemon& dm, const std::string& path) {
+    const Location loc = dm.names()->locate(parent_of(path));
+    if (loc.area != Location::Area::view) return 0;
+    UniqueFd folder = dm.names()->open_overlay_dir(loc);
+    if (folder || errno == ENOENT) return 0;  // ENOENT: only the catalog has that folder
+    spdlog::warn("{}: refused, a folder on the way to it in the store is a link now ({})", path,
+                 std::strerror(errno));
+    return ELOOP;
+}
+
 std::string child_path(Daemon& dm, fuse_ino_t parent, const char* name, int* err) {
     auto p = dm.current(parent);
     if (!p) {
@@ -315,6 +330,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
         if (e->read_only) return (void)fuse_reply_err(req, refuse_alias("setattr", e->path));
         if (int err = writable_area(dm, e->path, "setattr")) return (void)fuse_reply_err(req, err);
         std::unique_lock lk(dm.edit_mu);
+        if (int err = links_on_the_way(dm, e->path)) return (void)fuse_reply_err(req, err);
         // Current contents of the path (a catalogued file may have an overlay copy by now).
         Entry now = dm.resolve(e->path);
         if (e->kind == Entry::Kind::overlay_file && !now.same_object(*e)) {
@@ -612,6 +628,8 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         if (!err && dm.names()->locate(to).view != dm.names()->locate(e->path).view) err = EXDEV;
         if (err) return (void)fuse_reply_err(req, err);
         std::lock_guard lk(dm.edit_mu);
+        for (const std::string& p : {e->path, to})
+            if (int err = links_on_the_way(dm, p)) return (void)fuse_reply_err(req, err);
         if (dm.resolve(to).exists()) return (void)fuse_reply_err(req, EEXIST);
         Entry src = dm.resolve(e->path);
         if (!src.same_object(*e)) return (void)fuse_reply_err(req, ENOENT);  // its name is gone
@@ -639,6 +657,7 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
         if (!err) err = writable_area(dm, path, "rmdir");
         if (err) return (void)fuse_reply_err(req, err == EPERM ? EBUSY : err);
         std::lock_guard lk(dm.edit_mu);
+        if (int err = links_on_the_way(dm, path)) return (void)fuse_reply_err(req, err);
         Entry e = dm.resolve(path);
         if (!e.exists()) return (void)fuse_reply_err(req, ENOENT);
         if (!e.is_dir()) return (void)fuse_reply_err(req, ENOTDIR);
@@ -968,6 +987,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
         if (!err) err = writable_area(dm, path, "unlink");
         if (err) return (void)fuse_reply_err(req, err);
         std::lock_guard lk(dm.edit_mu);
+        if (int err = links_on_the_way(dm, path)) return (void)fuse_reply_err(req, err);
         Entry e = dm.resolve(path);
         if (!e.exists()) return (void)fuse_reply_err(req, ENOENT);
         if (e.is_dir()) return (void)fuse_reply_err(req, EISDIR);
@@ -1002,6 +1022,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         if (lf.rel.empty() || lt.rel.empty()) return (void)fuse_reply_err(req, EBUSY);
 
         std::lock_guard lk(dm.edit_mu);
+        for (const std::string& p : {from, to})
+            if (int err = links_on_the_way(dm, p)) return (void)fuse_reply_err(req, err);
         auto tree = dm.snapshot();
         Entry src = dm.names()->resolve(*tree, from), dst = dm.names()->resolve(*tree, to);
         if (!src.exists()) return (void)fuse_reply_err(req, ENOENT);
