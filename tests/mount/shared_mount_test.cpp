@@ -377,6 +377,49 @@ TEST_F(SharedMountTest, AUsersModelStaysTheirs) {
               "");
 }
 
+// Another mount of the store (or anything with the store's rights) swaps a user's folder in
+// views/ for a link while this mount's kernel still knows the folder: whatever the user then asks
+// this root daemon to do in it (create, mkdir, unlink, chmod, rename), it never does through the
+// link. (Once the kernel looks the name up again it follows the link itself, as the user: also
+// refused here. Either way nothing outside changes.)
+TEST_F(SharedMountTest, AFolderSwappedForALinkIsNeverFollowed) {
+    const fs::path outside = dir / "outside";  // root's, out of the users' reach
+    fs::create_directories(outside / "y");
+    fs::permissions(outside, fs::perms::owner_all);
+    write_text_file(outside / "y" / "victim", "root's");
+    ASSERT_EQ(::chmod((outside / "y" / "victim").c_str(), 0644), 0);
+    EXPECT_EQ(as_user(kAlice, {},
+                      [&]() -> std::string {
+                          for (const fs::path& d : {shared / "x", shared / "x" / "y"})
+                              if (::mkdir(d.c_str(), 0755) != 0) return err("mkdir", d);
+                          return make_file(shared / "x" / "y" / "mine", 0644, "alice's");
+                      }),
+              "");
+    struct stat st;
+    ASSERT_EQ(::stat((shared / "x" / "y" / "mine").c_str(), &st), 0);  // the kernel knows x/y
+    fs::rename(real_shared / "x", real_shared / "x2");
+    fs::create_directory_symlink(outside, real_shared / "x");
+    const fs::path y = shared / "x" / "y";
+    const std::string r = as_user(kAlice, {}, [&]() -> std::string {
+        std::string done;
+        int fd = ::open((y / "planted").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            ::close(fd);
+            done += "created; ";
+        }
+        if (::mkdir((y / "d").c_str(), 0755) == 0) done += "mkdir; ";
+        if (::unlink((y / "victim").c_str()) == 0) done += "unlinked; ";
+        if (::chmod((y / "mine").c_str(), 0600) == 0) done += "chmod; ";
+        if (::rename((y / "mine").c_str(), (y / "moved").c_str()) == 0) done += "renamed; ";
+        return done;
+    });
+    EXPECT_EQ(r, "");
+    EXPECT_FALSE(fs::exists(outside / "y" / "planted"));
+    EXPECT_FALSE(fs::exists(outside / "y" / "d"));
+    EXPECT_EQ(read_file(outside / "y" / "victim"), "root's");
+    EXPECT_EQ(attrs(outside / "y" / "victim"), "00644 0:0");
+}
+
 // chmod and chown of a folder that is there because of the catalog take effect, and last: they
 // are what lets root give users a model folder to save in. A folder a model was stored into
 // keeps its mode too. A stored model keeps its one owner.
