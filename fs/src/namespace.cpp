@@ -245,18 +245,19 @@ std::vector<std::pair<std::string, Entry>> Namespace::list(const ViewTree& tree,
                                                            const std::string& path) const {
     std::map<std::string, Entry> out;
     Location loc = locate(path);
-    std::filesystem::path real;
-    bool overlay_dir = false;
-    if (loc.area == Location::Area::view) {
-        real = real_path(loc);
-        struct stat st;
-        overlay_dir = ::lstat(real.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-    }
+    // Never listed through a link (open_overlay_dir): a folder swapped for one lists as what the
+    // catalog alone has there.
+    UniqueFd folder;
+    if (loc.area == Location::Area::view) folder = open_overlay_dir(loc);
+    const bool overlay_dir = static_cast<bool>(folder);
     if (const Node* d = tree.find_path(path); d && d->kind == Node::Kind::dir)
         for (const auto& [name, ino] : d->children)
             out.emplace(name, resolve_impl(*this, tree, join_path(path, name), overlay_dir));
     if (overlay_dir) {
-        std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(real.c_str()), ::closedir);
+        UniqueFd readable(::openat(folder.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        std::unique_ptr<DIR, int (*)(DIR*)> dir(readable ? ::fdopendir(readable.get()) : nullptr,
+                                                ::closedir);
+        if (dir) readable.release();  // the DIR owns it now
         while (dir) {
             dirent* de = ::readdir(dir.get());
             if (!de) break;

@@ -801,7 +801,12 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         if (e->is_dir()) return (void)fuse_reply_err(req, EISDIR);
         if (!wants_write(fi->flags)) {
             if (e->kind == Entry::Kind::overlay_file) {
-                UniqueFd fd(::open(e->real.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+                // Through its folder, never through a link (Namespace::open_overlay_dir).
+                UniqueFd folder =
+                    dm.names()->open_overlay_dir(dm.names()->locate(parent_of(e->path)));
+                UniqueFd fd(folder ? ::openat(folder.get(), leaf_of(e->path).c_str(),
+                                              O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                                   : -1);
                 if (fd) return dm.reply_read_open(req, fi, std::move(fd), e->st, true);
                 // Stored just now: the name leads to the stored model (the same bytes).
                 if (errno != ENOENT || !(e = dm.current(ino)) ||
