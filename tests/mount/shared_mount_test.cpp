@@ -379,9 +379,9 @@ TEST_F(SharedMountTest, AUsersModelStaysTheirs) {
 
 // Another mount of the store (or anything with the store's rights) swaps a user's folder in
 // views/ for a link while this mount's kernel still knows the folder: whatever the user then asks
-// this root daemon to do in it (create, mkdir, unlink, chmod, rename), it never does through the
-// link. (Once the kernel looks the name up again it follows the link itself, as the user: also
-// refused here. Either way nothing outside changes.)
+// this root daemon to do in it (create, mkdir, list, read, unlink, chmod, rename), it never does
+// through the link. (Once the kernel looks the name up again it follows the link itself, as the
+// user: also refused here. Either way nothing outside changes.)
 TEST_F(SharedMountTest, AFolderSwappedForALinkIsNeverFollowed) {
     const fs::path outside = dir / "outside";  // root's, out of the users' reach
     fs::create_directories(outside / "y");
@@ -408,6 +408,14 @@ TEST_F(SharedMountTest, AFolderSwappedForALinkIsNeverFollowed) {
             done += "created; ";
         }
         if (::mkdir((y / "d").c_str(), 0755) == 0) done += "mkdir; ";
+        std::error_code ec;
+        for (const auto& entry : fs::directory_iterator(y, ec))
+            if (entry.path().filename() == "victim") done += "listed; ";
+        if (int rfd = ::open((y / "victim").c_str(), O_RDONLY | O_CLOEXEC); rfd >= 0) {
+            char c;
+            if (::read(rfd, &c, 1) == 1) done += "read; ";
+            ::close(rfd);
+        }
         if (::unlink((y / "victim").c_str()) == 0) done += "unlinked; ";
         if (::chmod((y / "mine").c_str(), 0600) == 0) done += "chmod; ";
         if (::rename((y / "mine").c_str(), (y / "moved").c_str()) == 0) done += "renamed; ";
