@@ -294,6 +294,21 @@ TEST_F(NamesCli, HfPathsThatLeaveResolveAreRefusedBeforeAnyRequest) {
     EXPECT_EQ(ls().size(), 0u);
 }
 
+TEST_F(NamesCli, AConfigWithATokenThatOthersCanReadIsWarnedAbout) {
+    const fs::path cfg = dir / "config.toml";
+    write_text_file(cfg, "[fetch]\nhf_token = \"hf_abc\"\n");
+    ::chmod(cfg.c_str(), 0644);
+    CliResult r = mfs({"--config", cfg.string(), "ls"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    const auto at = r.err.find("every user can read it");
+    EXPECT_NE(at, std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("every user can read it", at + 1), std::string::npos) << "once: " << r.err;
+    EXPECT_EQ(r.err.find("hf_abc"), std::string::npos) << r.err;
+    ::chmod(cfg.c_str(), 0600);
+    r = mfs({"--config", cfg.string(), "ls"});
+    EXPECT_EQ(r.err.find("every user can read it"), std::string::npos) << r.err;
+}
+
 TEST_F(NamesCli, CatalogIsNotReadableByOthers) {
     const fs::path priv = dir / "private", shared = dir / "shared";
     fs::create_directories(priv);
