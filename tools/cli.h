@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/escape.h"
 #include "modelfs/store/progress.h"
 #include "modelfs/store/store.h"
 
@@ -78,11 +79,10 @@ void add_config(CLI::App& app, Globals& g, Runner& run);
 void add_adopt_commands(CLI::App& app, Globals& g, Runner& run);
 
 // Output helpers.
+// Never fails on a name that is not UTF-8 (dump_json, modelfs/store/escape.h).
 void print_json(const nlohmann::json& j);
 std::string human_bytes(std::uint64_t n);
-// `s` with control characters (escape sequences, newlines) written as \xNN, for a terminal:
-// names and texts that users or files chose must not drive it.
-std::string terminal_safe(std::string_view s);
+// terminal_safe (modelfs/store/escape.h) for names and texts that users, files or servers chose.
 std::string human_count(std::uint64_t n);  // 2.57 B, 123.4 M
 std::string format_time(std::int64_t unix_seconds);
 Category parse_category_arg(const std::string& s);

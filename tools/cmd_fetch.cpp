@@ -787,25 +787,25 @@ int run_status(const Globals& g) {
     if (!in_flight.empty()) {
         std::printf("downloading (%zu):\n", in_flight.size());
         for (const auto* st : in_flight)
-            std::printf("  %-40s %s%s%s\n", name_of(*st).c_str(), progress(*st).c_str(),
-                        st->bytes_per_second
-                            ? ("  " + human_bytes(st->bytes_per_second) + "/s").c_str()
-                            : "",
-                        st->other_process ? "  (another process)" : "");
+            std::printf(
+                "  %-40s %s%s%s\n", terminal_safe(name_of(*st)).c_str(), progress(*st).c_str(),
+                st->bytes_per_second ? ("  " + human_bytes(st->bytes_per_second) + "/s").c_str()
+                                     : "",
+                st->other_process ? "  (another process)" : "");
     }
     if (!interrupted.empty()) {
         std::printf("interrupted (%zu), resumed by `modelfs fetch` or the next open:\n",
                     interrupted.size());
         for (const auto* st : interrupted)
-            std::printf("  %-40s %s\n", name_of(*st).c_str(), progress(*st).c_str());
+            std::printf("  %-40s %s\n", terminal_safe(name_of(*st)).c_str(), progress(*st).c_str());
     }
     if (!failed.empty()) {
         std::printf("failed (%zu):\n", failed.size());
         for (const auto* st : failed) {
             auto it = failed_at.find(st->key);
-            std::printf("  %-40s %s  %s\n", name_of(*st).c_str(),
+            std::printf("  %-40s %s  %s\n", terminal_safe(name_of(*st)).c_str(),
                         it != failed_at.end() && it->second ? format_time(it->second).c_str() : "",
-                        st->error.c_str());
+                        terminal_safe(st->error).c_str());
         }
     }
     if (in_flight.empty() && interrupted.empty() && failed.empty() && !g.quiet)
@@ -820,9 +820,10 @@ int run_status(const Globals& g) {
         std::printf("done (latest stored that have a source):\n");
         for (const auto& r : recent) {
             auto it = names.find(r.blob);
-            std::printf("  %-40s %10s  %s\n",
-                        (it != names.end() ? it->second : r.blob.hex().substr(0, 12)).c_str(),
-                        human_bytes(r.size).c_str(), format_time(r.stored).c_str());
+            std::printf(
+                "  %-40s %10s  %s\n",
+                terminal_safe(it != names.end() ? it->second : r.blob.hex().substr(0, 12)).c_str(),
+                human_bytes(r.size).c_str(), format_time(r.stored).c_str());
         }
     }
     std::printf("present        %zu blob(s), %s\n", present.n, human_bytes(present.bytes).c_str());

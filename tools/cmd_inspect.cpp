@@ -79,8 +79,10 @@ json version_json(const ModelVersion& v, bool current) {
 }
 
 void print_blob(const json& b, const std::string& indent) {
+    // Metadata, URLs and errors come from files and servers: escaped, so nothing in them drives
+    // the terminal.
     auto line = [&](const char* k, const std::string& v) {
-        std::printf("%s%-11s %s\n", indent.c_str(), k, v.c_str());
+        std::printf("%s%-11s %s\n", indent.c_str(), k, terminal_safe(v).c_str());
     };
     if (b.value("placeholder", false)) {
         line("sha256", "not known yet: computed at the first download");
@@ -215,8 +217,8 @@ int run_ls(const Globals& g, const LsArgs& a) {
         if (remote[i].unverified)
             notes += "  [" + std::to_string(remote[i].unverified) + " file(s) not verified yet]";
         std::printf("%-16s %-48s %-8s %10s  %s%s\n", std::string(to_string(m.category)).c_str(),
-                    (m.name + v.ext).c_str(), v.label.c_str(), human_bytes(v.size).c_str(),
-                    what.c_str(), notes.c_str());
+                    terminal_safe(m.name + v.ext).c_str(), terminal_safe(v.label).c_str(),
+                    human_bytes(v.size).c_str(), what.c_str(), notes.c_str());
     }
     if (models.empty() && !g.quiet && (!a.pattern.empty() || cat))
         std::cerr << "modelfs: no model matches\n";
@@ -285,19 +287,20 @@ int run_show(const Globals& g, const std::string& query) {
         return kOk;
     }
     if (r.model) {
-        std::printf("%s\n", out["model"].get<std::string>().c_str());
+        std::printf("%s\n", terminal_safe(out["model"].get<std::string>()).c_str());
         if (out.contains("file")) print_blob(out["file"], "  ");
         std::printf("  versions:\n");
         for (const auto& v : out["versions"]) {
             std::string what = v.contains("sha256") ? v["sha256"].get<std::string>().substr(0, 10)
                                                     : std::to_string(v["files"].size()) + " files";
             std::printf("  %s %-10s %s  %10s  %s  %s\n", v["current"].get<bool>() ? "*" : " ",
-                        v["label"].get<std::string>().c_str(), what.c_str(),
+                        terminal_safe(v["label"].get<std::string>()).c_str(), what.c_str(),
                         human_bytes(v["size"]).c_str(), format_time(v["added"]).c_str(),
-                        v.value("source", std::string()).c_str());
+                        terminal_safe(v.value("source", std::string())).c_str());
             if (v.contains("files") && v["current"].get<bool>())
                 for (const auto& f : v["files"])
-                    std::printf("      %-56s %10s  %s%s\n", f["path"].get<std::string>().c_str(),
+                    std::printf("      %-56s %10s  %s%s\n",
+                                terminal_safe(f["path"].get<std::string>()).c_str(),
                                 human_bytes(f["size"]).c_str(),
                                 f["sha256"].get<std::string>().substr(0, 10).c_str(),
                                 f.value("state", "present") == "present"
@@ -306,12 +309,12 @@ int run_show(const Globals& g, const std::string& query) {
         }
     } else {
         if (r.path)
-            std::printf("%s: %s\n", r.path->c_str(),
+            std::printf("%s: %s\n", terminal_safe(r.path->string()).c_str(),
                         r.in_store ? "in the store" : "not in the store");
         print_blob(out["file"], "  ");
         if (out.contains("models"))
             for (const auto& m : out["models"])
-                std::printf("  used by    %s\n", m.get<std::string>().c_str());
+                std::printf("  used by    %s\n", terminal_safe(m.get<std::string>()).c_str());
     }
     return kOk;
 }

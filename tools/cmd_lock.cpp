@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "cli.h"
+#include "modelfs/store/secrets.h"
 #include "modelfs/store/unique_fd.h"
 
 namespace modelfs::cli {
@@ -16,15 +17,23 @@ namespace {
 using nlohmann::json;
 
 // Every model `layout` shows, at the version it shows there; without a layout every model at its
-// current version.
-LockFile make_lock(Store& s, const std::optional<fs::ViewLayout>& layout) {
+// current version. A model whose name an older modelfs let in but names.h refuses is left out
+// with a warning: `apply` would refuse the whole lock for it.
+LockFile make_lock(Store& s, const std::optional<fs::ViewLayout>& layout, bool with_secrets) {
     LockFile lock;
     if (layout) lock.view = layout->name();
     auto txn = s.catalog().read();
     txn.for_each_model([&](const Model& m) {
         const std::size_t i = layout ? m.shown_in(layout->name()) : m.current;
         if (layout && !layout->path_for(m, m.versions.at(i))) return;
-        lock.models.push_back(lock_entry(txn, m, i));
+        try {
+            check_model_name(m.name);
+        } catch (const StoreError& e) {
+            std::cerr << "modelfs: warning: model " << m.versions.at(i).content_id().hex()
+                      << " left out of the lock: " << e.what() << "\n";
+            return;
+        }
+        lock.models.push_back(lock_entry(txn, m, i, with_secrets));
     });
     std::sort(lock.models.begin(), lock.models.end(),
               [](const LockedModel& a, const LockedModel& b) { return a.key() < b.key(); });
@@ -32,10 +41,11 @@ LockFile make_lock(Store& s, const std::optional<fs::ViewLayout>& layout) {
 }
 
 // Replaces `file` whole or not at all, so a failed write never leaves half a lock file behind.
-void write_file_atomically(const std::filesystem::path& file, const std::string& text) {
+void write_file_atomically(const std::filesystem::path& file, const std::string& text,
+                           mode_t mode) {
     const std::filesystem::path tmp = file.string() + ".tmp" + std::to_string(::getpid());
     {
-        UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+        UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
         if (!fd) throw_errno("creating " + tmp.string(), errno);
         std::size_t done = 0;
         while (done < text.size()) {
@@ -67,13 +77,14 @@ std::filesystem::path absolute_path(const std::string& p) {
 
 struct LockArgs {
     std::string view, output;
+    bool with_secrets = false;
 };
 
 int run_lock(const Globals& g, const LockArgs& a) {
     std::optional<fs::ViewLayout> layout;
     if (!a.view.empty()) layout = view_arg(g, a.view);
     Store s = g.open_store();
-    const LockFile lock = make_lock(s, layout);
+    const LockFile lock = make_lock(s, layout, a.with_secrets);
     const std::string text = lock.to_text();
     if (a.output.empty() || a.output == "-") {
         std::cout << text;
@@ -84,7 +95,9 @@ int run_lock(const Globals& g, const LockArgs& a) {
         return kOk;
     }
     const std::filesystem::path file = absolute_path(a.output);
-    write_file_atomically(file, text);
+    // Only a lock that keeps credentials is a secret (secrets.h); without them it is meant to be
+    // shared (committed with a project).
+    write_file_atomically(file, text, a.with_secrets ? 0600 : 0644);
     const std::string id = s.register_lock(lock, file.string());
     if (g.json)
         print_json({{"file", file.string()},
@@ -206,6 +219,10 @@ void add_lock_commands(CLI::App& app, Globals& g, Runner& run) {
         "them from `retain`");
     lock->add_option("--view", la->view, "Only what this view shows, as it shows it (pins)");
     lock->add_option("-o,--output", la->output, "Write to FILE instead of stdout");
+    lock->add_flag("--with-secrets", la->with_secrets,
+                   "Keep user:password@ and signed/token query parameters (X-Amz-Signature, "
+                   "token, ...) in the sources; the file is then created 0600. Without it they are "
+                   "removed and marked \"secrets_removed\"");
     lock->callback([&g, &run, la] { run = [&g, la] { return run_lock(g, *la); }; });
 
     auto file = std::make_shared<std::string>();

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,7 +11,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
+#include <set>
 
+#include <spdlog/spdlog.h>
 #include <toml++/toml.h>
 #include <nlohmann/json.hpp>
 
@@ -561,13 +565,35 @@ fetch::FetchConfig fetch_config(const Config& config, fetch::FetchConfig c) {
     return c;
 }
 
+namespace {
+
+// A token in a file others can read is everyone's token: said once per file and process (the
+// file is the user's to fix; modelfs never writes it).
+void warn_if_others_can_read(const stdfs::path& file) {
+    struct stat st;
+    if (::stat(file.c_str(), &st) != 0 || !(st.st_mode & S_IROTH)) return;
+    static std::mutex mu;
+    static std::set<std::string> told;
+    std::lock_guard lk(mu);
+    if (!told.insert(file.string()).second) return;
+    spdlog::warn(
+        "{} holds a credential (fetch.hf_token or s3.secret_key) and every user can read "
+        "it; `chmod 600 {}` (or 640 for a group that may use it)",
+        file.string(), file.string());
+}
+
+}  // namespace
+
 Config load_config_file(const stdfs::path& file) {
     // Absolute, so a relative `store` still means the same folder after a chdir (the mount's
     // daemon changes to "/").
     std::error_code ec;
     stdfs::path abs = stdfs::absolute(file, ec);
     if (ec) abs = file;
-    return parse_config(read_whole(abs), abs);
+    Config c = parse_config(read_whole(abs), abs);
+    const FetchSettings& f = c.fetch;
+    if (f.hf_token || f.s3_secret_key) warn_if_others_can_read(abs);
+    return c;
 }
 
 Config merge_config(Config base, const Config& h) {

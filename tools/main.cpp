@@ -1,4 +1,5 @@
 // modelfs: one copy of every model, every tool its own folder layout.
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -24,9 +25,26 @@ int exit_code_for(ErrorKind k) {
     }
 }
 
+// %* is the message with its control characters escaped: messages carry names, URLs and server
+// text, which must not drive the terminal.
+class TerminalSafeMessage : public spdlog::custom_flag_formatter {
+  public:
+    void format(const spdlog::details::log_msg& msg, const std::tm&,
+                spdlog::memory_buf_t& dest) override {
+        const std::string s =
+            terminal_safe(std::string_view(msg.payload.data(), msg.payload.size()));
+        dest.append(s.data(), s.data() + s.size());
+    }
+    std::unique_ptr<custom_flag_formatter> clone() const override {
+        return std::make_unique<TerminalSafeMessage>();
+    }
+};
+
 void setup_logging(const Globals& g) {
     auto logger = spdlog::stderr_color_mt("modelfs");
-    logger->set_pattern("modelfs: %^%l%$: %v");
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<TerminalSafeMessage>('*').set_pattern("modelfs: %^%l%$: %*");
+    logger->set_formatter(std::move(formatter));
     logger->set_level(g.quiet          ? spdlog::level::err
                       : g.verbose >= 2 ? spdlog::level::debug
                       : g.verbose == 1 ? spdlog::level::info

@@ -40,22 +40,7 @@ Store Globals::open_store() const {
 }
 
 void print_json(const nlohmann::json& j) {
-    std::cout << j.dump(2) << "\n";
-}
-
-std::string terminal_safe(std::string_view s) {
-    std::string out;
-    out.reserve(s.size());
-    for (unsigned char c : s) {
-        if (c >= 0x20 && c != 0x7f) {
-            out += static_cast<char>(c);
-            continue;
-        }
-        char buf[8];
-        std::snprintf(buf, sizeof buf, "\\x%02x", c);
-        out += buf;
-    }
-    return out;
+    std::cout << dump_json(j) << "\n";
 }
 
 std::string human_bytes(std::uint64_t n) {

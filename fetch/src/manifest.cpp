@@ -15,6 +15,8 @@
 
 #include "modelfs/fetch/source.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/escape.h"
+#include "modelfs/store/names.h"
 
 namespace modelfs::fetch {
 namespace {
@@ -123,19 +125,6 @@ std::optional<std::uint64_t> size_of_field(const json& obj, const std::string& p
     return v.get<std::uint64_t>();
 }
 
-bool relative_path_ok(const std::string& p) {
-    if (p.empty() || p.find('\0') != std::string::npos) return false;
-    std::size_t start = 0;
-    for (;;) {
-        auto end = p.find('/', start);
-        std::string_view part(p.data() + start,
-                              (end == std::string::npos ? p.size() : end) - start);
-        if (part.empty() || part == "." || part == "..") return false;
-        if (end == std::string::npos) return true;
-        start = end + 1;
-    }
-}
-
 RemoteFile file_of(const json& obj, const std::string& prefix, bool stream, bool& size_given) {
     RemoteFile f;
     f.sources = sources_of(obj, prefix, stream);
@@ -187,12 +176,12 @@ ManifestEntry entry_of(const json& e, std::size_t index) {
             if (!fj.contains("path"))
                 field_error(prefix + "path", "is missing: the file's path inside the model");
             const std::string path = get_string(fj, "path", prefix + "path");
-            if (!relative_path_ok(path))
-                field_error(prefix + "path", "\"" + path +
-                                                 "\" must be a relative path (no empty, . or .. "
-                                                 "parts), like \"unet/model.safetensors\"");
+            if (auto why = relative_path_problem(path); !why.empty())
+                field_error(prefix + "path", "\"" + terminal_safe(path) + "\": " + why +
+                                                 " (a relative path, like "
+                                                 "\"unet/model.safetensors\")");
             if (!paths.insert(path).second)
-                field_error(prefix + "path", "\"" + path + "\" is listed twice");
+                field_error(prefix + "path", "\"" + terminal_safe(path) + "\" is listed twice");
             const bool fstream =
                 fj.contains("stream") ? get_bool(fj, "stream", prefix + "stream") : stream;
             bool given = false;
@@ -224,7 +213,7 @@ ManifestEntry entry_of(const json& e, std::size_t index) {
 ModelRef parse_model_ref(std::string_view as) {
     const std::string text(as);
     auto bad = [&](const std::string& why) -> void {
-        throw StoreError(ErrorKind::bad_input, "\"" + text + "\": " + why);
+        throw StoreError(ErrorKind::bad_input, "\"" + terminal_safe(text) + "\": " + why);
     };
     auto slash = text.find('/');
     if (slash == std::string::npos || slash == 0)
@@ -235,7 +224,7 @@ ModelRef parse_model_ref(std::string_view as) {
     if (!c) {
         std::string list;
         for (auto k : all_categories()) list.append(" ").append(to_string(k));
-        bad("unknown category '" + cat + "'; categories are:" + list);
+        bad("unknown category '" + terminal_safe(cat) + "'; categories are:" + list);
     }
     r.category = *c;
     std::string name = text.substr(slash + 1);

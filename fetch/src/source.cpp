@@ -4,6 +4,8 @@
 #include <cctype>
 
 #include "modelfs/store/errors.h"
+#include "modelfs/store/escape.h"
+#include "modelfs/store/names.h"
 
 namespace modelfs::fetch {
 namespace {
@@ -17,7 +19,7 @@ bool starts_with_ci(std::string_view s, std::string_view prefix) {
 
 [[noreturn]] void bad_url(std::string_view url, const std::string& why) {
     throw StoreError(ErrorKind::bad_input,
-                     "source URL '" + redact_url(url) + "': " + why +
+                     "source URL '" + terminal_safe(redact_url(url)) + "': " + why +
                          " (expected https://HOST/PATH, hf://OWNER/REPO[@REVISION]/PATH or "
                          "s3://BUCKET/KEY)");
 }
@@ -59,6 +61,23 @@ std::string_view scheme_of(std::string_view url) {
     return p == std::string_view::npos ? std::string_view{} : url.substr(0, p);
 }
 
+// "%2e%2e" -> "..": what a server sees once it decodes the path. A '%' not followed by two hex
+// digits stays.
+std::string percent_decoded(std::string_view s) {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '%' && i + 2 < s.size() &&
+            std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+            std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+            out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+            i += 2;
+        } else {
+            out += s[i];
+        }
+    }
+    return out;
+}
+
 struct HfParts {
     std::string kind;  // "", "datasets/" or "spaces/"
     std::string repo;  // OWNER/REPO
@@ -90,6 +109,14 @@ HfParts parse_hf(std::string_view url) {
     if (repo.size() == s1 + 1) bad_url(url, "no repository name");
     p.repo = std::string(repo);
     if (p.path.empty() || p.path.back() == '/') bad_url(url, "no file path after OWNER/REPO");
+    // The request goes to OWNER/REPO/resolve/REVISION/PATH with the token: no part may lead
+    // anywhere else, neither as written (libcurl squashes "..") nor once the hub decodes it
+    // ("%2e%2e", "%2f").
+    const std::pair<const char*, const std::string*> parts[] = {
+        {"repository", &p.repo}, {"revision", &p.revision}, {"file path", &p.path}};
+    for (const auto& [what, text] : parts)
+        if (auto why = relative_path_problem(percent_decoded(*text)); !why.empty())
+            bad_url(url, std::string("the ") + what + " " + why);
     return p;
 }
 
@@ -196,22 +223,6 @@ HttpTarget resolve_source(std::string_view url, const FetchConfig& cfg) {
     t.url = std::string(url);
     t.host = host_of(t.url);
     return t;
-}
-
-std::string redact_url(std::string_view url) {
-    std::string_view u = url;
-    u = u.substr(0, u.find_first_of("?#"));
-    auto p = u.find("://");
-    if (p == std::string_view::npos) return std::string(u);
-    auto auth_end = u.find('/', p + 3);
-    std::string_view authority = u.substr(
-        p + 3, auth_end == std::string_view::npos ? std::string_view::npos : auth_end - p - 3);
-    auto at = authority.rfind('@');
-    if (at == std::string_view::npos) return std::string(u);
-    std::string out(u.substr(0, p + 3));
-    out += authority.substr(at + 1);
-    if (auth_end != std::string_view::npos) out += u.substr(auth_end);
-    return out;
 }
 
 }  // namespace modelfs::fetch

@@ -3,7 +3,13 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <mutex>
 #include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "modelfs/store/escape.h"
+#include "modelfs/store/names.h"
 
 namespace modelfs::fs {
 
@@ -153,6 +159,21 @@ ViewTree ViewTree::build(const Txn& txn, const std::vector<ViewLayout>& views, b
     std::set<std::string> locked_seen;
 
     txn.for_each_model([&](const Model& m) {
+        // A name or file path that names.h refuses (a catalog an older modelfs wrote) could show
+        // a second '..' or reach out of its folder: not shown, said once per process.
+        std::string why = relative_path_problem(m.name);
+        for (const auto& v : m.versions)
+            for (const auto& e : v.tree)
+                if (why.empty()) why = relative_path_problem(e.path);
+        if (!why.empty()) {
+            static std::mutex mu;
+            static std::set<std::string> told;
+            std::lock_guard lk(mu);
+            if (told.insert(m.key()).second)
+                spdlog::warn("model {} is not shown: its name or a file path is refused ({})",
+                             terminal_safe(m.key()), why);
+            return;
+        }
         std::optional<std::size_t> pinned_by_lock;
         if (lock) {
             auto it = locked.find(m.key());

@@ -11,6 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include "modelfs/store/errors.h"
+#include "modelfs/store/escape.h"
+#include "modelfs/store/names.h"
+#include "modelfs/store/secrets.h"
 
 namespace modelfs {
 namespace {
@@ -308,17 +311,15 @@ std::optional<std::size_t> find_version(const Model& m, std::string_view wanted,
 void check_version_label(std::string_view label) {
     auto bad = [&](const std::string& why) {
         throw StoreError(ErrorKind::bad_input,
-                         "version label '" + std::string(label) + "' " + why +
+                         "version label '" + terminal_safe(label) + "' " + why +
                              " (labels are free text like v1.2, fp16 or 2026-12-03)");
     };
     if (label.empty()) bad("is empty");
     if (label.size() > 100) bad("is longer than 100 bytes");
-    if (label == "." || label == "..") bad("is not allowed");
-    for (unsigned char ch : label) {
-        if (ch == '/') bad("contains '/'");
-        if (ch == '@') bad("contains '@'");
-        if (ch < 0x20 || ch == 0x7f) bad("contains a control character");
-    }
+    if (label.find('/') != std::string_view::npos) bad("contains '/'");
+    if (label.find('@') != std::string_view::npos) bad("contains '@'");
+    // A label becomes part of a name in the views ("name@label"): the same rule as names.
+    if (auto why = relative_path_problem(label); !why.empty()) bad("is not allowed: " + why);
 }
 
 std::string model_key(Category c, std::string_view name) {
@@ -587,12 +588,17 @@ Catalog Catalog::open(const std::filesystem::path& dir, bool create) {
     check(mdb_env_set_maxreaders(raw, 1024), "setting maxreaders");
     // MDB_NOTLS: read transactions are not tied to a thread (the daemon hands them between
     // workers).
-    int rc = mdb_env_open(raw, dir.c_str(), MDB_NOTLS, 0644);
+    // The catalog holds download URLs, which can carry credentials (secrets.h).
+    const std::filesystem::path root = dir.parent_path();
+    int rc = mdb_env_open(raw, dir.c_str(), MDB_NOTLS, secret_file_mode(root));
     if (rc != MDB_SUCCESS) {
         ErrorKind kind = (rc == EACCES || rc == ENOENT) ? ErrorKind::no_store : ErrorKind::io;
         throw StoreError(kind,
                          "cannot open the catalog in " + dir.string() + ": " + mdb_strerror(rc));
     }
+    // A catalog an older modelfs made 0644: tightened by whoever owns it, the first time it opens
+    // it (another user's process cannot, and needs not).
+    for (const char* f : {"data.mdb", "lock.mdb"}) tighten_secret_file(dir / f, root);
     int dead = 0;
     mdb_reader_check(raw, &dead);  // reclaim reader slots of crashed processes
 

@@ -18,7 +18,9 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "modelfs/store/escape.h"
 #include "modelfs/store/model_check.h"
+#include "modelfs/store/names.h"
 #include "store_impl.h"
 
 namespace fs = std::filesystem;
@@ -61,26 +63,15 @@ bool is_model_file(const std::string& filename) {
 
 }  // namespace
 
-// A name is stored as given and later becomes a path in every view: keep it to what every
-// filesystem and tool accepts.
+// A name is stored as given and later becomes a path in every view: the rule of names.h, and
+// '@', which separates a version label.
 void check_model_name(const std::string& name) {
-    auto bad = [&](const std::string& why) {
-        throw StoreError(ErrorKind::bad_input, "invalid model name '" + name + "': " + why);
-    };
-    if (name.empty()) bad("empty");
-    if (name.find('\0') != std::string::npos) bad("contains NUL");
-    if (name.front() == '/' || name.back() == '/') bad("starts or ends with '/'");
-    std::size_t start = 0;
-    while (start <= name.size()) {
-        auto end = name.find('/', start);
-        if (end == std::string::npos) end = name.size();
-        std::string part = name.substr(start, end - start);
-        if (part.empty()) bad("empty path component");
-        if (part == "." || part == "..") bad("'.' or '..' component");
-        if (part.size() > 200) bad("a component is longer than 200 bytes");
-        if (part.find('@') != std::string::npos) bad("'@' is reserved for version labels");
-        start = end + 1;
-    }
+    std::string why = relative_path_problem(name, kMaxNameComponent);
+    if (why.empty() && name.find('@') != std::string::npos)
+        why = "'@' is reserved for version labels";
+    if (!why.empty())
+        throw StoreError(ErrorKind::bad_input,
+                         "invalid model name '" + terminal_safe(name) + "': " + why);
 }
 
 namespace {
@@ -364,6 +355,8 @@ class Importer {
             }
             try {
                 check_model_name(m.name);
+                for (const auto& rel : m.tree_paths)
+                    check_relative_path(rel, terminal_safe(m.source.string()) + ": file path");
             } catch (const StoreError& e) {
                 m.error = e.what();
             }

@@ -6,6 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "modelfs/store/errors.h"
+#include "modelfs/store/escape.h"
+#include "modelfs/store/names.h"
+#include "modelfs/store/secrets.h"
 #include "modelfs/store/store.h"
 
 namespace modelfs {
@@ -20,6 +23,7 @@ ojson file_json(const LockedFile& f, bool with_path) {
     j["sha256"] = f.sha256.hex();
     j["size"] = f.size;
     j["sources"] = f.sources;
+    if (f.secrets_removed) j["secrets_removed"] = true;
     return j;
 }
 
@@ -47,6 +51,7 @@ std::string LockFile::to_text() const {
             j["files"] = std::move(files);
         } else if (!m.files.empty()) {
             j["sources"] = m.files.front().sources;
+            if (m.files.front().secrets_removed) j["secrets_removed"] = true;
         }
         models.push_back(std::move(j));
     }
@@ -54,7 +59,7 @@ std::string LockFile::to_text() const {
     root["modelfs_lock"] = kLockFormatVersion;
     root["view"] = view;
     root["models"] = std::move(models);
-    return root.dump(2) + "\n";
+    return dump_json(root) + "\n";
 }
 
 LockFile LockFile::parse(std::string_view text, const std::string& source) {
@@ -92,12 +97,16 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
             auto sources = [&](const nlohmann::json& o) {
                 return o.value("sources", std::vector<std::string>{});
             };
+            auto secrets_removed = [&](const nlohmann::json& o) {
+                return o.value("secrets_removed", false);
+            };
             LockedModel m;
             const std::string key = j.at("model").get<std::string>();
             const auto slash = key.find('/');
             auto cat = parse_category(key.substr(0, slash == std::string::npos ? 0 : slash));
             if (!cat || slash == std::string::npos)
-                throw bad(where + ": \"" + key + "\" is not CATEGORY/NAME with a known category");
+                throw bad(where + ": \"" + terminal_safe(key) +
+                          "\" is not CATEGORY/NAME with a known category");
             m.category = *cat;
             m.name = key.substr(slash + 1);
             try {
@@ -105,7 +114,7 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
                 m.label = j.at("label").get<std::string>();
                 check_version_label(m.label);
             } catch (const StoreError& e) {
-                throw bad(where + " (" + key + "): " + e.what());
+                throw bad(where + ": " + e.what());
             }
             if (!seen.insert(key).second) throw bad(where + ": model " + key + " is listed twice");
             m.content_id = hash(j, where);
@@ -117,10 +126,13 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
                     const std::string fwhere = where + ".files[" + std::to_string(fi++) + "]";
                     LockedFile lf;
                     lf.path = f.at("path").get<std::string>();
-                    if (lf.path.empty()) throw bad(fwhere + ": empty \"path\"");
+                    if (auto why = relative_path_problem(lf.path); !why.empty())
+                        throw bad(fwhere + " (" + terminal_safe(key) + "): \"path\" '" +
+                                  terminal_safe(lf.path) + "': " + why);
                     lf.sha256 = hash(f, fwhere);
                     lf.size = f.at("size").get<std::uint64_t>();
                     lf.sources = sources(f);
+                    lf.secrets_removed = secrets_removed(f);
                     m.files.push_back(std::move(lf));
                 }
                 if (m.files.empty()) throw bad(where + ": \"files\" is empty");
@@ -131,7 +143,7 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
                               "): \"sha256\" does not match its files (edited by hand?)");
             } else {
                 m.ext = j.at("ext").get<std::string>();
-                m.files.push_back({"", m.content_id, m.size, sources(j)});
+                m.files.push_back({"", m.content_id, m.size, sources(j), secrets_removed(j)});
             }
             lock.models.push_back(std::move(m));
         }
@@ -153,7 +165,7 @@ std::vector<std::pair<std::string, Sha256>> LockFile::versions() const {
     return out;
 }
 
-LockedModel lock_entry(const Txn& txn, const Model& m, std::size_t index) {
+LockedModel lock_entry(const Txn& txn, const Model& m, std::size_t index, bool with_secrets) {
     const ModelVersion& v = m.versions.at(index);
     LockedModel out;
     out.category = m.category;
@@ -163,8 +175,10 @@ LockedModel lock_entry(const Txn& txn, const Model& m, std::size_t index) {
     out.tree = v.is_tree();
     out.content_id = v.content_id();
     out.size = v.size;
+    bool removed = false;
     auto sources_of = [&](const Sha256& h) {
         std::vector<std::string> urls;
+        removed = false;
         auto r = txn.get_blob(h);
         // A placeholder's key is not a hash of anything another machine could check.
         if (r && r->placeholder)
@@ -174,14 +188,25 @@ LockedModel lock_entry(const Txn& txn, const Model& m, std::size_t index) {
                                  "lock file cannot name it; run `modelfs fetch " +
                                  m.key() + "` first");
         if (r)
-            for (const auto& s : r->sources) urls.push_back(s.url);
+            for (const auto& s : r->sources) {
+                if (with_secrets) {
+                    urls.push_back(s.url);
+                    continue;
+                }
+                StrippedUrl u = strip_url_secrets(s.url);
+                removed = removed || u.removed;
+                urls.push_back(std::move(u.url));
+            }
         return urls;
     };
     if (v.is_tree()) {
-        for (const auto& t : v.tree)
-            out.files.push_back({t.path, t.blob, t.size, sources_of(t.blob)});
+        for (const auto& t : v.tree) {
+            auto urls = sources_of(t.blob);
+            out.files.push_back({t.path, t.blob, t.size, std::move(urls), removed});
+        }
     } else {
-        out.files.push_back({"", *v.blob, v.size, sources_of(*v.blob)});
+        auto urls = sources_of(*v.blob);
+        out.files.push_back({"", *v.blob, v.size, std::move(urls), removed});
     }
     return out;
 }

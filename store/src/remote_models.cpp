@@ -11,44 +11,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include "modelfs/store/names.h"
+#include "modelfs/store/secrets.h"
 #include "store_impl.h"
 
 namespace fs = std::filesystem;
 
 namespace modelfs {
 namespace {
-
-// A URL as recorded in a version's `source`: without user:password@ and without a query or
-// fragment, which may carry tokens (presigned S3 URLs, ?token=...). The blob's `sources` keep the
-// full URL, since that is what a download needs.
-std::string redact(std::string_view url) {
-    std::string u(url.substr(0, url.find_first_of("?#")));
-    auto scheme = u.find("://");
-    std::size_t host = scheme == std::string::npos ? 0 : scheme + 3;
-    auto slash = u.find('/', host);
-    auto at = u.rfind('@', slash == std::string::npos ? u.size() : slash);
-    if (at != std::string::npos && at >= host) u.erase(host, at + 1 - host);
-    return u;
-}
-
-// A tree path becomes a path in every view: relative, no empty, '.' or '..' components.
-void check_tree_path(const std::string& model, const std::string& p) {
-    auto bad = [&](const std::string& why) {
-        throw StoreError(ErrorKind::bad_input,
-                         model + ": invalid file path '" + p + "' in the model: " + why);
-    };
-    if (p.empty()) bad("empty");
-    if (p.find('\0') != std::string::npos) bad("contains NUL");
-    if (p.front() == '/' || p.back() == '/') bad("starts or ends with '/'");
-    for (std::size_t start = 0; start <= p.size();) {
-        auto end = p.find('/', start);
-        if (end == std::string::npos) end = p.size();
-        std::string part = p.substr(start, end - start);
-        if (part.empty() || part == "." || part == "..") bad("empty, '.' or '..' component");
-        if (part.size() > 255) bad("a component is longer than 255 bytes");
-        start = end + 1;
-    }
-}
 
 void check_remote_model(const RemoteModel& m, const std::string& key) {
     check_model_name(m.name);
@@ -63,7 +33,7 @@ void check_remote_model(const RemoteModel& m, const std::string& key) {
     for (const auto& f : m.files) {
         const std::string what = m.tree ? key + " file '" + f.path + "'" : key;
         if (m.tree) {
-            check_tree_path(key, f.path);
+            check_relative_path(f.path, key + ": invalid file path");
             if (!paths.insert(f.path).second)
                 throw StoreError(ErrorKind::bad_input,
                                  key + ": file '" + f.path + "' is listed twice");
@@ -107,7 +77,7 @@ RemoteAddResult Store::add_remote(const RemoteModel& m) {
     auto txn = impl_->catalog.write();
     ModelVersion v;
     v.added = unix_now();
-    v.source = redact(m.files.front().sources.front().url);
+    v.source = redact_url(m.files.front().sources.front().url);
     v.note = m.note;
     for (const auto& f : m.files) {
         const Sha256 h = f.sha256 ? *f.sha256 : placeholder_key(f.sources.front().url);
@@ -117,7 +87,7 @@ RemoteAddResult Store::add_remote(const RemoteModel& m) {
             throw StoreError(ErrorKind::conflict, what + ": blob " + h.hex() + " is known with " +
                                                       std::to_string(rec->size) + " bytes, but " +
                                                       std::to_string(f.size) + " were given for " +
-                                                      redact(f.sources.front().url) +
+                                                      redact_url(f.sources.front().url) +
                                                       "; check the size and the SHA-256");
         BlobRecord r = rec.value_or(BlobRecord{});
         if (!rec) {

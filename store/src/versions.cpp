@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "modelfs/store/escape.h"
 #include "store_impl.h"
 
 namespace modelfs {
@@ -220,7 +221,17 @@ std::size_t add_locked_version(Txn& txn, Model& m, const LockedModel& lm) {
             r.size = f.size;
             r.state = BlobState::remote;
         }
-        for (const auto& url : f.sources)
+        if (f.secrets_removed && r.state != BlobState::present && r.sources.empty())
+            throw StoreError(ErrorKind::bad_input,
+                             what +
+                                 ": the lock was written without the credentials its download "
+                                 "URL needs (" +
+                                 terminal_safe(f.sources.empty() ? "" : f.sources.front()) +
+                                 "); give the URL again (`modelfs add URL --as " + lm.key() +
+                                 " --sha256 " + f.sha256.hex() +
+                                 "`) or write the lock with `modelfs lock --with-secrets`");
+        // Without its credentials a URL would only fail: the store's own sources are used.
+        for (const auto& url : f.secrets_removed ? std::vector<std::string>{} : f.sources)
             if (std::none_of(r.sources.begin(), r.sources.end(),
                              [&](const BlobSource& s) { return s.url == url; }))
                 r.sources.push_back({url, false});

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "modelfs/fetch/config.h"
+#include "modelfs/store/secrets.h"
 
 namespace modelfs::fetch {
 
@@ -33,7 +34,7 @@ void check_source_url(std::string_view url);
 HttpTarget resolve_source(std::string_view url, const FetchConfig& cfg);
 
 // The URL with credentials and query strings that may carry them removed, for logs and the
-// catalog's `source` field.
-std::string redact_url(std::string_view url);
+// catalog's `source` field: the store's one rule (modelfs/store/secrets.h).
+using modelfs::redact_url;
 
 }  // namespace modelfs::fetch

@@ -9,6 +9,8 @@
 //       {"model": "lora/sdxl/foo", "label": "v2", "ext": ".safetensors",
 //        "sha256": "<64 hex>", "size": 123,
 //        "sources": ["https://example.org/foo.safetensors"]},
+//       {"model": "lora/bar", ..., "sources": ["https://host/bar.safetensors"],
+//        "secrets_removed": true},
 //       {"model": "diffusers/sd15", "label": "v1", "sha256": "<content id, 64 hex>",
 //        "size": 456,
 //        "files": [{"path": "unet/diffusion_pytorch_model.safetensors", "sha256": "<64 hex>",
@@ -18,6 +20,10 @@
 //
 // "sha256" of a single-file model is its file's SHA-256; of a multi-file model it is the
 // version's content id (ModelVersion::content_id). Pure data and text: no store access.
+// Sources lose user:password@ and presigned/token query parameters unless the lock is written
+// with --with-secrets; "secrets_removed" says so, and apply refuses to register such a file as a
+// download (it would fail) unless this store has a source of its own for it. Model names and
+// file paths follow names.h; a lock breaking it is refused whole, before anything changes.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +44,9 @@ struct LockedFile {
     Sha256 sha256;
     std::uint64_t size = 0;
     std::vector<std::string> sources;  // URLs, mirrors in order; may be empty
+    // The sources were written without their credentials (user:password@, X-Amz-Signature,
+    // token=...; modelfs/store/secrets.h), so they may not work as they are: "secrets_removed".
+    bool secrets_removed = false;
 };
 
 struct LockedModel {
@@ -68,7 +77,9 @@ struct LockFile {
     std::vector<std::pair<std::string, Sha256>> versions() const;
 };
 
-// The entry for version `index` of `m`; sources come from the blob records `txn` has.
-LockedModel lock_entry(const Txn& txn, const Model& m, std::size_t index);
+// The entry for version `index` of `m`; sources come from the blob records `txn` has, without
+// their credentials unless `with_secrets` (`modelfs lock --with-secrets`).
+LockedModel lock_entry(const Txn& txn, const Model& m, std::size_t index,
+                       bool with_secrets = false);
 
 }  // namespace modelfs
