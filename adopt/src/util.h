@@ -21,6 +21,9 @@ void write_atomic(const std::filesystem::path& p, const std::string& text);
 // Throws StoreError naming both paths.
 std::uint64_t copy_file_durable(const std::filesystem::path& from, const std::filesystem::path& to,
                                 unsigned mode, Progress* progress = nullptr);
+// The same, from the open file `in` to the new open file `out` (names for messages only).
+std::uint64_t copy_fd_durable(int in, int out, const std::string& from, const std::string& to,
+                              unsigned mode, Progress* progress = nullptr);
 bool same_filesystem(const std::filesystem::path& a, const std::filesystem::path& b);
 // Is `p` inside `dir` (lexically, both absolute)? Returns the relative path when it is.
 bool is_under(const std::filesystem::path& p, const std::filesystem::path& dir,

@@ -1,0 +1,166 @@
+// Root acting on a tree another user controls (issue 15, findings 2-4): adopt, unadopt and the
+// cache imports never follow that user's links and never take what that user could not read.
+// Each test builds the tree as uid 1001 (chown) with SUDO_UID=1001, as `sudo modelfs ...` run
+// by that user would see it, and checks that root's own file keeps its mode, owner and content
+// and that none of it reaches blobs/ or a view.
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "modelfs/adopt/adopt.h"
+#include "modelfs/adopt/other_stores.h"
+#include "modelfs/store/safe_open.h"
+#include "modelfs/store/store.h"
+#include "support/sized_models.h"
+#include "support/test_env.h"
+
+namespace sfs = std::filesystem;
+using namespace modelfs;
+using namespace modelfs::adopt;
+using modelfs::testing::sha256_hex_of_file;
+using modelfs::testing::TempDir;
+using modelfs::testing::write_random_file;
+using modelfs::testing::write_sized_safetensors;
+using modelfs::testing::write_text_file;
+
+namespace {
+
+constexpr uid_t kUser = 1001;
+
+void unmount_hard(const sfs::path& p) {
+    if (!is_mountpoint(p)) return;
+    std::system(("/bin/fusermount3 -u '" + p.string() + "' 2>/dev/null").c_str());
+    for (int i = 0; i < 100 && is_mountpoint(p); ++i) ::usleep(20000);
+    if (is_mountpoint(p)) ::umount2(p.c_str(), MNT_DETACH);
+}
+
+void chown_tree(const sfs::path& root, uid_t uid) {
+    ASSERT_EQ(::lchown(root.c_str(), uid, uid), 0) << root;
+    for (auto it = sfs::recursive_directory_iterator(root); it != decltype(it)(); ++it)
+        ASSERT_EQ(::lchown(it->path().c_str(), uid, uid), 0) << it->path();
+}
+
+std::string read_all(const sfs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Root's own secret: a folder only root may enter, with a 0600 file in it.
+struct RootSecret {
+    sfs::path dir, file;
+    std::string content = "root's secret notes\n";
+    explicit RootSecret(const sfs::path& base) : dir(base / "root-only"), file(dir / "notes.txt") {
+        sfs::create_directories(dir);
+        write_text_file(file, content);
+        ::chmod(file.c_str(), 0600);
+        ::chmod(dir.c_str(), 0700);
+    }
+    // Mode, owner and content as made; `where` names the check.
+    void expect_untouched(const std::string& where) const {
+        struct stat st;
+        ASSERT_EQ(::stat(file.c_str(), &st), 0) << where;
+        EXPECT_EQ(st.st_mode & 07777, 0600u) << where;
+        EXPECT_EQ(st.st_uid, 0u) << where;
+        EXPECT_EQ(st.st_nlink, 1u) << where << ": hard-linked somewhere";
+        EXPECT_EQ(read_all(file), content) << where;
+        ASSERT_EQ(::stat(dir.c_str(), &st), 0) << where;
+        EXPECT_EQ(st.st_mode & 07777, 0700u) << where;
+    }
+};
+
+// No file under `root` (the store's blobs, a view's overlay) holds `content`.
+void expect_nowhere(const sfs::path& root, const std::string& content, const std::string& where) {
+    std::error_code ec;
+    for (auto it = sfs::recursive_directory_iterator(root, ec); !ec && it != decltype(it)();
+         it.increment(ec)) {
+        if (!it->is_regular_file(ec) || it->file_size(ec) != content.size()) continue;
+        EXPECT_NE(read_all(it->path()), content) << where << ": " << it->path();
+    }
+}
+
+class RootSafe : public ::testing::Test {
+  protected:
+    TempDir tmp{"modelfs-rootsafe"};
+    std::optional<RootSecret> secret;
+    sfs::path store_root;
+
+    void SetUp() override {
+        if (::geteuid() != 0) GTEST_SKIP() << "needs root to act on a tree of uid 1001";
+        ::setenv("MODELFS_CONFIG", "/dev/null", 1);
+        ::setenv("SUDO_UID", "1001", 1);
+        ::setenv("SUDO_GID", "1001", 1);
+        // uid 1001 must reach its own tree (the mount runs as root, the checks by mode bits).
+        ::chmod(tmp.path().c_str(), 0755);
+        secret.emplace(tmp.path());
+        store_root = tmp / "store";
+        Store::init(store_root);
+    }
+    void TearDown() override {
+        ::unsetenv("SUDO_UID");
+        ::unsetenv("SUDO_GID");
+    }
+};
+
+// An A1111 install of uid 1001: a model, and a plain file in a sub-folder of models/.
+sfs::path make_a1111(const sfs::path& base) {
+    const sfs::path root = base / "webui", m = root / "models";
+    sfs::create_directories(root / "modules");
+    sfs::create_directories(m / "Lora");
+    sfs::create_directories(m / "sub");
+    write_text_file(root / "webui.py", "#\n");
+    write_text_file(root / "launch.py", "#\n");
+    write_sized_safetensors(m / "Lora/style.safetensors", 5000, 1);
+    write_text_file(m / "sub/notes.txt", "the user's notes\n");
+    ::chmod((m / "sub/notes.txt").c_str(), 0666);
+    chown_tree(root, kUser);
+    return root;
+}
+
+Plan plan_for(Store& store, const sfs::path& root, const sfs::path& store_root) {
+    auto inst = detect_install(root);
+    EXPECT_TRUE(inst) << root;
+    std::vector<InstallScan> s{scan_install(*inst, *modelfs::fs::ViewLayout::builtin("a1111"))};
+    auto h = hash_scans(store_root, s);
+    return make_plan(store, std::move(s), h);
+}
+
+// Finding 4: while adopted, the user swaps backup/sub for a link to a root-only folder holding a
+// file of the same name; unadopt must not chmod (or copy, or touch) root's file.
+TEST_F(RootSafe, UnadoptDoesNotFollowASwappedBackupFolder) {
+    if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
+    const sfs::path root = make_a1111(tmp.path()), m = root / "models";
+    struct Cleanup {
+        sfs::path m;
+        ~Cleanup() { unmount_hard(m); }
+    } cleanup{m};
+    Store store = Store::open(store_root);
+    Plan plan = plan_for(store, root, store_root);
+    RunOptions o;
+    o.binary = modelfs::testing::modelfs_binary();
+    auto rep = run_plan(store, plan, o);
+    ASSERT_TRUE(rep.ok()) << rep.installs[0].status;
+    const sfs::path backup = root / "models.modelfs-backup";
+    ASSERT_TRUE(sfs::is_regular_file(backup / "sub/notes.txt"));
+    sfs::rename(backup / "sub", backup / "sub.moved");
+    sfs::create_directory_symlink(secret->dir, backup / "sub");
+    ::lchown((backup / "sub").c_str(), kUser, kUser);
+
+    auto un = unadopt(store, {});
+    ASSERT_EQ(un.size(), 1u);
+    secret->expect_untouched("after unadopt");
+    expect_nowhere(store_root, secret->content, "after unadopt");
+    std::string notes;
+    for (const auto& n : un[0].notes) notes += n + "\n";
+    EXPECT_NE(notes.find("sub/notes.txt"), std::string::npos) << un[0].status << "\n" << notes;
+    EXPECT_NE(notes.find("symbolic link"), std::string::npos) << notes;
+    // The rest came back.
+    EXPECT_TRUE(sfs::is_regular_file(m / "Lora/style.safetensors")) << un[0].status;
+}
+
+}  // namespace
