@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
 
 #include <gtest/gtest.h>
 
@@ -161,6 +162,96 @@ TEST_F(RootSafe, UnadoptDoesNotFollowASwappedBackupFolder) {
     EXPECT_NE(notes.find("symbolic link"), std::string::npos) << notes;
     // The rest came back.
     EXPECT_TRUE(sfs::is_regular_file(m / "Lora/style.safetensors")) << un[0].status;
+}
+
+}  // namespace
+
+namespace {
+
+// A Hugging Face cache of uid 1001: `repo` with one blob and a snapshot linking to it.
+struct UserHfCache {
+    sfs::path root;
+    explicit UserHfCache(const sfs::path& r) : root(r) { sfs::create_directories(root); }
+    sfs::path repo(const std::string& id) const { return root / ("models--org--" + id); }
+    // A real blob, and snapshot `commit` whose `rel` links to it the way huggingface_hub does.
+    std::string blob(const std::string& id, const std::string& commit, const std::string& rel,
+                     std::uint64_t seed) {
+        const sfs::path tmpf = root / "blob.tmp";
+        write_random_file(tmpf, 3000, seed);
+        const std::string sha = sha256_hex_of_file(tmpf);
+        sfs::create_directories(repo(id) / "blobs");
+        sfs::rename(tmpf, repo(id) / "blobs" / sha);
+        link(id, commit, rel, "../../blobs/" + sha);
+        return sha;
+    }
+    void link(const std::string& id, const std::string& commit, const std::string& rel,
+              const std::string& target) {
+        const sfs::path p = repo(id) / "snapshots" / commit / rel;
+        sfs::create_directories(p.parent_path());
+        sfs::create_symlink(target, p);
+        sfs::create_directories(repo(id) / "refs");
+        write_text_file(repo(id) / "refs/main", commit);
+    }
+};
+
+const std::string kCommit = "0123456789abcdef0123456789abcdef01234567";
+
+// Finding 2: snapshot links that lead to root's file (relative and climbing out of the repo,
+// absolute, through a blobs/ folder that is a link) are refused by name; the user's own repo
+// next to them is imported as before.
+TEST_F(RootSafe, HfCacheNeverFollowsALinkOutOfTheRepo) {
+    UserHfCache hf(tmp / "hub");
+    const std::string good = hf.blob("good", kCommit, "model.safetensors", 7);
+    hf.blob("climb", kCommit, "ok.bin", 8);
+    hf.link("climb", kCommit, "model.safetensors", "../../../../root-only/notes.txt");
+    hf.blob("absolute", kCommit, "ok.bin", 9);
+    hf.link("absolute", kCommit, "model.safetensors", secret->file.string());
+    // The middle component: blobs/ itself a link to root's folder.
+    sfs::create_directories(hf.repo("middle"));
+    sfs::create_directory_symlink(secret->dir, hf.repo("middle") / "blobs");
+    hf.link("middle", kCommit, "model.safetensors", "../../blobs/notes.txt");
+    chown_tree(hf.root, kUser);
+
+    Store store = Store::open(store_root);
+    auto rep = import_hf_cache(store, hf.root);
+    std::map<std::string, const OtherStoreItem*> by_model;
+    for (const auto& it : rep.items)
+        by_model[it.model_key.substr(it.model_key.find('/') + 1)] = &it;
+    ASSERT_TRUE(by_model.count("org/good"));
+    EXPECT_EQ(by_model["org/good"]->outcome, OtherStoreItem::Outcome::added)
+        << by_model["org/good"]->detail;
+    EXPECT_TRUE(store.blobs().exists(*Sha256::from_hex(good)));
+    for (const std::string bad : {"org/climb", "org/absolute", "org/middle"}) {
+        ASSERT_TRUE(by_model.count(bad)) << bad;
+        EXPECT_EQ(by_model[bad]->outcome, OtherStoreItem::Outcome::skipped)
+            << bad << ": " << by_model[bad]->detail;
+        EXPECT_NE(by_model[bad]->detail.find("model.safetensors"), std::string::npos)
+            << by_model[bad]->detail;
+    }
+    EXPECT_NE(by_model["org/middle"]->detail.find("symbolic link"), std::string::npos)
+        << by_model["org/middle"]->detail;
+    secret->expect_untouched("after import --hf-cache");
+    expect_nowhere(store_root, secret->content, "after import --hf-cache");
+}
+
+// A blob the user could not read itself (0600 root, placed in the user's cache) is refused too.
+TEST_F(RootSafe, HfCacheBlobTheUserCannotReadIsRefused) {
+    UserHfCache hf(tmp / "hub");
+    const std::string sha = hf.blob("mine", kCommit, "model.safetensors", 11);
+    chown_tree(hf.root, kUser);
+    const sfs::path blob = hf.repo("mine") / "blobs" / sha;
+    ASSERT_EQ(::chown(blob.c_str(), 0, 0), 0);
+    ASSERT_EQ(::chmod(blob.c_str(), 0600), 0);
+    Store store = Store::open(store_root);
+    auto rep = import_hf_cache(store, hf.root);
+    ASSERT_EQ(rep.items.size(), 1u);
+    EXPECT_EQ(rep.items[0].outcome, OtherStoreItem::Outcome::skipped) << rep.items[0].detail;
+    EXPECT_NE(rep.items[0].detail.find("not readable by"), std::string::npos)
+        << rep.items[0].detail;
+    EXPECT_FALSE(store.blobs().exists(*Sha256::from_hex(sha)));
+    struct stat st;
+    ASSERT_EQ(::stat(blob.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0600u);
 }
 
 }  // namespace
