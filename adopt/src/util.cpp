@@ -12,6 +12,7 @@
 
 #include "modelfs/store/blob_store.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/safe_open.h"
 #include "modelfs/store/unique_fd.h"
 
 namespace sfs = std::filesystem;
@@ -65,6 +66,11 @@ std::uint64_t copy_fd_durable(int in, int out, const std::string& from, const st
     if (::fchmod(out, mode & 07777) != 0) throw_errno("chmod " + to, errno);
     fsync_or_throw(out, to);
     return total;
+}
+
+UniqueFd open_real(const sfs::path& real, int flags) {
+    if (real.is_absolute()) return open_no_symlinks(real, flags);
+    return UniqueFd(::open(real.c_str(), flags | O_NOFOLLOW | O_CLOEXEC));
 }
 
 bool same_filesystem(const sfs::path& a, const sfs::path& b) {

@@ -229,7 +229,7 @@ bool ActingUser::can_change(const struct stat& st) const {
 
 std::optional<std::string> ActingUser::refusal(const struct stat& st, const std::string& what,
                                                bool change) const {
-    const std::string who = name + ", for whom root acts here";
+    const std::string who = name + " (for whom root acts here)";
     if (S_ISDIR(st.st_mode)) {
         if (!can_list(st)) return what + ": a folder " + who + " cannot list; left out";
         return std::nullopt;

@@ -54,14 +54,18 @@ std::string read_all(const sfs::path& p) {
 
 // Root's own secret: a folder only root may enter, with a 0600 file in it.
 struct RootSecret {
-    sfs::path dir, file;
+    sfs::path dir, file, model;
     std::string content = "root's secret notes\n";
-    explicit RootSecret(const sfs::path& base) : dir(base / "root-only"), file(dir / "notes.txt") {
+    explicit RootSecret(const sfs::path& base)
+        : dir(base / "root-only"), file(dir / "notes.txt"), model(dir / "secret.ckpt") {
         sfs::create_directories(dir);
         write_text_file(file, content);
+        write_random_file(model, 4096, 99);
         ::chmod(file.c_str(), 0600);
+        ::chmod(model.c_str(), 0600);
         ::chmod(dir.c_str(), 0700);
     }
+    std::string model_content() const { return read_all(model); }
     // Mode, owner and content as made; `where` names the check.
     void expect_untouched(const std::string& where) const {
         struct stat st;
@@ -70,6 +74,10 @@ struct RootSecret {
         EXPECT_EQ(st.st_uid, 0u) << where;
         EXPECT_EQ(st.st_nlink, 1u) << where << ": hard-linked somewhere";
         EXPECT_EQ(read_all(file), content) << where;
+        ASSERT_EQ(::stat(model.c_str(), &st), 0) << where;
+        EXPECT_EQ(st.st_mode & 07777, 0600u) << where;
+        EXPECT_EQ(st.st_uid, 0u) << where;
+        EXPECT_EQ(st.st_nlink, 1u) << where << ": hard-linked somewhere";
         ASSERT_EQ(::stat(dir.c_str(), &st), 0) << where;
         EXPECT_EQ(st.st_mode & 07777, 0700u) << where;
     }
@@ -123,10 +131,11 @@ sfs::path make_a1111(const sfs::path& base) {
     return root;
 }
 
-Plan plan_for(Store& store, const sfs::path& root, const sfs::path& store_root) {
+Plan plan_for(Store& store, const sfs::path& root, const sfs::path& store_root,
+              const ScanOptions& so = {}, const std::string& view = "a1111") {
     auto inst = detect_install(root);
     EXPECT_TRUE(inst) << root;
-    std::vector<InstallScan> s{scan_install(*inst, *modelfs::fs::ViewLayout::builtin("a1111"))};
+    std::vector<InstallScan> s{scan_install(*inst, *modelfs::fs::ViewLayout::builtin(view), so)};
     auto h = hash_scans(store_root, s);
     return make_plan(store, std::move(s), h);
 }
@@ -252,6 +261,123 @@ TEST_F(RootSafe, HfCacheBlobTheUserCannotReadIsRefused) {
     struct stat st;
     ASSERT_EQ(::stat(blob.c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 07777, 0600u);
+}
+
+}  // namespace
+
+namespace {
+
+std::string notes_of(const Plan& plan) {
+    std::string all = plan_text(plan) + "\n" + plan_json(plan).dump();
+    return all;
+}
+
+// Finding 3: links inside models/ (a file link to root's model; a folder link in the middle of
+// the path to root's folder) are not followed: not adopted, named in the plan, root's files
+// untouched and in no blob, no view. The user's own model is adopted as before.
+TEST_F(RootSafe, AdoptNeverFollowsLinksInsideModels) {
+    if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
+    const sfs::path root = make_a1111(tmp.path()), m = root / "models";
+    struct Cleanup {
+        sfs::path m;
+        ~Cleanup() { unmount_hard(m); }
+    } cleanup{m};
+    sfs::create_directories(m / "Stable-diffusion");
+    sfs::create_symlink(secret->model, m / "Stable-diffusion/evil.ckpt");
+    sfs::create_directory_symlink(secret->dir, m / "Stable-diffusion/linked");
+    chown_tree(root, kUser);
+    Store store = Store::open(store_root);
+    Plan plan = plan_for(store, root, store_root);
+    const std::string text = notes_of(plan);
+    EXPECT_NE(
+        text.find("evil.ckpt -> " + secret->model.string() + ": a symbolic link, not followed"),
+        std::string::npos)
+        << text;
+    EXPECT_NE(text.find("linked -> " + secret->dir.string() + ": a symbolic link, not followed"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("uid 1001"), std::string::npos) << text;
+    RunOptions o;
+    o.binary = modelfs::testing::modelfs_binary();
+    auto rep = run_plan(store, plan, o);
+    ASSERT_TRUE(rep.ok()) << rep.installs[0].status;
+    EXPECT_TRUE(sfs::is_regular_file(m / "Lora/style.safetensors"));
+    EXPECT_FALSE(sfs::exists(m / "Stable-diffusion/linked/secret.ckpt"));
+    secret->expect_untouched("after adopt");
+    expect_nowhere(store_root, secret->model_content(), "after adopt");
+    expect_nowhere(m, secret->model_content(), "the view after adopt");
+}
+
+// A file of the install that the user could not read (root's 0600 file placed in it) is not
+// adopted either.
+TEST_F(RootSafe, AdoptLeavesFilesTheUserCannotRead) {
+    const sfs::path root = make_a1111(tmp.path()), m = root / "models";
+    sfs::create_directories(m / "Stable-diffusion");
+    write_random_file(m / "Stable-diffusion/roots.ckpt", 4096, 5);
+    chown_tree(root, kUser);
+    ASSERT_EQ(::chown((m / "Stable-diffusion/roots.ckpt").c_str(), 0, 0), 0);
+    ASSERT_EQ(::chmod((m / "Stable-diffusion/roots.ckpt").c_str(), 0600), 0);
+    Store store = Store::open(store_root);
+    Plan plan = plan_for(store, root, store_root);
+    const std::string text = notes_of(plan);
+    EXPECT_NE(text.find("roots.ckpt: not readable by uid 1001"), std::string::npos) << text;
+    bool found = false;
+    for (const auto& pf : plan.installs.at(0).files)
+        if (pf.file.path.filename() == "roots.ckpt") {
+            found = true;
+            EXPECT_EQ(pf.action, Action::left) << pf.note;
+        }
+    EXPECT_TRUE(found);
+}
+
+// Finding 3, configuration: SD.Next's config.json naming root's folder (lora_dir) and a models
+// folder outside the install. Without --outside-install neither is scanned and the install whose
+// models folder is outside is skipped, with the reason; with it, root's folder is still refused
+// because uid 1001 cannot list it.
+TEST_F(RootSafe, AdoptConfigFolderOutsideTheInstallNeedsTheFlagAndTheRules) {
+    const sfs::path root = tmp / "sdnext";
+    sfs::create_directories(root / "modules");
+    sfs::create_directories(root / "models/Lora");
+    write_text_file(root / "launch.py", "#\n");
+    write_text_file(root / "installer.py", "#\n");
+    write_sized_safetensors(root / "models/Lora/mine.safetensors", 5000, 3);
+    write_text_file(root / "config.json", "{\"lora_dir\": \"" + secret->dir.string() + "\"}\n");
+    chown_tree(root, kUser);
+    Store store = Store::open(store_root);
+    {
+        Plan plan = plan_for(store, root, store_root, {}, "sdnext");
+        const std::string text = notes_of(plan);
+        EXPECT_NE(text.find("outside the install, not adopted (--outside-install adopts it): " +
+                            secret->dir.string()),
+                  std::string::npos)
+            << text;
+        EXPECT_NE(text.find("\"outside_install\""), std::string::npos) << text;
+        for (const auto& pf : plan.installs.at(0).files)
+            EXPECT_NE(pf.file.path.parent_path(), secret->dir) << pf.file.path;
+        EXPECT_TRUE(plan.installs.at(0).skip.empty()) << plan.installs.at(0).skip;
+    }
+    {
+        ScanOptions so;
+        so.outside_install = true;
+        auto inst = detect_install(root);
+        ASSERT_TRUE(inst);
+        InstallScan scan = scan_install(*inst, *modelfs::fs::ViewLayout::builtin("sdnext"), so);
+        std::string notes;
+        for (const auto& n : scan.notes) notes += n + "\n";
+        EXPECT_NE(notes.find("a folder uid 1001 (for whom root acts here) cannot list"),
+                  std::string::npos)
+            << notes;
+        for (const auto& f : scan.files) EXPECT_NE(f.path.parent_path(), secret->dir) << f.path;
+    }
+    // The models folder moved by the configuration to root's folder: the install is skipped.
+    write_text_file(root / "config.json", "{\"models_dir\": \"" + secret->dir.string() + "\"}\n");
+    Plan plan = plan_for(store, root, store_root, {}, "sdnext");
+    EXPECT_NE(plan.installs.at(0).skip.find("is outside the install"), std::string::npos)
+        << plan.installs.at(0).skip;
+    auto rep = run_plan(store, plan);
+    EXPECT_FALSE(rep.ok());
+    secret->expect_untouched("after adopt");
+    EXPECT_TRUE(sfs::is_directory(secret->dir));
 }
 
 }  // namespace
