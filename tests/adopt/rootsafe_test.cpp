@@ -89,7 +89,7 @@ void expect_nowhere(const sfs::path& root, const std::string& content, const std
     for (auto it = sfs::recursive_directory_iterator(root, ec); !ec && it != decltype(it)();
          it.increment(ec)) {
         if (!it->is_regular_file(ec) || it->file_size(ec) != content.size()) continue;
-        EXPECT_NE(read_all(it->path()), content) << where << ": " << it->path();
+        EXPECT_FALSE(read_all(it->path()) == content) << where << ": " << it->path();
     }
 }
 
@@ -378,6 +378,56 @@ TEST_F(RootSafe, AdoptConfigFolderOutsideTheInstallNeedsTheFlagAndTheRules) {
     EXPECT_FALSE(rep.ok());
     secret->expect_untouched("after adopt");
     EXPECT_TRUE(sfs::is_directory(secret->dir));
+}
+
+}  // namespace
+
+namespace {
+
+// Ollama: a models folder of uid 1001 whose blob for a layer is a link to root's model (named by
+// that model's real SHA-256, so the name is right): refused; the user's own tag is imported.
+TEST_F(RootSafe, OllamaBlobLinkToRootsFileIsRefused) {
+    const sfs::path ol = tmp / "ollama";
+    sfs::create_directories(ol / "blobs");
+    auto put_blob = [&](std::uint64_t seed) {
+        const sfs::path t = ol / "blob.tmp";
+        write_random_file(t, 2048, seed);
+        const std::string sha = sha256_hex_of_file(t);
+        sfs::rename(t, ol / "blobs" / ("sha256-" + sha));
+        return sha;
+    };
+    auto manifest = [&](const std::string& tag, const std::string& model_sha,
+                        const std::string& cfg_sha) {
+        const sfs::path p = ol / "manifests/registry.ollama.ai/library/m" / tag;
+        sfs::create_directories(p.parent_path());
+        write_text_file(p, R"({"schemaVersion":2,"config":{"mediaType":)"
+                           R"("application/vnd.docker.container.image.v1+json","digest":"sha256:)" +
+                               cfg_sha +
+                               R"("},"layers":[{"mediaType":)"
+                               R"("application/vnd.ollama.image.model","digest":"sha256:)" +
+                               model_sha + R"("}]})");
+    };
+    const std::string cfg = put_blob(1), mine = put_blob(2);
+    const std::string evil = sha256_hex_of_file(secret->model);
+    sfs::create_symlink(secret->model, ol / "blobs" / ("sha256-" + evil));
+    manifest("latest", mine, cfg);
+    manifest("evil", evil, cfg);
+    chown_tree(ol, kUser);
+
+    Store store = Store::open(store_root);
+    auto rep = import_ollama(store, ol);
+    std::map<std::string, const OtherStoreItem*> by_tag;
+    for (const auto& it : rep.items) by_tag[it.label.substr(0, it.label.find('-'))] = &it;
+    ASSERT_TRUE(by_tag.count("latest") && by_tag.count("evil"));
+    EXPECT_EQ(by_tag["latest"]->outcome, OtherStoreItem::Outcome::added)
+        << by_tag["latest"]->detail;
+    EXPECT_EQ(by_tag["evil"]->outcome, OtherStoreItem::Outcome::skipped) << by_tag["evil"]->detail;
+    EXPECT_NE(by_tag["evil"]->detail.find("symbolic link"), std::string::npos)
+        << by_tag["evil"]->detail;
+    EXPECT_TRUE(store.blobs().exists(*Sha256::from_hex(mine)));
+    EXPECT_FALSE(store.blobs().exists(*Sha256::from_hex(evil)));
+    secret->expect_untouched("after import --ollama");
+    expect_nowhere(store_root, secret->model_content(), "after import --ollama");
 }
 
 }  // namespace
