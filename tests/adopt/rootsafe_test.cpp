@@ -431,3 +431,37 @@ TEST_F(RootSafe, OllamaBlobLinkToRootsFileIsRefused) {
 }
 
 }  // namespace
+
+namespace {
+
+// `import PATH` of a folder of uid 1001: its links (to root's model, to root's folder) are not
+// followed, and a path given that leads to root's file is refused; the user's model is imported.
+TEST_F(RootSafe, ImportOfAUsersFolderNeverFollowsItsLinks) {
+    const sfs::path in = tmp / "in";
+    sfs::create_directories(in / "vae");
+    write_random_file(in / "vae/ok.pt", 5000, 21);
+    sfs::create_symlink(secret->model, in / "vae/evil.pt");
+    sfs::create_directory_symlink(secret->dir, in / "vae/linked");
+    sfs::create_symlink(secret->model, tmp / "given.pt");
+    chown_tree(in, kUser);
+    ::lchown((tmp / "given.pt").c_str(), kUser, kUser);
+    Store store = Store::open(store_root);
+    auto rep = store.import({in, tmp / "given.pt"}, {});
+    std::string failed;
+    std::size_t ok = 0;
+    for (const auto& it : rep.items) {
+        if (it.outcome == ImportItem::Outcome::failed)
+            failed += it.error + "\n";
+        else
+            ++ok;
+    }
+    EXPECT_EQ(ok, 1u) << failed;
+    EXPECT_NE(failed.find("evil.pt: a symbolic link, not followed"), std::string::npos) << failed;
+    EXPECT_NE(failed.find("linked: a symbolic link, not followed"), std::string::npos) << failed;
+    EXPECT_NE(failed.find("not readable by uid 1001"), std::string::npos) << failed;
+    EXPECT_TRUE(store.catalog().read().get_model("vae/ok"));
+    secret->expect_untouched("after import");
+    expect_nowhere(store_root, secret->model_content(), "after import");
+}
+
+}  // namespace
