@@ -16,7 +16,7 @@ namespace sfs = std::filesystem;
 
 struct AdoptArgs {
     std::vector<std::string> dirs;
-    bool dry_run = false, verify = false, yes = false, confirm = false;
+    bool dry_run = false, verify = false, yes = false, confirm = false, outside_install = false;
     unsigned jobs = 0;
 };
 
@@ -117,7 +117,9 @@ int run_adopt(const Globals& g, const AdoptArgs& a) {
             scans.push_back(std::move(s));
             continue;
         }
-        scans.push_back(adopt::scan_install(inst, view_arg(g, inst.tool)));
+        adopt::ScanOptions so;
+        so.outside_install = a.outside_install;
+        scans.push_back(adopt::scan_install(inst, view_arg(g, inst.tool), so));
     }
     adopt::HashReport hashes;
     {
@@ -262,6 +264,11 @@ void add_adopt_commands(CLI::App& app, Globals& g, Runner& run) {
     sub->add_flag("--confirm", a->confirm,
                   "Delete the backups (MODELS.modelfs-backup) of adopted installs, keeping "
                   "anything the store lacks: this is when duplicates are freed");
+    sub->add_flag("--outside-install", a->outside_install,
+                  "When root adopts another user's install (SUDO_UID, else the install's owner): "
+                  "also adopt the folders the tool's configuration names outside the install, "
+                  "by the same rules (no link followed, only files that user could read and "
+                  "change)");
     sub->callback([&g, &run, a] { run = [&g, a] { return run_adopt(g, *a); }; });
 
     auto dirs = std::make_shared<std::vector<std::string>>();

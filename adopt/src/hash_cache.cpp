@@ -131,7 +131,7 @@ class CacheWriter {
 // Hashes one file, again when its stat moved while it was read (up to three reads).
 std::optional<HashedFile> hash_one(const sfs::path& real, Progress* progress, std::string& why) {
     for (int attempt = 0; attempt < 3; ++attempt) {
-        UniqueFd fd(::open(real.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        UniqueFd fd = detail::open_real(real);
         if (!fd) {
             why = "cannot open " + real.string() + ": " + std::strerror(errno);
             return std::nullopt;

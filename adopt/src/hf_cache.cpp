@@ -13,10 +13,12 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 
 #include "modelfs/store/errors.h"
+#include "modelfs/store/safe_open.h"
 #include "modelfs/store/unique_fd.h"
 #include "other_stores_impl.h"
 
@@ -144,7 +146,9 @@ std::map<std::string, std::vector<std::string>> read_refs(const fs::path& refs) 
     if (!fs::is_directory(refs, ec)) return out;
     for (fs::recursive_directory_iterator it(refs, ec), end; !ec && it != end; it.increment(ec)) {
         std::error_code e;  // a broken ref must not end the walk
-        if (!it->is_regular_file(e)) continue;
+        // A ref is a small file the cache wrote; a link there is not followed (it could name
+        // anything, a fifo among them).
+        if (!fs::is_regular_file(it->symlink_status(e))) continue;
         std::ifstream in(it->path());
         std::string commit;
         std::getline(in, commit);
@@ -173,80 +177,215 @@ struct Snapshot {
     fs::path dir;
     TrustedTree tree;
     std::size_t hashed = 0;
-    std::string problem;  // non-empty: skip it
+    std::string problem;        // non-empty: skip it
+    std::vector<UniqueFd> fds;  // the files, opened without links, while root acts for a user
 };
 
-// The files of one snapshot: each symlink resolved to its blob, trusted by a 64-hex name in the
-// repo's blobs/ folder, hashed otherwise.
-void read_snapshot(const fs::path& repo, Snapshot& s) {
-    std::error_code ec;
-    bool has_model_index = false;
-    for (fs::recursive_directory_iterator it(s.dir, ec), end; !ec && it != end; it.increment(ec)) {
-        const fs::path p = it->path();
-        const std::string rel = p.lexically_relative(s.dir).generic_string();
-        // Its own error code: `ec` is the walk's, and must only say whether the walk failed.
-        std::error_code e;
-        const auto lst = fs::symlink_status(p, e);
-        if (fs::is_directory(lst)) continue;
-        fs::path target = p;
-        if (fs::is_symlink(lst)) {
-            fs::path link = fs::read_symlink(p, e);
-            if (e) {
-                s.problem = "cannot read the link " + rel + ": " + e.message();
-                return;
-            }
-            target = (link.is_absolute() ? link : p.parent_path() / link).lexically_normal();
+// Where the snapshot's files are read from (safe_open.h): the repo folder's fd, and the user
+// root acts for (null: nobody, the caller's own permissions apply).
+struct RepoAccess {
+    fs::path repo;
+    int repo_fd = -1;
+    const ActingUser* as = nullptr;
+};
+
+// A link target the fd walk did not take (a link leaving the repo, or through another link),
+// resolved by path as the cache's own user would: only when root acts for nobody.
+bool add_by_path(const fs::path& repo, const fs::path& p, const std::string& rel, Snapshot& s,
+                 TrustedFile& f) {
+    std::error_code e;
+    fs::path link = fs::read_symlink(p, e);
+    if (e) {
+        s.problem = "cannot read the link " + rel + ": " + e.message();
+        return false;
+    }
+    fs::path target = (link.is_absolute() ? link : p.parent_path() / link).lexically_normal();
+    const auto st = fs::status(target, e);
+    if (!fs::exists(st)) {
+        s.problem = rel + " points at " + target.string() +
+                    ", which is missing (an interrupted download, or a cleaned blob)";
+        return false;
+    }
+    if (!fs::is_regular_file(st)) {
+        s.problem = rel + " is not a regular file";
+        return false;
+    }
+    // The name the cache gave is blobs/<etag>; what gets hard-linked is the file itself, in
+    // case that entry is a link too (blobs moved to another disk and linked back).
+    const fs::path named = target;
+    target = fs::canonical(target, e);
+    if (e) {
+        s.problem = "cannot resolve " + rel + ": " + e.message();
+        return false;
+    }
+    f.source = target;
+    const std::string name = named.filename().string();
+    const bool in_blobs = named.parent_path().filename() == "blobs" &&
+                          fs::equivalent(named.parent_path(), repo / "blobs", e);
+    if (in_blobs && is_hex_name(name, 64)) {
+        f.sha256 = *Sha256::from_hex(name);
+        return true;
+    }
+    try {
+        f.digests = hash_file(target);
+    } catch (const std::exception& ex) {
+        s.problem = ex.what();
+        return false;
+    }
+    f.sha256 = f.digests->sha256;
+    ++s.hashed;
+    return true;
+}
+
+// One entry of a snapshot folder. Snapshot links are relative links into ../../blobs/ by design:
+// followed only when they lead beneath the repo folder with no further link on the way
+// (open_beneath from the repo's fd). While root acts for a user, anything else is a problem, and
+// the file must be a regular file that user could read.
+bool add_entry(const RepoAccess& ra, int dirfd, const std::string& name, const struct stat& lst,
+               const std::string& rel, Snapshot& s, bool& has_model_index) {
+    TrustedFile f;
+    f.path = rel;
+    const fs::path p = s.dir / rel;
+    UniqueFd fd;
+    fs::path in_repo;  // the file's path below the repo folder
+    if (S_ISLNK(lst.st_mode)) {
+        std::string link(4096, '\0');
+        const ssize_t n = ::readlinkat(dirfd, name.c_str(), link.data(), link.size());
+        if (n < 0) {
+            s.problem = "cannot read the link " + rel + ": " + std::strerror(errno);
+            return false;
         }
-        const auto st = fs::status(target, e);
-        if (!fs::exists(st)) {
-            s.problem = rel + " points at " + target.string() +
+        link.resize(static_cast<std::size_t>(n));
+        const fs::path below =
+            (fs::path("snapshots") / s.commit / fs::path(rel).parent_path() / link)
+                .lexically_normal();
+        const bool beneath =
+            !fs::path(link).is_absolute() && !below.empty() && *below.begin() != "..";
+        int err = EXDEV;
+        if (beneath) {
+            fd = open_beneath(ra.repo_fd, below, O_RDONLY | O_NONBLOCK);
+            err = errno;
+        }
+        if (!fd && err == ENOENT) {
+            s.problem = rel + " points at " + (ra.repo / below).string() +
                         ", which is missing (an interrupted download, or a cleaned blob)";
-            return;
+            return false;
         }
-        if (!fs::is_regular_file(st)) {
-            s.problem = rel + " is not a regular file";
-            return;
+        if (!fd && !ra.as && (err == ELOOP || err == EXDEV)) {
+            if (!add_by_path(ra.repo, p, rel, s, f)) return false;
+            if (rel == "model_index.json") has_model_index = true;
+            s.tree.files.push_back(std::move(f));
+            return true;
         }
-        // The name the cache gave is blobs/<etag>; what gets hard-linked is the file itself, in
-        // case that entry is a link too (blobs moved to another disk and linked back).
-        const fs::path named = target;
-        target = fs::canonical(target, e);
+        if (!fd) {
+            s.problem = open_failure(rel + " -> " + link, err) +
+                        " (a snapshot link must lead into the repo's blobs/ folder)";
+            return false;
+        }
+        in_repo = below;
+    } else {
+        fd = open_beneath(dirfd, name, O_RDONLY | O_NONBLOCK);
+        if (!fd) {
+            s.problem = open_failure(rel, errno);
+            return false;
+        }
+        in_repo = fs::path("snapshots") / s.commit / rel;
+    }
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        s.problem = rel + " is not a regular file";
+        return false;
+    }
+    if (ra.as)
+        if (auto why = ra.as->refusal(st, (ra.repo / in_repo).string())) {
+            s.problem = *why;
+            return false;
+        }
+    f.source = ra.repo / in_repo;
+    const auto parts = std::distance(in_repo.begin(), in_repo.end());
+    const std::string leaf = in_repo.filename().string();
+    if (parts == 2 && *in_repo.begin() == "blobs" && is_hex_name(leaf, 64)) {
+        f.sha256 = *Sha256::from_hex(leaf);
+    } else {
+        // A git blob (40 hex), or a plain file where the cache could not symlink: small, read.
+        try {
+            f.digests = digest_fd(fd.get(), nullptr, f.source.c_str());
+        } catch (const std::exception& e) {
+            s.problem = e.what();
+            return false;
+        }
+        f.sha256 = f.digests->sha256;
+        ++s.hashed;
+    }
+    if (ra.as) {
+        f.opened_fd = fd.get();
+        s.fds.push_back(std::move(fd));
+    } else {
+        // Linked into the store by path when the store may take it, as before.
+        std::error_code e;
+        f.source = fs::canonical(f.source, e);
         if (e) {
             s.problem = "cannot resolve " + rel + ": " + e.message();
-            return;
+            return false;
         }
-        TrustedFile f;
-        f.path = rel;
-        f.source = target;
-        const std::string name = named.filename().string();
-        const bool in_blobs = named.parent_path().filename() == "blobs" &&
-                              fs::equivalent(named.parent_path(), repo / "blobs", e);
-        if (in_blobs && is_hex_name(name, 64)) {
-            f.sha256 = *Sha256::from_hex(name);
-        } else {
-            // A git blob (40 hex), or a plain file where the cache could not symlink: small, read.
-            try {
-                f.digests = hash_file(target);
-            } catch (const std::exception& e) {
-                s.problem = e.what();
-                return;
-            }
-            f.sha256 = f.digests->sha256;
-            ++s.hashed;
-        }
-        if (rel == "model_index.json") has_model_index = true;
-        s.tree.files.push_back(std::move(f));
     }
-    if (ec) {
-        s.problem = "cannot read " + s.dir.string() + ": " + ec.message();
+    if (rel == "model_index.json") has_model_index = true;
+    s.tree.files.push_back(std::move(f));
+    return true;
+}
+
+// The files of one snapshot, walked through fds: each symlink resolved to its blob, trusted by
+// a 64-hex name in the repo's blobs/ folder, hashed otherwise.
+bool walk_snapshot(const RepoAccess& ra, int dirfd, const std::string& rel_dir, Snapshot& s,
+                   bool& has_model_index) {
+    int err = 0;
+    auto entries = list_dir(dirfd, &err);
+    if (!entries) {
+        s.problem = "cannot read " + (s.dir / rel_dir).string() + ": " + std::strerror(err);
+        return false;
+    }
+    for (const auto& e : *entries) {
+        const std::string rel = rel_dir.empty() ? e.name : rel_dir + "/" + e.name;
+        if (!e.stat_ok) {
+            s.problem = "cannot read " + rel;
+            return false;
+        }
+        if (S_ISDIR(e.st.st_mode)) {
+            UniqueFd sub = open_beneath(dirfd, e.name, O_RDONLY | O_DIRECTORY);
+            if (!sub) {
+                s.problem = open_failure(rel, errno);
+                return false;
+            }
+            struct stat st;
+            if (ra.as && ::fstat(sub.get(), &st) == 0)
+                if (auto why = ra.as->refusal(st, (s.dir / rel).string())) {
+                    s.problem = *why;
+                    return false;
+                }
+            if (!walk_snapshot(ra, sub.get(), rel, s, has_model_index)) return false;
+            continue;
+        }
+        if (!add_entry(ra, dirfd, e.name, e.st, rel, s, has_model_index)) return false;
+    }
+    return true;
+}
+
+void read_snapshot(const RepoAccess& ra, Snapshot& s) {
+    bool has_model_index = false;
+    UniqueFd dir =
+        open_beneath(ra.repo_fd, fs::path("snapshots") / s.commit, O_RDONLY | O_DIRECTORY);
+    if (!dir) {
+        s.problem = open_failure(s.dir.string(), errno);
         return;
     }
+    if (!walk_snapshot(ra, dir.get(), "", s, has_model_index)) return;
     if (s.tree.files.empty()) s.problem = "the snapshot has no files";
     s.tree.category = has_model_index ? Category::diffusers : Category::other;
 }
 
-void import_repo(Store& store, const fs::path& repo, const std::string& name, OtherStoreReport& rep,
+void import_repo(Store& store, const RepoAccess& ra, const std::string& name, OtherStoreReport& rep,
                  Progress* progress) {
+    const fs::path& repo = ra.repo;
     std::error_code ec;
     auto refs = read_refs(repo / "refs");
     std::string main_commit;
@@ -299,7 +438,7 @@ void import_repo(Store& store, const fs::path& repo, const std::string& name, Ot
             item.detail = "refs: " + list;
         }
         s.tree.make_current = s.commit == current;
-        read_snapshot(repo, s);
+        read_snapshot(ra, s);
         item.hashed = s.hashed;
         if (!s.problem.empty()) {
             item.outcome = OtherStoreItem::Outcome::skipped;
@@ -325,6 +464,16 @@ OtherStoreReport import_hf_cache(Store& store, const fs::path& dir, Progress* pr
                              " (give its folder, or set HF_HUB_CACHE or HF_HOME)");
     OtherStoreReport rep;
     rep.dir = fs::absolute(dir);
+    // Root importing a user's cache judges its files as that user (safe_open.h).
+    const auto as = ActingUser::for_tree(rep.dir);
+    UniqueFd cache_fd(::open(rep.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!cache_fd) throw_errno("opening " + rep.dir.string(), errno);
+    if (as) {
+        struct stat st;
+        if (::fstat(cache_fd.get(), &st) != 0) throw_errno("reading " + rep.dir.string(), errno);
+        if (auto why = as->refusal(st, rep.dir.string()))
+            throw StoreError(ErrorKind::bad_input, *why);
+    }
     for (const auto& e : sorted_entries(rep.dir)) {
         const std::string fname = e.filename().string();
         if (!fs::is_directory(fs::symlink_status(e, ec))) continue;
@@ -347,7 +496,11 @@ OtherStoreReport import_hf_cache(Store& store, const fs::path& dir, Progress* pr
             continue;
         }
         try {
-            import_repo(store, e, name, rep, progress);
+            // The repo folder by its fd from here on: a link swapped in for it is not followed.
+            UniqueFd repo_fd = open_beneath(cache_fd.get(), fname, O_PATH | O_DIRECTORY);
+            if (!repo_fd) throw StoreError(ErrorKind::io, open_failure(e.string(), errno));
+            RepoAccess ra{e, repo_fd.get(), as ? &*as : nullptr};
+            import_repo(store, ra, name, rep, progress);
         } catch (const std::exception& err) {
             OtherStoreItem item;
             item.source = fname;

@@ -6,14 +6,22 @@
 //       {"schemaVersion":2, "mediaType":..., "config":{mediaType,digest,size},
 //        "layers":[{"mediaType":"application/vnd.ollama.image.model",
 //                   "digest":"sha256:<hex>","size":N}, ...]}
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <system_error>
 
 #include <nlohmann/json.hpp>
 
 #include "modelfs/store/errors.h"
+#include "modelfs/store/safe_open.h"
+#include "modelfs/store/unique_fd.h"
 #include "other_stores_impl.h"
 
 namespace fs = std::filesystem;
@@ -87,14 +95,56 @@ std::optional<fs::path> blob_of(const fs::path& blobs, const std::string& hex) {
 }
 
 // The manifest's files; an empty `problem` when every blob is there with the size it says.
-TrustedTree read_manifest(const fs::path& blobs, const Tag& t, std::string& problem) {
+// Root importing another user's models folder (safe_open.h): manifests and blobs are opened
+// under the folder's fd with no link on the way and judged as that user; the blobs are read
+// from those fds only.
+struct Acting {
+    const ActingUser* as = nullptr;
+    int root_fd = -1;
+    std::vector<UniqueFd>* fds = nullptr;  // kept open until the version is committed
+};
+
+// The file `rel` under the models folder, opened for `a.as`; empty with `problem` set.
+UniqueFd open_for(const Acting& a, const fs::path& dir, const fs::path& rel, std::string& problem) {
+    UniqueFd fd = open_beneath(a.root_fd, rel, O_RDONLY | O_NONBLOCK);
+    if (!fd) {
+        problem = open_failure((dir / rel).string(), errno);
+        return fd;
+    }
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        problem = (dir / rel).string() + " is not a regular file";
+        return UniqueFd();
+    }
+    if (auto why = a.as->refusal(st, (dir / rel).string())) {
+        problem = *why;
+        return UniqueFd();
+    }
+    return fd;
+}
+
+TrustedTree read_manifest(const fs::path& dir, const fs::path& blobs, const Tag& t,
+                          std::string& problem, const Acting& a) {
     TrustedTree tree;
     nlohmann::json j;
     try {
-        std::ifstream in(t.manifest);
-        std::stringstream ss;
-        ss << in.rdbuf();
-        j = nlohmann::json::parse(ss.str());
+        std::string text;
+        if (a.as) {
+            UniqueFd fd = open_for(a, dir, t.manifest.lexically_relative(dir), problem);
+            if (!fd) return tree;
+            char buf[65536];
+            for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) != 0;) {
+                if (n < 0) throw std::system_error(errno, std::generic_category(), "read");
+                text.append(buf, static_cast<std::size_t>(n));
+                if (text.size() > (64u << 20)) throw std::runtime_error("larger than 64 MiB");
+            }
+        } else {
+            std::ifstream in(t.manifest);
+            std::stringstream ss;
+            ss << in.rdbuf();
+            text = ss.str();
+        }
+        j = nlohmann::json::parse(text);
     } catch (const std::exception& e) {
         problem = "not a readable manifest: " + std::string(e.what());
         return tree;
@@ -121,7 +171,23 @@ TrustedTree read_manifest(const fs::path& blobs, const Tag& t, std::string& prob
             return tree;
         }
         std::error_code ec;
-        const auto size = fs::file_size(*blob, ec);
+        std::uintmax_t size = 0;
+        int opened = -1;
+        if (a.as) {
+            // Only the blob of that name under the models folder, reached without a link.
+            UniqueFd fd = open_for(a, dir, fs::path("blobs") / blob->filename(), problem);
+            if (!fd) return tree;
+            struct stat st;
+            if (::fstat(fd.get(), &st) != 0) {
+                problem = "cannot read " + blob->string() + ": " + std::strerror(errno);
+                return tree;
+            }
+            size = static_cast<std::uintmax_t>(st.st_size);
+            opened = fd.get();
+            a.fds->push_back(std::move(fd));
+        } else {
+            size = fs::file_size(*blob, ec);
+        }
         if (ec) {
             problem = "cannot read " + blob->string() + ": " + ec.message();
             return tree;
@@ -147,6 +213,7 @@ TrustedTree read_manifest(const fs::path& blobs, const Tag& t, std::string& prob
         f.path = file;
         f.source = *blob;
         f.sha256 = *Sha256::from_hex(hex);
+        f.opened_fd = opened;
         tree.files.push_back(std::move(f));
     }
     if (tree.files.empty()) problem = "the manifest lists no layers";
@@ -165,12 +232,23 @@ OtherStoreReport import_ollama(Store& store, const fs::path& dir, Progress* prog
     OtherStoreReport rep;
     rep.dir = fs::absolute(dir);
     const fs::path blobs = rep.dir / "blobs";
+    const auto as = ActingUser::for_tree(rep.dir);
+    UniqueFd root_fd;
+    if (as) {
+        root_fd = UniqueFd(::open(rep.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        struct stat st;
+        if (!root_fd || ::fstat(root_fd.get(), &st) != 0)
+            throw_errno("opening " + rep.dir.string(), errno);
+        if (auto why = as->refusal(st, rep.dir.string()))
+            throw StoreError(ErrorKind::bad_input, *why);
+    }
 
     std::vector<Tag> tags;
     for (fs::recursive_directory_iterator it(rep.dir / "manifests", ec), end; !ec && it != end;
          it.increment(ec)) {
         std::error_code e;  // `ec` is the walk's: a broken entry must not end it
-        if (!it->is_regular_file(e)) continue;
+        // A link among the manifests is not one Ollama wrote; root acting for a user skips it.
+        if (as ? !fs::is_regular_file(it->symlink_status(e)) : !it->is_regular_file(e)) continue;
         const fs::path rel = it->path().lexically_relative(rep.dir / "manifests");
         std::vector<std::string> parts;
         for (const auto& c : rel) parts.push_back(c.string());
@@ -212,7 +290,9 @@ OtherStoreReport import_ollama(Store& store, const fs::path& dir, Progress* prog
         item.label = t.tag;
         item.model_key = model_key(Category::other, t.name);
         std::string problem;
-        TrustedTree tree = read_manifest(blobs, t, problem);
+        std::vector<UniqueFd> fds;
+        TrustedTree tree =
+            read_manifest(rep.dir, blobs, t, problem, {as ? &*as : nullptr, root_fd.get(), &fds});
         item.files = tree.files.size();
         if (!problem.empty()) {
             item.outcome = OtherStoreItem::Outcome::skipped;

@@ -26,7 +26,7 @@ namespace {
 // Why the store would refuse the file at `real` (incomplete_model_reason), read from its header.
 std::optional<std::string> incomplete_reason(const std::filesystem::path& real, std::uint64_t size,
                                              const std::string& name) {
-    UniqueFd fd(::open(real.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd fd = detail::open_real(real);
     if (!fd) return "cannot be read: " + std::string(std::strerror(errno));
     try {
         return incomplete_model_reason(fd.get(), size, name);
@@ -114,7 +114,9 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
         }
         if (ip.skip.empty() && !ip.resume) {
             std::error_code ec;
-            if (is_mountpoint(inst.models_dir))
+            if (!ip.scan.models_refused.empty())
+                ip.skip = ip.scan.models_refused;
+            else if (is_mountpoint(inst.models_dir))
                 ip.skip = inst.models_dir.string() +
                           " is already a mount point, without an adoption record; unmount it "
                           "first";
@@ -486,6 +488,12 @@ json plan_json(const Plan& plan) {
                   {"files", files}};
         if (!ip.skip.empty()) j["skip"] = ip.skip;
         if (ip.resume) j["resume"] = true;
+        if (!ip.scan.acting_for.empty()) j["acting_for"] = ip.scan.acting_for;
+        if (!ip.scan.outside.empty()) {
+            json outside = json::array();
+            for (const auto& d : ip.scan.outside) outside.push_back(d.string());
+            j["outside_install"] = std::move(outside);
+        }
         installs.push_back(std::move(j));
     }
     return {{"installs", installs}, {"total", totals_json(plan.total)}};
@@ -526,6 +534,13 @@ std::string plan_text(const Plan& plan) {
         totals_text(o, ip.totals, "  ");
         for (const auto& k : ip.kept_in_place)
             o << "  kept in place (its models are copied into the store): " << k << "\n";
+        if (!ip.scan.acting_for.empty())
+            o << "  root acts for " << ip.scan.acting_for
+              << ": no link is followed; files that user could not read or change are not "
+                 "adopted\n";
+        for (const auto& d : ip.scan.outside)
+            o << "  outside the install, not adopted (--outside-install adopts it): " << d.string()
+              << "\n";
         for (const auto& n : ip.notes) o << "  " << n << "\n";
         const sfs::path backup = sfs::path(inst.models_dir.string() + ".modelfs-backup");
         for (const auto& pf : ip.files) {

@@ -415,7 +415,7 @@ struct Committer {
     bool commit(PlannedFile& pf, const PlannedFile* model, const std::string& tool,
                 std::string& label, std::string& why) {
         const ScannedFile& f = pf.file;
-        UniqueFd fd(::open(f.real.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        UniqueFd fd = detail::open_real(f.real);
         if (!fd) {
             why = "cannot open " + f.real.string() + ": " + std::strerror(errno);
             return false;

@@ -1,12 +1,15 @@
 // Pieces of run.cpp that confirm and unadopt use too.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "modelfs/adopt/adopt.h"
+#include "modelfs/store/safe_open.h"
 
 namespace modelfs::adopt::detail {
 
@@ -23,9 +26,14 @@ std::filesystem::path own_path(const RecordFile& f);
 // Makes `p` a plain file of its own again: a file that is a blob's inode is replaced by a copy of
 // itself; the recorded mode and mtime are put back. `overlay_copy`, when it is the same inode as
 // `p` (the overlay's hard link of a plain file), is removed.
+// Every step goes through fds opened without following links (safe_open.h): a file reached
+// through a link now, or (with `as`) one that user may not change, is left untouched and named
+// in `refused` (logged when null).
 void make_independent(Store& store, const RecordFile& f, const std::filesystem::path& p,
-                      const std::filesystem::path& overlay_copy);
+                      const std::filesystem::path& overlay_copy, const ActingUser* as = nullptr,
+                      std::vector<std::string>* refused = nullptr);
 // Is `p` (not following a final link) the same inode as blob `sha256` (hex)?
 bool is_blob_inode(Store& store, const std::string& sha256, const std::filesystem::path& p);
+bool is_blob_inode(Store& store, const std::string& sha256, const struct stat& st);
 
 }  // namespace modelfs::adopt::detail

@@ -18,6 +18,7 @@
 
 #include "install_config.h"
 #include "modelfs/adopt/scan.h"
+#include "modelfs/store/safe_open.h"
 
 namespace modelfs::adopt {
 
@@ -50,35 +51,30 @@ std::string errno_text(int e) {
 
 class Walker {
   public:
-    Walker(InstallScan& out, const stdfs::path& models_canon)
-        : out_(out), models_canon_(models_canon) {}
+    Walker(InstallScan& out, const stdfs::path& models_canon, const ActingUser* as)
+        : out_(out), models_canon_(models_canon), as_(as) {}
 
-    // Walks folder `dir` (as the tool reaches it), whose files the view shows under `view_dir`.
-    void walk(const stdfs::path& dir, const std::string& view_dir, const std::string& origin,
-              const struct stat& dir_st) {
-        chain_.emplace_back(dir_st.st_dev, dir_st.st_ino);
-        std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
-        if (!d) {
-            const int e = errno;
+    // Walks folder `dir` (as the tool reaches it; open at `dfd`), whose files the view shows
+    // under `view_dir`. `real` is where it is, links resolved. Entries are listed and looked at
+    // through `dfd` (safe_open.h), so a name swapped for a link meanwhile is seen as that link.
+    void walk(const stdfs::path& dir, const stdfs::path& real, const std::string& view_dir,
+              const std::string& origin, const struct stat& dir_st, UniqueFd dfd) {
+        int e = errno;
+        std::optional<std::vector<DirEntry>> entries;
+        if (dfd) entries = list_dir(dfd.get(), &e);
+        if (!entries) {
             ScannedFile f = entry(dir, view_dir, origin);
             f.kind = ScannedFile::Kind::unreadable;
-            f.real = canonical_or_normal(dir);
+            f.real = real;
             f.replaced = inside(f.real, models_canon_);
             fill_stat(f, dir_st);
             f.problem = "cannot list folder " + dir.string() + ": " + errno_text(e);
             out_.files.push_back(std::move(f));
-            chain_.pop_back();
             return;
         }
-        std::vector<std::string> names;
-        errno = 0;
-        while (dirent* de = ::readdir(d.get())) {
-            const std::string n = de->d_name;
-            if (n != "." && n != "..") names.push_back(n);
-        }
-        d.reset();
-        std::sort(names.begin(), names.end());
-        for (const auto& n : names) visit(dir / n, join(view_dir, n), origin);
+        chain_.emplace_back(dir_st.st_dev, dir_st.st_ino);
+        for (const auto& de : *entries)
+            visit(dir / de.name, real / de.name, join(view_dir, de.name), origin, dfd.get(), de);
         chain_.pop_back();
     }
 
@@ -98,22 +94,48 @@ class Walker {
                chain_.end();
     }
 
-    void visit(const stdfs::path& p, const std::string& view_rel, const std::string& origin) {
+    // Root adopting a user's install: judged as that user, and no link is followed.
+    bool refused(ScannedFile& f, const struct stat& st, const stdfs::path& p) {
+        if (!as_) return false;
+        auto why = as_->refusal(st, p.string(), true);
+        if (!why) return false;
+        f.kind = ScannedFile::Kind::unreadable;
+        f.problem = *why;
+        fill_stat(f, st);
+        out_.files.push_back(std::move(f));
+        return true;
+    }
+
+    // `real` is `p` with links resolved as far as the walk knows (exact while acting for a
+    // user, who gets no link followed).
+    void visit(const stdfs::path& p, const stdfs::path& real, const std::string& view_rel,
+               const std::string& origin, int dfd, const DirEntry& de) {
         ScannedFile f = entry(p, view_rel, origin);
-        struct stat lst {};
-        if (::lstat(p.c_str(), &lst) != 0) {
-            const int e = errno;
+        const std::string name = p.filename().string();
+        if (!de.stat_ok) {
             f.kind = ScannedFile::Kind::unreadable;
-            f.problem = "cannot stat " + p.string() + ": " + errno_text(e);
-            f.replaced = inside(canonical_or_normal(p), models_canon_);
+            f.problem = "cannot stat " + p.string();
+            f.replaced = inside(real, models_canon_);
             out_.files.push_back(std::move(f));
             return;
         }
+        const struct stat& lst = de.st;
         struct stat st = lst;
         if (S_ISLNK(lst.st_mode)) {
-            std::error_code ec;
-            const stdfs::path target = stdfs::read_symlink(p, ec);
-            f.link_target = ec ? std::string() : target.string();
+            std::string target(4096, '\0');
+            const ssize_t n = ::readlinkat(dfd, name.c_str(), target.data(), target.size());
+            f.link_target = n < 0 ? std::string() : target.substr(0, static_cast<std::size_t>(n));
+            if (as_) {
+                f.real = real;
+                f.replaced = inside(f.real, models_canon_);
+                fill_stat(f, lst);
+                f.kind = ScannedFile::Kind::unreadable;
+                f.problem = p.string() + " -> " + f.link_target +
+                            ": a symbolic link, not followed while root adopts the install of " +
+                            as_->name + "; left as it is";
+                out_.files.push_back(std::move(f));
+                return;
+            }
             if (::stat(p.c_str(), &st) != 0) {
                 const int e = errno;
                 // The link's own place decides whether it goes away with models/.
@@ -144,11 +166,14 @@ class Walker {
                                      "entered again");
                 return;
             }
-            walk(p, view_rel, origin, st);
+            f.real = real;
+            if (refused(f, st, p)) return;
+            walk(p, real, view_rel, origin, st, open_beneath(dfd, name, O_RDONLY | O_DIRECTORY));
             return;
         }
-        f.real = S_ISLNK(lst.st_mode) ? canonical_or_normal(p)
-                                      : canonical_or_normal(p.parent_path()) / p.filename();
+        f.real = as_                    ? real
+                 : S_ISLNK(lst.st_mode) ? canonical_or_normal(p)
+                                        : canonical_or_normal(p.parent_path()) / p.filename();
         f.replaced = inside(f.real, models_canon_);
         fill_stat(f, st);
         if (!S_ISREG(st.st_mode)) {
@@ -163,13 +188,17 @@ class Walker {
         }
         // Opened, not access()ed: root passes access() for files it could still not read (a
         // FUSE folder of another user, an NFS root squash), and opening is what hashing will do.
-        const int fd = ::open(f.real.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0) {
+        const int flags = O_RDONLY | O_NONBLOCK | O_NOCTTY;
+        UniqueFd fd = S_ISLNK(lst.st_mode) ? UniqueFd(::open(f.real.c_str(), flags | O_CLOEXEC))
+                                           : open_beneath(dfd, name, flags);
+        struct stat fst;
+        if (!fd) {
             const int e = errno;
             f.kind = ScannedFile::Kind::unreadable;
             f.problem = "cannot open " + p.string() + ": " + errno_text(e);
+        } else if (::fstat(fd.get(), &fst) == 0 && refused(f, fst, p)) {
+            return;
         } else {
-            ::close(fd);
             f.kind = ScannedFile::Kind::plain;  // classified later
         }
         out_.files.push_back(std::move(f));
@@ -196,11 +225,13 @@ class Walker {
                                  " stay there, shared with the store");
         }
         // A link inside a linked folder: the outermost link is what the user set up.
-        walk(p, view_rel, origin.starts_with("link ") ? origin : link_origin, st);
+        walk(p, real, view_rel, origin.starts_with("link ") ? origin : link_origin, st,
+             open_no_symlinks(real, O_RDONLY | O_DIRECTORY));
     }
 
     InstallScan& out_;
     stdfs::path models_canon_;
+    const ActingUser* as_;
     std::vector<std::pair<dev_t, ino_t>> chain_;
 };
 
@@ -330,18 +361,36 @@ void classify(InstallScan& scan, const fs::ViewLayout& layout) {
 
 }  // namespace
 
-InstallScan scan_install(const Install& inst, const fs::ViewLayout& layout) {
+InstallScan scan_install(const Install& inst, const fs::ViewLayout& layout,
+                         const ScanOptions& opts) {
     InstallScan out;
     out.install = inst;
     const stdfs::path models_canon = canonical_or_normal(inst.models_dir);
-    Walker w(out, models_canon);
+    const stdfs::path root_canon = canonical_or_normal(inst.root);
+    const auto as = ActingUser::for_tree(inst.root);
+    if (as) out.acting_for = as->name;
+    Walker w(out, models_canon, as ? &*as : nullptr);
     std::vector<std::pair<dev_t, ino_t>> scanned;
     // dirs grows while walking (targets of folder links); those are walked through their link.
     const std::size_t n = inst.dirs.size();
     for (std::size_t i = 0; i < n; ++i) {
         const ModelDir& d = inst.dirs[i];
+        const stdfs::path real = canonical_or_normal(d.path);
+        // A folder the tool's configuration names anywhere: root takes nothing from outside the
+        // user's install unless asked (safe_open.h).
+        if (as && !inside(real, root_canon) && !opts.outside_install) {
+            const std::string why = d.origin + ": " + d.path.string() +
+                                    " is outside the install; not adopted while root acts for " +
+                                    as->name + " (--outside-install adopts it, by the same rules)";
+            if (d.replaced) out.models_refused = why;
+            out.notes.push_back(why);
+            out.outside.push_back(d.path);
+            continue;
+        }
+        // The folder itself opened without a link anywhere in its real path, then judged.
+        UniqueFd dfd = open_no_symlinks(real, O_RDONLY | O_DIRECTORY);
         struct stat st {};
-        const int rc = ::stat(d.path.c_str(), &st);
+        const int rc = dfd ? ::fstat(dfd.get(), &st) : -1;
         if (rc != 0 || !S_ISDIR(st.st_mode)) {
             const int e = errno;
             out.notes.push_back(d.origin + ": " + d.path.string() + ": " +
@@ -349,6 +398,13 @@ InstallScan scan_install(const Install& inst, const fs::ViewLayout& layout) {
                                 ", not scanned");
             continue;
         }
+        if (as)
+            if (auto why = as->refusal(st, d.path.string(), d.replaced)) {
+                // The models folder is renamed and mounted over: it must be the user's to change.
+                if (d.replaced) out.models_refused = d.origin + ": " + *why;
+                out.notes.push_back(d.origin + ": " + *why);
+                continue;
+            }
         const auto id = std::make_pair(st.st_dev, st.st_ino);
         if (std::find(scanned.begin(), scanned.end(), id) != scanned.end()) {
             out.notes.push_back(d.origin + ": " + d.path.string() +
@@ -356,7 +412,7 @@ InstallScan scan_install(const Install& inst, const fs::ViewLayout& layout) {
             continue;
         }
         scanned.push_back(id);
-        w.walk(d.path, d.view_folder, d.origin, st);
+        w.walk(d.path, real, d.view_folder, d.origin, st, std::move(dfd));
     }
     std::sort(out.files.begin(), out.files.end(),
               [](const ScannedFile& a, const ScannedFile& b) { return a.path < b.path; });

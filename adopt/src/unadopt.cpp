@@ -27,6 +27,7 @@
 #include "modelfs/adopt/adopt.h"
 #include "modelfs/fs/view_layout.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/safe_open.h"
 #include "run_internal.h"
 #include "util.h"
 
@@ -87,8 +88,16 @@ std::vector<ConfirmOutcome> confirm(Store& store, const std::vector<sfs::path>& 
         for (const auto& p : files) {
             sfs::path rel = p.lexically_relative(r.backup);
             auto it = by_path.find((r.models_dir / rel).lexically_normal());
+            // Looked at and deleted under the fd of its folder, reached without a link
+            // (safe_open.h): a folder of the backup swapped for a link is not followed.
+            UniqueFd dir = open_no_symlinks(p.parent_path(), O_PATH | O_DIRECTORY);
+            if (!dir) {
+                c.kept.push_back(open_failure(p.string(), errno) + "; left untouched");
+                continue;
+            }
+            const std::string leaf = p.filename().string();
             struct stat st;
-            if (::lstat(p.c_str(), &st) != 0) continue;
+            if (::fstatat(dir.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
             std::string keep;
             if (it == by_path.end()) {
                 keep = S_ISLNK(st.st_mode) ? "a link (its target stays where it is)"
@@ -119,7 +128,7 @@ std::vector<ConfirmOutcome> confirm(Store& store, const std::vector<sfs::path>& 
                 c.kept.push_back(p.string() + ": " + keep);
                 continue;
             }
-            if (::unlink(p.c_str()) != 0) {
+            if (::unlinkat(dir.get(), leaf.c_str(), 0) != 0) {
                 c.kept.push_back(p.string() + ": cannot delete: " + std::strerror(errno));
                 continue;
             }
@@ -247,19 +256,46 @@ sfs::path own_path(const RecordFile& f) {
 }
 
 bool is_blob_inode(Store& store, const std::string& sha256, const sfs::path& p) {
-    auto sha = Sha256::from_hex(sha256);
-    if (!sha) return false;
-    struct stat st, bst;
-    return ::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-           ::stat(store.blobs().path_of(*sha).c_str(), &bst) == 0 && bst.st_ino == st.st_ino &&
-           bst.st_dev == st.st_dev;
+    struct stat st;
+    return ::lstat(p.c_str(), &st) == 0 && is_blob_inode(store, sha256, st);
 }
 
+bool is_blob_inode(Store& store, const std::string& sha256, const struct stat& st) {
+    auto sha = Sha256::from_hex(sha256);
+    if (!sha) return false;
+    struct stat bst;
+    return S_ISREG(st.st_mode) && ::stat(store.blobs().path_of(*sha).c_str(), &bst) == 0 &&
+           bst.st_ino == st.st_ino && bst.st_dev == st.st_dev;
+}
+
+// Through fds only (safe_open.h): the recorded path was canonical when adopt wrote it, so a link
+// in it now is one the user made since, and what it leads to is not this install's.
 void make_independent(Store& store, const RecordFile& f, const sfs::path& p,
-                      const sfs::path& overlay_copy) {
+                      const sfs::path& overlay_copy, const ActingUser* as,
+                      std::vector<std::string>* refused) {
+    auto refuse = [&](const std::string& why) {
+        if (refused)
+            refused->push_back(why);
+        else
+            spdlog::warn("{}", why);
+    };
+    UniqueFd dir = open_no_symlinks(p.parent_path(), O_PATH | O_DIRECTORY);
+    const std::string name = p.filename().string();
+    UniqueFd fd = dir ? open_beneath(dir.get(), name, O_RDONLY | O_NONBLOCK) : UniqueFd();
+    if (!fd) {
+        const int e = errno;
+        if (e != ENOENT) refuse(open_failure(p.string(), e) + "; left untouched");
+        return;
+    }
     struct stat st;
-    if (::lstat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
-    const bool shared = is_blob_inode(store, f.sha256, p);
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+    const bool shared = is_blob_inode(store, f.sha256, st);
+    // A blob's inode is the store's and is replaced below; anything else must be the user's.
+    if (as && !shared)
+        if (auto why = as->refusal(st, p.string(), true)) {
+            refuse(*why + " (its mode and time were not restored)");
+            return;
+        }
     if (!overlay_copy.empty()) {
         struct stat ost;
         // The overlay's hard link of a plain file: the view is gone, so is its copy.
@@ -268,14 +304,24 @@ void make_independent(Store& store, const RecordFile& f, const sfs::path& p,
             ::unlink(overlay_copy.c_str());
     }
     const unsigned mode = f.mode ? f.mode : 0644;
+    int target = fd.get();
+    UniqueFd copy;
     if (shared) {
-        sfs::path tmp = p;
-        tmp += ".modelfs-unadopt.tmp";
-        sfs::remove(tmp);
-        detail::copy_file_durable(p, tmp, mode);
-        if (::rename(tmp.c_str(), p.c_str()) != 0)
-            throw_errno("renaming " + tmp.string() + " to " + p.string(), errno);
-    } else if (::chmod(p.c_str(), mode) != 0) {
+        const std::string tmp = name + ".modelfs-unadopt.tmp";
+        ::unlinkat(dir.get(), tmp.c_str(), 0);
+        copy = UniqueFd(::openat(dir.get(), tmp.c_str(),
+                                 O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!copy) throw_errno("creating " + (p.parent_path() / tmp).string(), errno);
+        detail::copy_fd_durable(fd.get(), copy.get(), p.string(), (p.parent_path() / tmp).string(),
+                                mode);
+        // The user's file again, not root's, in the user's install.
+        if (as && ::fchown(copy.get(), as->uid, as->gid) != 0)
+            spdlog::warn("cannot give {} back to {}: {}", p.string(), as->name,
+                         std::strerror(errno));
+        if (::renameat(dir.get(), tmp.c_str(), dir.get(), name.c_str()) != 0)
+            throw_errno("renaming " + tmp + " to " + p.string(), errno);
+        target = copy.get();
+    } else if (::fchmod(fd.get(), mode) != 0) {
         throw_errno("chmod " + p.string(), errno);
     }
     if (f.mtime_ns) {
@@ -283,7 +329,7 @@ void make_independent(Store& store, const RecordFile& f, const sfs::path& p,
         ts[0].tv_nsec = UTIME_OMIT;
         ts[1].tv_sec = f.mtime_ns / 1000000000;
         ts[1].tv_nsec = f.mtime_ns % 1000000000;
-        ::utimensat(AT_FDCWD, p.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+        ::futimens(target, ts);
     }
 }
 
@@ -299,25 +345,40 @@ using detail::own_path;
 // its blob. A hard link first (zero copy): hand_over then takes the store's names away from
 // models only this install brought, and make_independent replaces the rest by copies, so in the
 // end no file is a blob's inode. Across filesystems (a bind mount): a copy. Returns how many.
-std::size_t restore_from_blobs(Store& store, const Record& r) {
+std::size_t restore_from_blobs(Store& store, const Record& r, const ActingUser* as,
+                               std::vector<std::string>& notes) {
     std::size_t n = 0;
     for (const auto& f : r.files) {
         if (f.action != Action::store) continue;
         auto sha = Sha256::from_hex(f.sha256);
         if (!sha) continue;
         const sfs::path p = own_path(f);
-        struct stat st;
-        if (::lstat(p.c_str(), &st) == 0 || errno != ENOENT) continue;
         const sfs::path blob = store.blobs().path_of(*sha);
         if (!sfs::exists(blob)) continue;
-        sfs::create_directories(p.parent_path());
-        if (::link(blob.c_str(), p.c_str()) != 0) {
-            sfs::path tmp = p;
-            tmp += ".modelfs-unadopt.tmp";
-            sfs::remove(tmp);
-            detail::copy_file_durable(blob, tmp, f.mode ? f.mode : 0644);
-            if (::rename(tmp.c_str(), p.c_str()) != 0)
-                throw_errno("renaming " + tmp.string() + " to " + p.string(), errno);
+        // Folders made and the file linked under fds (safe_open.h): never through a link.
+        UniqueFd dir = make_dirs_no_symlinks(p.parent_path());
+        if (!dir) {
+            notes.push_back(open_failure(p.parent_path().string(), errno) + "; " +
+                            p.filename().string() + " was not brought back");
+            continue;
+        }
+        const std::string name = p.filename().string();
+        struct stat st;
+        if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
+            continue;
+        if (::linkat(AT_FDCWD, blob.c_str(), dir.get(), name.c_str(), 0) != 0) {
+            const std::string tmp = name + ".modelfs-unadopt.tmp";
+            ::unlinkat(dir.get(), tmp.c_str(), 0);
+            UniqueFd in(::open(blob.c_str(), O_RDONLY | O_CLOEXEC));
+            if (!in) throw_errno("opening " + blob.string(), errno);
+            UniqueFd out(::openat(dir.get(), tmp.c_str(),
+                                  O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+            if (!out) throw_errno("creating " + (p.parent_path() / tmp).string(), errno);
+            detail::copy_fd_durable(in.get(), out.get(), blob.string(),
+                                    (p.parent_path() / tmp).string(), f.mode ? f.mode : 0644);
+            if (as) (void)::fchown(out.get(), as->uid, as->gid);
+            if (::renameat(dir.get(), tmp.c_str(), dir.get(), name.c_str()) != 0)
+                throw_errno("renaming " + tmp + " to " + p.string(), errno);
         }
         modelfs::fsync_dir(p.parent_path());
         ++n;
@@ -440,18 +501,27 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                     if (!it->is_directory(ec))
                         files.push_back(it->path());
                     else
-                        sfs::create_directories(r.models_dir / it->path().lexically_relative(tmp));
+                        make_dirs_no_symlinks(r.models_dir / it->path().lexically_relative(tmp));
                 for (const auto& p : files) {
                     sfs::path dst = r.models_dir / p.lexically_relative(tmp);
-                    if (sfs::exists(sfs::symlink_status(dst))) continue;
-                    sfs::create_directories(dst.parent_path());
-                    if (::rename(p.c_str(), dst.c_str()) != 0)
+                    // Into the user's folders under fds only (safe_open.h).
+                    UniqueFd from = open_no_symlinks(p.parent_path(), O_PATH | O_DIRECTORY);
+                    UniqueFd to = make_dirs_no_symlinks(dst.parent_path());
+                    if (!from || !to) {
+                        u.notes.push_back(open_failure(dst.string(), errno) + "; not brought back");
+                        continue;
+                    }
+                    const std::string leaf = dst.filename().string();
+                    struct stat st;
+                    if (::fstatat(to.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) continue;
+                    if (::renameat(from.get(), p.filename().c_str(), to.get(), leaf.c_str()) != 0)
                         throw_errno("moving " + p.string() + " to " + dst.string(), errno);
                 }
                 sfs::remove_all(tmp);
             }
             const sfs::path overlay = store.root() / "views" / r.view;
-            restore_from_blobs(store, r);
+            const auto as = ActingUser::for_tree(r.root);
+            restore_from_blobs(store, r, as ? &*as : nullptr, u.notes);
             if (std::size_t n = hand_over(store, r))
                 u.notes.push_back(std::to_string(n) +
                                   " models only this install had were removed from the store; "
@@ -466,7 +536,8 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                 const sfs::path p = own_path(f);
                 make_independent(
                     store, f, p,
-                    f.action == Action::overlay && inside ? overlay / rel : sfs::path());
+                    f.action == Action::overlay && inside ? overlay / rel : sfs::path(),
+                    as ? &*as : nullptr, &u.notes);
                 ++restored;
             }
             u.restored = restored;

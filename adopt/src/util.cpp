@@ -12,6 +12,7 @@
 
 #include "modelfs/store/blob_store.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/safe_open.h"
 #include "modelfs/store/unique_fd.h"
 
 namespace sfs = std::filesystem;
@@ -44,22 +45,32 @@ std::uint64_t copy_file_durable(const sfs::path& from, const sfs::path& to, unsi
     if (!in) throw_errno("opening " + from.string() + " to copy it", errno);
     UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!out) throw_errno("creating " + to.string(), errno);
+    return copy_fd_durable(in.get(), out.get(), from.string(), to.string(), mode, progress);
+}
+
+std::uint64_t copy_fd_durable(int in, int out, const std::string& from, const std::string& to,
+                              unsigned mode, Progress* progress) {
     std::vector<char> buf(1 << 20);
     std::uint64_t total = 0;
     for (;;) {
-        ssize_t r = ::read(in.get(), buf.data(), buf.size());
+        ssize_t r = ::pread(in, buf.data(), buf.size(), static_cast<off_t>(total));
         if (r < 0) {
             if (errno == EINTR) continue;
-            throw_errno("reading " + from.string(), errno);
+            throw_errno("reading " + from, errno);
         }
         if (r == 0) break;
-        pwrite_all(out.get(), buf.data(), static_cast<std::size_t>(r), total, to.string());
+        pwrite_all(out, buf.data(), static_cast<std::size_t>(r), total, to);
         total += static_cast<std::uint64_t>(r);
         add_progress(progress, static_cast<std::uint64_t>(r));
     }
-    if (::fchmod(out.get(), mode & 07777) != 0) throw_errno("chmod " + to.string(), errno);
-    fsync_or_throw(out.get(), to.string());
+    if (::fchmod(out, mode & 07777) != 0) throw_errno("chmod " + to, errno);
+    fsync_or_throw(out, to);
     return total;
+}
+
+UniqueFd open_real(const sfs::path& real, int flags) {
+    if (real.is_absolute()) return open_no_symlinks(real, flags);
+    return UniqueFd(::open(real.c_str(), flags | O_NOFOLLOW | O_CLOEXEC));
 }
 
 bool same_filesystem(const sfs::path& a, const sfs::path& b) {

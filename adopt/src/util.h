@@ -1,6 +1,7 @@
 // Small file-system helpers shared by the adopt sources.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <cstdint>
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "modelfs/store/progress.h"
+#include "modelfs/store/unique_fd.h"
 
 namespace modelfs::adopt::detail {
 
@@ -21,6 +23,12 @@ void write_atomic(const std::filesystem::path& p, const std::string& text);
 // Throws StoreError naming both paths.
 std::uint64_t copy_file_durable(const std::filesystem::path& from, const std::filesystem::path& to,
                                 unsigned mode, Progress* progress = nullptr);
+// The same, from the open file `in` to the new open file `out` (names for messages only).
+std::uint64_t copy_fd_durable(int in, int out, const std::string& from, const std::string& to,
+                              unsigned mode, Progress* progress = nullptr);
+// Opens a scanned file by its real path (links resolved at scan time) with no link in any
+// component (modelfs/store/safe_open.h): a link made there since the scan is not followed.
+UniqueFd open_real(const std::filesystem::path& real, int flags = O_RDONLY);
 bool same_filesystem(const std::filesystem::path& a, const std::filesystem::path& b);
 // Is `p` inside `dir` (lexically, both absolute)? Returns the relative path when it is.
 bool is_under(const std::filesystem::path& p, const std::filesystem::path& dir,

@@ -21,6 +21,7 @@
 #include "modelfs/store/escape.h"
 #include "modelfs/store/model_check.h"
 #include "modelfs/store/names.h"
+#include "modelfs/store/safe_open.h"
 #include "store_impl.h"
 
 namespace fs = std::filesystem;
@@ -101,6 +102,9 @@ struct FileJob {
     std::optional<StagingFile> journal;
     bool source_renamed = false;  // the user's file now lives in the store (same-fs move)
     bool delete_source_after_commit = false;
+    // Root importing another user's files (safe_open.h): `src` is then absolute with no link in
+    // it, opened without following any and judged as this user.
+    std::shared_ptr<const ActingUser> as;
 };
 
 struct ModelPlan {
@@ -154,6 +158,7 @@ class Importer {
         j.src = p;
         j.display = p.string();
         j.size = size;
+        j.as = as_;
         jobs_.push_back(std::move(j));
         if (progress_) {
             progress_->total_bytes += size;
@@ -216,8 +221,12 @@ class Importer {
         plans_.push_back(std::move(m));
     }
 
-    void plan_path(const fs::path& p) {
+    void plan_path(const fs::path& given) {
         std::error_code ec;
+        auto as = ActingUser::for_tree(given);
+        as_ = as ? std::make_shared<const ActingUser>(std::move(*as)) : nullptr;
+        // Acting for a user: every later open resolves this path with no link in it.
+        const fs::path p = as_ ? fs::weakly_canonical(fs::absolute(given), ec) : given;
         auto st = fs::status(p, ec);
         if (ec || !fs::exists(st)) {
             fail_path(p, p.string() + ": no such file or folder");
@@ -271,6 +280,13 @@ class Importer {
             for (const auto& e : entries) {
                 std::string fname = e.path().filename().string();
                 if (fname.starts_with(".")) continue;
+                if (as_ && e.is_symlink(ec)) {
+                    fail_path(e.path(), e.path().string() +
+                                            ": a symbolic link, not followed while root imports "
+                                            "the files of " +
+                                            as_->name);
+                    continue;
+                }
                 if (e.is_directory(ec)) {
                     if (fs::exists(e.path() / "model_index.json", ec)) {
                         plan_tree(e.path());
@@ -313,9 +329,11 @@ class Importer {
     // of any file that has one, whatever its name, for the category and the blob record.
     void read_headers() {
         for (auto& j : jobs_) {
-            UniqueFd fd(::open(j.src.c_str(), O_RDONLY | O_CLOEXEC));
-            if (!fd) {
-                j.error = j.display + ": " + std::strerror(errno);
+            UniqueFd fd;
+            try {
+                fd = open_source(j);
+            } catch (const std::exception& e) {
+                j.error = e.what();
                 continue;
             }
             try {
@@ -424,8 +442,14 @@ class Importer {
         s_.catalog.read().for_each_blob([&](const Sha256& h, const BlobRecord& r) {
             if (r.state == BlobState::present && by_size.count(r.size)) stored[r.size].push_back(h);
         });
-        auto fingerprint = [](const fs::path& p, std::uint64_t size) -> std::optional<Xxh128> {
-            UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+        auto fingerprint = [](const fs::path& p, std::uint64_t size,
+                              const FileJob* j = nullptr) -> std::optional<Xxh128> {
+            UniqueFd fd;
+            try {
+                fd = j ? open_source(*j) : UniqueFd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+            } catch (const std::exception&) {
+                return std::nullopt;
+            }
             if (!fd) return std::nullopt;
             try {
                 return sample_fingerprint(fd.get(), size);
@@ -441,15 +465,32 @@ class Importer {
                 for (const auto& h : st->second)
                     if (auto f = fingerprint(s_.blobs.path_of(h), size)) seen.insert(*f);
             for (auto i : idx)
-                if (auto f = fingerprint(jobs_[i].src, size); f && !seen.insert(*f).second)
+                if (auto f = fingerprint(jobs_[i].src, size, &jobs_[i]);
+                    f && !seen.insert(*f).second)
                     dup[i] = true;
         }
         return dup;
     }
 
+    // The one way a source file is opened (safe_open.h when acting for a user).
+    static UniqueFd open_source(const FileJob& j) {
+        if (!j.as) {
+            UniqueFd fd(::open(j.src.c_str(), O_RDONLY | O_CLOEXEC));
+            if (!fd) throw_errno("opening " + j.display, errno);
+            return fd;
+        }
+        UniqueFd fd = open_no_symlinks(j.src, O_RDONLY | O_NONBLOCK);
+        if (!fd) throw StoreError(ErrorKind::bad_input, open_failure(j.display, errno));
+        struct stat st;
+        if (::fstat(fd.get(), &st) != 0) throw_errno("reading " + j.display, errno);
+        if (!S_ISREG(st.st_mode))
+            throw StoreError(ErrorKind::bad_input, j.display + " is not a regular file");
+        if (auto why = j.as->refusal(st, j.display)) throw StoreError(ErrorKind::bad_input, *why);
+        return fd;
+    }
+
     bool ingest_if_present(FileJob& j) {
-        UniqueFd fd(::open(j.src.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!fd) throw_errno("opening " + j.display, errno);
+        UniqueFd fd = open_source(j);
         auto r = s_.blobs.ingest_if_present(fd.get(), j.display, progress_);
         if (!r) {
             // Not stored after all: the copy reads the file again; keep the bar honest.
@@ -461,8 +502,7 @@ class Importer {
     }
 
     void ingest_copy(FileJob& j) {
-        UniqueFd fd(::open(j.src.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!fd) throw_errno("opening " + j.display, errno);
+        UniqueFd fd = open_source(j);
         j.result = s_.blobs.ingest_copy(fd.get(), j.display, progress_);
     }
 
@@ -479,7 +519,7 @@ class Importer {
         // the name the user gave goes after the commit: the other names keep their file.
         const auto why_not = BlobStore::why_not_take(src_st);
         if (why_not) spdlog::info("{}: copied rather than moved: {}", j.display, *why_not);
-        if (src_st.st_dev != store_st.st_dev || why_not || !move_by_rename(j)) {
+        if (src_st.st_dev != store_st.st_dev || why_not || j.as || !move_by_rename(j)) {
             ingest_copy(j);
             verify_copy(j);
             j.delete_source_after_commit = true;
@@ -557,7 +597,7 @@ class Importer {
             j.journal ? fs::path(j.journal->path()).replace_extension(kMovedSuffix) : fs::path();
         if (committed) {
             if (!moved.empty()) ::unlink(moved.c_str());  // only exists for duplicates
-            if (j.delete_source_after_commit && ::unlink(j.src.c_str()) != 0)
+            if (j.delete_source_after_commit && !delete_source(j))
                 spdlog::warn("{} was stored but could not be deleted: {}", j.display,
                              std::strerror(errno));
             j.journal.reset();  // unlinks the journal
@@ -577,6 +617,14 @@ class Importer {
             spdlog::error("could not put {} back after a failed import: {}; its content is blob {}",
                           j.display, ec.message(), j.result.digests.sha256.hex());
         }
+    }
+
+    // Acting for a user, the name goes under its folder's fd, reached with no link (a folder
+    // swapped for a link since must not make root delete a file of the same name elsewhere).
+    static bool delete_source(const FileJob& j) {
+        if (!j.as) return ::unlink(j.src.c_str()) == 0;
+        UniqueFd dir = open_no_symlinks(j.src.parent_path(), O_PATH | O_DIRECTORY);
+        return dir && ::unlinkat(dir.get(), j.src.filename().c_str(), 0) == 0;
     }
 
     ImportItem commit(ModelPlan& m) {
@@ -681,6 +729,7 @@ class Importer {
     Store::Impl& s_;
     const ImportOptions& opts_;
     Progress* progress_;
+    std::shared_ptr<const ActingUser> as_;  // for the path being planned
     std::vector<FileJob> jobs_;
     std::vector<ModelPlan> plans_;
     std::vector<std::optional<ImportItem>> results_;         // per plan, filled by commit()

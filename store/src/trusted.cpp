@@ -88,7 +88,11 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
         if (!paths.insert(f.path).second)
             throw StoreError(ErrorKind::bad_input, "model " + t.name + "@" + t.label +
                                                        " lists file '" + f.path + "' twice");
-        UniqueFd fd(::open(f.source.c_str(), O_RDONLY | O_CLOEXEC));
+        // A caller's fd is opened afresh through /proc (its own read position), never by path.
+        UniqueFd fd(f.opened_fd >= 0
+                        ? ::open(("/proc/self/fd/" + std::to_string(f.opened_fd)).c_str(),
+                                 O_RDONLY | O_CLOEXEC)
+                        : ::open(f.source.c_str(), O_RDONLY | O_CLOEXEC));
         if (!fd) throw_errno("opening " + f.source.string(), errno);
         struct stat st;
         if (::fstat(fd.get(), &st) != 0) throw_errno("reading " + f.source.string(), errno);
@@ -159,7 +163,7 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
             ++out.present;
             continue;
         }
-        if (can_link(impl_->blobs, f.source, p)) {
+        if (f.opened_fd < 0 && can_link(impl_->blobs, f.source, p)) {
             Published how;
             bool placed_new;
             try {

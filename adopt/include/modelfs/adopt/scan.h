@@ -120,11 +120,28 @@ struct InstallScan {
     Install install;
     std::vector<ScannedFile> files;  // sorted by path
     std::vector<std::string> notes;  // e.g. "models/foo -> /gone: broken link"
+    // Root scanning another user's install (modelfs/store/safe_open.h): that user ("alice (uid
+    // 1001)"), and the configured folders outside the install left out for it.
+    std::string acting_for;
+    std::vector<std::filesystem::path> outside;
+    // Why the models folder itself may not be adopted for that user (outside the install, or
+    // not theirs to change): the plan skips the install with this reason.
+    std::string models_refused;
+};
+
+struct ScanOptions {
+    // Root acting for a user also scans folders the tool's configuration names outside the
+    // install (`modelfs adopt --outside-install`); files there are judged by the same rules.
+    bool outside_install = false;
 };
 
 // Walks every ModelDir of `inst` (following folder links, never leaving a loop) and classifies
 // each file with `layout` (the tool's view). Never throws for a file; problems are reported in
-// the result.
-InstallScan scan_install(const Install& inst, const fs::ViewLayout& layout);
+// the result. When root scans the install of another user (SUDO_UID, else the install's owner),
+// no link is followed (a link becomes an unreadable entry naming it), files and folders that
+// user could not read or change are unreadable entries saying so, and configured folders outside
+// the install are left out unless `opts.outside_install`.
+InstallScan scan_install(const Install& inst, const fs::ViewLayout& layout,
+                         const ScanOptions& opts = {});
 
 }  // namespace modelfs::adopt

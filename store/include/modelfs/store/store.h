@@ -129,6 +129,9 @@ struct TrustedFile {
     // Set when the caller hashed the file (small files, names that are not SHA-256): the blob is
     // then verified. Without it the name is trusted and the file is not read.
     std::optional<FileDigests> digests;
+    // Open on the file when the caller opened it without following links (safe_open.h): the
+    // file is then read from it and copied, never opened or linked by `source`. Borrowed.
+    int opened_fd = -1;
 };
 struct TrustedTree {
     Category category = Category::other;
