@@ -204,6 +204,7 @@ struct Request {
     HttpTarget target;       // what this request asked (the source's, or where it redirected)
     unsigned redirects = 0;  // followed to get here
     Clock::time_point started = Clock::now();  // for its deadline (check_deadlines)
+    Clock::time_point paused_at{};             // when `paused` was set
     bool past_deadline = false;
     bool ranged = false;
     bool priority = false;

@@ -236,6 +236,7 @@ std::size_t Engine::on_data(Request& r, const char* data, std::size_t len) {
         if (rate > 0) {
             if (tokens <= 0) {
                 r.paused = true;
+                r.paused_at = Clock::now();
                 paused.push_back(&r);
                 return CURL_WRITEFUNC_PAUSE;
             }

@@ -196,6 +196,8 @@ void Engine::refill_tokens(Clock::time_point now) {
         for (Request* r : resume) {
             r->paused = false;
             r->last_data = now;
+            // Time held back by our own bandwidth limit does not count against its deadline.
+            r->started += now - r->paused_at;
             // May deliver the held data (and pause again) right here.
             curl_easy_pause(r->easy.get(), CURLPAUSE_CONT);
         }
