@@ -204,11 +204,12 @@ TEST(RedirectRule, CredentialsGoToTheSameOriginOnly) {
 
 // --- deadlines ------------------------------------------------------------------------------
 
+// 2 B/s: just above the low-speed limit (1 B/s), so only the deadline ends it.
 TEST_F(HostileServerTest, TricklingServerFailsAtTheTransferDeadline) {
     const std::uint64_t size = 64 << 10;
     Sha256 h = make_file("trickle.bin", size, 46);
     FaultServer srv(www());
-    srv.set_faults("trickle.bin", std::vector<Fault>(10, Fault::throttle(1)));
+    srv.set_faults("trickle.bin", std::vector<Fault>(10, Fault::throttle(2)));
     add_remote(h, size, {srv.url("trickle.bin") + "?X-Amz-Signature=SIGNED-SECRET"});
 
     auto cfg = fast_config();
@@ -216,7 +217,7 @@ TEST_F(HostileServerTest, TricklingServerFailsAtTheTransferDeadline) {
     cfg.retries = 1;
     fetch::Fetcher f(store(), cfg);
     auto r = result_within(f.fetch(h), 120s);
-    ASSERT_TRUE(r) << "a 1 B/s server kept the download going past every deadline";
+    ASSERT_TRUE(r) << "a 2 B/s server kept the download going past every deadline";
     ASSERT_FALSE(r->ok);
     EXPECT_NE(r->error.find("fetch.transfer_timeout"), std::string::npos) << r->error;
     EXPECT_NE(r->error.find(srv.url("trickle.bin")), std::string::npos) << r->error;
@@ -231,7 +232,7 @@ TEST_F(HostileServerTest, PastTheDeadlineTheNextMirrorIsTried) {
     Sha256 h = make_file("slow.bin", size, 47);
     make_file("mirror.bin", size, 47);
     FaultServer srv(www());
-    srv.set_faults("slow.bin", std::vector<Fault>(10, Fault::throttle(1)));
+    srv.set_faults("slow.bin", std::vector<Fault>(10, Fault::throttle(2)));
     add_remote(h, size, {srv.url("slow.bin"), srv.url("mirror.bin")});
 
     auto cfg = fast_config();
@@ -239,7 +240,7 @@ TEST_F(HostileServerTest, PastTheDeadlineTheNextMirrorIsTried) {
     cfg.retries = 0;
     fetch::Fetcher f(store(), cfg);
     auto r = result_within(f.fetch(h), 120s);
-    ASSERT_TRUE(r) << "a 1 B/s server kept the download going past every deadline";
+    ASSERT_TRUE(r) << "a 2 B/s server kept the download going past every deadline";
     ASSERT_TRUE(r->ok) << r->error;
     EXPECT_TRUE(blob_file_is(h, content("mirror.bin")));
     EXPECT_EQ(gets_of(srv, "/slow.bin").size(), 1u);

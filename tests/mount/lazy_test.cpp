@@ -505,9 +505,9 @@ TEST_F(LazyMountTest, AnOpenerKilledWhileWaitingGoesAtOnce) {
 TEST_F(LazyMountTest, TricklingDownloadGivesEioAtItsDeadlineAndALaterOpenTriesAgain) {
     FaultServer http(served);
     std::string sha = serve("trickle.safetensors", 29, 256 << 10);
-    // 1 B/s: the stall limit never trips; only the transfer deadline ends it. Then the server
-    // behaves.
-    http.set_faults("trickle.safetensors", {Fault::throttle(1)});
+    // 2 B/s: above the low-speed limit (1 B/s), so only the transfer deadline ends it. Then the
+    // server behaves.
+    http.set_faults("trickle.safetensors", {Fault::throttle(2)});
     add_remote("trickle", "trickle.safetensors", http.url("trickle.safetensors"));
     write_text_file(dir / "config.toml", "[fetch]\nretries = 0\ntransfer_timeout = 1\n");
     Mount m(store, mnt, {"--config", (dir / "config.toml").string()});
@@ -527,7 +527,7 @@ TEST_F(LazyMountTest, TricklingDownloadGivesEioAtItsDeadlineAndALaterOpenTriesAg
         ::kill(child, SIGKILL);
         ::waitpid(child, &status, 0);
     }
-    ASSERT_TRUE(ended) << "the open still waited for a 1 B/s download";
+    ASSERT_TRUE(ended) << "the open still waited for a 2 B/s download";
     ASSERT_TRUE(WIFEXITED(status));
     EXPECT_EQ(WEXITSTATUS(status), EIO);
     EXPECT_FALSE(fs::exists(blob_path(sha)));
