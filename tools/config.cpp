@@ -299,6 +299,8 @@ void fetch_from(const toml::node& n, const stdfs::path& source, FetchSettings& f
             f.limit_rate = bytes_from(v, source, k);
         else if (k == "cache_max_size")
             f.cache_max_size = bytes_from(v, source, k);
+        else if (k == "transfer_timeout")
+            f.transfer_timeout = count_from(v, source, k, 1);
         else if (k == "hf_endpoint")
             f.hf_endpoint = url_from(v, source, "fetch.hf_endpoint");
         else if (k == "hf_token")
@@ -306,7 +308,7 @@ void fetch_from(const toml::node& n, const stdfs::path& source, FetchSettings& f
         else
             unknown_in(source, key, "fetch",
                        "jobs, connections_per_blob, max_per_host, max_connections, retries, "
-                       "limit_rate, cache_max_size, hf_endpoint, hf_token");
+                       "limit_rate, cache_max_size, transfer_timeout, hf_endpoint, hf_token");
     }
 }
 
@@ -556,6 +558,7 @@ fetch::FetchConfig fetch_config(const Config& config, fetch::FetchConfig c) {
     if (f.retries) c.retries = *f.retries;
     if (f.limit_rate) c.limit_rate = *f.limit_rate;
     if (f.cache_max_size) c.cache_max_bytes = *f.cache_max_size;
+    if (f.transfer_timeout) c.transfer_timeout = std::chrono::seconds(*f.transfer_timeout);
     if (f.hf_endpoint) c.hf_endpoint = *f.hf_endpoint;
     if (f.hf_token) c.hf_token = *f.hf_token;
     if (f.s3_endpoint) c.s3.endpoint = *f.s3_endpoint;
@@ -621,6 +624,7 @@ Config merge_config(Config base, const Config& h) {
     over(c.fetch.retries, f.retries);
     over(c.fetch.limit_rate, f.limit_rate);
     over(c.fetch.cache_max_size, f.cache_max_size);
+    over(c.fetch.transfer_timeout, f.transfer_timeout);
     over(c.fetch.hf_endpoint, f.hf_endpoint);
     over(c.fetch.hf_token, f.hf_token);
     over(c.fetch.s3_endpoint, f.s3_endpoint);
@@ -766,6 +770,8 @@ std::vector<EffectiveSetting> effective_settings(const Config& c, const std::str
     add("fetch.retries", num(f.retries), {}, std::to_string(d.retries));
     add("fetch.limit_rate", num(f.limit_rate), {}, std::to_string(d.limit_rate));
     add("fetch.cache_max_size", num(f.cache_max_size), {}, std::to_string(d.cache_max_bytes));
+    add("fetch.transfer_timeout", num(f.transfer_timeout), {"MODELFS_TRANSFER_TIMEOUT"},
+        std::to_string(d.transfer_timeout.count()));
     add("fetch.hf_endpoint", f.hf_endpoint, {"HF_ENDPOINT"}, d.hf_endpoint);
     add("fetch.hf_token", f.hf_token, {"HF_TOKEN"}, "", true);
     add("s3.endpoint", f.s3_endpoint, {"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"}, d.s3.endpoint);

@@ -56,6 +56,7 @@ struct FetchSettings {
     std::optional<unsigned> connections_per_blob, max_per_host, max_connections, retries;
     std::optional<std::uint64_t> limit_rate;      // bytes per second; 0: none
     std::optional<std::uint64_t> cache_max_size;  // bytes; 0: no quota
+    std::optional<unsigned> transfer_timeout;     // seconds per request and chunk
     std::optional<std::string> hf_endpoint, hf_token;
     std::optional<std::string> s3_endpoint, s3_region, s3_access_key, s3_secret_key;
 };

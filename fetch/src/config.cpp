@@ -1,8 +1,10 @@
 #include "modelfs/fetch/config.h"
 
+#include <cerrno>
 #include <cstdlib>
 
 #include "modelfs/fetch/fetcher.h"
+#include "modelfs/store/errors.h"
 
 namespace modelfs::fetch {
 namespace {
@@ -32,6 +34,17 @@ FetchConfig FetchConfig::from_environment() {
         c.s3.endpoint = v;
     else if (auto e = env("AWS_ENDPOINT_URL"); !e.empty())
         c.s3.endpoint = e;
+    if (auto v = env("MODELFS_TRANSFER_TIMEOUT"); !v.empty()) {
+        char* end = nullptr;
+        errno = 0;
+        long long secs = std::strtoll(v.c_str(), &end, 10);
+        if (errno != 0 || !end || *end != '\0' || secs <= 0 || secs > 10'000'000)
+            throw StoreError(ErrorKind::bad_input,
+                             "$MODELFS_TRANSFER_TIMEOUT='" + v +
+                                 "' must be a whole number of seconds, at least 1 (it is how long "
+                                 "one request may take per 32 MiB)");
+        c.transfer_timeout = std::chrono::seconds(secs);
+    }
     return c;
 }
 

@@ -184,10 +184,10 @@ SlistPtr setup_request(CURL* c, const HttpTarget& t, const FetchConfig& cfg,
         curl_easy_setopt(c, CURLOPT_AWS_SIGV4, t.aws_sigv4.c_str());
         curl_easy_setopt(c, CURLOPT_USERPWD, t.userpwd.c_str());
     }
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
+    // Redirects are followed by the caller, through redirect_target(): libcurl would send our
+    // custom headers (x-amz-security-token, ...) to wherever a server points it.
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_USERAGENT, cfg.user_agent.c_str());
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,

@@ -57,8 +57,9 @@ std::optional<Sha256> stated_sha256(const std::vector<Response>& chain);
 
 std::optional<std::uint64_t> parse_u64(std::string_view s);
 
-// The options every request of ours has: target URL, headers (+ `extra`), SigV4, redirects,
-// timeouts, user agent. The slist must outlive the request.
+// The options every request of ours has: target URL, headers (+ `extra`), SigV4, timeouts, user
+// agent. Redirects are not followed: the caller follows them with redirect_target(). The slist
+// must outlive the request.
 SlistPtr setup_request(CURL* c, const HttpTarget& t, const FetchConfig& cfg,
                        const std::vector<std::string>& extra);
 

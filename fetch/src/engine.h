@@ -201,6 +201,11 @@ struct Request {
     std::uint64_t gen = 0;
     std::size_t source = 0;
     std::string host;
+    HttpTarget target;       // what this request asked (the source's, or where it redirected)
+    unsigned redirects = 0;  // followed to get here
+    Clock::time_point started = Clock::now();  // for its deadline (check_deadlines)
+    Clock::time_point paused_at{};             // when `paused` was set
+    bool past_deadline = false;
     bool ranged = false;
     bool priority = false;
     unsigned attempts = 0;
@@ -270,7 +275,9 @@ struct Engine {
     void complete(const std::shared_ptr<DownloadImpl>& dl, FetchResult r);
 
     void schedule();
-    void start_request(Active& a, const Task& t);
+    // `via`: the redirected target (else the source's), after `redirects` redirects.
+    void start_request(Active& a, const Task& t, const HttpTarget* via = nullptr,
+                       unsigned redirects = 0);
     void check_response(Active& a, Request& r);
     std::size_t on_data(Request& r, const char* data, std::size_t len);
     void request_done(Request* r, CURLcode rc);
@@ -287,6 +294,12 @@ struct Engine {
     void fire_waiters(DownloadImpl& dl);
     void refill_tokens(Clock::time_point now);
     void check_stalls(Clock::time_point now);
+    // Fails requests past their deadline (request_deadline()).
+    void check_deadlines(Clock::time_point now);
+    // A request `from` answered with a redirect to `location` after `redirects` of them: `t`
+    // again at the new target, credentials per redirect_target(); or the source failed.
+    void follow_redirect(Active& a, const HttpTarget& from, const std::string& location,
+                         unsigned redirects, const Task& t);
     void update_speeds(Clock::time_point now);
     milliseconds backoff(unsigned attempt, long retry_after_s);
 

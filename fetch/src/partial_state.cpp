@@ -117,7 +117,11 @@ void write_state(const fs::path& file, const PartialState& s) {
 
     fs::path tmp = file;
     tmp += ".tmp";
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    // 0600 from its creation: it names the source URL, which may carry a signed query. A leftover
+    // .tmp of a crashed writer (maybe of another mode) is replaced, never reused.
+    if (::unlink(tmp.c_str()) != 0 && errno != ENOENT)
+        throw_errno("removing " + tmp.string(), errno);
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd) throw_errno("writing " + tmp.string(), errno);
     pwrite_all(fd.get(), text.data(), text.size(), 0, tmp.string());
     fsync_or_throw(fd.get(), tmp.string());

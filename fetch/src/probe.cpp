@@ -1,8 +1,10 @@
 #include "modelfs/fetch/probe.h"
 
 #include "curl_util.h"
+#include "modelfs/fetch/redirect.h"
 #include "modelfs/fetch/source.h"
 #include "modelfs/store/errors.h"
+#include "transfer_limits.h"
 
 namespace modelfs::fetch {
 namespace {
@@ -22,9 +24,14 @@ struct Answer {
     std::vector<Response> chain;
     long status = 0;
     std::string effective_url;
+    std::string location;  // of a redirect
 };
 
-Answer ask(const HttpTarget& t, const FetchConfig& cfg, bool head, std::string_view shown) {
+bool is_redirect(long status) {
+    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+Answer ask_once(const HttpTarget& t, const FetchConfig& cfg, bool head, std::string_view shown) {
     EasyPtr c(curl_easy_init());
     if (!c) throw StoreError(ErrorKind::io, "libcurl could not create a request");
     std::vector<std::string> extra;
@@ -41,6 +48,8 @@ Answer ask(const HttpTarget& t, const FetchConfig& cfg, bool head, std::string_v
     curl_easy_setopt(c.get(), CURLOPT_WRITEFUNCTION, discard_body);
     curl_easy_setopt(c.get(), CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c.get(), CURLOPT_LOW_SPEED_TIME, static_cast<long>(cfg.stall_timeout.count()));
+    curl_easy_setopt(c.get(), CURLOPT_TIMEOUT_MS,
+                     static_cast<long>(request_deadline(cfg, 0).count()));
     CURLcode rc = curl_easy_perform(c.get());
     if (rc != CURLE_OK)
         throw StoreError(ErrorKind::io, std::string(head ? "HEAD " : "GET ") + std::string(shown) +
@@ -49,7 +58,36 @@ Answer ask(const HttpTarget& t, const FetchConfig& cfg, bool head, std::string_v
     char* eff = nullptr;
     curl_easy_getinfo(c.get(), CURLINFO_EFFECTIVE_URL, &eff);
     if (eff) a.effective_url = eff;
+    char* loc = nullptr;
+    curl_easy_getinfo(c.get(), CURLINFO_REDIRECT_URL, &loc);
+    if (loc) a.location = loc;
     return a;
+}
+
+// ask_once, following redirects with the credentials redirect_target() allows; the chain has
+// every response.
+Answer ask(const HttpTarget& first, const FetchConfig& cfg, bool head, std::string_view shown) {
+    HttpTarget t = first;
+    std::vector<Response> chain;
+    for (unsigned hops = 0;; ++hops) {
+        Answer a = ask_once(t, cfg, head, shown);
+        chain.insert(chain.end(), a.chain.begin(), a.chain.end());
+        if (!is_redirect(a.status) || a.location.empty()) {
+            a.chain = std::move(chain);
+            return a;
+        }
+        if (hops + 1 > kMaxRedirects)
+            throw StoreError(ErrorKind::io, std::string(head ? "HEAD " : "GET ") +
+                                                std::string(shown) + ": more than " +
+                                                std::to_string(kMaxRedirects) + " redirects");
+        auto next = redirect_target(t, a.location);
+        if (!next)
+            throw StoreError(ErrorKind::io, std::string(head ? "HEAD " : "GET ") +
+                                                std::string(shown) + ": redirected to " +
+                                                redact_url(a.location) +
+                                                ", which is no http(s) URL");
+        t = std::move(*next);
+    }
 }
 
 }  // namespace
@@ -97,6 +135,9 @@ RemoteInfo probe(std::string_view url, const FetchConfig& cfg) {
             info.accepts_ranges = ar->find("bytes") != std::string::npos;
         if (a.status == 206) info.accepts_ranges = true;
     }
+    if (info.size)
+        if (auto why = size_refusal(*info.size, {}))
+            throw StoreError(ErrorKind::bad_input, what + ": announces " + *why + "; refused");
     info.sha256 = stated_sha256(a.chain);
     info.final_url = redact_url(a.effective_url);
     return info;

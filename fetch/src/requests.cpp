@@ -7,8 +7,10 @@
 #include <spdlog/spdlog.h>
 
 #include "engine.h"
+#include "modelfs/fetch/redirect.h"
 #include "modelfs/store/blob_store.h"
 #include "modelfs/store/errors.h"
+#include "transfer_limits.h"
 
 namespace modelfs::fetch::detail {
 
@@ -76,7 +78,7 @@ void Engine::schedule() {
     }
 }
 
-void Engine::start_request(Active& a, const Task& t) {
+void Engine::start_request(Active& a, const Task& t, const HttpTarget* via, unsigned redirects) {
     SourceState& src = a.srcs[a.cur];
     auto r = std::make_unique<Request>();
     r->impl = this;
@@ -87,7 +89,9 @@ void Engine::start_request(Active& a, const Task& t) {
     r->priority = t.priority;
     r->source = a.cur;
     r->gen = a.gen;
-    r->host = src.target->host;
+    r->target = via ? *via : *src.target;
+    r->redirects = redirects;
+    r->host = r->target.host;
     r->ranged = a.size_known && src.ranges != RangeSupport::no;
     r->easy.reset(curl_easy_init());
     if (!r->easy) throw StoreError(ErrorKind::io, "libcurl could not create a request");
@@ -101,7 +105,7 @@ void Engine::start_request(Active& a, const Task& t) {
             extra.push_back("If-Range: " + src.validator);
     }
     CURL* c = r->easy.get();
-    r->headers = setup_request(c, *src.target, cfg, extra);
+    r->headers = setup_request(c, r->target, cfg, extra);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(c, CURLOPT_PRIVATE, r.get());
     curl_easy_setopt(c, CURLOPT_BUFFERSIZE, kCurlBuffer);
@@ -191,6 +195,11 @@ void Engine::check_response(Active& a, Request& r) {
         return;
     }
     if (!a.size_known && length) {
+        if (auto why = size_refusal(*length, partial_dir)) {
+            r.verdict = Verdict::source_bad;
+            r.message = what + ": announces " + *why + "; refused";
+            return;
+        }
         a.size = *length;
         a.size_known = true;
         if (a.size > 0) ::posix_fallocate(a.fd.get(), 0, static_cast<off_t>(a.size));
@@ -227,16 +236,29 @@ std::size_t Engine::on_data(Request& r, const char* data, std::size_t len) {
         if (rate > 0) {
             if (tokens <= 0) {
                 r.paused = true;
+                r.paused_at = Clock::now();
                 paused.push_back(&r);
                 return CURL_WRITEFUNC_PAUSE;
             }
             tokens -= static_cast<double>(len);
         }
+        // Nothing past what was asked (or, for a file of unknown size, past what a file may be)
+        // is written: a server sending more is refused at once, not retried.
         if (r.end != kUnknown && len > r.end - r.pos) {
-            r.verdict = Verdict::transient;
-            r.message = "GET " + a.srcs[r.source].shown + ": the server sent more bytes than asked";
+            r.verdict = Verdict::source_bad;
+            r.message = "GET " + a.srcs[r.source].shown + ": the server sent more than " +
+                        std::to_string(r.end - r.begin) + " bytes" +
+                        (a.size_known && r.end == a.size ? " (the size of the file); refused"
+                                                         : " (what was asked); refused");
             return 0;
         }
+        // (The free space shrinks as this writes: past the size check, a full disk is ENOSPC.)
+        if (r.end == kUnknown)
+            if (auto why = size_refusal(r.pos + len, {})) {
+                r.verdict = Verdict::source_bad;
+                r.message = "GET " + a.srcs[r.source].shown + ": sent " + *why + "; refused";
+                return 0;
+            }
         pwrite_all(a.fd.get(), data, len, r.pos, a.part.string());
         r.last_data = Clock::now();
         {

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "engine.h"
+#include "modelfs/fetch/redirect.h"
 
 namespace modelfs::fetch::detail {
 
@@ -42,7 +43,19 @@ void Engine::request_done(Request* r, CURLcode rc) {
     const unsigned attempts = r->attempts;
     const bool priority = r->priority;
     const std::string curl_error = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
+    const bool past_deadline = r->past_deadline;
     std::string body = r->error_body;
+    if (!accepted && verdict == Verdict::ok && rc == CURLE_OK &&
+        (status == 301 || status == 302 || status == 303 || status == 307 || status == 308)) {
+        char* loc = nullptr;
+        curl_easy_getinfo(r->easy.get(), CURLINFO_REDIRECT_URL, &loc);
+        const std::string location = loc ? loc : "";
+        const HttpTarget from = r->target;
+        const unsigned redirects = r->redirects;
+        drop_request(r);
+        follow_redirect(a, from, location, redirects, Task{begin, end, attempts, {}, priority});
+        return;
+    }
     drop_request(r);
 
     switch (verdict) {
@@ -96,7 +109,7 @@ void Engine::request_done(Request* r, CURLcode rc) {
         why = message;
     } else if (rc != CURLE_OK) {
         why = what + ": " + curl_error;
-        if (rc == CURLE_OPERATION_TIMEDOUT) why += " (stalled)";
+        if (rc == CURLE_OPERATION_TIMEDOUT && !past_deadline) why += " (stalled)";
     } else if (accepted) {
         why = what + ": the connection closed after " + std::to_string(pos - begin) + " of " +
               std::to_string(end - begin) + " bytes";
@@ -105,7 +118,8 @@ void Engine::request_done(Request* r, CURLcode rc) {
     }
 
     unsigned next = attempts + 1;
-    if (pos - begin >= kProgressResetsRetries) next = 1;  // it was making progress
+    // It was making progress, unless too slowly: a trickle must not buy endless retries.
+    if (pos - begin >= kProgressResetsRetries && !past_deadline) next = 1;
     if (next > cfg.retries) {
         source_failed(a, why + " (gave up after " + std::to_string(next) + " attempts)");
         return;
@@ -121,6 +135,28 @@ void Engine::request_done(Request* r, CURLcode rc) {
         t.end = a.size_known ? a.size : kUnknown;
     }
     a.pending.push_front(t);
+}
+
+void Engine::follow_redirect(Active& a, const HttpTarget& from, const std::string& location,
+                             unsigned redirects, const Task& t) {
+    const std::string what = "GET " + a.srcs[a.cur].shown;
+    if (location.empty()) {
+        source_failed(a, what + ": a redirect without a Location");
+        return;
+    }
+    if (redirects >= kMaxRedirects) {
+        source_failed(a, what + ": more than " + std::to_string(kMaxRedirects) + " redirects");
+        return;
+    }
+    auto next = redirect_target(from, location);
+    if (!next) {
+        source_failed(
+            a, what + ": redirected to " + redact_url(location) + ", which is no http(s) URL");
+        return;
+    }
+    spdlog::debug("{} redirected to {}{}", what, redact_url(location),
+                  next->headers.empty() && next->aws_sigv4.empty() ? "" : " (same origin)");
+    start_request(a, t, &*next, redirects + 1);
 }
 
 void Engine::reset_all(Active& a, Request* keep) {

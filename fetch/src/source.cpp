@@ -189,8 +189,8 @@ HttpTarget resolve_source(std::string_view url, const FetchConfig& cfg) {
         while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
         t.url = endpoint + "/" + p.kind + encode_path(p.repo) + "/resolve/" +
                 encode_path(p.revision) + "/" + encode_path(p.path);
-        // libcurl keeps a custom Authorization header off redirects to other hosts (the CDN
-        // that Hugging Face sends LFS downloads to), so the token stays with the hub.
+        // redirect_target() keeps it off redirects to other hosts (the CDN that Hugging Face
+        // sends LFS downloads to), so the token stays with the hub.
         if (!cfg.hf_token.empty()) t.headers.push_back("Authorization: Bearer " + cfg.hf_token);
         t.host = host_of(t.url);
         return t;

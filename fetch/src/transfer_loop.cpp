@@ -8,6 +8,7 @@
 
 #include "engine.h"
 #include "modelfs/store/errors.h"
+#include "transfer_limits.h"
 
 namespace modelfs::fetch::detail {
 
@@ -86,6 +87,7 @@ void Engine::run() {
                 request_done(r, m->data.result);
             }
             check_stalls(Clock::now());
+            check_deadlines(Clock::now());
             sweep();
             for (auto& a : actives) {
                 if (a->new_bytes) {
@@ -194,6 +196,8 @@ void Engine::refill_tokens(Clock::time_point now) {
         for (Request* r : resume) {
             r->paused = false;
             r->last_data = now;
+            // Time held back by our own bandwidth limit does not count against its deadline.
+            r->started += now - r->paused_at;
             // May deliver the held data (and pause again) right here.
             curl_easy_pause(r->easy.get(), CURLPAUSE_CONT);
         }
@@ -213,6 +217,24 @@ void Engine::check_stalls(Clock::time_point now) {
     for (Request* r : stalled) {
         std::snprintf(r->errbuf, sizeof r->errbuf, "no data for %lld s",
                       static_cast<long long>(cfg.stall_timeout.count()));
+        request_done(r, CURLE_OPERATION_TIMEDOUT);
+    }
+}
+
+void Engine::check_deadlines(Clock::time_point now) {
+    std::vector<std::pair<Request*, milliseconds>> late;
+    for (auto& a : actives)
+        for (auto& r : a->requests) {
+            if (r->cancelled || r->paused) continue;
+            // What it carries: its range; a stream of unknown length earns time as it arrives.
+            const std::uint64_t bytes =
+                r->end != kUnknown ? r->end - r->begin : r->pos - r->begin + cfg.chunk_size;
+            const milliseconds allowed = request_deadline(cfg, bytes);
+            if (now - r->started >= allowed) late.emplace_back(r.get(), allowed);
+        }
+    for (auto [r, allowed] : late) {
+        r->past_deadline = true;
+        std::snprintf(r->errbuf, sizeof r->errbuf, "%s", deadline_message(cfg, allowed).c_str());
         request_done(r, CURLE_OPERATION_TIMEDOUT);
     }
 }

@@ -502,6 +502,40 @@ TEST_F(LazyMountTest, AnOpenerKilledWhileWaitingGoesAtOnce) {
                              fs::file_size(served / "long.safetensors")));
 }
 
+TEST_F(LazyMountTest, TricklingDownloadGivesEioAtItsDeadlineAndALaterOpenTriesAgain) {
+    FaultServer http(served);
+    std::string sha = serve("trickle.safetensors", 29, 256 << 10);
+    // 2 B/s: above the low-speed limit (1 B/s), so only the transfer deadline ends it. Then the
+    // server behaves.
+    http.set_faults("trickle.safetensors", {Fault::throttle(2)});
+    add_remote("trickle", "trickle.safetensors", http.url("trickle.safetensors"));
+    write_text_file(dir / "config.toml", "[fetch]\nretries = 0\ntransfer_timeout = 1\n");
+    Mount m(store, mnt, {"--config", (dir / "config.toml").string()});
+    ASSERT_TRUE(m.ok());
+    fs::path p = mnt / "comfyui" / "loras" / "trickle.safetensors";
+    // The opener in a child, so that a download that never ends fails the test instead of
+    // hanging it.
+    pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+        ::_exit(fd >= 0 ? 0 : errno);
+    }
+    int status = 0;
+    bool ended = eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 90000ms);
+    if (!ended) {
+        ::kill(child, SIGKILL);
+        ::waitpid(child, &status, 0);
+    }
+    ASSERT_TRUE(ended) << "the open still waited for a 2 B/s download";
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), EIO);
+    EXPECT_FALSE(fs::exists(blob_path(sha)));
+    // The download was given up, not the file: the next open fetches it.
+    EXPECT_EQ(read_through(p), sha);
+    expect_healthy();
+}
+
 TEST_F(LazyMountTest, OpenBlobsAreLockedAgainstEviction) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());

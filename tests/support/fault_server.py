@@ -25,6 +25,12 @@ A fault is a JSON object with "kind" and its parameters:
                                                  T seconds, then the connection closes
     {"kind": "slow", "bytes_per_second": B}      the right bytes, at most B per second
     {"kind": "ignore_range"}                     a Range request gets 200 and the whole file
+    {"kind": "redirect", "status": S, "location": URL}   answers S (302 when 0) with Location: URL
+    {"kind": "content_length", "content_length": N}  200 announcing Content-Length N (any number,
+                                                 2**62 too), then the file, then the connection
+                                                 closes
+    {"kind": "overlong", "after_bytes": N}       200 without Content-Length, the file and N more
+                                                 bytes, then the connection closes
 Optional "method": "GET" (or "HEAD") makes the fault apply to that method only; requests with
 another method pass it by and leave it queued.
 """
@@ -51,7 +57,7 @@ class State:
         self.lock = threading.Lock()
         self.faults = {}   # path -> list of fault dicts, next first
         self.headers = {}  # path -> list of "Name: value"
-        self.log = []      # dicts: method, path, range, status, bytes
+        self.log = []      # dicts: method, path, range, status, bytes, headers ("Name: value")
         self.in_flight = 0       # file requests being answered now
         self.peak_in_flight = 0  # the most at once since the start (or reset)
 
@@ -179,7 +185,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         st = self.server.state
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         entry = {"method": self.command, "path": path,
-                 "range": self.headers.get("Range") or "", "status": 0, "bytes": 0}
+                 "range": self.headers.get("Range") or "", "status": 0, "bytes": 0,
+                 "headers": ["%s: %s" % (k, v) for k, v in self.headers.items()]}
         # Logged on arrival, so a test counts a request even if the fault ends it abruptly.
         with st.lock:
             st.log.append(entry)
@@ -202,6 +209,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(body)
             return
 
+        if kind == "redirect":
+            status = int(fault.get("status") or 302)
+            entry["status"] = status
+            self.send_response(status)
+            self.send_header("Location", fault.get("location", ""))
+            for h in extra:
+                name, _, value = h.partition(":")
+                self.send_header(name.strip(), value.strip())
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+
         full = os.path.realpath(os.path.join(st.root, path.lstrip("/")))
         if not (full == st.root or full.startswith(st.root + os.sep)) or not os.path.isfile(full):
             entry["status"] = 404
@@ -210,7 +229,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         stat = os.stat(full)
         size = stat.st_size
         etag = '"%x-%x"' % (int(stat.st_mtime), size)  # nginx's form: mtime-size
-        rng = None if kind == "ignore_range" else parse_range(self.headers.get("Range"), size)
+        lies = kind in ("content_length", "overlong")
+        rng = None if kind == "ignore_range" or lies else parse_range(self.headers.get("Range"),
+                                                                      size)
         if_range = self.headers.get("If-Range")
         if rng is not None and if_range is not None and if_range.strip() != etag:
             rng = None  # the file changed since the client's first part: send all of it
@@ -243,9 +264,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         common_headers()
         if status == 206:
             self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
-        self.send_header("Content-Length", str(length))
+        if kind == "content_length":
+            self.send_header("Content-Length", str(int(fault.get("content_length", 0))))
+        elif kind == "overlong":
+            self.send_header("Connection", "close")
+        else:
+            self.send_header("Content-Length", str(length))
         self.end_headers()
         if self.command == "HEAD":
+            if lies:
+                self.close_connection = True
             return
         self.wfile.flush()
 
@@ -275,6 +303,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     if ahead > 0:
                         time.sleep(ahead)
 
+        if kind == "overlong":
+            junk = b"\xee" * int(fault.get("after_bytes", 0))
+            self.wfile.write(junk)
+            entry["bytes"] = sent + len(junk)
+        if lies:
+            return self._abort()
         if kind == "stall":
             time.sleep(float(fault.get("seconds", 0)))
         if kind in ("drop_after", "stall") and sent < length:

@@ -83,9 +83,10 @@ std::string normalize_path(std::string_view p) {
     return out;
 }
 
-std::string join_url(std::uint16_t port, std::string_view path) {
+std::string join_url(std::uint16_t port, std::string_view path,
+                     std::string_view host = "127.0.0.1") {
     while (!path.empty() && path.front() == '/') path.remove_prefix(1);
-    return "http://127.0.0.1:" + std::to_string(port) + "/" + std::string(path);
+    return "http://" + std::string(host) + ":" + std::to_string(port) + "/" + std::string(path);
 }
 
 // A port nobody listens on right now. Another process may take it before the server binds it:
@@ -567,6 +568,12 @@ const char* kind_name(Fault::Kind k) {
             return "slow";
         case Fault::Kind::ignore_range:
             return "ignore_range";
+        case Fault::Kind::redirect:
+            return "redirect";
+        case Fault::Kind::lie_length:
+            return "content_length";
+        case Fault::Kind::overlong:
+            return "overlong";
     }
     return "?";
 }
@@ -588,15 +595,16 @@ std::string url_encode(std::string_view s) {
 
 }  // namespace
 
-FaultServer::FaultServer(fs::path root) : root_(fs::absolute(std::move(root))) {
+FaultServer::FaultServer(fs::path root, std::string host)
+    : root_(fs::absolute(std::move(root))), host_(std::move(host)) {
     const fs::path script = fault_server_script();
     if (!fs::exists(script))
         throw std::runtime_error("no fault server script at " + script.string());
     const fs::path err = dir_.path() / "stderr.log";
     // Port 0: the kernel picks a free one and the server prints it, so there is no race to lose.
     ChildProcess proc(python_binary(),
-                      {script.string(), "--root", root_.string(), "--port", "0", "--parent-pid",
-                       std::to_string(::getpid())},
+                      {script.string(), "--root", root_.string(), "--port", "0", "--bind", host_,
+                       "--parent-pid", std::to_string(::getpid())},
                       err, true);
     auto line = proc.read_line(60'000);
     int port = 0;
@@ -620,14 +628,14 @@ FaultServer::~FaultServer() {
 }
 
 std::string FaultServer::url(std::string_view path) const {
-    return join_url(port_, path);
+    return join_url(port_, path, host_);
 }
 
 std::string FaultServer::control(std::string_view method, const std::string& what,
                                  const std::string& body) const {
     Request r;
     r.method = std::string(method);
-    r.url = join_url(port_, "__control/" + what);
+    r.url = join_url(port_, "__control/" + what, host_);
     r.body = body.empty() && method == "GET" ? nullptr : &body;
     if (r.body) r.headers.push_back("Content-Type: application/json");
     HttpResponse resp = perform(r);
@@ -644,6 +652,8 @@ void FaultServer::set_faults(std::string_view path, std::vector<Fault> faults) {
                          {"after_bytes", f.after_bytes}, {"retry_after", f.retry_after},
                          {"seconds", f.seconds},         {"bytes_per_second", f.bytes_per_second}};
         if (!f.method.empty()) j["method"] = f.method;
+        if (!f.location.empty()) j["location"] = f.location;
+        if (f.content_length) j["content_length"] = f.content_length;
         list.push_back(std::move(j));
     }
     control("PUT", "faults?path=" + url_encode(normalize_path(path)), list.dump());
@@ -668,6 +678,7 @@ std::vector<LoggedRequest> FaultServer::requests() const {
         r.range = e.at("range").get<std::string>();
         r.status = e.at("status").get<int>();
         r.bytes = e.at("bytes").get<std::uint64_t>();
+        if (e.contains("headers")) r.headers = e.at("headers").get<std::vector<std::string>>();
         out.push_back(std::move(r));
     }
     return out;
@@ -691,6 +702,22 @@ std::size_t FaultServer::requests_for(std::string_view path) const {
     auto reqs = requests();
     return static_cast<std::size_t>(
         std::count_if(reqs.begin(), reqs.end(), [&](const auto& r) { return r.path == want; }));
+}
+
+std::optional<std::string> LoggedRequest::header(std::string_view name) const {
+    for (const auto& h : headers) {
+        auto colon = h.find(':');
+        if (colon != name.size()) continue;
+        bool same = std::equal(name.begin(), name.end(), h.begin(), [](char a, char b) {
+            return std::tolower(static_cast<unsigned char>(a)) ==
+                   std::tolower(static_cast<unsigned char>(b));
+        });
+        if (!same) continue;
+        std::string v = h.substr(colon + 1);
+        while (!v.empty() && v.front() == ' ') v.erase(v.begin());
+        return v;
+    }
+    return std::nullopt;
 }
 
 // --- S3Fixture --------------------------------------------------------------------------------

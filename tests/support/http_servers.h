@@ -27,7 +27,10 @@ struct LoggedRequest {
     std::string path;    // "/dir/file.bin": decoded, without the query string
     std::string range;
     int status = 0;
-    std::uint64_t bytes = 0;  // body bytes sent (so far, for the fault server)
+    std::uint64_t bytes = 0;           // body bytes sent (so far, for the fault server)
+    std::vector<std::string> headers;  // request headers "Name: value" (fault server only)
+    // The value of request header `name` (case-insensitive); nullopt when it was not sent.
+    std::optional<std::string> header(std::string_view name) const;
 };
 
 // A child process with stdout to a pipe (when asked) and stderr to a file; SIGKILLed and reaped
@@ -104,12 +107,29 @@ class NginxServer {
 //   slow          the right bytes at `bytes_per_second`
 //   ignore_range  200 and the whole file whatever the Range header says (a server that cannot
 //                 resume)
+//   redirect      answers `status` (302 when 0) with Location: `location`
+//   lie_length    200 announcing Content-Length `content_length`, then the file; then the
+//                 connection is shut down
+//   overlong      200 without Content-Length, the file and `after_bytes` more bytes; then the
+//                 connection is shut down
 // Every request for the path (HEAD included) takes the next fault, unless `method` is set: then
 // only requests with that method take it and others pass it by, leaving it queued.
 struct Fault {
-    enum class Kind { drop_after, status, wrong_bytes, stall, slow, ignore_range } kind;
+    enum class Kind {
+        drop_after,
+        status,
+        wrong_bytes,
+        stall,
+        slow,
+        ignore_range,
+        redirect,
+        lie_length,
+        overlong
+    } kind;
     int status = 0;
     std::uint64_t after_bytes = 0;
+    std::string location = {};
+    std::uint64_t content_length = 0;
     int retry_after = -1;
     double seconds = 0;
     std::uint64_t bytes_per_second = 0;
@@ -139,6 +159,22 @@ struct Fault {
         return f;
     }
     static Fault no_range() { return Fault{Kind::ignore_range}; }
+    static Fault redirect_to(std::string url, int status = 302) {
+        Fault f{Kind::redirect};
+        f.location = std::move(url);
+        f.status = status;
+        return f;
+    }
+    static Fault announce_length(std::uint64_t content_length) {
+        Fault f{Kind::lie_length};
+        f.content_length = content_length;
+        return f;
+    }
+    static Fault longer_body(std::uint64_t extra_bytes) {
+        Fault f{Kind::overlong};
+        f.after_bytes = extra_bytes;
+        return f;
+    }
     // The same fault, taken only by requests with this method.
     Fault only(std::string m) const {
         Fault f = *this;
@@ -152,7 +188,9 @@ struct Fault {
 // makes it, Accept-Ranges, If-Range; plus faults queued per path.
 class FaultServer {
   public:
-    explicit FaultServer(std::filesystem::path root);
+    // `host`: the loopback address it listens on and its URLs name (127.0.0.2 is another host
+    // than 127.0.0.1 to a client, on the same machine).
+    explicit FaultServer(std::filesystem::path root, std::string host = "127.0.0.1");
     ~FaultServer();
     FaultServer(const FaultServer&) = delete;
     FaultServer& operator=(const FaultServer&) = delete;
@@ -182,6 +220,7 @@ class FaultServer {
                         const std::string& body) const;
 
     std::filesystem::path root_;
+    std::string host_;
     modelfs::testing::TempDir dir_{"modelfs-faultsrv"};
     std::uint16_t port_ = 0;
     ChildProcess proc_;

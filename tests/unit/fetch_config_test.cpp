@@ -2,9 +2,12 @@
 // file:line:column, byte sizes ("50M"), and the layering file > environment > default.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdlib>
 #include <string>
 
 #include "config.h"
+#include "modelfs/store/errors.h"
 
 namespace {
 
@@ -60,6 +63,19 @@ secret_key = "SK"
     EXPECT_EQ(f.s3.region, "eu-west-1");
     EXPECT_EQ(f.s3.access_key, "AK");
     EXPECT_EQ(f.s3.secret_key, "SK");
+}
+
+TEST(FetchConfigFile, TransferTimeoutFromTheFileOrTheEnvironment) {
+    EXPECT_EQ(FetchConfig{}.transfer_timeout, std::chrono::seconds(1800));
+    FetchConfig f = fetch_config(parse("[fetch]\ntransfer_timeout = 60\n"), FetchConfig{});
+    EXPECT_EQ(f.transfer_timeout, std::chrono::seconds(60));
+    EXPECT_NE(error_of("[fetch]\ntransfer_timeout = 0\n").find("'fetch.transfer_timeout' must be"),
+              std::string::npos);
+    ::setenv("MODELFS_TRANSFER_TIMEOUT", "90", 1);
+    EXPECT_EQ(FetchConfig::from_environment().transfer_timeout, std::chrono::seconds(90));
+    ::setenv("MODELFS_TRANSFER_TIMEOUT", "soon", 1);
+    EXPECT_THROW(FetchConfig::from_environment(), modelfs::StoreError);
+    ::unsetenv("MODELFS_TRANSFER_TIMEOUT");
 }
 
 TEST(FetchConfigFile, TheFileOverridesTheEnvironmentWhichOverridesDefaults) {

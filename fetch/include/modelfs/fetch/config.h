@@ -32,6 +32,12 @@ struct FetchConfig {
     std::chrono::milliseconds backoff_max{30'000};   // also caps a server's Retry-After
     std::chrono::seconds connect_timeout{15};
     std::chrono::seconds stall_timeout{30};  // a request receiving nothing this long is retried
+    // The most one request may take in all, per chunk_size bytes it carries (a trickling server
+    // defeats the stall limit); past it the request fails and is retried as any other. 30 min per
+    // 32 MiB is an average of 18 KiB/s per connection: a 7 GB checkpoint still arrives over a
+    // 2.5 Mbit/s link with 16 connections sharing it, and a hostile server holds a request at
+    // most that long. $MODELFS_TRANSFER_TIMEOUT, config fetch.transfer_timeout (seconds).
+    std::chrono::seconds transfer_timeout{1800};
     std::string hf_endpoint = "https://huggingface.co";
     std::string hf_token;  // Authorization: Bearer, for hf:// sources only
     S3Config s3;
@@ -42,7 +48,7 @@ struct FetchConfig {
 
     // The defaults with HF_ENDPOINT, HF_TOKEN, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
     // AWS_SESSION_TOKEN, AWS_REGION (else AWS_DEFAULT_REGION), AWS_ENDPOINT_URL_S3 (else
-    // AWS_ENDPOINT_URL) applied.
+    // AWS_ENDPOINT_URL), MODELFS_TRANSFER_TIMEOUT applied.
     static FetchConfig from_environment();
 };
 

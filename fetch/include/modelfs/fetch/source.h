@@ -18,7 +18,7 @@ namespace modelfs::fetch {
 // One HTTP request target with what it needs to be accepted.
 struct HttpTarget {
     std::string url;                   // http(s) URL actually requested
-    std::vector<std::string> headers;  // "Name: value" (Authorization, x-amz-content-sha256, ...)
+    std::vector<std::string> headers;  // "Name: value" (Authorization, ...); its origin only
     std::string aws_sigv4;             // CURLOPT_AWS_SIGV4 ("aws:amz:REGION:s3"); empty: none
     std::string userpwd;               // CURLOPT_USERPWD for SigV4 ("ACCESS:SECRET")
     std::string host;                  // for per-host limits and messages
