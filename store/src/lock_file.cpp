@@ -64,7 +64,7 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
     nlohmann::json root;
     try {
         root = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
         throw bad(std::string("not a lock file (not JSON): ") + e.what());
     }
     if (!root.is_object() || !root.contains("modelfs_lock"))

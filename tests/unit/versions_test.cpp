@@ -236,6 +236,21 @@ TEST_F(VersionsTest, LockTextRoundTripsAndRejectsEdits) {
     expect_bad(badhash, "64 hex");
 }
 
+// Found by fuzzing (tests/fuzz/corpus/lock_file/number-overflow.lock): a number beyond a double's
+// range is refused by the JSON parser with out_of_range, not parse_error; `apply` must still say
+// which lock file is not JSON (StoreError bad_input), not fail anonymously.
+TEST(LockFileParse, NumberBeyondADoubleIsNotJson) {
+    try {
+        LockFile::parse("{\"modelfs_lock\": 1, \"models\": [], \"x\": -1e999}", "models.lock");
+        ADD_FAILURE() << "accepted";
+    } catch (const StoreError& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::bad_input);
+        EXPECT_NE(std::string(e.what()).find("models.lock: not a lock file (not JSON)"),
+                  std::string::npos)
+            << e.what();
+    }
+}
+
 TEST_F(VersionsTest, ApplyReproducesALockInAnotherStore) {
     add("foo", 1);
     Sha256 v2 = add("foo", 2);
