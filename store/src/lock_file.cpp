@@ -69,9 +69,10 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
     }
     if (!root.is_object() || !root.contains("modelfs_lock"))
         throw bad("not a modelfs lock file (no \"modelfs_lock\" key)");
-    if (!root["modelfs_lock"].is_number_integer() || root["modelfs_lock"].get<int>() < 1)
+    // Read as int64, not int: 2^32 + 1 or -(2^32 - 1) once wrapped to format 1 and were accepted.
+    if (!root["modelfs_lock"].is_number_integer() || root["modelfs_lock"].get<std::int64_t>() < 1)
         throw bad("\"modelfs_lock\" must be a format number");
-    if (root["modelfs_lock"].get<int>() > kLockFormatVersion)
+    if (root["modelfs_lock"].get<std::int64_t>() > kLockFormatVersion)
         throw bad("lock format " + root["modelfs_lock"].dump() +
                   " is newer than this modelfs understands (" + std::to_string(kLockFormatVersion) +
                   "); upgrade modelfs");

@@ -239,6 +239,31 @@ TEST_F(VersionsTest, LockTextRoundTripsAndRejectsEdits) {
 // Found by fuzzing (tests/fuzz/corpus/lock_file/number-overflow.lock): a number beyond a double's
 // range is refused by the JSON parser with out_of_range, not parse_error; `apply` must still say
 // which lock file is not JSON (StoreError bad_input), not fail anonymously.
+// The format number is read whole: 2^32 + 1 once wrapped to an int and passed as format 1.
+TEST(LockFileParse, AFormatNumberBeyondAnIntIsNewerNotFormatOne) {
+    for (const char* format : {"4294967297", "9223372036854775807"}) {
+        try {
+            LockFile::parse(std::string("{\"modelfs_lock\": ") + format + ", \"models\": []}",
+                            "models.lock");
+            ADD_FAILURE() << "accepted format " << format;
+        } catch (const StoreError& e) {
+            EXPECT_NE(std::string(e.what()).find("is newer than this modelfs understands"),
+                      std::string::npos)
+                << e.what();
+        }
+    }
+    // Beyond int64 (an unsigned JSON number) and negative ones are no format at all.
+    for (const char* format : {"18446744073709551615", "-4294967295"}) {
+        try {
+            LockFile::parse(std::string("{\"modelfs_lock\": ") + format + ", \"models\": []}",
+                            "models.lock");
+            ADD_FAILURE() << "accepted format " << format;
+        } catch (const StoreError& e) {
+            EXPECT_EQ(e.kind(), ErrorKind::bad_input) << e.what();
+        }
+    }
+}
+
 TEST(LockFileParse, NumberBeyondADoubleIsNotJson) {
     try {
         LockFile::parse("{\"modelfs_lock\": 1, \"models\": [], \"x\": -1e999}", "models.lock");
