@@ -90,6 +90,14 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
                 if (!h) throw bad(what + ": \"sha256\" is not 64 hex digits");
                 return *h;
             };
+            // get<uint64_t> alone wraps -1 to 2^64 - 1, truncates 1.5 and converts 1e300 out of
+            // range (undefined behaviour; found by fuzzing).
+            auto size = [&](const nlohmann::json& o, const std::string& what) {
+                const nlohmann::json& v = o.at("size");
+                if (!v.is_number_unsigned())
+                    throw bad(what + ": \"size\" must be a whole number of bytes, not " + v.dump());
+                return v.get<std::uint64_t>();
+            };
             auto sources = [&](const nlohmann::json& o) {
                 return o.value("sources", std::vector<std::string>{});
             };
@@ -110,7 +118,7 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
             }
             if (!seen.insert(key).second) throw bad(where + ": model " + key + " is listed twice");
             m.content_id = hash(j, where);
-            m.size = j.at("size").get<std::uint64_t>();
+            m.size = size(j, where);
             if (j.contains("files")) {
                 m.tree = true;
                 std::size_t fi = 0;
@@ -120,7 +128,7 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
                     lf.path = f.at("path").get<std::string>();
                     if (lf.path.empty()) throw bad(fwhere + ": empty \"path\"");
                     lf.sha256 = hash(f, fwhere);
-                    lf.size = f.at("size").get<std::uint64_t>();
+                    lf.size = size(f, fwhere);
                     lf.sources = sources(f);
                     m.files.push_back(std::move(lf));
                 }

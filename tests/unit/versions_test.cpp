@@ -264,6 +264,32 @@ TEST(LockFileParse, AFormatNumberBeyondAnIntIsNewerNotFormatOne) {
     }
 }
 
+// A size is a whole number of bytes. -1 once wrapped to 2^64 - 1 and 1.5 to 1; 1e300 was
+// converted to an integer out of range (undefined behaviour, caught by the fuzz target's UBSan).
+TEST(LockFileParse, SizesAreWholeNumbersOfBytes) {
+    const std::string hash(64, 'a');
+    for (const char* size : {"-1", "1.5", "1e300"}) {
+        const std::string single = std::string(R"({"modelfs_lock": 1, "models": [{"model": "lora/x",
+            "label": "v1", "ext": ".safetensors", "sha256": ")") +
+                                   hash + R"(", "size": )" + size + R"(, "sources": []}]})";
+        const std::string tree = std::string(R"({"modelfs_lock": 1, "models": [{"model":
+            "diffusers/d", "label": "v1", "sha256": ")") +
+                                 hash + R"(", "size": 1, "files": [{"path": "a", "sha256": ")" +
+                                 hash + R"(", "size": )" + size + R"(, "sources": []}]}]})";
+        for (const std::string& text : {single, tree}) {
+            try {
+                LockFile::parse(text, "models.lock");
+                ADD_FAILURE() << "accepted size " << size << " in " << text;
+            } catch (const StoreError& e) {
+                EXPECT_EQ(e.kind(), ErrorKind::bad_input);
+                EXPECT_NE(std::string(e.what()).find("\"size\" must be a whole number of bytes"),
+                          std::string::npos)
+                    << e.what();
+            }
+        }
+    }
+}
+
 TEST(LockFileParse, NumberBeyondADoubleIsNotJson) {
     try {
         LockFile::parse("{\"modelfs_lock\": 1, \"models\": [], \"x\": -1e999}", "models.lock");
