@@ -643,9 +643,10 @@ Config merge_config(Config base, const Config& h) {
 std::vector<fs::ViewLayout> mount_layouts(const Config& config) {
     std::vector<fs::ViewLayout> out = config.layouts;
     for (const auto& [view, on] : config.show_versions) {
-        auto mine = std::find_if(out.begin(), out.end(), [&](const fs::ViewLayout& l) {
-            return lower(l.name()) == lower(view);
-        });
+        // An init-capture, not [&]: clang 14 (the fuzz build) cannot capture structured bindings.
+        auto mine = std::find_if(
+            out.begin(), out.end(),
+            [wanted = lower(view)](const fs::ViewLayout& l) { return lower(l.name()) == wanted; });
         if (mine != out.end()) {
             mine->set_show_versions(on);
             continue;

@@ -38,7 +38,8 @@ ConfigDirs fooocus_config(const std::filesystem::path& config_txt,
         const auto it = j.find(key);
         if (it == j.end()) continue;
         const std::string origin = fname + ": " + key;
-        const auto add = [&](const nlohmann::json& v) {
+        // folder by init-capture: clang 14 (the fuzz build) cannot capture structured bindings.
+        const auto add = [&, folder = folder](const nlohmann::json& v) {
             if (!v.is_string()) {
                 out.notes.push_back(origin + ": " + v.dump() + " is not a path, ignored");
                 return;

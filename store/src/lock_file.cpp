@@ -69,14 +69,15 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
     nlohmann::json root;
     try {
         root = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
         throw bad(std::string("not a lock file (not JSON): ") + e.what());
     }
     if (!root.is_object() || !root.contains("modelfs_lock"))
         throw bad("not a modelfs lock file (no \"modelfs_lock\" key)");
-    if (!root["modelfs_lock"].is_number_integer() || root["modelfs_lock"].get<int>() < 1)
+    // Read as int64, not int: 2^32 + 1 or -(2^32 - 1) once wrapped to format 1 and were accepted.
+    if (!root["modelfs_lock"].is_number_integer() || root["modelfs_lock"].get<std::int64_t>() < 1)
         throw bad("\"modelfs_lock\" must be a format number");
-    if (root["modelfs_lock"].get<int>() > kLockFormatVersion)
+    if (root["modelfs_lock"].get<std::int64_t>() > kLockFormatVersion)
         throw bad("lock format " + root["modelfs_lock"].dump() +
                   " is newer than this modelfs understands (" + std::to_string(kLockFormatVersion) +
                   "); upgrade modelfs");
@@ -93,6 +94,14 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
                 auto h = Sha256::from_hex(o.at("sha256").get<std::string>());
                 if (!h) throw bad(what + ": \"sha256\" is not 64 hex digits");
                 return *h;
+            };
+            // get<uint64_t> alone wraps -1 to 2^64 - 1, truncates 1.5 and converts 1e300 out of
+            // range (undefined behaviour; found by fuzzing).
+            auto size = [&](const nlohmann::json& o, const std::string& what) {
+                const nlohmann::json& v = o.at("size");
+                if (!v.is_number_unsigned())
+                    throw bad(what + ": \"size\" must be a whole number of bytes, not " + v.dump());
+                return v.get<std::uint64_t>();
             };
             auto sources = [&](const nlohmann::json& o) {
                 return o.value("sources", std::vector<std::string>{});
@@ -118,7 +127,7 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
             }
             if (!seen.insert(key).second) throw bad(where + ": model " + key + " is listed twice");
             m.content_id = hash(j, where);
-            m.size = j.at("size").get<std::uint64_t>();
+            m.size = size(j, where);
             if (j.contains("files")) {
                 m.tree = true;
                 std::size_t fi = 0;
@@ -130,7 +139,7 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
                         throw bad(fwhere + " (" + terminal_safe(key) + "): \"path\" '" +
                                   terminal_safe(lf.path) + "': " + why);
                     lf.sha256 = hash(f, fwhere);
-                    lf.size = f.at("size").get<std::uint64_t>();
+                    lf.size = size(f, fwhere);
                     lf.sources = sources(f);
                     lf.secrets_removed = secrets_removed(f);
                     m.files.push_back(std::move(lf));

@@ -154,6 +154,16 @@ TEST(Manifest, BrokenDocuments) {
     EXPECT_TRUE(parse(R"({"models": []})").empty());
 }
 
+// Found by fuzzing (tests/fuzz/corpus/manifest/number-overflow.json): the JSON parser refuses a
+// number beyond a double's range with out_of_range, not parse_error. It must still be the
+// file's bad input, named, not an anonymous "[json.exception.out_of_range.406]" failure.
+TEST(Manifest, NumberBeyondADoubleIsBadJsonOfTheFile) {
+    std::string msg =
+        error_of(models(R"({"as": "lora/a", "url": "https://h/a.safetensors", "size": 1e999})"));
+    EXPECT_NE(msg.find("pack.json: not valid JSON"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("1e999"), std::string::npos) << msg;
+}
+
 TEST(Manifest, LoadReadsFilesAndNamesMissingOnes) {
     mt::TempDir dir;
     try {

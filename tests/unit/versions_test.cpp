@@ -236,6 +236,72 @@ TEST_F(VersionsTest, LockTextRoundTripsAndRejectsEdits) {
     expect_bad(badhash, "64 hex");
 }
 
+// Found by fuzzing (tests/fuzz/corpus/lock_file/number-overflow.lock): a number beyond a double's
+// range is refused by the JSON parser with out_of_range, not parse_error; `apply` must still say
+// which lock file is not JSON (StoreError bad_input), not fail anonymously.
+// The format number is read whole: 2^32 + 1 once wrapped to an int and passed as format 1.
+TEST(LockFileParse, AFormatNumberBeyondAnIntIsNewerNotFormatOne) {
+    for (const char* format : {"4294967297", "9223372036854775807"}) {
+        try {
+            LockFile::parse(std::string("{\"modelfs_lock\": ") + format + ", \"models\": []}",
+                            "models.lock");
+            ADD_FAILURE() << "accepted format " << format;
+        } catch (const StoreError& e) {
+            EXPECT_NE(std::string(e.what()).find("is newer than this modelfs understands"),
+                      std::string::npos)
+                << e.what();
+        }
+    }
+    // Beyond int64 (an unsigned JSON number) and negative ones are no format at all.
+    for (const char* format : {"18446744073709551615", "-4294967295"}) {
+        try {
+            LockFile::parse(std::string("{\"modelfs_lock\": ") + format + ", \"models\": []}",
+                            "models.lock");
+            ADD_FAILURE() << "accepted format " << format;
+        } catch (const StoreError& e) {
+            EXPECT_EQ(e.kind(), ErrorKind::bad_input) << e.what();
+        }
+    }
+}
+
+// A size is a whole number of bytes. -1 once wrapped to 2^64 - 1 and 1.5 to 1; 1e300 was
+// converted to an integer out of range (undefined behaviour, caught by the fuzz target's UBSan).
+TEST(LockFileParse, SizesAreWholeNumbersOfBytes) {
+    const std::string hash(64, 'a');
+    for (const char* size : {"-1", "1.5", "1e300"}) {
+        const std::string single = std::string(R"({"modelfs_lock": 1, "models": [{"model": "lora/x",
+            "label": "v1", "ext": ".safetensors", "sha256": ")") +
+                                   hash + R"(", "size": )" + size + R"(, "sources": []}]})";
+        const std::string tree = std::string(R"({"modelfs_lock": 1, "models": [{"model":
+            "diffusers/d", "label": "v1", "sha256": ")") +
+                                 hash + R"(", "size": 1, "files": [{"path": "a", "sha256": ")" +
+                                 hash + R"(", "size": )" + size + R"(, "sources": []}]}]})";
+        for (const std::string& text : {single, tree}) {
+            try {
+                LockFile::parse(text, "models.lock");
+                ADD_FAILURE() << "accepted size " << size << " in " << text;
+            } catch (const StoreError& e) {
+                EXPECT_EQ(e.kind(), ErrorKind::bad_input);
+                EXPECT_NE(std::string(e.what()).find("\"size\" must be a whole number of bytes"),
+                          std::string::npos)
+                    << e.what();
+            }
+        }
+    }
+}
+
+TEST(LockFileParse, NumberBeyondADoubleIsNotJson) {
+    try {
+        LockFile::parse("{\"modelfs_lock\": 1, \"models\": [], \"x\": -1e999}", "models.lock");
+        ADD_FAILURE() << "accepted";
+    } catch (const StoreError& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::bad_input);
+        EXPECT_NE(std::string(e.what()).find("models.lock: not a lock file (not JSON)"),
+                  std::string::npos)
+            << e.what();
+    }
+}
+
 TEST_F(VersionsTest, ApplyReproducesALockInAnotherStore) {
     add("foo", 1);
     Sha256 v2 = add("foo", 2);
