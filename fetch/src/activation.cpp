@@ -12,6 +12,7 @@
 #include "engine.h"
 #include "modelfs/store/blob_store.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/store_folders.h"
 
 namespace modelfs::fetch::detail {
 
@@ -60,7 +61,8 @@ std::optional<Sha256> Engine::blob_present(const DownloadImpl& dl) {
 
 void Engine::activate(const std::shared_ptr<DownloadImpl>& dl) {
     std::error_code ec;
-    fs::create_directories(partial_dir, ec);
+    if (fs::create_directories(partial_dir, ec))
+        make_store_folders_private(partial_dir.parent_path());
     fs::path part = part_path(partial_dir, dl->key_);
     fs::path statef = state_path(partial_dir, dl->key_);
     if (auto real = blob_present(*dl)) {

@@ -25,6 +25,7 @@
 #include "modelfs/fs/mount.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/store.h"
+#include "modelfs/store/store_folders.h"
 
 namespace modelfs::fs {
 namespace {
@@ -112,37 +113,6 @@ class HupWatcher {
     int write_fd_ = -1;
     std::thread thread_;
 };
-
-// The store's folders are for its owner, and its group where the store's own folder lets the
-// group in (the .deb's /var/lib/modelfs is 0750, group modelfs): everything in them is reached
-// through a mount, where the kernel checks permissions against what the mount shows, or by the
-// store's own commands. A blob of a model only some users may read, a download's state, and
-// above all views/, which holds what users wrote as they wrote it (a set-id file there ran as
-// its owner by its store path), are nobody else's business. views/ is the owner's alone.
-// Only ever narrowed, never widened, and never through a link (a store another user owns,
-// mounted by root, could point a name anywhere).
-void make_store_folders_private(const std::filesystem::path& store) {
-    struct stat root;
-    if (::stat(store.c_str(), &root) != 0) return;  // Store::open said what is wrong
-    const auto views = store / "views";
-    if (::mkdir(views.c_str(), 0700) != 0 && errno != EEXIST)
-        spdlog::warn("cannot create {}: {}", views.string(), std::strerror(errno));
-    for (const char* name :
-         {"views", "blobs", "staging", "quarantine", "partial", "catalog", "adopt"}) {
-        const bool owner_only = std::strcmp(name, "views") == 0;
-        const mode_t allowed = S_ISGID | 0700 | (owner_only ? 0 : (root.st_mode & 0050));
-        const auto folder = store / name;
-        UniqueFd fd(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        struct stat st {};
-        if (!fd && errno == ENOENT) continue;  // made when needed, by the store's own rules
-        if (fd && ::fstat(fd.get(), &st) == 0) {
-            const mode_t want = st.st_mode & 07777 & allowed;
-            if (want == (st.st_mode & 07777) || ::fchmod(fd.get(), want) == 0) continue;
-        }
-        spdlog::warn("cannot make {} reachable only by the store's owner{}: {}", folder.string(),
-                     owner_only ? "" : " and group", std::strerror(errno));
-    }
-}
 
 }  // namespace
 

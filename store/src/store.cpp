@@ -10,9 +10,10 @@
 #include <fstream>
 #include <set>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
+#include "modelfs/store/store_folders.h"
 #include "store_impl.h"
 
 namespace fs = std::filesystem;
@@ -72,14 +73,15 @@ Store Store::init(const fs::path& root) {
                   "command.\nIts format is described in store/FORMAT.md of the modelfs sources.\n";
     }
     auto cat = Catalog::open(root / "catalog", /*create=*/true);
+    make_store_folders_private(root);  // catalog/ included, which Catalog::open made
     return Store(std::make_unique<Impl>(fs::absolute(root).lexically_normal(), std::move(cat)));
 }
 
 Store Store::open(const fs::path& root) {
     std::error_code ec;
     if (!fs::exists(root, ec))
-        throw StoreError(ErrorKind::no_store, "no store at " + root.string() +
-                                                  " (create one with `modelfs init`)");
+        throw StoreError(ErrorKind::no_store,
+                         "no store at " + root.string() + " (create one with `modelfs init`)");
     if (!fs::exists(root / "catalog" / "data.mdb", ec))
         throw StoreError(ErrorKind::no_store, root.string() +
                                                   " is not a modelfs store (no catalog/data.mdb); "
@@ -92,14 +94,21 @@ Store Store::open(const fs::path& root) {
             auto ext = p.extension().string();
             return ext == kJournalSuffix || ext == kMovedSuffix;
         });
-        if (n) spdlog::info("removed {} unfinished import(s) from {}", n, (root / "staging").string());
+        if (n)
+            spdlog::info("removed {} unfinished import(s) from {}", n, (root / "staging").string());
     }
     return s;
 }
 
-const fs::path& Store::root() const { return impl_->root; }
-BlobStore& Store::blobs() { return impl_->blobs; }
-Catalog& Store::catalog() { return impl_->catalog; }
+const fs::path& Store::root() const {
+    return impl_->root;
+}
+BlobStore& Store::blobs() {
+    return impl_->blobs;
+}
+Catalog& Store::catalog() {
+    return impl_->catalog;
+}
 
 std::vector<std::string> Store::models_using(const Sha256& blob) {
     std::vector<std::string> out;
@@ -160,9 +169,9 @@ Resolved Store::resolve(const std::string& query, Progress* progress) {
         if (found.size() > 1) {
             std::string list;
             for (const auto& h : found) list += "\n  " + h.hex();
-            throw StoreError(ErrorKind::conflict, "hash prefix '" + query +
-                                                      "' matches several blobs; give more digits:" +
-                                                      list);
+            throw StoreError(
+                ErrorKind::conflict,
+                "hash prefix '" + query + "' matches several blobs; give more digits:" + list);
         }
     }
     throw StoreError(ErrorKind::not_found,
