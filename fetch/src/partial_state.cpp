@@ -10,6 +10,7 @@
 
 #include "modelfs/store/blob_store.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/secrets.h"
 #include "modelfs/store/unique_fd.h"
 
 namespace fs = std::filesystem;
@@ -117,11 +118,13 @@ void write_state(const fs::path& file, const PartialState& s) {
 
     fs::path tmp = file;
     tmp += ".tmp";
-    // 0600 from its creation: it names the source URL, which may carry a signed query. A leftover
-    // .tmp of a crashed writer (maybe of another mode) is replaced, never reused.
+    // A secret file's mode from its creation (0600, 0640 in a group-shared store, whose group
+    // resumes each other's downloads): it names the source URL, which may carry a signed query.
+    // A leftover .tmp of a crashed writer (maybe of another mode) is replaced, never reused.
     if (::unlink(tmp.c_str()) != 0 && errno != ENOENT)
         throw_errno("removing " + tmp.string(), errno);
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                       secret_file_mode(file.parent_path().parent_path())));
     if (!fd) throw_errno("writing " + tmp.string(), errno);
     pwrite_all(fd.get(), text.data(), text.size(), 0, tmp.string());
     fsync_or_throw(fd.get(), tmp.string());

@@ -61,23 +61,6 @@ std::string_view scheme_of(std::string_view url) {
     return p == std::string_view::npos ? std::string_view{} : url.substr(0, p);
 }
 
-// "%2e%2e" -> "..": what a server sees once it decodes the path. A '%' not followed by two hex
-// digits stays.
-std::string percent_decoded(std::string_view s) {
-    std::string out;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '%' && i + 2 < s.size() &&
-            std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-            std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-            out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-            i += 2;
-        } else {
-            out += s[i];
-        }
-    }
-    return out;
-}
-
 struct HfParts {
     std::string kind;  // "", "datasets/" or "spaces/"
     std::string repo;  // OWNER/REPO

@@ -1,5 +1,6 @@
 #include "modelfs/store/escape.h"
 
+#include <cctype>
 #include <cstdio>
 
 #include "modelfs/store/names.h"
@@ -66,6 +67,22 @@ nlohmann::json with_marks(const nlohmann::json& j, bool& changed) {
 }
 
 }  // namespace
+
+std::string percent_decoded(std::string_view s, bool plus_is_space) {
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '%' && i + 2 < s.size() &&
+            std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+            std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+            out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+            i += 2;
+        } else {
+            out += plus_is_space && s[i] == '+' ? ' ' : s[i];
+        }
+    }
+    return out;
+}
 
 std::string terminal_safe(std::string_view s) {
     std::string out;

@@ -6,6 +6,8 @@
 #include <array>
 #include <cctype>
 
+#include "modelfs/store/escape.h"
+
 namespace modelfs {
 namespace {
 
@@ -13,22 +15,6 @@ std::string lower(std::string_view s) {
     std::string out(s);
     std::transform(out.begin(), out.end(), out.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return out;
-}
-
-// "%2D" and friends in a parameter's name, so an encoded name is recognised as well.
-std::string percent_decoded(std::string_view s) {
-    std::string out;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '%' && i + 2 < s.size() &&
-            std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-            std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-            out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-            i += 2;
-        } else {
-            out += s[i] == '+' ? ' ' : s[i];
-        }
-    }
     return out;
 }
 
@@ -51,7 +37,7 @@ std::string without_userinfo(std::string_view u) {
 }  // namespace
 
 bool is_secret_query_param(std::string_view name) {
-    const std::string n = lower(percent_decoded(name));
+    const std::string n = lower(percent_decoded(name, /*plus_is_space=*/true));
     if (n.rfind("x-amz-", 0) == 0 || n.rfind("x-goog-", 0) == 0) return true;
     static constexpr std::array<std::string_view, 11> exact = {
         "sig",    "signature", "token",  "access_token", "key",           "api_key",

@@ -14,6 +14,7 @@
 #include "modelfs/fetch/probe.h"
 #include "modelfs/fetch/redirect.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/secrets.h"
 #include "support/http_servers.h"
 
 namespace modelfs::test {
@@ -334,7 +335,10 @@ TEST_F(HostileServerTest, PartialStateIsPrivateFromItsCreation) {
     ASSERT_TRUE(modelfs::testing::eventually([&] { return std::filesystem::exists(state); }, 20s));
     struct stat st {};
     ASSERT_EQ(::stat(state.c_str(), &st), 0);
-    EXPECT_EQ(st.st_mode & 0777, 0600u) << std::oct << (st.st_mode & 0777);
+    // Others never read it; the group only in a store whose folder lets the group in.
+    EXPECT_EQ(st.st_mode & 0777, secret_file_mode(store().root()))
+        << std::oct << (st.st_mode & 0777);
+    EXPECT_EQ(st.st_mode & 0007, 0u);
     EXPECT_TRUE(d->wait().ok);
 }
 

@@ -117,6 +117,15 @@ TEST(Escape, DumpJsonNeverFailsAndIsReversible) {
     EXPECT_NE(dump_json({{"k\xff", 1}}, -1).find(R"("k\udcff":1)"), std::string::npos);
 }
 
+TEST(Escape, PercentDecodedIsWhatAServerSees) {
+    EXPECT_EQ(percent_decoded("%2e%2E/a%2Fb"), "../a/b");
+    EXPECT_EQ(percent_decoded("50%"), "50%");  // not followed by two hex digits: kept
+    EXPECT_EQ(percent_decoded("%zz%4"), "%zz%4");
+    EXPECT_EQ(percent_decoded("a+b"), "a+b");                          // a path keeps '+'
+    EXPECT_EQ(percent_decoded("a+b", /*plus_is_space=*/true), "a b");  // query text
+    EXPECT_EQ(percent_decoded("%00x"), std::string("\0x", 2));
+}
+
 TEST(Secrets, StripKeepsPublicUrlsAndRemovesCredentials) {
     EXPECT_EQ(strip_url_secrets("https://host/a.safetensors?download=true").url,
               "https://host/a.safetensors?download=true");

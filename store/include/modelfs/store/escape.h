@@ -14,6 +14,11 @@ namespace modelfs {
 // else, backslashes included, is left as is: for people, not for parsing.
 std::string terminal_safe(std::string_view s);
 
+// A URL's percent-encoding undone ("%2e%2e" -> ".."): what a server sees once it decodes a path
+// or a query parameter's name. A '%' not followed by two hex digits stays; '+' becomes a space
+// only when `plus_is_space` (form-encoded query text, not paths).
+std::string percent_decoded(std::string_view s, bool plus_is_space = false);
+
 // j.dump(indent), never failing on a string that is not UTF-8 (a name an older modelfs let in):
 // each byte 0xHH that is not part of a valid UTF-8 sequence is written as the lone surrogate
 // \udcHH (PEP 383 "surrogateescape"), which gives the original bytes back exactly, e.g. in
