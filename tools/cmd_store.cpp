@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli.h"
+#include "modelfs/adopt/adopt.h"
 
 namespace modelfs::cli {
 
@@ -130,7 +131,7 @@ void add_stats(CLI::App& app, Globals& g, Runner& run) {
     sub->callback([&g, &run] {
         run = [&g] {
             Store s = g.open_store();
-            StoreStats st = s.stats();
+            StoreStats st = s.stats(adopt::adopted_files(s.root()));
             // Remote blobs count as stored content too: each is one distinct file, wherever.
             const std::uint64_t distinct = st.physical_bytes + st.remote_bytes;
             double ratio =

@@ -1,10 +1,14 @@
 // Adoption records STORE/adopt/<id>.json (format in store/FORMAT.md).
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <fstream>
 #include <sstream>
 
 #include "modelfs/adopt/adopt.h"
 #include "modelfs/store/errors.h"
+#include "run_internal.h"
 #include "util.h"
 
 namespace sfs = std::filesystem;
@@ -68,18 +72,20 @@ json record_json(const Record& r) {
                          {"pinned", f.pinned},
                          {"shown_at", f.shown_at},
                          {"note", f.note}});
-    return {{"modelfs_adopt", 1},
-            {"id", r.id},
-            {"tool", r.tool},
-            {"view", r.view},
-            {"root", r.root.string()},
-            {"models_dir", r.models_dir.string()},
-            {"backup", r.backup.string()},
-            {"mountpoint", r.mountpoint.string()},
-            {"state", r.state},
-            {"created", r.created},
-            {"updated", r.updated},
-            {"files", files}};
+    json j = {{"modelfs_adopt", 1},
+              {"id", r.id},
+              {"tool", r.tool},
+              {"view", r.view},
+              {"root", r.root.string()},
+              {"models_dir", r.models_dir.string()},
+              {"backup", r.backup.string()},
+              {"mountpoint", r.mountpoint.string()},
+              {"state", r.state},
+              {"created", r.created},
+              {"updated", r.updated},
+              {"files", files}};
+    if (r.dirs) j["dirs"] = *r.dirs;
+    return j;
 }
 
 static Record record_from_json(const json& j, const sfs::path& file) {
@@ -119,6 +125,7 @@ static Record record_from_json(const json& j, const sfs::path& file) {
             x.note = f.value("note", "");
             r.files.push_back(std::move(x));
         }
+        if (j.contains("dirs")) r.dirs = j.at("dirs").get<std::vector<std::string>>();
         return r;
     } catch (const json::exception& e) {
         throw StoreError(ErrorKind::bad_input, file.string() + ": not a valid adoption record (" +
@@ -148,6 +155,24 @@ std::vector<Record> load_records(const sfs::path& store_root) {
         if (auto r = load_record(store_root, p.stem().string())) out.push_back(std::move(*r));
     }
     std::sort(out.begin(), out.end(), [](const Record& a, const Record& b) { return a.id < b.id; });
+    return out;
+}
+
+AdoptedFiles adopted_files(const sfs::path& store_root) {
+    AdoptedFiles out;
+    for (const auto& r : load_records(store_root)) {
+        // Not yet switched (recorded) or given back: the install's files are all on disk.
+        if (r.state != "mounted" && r.state != "confirmed") continue;
+        for (const auto& f : r.files) {
+            auto sha = Sha256::from_hex(f.sha256);
+            if (f.action != Action::store || f.model.empty() || !sha) continue;
+            // Adopted but still on disk (a duplicate the backup holds until confirm, a file
+            // confirm kept) is not saved yet: counted 0 times, the blob counts it.
+            auto& n = out[f.model][*sha];
+            struct stat st;
+            if (::lstat(detail::original_path(r, f).c_str(), &st) != 0 && errno == ENOENT) ++n;
+        }
+    }
     return out;
 }
 

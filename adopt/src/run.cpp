@@ -495,6 +495,18 @@ void check_space(Store& store, const InstallPlan& ip) {
                 "(--store), where adopting moves the files it can instead of copying them");
 }
 
+// Every folder below `models_dir` (links not followed): what unadopt must leave and may remove.
+std::vector<std::string> folders_below(const sfs::path& models_dir) {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (auto it = sfs::recursive_directory_iterator(models_dir, ec); !ec && it != decltype(it)();
+         it.increment(ec))
+        if (it->is_directory(ec) && !it->is_symlink(ec))
+            out.push_back(it->path().lexically_relative(models_dir).string());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
 Record record_of(const InstallPlan& ip) {
     Record r;
     const Install& inst = ip.scan.install;
@@ -506,6 +518,7 @@ Record record_of(const InstallPlan& ip) {
     r.backup = sfs::path(inst.models_dir.string() + ".modelfs-backup");
     r.mountpoint = inst.models_dir;
     r.state = "recorded";
+    r.dirs = folders_below(inst.models_dir);
     for (const auto& pf : ip.files) {
         RecordFile x;
         const auto& f = pf.file;
@@ -574,7 +587,10 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
                     }
                     // An install adopted before blobs were immutable still has backup names that
                     // are blobs' inodes: they go now (confirm would delete them anyway).
-                    if (r.state == "mounted") detach(store, r);
+                    if (r.state == "mounted") {
+                        detach(store, r);
+                        out.bytes_to_free = detail::confirm_walk(store, r, false).bytes_freed;
+                    }
                     out.status = "adopted (" + r.state + "); the view is mounted again";
                     out.ok = true;
                     out.fstab_line = detail::fstab_line(r, store.root());
@@ -690,7 +706,9 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
                         break;
                 }
             }
-            out.bytes_to_free = ip.totals.bytes_freed;
+            // What confirm will free, from the tree as it is now (a resumed adopt has no plan
+            // figures): the same walk confirm makes.
+            out.bytes_to_free = detail::confirm_walk(store, r, false).bytes_freed;
             out.fstab_line = detail::fstab_line(r, store.root());
             out.systemd_unit = detail::systemd_unit(r, store.root());
             out.status = "adopted";

@@ -35,5 +35,8 @@ void make_independent(Store& store, const RecordFile& f, const std::filesystem::
 // Is `p` (not following a final link) the same inode as blob `sha256` (hex)?
 bool is_blob_inode(Store& store, const std::string& sha256, const std::filesystem::path& p);
 bool is_blob_inode(Store& store, const std::string& sha256, const struct stat& st);
+// What `adopt --confirm` deletes from the backup of `r` and frees (FORMAT.md "Saving"); only
+// looks when `apply` is false: adopt reports that as what confirm will free.
+ConfirmOutcome confirm_walk(Store& store, const Record& r, bool apply);
 
 }  // namespace modelfs::adopt::detail

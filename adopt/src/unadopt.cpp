@@ -63,79 +63,107 @@ void prune_empty(const sfs::path& dir) {
 
 }  // namespace
 
+namespace detail {
+
+// FORMAT.md "Saving": what confirm frees is the blocks of the backup files it deletes whose every
+// name goes (a file whose content lives on as a blob under another name frees its own blocks; a
+// hard link of a file that stays frees nothing). adopt reports this same walk, without deleting,
+// as what confirm will free, so the two figures are one computation.
+ConfirmOutcome confirm_walk(Store& store, const Record& r, bool apply) {
+    ConfirmOutcome c;
+    c.id = r.id;
+    std::map<sfs::path, const RecordFile*> by_path;
+    for (const auto& f : r.files)
+        if (f.replaced) by_path[f.path.lexically_normal()] = &f;
+    const sfs::path overlay = store.root() / "views" / r.view;
+    std::vector<sfs::path> files;
+    std::error_code ec;
+    for (auto it = sfs::recursive_directory_iterator(r.backup, ec); !ec && it != decltype(it)();
+         it.increment(ec))
+        if (!it->is_directory(ec) || it->is_symlink(ec)) files.push_back(it->path());
+    struct Inode {
+        nlink_t links;
+        std::uint64_t bytes;
+        nlink_t going = 0;
+    };
+    std::map<std::pair<dev_t, ino_t>, Inode> inodes;
+    for (const auto& p : files) {
+        sfs::path rel = p.lexically_relative(r.backup);
+        auto it = by_path.find((r.models_dir / rel).lexically_normal());
+        // Looked at and deleted under the fd of its folder, reached without a link
+        // (safe_open.h): a folder of the backup swapped for a link is not followed.
+        UniqueFd dir = open_no_symlinks(p.parent_path(), O_PATH | O_DIRECTORY);
+        if (!dir) {
+            c.kept.push_back(open_failure(p.string(), errno) + "; left untouched");
+            continue;
+        }
+        const std::string leaf = p.filename().string();
+        struct stat st;
+        if (::fstatat(dir.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        std::string keep;
+        if (it == by_path.end()) {
+            keep = S_ISLNK(st.st_mode) ? "a link (its target stays where it is)"
+                                       : "not in the adoption record";
+        } else {
+            const RecordFile& f = *it->second;
+            const bool same = S_ISREG(st.st_mode) &&
+                              static_cast<std::uint64_t>(st.st_size) == f.size &&
+                              detail::ns_of(st.st_mtim) == f.mtime_ns;
+            if (f.action == Action::store) {
+                auto sha = Sha256::from_hex(f.sha256);
+                if (!sha || !store.blobs().exists(*sha))
+                    keep = "its content is not in the store";
+                else if (!same)
+                    keep = "changed since it was adopted";
+            } else if (f.action == Action::overlay) {
+                struct stat ost;
+                if (::stat((overlay / rel).c_str(), &ost) != 0 ||
+                    static_cast<std::uint64_t>(ost.st_size) != f.size)
+                    keep = "no copy in the view's overlay";
+                else if (!same)
+                    keep = "changed since it was adopted";
+            } else {
+                keep = f.note.empty() ? std::string("not adopted") : f.note;
+            }
+        }
+        if (!keep.empty()) {
+            c.kept.push_back(p.string() + ": " + keep);
+            continue;
+        }
+        if (apply && ::unlinkat(dir.get(), leaf.c_str(), 0) != 0) {
+            c.kept.push_back(p.string() + ": cannot delete: " + std::strerror(errno));
+            continue;
+        }
+        ++c.deleted;
+        auto& in =
+            inodes
+                .try_emplace({st.st_dev, st.st_ino},
+                             Inode{st.st_nlink, static_cast<std::uint64_t>(st.st_blocks) * 512})
+                .first->second;
+        ++in.going;
+    }
+    // Freed only when every name of the inode went (a unique file lives on as a blob).
+    for (const auto& [id, in] : inodes)
+        if (in.going >= in.links) c.bytes_freed += in.bytes;
+    return c;
+}
+
+}  // namespace detail
+
 std::vector<ConfirmOutcome> confirm(Store& store, const std::vector<sfs::path>& roots) {
     std::vector<ConfirmOutcome> out;
     for (auto& r : load_records(store.root())) {
         if (!selected(r, roots)) continue;
-        ConfirmOutcome c;
-        c.id = r.id;
         if (r.state != "mounted") {
+            ConfirmOutcome c;
+            c.id = r.id;
             c.status =
                 r.state == "confirmed" ? "already confirmed" : "not mounted (" + r.state + ")";
             c.ok = r.state == "confirmed";
             out.push_back(std::move(c));
             continue;
         }
-        std::map<sfs::path, const RecordFile*> by_path;
-        for (const auto& f : r.files)
-            if (f.replaced) by_path[f.path.lexically_normal()] = &f;
-        const sfs::path overlay = store.root() / "views" / r.view;
-        std::vector<sfs::path> files;
-        std::error_code ec;
-        for (auto it = sfs::recursive_directory_iterator(r.backup, ec); !ec && it != decltype(it)();
-             it.increment(ec))
-            if (!it->is_directory(ec) || it->is_symlink(ec)) files.push_back(it->path());
-        for (const auto& p : files) {
-            sfs::path rel = p.lexically_relative(r.backup);
-            auto it = by_path.find((r.models_dir / rel).lexically_normal());
-            // Looked at and deleted under the fd of its folder, reached without a link
-            // (safe_open.h): a folder of the backup swapped for a link is not followed.
-            UniqueFd dir = open_no_symlinks(p.parent_path(), O_PATH | O_DIRECTORY);
-            if (!dir) {
-                c.kept.push_back(open_failure(p.string(), errno) + "; left untouched");
-                continue;
-            }
-            const std::string leaf = p.filename().string();
-            struct stat st;
-            if (::fstatat(dir.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-            std::string keep;
-            if (it == by_path.end()) {
-                keep = S_ISLNK(st.st_mode) ? "a link (its target stays where it is)"
-                                           : "not in the adoption record";
-            } else {
-                const RecordFile& f = *it->second;
-                const bool same = S_ISREG(st.st_mode) &&
-                                  static_cast<std::uint64_t>(st.st_size) == f.size &&
-                                  detail::ns_of(st.st_mtim) == f.mtime_ns;
-                if (f.action == Action::store) {
-                    auto sha = Sha256::from_hex(f.sha256);
-                    if (!sha || !store.blobs().exists(*sha))
-                        keep = "its content is not in the store";
-                    else if (!same)
-                        keep = "changed since it was adopted";
-                } else if (f.action == Action::overlay) {
-                    struct stat ost;
-                    if (::stat((overlay / rel).c_str(), &ost) != 0 ||
-                        static_cast<std::uint64_t>(ost.st_size) != f.size)
-                        keep = "no copy in the view's overlay";
-                    else if (!same)
-                        keep = "changed since it was adopted";
-                } else {
-                    keep = f.note.empty() ? std::string("not adopted") : f.note;
-                }
-            }
-            if (!keep.empty()) {
-                c.kept.push_back(p.string() + ": " + keep);
-                continue;
-            }
-            if (::unlinkat(dir.get(), leaf.c_str(), 0) != 0) {
-                c.kept.push_back(p.string() + ": cannot delete: " + std::strerror(errno));
-                continue;
-            }
-            ++c.deleted;
-            // Freed only when this was the inode's last name (a unique file lives on as a blob).
-            if (st.st_nlink == 1) c.bytes_freed += static_cast<std::uint64_t>(st.st_blocks) * 512;
-        }
+        ConfirmOutcome c = detail::confirm_walk(store, r, true);
         prune_empty(r.backup);
         r.state = "confirmed";
         save_record(store.root(), r);
@@ -213,6 +241,8 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
         }
         if (!S_ISREG(st.st_mode) || covered.count(p)) continue;
         if (sfs::exists(sfs::symlink_status(r.backup / rel))) continue;
+        // The view's own plain file: handed back by rename once unmounted (hand_back_overlay).
+        if (sfs::exists(sfs::symlink_status(overlay / rel))) continue;
         // Adopted content confirm deleted from the backup comes back too.
         const bool adopted = recorded.count(p) > 0;
         if (!adopted && !wanted(rel)) {
@@ -243,6 +273,105 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
                         " files the view showed are other tools' models in the store; they stay "
                         "there (modelfs mount shows them)");
     return n;
+}
+
+bool same_bytes(int a, int b) {
+    std::vector<char> x(1 << 20), y(1 << 20);
+    for (;;) {
+        const ssize_t n = ::read(a, x.data(), x.size());
+        if (n < 0) return false;
+        std::size_t got = 0;
+        while (got < static_cast<std::size_t>(n)) {
+            const ssize_t m = ::read(b, y.data() + got, static_cast<std::size_t>(n) - got);
+            if (m <= 0) return false;
+            got += static_cast<std::size_t>(m);
+        }
+        if (std::memcmp(x.data(), y.data(), got) != 0) return false;
+        if (n == 0) return ::read(b, y.data(), 1) == 0;
+    }
+}
+
+// The view's plain files (STORE/views/VIEW/, FORMAT.md "The mount's overlay") are this install's
+// files: with the view unmounted, each goes back to its path in the tree by rename, so its inode
+// is handed back and nothing stays behind in the store to clash with a later adopt. One the tree
+// has already (the backup's file, its hard link before confirm, or equal bytes) is only unlinked
+// from the overlay; one whose bytes differ from the tree's stays, named in `notes`. Through fds
+// opened without following links (safe_open.h). Returns how many came back that adopt had not
+// recorded (saved through the mount since). Idempotent: an interrupted run finishes the rest.
+std::size_t hand_back_overlay(Store& store, const Record& r, const ActingUser* as,
+                              std::vector<std::string>& notes) {
+    const sfs::path overlay = store.root() / "views" / r.view;
+    std::set<sfs::path> recorded;
+    for (const auto& f : r.files)
+        if (f.replaced) recorded.insert(f.path.lexically_normal());
+    std::vector<sfs::path> files;
+    std::error_code ec;
+    for (auto it = sfs::recursive_directory_iterator(overlay, ec); !ec && it != decltype(it)();
+         it.increment(ec))
+        if (!it->is_directory(ec) || it->is_symlink(ec)) files.push_back(it->path());
+    std::size_t added = 0;
+    for (const auto& src : files) {
+        const sfs::path rel = src.lexically_relative(overlay);
+        const sfs::path dst = r.models_dir / rel;
+        UniqueFd from = open_no_symlinks(src.parent_path(), O_PATH | O_DIRECTORY);
+        UniqueFd to = make_dirs_no_symlinks(dst.parent_path());
+        if (!from || !to) {
+            notes.push_back(open_failure(dst.parent_path().string(), errno) + "; " + src.string() +
+                            " stays in the store");
+            continue;
+        }
+        const std::string leaf = rel.filename().string();
+        struct stat sst, dstat;
+        if (::fstatat(from.get(), leaf.c_str(), &sst, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (::fstatat(to.get(), leaf.c_str(), &dstat, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno != ENOENT) throw_errno("reading " + dst.string(), errno);
+            if (::renameat(from.get(), leaf.c_str(), to.get(), leaf.c_str()) != 0) {
+                notes.push_back("cannot move " + src.string() + " back to " + dst.string() + ": " +
+                                std::strerror(errno) + "; it stays in the store");
+                continue;
+            }
+            // Written through the view of this user's install: the user's file, not root's.
+            if (as && sst.st_uid != as->uid)
+                (void)::fchownat(to.get(), leaf.c_str(), as->uid, as->gid, AT_SYMLINK_NOFOLLOW);
+            modelfs::fsync_dir(dst.parent_path());
+            if (!recorded.count(dst.lexically_normal())) ++added;
+            continue;
+        }
+        bool same = sst.st_ino == dstat.st_ino && sst.st_dev == dstat.st_dev;
+        if (!same && S_ISREG(sst.st_mode) && S_ISREG(dstat.st_mode) &&
+            sst.st_size == dstat.st_size) {
+            UniqueFd a = open_beneath(from.get(), leaf, O_RDONLY | O_NONBLOCK);
+            UniqueFd b = open_beneath(to.get(), leaf, O_RDONLY | O_NONBLOCK);
+            same = a && b && same_bytes(a.get(), b.get());
+        }
+        if (!same) {
+            notes.push_back(dst.string() + " differs from what the view showed there; the " +
+                            "view's file stays at " + src.string());
+            continue;
+        }
+        if (::unlinkat(from.get(), leaf.c_str(), 0) != 0)
+            notes.push_back("cannot remove " + src.string() + ": " + std::strerror(errno));
+    }
+    if (ec) throw StoreError(ErrorKind::io, "listing " + overlay.string() + ": " + ec.message());
+    prune_empty(overlay);
+    return added;
+}
+
+// Folders the view's mount showed (every folder of the tool's layout) and unadopt made to put
+// files back: the empty ones that were not there when adopt recorded the install go again; the
+// install's own empty ones, which confirm removed with the backup, come back.
+void remove_made_folders(const Record& r) {
+    if (!r.dirs) return;
+    const std::set<std::string> had(r.dirs->begin(), r.dirs->end());
+    for (const auto& d : had) make_dirs_no_symlinks(r.models_dir / d);
+    std::vector<sfs::path> dirs;
+    std::error_code ec;
+    for (auto it = sfs::recursive_directory_iterator(r.models_dir, ec); !ec && it != decltype(it)();
+         it.increment(ec))
+        if (it->is_directory(ec) && !it->is_symlink(ec)) dirs.push_back(it->path());
+    std::sort(dirs.rbegin(), dirs.rend());  // children first
+    for (const auto& d : dirs)
+        if (!had.count(d.lexically_relative(r.models_dir).string())) ::rmdir(d.c_str());
 }
 
 }  // namespace
@@ -390,13 +519,26 @@ std::size_t restore_from_blobs(Store& store, const Record& r, const ActingUser* 
 // other adopted install holds): the store drops them and gc removes their blobs' names, so the
 // user's file keeps its inode instead of being copied. Returns how many models were dropped.
 std::size_t hand_over(Store& store, const Record& r) {
-    std::set<std::string> elsewhere;  // model keys other adopted installs hold
-    for (const auto& o : load_records(store.root()))
+    std::set<std::string> elsewhere;              // model keys other adopted installs hold
+    std::set<std::string> given_back = {r.tool};  // tools whose installs hold nothing any more
+    std::set<std::string> theirs;  // contents those installs had (and have back, of their own)
+    for (const auto& o : load_records(store.root())) {
         if (o.id != r.id && o.state != "unadopted")
             for (const auto& f : o.files)
                 if (!f.model.empty()) elsewhere.insert(f.model);
+        if (o.state == "unadopted") {
+            given_back.insert(o.tool);
+            for (const auto& f : o.files) theirs.insert(f.sha256);
+        }
+    }
+    // Brought by adopt from an install that is plain again (this one, or one unadopted while
+    // this one still held the content): nothing but this install needs it now.
+    auto from_adopt = [&](const std::string& source) {
+        if (source.rfind("adopt:", 0) != 0) return false;
+        const auto colon = source.find(':', 6);
+        return colon != std::string::npos && given_back.count(source.substr(6, colon - 6)) > 0;
+    };
     std::set<std::string> drop;
-    std::map<std::string, Sha256> blob_of;
     for (const auto& f : r.files) {
         if (f.kind != ScannedFile::Kind::model || f.model.empty() || elsewhere.count(f.model) ||
             (f.action != Action::store && f.action != Action::store_in_place))
@@ -404,7 +546,7 @@ std::size_t hand_over(Store& store, const Record& r) {
         auto m = store.catalog().read().get_model(f.model);
         if (!m || m->versions.size() != 1 || !m->versions[0].blob) continue;
         const ModelVersion& v = m->versions[0];
-        if (v.blob->hex() != f.sha256 || v.source.rfind("adopt:" + r.tool + ":", 0) != 0) continue;
+        if (v.blob->hex() != f.sha256 || !from_adopt(v.source)) continue;
         // Everything gc would take (the file, its sidecars) must be back in place first.
         auto back = [&](const std::string& sha) {
             for (const auto& g : r.files) {
@@ -417,26 +559,30 @@ std::size_t hand_over(Store& store, const Record& r) {
             }
             return false;
         };
-        if (!back(f.sha256) || !std::all_of(v.sidecars.begin(), v.sidecars.end(),
-                                            [&](const Sidecar& sc) { return back(sc.blob.hex()); }))
+        // A sidecar another install brought is back in that install already.
+        if (!back(f.sha256) ||
+            !std::all_of(v.sidecars.begin(), v.sidecars.end(), [&](const Sidecar& sc) {
+                return back(sc.blob.hex()) || theirs.count(sc.blob.hex()) > 0;
+            }))
             continue;
         drop.insert(f.model);
-        blob_of[f.model] = *v.blob;
     }
-    // Only when every model using the blob goes does the store stop using it.
-    std::vector<std::string> gone;
-    for (const auto& key : drop) {
-        auto users = store.models_using(blob_of[key]);
-        if (std::all_of(users.begin(), users.end(),
-                        [&](const std::string& u) {  // "category/name@label"
-                            return drop.count(u.substr(0, u.rfind('@'))) > 0;
-                        }))
-            gone.push_back(key);
-    }
+    // Each goes from the catalog; a blob another model still uses stays (its files here are
+    // made copies below), one no model uses any more is handed over by gc.
+    const std::vector<std::string> gone(drop.begin(), drop.end());
     for (const auto& key : gone) store.remove_model(key);
+    // A file still linked with a blob no model uses (a run killed between the removal and gc
+    // below) is handed over too, not copied.
+    bool orphan = false;
+    for (const auto& f : r.files) {
+        auto sha = Sha256::from_hex(f.sha256);
+        if (!orphan && sha && (f.action == Action::store || f.action == Action::store_in_place) &&
+            detail::is_blob_inode(store, f.sha256, own_path(f)) && store.models_using(*sha).empty())
+            orphan = true;
+    }
     // gc unlinks the blob names under the store's exclusive lock: after it no store path shares
     // the user's inode, so nothing the user writes can reach the store.
-    if (!gone.empty()) store.gc(false);
+    if (!gone.empty() || orphan) store.gc(false);
     return gone.size();
 }
 
@@ -521,6 +667,7 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
             }
             const sfs::path overlay = store.root() / "views" / r.view;
             const auto as = ActingUser::for_tree(r.root);
+            u.added += hand_back_overlay(store, r, as ? &*as : nullptr, u.notes);
             restore_from_blobs(store, r, as ? &*as : nullptr, u.notes);
             if (std::size_t n = hand_over(store, r))
                 u.notes.push_back(std::to_string(n) +
@@ -541,6 +688,7 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                 ++restored;
             }
             u.restored = restored;
+            remove_made_folders(r);
             r.state = "unadopted";
             save_record(store.root(), r);
             u.status = "unadopted";

@@ -212,7 +212,7 @@ std::optional<Sha256> Store::autov3(const Sha256& blob, Progress* progress) {
     return v3;
 }
 
-StoreStats Store::stats() {
+StoreStats Store::stats(const AdoptedFiles& adopted) {
     StoreStats s;
     auto txn = impl_->catalog.read();
     txn.for_each_model([&](const Model& m) {
@@ -220,9 +220,19 @@ StoreStats Store::stats() {
         s.versions += m.versions.size();
         auto& c = s.per_category[m.category];
         ++c.models;
-        c.bytes += m.current_version().size;
+        const auto a = adopted.find(model_key(m.category, m.name));
+        // FORMAT.md "Saving": a content adopted installs had counts once per file of theirs it
+        // replaced (none yet while the backup still holds it); any other content once.
+        auto uses = [&](const Sha256& sha) -> std::uint64_t {
+            if (a == adopted.end()) return 1;
+            auto n = a->second.find(sha);
+            return n == a->second.end() ? 1 : n->second;
+        };
         for (const auto& v : m.versions) {
-            s.logical_bytes += v.size;
+            std::uint64_t bytes = v.blob ? v.size * uses(*v.blob) : v.size;
+            for (const auto& sc : v.sidecars) bytes += sc.size * uses(sc.blob);
+            s.logical_bytes += bytes;
+            c.bytes += bytes;
             s.files += v.is_tree() ? v.tree.size() : 1;
         }
     });

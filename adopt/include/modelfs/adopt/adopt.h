@@ -148,6 +148,10 @@ struct Record {
     std::string state;  // recorded, mounted, confirmed, unadopted
     std::int64_t created = 0, updated = 0;
     std::vector<RecordFile> files;
+    // The folders below models_dir when adopt recorded the install (relative paths): unadopt
+    // removes the empty ones the view's mount or unadopt itself made, and only those. Unknown
+    // (nullopt) in records of a modelfs from before it was written: then none is removed.
+    std::optional<std::vector<std::string>> dirs;
 };
 
 std::filesystem::path adopt_dir(const std::filesystem::path& store_root);
@@ -156,6 +160,10 @@ std::optional<Record> load_record(const std::filesystem::path& store_root, const
 // Atomic: tmp, fsync, rename, fsync of the folder.
 void save_record(const std::filesystem::path& store_root, Record& r);
 nlohmann::json record_json(const Record& r);
+// What `Store::stats` needs of the adopted installs (FORMAT.md "Saving"): per model and content,
+// the recorded files that the store's blob replaced, i.e. that are gone from the backup (moved
+// into the store, deleted by confirm), in every record mounted or confirmed.
+AdoptedFiles adopted_files(const std::filesystem::path& store_root);
 
 // ---- Run -------------------------------------------------------------------------------------
 

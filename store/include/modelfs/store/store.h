@@ -74,18 +74,22 @@ struct GcReport {
 
 struct CategoryStats {
     std::size_t models = 0;
-    std::uint64_t bytes = 0;  // logical bytes of the current versions
+    std::uint64_t bytes = 0;  // logical bytes (as StoreStats::logical_bytes) of its models
 };
+// Files of adopted installs that the store's blobs stand for (FORMAT.md "Saving"): per model key,
+// per content, how many of the installs' files with that content are gone from disk outside the
+// store (moved in by adopt, deleted by confirm). adopt::adopted_files() reads the records.
+using AdoptedFiles = std::map<std::string, std::map<Sha256, std::size_t>>;
 struct StoreStats {
     std::size_t models = 0, versions = 0, blobs = 0, files = 0;
-    std::uint64_t logical_bytes = 0;   // every catalogued file, counted each time it appears
+    std::uint64_t logical_bytes = 0;   // FORMAT.md "Saving"; the sum of per_category bytes
     std::uint64_t physical_bytes = 0;  // blob files actually on disk
     // Blobs known by size and sources but not on this machine (remote, or partly downloaded).
     std::size_t remote_blobs = 0;
     std::uint64_t remote_bytes = 0;
     std::map<Category, CategoryStats> per_category;
-    // What deduplication saves: every catalogued file counted once per use, against each
-    // distinct content counted once, wherever it is.
+    // What deduplication saves (FORMAT.md "Saving", the one definition): logical bytes against
+    // each distinct content counted once, wherever it is.
     std::uint64_t saved() const {
         const std::uint64_t distinct = physical_bytes + remote_bytes;
         return logical_bytes > distinct ? logical_bytes - distinct : 0;
@@ -399,7 +403,7 @@ class Store {
     // that matches gets its `seen` stat refreshed.
     VerifyReport verify(bool fast, unsigned jobs = 0, Progress* progress = nullptr);
     GcReport gc(bool dry_run);
-    StoreStats stats();
+    StoreStats stats(const AdoptedFiles& adopted = {});
 
     struct Impl;  // defined in store/src/store_impl.h
 
