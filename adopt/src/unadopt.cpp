@@ -1,24 +1,28 @@
 // `modelfs adopt --confirm` (delete what the backups hold that the store has) and
 // `modelfs unadopt` (plain folders back). unadopt, per record:
-//  1. with the view mounted: copy every file the mount shows that the backup lacks (models added
-//     through the mount, files confirm deleted) into MODELS.modelfs-restore/, reading through the
-//     mount, which shows exactly what the tool saw;
+//  1. with the view mounted: put every file the mount shows that the backup lacks (models added
+//     through the mount, files confirm deleted) into MODELS.modelfs-restore/: the view's own
+//     files (STORE/views/VIEW/) as hard links, the rest read through the mount, which shows
+//     exactly what the tool saw;
 //  2. unmount (busy: say which tool to stop; remove the copies; change nothing else);
 //  3. rmdir the mountpoint, rename the backup back (or mkdir when confirm removed it all), move
-//     the copies in;
+//     the copies in; the view's files leave STORE/views/ (renamed back, or unlinked: the tree
+//     has them);
 //  4. adopted files the tree lacks (adopt moved them into the store; confirm deleted
-//     duplicates) come back from their blobs, as hard links;
-//  5. every adopted file becomes independent of the store again: models only this install
-//     brought are dropped from the store (gc unlinks their blob names, the file keeps its
+//     duplicates) come back from their blobs, as hard links (one per blob);
+//  5. every adopted file becomes independent of the store again: models no adopted install
+//     needs are dropped from the store (gc unlinks their blob names, the file keeps its
 //     inode); a file still hard-linked with a blob is replaced by a copy of itself; the recorded
-//     mode and mtime are put back.
+//     mode and mtime are put back; the empty folders adopt did not record go.
 // Each step looks at what an interrupted run left (the restore folder is only discarded while
 // the mount still shows everything in it), so running unadopt again finishes the job.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
@@ -38,6 +42,12 @@ namespace modelfs::adopt {
 using detail::is_under;
 
 namespace {
+
+// Test hook: $MODELFS_UNADOPT_TEST_KILL_AT=POINT kills unadopt there (a crash at that step).
+void kill_point(const char* point) {
+    const char* at = std::getenv("MODELFS_UNADOPT_TEST_KILL_AT");
+    if (at && std::strcmp(at, point) == 0) ::raise(SIGKILL);
+}
 
 bool selected(const Record& r, const std::vector<sfs::path>& roots) {
     if (roots.empty()) return true;
@@ -241,10 +251,25 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
         }
         if (!S_ISREG(st.st_mode) || covered.count(p)) continue;
         if (sfs::exists(sfs::symlink_status(r.backup / rel))) continue;
-        // The view's own plain file: handed back by rename once unmounted (hand_back_overlay).
-        if (sfs::exists(sfs::symlink_status(overlay / rel))) continue;
         // Adopted content confirm deleted from the backup comes back too.
         const bool adopted = recorded.count(p) > 0;
+        // The view's own file in the overlay: a hard link of it (its inode, no copy), which
+        // hand_back_overlay then unlinks from the overlay. The mount may still ingest it (a model
+        // saved just now): the store never takes an inode with a second link (FORMAT.md "Whose
+        // inode a blob may be"), checking before and after it links; one that is a blob's inode
+        // already (linked, not yet unlinked from the overlay) has a third name: read through the
+        // mount instead.
+        if (sfs::exists(sfs::symlink_status(overlay / rel))) {
+            sfs::create_directories((tmp / rel).parent_path());
+            struct stat lst;
+            if (::link((overlay / rel).c_str(), (tmp / rel).c_str()) == 0) {
+                if (::lstat((tmp / rel).c_str(), &lst) == 0 && lst.st_nlink <= 2) {
+                    if (!adopted) ++n;
+                    continue;
+                }
+                ::unlink((tmp / rel).c_str());
+            }
+        }
         if (!adopted && !wanted(rel)) {
             ++others;
             continue;
@@ -306,6 +331,7 @@ std::size_t hand_back_overlay(Store& store, const Record& r, const ActingUser* a
         if (f.replaced) recorded.insert(f.path.lexically_normal());
     std::vector<sfs::path> files;
     std::error_code ec;
+    if (!sfs::exists(sfs::symlink_status(overlay))) return 0;  // none, or handed back already
     for (auto it = sfs::recursive_directory_iterator(overlay, ec); !ec && it != decltype(it)();
          it.increment(ec))
         if (!it->is_directory(ec) || it->is_symlink(ec)) files.push_back(it->path());
@@ -335,6 +361,7 @@ std::size_t hand_back_overlay(Store& store, const Record& r, const ActingUser* a
                 (void)::fchownat(to.get(), leaf.c_str(), as->uid, as->gid, AT_SYMLINK_NOFOLLOW);
             modelfs::fsync_dir(dst.parent_path());
             if (!recorded.count(dst.lexically_normal())) ++added;
+            kill_point("overlay_file_done");
             continue;
         }
         bool same = sst.st_ino == dstat.st_ino && sst.st_dev == dstat.st_dev;
@@ -351,6 +378,7 @@ std::size_t hand_back_overlay(Store& store, const Record& r, const ActingUser* a
         }
         if (::unlinkat(from.get(), leaf.c_str(), 0) != 0)
             notes.push_back("cannot remove " + src.string() + ": " + std::strerror(errno));
+        kill_point("overlay_file_done");
     }
     if (ec) throw StoreError(ErrorKind::io, "listing " + overlay.string() + ": " + ec.message());
     prune_empty(overlay);
@@ -495,7 +523,11 @@ std::size_t restore_from_blobs(Store& store, const Record& r, const ActingUser* 
         struct stat st;
         if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
             continue;
-        if (::linkat(AT_FDCWD, blob.c_str(), dir.get(), name.c_str(), 0) != 0) {
+        // One hard link per blob: a second file of the same content (two names in one install)
+        // must not come back as a link of the first, so it is a copy, also after a crash.
+        struct stat bst;
+        const bool unlinked = ::stat(blob.c_str(), &bst) == 0 && bst.st_nlink == 1;
+        if (!unlinked || ::linkat(AT_FDCWD, blob.c_str(), dir.get(), name.c_str(), 0) != 0) {
             const std::string tmp = name + ".modelfs-unadopt.tmp";
             ::unlinkat(dir.get(), tmp.c_str(), 0);
             UniqueFd in(::open(blob.c_str(), O_RDONLY | O_CLOEXEC));
@@ -570,7 +602,10 @@ std::size_t hand_over(Store& store, const Record& r) {
     // Each goes from the catalog; a blob another model still uses stays (its files here are
     // made copies below), one no model uses any more is handed over by gc.
     const std::vector<std::string> gone(drop.begin(), drop.end());
-    for (const auto& key : gone) store.remove_model(key);
+    for (const auto& key : gone) {
+        store.remove_model(key);
+        kill_point("model_removed");
+    }
     // A file still linked with a blob no model uses (a run killed between the removal and gc
     // below) is handed over too, not copied.
     bool orphan = false;
@@ -583,6 +618,7 @@ std::size_t hand_over(Store& store, const Record& r) {
     // gc unlinks the blob names under the store's exclusive lock: after it no store path shares
     // the user's inode, so nothing the user writes can reach the store.
     if (!gone.empty() || orphan) store.gc(false);
+    kill_point("handed_over");
     return gone.size();
 }
 
