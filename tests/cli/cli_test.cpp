@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/safetensors_writer.h"
+#include "support/sized_models.h"
 #include "support/test_env.h"
 
 namespace fs = std::filesystem;
@@ -169,6 +170,26 @@ TEST_F(Cli, ImportListShowStatsJson) {
     EXPECT_EQ(st["saved_bytes"].get<std::uint64_t>(), lora_size);
     EXPECT_EQ(st["logical_bytes"].get<std::uint64_t>() - st["physical_bytes"].get<std::uint64_t>(),
               lora_size);
+}
+
+// Issue 16, finding 5: `stats` said a logical total its categories did not add up to (the
+// categories counted only current versions). One definition (store/FORMAT.md "Saving"): every
+// version and sidecar, in the total and in its category alike.
+TEST_F(Cli, StatsCategoriesAddUpToTheLogicalTotal) {
+    write_sized_safetensors(dir / "in" / "a.safetensors", 40000, 1);
+    write_sized_safetensors(dir / "in2" / "a.safetensors", 50000, 2);
+    write_sized_safetensors(dir / "in" / "b.safetensors", 30000, 3);
+    ASSERT_EQ(mfs({"import", "-c", "lora", (dir / "in" / "a.safetensors").string()}).exit_code, 0);
+    ASSERT_EQ(mfs({"import", "-c", "lora", (dir / "in2" / "a.safetensors").string()}).exit_code, 0);
+    ASSERT_EQ(
+        mfs({"import", "-c", "checkpoint", (dir / "in" / "b.safetensors").string()}).exit_code, 0);
+    json st = mfs_json({"stats"});
+    EXPECT_EQ(st["versions"], 3) << st.dump();
+    std::uint64_t sum = 0;
+    for (const auto& [name, c] : st["categories"].items()) sum += c["bytes"].get<std::uint64_t>();
+    EXPECT_EQ(sum, st["logical_bytes"].get<std::uint64_t>()) << st.dump();
+    EXPECT_EQ(st["logical_bytes"].get<std::uint64_t>(), 40000u + 50000u + 30000u);
+    EXPECT_EQ(st["saved_bytes"].get<std::uint64_t>(), 0u);
 }
 
 TEST_F(Cli, ShowUnknownExitsThree) {

@@ -1424,9 +1424,12 @@ TEST_F(StoreTest, StatsOfAKnownScenario) {
     EXPECT_EQ(st.saved(), 2000u);
     ASSERT_EQ(st.per_category.size(), 2u);
     EXPECT_EQ(st.per_category[Category::other].models, 3u);
-    EXPECT_EQ(st.per_category[Category::other].bytes, 1000u + 1000u + 500u);  // current versions
+    // Every version, as logical_bytes counts them (FORMAT.md "Saving"): the categories add up.
+    EXPECT_EQ(st.per_category[Category::other].bytes, 1000u + 1000u + 300u + 500u);
     EXPECT_EQ(st.per_category[Category::diffusers].models, 1u);
     EXPECT_EQ(st.per_category[Category::diffusers].bytes, 1020u);
+    EXPECT_EQ(st.per_category[Category::other].bytes + st.per_category[Category::diffusers].bytes,
+              st.logical_bytes);
 
     // Physical bytes are what blobs/ really holds.
     std::uint64_t on_disk = 0;
