@@ -11,10 +11,14 @@ namespace modelfs {
 namespace {
 
 constexpr std::array<Category, 15> kAllCategories{
-    Category::checkpoint, Category::diffusion_model, Category::lora,         Category::vae,
-    Category::vae_approx, Category::embedding,       Category::hypernetwork, Category::controlnet,
-    Category::upscaler,   Category::text_encoder,    Category::clip_vision,  Category::ipadapter,
-    Category::diffusers,  Category::other,           Category::file,
+    Category::checkpoint,   Category::diffusion_model,
+    Category::lora,         Category::vae,
+    Category::vae_approx,   Category::embedding,
+    Category::hypernetwork, Category::controlnet,
+    Category::upscaler,     Category::text_encoder,
+    Category::clip_vision,  Category::ipadapter,
+    Category::diffusers,    Category::file,
+    Category::other,
 };
 
 // Lower-cases ASCII and folds '-' and ' ' into '_', so "Stable-diffusion", "stable_diffusion"
