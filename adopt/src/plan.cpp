@@ -405,6 +405,7 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
             g.sha256 = sha;
             g.size = members.front().pf->hash->size;
             g.in_store = in_store;
+            g.copies = inodes.size() + (in_store ? 1 : 0);
             g.bytes_freed = group_freed;
             for (auto& m : members) g.files.push_back(m.pf->file.path);
             plan.duplicates.push_back(std::move(g));
@@ -514,6 +515,7 @@ json plan_json(const Plan& plan) {
         for (const auto& f : g.files) files.push_back(f.string());
         dups.push_back({{"sha256", g.sha256.hex()},
                         {"size", g.size},
+                        {"copies", g.copies},
                         {"in_store", g.in_store},
                         {"bytes_freed", g.bytes_freed},
                         {"files", std::move(files)}});
@@ -585,8 +587,8 @@ std::string plan_text(const Plan& plan) {
     // file.
     if (!plan.duplicates.empty()) o << "duplicate groups (one copy stays, in the store)\n";
     for (const auto& g : plan.duplicates) {
-        o << "  " << g.sha256.hex().substr(0, 12) << "  " << bytes_text(g.size) << " x "
-          << g.files.size() + (g.in_store ? 1 : 0) << " (frees " << bytes_text(g.bytes_freed)
+        o << "  " << g.sha256.hex().substr(0, 12) << "  " << bytes_text(g.size) << ", " << g.copies
+          << " copies (frees " << bytes_text(g.bytes_freed)
           << (g.in_store ? "; one copy already in the store" : "") << "):";
         for (const auto& f : g.files) o << " " << f.string();
         o << "\n";

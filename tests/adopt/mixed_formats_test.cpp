@@ -179,6 +179,14 @@ TEST_F(MixedFormats, DryRunListsEveryDuplicateGroup) {
     // only the .safetensors and .pt groups were seen).
     EXPECT_EQ(plan.duplicates.size(), duplicate_contents - 1);  // README.md stays plain
     EXPECT_EQ(plan.total.dup_groups, plan.duplicates.size());
+    // The groups account for every byte the dry run says confirm frees.
+    std::uint64_t freed = 0;
+    for (const auto& g : plan.duplicates) {
+        EXPECT_GE(g.copies, 2u) << g.sha256.hex();
+        freed += g.bytes_freed;
+    }
+    EXPECT_EQ(freed, plan.total.bytes_freed);
+    EXPECT_GT(freed, 0u);
     const std::string text = plan_text(plan);
     for (const auto& g : plan.duplicates) {
         EXPECT_NE(text.find(g.sha256.hex().substr(0, 12)), std::string::npos) << text;

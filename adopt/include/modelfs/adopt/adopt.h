@@ -114,6 +114,7 @@ struct DuplicateGroup {
     Sha256 sha256;
     std::uint64_t size = 0;  // of one copy
     std::vector<std::filesystem::path> files;
+    std::size_t copies = 0;         // distinct inodes among `files`, plus the store's blob
     bool in_store = false;          // the store has the blob already
     std::uint64_t bytes_freed = 0;  // by this group, at `adopt --confirm`
 };
