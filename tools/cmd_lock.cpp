@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "modelfs/store/secrets.h"
 #include "modelfs/store/unique_fd.h"
+#include "modelfs/store/view_files.h"
 
 namespace modelfs::cli {
 namespace {
@@ -25,7 +26,9 @@ LockFile make_lock(Store& s, const std::optional<fs::ViewLayout>& layout, bool w
     auto txn = s.catalog().read();
     txn.for_each_model([&](const Model& m) {
         const std::size_t i = layout ? m.shown_in(layout->name()) : m.current;
-        if (layout && !layout->path_for(m, m.versions.at(i))) return;
+        if (layout && !(m.category == Category::file ? view_file_path(m.name, layout->name())
+                                                     : layout->path_for(m, m.versions.at(i))))
+            return;
         try {
             check_model_name(m.name);
         } catch (const StoreError& e) {

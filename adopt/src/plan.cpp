@@ -14,6 +14,7 @@
 #include "modelfs/fs/view_layout.h"
 #include "modelfs/store/model_check.h"
 #include "modelfs/store/unique_fd.h"
+#include "modelfs/store/view_files.h"
 #include "util.h"
 
 namespace sfs = std::filesystem;
@@ -235,7 +236,9 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                             ModelVersion v;
                             v.blob = pf.hash->digests.sha256;
                             v.ext = f.ext;
-                            auto at = layout->path_for(m, v);
+                            auto at = f.category == Category::file
+                                          ? view_file_path(f.name, layout->name())
+                                          : layout->path_for(m, v);
                             if (claimed.count(key)) {
                                 // A second file of one model name (foo.ckpt beside
                                 // foo.safetensors): the view shows one file per name, and in the
@@ -380,6 +383,7 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
         }
         if (keeper) keeper->keeper = true;
         std::set<std::pair<dev_t, ino_t>> done;
+        std::uint64_t group_freed = 0;
         // A moved keeper becomes the blob (its backup name goes at adopt); a copied one is a
         // duplicate of the blob like any other, and goes at confirm.
         if (keeper && !keeper->copy) done.insert({keeper->hash->dev, keeper->hash->ino});
@@ -388,6 +392,7 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
             if (m.pf->action != Action::store) continue;
             if (!done.insert({m.pf->hash->dev, m.pf->hash->ino}).second) continue;
             m.pf->freed = true;
+            group_freed += m.pf->hash->size;
             m.ip->totals.bytes_freed += m.pf->hash->size;
             plan.total.bytes_freed += m.pf->hash->size;
         }
@@ -396,6 +401,14 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
             for (auto& m : members) tools.insert(m.ip);
             for (auto* ip : tools) ++ip->totals.dup_groups;
             ++plan.total.dup_groups;
+            DuplicateGroup g;
+            g.sha256 = sha;
+            g.size = members.front().pf->hash->size;
+            g.in_store = in_store;
+            g.copies = inodes.size() + (in_store ? 1 : 0);
+            g.bytes_freed = group_freed;
+            for (auto& m : members) g.files.push_back(m.pf->file.path);
+            plan.duplicates.push_back(std::move(g));
             std::set<std::string> names;
             for (auto& m : members)
                 if (!m.pf->model.empty()) names.insert(m.pf->model);
@@ -496,7 +509,20 @@ json plan_json(const Plan& plan) {
         }
         installs.push_back(std::move(j));
     }
-    return {{"installs", installs}, {"total", totals_json(plan.total)}};
+    json dups = json::array();
+    for (const auto& g : plan.duplicates) {
+        json files = json::array();
+        for (const auto& f : g.files) files.push_back(f.string());
+        dups.push_back({{"sha256", g.sha256.hex()},
+                        {"size", g.size},
+                        {"copies", g.copies},
+                        {"in_store", g.in_store},
+                        {"bytes_freed", g.bytes_freed},
+                        {"files", std::move(files)}});
+    }
+    return {{"installs", installs},
+            {"total", totals_json(plan.total)},
+            {"duplicate_groups", std::move(dups)}};
 }
 
 static void totals_text(std::ostringstream& o, const ToolTotals& t, const char* indent) {
@@ -556,6 +582,16 @@ std::string plan_text(const Plan& plan) {
     if (plan.installs.size() > 1) {
         o << "total\n";
         totals_text(o, plan.total, "  ");
+    }
+    // Every group, not only those with several names: what confirm frees is checkable file by
+    // file.
+    if (!plan.duplicates.empty()) o << "duplicate groups (one copy stays, in the store)\n";
+    for (const auto& g : plan.duplicates) {
+        o << "  " << g.sha256.hex().substr(0, 12) << "  " << bytes_text(g.size) << ", " << g.copies
+          << " copies (frees " << bytes_text(g.bytes_freed)
+          << (g.in_store ? "; one copy already in the store" : "") << "):";
+        for (const auto& f : g.files) o << " " << f.string();
+        o << "\n";
     }
     return o.str();
 }

@@ -19,6 +19,7 @@
 #include "install_config.h"
 #include "modelfs/adopt/scan.h"
 #include "modelfs/store/safe_open.h"
+#include "modelfs/store/view_files.h"
 
 namespace modelfs::adopt {
 
@@ -356,6 +357,20 @@ void classify(InstallScan& scan, const fs::ViewLayout& layout) {
         f->name = best->name;
         f->sidecar_of = best->view_rel;
         f->suffix = name.substr(best_len);
+    }
+
+    // What is left in the models folder and no model folder of the view lists (an .onnx in
+    // rembg/, a .dat, a .gguf outside unet/) is stored by content at its own path, as the mount
+    // stores such a file saved there (Namespace::role); view_files.h draws the line.
+    for (auto& f : scan.files) {
+        if (f.kind != Kind::plain || !inside(f.path, models)) continue;
+        const auto vp = layout.classify(f.view_rel);
+        if ((vp && !vp->ext.empty()) || !stored_by_content(f.view_rel, f.size)) continue;
+        f.kind = Kind::model;
+        f.category = Category::file;
+        f.name = view_file_name(view, f.view_rel);
+        f.ext = view_file_ext(f.view_rel);
+        f.problem.clear();
     }
 }
 

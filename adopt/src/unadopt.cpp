@@ -32,6 +32,7 @@
 #include "modelfs/fs/view_layout.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/safe_open.h"
+#include "modelfs/store/view_files.h"
 #include "run_internal.h"
 #include "util.h"
 
@@ -198,10 +199,16 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
     auto wanted = [&](const sfs::path& rel) {
         if (sfs::exists(sfs::symlink_status(overlay / rel))) return true;
         if (layout) {
-            if (auto vp = layout->classify(rel.string()); vp && !vp->ext.empty()) {
+            // Not a model path: a file of this view, if it was stored (view_files.h).
+            auto vp = layout->classify(rel.string());
+            const std::string key =
+                vp && !vp->ext.empty()
+                    ? model_key(vp->category, vp->name)
+                    : model_key(Category::file, view_file_name(r.view, rel.string()));
+            {
                 // A fresh snapshot: the mount's ingest unlinks an overlay file only after its
                 // catalog commit, so a file just gone from the overlay is in this one.
-                auto m = store.catalog().read().get_model(model_key(vp->category, vp->name));
+                auto m = store.catalog().read().get_model(key);
                 if (!m) return false;
                 const auto& v = m->versions.at(m->shown_in(r.view));
                 if (v.source.rfind("mount:", 0) == 0 && v.added >= r.created) {

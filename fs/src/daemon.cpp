@@ -223,14 +223,12 @@ int serve_mount(const MountOptions& given) {
         std::make_unique<WorkQueue>([d = dm.get()](const std::string& path) { d->ingest(path); });
     dm->access = std::make_unique<AccessLog>(*dm->store);
     dm->remote = std::make_unique<RemoteFiles>(*dm, opts.fetch);
-    // Files a previous daemon did not get to store (it was killed, the machine went down). Only
-    // the layout's model folders can hold models and sidecars; the rest of the overlay is plain
-    // storage (caches, configs) that need not be walked.
+    // Files a previous daemon did not get to store (it was killed, the machine went down), and
+    // files an older modelfs kept plain that are now stored by content (view_files.h): anywhere
+    // in the view's overlay. The ingest leaves small and edited files as they are.
     const auto served = dm->names();
-    for (const auto& view : served->views()) {
-        std::string root = served->root_mode() ? view.name() : "";
-        for (const auto& f : view.folders()) dm->queue_ingest_tree(join_path(root, f.path));
-    }
+    for (const auto& view : served->views())
+        dm->queue_ingest_tree(served->root_mode() ? view.name() : "");
     struct StopHup {
         HupWatcher& h;
         ~StopHup() { h.stop(); }  // before the threads above go: a reload reaches them

@@ -242,7 +242,9 @@ void Daemon::ingest(const std::string& path) {
         Entry e = resolve(path);
         if (e.kind != Entry::Kind::overlay_file || !S_ISREG(e.st.st_mode)) return;
         Location loc = names()->locate(path);
-        if (names()->role(*snapshot(), loc.view, loc.rel).kind == FileRole::Kind::plain) return;
+        const auto size = static_cast<std::uint64_t>(e.st.st_size);
+        if (names()->role(*snapshot(), loc.view, loc.rel, size).kind == FileRole::Kind::plain)
+            return;
         UniqueFd fd(::open(e.real.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
         struct stat before;
         if (!fd || ::fstat(fd.get(), &before) != 0 || !S_ISREG(before.st_mode)) return;
@@ -278,7 +280,7 @@ void Daemon::ingest(const std::string& path) {
         // (overlay_writes.h); one that opens it now waits, then finds the stored model.
         if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) return;  // its writer's close queues it
         if (overlay_writes::held(fd.get(), &busy)) return;
-        FileRole role = names()->role(*snapshot(), loc.view, loc.rel);
+        FileRole role = names()->role(*snapshot(), loc.view, loc.rel, d.size);
         if (role.kind == FileRole::Kind::plain) return;
         FileCommit fc;
         fc.path = e.real;
@@ -332,7 +334,7 @@ void Daemon::ingest(const std::string& path) {
         spdlog::info("{}: stored as {}{} ({}{} bytes)", path, model_key(role.category, role.name),
                      fc.sidecar.empty() ? "" : " sidecar " + fc.sidecar,
                      r.new_blob ? "" : "already stored, ", d.size);
-        if (role.kind == FileRole::Kind::model) {
+        if (role.kind == FileRole::Kind::model && role.category != Category::file) {
             // The name in this view may go on showing another version: say why, once per save.
             const std::string key = model_key(role.category, role.name);
             const std::string view = names()->views().at(static_cast<std::size_t>(loc.view)).name();

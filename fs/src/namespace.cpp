@@ -12,6 +12,7 @@
 #include <map>
 
 #include "modelfs/store/errors.h"
+#include "modelfs/store/view_files.h"
 
 namespace modelfs::fs {
 
@@ -278,7 +279,8 @@ std::vector<std::pair<std::string, Entry>> Namespace::list(const ViewTree& tree,
     return {out.begin(), out.end()};
 }
 
-FileRole Namespace::role(const ViewTree& tree, int view, const std::string& rel) const {
+FileRole Namespace::role(const ViewTree& tree, int view, const std::string& rel,
+                         std::uint64_t size) const {
     FileRole r;
     const ViewLayout& layout = views_.at(static_cast<std::size_t>(view));
     if (auto vp = layout.classify(rel); vp && !vp->ext.empty()) {
@@ -294,8 +296,8 @@ FileRole Namespace::role(const ViewTree& tree, int view, const std::string& rel)
     std::string dir = join_path(root_mode_ ? layout.name() : "", parent_of(rel));
     if (!root_mode_) dir = parent_of(rel);
     const Node* d = tree.find_path(dir);
-    if (!d || d->kind != Node::Kind::dir) return r;
     for (const auto& suffix : sidecar_suffixes()) {
+        if (!d || d->kind != Node::Kind::dir) break;
         if (lower.size() <= suffix.size() || !lower.ends_with(suffix)) continue;
         std::string stem = leaf.substr(0, leaf.size() - suffix.size());
         for (auto it = d->children.lower_bound(stem + "."); it != d->children.end(); ++it) {
@@ -310,6 +312,12 @@ FileRole Namespace::role(const ViewTree& tree, int view, const std::string& rel)
             r.suffix = leaf.substr(stem.size());
             return r;
         }
+    }
+    if (stored_by_content(rel, size)) {
+        r.kind = FileRole::Kind::model;
+        r.category = Category::file;
+        r.name = view_file_name(layout.name(), rel);
+        r.ext = view_file_ext(rel);
     }
     return r;
 }

@@ -96,8 +96,11 @@ class Namespace {
     // Entries of a directory, by name (the union of the tree's and the overlay's).
     std::vector<std::pair<std::string, Entry>> list(const ViewTree& tree,
                                                     const std::string& path) const;
-    // Is `rel` (in view `view`) a model file, a model's sidecar, or a plain file?
-    FileRole role(const ViewTree& tree, int view, const std::string& rel) const;
+    // Is `rel` (in view `view`, `size` bytes) a model file, a model's sidecar, or a plain file?
+    // A file that is neither but that stored_by_content() takes (view_files.h) is a model of
+    // category `file`, named after the view and its path; size 0 (unknown) never is.
+    FileRole role(const ViewTree& tree, int view, const std::string& rel,
+                  std::uint64_t size = 0) const;
 
     // The inode number of an overlay file: from its real inode and birth time, so it survives
     // renames and is never reused while the kernel might remember it.

@@ -1084,7 +1084,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         }
 
         // A catalogued file: renaming it is a catalog edit, when the new name is a model path.
-        FileRole role = dm.names()->role(*tree, lt.view, lt.rel);
+        FileRole role =
+            dm.names()->role(*tree, lt.view, lt.rel, static_cast<std::uint64_t>(src.st.st_size));
         if (!src.sidecar.empty() || role.kind != FileRole::Kind::model)
             return (void)fuse_reply_err(req, EXDEV);  // `mv` copies, then deletes
         // The catalog first, then the overlay file it replaces: a crash in between leaves that

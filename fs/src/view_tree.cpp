@@ -10,6 +10,7 @@
 
 #include "modelfs/store/escape.h"
 #include "modelfs/store/names.h"
+#include "modelfs/store/view_files.h"
 
 namespace modelfs::fs {
 
@@ -198,7 +199,9 @@ ViewTree ViewTree::build(const Txn& txn, const std::vector<ViewLayout>& views, b
                 n->category = m.category;
                 n->mode = v.shown_mode() & 07777;
             };
-            auto rel = views[i].path_for(m, v);
+            // A view's own stored file shows in that view alone, at the path it was saved at.
+            auto rel = m.category == Category::file ? view_file_path(m.name, views[i].name())
+                                                    : views[i].path_for(m, v);
             if (!rel) continue;
             auto slash = rel->rfind('/');
             std::string dir_rel = slash == std::string::npos ? "" : rel->substr(0, slash);
@@ -215,6 +218,7 @@ ViewTree ViewTree::build(const Txn& txn, const std::vector<ViewLayout>& views, b
                 continue;
             }
             tag(add_file(dir, leaf, *v.blob, v.size, mtime_ns));
+            if (m.category == Category::file) continue;  // its name has the extension: no sidecars
             // Sidecars sit beside the file: <leaf without its extension><suffix>.
             std::string stem = leaf.substr(0, leaf.size() - v.ext.size());
             for (const auto& sc : v.sidecars) {

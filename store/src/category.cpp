@@ -10,11 +10,15 @@ namespace modelfs {
 
 namespace {
 
-constexpr std::array<Category, 14> kAllCategories{
-    Category::checkpoint, Category::diffusion_model, Category::lora,         Category::vae,
-    Category::vae_approx, Category::embedding,       Category::hypernetwork, Category::controlnet,
-    Category::upscaler,   Category::text_encoder,    Category::clip_vision,  Category::ipadapter,
-    Category::diffusers,  Category::other,
+constexpr std::array<Category, 15> kAllCategories{
+    Category::checkpoint,   Category::diffusion_model,
+    Category::lora,         Category::vae,
+    Category::vae_approx,   Category::embedding,
+    Category::hypernetwork, Category::controlnet,
+    Category::upscaler,     Category::text_encoder,
+    Category::clip_vision,  Category::ipadapter,
+    Category::diffusers,    Category::file,
+    Category::other,
 };
 
 // Lower-cases ASCII and folds '-' and ' ' into '_', so "Stable-diffusion", "stable_diffusion"
@@ -179,6 +183,8 @@ std::string_view to_string(Category c) {
             return "diffusers";
         case Category::other:
             return "other";
+        case Category::file:
+            return "file";
     }
     return "other";  // unreachable for valid enumerators; keeps -Wreturn-type quiet
 }

@@ -47,7 +47,7 @@ TEST(CategoryNames, CanonicalNamesRoundTrip) {
     const std::vector<std::string> expected = {
         "checkpoint",  "diffusion_model", "lora",       "vae",      "vae_approx",
         "embedding",   "hypernetwork",    "controlnet", "upscaler", "text_encoder",
-        "clip_vision", "ipadapter",       "diffusers",  "other",
+        "clip_vision", "ipadapter",       "diffusers",  "file",     "other",
     };
     const auto all = all_categories();
     ASSERT_EQ(all.size(), expected.size());

@@ -20,6 +20,7 @@
 #include "modelfs/fs/view_layout.h"
 #include "modelfs/fs/view_tree.h"
 #include "modelfs/store/catalog.h"
+#include "modelfs/store/view_files.h"
 #include "support/catalog_builders.h"
 #include "support/test_env.h"
 
@@ -378,6 +379,54 @@ TEST_F(NamespaceTest, RoleOfOtherFilesIsPlain) {
     EXPECT_EQ(root_ns_.role(t, 1, "Lora/x.gguf").kind, FileRole::Kind::plain);
     // The suffix alone is no sidecar.
     EXPECT_EQ(root_ns_.role(t, 0, "loras/.txt").kind, FileRole::Kind::plain);
+}
+
+TEST_F(NamespaceTest, RoleOfOtherLargeFilesIsAFileOfTheView) {
+    ViewTree t = tree();
+    constexpr std::uint64_t kBig = 1 << 20;
+    FileRole r = root_ns_.role(t, 0, "rembg/u2net.onnx", kBig);
+    EXPECT_EQ(r.kind, FileRole::Kind::model);
+    EXPECT_EQ(r.category, Category::file);
+    EXPECT_EQ(r.name, "comfyui/rembg/u2net.onnx");
+    EXPECT_EQ(r.ext, ".onnx");
+    // An extension the folder does not list, in a model folder; a name without an extension.
+    r = root_ns_.role(t, 1, "Lora/x.gguf", kBig);
+    EXPECT_EQ(r.kind, FileRole::Kind::model);
+    EXPECT_EQ(r.name, "a1111/Lora/x.gguf");
+    r = root_ns_.role(t, 0, "face-api/model-shard1", kBig);
+    EXPECT_EQ(r.name, "comfyui/face-api/model-shard1");
+    EXPECT_EQ(r.ext, "");
+    // Models and sidecars are what they were, whatever their size.
+    r = root_ns_.role(t, 0, "loras/x.safetensors", kBig);
+    EXPECT_EQ(r.category, Category::lora);
+    EXPECT_EQ(root_ns_.role(t, 0, "loras/foo.preview.png", kBig).kind, FileRole::Kind::sidecar);
+    // Small files and files tools edit in place stay plain (view_files.h).
+    EXPECT_EQ(root_ns_.role(t, 0, "rembg/u2net.onnx", kViewFileMinSize - 1).kind,
+              FileRole::Kind::plain);
+    EXPECT_EQ(root_ns_.role(t, 0, "configs/x.yaml", kBig).kind, FileRole::Kind::plain);
+    EXPECT_EQ(root_ns_.role(t, 0, "cache/models.db", kBig).kind, FileRole::Kind::plain);
+    EXPECT_EQ(root_ns_.role(t, 0, "rembg/u2net.onnx.part", kBig).kind, FileRole::Kind::plain);
+    EXPECT_EQ(single_ns_.role(tree(false), 0, "rembg/u2net.onnx", kBig).name,
+              "comfyui/rembg/u2net.onnx");
+}
+
+TEST_F(NamespaceTest, AFileOfAViewShowsInThatViewOnlyAtItsPath) {
+    {
+        Txn w = cat_.write();
+        w.put_model(file_model(Category::file, "comfyui/rembg/u2net.onnx", ".onnx", hx('e'), 70));
+        w.put_model(file_model(Category::file, "a1111/Lora/x.gguf", ".gguf", hx('f'), 80));
+        w.commit();
+    }
+    ViewTree t = tree();
+    Entry e = root_ns_.resolve(t, "comfyui/rembg/u2net.onnx");
+    ASSERT_EQ(e.kind, Entry::Kind::tree_file);
+    EXPECT_EQ(e.blob, hx('e'));
+    EXPECT_EQ(e.model_key, "file/comfyui/rembg/u2net.onnx");
+    EXPECT_EQ(root_ns_.resolve(t, "a1111/Lora/x.gguf").blob, hx('f'));
+    EXPECT_FALSE(root_ns_.resolve(t, "a1111/rembg/u2net.onnx").exists());
+    EXPECT_FALSE(root_ns_.resolve(t, "comfyui/rembg/u2net.onnx.onnx").exists());
+    EXPECT_FALSE(root_ns_.resolve(t, "comfyui/loras/x.gguf").exists());
+    EXPECT_EQ(single_ns_.resolve(tree(false), "rembg/u2net.onnx").blob, hx('e'));
 }
 
 // ---- overlay_ino ---------------------------------------------------------------------------

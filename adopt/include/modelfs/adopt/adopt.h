@@ -108,9 +108,21 @@ struct InstallPlan {
     bool resume = false;
 };
 
+// One content with more than one file (hard links count once) in the installs, or with a file
+// and a blob the store already has: the dry run lists every one.
+struct DuplicateGroup {
+    Sha256 sha256;
+    std::uint64_t size = 0;  // of one copy
+    std::vector<std::filesystem::path> files;
+    std::size_t copies = 0;         // distinct inodes among `files`, plus the store's blob
+    bool in_store = false;          // the store has the blob already
+    std::uint64_t bytes_freed = 0;  // by this group, at `adopt --confirm`
+};
+
 struct Plan {
     std::vector<InstallPlan> installs;
-    ToolTotals total;  // duplicate groups counted once across installs
+    ToolTotals total;                        // duplicate groups counted once across installs
+    std::vector<DuplicateGroup> duplicates;  // by SHA-256
 };
 
 // Groups by SHA-256 (hard links to one inode count once), picks each group's keeper (a blob the

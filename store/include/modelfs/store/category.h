@@ -26,6 +26,9 @@ enum class Category {
     ipadapter,
     diffusers,
     other,
+    // A file of one view stored by content outside the model folders (view_files.h): never
+    // classified into, shown only in its own view at its own path.
+    file,
 };
 
 // Every category, in display order.

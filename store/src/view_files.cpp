@@ -1,0 +1,53 @@
+#include "modelfs/store/view_files.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+
+namespace modelfs {
+
+namespace {
+
+std::string_view leaf_of(std::string_view path) {
+    auto slash = path.rfind('/');
+    return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+}  // namespace
+
+bool stored_by_content(std::string_view rel_path, std::uint64_t size) {
+    if (size < kViewFileMinSize) return false;
+    // Edited in place or written in pieces: text and configs (tools rewrite them), databases and
+    // logs (random writes, appends), and the names downloaders give files under way.
+    static constexpr std::array<std::string_view, 24> kEdited{
+        ".txt",  ".md",   ".json",    ".jsonl",      ".yaml",       ".yml",
+        ".toml", ".ini",  ".cfg",     ".conf",       ".csv",        ".info",
+        ".py",   ".log",  ".db",      ".sqlite",     ".sqlite3",    ".lock",
+        ".tmp",  ".part", ".partial", ".incomplete", ".crdownload", ".download"};
+    std::string leaf(leaf_of(rel_path));
+    for (auto& c : leaf) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return std::none_of(kEdited.begin(), kEdited.end(),
+                        [&](std::string_view e) { return leaf.ends_with(e); });
+}
+
+std::string view_file_name(std::string_view view, std::string_view rel_path) {
+    std::string out(view);
+    out += '/';
+    out += rel_path;
+    return out;
+}
+
+std::optional<std::string> view_file_path(std::string_view name, std::string_view view) {
+    if (name.size() <= view.size() + 1 || !name.starts_with(view) || name[view.size()] != '/')
+        return std::nullopt;
+    return std::string(name.substr(view.size() + 1));
+}
+
+std::string view_file_ext(std::string_view rel_path) {
+    std::string_view leaf = leaf_of(rel_path);
+    auto dot = leaf.rfind('.');
+    if (dot == std::string_view::npos || dot == 0) return {};
+    return std::string(leaf.substr(dot));
+}
+
+}  // namespace modelfs
