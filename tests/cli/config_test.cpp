@@ -184,13 +184,13 @@ TEST_F(CliConfig, HelpWorksWithABadFileAndMountHelpListsTheViews) {
     CliResult r = run_modelfs({"--config", config.string(), "mount", "--help"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_HAS(r.out,
-               "Views: a1111, forge, sdnext, comfyui, fooocus (config file), mytool (config "
-               "file).");
+               "Views: a1111, forge, sdnext, comfyui, fooocus (config file), invokeai, mytool "
+               "(config file).");
 
     write_text_file(config, "stroe = 1\n");
     r = run_modelfs({"--config", config.string(), "mount", "--help"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_HAS(r.out, "Views: a1111, forge, sdnext, comfyui, fooocus.");
+    EXPECT_HAS(r.out, "Views: a1111, forge, sdnext, comfyui, fooocus, invokeai.");
     EXPECT_HAS(r.out, "The config file cannot be used: " + config.string() + ":1:1:");
     EXPECT_EQ(run_modelfs({"--config", config.string(), "--help"}).exit_code, 0);
 }
