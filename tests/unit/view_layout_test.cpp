@@ -263,10 +263,21 @@ TEST_P(ViewLayoutBuiltin, CategoriesWithoutFolderAreNotShown) {
 TEST_P(ViewLayoutBuiltin, SecondaryFoldersClassifyButAreNeverShown) {
     const ViewLayout l = layout(GetParam());
     const auto secondary = expected_secondary(GetParam());
+    // .safetensors where the folder takes it, else its first extension (GFPGAN: only .pth).
+    const auto ext_of = [&](const std::string& folder) -> std::string {
+        for (const auto& f : l.folders()) {
+            if (f.path != folder || f.extensions.empty()) continue;
+            for (const auto& e : f.extensions)
+                if (e == ".safetensors") return e;
+            return f.extensions.front();
+        }
+        return ".safetensors";
+    };
     for (const auto& [folder, c] : secondary) {
-        const auto back = l.classify(folder + "/sub/foo.safetensors");
+        const std::string ext = ext_of(folder);
+        const auto back = l.classify(folder + "/sub/foo" + ext);
         ASSERT_TRUE(back.has_value()) << folder;
-        EXPECT_EQ(*back, (ViewPath{c, folder, "sub/foo", ".safetensors"}));
+        EXPECT_EQ(*back, (ViewPath{c, folder, "sub/foo", ext}));
         EXPECT_NE(l.folder_for(c), folder);
     }
     for (const auto& f : l.folders()) {
@@ -274,9 +285,10 @@ TEST_P(ViewLayoutBuiltin, SecondaryFoldersClassifyButAreNeverShown) {
     }
     // A model whose name starts like a secondary folder still lands in the primary one.
     for (const auto& [folder, c] : secondary) {
-        const auto p = path_of(l, file_model(c, folder + "/x", ".safetensors"));
-        ASSERT_TRUE(p.has_value());
-        EXPECT_EQ(*p, *l.folder_for(c) + "/" + folder + "/x.safetensors");
+        const std::string ext = ext_of(folder);
+        const auto p = path_of(l, file_model(c, folder + "/x", ext));
+        ASSERT_TRUE(p.has_value()) << folder;
+        EXPECT_EQ(*p, *l.folder_for(c) + "/" + folder + "/x" + ext);
     }
 }
 
@@ -392,7 +404,8 @@ TEST(ViewLayoutExtensions, GgufCheckpointOnlyInForge) {
     EXPECT_EQ(path_of(layout("fooocus"), m), std::nullopt);
     // Forge's UNet folder and ComfyUI's (for ComfyUI-GGUF) take quantized diffusion models.
     const Fixture unet = file_model(Category::diffusion_model, "flux-q4", ".gguf");
-    EXPECT_EQ(path_of(layout("forge"), unet), "unet/flux-q4.gguf");
+    // Forge lists them among its checkpoints (issue 16 finding 7), not from unet/.
+    EXPECT_EQ(path_of(layout("forge"), unet), "Stable-diffusion/diffusion_models/flux-q4.gguf");
     EXPECT_EQ(path_of(layout("comfyui"), unet), "diffusion_models/flux-q4.gguf");
     EXPECT_EQ(path_of(layout("comfyui"), file_model(Category::text_encoder, "t5", ".gguf")),
               "text_encoders/t5.gguf");
@@ -467,7 +480,8 @@ TEST(ViewLayoutA1111, EmbeddingsAndSecondaryFolders) {
     EXPECT_EQ(l.classify("LDSR/model.ckpt"),
               (ViewPath{Category::upscaler, "LDSR", "model", ".ckpt"}));
     EXPECT_EQ(l.classify("ESRGAN/model.ckpt"), std::nullopt);
-    EXPECT_EQ(l.classify("Codeformer/codeformer-v0.1.0.pth"), std::nullopt);
+    EXPECT_EQ(l.classify("Codeformer/codeformer-v0.1.0.pth"),
+              (ViewPath{Category::face_restore, "Codeformer", "codeformer-v0.1.0", ".pth"}));
     EXPECT_EQ(l.classify("diffusers/sd15"), std::nullopt);
 }
 
@@ -503,8 +517,10 @@ TEST(ViewLayoutComfyUI, LegacyAndPluginFolders) {
     EXPECT_EQ(path_of(l, file_model(Category::ipadapter, "ip-adapter_sd15", ".safetensors")),
               "ipadapter/ip-adapter_sd15.safetensors");
     EXPECT_EQ(l.classify("configs/v1-inference.yaml"), std::nullopt);
-    EXPECT_EQ(l.classify("style_models/x.safetensors"), std::nullopt);
-    EXPECT_EQ(l.classify("latent_upscale_models/x.safetensors"), std::nullopt);
+    EXPECT_EQ(l.classify("style_models/x.safetensors"),
+              (ViewPath{Category::style_model, "style_models", "x", ".safetensors"}));
+    EXPECT_EQ(l.classify("latent_upscale_models/x.safetensors"),
+              (ViewPath{Category::latent_upscaler, "latent_upscale_models", "x", ".safetensors"}));
     for (const char* tool : {"a1111", "forge", "sdnext", "fooocus"}) {
         EXPECT_EQ(path_of(layout(tool), file_model(Category::ipadapter, "ip", ".safetensors")),
                   std::nullopt)
