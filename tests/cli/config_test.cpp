@@ -68,7 +68,7 @@ TEST_F(CliConfig, ViewsAsJson) {
     EXPECT_EQ(j["config"], config.string());
     std::map<std::string, json> by_name;
     for (const auto& v : j["views"]) by_name[v["name"]] = v;
-    ASSERT_EQ(by_name.size(), 6u) << r.out;  // five built-ins (one replaced) plus mytool
+    ASSERT_EQ(by_name.size(), 7u) << r.out;  // six built-ins (one replaced) plus mytool
     EXPECT_EQ(by_name["a1111"]["source"], "built-in");
     EXPECT_EQ(by_name["mytool"]["source"], "config");
     EXPECT_EQ(by_name["mytool"]["replaces_builtin"], false);
@@ -109,7 +109,7 @@ TEST_F(CliConfig, NoConfigFileMeansTheBuiltInsOnly) {
     CliResult r = run_modelfs({"--json", "views"});  // MODELFS_CONFIG=/dev/null in tests
     ASSERT_EQ(r.exit_code, 0) << r.err;
     json j = json::parse(r.out);
-    EXPECT_EQ(j["views"].size(), 5u);
+    EXPECT_EQ(j["views"].size(), 6u);  // the built-ins, invokeai included
 
     // Nothing at any of the usual places.
     if (fs::exists("/etc/modelfs/config.toml")) GTEST_SKIP() << "/etc/modelfs/config.toml exists";
