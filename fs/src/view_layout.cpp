@@ -21,34 +21,58 @@ std::string lower(std::string_view s) {
 
 using Exts = std::vector<std::string>;
 
-// The tables below follow /work/shared/reference/tool-layouts.md, which was gathered from the
-// tools' own sources: ComfyUI folder_paths.py (supported_pt_extensions), A1111/Forge
-// modules/sd_models.py, modules/modelloader.py and friends, Fooocus config.txt / modules/config.py,
-// SD.Next config.json. Where it names no extension list, kAnyModel is used: every single-file
-// format the ecosystem ships, so a tool that is pickier just ignores the extra files.
+// Each table below is what the tool's own code reads, citing the file that says it. A view
+// replaces the tool's models/ folder, so folders the tool keeps elsewhere (A1111's embeddings/ at
+// the webui root) are inside the view and the tool is pointed at them (see the header). Where a
+// tool loads fixed file names from a folder instead of listing it, kAnyModel is used: every
+// single-file format the ecosystem ships, so a file the tool would not open just sits there.
 const Exts kAnyModel{".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf"};
 
-// A1111 sd_models.list_models: ext_filter [".ckpt", ".safetensors"]; Forge adds ".gguf".
+// A1111 modules/sd_models.py list_models: ext_filter [".ckpt", ".safetensors"]. Forge's
+// list_models adds ".gguf", and Forge loads unet-only (Flux) files from there too.
 const Exts kA1111Checkpoint{".ckpt", ".safetensors"};
 const Exts kForgeCheckpoint{".ckpt", ".safetensors", ".gguf"};
-// A1111 skips these in Stable-diffusion/ (ext_blacklist): they are VAEs named after a checkpoint.
+// A1111 list_models ext_blacklist: VAEs parked next to the checkpoint they belong to.
 const Exts kA1111CheckpointSkip{".vae.ckpt", ".vae.safetensors"};
+// extensions-builtin/Lora/networks.py list_available_networks: [".pt", ".ckpt", ".safetensors"].
 const Exts kA1111Lora{".pt", ".ckpt", ".safetensors"};
+// modules/sd_vae.py refresh_vae_list: models/VAE/**/*.{ckpt,pt,safetensors}.
+const Exts kA1111Vae{".ckpt", ".pt", ".safetensors"};
+// modules/sd_vae_approx.py (model.pt, vaeapprox-sdxl.pt) and modules/sd_vae_taesd.py (*.pth).
+const Exts kA1111VaeApprox{".pt", ".pth"};
+// modules/textual_inversion/textual_inversion.py load_from_dir: .pt .bin .safetensors (and
+// embeddings hidden in .png/.webp/.jxl/.avif images, which stay plain files: an image in a model
+// folder is far more often a preview than an embedding).
 const Exts kA1111Embedding{".pt", ".bin", ".safetensors"};
+// modules/hypernetworks/hypernetwork.py list_hypernetworks: **/*.pt.
+const Exts kA1111Hypernetwork{".pt"};
+// modules/esrgan_model.py, dat_model.py, swinir_model.py: [".pt", ".pth", ".safetensors"];
+// realesrgan_model.py and scunet_model.py list a subset of it.
 const Exts kA1111Upscaler{".pth", ".pt", ".safetensors"};
-// A1111's LDSR loads model.ckpt (modules/ldsr_model.py), so a download into LDSR/ is a .ckpt.
+// modules/ldsr_model.py loads model.ckpt or model.safetensors.
 const Exts kA1111Ldsr{".pth", ".pt", ".safetensors", ".ckpt"};
+// modules/codeformer_model.py and gfpgan_model.py: ext_filter [".pth"].
+const Exts kA1111FaceRestore{".pth"};
+// sd-webui-controlnet (the extension every A1111/Forge ControlNet user has; Forge bundles it as
+// extensions-builtin/sd_forge_controlnet) scripts/global_state.py cn_models_exts.
+const Exts kA1111ControlNet{".pt", ".pth", ".ckpt", ".safetensors", ".bin"};
+// Forge modules_forge/main_entry.py refresh_models: the VAE and text_encoder folders feed the
+// "VAE / Text Encoder" menu with these.
+const Exts kForgeModules{".pt", ".ckpt", ".bin", ".safetensors", ".gguf"};
 
-// ComfyUI folder_paths.supported_pt_extensions, used for every model folder.
+// ComfyUI folder_paths.py supported_pt_extensions, used for every model folder.
 const Exts kComfy{".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"};
-// ComfyUI-GGUF (city96), the de-facto way to run quantized Flux/SD3 in ComfyUI, lists ".gguf"
-// from the unet/diffusion_models and clip/text_encoders folders. Core ComfyUI ignores the extra
-// files, so showing them costs nothing and keeps GGUF users on the mount.
+// ComfyUI-GGUF (city96) nodes.py registers ".gguf" for the unet/diffusion_models and
+// clip/text_encoders folders; it is how quantized Flux/SD3/Wan run in ComfyUI. Core ComfyUI
+// ignores the extra files, so showing them costs nothing.
 const Exts kComfyGguf{".ckpt",        ".pt",  ".pt2", ".bin", ".pth",
                       ".safetensors", ".pkl", ".sft", ".gguf"};
 
 // Fooocus modules/config.py get_model_filenames default extension list.
 const Exts kFooocus{".pth", ".ckpt", ".bin", ".safetensors", ".fooocus.patch"};
+// Fooocus extras/expansion.py loads pytorch_model.bin from path_fooocus_expansion; the tokenizer
+// files next to it (.json, .txt) are small and stay plain.
+const Exts kFooocusExpansion{".bin", ".safetensors"};
 
 // Diffusers models are folders; an extension list means nothing there.
 const Exts kFolderModels{};
@@ -58,84 +82,159 @@ ViewFolder folder(std::string path, Category c, const Exts& exts, bool primary,
     return ViewFolder{std::move(path), c, exts, primary, exclude};
 }
 
+// A1111: modules/paths_internal.py (models_path = <data dir>/models) and the folder each loader
+// module names; modules/shared_cmd_options.py --embeddings-dir (default <data dir>/embeddings, at
+// the webui root: the view has it, see the header). Forge is the same program (modules/ kept) with
+// modules_forge/ and backend/ on top.
 std::vector<ViewFolder> a1111_folders(bool forge) {
-    std::vector<ViewFolder> f{
-        folder("Stable-diffusion", Category::checkpoint,
-               forge ? kForgeCheckpoint : kA1111Checkpoint, true, kA1111CheckpointSkip),
-    };
-    if (forge) f.push_back(folder("unet", Category::diffusion_model, kAnyModel, true));
+    std::vector<ViewFolder> f;
+    if (forge) {
+        // Forge lists checkpoints only from Stable-diffusion/ (and --ckpt-dir), recursively, and
+        // loads unet-only models (Flux, .gguf) from that list: there is no unet menu. So the
+        // forge view shows diffusion models in a sub-folder of Stable-diffusion/, where Forge
+        // lists them as "diffusion_models/<name>"; kept apart from checkpoints so a file saved
+        // there is still a diffusion model for ComfyUI's diffusion_models/. Listed before its
+        // parent: inner folders come first (see ViewLayout).
+        f.push_back(folder("Stable-diffusion/diffusion_models", Category::diffusion_model,
+                           kForgeCheckpoint, true));
+    }
+    f.push_back(folder("Stable-diffusion", Category::checkpoint,
+                       forge ? kForgeCheckpoint : kA1111Checkpoint, true, kA1111CheckpointSkip));
+    if (forge) {
+        // Not read by Forge; earlier modelfs versions showed diffusion models here, so files a
+        // user still saves there are catalogued as diffusion models rather than left plain.
+        f.push_back(folder("unet", Category::diffusion_model, kForgeCheckpoint, false));
+    }
     for (auto&& extra : {
              folder("Lora", Category::lora, kA1111Lora, true),
-             // The LyCORIS extension's folder; the built-in Lora loader reads it too.
+             // networks.py also lists cmd_opts.lyco_dir_backcompat, models/LyCORIS.
              folder("LyCORIS", Category::lora, kA1111Lora, false),
-             folder("VAE", Category::vae, kAnyModel, true),
-             folder("VAE-approx", Category::vae_approx, kAnyModel, true),
+             folder("VAE", Category::vae, forge ? kForgeModules : kA1111Vae, true),
+             folder("VAE-approx", Category::vae_approx, kA1111VaeApprox, true),
              // At the webui root in a real install; see the header for --embeddings-dir.
              folder("embeddings", Category::embedding, kA1111Embedding, true),
-             folder("hypernetworks", Category::hypernetwork, kAnyModel, true),
-             folder("ControlNet", Category::controlnet, kAnyModel, true),
+             folder("hypernetworks", Category::hypernetwork, kA1111Hypernetwork, true),
+             folder("ControlNet", Category::controlnet, kA1111ControlNet, true),
              folder("ESRGAN", Category::upscaler, kA1111Upscaler, true),
              folder("RealESRGAN", Category::upscaler, kA1111Upscaler, false),
              folder("SwinIR", Category::upscaler, kA1111Upscaler, false),
              folder("LDSR", Category::upscaler, kA1111Ldsr, false),
              folder("ScuNET", Category::upscaler, kA1111Upscaler, false),
-             folder("text_encoder", Category::text_encoder, kAnyModel, true),
+             folder("DAT", Category::upscaler, kA1111Upscaler, false),
+             folder("Codeformer", Category::face_restore, kA1111FaceRestore, true),
+             folder("GFPGAN", Category::face_restore, kA1111FaceRestore, false),
          }) {
         f.push_back(std::move(extra));
     }
+    // Forge modules_forge/main_entry.py: models/text_encoder (and --text-encoder-dir). A1111 has
+    // no such folder: its checkpoints carry their text encoders.
+    if (forge) f.push_back(folder("text_encoder", Category::text_encoder, kForgeModules, true));
     return f;
 }
 
+// SD.Next modules/shared.py, "System Paths" options (ckpt_dir, diffusers_dir, vae_dir, unet_dir,
+// te_dir, lora_dir, embeddings_dir, control_dir, *_models_path), all under models/; its
+// modules/cmd_args.py keeps --hypernetwork-dir (models/hypernetworks).
 std::vector<ViewFolder> sdnext_folders() {
     return {
         folder("Stable-diffusion", Category::checkpoint, kAnyModel, true),
         folder("UNET", Category::diffusion_model, kAnyModel, true),
         folder("Lora", Category::lora, kAnyModel, true),
+        // Earlier SD.Next releases had lyco_dir; folders users still keep are catalogued.
         folder("LyCORIS", Category::lora, kAnyModel, false),
         folder("VAE", Category::vae, kAnyModel, true),
         folder("embeddings", Category::embedding, kA1111Embedding, true),
         folder("hypernetworks", Category::hypernetwork, kAnyModel, true),
-        folder("ControlNet", Category::controlnet, kAnyModel, true),
+        folder("control", Category::controlnet, kAnyModel, true),
+        // Before control_dir SD.Next (and its ControlNet extension) used models/ControlNet.
+        folder("ControlNet", Category::controlnet, kAnyModel, false),
         folder("ESRGAN", Category::upscaler, kA1111Upscaler, true),
-        folder("CLIP", Category::text_encoder, kAnyModel, true),
+        folder("RealESRGAN", Category::upscaler, kA1111Upscaler, false),
+        folder("SwinIR", Category::upscaler, kA1111Upscaler, false),
+        folder("SCUNet", Category::upscaler, kA1111Upscaler, false),
+        folder("BSRGAN", Category::upscaler, kA1111Upscaler, false),
+        folder("Codeformer", Category::face_restore, kA1111FaceRestore, true),
+        folder("GFPGAN", Category::face_restore, kA1111FaceRestore, false),
+        folder("Text-encoder", Category::text_encoder, kAnyModel, true),
+        // clip_models_path: the CLIP models of the interrogator; the older text encoder folder.
+        folder("CLIP", Category::text_encoder, kAnyModel, false),
         folder("Diffusers", Category::diffusers, kFolderModels, true),
     };
 }
 
+// ComfyUI folder_paths.py: every folder_names_and_paths key under models/ (custom_nodes is not),
+// in its order, but configs: its [".yaml"] files are small text ComfyUI ships in its own tree and
+// users edit, so they stay plain files of the view (as sidecars do), not catalogued models. Keys
+// with two folders (text_encoders: text_encoders and the legacy clip; diffusion_models:
+// diffusion_models and the legacy unet; controlnet: controlnet and t2i_adapter) show models in the
+// first and classify what is saved in the other.
 std::vector<ViewFolder> comfyui_folders() {
     return {
         folder("checkpoints", Category::checkpoint, kComfy, true),
-        folder("diffusion_models", Category::diffusion_model, kComfyGguf, true),
-        folder("unet", Category::diffusion_model, kComfyGguf, false),  // legacy name
         folder("loras", Category::lora, kComfy, true),
         folder("vae", Category::vae, kComfy, true),
-        folder("vae_approx", Category::vae_approx, kComfy, true),
+        folder("text_encoders", Category::text_encoder, kComfyGguf, true),
+        folder("clip", Category::text_encoder, kComfyGguf, false),
+        folder("diffusion_models", Category::diffusion_model, kComfyGguf, true),
+        folder("unet", Category::diffusion_model, kComfyGguf, false),
+        folder("clip_vision", Category::clip_vision, kComfy, true),
+        folder("style_models", Category::style_model, kComfy, true),
         folder("embeddings", Category::embedding, kComfy, true),
-        folder("hypernetworks", Category::hypernetwork, kComfy, true),
+        folder("diffusers", Category::diffusers, kFolderModels, true),
+        folder("vae_approx", Category::vae_approx, kComfy, true),
         folder("controlnet", Category::controlnet, kComfy, true),
         folder("t2i_adapter", Category::controlnet, kComfy, false),
+        folder("gligen", Category::gligen, kComfy, true),
         folder("upscale_models", Category::upscaler, kComfy, true),
-        folder("text_encoders", Category::text_encoder, kComfyGguf, true),
-        folder("clip", Category::text_encoder, kComfyGguf, false),  // legacy name
-        folder("clip_vision", Category::clip_vision, kComfy, true),
-        folder("diffusers", Category::diffusers, kFolderModels, true),
+        folder("latent_upscale_models", Category::latent_upscaler, kComfy, true),
+        folder("hypernetworks", Category::hypernetwork, kComfy, true),
+        folder("photomaker", Category::photomaker, kComfy, true),
+        // folder_paths.py gives classifiers the extension set {""}: files without one. A model
+        // name needs an extension, so the usual ones are taken and extension-less files stay
+        // plain.
+        folder("classifiers", Category::classifier, kComfy, true),
+        folder("model_patches", Category::model_patch, kComfy, true),
+        folder("audio_encoders", Category::audio_encoder, kComfy, true),
         // Not core ComfyUI: ComfyUI_IPAdapter_plus registers models/ipadapter.
         folder("ipadapter", Category::ipadapter, kComfy, true),
     };
 }
 
+// Fooocus modules/config.py: paths_checkpoints, paths_loras, path_embeddings, path_vae_approx,
+// path_vae, path_upscale_models, path_inpaint, path_controlnet, path_clip_vision and
+// path_fooocus_expansion (models/prompt_expansion/fooocus_expansion), all under models/.
 std::vector<ViewFolder> fooocus_folders() {
     return {
         folder("checkpoints", Category::checkpoint, kFooocus, true),
         folder("loras", Category::lora, kFooocus, true),
-        folder("vae", Category::vae, kFooocus, true),
-        folder("vae_approx", Category::vae_approx, kFooocus, true),
         folder("embeddings", Category::embedding, kFooocus, true),
-        folder("controlnet", Category::controlnet, kFooocus, true),
+        folder("vae_approx", Category::vae_approx, kFooocus, true),
+        folder("vae", Category::vae, kFooocus, true),
         folder("upscale_models", Category::upscaler, kFooocus, true),
-        folder("clip", Category::text_encoder, kFooocus, true),
+        // inpaint_v26.fooocus.patch and fooocus_inpaint_head.pth (modules/config.py
+        // downloading_inpaint_models).
+        folder("inpaint", Category::inpaint, kFooocus, true),
+        folder("controlnet", Category::controlnet, kFooocus, true),
         folder("clip_vision", Category::clip_vision, kFooocus, true),
+        folder("prompt_expansion", Category::prompt_expansion, kFooocusExpansion, true),
     };
+}
+
+// InvokeAI keeps its own database of models and registers a file or folder by path, "in place"
+// (Model Manager → Add Models → by path, or Scan Folder): it never moves a model it did not
+// install itself. So its view is one folder per category it can load, named after the category,
+// with the catalogued file names; a model's path changes only if it is renamed or recategorized.
+// InvokeAI probes each file's content for its type, so any common extension is listed.
+std::vector<ViewFolder> invokeai_folders() {
+    std::vector<ViewFolder> f;
+    for (Category c :
+         {Category::checkpoint, Category::diffusion_model, Category::lora, Category::vae,
+          Category::embedding, Category::controlnet, Category::ipadapter, Category::clip_vision,
+          Category::text_encoder, Category::upscaler, Category::style_model, Category::diffusers}) {
+        f.push_back(folder(std::string(to_string(c)), c,
+                           c == Category::diffusers ? kFolderModels : kAnyModel, true));
+    }
+    return f;
 }
 
 // Splits on '/' keeping empty pieces, so callers can reject "a//b" and "a/".
@@ -254,13 +353,20 @@ ViewLayout::ViewLayout(std::string name, std::vector<ViewFolder> folders)
                 fail(name_,
                      field(i, "path") + " \"" + f.path + "\" duplicates " + field(j, "path"));
             }
-            // Nested folders would make a model name like "LyCORIS/x" in "Lora" ambiguous.
+            // A folder inside another is allowed only listed first and of another category
+            // (Forge's Stable-diffusion/diffusion_models): then every "first folder that holds
+            // this path" lookup finds the inner one, and no model of the outer category can be
+            // shown inside it (path_for's round trip refuses). Otherwise a model name like
+            // "LyCORIS/x" in "Lora" would be ambiguous.
             const auto inside = [](const std::string& a, const std::string& b) {
                 return a.size() > b.size() && a.starts_with(b) && a[b.size()] == '/';
             };
-            if (inside(f.path, other) || inside(other, f.path)) {
+            if (inside(f.path, other) ||
+                (inside(other, f.path) && folders_[j].category == f.category)) {
                 fail(name_, field(i, "path") + " \"" + f.path + "\" and " + field(j, "path") +
-                                " \"" + other + "\" are nested; folders must be disjoint");
+                                " \"" + other +
+                                "\" are nested; a folder inside another must be of another "
+                                "category and listed before it");
             }
         }
         if (f.primary) {
@@ -282,11 +388,12 @@ std::optional<ViewLayout> ViewLayout::builtin(std::string_view name) {
     if (n == "sdnext") return ViewLayout("sdnext", sdnext_folders());
     if (n == "comfyui") return ViewLayout("comfyui", comfyui_folders());
     if (n == "fooocus") return ViewLayout("fooocus", fooocus_folders());
+    if (n == "invokeai") return ViewLayout("invokeai", invokeai_folders());
     return std::nullopt;
 }
 
 std::vector<std::string> ViewLayout::builtin_names() {
-    return {"a1111", "forge", "sdnext", "comfyui", "fooocus"};
+    return {"a1111", "forge", "sdnext", "comfyui", "fooocus", "invokeai"};
 }
 
 ViewLayout ViewLayout::from_json(const nlohmann::json& j) {
@@ -389,7 +496,8 @@ std::optional<std::string> ViewLayout::folder_for(Category c) const {
 std::optional<ViewPath> ViewLayout::classify(std::string_view rel_path) const {
     if (!path_problem(rel_path).empty()) return std::nullopt;
     for (const auto& f : folders_) {
-        // Folders are disjoint (checked at construction), so the first match is the only one.
+        // A folder inside another is listed first (checked at construction), so the first match
+        // is the innermost.
         if (rel_path.size() <= f.path.size() + 1 || !rel_path.starts_with(f.path) ||
             rel_path[f.path.size()] != '/') {
             continue;

@@ -10,14 +10,19 @@ namespace modelfs {
 
 namespace {
 
-constexpr std::array<Category, 15> kAllCategories{
+constexpr std::array<Category, 25> kAllCategories{
     Category::checkpoint,   Category::diffusion_model,
     Category::lora,         Category::vae,
     Category::vae_approx,   Category::embedding,
     Category::hypernetwork, Category::controlnet,
     Category::upscaler,     Category::text_encoder,
     Category::clip_vision,  Category::ipadapter,
-    Category::diffusers,    Category::file,
+    Category::diffusers,    Category::style_model,
+    Category::gligen,       Category::latent_upscaler,
+    Category::photomaker,   Category::classifier,
+    Category::model_patch,  Category::audio_encoder,
+    Category::inpaint,      Category::prompt_expansion,
+    Category::face_restore, Category::file,
     Category::other,
 };
 
@@ -77,15 +82,25 @@ constexpr NameEntry kCategoryAliases[] = {
     {"ip_adapter", Category::ipadapter},
     {"ipadapters", Category::ipadapter},
     {"ip_adapters", Category::ipadapter},
+    {"style_models", Category::style_model},
+    {"latent_upscale_models", Category::latent_upscaler},
+    {"classifiers", Category::classifier},
+    {"model_patches", Category::model_patch},
+    {"audio_encoders", Category::audio_encoder},
+    {"face_restoration", Category::face_restore},
+    {"codeformer", Category::face_restore},
+    {"gfpgan", Category::face_restore},
 };
 
-// Folder names from the tool-layouts table (A1111/Forge, SD.Next, ComfyUI, Fooocus), normalized.
-// Deliberately absent, so they yield std::nullopt: folders that tools know but modelfs has no
-// category for (ComfyUI configs, style_models, gligen, photomaker, latent_upscale_models,
-// classifiers, model_patches, audio_encoders; Fooocus inpaint, prompt_expansion; A1111 Codeformer,
-// GFPGAN). Guessing a near category for them would be wrong in a way users notice: a latent
-// upscaler listed among pixel upscalers fails to load, a Fooocus inpaint patch is not a LoRA. The
-// caller falls back to content inference and then to Category::other.
+// Folder names the tools read, normalized; each view's table in fs/src/view_layout.cpp cites the
+// tool's source file that names it. A folder a tool reads gets a category even when no other tool
+// has it (gligen, Fooocus inpaint), so a model saved there is catalogued and shared between the
+// views that have the folder; guessing a near category instead would be wrong in a way users
+// notice (a latent upscaler listed among pixel upscalers fails to load, a Fooocus inpaint patch
+// is not a LoRA). Names absent here yield std::nullopt: the caller falls back to content
+// inference and then to Category::other. ComfyUI's configs/ is absent on purpose: its .yaml files
+// are small text that ComfyUI ships in its own tree and users edit, kept as plain files (and the
+// few below).
 constexpr NameEntry kFolderNames[] = {
     {"stable_diffusion", Category::checkpoint},       // A1111/Forge, SD.Next
     {"checkpoints", Category::checkpoint},            // ComfyUI, Fooocus
@@ -105,7 +120,8 @@ constexpr NameEntry kFolderNames[] = {
     {"swinir", Category::upscaler},
     {"ldsr", Category::upscaler},
     {"scunet", Category::upscaler},
-    {"dat", Category::upscaler},  // A1111 1.7+
+    {"dat", Category::upscaler},     // A1111 1.7+
+    {"bsrgan", Category::upscaler},  // SD.Next
     {"upscale_models", Category::upscaler},
     {"text_encoder", Category::text_encoder},   // Forge
     {"text_encoders", Category::text_encoder},  // ComfyUI
@@ -113,6 +129,53 @@ constexpr NameEntry kFolderNames[] = {
     {"clip_vision", Category::clip_vision},
     {"ipadapter", Category::ipadapter},  // ComfyUI_IPAdapter_plus
     {"diffusers", Category::diffusers},  // SD.Next (Diffusers), ComfyUI
+    // ComfyUI folder_paths.py keys that no other tool reads.
+    {"style_models", Category::style_model},
+    {"gligen", Category::gligen},
+    {"latent_upscale_models", Category::latent_upscaler},
+    {"photomaker", Category::photomaker},
+    {"classifiers", Category::classifier},
+    {"model_patches", Category::model_patch},
+    {"audio_encoders", Category::audio_encoder},
+    // Fooocus modules/config.py path_fooocus_expansion's parent. Its path_inpaint ("inpaint")
+    // and SD.Next's control_dir ("control") are left out like configs: users name sub-folders of
+    // other category folders so (checkpoints/inpaint/sd15-inpainting.safetensors), and the
+    // nearest folder naming a category wins in an import. The views know them by full path.
+    {"prompt_expansion", Category::prompt_expansion},
+    // A1111 modules/codeformer_model.py and modules/gfpgan_model.py (models/Codeformer, GFPGAN).
+    {"codeformer", Category::face_restore},
+    {"gfpgan", Category::face_restore},
+};
+
+// general.architecture values. Diffusion: ComfyUI-GGUF loader.py IMG_ARCH_LIST (the archs its
+// "Unet Loader (GGUF)" accepts) and Forge backend/loader.py, which loads the same GGUF
+// conversions from Stable-diffusion/. Text encoders: ComfyUI-GGUF's TXT_ARCH_LIST, the archs its
+// "CLIPLoader (GGUF)" accepts; the LLMs there (llama, qwen2vl, ...) are the text encoders of
+// HunyuanVideo and Qwen-Image, so among the tools modelfs shows models to they are text encoders.
+// Other LLM archs (gpt2, phi3, ...) are for llama.cpp and friends, which read no view: `other`.
+constexpr NameEntry kGgufArchitectures[] = {
+    {"flux", Category::diffusion_model},
+    {"sd1", Category::diffusion_model},
+    {"sdxl", Category::diffusion_model},
+    {"sd3", Category::diffusion_model},
+    {"aura", Category::diffusion_model},
+    {"hidream", Category::diffusion_model},
+    {"cosmos", Category::diffusion_model},
+    {"ltxv", Category::diffusion_model},
+    {"hyvid", Category::diffusion_model},
+    {"wan", Category::diffusion_model},
+    {"lumina2", Category::diffusion_model},
+    {"chroma", Category::diffusion_model},
+    {"qwen_image", Category::diffusion_model},
+    // Text encoders.
+    {"t5", Category::text_encoder},
+    {"t5encoder", Category::text_encoder},
+    {"umt5", Category::text_encoder},
+    {"llama", Category::text_encoder},
+    {"qwen2vl", Category::text_encoder},
+    {"qwen3", Category::text_encoder},
+    {"qwen3vl", Category::text_encoder},
+    {"gemma3", Category::text_encoder},
 };
 
 bool starts_with(std::string_view s, std::string_view p) {
@@ -181,6 +244,26 @@ std::string_view to_string(Category c) {
             return "ipadapter";
         case Category::diffusers:
             return "diffusers";
+        case Category::style_model:
+            return "style_model";
+        case Category::gligen:
+            return "gligen";
+        case Category::latent_upscaler:
+            return "latent_upscaler";
+        case Category::photomaker:
+            return "photomaker";
+        case Category::classifier:
+            return "classifier";
+        case Category::model_patch:
+            return "model_patch";
+        case Category::audio_encoder:
+            return "audio_encoder";
+        case Category::inpaint:
+            return "inpaint";
+        case Category::prompt_expansion:
+            return "prompt_expansion";
+        case Category::face_restore:
+            return "face_restore";
         case Category::other:
             return "other";
         case Category::file:
@@ -199,6 +282,12 @@ std::optional<Category> parse_category(std::string_view name) {
 
 std::optional<Category> category_from_folder(std::string_view folder_name) {
     return lookup(kFolderNames, folder_name);
+}
+
+std::optional<Category> category_from_gguf_architecture(std::string_view architecture) {
+    // Normalized like folder names: converters write it lower-case, but a hand-made file saying
+    // "Flux" or "qwen-image" still means what it says.
+    return lookup(kGgufArchitectures, architecture);
 }
 
 std::optional<Category> category_from_tensors(const SafetensorsInfo& info) {

@@ -296,6 +296,15 @@ class Parser {
             info_.alignment = a;
             return;
         }
+        // What the file is a model of (llama, flux, t5, ...): category inference reads it. Kept
+        // only when short, as every name this reader keeps; a longer one names no known
+        // architecture anyway.
+        if (key_len == 20 && name_ == "general.architecture" && type == kString) {
+            const std::uint64_t len = r_.u64("a string length");
+            std::string arch = r_.text(len, "general.architecture");
+            if (len <= kNameBytesKept) info_.architecture = std::move(arch);
+            return;
+        }
         skip_value(type, 0);
     }
 

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "modelfs/store/escape.h"
+#include "modelfs/store/gguf.h"
 #include "modelfs/store/model_check.h"
 #include "modelfs/store/names.h"
 #include "modelfs/store/safe_open.h"
@@ -95,6 +96,7 @@ struct FileJob {
     fs::path src;
     std::string display;  // path as the user gave it
     std::optional<SafetensorsInfo> header;
+    std::string gguf_architecture;  // general.architecture of a .gguf, for its category
     std::uint64_t size = 0;
     Ingested result;
     std::string error;
@@ -348,7 +350,15 @@ class Importer {
                         continue;
                     }
                 }
-                if (j.size >= 8) j.header = read_safetensors_header(fd.get(), j.size);
+                if (model_format_of(fname) == ModelFormat::gguf) {
+                    // Complete per the check above; a version it cannot check has no category.
+                    if (auto g = read_gguf_header(fd.get(), j.size))
+                        j.gguf_architecture = g->architecture;
+                } else if (j.size >= 8) {
+                    j.header = read_safetensors_header(fd.get(), j.size);
+                }
+            } catch (const GgufError&) {
+                // Only reached for a version incomplete_model_reason does not check.
             } catch (const SafetensorsError&) {
                 // Not safetensors content: fine for any name the rule above did not check.
             } catch (const std::system_error& e) {
@@ -369,6 +379,9 @@ class Importer {
                     }
                 if (!m.category && !m.tree && jobs_[m.jobs[0]].header)
                     m.category = category_from_tensors(*jobs_[m.jobs[0]].header);
+                if (!m.category && !m.tree)
+                    m.category =
+                        category_from_gguf_architecture(jobs_[m.jobs[0]].gguf_architecture);
                 if (!m.category) m.category = Category::other;
             }
             try {

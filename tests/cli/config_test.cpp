@@ -68,7 +68,7 @@ TEST_F(CliConfig, ViewsAsJson) {
     EXPECT_EQ(j["config"], config.string());
     std::map<std::string, json> by_name;
     for (const auto& v : j["views"]) by_name[v["name"]] = v;
-    ASSERT_EQ(by_name.size(), 6u) << r.out;  // five built-ins (one replaced) plus mytool
+    ASSERT_EQ(by_name.size(), 7u) << r.out;  // six built-ins (one replaced) plus mytool
     EXPECT_EQ(by_name["a1111"]["source"], "built-in");
     EXPECT_EQ(by_name["mytool"]["source"], "config");
     EXPECT_EQ(by_name["mytool"]["replaces_builtin"], false);
@@ -109,7 +109,7 @@ TEST_F(CliConfig, NoConfigFileMeansTheBuiltInsOnly) {
     CliResult r = run_modelfs({"--json", "views"});  // MODELFS_CONFIG=/dev/null in tests
     ASSERT_EQ(r.exit_code, 0) << r.err;
     json j = json::parse(r.out);
-    EXPECT_EQ(j["views"].size(), 5u);
+    EXPECT_EQ(j["views"].size(), 6u);  // the built-ins, invokeai included
 
     // Nothing at any of the usual places.
     if (fs::exists("/etc/modelfs/config.toml")) GTEST_SKIP() << "/etc/modelfs/config.toml exists";
@@ -184,13 +184,13 @@ TEST_F(CliConfig, HelpWorksWithABadFileAndMountHelpListsTheViews) {
     CliResult r = run_modelfs({"--config", config.string(), "mount", "--help"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_HAS(r.out,
-               "Views: a1111, forge, sdnext, comfyui, fooocus (config file), mytool (config "
-               "file).");
+               "Views: a1111, forge, sdnext, comfyui, fooocus (config file), invokeai, mytool "
+               "(config file).");
 
     write_text_file(config, "stroe = 1\n");
     r = run_modelfs({"--config", config.string(), "mount", "--help"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_HAS(r.out, "Views: a1111, forge, sdnext, comfyui, fooocus.");
+    EXPECT_HAS(r.out, "Views: a1111, forge, sdnext, comfyui, fooocus, invokeai.");
     EXPECT_HAS(r.out, "The config file cannot be used: " + config.string() + ":1:1:");
     EXPECT_EQ(run_modelfs({"--config", config.string(), "--help"}).exit_code, 0);
 }

@@ -90,6 +90,36 @@ TEST_F(MountWriteTest, CopyIntoComfyUiReadFromA1111) {
     EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
 }
 
+// Issue 16 finding 7: a model saved into a folder the tool reads but that had no category
+// (ComfyUI's style_models/) is catalogued and shows in another view with that folder (InvokeAI's
+// style_model/); a Forge user's unet-only model shows in ComfyUI's diffusion_models/.
+TEST_F(MountWriteTest, ModelsSavedInNewFoldersAreCataloguedAndShared) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    std::string sha = make(dir / "redux.safetensors", vae(7));
+    fs::copy_file(dir / "redux.safetensors",
+                  mnt / "comfyui" / "style_models" / "redux.safetensors");
+    const fs::path invoke = mnt / "invokeai" / "style_model" / "redux.safetensors";
+    ASSERT_TRUE(eventually([&] { return fs::exists(invoke); }));
+    EXPECT_EQ(sha256_hex_of_file(invoke), sha);
+    EXPECT_EQ(xattr(invoke, "user.modelfs.category"), "style_model");
+    EXPECT_TRUE(catalogued("style_model/redux", sha));
+    EXPECT_TRUE(eventually([&] {
+        return !fs::exists(store / "views" / "comfyui" / "style_models" / "redux.safetensors");
+    }));
+
+    std::string unet = make(dir / "flux.safetensors", kohya_lora(8));
+    fs::copy_file(dir / "flux.safetensors",
+                  mnt / "forge" / "Stable-diffusion" / "diffusion_models" / "flux.safetensors");
+    const fs::path comfy = mnt / "comfyui" / "diffusion_models" / "flux.safetensors";
+    ASSERT_TRUE(eventually([&] { return fs::exists(comfy); }));
+    EXPECT_EQ(sha256_hex_of_file(comfy), unet);
+    EXPECT_TRUE(catalogued("diffusion_model/flux", unet));
+    // Not a checkpoint: ComfyUI's checkpoint loader would fail on it.
+    EXPECT_FALSE(
+        fs::exists(mnt / "comfyui" / "checkpoints" / "diffusion_models" / "flux.safetensors"));
+}
+
 TEST_F(MountWriteTest, SameContentInTwoViewsIsStoredOnce) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());

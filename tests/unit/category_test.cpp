@@ -45,9 +45,11 @@ std::optional<Category> category_of_names(const std::vector<std::string>& names)
 
 TEST(CategoryNames, CanonicalNamesRoundTrip) {
     const std::vector<std::string> expected = {
-        "checkpoint",  "diffusion_model", "lora",       "vae",      "vae_approx",
-        "embedding",   "hypernetwork",    "controlnet", "upscaler", "text_encoder",
-        "clip_vision", "ipadapter",       "diffusers",  "file",     "other",
+        "checkpoint",      "diffusion_model",  "lora",         "vae",         "vae_approx",
+        "embedding",       "hypernetwork",     "controlnet",   "upscaler",    "text_encoder",
+        "clip_vision",     "ipadapter",        "diffusers",    "style_model", "gligen",
+        "latent_upscaler", "photomaker",       "classifier",   "model_patch", "audio_encoder",
+        "inpaint",         "prompt_expansion", "face_restore", "file",        "other",
     };
     const auto all = all_categories();
     ASSERT_EQ(all.size(), expected.size());
@@ -104,7 +106,7 @@ TEST(CategoryNames, AliasesAndCase) {
 
 TEST(CategoryNames, UnknownNames) {
     for (const char* name : {"", "foo", "loras2", " lora", "lora ", "checkpoint.", "models",
-                             "configs", "style_models", "\xff"}) {
+                             "configs", "style_modelz", "\xff"}) {
         EXPECT_EQ(parse_category(name), std::nullopt) << name;
     }
 }
@@ -112,7 +114,7 @@ TEST(CategoryNames, UnknownNames) {
 // ---- Folders ----------------------------------------------------------------------------------
 
 TEST(CategoryFolder, EveryToolFolder) {
-    // The tool-layouts table, spelled as each tool spells it.
+    // The folders of the built-in views (fs/src/view_layout.cpp), spelled as each tool spells it.
     const std::vector<std::pair<std::string, Category>> folders = {
         // A1111 / Forge
         {"Stable-diffusion", Category::checkpoint},
@@ -149,6 +151,20 @@ TEST(CategoryFolder, EveryToolFolder) {
         {"clip_vision", Category::clip_vision},
         {"diffusers", Category::diffusers},
         {"ipadapter", Category::ipadapter},
+        // Folders the tools read that had no category before issue 16.
+        {"style_models", Category::style_model},               // ComfyUI
+        {"gligen", Category::gligen},                          // ComfyUI
+        {"latent_upscale_models", Category::latent_upscaler},  // ComfyUI
+        {"photomaker", Category::photomaker},                  // ComfyUI
+        {"classifiers", Category::classifier},                 // ComfyUI
+        {"model_patches", Category::model_patch},              // ComfyUI
+        {"audio_encoders", Category::audio_encoder},           // ComfyUI
+        {"prompt_expansion", Category::prompt_expansion},      // Fooocus
+        {"Codeformer", Category::face_restore},                // A1111, SD.Next
+        {"GFPGAN", Category::face_restore},                    // A1111, SD.Next
+        {"Text-encoder", Category::text_encoder},              // SD.Next
+        {"BSRGAN", Category::upscaler},                        // SD.Next
+        {"SCUNet", Category::upscaler},                        // SD.Next
         // Case does not matter
         {"LORA", Category::lora},
         {"stable-DIFFUSION", Category::checkpoint},
@@ -159,11 +175,29 @@ TEST(CategoryFolder, EveryToolFolder) {
     }
 }
 
+// ---- GGUF general.architecture -----------------------------------------------------------------
+
+TEST(CategoryFromGguf, ArchitecturesTheToolsLoad) {
+    // ComfyUI-GGUF loader.py IMG_ARCH_LIST and the conversions Forge loads.
+    for (const char* arch : {"flux", "sd1", "sdxl", "sd3", "aura", "hidream", "wan", "ltxv",
+                             "hyvid", "cosmos", "lumina2", "chroma", "qwen_image", "Flux"}) {
+        EXPECT_EQ(category_from_gguf_architecture(arch), Category::diffusion_model) << arch;
+    }
+    // ComfyUI-GGUF TXT_ARCH_LIST: T5 and the LLMs used as text encoders.
+    for (const char* arch : {"t5", "t5encoder", "umt5", "llama", "qwen2vl", "qwen3"}) {
+        EXPECT_EQ(category_from_gguf_architecture(arch), Category::text_encoder) << arch;
+    }
+    for (const char* arch : {"", "phi3", "gpt2", "mistral3", "bert", "flux2x", "x"}) {
+        EXPECT_EQ(category_from_gguf_architecture(arch), std::nullopt) << arch;
+    }
+}
+
 TEST(CategoryFolder, FoldersWithoutACategory) {
     for (const char* folder :
-         {"configs", "style_models", "gligen", "photomaker", "latent_upscale_models", "classifiers",
-          "model_patches", "audio_encoders", "inpaint", "prompt_expansion", "Codeformer", "GFPGAN",
-          "models", "", "random", "Lora2", "checkpoint/"}) {
+         // Fooocus inpaint and SD.Next control: common sub-folder names inside other category
+         // folders (checkpoints/inpaint/), so an import does not read them as a category.
+         {"configs", "inpaint", "control", "custom_nodes", "models", "", "random", "Lora2",
+          "checkpoint/"}) {
         EXPECT_EQ(category_from_folder(folder), std::nullopt) << folder;
     }
 }

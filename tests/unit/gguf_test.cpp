@@ -141,6 +141,31 @@ TEST_F(GgufTest, V2AndBigEndianV3AreComplete) {
     EXPECT_EQ(info->data_end, be.size());
 }
 
+TEST_F(GgufTest, ArchitectureIsKeptForCategoryInference) {
+    auto info = parse(sample().bytes());
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->architecture, "llama");
+    mt::GgufWriter flux(3, /*big_endian=*/true);
+    flux.kv_string("general.architecture", "flux").tensor("t", GgmlTensorType::f32, {4});
+    EXPECT_EQ(parse(flux.bytes())->architecture, "flux");
+    // Missing, not a string, or longer than any architecture name: empty, and the file is fine.
+    mt::GgufWriter none;
+    none.tensor("t", GgmlTensorType::f32, {4});
+    EXPECT_EQ(parse(none.bytes())->architecture, "");
+    mt::GgufWriter number;
+    number.kv_u32("general.architecture", 7).tensor("t", GgmlTensorType::f32, {4});
+    EXPECT_EQ(parse(number.bytes())->architecture, "");
+    mt::GgufWriter longer;
+    longer.kv_string("general.architecture", std::string(1000, 'x'))
+        .tensor("t", GgmlTensorType::f32, {4});
+    auto l = parse(longer.bytes());
+    ASSERT_TRUE(l);
+    EXPECT_EQ(l->architecture, "");
+    // A truncated architecture string is refused like any truncated string.
+    const std::string bytes = flux.bytes();
+    EXPECT_TRUE(contains(error_of(bytes.substr(0, bytes.find("flux") + 2)), "truncated"));
+}
+
 TEST_F(GgufTest, CustomAlignmentPlacesTheDataSection) {
     for (std::uint32_t a : {1u, 8u, 64u, 4096u}) {
         SCOPED_TRACE(a);

@@ -622,6 +622,39 @@ TEST_F(StoreTest, WalkWithoutCategoryFolderKeepsSubfoldersInTheName) {
     EXPECT_EQ(keys_of(r), (std::set<std::string>{"vae/sub/deep/y", "other/z"}));
 }
 
+// Issue 16 finding 9: a GGUF file's category comes from its general.architecture, as ComfyUI-GGUF
+// and Forge read it; a folder naming a category still wins, and an LLM for llama.cpp stays other.
+TEST_F(StoreTest, GgufCategoryFromItsArchitecture) {
+    const auto gguf = [&](const fs::path& p, const char* arch) {
+        mt::GgufWriter w;
+        if (arch) w.kv_string("general.architecture", arch);
+        w.tensor("t", mt::GgmlTensorType::f32, {4});
+        fs::create_directories(p.parent_path());
+        w.write(p);
+    };
+    gguf(src_ / "dl" / "flux1-dev-Q4_K_S.gguf", "flux");
+    gguf(src_ / "dl" / "wan2.1-t2v-14b-Q8_0.gguf", "wan");
+    gguf(src_ / "dl" / "t5-v1_1-xxl-encoder-Q5_K_M.gguf", "t5encoder");
+    gguf(src_ / "dl" / "phi-3-mini.gguf", "phi3");
+    gguf(src_ / "dl" / "bare.gguf", nullptr);
+    gguf(src_ / "dl" / "loras" / "flux-lora.gguf", "flux");
+    auto r = imp1(src_ / "dl");
+    ASSERT_TRUE(r.ok()) << errors_of(r);
+    EXPECT_EQ(keys_of(r), (std::set<std::string>{
+                              "diffusion_model/flux1-dev-Q4_K_S",
+                              "diffusion_model/wan2.1-t2v-14b-Q8_0",
+                              "text_encoder/t5-v1_1-xxl-encoder-Q5_K_M",
+                              "other/phi-3-mini",
+                              "other/bare",
+                              "lora/flux-lora",
+                          }));
+    // A single file, as `modelfs import flux1-dev-Q4_K_S.gguf` gives it (no -c).
+    gguf(src_ / "one" / "flux1-schnell-Q4_0.gguf", "flux");
+    auto one = imp1(src_ / "one" / "flux1-schnell-Q4_0.gguf");
+    ASSERT_TRUE(one.ok()) << errors_of(one);
+    EXPECT_EQ(keys_of(one), (std::set<std::string>{"diffusion_model/flux1-schnell-Q4_0"}));
+}
+
 TEST_F(StoreTest, FolderWithoutModelsImportsNothing) {
     mt::write_text_file(src_ / "docs" / "readme.md", "hi");
     mt::write_text_file(src_ / "docs" / "a" / "config.json", "{}");

@@ -55,13 +55,16 @@ std::optional<std::string> path_of(const ViewLayout& l, const Fixture& f) {
     return l.path_for(f.model, f.version);
 }
 
-// The tables restated independently of view_layout.cpp, from tool-layouts.md and the brief.
+// The tables restated independently of view_layout.cpp, from the tools' own code (each cited
+// there): A1111 modules/, Forge modules_forge/, SD.Next modules/shared.py, ComfyUI
+// folder_paths.py, Fooocus modules/config.py.
 Expected expected_primary(std::string_view tool) {
     Expected e;
     for (Category c : all_categories()) e[c] = std::nullopt;
     if (tool == "a1111" || tool == "forge") {
         e[Category::checkpoint] = "Stable-diffusion";
-        if (tool == "forge") e[Category::diffusion_model] = "unet";
+        // Forge lists diffusion models only among its checkpoints.
+        if (tool == "forge") e[Category::diffusion_model] = "Stable-diffusion/diffusion_models";
         e[Category::lora] = "Lora";
         e[Category::vae] = "VAE";
         e[Category::vae_approx] = "VAE-approx";
@@ -69,7 +72,8 @@ Expected expected_primary(std::string_view tool) {
         e[Category::hypernetwork] = "hypernetworks";
         e[Category::controlnet] = "ControlNet";
         e[Category::upscaler] = "ESRGAN";
-        e[Category::text_encoder] = "text_encoder";
+        e[Category::face_restore] = "Codeformer";
+        if (tool == "forge") e[Category::text_encoder] = "text_encoder";
     } else if (tool == "sdnext") {
         e[Category::checkpoint] = "Stable-diffusion";
         e[Category::diffusion_model] = "UNET";
@@ -77,9 +81,10 @@ Expected expected_primary(std::string_view tool) {
         e[Category::vae] = "VAE";
         e[Category::embedding] = "embeddings";
         e[Category::hypernetwork] = "hypernetworks";
-        e[Category::controlnet] = "ControlNet";
+        e[Category::controlnet] = "control";
         e[Category::upscaler] = "ESRGAN";
-        e[Category::text_encoder] = "CLIP";
+        e[Category::face_restore] = "Codeformer";
+        e[Category::text_encoder] = "Text-encoder";
         e[Category::diffusers] = "Diffusers";
     } else if (tool == "comfyui") {
         e[Category::checkpoint] = "checkpoints";
@@ -95,6 +100,13 @@ Expected expected_primary(std::string_view tool) {
         e[Category::clip_vision] = "clip_vision";
         e[Category::diffusers] = "diffusers";
         e[Category::ipadapter] = "ipadapter";
+        e[Category::style_model] = "style_models";
+        e[Category::gligen] = "gligen";
+        e[Category::latent_upscaler] = "latent_upscale_models";
+        e[Category::photomaker] = "photomaker";
+        e[Category::classifier] = "classifiers";
+        e[Category::model_patch] = "model_patches";
+        e[Category::audio_encoder] = "audio_encoders";
     } else if (tool == "fooocus") {
         e[Category::checkpoint] = "checkpoints";
         e[Category::lora] = "loras";
@@ -103,8 +115,17 @@ Expected expected_primary(std::string_view tool) {
         e[Category::embedding] = "embeddings";
         e[Category::controlnet] = "controlnet";
         e[Category::upscaler] = "upscale_models";
-        e[Category::text_encoder] = "clip";
         e[Category::clip_vision] = "clip_vision";
+        e[Category::inpaint] = "inpaint";
+        e[Category::prompt_expansion] = "prompt_expansion";
+    } else if (tool == "invokeai") {
+        // One folder per category InvokeAI loads, named after it: paths that never change.
+        for (Category c : {Category::checkpoint, Category::diffusion_model, Category::lora,
+                           Category::vae, Category::embedding, Category::controlnet,
+                           Category::ipadapter, Category::clip_vision, Category::text_encoder,
+                           Category::upscaler, Category::style_model, Category::diffusers}) {
+            e[c] = std::string(to_string(c));
+        }
     }
     return e;
 }
@@ -112,13 +133,20 @@ Expected expected_primary(std::string_view tool) {
 // Secondary folder -> category, per tool.
 std::map<std::string, Category> expected_secondary(std::string_view tool) {
     if (tool == "a1111" || tool == "forge") {
-        return {{"LyCORIS", Category::lora},
-                {"RealESRGAN", Category::upscaler},
-                {"SwinIR", Category::upscaler},
-                {"LDSR", Category::upscaler},
-                {"ScuNET", Category::upscaler}};
+        std::map<std::string, Category> m{
+            {"LyCORIS", Category::lora},       {"RealESRGAN", Category::upscaler},
+            {"SwinIR", Category::upscaler},    {"LDSR", Category::upscaler},
+            {"ScuNET", Category::upscaler},    {"DAT", Category::upscaler},
+            {"GFPGAN", Category::face_restore}};
+        if (tool == "forge") m.emplace("unet", Category::diffusion_model);
+        return m;
     }
-    if (tool == "sdnext") return {{"LyCORIS", Category::lora}};
+    if (tool == "sdnext") {
+        return {{"LyCORIS", Category::lora},        {"ControlNet", Category::controlnet},
+                {"RealESRGAN", Category::upscaler}, {"SwinIR", Category::upscaler},
+                {"SCUNet", Category::upscaler},     {"BSRGAN", Category::upscaler},
+                {"GFPGAN", Category::face_restore}, {"CLIP", Category::text_encoder}};
+    }
     if (tool == "comfyui") {
         return {{"unet", Category::diffusion_model},
                 {"t2i_adapter", Category::controlnet},
@@ -235,10 +263,21 @@ TEST_P(ViewLayoutBuiltin, CategoriesWithoutFolderAreNotShown) {
 TEST_P(ViewLayoutBuiltin, SecondaryFoldersClassifyButAreNeverShown) {
     const ViewLayout l = layout(GetParam());
     const auto secondary = expected_secondary(GetParam());
+    // .safetensors where the folder takes it, else its first extension (GFPGAN: only .pth).
+    const auto ext_of = [&](const std::string& folder) -> std::string {
+        for (const auto& f : l.folders()) {
+            if (f.path != folder || f.extensions.empty()) continue;
+            for (const auto& e : f.extensions)
+                if (e == ".safetensors") return e;
+            return f.extensions.front();
+        }
+        return ".safetensors";
+    };
     for (const auto& [folder, c] : secondary) {
-        const auto back = l.classify(folder + "/sub/foo.safetensors");
+        const std::string ext = ext_of(folder);
+        const auto back = l.classify(folder + "/sub/foo" + ext);
         ASSERT_TRUE(back.has_value()) << folder;
-        EXPECT_EQ(*back, (ViewPath{c, folder, "sub/foo", ".safetensors"}));
+        EXPECT_EQ(*back, (ViewPath{c, folder, "sub/foo", ext}));
         EXPECT_NE(l.folder_for(c), folder);
     }
     for (const auto& f : l.folders()) {
@@ -246,9 +285,10 @@ TEST_P(ViewLayoutBuiltin, SecondaryFoldersClassifyButAreNeverShown) {
     }
     // A model whose name starts like a secondary folder still lands in the primary one.
     for (const auto& [folder, c] : secondary) {
-        const auto p = path_of(l, file_model(c, folder + "/x", ".safetensors"));
-        ASSERT_TRUE(p.has_value());
-        EXPECT_EQ(*p, *l.folder_for(c) + "/" + folder + "/x.safetensors");
+        const std::string ext = ext_of(folder);
+        const auto p = path_of(l, file_model(c, folder + "/x", ext));
+        ASSERT_TRUE(p.has_value()) << folder;
+        EXPECT_EQ(*p, *l.folder_for(c) + "/" + folder + "/x" + ext);
     }
 }
 
@@ -328,8 +368,9 @@ TEST_P(ViewLayoutBuiltin, JsonRoundTrip) {
 }
 
 TEST(ViewLayoutBuiltins, NamesAndAliases) {
-    EXPECT_EQ(ViewLayout::builtin_names(),
-              (std::vector<std::string>{"a1111", "forge", "sdnext", "comfyui", "fooocus"}));
+    EXPECT_EQ(
+        ViewLayout::builtin_names(),
+        (std::vector<std::string>{"a1111", "forge", "sdnext", "comfyui", "fooocus", "invokeai"}));
     for (const char* alias : {"A1111", "automatic1111", "AUTOMATIC1111", "Automatic1111"}) {
         const auto l = ViewLayout::builtin(alias);
         ASSERT_TRUE(l.has_value()) << alias;
@@ -339,7 +380,8 @@ TEST(ViewLayoutBuiltins, NamesAndAliases) {
     EXPECT_EQ(ViewLayout::builtin("SDNext")->name(), "sdnext");
     EXPECT_EQ(ViewLayout::builtin("FOOOCUS")->name(), "fooocus");
     EXPECT_EQ(ViewLayout::builtin("Forge")->name(), "forge");
-    for (const char* bad : {"", "invokeai", "comfy", "a1111 ", "automatic"}) {
+    EXPECT_EQ(ViewLayout::builtin("InvokeAI")->name(), "invokeai");
+    for (const char* bad : {"", "invoke", "comfy", "a1111 ", "automatic"}) {
         EXPECT_EQ(ViewLayout::builtin(bad), std::nullopt) << bad;
     }
 }
@@ -362,7 +404,8 @@ TEST(ViewLayoutExtensions, GgufCheckpointOnlyInForge) {
     EXPECT_EQ(path_of(layout("fooocus"), m), std::nullopt);
     // Forge's UNet folder and ComfyUI's (for ComfyUI-GGUF) take quantized diffusion models.
     const Fixture unet = file_model(Category::diffusion_model, "flux-q4", ".gguf");
-    EXPECT_EQ(path_of(layout("forge"), unet), "unet/flux-q4.gguf");
+    // Forge lists them among its checkpoints (issue 16 finding 7), not from unet/.
+    EXPECT_EQ(path_of(layout("forge"), unet), "Stable-diffusion/diffusion_models/flux-q4.gguf");
     EXPECT_EQ(path_of(layout("comfyui"), unet), "diffusion_models/flux-q4.gguf");
     EXPECT_EQ(path_of(layout("comfyui"), file_model(Category::text_encoder, "t5", ".gguf")),
               "text_encoders/t5.gguf");
@@ -437,7 +480,8 @@ TEST(ViewLayoutA1111, EmbeddingsAndSecondaryFolders) {
     EXPECT_EQ(l.classify("LDSR/model.ckpt"),
               (ViewPath{Category::upscaler, "LDSR", "model", ".ckpt"}));
     EXPECT_EQ(l.classify("ESRGAN/model.ckpt"), std::nullopt);
-    EXPECT_EQ(l.classify("Codeformer/codeformer-v0.1.0.pth"), std::nullopt);
+    EXPECT_EQ(l.classify("Codeformer/codeformer-v0.1.0.pth"),
+              (ViewPath{Category::face_restore, "Codeformer", "codeformer-v0.1.0", ".pth"}));
     EXPECT_EQ(l.classify("diffusers/sd15"), std::nullopt);
 }
 
@@ -473,8 +517,10 @@ TEST(ViewLayoutComfyUI, LegacyAndPluginFolders) {
     EXPECT_EQ(path_of(l, file_model(Category::ipadapter, "ip-adapter_sd15", ".safetensors")),
               "ipadapter/ip-adapter_sd15.safetensors");
     EXPECT_EQ(l.classify("configs/v1-inference.yaml"), std::nullopt);
-    EXPECT_EQ(l.classify("style_models/x.safetensors"), std::nullopt);
-    EXPECT_EQ(l.classify("latent_upscale_models/x.safetensors"), std::nullopt);
+    EXPECT_EQ(l.classify("style_models/x.safetensors"),
+              (ViewPath{Category::style_model, "style_models", "x", ".safetensors"}));
+    EXPECT_EQ(l.classify("latent_upscale_models/x.safetensors"),
+              (ViewPath{Category::latent_upscaler, "latent_upscale_models", "x", ".safetensors"}));
     for (const char* tool : {"a1111", "forge", "sdnext", "fooocus"}) {
         EXPECT_EQ(path_of(layout(tool), file_model(Category::ipadapter, "ip", ".safetensors")),
                   std::nullopt)
@@ -653,6 +699,162 @@ TEST(ViewLayoutJsonErrors, ConstructorValidatesToo) {
     EXPECT_THROW(ViewLayout("", {}), std::invalid_argument);
     EXPECT_THROW(ViewLayout("x", {ViewFolder{"../a", Category::lora, {}, true, {}}}),
                  std::invalid_argument);
+}
+
+// ---- Issue 16 finding 7: the folders each tool's own code reads ------------------------------
+// Categories added by issue 16 are looked up by name, so these tests also build against a tree
+// that lacks them (and fail there, as they should).
+
+Category named(std::string_view name) {
+    const auto c = parse_category(name);
+    if (!c) throw std::runtime_error("no category " + std::string(name));
+    return *c;
+}
+
+TEST(ViewLayoutToolCode, ForgeShowsDiffusionModelsAmongItsCheckpoints) {
+    // Forge's list_models walks Stable-diffusion/ (recursively) for .ckpt .safetensors .gguf and
+    // loads unet-only Flux from there; no other folder feeds its model menu.
+    const ViewLayout forge = layout("forge");
+    const auto flux =
+        path_of(forge, file_model(Category::diffusion_model, "flux1-dev-Q4_K_S", ".gguf"));
+    ASSERT_TRUE(flux.has_value());
+    EXPECT_EQ(*flux, "Stable-diffusion/diffusion_models/flux1-dev-Q4_K_S.gguf");
+    const auto st =
+        path_of(forge, file_model(Category::diffusion_model, "flux/dev", ".safetensors"));
+    EXPECT_EQ(st, "Stable-diffusion/diffusion_models/flux/dev.safetensors");
+    for (const auto& f : forge.folders()) {
+        if (f.category != Category::diffusion_model || !f.primary) continue;
+        EXPECT_TRUE(f.path.starts_with("Stable-diffusion/")) << f.path;
+    }
+    // What Forge or a user saves there is a diffusion model (for ComfyUI's diffusion_models/),
+    // what is saved next to it a checkpoint.
+    EXPECT_EQ(
+        forge.classify("Stable-diffusion/diffusion_models/x.gguf"),
+        (ViewPath{Category::diffusion_model, "Stable-diffusion/diffusion_models", "x", ".gguf"}));
+    EXPECT_EQ(forge.classify("Stable-diffusion/x.gguf"),
+              (ViewPath{Category::checkpoint, "Stable-diffusion", "x", ".gguf"}));
+    // A checkpoint whose name would put it inside the diffusion models' folder is not shown
+    // there as something it is not.
+    EXPECT_EQ(
+        path_of(forge, file_model(Category::checkpoint, "diffusion_models/x", ".safetensors")),
+        std::nullopt);
+    // Legacy forge/unet/ still classifies, but shows nothing: Forge does not read it.
+    EXPECT_EQ(forge.classify("unet/y.safetensors")->category, Category::diffusion_model);
+    // A1111 loads no unet-only model at all.
+    EXPECT_EQ(layout("a1111").folder_for(Category::diffusion_model), std::nullopt);
+}
+
+TEST(ViewLayoutToolCode, A1111EmbeddingsAtTheWebuiRootAndNoTextEncoderFolder) {
+    // modules/shared_cmd_options.py: --embeddings-dir defaults to <data dir>/embeddings, beside
+    // models/, not models/embeddings; the view's embeddings/ is what --embeddings-dir names.
+    for (const char* tool : {"a1111", "forge"}) {
+        const ViewLayout l = layout(tool);
+        EXPECT_EQ(l.folder_for(Category::embedding), "embeddings") << tool;
+        EXPECT_EQ(l.classify("embeddings/easynegative.safetensors")->category, Category::embedding);
+        EXPECT_EQ(l.classify("embeddings/bad-hands.pt")->category, Category::embedding);
+        EXPECT_EQ(l.classify("embeddings/x.ckpt"), std::nullopt);  // not in load_from_dir
+    }
+    // Only Forge reads models/text_encoder (modules_forge/main_entry.py).
+    EXPECT_EQ(layout("a1111").folder_for(Category::text_encoder), std::nullopt);
+    EXPECT_EQ(layout("forge").folder_for(Category::text_encoder), "text_encoder");
+    // A1111's face restorers (modules/codeformer_model.py, gfpgan_model.py) take .pth.
+    EXPECT_EQ(layout("a1111").classify("GFPGAN/GFPGANv1.4.pth")->category, named("face_restore"));
+    EXPECT_EQ(
+        path_of(layout("a1111"), file_model(named("face_restore"), "codeformer-v0.1.0", ".pth")),
+        "Codeformer/codeformer-v0.1.0.pth");
+}
+
+TEST(ViewLayoutToolCode, ComfyUIHasEveryModelKeyOfFolderPaths) {
+    // ComfyUI folder_paths.py folder_names_and_paths, every key whose folders are under models/
+    // (custom_nodes is not; configs holds .yaml text kept plain), and ComfyUI_IPAdapter_plus.
+    const std::map<std::string, std::string> keys{
+        {"checkpoints", "checkpoint"},
+        {"loras", "lora"},
+        {"vae", "vae"},
+        {"text_encoders", "text_encoder"},
+        {"clip", "text_encoder"},
+        {"diffusion_models", "diffusion_model"},
+        {"unet", "diffusion_model"},
+        {"clip_vision", "clip_vision"},
+        {"style_models", "style_model"},
+        {"embeddings", "embedding"},
+        {"diffusers", "diffusers"},
+        {"vae_approx", "vae_approx"},
+        {"controlnet", "controlnet"},
+        {"t2i_adapter", "controlnet"},
+        {"gligen", "gligen"},
+        {"upscale_models", "upscaler"},
+        {"latent_upscale_models", "latent_upscaler"},
+        {"hypernetworks", "hypernetwork"},
+        {"photomaker", "photomaker"},
+        {"classifiers", "classifier"},
+        {"model_patches", "model_patch"},
+        {"audio_encoders", "audio_encoder"},
+        {"ipadapter", "ipadapter"},
+    };
+    const ViewLayout l = layout("comfyui");
+    std::map<std::string, std::string> actual;
+    for (const auto& f : l.folders()) actual[f.path] = std::string(to_string(f.category));
+    EXPECT_EQ(actual, keys);
+    for (const char* key : {"style_models", "gligen", "latent_upscale_models", "photomaker",
+                            "model_patches", "audio_encoders"}) {
+        const auto back = l.classify(std::string(key) + "/sub/x.safetensors");
+        ASSERT_TRUE(back.has_value()) << key;
+        EXPECT_EQ(back->category, named(keys.at(key))) << key;
+        EXPECT_EQ(l.folder_for(back->category), key);
+    }
+    EXPECT_EQ(l.classify("configs/v1-inference.yaml"), std::nullopt);
+}
+
+TEST(ViewLayoutToolCode, FooocusInpaintAndPromptExpansion) {
+    // Fooocus modules/config.py path_inpaint and path_fooocus_expansion.
+    const ViewLayout l = layout("fooocus");
+    EXPECT_EQ(l.classify("inpaint/inpaint_v26.fooocus.patch"),
+              (ViewPath{named("inpaint"), "inpaint", "inpaint_v26", ".fooocus.patch"}));
+    EXPECT_EQ(l.classify("inpaint/fooocus_inpaint_head.pth")->category, named("inpaint"));
+    EXPECT_EQ(l.classify("prompt_expansion/fooocus_expansion/pytorch_model.bin"),
+              (ViewPath{named("prompt_expansion"), "prompt_expansion",
+                        "fooocus_expansion/pytorch_model", ".bin"}));
+    // The tokenizer files beside it are text, kept plain.
+    EXPECT_EQ(l.classify("prompt_expansion/fooocus_expansion/tokenizer.json"), std::nullopt);
+    EXPECT_EQ(path_of(l, file_model(named("inpaint"), "inpaint_v26", ".fooocus.patch")),
+              "inpaint/inpaint_v26.fooocus.patch");
+    // modules/config.py has no clip/ folder.
+    EXPECT_EQ(l.folder_for(Category::text_encoder), std::nullopt);
+}
+
+TEST(ViewLayoutToolCode, NewCategoriesAreSharedBetweenViewsThatHaveTheFolder) {
+    const Fixture style = file_model(named("style_model"), "flux1-redux-dev", ".safetensors");
+    EXPECT_EQ(path_of(layout("comfyui"), style), "style_models/flux1-redux-dev.safetensors");
+    EXPECT_EQ(path_of(layout("invokeai"), style), "style_model/flux1-redux-dev.safetensors");
+    EXPECT_EQ(path_of(layout("a1111"), style), std::nullopt);
+    const Fixture face = file_model(named("face_restore"), "GFPGANv1.4", ".pth");
+    for (const char* tool : {"a1111", "forge", "sdnext"})
+        EXPECT_EQ(path_of(layout(tool), face), "Codeformer/GFPGANv1.4.pth") << tool;
+}
+
+TEST(ViewLayoutToolCode, InvokeAIPathsAreCategoryAndCataloguedName) {
+    const ViewLayout l = layout("invokeai");
+    EXPECT_EQ(path_of(l, file_model(Category::checkpoint, "sd15/dreamshaper_8", ".safetensors")),
+              "checkpoint/sd15/dreamshaper_8.safetensors");
+    EXPECT_EQ(path_of(l, file_model(Category::diffusion_model, "flux1-dev-Q4_K_S", ".gguf")),
+              "diffusion_model/flux1-dev-Q4_K_S.gguf");
+    EXPECT_EQ(path_of(l, tree_model(Category::diffusers, "sdxl-base")), "diffusers/sdxl-base");
+    EXPECT_EQ(path_of(l, file_model(Category::lora, "detail", ".pt")), "lora/detail.pt");
+}
+
+TEST(ViewLayoutJsonErrors, InnerFolderFirstAndOfAnotherCategoryIsAllowed) {
+    const ViewLayout l = ViewLayout::from_json(json::parse(R"({"name": "ok", "folders": [
+        {"path": "ckpt/unet", "category": "diffusion_model"},
+        {"path": "ckpt", "category": "checkpoint"}]})"));
+    EXPECT_EQ(l.classify("ckpt/unet/a.safetensors")->category, Category::diffusion_model);
+    EXPECT_EQ(l.classify("ckpt/a.safetensors")->category, Category::checkpoint);
+    EXPECT_EQ(l.classify("ckpt/unetx/a.safetensors")->category, Category::checkpoint);
+    // Listed after its parent: refused, whatever the category.
+    expect_error(R"({"name": "bad", "folders": [
+        {"path": "ckpt", "category": "checkpoint"},
+        {"path": "ckpt/unet", "category": "diffusion_model"}]})",
+                 {"folders[1].path", "nested", "listed before"});
 }
 
 }  // namespace

@@ -7,8 +7,12 @@
 //   loras/sdxl/foo.safetensors A1111     stable-diffusion-webui/models  ->
 //   Stable-diffusion/x.safetensors, Lora/foo.safetensors
 // A1111 and Forge read textual-inversion embeddings from `embeddings/` at the webui root, not under
-// models/. Their view still has `embeddings/` inside it (next to Stable-diffusion/), and users
-// start the webui with `--embeddings-dir <mount>/embeddings` so one mount serves everything.
+// models/ (modules/shared_cmd_options.py --embeddings-dir, default <data dir>/embeddings). Their
+// view still has `embeddings/` inside it (next to Stable-diffusion/), and users start the webui
+// with `--embeddings-dir <mount>/embeddings` so one mount serves everything (a view cannot reach
+// above the models/ folder it replaces).
+// Forge lists diffusion models (Flux, .gguf) only among its checkpoints, so its view shows them
+// in Stable-diffusion/diffusion_models/, a folder inside another (see ViewLayout's constructor).
 //
 // Pure logic: no file system access, no FUSE. Folder paths use '/', are matched case-sensitively
 // (Linux), and extensions case-insensitively (the tools lower-case before comparing).
@@ -58,10 +62,13 @@ struct ViewPath {
 
 class ViewLayout {
   public:
-    // Validates as from_json does; throws std::invalid_argument on a bad layout.
+    // Validates as from_json does; throws std::invalid_argument on a bad layout. Folders are
+    // disjoint, except that a folder may lie inside another of another category when it is
+    // listed before it: the inner one then owns every path below it.
     ViewLayout(std::string name, std::vector<ViewFolder> folders);
 
-    // "a1111" (alias "automatic1111"), "forge", "sdnext", "comfyui", "fooocus"; case-insensitive.
+    // "a1111" (alias "automatic1111"), "forge", "sdnext", "comfyui", "fooocus", "invokeai";
+    // case-insensitive.
     static std::optional<ViewLayout> builtin(std::string_view name);
     // The canonical names builtin() accepts, in a stable order.
     static std::vector<std::string> builtin_names();

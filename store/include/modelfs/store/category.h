@@ -25,6 +25,18 @@ enum class Category {
     clip_vision,
     ipadapter,
     diffusers,
+    // Folders the tools read that hold neither of the above (each cites its tool in
+    // store/src/category.cpp's folder table).
+    style_model,
+    gligen,
+    latent_upscaler,
+    photomaker,
+    classifier,
+    model_patch,
+    audio_encoder,
+    inpaint,
+    prompt_expansion,
+    face_restore,
     other,
     // A file of one view stored by content outside the model folders (view_files.h): never
     // classified into, shown only in its own view at its own path.
@@ -48,5 +60,12 @@ std::optional<Category> category_from_folder(std::string_view folder_name);
 // The category suggested by a safetensors file's tensor names (LoRA key patterns, checkpoint
 // prefixes, VAE-only key sets, embeddings, ...); std::nullopt when the tensors are not telling.
 std::optional<Category> category_from_tensors(const SafetensorsInfo& info);
+
+// The category a GGUF file's `general.architecture` names (GgufInfo::architecture): the
+// diffusion architectures ComfyUI-GGUF and Forge load as a diffusion model ("flux", "sdxl",
+// "wan", ...) give diffusion_model; the text encoders they load ("t5", "t5encoder", and the LLMs
+// ComfyUI-GGUF's CLIP loader takes, "llama", "qwen2vl", ...) give text_encoder. std::nullopt for
+// anything else, e.g. a chat LLM for llama.cpp: no view has a folder for those.
+std::optional<Category> category_from_gguf_architecture(std::string_view architecture);
 
 }  // namespace modelfs

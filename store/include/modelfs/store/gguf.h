@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <string_view>
 
 namespace modelfs {
@@ -41,6 +42,9 @@ struct GgufInfo {
     // Tensors of a ggml type this build does not know: their size cannot be computed, so only
     // their start is checked against the file size.
     std::uint64_t unknown_type_tensors = 0;
+    // The string value of `general.architecture` ("llama", "flux", "t5encoder", ...) as written;
+    // empty when the key is missing, not a string, or longer than the names this reader keeps.
+    std::string architecture;
 };
 
 // Reads and checks the header of an open GGUF file of `file_size` bytes: magic, version, every
