@@ -191,7 +191,9 @@ ViewTree ViewTree::build(const Txn& txn, const std::vector<ViewLayout>& views, b
         for (std::size_t i = 0; i < views.size(); ++i) {
             const ModelVersion& v =
                 m.versions.at(pinned_by_lock ? *pinned_by_lock : m.shown_in(views[i].name()));
-            const std::int64_t mtime_ns = v.shown_mtime() * 1'000'000'000;
+            // A locked mount never switches versions, so switches elsewhere do not touch it.
+            const std::int64_t mtime_ns =
+                pinned_by_lock ? v.shown_mtime() * 1'000'000'000 : m.shown_mtime_ns(v);
             auto tag = [&](Node* n) {
                 if (!n) return;
                 n->model_key = m.key();

@@ -2,6 +2,7 @@
 
 #include <lmdb.h>
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <chrono>
@@ -170,6 +171,7 @@ std::string encode_model(const Model& m) {
               {"versions", std::move(versions)}};
     if (!m.previous.empty()) j["previous"] = m.previous;
     if (!m.pins.empty()) j["pins"] = m.pins;
+    if (m.switched_ns) j["switched"] = m.switched_ns;
     auto v = json::to_cbor(j);
     return std::string(v.begin(), v.end());
 }
@@ -213,6 +215,7 @@ Model decode_model(std::string_view data) {
     if (j.contains("pins"))
         for (const auto& [view, label] : j["pins"].items())
             m.pins.emplace(view, label.get<std::string>());
+    m.switched_ns = j.value("switched", std::int64_t{0});
     return m;
 }
 
@@ -270,6 +273,67 @@ void Model::make_current(std::size_t i) {
     if (i == current) return;
     previous = versions.at(current).label;
     current = i;
+    mark_switched();
+}
+
+bool Model::has_label(std::string_view label) const {
+    return std::any_of(versions.begin(), versions.end(),
+                       [&](const ModelVersion& v) { return v.label == label; });
+}
+
+std::string Model::next_label() const {
+    std::uint64_t n = versions.size() + 1;
+    for (const auto& v : versions) {
+        std::string_view l = v.label;
+        if (l.size() < 2 || l.size() > 19 || l[0] != 'v') continue;
+        std::uint64_t k = 0;
+        auto [end, ec] = std::from_chars(l.data() + 1, l.data() + l.size(), k);
+        if (ec == std::errc() && end == l.data() + l.size() && k >= n) n = k + 1;
+    }
+    while (has_label("v" + std::to_string(n))) ++n;
+    return "v" + std::to_string(n);
+}
+
+AddedVersion Model::add_version(ModelVersion v, const std::optional<std::string>& label,
+                                bool make_it_current) {
+    auto settle = [&](std::size_t i) {
+        if (make_it_current) make_current(i);
+        return AddedVersion{i, false};
+    };
+    if (label) {
+        for (std::size_t i = 0; i < versions.size(); ++i) {
+            if (versions[i].label != *label) continue;
+            if (versions[i].same_content(v)) return settle(i);
+            throw StoreError(ErrorKind::conflict,
+                             key() + " already has a version labelled '" + *label +
+                                 "' with other content; choose another version label");
+        }
+        v.label = *label;
+    } else {
+        for (std::size_t i = 0; i < versions.size(); ++i)
+            if (versions[i].same_content(v)) return settle(i);
+        v.label = next_label();
+    }
+    versions.push_back(std::move(v));
+    const std::size_t i = versions.size() - 1;
+    if (i == 0)
+        current = 0;
+    else if (make_it_current)
+        make_current(i);
+    return AddedVersion{i, true};
+}
+
+void Model::mark_switched() {
+    std::int64_t shown = switched_ns;
+    for (const auto& v : versions) shown = std::max(shown, v.shown_mtime() * 1'000'000'000);
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    switched_ns = std::max(now, shown + 1);
+}
+
+std::int64_t Model::shown_mtime_ns(const ModelVersion& v) const {
+    return std::max(v.shown_mtime() * 1'000'000'000, switched_ns);
 }
 
 std::size_t Model::shown_in(std::string_view view) const {

@@ -106,41 +106,25 @@ FileCommitResult Store::commit_file(const FileCommit& f) {
     Model m;
     if (existing) {
         m = std::move(*existing);
-        auto same = std::find_if(m.versions.begin(), m.versions.end(),
-                                 [&](const ModelVersion& o) { return o.same_content(v); });
-        if (same != m.versions.end()) {
-            // Saving bytes the model already had: that version becomes current again, keeping
-            // the sidecars it had; the shown time is the save's.
-            same->mtime = v.mtime;
-            same->ext = v.ext;
-            if (v.mode) same->mode = v.mode;
-            out.new_version = static_cast<std::size_t>(same - m.versions.begin()) != m.current;
-            m.make_current(static_cast<std::size_t>(same - m.versions.begin()));
-            out.label = same->label;
-        } else {
-            // The overwritten version's sidecars describe the model, not those bytes: they stay.
-            v.sidecars = m.current_version().sidecars;
-            std::size_t n = m.versions.size() + 1;
-            auto taken = [&](const std::string& l) {
-                return std::any_of(m.versions.begin(), m.versions.end(),
-                                   [&](const ModelVersion& o) { return o.label == l; });
-            };
-            while (taken("v" + std::to_string(n))) ++n;
-            v.label = "v" + std::to_string(n);
-            m.versions.push_back(v);
-            m.make_current(m.versions.size() - 1);
-            out.new_version = true;
-            out.label = v.label;
-        }
+        // The overwritten version's sidecars describe the model, not those bytes: a new version
+        // keeps them.
+        v.sidecars = m.current_version().sidecars;
     } else {
         m.category = f.category;
         m.name = f.name;
-        v.label = "v1";
-        m.versions.push_back(v);
-        m.current = 0;
-        out.new_version = true;
-        out.label = v.label;
     }
+    const std::size_t was_current = m.current;
+    const AddedVersion added = m.add_version(v, std::nullopt);
+    ModelVersion& got = m.versions[added.index];
+    if (!added.added) {
+        // Saving bytes the model already had: that version is current again, with the sidecars
+        // it had; the shown time is the save's.
+        got.mtime = v.mtime;
+        got.ext = v.ext;
+        if (v.mode) got.mode = v.mode;
+    }
+    out.new_version = added.added || added.index != was_current;
+    out.label = got.label;
     txn.put_model(m);
     txn.commit();
     return out;
@@ -192,14 +176,10 @@ void Store::rename_model(std::string_view from, Category category, const std::st
             *same = moved;
             dst.make_current(static_cast<std::size_t>(same - dst.versions.begin()));
         } else {
-            auto taken = [&](const std::string& l) {
-                return std::any_of(dst.versions.begin(), dst.versions.end(),
-                                   [&](const ModelVersion& o) { return o.label == l; });
-            };
-            std::size_t n = dst.versions.size() + 1;
-            while (taken(moved.label)) moved.label = "v" + std::to_string(n++);
-            dst.versions.push_back(moved);
-            dst.make_current(dst.versions.size() - 1);
+            // Its label when the destination has no such label, else the next free one.
+            std::optional<std::string> label;
+            if (!dst.has_label(moved.label)) label = moved.label;
+            dst.add_version(std::move(moved), label);
         }
     } else {
         dst = std::move(src);
@@ -217,7 +197,11 @@ void Store::set_shown_attrs(std::string_view key, std::optional<std::int64_t> mt
     auto txn = impl_->catalog.write();
     Model m = must_get(txn, key);
     ModelVersion& v = m.versions.at(m.current);
-    if (mtime) v.mtime = *mtime;
+    if (mtime) {
+        // A time the user set (touch -d) is shown as set, even when it is older.
+        v.mtime = *mtime;
+        m.switched_ns = 0;
+    }
     if (mode) v.mode = *mode & 07777;
     txn.put_model(m);
     txn.commit();

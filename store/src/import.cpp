@@ -684,43 +684,18 @@ class Importer {
                 txn.put_blob(j.result.digests.sha256, r);
             }
             Model model;
-            auto existing = txn.get_model(model_key(*m.category, m.name));
-            if (existing) {
+            if (auto existing = txn.get_model(model_key(*m.category, m.name))) {
                 model = std::move(*existing);
-                auto same = std::find_if(model.versions.begin(), model.versions.end(),
-                                         [&](const ModelVersion& o) { return o.same_content(v); });
-                if (opts_.version) {
-                    auto it = std::find_if(
-                        model.versions.begin(), model.versions.end(),
-                        [&](const ModelVersion& o) { return o.label == *opts_.version; });
-                    if (it != model.versions.end() && !it->same_content(v))
-                        throw StoreError(ErrorKind::conflict,
-                                         model.key() + " already has a version labelled '" +
-                                             *opts_.version +
-                                             "' with other content; choose "
-                                             "another --version");
-                }
-                if (same != model.versions.end() &&
-                    (!opts_.version || same->label == *opts_.version)) {
-                    item.outcome = ImportItem::Outcome::unchanged;
-                    item.label = same->label;
-                    model.make_current(static_cast<std::size_t>(same - model.versions.begin()));
-                } else {
-                    v.label =
-                        opts_.version.value_or("v" + std::to_string(model.versions.size() + 1));
-                    item.outcome = ImportItem::Outcome::new_version;
-                    model.versions.push_back(v);
-                    model.make_current(model.versions.size() - 1);
-                    item.label = v.label;
-                }
             } else {
                 model.category = *m.category;
                 model.name = m.name;
-                v.label = opts_.version.value_or("v1");
-                item.label = v.label;
-                model.versions.push_back(v);
-                model.current = 0;
             }
+            const AddedVersion added = model.add_version(v, opts_.version);
+            item.label = model.versions[added.index].label;
+            if (!added.added)
+                item.outcome = ImportItem::Outcome::unchanged;
+            else if (model.versions.size() > 1)
+                item.outcome = ImportItem::Outcome::new_version;
             txn.put_model(model);
             txn.commit();
         } catch (const std::exception& e) {

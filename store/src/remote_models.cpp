@@ -119,47 +119,15 @@ RemoteAddResult Store::add_remote(const RemoteModel& m) {
     Model model;
     if (auto existing = txn.get_model(key)) {
         model = std::move(*existing);
-        auto label_is = [&](const std::string& l) {
-            return std::find_if(model.versions.begin(), model.versions.end(),
-                                [&](const ModelVersion& o) { return o.label == l; });
-        };
-        if (m.label) {
-            auto it = label_is(*m.label);
-            if (it != model.versions.end() && !it->same_content(v))
-                throw StoreError(ErrorKind::conflict,
-                                 key + " already has a version labelled '" + *m.label +
-                                     "' with other content; choose another version label");
-        }
-        auto same = std::find_if(model.versions.begin(), model.versions.end(),
-                                 [&](const ModelVersion& o) { return o.same_content(v); });
-        if (same != model.versions.end() && (!m.label || same->label == *m.label)) {
-            // Registering content the model already has: that version becomes current again.
-            out.new_version =
-                static_cast<std::size_t>(same - model.versions.begin()) != model.current;
-            model.make_current(static_cast<std::size_t>(same - model.versions.begin()));
-            out.label = same->label;
-        } else {
-            if (m.label) {
-                v.label = *m.label;
-            } else {
-                std::size_t n = model.versions.size() + 1;
-                while (label_is("v" + std::to_string(n)) != model.versions.end()) ++n;
-                v.label = "v" + std::to_string(n);
-            }
-            model.versions.push_back(v);
-            model.make_current(model.versions.size() - 1);
-            out.new_version = true;
-            out.label = v.label;
-        }
     } else {
         model.category = m.category;
         model.name = m.name;
-        v.label = m.label.value_or("v1");
-        model.versions.push_back(v);
-        model.current = 0;
-        out.new_version = true;
-        out.label = v.label;
     }
+    // Registering content the model already has makes that version current again.
+    const std::size_t was_current = model.current;
+    const AddedVersion added = model.add_version(v, m.label);
+    out.new_version = added.added || added.index != was_current;
+    out.label = model.versions[added.index].label;
     txn.put_model(model);
     txn.commit();
     return out;

@@ -117,13 +117,6 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
             if (m.versions[i].same_content(v)) return i;
         return std::nullopt;
     };
-    auto check_label = [&](const Model& m) {
-        for (const auto& o : m.versions)
-            if (o.label == t.label && !o.same_content(v))
-                throw StoreError(ErrorKind::conflict,
-                                 "model " + key + " already has a version '" + t.label +
-                                     "' with other content; nothing was imported for it");
-    };
     auto settle_existing = [&](const Model& m, std::size_t idx) {
         out.label = m.versions[idx].label;
         out.present = t.files.size();
@@ -144,7 +137,9 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
         auto txn = impl_->catalog.read();
         if (auto m = txn.get_model(key)) {
             if (auto same = find_same(*m)) return settle_existing(*m, *same);
-            check_label(*m);
+            // A taken label is refused before anything is placed (on a copy: the same rule).
+            Model probe = *m;
+            probe.add_version(v, t.label);
         }
     }
 
@@ -244,19 +239,12 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
             txn.commit();  // the blob records are still worth keeping
             return settle_existing(m, *same);
         }
-        check_label(m);
-        m.versions.push_back(v);
-        if (t.make_current) {
-            m.make_current(m.versions.size() - 1);
-            out.made_current = true;
-        }
     } else {
         m.category = t.category;
         m.name = t.name;
-        m.versions.push_back(v);
-        m.current = 0;
-        out.made_current = true;
     }
+    const AddedVersion added = m.add_version(v, t.label, t.make_current);
+    out.made_current = m.current == added.index;
     out.new_version = true;
     txn.put_model(m);
     txn.commit();

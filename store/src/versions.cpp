@@ -102,6 +102,7 @@ VersionChange Store::pin(std::string_view key, std::string_view label, const std
     out.changed = out.from_label != out.to_label;
     if (!out.changed) return out;
     m.pins[view] = m.versions[i].label;
+    m.mark_switched();
     txn.put_model(m);
     txn.commit();
     return out;
@@ -111,6 +112,7 @@ bool Store::unpin(std::string_view key, const std::string& view) {
     auto txn = impl_->catalog.write();
     Model m = need_model(txn, key);
     if (m.pins.erase(view) == 0) return false;
+    m.mark_switched();
     txn.put_model(m);
     txn.commit();
     return true;
@@ -260,19 +262,10 @@ std::size_t add_locked_version(Txn& txn, Model& m, const LockedModel& lm) {
         v.ext = lm.ext;
     }
     // The lock's label when free; else the same label marked as coming from the lock.
-    auto taken = [&](const std::string& l) {
-        return std::any_of(m.versions.begin(), m.versions.end(),
-                           [&](const ModelVersion& o) { return o.label == l; });
-    };
     std::string label = lm.label;
-    for (int n = 1; taken(label); ++n)
+    for (int n = 1; m.has_label(label); ++n)
         label = lm.label + "-lock" + (n > 1 ? std::to_string(n) : std::string());
-    v.label = label;
-    m.versions.push_back(std::move(v));
-    if (m.versions.size() == 1)
-        m.current = 0;
-    else
-        m.make_current(m.versions.size() - 1);
+    m.add_version(std::move(v), label);
     return remote;
 }
 

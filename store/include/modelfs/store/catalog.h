@@ -19,9 +19,10 @@
 namespace modelfs {
 
 // 2 added sidecars and the shown mtime/mode of versions; 3 added models' `previous` and `pins`
-// and registered lock files. An older catalog is upgraded on open (nothing in it changes
-// meaning).
-inline constexpr std::uint32_t kSchemaVersion = 3;
+// and registered lock files; 4 added models' `switched` (an older modelfs would drop it on its
+// next write and set shown mtimes back). An older catalog is upgraded on open (nothing in it
+// changes meaning).
+inline constexpr std::uint32_t kSchemaVersion = 4;
 
 enum class BlobState {
     present,      // the file is in blobs/ and matched its hash when stored (unless `unverified`)
@@ -134,6 +135,13 @@ struct ModelVersion {
     Sha256 content_id() const;
 };
 
+// What Model::add_version did: the version's index, and whether it is new (false: the model
+// already had that content, under that label when one was asked for).
+struct AddedVersion {
+    std::size_t index = 0;
+    bool added = false;
+};
+
 struct Model {
     Category category = Category::other;
     std::string name;  // may contain '/' for sub-folders, never an extension
@@ -145,12 +153,33 @@ struct Model {
     // Per-view pins: view name -> label. That view shows the pinned version as NAME.EXT whatever
     // is current.
     std::map<std::string, std::string> pins;
+    // Unix nanoseconds of the last change of what a view shows (a new current version, a pin, an
+    // unpin); 0: none since the last explicit mtime. Views show max(version's mtime, this), so a
+    // switched file always looks newer than before: A1111 and Forge re-hash a file only when its
+    // mtime is newer than the one they cached.
+    std::int64_t switched_ns = 0;
 
     std::string key() const;  // "category/name"
     const ModelVersion& current_version() const { return versions.at(current); }
     // Makes version `i` current, remembering the old current label in `previous` (when it
     // changes), so every path that changes the current version can be rolled back.
     void make_current(std::size_t i);
+    // The one way a version joins a model (import, downloads, mount saves, trusted caches, lock
+    // files, renames). With `label`: a version of that label and the same content is returned
+    // as it is, one with other content is refused (StoreError conflict); otherwise `v` is added
+    // under it. Without: content the model already has returns that version; otherwise `v` is
+    // added under next_label(). The returned version is made current when `make_current` (the
+    // first version always is).
+    AddedVersion add_version(ModelVersion v, const std::optional<std::string>& label,
+                             bool make_current = true);
+    bool has_label(std::string_view label) const;
+    // "v<N>" for an N above every "v<digits>" label the model has and above its number of
+    // versions, so a label that retention dropped below the newest is not given again.
+    std::string next_label() const;
+    // Records a change of what views show now (see switched_ns): later than anything shown.
+    void mark_switched();
+    // What a view shows as the mtime of version `v` of this model, in nanoseconds.
+    std::int64_t shown_mtime_ns(const ModelVersion& v) const;
     // The version a view shows as NAME.EXT: its pin when it has one (and the label exists),
     // else the current one.
     std::size_t shown_in(std::string_view view) const;
