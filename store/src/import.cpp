@@ -76,6 +76,15 @@ void check_model_name(const std::string& name) {
                          "invalid model name '" + terminal_safe(name) + "': " + why);
 }
 
+FileModelName file_model_name(const std::string& filename) {
+    auto [stem, ext] = split_ext(filename);
+    return {std::move(stem), std::move(ext)};
+}
+
+bool is_model_file_name(const std::string& filename) {
+    return is_model_file(filename);
+}
+
 namespace {
 
 // Gives a moved file back to the user as an ordinary writable copy of its blob (the blob itself
@@ -182,7 +191,7 @@ class Importer {
                    std::vector<std::string> folders) {
         ModelPlan m;
         m.source = p;
-        auto [stem, ext] = split_ext(p.filename().string());
+        auto [stem, ext] = file_model_name(p.filename().string());
         m.name = name.empty() ? stem : name;
         m.ext = ext;
         m.category_folders = std::move(folders);
@@ -321,7 +330,7 @@ class Importer {
                 // Sub-folders below the category folder (or below the walk root) stay in the name.
                 std::size_t keep = std::min(cat_at, rel_parts.size());
                 for (std::size_t i = keep; i-- > 0;) name += folders[i] + "/";
-                name += split_ext(fname).first;
+                name += file_model_name(fname).name;
                 plan_file(e.path(), e.file_size(ec), name, std::move(folders));
             }
         }

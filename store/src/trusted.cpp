@@ -63,6 +63,10 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
     check_version_label(t.label);
     if (t.files.empty())
         throw StoreError(ErrorKind::bad_input, "model " + t.name + "@" + t.label + " has no files");
+    if (t.single_file && t.files.size() != 1)
+        throw StoreError(ErrorKind::bad_input, "model " + t.name + "@" + t.label +
+                                                   " is a single-file model but lists " +
+                                                   std::to_string(t.files.size()) + " files");
     const std::string key = model_key(t.category, t.name);
     if (key.size() > 511)
         throw StoreError(ErrorKind::bad_input, "model name too long for the catalog: " + key);
@@ -109,6 +113,11 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
     }
     std::sort(v.tree.begin(), v.tree.end(),
               [](const TreeEntry& a, const TreeEntry& b) { return a.path < b.path; });
+    if (t.single_file) {
+        v.blob = v.tree.front().blob;
+        v.ext = file_model_name(fs::path(v.tree.front().path).filename().string()).ext;
+        v.tree.clear();
+    }
     out.size = v.size;
 
     // Content the model already has: nothing to place (a second import of the same cache).

@@ -146,6 +146,9 @@ struct TrustedTree {
     // Make this version current even when the model already has one (a cache's `main`, `latest`).
     // A new model's first version is current anyway.
     bool make_current = false;
+    // Catalogue the one file of `files` as a single-file model (its blob, and the extension of
+    // its path by file_model_name) instead of a tree: a cache's repo that is one model file.
+    bool single_file = false;
     std::vector<TrustedFile> files;
 };
 struct TrustedTreeResult {
@@ -165,6 +168,20 @@ struct TrustedTreeResult {
 // '.'/'..' components, components over 200 bytes, '@' (reserved for version labels). For callers
 // that check a name before doing anything costly (`modelfs add` before probing URLs).
 void check_model_name(const std::string& name);
+
+// What a file's name makes of a single-file model: its model name and the extension the views
+// show it with ("foo.safetensors" -> {"foo", ".safetensors"}). The one rule `import` and the
+// cache imports name a file by.
+struct FileModelName {
+    std::string name;
+    std::string ext;
+};
+FileModelName file_model_name(const std::string& filename);
+
+// Whether a file name has the extension of a model file (the list `import` takes from a folder:
+// .safetensors .sft .ckpt .pt .pt2 .pth .bin .pkl .gguf .onnx, .fooocus.patch); sidecars,
+// configs and READMEs do not.
+bool is_model_file_name(const std::string& filename);
 
 // One file of a model registered from remote sources (`modelfs add URL`, a manifest): known by
 // size and, where anyone knew it, SHA-256; downloaded on first use.
