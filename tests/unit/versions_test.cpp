@@ -257,6 +257,26 @@ TEST_F(RetainThenAddTest, AnAddedURLGetsALabelNoKeptVersionHas) {
     expect_new_label_selectable(*f.sha256);
 }
 
+// Issue 16: `touch -d` in a view with a pin sets the pinned version's mtime, shown exactly as set
+// while the other views keep showing the switch time; the next switch is newer than both.
+TEST_F(VersionsTest, AnExplicitMtimeIsShownAsSetUntilTheNextSwitch) {
+    add("foo", 1);
+    add("foo", 2);
+    s().pin("lora/foo", "v1", "comfyui");
+    Model m = model("lora/foo");
+    const std::int64_t switched = m.switched_ns;
+    ASSERT_GT(switched, 0);
+    s().set_shown_attrs("lora/foo", 1'000'000'000, std::nullopt, "v1");
+    m = model("lora/foo");
+    EXPECT_EQ(m.shown_mtime_ns(m.versions[0]), 1'000'000'000ll * 1'000'000'000);
+    EXPECT_EQ(m.shown_mtime_ns(m.versions[1]), switched) << "what the other views show stays";
+    EXPECT_EQ(m.versions[1].mtime, 0) << "the current version was not touched";
+    s().unpin("lora/foo", "comfyui");
+    m = model("lora/foo");
+    EXPECT_GT(m.shown_mtime_ns(m.versions[0]), switched);
+    EXPECT_GT(m.shown_mtime_ns(m.versions[1]), switched);
+}
+
 TEST_F(VersionsTest, GcAfterRetainRemovesOnlyUnreachableAndNotOpenBlobs) {
     Sha256 v1 = add("foo", 1);
     Sha256 v2 = add("foo", 2);

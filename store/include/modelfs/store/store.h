@@ -331,9 +331,10 @@ class Store {
     // replaced file, without losing the replaced model's older versions.
     void rename_model(std::string_view from, Category category, const std::string& name,
                       const std::string& ext);
-    // Sets the mtime and/or permission bits a mount shows for a model's current version.
+    // Sets the mtime and/or permission bits a mount shows for version `label` of a model (the
+    // one the view shows: a pin, or the current one; empty: the current one).
     void set_shown_attrs(std::string_view key, std::optional<std::int64_t> mtime,
-                         std::optional<std::uint32_t> mode);
+                         std::optional<std::uint32_t> mode, std::string_view label = {});
 
     // Remote models (lazy fetch). The store itself never touches the network: fetch/ downloads
     // into partial_dir() and calls commit_download.
