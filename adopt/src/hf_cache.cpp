@@ -374,7 +374,7 @@ bool walk_snapshot(const RepoAccess& ra, int dirfd, const std::string& rel_dir, 
 
 // A repo that is one model file (a LoRA, a VAE, a checkpoint, a GGUF) next to a README, a config
 // and the like is that file to the tools, not a folder: with exactly one file of a model
-// extension (file_model_name's list) whose header names a category (category_from_content: the
+// extension (is_model_file_name's list) whose header names a category (category_from_content: the
 // rule `import` applies to a file), the snapshot becomes a single-file model of that category
 // named REPO/FILE, and the other files are left out. Anything else stays a tree: a repo whose one
 // weight file says nothing (a BERT, a pickle) may need its config and tokenizer next to it.
