@@ -54,7 +54,7 @@ void print_outcomes(const adopt::RunReport& rep) {
         std::printf("%s  %s: %s\n", o.tool.c_str(), o.models_dir.c_str(), o.status.c_str());
         if (!o.ok) continue;
         for (const auto& n : o.notes) std::printf("  %s\n", n.c_str());
-        if (o.status != "adopted") continue;
+        if (o.result != adopt::InstallOutcome::Result::adopted) continue;
         std::printf(
             "  %zu files in the store, %zu kept at their path, %zu not adopted, %zu "
             "changing\n",
@@ -111,7 +111,7 @@ int run_adopt(const Globals& g, const AdoptArgs& a) {
         // mount; the plan reports it as already adopted (or mounted by hand), or finishes it
         // from its record.
         auto rec = adopt::load_record(store.root(), inst.tool);
-        if ((rec && rec->state != "unadopted") || adopt::is_mountpoint(inst.models_dir)) {
+        if ((rec && adopt::holds_install(rec->state)) || adopt::is_mountpoint(inst.models_dir)) {
             adopt::InstallScan s;
             s.install = inst;
             scans.push_back(std::move(s));
@@ -206,7 +206,7 @@ int run_unadopt(const Globals& g, const std::vector<std::string>& dirs) {
             continue;
         }
         std::printf("%s: %s", u.id.c_str(), u.status.c_str());
-        if (u.ok && u.status == "unadopted")
+        if (u.result == adopt::UnadoptOutcome::Result::unadopted)
             std::printf(" (%zu files plain again, %zu added through the mount)", u.restored,
                         u.added);
         std::printf("\n");
@@ -235,9 +235,9 @@ int run_adopted(const Globals& g) {
         return kOk;
     }
     for (const auto& r : recs)
-        std::printf("%-8s %-10s %s  (view over %s, %zu files, %s)\n", r.id.c_str(), r.state.c_str(),
-                    r.root.c_str(), r.models_dir.c_str(), r.files.size(),
-                    format_time(r.updated).c_str());
+        std::printf("%-8s %-10s %s  (view over %s, %zu files, %s)\n", r.id.c_str(),
+                    std::string(adopt::state_name(r.state)).c_str(), r.root.c_str(),
+                    r.models_dir.c_str(), r.files.size(), format_time(r.updated).c_str());
     if (recs.empty() && !g.quiet) std::printf("no adopted installs\n");
     return kOk;
 }

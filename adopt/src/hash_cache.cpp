@@ -129,23 +129,24 @@ class CacheWriter {
 };
 
 // Hashes one file, again when its stat moved while it was read (up to three reads).
-std::optional<HashedFile> hash_one(const sfs::path& real, Progress* progress, std::string& why) {
+std::optional<HashedFile> hash_one(const sfs::path& real, Progress* progress,
+                                   HashReport::Failure& why) {
     for (int attempt = 0; attempt < 3; ++attempt) {
         UniqueFd fd = detail::open_real(real);
         if (!fd) {
-            why = "cannot open " + real.string() + ": " + std::strerror(errno);
+            why.why = "cannot open " + real.string() + ": " + std::strerror(errno);
             return std::nullopt;
         }
         struct stat before, after;
         if (::fstat(fd.get(), &before) != 0) {
-            why = "cannot stat " + real.string() + ": " + std::strerror(errno);
+            why.why = "cannot stat " + real.string() + ": " + std::strerror(errno);
             return std::nullopt;
         }
         HashedFile h;
         try {
             h.digests = digest_fd(fd.get(), progress, real.c_str());
         } catch (const StoreError& e) {
-            why = e.what();
+            why.why = e.what();
             return std::nullopt;
         }
         ::fstat(fd.get(), &after);
@@ -165,7 +166,7 @@ std::optional<HashedFile> hash_one(const sfs::path& real, Progress* progress, st
             return h;
         }
     }
-    why = "changing while adopting (read 3 times, it changed each time), left in place";
+    why = {"changing while adopting (read 3 times, it changed each time), left in place", true};
     return std::nullopt;
 }
 
@@ -207,7 +208,8 @@ HashReport hash_scans(const sfs::path& store_root, const std::vector<InstallScan
             if (!seen.insert(f.real).second) continue;
             struct stat st;
             if (::stat(f.real.c_str(), &st) != 0) {
-                rep.failed[f.real] = "cannot stat " + f.real.string() + ": " + std::strerror(errno);
+                rep.failed[f.real] = {"cannot stat " + f.real.string() + ": " +
+                                      std::strerror(errno)};
                 continue;
             }
             auto it = cache.find(f.real);
@@ -240,7 +242,7 @@ HashReport hash_scans(const sfs::path& store_root, const std::vector<InstallScan
     auto worker = [&] {
         try {
             for (std::size_t i; (i = next++) < jobs.size();) {
-                std::string why;
+                HashReport::Failure why;
                 auto h = hash_one(jobs[i].real, opts.progress, why);
                 if (opts.progress) ++opts.progress->done_items;
                 if (!h) {

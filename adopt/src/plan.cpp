@@ -94,42 +94,31 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                                            (d.origin.empty() ? "" : " (" + d.origin + ")"));
 
         auto layout = fs::ViewLayout::builtin(inst.tool);
+        const bool mounted = is_mountpoint(inst.models_dir);
         if (!layout) {
-            ip.skip = "no built-in view for tool '" + inst.tool + "'";
+            ip.skip = {.reason = SkipReason::no_view, .tool = inst.tool};
         } else if (!ids_in_plan.insert(ip.id).second) {
-            ip.skip = "a second " + inst.tool +
-                      " install in one run; adopt one install per tool per store";
-        } else if (auto rec = load_record(root, ip.id); rec && rec->state != "unadopted") {
-            if (rec->root != inst.root)
-                ip.skip = "another " + inst.tool + " install (" + rec->root.string() +
-                          ") is adopted in this store; one install per tool per store (run "
-                          "`modelfs unadopt " +
-                          rec->root.string() + "` first)";
-            else if (rec->state == "recorded")
-                ip.resume = true;  // an interrupted run: finish the switch from the record
-            else if (!is_mountpoint(inst.models_dir))
-                ip.resume = true;  // adopted, but the view is not mounted (a reboot): mount it
-            else
-                ip.skip = "already adopted (" + rec->state + "); `modelfs unadopt " +
-                          inst.root.string() + "` gives the plain folders back";
+            ip.skip = {.reason = SkipReason::second_install, .tool = inst.tool};
+        } else {
+            auto rec = load_record(root, ip.id);
+            auto verdict = record_verdict(rec ? &*rec : nullptr, inst, mounted);
+            ip.skip = verdict.skip;
+            ip.resume = verdict.resume;
         }
-        if (ip.skip.empty() && !ip.resume) {
+        if (!ip.skip && !ip.resume) {
             std::error_code ec;
             if (!ip.scan.models_refused.empty())
-                ip.skip = ip.scan.models_refused;
-            else if (is_mountpoint(inst.models_dir))
-                ip.skip = inst.models_dir.string() +
-                          " is already a mount point, without an adoption record; unmount it "
-                          "first";
+                ip.skip = {.reason = SkipReason::models_refused, .detail = ip.scan.models_refused};
+            else if (mounted)
+                ip.skip = {.reason = SkipReason::models_dir_mounted, .path = inst.models_dir};
             else if (sfs::is_symlink(inst.models_dir, ec))
                 // Renaming it would move the link, not the folder: adopt the folder it points to
                 // as the models folder of its own tool, or replace the link by the folder.
-                ip.skip = inst.models_dir.string() + " is a link to " +
-                          sfs::read_symlink(inst.models_dir, ec).string() +
-                          "; adopt needs the real folder there (replace the link by the folder "
-                          "it points to)";
+                ip.skip = {.reason = SkipReason::models_dir_link,
+                           .path = inst.models_dir,
+                           .link_target = sfs::read_symlink(inst.models_dir, ec)};
         }
-        if (!ip.skip.empty() || ip.resume) {
+        if (ip.skip || ip.resume) {
             plan.installs.push_back(std::move(ip));
             continue;
         }
@@ -172,58 +161,59 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                     auto h = hashes.files.find(f.real);
                     if (h != hashes.files.end()) pf.hash = h->second;
                 }
-                auto place_outside = [&](const std::string& why) {
+                auto leave = [&](Left how, const std::string& why) {
                     pf.action = Action::left;
-                    pf.note = "kept in place, not in the store: " + why;
+                    pf.left = how;
+                    pf.note = left_note(how, why);
+                };
+                // Problems outside the models folder stay where they are, not in the backup.
+                auto not_adopted = [&](const std::string& why) {
+                    leave(inside ? Left::not_adopted : Left::outside, why);
                 };
                 if (!utf8_path(f)) {
                     // The record and the hash cache are JSON: a name they cannot hold exactly
                     // is not adopted rather than recorded wrongly.
-                    pf.action = Action::left;
-                    pf.note = "not adopted: " + f.path.string() + ": its name is not valid UTF-8";
+                    not_adopted(f.path.string() + ": its name is not valid UTF-8");
                     continue;
                 }
                 switch (f.kind) {
                     case ScannedFile::Kind::broken_link:
-                        pf.action = Action::left;
-                        pf.note = "not adopted: " + f.path.string() + " -> " + f.link_target +
-                                  ": broken link";
+                        not_adopted(f.path.string() + " -> " + f.link_target + ": broken link");
                         break;
                     case ScannedFile::Kind::unreadable:
-                        pf.action = Action::left;
-                        pf.note =
-                            "not adopted: " + (f.problem.empty() ? f.path.string() : f.problem);
+                        not_adopted(f.problem.empty() ? f.path.string() : f.problem);
                         break;
                     case ScannedFile::Kind::special:
-                        pf.action = Action::left;
-                        pf.note = "not adopted: " + f.path.string() + ": a socket, fifo or device";
+                        not_adopted(f.path.string() + ": a socket, fifo or device");
                         break;
                     case ScannedFile::Kind::plain:
                         if (inside) {
                             pf.action = Action::overlay;
                             pf.note = "plain file, kept at its path";
                         } else {
-                            place_outside("plain file outside the models folder");
+                            leave(Left::kept_in_place, "plain file outside the models folder");
                         }
                         break;
                     case ScannedFile::Kind::model:
                     case ScannedFile::Kind::sidecar: {
                         if (!pf.hash) {
                             auto fail = hashes.failed.find(f.real);
-                            std::string why =
-                                fail != hashes.failed.end() ? fail->second : "not hashed";
-                            pf.action = why.find("changing") != std::string::npos ? Action::changing
-                                                                                  : Action::left;
-                            pf.note = (pf.action == Action::changing ? "" : "not adopted: ") +
-                                      f.path.string() + ": " + why;
+                            const HashReport::Failure why = fail != hashes.failed.end()
+                                                                ? fail->second
+                                                                : HashReport::Failure{"not hashed"};
+                            if (why.changing) {
+                                pf.action = Action::changing;
+                                pf.note = f.path.string() + ": " + why.why;
+                            } else {
+                                not_adopted(f.path.string() + ": " + why.why);
+                            }
                             break;
                         }
                         // The store takes only complete files (store/FORMAT.md, "Complete model
                         // files"): a cut-off download stays where it is, with the reason.
                         if (auto why = incomplete_reason(f.real, pf.hash->digests.size,
                                                          f.path.filename().string())) {
-                            pf.action = Action::left;
-                            pf.note = "not adopted: " + f.path.string() + ": " + *why;
+                            not_adopted(f.path.string() + ": " + *why);
                             break;
                         }
                         bool showable = false;
@@ -244,13 +234,11 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                                 // foo.safetensors): the view shows one file per name, and in the
                                 // overlay the mount would ingest it as a new version of that model,
                                 // hiding the first.
-                                pf.action = Action::left;
-                                pf.note = "not adopted: " + f.path.string() +
-                                          ": the view shows one "
-                                          "file per model name and " +
-                                          key + " is " +
-                                          ip.files[claimed[key]].file.path.filename().string() +
-                                          " (rename it and adopt again)";
+                                not_adopted(f.path.string() +
+                                            ": the view shows one file per model name and " + key +
+                                            " is " +
+                                            ip.files[claimed[key]].file.path.filename().string() +
+                                            " (rename it and adopt again)");
                                 break;
                             }
                             showable = at.has_value();
@@ -293,10 +281,9 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                         } else if (inside && !layout_model_path(*layout, f.view_rel)) {
                             pf.action = Action::overlay;
                         } else if (inside) {
-                            pf.action = Action::left;
-                            pf.note = "not adopted: " + f.path.string() + ": " + pf.note;
+                            not_adopted(f.path.string() + ": " + pf.note);
                         } else {
-                            place_outside(pf.note);
+                            leave(Left::kept_in_place, pf.note);
                         }
                         break;
                     }
@@ -423,12 +410,7 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
     }
 
     for (auto& ip : plan.installs) {
-        if (!ip.skip.empty() || ip.resume) continue;
-        // Problems outside the models folder stay where they are, not in the backup.
-        for (auto& pf : ip.files)
-            if (pf.action == Action::left && pf.note.rfind("not adopted", 0) == 0 &&
-                !in_models(pf.file, ip.scan.install))
-                pf.note = "left where it is (outside the models folder): " + pf.note.substr(13);
+        if (ip.skip || ip.resume) continue;
         auto& t = ip.totals;
         for (const auto& pf : ip.files) {
             if (pf.action == Action::store || pf.action == Action::store_in_place) {
@@ -441,7 +423,7 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                     ++t.overlay;
             } else if (pf.action == Action::changing) {
                 ++t.changing;
-            } else if (pf.action == Action::left && pf.note.rfind("not adopted", 0) == 0) {
+            } else if (pf.left == Left::not_adopted) {
                 ++t.not_adopted;
             }
         }
@@ -499,7 +481,7 @@ json plan_json(const Plan& plan) {
                   {"kept_in_place", ip.kept_in_place},
                   {"notes", ip.notes},
                   {"files", files}};
-        if (!ip.skip.empty()) j["skip"] = ip.skip;
+        if (ip.skip) j["skip"] = skip_text(ip.skip);
         if (ip.resume) j["resume"] = true;
         if (!ip.scan.acting_for.empty()) j["acting_for"] = ip.scan.acting_for;
         if (!ip.scan.outside.empty()) {
@@ -548,8 +530,8 @@ std::string plan_text(const Plan& plan) {
         const auto& inst = ip.scan.install;
         o << inst.tool << "  " << inst.root.string() << "  (view over " << inst.models_dir.string()
           << ")\n";
-        if (!ip.skip.empty()) {
-            o << "  skipped: " << ip.skip << "\n";
+        if (ip.skip) {
+            o << "  skipped: " << skip_text(ip.skip) << "\n";
             continue;
         }
         if (ip.resume) {
@@ -575,7 +557,7 @@ std::string plan_text(const Plan& plan) {
                 o << "  " << pf.file.path.string() << ": " << pf.note << "\n";
             else if (pf.action == Action::changing)
                 o << "  " << pf.note << "\n";
-            else if (pf.action == Action::left && pf.note.rfind("not adopted", 0) == 0)
+            else if (pf.left == Left::not_adopted)
                 o << "  " << pf.note << "; it stays in " << backup.string() << "\n";
         }
     }

@@ -72,6 +72,9 @@ json record_json(const Record& r) {
                          {"pinned", f.pinned},
                          {"shown_at", f.shown_at},
                          {"note", f.note}});
+    for (std::size_t i = 0; i < r.files.size(); ++i)
+        if (r.files[i].left != Left::none)
+            files[i]["left"] = std::string(left_name(r.files[i].left));
     json j = {{"modelfs_adopt", 1},
               {"id", r.id},
               {"tool", r.tool},
@@ -80,7 +83,7 @@ json record_json(const Record& r) {
               {"models_dir", r.models_dir.string()},
               {"backup", r.backup.string()},
               {"mountpoint", r.mountpoint.string()},
-              {"state", r.state},
+              {"state", std::string(state_name(r.state))},
               {"created", r.created},
               {"updated", r.updated},
               {"files", files}};
@@ -102,7 +105,13 @@ static Record record_from_json(const json& j, const sfs::path& file) {
         r.models_dir = j.at("models_dir").get<std::string>();
         r.backup = j.at("backup").get<std::string>();
         r.mountpoint = j.at("mountpoint").get<std::string>();
-        r.state = j.at("state");
+        const std::string state = j.at("state");
+        if (auto st = parse_state(state))
+            r.state = *st;
+        else
+            throw StoreError(ErrorKind::schema, file.string() + ": unknown state '" + state +
+                                                    "'; upgrade modelfs to adopt or unadopt this "
+                                                    "install");
         r.created = j.value("created", 0);
         r.updated = j.value("updated", 0);
         for (const auto& f : j.at("files")) {
@@ -123,6 +132,10 @@ static Record record_from_json(const json& j, const sfs::path& file) {
             x.pinned = f.value("pinned", false);
             x.shown_at = f.value("shown_at", "");
             x.note = f.value("note", "");
+            if (f.contains("left"))
+                x.left = parse_left(f.at("left").get<std::string>()).value_or(Left::none);
+            else if (x.action == Action::left)
+                x.left = detail::left_of_legacy_note(x.note);
             r.files.push_back(std::move(x));
         }
         if (j.contains("dirs")) r.dirs = j.at("dirs").get<std::vector<std::string>>();
@@ -162,7 +175,7 @@ AdoptedFiles adopted_files(const sfs::path& store_root) {
     AdoptedFiles out;
     for (const auto& r : load_records(store_root)) {
         // Not yet switched (recorded) or given back: the install's files are all on disk.
-        if (r.state != "mounted" && r.state != "confirmed") continue;
+        if (!switched(r.state)) continue;
         for (const auto& f : r.files) {
             auto sha = Sha256::from_hex(f.sha256);
             if (f.action != Action::store || f.model.empty() || !sha) continue;

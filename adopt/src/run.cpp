@@ -343,7 +343,7 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
                                  " but does not show what was adopted: " + bad.front());
         out.notes.push_back("the view was already mounted at " + r.mountpoint.string());
         detach(store, r);
-        r.state = "mounted";
+        r.state = RecordState::mounted;
         save_record(store.root(), r);
         return;
     }
@@ -400,7 +400,7 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
                                             list);
     }
     detach(store, r);
-    r.state = "mounted";
+    r.state = RecordState::mounted;
     save_record(store.root(), r);
 }
 
@@ -517,7 +517,7 @@ Record record_of(const InstallPlan& ip) {
     r.models_dir = inst.models_dir;
     r.backup = sfs::path(inst.models_dir.string() + ".modelfs-backup");
     r.mountpoint = inst.models_dir;
-    r.state = "recorded";
+    r.state = RecordState::recorded;
     r.dirs = folders_below(inst.models_dir);
     for (const auto& pf : ip.files) {
         RecordFile x;
@@ -536,6 +536,7 @@ Record record_of(const InstallPlan& ip) {
         x.model = pf.model;
         x.pinned = pf.pin;
         x.shown_at = pf.shown_at;
+        x.left = pf.left;
         x.note = pf.note;
         r.files.push_back(std::move(x));
     }
@@ -556,10 +557,11 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
         out.tool = inst.tool;
         out.models_dir = inst.models_dir;
         out.backup = sfs::path(inst.models_dir.string() + ".modelfs-backup");
-        if (!ip.skip.empty()) {
-            out.status = ip.skip;
-            // Already adopted is not a failure: adopt is meant to be run again safely.
-            out.ok = ip.skip.rfind("already adopted", 0) == 0;
+        if (ip.skip) {
+            out.result = InstallOutcome::Result::skipped;
+            out.skip = ip.skip;
+            out.status = skip_text(ip.skip);
+            out.ok = skip_is_ok(ip.skip.reason);
             report.installs.push_back(std::move(out));
             continue;
         }
@@ -567,7 +569,7 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
             Record r;
             if (ip.resume) {
                 r = *load_record(store.root(), ip.id);
-                if (r.state != "recorded") {
+                if (r.state != RecordState::recorded) {
                     // Adopted, view not mounted (a reboot without the fstab line): mount it
                     // again over the empty folder. The backup may be gone (confirmed).
                     std::error_code ec;
@@ -587,11 +589,13 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
                     }
                     // An install adopted before blobs were immutable still has backup names that
                     // are blobs' inodes: they go now (confirm would delete them anyway).
-                    if (r.state == "mounted") {
+                    if (r.state == RecordState::mounted) {
                         detach(store, r);
                         out.bytes_to_free = detail::confirm_walk(store, r, false).bytes_freed;
                     }
-                    out.status = "adopted (" + r.state + "); the view is mounted again";
+                    out.result = InstallOutcome::Result::mounted_again;
+                    out.status = "adopted (" + std::string(state_name(r.state)) +
+                                 "); the view is mounted again";
                     out.ok = true;
                     out.fstab_line = detail::fstab_line(r, store.root());
                     out.systemd_unit = detail::systemd_unit(r, store.root());
@@ -641,8 +645,10 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
                                 auto m = model_at.find(pf.file.sidecar_of);
                                 if (m == model_at.end() || r.files[m->second].label.empty()) {
                                     r.files[i].action = Action::left;
-                                    r.files[i].note = "not adopted: " + pf.file.path.string() +
-                                                      ": its model was not stored";
+                                    r.files[i].left = Left::not_adopted;
+                                    r.files[i].note = left_note(
+                                        Left::not_adopted,
+                                        pf.file.path.string() + ": its model was not stored");
                                     continue;
                                 }
                                 model = &ip.files[m->second];
@@ -702,7 +708,7 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
                         ++out.changing;
                         break;
                     case Action::left:
-                        if (f.note.rfind("not adopted", 0) == 0) ++out.left;
+                        if (f.left == Left::not_adopted) ++out.left;
                         break;
                 }
             }
@@ -711,6 +717,7 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
             out.bytes_to_free = detail::confirm_walk(store, r, false).bytes_freed;
             out.fstab_line = detail::fstab_line(r, store.root());
             out.systemd_unit = detail::systemd_unit(r, store.root());
+            out.result = InstallOutcome::Result::adopted;
             out.status = "adopted";
             out.ok = true;
         } catch (const std::exception& e) {

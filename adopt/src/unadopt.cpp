@@ -165,18 +165,19 @@ std::vector<ConfirmOutcome> confirm(Store& store, const std::vector<sfs::path>& 
     std::vector<ConfirmOutcome> out;
     for (auto& r : load_records(store.root())) {
         if (!selected(r, roots)) continue;
-        if (r.state != "mounted") {
+        if (r.state != RecordState::mounted) {
             ConfirmOutcome c;
             c.id = r.id;
-            c.status =
-                r.state == "confirmed" ? "already confirmed" : "not mounted (" + r.state + ")";
-            c.ok = r.state == "confirmed";
+            const bool done = r.state == RecordState::confirmed;
+            c.status = done ? "already confirmed"
+                            : "not mounted (" + std::string(state_name(r.state)) + ")";
+            c.ok = done;
             out.push_back(std::move(c));
             continue;
         }
         ConfirmOutcome c = detail::confirm_walk(store, r, true);
         prune_empty(r.backup);
-        r.state = "confirmed";
+        r.state = RecordState::confirmed;
         save_record(store.root(), r);
         c.status = "confirmed";
         c.ok = true;
@@ -562,10 +563,10 @@ std::size_t hand_over(Store& store, const Record& r) {
     std::set<std::string> given_back = {r.tool};  // tools whose installs hold nothing any more
     std::set<std::string> theirs;  // contents those installs had (and have back, of their own)
     for (const auto& o : load_records(store.root())) {
-        if (o.id != r.id && o.state != "unadopted")
+        if (o.id != r.id && holds_install(o.state))
             for (const auto& f : o.files)
                 if (!f.model.empty()) elsewhere.insert(f.model);
-        if (o.state == "unadopted") {
+        if (!holds_install(o.state)) {
             given_back.insert(o.tool);
             for (const auto& f : o.files) theirs.insert(f.sha256);
         }
@@ -637,7 +638,8 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
         if (!selected(r, roots)) continue;
         UnadoptOutcome u;
         u.id = r.id;
-        if (r.state == "unadopted") {
+        if (!holds_install(r.state)) {
+            u.result = UnadoptOutcome::Result::unadopted_before;
             u.status = "not adopted (unadopted before)";
             u.ok = true;
             out.push_back(std::move(u));
@@ -732,8 +734,9 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
             }
             u.restored = restored;
             remove_made_folders(r);
-            r.state = "unadopted";
+            r.state = RecordState::unadopted;
             save_record(store.root(), r);
+            u.result = UnadoptOutcome::Result::unadopted;
             u.status = "unadopted";
             u.ok = true;
         } catch (const std::exception& e) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string>
 
+#include "modelfs/adopt/adopt.h"
 #include "modelfs/store/progress.h"
 #include "modelfs/store/unique_fd.h"
 
@@ -42,5 +43,9 @@ bool is_under(const std::filesystem::path& p, const std::filesystem::path& dir,
 bool movable(const std::filesystem::path& path, const std::filesystem::path& real,
              const std::filesystem::path& models_dir, const std::filesystem::path& store_root,
              std::string* why = nullptr);
+
+// How a file of a record from before records named it (no "left") was left, read from its
+// note's words (states.cpp, which makes those words).
+Left left_of_legacy_note(std::string_view note);
 
 }  // namespace modelfs::adopt::detail

@@ -20,6 +20,7 @@
 
 #include "fake_scan.h"
 #include "modelfs/adopt/adopt.h"
+#include "modelfs/fs/view_layout.h"
 #include "modelfs/store/store.h"
 #include "support/sized_models.h"
 #include "support/test_env.h"
@@ -293,7 +294,7 @@ TEST_F(AdoptTest, AdoptConfirmUnadopt) {
     for (const auto& u : un) EXPECT_TRUE(u.ok) << u.status;
     expect_plain_again();
     // Unadopted records; adopting again starts afresh.
-    for (const auto& r : load_records(store_root)) EXPECT_EQ(r.state, "unadopted");
+    for (const auto& r : load_records(store_root)) EXPECT_EQ(r.state, RecordState::unadopted);
 }
 
 // Blobs are immutable: after adopt no name outside STORE/blobs/ is a blob's inode, so writing
@@ -430,8 +431,10 @@ TEST_F(AdoptTest, SecondAdoptIsANoOp) {
     auto h = hash_scans(store_root, s);
     EXPECT_EQ(h.hashed + h.cached, 0u);
     Plan plan = make_plan(store, std::move(s), h);
-    for (const auto& ip : plan.installs)
-        EXPECT_EQ(ip.skip.rfind("already adopted", 0), 0u) << ip.skip;
+    for (const auto& ip : plan.installs) {
+        EXPECT_EQ(ip.skip.reason, SkipReason::already_adopted);
+        EXPECT_EQ(skip_text(ip.skip).rfind("already adopted", 0), 0u) << skip_text(ip.skip);
+    }
     auto rep = run_plan(store, plan, run_options());
     EXPECT_TRUE(rep.ok());
     EXPECT_NE(plan_text(plan).find("already adopted (mounted)"), std::string::npos);
@@ -443,7 +446,8 @@ TEST_F(AdoptTest, SecondAdoptIsANoOp) {
     std::vector<InstallScan> s2{fake::fake_scan("a1111", other / "a")};
     auto h2 = hash_scans(store_root, s2);
     Plan p2 = make_plan(store, std::move(s2), h2);
-    EXPECT_NE(p2.installs[0].skip.find("another a1111 install"), std::string::npos);
+    EXPECT_EQ(p2.installs[0].skip.reason, SkipReason::other_install_adopted);
+    EXPECT_NE(skip_text(p2.installs[0].skip).find("another a1111 install"), std::string::npos);
 }
 
 TEST_F(AdoptTest, InterruptedHashingResumes) {
@@ -489,7 +493,7 @@ TEST_F(AdoptTest, CrashBetweenRecordAndMountResumes) {
     ASSERT_TRUE(WIFSIGNALED(status));
     auto rec = load_record(store_root, "a1111");
     ASSERT_TRUE(rec);
-    EXPECT_EQ(rec->state, "recorded");
+    EXPECT_EQ(rec->state, RecordState::recorded);
     EXPECT_FALSE(is_mountpoint(a1111 / "models"));
     expect_every_path_reads_the_same();  // nothing moved yet
     Plan plan;
@@ -499,7 +503,7 @@ TEST_F(AdoptTest, CrashBetweenRecordAndMountResumes) {
     EXPECT_TRUE(is_mountpoint(a1111 / "models"));
     EXPECT_TRUE(is_mountpoint(comfy / "models"));
     expect_every_path_reads_the_same();
-    EXPECT_EQ(load_record(store_root, "a1111")->state, "mounted");
+    EXPECT_EQ(load_record(store_root, "a1111")->state, RecordState::mounted);
     // The resumed switch also finished the move: the keepers' backup names are gone, and no
     // backup file is a blob's inode.
     EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup/Stable-diffusion/sdxl.safetensors"));
@@ -531,7 +535,7 @@ TEST_F(AdoptTest, BusyMountpointAtUnadoptChangesNothing) {
     EXPECT_TRUE(is_mountpoint(a1111 / "models"));
     EXPECT_TRUE(sfs::exists(a1111 / "models.modelfs-backup"));
     EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-restore"));
-    EXPECT_EQ(load_record(store_root, "a1111")->state, "mounted");
+    EXPECT_EQ(load_record(store_root, "a1111")->state, RecordState::mounted);
     expect_every_path_reads_the_same();
     auto un = unadopt(store, {});
     for (const auto& u : un) EXPECT_TRUE(u.ok) << u.status;
@@ -586,7 +590,7 @@ TEST_F(AdoptTest, AdoptAgainRemountsAnUnmountedView) {
     EXPECT_NE(rep.installs[0].status.find("mounted again"), std::string::npos);
     EXPECT_TRUE(is_mountpoint(a1111 / "models"));
     expect_every_path_reads_the_same();
-    EXPECT_EQ(load_record(store_root, "a1111")->state, "confirmed");
+    EXPECT_EQ(load_record(store_root, "a1111")->state, RecordState::confirmed);
 }
 
 // A failure in the switch (here: a stale overlay file of an earlier mount of the view) puts the
@@ -604,7 +608,7 @@ TEST_F(AdoptTest, FailedSwitchRollsBackAndUnadoptRestores) {
     EXPECT_TRUE(rep.installs[1].ok) << rep.installs[1].status;
     EXPECT_FALSE(is_mountpoint(a1111 / "models"));
     EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup"));
-    EXPECT_EQ(load_record(store_root, "a1111")->state, "recorded");
+    EXPECT_EQ(load_record(store_root, "a1111")->state, RecordState::recorded);
     expect_every_path_reads_the_same();
     // Committed files are read-only blobs now; unadopt gives them back as the user's.
     Store store = Store::open(store_root);
@@ -820,7 +824,8 @@ TEST(AdoptHashing, FileChangingWhileHashedIsReported) {
     writer.join();
     const sfs::path busy = sfs::canonical(m / "busy.safetensors");
     ASSERT_TRUE(h.failed.count(busy));
-    EXPECT_NE(h.failed.at(busy).find("changing while adopting"), std::string::npos);
+    EXPECT_TRUE(h.failed.at(busy).changing);
+    EXPECT_NE(h.failed.at(busy).why.find("changing while adopting"), std::string::npos);
     EXPECT_EQ(h.hashed, 1u);
     Store store = Store::open(tmp / "store");
     Plan plan = make_plan(store, std::move(s), h);
@@ -836,6 +841,56 @@ TEST(AdoptHashing, FileChangingWhileHashedIsReported) {
 
 namespace {
 
+// A problem in a folder outside the models folder (extra_model_paths.yaml) stays where it is:
+// named in the plan, but neither counted as not adopted nor said to stay in the backup, which
+// only holds the models folder. The same problem inside is both.
+TEST(AdoptNames, ProblemsOutsideTheModelsFolderAreLeftWhereTheyAre) {
+    TempDir tmp("modelfs-adopt-outside");
+    sfs::create_directories(tmp / "webui/models/Lora");
+    sfs::create_directories(tmp / "extra");
+    sfs::create_symlink("/nonexistent/in.safetensors", tmp / "webui/models/Lora/in.safetensors");
+    sfs::create_symlink("/nonexistent/out.safetensors", tmp / "extra/out.safetensors");
+    write_text_file(tmp / "extra/readme.txt", "hi\n");
+    Store::init(tmp / "store");
+    Store store = Store::open(tmp / "store");
+    Install inst;
+    inst.tool = "a1111";
+    inst.root = sfs::canonical(tmp / "webui");
+    inst.models_dir = inst.root / "models";
+    inst.dirs.push_back(ModelDir{inst.models_dir, "", true, "layout"});
+    inst.dirs.push_back(ModelDir{sfs::canonical(tmp / "extra"), "Lora", false, "a test"});
+    std::vector<InstallScan> s{scan_install(inst, *fs::ViewLayout::builtin("a1111"))};
+    auto h = hash_scans(tmp / "store", s);
+    Plan plan = make_plan(store, std::move(s), h);
+    const InstallPlan& ip = plan.installs.at(0);
+    ASSERT_FALSE(ip.skip) << skip_text(ip.skip);
+    std::map<std::string, const PlannedFile*> by_name;
+    for (const auto& pf : ip.files) by_name[pf.file.path.filename().string()] = &pf;
+    ASSERT_TRUE(by_name.count("in.safetensors") && by_name.count("out.safetensors") &&
+                by_name.count("readme.txt"));
+    const PlannedFile& in = *by_name["in.safetensors"];
+    const PlannedFile& out = *by_name["out.safetensors"];
+    const PlannedFile& readme = *by_name["readme.txt"];
+    EXPECT_EQ(in.action, Action::left);
+    EXPECT_EQ(in.left, Left::not_adopted);
+    EXPECT_EQ(in.note.rfind("not adopted: " + in.file.path.string() + " -> ", 0), 0u) << in.note;
+    EXPECT_EQ(out.action, Action::left);
+    EXPECT_EQ(out.left, Left::outside);
+    EXPECT_EQ(
+        out.note.rfind(
+            "left where it is (outside the models folder): " + out.file.path.string() + " -> ", 0),
+        0u)
+        << out.note;
+    EXPECT_EQ(readme.action, Action::left);
+    EXPECT_EQ(readme.left, Left::kept_in_place);
+    EXPECT_EQ(readme.note, "kept in place, not in the store: plain file outside the models folder");
+    EXPECT_EQ(ip.totals.not_adopted, 1u);
+    const std::string text = plan_text(plan);
+    EXPECT_NE(text.find("in.safetensors: broken link; it stays in"), std::string::npos) << text;
+    EXPECT_EQ(text.find("out.safetensors"), std::string::npos) << text;
+    EXPECT_NE(text.find("1 not adopted (see below)"), std::string::npos) << text;
+}
+
 // A models folder that is itself a link (StabilityMatrix): renaming it would move the link.
 TEST(AdoptNames, LinkedModelsFolderIsRefusedWithAReason) {
     TempDir tmp("modelfs-adopt-linked");
@@ -848,8 +903,9 @@ TEST(AdoptNames, LinkedModelsFolderIsRefusedWithAReason) {
     std::vector<InstallScan> s{fake::fake_scan("a1111", tmp / "webui")};
     auto h = hash_scans(tmp / "store", s);
     Plan plan = make_plan(store, std::move(s), h);
-    EXPECT_NE(plan.installs[0].skip.find("is a link to"), std::string::npos)
-        << plan.installs[0].skip;
+    EXPECT_EQ(plan.installs[0].skip.reason, SkipReason::models_dir_link);
+    EXPECT_NE(skip_text(plan.installs[0].skip).find("is a link to"), std::string::npos)
+        << skip_text(plan.installs[0].skip);
     auto rep = run_plan(store, plan);
     EXPECT_FALSE(rep.ok());
     EXPECT_TRUE(sfs::is_symlink(tmp / "webui/models"));

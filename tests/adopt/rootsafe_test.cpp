@@ -354,7 +354,7 @@ TEST_F(RootSafe, AdoptConfigFolderOutsideTheInstallNeedsTheFlagAndTheRules) {
         EXPECT_NE(text.find("\"outside_install\""), std::string::npos) << text;
         for (const auto& pf : plan.installs.at(0).files)
             EXPECT_NE(pf.file.path.parent_path(), secret->dir) << pf.file.path;
-        EXPECT_TRUE(plan.installs.at(0).skip.empty()) << plan.installs.at(0).skip;
+        EXPECT_FALSE(plan.installs.at(0).skip) << skip_text(plan.installs.at(0).skip);
     }
     {
         ScanOptions so;
@@ -372,8 +372,9 @@ TEST_F(RootSafe, AdoptConfigFolderOutsideTheInstallNeedsTheFlagAndTheRules) {
     // The models folder moved by the configuration to root's folder: the install is skipped.
     write_text_file(root / "config.json", "{\"models_dir\": \"" + secret->dir.string() + "\"}\n");
     Plan plan = plan_for(store, root, store_root, {}, "sdnext");
-    EXPECT_NE(plan.installs.at(0).skip.find("is outside the install"), std::string::npos)
-        << plan.installs.at(0).skip;
+    EXPECT_EQ(plan.installs.at(0).skip.reason, SkipReason::models_refused);
+    EXPECT_NE(skip_text(plan.installs.at(0).skip).find("is outside the install"), std::string::npos)
+        << skip_text(plan.installs.at(0).skip);
     auto rep = run_plan(store, plan);
     EXPECT_FALSE(rep.ok());
     secret->expect_untouched("after adopt");

@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -40,10 +41,13 @@ struct HashedFile {
 struct HashReport {
     // Key: ScannedFile::real (a file reached twice is hashed once).
     std::map<std::filesystem::path, HashedFile> files;
-    // real path -> why it was not hashed ("changing while adopting", "cannot open: ...").
-    std::map<std::filesystem::path, std::string> failed;
-    std::size_t cached = 0;  // taken from STORE/adopt/hashes.jsonl
-    std::size_t hashed = 0;  // read now
+    struct Failure {
+        std::string why;        // "changing while adopting ...", "cannot open ...: ..."
+        bool changing = false;  // it changed each time it was read
+    };
+    std::map<std::filesystem::path, Failure> failed;  // real path -> why it was not hashed
+    std::size_t cached = 0;                           // taken from STORE/adopt/hashes.jsonl
+    std::size_t hashed = 0;                           // read now
     std::uint64_t hashed_bytes = 0;
 };
 
@@ -55,6 +59,78 @@ unsigned default_readers();
 // cached, to test an interrupted run.
 HashReport hash_scans(const std::filesystem::path& store_root,
                       const std::vector<InstallScan>& scans, const HashOptions& opts = {});
+
+// ---- States and reasons ----------------------------------------------------------------------
+// Kept as values; the words users see (and records hold) are made from them in one place each.
+
+// Where an adopted install is (store/FORMAT.md "Adopted installs", States). Written in the record
+// by name (state_name).
+enum class RecordState {
+    recorded,   // every file committed, the record durable; the switch may be partly done
+    mounted,    // the view is mounted over models_dir, the backup holds the rest
+    confirmed,  // `adopt --confirm` deleted what the store has from the backup
+    unadopted,  // the plain folder is back; a later adopt starts afresh
+};
+std::string_view state_name(RecordState s);
+std::optional<RecordState> parse_state(std::string_view s);
+// The install is the store's (adopted, or being adopted): adopt must not scan or adopt it again.
+constexpr bool holds_install(RecordState s) {
+    return s != RecordState::unadopted;
+}
+// The view has replaced the models folder: what adopt moved is only in the store.
+constexpr bool switched(RecordState s) {
+    return s == RecordState::mounted || s == RecordState::confirmed;
+}
+
+// Why an install is not adopted now. The text users see is skip_text's.
+enum class SkipReason {
+    none,
+    no_view,                // the tool has no built-in view
+    second_install,         // a second install of one tool in one run
+    other_install_adopted,  // another install of the tool is adopted in this store
+    already_adopted,        // this install is adopted and its view is mounted
+    models_refused,         // the scan refused the models folder (its words in `detail`)
+    models_dir_mounted,     // the models folder is a mount point no record explains
+    models_dir_link,        // the models folder is a symbolic link
+};
+struct Skip {
+    SkipReason reason = SkipReason::none;
+    std::string tool{};
+    // The install's root (already_adopted), its models folder (models_dir_*), the other
+    // install's root (other_install_adopted).
+    std::filesystem::path path{};
+    std::filesystem::path link_target{};       // models_dir_link
+    RecordState state = RecordState::mounted;  // already_adopted
+    std::string detail{};                      // models_refused
+    explicit operator bool() const { return reason != SkipReason::none; }
+};
+std::string skip_text(const Skip& s);
+// Already adopted is not a failure: adopt is meant to be run again safely.
+constexpr bool skip_is_ok(SkipReason r) {
+    return r == SkipReason::already_adopted;
+}
+
+// What adopt does with an install, given its record (if any) and whether its models folder is a
+// mount point now.
+struct RecordVerdict {
+    Skip skip;            // set: not adopted now
+    bool resume = false;  // finish the switch, or mount the view again, from the record
+};
+struct Record;
+// `rec`: the install's record, null when it has none.
+RecordVerdict record_verdict(const Record* rec, const Install& inst, bool models_dir_mounted);
+
+// How a file that is not adopted (Action::left) stays where it is: picks its note's wording
+// (left_note) and whether reports count it as not adopted. Written in the record by name.
+enum class Left {
+    none,           // not left (any other action)
+    not_adopted,    // a problem (broken link, unreadable, incomplete, ...): stays in the backup
+    outside,        // such a problem outside the models folder: left where it is
+    kept_in_place,  // outside the models folder and nothing the store takes: stays where it is
+};
+std::string_view left_name(Left l);
+std::optional<Left> parse_left(std::string_view s);
+std::string left_note(Left l, const std::string& why);
 
 // ---- Plan ------------------------------------------------------------------------------------
 
@@ -82,7 +158,8 @@ struct PlannedFile {
     bool pin = false;    // its view is pinned to the version it had (a clash)
     // Where the view shows it when that is not its own path (a model of a non-primary folder).
     std::string shown_at;
-    std::string note;  // why, for the report
+    Left left = Left::none;  // with Action::left
+    std::string note;        // why, for the report
 };
 
 struct ToolTotals {
@@ -102,9 +179,9 @@ struct InstallPlan {
     std::vector<std::string> kept_in_place;  // folders outside models_dir, left where they are
     std::vector<std::string> notes;          // clashes, duplicates under other names, ...
     ToolTotals totals;
-    // Non-empty: this install is not adopted now ("already adopted", "another a1111 install is
-    // adopted in this store: ..."); `resume` when a record says an earlier run was interrupted.
-    std::string skip;
+    // Set: this install is not adopted now; `resume` when a record says an earlier run was
+    // interrupted, or the view of an adopted install is not mounted.
+    Skip skip;
     bool resume = false;
 };
 
@@ -151,13 +228,14 @@ struct RecordFile {
     std::string model, label;
     bool pinned = false;
     std::string shown_at;  // empty: at view_rel
+    Left left = Left::none;
     std::string note;
 };
 
 struct Record {
     std::string id, tool, view;
     std::filesystem::path root, models_dir, backup, mountpoint;
-    std::string state;  // recorded, mounted, confirmed, unadopted
+    RecordState state = RecordState::recorded;
     std::int64_t created = 0, updated = 0;
     std::vector<RecordFile> files;
     // The folders below models_dir when adopt recorded the install (relative paths): unadopt
@@ -190,9 +268,17 @@ struct RunOptions {
 };
 
 struct InstallOutcome {
+    enum class Result {
+        adopted,        // committed and switched now (or an interrupted run finished)
+        mounted_again,  // adopted before, its view mounted again
+        skipped,        // see `skip`
+        failed,
+    };
     std::string id, tool;
     std::filesystem::path models_dir, backup;
-    std::string status;  // "adopted", "already adopted", "skipped: ...", "failed: ..."
+    Result result = Result::failed;
+    Skip skip;           // with Result::skipped
+    std::string status;  // for the user: "adopted", skip_text, "failed: ..."
     bool ok = false;
     std::size_t stored = 0, overlay = 0, left = 0, changing = 0;
     std::uint64_t bytes_to_free = 0;  // at confirm
@@ -228,7 +314,9 @@ struct ConfirmOutcome {
 std::vector<ConfirmOutcome> confirm(Store& store, const std::vector<std::filesystem::path>& roots);
 
 struct UnadoptOutcome {
+    enum class Result { unadopted, unadopted_before, failed };
     std::string id;
+    Result result = Result::failed;
     std::string status;
     bool ok = false;
     std::size_t restored = 0;  // files back as plain files
