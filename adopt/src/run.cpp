@@ -543,6 +543,187 @@ Record record_of(const InstallPlan& ip) {
     return r;
 }
 
+// Adopted, view not mounted (a reboot without the fstab line): mount it again over the empty
+// folder. The backup may be gone (confirmed).
+void mount_again(Store& store, Record& r, const RunOptions& opts, InstallOutcome& out) {
+    std::error_code ec;
+    if (!sfs::is_directory(r.models_dir) || !sfs::is_empty(r.models_dir, ec))
+        throw StoreError(ErrorKind::conflict,
+                         r.models_dir.string() + " should be the empty folder the " + r.view +
+                             " view is mounted on, and is not; move its files away and run "
+                             "adopt again");
+    detail::start_mount(r, store.root(), opts);
+    auto bad = check_mount(r, opts.verify);
+    if (!bad.empty()) {
+        detail::stop_mount(r.mountpoint, nullptr);
+        throw StoreError(ErrorKind::io, "the " + r.view + " view over " + r.mountpoint.string() +
+                                            " does not show what was adopted: " + bad.front());
+    }
+    // An install adopted before blobs were immutable still has backup names that are blobs'
+    // inodes: they go now (confirm would delete them anyway).
+    if (r.state == RecordState::mounted) {
+        detach(store, r);
+        out.bytes_to_free = detail::confirm_walk(store, r, false).bytes_freed;
+    }
+    out.result = InstallOutcome::Result::mounted_again;
+    out.status = "adopted (" + std::string(state_name(r.state)) + "); the view is mounted again";
+    out.ok = true;
+    out.fstab_line = detail::fstab_line(r, store.root());
+    out.systemd_unit = detail::systemd_unit(r, store.root());
+}
+
+// Before anything is committed: the models folder is neither a mount nor has a backup beside it
+// that no record explains, and the store has room for what must be copied.
+void check_fresh(Store& store, const InstallPlan& ip, const sfs::path& backup) {
+    const Install& inst = ip.scan.install;
+    if (is_mountpoint(inst.models_dir))
+        throw StoreError(ErrorKind::conflict,
+                         inst.models_dir.string() +
+                             " is already a mount point without an adoption record; unmount it "
+                             "first");
+    if (sfs::exists(sfs::symlink_status(backup)))
+        throw StoreError(ErrorKind::conflict,
+                         backup.string() +
+                             " exists but no adoption record names it; move it away first "
+                             "(nothing was changed)");
+    check_space(store, ip);
+}
+
+// Commits the files to store into the catalog, recording each one's label in `r` (or why it was
+// not committed). Returns each model's current version before (key -> label): the clashes keep
+// it current for the other views. A failure gives back what was linked so far.
+std::map<std::string, std::optional<std::string>> commit_files(Store& store, InstallPlan& ip,
+                                                               const RunOptions& opts, Record& r,
+                                                               InstallOutcome& out) {
+    const Install& inst = ip.scan.install;
+    Committer c{store, opts, false};
+    std::map<std::string, std::size_t> model_at;  // view_rel -> index
+    for (std::size_t i = 0; i < ip.files.size(); ++i)
+        if (ip.files[i].file.kind == ScannedFile::Kind::model)
+            model_at[ip.files[i].file.view_rel] = i;
+    std::map<std::string, std::optional<std::string>> before;  // key -> old current
+    // Files the store can take without a copy first, so that a file that must be copied finds
+    // its content stored already whenever another file had it.
+    std::vector<bool> can_move(ip.files.size());
+    for (std::size_t i = 0; i < ip.files.size(); ++i)
+        can_move[i] = ip.files[i].action == Action::store &&
+                      detail::movable(ip.files[i].file.path, ip.files[i].file.real, inst.models_dir,
+                                      store.root());
+    try {
+        for (int pass = 0; pass < 4; ++pass) {
+            const auto kind = pass < 2 ? ScannedFile::Kind::model : ScannedFile::Kind::sidecar;
+            const bool moving = pass % 2 == 0;
+            for (std::size_t i = 0; i < ip.files.size(); ++i) {
+                PlannedFile& pf = ip.files[i];
+                if (pf.file.kind != kind || can_move[i] != moving) continue;
+                if (pf.action != Action::store && pf.action != Action::store_in_place) continue;
+                const PlannedFile* model = nullptr;
+                if (kind == ScannedFile::Kind::sidecar) {
+                    auto m = model_at.find(pf.file.sidecar_of);
+                    if (m == model_at.end() || r.files[m->second].label.empty()) {
+                        r.files[i].action = Action::left;
+                        r.files[i].left = Left::not_adopted;
+                        r.files[i].note =
+                            left_note(Left::not_adopted,
+                                      pf.file.path.string() + ": its model was not stored");
+                        continue;
+                    }
+                    model = &ip.files[m->second];
+                } else if (!before.count(pf.model)) {
+                    auto txn = store.catalog().read();
+                    auto m = txn.get_model(pf.model);
+                    before[pf.model] = m ? std::optional(m->current_version().label) : std::nullopt;
+                }
+                c.movable = moving;
+                std::string label, why;
+                if (c.commit(pf, model, inst.tool, label, why)) {
+                    r.files[i].label = label;
+                } else {
+                    pf.action = Action::changing;
+                    r.files[i].action = Action::changing;
+                    r.files[i].note = why;
+                    out.notes.push_back(pf.file.path.string() + ": " + why);
+                }
+            }
+        }
+    } catch (...) {
+        // No record will say what was committed: the files linked so far go back to being the
+        // user's alone (copies of the blobs) before giving up.
+        give_back(store, r);
+        throw;
+    }
+    return before;
+}
+
+// Clashes: each view keeps the version it had; whatever was current before stays current for
+// the other views.
+void pin_clashes(Store& store, Record& r,
+                 const std::map<std::string, std::optional<std::string>>& before) {
+    for (auto& f : r.files) {
+        if (f.kind != ScannedFile::Kind::model || f.label.empty()) continue;
+        if (f.pinned) store.pin(f.model, f.label, r.view);
+        auto b = before.find(f.model);
+        if (b != before.end() && b->second && *b->second != f.label) {
+            if (!f.pinned) {
+                store.pin(f.model, f.label, r.view);
+                f.pinned = true;
+            }
+            store.use_version(f.model, *b->second);
+        }
+    }
+}
+
+// The report of an install now switched: its counts, what confirm will free, how to mount it at
+// boot.
+void report_adopted(Store& store, const Record& r, InstallOutcome& out) {
+    for (const auto& f : r.files) {
+        switch (f.action) {
+            case Action::store:
+            case Action::store_in_place:
+                ++out.stored;
+                break;
+            case Action::overlay:
+                ++out.overlay;
+                break;
+            case Action::changing:
+                ++out.changing;
+                break;
+            case Action::left:
+                if (f.left == Left::not_adopted) ++out.left;
+                break;
+        }
+    }
+    // What confirm will free, from the tree as it is now (a resumed adopt has no plan figures):
+    // the same walk confirm makes.
+    out.bytes_to_free = detail::confirm_walk(store, r, false).bytes_freed;
+    out.fstab_line = detail::fstab_line(r, store.root());
+    out.systemd_unit = detail::systemd_unit(r, store.root());
+    out.result = InstallOutcome::Result::adopted;
+    out.status = "adopted";
+    out.ok = true;
+}
+
+// One install of the plan: skipped, mounted again, or committed, recorded and switched (a
+// resumed one from its record). Throws when it fails.
+void adopt_install(Store& store, InstallPlan& ip, const RunOptions& opts, InstallOutcome& out) {
+    Record r;
+    if (ip.resume) {
+        r = *load_record(store.root(), ip.id);
+        if (r.state != RecordState::recorded) return mount_again(store, r, opts, out);
+        out.notes.push_back("finishing an interrupted adopt from its record");
+    } else {
+        check_fresh(store, ip, out.backup);
+        r = record_of(ip);
+        const auto before = commit_files(store, ip, opts, r, out);
+        pin_clashes(store, r, before);
+        save_record(store.root(), r);
+        // Test hook: a crash between the record and the switch.
+        if (std::getenv("MODELFS_ADOPT_TEST_KILL_AFTER_RECORD")) ::raise(SIGKILL);
+    }
+    switch_over(store, r, opts, out);
+    report_adopted(store, r, out);
+}
+
 }  // namespace
 
 RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
@@ -562,167 +743,14 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
             out.skip = ip.skip;
             out.status = skip_text(ip.skip);
             out.ok = skip_is_ok(ip.skip.reason);
-            report.installs.push_back(std::move(out));
-            continue;
-        }
-        try {
-            Record r;
-            if (ip.resume) {
-                r = *load_record(store.root(), ip.id);
-                if (r.state != RecordState::recorded) {
-                    // Adopted, view not mounted (a reboot without the fstab line): mount it
-                    // again over the empty folder. The backup may be gone (confirmed).
-                    std::error_code ec;
-                    if (!sfs::is_directory(r.models_dir) || !sfs::is_empty(r.models_dir, ec))
-                        throw StoreError(ErrorKind::conflict,
-                                         r.models_dir.string() +
-                                             " should be the empty folder the " + r.view +
-                                             " view is mounted on, and is not; move its files "
-                                             "away and run adopt again");
-                    detail::start_mount(r, store.root(), opts);
-                    auto bad = check_mount(r, opts.verify);
-                    if (!bad.empty()) {
-                        detail::stop_mount(r.mountpoint, nullptr);
-                        throw StoreError(ErrorKind::io,
-                                         "the " + r.view + " view over " + r.mountpoint.string() +
-                                             " does not show what was adopted: " + bad.front());
-                    }
-                    // An install adopted before blobs were immutable still has backup names that
-                    // are blobs' inodes: they go now (confirm would delete them anyway).
-                    if (r.state == RecordState::mounted) {
-                        detach(store, r);
-                        out.bytes_to_free = detail::confirm_walk(store, r, false).bytes_freed;
-                    }
-                    out.result = InstallOutcome::Result::mounted_again;
-                    out.status = "adopted (" + std::string(state_name(r.state)) +
-                                 "); the view is mounted again";
-                    out.ok = true;
-                    out.fstab_line = detail::fstab_line(r, store.root());
-                    out.systemd_unit = detail::systemd_unit(r, store.root());
-                    report.installs.push_back(std::move(out));
-                    continue;
-                }
-                out.notes.push_back("finishing an interrupted adopt from its record");
-            } else {
-                if (is_mountpoint(inst.models_dir))
-                    throw StoreError(ErrorKind::conflict,
-                                     inst.models_dir.string() +
-                                         " is already a mount point without an adoption record; "
-                                         "unmount it first");
-                if (sfs::exists(sfs::symlink_status(out.backup)))
-                    throw StoreError(ErrorKind::conflict,
-                                     out.backup.string() +
-                                         " exists but no adoption record names it; move it away "
-                                         "first (nothing was changed)");
-                check_space(store, ip);
-                Committer c{store, opts, false};
-                std::map<std::string, std::size_t> model_at;  // view_rel -> index
-                for (std::size_t i = 0; i < ip.files.size(); ++i)
-                    if (ip.files[i].file.kind == ScannedFile::Kind::model)
-                        model_at[ip.files[i].file.view_rel] = i;
-                std::map<std::string, std::string> labels;  // view_rel -> label committed
-                std::map<std::string, std::optional<std::string>> before;  // key -> old current
-                r = record_of(ip);
-                // Files the store can take without a copy first, so that a file that must be
-                // copied finds its content stored already whenever another file had it.
-                std::vector<bool> can_move(ip.files.size());
-                for (std::size_t i = 0; i < ip.files.size(); ++i)
-                    can_move[i] = ip.files[i].action == Action::store &&
-                                  detail::movable(ip.files[i].file.path, ip.files[i].file.real,
-                                                  inst.models_dir, store.root());
-                try {
-                    for (int pass = 0; pass < 4; ++pass) {
-                        const auto kind =
-                            pass < 2 ? ScannedFile::Kind::model : ScannedFile::Kind::sidecar;
-                        const bool moving = pass % 2 == 0;
-                        for (std::size_t i = 0; i < ip.files.size(); ++i) {
-                            PlannedFile& pf = ip.files[i];
-                            if (pf.file.kind != kind || can_move[i] != moving) continue;
-                            if (pf.action != Action::store && pf.action != Action::store_in_place)
-                                continue;
-                            const PlannedFile* model = nullptr;
-                            if (kind == ScannedFile::Kind::sidecar) {
-                                auto m = model_at.find(pf.file.sidecar_of);
-                                if (m == model_at.end() || r.files[m->second].label.empty()) {
-                                    r.files[i].action = Action::left;
-                                    r.files[i].left = Left::not_adopted;
-                                    r.files[i].note = left_note(
-                                        Left::not_adopted,
-                                        pf.file.path.string() + ": its model was not stored");
-                                    continue;
-                                }
-                                model = &ip.files[m->second];
-                            } else if (!before.count(pf.model)) {
-                                auto txn = store.catalog().read();
-                                auto m = txn.get_model(pf.model);
-                                before[pf.model] =
-                                    m ? std::optional(m->current_version().label) : std::nullopt;
-                            }
-                            c.movable = moving;
-                            std::string label, why;
-                            if (c.commit(pf, model, inst.tool, label, why)) {
-                                r.files[i].label = label;
-                            } else {
-                                pf.action = Action::changing;
-                                r.files[i].action = Action::changing;
-                                r.files[i].note = why;
-                                out.notes.push_back(pf.file.path.string() + ": " + why);
-                            }
-                        }
-                    }
-                } catch (...) {
-                    // No record will say what was committed: the files linked so far go back
-                    // to being the user's alone (copies of the blobs) before giving up.
-                    give_back(store, r);
-                    throw;
-                }
-                // Clashes: each view keeps the version it had; whatever was current before
-                // stays current for the other views.
-                for (auto& f : r.files) {
-                    if (f.kind != ScannedFile::Kind::model || f.label.empty()) continue;
-                    if (f.pinned) store.pin(f.model, f.label, r.view);
-                    auto b = before.find(f.model);
-                    if (b != before.end() && b->second && *b->second != f.label) {
-                        if (!f.pinned) {
-                            store.pin(f.model, f.label, r.view);
-                            f.pinned = true;
-                        }
-                        store.use_version(f.model, *b->second);
-                    }
-                }
-                save_record(store.root(), r);
-                // Test hook: a crash between the record and the switch.
-                if (std::getenv("MODELFS_ADOPT_TEST_KILL_AFTER_RECORD")) ::raise(SIGKILL);
+        } else {
+            try {
+                adopt_install(store, ip, opts, out);
+            } catch (const std::exception& e) {
+                out.result = InstallOutcome::Result::failed;
+                out.status = std::string("failed: ") + e.what();
+                spdlog::error("adopting {}: {}", inst.root.string(), e.what());
             }
-            switch_over(store, r, opts, out);
-            for (const auto& f : r.files) {
-                switch (f.action) {
-                    case Action::store:
-                    case Action::store_in_place:
-                        ++out.stored;
-                        break;
-                    case Action::overlay:
-                        ++out.overlay;
-                        break;
-                    case Action::changing:
-                        ++out.changing;
-                        break;
-                    case Action::left:
-                        if (f.left == Left::not_adopted) ++out.left;
-                        break;
-                }
-            }
-            // What confirm will free, from the tree as it is now (a resumed adopt has no plan
-            // figures): the same walk confirm makes.
-            out.bytes_to_free = detail::confirm_walk(store, r, false).bytes_freed;
-            out.fstab_line = detail::fstab_line(r, store.root());
-            out.systemd_unit = detail::systemd_unit(r, store.root());
-            out.result = InstallOutcome::Result::adopted;
-            out.status = "adopted";
-            out.ok = true;
-        } catch (const std::exception& e) {
-            out.status = std::string("failed: ") + e.what();
-            spdlog::error("adopting {}: {}", inst.root.string(), e.what());
         }
         report.installs.push_back(std::move(out));
     }
