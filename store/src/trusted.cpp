@@ -56,9 +56,8 @@ bool can_link(BlobStore& blobs, const fs::path& src, const Placed& p) {
     return true;
 }
 
-}  // namespace
-
-TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* progress) {
+// Everything about the request itself that can refuse it; returns the model's key.
+std::string check_tree(const TrustedTree& t) {
     check_model_name(t.name);
     check_version_label(t.label);
     if (t.files.empty())
@@ -70,18 +69,13 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
     const std::string key = model_key(t.category, t.name);
     if (key.size() > 511)
         throw StoreError(ErrorKind::bad_input, "model name too long for the catalog: " + key);
+    return key;
+}
 
-    TrustedTreeResult out;
-    out.model_key = key;
-    out.label = t.label;
-
-    struct stat store_st;
-    if (::stat(impl_->blobs.staging_dir().c_str(), &store_st) != 0)
-        throw_errno("reading " + impl_->blobs.staging_dir().string(), errno);
-
-    // Everything that can refuse the version is checked before any file is linked.
+// Opens every file (checking paths, types and sizes) and makes the version they form. Everything
+// that can refuse the version is checked before any file is linked.
+std::vector<Placed> open_files(const TrustedTree& t, dev_t store_dev, ModelVersion& v) {
     std::vector<Placed> placed(t.files.size());
-    ModelVersion v;
     v.label = t.label;
     v.source = t.source;
     v.note = t.note;
@@ -106,7 +100,7 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
             throw StoreError(ErrorKind::bad_input,
                              f.source.string() + " changed size since it was hashed");
         placed[i].size = static_cast<std::uint64_t>(st.st_size);
-        placed[i].same_dev = st.st_dev == store_st.st_dev;
+        placed[i].same_dev = st.st_dev == store_dev;
         placed[i].fd = std::move(fd);
         v.tree.push_back({f.path, f.sha256, placed[i].size});
         v.size += placed[i].size;
@@ -118,72 +112,76 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
         v.ext = file_model_name(fs::path(v.tree.front().path).filename().string()).ext;
         v.tree.clear();
     }
-    out.size = v.size;
+    return placed;
+}
 
-    // Content the model already has: nothing to place (a second import of the same cache).
-    auto find_same = [&](const Model& m) -> std::optional<std::size_t> {
-        for (std::size_t i = 0; i < m.versions.size(); ++i)
-            if (m.versions[i].same_content(v)) return i;
-        return std::nullopt;
-    };
-    auto settle_existing = [&](const Model& m, std::size_t idx) {
-        out.label = m.versions[idx].label;
-        out.present = t.files.size();
-        if (t.make_current && idx != m.current) {
-            auto txn = impl_->catalog.write();
-            auto fresh = txn.get_model(key);
-            if (fresh && idx < fresh->versions.size() && fresh->versions[idx].same_content(v) &&
-                fresh->current != idx) {
-                fresh->make_current(idx);
-                txn.put_model(*fresh);
-                txn.commit();
-                out.made_current = true;
-            }
-        }
-        return out;
-    };
-    {
-        auto txn = impl_->catalog.read();
-        if (auto m = txn.get_model(key)) {
-            if (auto same = find_same(*m)) return settle_existing(*m, *same);
-            // A taken label is refused before anything is placed (on a copy: the same rule).
-            Model probe = *m;
-            probe.add_version(v, t.label);
+// The version of `m` with the same content as `v`: nothing to place (a second import of the
+// same cache).
+std::optional<std::size_t> find_same(const Model& m, const ModelVersion& v) {
+    for (std::size_t i = 0; i < m.versions.size(); ++i)
+        if (m.versions[i].same_content(v)) return i;
+    return std::nullopt;
+}
+
+// The result when version `idx` of `m` already has the content: made current if asked.
+TrustedTreeResult settle_existing(Catalog& catalog, const TrustedTree& t, const std::string& key,
+                                  const ModelVersion& v, const Model& m, std::size_t idx,
+                                  TrustedTreeResult out) {
+    out.label = m.versions[idx].label;
+    out.present = t.files.size();
+    if (t.make_current && idx != m.current) {
+        auto txn = catalog.write();
+        auto fresh = txn.get_model(key);
+        if (fresh && idx < fresh->versions.size() && fresh->versions[idx].same_content(v) &&
+            fresh->current != idx) {
+            fresh->make_current(idx);
+            txn.put_model(*fresh);
+            txn.commit();
+            out.made_current = true;
         }
     }
+    return out;
+}
 
-    // Publish before cataloguing (a record never names a blob that is not on disk), under the
-    // shared store lock so gc cannot remove a blob between the two.
-    StoreLock lock(impl_->root, StoreLock::shared);
-    std::vector<bool> placed_now(t.files.size(), false);
-    std::vector<std::optional<FileDigests>> digests(t.files.size());
+// What place_blobs did with each file.
+struct PlacedBlobs {
+    std::vector<bool> placed_now;                     // a blob placed by this call
+    std::vector<std::optional<FileDigests>> digests;  // read in full: verified
+};
+
+// Publishes every file's blob that the store lacks: hard-linked where it may be (zero copy),
+// else copied, checking its name on the way.
+PlacedBlobs place_blobs(BlobStore& blobs, const TrustedTree& t, std::vector<Placed>& placed,
+                        const std::string& key, Progress* progress, TrustedTreeResult& out) {
+    PlacedBlobs res{std::vector<bool>(t.files.size(), false),
+                    std::vector<std::optional<FileDigests>>(t.files.size())};
     for (std::size_t i = 0; i < t.files.size(); ++i) {
         const TrustedFile& f = t.files[i];
-        digests[i] = f.digests;
+        res.digests[i] = f.digests;
         Placed& p = placed[i];
-        const fs::path dest = impl_->blobs.path_of(f.sha256);
+        const fs::path dest = blobs.path_of(f.sha256);
         struct stat st;
         if (::stat(dest.c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_size) == p.size) {
             ++out.present;
             continue;
         }
-        if (f.opened_fd < 0 && can_link(impl_->blobs, f.source, p)) {
+        if (f.opened_fd < 0 && can_link(blobs, f.source, p)) {
             Published how;
             bool placed_new;
             try {
-                placed_new = impl_->blobs.publish_link(p.fd.get(), f.source, f.sha256, p.size, &how,
-                                                       progress);
+                placed_new =
+                    blobs.publish_link(p.fd.get(), f.source, f.sha256, p.size, &how, progress);
             } catch (const StoreError& e) {
                 if (e.kind() != ErrorKind::corrupt) throw;
                 throw StoreError(ErrorKind::corrupt, std::string(e.what()) +
                                                          "; the cache's copy is damaged; model " +
                                                          key + "@" + t.label + " was not imported");
             }
-            if (how.copied) digests[i] = how.digests;  // read in full: verified
+            if (how.copied) res.digests[i] = how.digests;  // read in full: verified
             if (placed_new) {
                 ++(how.copied ? out.copied : out.linked);
                 out.new_bytes += p.size;
-                placed_now[i] = true;
+                res.placed_now[i] = true;
             } else {
                 ++out.present;
             }
@@ -191,25 +189,30 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
         }
         // Another filesystem, or a file we may not make read-only: copy, and since the copy reads
         // every byte anyway, check the name on the way.
-        Ingested in = impl_->blobs.ingest_copy(p.fd.get(), f.source.string(), progress);
+        Ingested in = blobs.ingest_copy(p.fd.get(), f.source.string(), progress);
         if (in.digests.sha256 != f.sha256)
             throw StoreError(ErrorKind::corrupt, f.source.string() + " is named as content " +
                                                      f.sha256.hex() + " but its SHA-256 is " +
                                                      in.digests.sha256.hex() +
                                                      "; the cache's copy is damaged; model " + key +
                                                      "@" + t.label + " was not imported");
-        digests[i] = in.digests;
+        res.digests[i] = in.digests;
         ++out.copied;
         out.new_bytes += p.size;
-        placed_now[i] = true;
+        res.placed_now[i] = true;
     }
+    return res;
+}
 
-    auto txn = impl_->catalog.write();
-    const std::int64_t now = unix_now();
+// Catalogues each file's blob: present, verified when it was read in full, `unverified` (a
+// trusted name) otherwise.
+void catalogue_blobs(Txn& txn, BlobStore& blobs, const TrustedTree& t,
+                     const std::vector<Placed>& placed, const PlacedBlobs& done, std::int64_t now,
+                     TrustedTreeResult& out) {
     for (std::size_t i = 0; i < t.files.size(); ++i) {
         const TrustedFile& f = t.files[i];
         auto rec = txn.get_blob(f.sha256);
-        if (rec && rec->state == BlobState::present && !placed_now[i]) {
+        if (rec && rec->state == BlobState::present && !done.placed_now[i]) {
             if (rec->unverified) ++out.unverified;
             continue;
         }
@@ -217,8 +220,8 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
         r.size = placed[i].size;
         r.state = BlobState::present;
         r.placeholder = false;
-        if (digests[i]) {
-            r.xxh128 = digests[i]->xxh128;
+        if (done.digests[i]) {
+            r.xxh128 = done.digests[i]->xxh128;
             r.unverified = false;
         } else {
             r.xxh128.reset();
@@ -235,18 +238,54 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
             }
         }
         r.ingested = r.accessed = now;
-        r.seen = impl_->blobs.stat_of(f.sha256);
+        r.seen = blobs.stat_of(f.sha256);
         txn.put_blob(f.sha256, r);
     }
+}
+
+}  // namespace
+
+TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* progress) {
+    const std::string key = check_tree(t);
+    TrustedTreeResult out;
+    out.model_key = key;
+    out.label = t.label;
+
+    struct stat store_st;
+    if (::stat(impl_->blobs.staging_dir().c_str(), &store_st) != 0)
+        throw_errno("reading " + impl_->blobs.staging_dir().string(), errno);
+    ModelVersion v;
+    std::vector<Placed> placed = open_files(t, store_st.st_dev, v);
+    out.size = v.size;
+
+    {
+        auto txn = impl_->catalog.read();
+        if (auto m = txn.get_model(key)) {
+            if (auto same = find_same(*m, v))
+                return settle_existing(impl_->catalog, t, key, v, *m, *same, out);
+            // A taken label is refused before anything is placed (on a copy: the same rule).
+            Model probe = *m;
+            probe.add_version(v, t.label);
+        }
+    }
+
+    // Publish before cataloguing (a record never names a blob that is not on disk), under the
+    // shared store lock so gc cannot remove a blob between the two.
+    StoreLock lock(impl_->root, StoreLock::shared);
+    const PlacedBlobs done = place_blobs(impl_->blobs, t, placed, key, progress, out);
+
+    auto txn = impl_->catalog.write();
+    const std::int64_t now = unix_now();
+    catalogue_blobs(txn, impl_->blobs, t, placed, done, now, out);
 
     v.added = now;
     Model m;
     if (auto existing = txn.get_model(key)) {
         m = std::move(*existing);
         // Another process may have added it since the first look.
-        if (auto same = find_same(m)) {
+        if (auto same = find_same(m, v)) {
             txn.commit();  // the blob records are still worth keeping
-            return settle_existing(m, *same);
+            return settle_existing(impl_->catalog, t, key, v, m, *same, out);
         }
     } else {
         m.category = t.category;
