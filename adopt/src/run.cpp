@@ -440,7 +440,7 @@ struct Committer {
         if (f.kind == ScannedFile::Kind::sidecar) fc.sidecar = f.suffix;
         fc.mtime = f.mtime_ns / 1000000000;
         fc.mode = f.mode & 07777;
-        fc.source = "adopt:" + tool + ":" + f.view_rel;
+        fc.source = adopt_source(tool, f.view_rel);
         if (!movable && !store.blobs().exists(h.digests.sha256)) {
             // Not the store's to take (outside the models folder, another filesystem, other
             // hard links, another owner): copy into the store, then compare with what was

@@ -1,6 +1,7 @@
 // The states and reasons of adopt as values, and the one place each is put into words: a record's
 // state and a left file's kind by their names in the record (store/FORMAT.md "Adopted
-// installs"), a skip reason and a left file's note by the text the report shows.
+// installs"), a skip reason and a left file's note by the text the report shows, the source of a
+// version adopt catalogued.
 #include <tuple>
 #include <utility>
 
@@ -64,6 +65,22 @@ Left detail::left_of_legacy_note(std::string_view note) {
         if (note.starts_with(words)) return v;
     }
     return Left::none;
+}
+
+namespace {
+constexpr std::string_view kAdoptSource = "adopt:";
+}
+
+std::string adopt_source(const std::string& tool, const std::string& view_rel) {
+    return std::string(kAdoptSource) + tool + ":" + view_rel;
+}
+
+std::optional<std::string> adopt_source_tool(std::string_view source) {
+    if (!source.starts_with(kAdoptSource)) return std::nullopt;
+    source.remove_prefix(kAdoptSource.size());
+    const auto colon = source.find(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    return std::string(source.substr(0, colon));
 }
 
 std::string skip_text(const Skip& s) {

@@ -574,9 +574,8 @@ std::size_t hand_over(Store& store, const Record& r) {
     // Brought by adopt from an install that is plain again (this one, or one unadopted while
     // this one still held the content): nothing but this install needs it now.
     auto from_adopt = [&](const std::string& source) {
-        if (source.rfind("adopt:", 0) != 0) return false;
-        const auto colon = source.find(':', 6);
-        return colon != std::string::npos && given_back.count(source.substr(6, colon - 6)) > 0;
+        const auto tool = adopt_source_tool(source);
+        return tool && given_back.count(*tool) > 0;
     };
     std::set<std::string> drop;
     for (const auto& f : r.files) {

@@ -259,5 +259,15 @@ TEST(AdoptStates, AnUnknownStateIsRefusedNamingTheRecord) {
     }
 }
 
+// The source a version adopt catalogued names its tool; unadopt reads the tool back from it.
+TEST(AdoptStates, AnAdoptedVersionsSourceNamesItsTool) {
+    EXPECT_EQ(adopt_source("a1111", "Lora/x.safetensors"), "adopt:a1111:Lora/x.safetensors");
+    EXPECT_EQ(adopt_source_tool(adopt_source("comfyui", "loras/a:b.safetensors")), "comfyui");
+    EXPECT_FALSE(adopt_source_tool("mount:a1111"));
+    EXPECT_FALSE(adopt_source_tool("hf-cache:org/repo"));
+    EXPECT_FALSE(adopt_source_tool("adopt:a1111"));  // no view path: not adopt's
+    EXPECT_FALSE(adopt_source_tool(""));
+}
+
 }  // namespace
 }  // namespace modelfs::adopt

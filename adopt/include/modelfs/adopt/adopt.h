@@ -132,6 +132,11 @@ std::string_view left_name(Left l);
 std::optional<Left> parse_left(std::string_view s);
 std::string left_note(Left l, const std::string& why);
 
+// The `source` of a version adopt catalogued ("adopt:TOOL:VIEW_REL"), and the tool named in one
+// (nullopt for a version from anywhere else): unadopt hands back what adopt of a tool brought.
+std::string adopt_source(const std::string& tool, const std::string& view_rel);
+std::optional<std::string> adopt_source_tool(std::string_view source);
+
 // ---- Plan ------------------------------------------------------------------------------------
 
 enum class Action {
