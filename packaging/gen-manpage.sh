@@ -20,10 +20,37 @@ roff() { sed -e 's/\\/\\e/g' -e "s/^\([.']\)/\\\\\&\1/"; }
     for sub in $(MODELFS_CONFIG=/dev/null "$bin" --help |
                  awk 'toupper($0) ~ /^SUBCOMMANDS:/ {on = 1; next} on && /^  [a-z]/ {print $1} on && /^$/ {on = 0}'); do
         printf '.SS %s\n.nf\n' "$sub"
-        MODELFS_CONFIG=/dev/null "$bin" "$sub" --help | roff
+        # Each subcommand's help ends by pointing at the global text, which DESCRIPTION has.
+        MODELFS_CONFIG=/dev/null "$bin" "$sub" --help | grep -v '^Settings, the store.s location' | roff
         printf '.fi\n'
     done
-    printf '.SH FSTAB AND SYSTEMD\n.nf\n'
+    printf '.SH EXAMPLES\n.nf\n'
+    roff <<'TEXT'
+Create a store and import a tool's models folder (copied, deduplicated):
+  modelfs init
+  modelfs import ~/stable-diffusion-webui/models
+
+What is there, and everything about one model:
+  modelfs ls 'lora/*xl*'
+  modelfs show lora/detail_tweaker
+
+Show ComfyUI its own layout, then unmount:
+  modelfs mount --view comfyui ~/ComfyUI/models
+  modelfs umount ~/ComfyUI/models
+
+Adopt installed tools in place (see the savings first):
+  modelfs adopt --dry-run ~/stable-diffusion-webui ~/ComfyUI
+  modelfs adopt ~/stable-diffusion-webui ~/ComfyUI
+
+Register a remote model without downloading it, then download it:
+  modelfs add hf://stabilityai/sdxl-vae/sdxl_vae.safetensors --as vae/sdxl-vae
+  modelfs fetch vae/sdxl-vae
+
+Pin the exact versions a project uses, elsewhere too:
+  modelfs lock --view comfyui -o project.lock
+  modelfs apply project.lock
+TEXT
+    printf '.fi\n.SH FSTAB AND SYSTEMD\n.nf\n'
     roff <<'TEXT'
 An fstab line mounts a store at boot (mount.fuse3 runs `modelfs STORE MOUNTPOINT -o OPTIONS`):
 

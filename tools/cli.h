@@ -17,16 +17,36 @@
 #include "modelfs/store/progress.h"
 #include "modelfs/store/store.h"
 
+namespace modelfs::fs {
+struct MountOptions;  // modelfs/fs/mount.h
+}
+
 namespace modelfs::cli {
 
-// Exit codes, documented in README.md.
+// Exit codes: one meaning each, the same in every subcommand. kExitCodes words them for --help
+// and the man page; README.md's table says the same.
 enum Exit : int {
     kOk = 0,
     kFailed = 1,         // some items failed, or problems were found
-    kUsage = 2,          // bad arguments
-    kNotFound = 3,       // no such model, hash or path
+    kUsage = 2,          // bad arguments (an unknown command, option, view or category), bad config
+    kNotFound = 3,       // no such model, hash or path; a pattern that matched nothing
     kNoStore = 4,        // store missing, not a store, or written by a newer modelfs
     kInterrupted = 130,  // `fetch` stopped by SIGINT/SIGTERM; partial downloads resume later
+};
+
+struct ExitCodeText {
+    Exit code;
+    const char* meaning;
+};
+inline constexpr ExitCodeText kExitCodes[] = {
+    {kOk, "ok"},
+    {kFailed, "something failed (an import, a download, a corrupt blob found, a busy umount)"},
+    {kUsage,
+     "usage error: unknown command, option, view or category; bad config file; a mount "
+     "point that is a file, not empty or already mounted"},
+    {kNotFound, "not found: no such model, hash or path, or nothing matched the pattern"},
+    {kNoStore, "no usable store (missing, not a store, or written by a newer modelfs)"},
+    {kInterrupted, "fetch interrupted (Ctrl-C, SIGTERM); the next fetch resumes"},
 };
 
 struct Globals {
@@ -89,6 +109,8 @@ Category parse_category_arg(const std::string& s);
 // The view a --view argument names (a built-in, an alias of one, or a config layout; any case),
 // as a mount would show it. Throws UsageError listing the known views.
 fs::ViewLayout view_arg(const Globals& g, const std::string& name);
+// views_to_serve, with an unknown view name as a UsageError (exit 2, as for every --view).
+std::vector<fs::ViewLayout> views_or_usage(const fs::MountOptions& o);
 // Reads a whole file named on the command line; StoreError not_found / io naming it.
 std::string read_text_file(const std::filesystem::path& p);
 

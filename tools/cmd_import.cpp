@@ -175,6 +175,19 @@ int run_import(const Globals& g, const ImportArgs& a) {
     opts.move = a.move;
     opts.jobs = a.jobs;
     std::vector<std::filesystem::path> paths(a.paths.begin(), a.paths.end());
+    // A file named on purpose is imported whatever it is (a folder walk skips such files), but a
+    // notes.txt stored as a model is rarely what was meant; -c says it was.
+    if (a.category.empty())
+        for (const auto& p : paths) {
+            std::error_code ec;
+            if (!std::filesystem::is_regular_file(p, ec) ||
+                is_model_file_name(p.filename().string()))
+                continue;
+            std::cerr << "modelfs: warning: " << terminal_safe(p.string())
+                      << " is not a model format (model files end in .safetensors, .gguf, .ckpt, "
+                         ".pt, .pth, .bin, ...); importing it as category 'other' anyway (-c "
+                         "CATEGORY says what it is)\n";
+        }
 
     Store s = g.open_store();
     ImportReport r;

@@ -177,6 +177,9 @@ int run_ls(const Globals& g, const LsArgs& a) {
         models.push_back(m);
         remote.push_back(remote_files(txn, m.current_version()));
     });
+    // As `fetch PATTERN` and `show`: a filter that matched nothing is "not found"; a bare `ls`
+    // of an empty store is not.
+    const bool nothing_matched = models.empty() && (!a.pattern.empty() || cat);
     if (g.json) {
         json out = json::array();
         for (std::size_t i = 0; i < models.size(); ++i) {
@@ -199,7 +202,7 @@ int run_ls(const Globals& g, const LsArgs& a) {
             out.push_back(std::move(j));
         }
         print_json(out);
-        return kOk;
+        return nothing_matched ? kNotFound : kOk;
     }
     for (std::size_t i = 0; i < models.size(); ++i) {
         const Model& m = models[i];
@@ -220,9 +223,8 @@ int run_ls(const Globals& g, const LsArgs& a) {
                     terminal_safe(m.name + v.ext).c_str(), terminal_safe(v.label).c_str(),
                     human_bytes(v.size).c_str(), what.c_str(), notes.c_str());
     }
-    if (models.empty() && !g.quiet && (!a.pattern.empty() || cat))
-        std::cerr << "modelfs: no model matches\n";
-    return kOk;
+    if (nothing_matched && !g.quiet) std::cerr << "modelfs: no model matches\n";
+    return nothing_matched ? kNotFound : kOk;
 }
 
 int run_show(const Globals& g, const std::string& query) {
@@ -334,7 +336,7 @@ void add_show(CLI::App& app, Globals& g, Runner& run) {
     auto q = std::make_shared<std::string>();
     auto* sub = app.add_subcommand(
         "show", "Everything about a model, a blob or a file: hashes, tensors, metadata, versions");
-    sub->add_option("what", *q,
+    sub->add_option("model", *q,
                     "NAME, CATEGORY/NAME, SHA-256, hash prefix (>= 4 hex, e.g. "
                     "an AutoV2), or a file path")
         ->required();

@@ -20,7 +20,19 @@ using nlohmann::json;
 // Every model `layout` shows, at the version it shows there; without a layout every model at its
 // current version. A model whose name an older modelfs let in but names.h refuses is left out
 // with a warning: `apply` would refuse the whole lock for it.
-LockFile make_lock(Store& s, const std::optional<fs::ViewLayout>& layout, bool with_secrets) {
+// A version with a remote file not downloaded yet: its SHA-256 is unknown, so no lock can name it.
+bool has_unhashed_file(const Txn& txn, const ModelVersion& v) {
+    const auto unhashed = [&](const Sha256& h) {
+        const auto r = txn.get_blob(h);
+        return r && r->placeholder;
+    };
+    if (!v.is_tree()) return unhashed(*v.blob);
+    return std::any_of(v.tree.begin(), v.tree.end(),
+                       [&](const TreeEntry& t) { return unhashed(t.blob); });
+}
+
+LockFile make_lock(Store& s, const std::optional<fs::ViewLayout>& layout, bool with_secrets,
+                   bool skip_unhashed) {
     LockFile lock;
     if (layout) lock.view = layout->name();
     auto txn = s.catalog().read();
@@ -36,7 +48,22 @@ LockFile make_lock(Store& s, const std::optional<fs::ViewLayout>& layout, bool w
                       << " left out of the lock: " << e.what() << "\n";
             return;
         }
-        lock.models.push_back(lock_entry(txn, m, i, with_secrets));
+        if (skip_unhashed && has_unhashed_file(txn, m.versions.at(i))) {
+            std::cerr << "modelfs: warning: " << terminal_safe(m.key()) << "@"
+                      << terminal_safe(m.versions.at(i).label)
+                      << " left out of the lock: not downloaded yet, so its SHA-256 is unknown "
+                         "(`modelfs fetch "
+                      << terminal_safe(m.key()) << "` first to include it)\n";
+            return;
+        }
+        try {
+            lock.models.push_back(lock_entry(txn, m, i, with_secrets));
+        } catch (const StoreError& e) {
+            if (!has_unhashed_file(txn, m.versions.at(i))) throw;
+            throw StoreError(e.kind(), std::string(e.what()) +
+                                           ", or leave such models out with `modelfs lock "
+                                           "--skip-unhashed`");
+        }
     });
     std::sort(lock.models.begin(), lock.models.end(),
               [](const LockedModel& a, const LockedModel& b) { return a.key() < b.key(); });
@@ -81,20 +108,29 @@ std::filesystem::path absolute_path(const std::string& p) {
 struct LockArgs {
     std::string view, output;
     bool with_secrets = false;
+    bool skip_unhashed = false;
+    bool register_stdout = false;  // a lock printed to stdout is kept from `retain` only if asked
 };
 
 int run_lock(const Globals& g, const LockArgs& a) {
     std::optional<fs::ViewLayout> layout;
     if (!a.view.empty()) layout = view_arg(g, a.view);
     Store s = g.open_store();
-    const LockFile lock = make_lock(s, layout, a.with_secrets);
+    const LockFile lock = make_lock(s, layout, a.with_secrets, a.skip_unhashed);
     const std::string text = lock.to_text();
     if (a.output.empty() || a.output == "-") {
         std::cout << text;
         std::cout.flush();
         if (!std::cout) throw StoreError(ErrorKind::io, "could not write the lock file to stdout");
-        // Registered only once written, so a failed write holds no versions.
-        s.register_lock(lock, "stdout");
+        // Output piped to a pager or diff is no lock anyone keeps: holding its versions from
+        // `retain` forever (under the name "stdout") surprised users. Registered only once
+        // written, so a failed write holds no versions.
+        if (a.register_stdout) {
+            const std::string id = s.register_lock(lock, "stdout");
+            if (!g.quiet)
+                std::cerr << "modelfs: registered as lock " << id << " (`modelfs unlock " << id
+                          << "` releases it)\n";
+        }
         return kOk;
     }
     const std::filesystem::path file = absolute_path(a.output);
@@ -222,6 +258,12 @@ void add_lock_commands(CLI::App& app, Globals& g, Runner& run) {
         "them from `retain`");
     lock->add_option("--view", la->view, "Only what this view shows, as it shows it (pins)");
     lock->add_option("-o,--output", la->output, "Write to FILE instead of stdout");
+    lock->add_flag("--register", la->register_stdout,
+                   "Also register a lock written to stdout, so `retain` keeps its versions (a lock "
+                   "written with -o is always registered)");
+    lock->add_flag("--skip-unhashed", la->skip_unhashed,
+                   "Leave out remote models not downloaded yet (their SHA-256 is unknown), each "
+                   "named on stderr, instead of failing");
     lock->add_flag("--with-secrets", la->with_secrets,
                    "Keep user:password@ and signed/token query parameters (X-Amz-Signature, "
                    "token, ...) in the sources; the file is then created 0600. Without it they are "

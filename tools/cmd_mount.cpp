@@ -62,7 +62,7 @@ int run_views(const Globals& g, const std::string& only) {
     o.layouts = mount_layouts(c);
     o.view = canonical_view(only);
     // The same merge the mount does, so this shows exactly what a mount would.
-    const std::vector<fs::ViewLayout> views = fs::views_to_serve(o);
+    const std::vector<fs::ViewLayout> views = views_or_usage(o);
     const auto from_config = [&](const fs::ViewLayout& v) {
         return std::any_of(c.layouts.begin(), c.layouts.end(),
                            [&](const fs::ViewLayout& l) { return l.name() == v.name(); });
@@ -150,8 +150,10 @@ void check_allow_other(bool allow_other) {
 }
 
 int run_mount(const Globals& g, fs::MountOptions o, const std::string& mountpoint,
-              const std::string& lock_file) {
+              const std::string& lock_file, bool nonempty) {
     check_allow_other(o.allow_other);
+    if (const std::string problem = mountpoint_problem(mountpoint, nonempty); !problem.empty())
+        throw UsageError(problem);
     o.store = g.store_path();
     o.mountpoint = mountpoint;
     o.layouts = mount_layouts(g.config());
@@ -159,6 +161,7 @@ int run_mount(const Globals& g, fs::MountOptions o, const std::string& mountpoin
     // defaults, so a mount's first opens honour [fetch] and [s3] too.
     o.fetch = fetch_config(g.config());
     o.view = canonical_view(o.view);
+    views_or_usage(o);  // an unknown --view is a usage error before anything starts
     if (!lock_file.empty()) {
         const auto file = std::filesystem::absolute(lock_file).lexically_normal();
         o.lock = LockFile::parse(read_text_file(file), file.string());
@@ -172,6 +175,29 @@ int run_mount(const Globals& g, fs::MountOptions o, const std::string& mountpoin
     if (o.foreground && g.verbose == 0 && !g.quiet && spdlog::get_level() > spdlog::level::info)
         spdlog::set_level(spdlog::level::info);
     return fs::serve_mount(o);
+}
+
+// fusermount3's "Device or resource busy" names nobody; this names who holds the mount.
+int run_umount(const std::string& mountpoint) {
+    std::string err;
+    if (fs::unmount(mountpoint, &err) == 0) return kOk;
+    if (err.find("busy") == std::string::npos) {
+        spdlog::error("cannot unmount {}: {}", mountpoint,
+                      err.empty() ? "fusermount3 failed" : err);
+        return kFailed;
+    }
+    const std::vector<std::string> users = processes_using(mountpoint);
+    std::string who;
+    for (const auto& u : users) who += (who.empty() ? "" : ", ") + u;
+    spdlog::error(
+        "{} is busy: {}; close them (or leave the folder), then `modelfs umount {}` again. "
+        "`fuser -vm {}` lists them too; `fusermount3 -uz {}` detaches it now and frees it when "
+        "they are done",
+        mountpoint,
+        who.empty() ? "no process of yours has a file or folder open there (another user's may)"
+                    : "in use by " + who,
+        mountpoint, mountpoint, mountpoint);
+    return kFailed;
 }
 
 }  // namespace
@@ -193,7 +219,7 @@ int run_helper_mount(Globals& g, const std::vector<std::string>& args) {
     // the helper to return.
     o.foreground = h.foreground;
     o.kernel_flags = h.kernel_flags;
-    return run_mount(g, std::move(o), h.mountpoint, h.lock_file);
+    return run_mount(g, std::move(o), h.mountpoint, h.lock_file, h.nonempty);
 }
 
 void add_mount(CLI::App& app, Globals& g, Runner& run) {
@@ -202,7 +228,7 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
     auto* sub = app.add_subcommand(
         "mount",
         "Mount the store: every tool's models folder as a view; what tools save is stored");
-    sub->add_option("mountpoint", *mp, "An existing empty folder")->required();
+    sub->add_option("mountpoint", *mp, "An existing empty folder (see --nonempty)")->required();
     sub->add_option("--view", o->view,
                     "Show one view at the mount point itself (mount it at ComfyUI/models, say); "
                     "default: one folder per view plus by-hash/");
@@ -211,22 +237,25 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
                   "Let other users read the mount (needs user_allow_other in /etc/fuse.conf "
                   "when not root)");
     sub->add_flag("-d,--debug", o->debug, "Log every FUSE request (implies --foreground)");
+    auto nonempty = std::make_shared<bool>(false);
+    sub->add_flag("--nonempty", *nonempty,
+                  "Mount over a folder that has files (they are hidden until the unmount)");
     auto lock_file = std::make_shared<std::string>();
     sub->add_option("--lock", *lock_file,
                     "Show exactly the versions this lock file (`modelfs lock`) lists, whatever "
                     "is current or pinned");
     sub->footer([&g] { return views_footer(g); });
-    sub->callback([&g, &run, o, mp, lock_file] {
-        run = [&g, o, mp, lock_file] {
+    sub->callback([&g, &run, o, mp, lock_file, nonempty] {
+        run = [&g, o, mp, lock_file, nonempty] {
             if (o->debug) o->foreground = true;
-            return run_mount(g, *o, *mp, *lock_file);
+            return run_mount(g, *o, *mp, *lock_file, *nonempty);
         };
     });
 
     auto um = std::make_shared<std::string>();
     auto* usub = app.add_subcommand("umount", "Unmount a modelfs mount point");
     usub->add_option("mountpoint", *um, "Where it is mounted")->required();
-    usub->callback([&run, um] { run = [um] { return fs::unmount(*um); }; });
+    usub->callback([&run, um] { run = [um] { return run_umount(*um); }; });
 }
 
 void add_views(CLI::App& app, Globals& g, Runner& run) {

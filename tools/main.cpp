@@ -3,6 +3,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <iostream>
 
 #include "cli.h"
@@ -52,6 +53,47 @@ void setup_logging(const Globals& g) {
     spdlog::set_default_logger(logger);
 }
 
+// Edit distance, for "did you mean": a typo is a letter or two off.
+std::size_t distance(const std::string& a, const std::string& b) {
+    std::vector<std::size_t> row(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+        std::size_t diag = row[0];
+        row[0] = i;
+        for (std::size_t j = 1; j <= b.size(); ++j) {
+            const std::size_t up = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+            diag = up;
+        }
+    }
+    return row[b.size()];
+}
+
+// The command word of argv (the first word that is no option nor a global option's value), when
+// it names no command; empty otherwise.
+std::string unknown_command(const std::vector<std::string>& args,
+                            const std::vector<std::string>& names) {
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (a == "--store" || a == "--config") {
+            ++i;
+            continue;
+        }
+        if (a.empty() || a[0] == '-') continue;
+        return std::find(names.begin(), names.end(), a) == names.end() ? a : "";
+    }
+    return {};
+}
+
+std::string exit_codes_text() {
+    std::string s = "Exit codes:";
+    for (const auto& e : kExitCodes)
+        s += "\n  " +
+             std::string(3 - std::min<std::size_t>(3, std::to_string(e.code).size()), ' ') +
+             std::to_string(e.code) + " " + e.meaning;
+    return s;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,17 +104,9 @@ int main(int argc, char** argv) {
     app.set_version_flag("--version", std::string("modelfs ") + MODELFS_VERSION);
     app.require_subcommand(1);
     app.fallthrough();
-    app.footer(
-        "Every setting: command-line flag, else config file, else environment variable, else "
-        "built-in default (`modelfs config` shows each one's value and origin).\nStore: --store, "
-        "else 'store' in the config file, else $MODELFS_STORE, else $XDG_DATA_HOME/modelfs, else "
-        "~/.local/share/modelfs.\nConfig files: --config or $MODELFS_CONFIG names the only one; "
-        "else $XDG_CONFIG_HOME/modelfs/config.toml (~/.config/...), STORE/config.toml and "
-        "/etc/modelfs/config.toml are merged, the first that sets a key winning.\nExit codes: 0 "
-        "ok, 1 something failed, 2 usage or bad config "
-        "file, 3 not found, 4 no usable store, 130 fetch interrupted.\nfstab and `mount -t "
-        "fuse.modelfs` run `modelfs STORE MOUNTPOINT -o OPTIONS` (view=NAME, config=FILE, "
-        "lock=FILE, allow_other, debug, foreground, ro, noexec, ...).");
+    // Subcommands copy the footer they find when added: each gets this one line, and the full
+    // text below is set once they are all in, so the man page does not repeat it per command.
+    app.footer("Settings, the store's location, config files and exit codes: modelfs --help.");
 
     Globals g;
     // No envname: $MODELFS_STORE ranks below the config file's `store`, as every variable does
@@ -104,6 +138,18 @@ int main(int argc, char** argv) {
     add_config(app, g, run);
     add_adopt_commands(app, g, run);
 
+    app.footer(
+        "Every setting: command-line flag, else config file, else environment variable, else "
+        "built-in default (`modelfs config` shows each one's value and origin).\nStore: --store, "
+        "else 'store' in the config file, else $MODELFS_STORE, else $XDG_DATA_HOME/modelfs, else "
+        "~/.local/share/modelfs.\nConfig files: --config or $MODELFS_CONFIG names the only one; "
+        "else $XDG_CONFIG_HOME/modelfs/config.toml (~/.config/...), STORE/config.toml and "
+        "/etc/modelfs/config.toml are merged, the first that sets a key winning.\n" +
+        exit_codes_text() +
+        "\nfstab and `mount -t fuse.modelfs` run `modelfs STORE MOUNTPOINT -o OPTIONS` "
+        "(view=NAME, config=FILE, lock=FILE, allow_other, debug, foreground, nonempty, ro, "
+        "noexec, ...).");
+
     // mount.fuse3 runs `modelfs STORE MOUNTPOINT -o OPTIONS` for `mount -t fuse.modelfs` and
     // fstab entries: no subcommand, so CLI11 would refuse it.
     std::vector<std::string> args(argv + 1, argv + argc);
@@ -112,6 +158,22 @@ int main(int argc, char** argv) {
         names.push_back(s->get_name());
     if (is_helper_call(args, names)) {
         run = [&g, &args] { return run_helper_mount(g, args); };
+    } else if (args.empty()) {
+        // What a newcomer types first: the commands, not "A subcommand is required".
+        std::cout << app.help();
+        return kUsage;
+    } else if (const std::string typo = unknown_command(args, names); !typo.empty()) {
+        std::string best;
+        std::size_t best_d = 3;  // more letters off than that is not a typo
+        for (const auto& n : names)
+            if (const std::size_t d = distance(typo, n); d < best_d && d < n.size()) {
+                best = n;
+                best_d = d;
+            }
+        std::cerr << "modelfs: unknown command '" << terminal_safe(typo) << "'"
+                  << (best.empty() ? "" : "; did you mean '" + best + "'?")
+                  << " (`modelfs --help` lists the commands)\n";
+        return kUsage;
     } else {
         try {
             app.parse(argc, argv);

@@ -1,8 +1,13 @@
 #include "mount_helper.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace modelfs::cli {
 
@@ -55,19 +60,118 @@ void apply_options(HelperMount& m, std::string_view list) {
             m.debug = true;
         else if (o == "foreground")
             m.foreground = true;
+        else if (o == "nonempty")
+            m.nonempty = true;
         else if (kernel_flag(o))
             m.kernel_flags.emplace_back(o);
         else
             throw MountArgsError(
                 "unknown mount option '" + std::string(o) +
                 "'; modelfs takes view=NAME, config=FILE, lock=FILE, allow_other, debug, "
-                "foreground, the kernel flags ro, nosuid, nodev, noexec, noatime, nodiratime, "
+                "foreground, nonempty, the kernel flags ro, nosuid, nodev, noexec, noatime, "
+                "nodiratime, "
                 "sync, async, dirsync, and ignores fstab's own (defaults, _netdev, nofail, "
                 "x-systemd.*, ...)");
     }
 }
 
+// /proc/self/mountinfo writes space, tab, newline and backslash in paths as \ooo.
+std::string unescape_mountinfo(std::string_view s) {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '\\' && i + 3 < s.size() &&
+            std::all_of(s.begin() + i + 1, s.begin() + i + 4,
+                        [](char c) { return c >= '0' && c <= '7'; })) {
+            out +=
+                static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
+            i += 3;
+        } else {
+            out += s[i];
+        }
+    }
+    return out;
+}
+
+// The filesystem type mounted at `dir` ("fuse.modelfs", "tmpfs"), or empty when nothing is.
+std::string mounted_type(const std::filesystem::path& dir) {
+    std::ifstream in("/proc/self/mountinfo");
+    std::string type;
+    for (std::string line; std::getline(in, line);) {
+        std::istringstream f(line);
+        std::string id, parent, devno, root, point;
+        f >> id >> parent >> devno >> root >> point;
+        if (unescape_mountinfo(point) != dir.string()) continue;
+        // Optional fields end at "-"; the type follows. The last match is the top of a stack.
+        for (std::string w; f >> w;)
+            if (w == "-") {
+                f >> type;
+                break;
+            }
+        if (type.empty()) type = "unknown";
+    }
+    return type;
+}
+
 }  // namespace
+
+std::string mountpoint_problem(const std::filesystem::path& mountpoint, bool allow_nonempty) {
+    namespace sfs = std::filesystem;
+    std::error_code ec;
+    sfs::path dir = sfs::weakly_canonical(sfs::absolute(mountpoint, ec), ec);
+    if (ec) dir = sfs::absolute(mountpoint, ec).lexically_normal();
+    const std::string quoted = "'" + mountpoint.string() + "'";
+    const std::string type = mounted_type(dir);
+    if (!type.empty())
+        return quoted + " is already a mount point (" + type +
+               "); a second mount would hide the first. Unmount it first (" +
+               (type == "fuse.modelfs" ? "modelfs umount " : "umount ") + mountpoint.string() +
+               "), or mount somewhere else";
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) {
+        if (errno == ENOTCONN)
+            return quoted +
+                   " is a mount whose daemon has stopped; unmount it first (fusermount3 "
+                   "-u " +
+                   mountpoint.string() + ")";
+        return {};  // a missing folder: the mount itself says so
+    }
+    if (!S_ISDIR(st.st_mode))
+        return quoted + " is not a folder; a mount point must be an empty folder (mkdir one)";
+    if (allow_nonempty) return {};
+    sfs::directory_iterator it(dir, ec);
+    if (ec || it == sfs::directory_iterator()) return {};
+    return quoted + " is not empty (it has '" + it->path().filename().string() +
+           "'...); the mount would hide what is there until it is unmounted. Mount on an empty "
+           "folder, or pass --nonempty (fstab: -o nonempty) to mount over it anyway";
+}
+
+std::vector<std::string> processes_using(const std::filesystem::path& mountpoint) {
+    namespace sfs = std::filesystem;
+    std::error_code ec;
+    const std::string dir = sfs::absolute(mountpoint, ec).lexically_normal().string();
+    const auto under = [&](const sfs::path& link) {
+        std::error_code e;
+        const std::string t = sfs::read_symlink(link, e).string();
+        return !e && (t == dir || (t.size() > dir.size() && t.compare(0, dir.size(), dir) == 0 &&
+                                   t[dir.size()] == '/'));
+    };
+    std::vector<std::string> out;
+    for (const auto& p : sfs::directory_iterator("/proc", ec)) {
+        const std::string pid = p.path().filename().string();
+        if (pid.empty() || !std::all_of(pid.begin(), pid.end(), ::isdigit)) continue;
+        bool uses = under(p.path() / "cwd") || under(p.path() / "root");
+        std::error_code e;
+        for (sfs::directory_iterator fd(p.path() / "fd", e), end; !uses && !e && fd != end;
+             fd.increment(e))
+            uses = under(fd->path());
+        if (!uses) continue;
+        std::ifstream comm(p.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        out.push_back(pid + " (" + name + ")");
+    }
+    return out;
+}
 
 bool is_helper_call(const std::vector<std::string>& args,
                     const std::vector<std::string>& subcommands) {

@@ -3,6 +3,7 @@
 // drive them without mounting.
 #pragma once
 
+#include <filesystem>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -25,6 +26,7 @@ struct HelperMount {
     bool allow_other = false;
     bool debug = false;       // libfuse's request log
     bool foreground = false;  // for systemd units: Type=simple wants the daemon in front
+    bool nonempty = false;    // mount over a folder that has files (they are hidden meanwhile)
     // Kernel mount flags passed on to libfuse (ro, noexec, noatime, ...).
     std::vector<std::string> kernel_flags;
 };
@@ -40,6 +42,15 @@ HelperMount parse_helper_args(const std::vector<std::string>& args);
 
 // Whether /etc/fuse.conf's text enables user_allow_other (a line of its own, not commented out).
 bool fuse_conf_allows_other(std::string_view fuse_conf);
+
+// Empty when `mountpoint` can take a mount; otherwise what is wrong with it and what to do.
+// libfuse3 mounts over a file (every access then fails with EIO), over a folder with files (hiding
+// them) and over another mount (stacking a second daemon), all without a word.
+std::string mountpoint_problem(const std::filesystem::path& mountpoint, bool allow_nonempty);
+
+// The processes whose open files, cwd or root lie under `mountpoint` ("1234 (python3)"), read
+// from /proc; only the ones this user may inspect.
+std::vector<std::string> processes_using(const std::filesystem::path& mountpoint);
 
 // Empty when allow_other may be used; otherwise what is wrong and how to fix it.
 std::string allow_other_problem(bool is_root, bool fuse_conf_readable, std::string_view fuse_conf);

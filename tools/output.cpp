@@ -85,16 +85,20 @@ Category parse_category_arg(const std::string& s) {
     throw UsageError("unknown category '" + s + "'; categories are:" + list);
 }
 
+std::vector<fs::ViewLayout> views_or_usage(const fs::MountOptions& o) {
+    try {
+        return fs::views_to_serve(o);
+    } catch (const StoreError& e) {
+        throw UsageError(std::string(e.what()) + " (`modelfs views` shows them)");
+    }
+}
+
 fs::ViewLayout view_arg(const Globals& g, const std::string& name) {
     fs::MountOptions o;
     o.layouts = g.config().layouts;
     o.view = name;
-    try {
-        // The same lookup a mount does, so a pin names exactly the view a mount shows.
-        return fs::views_to_serve(o).at(0);
-    } catch (const StoreError& e) {
-        throw UsageError(std::string(e.what()) + " (`modelfs views` shows them)");
-    }
+    // The same lookup a mount does, so a pin names exactly the view a mount shows.
+    return views_or_usage(o).at(0);
 }
 
 std::string read_text_file(const std::filesystem::path& p) {

@@ -346,14 +346,32 @@ void Daemon::reply_read_open(fuse_req_t req, fuse_file_info* fi, UniqueFd fd, co
     }
 }
 
-int unmount(const std::filesystem::path& mountpoint) {
+int unmount(const std::filesystem::path& mountpoint, std::string* err) {
     std::string mp = mountpoint.string();
     const char* argv[] = {"fusermount3", "-u", mp.c_str(), nullptr};
+    int pipe_fds[2] = {-1, -1};
+    if (err && ::pipe2(pipe_fds, O_CLOEXEC) != 0) err = nullptr;
+    UniqueFd read_end(err ? pipe_fds[0] : -1), write_end(err ? pipe_fds[1] : -1);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    if (err) posix_spawn_file_actions_adddup2(&actions, write_end.get(), 2);
     pid_t pid;
-    if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ) !=
-        0) {
+    const int spawned =
+        posix_spawnp(&pid, "fusermount3", &actions, nullptr, const_cast<char**>(argv), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (spawned != 0) {
         spdlog::error("cannot run fusermount3 (install the fuse3 package)");
         return 1;
+    }
+    write_end.reset();
+    if (err) {
+        char buf[4096];
+        for (ssize_t n; (n = ::read(read_end.get(), buf, sizeof buf)) != 0;) {
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) break;
+            err->append(buf, static_cast<std::size_t>(n));
+        }
+        while (!err->empty() && err->back() == '\n') err->pop_back();
     }
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {

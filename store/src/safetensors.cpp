@@ -502,6 +502,13 @@ SafetensorsInfo read_safetensors_header(int fd, std::uint64_t file_size) {
 
     if (n == 0) throw SafetensorsError("header length is 0");
     if (n > kMaxSafetensorsHeaderBytes) {
+        // A safetensors header is JSON: '{' follows the length. Text or another format renamed
+        // .safetensors reads as an absurd length; that number would only puzzle.
+        char first = 0;
+        if (file_size == 8 || pread_full(fd, &first, 1, 8, kWhat) != 1 || first != '{')
+            throw SafetensorsError(
+                "not a safetensors file (no JSON header follows its first 8 bytes; another "
+                "format renamed .safetensors?)");
         throw SafetensorsError("header length " + std::to_string(n) + " exceeds the " +
                                std::to_string(kMaxSafetensorsHeaderBytes) + "-byte limit");
     }

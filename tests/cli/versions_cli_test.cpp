@@ -363,14 +363,15 @@ TEST_F(VersionsCli, LockFollowsTheViewAndIsRegistered) {
     const std::string b = import_version("foo", 2);
     ASSERT_EQ(mfs({"pin", "foo@v1", "--view", "comfyui"}).exit_code, 0);
 
-    CliResult r = mfs({"lock"});
+    // --register: a lock on stdout is kept from `retain` only when asked (issue 17).
+    CliResult r = mfs({"lock", "--register"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     json all = json::parse(r.out);  // the lock file itself, on stdout
     EXPECT_EQ(all["modelfs_lock"], 1);
     ASSERT_EQ(all["models"].size(), 1u);
     EXPECT_EQ(all["models"][0]["sha256"], b);
 
-    r = mfs({"lock", "--view", "comfyui"});
+    r = mfs({"lock", "--register", "--view", "comfyui"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     json comfy = json::parse(r.out);
     EXPECT_EQ(comfy["view"], "comfyui");
@@ -384,7 +385,7 @@ TEST_F(VersionsCli, LockFollowsTheViewAndIsRegistered) {
     write_text_file(config,
                     "[[layout]]\nname = \"loras-only\"\n[[layout.folder]]\npath = \"loras\"\n"
                     "category = \"lora\"\n");
-    r = mfs({"--config", config.string(), "lock", "--view", "loras-only"});
+    r = mfs({"--config", config.string(), "lock", "--register", "--view", "loras-only"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_TRUE(json::parse(r.out)["models"].empty()) << r.out;
 

@@ -2,8 +2,11 @@
 #include <gtest/gtest.h>
 
 #include "mount_helper.h"
+#include "support/test_env.h"
 
 using namespace modelfs::cli;
+using modelfs::testing::TempDir;
+using modelfs::testing::write_text_file;
 
 namespace {
 
@@ -87,6 +90,29 @@ TEST(MountHelper, FuseConfUserAllowOther) {
     EXPECT_NE(p.find("user_allow_other"), std::string::npos);
     EXPECT_NE(p.find("/etc/fuse.conf"), std::string::npos);
     EXPECT_NE(allow_other_problem(false, false, "").find("cannot be read"), std::string::npos);
+}
+
+TEST(MountHelper, NonemptyOption) {
+    EXPECT_TRUE(parse_helper_args({"s", "m", "-o", "view=comfyui,nonempty"}).nonempty);
+    EXPECT_FALSE(parse_helper_args({"s", "m", "-o", "view=comfyui"}).nonempty);
+}
+
+// A mount point must be an empty folder that is no mount point yet; each problem says what to do.
+TEST(MountHelper, MountpointProblems) {
+    TempDir dir{"modelfs-mountpoint"};
+    std::filesystem::create_directories(dir / "empty");
+    EXPECT_EQ(mountpoint_problem(dir / "empty", false), "");
+    EXPECT_EQ(mountpoint_problem(dir / "missing", false), "") << "left to the mount to report";
+    write_text_file(dir / "file", "x");
+    EXPECT_NE(mountpoint_problem(dir / "file", true).find("is not a folder"), std::string::npos);
+    std::filesystem::create_directories(dir / "full");
+    write_text_file(dir / "full" / "a.txt", "x");
+    const std::string full = mountpoint_problem(dir / "full", false);
+    EXPECT_NE(full.find("is not empty"), std::string::npos) << full;
+    EXPECT_NE(full.find("--nonempty"), std::string::npos) << full;
+    EXPECT_EQ(mountpoint_problem(dir / "full", true), "");
+    // "/" is always a mount point.
+    EXPECT_NE(mountpoint_problem("/", true).find("already a mount point"), std::string::npos);
 }
 
 }  // namespace

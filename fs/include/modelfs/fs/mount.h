@@ -65,7 +65,8 @@ struct UnstoredFile {
 // Such files of a store, for `modelfs status` (the views' overlay folders, walked once).
 std::vector<UnstoredFile> unstored_files(const std::filesystem::path& store);
 
-// Unmounts a modelfs mount point (fusermount3 -u). Returns an exit code; messages on stderr.
-int unmount(const std::filesystem::path& mountpoint);
+// Unmounts a modelfs mount point (fusermount3 -u). Returns an exit code; fusermount3's messages
+// go to stderr, or into `err` when given (so the caller can explain a busy mount).
+int unmount(const std::filesystem::path& mountpoint, std::string* err = nullptr);
 
 }  // namespace modelfs::fs
