@@ -20,7 +20,7 @@ using nlohmann::json;
 // Every model `layout` shows, at the version it shows there; without a layout every model at its
 // current version. A model whose name an older modelfs let in but names.h refuses is left out
 // with a warning: `apply` would refuse the whole lock for it.
-LockFile make_lock(Store& s, const std::optional<fs::ViewLayout>& layout, bool with_secrets) {
+LockFile make_lock(Store& s, const std::optional<layouts::ViewLayout>& layout, bool with_secrets) {
     LockFile lock;
     if (layout) lock.view = layout->name();
     auto txn = s.catalog().read();
@@ -84,7 +84,7 @@ struct LockArgs {
 };
 
 int run_lock(const Globals& g, const LockArgs& a) {
-    std::optional<fs::ViewLayout> layout;
+    std::optional<layouts::ViewLayout> layout;
     if (!a.view.empty()) layout = view_arg(g, a.view);
     Store s = g.open_store();
     const LockFile lock = make_lock(s, layout, a.with_secrets);

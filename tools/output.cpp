@@ -85,7 +85,7 @@ Category parse_category_arg(const std::string& s) {
     throw UsageError("unknown category '" + s + "'; categories are:" + list);
 }
 
-fs::ViewLayout view_arg(const Globals& g, const std::string& name) {
+layouts::ViewLayout view_arg(const Globals& g, const std::string& name) {
     fs::MountOptions o;
     o.layouts = g.config().layouts;
     o.view = name;

@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "modelfs/adopt/adopt.h"
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/model_check.h"
 #include "modelfs/store/unique_fd.h"
 #include "modelfs/store/view_files.h"
@@ -57,7 +57,7 @@ bool in_models(const ScannedFile& f, const Install& inst) {
 }
 
 // Would the mount take a file at `rel` of its overlay for a model and ingest it?
-bool layout_model_path(const fs::ViewLayout& layout, const std::string& rel) {
+bool layout_model_path(const layouts::ViewLayout& layout, const std::string& rel) {
     auto vp = layout.classify(rel);
     return vp && !vp->ext.empty();
 }
@@ -93,7 +93,7 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                 ip.kept_in_place.push_back(d.path.string() +
                                            (d.origin.empty() ? "" : " (" + d.origin + ")"));
 
-        auto layout = fs::ViewLayout::builtin(inst.tool);
+        auto layout = layouts::ViewLayout::builtin(inst.tool);
         if (!layout) {
             ip.skip = "no built-in view for tool '" + inst.tool + "'";
         } else if (!ids_in_plan.insert(ip.id).second) {

@@ -125,7 +125,7 @@ class AdoptTest : public ::testing::Test {
         for (const auto& root : {a1111, comfy}) {
             auto inst = detect_install(root);
             if (!inst) throw std::runtime_error("not detected: " + root.string());
-            out.push_back(scan_install(*inst, *modelfs::fs::ViewLayout::builtin(inst->tool)));
+            out.push_back(scan_install(*inst, *modelfs::layouts::ViewLayout::builtin(inst->tool)));
         }
         return out;
     }
@@ -884,7 +884,8 @@ TEST(AdoptLinks, FileLinkInsideModels) {
     Store store = Store::open(store_root);
     auto inst = detect_install(root);
     ASSERT_TRUE(inst);
-    std::vector<InstallScan> s{scan_install(*inst, *modelfs::fs::ViewLayout::builtin("a1111"))};
+    std::vector<InstallScan> s{
+        scan_install(*inst, *modelfs::layouts::ViewLayout::builtin("a1111"))};
     auto h = hash_scans(store_root, s);
     Plan plan = make_plan(store, std::move(s), h);
     RunOptions o;

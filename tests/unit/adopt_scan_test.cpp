@@ -99,7 +99,7 @@ const ScannedFile* file_at(const InstallScan& s, const stdfs::path& p) {
 InstallScan scan(const stdfs::path& root) {
     auto inst = detect_install(root);
     if (!inst) throw std::runtime_error("not detected: " + root.string());
-    return scan_install(*inst, *fs::ViewLayout::builtin(inst->tool));
+    return scan_install(*inst, *layouts::ViewLayout::builtin(inst->tool));
 }
 
 // ---- detection -----------------------------------------------------------------------------
@@ -119,7 +119,7 @@ TEST(AdoptDetect, TellsTheFiveToolsApart) {
         EXPECT_TRUE(inst->dirs[0].replaced);
         EXPECT_EQ(inst->dirs[0].view_folder, "");
         // Every tool has a built-in view under the name detection gives.
-        EXPECT_TRUE(fs::ViewLayout::builtin(inst->tool));
+        EXPECT_TRUE(layouts::ViewLayout::builtin(inst->tool));
     }
 }
 

@@ -35,7 +35,7 @@
 #include <string_view>
 #include <vector>
 
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/category.h"
 
 namespace modelfs::adopt {
@@ -141,7 +141,7 @@ struct ScanOptions {
 // no link is followed (a link becomes an unreadable entry naming it), files and folders that
 // user could not read or change are unreadable entries saying so, and configured folders outside
 // the install are left out unless `opts.outside_install`.
-InstallScan scan_install(const Install& inst, const fs::ViewLayout& layout,
+InstallScan scan_install(const Install& inst, const layouts::ViewLayout& layout,
                          const ScanOptions& opts = {});
 
 }  // namespace modelfs::adopt

@@ -1,4 +1,4 @@
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 
 #include <algorithm>
 #include <cstddef>
@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <utility>
 
-namespace modelfs::fs {
+namespace modelfs::layouts {
 
 namespace {
 
@@ -534,4 +534,4 @@ std::optional<std::string> ViewLayout::path_for(const Model& m, const ModelVersi
     return path;
 }
 
-}  // namespace modelfs::fs
+}  // namespace modelfs::layouts

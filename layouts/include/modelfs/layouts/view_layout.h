@@ -28,7 +28,7 @@
 #include "modelfs/store/catalog.h"
 #include "modelfs/store/category.h"
 
-namespace modelfs::fs {
+namespace modelfs::layouts {
 
 struct ViewFolder {
     std::string path;  // relative to the view root, '/'-separated, e.g. "loras" or "ESRGAN"
@@ -124,4 +124,4 @@ class ViewLayout {
     bool show_versions_ = false;
 };
 
-}  // namespace modelfs::fs
+}  // namespace modelfs::layouts
