@@ -3,9 +3,8 @@
 // directory tree (path_for) and to understand files written into that tree (classify).
 //
 // A view replaces the tool's `models/` folder, so every path here is relative to it:
-//   ComfyUI   ComfyUI/models                 -> checkpoints/x.safetensors,
-//   loras/sdxl/foo.safetensors A1111     stable-diffusion-webui/models  ->
-//   Stable-diffusion/x.safetensors, Lora/foo.safetensors
+//   ComfyUI  ComfyUI/models                -> checkpoints/x.safetensors, loras/sdxl/foo.safetensors
+//   A1111    stable-diffusion-webui/models -> Stable-diffusion/x.safetensors, Lora/foo.safetensors
 // A1111 and Forge read textual-inversion embeddings from `embeddings/` at the webui root, not under
 // models/ (modules/shared_cmd_options.py --embeddings-dir, default <data dir>/embeddings). Their
 // view still has `embeddings/` inside it (next to Stable-diffusion/), and users start the webui
