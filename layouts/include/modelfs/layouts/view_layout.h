@@ -66,10 +66,11 @@ class ViewLayout {
     // listed before it: the inner one then owns every path below it.
     ViewLayout(std::string name, std::vector<ViewFolder> folders);
 
+    // The view of a tool of the registry (modelfs/layouts/tools.h) by its name or an alias:
     // "a1111" (alias "automatic1111"), "forge", "sdnext", "comfyui", "fooocus", "invokeai";
     // case-insensitive.
     static std::optional<ViewLayout> builtin(std::string_view name);
-    // The canonical names builtin() accepts, in a stable order.
+    // The canonical names builtin() accepts, in the registry's stable order.
     static std::vector<std::string> builtin_names();
 
     // A user-defined layout:
