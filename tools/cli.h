@@ -108,9 +108,9 @@ std::string format_time(std::int64_t unix_seconds);
 Category parse_category_arg(const std::string& s);
 // The view a --view argument names (a built-in, an alias of one, or a config layout; any case),
 // as a mount would show it. Throws UsageError listing the known views.
-fs::ViewLayout view_arg(const Globals& g, const std::string& name);
+layouts::ViewLayout view_arg(const Globals& g, const std::string& name);
 // views_to_serve, with an unknown view name as a UsageError (exit 2, as for every --view).
-std::vector<fs::ViewLayout> views_or_usage(const fs::MountOptions& o);
+std::vector<layouts::ViewLayout> views_or_usage(const fs::MountOptions& o);
 // Reads a whole file named on the command line; StoreError not_found / io naming it.
 std::string read_text_file(const std::filesystem::path& p);
 

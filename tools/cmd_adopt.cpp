@@ -37,10 +37,9 @@ std::vector<adopt::Install> find_installs(const std::vector<std::string>& dirs) 
         if (!inst) {
             if (dirs.empty()) continue;
             throw StoreError(ErrorKind::not_found,
-                             p.string() +
-                                 ": not an install of a tool modelfs knows (A1111, "
-                                 "Forge, SD.Next, ComfyUI, Fooocus); name the folder "
-                                 "that holds webui.py / main.py");
+                             p.string() + ": not an install of a tool modelfs knows (" +
+                                 adopt::known_tool_names() +
+                                 "); name the folder that holds webui.py / main.py");
         }
         out.push_back(std::move(*inst));
     }

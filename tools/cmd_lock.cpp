@@ -31,7 +31,7 @@ bool has_unhashed_file(const Txn& txn, const ModelVersion& v) {
                        [&](const TreeEntry& t) { return unhashed(t.blob); });
 }
 
-LockFile make_lock(Store& s, const std::optional<fs::ViewLayout>& layout, bool with_secrets,
+LockFile make_lock(Store& s, const std::optional<layouts::ViewLayout>& layout, bool with_secrets,
                    bool skip_unhashed) {
     LockFile lock;
     if (layout) lock.view = layout->name();
@@ -113,7 +113,7 @@ struct LockArgs {
 };
 
 int run_lock(const Globals& g, const LockArgs& a) {
-    std::optional<fs::ViewLayout> layout;
+    std::optional<layouts::ViewLayout> layout;
     if (!a.view.empty()) layout = view_arg(g, a.view);
     Store s = g.open_store();
     const LockFile lock = make_lock(s, layout, a.with_secrets, a.skip_unhashed);

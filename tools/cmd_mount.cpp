@@ -19,7 +19,7 @@ namespace modelfs::cli {
 namespace {
 
 bool is_builtin_name(const std::string& name) {
-    const auto names = fs::ViewLayout::builtin_names();
+    const auto names = layouts::ViewLayout::builtin_names();
     return std::find(names.begin(), names.end(), name) != names.end();
 }
 
@@ -37,7 +37,7 @@ std::string views_footer(const Globals& g) {
     for (const auto& v : fs::views_to_serve(o)) {
         const bool user =
             std::any_of(o.layouts.begin(), o.layouts.end(),
-                        [&](const fs::ViewLayout& l) { return l.name() == v.name(); });
+                        [&](const layouts::ViewLayout& l) { return l.name() == v.name(); });
         s += (s.empty() ? "Views: " : ", ") + v.name() + (user ? " (config file)" : "");
     }
     return s + ".\n`modelfs views` shows each view's folders." + trouble;
@@ -46,7 +46,7 @@ std::string views_footer(const Globals& g) {
 // views_to_serve resolves an alias ("automatic1111") to the built-in layout even when the config
 // replaces it; with the canonical name it finds the replacement.
 std::string canonical_view(const std::string& name) {
-    if (auto b = fs::ViewLayout::builtin(name)) return b->name();
+    if (auto b = layouts::ViewLayout::builtin(name)) return b->name();
     return name;
 }
 
@@ -62,10 +62,10 @@ int run_views(const Globals& g, const std::string& only) {
     o.layouts = mount_layouts(c);
     o.view = canonical_view(only);
     // The same merge the mount does, so this shows exactly what a mount would.
-    const std::vector<fs::ViewLayout> views = views_or_usage(o);
-    const auto from_config = [&](const fs::ViewLayout& v) {
+    const std::vector<layouts::ViewLayout> views = views_or_usage(o);
+    const auto from_config = [&](const layouts::ViewLayout& v) {
         return std::any_of(c.layouts.begin(), c.layouts.end(),
-                           [&](const fs::ViewLayout& l) { return l.name() == v.name(); });
+                           [&](const layouts::ViewLayout& l) { return l.name() == v.name(); });
     };
 
     if (g.json) {

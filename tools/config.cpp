@@ -140,14 +140,15 @@ void check_layout_name(const std::string& name, const stdfs::path& source,
     }
     // Names match case-insensitively when picking a view (--view ComfyUI), so a near-miss of a
     // built-in would never be found; make the user choose: replace it exactly, or another name.
-    if (auto b = fs::ViewLayout::builtin(name); b && b->name() != name) {
+    if (auto b = layouts::ViewLayout::builtin(name); b && b->name() != name) {
         fail(source, r,
              quoted + ": the built-in view is called '" + b->name() +
                  "'; use exactly that name to replace it, or pick another name");
     }
 }
 
-fs::ViewLayout layout_from(const toml::table& t, std::size_t index, const stdfs::path& source) {
+layouts::ViewLayout layout_from(const toml::table& t, std::size_t index,
+                                const stdfs::path& source) {
     const toml::node* name_node = t.get("name");
     if (!name_node || !name_node->is_string()) {
         fail(source, name_node ? name_node->source() : t.source(),
@@ -190,7 +191,7 @@ fs::ViewLayout layout_from(const toml::table& t, std::size_t index, const stdfs:
         where.push_back(f.source());
     }
     try {
-        fs::ViewLayout layout = fs::ViewLayout::from_json(j);
+        layouts::ViewLayout layout = layouts::ViewLayout::from_json(j);
         if (show_versions) layout.set_show_versions(*show_versions);
         return layout;
     } catch (const std::invalid_argument& e) {
@@ -200,19 +201,19 @@ fs::ViewLayout layout_from(const toml::table& t, std::size_t index, const stdfs:
     }
 }
 
-std::vector<fs::ViewLayout> layouts_from(const toml::node& n, const stdfs::path& source) {
+std::vector<layouts::ViewLayout> layouts_from(const toml::node& n, const stdfs::path& source) {
     const toml::array* a = n.as_array();
     if (!a || !a->is_array_of_tables()) {
         fail(source, n.source(),
              "'layout' must be an array of tables: write each layout as [[layout]], followed by "
              "its [[layout.folder]] tables");
     }
-    std::vector<fs::ViewLayout> out;
+    std::vector<layouts::ViewLayout> out;
     // --view matches names case-insensitively, so names that differ only in case would clash.
     std::map<std::string, std::size_t> seen;  // lower-case name -> index into out
     for (std::size_t i = 0; i < a->size(); ++i) {
         const toml::table& t = *a->get(i)->as_table();
-        fs::ViewLayout l = layout_from(t, i, source);
+        layouts::ViewLayout l = layout_from(t, i, source);
         const auto [it, fresh] = seen.emplace(lower(l.name()), out.size());
         if (!fresh) {
             const std::string& first = out[it->second].name();
@@ -603,9 +604,9 @@ Config merge_config(Config base, const Config& h) {
     Config c = std::move(base);
     if (h.store) c.store = h.store;
     for (const auto& l : h.layouts) {
-        auto same = std::find_if(c.layouts.begin(), c.layouts.end(), [&](const fs::ViewLayout& o) {
-            return lower(o.name()) == lower(l.name());
-        });
+        auto same = std::find_if(
+            c.layouts.begin(), c.layouts.end(),
+            [&](const layouts::ViewLayout& o) { return lower(o.name()) == lower(l.name()); });
         if (same != c.layouts.end()) {
             c.origins.erase("layout." + same->name());
             *same = l;
@@ -640,21 +641,22 @@ Config merge_config(Config base, const Config& h) {
     return c;
 }
 
-std::vector<fs::ViewLayout> mount_layouts(const Config& config) {
-    std::vector<fs::ViewLayout> out = config.layouts;
+std::vector<layouts::ViewLayout> mount_layouts(const Config& config) {
+    std::vector<layouts::ViewLayout> out = config.layouts;
     for (const auto& [view, on] : config.show_versions) {
         // An init-capture, not [&]: clang 14 (the fuzz build) cannot capture structured bindings.
-        auto mine = std::find_if(
-            out.begin(), out.end(),
-            [wanted = lower(view)](const fs::ViewLayout& l) { return lower(l.name()) == wanted; });
+        auto mine = std::find_if(out.begin(), out.end(),
+                                 [wanted = lower(view)](const layouts::ViewLayout& l) {
+                                     return lower(l.name()) == wanted;
+                                 });
         if (mine != out.end()) {
             mine->set_show_versions(on);
             continue;
         }
-        auto b = fs::ViewLayout::builtin(view);
+        auto b = layouts::ViewLayout::builtin(view);
         if (!b) {
             std::string names;
-            for (const auto& n : fs::ViewLayout::builtin_names()) names += " " + n;
+            for (const auto& n : layouts::ViewLayout::builtin_names()) names += " " + n;
             for (const auto& l : config.layouts) names += " " + l.name();
             auto where = config.origins.find("views." + view + ".show_versions");
             throw ConfigError(
@@ -787,14 +789,14 @@ std::vector<EffectiveSetting> effective_settings(const Config& c, const std::str
                        file_of("layout." + l.name()).value_or("file")});
     }
     // Every view a mount shows, with whether it lists version aliases.
-    std::vector<std::string> views = fs::ViewLayout::builtin_names();
+    std::vector<std::string> views = layouts::ViewLayout::builtin_names();
     for (const auto& l : c.layouts)
         if (std::find(views.begin(), views.end(), l.name()) == views.end())
             views.push_back(l.name());
-    const std::vector<fs::ViewLayout> layouts = mount_layouts(c);
+    const std::vector<layouts::ViewLayout> layouts = mount_layouts(c);
     for (const auto& v : views) {
         auto l = std::find_if(layouts.begin(), layouts.end(),
-                              [&](const fs::ViewLayout& x) { return x.name() == v; });
+                              [&](const layouts::ViewLayout& x) { return x.name() == v; });
         const bool on = l != layouts.end() && l->show_versions();
         EffectiveSetting s{"views." + v + ".show_versions", on ? "true" : "false", "default"};
         for (const auto& [name, _] : c.show_versions)

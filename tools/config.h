@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "modelfs/fetch/config.h"
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 
 namespace modelfs::cli {
 
@@ -66,7 +66,7 @@ struct Config {
     // relative to the file's folder, "~/" to $HOME).
     std::optional<std::filesystem::path> store;
     // In file order, each validated by ViewLayout::from_json.
-    std::vector<modelfs::fs::ViewLayout> layouts;
+    std::vector<modelfs::layouts::ViewLayout> layouts;
     FetchSettings fetch;
     std::optional<unsigned> versions_keep;  // [versions] keep
     // [views.NAME] show_versions, by NAME as written (a built-in's or a layout's name).
@@ -85,7 +85,7 @@ Config merge_config(Config lower, const Config& higher);
 
 // The layouts a mount gets: the config's, plus the built-ins whose settings the config changes
 // ([views.NAME]). Throws ConfigError for a [views.NAME] that names no view.
-std::vector<modelfs::fs::ViewLayout> mount_layouts(const Config& config);
+std::vector<modelfs::layouts::ViewLayout> mount_layouts(const Config& config);
 
 // How an environment variable is read; tests pass their own.
 using EnvFn = std::function<std::string(const char* name)>;

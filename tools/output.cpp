@@ -85,7 +85,7 @@ Category parse_category_arg(const std::string& s) {
     throw UsageError("unknown category '" + s + "'; categories are:" + list);
 }
 
-std::vector<fs::ViewLayout> views_or_usage(const fs::MountOptions& o) {
+std::vector<layouts::ViewLayout> views_or_usage(const fs::MountOptions& o) {
     try {
         return fs::views_to_serve(o);
     } catch (const StoreError& e) {
@@ -93,7 +93,7 @@ std::vector<fs::ViewLayout> views_or_usage(const fs::MountOptions& o) {
     }
 }
 
-fs::ViewLayout view_arg(const Globals& g, const std::string& name) {
+layouts::ViewLayout view_arg(const Globals& g, const std::string& name) {
     fs::MountOptions o;
     o.layouts = g.config().layouts;
     o.view = name;

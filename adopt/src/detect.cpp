@@ -1,13 +1,6 @@
-// Telling installs apart by the files each tool's repository keeps at its root, and collecting
-// the folders they read models from (their models/ folder and whatever their configuration adds).
-//
-// Markers, checked against the tools' repositories:
-//   ComfyUI  main.py, folder_paths.py, comfy/
-//   Fooocus  fooocus_version.py and entry_with_update.py or launch.py (it also has webui.py and
-//            modules/, so it is told apart before A1111)
-//   Forge    webui.py, modules/, modules_forge/ (lllyasviel's Forge and its forks)
-//   SD.Next  launch.py, modules/, installer.py (vladmandic/automatic; A1111 has no installer.py)
-//   A1111    webui.py, launch.py, modules/
+// Telling installs apart by the files each tool's repository keeps at its root (the markers of its
+// row in modelfs/layouts/tools.h), and collecting the folders they read models from (their models/
+// folder and whatever their configuration adds, read by the tool's reader in config_readers.cpp).
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -19,6 +12,7 @@
 
 #include "install_config.h"
 #include "modelfs/adopt/scan.h"
+#include "modelfs/layouts/tools.h"
 
 namespace modelfs::adopt {
 
@@ -37,53 +31,60 @@ bool is_dir(const stdfs::path& p) {
     return stdfs::is_directory(p, ec);
 }
 
-std::optional<std::string> tool_at(const stdfs::path& r) {
-    if (is_file(r / "main.py") && is_file(r / "folder_paths.py") && is_dir(r / "comfy"))
-        return "comfyui";
-    if (is_file(r / "fooocus_version.py") &&
-        (is_file(r / "entry_with_update.py") || is_file(r / "launch.py")))
-        return "fooocus";
-    if (is_dir(r / "modules") && is_file(r / "webui.py") && is_dir(r / "modules_forge"))
-        return "forge";
-    if (is_dir(r / "modules") && is_file(r / "launch.py") && is_file(r / "installer.py"))
-        return "sdnext";
-    if (is_dir(r / "modules") && is_file(r / "webui.py") && is_file(r / "launch.py"))
-        return "a1111";
-    return std::nullopt;
+// Every entry of `all` and, if it lists any, one of `any`: "name/" a folder, other names a file.
+bool has_markers(const stdfs::path& r, const layouts::InstallMarkers& m) {
+    const auto there = [&](std::string_view e) {
+        return e.ends_with('/') ? is_dir(r / e.substr(0, e.size() - 1)) : is_file(r / e);
+    };
+    return std::all_of(m.all.begin(), m.all.end(), there) &&
+           (m.any.empty() || std::any_of(m.any.begin(), m.any.end(), there));
+}
+
+const layouts::Tool* tool_at(const stdfs::path& r) {
+    for (const layouts::Tool* t : layouts::detected_tools()) {
+        if (has_markers(r, t->markers)) return t;
+    }
+    return nullptr;
 }
 
 }  // namespace
 
 std::string_view known_install_markers() {
-    return "ComfyUI: main.py + folder_paths.py + comfy/; Fooocus: fooocus_version.py + "
-           "entry_with_update.py; Forge: webui.py + modules/ + modules_forge/; SD.Next: launch.py "
-           "+ "
-           "modules/ + installer.py; A1111: webui.py + launch.py + modules/";
+    static const std::string text = [] {
+        std::string out;
+        for (const layouts::Tool* t : layouts::detected_tools()) {
+            if (!out.empty()) out += "; ";
+            out += std::string(t->display) + ": " + layouts::describe(t->markers);
+        }
+        return out;
+    }();
+    return text;
+}
+
+std::string known_tool_names() {
+    std::string out;
+    for (const layouts::Tool& t : layouts::tools()) {
+        if (t.markers.empty()) continue;
+        if (!out.empty()) out += ", ";
+        out += t.display;
+    }
+    return out;
 }
 
 std::optional<Install> detect_install(const stdfs::path& dir) {
     std::error_code ec;
     const stdfs::path root = stdfs::canonical(dir, ec);
     if (ec || !is_dir(root)) return std::nullopt;
-    auto tool = tool_at(root);
+    const layouts::Tool* tool = tool_at(root);
     if (!tool) return std::nullopt;
 
     Install inst;
-    inst.tool = *tool;
+    inst.tool = std::string(tool->name);
     inst.root = root;
     inst.models_dir = root / "models";
 
     detail::ConfigDirs cfg;
-    if (inst.tool == "comfyui") {
-        if (is_file(root / "extra_model_paths.yaml"))
-            cfg = detail::comfyui_extra_model_paths(root / "extra_model_paths.yaml");
-    } else if (inst.tool == "fooocus") {
-        if (is_file(root / "config.txt")) cfg = detail::fooocus_config(root / "config.txt", root);
-    } else if (inst.tool == "sdnext") {
-        if (is_file(root / "config.json")) cfg = detail::sdnext_config(root / "config.json", root);
-    } else {
-        cfg = detail::a1111_dirs(root);
-    }
+    if (const detail::ConfigReader read = detail::config_reader(tool->name)) cfg = read(root);
     inst.notes = std::move(cfg.notes);
     if (!cfg.models_dir.empty() && cfg.models_dir != inst.models_dir) {
         inst.notes.push_back("models folder moved by the configuration to " +
@@ -134,9 +135,10 @@ std::vector<stdfs::path> default_install_locations() {
         home = detail::expand_user_and_vars("~");
     if (home.empty() || home == "~") return {};
     std::vector<stdfs::path> candidates;
-    for (const char* n : {"stable-diffusion-webui", "stable-diffusion-webui-forge", "automatic",
-                          "sdnext", "ComfyUI", "Fooocus"})
-        candidates.push_back(home / n);
+    for (const layouts::Tool& t : layouts::tools()) {
+        for (std::string_view n : t.home_folders) candidates.push_back(home / n);
+    }
+    // StabilityMatrix installs any of the tools under its own folder, one package folder each.
     for (const char* packages :
          {"StabilityMatrix/Data/Packages", ".config/StabilityMatrix/Data/Packages"}) {
         std::error_code ec;

@@ -19,7 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "modelfs/adopt/adopt.h"
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/unique_fd.h"
 #include "util.h"
@@ -194,7 +194,7 @@ HashReport hash_scans(const sfs::path& store_root, const std::vector<InstallScan
     std::vector<Job> jobs;
     std::set<sfs::path> seen;
     for (const auto& s : scans) {
-        const auto layout = fs::ViewLayout::builtin(s.install.tool);
+        const auto layout = layouts::ViewLayout::builtin(s.install.tool);
         for (const auto& f : s.files) {
             // Plain files the mount would take for models are planned as models (plan.cpp).
             const bool model_like = f.kind == ScannedFile::Kind::plain && layout &&

@@ -1,8 +1,8 @@
 // Reading the tools' own configuration files for the model folders they name (detect_install's
-// helpers, one file per tool). Each reader returns folders as the file names them (made absolute,
-// not checked) plus notes for whatever it could not use; detect_install checks existence, drops
-// folders inside the models folder and duplicates. No reader throws for a bad file: a user's
-// broken config must never stop an adopt, only be reported.
+// helpers, one file per tool, found through config_reader()). Each reader returns folders as the
+// file names them (made absolute, not checked) plus notes for whatever it could not use;
+// detect_install checks existence, drops folders inside the models folder and duplicates. No reader
+// throws for a bad file: a user's broken config must never stop an adopt, only be reported.
 #pragma once
 
 #include <filesystem>
@@ -39,6 +39,14 @@ ConfigDirs sdnext_config(const std::filesystem::path& config_json,
                          const std::filesystem::path& root);
 // A1111 / Forge: the root embeddings/ folder and the folder flags in webui-user.sh.
 ConfigDirs a1111_dirs(const std::filesystem::path& root);
+
+// What detect_install runs on an install's root folder for a tool (config_readers.cpp); an
+// install without the tool's file gets empty ConfigDirs.
+using ConfigReader = ConfigDirs (*)(const std::filesystem::path& root);
+// The reader of the tool named `tool` (layouts::Tool::name); nullptr when it has none.
+ConfigReader config_reader(std::string_view tool);
+// The tool names that have a reader, for the test that every detected tool has one.
+std::vector<std::string_view> tools_with_config_readers();
 
 // "~", "~user", "$VAR" and "${VAR}" expanded as Python's os.path.expanduser(expandvars()) does;
 // an unset variable is left as written.

@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "modelfs/adopt/adopt.h"
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/model_check.h"
 #include "modelfs/store/unique_fd.h"
 #include "modelfs/store/view_files.h"
@@ -57,7 +57,7 @@ bool in_models(const ScannedFile& f, const Install& inst) {
 }
 
 // Would the mount take a file at `rel` of its overlay for a model and ingest it?
-bool layout_model_path(const fs::ViewLayout& layout, const std::string& rel) {
+bool layout_model_path(const layouts::ViewLayout& layout, const std::string& rel) {
     auto vp = layout.classify(rel);
     return vp && !vp->ext.empty();
 }
@@ -92,7 +92,7 @@ void not_adopted(PlannedFile& pf, bool inside, const std::string& why) {
 
 // Sets ip.skip or ip.resume when the install is not planned file by file now: no view, a second
 // install of its tool, a record (record_verdict), or a models folder adopt cannot replace.
-void decide_install(InstallPlan& ip, const fs::ViewLayout* layout, const sfs::path& store_root,
+void decide_install(InstallPlan& ip, const layouts::ViewLayout* layout, const sfs::path& store_root,
                     std::set<std::string>& ids_in_plan) {
     const Install& inst = ip.scan.install;
     const bool mounted = is_mountpoint(inst.models_dir);
@@ -124,7 +124,7 @@ void decide_install(InstallPlan& ip, const fs::ViewLayout* layout, const sfs::pa
 // model (LyCORIS/x, a second foo.ckpt): in the overlay its ingest would move it or make it a
 // model's new version, so it is planned as a model here (stored and shown in the primary folder,
 // or left in the backup).
-std::vector<ScannedFile> as_the_mount_takes(const InstallScan& scan, const fs::ViewLayout& layout) {
+std::vector<ScannedFile> as_the_mount_takes(const InstallScan& scan, const layouts::ViewLayout& layout) {
     std::vector<ScannedFile> files = scan.files;
     for (auto& f : files)
         if (f.kind == ScannedFile::Kind::plain && in_models(f, scan.install))
@@ -156,7 +156,7 @@ struct Shown {
 // Decides every file's action for one install that is planned file by file.
 class FilePlanner {
   public:
-    FilePlanner(InstallPlan& ip, const fs::ViewLayout& layout, const HashReport& hashes)
+    FilePlanner(InstallPlan& ip, const layouts::ViewLayout& layout, const HashReport& hashes)
         : ip_(ip), layout_(layout), hashes_(hashes), files_(as_the_mount_takes(ip.scan, layout)) {}
 
     void plan() {
@@ -170,7 +170,7 @@ class FilePlanner {
 
   private:
     InstallPlan& ip_;
-    const fs::ViewLayout& layout_;
+    const layouts::ViewLayout& layout_;
     const HashReport& hashes_;
     std::vector<ScannedFile> files_;
     // Which file gets each model key of this install: the first one the view shows at exactly
@@ -492,7 +492,7 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
             if (!d.replaced)
                 ip.kept_in_place.push_back(d.path.string() +
                                            (d.origin.empty() ? "" : " (" + d.origin + ")"));
-        auto layout = fs::ViewLayout::builtin(inst.tool);
+        auto layout = layouts::ViewLayout::builtin(inst.tool);
         decide_install(ip, layout ? &*layout : nullptr, store.root(), ids_in_plan);
         if (!ip.skip && !ip.resume) FilePlanner(ip, *layout, hashes).plan();
         plan.installs.push_back(std::move(ip));

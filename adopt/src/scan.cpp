@@ -242,7 +242,8 @@ std::string leaf(const std::string& rel) {
 }
 
 // The view folder `view_rel` lies in, if any.
-const fs::ViewFolder* folder_of(const fs::ViewLayout& layout, const std::string& view_rel) {
+const layouts::ViewFolder* folder_of(const layouts::ViewLayout& layout,
+                                     const std::string& view_rel) {
     for (const auto& f : layout.folders())
         if (view_rel.size() > f.path.size() && view_rel.starts_with(f.path) &&
             view_rel[f.path.size()] == '/')
@@ -256,7 +257,7 @@ std::string lower(std::string s) {
     return s;
 }
 
-void classify(InstallScan& scan, const fs::ViewLayout& layout) {
+void classify(InstallScan& scan, const layouts::ViewLayout& layout) {
     using Kind = ScannedFile::Kind;
     const std::string view = layout.name();
     // Which ModelDir a file came through decides the order of model-name clashes: models/ first,
@@ -274,7 +275,7 @@ void classify(InstallScan& scan, const fs::ViewLayout& layout) {
     for (auto& f : scan.files) {
         if (f.kind != Kind::plain) continue;  // broken, unreadable, special: final
         const auto vp = layout.classify(f.view_rel);
-        const fs::ViewFolder* folder = folder_of(layout, f.view_rel);
+        const layouts::ViewFolder* folder = folder_of(layout, f.view_rel);
         if (vp && !vp->ext.empty()) {
             if (folder && folder->primary) {
                 f.category = vp->category;
@@ -376,7 +377,7 @@ void classify(InstallScan& scan, const fs::ViewLayout& layout) {
 
 }  // namespace
 
-InstallScan scan_install(const Install& inst, const fs::ViewLayout& layout,
+InstallScan scan_install(const Install& inst, const layouts::ViewLayout& layout,
                          const ScanOptions& opts) {
     InstallScan out;
     out.install = inst;

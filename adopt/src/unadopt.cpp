@@ -29,7 +29,7 @@
 #include <spdlog/spdlog.h>
 
 #include "modelfs/adopt/adopt.h"
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/safe_open.h"
 #include "modelfs/store/view_files.h"
@@ -193,7 +193,7 @@ namespace {
 // sidecars). The view also shows the store's other models (another tool's); those stay out.
 std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
                          std::vector<std::string>& notes) {
-    const auto layout = fs::ViewLayout::builtin(r.view);
+    const auto layout = layouts::ViewLayout::builtin(r.view);
     const sfs::path overlay = store.root() / "views" / r.view;
     std::set<sfs::path> copied_models;  // without extension, for their sidecars
     std::size_t others = 0;

@@ -116,12 +116,14 @@ class HupWatcher {
 
 }  // namespace
 
-std::vector<ViewLayout> views_to_serve(const MountOptions& opts) {
-    std::vector<ViewLayout> all;
-    for (const auto& name : ViewLayout::builtin_names()) all.push_back(*ViewLayout::builtin(name));
+std::vector<layouts::ViewLayout> views_to_serve(const MountOptions& opts) {
+    std::vector<layouts::ViewLayout> all;
+    for (const auto& name : layouts::ViewLayout::builtin_names())
+        all.push_back(*layouts::ViewLayout::builtin(name));
     for (const auto& user : opts.layouts) {
-        auto same = std::find_if(all.begin(), all.end(),
-                                 [&](const ViewLayout& v) { return v.name() == user.name(); });
+        auto same = std::find_if(all.begin(), all.end(), [&](const layouts::ViewLayout& v) {
+            return v.name() == user.name();
+        });
         if (same != all.end())
             *same = user;
         else
@@ -135,7 +137,7 @@ std::vector<ViewLayout> views_to_serve(const MountOptions& opts) {
     // An alias ("automatic1111") names the built-in's canonical name, which a user layout may
     // have replaced.
     std::string wanted = lower(opts.view);
-    if (auto b = ViewLayout::builtin(opts.view)) wanted = lower(b->name());
+    if (auto b = layouts::ViewLayout::builtin(opts.view)) wanted = lower(b->name());
     for (const auto& v : all)
         if (lower(v.name()) == wanted) return {v};
     std::string names;
@@ -239,7 +241,7 @@ int serve_mount(const MountOptions& given) {
         if (!r.layouts) return r.message;
         MountOptions next = opts;
         next.layouts = std::move(*r.layouts);
-        std::vector<ViewLayout> views;
+        std::vector<layouts::ViewLayout> views;
         try {
             views = views_to_serve(next);
         } catch (const StoreError& e) {
@@ -265,16 +267,16 @@ int serve_mount(const MountOptions& given) {
     return rc == 0 ? 0 : 1;
 }
 
-std::string Daemon::set_views(std::vector<ViewLayout> views) {
+std::string Daemon::set_views(std::vector<layouts::ViewLayout> views) {
     auto before = names();
     if (before->views() == views) return "";
     std::string added, removed, changed;
     auto list = [](std::string& to, const std::string& name) {
         to += (to.empty() ? "" : ", ") + name;
     };
-    auto find = [](const std::vector<ViewLayout>& in, const std::string& name) {
+    auto find = [](const std::vector<layouts::ViewLayout>& in, const std::string& name) {
         return std::find_if(in.begin(), in.end(),
-                            [&](const ViewLayout& v) { return v.name() == name; });
+                            [&](const layouts::ViewLayout& v) { return v.name() == name; });
     };
     for (const auto& v : views) {
         auto old = find(before->views(), v.name());

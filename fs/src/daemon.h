@@ -46,7 +46,7 @@ struct OpenOverlay {
 };
 
 struct Daemon {
-    Daemon(MountOptions o, std::vector<ViewLayout> views)
+    Daemon(MountOptions o, std::vector<layouts::ViewLayout> views)
         : opts(std::move(o)),
           ns_(std::make_shared<const Namespace>(opts.store, std::move(views), opts.view.empty())) {}
 
@@ -59,7 +59,7 @@ struct Daemon {
     }
     // Serves `views` from now on (a SIGHUP reload): the tree is rebuilt and the kernel told to
     // forget what moved. Returns a line for the log saying what changed ("" when nothing did).
-    std::string set_views(std::vector<ViewLayout> views);
+    std::string set_views(std::vector<layouts::ViewLayout> views);
     std::int64_t empty_dir_mtime_ns = 0;
     std::unique_ptr<Store> store;  // opened after daemonizing (LMDB must not cross fork())
     fuse_session* se = nullptr;

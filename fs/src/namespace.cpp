@@ -34,7 +34,7 @@ bool Entry::same_object(const Entry& o) const {
     return false;
 }
 
-Namespace::Namespace(std::filesystem::path store_root, std::vector<ViewLayout> views,
+Namespace::Namespace(std::filesystem::path store_root, std::vector<layouts::ViewLayout> views,
                      bool root_mode)
     : store_root_(std::move(store_root)), views_(std::move(views)), root_mode_(root_mode) {}
 
@@ -282,7 +282,7 @@ std::vector<std::pair<std::string, Entry>> Namespace::list(const ViewTree& tree,
 FileRole Namespace::role(const ViewTree& tree, int view, const std::string& rel,
                          std::uint64_t size) const {
     FileRole r;
-    const ViewLayout& layout = views_.at(static_cast<std::size_t>(view));
+    const layouts::ViewLayout& layout = views_.at(static_cast<std::size_t>(view));
     if (auto vp = layout.classify(rel); vp && !vp->ext.empty()) {
         r.kind = FileRole::Kind::model;
         r.category = vp->category;

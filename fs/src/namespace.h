@@ -15,8 +15,8 @@
 #include <string_view>
 #include <vector>
 
-#include "modelfs/fs/view_layout.h"
 #include "modelfs/fs/view_tree.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/unique_fd.h"
 
 namespace modelfs::fs {
@@ -68,9 +68,10 @@ struct FileRole {
 
 class Namespace {
   public:
-    Namespace(std::filesystem::path store_root, std::vector<ViewLayout> views, bool root_mode);
+    Namespace(std::filesystem::path store_root, std::vector<layouts::ViewLayout> views,
+              bool root_mode);
 
-    const std::vector<ViewLayout>& views() const { return views_; }
+    const std::vector<layouts::ViewLayout>& views() const { return views_; }
     bool root_mode() const { return root_mode_; }
     std::filesystem::path overlay_root(int view) const;
 
@@ -108,7 +109,7 @@ class Namespace {
 
   private:
     std::filesystem::path store_root_;
-    std::vector<ViewLayout> views_;
+    std::vector<layouts::ViewLayout> views_;
     bool root_mode_;
 };
 

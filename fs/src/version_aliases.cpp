@@ -11,9 +11,9 @@ namespace modelfs::fs {
 
 struct ViewTree::Place {
     int view = -1;
-    const ViewFolder* folder = nullptr;  // the primary folder the path is in
-    std::string folder_path;             // that folder's path in the mount
-    std::string rem;                     // the path below that folder; "" for the folder itself
+    const layouts::ViewFolder* folder = nullptr;  // the primary folder the path is in
+    std::string folder_path;                      // that folder's path in the mount
+    std::string rem;  // the path below that folder; "" for the folder itself
 };
 
 // What a virtual path is: a folder of `.versions/` (model null), or a version of a model (a

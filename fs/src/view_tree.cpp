@@ -114,8 +114,8 @@ std::uint64_t ViewTree::ensure_dirs(std::uint64_t parent, std::string_view rel) 
     return parent;
 }
 
-ViewTree ViewTree::build(const Txn& txn, const std::vector<ViewLayout>& views, bool root_mode,
-                         std::int64_t empty_dir_mtime_ns, const LockFile* lock) {
+ViewTree ViewTree::build(const Txn& txn, const std::vector<layouts::ViewLayout>& views,
+                         bool root_mode, std::int64_t empty_dir_mtime_ns, const LockFile* lock) {
     ViewTree t;
     t.views_ = views;
     t.root_mode_ = root_mode;

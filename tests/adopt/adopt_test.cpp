@@ -20,7 +20,7 @@
 
 #include "fake_scan.h"
 #include "modelfs/adopt/adopt.h"
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/store.h"
 #include "support/sized_models.h"
 #include "support/test_env.h"
@@ -126,7 +126,7 @@ class AdoptTest : public ::testing::Test {
         for (const auto& root : {a1111, comfy}) {
             auto inst = detect_install(root);
             if (!inst) throw std::runtime_error("not detected: " + root.string());
-            out.push_back(scan_install(*inst, *modelfs::fs::ViewLayout::builtin(inst->tool)));
+            out.push_back(scan_install(*inst, *modelfs::layouts::ViewLayout::builtin(inst->tool)));
         }
         return out;
     }
@@ -859,7 +859,7 @@ TEST(AdoptNames, ProblemsOutsideTheModelsFolderAreLeftWhereTheyAre) {
     inst.models_dir = inst.root / "models";
     inst.dirs.push_back(ModelDir{inst.models_dir, "", true, "layout"});
     inst.dirs.push_back(ModelDir{sfs::canonical(tmp / "extra"), "Lora", false, "a test"});
-    std::vector<InstallScan> s{scan_install(inst, *fs::ViewLayout::builtin("a1111"))};
+    std::vector<InstallScan> s{scan_install(inst, *layouts::ViewLayout::builtin("a1111"))};
     auto h = hash_scans(tmp / "store", s);
     Plan plan = make_plan(store, std::move(s), h);
     const InstallPlan& ip = plan.installs.at(0);
@@ -940,7 +940,8 @@ TEST(AdoptLinks, FileLinkInsideModels) {
     Store store = Store::open(store_root);
     auto inst = detect_install(root);
     ASSERT_TRUE(inst);
-    std::vector<InstallScan> s{scan_install(*inst, *modelfs::fs::ViewLayout::builtin("a1111"))};
+    std::vector<InstallScan> s{
+        scan_install(*inst, *modelfs::layouts::ViewLayout::builtin("a1111"))};
     auto h = hash_scans(store_root, s);
     Plan plan = make_plan(store, std::move(s), h);
     RunOptions o;

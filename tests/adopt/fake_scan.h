@@ -7,7 +7,7 @@
 #include <string>
 
 #include "modelfs/adopt/scan.h"
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 
 namespace modelfs::adopt::fake {
 
@@ -17,7 +17,7 @@ inline InstallScan fake_scan(const std::string& tool, const std::filesystem::pat
     inst.root = std::filesystem::weakly_canonical(root);
     inst.models_dir = inst.root / "models";
     inst.dirs.push_back(ModelDir{inst.models_dir, "", true, "layout"});
-    return scan_install(inst, *fs::ViewLayout::builtin(tool));
+    return scan_install(inst, *layouts::ViewLayout::builtin(tool));
 }
 
 }  // namespace modelfs::adopt::fake

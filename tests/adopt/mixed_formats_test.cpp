@@ -141,7 +141,8 @@ class MixedFormats : public ::testing::Test {
         for (const auto& root : {a1111, comfy}) {
             auto inst = detect_install(root);
             if (!inst) throw std::runtime_error("not detected: " + root.string());
-            scans.push_back(scan_install(*inst, *modelfs::fs::ViewLayout::builtin(inst->tool)));
+            scans.push_back(
+                scan_install(*inst, *modelfs::layouts::ViewLayout::builtin(inst->tool)));
         }
         auto h = hash_scans(store_root, scans, {2, nullptr});
         return make_plan(store, std::move(scans), h);

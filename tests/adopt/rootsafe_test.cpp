@@ -135,7 +135,8 @@ Plan plan_for(Store& store, const sfs::path& root, const sfs::path& store_root,
               const ScanOptions& so = {}, const std::string& view = "a1111") {
     auto inst = detect_install(root);
     EXPECT_TRUE(inst) << root;
-    std::vector<InstallScan> s{scan_install(*inst, *modelfs::fs::ViewLayout::builtin(view), so)};
+    std::vector<InstallScan> s{
+        scan_install(*inst, *modelfs::layouts::ViewLayout::builtin(view), so)};
     auto h = hash_scans(store_root, s);
     return make_plan(store, std::move(s), h);
 }
@@ -361,7 +362,8 @@ TEST_F(RootSafe, AdoptConfigFolderOutsideTheInstallNeedsTheFlagAndTheRules) {
         so.outside_install = true;
         auto inst = detect_install(root);
         ASSERT_TRUE(inst);
-        InstallScan scan = scan_install(*inst, *modelfs::fs::ViewLayout::builtin("sdnext"), so);
+        InstallScan scan =
+            scan_install(*inst, *modelfs::layouts::ViewLayout::builtin("sdnext"), so);
         std::string notes;
         for (const auto& n : scan.notes) notes += n + "\n";
         EXPECT_NE(notes.find("a folder uid 1001 (for whom root acts here) cannot list"),

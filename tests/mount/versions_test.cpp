@@ -172,7 +172,7 @@ TEST_F(VersionsMount, AliasesResolveInEveryBuiltInView) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
     int views = 0;
-    for (const auto& view : modelfs::fs::ViewLayout::builtin_names()) {
+    for (const auto& view : modelfs::layouts::ViewLayout::builtin_names()) {
         const std::string folder = checkpoints_of(view);
         if (folder.empty()) continue;
         ++views;
@@ -188,8 +188,9 @@ TEST_F(VersionsMount, AliasesResolveInEveryBuiltInView) {
             EXPECT_EQ(sha_or_error(mnt / view / *lf / "sdxl" / "style@v2.safetensors"), style2);
         }
     }
-    // Every built-in tool has a checkpoints folder; a view that lost it would skip the checks above.
-    EXPECT_EQ(views, static_cast<int>(modelfs::fs::ViewLayout::builtin_names().size()));
+    // Every built-in tool has a checkpoints folder; a view that lost it would skip the checks
+    // above.
+    EXPECT_EQ(views, static_cast<int>(modelfs::layouts::ViewLayout::builtin_names().size()));
     // An alias is its own file: another inode than the current version's name.
     struct stat a, b;
     ASSERT_EQ(::stat((mnt / "comfyui/checkpoints/base@v1.safetensors").c_str(), &a), 0);
@@ -503,7 +504,7 @@ TEST_F(VersionsMount, LockedMountShowsTheLockedVersionsWhateverIsCurrent) {
     o.lock = lock;
     ForkedMount m(o);
     ASSERT_TRUE(m.ok());
-    for (const auto& view : modelfs::fs::ViewLayout::builtin_names()) {
+    for (const auto& view : modelfs::layouts::ViewLayout::builtin_names()) {
         SCOPED_TRACE(view);
         fs::path d = mnt / view / checkpoints_of(view);
         EXPECT_EQ(sha_or_error(d / "base.safetensors"), base1);
@@ -620,8 +621,8 @@ using modelfs::Category;
 using modelfs::Model;
 using modelfs::ModelVersion;
 using modelfs::fs::Node;
-using modelfs::fs::ViewLayout;
 using modelfs::fs::ViewTree;
+using modelfs::layouts::ViewLayout;
 
 ModelVersion file_version(const std::string& label, char fill, std::int64_t added) {
     ModelVersion v;

@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/catalog.h"
 
 namespace modelfs::testing {
@@ -19,8 +19,8 @@ inline Sha256 hx(char fill) {
     return *h;
 }
 
-inline fs::ViewLayout layout(std::string_view name) {
-    auto l = fs::ViewLayout::builtin(name);
+inline layouts::ViewLayout layout(std::string_view name) {
+    auto l = layouts::ViewLayout::builtin(name);
     if (!l) throw std::runtime_error("no builtin layout " + std::string(name));
     return *l;
 }

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "install_config.h"
+#include "modelfs/layouts/tools.h"
 #include "support/test_env.h"
 
 namespace modelfs::adopt {
@@ -99,7 +101,7 @@ const ScannedFile* file_at(const InstallScan& s, const stdfs::path& p) {
 InstallScan scan(const stdfs::path& root) {
     auto inst = detect_install(root);
     if (!inst) throw std::runtime_error("not detected: " + root.string());
-    return scan_install(*inst, *fs::ViewLayout::builtin(inst->tool));
+    return scan_install(*inst, *layouts::ViewLayout::builtin(inst->tool));
 }
 
 // ---- detection -----------------------------------------------------------------------------
@@ -119,7 +121,7 @@ TEST(AdoptDetect, TellsTheFiveToolsApart) {
         EXPECT_TRUE(inst->dirs[0].replaced);
         EXPECT_EQ(inst->dirs[0].view_folder, "");
         // Every tool has a built-in view under the name detection gives.
-        EXPECT_TRUE(fs::ViewLayout::builtin(inst->tool));
+        EXPECT_TRUE(layouts::ViewLayout::builtin(inst->tool));
     }
 }
 
@@ -384,6 +386,42 @@ TEST(AdoptDetect, DefaultInstallLocationsUnderHome) {
 
     ScopedEnv h2("HOME", (t / "empty-home").string());
     EXPECT_TRUE(default_install_locations().empty());
+}
+
+// A tool's row (modelfs/layouts/tools.h) and its config reader (config_readers.cpp) are kept
+// apart only because the layouts library reads no files; this keeps them in step.
+TEST(AdoptDetect, EveryDetectedToolHasAConfigReader) {
+    for (const layouts::Tool* t : layouts::detected_tools()) {
+        EXPECT_NE(detail::config_reader(t->name), nullptr) << t->name;
+    }
+    for (std::string_view n : detail::tools_with_config_readers()) {
+        const layouts::Tool* t = layouts::find_tool(n);
+        ASSERT_NE(t, nullptr) << n << " has a config reader but no row in the registry";
+        EXPECT_EQ(t->name, n) << "readers are keyed by the tool's name, not an alias";
+        EXPECT_FALSE(t->markers.empty()) << n << " has a config reader but is never detected";
+    }
+}
+
+TEST(AdoptDetect, MarkersAndNamesForMessagesComeFromTheRegistry) {
+    EXPECT_EQ(known_install_markers(),
+              "ComfyUI: main.py + folder_paths.py + comfy/; Fooocus: fooocus_version.py + "
+              "(entry_with_update.py or launch.py); Forge: webui.py + modules/ + modules_forge/; "
+              "SD.Next: launch.py + modules/ + installer.py; A1111: webui.py + launch.py + "
+              "modules/");
+    EXPECT_EQ(known_tool_names(), "A1111, Forge, SD.Next, ComfyUI, Fooocus");
+}
+
+// Fooocus's marker is fooocus_version.py with either of its launchers.
+TEST(AdoptDetect, FooocusWithOnlyLaunchPyIsFooocus) {
+    TempDir t("adopt-detect");
+    const stdfs::path root = make_install(t / "fooocus", "fooocus");
+    stdfs::remove(root / "entry_with_update.py");
+    auto inst = detect_install(root);
+    ASSERT_TRUE(inst);
+    EXPECT_EQ(inst->tool, "fooocus");
+    stdfs::remove(root / "launch.py");
+    // webui.py and modules/ alone are nobody's install.
+    EXPECT_FALSE(detect_install(root));
 }
 
 // ---- scanning ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ using modelfs::Category;
 using modelfs::cli::Config;
 using modelfs::cli::ConfigError;
 using modelfs::cli::ConfigLookup;
-using modelfs::fs::ViewLayout;
+using modelfs::layouts::ViewLayout;
 using modelfs::testing::TempDir;
 using modelfs::testing::write_text_file;
 

@@ -2,8 +2,8 @@
 // view never shows them (no second '..', nothing outside its folder); the rest is shown as usual.
 #include <gtest/gtest.h>
 
-#include "modelfs/fs/view_layout.h"
 #include "modelfs/fs/view_tree.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/catalog.h"
 #include "support/catalog_builders.h"
 #include "support/test_env.h"

@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "modelfs/fs/view_layout.h"
 #include "modelfs/fs/view_tree.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/catalog.h"
 #include "modelfs/store/view_files.h"
 #include "support/catalog_builders.h"
@@ -32,6 +32,7 @@ namespace stdfs = std::filesystem;
 
 constexpr std::int64_t kEmptyDirMtime = 777'000'000'000;
 
+using layouts::ViewLayout;
 using mt::file_model;
 using mt::hx;
 using mt::layout;

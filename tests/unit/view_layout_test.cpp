@@ -1,4 +1,4 @@
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace modelfs::fs {
+namespace modelfs::layouts {
 namespace {
 
 using nlohmann::json;
@@ -858,4 +858,4 @@ TEST(ViewLayoutJsonErrors, InnerFolderFirstAndOfAnotherCategoryIsAllowed) {
 }
 
 }  // namespace
-}  // namespace modelfs::fs
+}  // namespace modelfs::layouts

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/catalog.h"
 #include "modelfs/store/hash.h"
 #include "support/catalog_builders.h"
@@ -25,6 +25,7 @@ namespace mt = modelfs::testing;
 
 constexpr std::int64_t kEmptyDirMtime = 777'000'000'000;
 
+using layouts::ViewLayout;
 using mt::file_model;
 using mt::hx;
 using mt::layout;

@@ -4,19 +4,16 @@
 // never hashes. Planning and moving are in adopt.h.
 //
 // Install detection. A folder is an install when the files its tool's repository keeps at the
-// root are there (known_install_markers() lists them): ComfyUI main.py + folder_paths.py +
-// comfy/, Fooocus fooocus_version.py + entry_with_update.py, Forge webui.py + modules/ +
-// modules_forge/, SD.Next launch.py + modules/ + installer.py, A1111 webui.py + launch.py +
-// modules/. Its models folder is root/models (SD.Next's config.json models_dir and A1111's
-// --models-dir / --data-dir move it); that is what the view mount replaces. The folders the tool's
-// configuration adds are read too and left in place: ComfyUI extra_model_paths.yaml (a documented
-// subset of YAML, parsed by hand), Fooocus config.txt path_*, SD.Next config.json *_dir, A1111 /
-// Forge embeddings/ at the root and the folder flags in webui-user.sh. A folder that is inside
-// models/ already, named twice, or missing is not listed again; what cannot be read becomes an
-// Install note naming the file and line, never an error. Without arguments the CLI looks in
-// default_install_locations(): ~/stable-diffusion-webui, ~/stable-diffusion-webui-forge,
-// ~/automatic, ~/sdnext, ~/ComfyUI, ~/Fooocus and StabilityMatrix's Data/Packages/* (under ~/ and
-// ~/.config/).
+// root are there: the markers of the tool's row in the registry of tools (modelfs/layouts/tools.h;
+// known_install_markers() lists them). Its models folder is root/models (SD.Next's config.json
+// models_dir and A1111's --models-dir / --data-dir move it); that is what the view mount replaces.
+// The folders the tool's configuration adds are read too and left in place: ComfyUI
+// extra_model_paths.yaml (a documented subset of YAML, parsed by hand), Fooocus config.txt path_*,
+// SD.Next config.json *_dir, A1111 / Forge embeddings/ at the root and the folder flags in
+// webui-user.sh. A folder that is inside models/ already, named twice, or missing is not listed
+// again; what cannot be read becomes an Install note naming the file and line, never an error.
+// Without arguments the CLI looks in default_install_locations(): each tool's home folders from
+// the registry and StabilityMatrix's Data/Packages/* (under ~/ and ~/.config/).
 //
 // Scanning. Every file reachable from those folders, following folder links (their targets become
 // ModelDirs kept in place) and never going round a loop, is one ScannedFile. A file is a model
@@ -35,7 +32,7 @@
 #include <string_view>
 #include <vector>
 
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/category.h"
 
 namespace modelfs::adopt {
@@ -56,27 +53,28 @@ struct ModelDir {
 };
 
 struct Install {
-    std::string tool;            // a built-in view name: a1111, forge, sdnext, comfyui, fooocus
-    std::filesystem::path root;  // the install folder (absolute, canonical)
+    std::string tool;                  // the tool's name in the registry (layouts::Tool::name)
+    std::filesystem::path root;        // the install folder (absolute, canonical)
     std::filesystem::path models_dir;  // root/models: what the view mount replaces
     std::vector<ModelDir> dirs;        // models_dir first, then folders outside it
     std::vector<std::string> notes;    // detection remarks ("config.txt: not JSON, ignored")
 };
 
-// The install at `dir`, told apart by its layout (A1111: webui.py + modules/; Forge: the same
-// plus modules_forge/; SD.Next: launch.py + modules/ + installer.py; ComfyUI: main.py + comfy/ +
-// folder_paths.py; Fooocus: entry_with_update.py / launch.py + fooocus_version.py). std::nullopt
-// when `dir` is not an install of a known tool.
+// The install at `dir`, told apart by its tool's install markers (modelfs/layouts/tools.h; the
+// first tool in detection order whose markers are there). std::nullopt when `dir` is not an
+// install of a known tool.
 std::optional<Install> detect_install(const std::filesystem::path& dir);
 
 // What detect_install looks for, per tool, for "not an install of a known tool: DIR (looked
 // for ...)".
 std::string_view known_install_markers();
+// The tools detect_install knows, for messages: "A1111, Forge, SD.Next, ComfyUI, Fooocus".
+std::string known_tool_names();
 
-// The usual install places that hold an install: ~/stable-diffusion-webui,
-// ~/stable-diffusion-webui-forge, ~/automatic and ~/sdnext (SD.Next), ~/ComfyUI, ~/Fooocus, and
-// StabilityMatrix's Data/Packages/* (~/StabilityMatrix and ~/.config/StabilityMatrix), in that
-// order, each install once. $HOME decides where ~ is.
+// The usual install places that hold an install: each tool's home folders in the registry's order
+// (~/stable-diffusion-webui, ~/stable-diffusion-webui-forge, ~/automatic and ~/sdnext, ~/ComfyUI,
+// ~/Fooocus), then StabilityMatrix's Data/Packages/* (~/StabilityMatrix and
+// ~/.config/StabilityMatrix), each install once. $HOME decides where ~ is.
 std::vector<std::filesystem::path> default_install_locations();
 
 struct ScannedFile {
@@ -141,7 +139,7 @@ struct ScanOptions {
 // no link is followed (a link becomes an unreadable entry naming it), files and folders that
 // user could not read or change are unreadable entries saying so, and configured folders outside
 // the install are left out unless `opts.outside_install`.
-InstallScan scan_install(const Install& inst, const fs::ViewLayout& layout,
+InstallScan scan_install(const Install& inst, const layouts::ViewLayout& layout,
                          const ScanOptions& opts = {});
 
 }  // namespace modelfs::adopt

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "modelfs/fetch/config.h"
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/lock_file.h"
 
 namespace modelfs::fs {
@@ -19,7 +19,7 @@ struct Reload {
     // The layouts the config defines now (MountOptions::layouts). The mount serves them from then
     // on: new views appear, removed ones go, changed folders move their models. std::nullopt:
     // keep the views (the config has an error). The daemon says whether anything changed.
-    std::optional<std::vector<ViewLayout>> layouts;
+    std::optional<std::vector<layouts::ViewLayout>> layouts;
 };
 
 struct MountOptions {
@@ -34,7 +34,7 @@ struct MountOptions {
     std::vector<std::string> kernel_flags;
     // User-defined layouts (from the config file). A layout named like a built-in one replaces
     // it; others are added. Root mode shows them all; --view picks any of them by name.
-    std::vector<ViewLayout> layouts;
+    std::vector<layouts::ViewLayout> layouts;
     // How files of remote models are downloaded when first opened (limits, credentials).
     fetch::FetchConfig fetch;
     // `--lock FILE`: every view shows exactly the lock's models, at the locked versions,
@@ -47,7 +47,7 @@ struct MountOptions {
 
 // The layouts a mount with these options shows: the built-ins merged with opts.layouts, or just
 // the one --view names. Throws StoreError (bad_input) for an unknown view, listing the known ones.
-std::vector<ViewLayout> views_to_serve(const MountOptions& opts);
+std::vector<layouts::ViewLayout> views_to_serve(const MountOptions& opts);
 
 // Mounts, then (unless foreground) detaches, and serves requests until the filesystem is
 // unmounted or the process gets SIGINT/SIGTERM, then unmounts cleanly. SIGHUP does not unmount:

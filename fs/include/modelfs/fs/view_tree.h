@@ -14,7 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/catalog.h"
 #include "modelfs/store/lock_file.h"
 
@@ -63,8 +63,9 @@ class ViewTree {
     // view, !root_mode): that view's folders at the root. NAME.EXT is the version the view shows
     // (Model::shown_in: its pin, else the current one); with a `lock`, only the lock's models, at
     // the locked versions (a locked version the catalog lacks is left out: missing_locked()).
-    static ViewTree build(const Txn& txn, const std::vector<ViewLayout>& views, bool root_mode,
-                          std::int64_t empty_dir_mtime_ns, const LockFile* lock = nullptr);
+    static ViewTree build(const Txn& txn, const std::vector<layouts::ViewLayout>& views,
+                          bool root_mode, std::int64_t empty_dir_mtime_ns,
+                          const LockFile* lock = nullptr);
 
     const Node* find(std::uint64_t ino) const;
     const Node* find_path(std::string_view path) const;
@@ -111,7 +112,7 @@ class ViewTree {
     std::unordered_map<std::uint64_t, Node> nodes_;
     std::unordered_map<std::string, std::uint64_t> by_path_;
     // For aliases: the layouts, and every model the views may show, sorted by key.
-    std::vector<ViewLayout> views_;
+    std::vector<layouts::ViewLayout> views_;
     bool root_mode_ = false;
     std::vector<Model> models_;
     std::vector<std::string> missing_locked_;

@@ -1,4 +1,4 @@
-#include "modelfs/fs/view_layout.h"
+#include "modelfs/layouts/view_layout.h"
 
 #include <algorithm>
 #include <cstddef>
@@ -7,7 +7,9 @@
 #include <stdexcept>
 #include <utility>
 
-namespace modelfs::fs {
+#include "builtin_folders.h"
+
+namespace modelfs::layouts {
 
 namespace {
 
@@ -81,6 +83,11 @@ ViewFolder folder(std::string path, Category c, const Exts& exts, bool primary,
                   const Exts& exclude = {}) {
     return ViewFolder{std::move(path), c, exts, primary, exclude};
 }
+
+}  // namespace
+
+// The built-in views' folders; the registry of tools (tools.cpp) names them.
+namespace detail {
 
 // A1111: modules/paths_internal.py (models_path = <data dir>/models) and the folder each loader
 // module names; modules/shared_cmd_options.py --embeddings-dir (default <data dir>/embeddings, at
@@ -237,6 +244,10 @@ std::vector<ViewFolder> invokeai_folders() {
     return f;
 }
 
+}  // namespace detail
+
+namespace {
+
 // Splits on '/' keeping empty pieces, so callers can reject "a//b" and "a/".
 std::vector<std::string_view> components(std::string_view p) {
     std::vector<std::string_view> out;
@@ -381,21 +392,6 @@ ViewLayout::ViewLayout(std::string name, std::vector<ViewFolder> folders)
     }
 }
 
-std::optional<ViewLayout> ViewLayout::builtin(std::string_view name) {
-    const std::string n = lower(name);
-    if (n == "a1111" || n == "automatic1111") return ViewLayout("a1111", a1111_folders(false));
-    if (n == "forge") return ViewLayout("forge", a1111_folders(true));
-    if (n == "sdnext") return ViewLayout("sdnext", sdnext_folders());
-    if (n == "comfyui") return ViewLayout("comfyui", comfyui_folders());
-    if (n == "fooocus") return ViewLayout("fooocus", fooocus_folders());
-    if (n == "invokeai") return ViewLayout("invokeai", invokeai_folders());
-    return std::nullopt;
-}
-
-std::vector<std::string> ViewLayout::builtin_names() {
-    return {"a1111", "forge", "sdnext", "comfyui", "fooocus", "invokeai"};
-}
-
 ViewLayout ViewLayout::from_json(const nlohmann::json& j) {
     if (!j.is_object()) fail({}, "expected a JSON object");
     std::string name;
@@ -534,4 +530,4 @@ std::optional<std::string> ViewLayout::path_for(const Model& m, const ModelVersi
     return path;
 }
 
-}  // namespace modelfs::fs
+}  // namespace modelfs::layouts

@@ -3,9 +3,8 @@
 // directory tree (path_for) and to understand files written into that tree (classify).
 //
 // A view replaces the tool's `models/` folder, so every path here is relative to it:
-//   ComfyUI   ComfyUI/models                 -> checkpoints/x.safetensors,
-//   loras/sdxl/foo.safetensors A1111     stable-diffusion-webui/models  ->
-//   Stable-diffusion/x.safetensors, Lora/foo.safetensors
+//   ComfyUI  ComfyUI/models                -> checkpoints/x.safetensors, loras/sdxl/foo.safetensors
+//   A1111    stable-diffusion-webui/models -> Stable-diffusion/x.safetensors, Lora/foo.safetensors
 // A1111 and Forge read textual-inversion embeddings from `embeddings/` at the webui root, not under
 // models/ (modules/shared_cmd_options.py --embeddings-dir, default <data dir>/embeddings). Their
 // view still has `embeddings/` inside it (next to Stable-diffusion/), and users start the webui
@@ -28,7 +27,7 @@
 #include "modelfs/store/catalog.h"
 #include "modelfs/store/category.h"
 
-namespace modelfs::fs {
+namespace modelfs::layouts {
 
 struct ViewFolder {
     std::string path;  // relative to the view root, '/'-separated, e.g. "loras" or "ESRGAN"
@@ -67,10 +66,11 @@ class ViewLayout {
     // listed before it: the inner one then owns every path below it.
     ViewLayout(std::string name, std::vector<ViewFolder> folders);
 
+    // The view of a tool of the registry (modelfs/layouts/tools.h) by its name or an alias:
     // "a1111" (alias "automatic1111"), "forge", "sdnext", "comfyui", "fooocus", "invokeai";
     // case-insensitive.
     static std::optional<ViewLayout> builtin(std::string_view name);
-    // The canonical names builtin() accepts, in a stable order.
+    // The canonical names builtin() accepts, in the registry's stable order.
     static std::vector<std::string> builtin_names();
 
     // A user-defined layout:
@@ -124,4 +124,4 @@ class ViewLayout {
     bool show_versions_ = false;
 };
 
-}  // namespace modelfs::fs
+}  // namespace modelfs::layouts
