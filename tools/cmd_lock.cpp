@@ -1,15 +1,11 @@
 // lock, apply, locks, unlock: the exact set of model versions a project uses, as a file.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <iostream>
 
 #include "cli.h"
+#include "modelfs/store/atomic_file.h"
 #include "modelfs/store/secrets.h"
-#include "modelfs/store/unique_fd.h"
 #include "modelfs/store/view_files.h"
 
 namespace modelfs::cli {
@@ -41,37 +37,6 @@ LockFile make_lock(Store& s, const std::optional<fs::ViewLayout>& layout, bool w
     std::sort(lock.models.begin(), lock.models.end(),
               [](const LockedModel& a, const LockedModel& b) { return a.key() < b.key(); });
     return lock;
-}
-
-// Replaces `file` whole or not at all, so a failed write never leaves half a lock file behind.
-void write_file_atomically(const std::filesystem::path& file, const std::string& text,
-                           mode_t mode) {
-    const std::filesystem::path tmp = file.string() + ".tmp" + std::to_string(::getpid());
-    {
-        UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
-        if (!fd) throw_errno("creating " + tmp.string(), errno);
-        std::size_t done = 0;
-        while (done < text.size()) {
-            const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0) {
-                const int err = errno;
-                ::unlink(tmp.c_str());
-                throw_errno("writing " + tmp.string(), err);
-            }
-            done += static_cast<std::size_t>(n);
-        }
-        if (::fsync(fd.get()) != 0) {
-            const int err = errno;
-            ::unlink(tmp.c_str());
-            throw_errno("writing " + tmp.string(), err);
-        }
-    }
-    if (::rename(tmp.c_str(), file.c_str()) != 0) {
-        const int err = errno;
-        ::unlink(tmp.c_str());
-        throw_errno("renaming " + tmp.string() + " to " + file.string(), err);
-    }
 }
 
 std::filesystem::path absolute_path(const std::string& p) {
