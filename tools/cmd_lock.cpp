@@ -14,29 +14,19 @@ namespace {
 using nlohmann::json;
 
 // Every model `layout` shows, at the version it shows there; without a layout every model at its
-// current version. A model whose name an older modelfs let in but names.h refuses is left out
-// with a warning: `apply` would refuse the whole lock for it.
-LockFile make_lock(Store& s, const std::optional<fs::ViewLayout>& layout, bool with_secrets) {
-    LockFile lock;
-    if (layout) lock.view = layout->name();
-    auto txn = s.catalog().read();
-    txn.for_each_model([&](const Model& m) {
-        const std::size_t i = layout ? m.shown_in(layout->name()) : m.current;
-        if (layout && !(m.category == Category::file ? view_file_path(m.name, layout->name())
-                                                     : layout->path_for(m, m.versions.at(i))))
-            return;
-        try {
-            check_model_name(m.name);
-        } catch (const StoreError& e) {
-            std::cerr << "modelfs: warning: model " << m.versions.at(i).content_id().hex()
-                      << " left out of the lock: " << e.what() << "\n";
-            return;
-        }
-        lock.models.push_back(lock_entry(txn, m, i, with_secrets));
-    });
-    std::sort(lock.models.begin(), lock.models.end(),
-              [](const LockedModel& a, const LockedModel& b) { return a.key() < b.key(); });
-    return lock;
+// current version.
+MadeLock lock_of_view(Store& s, const std::optional<fs::ViewLayout>& layout, bool with_secrets) {
+    LockedVersion shown;
+    if (layout)
+        shown = [&](const Model& m) -> std::optional<std::size_t> {
+            const std::size_t i = m.shown_in(layout->name());
+            // A view's own stored file shows in that view alone (view_files.h).
+            const bool in_view = m.category == Category::file
+                                     ? view_file_path(m.name, layout->name()).has_value()
+                                     : layout->path_for(m, m.versions.at(i)).has_value();
+            return in_view ? std::optional(i) : std::nullopt;
+        };
+    return make_lock(s.catalog().read(), layout ? layout->name() : "", shown, with_secrets);
 }
 
 std::filesystem::path absolute_path(const std::string& p) {
@@ -52,7 +42,9 @@ int run_lock(const Globals& g, const LockArgs& a) {
     std::optional<fs::ViewLayout> layout;
     if (!a.view.empty()) layout = view_arg(g, a.view);
     Store s = g.open_store();
-    const LockFile lock = make_lock(s, layout, a.with_secrets);
+    const MadeLock made = lock_of_view(s, layout, a.with_secrets);
+    for (const auto& w : made.left_out) std::cerr << "modelfs: warning: " << w << "\n";
+    const LockFile& lock = made.lock;
     const std::string text = lock.to_text();
     if (a.output.empty() || a.output == "-") {
         std::cout << text;

@@ -220,4 +220,25 @@ LockedModel lock_entry(const Txn& txn, const Model& m, std::size_t index, bool w
     return out;
 }
 
+MadeLock make_lock(const Txn& txn, const std::string& view, const LockedVersion& version_of,
+                   bool with_secrets) {
+    MadeLock out;
+    out.lock.view = view;
+    txn.for_each_model([&](const Model& m) {
+        const std::optional<std::size_t> i = version_of ? version_of(m) : m.current;
+        if (!i) return;
+        try {
+            check_model_name(m.name);
+        } catch (const StoreError& e) {
+            out.left_out.push_back("model " + m.versions.at(*i).content_id().hex() +
+                                   " left out of the lock: " + e.what());
+            return;
+        }
+        out.lock.models.push_back(lock_entry(txn, m, *i, with_secrets));
+    });
+    std::sort(out.lock.models.begin(), out.lock.models.end(),
+              [](const LockedModel& a, const LockedModel& b) { return a.key() < b.key(); });
+    return out;
+}
+
 }  // namespace modelfs

@@ -27,6 +27,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -81,5 +83,22 @@ struct LockFile {
 // their credentials unless `with_secrets` (`modelfs lock --with-secrets`).
 LockedModel lock_entry(const Txn& txn, const Model& m, std::size_t index,
                        bool with_secrets = false);
+
+// The version of a model a lock keeps (an index into Model::versions), or nullopt to leave the
+// model out: the one a view shows there, or the current one for a lock of every model.
+using LockedVersion = std::function<std::optional<std::size_t>(const Model&)>;
+
+struct MadeLock {
+    LockFile lock;
+    // Models left out because their name, which an older modelfs let in, breaks names.h (`apply`
+    // would refuse the whole lock for it): one message each, naming the content id and the rule.
+    std::vector<std::string> left_out;
+};
+
+// What `modelfs lock` writes: every model `version_of` keeps, at that version, sorted by key,
+// for `view` (empty: every model, each at its current version when `version_of` is empty).
+// Throws as lock_entry does (a placeholder not yet downloaded has no hash to lock).
+MadeLock make_lock(const Txn& txn, const std::string& view, const LockedVersion& version_of,
+                   bool with_secrets);
 
 }  // namespace modelfs
