@@ -16,6 +16,7 @@
 #include "modelfs/store/escape.h"
 #include "modelfs/store/progress.h"
 #include "modelfs/store/store.h"
+#include "modelfs/store/units.h"
 
 namespace modelfs::fs {
 struct MountOptions;  // modelfs/fs/mount.h
@@ -101,7 +102,7 @@ void add_adopt_commands(CLI::App& app, Globals& g, Runner& run);
 // Output helpers.
 // Never fails on a name that is not UTF-8 (dump_json, modelfs/store/escape.h).
 void print_json(const nlohmann::json& j);
-std::string human_bytes(std::uint64_t n);
+// human_bytes: modelfs/store/units.h.
 // terminal_safe (modelfs/store/escape.h) for names and texts that users, files or servers chose.
 std::string human_count(std::uint64_t n);  // 2.57 B, 123.4 M
 std::string format_time(std::int64_t unix_seconds);

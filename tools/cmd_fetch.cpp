@@ -1,5 +1,4 @@
 // add, fetch, status, evict: models whose bytes live elsewhere until they are used.
-#include <fnmatch.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,13 +8,12 @@
 #include <deque>
 #include <iostream>
 #include <map>
-#include <mutex>
-#include <set>
 
 #include "cli.h"
+#include "modelfs/fetch/describe.h"
 #include "modelfs/fetch/fetcher.h"
 #include "modelfs/fetch/manifest.h"
-#include "modelfs/fetch/probe.h"
+#include "modelfs/fetch/selection.h"
 #include "modelfs/fetch/source.h"
 #include "modelfs/fs/mount.h"
 
@@ -63,66 +61,6 @@ struct AddArgs {
     bool stream = false, keep = false;
     unsigned probe_jobs = 8;
 };
-
-// One file to register: what was given, and what probing found.
-struct FileToAdd {
-    RemoteFile* file = nullptr;
-    bool size_known = false;
-    std::string label;  // "lora/foo" or "diffusers/x: unet/y.safetensors", for messages
-    std::string error;  // the probe failed
-};
-
-// Asks the file's sources, in order, for what it lacks; the first that answers counts. A stated
-// hash or size that the server contradicts is an error: one of the two is wrong.
-void probe_file(FileToAdd& f, const fetch::FetchConfig& cfg) {
-    std::string errors;
-    for (const auto& src : f.file->sources) {
-        fetch::RemoteInfo info;
-        try {
-            info = fetch::probe(src.url, cfg);
-        } catch (const StoreError& e) {
-            errors += std::string(errors.empty() ? "" : "; ") + e.what();
-            continue;
-        }
-        const std::string url = fetch::redact_url(src.url);
-        if (info.sha256 && f.file->sha256 && *info.sha256 != *f.file->sha256) {
-            f.error = f.label + ": " + url + " says its SHA-256 is " + info.sha256->hex() +
-                      ", not the given " + f.file->sha256->hex() + "; check which one is right";
-            return;
-        }
-        if (info.size && f.size_known && *info.size != f.file->size) {
-            f.error = f.label + ": " + url + " has " + std::to_string(*info.size) +
-                      " bytes, not the given " + std::to_string(f.file->size);
-            return;
-        }
-        if (!f.size_known) {
-            if (!info.size) {
-                f.error = f.label + ": " + url +
-                          " does not say how big the file is; give its size (--size, or "
-                          "\"size\" in a manifest)";
-                return;
-            }
-            f.file->size = *info.size;
-            f.size_known = true;
-        }
-        if (!f.file->sha256) f.file->sha256 = info.sha256;
-        return;
-    }
-    f.error = f.label + ": " + errors +
-              " (give the size and SHA-256 to register it without asking the server)";
-}
-
-// Probes the files that need it, several at once (a manifest of 80 LoRAs is 80 round trips).
-void probe_all(std::vector<FileToAdd*>& todo, const fetch::FetchConfig& cfg, unsigned jobs) {
-    std::atomic<std::size_t> next{0};
-    auto worker = [&] {
-        for (std::size_t k; (k = next.fetch_add(1)) < todo.size();) probe_file(*todo[k], cfg);
-    };
-    std::vector<std::jthread> pool;
-    for (unsigned i = 1; i < std::min<std::size_t>(std::max(1u, jobs), todo.size()); ++i)
-        pool.emplace_back(worker);
-    worker();
-}
 
 struct AddOutcome {
     RemoteModel model;
@@ -226,45 +164,24 @@ int print_add(const Globals& g, const std::vector<AddOutcome>& outs) {
 // question), then from the servers for what is still unknown; nothing is written if any file
 // cannot be described.
 int add_models(const Globals& g, std::vector<AddOutcome>& outs,
-               std::vector<std::vector<bool>> size_known, bool probe_when_hash_missing,
+               const std::vector<std::vector<bool>>& size_known, fetch::AskForHash ask_for_hash,
                unsigned probe_jobs) {
     Store s = g.open_store();
     const fetch::FetchConfig cfg = fetch_config(g.config());
-    std::deque<FileToAdd> files;
-    std::vector<FileToAdd*> todo;
-    {
-        auto txn = s.catalog().read();
-        for (std::size_t i = 0; i < outs.size(); ++i) {
-            RemoteModel& m = outs[i].model;
-            for (std::size_t k = 0; k < m.files.size(); ++k) {
-                RemoteFile& f = m.files[k];
-                FileToAdd& fa = files.emplace_back();
-                fa.file = &f;
-                fa.size_known = size_known[i][k];
-                fa.label = model_key(m.category, m.name) + (m.tree ? ": " + f.path : "");
-                if (f.sha256) {
-                    if (auto rec = txn.get_blob(*f.sha256)) {
-                        // Known content: its size is known, no server is asked. A wrong given size
-                        // is refused by add_remote, naming both.
-                        if (!fa.size_known) f.size = rec->size;
-                        fa.size_known = true;
-                        continue;
-                    }
-                }
-                if (!fa.size_known || (probe_when_hash_missing && !f.sha256)) todo.push_back(&fa);
-            }
-        }
-    }
-    if (!todo.empty()) {
+    std::vector<RemoteModel*> models;
+    for (auto& o : outs) models.push_back(&o.model);
+    std::vector<fetch::FileToDescribe> ask =
+        fetch::files_to_ask(s.catalog().read(), models, size_known, ask_for_hash);
+    if (!ask.empty()) {
         std::optional<ProgressBar> bar;
-        if (todo.size() > 1) {
+        if (ask.size() > 1) {
             bar.emplace(g, "asking servers");
-            bar->get()->total_items += todo.size();
+            bar->get()->total_items += ask.size();
         }
-        probe_all(todo, cfg, probe_jobs);
+        fetch::ask_servers(ask, cfg, probe_jobs);
     }
     std::vector<std::string> errors;
-    for (const auto& f : files)
+    for (const auto& f : ask)
         if (!f.error.empty()) errors.push_back(f.error);
     if (!errors.empty()) {
         if (g.json) {
@@ -311,7 +228,7 @@ int run_add(const Globals& g, const AddArgs& a) {
             known.push_back(std::move(e.size_given));
         }
         // Entries that state their size are not asked: 80 LoRAs register without 80 requests.
-        return add_models(g, outs, known, /*probe_when_hash_missing=*/false, a.probe_jobs);
+        return add_models(g, outs, known, fetch::AskForHash::no, a.probe_jobs);
     }
     if (a.urls.empty()) throw UsageError("add: give a URL (or --manifest FILE)");
     if (a.as.empty())
@@ -363,7 +280,7 @@ int run_add(const Globals& g, const AddArgs& a) {
     outs[0].model = std::move(m);
     outs[0].keep = a.keep;
     // One URL: asking the server for a hash it may know is worth one request.
-    return add_models(g, outs, {{size_known}}, /*probe_when_hash_missing=*/true, 1);
+    return add_models(g, outs, {{size_known}}, fetch::AskForHash::yes, 1);
 }
 
 // ---- fetch ----------------------------------------------------------------------------------
@@ -404,11 +321,7 @@ class StopSignals {
     }, old_term_{};
 };
 
-struct Wanted {
-    Sha256 key;
-    std::string name;
-    std::uint64_t size = 0;
-};
+using Wanted = fetch::WantedBlob;
 
 // The live display: one line per running download and one overall line on a terminal; a plain
 // line every few seconds otherwise.
@@ -511,65 +424,19 @@ class FetchDisplay {
     std::size_t lines_ = 0;
 };
 
-int run_fetch(const Globals& g, const FetchArgs& a) {
-    fetch::FetchConfig cfg = fetch_config(g.config());
-    if (a.jobs) cfg.max_blobs = a.jobs;
-    if (!a.limit_rate.empty())
-        cfg.limit_rate = size_arg("--limit-rate", a.limit_rate, "bytes per second");
-    Store s = g.open_store();
+// What the downloads came to.
+struct Downloads {
+    std::vector<const Wanted*> fetched;
+    std::vector<std::pair<const Wanted*, std::string>> failed;
+    std::uint64_t fetched_bytes = 0;
+    double seconds = 0;
+    bool interrupted = false;
+};
 
-    // The current versions of the matching models: what their views show, so what a tool opens.
-    std::vector<Wanted> wanted;
-    std::vector<Sha256> keep;
-    std::size_t present = 0;
-    std::vector<std::string> skipped;
-    {
-        std::set<Sha256> seen;
-        std::vector<bool> matched(a.patterns.size());
-        auto txn = s.catalog().read();
-        txn.for_each_model([&](const Model& m) {
-            bool match = a.patterns.empty();
-            for (std::size_t i = 0; i < a.patterns.size(); ++i)
-                if (fnmatch(a.patterns[i].c_str(), m.key().c_str(), 0) == 0 ||
-                    fnmatch(a.patterns[i].c_str(), m.name.c_str(), 0) == 0)
-                    match = matched[i] = true;
-            if (!match) return;
-            const ModelVersion& v = m.current_version();
-            std::vector<std::pair<Sha256, std::string>> files;
-            if (v.blob) files.emplace_back(*v.blob, m.key());
-            for (const auto& t : v.tree) files.emplace_back(t.blob, m.key() + "/" + t.path);
-            for (const auto& sc : v.sidecars) files.emplace_back(sc.blob, m.key() + sc.suffix);
-            for (const auto& [h, name] : files) {
-                if (!seen.insert(h).second) continue;
-                auto r = txn.get_blob(h);
-                if (!r) {
-                    skipped.push_back(name + ": blob " + h.hex() +
-                                      " is not in the catalog (run "
-                                      "`modelfs verify`)");
-                    continue;
-                }
-                keep.push_back(h);
-                if (r->state == BlobState::present) {
-                    ++present;
-                } else if (r->state == BlobState::quarantined) {
-                    skipped.push_back(name +
-                                      ": its stored copy failed verification (quarantined)"
-                                      "; add a source with `modelfs add` or import it again");
-                } else if (r->sources.empty()) {
-                    skipped.push_back(name + ": no source to download it from");
-                } else {
-                    wanted.push_back({h, name, r->size});
-                }
-            }
-        });
-        for (std::size_t i = 0; i < a.patterns.size(); ++i)
-            if (!matched[i])
-                throw StoreError(ErrorKind::not_found,
-                                 "no model matches '" + a.patterns[i] + "' (see `modelfs ls`)");
-    }
-    if (a.keep)
-        for (const auto& h : keep) s.set_keep(h, true);
-
+// Downloads `wanted`, several at once, showing their progress until each is done or failed, or
+// until SIGINT/SIGTERM.
+Downloads download_all(const Globals& g, Store& s, const fetch::FetchConfig& cfg,
+                       const std::vector<Wanted>& wanted) {
     std::uint64_t total = 0;
     for (const auto& w : wanted) total += w.size;
     struct Item {
@@ -579,11 +446,7 @@ int run_fetch(const Globals& g, const FetchArgs& a) {
         bool reported = false;
     };
     std::vector<Item> items;
-    std::vector<std::pair<const Wanted*, std::string>> failed;
-    std::vector<const Wanted*> fetched;
-    bool interrupted = false;
-    double seconds = 0;
-    std::uint64_t fetched_bytes = 0;
+    Downloads out;
     {
         FetchDisplay display(g, wanted.size(), total);
         StopSignals signals;
@@ -593,7 +456,7 @@ int run_fetch(const Globals& g, const FetchArgs& a) {
             try {
                 items.push_back({&w, fetcher.fetch(w.key), {}, false});
             } catch (const StoreError& e) {
-                failed.emplace_back(&w, e.what());
+                out.failed.emplace_back(&w, e.what());
             }
         }
         for (;;) {
@@ -619,27 +482,32 @@ int run_fetch(const Globals& g, const FetchArgs& a) {
             }
             if (running.empty()) break;
             if (g_stop_signal) {
-                interrupted = true;
+                out.interrupted = true;
                 break;
             }
             display.update(running, done_bytes, done_files);
             std::this_thread::sleep_for(std::chrono::milliseconds(200));
         }
         display.clear();
-        seconds = display.seconds();
+        out.seconds = display.seconds();
         // Leaving this scope destroys the Fetcher: transfers still running are interrupted and
         // keep their partial state, so the next `modelfs fetch` resumes them.
     }
     for (const auto& it : items) {
         if (it.last.state == fetch::FetchState::done) {
-            fetched.push_back(it.w);
-            fetched_bytes += it.w->size;
+            out.fetched.push_back(it.w);
+            out.fetched_bytes += it.w->size;
         } else if (it.last.state == fetch::FetchState::failed) {
-            failed.emplace_back(it.w, it.last.error.empty() ? "failed" : it.last.error);
+            out.failed.emplace_back(it.w, it.last.error.empty() ? "failed" : it.last.error);
         }
     }
-    const std::size_t left = wanted.size() - fetched.size() - failed.size();
+    return out;
+}
 
+int print_fetch(const Globals& g, const fetch::BlobSelection& sel, const Downloads& d) {
+    const auto& [wanted, matched, present, skipped] = sel;
+    const auto& [fetched, failed, fetched_bytes, seconds, interrupted] = d;
+    const std::size_t left = wanted.size() - fetched.size() - failed.size();
     if (g.json) {
         json jf = json::array(), jx = json::array();
         for (const auto* w : fetched)
@@ -682,6 +550,19 @@ int run_fetch(const Globals& g, const FetchArgs& a) {
     }
     if (interrupted) return kInterrupted;
     return failed.empty() && skipped.empty() ? kOk : kFailed;
+}
+
+int run_fetch(const Globals& g, const FetchArgs& a) {
+    fetch::FetchConfig cfg = fetch_config(g.config());
+    if (a.jobs) cfg.max_blobs = a.jobs;
+    if (!a.limit_rate.empty())
+        cfg.limit_rate = size_arg("--limit-rate", a.limit_rate, "bytes per second");
+    Store s = g.open_store();
+    const fetch::BlobSelection sel = fetch::select_blobs(s.catalog().read(), a.patterns);
+    if (a.keep)
+        for (const auto& h : sel.matched) s.set_keep(h, true);
+    const Downloads d = download_all(g, s, cfg, sel.wanted);
+    return print_fetch(g, sel, d);
 }
 
 // ---- status ---------------------------------------------------------------------------------

@@ -1,15 +1,11 @@
 // lock, apply, locks, unlock: the exact set of model versions a project uses, as a file.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <iostream>
 
 #include "cli.h"
+#include "modelfs/store/atomic_file.h"
 #include "modelfs/store/secrets.h"
-#include "modelfs/store/unique_fd.h"
 #include "modelfs/store/view_files.h"
 
 namespace modelfs::cli {
@@ -18,87 +14,21 @@ namespace {
 using nlohmann::json;
 
 // Every model `layout` shows, at the version it shows there; without a layout every model at its
-// current version. A model whose name an older modelfs let in but names.h refuses is left out
-// with a warning: `apply` would refuse the whole lock for it.
-// A version with a remote file not downloaded yet: its SHA-256 is unknown, so no lock can name it.
-bool has_unhashed_file(const Txn& txn, const ModelVersion& v) {
-    const auto unhashed = [&](const Sha256& h) {
-        const auto r = txn.get_blob(h);
-        return r && r->placeholder;
-    };
-    if (!v.is_tree()) return unhashed(*v.blob);
-    return std::any_of(v.tree.begin(), v.tree.end(),
-                       [&](const TreeEntry& t) { return unhashed(t.blob); });
-}
-
-LockFile make_lock(Store& s, const std::optional<layouts::ViewLayout>& layout, bool with_secrets,
-                   bool skip_unhashed) {
-    LockFile lock;
-    if (layout) lock.view = layout->name();
-    auto txn = s.catalog().read();
-    txn.for_each_model([&](const Model& m) {
-        const std::size_t i = layout ? m.shown_in(layout->name()) : m.current;
-        if (layout && !(m.category == Category::file ? view_file_path(m.name, layout->name())
-                                                     : layout->path_for(m, m.versions.at(i))))
-            return;
-        try {
-            check_model_name(m.name);
-        } catch (const StoreError& e) {
-            std::cerr << "modelfs: warning: model " << m.versions.at(i).content_id().hex()
-                      << " left out of the lock: " << e.what() << "\n";
-            return;
-        }
-        if (skip_unhashed && has_unhashed_file(txn, m.versions.at(i))) {
-            std::cerr << "modelfs: warning: " << terminal_safe(m.key()) << "@"
-                      << terminal_safe(m.versions.at(i).label)
-                      << " left out of the lock: not downloaded yet, so its SHA-256 is unknown "
-                         "(`modelfs fetch "
-                      << terminal_safe(m.key()) << "` first to include it)\n";
-            return;
-        }
-        try {
-            lock.models.push_back(lock_entry(txn, m, i, with_secrets));
-        } catch (const StoreError& e) {
-            if (!has_unhashed_file(txn, m.versions.at(i))) throw;
-            throw StoreError(e.kind(), std::string(e.what()) +
-                                           ", or leave such models out with `modelfs lock "
-                                           "--skip-unhashed`");
-        }
-    });
-    std::sort(lock.models.begin(), lock.models.end(),
-              [](const LockedModel& a, const LockedModel& b) { return a.key() < b.key(); });
-    return lock;
-}
-
-// Replaces `file` whole or not at all, so a failed write never leaves half a lock file behind.
-void write_file_atomically(const std::filesystem::path& file, const std::string& text,
-                           mode_t mode) {
-    const std::filesystem::path tmp = file.string() + ".tmp" + std::to_string(::getpid());
-    {
-        UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
-        if (!fd) throw_errno("creating " + tmp.string(), errno);
-        std::size_t done = 0;
-        while (done < text.size()) {
-            const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0) {
-                const int err = errno;
-                ::unlink(tmp.c_str());
-                throw_errno("writing " + tmp.string(), err);
-            }
-            done += static_cast<std::size_t>(n);
-        }
-        if (::fsync(fd.get()) != 0) {
-            const int err = errno;
-            ::unlink(tmp.c_str());
-            throw_errno("writing " + tmp.string(), err);
-        }
-    }
-    if (::rename(tmp.c_str(), file.c_str()) != 0) {
-        const int err = errno;
-        ::unlink(tmp.c_str());
-        throw_errno("renaming " + tmp.string() + " to " + file.string(), err);
-    }
+// current version.
+MadeLock lock_of_view(Store& s, const std::optional<layouts::ViewLayout>& layout, bool with_secrets,
+                      bool skip_unhashed) {
+    LockedVersion shown;
+    if (layout)
+        shown = [&](const Model& m) -> std::optional<std::size_t> {
+            const std::size_t i = m.shown_in(layout->name());
+            // A view's own stored file shows in that view alone (view_files.h).
+            const bool in_view = m.category == Category::file
+                                     ? view_file_path(m.name, layout->name()).has_value()
+                                     : layout->path_for(m, m.versions.at(i)).has_value();
+            return in_view ? std::optional(i) : std::nullopt;
+        };
+    return make_lock(s.catalog().read(), layout ? layout->name() : "", shown, with_secrets,
+                     skip_unhashed);
 }
 
 std::filesystem::path absolute_path(const std::string& p) {
@@ -116,7 +46,9 @@ int run_lock(const Globals& g, const LockArgs& a) {
     std::optional<layouts::ViewLayout> layout;
     if (!a.view.empty()) layout = view_arg(g, a.view);
     Store s = g.open_store();
-    const LockFile lock = make_lock(s, layout, a.with_secrets, a.skip_unhashed);
+    const MadeLock made = lock_of_view(s, layout, a.with_secrets, a.skip_unhashed);
+    for (const auto& w : made.left_out) std::cerr << "modelfs: warning: " << w << "\n";
+    const LockFile& lock = made.lock;
     const std::string text = lock.to_text();
     if (a.output.empty() || a.output == "-") {
         std::cout << text;

@@ -43,19 +43,6 @@ void print_json(const nlohmann::json& j) {
     std::cout << dump_json(j) << "\n";
 }
 
-std::string human_bytes(std::uint64_t n) {
-    static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-    double v = static_cast<double>(n);
-    int u = 0;
-    while (v >= 1024 && u < 5) {
-        v /= 1024;
-        ++u;
-    }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-    return buf;
-}
-
 std::string human_count(std::uint64_t n) {
     char buf[32];
     if (n >= 1'000'000'000)

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <set>
 #include <sstream>
@@ -14,6 +13,7 @@
 #include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/model_check.h"
 #include "modelfs/store/unique_fd.h"
+#include "modelfs/store/units.h"
 #include "modelfs/store/view_files.h"
 #include "util.h"
 
@@ -34,22 +34,6 @@ std::optional<std::string> incomplete_reason(const std::filesystem::path& real, 
     } catch (const std::exception& e) {
         return std::string(e.what());
     }
-}
-
-std::string bytes_text(std::uint64_t n) {
-    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = static_cast<double>(n);
-    int u = 0;
-    while (v >= 1024 && u < 4) {
-        v /= 1024;
-        ++u;
-    }
-    char buf[32];
-    if (u == 0)
-        std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
-    else
-        std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
-    return buf;
 }
 
 bool in_models(const ScannedFile& f, const Install& inst) {
@@ -571,15 +555,15 @@ json plan_json(const Plan& plan) {
 }
 
 static void totals_text(std::ostringstream& o, const ToolTotals& t, const char* indent) {
-    o << indent << t.files << " files: " << t.stored << " to the store (" << bytes_text(t.bytes)
+    o << indent << t.files << " files: " << t.stored << " to the store (" << human_bytes(t.bytes)
       << ")";
     if (t.overlay) o << ", " << t.overlay << " kept as plain files at their exact path";
     if (t.plain) o << ", " << t.plain << " plain files kept";
     o << "\n"
-      << indent << t.dup_groups << " duplicate groups: " << bytes_text(t.bytes_freed)
+      << indent << t.dup_groups << " duplicate groups: " << human_bytes(t.bytes_freed)
       << " freed once you run `modelfs adopt --confirm`\n";
     if (t.bytes_copied)
-        o << indent << bytes_text(t.bytes_copied)
+        o << indent << human_bytes(t.bytes_copied)
           << " copied into the store (files that stay where they are, or that the store may not "
              "take: other hard links, another owner, another filesystem)\n";
     if (t.clashes) o << indent << t.clashes << " name clashes (views pinned)\n";
@@ -632,8 +616,8 @@ std::string plan_text(const Plan& plan) {
     // file.
     if (!plan.duplicates.empty()) o << "duplicate groups (one copy stays, in the store)\n";
     for (const auto& g : plan.duplicates) {
-        o << "  " << g.sha256.hex().substr(0, 12) << "  " << bytes_text(g.size) << ", " << g.copies
-          << " copies (frees " << bytes_text(g.bytes_freed)
+        o << "  " << g.sha256.hex().substr(0, 12) << "  " << human_bytes(g.size) << ", " << g.copies
+          << " copies (frees " << human_bytes(g.bytes_freed)
           << (g.in_store ? "; one copy already in the store" : "") << "):";
         for (const auto& f : g.files) o << " " << f.string();
         o << "\n";

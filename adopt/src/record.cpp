@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "modelfs/adopt/adopt.h"
+#include "modelfs/store/atomic_file.h"
 #include "modelfs/store/errors.h"
 #include "run_internal.h"
 #include "util.h"
@@ -193,7 +194,7 @@ void save_record(const sfs::path& store_root, Record& r) {
     sfs::create_directories(adopt_dir(store_root));
     r.updated = detail::unix_now();
     if (!r.created) r.created = r.updated;
-    detail::write_atomic(adopt_dir(store_root) / (r.id + ".json"), record_json(r).dump(1) + "\n");
+    write_file_atomically(adopt_dir(store_root) / (r.id + ".json"), record_json(r).dump(1) + "\n");
 }
 
 }  // namespace modelfs::adopt

@@ -25,20 +25,6 @@ std::int64_t unix_now() {
         .count();
 }
 
-void write_atomic(const sfs::path& p, const std::string& text) {
-    sfs::path tmp = p;
-    tmp += ".tmp";
-    {
-        UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-        if (!fd) throw_errno("creating " + tmp.string(), errno);
-        pwrite_all(fd.get(), text.data(), text.size(), 0, tmp.string());
-        fsync_or_throw(fd.get(), tmp.string());
-    }
-    if (::rename(tmp.c_str(), p.c_str()) != 0)
-        throw_errno("renaming " + tmp.string() + " to " + p.string(), errno);
-    modelfs::fsync_dir(p.parent_path());
-}
-
 std::uint64_t copy_file_durable(const sfs::path& from, const sfs::path& to, unsigned mode,
                                 Progress* progress) {
     UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));

@@ -18,8 +18,6 @@ inline std::int64_t ns_of(const struct timespec& t) {
     return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
 }
 std::int64_t unix_now();
-// Writes `text` to `p` atomically (tmp + fsync + rename + fsync of the folder).
-void write_atomic(const std::filesystem::path& p, const std::string& text);
 // Copies `from` to a new file `to` (O_EXCL) with mode `mode`, fsynced; returns the bytes copied.
 // Throws StoreError naming both paths.
 std::uint64_t copy_file_durable(const std::filesystem::path& from, const std::filesystem::path& to,

@@ -1,17 +1,12 @@
 #include "partial_state.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <fstream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
-#include "modelfs/store/blob_store.h"
-#include "modelfs/store/errors.h"
+#include "modelfs/store/atomic_file.h"
 #include "modelfs/store/secrets.h"
-#include "modelfs/store/unique_fd.h"
 
 namespace fs = std::filesystem;
 
@@ -116,21 +111,9 @@ void write_state(const fs::path& file, const PartialState& s) {
     j["done"] = std::move(done);
     std::string text = j.dump() + "\n";
 
-    fs::path tmp = file;
-    tmp += ".tmp";
-    // A secret file's mode from its creation (0600, 0640 in a group-shared store, whose group
-    // resumes each other's downloads): it names the source URL, which may carry a signed query.
-    // A leftover .tmp of a crashed writer (maybe of another mode) is replaced, never reused.
-    if (::unlink(tmp.c_str()) != 0 && errno != ENOENT)
-        throw_errno("removing " + tmp.string(), errno);
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-                       secret_file_mode(file.parent_path().parent_path())));
-    if (!fd) throw_errno("writing " + tmp.string(), errno);
-    pwrite_all(fd.get(), text.data(), text.size(), 0, tmp.string());
-    fsync_or_throw(fd.get(), tmp.string());
-    fd.reset();
-    if (::rename(tmp.c_str(), file.c_str()) != 0) throw_errno("renaming " + tmp.string(), errno);
-    fsync_dir(file.parent_path());
+    // A secret file (0600, 0640 in a group-shared store, whose group resumes each other's
+    // downloads): it names the source URL, which may carry a signed query.
+    write_file_atomically(file, text, secret_file_mode(file.parent_path().parent_path()));
 }
 
 }  // namespace modelfs::fetch::detail

@@ -220,4 +220,55 @@ LockedModel lock_entry(const Txn& txn, const Model& m, std::size_t index, bool w
     return out;
 }
 
+namespace {
+
+// A version with a remote file not downloaded yet: its SHA-256 is unknown, so no lock can name it.
+bool has_unhashed_file(const Txn& txn, const ModelVersion& v) {
+    const auto unhashed = [&](const Sha256& h) {
+        const auto r = txn.get_blob(h);
+        return r && r->placeholder;
+    };
+    if (!v.is_tree()) return unhashed(*v.blob);
+    return std::any_of(v.tree.begin(), v.tree.end(),
+                       [&](const TreeEntry& t) { return unhashed(t.blob); });
+}
+
+}  // namespace
+
+MadeLock make_lock(const Txn& txn, const std::string& view, const LockedVersion& version_of,
+                   bool with_secrets, bool skip_unhashed) {
+    MadeLock out;
+    out.lock.view = view;
+    txn.for_each_model([&](const Model& m) {
+        const std::optional<std::size_t> i = version_of ? version_of(m) : m.current;
+        if (!i) return;
+        try {
+            check_model_name(m.name);
+        } catch (const StoreError& e) {
+            out.left_out.push_back("model " + m.versions.at(*i).content_id().hex() +
+                                   " left out of the lock: " + e.what());
+            return;
+        }
+        if (skip_unhashed && has_unhashed_file(txn, m.versions.at(*i))) {
+            out.left_out.push_back(terminal_safe(m.key()) + "@" +
+                                   terminal_safe(m.versions.at(*i).label) +
+                                   " left out of the lock: not downloaded yet, so its SHA-256 is "
+                                   "unknown (`modelfs fetch " +
+                                   terminal_safe(m.key()) + "` first to include it)");
+            return;
+        }
+        try {
+            out.lock.models.push_back(lock_entry(txn, m, *i, with_secrets));
+        } catch (const StoreError& e) {
+            if (!has_unhashed_file(txn, m.versions.at(*i))) throw;
+            throw StoreError(e.kind(), std::string(e.what()) +
+                                           ", or leave such models out with `modelfs lock "
+                                           "--skip-unhashed`");
+        }
+    });
+    std::sort(out.lock.models.begin(), out.lock.models.end(),
+              [](const LockedModel& a, const LockedModel& b) { return a.key() < b.key(); });
+    return out;
+}
+
 }  // namespace modelfs

@@ -399,6 +399,36 @@ TEST(LockFileParse, NumberBeyondADoubleIsNotJson) {
     }
 }
 
+TEST_F(VersionsTest, MakeLockTakesEveryCurrentVersionSortedByKey) {
+    add("foo", 1);
+    add("foo", 2);
+    s().use_version("lora/foo", "v1");
+    add("bar", 3);
+    const MadeLock made = make_lock(s().catalog().read(), "", {}, false);
+    EXPECT_TRUE(made.left_out.empty());
+    EXPECT_EQ(made.lock.view, "");
+    ASSERT_EQ(made.lock.models.size(), 2u);
+    EXPECT_EQ(made.lock.models[0].key(), "lora/bar");
+    EXPECT_EQ(made.lock.models[1].key(), "lora/foo");
+    EXPECT_EQ(made.lock.models[1].label, "v1");
+}
+
+TEST_F(VersionsTest, MakeLockKeepsTheVersionsItIsGivenAndLeavesOutTheRest) {
+    add("foo", 1);
+    const Sha256 v2 = add("foo", 2);
+    add("bar", 3);
+    // As a view would: bar is not shown there, foo at its first version's successor.
+    auto version_of = [](const Model& m) -> std::optional<std::size_t> {
+        if (m.name == "bar") return std::nullopt;
+        return 1;
+    };
+    const MadeLock made = make_lock(s().catalog().read(), "comfyui", version_of, false);
+    EXPECT_EQ(made.lock.view, "comfyui");
+    ASSERT_EQ(made.lock.models.size(), 1u);
+    EXPECT_EQ(made.lock.models[0].key(), "lora/foo");
+    EXPECT_EQ(made.lock.models[0].content_id, v2);
+}
+
 TEST_F(VersionsTest, ApplyReproducesALockInAnotherStore) {
     add("foo", 1);
     Sha256 v2 = add("foo", 2);

@@ -27,6 +27,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -81,5 +83,24 @@ struct LockFile {
 // their credentials unless `with_secrets` (`modelfs lock --with-secrets`).
 LockedModel lock_entry(const Txn& txn, const Model& m, std::size_t index,
                        bool with_secrets = false);
+
+// The version of a model a lock keeps (an index into Model::versions), or nullopt to leave the
+// model out: the one a view shows there, or the current one for a lock of every model.
+using LockedVersion = std::function<std::optional<std::size_t>(const Model&)>;
+
+struct MadeLock {
+    LockFile lock;
+    // Models left out, one message each: a name an older modelfs let in that breaks names.h
+    // (`apply` would refuse the whole lock for it), or a version not downloaded yet when asked
+    // to skip those.
+    std::vector<std::string> left_out;
+};
+
+// What `modelfs lock` writes: every model `version_of` keeps, at that version, sorted by key,
+// for `view` (empty: every model, each at its current version when `version_of` is empty).
+// A version with a remote file not downloaded yet has no SHA-256 to lock: with `skip_unhashed`
+// it is left out (named in left_out), else this throws as lock_entry does, saying how to skip.
+MadeLock make_lock(const Txn& txn, const std::string& view, const LockedVersion& version_of,
+                   bool with_secrets, bool skip_unhashed = false);
 
 }  // namespace modelfs
