@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstring>
 #include <functional>
+#include <new>
 #include <optional>
 
 #include <spdlog/spdlog.h>
@@ -33,17 +34,20 @@ int gone(Daemon& dm, fuse_ino_t ino) {
     return known && dm.resolve(known->path).exists() ? ESTALE : ENOENT;
 }
 
-// Runs an operation body; an exception becomes an errno reply for this request only.
+// Runs an operation body; an exception becomes an errno reply for this request only. The one
+// place where errors thrown below reach a tool: a StoreError's errno is its kind's
+// (errno_for, modelfs/store/errors.h), so a tool sees EINVAL for a refused name, EEXIST for a
+// conflict, and so on, as the CLI's exit code comes from the same row.
 template <typename F>
 void guarded(fuse_req_t req, const char* op, F&& body) {
     try {
         body();
     } catch (const StoreError& e) {
         spdlog::error("{}: {}", op, e.what());
-        int err = EIO;
-        if (e.kind() == ErrorKind::no_space) err = ENOSPC;
-        if (e.kind() == ErrorKind::not_found) err = ENOENT;
-        fuse_reply_err(req, err);
+        fuse_reply_err(req, errno_for(e.kind()));
+    } catch (const std::bad_alloc&) {
+        spdlog::error("{}: out of memory", op);
+        fuse_reply_err(req, ENOMEM);
     } catch (const std::exception& e) {
         spdlog::error("{}: {}", op, e.what());
         fuse_reply_err(req, EIO);

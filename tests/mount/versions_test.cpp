@@ -188,7 +188,8 @@ TEST_F(VersionsMount, AliasesResolveInEveryBuiltInView) {
             EXPECT_EQ(sha_or_error(mnt / view / *lf / "sdxl" / "style@v2.safetensors"), style2);
         }
     }
-    // Every built-in tool has a checkpoints folder; a view that lost it would skip the checks above.
+    // Every built-in tool has a checkpoints folder; a view that lost it would skip the checks
+    // above.
     EXPECT_EQ(views, static_cast<int>(modelfs::fs::ViewLayout::builtin_names().size()));
     // An alias is its own file: another inode than the current version's name.
     struct stat a, b;
@@ -845,7 +846,8 @@ TEST(ViewLayoutShowVersions, JsonKey) {
     try {
         ViewLayout::from_json(j);
         ADD_FAILURE() << "accepted a string";
-    } catch (const std::invalid_argument& e) {
+    } catch (const modelfs::StoreError& e) {
+        EXPECT_EQ(e.kind(), modelfs::ErrorKind::bad_input);
         EXPECT_NE(std::string(e.what()).find("show_versions"), std::string::npos) << e.what();
     }
 }
