@@ -21,6 +21,7 @@
 
 #include "modelfs/fs/mount.h"
 #include "modelfs/fs/view_tree.h"
+#include "modelfs/store/errors.h"
 #include "modelfs/store/hash.h"
 #include "modelfs/store/lock_file.h"
 #include "modelfs/store/store.h"
