@@ -18,6 +18,7 @@
 #include <toml++/toml.h>
 #include <nlohmann/json.hpp>
 
+#include "modelfs/store/errors.h"
 #include "modelfs/store/store.h"
 #include "modelfs/store/unique_fd.h"
 
@@ -194,7 +195,7 @@ layouts::ViewLayout layout_from(const toml::table& t, std::size_t index,
         layouts::ViewLayout layout = layouts::ViewLayout::from_json(j);
         if (show_versions) layout.set_show_versions(*show_versions);
         return layout;
-    } catch (const std::invalid_argument& e) {
+    } catch (const StoreError& e) {
         const std::string msg = without_layout_prefix(e.what(), name);
         const auto i = folder_index(msg);
         fail(source, i && *i < where.size() ? where[*i] : t.source(), quoted + ": " + msg);

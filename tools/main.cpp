@@ -14,17 +14,9 @@ using namespace modelfs::cli;
 
 namespace {
 
-int exit_code_for(ErrorKind k) {
-    switch (k) {
-        case ErrorKind::not_found:
-            return kNotFound;
-        case ErrorKind::no_store:
-        case ErrorKind::schema:
-            return kNoStore;
-        default:
-            return kFailed;
-    }
-}
+// A StoreError's exit code comes from its kind's row (modelfs/store/errors.h), whose numbers
+// must be the ones documented here.
+static_assert(kExitFailed == kFailed && kExitNotFound == kNotFound && kExitNoStore == kNoStore);
 
 // %* is the message with its control characters escaped: messages carry names, URLs and server
 // text, which must not drive the terminal.

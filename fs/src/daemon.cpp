@@ -335,16 +335,12 @@ UniqueFd Daemon::open_blob(const Sha256& blob) {
 void Daemon::reply_read_open(fuse_req_t req, fuse_file_info* fi, UniqueFd fd, const struct stat& st,
                              bool overlay) {
     const int n = fd.get();
-    {
-        std::lock_guard lk(reads_mu);
-        open_reads[n] = OpenRead{st, overlay};
-    }
-    if (overlay) track_open(n, st.st_ino, false);
+    files.add_read(n, st, overlay);
+    if (overlay) files.track_overlay(n, st.st_ino, false);
     // A blob never changes, so the kernel may keep its pages across opens; an overlay file may.
     if (!reader->open(req, fi, std::move(fd), /*immutable=*/!overlay)) {
-        untrack_open(n);
-        std::lock_guard lk(reads_mu);
-        open_reads.erase(n);
+        files.untrack_overlay(n);
+        files.remove_read(n);
     }
 }
 

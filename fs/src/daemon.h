@@ -21,6 +21,7 @@
 #include "modelfs/fs/mount.h"
 #include "modelfs/store/store.h"
 #include "namespace.h"
+#include "open_files.h"
 #include "read_backend.h"
 #include "remote.h"
 #include "work_queue.h"
@@ -32,18 +33,6 @@ namespace modelfs::fs {
 // means too (a second mount of the same store), so they are cached briefly.
 inline constexpr double kCatalogTimeout = 3600.0;
 inline constexpr double kOverlayTimeout = 1.0;
-
-// A file open for writing: an overlay file.
-struct OpenWrite {
-    std::uint64_t ino = 0;  // the kernel's inode number for it
-    ino_t real_ino = 0;
-};
-
-// An overlay file open through the mount, for reading or writing.
-struct OpenOverlay {
-    std::uint64_t ino = 0;  // the kernel's inode number for it
-    bool writer = false;
-};
 
 struct Daemon {
     Daemon(MountOptions o, std::vector<layouts::ViewLayout> views)
@@ -68,42 +57,8 @@ struct Daemon {
     BusyDirs busy;  // folders requests are working in (the invalidator waits for a gap)
     std::unique_ptr<ReadBackend> reader = make_splice_read_backend();
 
-    // Overlay changes, writer counts and the last step of an ingest happen under this lock, so an
-    // ingest never takes a file that a writer has just opened.
-    std::mutex edit_mu;
-    std::map<ino_t, int> writers;                    // overlay files open for writing
-    std::unordered_map<int, OpenWrite> open_writes;  // by fd
-    // Why a write to an overlay file failed since its first writer opened it: the file then
-    // stays a plain file (overlay_writes::end). By real inode; cleared at its last close.
-    std::map<ino_t, std::string> write_errors;
-
-    // Every overlay file open through the mount, by fd. An open file stays reachable after its
-    // name is gone (unlinked, renamed by another process): fstat, ftruncate and fchmod go to the
-    // descriptor. Held while a descriptor of it is used by another request (release waits).
-    std::mutex overlay_fds_mu;
-    std::unordered_map<int, OpenOverlay> open_overlay;
-    // fstat of an open descriptor of kernel inode `ino`, writers first; false when none is open.
-    bool stat_open(std::uint64_t ino, struct stat* st);
-    // Runs `f(fd)` on an open descriptor of `ino` (a writer when `writer`), under overlay_fds_mu,
-    // and returns what it returned; std::nullopt when none is open.
-    std::optional<int> with_open_fd(std::uint64_t ino, bool writer,
-                                    const std::function<int(int)>& f);
-    void track_open(int fd, std::uint64_t ino, bool writer) {
-        std::lock_guard lk(overlay_fds_mu);
-        open_overlay[fd] = OpenOverlay{ino, writer};
-    }
-    void untrack_open(int fd) {
-        std::lock_guard lk(overlay_fds_mu);
-        open_overlay.erase(fd);
-    }
-    // Files open for reading, by fd: what they were at open, so that an open file keeps
-    // answering getattr (the kernel asks before reads) after its name moved on to other content.
-    struct OpenRead {
-        struct stat st {};
-        bool overlay = false;  // an overlay file: its size may still change
-    };
-    std::mutex reads_mu;
-    std::unordered_map<int, OpenRead> open_reads;
+    // What is open through the mount, and the edit lock (open_files.h).
+    OpenFiles files;
     std::unique_ptr<Invalidator> invalidator;  // started with the session loop
     std::unique_ptr<WorkQueue> ingester;       // likewise
     std::unique_ptr<AccessLog> access;         // likewise
@@ -132,12 +87,13 @@ struct Daemon {
     // Makes the catalogued file `e` an overlay file (copy-on-write), keeping `keep` bytes of it.
     // With `replace`, `e` is an overlay file that gets replaced by a copy of itself (to break a
     // hard link). Returns the overlay file's real path and has the kernel look the name up
-    // again. Caller holds edit_mu.
+    // again. Caller holds the edit lock (files.edit()).
     std::filesystem::path copy_up(const Entry& e, std::uint64_t keep, bool replace = false);
     // Removes the catalogued file `e` (a model with all its versions, or one sidecar). The
     // model's blobs stay until gc.
     void remove_from_catalog(const Entry& e, std::vector<std::uint64_t> known = {});
-    // Creates the overlay folders down to `path`'s parent. Caller holds edit_mu.
+    // Creates the overlay folders down to `path`'s parent. Caller holds the edit lock
+    // (files.edit()).
     void make_overlay_parents(const std::string& path);
 
   private:

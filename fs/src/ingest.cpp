@@ -123,7 +123,7 @@ std::optional<Entry> Daemon::current(std::uint64_t ino) {
     // An overlay file whose name is gone (unlinked, or moved by another process) is still there
     // for as long as it is open through the mount, as on any filesystem.
     struct stat st;
-    if (known->kind == Entry::Kind::overlay_file && stat_open(ino, &st)) {
+    if (known->kind == Entry::Kind::overlay_file && files.stat_overlay(ino, &st)) {
         known->st = st;
         known->st.st_ino = static_cast<ino_t>(ino);
         known->st.st_blksize = 1 << 20;
@@ -133,23 +133,6 @@ std::optional<Entry> Daemon::current(std::uint64_t ino) {
                   known->kind == Entry::Kind::overlay_file ? "an overlay file" : "a folder",
                   now.exists() ? "something else" : "nothing");
     return std::nullopt;
-}
-
-std::optional<int> Daemon::with_open_fd(std::uint64_t ino, bool writer,
-                                        const std::function<int(int)>& f) {
-    std::lock_guard lk(overlay_fds_mu);
-    int found = -1;
-    for (const auto& [fd, o] : open_overlay) {
-        if (o.ino != ino || (writer && !o.writer)) continue;
-        found = fd;
-        if (o.writer) break;  // a writer's view of the size is the newest
-    }
-    if (found < 0) return std::nullopt;
-    return f(found);
-}
-
-bool Daemon::stat_open(std::uint64_t ino, struct stat* st) {
-    return with_open_fd(ino, false, [&](int fd) { return ::fstat(fd, st); }) == 0;
 }
 
 void Daemon::make_overlay_parents(const std::string& path) {
@@ -252,10 +235,8 @@ void Daemon::ingest(const std::string& path) {
         // stays plain until one goes. A read-only file with a second name is the one case the
         // store makes: a crash between linking it into blobs/ and unlinking it here.
         if (before.st_nlink > 1 && (before.st_mode & 0222)) return;
-        {
-            std::lock_guard lk(edit_mu);
-            if (writers.count(before.st_ino)) return;  // its last close queues it again
-        }
+        if (files.being_written(files.edit(), before.st_ino))
+            return;  // its last close queues it again
         bool busy = false;
         if (auto why = overlay_writes::held(fd.get(), &busy)) {
             if (!busy) spdlog::warn("{} stays a plain file of this view: {}", path, *why);
@@ -271,9 +252,9 @@ void Daemon::ingest(const std::string& path) {
         // On disk before anyone waits on the lock below (fsync of a few GB takes seconds).
         ::fdatasync(fd.get());
 
-        std::lock_guard lk(edit_mu);
+        const OpenFiles::Edit edit = files.edit();
         struct stat now;
-        if (writers.count(before.st_ino) || ::lstat(e.real.c_str(), &now) != 0 ||
+        if (files.being_written(edit, before.st_ino) || ::lstat(e.real.c_str(), &now) != 0 ||
             !same_file_state(before, now) || static_cast<std::uint64_t>(now.st_size) != d.size)
             return;  // changed while hashed: whoever changed it queues it again
         // No writer of any process may hold it from here until its name in the view is gone

@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstring>
 #include <functional>
+#include <new>
 #include <optional>
 
 #include <spdlog/spdlog.h>
@@ -33,17 +34,20 @@ int gone(Daemon& dm, fuse_ino_t ino) {
     return known && dm.resolve(known->path).exists() ? ESTALE : ENOENT;
 }
 
-// Runs an operation body; an exception becomes an errno reply for this request only.
+// Runs an operation body; an exception becomes an errno reply for this request only. The one
+// place where errors thrown below reach a tool: a StoreError's errno is its kind's
+// (errno_for, modelfs/store/errors.h), so a tool sees EINVAL for a refused name, EEXIST for a
+// conflict, and so on, as the CLI's exit code comes from the same row.
 template <typename F>
 void guarded(fuse_req_t req, const char* op, F&& body) {
     try {
         body();
     } catch (const StoreError& e) {
         spdlog::error("{}: {}", op, e.what());
-        int err = EIO;
-        if (e.kind() == ErrorKind::no_space) err = ENOSPC;
-        if (e.kind() == ErrorKind::not_found) err = ENOENT;
-        fuse_reply_err(req, err);
+        fuse_reply_err(req, errno_for(e.kind()));
+    } catch (const std::bad_alloc&) {
+        spdlog::error("{}: out of memory", op);
+        fuse_reply_err(req, ENOMEM);
     } catch (const std::exception& e) {
         spdlog::error("{}: {}", op, e.what());
         fuse_reply_err(req, EIO);
@@ -101,7 +105,7 @@ int writable_area(Daemon& dm, const std::string& path, const char* op = "write")
 
 // 0, or ELOOP when a folder on the way to `path` in the overlay is a link: a user swapped a
 // folder for one (to /etc, say) after the kernel looked the name up, and the daemon must never
-// act through it. Checked under edit_mu, which every change this daemon makes to the overlay
+// act through it. Checked under the edit lock, which every change this daemon makes to the overlay
 // holds, so the answer stands until the caller lets go. (Making entries goes further: through
 // the folder's own descriptor, Namespace::open_overlay_dir.)
 int links_on_the_way(Daemon& dm, const std::string& path) {
@@ -182,17 +186,8 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         if (fi) {
             // An open file: its own descriptor knows (an unlinked or replaced file, too).
             const int fd = static_cast<int>(fi->fh);
-            bool writer;
-            {
-                std::lock_guard lk(dm.edit_mu);
-                writer = dm.open_writes.count(fd) > 0;
-            }
-            std::optional<Daemon::OpenRead> reader;
-            {
-                std::lock_guard lk(dm.reads_mu);
-                if (auto it = dm.open_reads.find(fd); it != dm.open_reads.end())
-                    reader = it->second;
-            }
+            const bool writer = dm.files.is_writer(fd);
+            const std::optional<OpenRead> reader = dm.files.read_of(fd);
             if (writer || (reader && !e)) {
                 struct stat st = reader ? reader->st : (e ? e->st : (struct stat){});
                 struct stat now;
@@ -329,18 +324,18 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
         if (!e) return (void)fuse_reply_err(req, gone(dm, ino));
         if (e->read_only) return (void)fuse_reply_err(req, refuse_alias("setattr", e->path));
         if (int err = writable_area(dm, e->path, "setattr")) return (void)fuse_reply_err(req, err);
-        std::unique_lock lk(dm.edit_mu);
+        OpenFiles::Edit edit = dm.files.edit();
         if (int err = links_on_the_way(dm, e->path)) return (void)fuse_reply_err(req, err);
         // Current contents of the path (a catalogued file may have an overlay copy by now).
         Entry now = dm.resolve(e->path);
         if (e->kind == Entry::Kind::overlay_file && !now.same_object(*e)) {
             // An open file whose name is gone (ftruncate after unlink): its descriptor.
-            lk.unlock();
+            edit.unlock();
             struct stat st {};
             attr->st_mode = allowed_mode(req, attr->st_mode);
-            auto rc = dm.with_open_fd(ino, (to_set & FUSE_SET_ATTR_SIZE) != 0, [&](int fd) {
-                return set_attrs_of_fd(req, fd, attr, to_set, &st);
-            });
+            auto rc = dm.files.with_overlay_fd(
+                ino, (to_set & FUSE_SET_ATTR_SIZE) != 0,
+                [&](int fd) { return set_attrs_of_fd(req, fd, attr, to_set, &st); });
             if (!rc) return (void)fuse_reply_err(req, ENOENT);
             if (*rc) return (void)fuse_reply_err(req, *rc);
             st.st_ino = ino;
@@ -348,7 +343,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
             return (void)fuse_reply_attr(req, &st, kOverlayTimeout);
         }
         if (!now.exists()) return (void)fuse_reply_err(req, ENOENT);
-        const bool writer_fd = fi && dm.open_writes.count(static_cast<int>(fi->fh));
+        const bool writer_fd = fi && dm.files.is_writer(edit, static_cast<int>(fi->fh));
 
         if (to_set & FUSE_SET_ATTR_SIZE) {
             if (now.is_dir()) return (void)fuse_reply_err(req, EISDIR);
@@ -414,7 +409,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
             if (now.by_hash) return (void)fuse_reply_err(req, EROFS);
             dm.store->set_shown_attrs(now.model_key, mtime, mode, now.version);
         }
-        lk.unlock();
+        edit.unlock();
         if (writer_fd) {
             struct stat st;
             if (::fstat(static_cast<int>(fi->fh), &st) != 0)
@@ -431,18 +426,6 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
 }
 
 // --- directories ------------------------------------------------------------------------------
-
-// A listing taken at the first readdir of an open folder, so that offsets stay valid however the
-// folder changes meanwhile. Not at opendir: the kernel caches listings (cache_readdir) and then
-// opens the folder without reading it.
-struct DirHandle {
-    std::string path;
-    bool listed = false;
-    std::vector<std::pair<std::string, Entry>> entries;
-};
-std::mutex g_dirs_mu;
-std::unordered_map<std::uint64_t, std::unique_ptr<DirHandle>> g_dirs;
-std::uint64_t g_next_dir = 1;
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     guarded(req, "opendir", [&] {
@@ -461,18 +444,13 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
              dm.names()->views().at(static_cast<std::size_t>(e->view)).show_versions());
         fi->cache_readdir = lists_aliases ? 0 : 1;
         fi->keep_cache = lists_aliases ? 0 : 1;
-        std::lock_guard lk(g_dirs_mu);
-        fi->fh = g_next_dir++;
-        g_dirs.emplace(fi->fh, std::move(h));
+        fi->fh = dm.files.add_dir(std::move(h));
         fuse_reply_open(req, fi);
     });
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-    {
-        std::lock_guard lk(g_dirs_mu);
-        g_dirs.erase(fi->fh);
-    }
+    daemon_of(req).files.remove_dir(fi->fh);
     fuse_reply_err(req, 0);
 }
 
@@ -480,12 +458,7 @@ void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
                     bool plus) {
     guarded(req, plus ? "readdirplus" : "readdir", [&] {
         Daemon& dm = daemon_of(req);
-        DirHandle* h = nullptr;
-        {
-            std::lock_guard lk(g_dirs_mu);
-            auto it = g_dirs.find(fi->fh);
-            if (it != g_dirs.end()) h = it->second.get();
-        }
+        DirHandle* h = dm.files.dir(fi->fh);
         if (!h) return (void)fuse_reply_err(req, EBADF);
         if (!h->listed) {  // one request at a time per open folder: the kernel holds its lock
             h->entries = dm.names()->list(*dm.snapshot(), h->path);
@@ -551,7 +524,7 @@ void make_entry(fuse_req_t req, fuse_ino_t parent, const char* name, const char*
         if (!err) err = writable_area(dm, path, op);
         if (!err && dm.names()->locate(path).rel.empty()) err = EEXIST;  // a view's own folder
         if (err) return (void)fuse_reply_err(req, err);
-        std::lock_guard lk(dm.edit_mu);
+        const OpenFiles::Edit edit = dm.files.edit();
         if (dm.resolve(path).exists()) return (void)fuse_reply_err(req, EEXIST);
         dm.make_overlay_parents(path);
         UniqueFd folder = dm.names()->open_overlay_dir(dm.names()->locate(parent_of(path)));
@@ -627,7 +600,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         if (!err) err = writable_area(dm, to, "link");
         if (!err && dm.names()->locate(to).view != dm.names()->locate(e->path).view) err = EXDEV;
         if (err) return (void)fuse_reply_err(req, err);
-        std::lock_guard lk(dm.edit_mu);
+        const OpenFiles::Edit edit = dm.files.edit();
         for (const std::string& p : {e->path, to})
             if (int err = links_on_the_way(dm, p)) return (void)fuse_reply_err(req, err);
         if (dm.resolve(to).exists()) return (void)fuse_reply_err(req, EEXIST);
@@ -656,7 +629,7 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
         std::string path = child_path(dm, parent, name, &err);
         if (!err) err = writable_area(dm, path, "rmdir");
         if (err) return (void)fuse_reply_err(req, err == EPERM ? EBUSY : err);
-        std::lock_guard lk(dm.edit_mu);
+        const OpenFiles::Edit edit = dm.files.edit();
         if (int err = links_on_the_way(dm, path)) return (void)fuse_reply_err(req, err);
         Entry e = dm.resolve(path);
         if (!e.exists()) return (void)fuse_reply_err(req, ENOENT);
@@ -680,19 +653,15 @@ bool wants_write(int flags) {
 // A write to an overlay file failed: the file is not what its writer meant, so it stays a plain
 // file when closed (overlay_writes::end).
 void note_write_error(Daemon& dm, fuse_file_info* fi, const char* what, int err) {
-    std::lock_guard lk(dm.edit_mu);
-    auto it = dm.open_writes.find(static_cast<int>(fi->fh));
-    if (it == dm.open_writes.end()) return;
-    std::string& slot = dm.write_errors[it->second.real_ino];
-    if (slot.empty())
-        slot = std::string(what) + " to it failed (" + std::strerror(err) +
-               "); write it again to store it";
+    dm.files.note_write_error(static_cast<int>(fi->fh), std::string(what) + " to it failed (" +
+                                                            std::strerror(err) +
+                                                            "); write it again to store it");
 }
 
 // Registers an overlay descriptor open for writing (overlay_writes::begin took its share of the
-// lock and marked the file) and replies. Caller holds edit_mu.
-void reply_write_open(fuse_req_t req, Daemon& dm, fuse_ino_t ino, UniqueFd fd, fuse_file_info* fi,
-                      const fuse_entry_param* created) {
+// lock and marked the file) and replies.
+void reply_write_open(fuse_req_t req, Daemon& dm, const OpenFiles::Edit& edit, fuse_ino_t ino,
+                      UniqueFd fd, fuse_file_info* fi, const fuse_entry_param* created) {
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) return (void)fuse_reply_err(req, errno);
     // A write-only descriptor (dd, cp, a tool saving a model) writes straight through: large
@@ -704,29 +673,24 @@ void reply_write_open(fuse_req_t req, Daemon& dm, fuse_ino_t ino, UniqueFd fd, f
     fi->direct_io = (fi->flags & O_ACCMODE) == O_WRONLY ? 1 : 0;
     fi->keep_cache = 0;
     fi->fh = static_cast<std::uint64_t>(fd.get());
-    dm.writers[st.st_ino]++;
-    dm.open_writes[fd.get()] = OpenWrite{ino, st.st_ino};
-    dm.track_open(fd.get(), ino, true);
+    dm.files.add_writer(edit, fd.get(), ino, st.st_ino);
+    dm.files.track_overlay(fd.get(), ino, true);
     int rc = created ? fuse_reply_create(req, created, fi) : fuse_reply_open(req, fi);
     if (rc == 0) {
         fd.release();
         return;
     }
     // The opener is gone (interrupted): undo.
-    dm.untrack_open(fd.get());
-    dm.open_writes.erase(fd.get());
-    if (--dm.writers[st.st_ino] == 0) {
-        dm.writers.erase(st.st_ino);
-        overlay_writes::end(std::move(fd), dm.write_errors[st.st_ino]);
-        dm.write_errors.erase(st.st_ino);
-    }
+    dm.files.untrack_overlay(fd.get());
+    if (auto closed = dm.files.remove_writer(edit, fd.get()); closed && closed->last)
+        overlay_writes::end(std::move(fd), closed->error);
 }
 
 // Opens the overlay file at `path` for writing with `flags` (O_CREAT: made with `mode`, and
 // given to `owner`) and takes the writer's share of it (overlay_writes::begin). Another mount
 // may store the file just then: its name then leads to the stored model, which gets a copy of
 // its own again. `req` is the request, for what O_TRUNC does to set-id bits. Caller holds
-// edit_mu. Invalid with errno set on failure.
+// the edit lock. Invalid with errno set on failure.
 UniqueFd open_for_writing(fuse_req_t req, Daemon& dm, const std::string& path, int flags,
                           mode_t mode, const std::optional<Owner>& owner = std::nullopt) {
     const bool truncate = flags & O_TRUNC;
@@ -836,7 +800,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         if (e->by_hash) return (void)fuse_reply_err(req, EROFS);
         if (e->read_only)
             return (void)fuse_reply_err(req, refuse_alias("open for writing", e->path));
-        std::lock_guard lk(dm.edit_mu);
+        const OpenFiles::Edit edit = dm.files.edit();
         spdlog::debug("open of inode {} ({}) for writing", ino, e->path);
         UniqueFd fd = open_for_writing(req, dm, e->path, fi->flags & ~(O_CREAT | O_EXCL), 0);
         if (!fd) return (void)fuse_reply_err(req, errno);
@@ -844,7 +808,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         // written from now on: its size and mode are the writer's.
         Entry now = dm.resolve(e->path);
         if (now.kind == Entry::Kind::overlay_file) dm.inodes.update(ino, now);
-        reply_write_open(req, dm, ino, std::move(fd), fi, nullptr);
+        reply_write_open(req, dm, edit, ino, std::move(fd), fi, nullptr);
     });
 }
 
@@ -858,7 +822,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         if (!err) err = writable_area(dm, path, "create");
         if (!err && dm.names()->locate(path).rel.empty()) err = EEXIST;
         if (err) return (void)fuse_reply_err(req, err);
-        std::lock_guard lk(dm.edit_mu);
+        const OpenFiles::Edit edit = dm.files.edit();
         Entry e = dm.resolve(path);
         if (e.exists() && (fi->flags & O_EXCL)) return (void)fuse_reply_err(req, EEXIST);
         if (e.is_dir()) return (void)fuse_reply_err(req, EISDIR);
@@ -868,7 +832,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         Entry made = dm.resolve(path);
         if (made.kind != Entry::Kind::overlay_file) return (void)fuse_reply_err(req, EIO);
         fuse_entry_param p = entry_param(dm, made);
-        reply_write_open(req, dm, p.ino, std::move(fd), fi, &p);
+        reply_write_open(req, dm, edit, p.ino, std::move(fd), fi, &p);
     });
 }
 
@@ -903,11 +867,8 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_f
 void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fuse_file_info* fi) {
     guarded(req, "fallocate", [&] {
         Daemon& dm = daemon_of(req);
-        {
-            std::lock_guard lk(dm.edit_mu);
-            if (!dm.open_writes.count(static_cast<int>(fi->fh)))
-                return (void)fuse_reply_err(req, EBADF);  // stored versions are never written
-        }
+        if (!dm.files.is_writer(static_cast<int>(fi->fh)))
+            return (void)fuse_reply_err(req, EBADF);  // stored versions are never written
         if (!keeps_set_id(req))
             if (int err = drop_set_id(static_cast<int>(fi->fh)))
                 return (void)fuse_reply_err(req, err);
@@ -941,32 +902,21 @@ void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Daemon& dm = daemon_of(req);
     const int fd = static_cast<int>(fi->fh);
-    dm.untrack_open(fd);  // waits for a request using the descriptor
+    dm.files.untrack_overlay(fd);  // waits for a request using the descriptor
     bool writer = false, last = false;
     std::string error;
     std::optional<std::string> written;
     {
-        std::lock_guard lk(dm.edit_mu);
-        auto it = dm.open_writes.find(fd);
-        if (it != dm.open_writes.end()) {
+        const OpenFiles::Edit edit = dm.files.edit();
+        if (auto closed = dm.files.remove_writer(edit, fd)) {
             writer = true;
-            ino_t real = it->second.real_ino;
-            dm.open_writes.erase(it);
-            if (--dm.writers[real] == 0) {
-                dm.writers.erase(real);
-                last = true;
-                if (auto err = dm.write_errors.find(real); err != dm.write_errors.end()) {
-                    error = err->second;
-                    dm.write_errors.erase(err);
-                }
+            last = closed->last;
+            error = std::move(closed->error);
+            if (last)
                 if (auto e = dm.inodes.get(ino)) written = e->path;
-            }
         }
     }
-    {
-        std::lock_guard lk(dm.reads_mu);
-        dm.open_reads.erase(fd);
-    }
+    dm.files.remove_read(fd);
     if (dm.remote->is_stream(fi->fh)) {
         dm.remote->release(fi);
     } else if (writer) {
@@ -991,7 +941,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
         std::string path = child_path(dm, parent, name, &err);
         if (!err) err = writable_area(dm, path, "unlink");
         if (err) return (void)fuse_reply_err(req, err);
-        std::lock_guard lk(dm.edit_mu);
+        const OpenFiles::Edit edit = dm.files.edit();
         if (int err = links_on_the_way(dm, path)) return (void)fuse_reply_err(req, err);
         Entry e = dm.resolve(path);
         if (!e.exists()) return (void)fuse_reply_err(req, ENOENT);
@@ -1026,7 +976,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         if (lf.view != lt.view) return (void)fuse_reply_err(req, EXDEV);  // views are apart
         if (lf.rel.empty() || lt.rel.empty()) return (void)fuse_reply_err(req, EBUSY);
 
-        std::lock_guard lk(dm.edit_mu);
+        const OpenFiles::Edit edit = dm.files.edit();
         for (const std::string& p : {from, to})
             if (int err = links_on_the_way(dm, p)) return (void)fuse_reply_err(req, err);
         auto tree = dm.snapshot();
@@ -1079,7 +1029,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
                 return (void)fuse_reply_err(req, errno);
             overlay_writes::renamed(dm.names()->real_path(lt));
             dm.inodes.rename_prefix(from, to);
-            if (!dm.writers.count(src.real_ino)) dm.ingester->push(to);
+            if (!dm.files.being_written(edit, src.real_ino)) dm.ingester->push(to);
             return (void)fuse_reply_err(req, 0);
         }
 

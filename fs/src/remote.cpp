@@ -243,10 +243,7 @@ void RemoteFiles::reply_stream(fuse_req_t req, fuse_file_info fi, const Entry& e
         streams_.emplace(static_cast<std::uint64_t>(fd), s);
         ++stream_count_;
     }
-    {
-        std::lock_guard lk(dm_.reads_mu);
-        dm_.open_reads[fd] = Daemon::OpenRead{e.st, false};
-    }
+    dm_.files.add_read(fd, e.st, /*overlay=*/false);
     dl->on_done([this, w = std::weak_ptr<Stream>(s)](const fetch::FetchResult& r) {
         if (auto s = w.lock()) stream_done(s, r);
     });
@@ -256,10 +253,7 @@ void RemoteFiles::reply_stream(fuse_req_t req, fuse_file_info fi, const Entry& e
     fi.keep_cache = 0;
     fi.direct_io = 0;
     if (fuse_reply_open(req, &fi) != 0) {  // the opener is gone
-        {
-            std::lock_guard lk(dm_.reads_mu);
-            dm_.open_reads.erase(fd);
-        }
+        dm_.files.remove_read(fd);
         std::lock_guard lk(streams_mu_);
         streams_.erase(static_cast<std::uint64_t>(fd));
         --stream_count_;

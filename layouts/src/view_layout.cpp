@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "builtin_folders.h"
+#include "modelfs/store/errors.h"
 
 namespace modelfs::layouts {
 
@@ -310,7 +311,7 @@ std::string_view extension_in(const ViewFolder& f, std::string_view file) {
 [[noreturn]] void fail(std::string_view layout, const std::string& what) {
     std::string msg = "view layout";
     if (!layout.empty()) msg += " \"" + std::string(layout) + "\"";
-    throw std::invalid_argument(msg + ": " + what);
+    throw StoreError(ErrorKind::bad_input, msg + ": " + what);
 }
 
 std::string field(std::size_t i, std::string_view key) {

@@ -124,7 +124,7 @@ TEST_F(HfTest, WrongTokenIsRefusedWithAHint) {
         fetch::probe("hf://org/model/x.bin", cfg);
         FAIL();
     } catch (const StoreError& e) {
-        EXPECT_EQ(e.kind(), ErrorKind::bad_input);
+        EXPECT_EQ(e.kind(), ErrorKind::unauthorized);
         EXPECT_NE(std::string(e.what()).find("HF_TOKEN"), std::string::npos);
     }
     fetch::Fetcher f(store(), cfg);

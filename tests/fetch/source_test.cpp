@@ -177,7 +177,7 @@ TEST_F(ProbeTest, RefusedAccessNamesTheToken) {
         fetch::probe("hf://org/gated/g.bin", c);
         FAIL();
     } catch (const StoreError& e) {
-        EXPECT_EQ(e.kind(), ErrorKind::bad_input);
+        EXPECT_EQ(e.kind(), ErrorKind::unauthorized);
         EXPECT_NE(std::string(e.what()).find("HF_TOKEN"), std::string::npos) << e.what();
         EXPECT_NE(std::string(e.what()).find("401"), std::string::npos) << e.what();
     }

@@ -21,6 +21,7 @@
 
 #include "modelfs/fs/mount.h"
 #include "modelfs/fs/view_tree.h"
+#include "modelfs/store/errors.h"
 #include "modelfs/store/hash.h"
 #include "modelfs/store/lock_file.h"
 #include "modelfs/store/store.h"
@@ -846,7 +847,8 @@ TEST(ViewLayoutShowVersions, JsonKey) {
     try {
         ViewLayout::from_json(j);
         ADD_FAILURE() << "accepted a string";
-    } catch (const std::invalid_argument& e) {
+    } catch (const modelfs::StoreError& e) {
+        EXPECT_EQ(e.kind(), modelfs::ErrorKind::bad_input);
         EXPECT_NE(std::string(e.what()).find("show_versions"), std::string::npos) << e.what();
     }
 }

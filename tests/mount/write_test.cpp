@@ -381,6 +381,31 @@ TEST_F(MountWriteTest, BadNamesAndReadOnlyPlacesAreRefused) {
     EXPECT_EQ(::kill(m.pid(), 0), 0);
 }
 
+// What the catalog refuses reaches the tool as what it is, not as an I/O error: renaming a stored
+// model to a name the catalog does not take is EINVAL (issue 17: errno_for).
+TEST_F(MountWriteTest, NamesTheCatalogRefusesAreEinvalNotEio) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    const fs::path base = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    const std::string sha = sha256_hex_of_file(base);
+    const std::vector<std::string> refused = {
+        "a@b.safetensors",                       // '@' is for version labels
+        std::string(220, 'n') + ".safetensors",  // longer than a model name may be
+        "tab\there.safetensors",                 // a control character
+    };
+    for (const std::string& name : refused) {
+        SCOPED_TRACE(name);
+        errno = 0;
+        EXPECT_EQ(::rename(base.c_str(), (base.parent_path() / name).c_str()), -1);
+        EXPECT_EQ(errno, EINVAL) << std::strerror(errno);
+        EXPECT_FALSE(fs::exists(base.parent_path() / name));
+    }
+    // Refused, and nothing changed: the model is where it was, and the daemon serves on.
+    EXPECT_EQ(sha256_hex_of_file(base), sha);
+    EXPECT_TRUE(catalogued("checkpoint/base", sha));
+    EXPECT_EQ(::kill(m.pid(), 0), 0);
+}
+
 TEST_F(MountWriteTest, TouchAndChmodOfStoredModels) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());

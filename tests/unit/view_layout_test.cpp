@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "modelfs/store/errors.h"
+
 namespace modelfs::layouts {
 namespace {
 
@@ -596,13 +598,14 @@ TEST(ViewLayoutJson, ToJsonShape) {
     }
 }
 
-// from_json must throw std::invalid_argument whose message names the field at fault.
+// from_json must throw StoreError (bad_input) whose message names the field at fault.
 void expect_error(const std::string& text, const std::vector<std::string>& needles) {
     SCOPED_TRACE(text);
     try {
         ViewLayout::from_json(json::parse(text));
         ADD_FAILURE() << "accepted";
-    } catch (const std::invalid_argument& e) {
+    } catch (const StoreError& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::bad_input);
         const std::string msg = e.what();
         for (const auto& n : needles) {
             EXPECT_NE(msg.find(n), std::string::npos) << "message: " << msg << "\nwant: " << n;
@@ -695,10 +698,9 @@ TEST(ViewLayoutJsonErrors, BadOptionalFields) {
 TEST(ViewLayoutJsonErrors, ConstructorValidatesToo) {
     EXPECT_THROW(ViewLayout("x", {ViewFolder{"a", Category::lora, {}, true, {}},
                                   ViewFolder{"b", Category::lora, {}, true, {}}}),
-                 std::invalid_argument);
-    EXPECT_THROW(ViewLayout("", {}), std::invalid_argument);
-    EXPECT_THROW(ViewLayout("x", {ViewFolder{"../a", Category::lora, {}, true, {}}}),
-                 std::invalid_argument);
+                 StoreError);
+    EXPECT_THROW(ViewLayout("", {}), StoreError);
+    EXPECT_THROW(ViewLayout("x", {ViewFolder{"../a", Category::lora, {}, true, {}}}), StoreError);
 }
 
 // ---- Issue 16 finding 7: the folders each tool's own code reads ------------------------------

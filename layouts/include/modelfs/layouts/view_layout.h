@@ -61,7 +61,7 @@ struct ViewPath {
 
 class ViewLayout {
   public:
-    // Validates as from_json does; throws std::invalid_argument on a bad layout. Folders are
+    // Validates as from_json does; throws StoreError (bad_input) on a bad layout. Folders are
     // disjoint, except that a folder may lie inside another of another category when it is
     // listed before it: the inner one then owns every path below it.
     ViewLayout(std::string name, std::vector<ViewFolder> folders);
@@ -80,7 +80,7 @@ class ViewLayout {
     // "extensions" (default: any), "primary" and "exclude" (default: none) are optional. When no
     // folder of a category says "primary", the first one listed without the key becomes primary,
     // so simple layouts need not mention it. Categories accept the aliases parse_category()
-    // knows. Throws std::invalid_argument naming the offending field, e.g.
+    // knows. Throws StoreError (bad_input) naming the offending field, e.g.
     // `folders[2].path: ".." is not allowed`.
     static ViewLayout from_json(const nlohmann::json& j);
     // Writes every field explicitly; from_json(to_json()) == *this.
