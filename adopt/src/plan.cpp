@@ -13,6 +13,7 @@
 #include "modelfs/adopt/adopt.h"
 #include "modelfs/fs/view_layout.h"
 #include "modelfs/store/model_check.h"
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/unique_fd.h"
 #include "modelfs/store/view_files.h"
 #include "util.h"
@@ -154,7 +155,7 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                 }
         for (std::size_t i = 0; i < files.size(); ++i)
             if (files[i].kind == ScannedFile::Kind::model) by_view_rel[files[i].view_rel] = i;
-        // Of two files of one model name (foo.ckpt, foo.safetensors) the safetensors one wins.
+        // Models (.safetensors ones first), then sidecars, which follow their model.
         auto pass_of = [](const ScannedFile& f) {
             if (f.kind == ScannedFile::Kind::sidecar) return 2;
             std::string e = f.ext;
@@ -240,9 +241,10 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                                           ? view_file_path(f.name, layout->name())
                                           : layout->path_for(m, v);
                             if (claimed.count(key)) {
-                                // A second file of one model name (foo.ckpt beside
-                                // foo.safetensors): the view shows one file per name, and in the
-                                // overlay the mount would ingest it as a new version of that model,
+                                // A second file of one model name (LyCORIS/foo.safetensors beside
+                                // Lora/foo.safetensors; foo.ckpt beside foo.safetensors are two
+                                // names): the view shows one file per name, and in the overlay
+                                // the mount would ingest it as a new version of that model,
                                 // hiding the first.
                                 pf.action = Action::left;
                                 pf.note = "not adopted: " + f.path.string() +
@@ -279,8 +281,7 @@ Plan make_plan(Store& store, std::vector<InstallScan> scans, const HashReport& h
                                                           ? ""
                                                           : model.shown_at.substr(0, slash + 1);
                                     std::string leaf = model.shown_at.substr(dir.size());
-                                    auto dot = leaf.rfind('.');
-                                    pf.shown_at = dir + leaf.substr(0, dot) + f.suffix;
+                                    pf.shown_at = dir + split_extension(leaf).first + f.suffix;
                                     pf.note = "shown at " + pf.shown_at + " beside its model";
                                 }
                             }

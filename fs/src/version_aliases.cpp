@@ -1,11 +1,12 @@
-// Version aliases in a mount: NAME@LABEL.EXT beside each model and a hidden `.versions/` folder
-// in each category folder. They are resolved from the models a ViewTree keeps, when a path is
-// asked for, instead of being nodes of the tree: a catalog with a few versions per model would
-// otherwise triple the size and the rebuild time of every snapshot.
+// Version aliases in a mount: STEM@LABEL.EXT beside each model NAME = STEM.EXT and a hidden
+// `.versions/NAME/LABEL.EXT` folder in each category folder. They are resolved from the models a
+// ViewTree keeps, when a path is asked for, instead of being nodes of the tree: a catalog with a
+// few versions per model would otherwise triple the size and the rebuild time of every snapshot.
 #include <algorithm>
 #include <set>
 
 #include "modelfs/fs/view_tree.h"
+#include "modelfs/store/model_name.h"
 
 namespace modelfs::fs {
 
@@ -152,6 +153,12 @@ std::optional<ViewTree::Hit> ViewTree::hit_of(std::string_view path) const {
         if (name.empty() || name.ends_with('/')) continue;
         if (const Model* m = model(c, name))
             if (auto hit = version_hit(*m, rem.substr(at + 1))) return hit;
+        // A single file's alias is STEM@LABEL.EXT (model_name.h): the models named STEM.EXT.
+        const std::string start = model_key(c, std::string(name) + ".");
+        for (auto it = std::lower_bound(models_.begin(), models_.end(), start, model_before);
+             it != models_.end() && it->key().starts_with(start); ++it)
+            if (it->stem() == name)
+                if (auto hit = version_hit(*it, rem.substr(at + 1))) return hit;
     }
     return std::nullopt;
 }
@@ -264,8 +271,8 @@ std::vector<Node> ViewTree::virtual_children(std::string_view path_view) const {
                 [&](const Model& m, std::string_view rest) {
                     if (rest.find('/') != std::string_view::npos) return;
                     for (const auto& v : m.versions)
-                        add(join_path(
-                            path, std::string(rest) + "@" + v.label + (v.is_tree() ? "" : v.ext)));
+                        add(join_path(path, std::string(name_stem(rest, v.ext)) + "@" + v.label +
+                                                (v.is_tree() ? "" : v.ext)));
                 });
     return out;
 }

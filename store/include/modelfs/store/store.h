@@ -111,7 +111,8 @@ struct FileCommit {
     int fd = -1;                 // open on `path`; the content is final
     FileDigests digests;         // of that content
     Category category = Category::other;
-    std::string name;        // the model's name ("sdxl/foo")
+    std::string
+        name;  // the model's name ("sdxl/foo.safetensors"; `ext` is appended when it lacks it)
     std::string ext;         // a model's extension (".safetensors"); unused for sidecars
     std::string sidecar;     // non-empty: the file is this sidecar (".preview.png") of the model
     std::int64_t mtime = 0;  // shown as the file's mtime (0: now)
@@ -308,10 +309,10 @@ class Store {
     bool remove_model(std::string_view key);
     // Removes one sidecar from a model's current version. False if there was none.
     bool remove_sidecar(std::string_view key, std::string_view suffix);
-    // Renames model `from` to (category, name), its current version's file extension becoming
-    // `ext`. When that model exists already, it gets `from`'s current version (with its
-    // sidecars) as its new current version and `from` is removed: what rename(2) does to the
-    // replaced file, without losing the replaced model's older versions.
+    // Renames model `from` to (category, name), every single-file version's extension becoming
+    // `ext` (the end of `name`). When that model exists already, it gets `from`'s current version
+    // (with its sidecars) as its new current version and `from` is removed: what rename(2) does to
+    // the replaced file, without losing the replaced model's older versions.
     void rename_model(std::string_view from, Category category, const std::string& name,
                       const std::string& ext);
     // Sets the mtime and/or permission bits a mount shows for a model's current version.
