@@ -47,6 +47,7 @@ void add_blob_record(Txn& txn, const FileCommit& f, std::optional<BlobStat> seen
 
 FileCommitResult Store::commit_file(const FileCommit& given) {
     // A model file's extension is part of its name (model_name.h); a sidecar names its model.
+    check_model_name(given.name);  // as given: "" or "dir/" must not become a name by the ext
     FileCommit f = given;
     if (f.sidecar.empty()) f.name = single_file_name(f.name, f.ext).name;
     check_model_name(f.name);

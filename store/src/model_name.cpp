@@ -34,7 +34,8 @@ std::pair<std::string, std::string> split_extension(std::string_view path) {
 }
 
 SingleFileName single_file_name(std::string_view name, std::string_view ext) {
-    if (ext.empty()) return {std::string(name), {}};
+    // Nothing to append to ("", "dir/"): the name rule refuses the name as it is.
+    if (ext.empty() || name.empty() || name.back() == '/') return {std::string(name), {}};
     if (name.size() > ext.size() && iends_with(name, ext) &&
         name[name.size() - ext.size() - 1] != '/')
         return {std::string(name), std::string(name.substr(name.size() - ext.size()))};

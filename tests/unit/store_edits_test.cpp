@@ -249,10 +249,10 @@ TEST_F(StoreEditsTest, CommitOfANewModelCreatesV1AndHardLinksTheFileAsItsBlob) {
     EXPECT_GE(rec->ingested, t0);
     EXPECT_LE(rec->ingested, t1);
 
-    auto m = model("lora/x");
+    auto m = model("lora/x.safetensors");
     ASSERT_TRUE(m);
     EXPECT_EQ(m->category, Category::lora);
-    EXPECT_EQ(m->name, "x");
+    EXPECT_EQ(m->name, "x.safetensors");
     ASSERT_EQ(m->versions.size(), 1u);
     EXPECT_EQ(m->current, 0u);
     const ModelVersion& v = m->versions[0];
@@ -905,11 +905,11 @@ TEST_F(StoreEditsTest, EveryEditAdvancesItsCategorysChangeTimeOnly) {
     lora_same("remove_sidecar of a missing sidecar");
     s().set_shown_attrs("lora/x.safetensors", 5, 0600);
     lora_bumped("set_shown_attrs");
-    s().rename_model("lora/x", Category::lora, "y", ".safetensors");
+    s().rename_model("lora/x.safetensors", Category::lora, "y.safetensors", ".safetensors");
     lora_bumped("rename within the category");
     EXPECT_EQ(changed(Category::checkpoint), 0);
 
-    s().rename_model("lora/y", Category::checkpoint, "y", ".safetensors");
+    s().rename_model("lora/y.safetensors", Category::checkpoint, "y.safetensors", ".safetensors");
     lora_bumped("rename out of the category");
     ckpt = changed(Category::checkpoint);
     EXPECT_GT(ckpt, 0);
@@ -920,7 +920,7 @@ TEST_F(StoreEditsTest, EveryEditAdvancesItsCategorysChangeTimeOnly) {
     EXPECT_FALSE(s().remove_model("lora/gone"));
     lora_same("remove_model of a missing model");
 
-    EXPECT_TRUE(s().remove_model("checkpoint/y"));
+    EXPECT_TRUE(s().remove_model("checkpoint/y.safetensors"));
     EXPECT_GT(changed(Category::checkpoint), ckpt);
     lora_same("remove_model in another category");
     untouched("remove_model");
@@ -929,7 +929,7 @@ TEST_F(StoreEditsTest, EveryEditAdvancesItsCategorysChangeTimeOnly) {
     std::int64_t prev = changed(Category::checkpoint);
     commit_model(st("c.safetensors", mt::sd15_checkpoint(1)), Category::checkpoint, "c");
     for (int i = 0; i < 20; ++i) {
-        s().set_shown_attrs("checkpoint/c", i + 1, std::nullopt);
+        s().set_shown_attrs("checkpoint/c.safetensors", i + 1, std::nullopt);
         std::int64_t now = changed(Category::checkpoint);
         ASSERT_GT(now, prev) << i;
         prev = now;
