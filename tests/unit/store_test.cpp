@@ -624,7 +624,7 @@ TEST_F(StoreTest, WalkWithoutCategoryFolderKeepsSubfoldersInTheName) {
     gguf.write(src_ / "stuff" / "z.gguf");
     auto r = imp1(src_ / "stuff");
     ASSERT_TRUE(r.ok()) << errors_of(r);
-    EXPECT_EQ(keys_of(r), (std::set<std::string>{"vae/sub/deep/y", "other/z"}));
+    EXPECT_EQ(keys_of(r), (std::set<std::string>{"vae/sub/deep/y.safetensors", "other/z.gguf"}));
 }
 
 // Issue 16 finding 9: a GGUF file's category comes from its general.architecture, as ComfyUI-GGUF
@@ -646,18 +646,18 @@ TEST_F(StoreTest, GgufCategoryFromItsArchitecture) {
     auto r = imp1(src_ / "dl");
     ASSERT_TRUE(r.ok()) << errors_of(r);
     EXPECT_EQ(keys_of(r), (std::set<std::string>{
-                              "diffusion_model/flux1-dev-Q4_K_S",
-                              "diffusion_model/wan2.1-t2v-14b-Q8_0",
-                              "text_encoder/t5-v1_1-xxl-encoder-Q5_K_M",
-                              "other/phi-3-mini",
-                              "other/bare",
-                              "lora/flux-lora",
+                              "diffusion_model/flux1-dev-Q4_K_S.gguf",
+                              "diffusion_model/wan2.1-t2v-14b-Q8_0.gguf",
+                              "text_encoder/t5-v1_1-xxl-encoder-Q5_K_M.gguf",
+                              "other/phi-3-mini.gguf",
+                              "other/bare.gguf",
+                              "lora/flux-lora.gguf",
                           }));
     // A single file, as `modelfs import flux1-dev-Q4_K_S.gguf` gives it (no -c).
     gguf(src_ / "one" / "flux1-schnell-Q4_0.gguf", "flux");
     auto one = imp1(src_ / "one" / "flux1-schnell-Q4_0.gguf");
     ASSERT_TRUE(one.ok()) << errors_of(one);
-    EXPECT_EQ(keys_of(one), (std::set<std::string>{"diffusion_model/flux1-schnell-Q4_0"}));
+    EXPECT_EQ(keys_of(one), (std::set<std::string>{"diffusion_model/flux1-schnell-Q4_0.gguf"}));
 }
 
 TEST_F(StoreTest, FolderWithoutModelsImportsNothing) {
@@ -774,7 +774,7 @@ TEST_F(StoreDiffusersTest, FolderInsideAWalk) {
     st(models / "loras" / "l.safetensors", mt::kohya_lora(9));
     auto r = imp1(models);
     ASSERT_TRUE(r.ok()) << errors_of(r);
-    EXPECT_EQ(keys_of(r), (std::set<std::string>{"diffusers/sd-turbo", "lora/l"}));
+    EXPECT_EQ(keys_of(r), (std::set<std::string>{"diffusers/sd-turbo", "lora/l.safetensors"}));
     check_tree(models / "diffusers" / "sd-turbo", "diffusers/sd-turbo");
     // The component folders were not walked as models of their own ("vae/...").
     EXPECT_FALSE(model("vae/diffusion_pytorch_model"));
@@ -830,7 +830,7 @@ TEST_F(StoreTest, MoveOnSameFilesystem) {
     auto rec = blob_record(h);
     ASSERT_TRUE(rec);
     EXPECT_EQ(rec->state, BlobState::present);
-    EXPECT_TRUE(model("lora/moved"));
+    EXPECT_TRUE(model("lora/moved.safetensors"));
     EXPECT_TRUE(staging_files().empty());
 }
 
@@ -853,7 +853,7 @@ TEST_F(StoreTest, MoveOfADuplicate) {
     EXPECT_TRUE(fs::exists(first));
     EXPECT_EQ(blob_files().size(), 1u);
     EXPECT_EQ(mt::read_file(s().blobs().path_of(h)), bytes);
-    EXPECT_TRUE(model("other/dup"));
+    EXPECT_TRUE(model("other/dup.bin"));
     EXPECT_TRUE(staging_files().empty());
 }
 
@@ -948,7 +948,7 @@ TEST_F(StoreTest, ManyFilesForOneModelInOneImportLoseNoVersion) {
     EXPECT_EQ(outcomes.count(Outcome::added), 1u);
     EXPECT_EQ(outcomes.count(Outcome::new_version), 7u);
     EXPECT_EQ(labels, (std::set<std::string>{"v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8"}));
-    auto m = model("other/same-name");
+    auto m = model("other/same-name.bin");
     ASSERT_TRUE(m);
     ASSERT_EQ(m->versions.size(), 8u);
     std::set<std::string> stored;
@@ -977,7 +977,7 @@ TEST_F(StoreTest, SameContentUnderOneNameFromManyFoldersIsOneVersion) {
     EXPECT_EQ(added, 1u);
     EXPECT_EQ(unchanged, 5u);
     EXPECT_EQ(new_blob, 1u);
-    EXPECT_EQ(model("other/x")->versions.size(), 1u);
+    EXPECT_EQ(model("other/x.bin")->versions.size(), 1u);
     EXPECT_EQ(blob_files().size(), 1u);
     EXPECT_TRUE(staging_files().empty());
 }
@@ -1555,7 +1555,7 @@ TEST_F(StoreRecoveryTest, CataloguedMoveIsLeftDone) {
     const fs::path p = rnd(src_ / "done.bin", 500, 1);
     ASSERT_TRUE(imp1(p).ok());
     const Sha256 h = sha_of_file(p);
-    const std::string source = model("other/done")->current_version().source;
+    const std::string source = model("other/done.bin")->current_version().source;
     fs::remove(p);
     close();
     crashed_move(source, "", "3-c", h.hex(), /*with_moved=*/false);

@@ -54,7 +54,7 @@ class VersionsTest : public ::testing::Test {
 TEST_F(VersionsTest, NewContentAddsVersionsAndRemembersThePreviousCurrent) {
     add("foo", 1);
     add("foo", 2, "fp16");
-    Model m = model("lora/foo");
+    Model m = model("lora/foo.bin");
     ASSERT_EQ(m.versions.size(), 2u);
     EXPECT_EQ(m.versions[0].label, "v1");
     EXPECT_EQ(m.current_version().label, "fp16");
@@ -64,7 +64,7 @@ TEST_F(VersionsTest, NewContentAddsVersionsAndRemembersThePreviousCurrent) {
 TEST_F(VersionsTest, FindVersionByLabelOrUniqueHashPrefix) {
     Sha256 a = add("foo", 1);
     add("foo", 2, "2026-12-03");
-    Model m = model("lora/foo");
+    Model m = model("lora/foo.bin");
     EXPECT_EQ(find_version(m, "v1"), 0u);
     EXPECT_EQ(find_version(m, "2026-12-03"), 1u);
     EXPECT_EQ(find_version(m, a.hex().substr(0, 8)), 0u);
@@ -99,24 +99,24 @@ TEST_F(VersionsTest, UseAndRollbackToggleTheCurrentVersion) {
     add("foo", 1);
     add("foo", 2);
     add("foo", 3);
-    auto c = s().use_version("lora/foo", "v1");
+    auto c = s().use_version("lora/foo.bin", "v1");
     EXPECT_TRUE(c.changed);
     EXPECT_EQ(c.from_label, "v3");
-    EXPECT_EQ(current("lora/foo"), "v1");
-    EXPECT_FALSE(s().use_version("lora/foo", "v1").changed);
-    c = s().rollback("lora/foo");
+    EXPECT_EQ(current("lora/foo.bin"), "v1");
+    EXPECT_FALSE(s().use_version("lora/foo.bin", "v1").changed);
+    c = s().rollback("lora/foo.bin");
     EXPECT_EQ(c.to_label, "v3");
-    EXPECT_EQ(current("lora/foo"), "v3");
-    s().rollback("lora/foo");
-    EXPECT_EQ(current("lora/foo"), "v1") << "a second rollback undoes the first";
-    EXPECT_THROW(s().use_version("lora/foo", "v7"), StoreError);
+    EXPECT_EQ(current("lora/foo.bin"), "v3");
+    s().rollback("lora/foo.bin");
+    EXPECT_EQ(current("lora/foo.bin"), "v1") << "a second rollback undoes the first";
+    EXPECT_THROW(s().use_version("lora/foo.bin", "v7"), StoreError);
     EXPECT_THROW(s().use_version("lora/nope", "v1"), StoreError);
 }
 
 TEST_F(VersionsTest, RollbackWithoutPreviousSaysWhatToDo) {
     add("foo", 1);
     try {
-        s().rollback("lora/foo");
+        s().rollback("lora/foo.bin");
         FAIL();
     } catch (const StoreError& e) {
         EXPECT_EQ(e.kind(), ErrorKind::bad_input);
@@ -136,38 +136,38 @@ TEST_F(VersionsTest, ResolveVersionTakesNamesKeysAndPrefixes) {
 TEST_F(VersionsTest, PinsArePerViewAndSurviveNewVersions) {
     add("foo", 1);
     add("foo", 2);
-    auto c = s().pin("lora/foo", "v1", "comfyui");
+    auto c = s().pin("lora/foo.bin", "v1", "comfyui");
     EXPECT_TRUE(c.changed);
     add("foo", 3);
-    Model m = model("lora/foo");
+    Model m = model("lora/foo.bin");
     EXPECT_EQ(m.versions[m.shown_in("comfyui")].label, "v1");
     EXPECT_EQ(m.versions[m.shown_in("a1111")].label, "v3");
-    EXPECT_TRUE(s().unpin("lora/foo", "comfyui"));
-    EXPECT_FALSE(s().unpin("lora/foo", "comfyui"));
-    m = model("lora/foo");
+    EXPECT_TRUE(s().unpin("lora/foo.bin", "comfyui"));
+    EXPECT_FALSE(s().unpin("lora/foo.bin", "comfyui"));
+    m = model("lora/foo.bin");
     EXPECT_EQ(m.versions[m.shown_in("comfyui")].label, "v3");
 }
 
 TEST_F(VersionsTest, RetainKeepsNewestCurrentPinnedAndLocked) {
     for (int i = 1; i <= 6; ++i) add("foo", i);
-    s().use_version("lora/foo", "v1");     // current: oldest
-    s().pin("lora/foo", "v2", "comfyui");  // pinned
+    s().use_version("lora/foo.bin", "v1");     // current: oldest
+    s().pin("lora/foo.bin", "v2", "comfyui");  // pinned
     // A lock holding v3.
     LockFile lock;
-    lock.models.push_back(lock_entry(s().catalog().read(), model("lora/foo"), 2));
+    lock.models.push_back(lock_entry(s().catalog().read(), model("lora/foo.bin"), 2));
     s().register_lock(lock, "/tmp/x.lock");
 
     auto dry = s().retain(2, /*dry_run=*/true);
     ASSERT_EQ(dry.dropped.size(), 1u);
     EXPECT_EQ(dry.dropped[0].label, "v4");
-    EXPECT_EQ(model("lora/foo").versions.size(), 6u) << "dry run changes nothing";
+    EXPECT_EQ(model("lora/foo.bin").versions.size(), 6u) << "dry run changes nothing";
 
     auto rep = s().retain(2, false);
     ASSERT_EQ(rep.dropped.size(), 1u);
     EXPECT_EQ(rep.kept_current, 1u);
     EXPECT_EQ(rep.kept_pinned, 1u);
     EXPECT_EQ(rep.kept_locked, 1u);
-    Model m = model("lora/foo");
+    Model m = model("lora/foo.bin");
     std::vector<std::string> labels;
     for (const auto& v : m.versions) labels.push_back(v.label);
     EXPECT_EQ(labels, (std::vector<std::string>{"v1", "v2", "v3", "v5", "v6"}));
@@ -208,13 +208,13 @@ TEST_F(VersionsTest, LockTextRoundTripsAndRejectsEdits) {
     auto txn = s().catalog().read();
     LockFile lock;
     lock.view = "comfyui";
-    lock.models.push_back(lock_entry(txn, *txn.get_model("lora/bar"), 0));
-    lock.models.push_back(lock_entry(txn, *txn.get_model("lora/foo"), 0));
+    lock.models.push_back(lock_entry(txn, *txn.get_model("lora/bar.bin"), 0));
+    lock.models.push_back(lock_entry(txn, *txn.get_model("lora/foo.bin"), 0));
     const std::string text = lock.to_text();
     LockFile back = LockFile::parse(text, "models.lock");
     EXPECT_EQ(back.to_text(), text);
     EXPECT_EQ(back.id(), lock.id());
-    EXPECT_NE(text.find("\"model\": \"lora/bar\""), std::string::npos) << text;
+    EXPECT_NE(text.find("\"model\": \"lora/bar.bin\""), std::string::npos) << text;
 
     auto expect_bad = [](const std::string& t, const std::string& says) {
         try {
@@ -229,7 +229,7 @@ TEST_F(VersionsTest, LockTextRoundTripsAndRejectsEdits) {
     expect_bad("{\"models\": []}", "modelfs_lock");
     expect_bad("{\"modelfs_lock\": 99, \"models\": []}", "newer");
     std::string dup = text;
-    dup.replace(dup.find("lora/foo"), 8, "lora/bar");
+    dup.replace(dup.find("lora/foo.bin"), 12, "lora/bar.bin");
     expect_bad(dup, "listed twice");
     std::string badhash = text;
     badhash.replace(badhash.find("\"sha256\": \"") + 11, 4, "zzzz");
@@ -306,7 +306,7 @@ TEST_F(VersionsTest, ApplyReproducesALockInAnotherStore) {
     add("foo", 1);
     Sha256 v2 = add("foo", 2);
     add("foo", 3);
-    s().use_version("lora/foo", "v2");
+    s().use_version("lora/foo.bin", "v2");
     add("bar", 4);
     // A remote model whose blob is not here but has a source.
     RemoteModel rm;
@@ -335,22 +335,22 @@ TEST_F(VersionsTest, ApplyReproducesALockInAnotherStore) {
     ASSERT_EQ(rep.items.size(), 3u);
     EXPECT_FALSE(rep.ok()) << "bar's blob is neither there nor downloadable";
     for (const auto& item : rep.items) {
-        if (item.model_key == "lora/foo") {
+        if (item.model_key == "lora/foo.bin") {
             EXPECT_EQ(item.outcome, ApplyItem::Outcome::made_current);
             EXPECT_EQ(item.label, "v1");
-        } else if (item.model_key == "vae/far") {
+        } else if (item.model_key == "vae/far.safetensors") {
             EXPECT_EQ(item.outcome, ApplyItem::Outcome::added);
             EXPECT_EQ(item.remote_files, 1u);
         } else {
-            EXPECT_EQ(item.model_key, "lora/bar");
+            EXPECT_EQ(item.model_key, "lora/bar.bin");
             EXPECT_EQ(item.outcome, ApplyItem::Outcome::failed);
             EXPECT_NE(item.error.find("no source"), std::string::npos) << item.error;
         }
     }
     auto txn = other.catalog().read();
-    EXPECT_EQ(*txn.get_model("lora/foo")->current_version().blob, v2);
-    EXPECT_FALSE(txn.get_model("lora/bar"));
-    auto far = txn.get_model("vae/far");
+    EXPECT_EQ(*txn.get_model("lora/foo.bin")->current_version().blob, v2);
+    EXPECT_FALSE(txn.get_model("lora/bar.bin"));
+    auto far = txn.get_model("vae/far.safetensors");
     ASSERT_TRUE(far);
     EXPECT_EQ(txn.get_blob(*far->current_version().blob)->state, BlobState::remote);
     ASSERT_EQ(other.locks().size(), 1u);
@@ -361,7 +361,7 @@ TEST_F(VersionsTest, ApplyReproducesALockInAnotherStore) {
 TEST_F(VersionsTest, ApplyKeepsTheLockLabelOrMarksAClash) {
     add("foo", 1, "release");
     LockFile lock;
-    lock.models.push_back(lock_entry(s().catalog().read(), model("lora/foo"), 0));
+    lock.models.push_back(lock_entry(s().catalog().read(), model("lora/foo.bin"), 0));
     Store other = Store::init(dir_ / "other");
     add("zzz", 1, std::nullopt, &other);  // the locked bytes, under another name
     add("foo", 5, "release", &other);     // the locked label, on other bytes
@@ -370,7 +370,7 @@ TEST_F(VersionsTest, ApplyKeepsTheLockLabelOrMarksAClash) {
     EXPECT_EQ(rep.items[0].outcome, ApplyItem::Outcome::added);
     EXPECT_EQ(rep.items[0].label, "release-lock");
     EXPECT_EQ(rep.items[0].remote_files, 0u);
-    Model m = *other.catalog().read().get_model("lora/foo");
+    Model m = *other.catalog().read().get_model("lora/foo.bin");
     EXPECT_EQ(m.current_version().label, "release-lock");
     EXPECT_EQ(m.versions[0].label, "release") << "the clashing version stays";
 }
