@@ -17,7 +17,9 @@
 #include <fstream>
 #include <map>
 
+#include "modelfs/store/category.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/safe_open.h"
 #include "modelfs/store/unique_fd.h"
 #include "other_stores_impl.h"
@@ -177,7 +179,8 @@ struct Snapshot {
     fs::path dir;
     TrustedTree tree;
     std::size_t hashed = 0;
-    std::string problem;        // non-empty: skip it
+    std::string problem;                // non-empty: skip it
+    std::vector<std::string> left_out;  // files not imported (a single-file model's README ...)
     std::vector<UniqueFd> fds;  // the files, opened without links, while root acts for a user
 };
 
@@ -370,6 +373,45 @@ bool walk_snapshot(const RepoAccess& ra, int dirfd, const std::string& rel_dir, 
     return true;
 }
 
+// A repo that is one model file (a LoRA, a VAE, a checkpoint, a GGUF) next to a README, a config
+// and the like is that file to the tools, not a folder: with exactly one file of a model
+// extension (is_model_file_name's list) whose header names a category (category_from_content: the
+// rule `import` applies to a file), the snapshot becomes a single-file model of that category
+// named REPO/FILE (the file's name with its extension, file_model_name), and the other files
+// are left out. Anything else stays a tree: a repo whose one
+// weight file says nothing (a BERT, a pickle) may need its config and tokenizer next to it.
+void take_single_file(Snapshot& s) {
+    const auto is_weight = [](const TrustedFile& f) {
+        return is_model_file_name(fs::path(f.path).filename().string());
+    };
+    if (std::count_if(s.tree.files.begin(), s.tree.files.end(), is_weight) != 1) return;
+    auto weight = std::find_if(s.tree.files.begin(), s.tree.files.end(), is_weight);
+    // Read through the fd the walk opened, or the path it resolved beneath the repo.
+    UniqueFd fd(weight->opened_fd >= 0
+                    ? ::open(("/proc/self/fd/" + std::to_string(weight->opened_fd)).c_str(),
+                             O_RDONLY | O_CLOEXEC)
+                    : ::open(weight->source.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    struct stat st;
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+    std::optional<Category> c;
+    try {
+        c = category_from_content(fd.get(), static_cast<std::uint64_t>(st.st_size), weight->path);
+    } catch (const std::exception&) {
+        return;  // unreadable here: the tree import reports it
+    }
+    if (!c || *c == Category::other) return;
+    fs::path rel(weight->path);
+    s.tree.name +=
+        "/" + (rel.parent_path() / file_model_name(rel.filename().string()).name).generic_string();
+    s.tree.category = *c;
+    s.tree.single_file = true;
+    for (const auto& f : s.tree.files)
+        if (&f != &*weight) s.left_out.push_back(f.path);
+    TrustedFile kept = std::move(*weight);
+    s.tree.files.clear();
+    s.tree.files.push_back(std::move(kept));
+}
+
 void read_snapshot(const RepoAccess& ra, Snapshot& s) {
     bool has_model_index = false;
     UniqueFd dir =
@@ -381,6 +423,7 @@ void read_snapshot(const RepoAccess& ra, Snapshot& s) {
     if (!walk_snapshot(ra, dir.get(), "", s, has_model_index)) return;
     if (s.tree.files.empty()) s.problem = "the snapshot has no files";
     s.tree.category = has_model_index ? Category::diffusers : Category::other;
+    if (!has_model_index) take_single_file(s);
 }
 
 void import_repo(Store& store, const RepoAccess& ra, const std::string& name, OtherStoreReport& rep,
@@ -450,6 +493,12 @@ void import_repo(Store& store, const RepoAccess& ra, const std::string& name, Ot
             continue;
         }
         commit_version(store, s.tree, item, progress);
+        if (!s.left_out.empty() && item.outcome != OtherStoreItem::Outcome::failed) {
+            std::string list;
+            for (const auto& f : s.left_out) list += (list.empty() ? "" : ", ") + f;
+            item.detail += (item.detail.empty() ? "" : "; ") + std::string("a single ") +
+                           std::string(to_string(s.tree.category)) + " file; left out: " + list;
+        }
         rep.items.push_back(std::move(item));
     }
 }

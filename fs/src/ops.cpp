@@ -412,7 +412,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
                 return (void)fuse_reply_err(req, errno);
         } else if (now.kind == Entry::Kind::tree_file && (mode || mtime)) {
             if (now.by_hash) return (void)fuse_reply_err(req, EROFS);
-            dm.store->set_shown_attrs(now.model_key, mtime, mode);
+            dm.store->set_shown_attrs(now.model_key, mtime, mode, now.version);
         }
         lk.unlock();
         if (writer_fd) {

@@ -164,6 +164,7 @@ std::string encode_model(const Model& m) {
         }
         if (v.mtime) jv["mtime"] = v.mtime;
         if (v.mode) jv["mode"] = v.mode;
+        if (v.mtime_exact) jv["mtime_exact"] = true;
         versions.push_back(std::move(jv));
     }
     json j = {{"category", to_string(m.category)},
@@ -207,6 +208,7 @@ Model decode_model(std::string_view data) {
                                       c.at("size").get<std::uint64_t>()});
         v.mtime = jv.value("mtime", std::int64_t{0});
         v.mode = jv.value("mode", std::uint32_t{0});
+        v.mtime_exact = jv.value("mtime_exact", false);
         m.versions.push_back(std::move(v));
     }
     if (m.versions.empty() || m.current >= m.versions.size())
@@ -334,7 +336,10 @@ AddedVersion Model::add_version(ModelVersion v, const std::optional<std::string>
 
 void Model::mark_switched() {
     std::int64_t shown = switched_ns;
-    for (const auto& v : versions) shown = std::max(shown, v.shown_mtime() * 1'000'000'000);
+    for (auto& v : versions) {
+        shown = std::max(shown, v.shown_mtime() * 1'000'000'000);
+        v.mtime_exact = false;  // a switch is newer than any time set before it
+    }
     const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                                  std::chrono::system_clock::now().time_since_epoch())
                                  .count();
@@ -342,6 +347,7 @@ void Model::mark_switched() {
 }
 
 std::int64_t Model::shown_mtime_ns(const ModelVersion& v) const {
+    if (v.mtime_exact) return v.shown_mtime() * 1'000'000'000;
     return std::max(v.shown_mtime() * 1'000'000'000, switched_ns);
 }
 

@@ -4,6 +4,8 @@
 #include <string>
 #include <utility>
 
+#include "modelfs/store/gguf.h"
+#include "modelfs/store/model_check.h"
 #include "modelfs/store/safetensors.h"
 
 namespace modelfs {
@@ -345,6 +347,23 @@ std::optional<Category> category_from_tensors(const SafetensorsInfo& info) {
     // the user can recategorize it.
     if (clip_text) return Category::text_encoder;
     if (clip_vision) return Category::clip_vision;
+    return std::nullopt;
+}
+
+std::optional<Category> category_from_content(int fd, std::uint64_t size,
+                                              std::string_view filename) {
+    // Format by name, as Store::import decides it (model_check.h): a .bin that starts like GGUF
+    // is not read as one.
+    try {
+        if (model_format_of(filename) == ModelFormat::gguf) {
+            auto g = read_gguf_header(fd, size);
+            return g ? category_from_gguf_architecture(g->architecture) : std::nullopt;
+        }
+        if (size < 8) return std::nullopt;
+        return category_from_tensors(read_safetensors_header(fd, size));
+    } catch (const GgufError&) {
+    } catch (const SafetensorsError&) {
+    }
     return std::nullopt;
 }
 

@@ -199,14 +199,18 @@ void Store::rename_model(std::string_view from, Category category, const std::st
 }
 
 void Store::set_shown_attrs(std::string_view key, std::optional<std::int64_t> mtime,
-                            std::optional<std::uint32_t> mode) {
+                            std::optional<std::uint32_t> mode, std::string_view label) {
     auto txn = impl_->catalog.write();
     Model m = must_get(txn, key);
-    ModelVersion& v = m.versions.at(m.current);
+    std::size_t i = m.current;
+    if (!label.empty())
+        if (auto found = find_version(m, label)) i = *found;
+    ModelVersion& v = m.versions.at(i);
     if (mtime) {
-        // A time the user set (touch -d) is shown as set, even when it is older.
+        // A time the user set (touch -d) is shown as set, even when it is older; what the other
+        // views show of the model's other versions does not move (switched_ns stays).
         v.mtime = *mtime;
-        m.switched_ns = 0;
+        v.mtime_exact = true;
     }
     if (mode) v.mode = *mode & 07777;
     txn.put_model(m);

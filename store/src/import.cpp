@@ -61,6 +61,10 @@ void check_model_name(const std::string& name) {
                          "invalid model name '" + terminal_safe(name) + "': " + why);
 }
 
+bool is_model_file_name(const std::string& filename) {
+    return is_model_file(filename);
+}
+
 namespace {
 
 // Gives a moved file back to the user as an ordinary writable copy of its blob (the blob itself
@@ -168,9 +172,8 @@ class Importer {
         ModelPlan m;
         m.source = p;
         const std::string leaf = p.filename().string();
-        auto named =
-            single_file_name(name.empty() ? std::string_view(leaf) : std::string_view(name),
-                             split_extension(leaf).second);
+        auto named = name.empty() ? file_model_name(leaf)
+                                  : single_file_name(name, split_extension(leaf).second);
         m.name = std::move(named.name);
         m.ext = std::move(named.ext);
         m.category_folders = std::move(folders);

@@ -42,6 +42,10 @@ SingleFileName single_file_name(std::string_view name, std::string_view ext) {
     return {std::string(name) + std::string(ext), std::string(ext)};
 }
 
+SingleFileName file_model_name(std::string_view leaf) {
+    return single_file_name(leaf, split_extension(leaf).second);
+}
+
 std::string_view name_stem(std::string_view name, std::string_view ext) {
     if (ext.empty() || name.size() <= ext.size() || !name.ends_with(ext)) return name;
     return name.substr(0, name.size() - ext.size());

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "modelfs/store/errors.h"
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/safetensors.h"
 #include "modelfs/store/store.h"
 #include "store_impl.h"
@@ -63,7 +64,16 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
     check_version_label(t.label);
     if (t.files.empty())
         throw StoreError(ErrorKind::bad_input, "model " + t.name + "@" + t.label + " has no files");
-    const std::string key = model_key(t.category, t.name);
+    if (t.single_file && t.files.size() != 1)
+        throw StoreError(ErrorKind::bad_input, "model " + t.name + "@" + t.label +
+                                                   " is a single-file model but lists " +
+                                                   std::to_string(t.files.size()) + " files");
+    // A single-file model is named with its file's extension, like any file (model_name.h).
+    SingleFileName named{t.name, {}};
+    if (t.single_file)
+        named = single_file_name(
+            t.name, file_model_name(fs::path(t.files.front().path).filename().string()).ext);
+    const std::string key = model_key(t.category, named.name);
     if (key.size() > 511)
         throw StoreError(ErrorKind::bad_input, "model name too long for the catalog: " + key);
 
@@ -109,6 +119,11 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
     }
     std::sort(v.tree.begin(), v.tree.end(),
               [](const TreeEntry& a, const TreeEntry& b) { return a.path < b.path; });
+    if (t.single_file) {
+        v.blob = v.tree.front().blob;
+        v.ext = named.ext;
+        v.tree.clear();
+    }
     out.size = v.size;
 
     // Content the model already has: nothing to place (a second import of the same cache).
@@ -241,7 +256,7 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
         }
     } else {
         m.category = t.category;
-        m.name = t.name;
+        m.name = named.name;
     }
     const AddedVersion added = m.add_version(v, t.label, t.make_current);
     out.made_current = m.current == added.index;

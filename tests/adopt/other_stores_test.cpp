@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <map>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -15,7 +16,9 @@
 #include "modelfs/store/hash.h"
 #include "modelfs/store/store.h"
 #include "modelfs/store/unique_fd.h"
+#include "support/gguf_writer.h"
 #include "support/mount_fixture.h"
+#include "support/safetensors_writer.h"
 #include "support/sized_models.h"
 #include "support/test_env.h"
 
@@ -81,6 +84,13 @@ class HfCache {
         std::string up = "../../";
         for (auto i = std::count(rel.begin(), rel.end(), '/'); i > 0; --i) up += "../";
         fs::create_symlink(up + "blobs/" + blob, p);
+    }
+    // A file the test wrote, moved into blobs/ under its SHA-256 (an LFS file).
+    std::string put(const std::string& id, const fs::path& file) {
+        fs::create_directories(repo(id) / "blobs");
+        const std::string sha = sha256_hex_of_file(file);
+        fs::rename(file, repo(id) / "blobs" / sha);
+        return sha;
     }
     void ref(const std::string& id, const std::string& name, const std::string& commit) {
         fs::create_directories((repo(id) / "refs" / name).parent_path());
@@ -626,6 +636,127 @@ TEST_F(OtherStoresTest, ACacheWeDoNotOwnIsCopiedNotLinked) {
     if (r.skipped) GTEST_SKIP() << "cannot become nobody (uid 65534)";
     EXPECT_TRUE(r.ok) << r.message;
     EXPECT_EQ(fs::status(unet_file).permissions(), mode_before);
+}
+
+// Issue 16: a repo that is one LoRA, VAE or GGUF next to its README and config is that file to the
+// tools. It used to land in `other` as a folder no view shows; it is now a single-file model of
+// the category its header implies (the rule `import` applies), named REPO/FILE (extension
+// included). A repo whose one weight file says nothing, or that has two, stays a tree.
+class HfSingleFileTest : public OtherStoresTest {
+  protected:
+    std::string lora_sha, vae_sha, gguf_sha, bert_sha;
+
+    // One snapshot kC1 of `id` with `weight` (written by the test) as `name`, and a README and a
+    // config beside it.
+    std::string single(const std::string& id, const fs::path& weight, const std::string& name) {
+        const std::string sha = hf.put(id, weight);
+        hf.link(id, kC1, name, sha);
+        hf.link(id, kC1, "README.md", hf.git(id, "# " + id, std::string(40, 'b')));
+        hf.link(id, kC1, "config.json", hf.git(id, "{}", std::string(40, 'c')));
+        hf.ref(id, "main", kC1);
+        return sha;
+    }
+    void make_repos() {
+        fs::create_directories(dir / "w");
+        write_safetensors(dir / "w" / "lora", kohya_lora(1));
+        lora_sha =
+            single("models--org--detail-lora", dir / "w" / "lora", "detail_tweaker.safetensors");
+        write_safetensors(dir / "w" / "vae", modelfs::testing::vae(2));
+        vae_sha = single("models--org--sdxl-vae", dir / "w" / "vae", "sdxl_vae.safetensors");
+        GgufWriter g;
+        g.kv_string("general.architecture", "flux");
+        g.tensor("double_blocks.0.img_attn.qkv.weight", GgmlTensorType::f16, {64, 4});
+        g.write(dir / "w" / "gguf");
+        gguf_sha = single("models--city--flux-gguf", dir / "w" / "gguf", "flux1-dev-Q4_K_S.gguf");
+        // Tensors that name no category: a transformers model needs its config beside it.
+        SafetensorsSpec bert;
+        TensorSpec t;
+        t.name = "bert.embeddings.word_embeddings.weight";
+        t.shape = {8, 4};
+        bert.tensors.push_back(t);
+        write_safetensors(dir / "w" / "bert", bert);
+        bert_sha = single("models--org--bert", dir / "w" / "bert", "model.safetensors");
+        // Two weight files: which one the tools want is not for modelfs to guess.
+        const std::string two = "models--org--two";
+        write_safetensors(dir / "w" / "l2", kohya_lora(3));
+        write_safetensors(dir / "w" / "v2", modelfs::testing::vae(4));
+        hf.link(two, kC1, "a.safetensors", hf.put(two, dir / "w" / "l2"));
+        hf.link(two, kC1, "b.safetensors", hf.put(two, dir / "w" / "v2"));
+        hf.ref(two, "main", kC1);
+    }
+};
+
+TEST_F(HfSingleFileTest, ARepoOfOneWeightFileIsThatFileInItsCategory) {
+    make_repos();
+    Store s = Store::open(store_dir);
+    auto rep = adopt::import_hf_cache(s, hf.root());
+    ASSERT_TRUE(rep.ok());
+    auto txn = s.catalog().read();
+    for (const auto& [key, sha, ext] :
+         {std::tuple{"lora/org/detail-lora/detail_tweaker.safetensors", lora_sha, ".safetensors"},
+          std::tuple{"vae/org/sdxl-vae/sdxl_vae.safetensors", vae_sha, ".safetensors"},
+          std::tuple{"diffusion_model/city/flux-gguf/flux1-dev-Q4_K_S.gguf", gguf_sha, ".gguf"}}) {
+        auto m = txn.get_model(key);
+        ASSERT_TRUE(m) << key;
+        ASSERT_EQ(m->versions.size(), 1u);
+        const ModelVersion& v = m->current_version();
+        EXPECT_FALSE(v.is_tree()) << key;
+        ASSERT_TRUE(v.blob);
+        EXPECT_EQ(v.blob->hex(), sha) << key;
+        EXPECT_EQ(v.ext, ext);
+        EXPECT_EQ(v.label, kC1.substr(0, 7));
+        // Zero copy, as for trees: the store's blob is the cache's file.
+        struct stat a, b;
+        ASSERT_EQ(::stat(s.blobs().path_of(*v.blob).c_str(), &a), 0);
+        const std::string repo = key == std::string("vae/org/sdxl-vae/sdxl_vae.safetensors")
+                                     ? "models--org--sdxl-vae"
+                                 : ext == std::string(".gguf") ? "models--city--flux-gguf"
+                                                               : "models--org--detail-lora";
+        ASSERT_EQ(::stat((hf.repo(repo) / "blobs" / sha).c_str(), &b), 0);
+        EXPECT_EQ(a.st_ino, b.st_ino) << key;
+    }
+    // The README and config are left out, and the report says so.
+    for (const auto& it : rep.items)
+        if (it.model_key == "lora/org/detail-lora/detail_tweaker.safetensors") {
+            EXPECT_EQ(it.files, 1u);
+            EXPECT_NE(it.detail.find("left out: README.md, config.json"), std::string::npos)
+                << it.detail;
+        }
+    auto bert = txn.get_model("other/org/bert");
+    ASSERT_TRUE(bert) << "a weight file that names no category keeps its repo's files";
+    EXPECT_EQ(bert->current_version().tree.size(), 3u);
+    auto two = txn.get_model("other/org/two");
+    ASSERT_TRUE(two);
+    EXPECT_EQ(two->current_version().tree.size(), 2u);
+}
+
+TEST_F(HfSingleFileTest, TheFilesShowInTheToolsFoldersAndASecondImportIsANoOp) {
+    if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+    make_repos();
+    CliResult r = modelfs({"import", "--hf-cache", hf.root().string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("left out: README.md, config.json"), std::string::npos) << r.out;
+    r = modelfs({"--json", "import", "--hf-cache", hf.root().string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json second = json::parse(r.out);
+    ASSERT_EQ(second["caches"].size(), 1u) << second;
+    for (const auto& it : second["caches"][0]["items"]) EXPECT_EQ(it["outcome"], "unchanged") << it;
+    const fs::path mnt = dir / "mnt";
+    Mount m(store_dir, mnt);
+    ASSERT_TRUE(m.ok());
+    EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "loras" / "org" / "detail-lora" /
+                                 "detail_tweaker.safetensors"),
+              lora_sha);
+    EXPECT_EQ(sha256_hex_of_file(mnt / "a1111" / "Lora" / "org" / "detail-lora" /
+                                 "detail_tweaker.safetensors"),
+              lora_sha);
+    EXPECT_EQ(
+        sha256_hex_of_file(mnt / "comfyui" / "vae" / "org" / "sdxl-vae" / "sdxl_vae.safetensors"),
+        vae_sha);
+    EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "diffusion_models" / "city" / "flux-gguf" /
+                                 "flux1-dev-Q4_K_S.gguf"),
+              gguf_sha);
+    EXPECT_EQ(m.stop(), 0);
 }
 
 TEST_F(OtherStoresTest, HfWithoutRefsMainTheNewestSnapshotIsCurrent) {

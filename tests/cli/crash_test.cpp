@@ -77,12 +77,37 @@ std::chrono::milliseconds time_full_import(const fs::path& tree, bool move) {
                                                                  t0);
 }
 
+// When to kill: at random inside the span still believed to hold the run's work, narrowed by
+// what each round saw. A kill before any work or after the end proves nothing, and where that
+// work starts (after exec, planning, hashing) differs between machines; bisecting on each
+// miss keeps the kills landing mid-run on a fast or a slow machine alike.
+class KillClock {
+public:
+    enum class Seen { nothing_done, some_done, all_done };
+
+    KillClock(std::chrono::milliseconds full, unsigned seed)
+        : hi_(std::max<long>(5000, full.count() * 1200)), rng_(seed) {}
+
+    std::chrono::microseconds next() {
+        last_ = std::uniform_int_distribution<long>(lo_, std::max(lo_, hi_))(rng_);
+        return std::chrono::microseconds(last_);
+    }
+
+    void saw(Seen s) {
+        if (s == Seen::nothing_done) lo_ = std::min(last_ + 1, hi_);
+        if (s == Seen::all_done) hi_ = std::max(last_ - 1, lo_);
+    }
+
+private:
+    long lo_ = 0, hi_, last_ = 0;  // microseconds after spawn
+    std::mt19937 rng_;
+};
+
 TEST(CrashSafety, KilledCopyImportLeavesAValidStore) {
     TempDir dir("modelfs-crash");
     auto shas = make_tree(dir / "src", 1);
     auto full = time_full_import(dir / "src", false);
-    std::mt19937 rng(20261122);
-    std::uniform_int_distribution<long> when(0, std::max<long>(5, full.count() * 12 / 10));
+    KillClock clock(full, 20261122);
 
     int interrupted = 0;  // rounds killed with some but not all models catalogued
     for (int round = 0; round < 12; ++round) {
@@ -91,7 +116,7 @@ TEST(CrashSafety, KilledCopyImportLeavesAValidStore) {
         ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
         pid_t pid = spawn_modelfs({"--store", store.string(), "import", "--jobs", "2",
                                    (dir / "src" / "models").string()});
-        std::this_thread::sleep_for(std::chrono::milliseconds(when(rng)));
+        std::this_thread::sleep_for(clock.next());
         ::kill(pid, SIGKILL);
         wait_child(pid);
 
@@ -100,7 +125,11 @@ TEST(CrashSafety, KilledCopyImportLeavesAValidStore) {
             placed += e.is_regular_file();
         expect_store_consistent(store);
         json before = run_json(store, {"ls"});
-        if ((placed > 0 || !before.empty()) && before.size() < 15) ++interrupted;
+        const bool started = placed > 0 || !before.empty();
+        if (started && before.size() < 15) ++interrupted;
+        clock.saw(!started                ? KillClock::Seen::nothing_done
+                  : before.size() >= 15u ? KillClock::Seen::all_done
+                                         : KillClock::Seen::some_done);
         // Whatever was catalogued is complete and correct.
         for (const auto& m : before)
             if (m.contains("sha256")) {
@@ -124,8 +153,7 @@ TEST(CrashSafety, KilledMoveImportNeverLosesAUserFile) {
     TempDir dir("modelfs-crash-move");
     auto shas = make_tree(dir / "template", 2);
     auto full = time_full_import(dir / "template", true);
-    std::mt19937 rng(1122);
-    std::uniform_int_distribution<long> when(0, std::max<long>(5, full.count() * 12 / 10));
+    KillClock clock(full, 1122);
 
     int interrupted = 0;  // rounds where the kill left some files moved and some not
     for (int round = 0; round < 10; ++round) {
@@ -136,7 +164,7 @@ TEST(CrashSafety, KilledMoveImportNeverLosesAUserFile) {
         ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
         pid_t pid = spawn_modelfs({"--store", store.string(), "import", "--move", "--jobs", "2",
                                    (src / "models").string()});
-        std::this_thread::sleep_for(std::chrono::milliseconds(when(rng)));
+        std::this_thread::sleep_for(clock.next());
         ::kill(pid, SIGKILL);
         wait_child(pid);
 
@@ -170,6 +198,9 @@ TEST(CrashSafety, KilledMoveImportNeverLosesAUserFile) {
             EXPECT_EQ(sha256_hex_of_file(blob), sha) << origin;
         }
         if (at_origin > 0 && at_origin < shas.size()) ++interrupted;
+        clock.saw(at_origin == shas.size() ? KillClock::Seen::nothing_done
+                  : at_origin == 0          ? KillClock::Seen::all_done
+                                            : KillClock::Seen::some_done);
         fs::remove_all(store);
         fs::remove_all(src);
     }

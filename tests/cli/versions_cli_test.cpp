@@ -276,6 +276,27 @@ TEST_F(VersionsCli, RetainNeverDropsCurrentPinnedOrLockedAndGcRemovesOnlyWhatIsU
     EXPECT_EQ(removed, (std::set<std::string>{hashes[0], hashes[2]}));
 }
 
+// Issue 16, duplicate version labels: five versions, `use foo@v1`, `retain --keep 2`, a new
+// import. The new version used to be labelled v4 like a kept one, and `use foo@v4` could not pick
+// it.
+TEST_F(VersionsCli, RetainThenImportGivesTheNewVersionItsOwnLabel) {
+    for (std::uint64_t i = 1; i <= 5; ++i) import_version("foo", i);
+    ASSERT_EQ(mfs({"use", "foo@v1"}).exit_code, 0);
+    CliResult r = mfs({"retain", "--keep", "2"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ASSERT_EQ(labels("foo"), (std::vector<std::string>{"v1", "v4", "v5"}));
+
+    const std::string fresh = import_version("foo", 6);
+    EXPECT_EQ(labels("foo"), (std::vector<std::string>{"v1", "v4", "v5", "v6"}));
+    r = mfs({"use", "foo@v6"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(current("foo"), "v6");
+    EXPECT_EQ(mfs_json({"show", "foo"})["file"]["sha256"], fresh);
+    // The kept v4 is still the content it was.
+    ASSERT_EQ(mfs({"use", "foo@v4"}).exit_code, 0);
+    EXPECT_NE(mfs_json({"show", "foo"})["file"]["sha256"], fresh);
+}
+
 // A version retain dropped whose blob some process still reads (a mount holds a shared flock
 // on what it serves) keeps its blob through gc until it is closed.
 TEST_F(VersionsCli, GcAfterRetainLeavesOpenBlobs) {

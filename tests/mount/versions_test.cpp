@@ -13,6 +13,8 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -186,7 +188,8 @@ TEST_F(VersionsMount, AliasesResolveInEveryBuiltInView) {
             EXPECT_EQ(sha_or_error(mnt / view / *lf / "sdxl" / "style@v2.safetensors"), style2);
         }
     }
-    EXPECT_EQ(views, 5);
+    // Every built-in tool has a checkpoints folder; a view that lost it would skip the checks above.
+    EXPECT_EQ(views, static_cast<int>(modelfs::fs::ViewLayout::builtin_names().size()));
     // An alias is its own file: another inode than the current version's name.
     struct stat a, b;
     ASSERT_EQ(::stat((mnt / "comfyui/checkpoints/base@v1.safetensors").c_str(), &a), 0);
@@ -360,6 +363,115 @@ TEST_F(VersionsMount, PinAndUnpinAreSeenPerView) {
     EXPECT_TRUE(eventually([&] { return sha_or_error(a1111) == base2; }));
 }
 
+// The mtime a stat through the mount shows, in nanoseconds; -1 when it cannot be read.
+std::int64_t mtime_ns(const fs::path& p) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) return -1;
+    return st.st_mtim.tv_sec * 1'000'000'000ll + st.st_mtim.tv_nsec;
+}
+
+// Issue 16: `use` showed the older version's own mtime, so A1111 and Forge, which re-hash a file
+// only when its mtime is newer than the one they cached, kept the old hash. Every switch (use,
+// rollback, a pin and an unpin of that view, a new version) shows an mtime newer than every one
+// shown before; without a switch the mtime stays, across stats and a remount.
+TEST_F(VersionsMount, EverySwitchShowsANewerMtimeAndNothingElseMovesIt) {
+    auto m = std::make_unique<Mount>(store, mnt);
+    ASSERT_TRUE(m->ok());
+    const fs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    std::int64_t newest = mtime_ns(f);
+    ASSERT_GT(newest, 0);
+    std::string base3;
+    const std::vector<std::pair<std::string, std::function<void()>>> switches = {
+        {"use base@v1",
+         [&] {
+             ASSERT_EQ(run_modelfs({"--store", store.string(), "use", "base@v1"}).exit_code, 0);
+         }},
+        {"rollback",
+         [&] {
+             ASSERT_EQ(run_modelfs({"--store", store.string(), "rollback", "base"}).exit_code, 0);
+         }},
+        {"pin base@v1 --view comfyui",
+         [&] {
+             ASSERT_EQ(
+                 run_modelfs({"--store", store.string(), "pin", "base@v1", "--view", "comfyui"})
+                     .exit_code,
+                 0);
+         }},
+        {"unpin base --view comfyui",
+         [&] {
+             ASSERT_EQ(
+                 run_modelfs({"--store", store.string(), "unpin", "base", "--view", "comfyui"})
+                     .exit_code,
+                 0);
+         }},
+        {"import of a new version",
+         [&] {
+             base3 = import_one("three", "checkpoints/base.safetensors", sd15_checkpoint(3), "v3");
+         }},
+    };
+    const std::vector<std::string> shows = {base1, base2, base1, base2, ""};
+    for (std::size_t i = 0; i < switches.size(); ++i) {
+        SCOPED_TRACE(switches[i].first);
+        EXPECT_EQ(mtime_ns(f), newest) << "unchanged before the switch";
+        switches[i].second();
+        const std::string want = shows[i].empty() ? base3 : shows[i];
+        EXPECT_TRUE(eventually([&] { return sha_or_error(f) == want; }));
+        EXPECT_TRUE(eventually([&] { return mtime_ns(f) > newest; }))
+            << mtime_ns(f) << " is not newer than " << newest;
+        const std::int64_t now = mtime_ns(f);
+        EXPECT_EQ(mtime_ns(f), now) << "a second stat";
+        newest = std::max(newest, now);
+    }
+    // Remounted, the same mtime.
+    EXPECT_EQ(m->stop(), 0);
+    m = std::make_unique<Mount>(store, mnt);
+    ASSERT_TRUE(m->ok());
+    EXPECT_EQ(mtime_ns(f), newest);
+    EXPECT_EQ(sha_or_error(f), base3);
+}
+
+// `touch -d` through the mount shows exactly the time set, older or newer than what was shown;
+// a switch after it is newer than that too.
+TEST_F(VersionsMount, TouchSetsExactlyThatMtimeAndASwitchStillMovesForward) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    const fs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    for (const std::int64_t sec : {1609556645ll /* 2021-01-02 */, 4102444800ll /* 2100-01-01 */}) {
+        SCOPED_TRACE(sec);
+        const struct timespec ts[2] = {{0, UTIME_OMIT}, {sec, 0}};
+        ASSERT_EQ(::utimensat(AT_FDCWD, f.c_str(), ts, 0), 0) << std::strerror(errno);
+        EXPECT_TRUE(eventually([&] { return mtime_ns(f) == sec * 1'000'000'000ll; }))
+            << mtime_ns(f);
+        EXPECT_EQ(sha_or_error(f), base2);
+    }
+    const std::int64_t set = mtime_ns(f);
+    ASSERT_EQ(run_modelfs({"--store", store.string(), "use", "base@v1"}).exit_code, 0);
+    EXPECT_TRUE(eventually([&] { return sha_or_error(f) == base1 && mtime_ns(f) > set; }))
+        << mtime_ns(f);
+}
+
+// A view with a pin shows the pinned version: `touch -d` there sets that file's mtime, and leaves
+// what the other views show alone.
+TEST_F(VersionsMount, TouchInAPinnedViewSetsThePinnedFilesMtime) {
+    ASSERT_EQ(
+        run_modelfs({"--store", store.string(), "pin", "base@v1", "--view", "comfyui"}).exit_code,
+        0);
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    const fs::path pinned = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    const fs::path other = mnt / "a1111" / checkpoints_of("a1111") / "base.safetensors";
+    ASSERT_EQ(sha_or_error(pinned), base1);
+    ASSERT_EQ(sha_or_error(other), base2);
+    const std::int64_t other_before = mtime_ns(other);
+    const std::int64_t sec = 1609556645;
+    const struct timespec ts[2] = {{0, UTIME_OMIT}, {sec, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, pinned.c_str(), ts, 0), 0) << std::strerror(errno);
+    EXPECT_TRUE(eventually([&] { return mtime_ns(pinned) == sec * 1'000'000'000ll; }))
+        << mtime_ns(pinned);
+    EXPECT_EQ(sha_or_error(pinned), base1);
+    EXPECT_EQ(mtime_ns(other), other_before) << "the current version's file was not touched";
+}
+
 TEST_F(VersionsMount, PinAppliesInSingleViewMode) {
     {
         modelfs::Store s = modelfs::Store::open(store);
@@ -402,6 +514,8 @@ TEST_F(VersionsMount, LockedMountShowsTheLockedVersionsWhateverIsCurrent) {
     // Changing what is current does not move a locked mount. The category folder's mtime is
     // the category's last change in the catalog: once the mount shows that, it has seen it.
     std::int64_t changed_ns = 0;
+    const std::int64_t locked_mtime =
+        mtime_ns(mnt / "comfyui" / "checkpoints" / "base.safetensors");
     {
         modelfs::Store s = modelfs::Store::open(store);
         s.use_version("checkpoint/base.safetensors", "v1");
@@ -415,6 +529,8 @@ TEST_F(VersionsMount, LockedMountShowsTheLockedVersionsWhateverIsCurrent) {
                st.st_mtim.tv_sec * 1'000'000'000ll + st.st_mtim.tv_nsec == changed_ns;
     }));
     EXPECT_EQ(sha_or_error(folder / "base.safetensors"), base1);
+    // Nor the mtime of what it shows: the switches were not switches of this mount (issue 16).
+    EXPECT_EQ(mtime_ns(folder / "base.safetensors"), locked_mtime);
     EXPECT_EQ(sha_or_error(folder / "base@fp16.safetensors"), base2);
     // The missing model was told about once, however many times the tree was rebuilt.
     const std::string log = read_file(m.log());

@@ -7,12 +7,14 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <optional>
 #include <string>
 
 #include "modelfs/store/catalog.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/hash.h"
 #include "modelfs/store/lock_file.h"
 #include "modelfs/store/store.h"
 #include "modelfs/store/unique_fd.h"
@@ -178,6 +180,101 @@ TEST_F(VersionsTest, RetainKeepsNewestCurrentPinnedAndLocked) {
     ASSERT_EQ(rep.dropped.size(), 1u);
     EXPECT_EQ(rep.dropped[0].label, "v3");
     EXPECT_THROW(s().retain(0, false), StoreError);
+}
+
+// Issue 16, duplicate version labels: after retain dropped versions from the middle, a new
+// version's label was "v" + (count + 1), which a kept version already had. Every path that adds a
+// version goes through Model::add_version; each is checked here after the same retain.
+class RetainThenAddTest : public VersionsTest {
+  protected:
+    // Five versions, v1 current, retain --keep 2: v1 (current), v4, v5 stay.
+    void SetUp() override {
+        VersionsTest::SetUp();
+        for (int i = 1; i <= 5; ++i) add("foo", i);
+        s().use_version("lora/foo.bin", "v1");
+        s().retain(2, false);
+        ASSERT_EQ(labels(), (std::vector<std::string>{"v1", "v4", "v5"}));
+    }
+    std::vector<std::string> labels() {
+        std::vector<std::string> out;
+        for (const auto& v : model("lora/foo.bin").versions) out.push_back(v.label);
+        return out;
+    }
+    // The new version has a label no other version has, and `use LABEL` selects it.
+    void expect_new_label_selectable(const Sha256& content) {
+        const Model m = model("lora/foo.bin");
+        ASSERT_EQ(m.versions.size(), 4u);
+        std::vector<std::string> l = labels();
+        std::sort(l.begin(), l.end());
+        EXPECT_EQ(std::adjacent_find(l.begin(), l.end()), l.end()) << "a label is used twice";
+        const std::string label = m.versions.back().label;
+        EXPECT_EQ(label, "v6") << "after the highest vN there was";
+        EXPECT_EQ(m.versions.back().blob, content);
+        s().use_version("lora/foo.bin", "v1");
+        s().use_version("lora/foo.bin", label);
+        EXPECT_EQ(model("lora/foo.bin").current_version().blob, content);
+    }
+};
+
+TEST_F(RetainThenAddTest, ImportGetsALabelNoKeptVersionHas) {
+    expect_new_label_selectable(add("foo", 6));
+}
+
+TEST_F(RetainThenAddTest, ASaveThroughAMountGetsALabelNoKeptVersionHas) {
+    // As the mount's ingester commits a closed file: written inside the store, linked as a blob.
+    fs::path p = dir_ / "store" / "views" / "a1111" / "foo.bin";
+    fs::create_directories(p.parent_path());
+    mt::write_random_file(p, 4242, 6);
+    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd);
+    FileCommit f;
+    f.path = p;
+    f.fd = fd.get();
+    f.digests = digest_fd(fd.get());
+    f.category = Category::lora;
+    f.name = "foo";
+    f.ext = ".bin";  // the model's extension (another one is another model); random bytes
+    f.source = "mount:a1111/models/Lora/foo.bin";
+    FileCommitResult r = s().commit_file(f);
+    EXPECT_TRUE(r.new_version);
+    EXPECT_EQ(r.label, "v6");
+    expect_new_label_selectable(f.digests.sha256);
+}
+
+TEST_F(RetainThenAddTest, AnAddedURLGetsALabelNoKeptVersionHas) {
+    RemoteModel m;
+    m.category = Category::lora;
+    m.name = "foo";
+    m.ext = ".bin";
+    RemoteFile f;
+    f.sha256 = Sha256::from_hex(std::string(64, 'a'));
+    f.size = 1234;
+    f.sources.push_back({"https://example.invalid/foo.bin"});
+    m.files.push_back(f);
+    RemoteAddResult r = s().add_remote(m);
+    EXPECT_TRUE(r.new_version);
+    EXPECT_EQ(r.label, "v6");
+    expect_new_label_selectable(*f.sha256);
+}
+
+// Issue 16: `touch -d` in a view with a pin sets the pinned version's mtime, shown exactly as set
+// while the other views keep showing the switch time; the next switch is newer than both.
+TEST_F(VersionsTest, AnExplicitMtimeIsShownAsSetUntilTheNextSwitch) {
+    add("foo", 1);
+    add("foo", 2);
+    s().pin("lora/foo.bin", "v1", "comfyui");
+    Model m = model("lora/foo.bin");
+    const std::int64_t switched = m.switched_ns;
+    ASSERT_GT(switched, 0);
+    s().set_shown_attrs("lora/foo.bin", 1'000'000'000, std::nullopt, "v1");
+    m = model("lora/foo.bin");
+    EXPECT_EQ(m.shown_mtime_ns(m.versions[0]), 1'000'000'000ll * 1'000'000'000);
+    EXPECT_EQ(m.shown_mtime_ns(m.versions[1]), switched) << "what the other views show stays";
+    EXPECT_EQ(m.versions[1].mtime, 0) << "the current version was not touched";
+    s().unpin("lora/foo.bin", "comfyui");
+    m = model("lora/foo.bin");
+    EXPECT_GT(m.shown_mtime_ns(m.versions[0]), switched);
+    EXPECT_GT(m.shown_mtime_ns(m.versions[1]), switched);
 }
 
 TEST_F(VersionsTest, GcAfterRetainRemovesOnlyUnreachableAndNotOpenBlobs) {

@@ -122,6 +122,10 @@ struct ModelVersion {
     // chmod through a mount; 0 means `added` and 0644.
     std::int64_t mtime = 0;
     std::uint32_t mode = 0;
+    // `mtime` was set explicitly (touch) after the model's last switch: shown as set, even when
+    // older than Model::switched_ns, which the other versions other views show still follow.
+    // Cleared by the next switch.
+    bool mtime_exact = false;
 
     bool is_tree() const { return !blob.has_value(); }
     // Every blob the version uses: the model's files and its sidecars.
@@ -157,7 +161,7 @@ struct Model {
     // is current.
     std::map<std::string, std::string> pins;
     // Unix nanoseconds of the last change of what a view shows (a new current version, a pin, an
-    // unpin); 0: none since the last explicit mtime. Views show max(version's mtime, this), so a
+    // unpin); 0: none yet. Views show max(version's mtime, this), so a
     // switched file always looks newer than before: A1111 and Forge re-hash a file only when its
     // mtime is newer than the one they cached.
     std::int64_t switched_ns = 0;

@@ -1,6 +1,7 @@
 // Model categories and how they are inferred from folder names and file contents.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -67,5 +68,13 @@ std::optional<Category> category_from_tensors(const SafetensorsInfo& info);
 // ComfyUI-GGUF's CLIP loader takes, "llama", "qwen2vl", ...) give text_encoder. std::nullopt for
 // anything else, e.g. a chat LLM for llama.cpp: no view has a folder for those.
 std::optional<Category> category_from_gguf_architecture(std::string_view architecture);
+
+// The category an open model file's content implies, read from its header only: a .gguf by
+// category_from_gguf_architecture, anything else that parses as safetensors by
+// category_from_tensors. std::nullopt when the content says nothing (not telling, damaged, a
+// pickle). For callers that classify a file without importing it through Store::import (the Hugging
+// Face cache import); throws std::system_error when the file cannot be read.
+std::optional<Category> category_from_content(int fd, std::uint64_t size,
+                                              std::string_view filename);
 
 }  // namespace modelfs

@@ -28,6 +28,12 @@ struct SingleFileName {
 };
 SingleFileName single_file_name(std::string_view name, std::string_view ext);
 
+// The name and extension of the single-file model a file named `leaf` is, when nobody gives it
+// another name: the leaf itself, with split_extension's extension ("foo.safetensors" ->
+// {"foo.safetensors", ".safetensors"}). What `import` of a folder and the cache imports
+// (import --hf-cache's single-file repos) name a file by.
+SingleFileName file_model_name(std::string_view leaf);
+
 // `name` without the extension `ext` at its end (what tools call the stem: sidecars are
 // `<stem>.preview.png`, version aliases `<stem>@<label><ext>`); `name` itself when it does not
 // end with `ext` (a tree model, whose ext is empty).

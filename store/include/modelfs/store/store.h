@@ -147,6 +147,10 @@ struct TrustedTree {
     // Make this version current even when the model already has one (a cache's `main`, `latest`).
     // A new model's first version is current anyway.
     bool make_current = false;
+    // Catalogue the one file of `files` as a single-file model (its blob, and the extension of
+    // its path by file_model_name, store/model_name.h; `name` ends with it) instead of a tree: a
+    // cache's repo that is one model file.
+    bool single_file = false;
     std::vector<TrustedFile> files;
 };
 struct TrustedTreeResult {
@@ -166,6 +170,11 @@ struct TrustedTreeResult {
 // '.'/'..' components, components over 200 bytes, '@' (reserved for version labels). For callers
 // that check a name before doing anything costly (`modelfs add` before probing URLs).
 void check_model_name(const std::string& name);
+
+// Whether a file name has the extension of a model file (the list `import` takes from a folder:
+// .safetensors .sft .ckpt .pt .pt2 .pth .bin .pkl .gguf .onnx, .fooocus.patch); sidecars,
+// configs and READMEs do not.
+bool is_model_file_name(const std::string& filename);
 
 // One file of a model registered from remote sources (`modelfs add URL`, a manifest): known by
 // size and, where anyone knew it, SHA-256; downloaded on first use.
@@ -315,9 +324,10 @@ class Store {
     // the replaced file, without losing the replaced model's older versions.
     void rename_model(std::string_view from, Category category, const std::string& name,
                       const std::string& ext);
-    // Sets the mtime and/or permission bits a mount shows for a model's current version.
+    // Sets the mtime and/or permission bits a mount shows for version `label` of a model (the
+    // one the view shows: a pin, or the current one; empty: the current one).
     void set_shown_attrs(std::string_view key, std::optional<std::int64_t> mtime,
-                         std::optional<std::uint32_t> mode);
+                         std::optional<std::uint32_t> mode, std::string_view label = {});
 
     // Remote models (lazy fetch). The store itself never touches the network: fetch/ downloads
     // into partial_dir() and calls commit_download.
