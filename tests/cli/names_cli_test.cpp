@@ -212,6 +212,43 @@ TEST_F(NamesCli, OneBadNameInTheCatalogNeverBreaksJsonOrLock) {
     EXPECT_EQ(lock.err.find('\x1b'), std::string::npos) << lock.err;
 }
 
+// Issue 16 finding 2: foo.safetensors and foo.pt are two models; the CLI takes an exact name
+// first, then a stem when one model has it, and says which models a stem of several names.
+TEST_F(NamesCli, AStemOfSeveralModelsIsAnErrorNamingThemAndAUniqueStemResolves) {
+    write_safetensors(dir / "foo.safetensors", kohya_lora(1));
+    write_random_file(dir / "foo.pt", 1000, 2);
+    write_random_file(dir / "bar.pt", 1000, 3);
+    CliResult r = mfs({"import", "--category", "lora", (dir / "foo.safetensors").string(),
+                       (dir / "foo.pt").string(), (dir / "bar.pt").string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (std::vector<std::string> args : {std::vector<std::string>{"show", "foo"},
+                                          {"show", "lora/foo"},
+                                          {"use", "foo@v1"},
+                                          {"versions", "foo"}}) {
+        r = mfs(args);
+        EXPECT_NE(r.exit_code, 0) << args[0] << " " << args[1] << " resolved: " << r.out;
+        const std::string stem = args[1].substr(0, args[1].find('@'));
+        for (const std::string& want :
+             {"'" + stem + "' is ", std::string("lora/foo.safetensors"), std::string("lora/foo.pt"),
+              std::string("; give the extension")})
+            EXPECT_NE(r.err.find(want), std::string::npos) << want << " not in: " << r.err;
+    }
+    for (const char* exact : {"foo.pt", "lora/foo.safetensors"}) {
+        r = mfs({"--json", "show", exact});
+        ASSERT_EQ(r.exit_code, 0) << exact << ": " << r.err;
+        EXPECT_EQ(json::parse(r.out)["model"],
+                  std::string(exact).starts_with("lora/") ? exact : std::string("lora/") + exact);
+    }
+    // One model of that stem: the stem names it, printed once with its extension.
+    r = mfs({"--json", "show", "bar"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out)["model"], "lora/bar.pt");
+    r = mfs({"show", "bar"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("lora/bar.pt"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("bar.pt.pt"), std::string::npos) << r.out;
+}
+
 TEST_F(NamesCli, ShowEscapesSafetensorsMetadata) {
     auto spec = kohya_lora(5);
     spec.metadata["evil"] =
