@@ -251,7 +251,7 @@ TEST_F(AdoptTest, AdoptConfirmUnadopt) {
     {
         Store store = Store::open(store_root);
         // The clash: two versions, each view pinned to its own.
-        Model m = *store.catalog().read().get_model("lora/clash");
+        Model m = *store.catalog().read().get_model("lora/clash.safetensors");
         EXPECT_EQ(m.versions.size(), 2u);
         EXPECT_EQ(m.pins.size(), 2u);
     }
@@ -405,8 +405,8 @@ TEST_F(AdoptTest, UnadoptBeforeConfirmRestoresTheOriginalTree) {
     ASSERT_EQ(::stat((a1111 / "models/Stable-diffusion/sdxl.safetensors").c_str(), &now), 0);
     EXPECT_EQ(now.st_ino, kept.st_ino);
     EXPECT_EQ(now.st_nlink, 1u);
-    EXPECT_FALSE(store.catalog().read().get_model("checkpoint/sdxl"));
-    EXPECT_TRUE(store.catalog().read().get_model("lora/clash"));  // two versions: kept
+    EXPECT_FALSE(store.catalog().read().get_model("checkpoint/sdxl.safetensors"));
+    EXPECT_TRUE(store.catalog().read().get_model("lora/clash.safetensors"));  // two versions: kept
     // The inode comfy's two names share is shared again.
     struct stat s1, s2;
     ::stat((comfy / "models/loras/style.safetensors").c_str(), &s1);
