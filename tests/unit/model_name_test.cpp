@@ -59,6 +59,26 @@ TEST(ModelName, SingleFileNameAppendsTheExtensionUnlessTheNameHasIt) {
     EXPECT_EQ(name_stem("diffusers-model", ""), "diffusers-model");
 }
 
+// A file nobody named (a folder import, a hub cache's single-file repo) is its leaf, extension
+// included: the same rule as single_file_name, never a stem.
+TEST(ModelName, FileModelNameIsTheLeafWithItsExtension) {
+    auto n = file_model_name("detail_tweaker.safetensors");
+    EXPECT_EQ(n.name, "detail_tweaker.safetensors");
+    EXPECT_EQ(n.ext, ".safetensors");
+    n = file_model_name("flux1-dev-Q4_K_S.gguf");
+    EXPECT_EQ(n.name, "flux1-dev-Q4_K_S.gguf");
+    EXPECT_EQ(n.ext, ".gguf");
+    n = file_model_name("inpaint_v26.fooocus.patch");
+    EXPECT_EQ(n.name, "inpaint_v26.fooocus.patch");
+    EXPECT_EQ(n.ext, ".fooocus.patch");
+    n = file_model_name("Foo.SafeTensors");
+    EXPECT_EQ(n.name, "Foo.SafeTensors");
+    EXPECT_EQ(n.ext, ".SafeTensors");
+    n = file_model_name("README");
+    EXPECT_EQ(n.name, "README");
+    EXPECT_EQ(n.ext, "");
+}
+
 TEST(ModelName, AVersionWithAnotherExtensionIsAnotherModel) {
     Model m;
     m.category = Category::lora;
