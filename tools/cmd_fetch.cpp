@@ -16,6 +16,7 @@
 #include "modelfs/fetch/selection.h"
 #include "modelfs/fetch/source.h"
 #include "modelfs/fs/mount.h"
+#include "modelfs/store/model_name.h"
 
 namespace modelfs::cli {
 namespace {
@@ -275,6 +276,10 @@ int run_add(const Globals& g, const AddArgs& a) {
         throw UsageError("cannot tell the file's extension from " +
                          fetch::redact_url(urls.front()) + "; put it in the name: --as " +
                          std::string(to_string(m.category)) + "/" + m.name + ".safetensors");
+    // The extension is part of a single file's name (store/include/modelfs/store/model_name.h).
+    auto named = single_file_name(m.name, m.ext);
+    m.name = std::move(named.name);
+    m.ext = std::move(named.ext);
     m.files.push_back(std::move(f));
     std::vector<AddOutcome> outs(1);
     outs[0].model = std::move(m);

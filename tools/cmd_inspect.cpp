@@ -220,7 +220,7 @@ int run_ls(const Globals& g, const LsArgs& a) {
         if (remote[i].unverified)
             notes += "  [" + std::to_string(remote[i].unverified) + " file(s) not verified yet]";
         std::printf("%-16s %-48s %-8s %10s  %s%s\n", std::string(to_string(m.category)).c_str(),
-                    terminal_safe(m.name + v.ext).c_str(), terminal_safe(v.label).c_str(),
+                    terminal_safe(m.name).c_str(), terminal_safe(v.label).c_str(),
                     human_bytes(v.size).c_str(), what.c_str(), notes.c_str());
     }
     if (nothing_matched && !g.quiet) std::cerr << "modelfs: no model matches\n";

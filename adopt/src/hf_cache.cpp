@@ -19,6 +19,7 @@
 
 #include "modelfs/store/category.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/safe_open.h"
 #include "modelfs/store/unique_fd.h"
 #include "other_stores_impl.h"
@@ -376,7 +377,8 @@ bool walk_snapshot(const RepoAccess& ra, int dirfd, const std::string& rel_dir, 
 // and the like is that file to the tools, not a folder: with exactly one file of a model
 // extension (is_model_file_name's list) whose header names a category (category_from_content: the
 // rule `import` applies to a file), the snapshot becomes a single-file model of that category
-// named REPO/FILE, and the other files are left out. Anything else stays a tree: a repo whose one
+// named REPO/FILE (the file's name with its extension, file_model_name), and the other files
+// are left out. Anything else stays a tree: a repo whose one
 // weight file says nothing (a BERT, a pickle) may need its config and tokenizer next to it.
 void take_single_file(Snapshot& s) {
     const auto is_weight = [](const TrustedFile& f) {

@@ -12,6 +12,7 @@
 #include "modelfs/adopt/adopt.h"
 #include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/model_check.h"
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/unique_fd.h"
 #include "modelfs/store/units.h"
 #include "modelfs/store/view_files.h"
@@ -108,7 +109,8 @@ void decide_install(InstallPlan& ip, const layouts::ViewLayout* layout, const sf
 // model (LyCORIS/x, a second foo.ckpt): in the overlay its ingest would move it or make it a
 // model's new version, so it is planned as a model here (stored and shown in the primary folder,
 // or left in the backup).
-std::vector<ScannedFile> as_the_mount_takes(const InstallScan& scan, const layouts::ViewLayout& layout) {
+std::vector<ScannedFile> as_the_mount_takes(const InstallScan& scan,
+                                            const layouts::ViewLayout& layout) {
     std::vector<ScannedFile> files = scan.files;
     for (auto& f : files)
         if (f.kind == ScannedFile::Kind::plain && in_models(f, scan.install))
@@ -121,8 +123,7 @@ std::vector<ScannedFile> as_the_mount_takes(const InstallScan& scan, const layou
     return files;
 }
 
-// Models before sidecars (a sidecar's fate follows its model's); of two files of one model name
-// (foo.ckpt, foo.safetensors) the safetensors one wins.
+// Models (.safetensors ones first), then sidecars, whose fate follows their model's.
 int pass_of(const ScannedFile& f) {
     if (f.kind == ScannedFile::Kind::sidecar) return 2;
     std::string e = f.ext;
@@ -259,9 +260,10 @@ class FilePlanner {
         auto at = f.category == Category::file ? view_file_path(f.name, layout_.name())
                                                : layout_.path_for(m, v);
         if (claimed_.count(key)) {
-            // A second file of one model name (foo.ckpt beside foo.safetensors): the view shows
-            // one file per name, and in the overlay the mount would ingest it as a new version
-            // of that model, hiding the first.
+            // A second file of one model name (LyCORIS/foo.safetensors beside
+            // Lora/foo.safetensors; foo.ckpt beside foo.safetensors are two names): the view
+            // shows one file per name, and in the overlay the mount would ingest it as a new
+            // version of that model, hiding the first.
             not_adopted(pf, inside,
                         f.path.string() + ": the view shows one file per model name and " + key +
                             " is " + ip_.files[claimed_[key]].file.path.filename().string() +
@@ -294,8 +296,7 @@ class FilePlanner {
                 std::string dir =
                     slash == std::string::npos ? "" : model.shown_at.substr(0, slash + 1);
                 std::string leaf = model.shown_at.substr(dir.size());
-                auto dot = leaf.rfind('.');
-                pf.shown_at = dir + leaf.substr(0, dot) + f.suffix;
+                pf.shown_at = dir + split_extension(leaf).first + f.suffix;
                 pf.note = "shown at " + pf.shown_at + " beside its model";
             }
         }

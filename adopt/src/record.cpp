@@ -9,6 +9,7 @@
 #include "modelfs/adopt/adopt.h"
 #include "modelfs/store/atomic_file.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/model_name.h"
 #include "run_internal.h"
 #include "util.h"
 
@@ -140,6 +141,23 @@ static Record record_from_json(const json& j, const sfs::path& file) {
             r.files.push_back(std::move(x));
         }
         if (j.contains("dirs")) r.dirs = j.at("dirs").get<std::vector<std::string>>();
+        // Records written before model names had their extension (store/FORMAT.md "models")
+        // name "lora/foo" for Lora/foo.safetensors: the store's upgrade renamed it to the name
+        // plus the file's extension, and so is the record read (its sidecars follow their model).
+        std::map<std::string, std::string> renamed;
+        for (auto& x : r.files) {
+            if (x.kind != ScannedFile::Kind::model || x.model.empty() ||
+                x.model.starts_with("file/"))
+                continue;
+            const std::string ext =
+                split_extension(x.shown_at.empty() ? x.view_rel : x.shown_at).second;
+            if (ext.empty() || x.model.ends_with(ext)) continue;
+            renamed.emplace(x.model, x.model + ext);
+            x.model += ext;
+        }
+        for (auto& x : r.files)
+            if (x.kind == ScannedFile::Kind::sidecar)
+                if (auto it = renamed.find(x.model); it != renamed.end()) x.model = it->second;
         return r;
     } catch (const json::exception& e) {
         throw StoreError(ErrorKind::bad_input, file.string() + ": not a valid adoption record (" +

@@ -16,6 +16,7 @@
 #include "modelfs/fetch/source.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/escape.h"
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/names.h"
 
 namespace modelfs::fetch {
@@ -204,6 +205,10 @@ ManifestEntry entry_of(const json& e, std::size_t index) {
                         "the URL does not show the file's extension; add it to the name "
                         "(\"" +
                             std::string(to_string(m.category)) + "/" + m.name + ".safetensors\")");
+        // The extension is part of a single file's name (store/include/modelfs/store/model_name.h).
+        auto named = single_file_name(m.name, m.ext);
+        m.name = std::move(named.name);
+        m.ext = std::move(named.ext);
     }
     return out;
 }

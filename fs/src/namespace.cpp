@@ -12,6 +12,7 @@
 #include <map>
 
 #include "modelfs/store/errors.h"
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/view_files.h"
 
 namespace modelfs::fs {
@@ -290,7 +291,8 @@ FileRole Namespace::role(const ViewTree& tree, int view, const std::string& rel,
         r.ext = vp->ext;
         return r;
     }
-    // A sidecar is <model file name without extension><suffix>, beside a catalogued model.
+    // A sidecar is <model file name without extension><suffix>, beside a catalogued model (the
+    // extension as split_extension finds it).
     std::string leaf = leaf_of(rel), lower = leaf;
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     std::string dir = join_path(root_mode_ ? layout.name() : "", parent_of(rel));
@@ -305,7 +307,7 @@ FileRole Namespace::role(const ViewTree& tree, int view, const std::string& rel,
             const Node* f = tree.find(it->second);
             if (!f || !f->is_model_file() || !f->category) continue;
             std::string name = f->model_key.substr(f->model_key.find('/') + 1);
-            if (leaf_of(name) != stem) continue;
+            if (split_extension(leaf_of(name)).first != stem) continue;
             r.kind = FileRole::Kind::sidecar;
             r.category = *f->category;
             r.name = name;

@@ -1,11 +1,13 @@
-// Version aliases in a mount: NAME@LABEL.EXT beside each model and a hidden `.versions/` folder
-// in each category folder. They are resolved from the models a ViewTree keeps, when a path is
-// asked for, instead of being nodes of the tree: a catalog with a few versions per model would
-// otherwise triple the size and the rebuild time of every snapshot.
+// Version aliases in a mount: STEM@LABEL.EXT beside each model NAME = STEM.EXT and a hidden
+// `.versions/STEM/LABEL.EXT` folder in each category folder (foo.safetensors and foo.pt share
+// `.versions/foo/`, their versions told apart by the extension). They are resolved from the models
+// a ViewTree keeps, when a path is asked for, instead of being nodes of the tree: a catalog with a
+// few versions per model would otherwise triple the size and the rebuild time of every snapshot.
 #include <algorithm>
 #include <set>
 
 #include "modelfs/fs/view_tree.h"
+#include "modelfs/store/model_name.h"
 
 namespace modelfs::fs {
 
@@ -103,6 +105,16 @@ const Model* ViewTree::model(Category c, std::string_view name) const {
     return it != models_.end() && it->key() == key ? &*it : nullptr;
 }
 
+std::vector<const Model*> ViewTree::models_by_stem(Category c, std::string_view stem) const {
+    std::vector<const Model*> out;
+    if (const Model* m = model(c, stem)) out.push_back(m);
+    const std::string start = model_key(c, std::string(stem) + ".");
+    for (auto it = std::lower_bound(models_.begin(), models_.end(), start, model_before);
+         it != models_.end() && it->key().starts_with(start); ++it)
+        if (it->stem() == stem && it->stem().size() != it->name.size()) out.push_back(&*it);
+    return out;
+}
+
 bool ViewTree::has_names_below(Category c, std::string_view prefix) const {
     const std::string start = model_key(c, prefix);
     auto it = std::lower_bound(models_.begin(), models_.end(), start, model_before);
@@ -137,11 +149,12 @@ std::optional<ViewTree::Hit> ViewTree::hit_of(std::string_view path) const {
         // `.versions/`, a folder per name component, then one file (or folder) per version.
         const std::string_view sub =
             rem.size() > kVersionsDir.size() ? rem.substr(kVersionsDir.size() + 1) : "";
-        if (sub.empty() || model(c, sub) || has_names_below(c, std::string(sub) + "/"))
+        if (sub.empty() || !models_by_stem(c, sub).empty() ||
+            has_names_below(c, std::string(sub) + "/"))
             return Hit{*where, nullptr, 0, nullptr, {}};
         for (std::size_t slash = sub.find('/'); slash != std::string_view::npos;
              slash = sub.find('/', slash + 1)) {
-            if (const Model* m = model(c, sub.substr(0, slash)))
+            for (const Model* m : models_by_stem(c, sub.substr(0, slash)))
                 if (auto hit = version_hit(*m, sub.substr(slash + 1))) return hit;
         }
         return std::nullopt;
@@ -150,7 +163,8 @@ std::optional<ViewTree::Hit> ViewTree::hit_of(std::string_view path) const {
     for (std::size_t at = rem.find('@'); at != std::string_view::npos; at = rem.find('@', at + 1)) {
         const std::string_view name = rem.substr(0, at);
         if (name.empty() || name.ends_with('/')) continue;
-        if (const Model* m = model(c, name))
+        // A single file's alias is STEM@LABEL.EXT (model_name.h): the models named STEM.EXT.
+        for (const Model* m : models_by_stem(c, name))
             if (auto hit = version_hit(*m, rem.substr(at + 1))) return hit;
     }
     return std::nullopt;
@@ -233,11 +247,15 @@ std::vector<Node> ViewTree::virtual_children(std::string_view path_view) const {
                                         ? std::string(rem.substr(kVersionsDir.size() + 1))
                                         : "";
             std::set<std::string, std::less<>> seen;
-            names_below(c, sub.empty() ? "" : sub + "/", [&](const Model&, std::string_view rest) {
-                auto first = split_first(rest).first;
-                if (!first.empty() && seen.emplace(first).second) add(join_path(path, first));
-            });
-            if (const Model* m = model(c, sub))
+            names_below(
+                c, sub.empty() ? "" : sub + "/", [&](const Model& m, std::string_view rest) {
+                    auto [first, more] = split_first(rest);
+                    // A model's own folder is named by its stem.
+                    const std::string entry(more.empty() ? name_stem(first, m.current_version().ext)
+                                                         : first);
+                    if (!entry.empty() && seen.emplace(entry).second) add(join_path(path, entry));
+                });
+            for (const Model* m : models_by_stem(c, sub))
                 for (const auto& v : m->versions)
                     add(join_path(path, v.label + (v.is_tree() ? "" : v.ext)));
             return out;
@@ -264,8 +282,8 @@ std::vector<Node> ViewTree::virtual_children(std::string_view path_view) const {
                 [&](const Model& m, std::string_view rest) {
                     if (rest.find('/') != std::string_view::npos) return;
                     for (const auto& v : m.versions)
-                        add(join_path(
-                            path, std::string(rest) + "@" + v.label + (v.is_tree() ? "" : v.ext)));
+                        add(join_path(path, std::string(name_stem(rest, v.ext)) + "@" + v.label +
+                                                (v.is_tree() ? "" : v.ext)));
                 });
     return out;
 }

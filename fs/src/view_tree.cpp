@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "modelfs/store/escape.h"
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/names.h"
 #include "modelfs/store/view_files.h"
 
@@ -222,7 +223,7 @@ ViewTree ViewTree::build(const Txn& txn, const std::vector<layouts::ViewLayout>&
             tag(add_file(dir, leaf, *v.blob, v.size, mtime_ns));
             if (m.category == Category::file) continue;  // its name has the extension: no sidecars
             // Sidecars sit beside the file: <leaf without its extension><suffix>.
-            std::string stem = leaf.substr(0, leaf.size() - v.ext.size());
+            const std::string stem(name_stem(leaf, v.ext));
             for (const auto& sc : v.sidecars) {
                 Node* n = add_file(dir, stem + sc.suffix, sc.blob, sc.size, mtime_ns);
                 tag(n);

@@ -507,8 +507,7 @@ std::optional<ViewPath> ViewLayout::classify(std::string_view rel_path) const {
         const std::string_view file = slash == rest.npos ? rest : rest.substr(slash + 1);
         const std::string_view ext = extension_in(f, file);
         if (ext.empty()) return std::nullopt;
-        return ViewPath{f.category, f.path, std::string(rest.substr(0, rest.size() - ext.size())),
-                        std::string(ext)};
+        return ViewPath{f.category, f.path, std::string(rest), std::string(ext)};
     }
     return std::nullopt;
 }
@@ -519,7 +518,7 @@ std::optional<std::string> ViewLayout::path_for(const Model& m, const ModelVersi
     });
     if (it == folders_.end()) return std::nullopt;
     if (is_folder_models(*it) != v.is_tree()) return std::nullopt;
-    const std::string path = it->path + "/" + m.name + (v.is_tree() ? std::string() : v.ext);
+    const std::string path = it->path + "/" + m.name;
     // Checking the round trip instead of re-deriving the rules here keeps the two directions from
     // drifting apart: a name the tool would skip, an unlisted extension, or a name whose tail the
     // folder would read as part of a longer extension (".fooocus" + ".patch") all fail it.

@@ -13,6 +13,7 @@
 
 #include "modelfs/store/errors.h"
 #include "modelfs/store/escape.h"
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/names.h"
 #include "modelfs/store/secrets.h"
 
@@ -298,6 +299,14 @@ std::string Model::next_label() const {
 
 AddedVersion Model::add_version(ModelVersion v, const std::optional<std::string>& label,
                                 bool make_it_current) {
+    // A file's extension is part of its name (model_name.h): foo.pt is never a version of
+    // foo.safetensors.
+    if (v.blob && !v.ext.empty() && !name.ends_with(v.ext))
+        throw StoreError(ErrorKind::conflict,
+                         key() + " cannot take a '" + terminal_safe(v.ext) +
+                             "' file as a version: a file's extension is part of its model's "
+                             "name; name it '" +
+                             terminal_safe(single_file_name(name, v.ext).name) + "'");
     auto settle = [&](std::size_t i) {
         if (make_it_current) make_current(i);
         return AddedVersion{i, false};
@@ -392,11 +401,50 @@ void check_version_label(std::string_view label) {
     if (auto why = relative_path_problem(label); !why.empty()) bad("is not allowed: " + why);
 }
 
+std::vector<Model> split_by_extension(const Model& m) {
+    if (m.category == Category::file) return {m};
+    // Versions grouped by the name they belong to now, in order of first appearance.
+    std::vector<std::pair<std::string, std::vector<std::size_t>>> groups;
+    for (std::size_t i = 0; i < m.versions.size(); ++i) {
+        const ModelVersion& v = m.versions[i];
+        // Appended as spelled, without single_file_name's "already ends with it": old views
+        // showed exactly name + ext, so the file keeps its path.
+        std::string name = v.is_tree() ? m.name : m.name + v.ext;
+        auto g = std::find_if(groups.begin(), groups.end(),
+                              [&](const auto& e) { return e.first == name; });
+        if (g == groups.end()) {
+            groups.emplace_back(std::move(name), std::vector<std::size_t>{});
+            g = groups.end() - 1;
+        }
+        g->second.push_back(i);
+    }
+    std::vector<Model> out;
+    for (const auto& [name, idx] : groups) {
+        Model n;
+        n.category = m.category;
+        n.name = name;
+        n.switched_ns = m.switched_ns;
+        n.current = idx.size() - 1;
+        for (std::size_t k = 0; k < idx.size(); ++k) {
+            n.versions.push_back(m.versions[idx[k]]);
+            if (idx[k] == m.current) n.current = k;
+        }
+        if (n.has_label(m.previous)) n.previous = m.previous;
+        for (const auto& [view, label] : m.pins)
+            if (n.has_label(label)) n.pins.emplace(view, label);
+        out.push_back(std::move(n));
+    }
+    return out;
+}
+
 std::string model_key(Category c, std::string_view name) {
     return std::string(to_string(c)) + "/" + std::string(name);
 }
 std::string Model::key() const {
     return model_key(category, name);
+}
+std::string_view Model::stem() const {
+    return name_stem(name, current_version().ext);
 }
 
 struct Catalog::Env {
@@ -642,6 +690,44 @@ MDB_txn* begin(MDB_env* env, unsigned flags) {
 }
 }  // namespace
 
+void Catalog::upgrade_model_names(Txn& w) {
+    std::vector<Model> old;
+    w.for_each_model([&](const Model& m) { old.push_back(m); });
+    // Old key -> the new models made from it, to re-point registered locks.
+    std::map<std::string, std::vector<Model>> renamed;
+    for (const Model& m : old) {
+        std::vector<Model> parts = split_by_extension(m);
+        if (parts.size() == 1 && parts[0].name == m.name) continue;
+        w.del_model(m.key());
+        renamed.emplace(m.key(), parts);
+    }
+    for (auto& [from, parts] : renamed)
+        for (Model& n : parts) {
+            // Two old names shown at one path ("x" + ".fooocus.patch", "x.fooocus" + ".patch")
+            // already collided in every view; they become one model.
+            if (auto there = w.get_model(n.key())) {
+                for (const auto& v : n.versions) there->add_version(v, std::nullopt, false);
+                w.put_model(*there);
+            } else {
+                w.put_model(n);
+            }
+        }
+    for (LockHold l : w.locks()) {
+        bool changed = false;
+        for (auto& [key, id] : l.versions) {
+            auto it = renamed.find(key);
+            if (it == renamed.end()) continue;
+            const Model* to = &it->second.front();
+            for (const Model& n : it->second)
+                for (const auto& v : n.versions)
+                    if (v.content_id() == id) to = &n;
+            key = to->key();
+            changed = true;
+        }
+        if (changed) w.put_lock(l);
+    }
+}
+
 Catalog Catalog::open(const std::filesystem::path& dir, bool create) {
     std::error_code ec;
     if (!std::filesystem::exists(dir / "data.mdb", ec) && !create)
@@ -721,19 +807,22 @@ Catalog Catalog::open(const std::filesystem::path& dir, bool create) {
                              "); upgrade modelfs to use it (nothing was changed)");
     guard.commit();
     if (env->schema < kSchemaVersion) {
-        // Older schemas are subsets of this one: upgrading is writing the new number, so that an
-        // older modelfs (which would drop fields it does not know) refuses the store.
-        MDB_txn* w = begin(raw, 0);
-        struct Abort {
-            MDB_txn*& t;
-            ~Abort() {
-                if (t) mdb_txn_abort(t);
-            }
-        } abort_w{w};
+        // Older schemas are subsets of this one but for single-file model names, which gain their
+        // extension (split_by_extension); the new number makes an older modelfs (which would drop
+        // fields it does not know) refuse the store. One write transaction: a crash leaves the
+        // old schema and the next open upgrades again.
+        Txn w([&] {
+            auto impl = std::make_unique<Txn::Impl>();
+            impl->env = env;
+            impl->txn = begin(raw, 0);
+            impl->write = true;
+            return impl;
+        }());
+        upgrade_model_names(w);
         std::string s = std::to_string(kSchemaVersion);
         MDB_val sk = as_val(std::string_view("schema")), sv = as_val(s);
-        check(mdb_put(w, env->meta, &sk, &sv, 0), "upgrading the schema version");
-        check(mdb_txn_commit(std::exchange(w, nullptr)), "upgrading the schema version");
+        check(mdb_put(w.impl_->txn, env->meta, &sk, &sv, 0), "upgrading the schema version");
+        w.commit();
         env->schema = kSchemaVersion;
     }
     return Catalog(std::move(env));

@@ -6,6 +6,7 @@
 
 #include "modelfs/store/errors.h"
 #include "modelfs/store/model_check.h"
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/safetensors.h"
 #include "modelfs/store/store.h"
 #include "store_impl.h"
@@ -44,7 +45,11 @@ void add_blob_record(Txn& txn, const FileCommit& f, std::optional<BlobStat> seen
 
 }  // namespace
 
-FileCommitResult Store::commit_file(const FileCommit& f) {
+FileCommitResult Store::commit_file(const FileCommit& given) {
+    // A model file's extension is part of its name (model_name.h); a sidecar names its model.
+    check_model_name(given.name);  // as given: "" or "dir/" must not become a name by the ext
+    FileCommit f = given;
+    if (f.sidecar.empty()) f.name = single_file_name(f.name, f.ext).name;
     check_model_name(f.name);
     const std::string key = model_key(f.category, f.name);
     // Everything that can refuse the file is checked before it is linked into blobs/: a refused
@@ -159,7 +164,6 @@ void Store::rename_model(std::string_view from, Category category, const std::st
     Model src = must_get(txn, from);
     const std::string to = model_key(category, name);
     if (to == from) {
-        src.versions.at(src.current).ext = ext;
         txn.put_model(src);
         txn.commit();
         return;
@@ -182,10 +186,12 @@ void Store::rename_model(std::string_view from, Category category, const std::st
             dst.add_version(std::move(moved), label);
         }
     } else {
+        // The whole model moves: its versions' extension is its name's (model_name.h).
         dst = std::move(src);
         dst.category = category;
         dst.name = name;
-        dst.versions.at(dst.current).ext = ext;
+        for (auto& v : dst.versions)
+            if (!v.is_tree()) v.ext = ext;
     }
     txn.del_model(from);
     txn.put_model(dst);

@@ -21,6 +21,7 @@
 #include "modelfs/store/escape.h"
 #include "modelfs/store/gguf.h"
 #include "modelfs/store/model_check.h"
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/names.h"
 #include "modelfs/store/safe_open.h"
 #include "store_impl.h"
@@ -34,33 +35,17 @@ namespace {
 constexpr std::string_view kModelExtensions[] = {
     ".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".pth", ".bin", ".pkl", ".gguf", ".onnx",
 };
-constexpr std::string_view kCompoundExtensions[] = {".fooocus.patch"};
-
 std::string lower(std::string s) {
     for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return s;
 }
 
-// Splits "name.ext" into ("name", ".ext"), knowing the compound extensions.
-std::pair<std::string, std::string> split_ext(const std::string& filename) {
-    std::string l = lower(filename);
-    for (auto ce : kCompoundExtensions)
-        if (l.size() > ce.size() && l.ends_with(ce))
-            return {filename.substr(0, filename.size() - ce.size()),
-                    filename.substr(filename.size() - ce.size())};
-    auto dot = filename.rfind('.');
-    if (dot == std::string::npos || dot == 0) return {filename, ""};
-    return {filename.substr(0, dot), filename.substr(dot)};
-}
-
 bool is_model_file(const std::string& filename) {
-    auto [stem, ext] = split_ext(filename);
-    std::string l = lower(ext);
-    if (std::find(std::begin(kModelExtensions), std::end(kModelExtensions), l) !=
-        std::end(kModelExtensions))
-        return true;
-    return std::find(std::begin(kCompoundExtensions), std::end(kCompoundExtensions), l) !=
-           std::end(kCompoundExtensions);
+    // Compound extensions (".fooocus.patch") are models too.
+    std::string l = lower(split_extension(filename).second);
+    return std::find(std::begin(kModelExtensions), std::end(kModelExtensions), l) !=
+               std::end(kModelExtensions) ||
+           l.find('.', 1) != std::string::npos;
 }
 
 }  // namespace
@@ -74,11 +59,6 @@ void check_model_name(const std::string& name) {
     if (!why.empty())
         throw StoreError(ErrorKind::bad_input,
                          "invalid model name '" + terminal_safe(name) + "': " + why);
-}
-
-FileModelName file_model_name(const std::string& filename) {
-    auto [stem, ext] = split_ext(filename);
-    return {std::move(stem), std::move(ext)};
 }
 
 bool is_model_file_name(const std::string& filename) {
@@ -191,9 +171,11 @@ class Importer {
                    std::vector<std::string> folders) {
         ModelPlan m;
         m.source = p;
-        auto [stem, ext] = file_model_name(p.filename().string());
-        m.name = name.empty() ? stem : name;
-        m.ext = ext;
+        const std::string leaf = p.filename().string();
+        auto named = name.empty() ? file_model_name(leaf)
+                                  : single_file_name(name, split_extension(leaf).second);
+        m.name = std::move(named.name);
+        m.ext = std::move(named.ext);
         m.category_folders = std::move(folders);
         m.jobs.push_back(add_job(p, size));
         plans_.push_back(std::move(m));
@@ -330,7 +312,7 @@ class Importer {
                 // Sub-folders below the category folder (or below the walk root) stay in the name.
                 std::size_t keep = std::min(cat_at, rel_parts.size());
                 for (std::size_t i = keep; i-- > 0;) name += folders[i] + "/";
-                name += file_model_name(fname).name;
+                name += fname;
                 plan_file(e.path(), e.file_size(ec), name, std::move(folders));
             }
         }

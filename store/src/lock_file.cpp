@@ -1,4 +1,5 @@
 #include "modelfs/store/lock_file.h"
+#include "modelfs/store/model_name.h"
 
 #include <algorithm>
 #include <set>
@@ -151,7 +152,10 @@ LockFile LockFile::parse(std::string_view text, const std::string& source) {
                     throw bad(where + " (" + key +
                               "): \"sha256\" does not match its files (edited by hand?)");
             } else {
-                m.ext = j.at("ext").get<std::string>();
+                // Lock files written before names had extensions say "lora/foo" + ".pt".
+                auto named = single_file_name(m.name, j.at("ext").get<std::string>());
+                m.name = std::move(named.name);
+                m.ext = std::move(named.ext);
                 m.files.push_back({"", m.content_id, m.size, sources(j), secrets_removed(j)});
             }
             lock.models.push_back(std::move(m));

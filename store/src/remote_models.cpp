@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/names.h"
 #include "modelfs/store/secrets.h"
 #include "store_impl.h"
@@ -66,7 +67,14 @@ void merge_sources(BlobRecord& r, const std::vector<BlobSource>& add) {
 
 }  // namespace
 
-RemoteAddResult Store::add_remote(const RemoteModel& m) {
+RemoteAddResult Store::add_remote(const RemoteModel& given) {
+    // A single file's extension is part of its name (model_name.h), whoever built the request.
+    RemoteModel m = given;
+    if (!m.tree) {
+        auto named = single_file_name(m.name, m.ext);
+        m.name = std::move(named.name);
+        m.ext = std::move(named.ext);
+    }
     const std::string key = model_key(m.category, m.name);
     check_remote_model(m, key);
     RemoteAddResult out;

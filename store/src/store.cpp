@@ -159,6 +159,25 @@ Resolved Store::resolve(const std::string& query, Progress* progress) {
         throw StoreError(ErrorKind::conflict,
                          "'" + query + "' names several models; say which:" + list);
     }
+    // No exact name: a name or key without its extension ("foo", "lora/foo") names the one model
+    // it is the stem of.
+    std::vector<Model> by_stem;
+    txn.for_each_model([&](const Model& m) {
+        const std::string_view stem = m.stem();
+        if (stem.size() == m.name.size()) return;
+        if (query == stem || query == model_key(m.category, stem)) by_stem.push_back(m);
+    });
+    if (by_stem.size() == 1) {
+        r.model = std::move(by_stem.front());
+        return r;
+    }
+    if (by_stem.size() > 1) {
+        std::string list;
+        for (std::size_t i = 0; i < by_stem.size(); ++i)
+            list += (i == 0 ? "" : i + 1 == by_stem.size() ? " and " : ", ") + by_stem[i].key();
+        throw StoreError(ErrorKind::conflict,
+                         "'" + query + "' is " + list + "; give the extension");
+    }
     if (is_hex(query) && query.size() >= 4) {
         auto found = txn.blobs_with_prefix(query, 10);
         if (found.size() == 1) {

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "modelfs/store/errors.h"
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/safetensors.h"
 #include "modelfs/store/store.h"
 #include "store_impl.h"
@@ -56,6 +57,14 @@ bool can_link(BlobStore& blobs, const fs::path& src, const Placed& p) {
     return true;
 }
 
+// A single-file model is named with its file's extension, like any file (model_name.h); a tree
+// model keeps its name.
+SingleFileName name_of(const TrustedTree& t) {
+    if (!t.single_file || t.files.empty()) return {t.name, {}};
+    return single_file_name(
+        t.name, file_model_name(fs::path(t.files.front().path).filename().string()).ext);
+}
+
 // Everything about the request itself that can refuse it; returns the model's key.
 std::string check_tree(const TrustedTree& t) {
     check_model_name(t.name);
@@ -66,7 +75,7 @@ std::string check_tree(const TrustedTree& t) {
         throw StoreError(ErrorKind::bad_input, "model " + t.name + "@" + t.label +
                                                    " is a single-file model but lists " +
                                                    std::to_string(t.files.size()) + " files");
-    const std::string key = model_key(t.category, t.name);
+    const std::string key = model_key(t.category, name_of(t).name);
     if (key.size() > 511)
         throw StoreError(ErrorKind::bad_input, "model name too long for the catalog: " + key);
     return key;
@@ -109,7 +118,7 @@ std::vector<Placed> open_files(const TrustedTree& t, dev_t store_dev, ModelVersi
               [](const TreeEntry& a, const TreeEntry& b) { return a.path < b.path; });
     if (t.single_file) {
         v.blob = v.tree.front().blob;
-        v.ext = file_model_name(fs::path(v.tree.front().path).filename().string()).ext;
+        v.ext = name_of(t).ext;
         v.tree.clear();
     }
     return placed;
@@ -289,7 +298,7 @@ TrustedTreeResult Store::commit_trusted_tree(const TrustedTree& t, Progress* pro
         }
     } else {
         m.category = t.category;
-        m.name = t.name;
+        m.name = name_of(t).name;
     }
     const AddedVersion added = m.add_version(v, t.label, t.make_current);
     out.made_current = m.current == added.index;

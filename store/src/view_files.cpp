@@ -4,6 +4,8 @@
 #include <array>
 #include <cctype>
 
+#include "modelfs/store/model_name.h"
+
 namespace modelfs {
 
 namespace {
@@ -44,10 +46,7 @@ std::optional<std::string> view_file_path(std::string_view name, std::string_vie
 }
 
 std::string view_file_ext(std::string_view rel_path) {
-    std::string_view leaf = leaf_of(rel_path);
-    auto dot = leaf.rfind('.');
-    if (dot == std::string_view::npos || dot == 0) return {};
-    return std::string(leaf.substr(dot));
+    return split_extension(rel_path).second;
 }
 
 }  // namespace modelfs

@@ -252,7 +252,7 @@ TEST_F(AdoptTest, AdoptConfirmUnadopt) {
     {
         Store store = Store::open(store_root);
         // The clash: two versions, each view pinned to its own.
-        Model m = *store.catalog().read().get_model("lora/clash");
+        Model m = *store.catalog().read().get_model("lora/clash.safetensors");
         EXPECT_EQ(m.versions.size(), 2u);
         EXPECT_EQ(m.pins.size(), 2u);
     }
@@ -406,8 +406,8 @@ TEST_F(AdoptTest, UnadoptBeforeConfirmRestoresTheOriginalTree) {
     ASSERT_EQ(::stat((a1111 / "models/Stable-diffusion/sdxl.safetensors").c_str(), &now), 0);
     EXPECT_EQ(now.st_ino, kept.st_ino);
     EXPECT_EQ(now.st_nlink, 1u);
-    EXPECT_FALSE(store.catalog().read().get_model("checkpoint/sdxl"));
-    EXPECT_TRUE(store.catalog().read().get_model("lora/clash"));  // two versions: kept
+    EXPECT_FALSE(store.catalog().read().get_model("checkpoint/sdxl.safetensors"));
+    EXPECT_TRUE(store.catalog().read().get_model("lora/clash.safetensors"));  // two versions: kept
     // The inode comfy's two names share is shared again.
     struct stat s1, s2;
     ::stat((comfy / "models/loras/style.safetensors").c_str(), &s1);
@@ -709,7 +709,8 @@ TEST(AdoptCrossFs, NotEnoughSpaceIsRefusedUpFront) {
 
 namespace {
 
-// Files the view cannot show at their exact path.
+// Files the view cannot show at their exact path, and foo.ckpt beside foo.safetensors (shown at
+// theirs: a file's name, extension included, is its identity).
 TEST(AdoptExactPaths, NonPrimaryFolderSecondExtensionAndSkippedNames) {
     if (!fuse_available()) GTEST_SKIP() << "no /dev/fuse";
     ::setenv("MODELFS_CONFIG", "/dev/null", 1);
@@ -738,11 +739,13 @@ TEST(AdoptExactPaths, NonPrimaryFolderSecondExtensionAndSkippedNames) {
     for (const auto& pf : plan.installs[0].files) by[pf.file.view_rel] = &pf;
     EXPECT_EQ(by["LyCORIS/ly.safetensors"]->action, Action::store);
     EXPECT_EQ(by["LyCORIS/ly.safetensors"]->shown_at, "Lora/ly.safetensors");
-    EXPECT_EQ(by["Stable-diffusion/foo.ckpt"]->action, Action::left);
-    EXPECT_NE(by["Stable-diffusion/foo.ckpt"]->note.find("one file per model name"),
-              std::string::npos);
+    // foo.ckpt beside foo.safetensors: two names, two models (issue 16 finding 2).
+    EXPECT_EQ(by["Stable-diffusion/foo.ckpt"]->action, Action::store);
+    EXPECT_EQ(by["Stable-diffusion/foo.ckpt"]->model, "checkpoint/foo.ckpt");
+    EXPECT_EQ(by["Stable-diffusion/foo.safetensors"]->action, Action::store);
+    EXPECT_EQ(by["Stable-diffusion/foo.safetensors"]->model, "checkpoint/foo.safetensors");
     EXPECT_EQ(by["Stable-diffusion/foo.vae.safetensors"]->action, Action::overlay);
-    EXPECT_NE(plan_text(plan).find("foo.ckpt"), std::string::npos);
+    EXPECT_EQ(plan_text(plan).find("one file per model name"), std::string::npos);
 
     RunOptions o;
     o.binary = modelfs::testing::modelfs_binary();
@@ -754,8 +757,9 @@ TEST(AdoptExactPaths, NonPrimaryFolderSecondExtensionAndSkippedNames) {
               before[m / "Stable-diffusion/foo.vae.safetensors"]);
     EXPECT_EQ(sha256_hex_of_file(m / "Stable-diffusion/foo.safetensors"),
               before[m / "Stable-diffusion/foo.safetensors"]);
-    EXPECT_FALSE(sfs::exists(m / "Stable-diffusion/foo.ckpt"));
-    EXPECT_TRUE(sfs::exists(root / "models.modelfs-backup/Stable-diffusion/foo.ckpt"));
+    EXPECT_EQ(sha256_hex_of_file(m / "Stable-diffusion/foo.ckpt"),
+              before[m / "Stable-diffusion/foo.ckpt"]);
+    EXPECT_FALSE(sfs::exists(root / "models.modelfs-backup/Stable-diffusion/foo.ckpt"));
 
     auto un = unadopt(store, {});
     ASSERT_EQ(un.size(), 1u);

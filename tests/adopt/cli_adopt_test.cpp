@@ -106,7 +106,8 @@ TEST_F(CliAdoptTest, DryRunAdoptAgainConfirmUnadopt) {
 }
 
 // Files the view cannot show at their path, with the real scanner: a LyCORIS model is shown in
-// Lora/, a second file of one model name stays in the backup, a skipped name stays at its path.
+// Lora/, foo.ckpt beside foo.safetensors are two models shown at their paths (issue 16 finding
+// 2), a skipped name stays at its path.
 // The mount's ingest must not turn any of them into something else.
 TEST_F(CliAdoptTest, ExactPathRules) {
     const sfs::path m = a1111 / "models";
@@ -128,8 +129,9 @@ TEST_F(CliAdoptTest, ExactPathRules) {
               sha["Stable-diffusion/foo.safetensors"]);
     EXPECT_EQ(sha256_hex_of_file(m / "Stable-diffusion/foo.vae.safetensors"),
               sha["Stable-diffusion/foo.vae.safetensors"]);
-    EXPECT_FALSE(sfs::exists(m / "Stable-diffusion/foo.ckpt"));
-    EXPECT_NE(run.out.find("not adopted"), std::string::npos) << run.out;
+    EXPECT_EQ(sha256_hex_of_file(m / "Stable-diffusion/foo.ckpt"),
+              sha["Stable-diffusion/foo.ckpt"]);
+    EXPECT_EQ(run.out.find("one file per model name"), std::string::npos) << run.out;
     auto un = modelfs({"unadopt"});
     EXPECT_EQ(un.exit_code, 0) << un.out << un.err;
     for (const auto& [rel, h] : sha) EXPECT_EQ(sha256_hex_of_file(m / rel), h) << rel;

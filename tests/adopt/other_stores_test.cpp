@@ -640,8 +640,8 @@ TEST_F(OtherStoresTest, ACacheWeDoNotOwnIsCopiedNotLinked) {
 
 // Issue 16: a repo that is one LoRA, VAE or GGUF next to its README and config is that file to the
 // tools. It used to land in `other` as a folder no view shows; it is now a single-file model of
-// the category its header implies (the rule `import` applies), named REPO/FILE. A repo whose one
-// weight file says nothing, or that has two, stays a tree.
+// the category its header implies (the rule `import` applies), named REPO/FILE (extension
+// included). A repo whose one weight file says nothing, or that has two, stays a tree.
 class HfSingleFileTest : public OtherStoresTest {
   protected:
     std::string lora_sha, vae_sha, gguf_sha, bert_sha;
@@ -693,9 +693,9 @@ TEST_F(HfSingleFileTest, ARepoOfOneWeightFileIsThatFileInItsCategory) {
     ASSERT_TRUE(rep.ok());
     auto txn = s.catalog().read();
     for (const auto& [key, sha, ext] :
-         {std::tuple{"lora/org/detail-lora/detail_tweaker", lora_sha, ".safetensors"},
-          std::tuple{"vae/org/sdxl-vae/sdxl_vae", vae_sha, ".safetensors"},
-          std::tuple{"diffusion_model/city/flux-gguf/flux1-dev-Q4_K_S", gguf_sha, ".gguf"}}) {
+         {std::tuple{"lora/org/detail-lora/detail_tweaker.safetensors", lora_sha, ".safetensors"},
+          std::tuple{"vae/org/sdxl-vae/sdxl_vae.safetensors", vae_sha, ".safetensors"},
+          std::tuple{"diffusion_model/city/flux-gguf/flux1-dev-Q4_K_S.gguf", gguf_sha, ".gguf"}}) {
         auto m = txn.get_model(key);
         ASSERT_TRUE(m) << key;
         ASSERT_EQ(m->versions.size(), 1u);
@@ -708,7 +708,7 @@ TEST_F(HfSingleFileTest, ARepoOfOneWeightFileIsThatFileInItsCategory) {
         // Zero copy, as for trees: the store's blob is the cache's file.
         struct stat a, b;
         ASSERT_EQ(::stat(s.blobs().path_of(*v.blob).c_str(), &a), 0);
-        const std::string repo = key == std::string("vae/org/sdxl-vae/sdxl_vae")
+        const std::string repo = key == std::string("vae/org/sdxl-vae/sdxl_vae.safetensors")
                                      ? "models--org--sdxl-vae"
                                  : ext == std::string(".gguf") ? "models--city--flux-gguf"
                                                                : "models--org--detail-lora";
@@ -717,7 +717,7 @@ TEST_F(HfSingleFileTest, ARepoOfOneWeightFileIsThatFileInItsCategory) {
     }
     // The README and config are left out, and the report says so.
     for (const auto& it : rep.items)
-        if (it.model_key == "lora/org/detail-lora/detail_tweaker") {
+        if (it.model_key == "lora/org/detail-lora/detail_tweaker.safetensors") {
             EXPECT_EQ(it.files, 1u);
             EXPECT_NE(it.detail.find("left out: README.md, config.json"), std::string::npos)
                 << it.detail;

@@ -462,7 +462,7 @@ TEST_F(RootSafe, ImportOfAUsersFolderNeverFollowsItsLinks) {
     EXPECT_NE(failed.find("evil.pt: a symbolic link, not followed"), std::string::npos) << failed;
     EXPECT_NE(failed.find("linked: a symbolic link, not followed"), std::string::npos) << failed;
     EXPECT_NE(failed.find("not readable by uid 1001"), std::string::npos) << failed;
-    EXPECT_TRUE(store.catalog().read().get_model("vae/ok"));
+    EXPECT_TRUE(store.catalog().read().get_model("vae/ok.pt"));
     secret->expect_untouched("after import");
     expect_nowhere(store_root, secret->model_content(), "after import");
 }

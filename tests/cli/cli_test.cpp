@@ -31,7 +31,7 @@ void put_raw(const fs::path& p, const std::string& bytes) {
 }
 
 class Cli : public ::testing::Test {
-protected:
+  protected:
     TempDir dir{"modelfs-cli"};
     fs::path store = dir / "store";
 
@@ -129,7 +129,7 @@ TEST_F(Cli, ImportListShowStatsJson) {
     auto spec = modelfs::testing::kohya_lora(7);
     put(dir / "tool" / "models" / "loras" / "style.safetensors", spec);
     put(dir / "tool" / "models" / "checkpoints" / "base.safetensors",
-                      modelfs::testing::sd15_checkpoint(8));
+        modelfs::testing::sd15_checkpoint(8));
     fs::copy_file(dir / "tool" / "models" / "loras" / "style.safetensors",
                   dir / "tool" / "models" / "loras" / "style-copy.safetensors");
     write_text_file(dir / "tool" / "models" / "loras" / "style.civitai.info", "{}");
@@ -142,7 +142,8 @@ TEST_F(Cli, ImportListShowStatsJson) {
     json ls = mfs_json({"ls"});
     std::set<std::string> keys;
     for (const auto& m : ls) keys.insert(m["model"]);
-    EXPECT_EQ(keys, (std::set<std::string>{"checkpoint/base", "lora/style", "lora/style-copy"}));
+    EXPECT_EQ(keys, (std::set<std::string>{"checkpoint/base.safetensors", "lora/style.safetensors",
+                                           "lora/style-copy.safetensors"}));
 
     std::string sha = sha256_hex_of_file(dir / "tool" / "models" / "loras" / "style.safetensors");
     json show = mfs_json({"show", "lora/style"});
@@ -155,7 +156,8 @@ TEST_F(Cli, ImportListShowStatsJson) {
     json by_prefix = mfs_json({"show", sha.substr(0, 10)});
     EXPECT_EQ(by_prefix["file"]["sha256"], sha);
     EXPECT_EQ(by_prefix["models"].size(), 2u);
-    json by_path = mfs_json({"show", (dir / "tool" / "models" / "loras" / "style.safetensors").string()});
+    json by_path =
+        mfs_json({"show", (dir / "tool" / "models" / "loras" / "style.safetensors").string()});
     EXPECT_TRUE(by_path["in_store"].get<bool>());
     EXPECT_EQ(by_path["file"]["sha256"], sha);
 
@@ -209,7 +211,7 @@ TEST_F(Cli, MalformedSafetensorsIsRefusedAndStoreStaysValid) {
     EXPECT_NE(r.err.find("header"), std::string::npos) << r.err;
     json ls = mfs_json({"ls"});
     ASSERT_EQ(ls.size(), 1u);
-    EXPECT_EQ(ls[0]["model"], "lora/good");
+    EXPECT_EQ(ls[0]["model"], "lora/good.safetensors");
     json v = mfs_json({"verify"});
     EXPECT_TRUE(v["ok"].get<bool>());
     EXPECT_TRUE(v["notes"].empty()) << v.dump();
@@ -246,7 +248,7 @@ TEST_F(Cli, UnreadableFileIsNamedAndSkipped) {
     EXPECT_NE(r.err.find("Permission denied"), std::string::npos) << r.err;
     json ls = mfs_json({"ls"});
     ASSERT_EQ(ls.size(), 1u);
-    EXPECT_EQ(ls[0]["model"], "vae/ok");
+    EXPECT_EQ(ls[0]["model"], "vae/ok.pt");
 }
 
 TEST_F(Cli, VerifyQuarantinesCorruptBlobAndFails) {
@@ -298,7 +300,10 @@ TEST_F(Cli, MoveAcrossFilesystemsCopiesVerifiesThenDeletes) {
     const char* old = std::getenv("TMPDIR");
     setenv("TMPDIR", "/dev/shm", 1);
     TempDir other("modelfs-move");
-    if (old) setenv("TMPDIR", old, 1); else unsetenv("TMPDIR");
+    if (old)
+        setenv("TMPDIR", old, 1);
+    else
+        unsetenv("TMPDIR");
     fs::path src = other / "loras" / "far.safetensors";
     put(src, modelfs::testing::kohya_lora(21));
     std::string sha = sha256_hex_of_file(src);
@@ -315,7 +320,7 @@ TEST_F(Cli, MoveOnOneFilesystemIsARename) {
     struct stat before;
     ASSERT_EQ(::stat(src.c_str(), &before), 0);
     json imp = mfs_json({"import", "--move", src.string()});
-    EXPECT_EQ(imp["items"][0]["model"], "vae/v");
+    EXPECT_EQ(imp["items"][0]["model"], "vae/v.safetensors");
     EXPECT_FALSE(fs::exists(src));
     fs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
     struct stat after;

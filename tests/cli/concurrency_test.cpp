@@ -28,8 +28,12 @@ TEST(Concurrency, TwoImportersStoreEachContentOnce) {
                                                   : dir / "B" / "checkpoints" / name));
     }
     CliResult ra, rb;
-    std::thread ta([&] { ra = run_modelfs({"--store", store.string(), "import", (dir / "A").string()}); });
-    std::thread tb([&] { rb = run_modelfs({"--store", store.string(), "import", (dir / "B").string()}); });
+    std::thread ta([&] {
+        ra = run_modelfs({"--store", store.string(), "import", (dir / "A").string()});
+    });
+    std::thread tb([&] {
+        rb = run_modelfs({"--store", store.string(), "import", (dir / "B").string()});
+    });
     ta.join();
     tb.join();
     EXPECT_EQ(ra.exit_code, 0) << ra.err;

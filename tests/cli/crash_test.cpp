@@ -33,7 +33,8 @@ std::map<std::string, std::string> make_tree(const fs::path& root, std::uint64_t
         add("models/checkpoints/c" + std::to_string(i) + ".ckpt", 6 << 20, seed * 100 + 50 + i);
     add("models/loras/dup-of-l1.ckpt", 2 << 20, seed * 100 + 1);
     add("models/diffusers/pipe/model_index.json", 200, seed * 100 + 70);
-    add("models/diffusers/pipe/unet/diffusion_pytorch_model.safetensors.bin", 3 << 20, seed * 100 + 71);
+    add("models/diffusers/pipe/unet/diffusion_pytorch_model.safetensors.bin", 3 << 20,
+        seed * 100 + 71);
     add("models/diffusers/pipe/vae/diffusion_pytorch_model.bin", 1 << 20, seed * 100 + 72);
     return sha_by_rel;
 }
@@ -177,8 +178,9 @@ TEST(CrashSafety, KilledMoveImportNeverLosesAUserFile) {
                 if (v.contains("sha256")) stored[v["source"]] = v["sha256"];
                 if (v.contains("files"))
                     for (const auto& f : v["files"])
-                        stored[(fs::path(v["source"].get<std::string>()) / f["path"].get<std::string>()).string()] =
-                            f["sha256"];
+                        stored[(fs::path(v["source"].get<std::string>()) /
+                                f["path"].get<std::string>())
+                                   .string()] = f["sha256"];
             }
         }
         std::size_t at_origin = 0;

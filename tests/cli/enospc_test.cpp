@@ -15,7 +15,7 @@ using nlohmann::json;
 namespace {
 
 class FullDisk : public ::testing::Test {
-protected:
+  protected:
     TempDir dir{"modelfs-enospc"};
     fs::path mnt = dir / "small";
     fs::path store = mnt / "store";
@@ -49,7 +49,7 @@ TEST_F(FullDisk, TooBigFileFailsCleanlyAndOthersImport) {
     CliResult ls = mfs({"--json", "ls"});
     auto models = json::parse(ls.out);
     ASSERT_EQ(models.size(), 1u);
-    EXPECT_EQ(models[0]["model"], "lora/small");
+    EXPECT_EQ(models[0]["model"], "lora/small.ckpt");
     EXPECT_TRUE(fs::is_empty(store / "staging")) << "no half-written file left behind";
     CliResult v = mfs({"--json", "verify"});
     EXPECT_EQ(v.exit_code, 0) << v.out;

@@ -196,7 +196,7 @@ TEST_F(ExplainCli, LockCanSkipRemotesWithoutAHash) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const json lock = json::parse(r.out);
     ASSERT_EQ(lock["models"].size(), 1u);
-    EXPECT_EQ(lock["models"][0]["model"], "lora/style");
+    EXPECT_EQ(lock["models"][0]["model"], "lora/style.safetensors");
     EXPECT_HAS(r.err, "lora/remote");
     EXPECT_HAS(r.err, "left out of the lock");
 }

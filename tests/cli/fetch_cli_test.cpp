@@ -73,7 +73,7 @@ TEST_F(FetchCli, AddAsksTheServerForTheSizeAndDownloadsNothing) {
     serve("a.safetensors", 5000, 1);
     CliResult r = mfs({"add", nginx.url("a.safetensors"), "--as", "lora/sdxl/a"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_NE(r.out.find("added  lora/sdxl/a@v1"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("added  lora/sdxl/a.safetensors@v1"), std::string::npos) << r.out;
     // nginx states no hash: said plainly, not glossed over.
     EXPECT_NE(r.out.find("no known SHA-256"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("hashed at the first download"), std::string::npos) << r.out;
@@ -81,7 +81,7 @@ TEST_F(FetchCli, AddAsksTheServerForTheSizeAndDownloadsNothing) {
         EXPECT_EQ(line.find("GET"), std::string::npos) << "a body was requested: " << line;
     json ls = models();
     ASSERT_EQ(ls.size(), 1u);
-    EXPECT_EQ(ls[0]["model"], "lora/sdxl/a");
+    EXPECT_EQ(ls[0]["model"], "lora/sdxl/a.safetensors");
     EXPECT_EQ(ls[0]["size"], 5000);
     EXPECT_EQ(ls[0]["ext"], ".safetensors");
     EXPECT_EQ(ls[0]["state"], "remote");
@@ -256,7 +256,7 @@ TEST_F(FetchCli, FetchBringsEverythingInAndOneFailureSpoilsNothingElse) {
     EXPECT_NE(r.out.find("fetched 3 file(s)"), std::string::npos) << r.out;
     json ls = models();
     for (const auto& m : ls) {
-        if (m["model"] == "lora/missing") {
+        if (m["model"] == "lora/missing.safetensors") {
             EXPECT_EQ(m["state"], "remote");
             continue;
         }
@@ -267,7 +267,7 @@ TEST_F(FetchCli, FetchBringsEverythingInAndOneFailureSpoilsNothingElse) {
     }
     json st = mfs_json({"status"});
     ASSERT_EQ(st["failed"].size(), 1u);
-    EXPECT_EQ(st["failed"][0]["name"], "lora/missing");
+    EXPECT_EQ(st["failed"][0]["name"], "lora/missing.safetensors");
     EXPECT_FALSE(st["failed"][0]["error"].get<std::string>().empty());
     EXPECT_GT(st["failed"][0]["failed_at"].get<std::int64_t>(), 0);
     EXPECT_EQ(st["present"]["blobs"], 3);
@@ -294,7 +294,7 @@ TEST_F(FetchCli, FetchSelectsByPatternAndRefusesPatternsThatMatchNothing) {
     EXPECT_NE(none.err.find("lora/nope*"), std::string::npos) << none.err;
     json r = mfs_json({"fetch", "lora/*", "--limit-rate", "10M"});
     EXPECT_EQ(r["fetched"].size(), 1u);
-    EXPECT_EQ(r["fetched"][0]["name"], "lora/p");
+    EXPECT_EQ(r["fetched"][0]["name"], "lora/p.safetensors");
     EXPECT_EQ(nginx.requests_for("q.safetensors"), 1u) << "only the add's HEAD";
 }
 

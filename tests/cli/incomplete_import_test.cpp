@@ -49,7 +49,7 @@ TEST(CliIncompleteImport, TruncatedAndEmptyFilesFailWithTheirReasonAndTheRestIsI
     ASSERT_EQ(r.exit_code, 0) << r.err;
     std::set<std::string> names;
     for (const auto& m : json::parse(r.out)) names.insert(m.value("name", ""));
-    EXPECT_EQ(names, (std::set<std::string>{"good_st", "good_gguf"})) << r.out;
+    EXPECT_EQ(names, (std::set<std::string>{"good_st.safetensors", "good_gguf.gguf"})) << r.out;
 }
 
 }  // namespace

@@ -180,15 +180,15 @@ TEST_F(NamesCli, OneBadNameInTheCatalogNeverBreaksJsonOrLock) {
                        (dir / (std::string(n) + ".pt")).string()})
                       .exit_code,
                   0);
-    rename_in_catalog("lora/b", "bad\xff");
-    rename_in_catalog("lora/c", "esc\x1b[2J");
+    rename_in_catalog("lora/b.pt", "bad\xff");
+    rename_in_catalog("lora/c.pt", "esc\x1b[2J");
 
     CliResult r = mfs({"--json", "ls"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     // The bytes that are not UTF-8 as PEP 383 escapes, the rest as JSON writes it.
     EXPECT_NE(r.out.find(R"("lora/bad\udcff")"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find(R"("lora/esc\u001b[2J")"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find(R"("lora/a")"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(R"("lora/a.pt")"), std::string::npos) << r.out;
 
     for (std::vector<std::string> args :
          {std::vector<std::string>{"--json", "status"}, {"--json", "show", "lora/bad\xff"}}) {
@@ -206,10 +206,47 @@ TEST_F(NamesCli, OneBadNameInTheCatalogNeverBreaksJsonOrLock) {
     EXPECT_EQ(lock.exit_code, 0) << lock.err;
     json l = json::parse(lock.out);
     ASSERT_EQ(l["models"].size(), 1u) << lock.out;
-    EXPECT_EQ(l["models"][0]["model"], "lora/a");
+    EXPECT_EQ(l["models"][0]["model"], "lora/a.pt");
     EXPECT_NE(lock.err.find("left out of the lock"), std::string::npos) << lock.err;
     EXPECT_NE(lock.err.find("bad\\xff"), std::string::npos) << lock.err;
     EXPECT_EQ(lock.err.find('\x1b'), std::string::npos) << lock.err;
+}
+
+// Issue 16 finding 2: foo.safetensors and foo.pt are two models; the CLI takes an exact name
+// first, then a stem when one model has it, and says which models a stem of several names.
+TEST_F(NamesCli, AStemOfSeveralModelsIsAnErrorNamingThemAndAUniqueStemResolves) {
+    write_safetensors(dir / "foo.safetensors", kohya_lora(1));
+    write_random_file(dir / "foo.pt", 1000, 2);
+    write_random_file(dir / "bar.pt", 1000, 3);
+    CliResult r = mfs({"import", "--category", "lora", (dir / "foo.safetensors").string(),
+                       (dir / "foo.pt").string(), (dir / "bar.pt").string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (std::vector<std::string> args : {std::vector<std::string>{"show", "foo"},
+                                          {"show", "lora/foo"},
+                                          {"use", "foo@v1"},
+                                          {"versions", "foo"}}) {
+        r = mfs(args);
+        EXPECT_NE(r.exit_code, 0) << args[0] << " " << args[1] << " resolved: " << r.out;
+        const std::string stem = args[1].substr(0, args[1].find('@'));
+        for (const std::string& want :
+             {"'" + stem + "' is ", std::string("lora/foo.safetensors"), std::string("lora/foo.pt"),
+              std::string("; give the extension")})
+            EXPECT_NE(r.err.find(want), std::string::npos) << want << " not in: " << r.err;
+    }
+    for (const char* exact : {"foo.pt", "lora/foo.safetensors"}) {
+        r = mfs({"--json", "show", exact});
+        ASSERT_EQ(r.exit_code, 0) << exact << ": " << r.err;
+        EXPECT_EQ(json::parse(r.out)["model"],
+                  std::string(exact).starts_with("lora/") ? exact : std::string("lora/") + exact);
+    }
+    // One model of that stem: the stem names it, printed once with its extension.
+    r = mfs({"--json", "show", "bar"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out)["model"], "lora/bar.pt");
+    r = mfs({"show", "bar"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("lora/bar.pt"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("bar.pt.pt"), std::string::npos) << r.out;
 }
 
 TEST_F(NamesCli, ShowEscapesSafetensorsMetadata) {
@@ -244,7 +281,7 @@ TEST_F(NamesCli, LockOutputCarriesNoSecretsUnlessAsked) {
         EXPECT_EQ(text.find(secret), std::string::npos) << secret << " in " << text;
     json l = json::parse(text);
     ASSERT_EQ(l["models"].size(), 2u);
-    EXPECT_EQ(l["models"][0]["model"], "lora/public");
+    EXPECT_EQ(l["models"][0]["model"], "lora/public.safetensors");
     EXPECT_EQ(l["models"][0]["sources"][0], "http://127.0.0.1:9/pub.safetensors?download=1");
     EXPECT_FALSE(l["models"][0].contains("secrets_removed"));
     EXPECT_EQ(l["models"][1]["sources"][0], "http://127.0.0.1:9/x.safetensors?download=1");
@@ -273,7 +310,7 @@ TEST_F(NamesCli, LockOutputCarriesNoSecretsUnlessAsked) {
     CliResult ols = mfs({"--json", "ls"}, other);
     json models = json::parse(ols.out);
     ASSERT_EQ(models.size(), 1u) << ols.out;
-    EXPECT_EQ(models[0]["model"], "lora/public");
+    EXPECT_EQ(models[0]["model"], "lora/public.safetensors");
     const fs::path third = dir / "third";
     ASSERT_EQ(mfs({"init"}, third).exit_code, 0);
     CliResult b = mfs({"apply", (dir / "secret.lock").string()}, third);

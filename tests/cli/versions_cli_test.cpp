@@ -87,7 +87,7 @@ TEST_F(VersionsCli, ImportingChangedContentAddsAVersion) {
     import_version("foo", 2);  // the same content again: no third version
 
     json j = versions("foo");
-    EXPECT_EQ(j["model"], "checkpoint/foo");
+    EXPECT_EQ(j["model"], "checkpoint/foo.ckpt");
     ASSERT_EQ(j["versions"].size(), 2u) << j;
     EXPECT_EQ(j["versions"][0]["label"], "v1");
     EXPECT_EQ(j["versions"][0]["sha256"], a);
@@ -97,9 +97,9 @@ TEST_F(VersionsCli, ImportingChangedContentAddsAVersion) {
     EXPECT_EQ(j["versions"][1]["current"], true);
     EXPECT_EQ(j["current"], "v2");
 
-    CliResult r = mfs({"versions", "checkpoint/foo"});
+    CliResult r = mfs({"versions", "checkpoint/foo.ckpt"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_HAS(r.out, "checkpoint/foo\n");
+    EXPECT_HAS(r.out, "checkpoint/foo.ckpt\n");
     EXPECT_HAS(r.out, "* v2");
     EXPECT_HAS(r.out, b.substr(0, 10));
     EXPECT_HAS(r.out, a.substr(0, 10));
@@ -115,7 +115,7 @@ TEST_F(VersionsCli, UseAndRollback) {
 
     CliResult r = mfs({"use", "foo@v1"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_HAS(r.out, "checkpoint/foo: current is now v1 (was v2)");
+    EXPECT_HAS(r.out, "checkpoint/foo.ckpt: current is now v1 (was v2)");
     EXPECT_EQ(current("foo"), "v1");
     // The hash of the current version is what `ls` shows.
     json ls = mfs_json({"ls"});
@@ -172,7 +172,7 @@ TEST_F(VersionsCli, PinAndUnpinNameARealView) {
 
     CliResult r = mfs({"pin", "foo@v1", "--view", "ComfyUI"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_HAS(r.out, "checkpoint/foo: pinned in view comfyui is now v1");
+    EXPECT_HAS(r.out, "checkpoint/foo.ckpt: pinned in view comfyui is now v1");
     json j = versions("foo");
     EXPECT_EQ(j["pins"], json({{"comfyui", "v1"}})) << j;
     EXPECT_EQ(j["versions"][0]["pinned_in"], json::array({"comfyui"}));
@@ -237,13 +237,13 @@ TEST_F(VersionsCli, RetainNeverDropsCurrentPinnedOrLockedAndGcRemovesOnlyWhatIsU
     // A dry run changes nothing.
     json dry = mfs_json({"retain", "--keep", "1", "--dry-run"});
     ASSERT_EQ(dry["dropped"].size(), 1u) << dry;
-    EXPECT_EQ(dry["dropped"][0]["model"], "checkpoint/foo");
+    EXPECT_EQ(dry["dropped"][0]["model"], "checkpoint/foo.ckpt");
     EXPECT_EQ(dry["dropped"][0]["label"], "v4");
     EXPECT_EQ(labels("foo").size(), 5u);
 
     r = mfs({"retain", "--keep", "1"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_HAS(r.out, "dropped checkpoint/foo@v4");
+    EXPECT_HAS(r.out, "dropped checkpoint/foo.ckpt@v4");
     EXPECT_HAS(r.out, "`modelfs gc` can now free 4.0 KiB");
     EXPECT_EQ(labels("foo"), (std::vector<std::string>{"v1", "v2", "v3", "v5"}));
     EXPECT_EQ(current("foo"), "v2");
@@ -439,24 +439,25 @@ TEST_F(VersionsCli, ALockFileCarriesVersionsToAnotherStore) {
 
     r = mfs({"apply", lock.string()}, {}, b);
     EXPECT_EQ(r.exit_code, 1) << "only-in-a has no source: that model fails\n" << r.out << r.err;
-    EXPECT_HAS(r.err, "checkpoint/only-in-a");
+    EXPECT_HAS(r.err, "checkpoint/only-in-a.ckpt");
     json applied = mfs_json({"apply", lock.string()}, 1, b);
     std::map<std::string, std::string> outcome;
     for (const auto& it : applied["items"]) outcome[it["model"]] = it["outcome"];
-    EXPECT_EQ(outcome["checkpoint/foo"], "unchanged");  // the first apply made it current
-    EXPECT_EQ(outcome["lora/remote"], "unchanged");
-    EXPECT_EQ(outcome["checkpoint/only-in-a"], "failed");
+    EXPECT_EQ(outcome["checkpoint/foo.ckpt"], "unchanged");  // the first apply made it current
+    EXPECT_EQ(outcome["lora/remote.safetensors"], "unchanged");
+    EXPECT_EQ(outcome["checkpoint/only-in-a.ckpt"], "failed");
 
     // The same hashes are current in B as in A.
     json ls_b = mfs_json({"ls"}, 0, b);
     std::map<std::string, json> by_model;
     for (const auto& m : ls_b) by_model[m["model"]] = m;
-    ASSERT_TRUE(by_model.count("checkpoint/foo")) << ls_b;
-    EXPECT_EQ(by_model["checkpoint/foo"]["sha256"], a1);
-    ASSERT_TRUE(by_model.count("lora/remote")) << ls_b;
-    EXPECT_EQ(by_model["lora/remote"]["sha256"], remote_sha);
-    EXPECT_EQ(by_model["lora/remote"]["state"], "remote") << "registered, not downloaded";
-    EXPECT_FALSE(by_model.count("checkpoint/only-in-a"));
+    ASSERT_TRUE(by_model.count("checkpoint/foo.ckpt")) << ls_b;
+    EXPECT_EQ(by_model["checkpoint/foo.ckpt"]["sha256"], a1);
+    ASSERT_TRUE(by_model.count("lora/remote.safetensors")) << ls_b;
+    EXPECT_EQ(by_model["lora/remote.safetensors"]["sha256"], remote_sha);
+    EXPECT_EQ(by_model["lora/remote.safetensors"]["state"], "remote")
+        << "registered, not downloaded";
+    EXPECT_FALSE(by_model.count("checkpoint/only-in-a.ckpt"));
 
     // B registered the lock, and what was registered lazily downloads from A's source.
     json locks = mfs_json({"locks"}, 0, b);

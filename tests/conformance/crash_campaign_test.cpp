@@ -409,12 +409,12 @@ class MountCrash : public CrashCampaign {
     static bool is_checkpoint(const std::string& rel) {
         return rel.find("/checkpoints/") != std::string::npos;
     }
-    // The catalog key of a model path: comfyui/loras/crash/m1.safetensors -> lora/crash/m1.
+    // The catalog key of a model path, the file's name with its extension:
+    // comfyui/loras/crash/m1.safetensors -> lora/crash/m1.safetensors.
     static std::string key_of(const std::string& rel) {
         std::string cat = is_checkpoint(rel) ? "checkpoint" : "lora";
         auto slash = rel.find('/', rel.find('/') + 1);
-        std::string name = rel.substr(slash + 1);
-        return cat + "/" + name.substr(0, name.size() - std::string(".safetensors").size());
+        return cat + "/" + rel.substr(slash + 1);
     }
     bool is_junk(const std::optional<std::string>& sha) const { return sha && !known.count(*sha); }
     // short_sha, and what the content is when it was written whole ("written in round 3").

@@ -577,7 +577,7 @@ TEST_F(LazyMountTest, WritingOverARemoteModel) {
     const std::string mine_sha = sha256_hex_of_file(dir / "mine.safetensors");
     ASSERT_TRUE(eventually([&] {
         modelfs::Store s = modelfs::Store::open(store);
-        auto model = s.catalog().read().get_model("lora/far");
+        auto model = s.catalog().read().get_model("lora/far.safetensors");
         return model && model->current_version().blob &&
                model->current_version().blob->hex() == mine_sha;
     }));

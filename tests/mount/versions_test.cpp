@@ -323,7 +323,7 @@ TEST_F(VersionsMount, RollbackIsSeenByAnOpenMountWhileOpenFilesKeepTheirBytes) {
     ASSERT_GE(old_fd, 0);
     {
         modelfs::Store s = modelfs::Store::open(store);
-        auto change = s.use_version("checkpoint/base", "v1");
+        auto change = s.use_version("checkpoint/base.safetensors", "v1");
         EXPECT_TRUE(change.changed);
     }
     EXPECT_TRUE(eventually([&] { return sha_or_error(f) == base1; }));
@@ -336,7 +336,7 @@ TEST_F(VersionsMount, RollbackIsSeenByAnOpenMountWhileOpenFilesKeepTheirBytes) {
 
     {
         modelfs::Store s = modelfs::Store::open(store);
-        auto change = s.rollback("checkpoint/base");
+        auto change = s.rollback("checkpoint/base.safetensors");
         EXPECT_EQ(change.to_label, "fp16");
     }
     EXPECT_TRUE(eventually([&] { return sha_or_error(f) == base2; }));
@@ -352,7 +352,7 @@ TEST_F(VersionsMount, PinAndUnpinAreSeenPerView) {
     ASSERT_GE(old_fd, 0);
     {
         modelfs::Store s = modelfs::Store::open(store);
-        s.pin("checkpoint/base", "v1", "a1111");
+        s.pin("checkpoint/base.safetensors", "v1", "a1111");
     }
     EXPECT_TRUE(eventually([&] { return sha_or_error(a1111) == base1; }));
     EXPECT_EQ(sha_or_error(comfy), base2) << "a pin holds for its own view only";
@@ -360,7 +360,7 @@ TEST_F(VersionsMount, PinAndUnpinAreSeenPerView) {
     ::close(old_fd);
     {
         modelfs::Store s = modelfs::Store::open(store);
-        EXPECT_TRUE(s.unpin("checkpoint/base", "a1111"));
+        EXPECT_TRUE(s.unpin("checkpoint/base.safetensors", "a1111"));
     }
     EXPECT_TRUE(eventually([&] { return sha_or_error(a1111) == base2; }));
 }
@@ -477,7 +477,7 @@ TEST_F(VersionsMount, TouchInAPinnedViewSetsThePinnedFilesMtime) {
 TEST_F(VersionsMount, PinAppliesInSingleViewMode) {
     {
         modelfs::Store s = modelfs::Store::open(store);
-        s.pin("lora/sdxl/style", "v1", "comfyui");
+        s.pin("lora/sdxl/style.safetensors", "v1", "comfyui");
     }
     Mount m(store, mnt, {"--view", "comfyui"});
     ASSERT_TRUE(m.ok());
@@ -490,7 +490,7 @@ TEST_F(VersionsMount, LockedMountShowsTheLockedVersionsWhateverIsCurrent) {
     {
         modelfs::Store s = modelfs::Store::open(store);
         auto txn = s.catalog().read();
-        auto base = txn.get_model("checkpoint/base");
+        auto base = txn.get_model("checkpoint/base.safetensors");
         ASSERT_TRUE(base);
         auto v1 = modelfs::find_version(*base, "v1");
         ASSERT_TRUE(v1);
@@ -520,8 +520,8 @@ TEST_F(VersionsMount, LockedMountShowsTheLockedVersionsWhateverIsCurrent) {
         mtime_ns(mnt / "comfyui" / "checkpoints" / "base.safetensors");
     {
         modelfs::Store s = modelfs::Store::open(store);
-        s.use_version("checkpoint/base", "v1");
-        s.use_version("checkpoint/base", "fp16");
+        s.use_version("checkpoint/base.safetensors", "v1");
+        s.use_version("checkpoint/base.safetensors", "fp16");
         changed_ns = s.catalog().read().category_changed_ns(modelfs::Category::checkpoint);
     }
     fs::path folder = mnt / "comfyui" / "checkpoints";
@@ -555,7 +555,7 @@ TEST_F(VersionsMount, RetainAndGcSpareAVersionAnOpenMountReads) {
         auto kept = s.retain(1, /*dry_run=*/false);
         bool dropped_v1 = false;
         for (const auto& d : kept.dropped)
-            dropped_v1 = dropped_v1 || (d.model_key == "checkpoint/base" && d.label == "v1");
+            dropped_v1 = dropped_v1 || (d.model_key == "checkpoint/base.safetensors" && d.label == "v1");
         EXPECT_TRUE(dropped_v1);
         auto gc = s.gc(/*dry_run=*/false);
         EXPECT_GE(gc.skipped_open, 1u);
@@ -675,7 +675,7 @@ class VersionTree : public ::testing::Test {
     Model two_versions() {
         Model m;
         m.category = Category::checkpoint;
-        m.name = "sub/base";
+        m.name = "sub/base.safetensors";
         m.versions = {file_version("v1", 'a', 1'000), file_version("v2", 'b', 2'000)};
         m.versions[0].sidecars = {{".preview.png", hx('c'), 5}};
         m.current = 1;
@@ -702,7 +702,7 @@ TEST_F(VersionTree, AliasNodesAreReadOnlyStableAndCarryTheirVersion) {
     EXPECT_TRUE(n->read_only);
     EXPECT_EQ(n->blob, hx('a'));
     EXPECT_EQ(n->version, "v1");
-    EXPECT_EQ(n->model_key, "checkpoint/sub/base");
+    EXPECT_EQ(n->model_key, "checkpoint/sub/base.safetensors");
     EXPECT_EQ(n->mode & 0222, 0u);
     EXPECT_EQ(n->ino, ViewTree::file_ino("comfyui/checkpoints/sub/base@v1.safetensors", hx('a')));
     EXPECT_EQ(n->mtime_ns, 1'000'000'000'000);
@@ -778,21 +778,21 @@ TEST_F(VersionTree, LockShowsLockedVersionsOnlyAndReportsMissingOnes) {
     Model m = two_versions();
     put(m);
     Model other = two_versions();
-    other.name = "other";
+    other.name = "other.safetensors";
     put(other);
     modelfs::LockFile lock;
     modelfs::LockedModel locked;
     locked.category = Category::checkpoint;
-    locked.name = "sub/base";
+    locked.name = "sub/base.safetensors";
     locked.label = "v1";
     locked.ext = ".safetensors";
     locked.content_id = hx('a');
     lock.models.push_back(locked);
     modelfs::LockedModel gone = locked;
-    gone.name = "gone";
+    gone.name = "gone.safetensors";
     lock.models.push_back(gone);
     modelfs::LockedModel unknown_version = locked;
-    unknown_version.name = "other";
+    unknown_version.name = "other.safetensors";
     unknown_version.label = "v9";
     unknown_version.content_id = hx('f');
     lock.models.push_back(unknown_version);
@@ -802,7 +802,8 @@ TEST_F(VersionTree, LockShowsLockedVersionsOnlyAndReportsMissingOnes) {
     EXPECT_EQ(at(t, "a1111/Stable-diffusion/sub/base.safetensors")->blob, hx('a'));
     EXPECT_FALSE(at(t, "comfyui/checkpoints/other.safetensors"));
     EXPECT_EQ(std::set<std::string>(t.missing_locked().begin(), t.missing_locked().end()),
-              (std::set<std::string>{"checkpoint/gone@v1", "checkpoint/other@v9"}));
+              (std::set<std::string>{"checkpoint/gone.safetensors@v1",
+                                     "checkpoint/other.safetensors@v9"}));
 }
 
 // Version aliases add no nodes, so a catalog with several versions per model costs its tree
@@ -813,7 +814,7 @@ TEST_F(VersionTree, ManyVersionsAddNoNodes) {
         for (int i = 0; i < 10'000; ++i) {
             Model m;
             m.category = i % 2 ? Category::lora : Category::checkpoint;
-            m.name = "m" + std::to_string(i);
+            m.name = "m" + std::to_string(i) + ".safetensors";
             for (std::size_t k = 0; k < versions; ++k)
                 m.versions.push_back(file_version("v" + std::to_string(k + 1),
                                                   "0123456789abcdef"[(i + k) % 16], 1'000));

@@ -120,6 +120,40 @@ TEST_F(MountWriteTest, ModelsSavedInNewFoldersAreCataloguedAndShared) {
         fs::exists(mnt / "comfyui" / "checkpoints" / "diffusion_models" / "flux.safetensors"));
 }
 
+// Issue 16 finding 2: a file's name, extension included, is its identity in a folder. A .pt
+// saved beside foo.safetensors used to become v2 of it, and the .safetensors vanished.
+TEST_F(MountWriteTest, APtSavedBesideASafetensorsIsAnotherModel) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    const fs::path loras = mnt / "comfyui" / "loras";
+    const std::string st = make(dir / "foo.safetensors", kohya_lora(11));
+    fs::copy_file(dir / "foo.safetensors", loras / "foo.safetensors");
+    ASSERT_TRUE(eventually([&] { return catalogued("lora/foo.safetensors", st); }));
+    write_random_file(dir / "foo.pt", 70'000, 5);
+    const std::string pt = sha256_hex_of_file(dir / "foo.pt");
+    fs::copy_file(dir / "foo.pt", loras / "foo.pt");
+    ASSERT_TRUE(eventually([&] { return catalogued("lora/foo.pt", pt); }));
+
+    // Both listed, each with its own bytes, in every view that reads the folder.
+    for (const fs::path& d : {loras, mnt / "a1111" / "Lora"}) {
+        EXPECT_EQ(sha256_hex_of_file(d / "foo.safetensors"), st) << d;
+        EXPECT_EQ(sha256_hex_of_file(d / "foo.pt"), pt) << d;
+    }
+    for (const auto& [key, sha] : {std::pair{std::string("lora/foo.safetensors"), st},
+                                   std::pair{std::string("lora/foo.pt"), pt}}) {
+        CliResult r = run_modelfs({"--store", store.string(), "--json", "versions", key});
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        const json j = json::parse(r.out);
+        EXPECT_EQ(j["model"], key);
+        ASSERT_EQ(j["versions"].size(), 1u) << r.out;
+        EXPECT_EQ(j["versions"][0]["sha256"], sha);
+    }
+    // "foo" alone names two models: the CLI says which.
+    CliResult amb = run_modelfs({"--store", store.string(), "show", "lora/foo"});
+    EXPECT_NE(amb.exit_code, 0);
+    EXPECT_NE(amb.err.find("give the extension"), std::string::npos) << amb.err;
+}
+
 TEST_F(MountWriteTest, SameContentInTwoViewsIsStoredOnce) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());

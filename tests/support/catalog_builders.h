@@ -9,6 +9,7 @@
 
 #include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/catalog.h"
+#include "modelfs/store/model_name.h"
 
 namespace modelfs::testing {
 
@@ -25,12 +26,12 @@ inline layouts::ViewLayout layout(std::string_view name) {
     return *l;
 }
 
-// A model with one single-file version "v1".
+// A model with one single-file version "v1", named `name` with the extension (model_name.h).
 inline Model file_model(Category c, std::string name, std::string ext, const Sha256& blob,
                         std::uint64_t size, std::int64_t added = 1'000) {
     Model m;
     m.category = c;
-    m.name = std::move(name);
+    m.name = single_file_name(name, ext).name;
     ModelVersion v;
     v.label = "v1";
     v.added = added;

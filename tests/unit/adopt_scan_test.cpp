@@ -436,7 +436,7 @@ TEST(AdoptScan, ModelsSidecarsAndPlainFilesOfA1111) {
     touch(m / "Stable-diffusion/a.yaml");
     touch(m / "Stable-diffusion/a.vae.safetensors");  // excluded name
     touch(m / "Stable-diffusion/b.ckpt");
-    touch(m / "Stable-diffusion/b.safetensors");  // same model as b.ckpt
+    touch(m / "Stable-diffusion/b.safetensors");  // another model than b.ckpt
     touch(m / "Stable-diffusion/b.txt");
     touch(m / "Stable-diffusion/notes.txt");
     touch(m / "Lora/sdxl/x.safetensors");
@@ -456,7 +456,7 @@ TEST(AdoptScan, ModelsSidecarsAndPlainFilesOfA1111) {
     ASSERT_TRUE(a);
     EXPECT_EQ(a->kind, Kind::model);
     EXPECT_EQ(a->category, Category::checkpoint);
-    EXPECT_EQ(a->name, "a");
+    EXPECT_EQ(a->name, "a.safetensors");
     EXPECT_EQ(a->ext, ".safetensors");
     EXPECT_EQ(a->view_rel, "Stable-diffusion/a.safetensors");
     EXPECT_TRUE(a->replaced);
@@ -471,15 +471,17 @@ TEST(AdoptScan, ModelsSidecarsAndPlainFilesOfA1111) {
         EXPECT_EQ(f->kind, Kind::sidecar) << sc;
         EXPECT_EQ(f->suffix, sc);
         EXPECT_EQ(f->sidecar_of, "Stable-diffusion/a.safetensors");
-        EXPECT_EQ(f->name, "a");
+        EXPECT_EQ(f->name, "a.safetensors");
     }
     const auto* vae = file_at(s, m / "Stable-diffusion/a.vae.safetensors");
     EXPECT_EQ(vae->kind, Kind::plain);
     EXPECT_NE(vae->problem.find("skips *.vae.safetensors"), std::string::npos) << vae->problem;
     EXPECT_EQ(file_at(s, m / "Stable-diffusion/b.ckpt")->kind, Kind::model);
+    // A file's name, extension included, is its identity (issue 16 finding 2).
     const auto* b2 = file_at(s, m / "Stable-diffusion/b.safetensors");
-    EXPECT_EQ(b2->kind, Kind::plain);
-    EXPECT_NE(b2->problem.find("same model as"), std::string::npos) << b2->problem;
+    EXPECT_EQ(b2->kind, Kind::model);
+    EXPECT_EQ(b2->name, "b.safetensors");
+    EXPECT_EQ(file_at(s, m / "Stable-diffusion/b.ckpt")->name, "b.ckpt");
     EXPECT_EQ(file_at(s, m / "Stable-diffusion/b.txt")->kind, Kind::sidecar);
     EXPECT_EQ(file_at(s, m / "Stable-diffusion/b.txt")->sidecar_of, "Stable-diffusion/b.ckpt");
     EXPECT_EQ(file_at(s, m / "Stable-diffusion/notes.txt")->kind, Kind::plain);
@@ -487,7 +489,7 @@ TEST(AdoptScan, ModelsSidecarsAndPlainFilesOfA1111) {
 
     const auto* x = file_at(s, m / "Lora/sdxl/x.safetensors");
     EXPECT_EQ(x->kind, Kind::model);
-    EXPECT_EQ(x->name, "sdxl/x");
+    EXPECT_EQ(x->name, "sdxl/x.safetensors");
     EXPECT_EQ(x->category, Category::lora);
     const auto* v2p = file_at(s, m / "Lora/sdxl/x.v2.preview.png");
     EXPECT_EQ(v2p->kind, Kind::sidecar);
@@ -617,7 +619,7 @@ TEST(AdoptScan, FileLinkBrokenLinkLoopAndFifo) {
     const auto* alias = file_at(s, m / "vae/alias.safetensors");
     ASSERT_TRUE(alias);
     EXPECT_EQ(alias->kind, Kind::model);
-    EXPECT_EQ(alias->name, "alias");
+    EXPECT_EQ(alias->name, "alias.safetensors");
     EXPECT_EQ(alias->link_target, "v.safetensors");
     EXPECT_EQ(alias->real, m / "vae/v.safetensors");
     EXPECT_EQ(alias->ino, file_at(s, m / "vae/v.safetensors")->ino);

@@ -60,9 +60,9 @@ TEST_F(FetchSelectionTest, EveryRemoteBlobOnceAndPresentOnesCounted) {
     import("here");
     const fetch::BlobSelection sel = select({});
     ASSERT_EQ(sel.wanted.size(), 2u);
-    EXPECT_EQ(sel.wanted[0].name, "lora/a");
+    EXPECT_EQ(sel.wanted[0].name, "lora/a.safetensors");
     EXPECT_EQ(sel.wanted[0].size, 100u);
-    EXPECT_EQ(sel.wanted[1].name, "lora/c");
+    EXPECT_EQ(sel.wanted[1].name, "lora/c.safetensors");
     EXPECT_EQ(sel.present, 1u);
     EXPECT_EQ(sel.matched.size(), 3u);
     EXPECT_TRUE(sel.skipped.empty());
@@ -74,7 +74,7 @@ TEST_F(FetchSelectionTest, PatternsMatchTheKeyOrTheBareName) {
     EXPECT_EQ(select({"lora/*detail*"}).wanted.size(), 1u);
     const fetch::BlobSelection by_name = select({"sdxl-*"});
     ASSERT_EQ(by_name.wanted.size(), 1u);
-    EXPECT_EQ(by_name.wanted[0].name, "lora/sdxl-detail");
+    EXPECT_EQ(by_name.wanted[0].name, "lora/sdxl-detail.safetensors");
 }
 
 TEST_F(FetchSelectionTest, APatternMatchingNothingIsNotFoundNamingIt) {

@@ -51,7 +51,7 @@ TEST(Manifest, SingleFileEntries) {
     EXPECT_EQ(e[0].index, 0u);
     EXPECT_EQ(e[0].as, "lora/sdxl/detail@v2");
     EXPECT_EQ(a.category, Category::lora);
-    EXPECT_EQ(a.name, "sdxl/detail");
+    EXPECT_EQ(a.name, "sdxl/detail.safetensors");
     EXPECT_EQ(a.label, "v2");
     EXPECT_EQ(a.ext, ".safetensors") << "from the URL";
     EXPECT_EQ(a.note, "n");
@@ -68,7 +68,7 @@ TEST(Manifest, SingleFileEntries) {
 
     const RemoteModel& b = e[1].model;
     EXPECT_EQ(b.category, Category::vae);
-    EXPECT_EQ(b.name, "plain");
+    EXPECT_EQ(b.name, "plain.ckpt");
     EXPECT_EQ(b.ext, ".ckpt") << "from the name when the URL has none";
     EXPECT_FALSE(b.label);
     EXPECT_FALSE(b.files[0].sha256);

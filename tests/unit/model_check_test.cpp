@@ -164,10 +164,11 @@ TEST_F(ModelCheckTest, CommitFileAcceptsCompleteModels) {
     // A GGUF version that cannot be checked is accepted as is.
     const fs::path v1 = view_file("llm/old.gguf", "GGUF" + mt::GgufWriter().u32(1) + "rest");
     EXPECT_EQ(commit(v1, Category::other, "old", ".gguf").label, "v1");
-    EXPECT_TRUE(model("lora/a"));
-    EXPECT_TRUE(model("other/b"));
-    EXPECT_TRUE(model("checkpoint/c"));
-    EXPECT_TRUE(model("other/old"));
+    // Names carry their extension (model_name.h).
+    EXPECT_TRUE(model("lora/a.safetensors"));
+    EXPECT_TRUE(model("other/b.gguf"));
+    EXPECT_TRUE(model("checkpoint/c.ckpt"));
+    EXPECT_TRUE(model("other/old.gguf"));
 }
 
 TEST_F(ModelCheckTest, NoEmptyOrIncompleteVersionOfAnExistingModel) {
@@ -182,7 +183,7 @@ TEST_F(ModelCheckTest, NoEmptyOrIncompleteVersionOfAnExistingModel) {
     EXPECT_TRUE(contains(refusal(view_file("checkpoints/x_psync.safetensors", v2.substr(0, 3000)),
                                  Category::checkpoint, "x_psync", ".safetensors"),
                          "safetensors"));
-    auto m = model("checkpoint/x_psync");
+    auto m = model("checkpoint/x_psync.safetensors");
     ASSERT_TRUE(m);
     ASSERT_EQ(m->versions.size(), 1u);
     EXPECT_EQ(m->current_version().size, v1.size());
@@ -196,11 +197,12 @@ TEST_F(ModelCheckTest, NoEmptyOrIncompleteVersionOfAnExistingModel) {
 TEST_F(ModelCheckTest, EmptySidecarsAreRefusedAndKeepTheOldOne) {
     commit(view_file("loras/x.safetensors", mt::safetensors_bytes(mt::kohya_lora(1))),
            Category::lora, "x", ".safetensors");
-    commit(view_file("loras/x.preview.png", "\x89PNG..."), Category::lora, "x", "", ".preview.png");
+    commit(view_file("loras/x.preview.png", "\x89PNG..."), Category::lora, "x.safetensors", "",
+           ".preview.png");
     const std::string err =
         refusal(view_file("loras/x.preview.png", ""), Category::lora, "x", "", ".preview.png");
     EXPECT_TRUE(contains(err, "empty file")) << err;
-    auto m = model("lora/x");
+    auto m = model("lora/x.safetensors");
     ASSERT_TRUE(m);
     ASSERT_TRUE(m->current_version().sidecar(".preview.png"));
     EXPECT_EQ(m->current_version().sidecar(".preview.png")->size, 7u);

@@ -137,7 +137,7 @@ TEST_F(NamespaceTest, ResolveTreeFileAndDir) {
     EXPECT_FALSE(f.in_overlay);
     EXPECT_EQ(f.blob, hx('a'));
     EXPECT_EQ(f.st.st_size, 100);
-    EXPECT_EQ(f.model_key, "lora/foo");
+    EXPECT_EQ(f.model_key, "lora/foo.safetensors");
     EXPECT_EQ(f.view, 0);
     EXPECT_EQ(f.ino, ViewTree::file_ino("comfyui/loras/foo.safetensors", hx('a')));
     EXPECT_EQ(f.st.st_ino, f.ino);
@@ -310,19 +310,19 @@ TEST_F(NamespaceTest, RoleOfAModelFileInACategoryFolder) {
     FileRole r = root_ns_.role(t, 0, "loras/sdxl/foo.safetensors");
     EXPECT_EQ(r.kind, FileRole::Kind::model);
     EXPECT_EQ(r.category, Category::lora);
-    EXPECT_EQ(r.name, "sdxl/foo");
+    EXPECT_EQ(r.name, "sdxl/foo.safetensors");
     EXPECT_EQ(r.ext, ".safetensors");
 
     r = root_ns_.role(t, 1, "Stable-diffusion/new.SafeTensors");
     EXPECT_EQ(r.kind, FileRole::Kind::model);
     EXPECT_EQ(r.category, Category::checkpoint);
-    EXPECT_EQ(r.name, "new");
+    EXPECT_EQ(r.name, "new.SafeTensors");
     EXPECT_EQ(r.ext, ".SafeTensors");
 
     ViewTree ts = tree(false);
     r = single_ns_.role(ts, 0, "loras/sdxl/foo.safetensors");
     EXPECT_EQ(r.kind, FileRole::Kind::model);
-    EXPECT_EQ(r.name, "sdxl/foo");
+    EXPECT_EQ(r.name, "sdxl/foo.safetensors");
 }
 
 TEST_F(NamespaceTest, RoleOfASidecarBesideACataloguedModel) {
@@ -334,7 +334,7 @@ TEST_F(NamespaceTest, RoleOfASidecarBesideACataloguedModel) {
         FileRole r = ns->role(tr, 0, "loras/foo.preview.png");
         EXPECT_EQ(r.kind, FileRole::Kind::sidecar);
         EXPECT_EQ(r.category, Category::lora);
-        EXPECT_EQ(r.name, "foo");
+        EXPECT_EQ(r.name, "foo.safetensors");
         EXPECT_EQ(r.suffix, ".preview.png");
 
         r = ns->role(tr, 0, "loras/foo.preview.PNG");
@@ -347,18 +347,18 @@ TEST_F(NamespaceTest, RoleOfASidecarBesideACataloguedModel) {
 
         r = ns->role(tr, 0, "loras/sdxl/bar.json");
         EXPECT_EQ(r.kind, FileRole::Kind::sidecar);
-        EXPECT_EQ(r.name, "sdxl/bar");
+        EXPECT_EQ(r.name, "sdxl/bar.safetensors");
         EXPECT_EQ(r.suffix, ".json");
 
         r = ns->role(tr, 0, "checkpoints/base.yaml");
         EXPECT_EQ(r.kind, FileRole::Kind::sidecar);
         EXPECT_EQ(r.category, Category::checkpoint);
-        EXPECT_EQ(r.name, "base");
+        EXPECT_EQ(r.name, "base.ckpt");
     }
     // A1111's folder names.
     FileRole r = root_ns_.role(t, 1, "Lora/foo.txt");
     EXPECT_EQ(r.kind, FileRole::Kind::sidecar);
-    EXPECT_EQ(r.name, "foo");
+    EXPECT_EQ(r.name, "foo.safetensors");
     EXPECT_EQ(r.suffix, ".txt");
 }
 

@@ -105,7 +105,7 @@ TEST_F(RemoteStoreTest, AddRegistersARemoteBlobAndAModelVersion) {
                                          "hf://owner/repo/foo.safetensors"}));
     m.note = "from the web";
     RemoteAddResult r = s().add_remote(m);
-    EXPECT_EQ(r.model_key, "lora/foo");
+    EXPECT_EQ(r.model_key, "lora/foo.safetensors");
     EXPECT_EQ(r.label, "v1");
     EXPECT_TRUE(r.new_version);
     EXPECT_EQ(r.present, 0u);
@@ -123,7 +123,7 @@ TEST_F(RemoteStoreTest, AddRegistersARemoteBlobAndAModelVersion) {
         << "a download needs the full URL";
     EXPECT_FALSE(fs::exists(s().blobs().path_of(h)));
 
-    auto mod = model("lora/foo");
+    auto mod = model("lora/foo.safetensors");
     ASSERT_TRUE(mod);
     const ModelVersion& v = mod->current_version();
     EXPECT_EQ(v.blob, h);
@@ -142,7 +142,7 @@ TEST_F(RemoteStoreTest, ContentAlreadyStoredOnlyGainsSources) {
     EXPECT_EQ(b->state, BlobState::present);
     EXPECT_TRUE(b->xxh128) << "the present record keeps what import recorded";
     EXPECT_EQ(urls_of(*b), std::vector<std::string>{"https://example.org/w"});
-    EXPECT_EQ(model("lora/web")->current_version().blob, h);
+    EXPECT_EQ(model("lora/web.safetensors")->current_version().blob, h);
 }
 
 TEST_F(RemoteStoreTest, SourcesMergeInOrderWithoutDuplicates) {
@@ -172,7 +172,7 @@ TEST_F(RemoteStoreTest, WithoutAHashTheKeyIsAPlaceholderOfTheFirstUrl) {
         s().add_remote(single("p", rfile(std::nullopt, 77, {"https://h/p.bin"})));
     EXPECT_FALSE(again.new_version);
     EXPECT_EQ(again.label, "v1");
-    EXPECT_EQ(model("lora/p")->versions.size(), 1u);
+    EXPECT_EQ(model("lora/p.safetensors")->versions.size(), 1u);
 }
 
 TEST_F(RemoteStoreTest, VersionsFollowImportRules) {
@@ -188,7 +188,7 @@ TEST_F(RemoteStoreTest, VersionsFollowImportRules) {
     auto back = s().add_remote(single("m", rfile(fake('1'), 1, {"https://h/1"})));
     EXPECT_EQ(back.label, "v1");
     EXPECT_TRUE(back.new_version) << "an older version became current again";
-    EXPECT_EQ(model("lora/m")->current_version().label, "v1");
+    EXPECT_EQ(model("lora/m.safetensors")->current_version().label, "v1");
     try {
         s().add_remote(single("m", rfile(fake('4'), 4, {"https://h/4"}), "final"));
         ADD_FAILURE() << "a taken label with other content must be refused";
@@ -197,7 +197,7 @@ TEST_F(RemoteStoreTest, VersionsFollowImportRules) {
         EXPECT_NE(std::string(e.what()).find("final"), std::string::npos) << e.what();
     }
     EXPECT_FALSE(rec(fake('4'))) << "nothing of a refused add is written";
-    EXPECT_EQ(model("lora/m")->versions.size(), 3u);
+    EXPECT_EQ(model("lora/m.safetensors")->versions.size(), 3u);
 }
 
 TEST_F(RemoteStoreTest, ASizeThatContradictsTheRecordIsRefused) {
@@ -209,7 +209,7 @@ TEST_F(RemoteStoreTest, ASizeThatContradictsTheRecordIsRefused) {
         EXPECT_EQ(e.kind(), ErrorKind::conflict);
         EXPECT_NE(std::string(e.what()).find(h.hex()), std::string::npos) << e.what();
     }
-    EXPECT_FALSE(model("lora/y"));
+    EXPECT_FALSE(model("lora/y.safetensors"));
     EXPECT_TRUE(rec(h)->sources.empty());
 }
 
@@ -299,7 +299,7 @@ TEST_F(RemoteStoreTest, EvictRemovesLeastRecentlyUsedFirstAndKeepsTheCatalog) {
     }
     EXPECT_EQ(rec(fresh)->state, BlobState::present);
     EXPECT_TRUE(fs::exists(s().blobs().path_of(fresh)));
-    EXPECT_EQ(model("lora/old")->current_version().blob, old) << "models stay";
+    EXPECT_EQ(model("lora/old.safetensors")->current_version().blob, old) << "models stay";
     EXPECT_TRUE(s().evict(1500, false).evicted.empty()) << "under the quota: nothing to do";
 }
 
@@ -352,7 +352,7 @@ TEST_F(RemoteStoreTest, GcKeepsRemoteRecordsModelsUseAndDropsTheRest) {
     const Sha256 unused = fake('b');
     s().add_remote(single("used", rfile(used, 10, {"https://h/used"})));
     s().add_remote(single("gone", rfile(unused, 20, {"https://h/gone"})));
-    ASSERT_TRUE(s().remove_model("lora/gone"));
+    ASSERT_TRUE(s().remove_model("lora/gone.safetensors"));
     GcReport g = s().gc(false);
     ASSERT_EQ(g.blobs.size(), 1u);
     EXPECT_EQ(g.blobs[0].first, unused);
@@ -372,8 +372,8 @@ TEST_F(RemoteStoreTest, GcRemovesPartialDownloadsOfDeletedRecordsUnlessOneIsRunn
         mt::write_random_file(dir / (h->hex() + ".part"), 4096, 1);
         mt::write_text_file(dir / (h->hex() + ".state"), "{}");
     }
-    ASSERT_TRUE(s().remove_model("lora/idle"));
-    ASSERT_TRUE(s().remove_model("lora/busy"));
+    ASSERT_TRUE(s().remove_model("lora/idle.safetensors"));
+    ASSERT_TRUE(s().remove_model("lora/busy.safetensors"));
     // A download still running holds its .part locked, as the fetcher does.
     UniqueFd running(::open((dir / (busy.hex() + ".part")).c_str(), O_RDWR));
     ASSERT_TRUE(running);

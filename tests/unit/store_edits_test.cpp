@@ -154,13 +154,23 @@ class StoreEditsTest : public ::testing::Test {
                                     const std::string& suffix) {
         Commit c;
         c.category = cat;
-        c.name = name;
+        // A sidecar names its model, as the mount does: its full name.
+        auto m = model(model_key(cat, name));
+        c.name = m ? m->name : name;
         c.sidecar = suffix;
         return commit(p, c);
     }
 
+    // `key` exactly, else the one model whose key without extension it is ("lora/x" for
+    // lora/x.safetensors: names carry their extension, model_name.h).
     std::optional<Model> model(const std::string& key) {
-        return s().catalog().read().get_model(key);
+        auto txn = s().catalog().read();
+        if (auto m = txn.get_model(key)) return m;
+        std::optional<Model> found;
+        txn.for_each_model([&](const Model& m) {
+            if (model_key(m.category, m.stem()) == key && m.stem() != m.name) found = m;
+        });
+        return found;
     }
     std::optional<BlobRecord> blob_record(const Sha256& h) {
         return s().catalog().read().get_blob(h);
@@ -239,10 +249,10 @@ TEST_F(StoreEditsTest, CommitOfANewModelCreatesV1AndHardLinksTheFileAsItsBlob) {
     EXPECT_GE(rec->ingested, t0);
     EXPECT_LE(rec->ingested, t1);
 
-    auto m = model("lora/x");
+    auto m = model("lora/x.safetensors");
     ASSERT_TRUE(m);
     EXPECT_EQ(m->category, Category::lora);
-    EXPECT_EQ(m->name, "x");
+    EXPECT_EQ(m->name, "x.safetensors");
     ASSERT_EQ(m->versions.size(), 1u);
     EXPECT_EQ(m->current, 0u);
     const ModelVersion& v = m->versions[0];
@@ -627,10 +637,10 @@ TEST_F(StoreEditsTest, RemoveModelKeepsItsBlobsUntilGc) {
     commit_model(st("y.safetensors", mt::kohya_lora(3)), Category::lora, "y");
     const Sha256 y = last_.sha256;
 
-    EXPECT_TRUE(s().remove_model("lora/x"));
+    EXPECT_TRUE(s().remove_model("lora/x.safetensors"));
     EXPECT_FALSE(model("lora/x"));
     EXPECT_TRUE(model("lora/y"));
-    EXPECT_FALSE(s().remove_model("lora/x"));
+    EXPECT_FALSE(s().remove_model("lora/x.safetensors"));
     EXPECT_FALSE(s().remove_model("lora/never"));
     EXPECT_FALSE(s().remove_model("checkpoint/y"));  // right name, wrong category
     for (const Sha256& h : {v1, v2, json, y}) {
@@ -663,16 +673,16 @@ TEST_F(StoreEditsTest, RemoveSidecarTakesItOffTheCurrentVersionOnly) {
     ASSERT_EQ(suffixes_of(model("lora/x")->current_version()),
               (std::vector<std::string>{".json", ".txt"}));
 
-    EXPECT_TRUE(s().remove_sidecar("lora/x", ".json"));
+    EXPECT_TRUE(s().remove_sidecar("lora/x.safetensors", ".json"));
     auto m = model("lora/x");
     EXPECT_EQ(suffixes_of(m->versions[1]), std::vector<std::string>{".txt"});
     EXPECT_EQ(m->versions[0].sidecars, (std::vector<Sidecar>{{".json", json, 2}}));
     EXPECT_TRUE(blob_on_disk(json));  // still used by v1
 
-    EXPECT_FALSE(s().remove_sidecar("lora/x", ".json"));
-    EXPECT_FALSE(s().remove_sidecar("lora/x", ".preview.png"));
+    EXPECT_FALSE(s().remove_sidecar("lora/x.safetensors", ".json"));
+    EXPECT_FALSE(s().remove_sidecar("lora/x.safetensors", ".preview.png"));
     EXPECT_FALSE(s().remove_sidecar("lora/nope", ".txt"));
-    EXPECT_TRUE(s().remove_sidecar("lora/x", ".txt"));
+    EXPECT_TRUE(s().remove_sidecar("lora/x.safetensors", ".txt"));
     m = model("lora/x");
     EXPECT_TRUE(m->versions[1].sidecars.empty());
     EXPECT_EQ(m->versions.size(), 2u);
@@ -689,31 +699,33 @@ TEST_F(StoreEditsTest, RenameToAFreeNameMovesEveryVersion) {
     commit_sidecar(text("a.json", "{}"), Category::lora, "a", ".json");
     const Model before = *model("lora/a");
 
-    s().rename_model("lora/a", Category::checkpoint, "sub/b", ".ckpt");
+    s().rename_model("lora/a.safetensors", Category::checkpoint, "sub/b.ckpt", ".ckpt");
     EXPECT_FALSE(model("lora/a"));
-    auto m = model("checkpoint/sub/b");
+    auto m = model("checkpoint/sub/b.ckpt");
     ASSERT_TRUE(m);
     EXPECT_EQ(m->category, Category::checkpoint);
-    EXPECT_EQ(m->name, "sub/b");
+    EXPECT_EQ(m->name, "sub/b.ckpt");
     ASSERT_EQ(labels_of(*m), (std::vector<std::string>{"v1", "v2"}));
     EXPECT_EQ(m->current, 1u);
     EXPECT_EQ(*m->versions[0].blob, v1);
     EXPECT_EQ(*m->versions[1].blob, v2);
     EXPECT_EQ(m->versions[1].ext, ".ckpt");
-    EXPECT_EQ(m->versions[0].ext, ".safetensors");  // only the current version's
+    // The extension is the name's (model_name.h): the whole model moves.
+    EXPECT_EQ(m->versions[0].ext, ".ckpt");
     EXPECT_EQ(m->versions[1].sidecars, before.versions[1].sidecars);
     EXPECT_EQ(m->versions[1].added, before.versions[1].added);
     EXPECT_EQ(m->versions[1].mtime, before.versions[1].mtime);
     EXPECT_EQ(all_models().size(), 1u);
     EXPECT_EQ(blob_files().size(), 3u);
 
-    // Same key: only the extension changes.
-    s().rename_model("checkpoint/sub/b", Category::checkpoint, "sub/b", ".pt");
-    m = model("checkpoint/sub/b");
+    // Another extension is another name: the model moves again, with every version.
+    s().rename_model("checkpoint/sub/b.ckpt", Category::checkpoint, "sub/b.pt", ".pt");
+    EXPECT_FALSE(model("checkpoint/sub/b.ckpt"));
+    m = model("checkpoint/sub/b.pt");
     ASSERT_TRUE(m);
     EXPECT_EQ(m->versions.size(), 2u);
     EXPECT_EQ(m->current_version().ext, ".pt");
-    EXPECT_EQ(m->versions[0].ext, ".safetensors");
+    EXPECT_EQ(m->versions[0].ext, ".pt");
     EXPECT_EQ(all_models().size(), 1u);
 }
 
@@ -736,7 +748,7 @@ TEST_F(StoreEditsTest, RenameOntoAnExistingModelAppendsTheSourcesCurrentVersion)
     commit_sidecar(rnd("s.preview.png", 64, 1), Category::lora, "s", ".preview.png");
     const Sha256 s_png = last_.sha256;
 
-    s().rename_model("lora/s", Category::lora, "d", ".sft");
+    s().rename_model("lora/s.safetensors", Category::lora, "d.safetensors", ".safetensors");
     EXPECT_FALSE(model("lora/s"));
     auto m = model("lora/d");
     ASSERT_TRUE(m);
@@ -748,7 +760,7 @@ TEST_F(StoreEditsTest, RenameOntoAnExistingModelAppendsTheSourcesCurrentVersion)
     EXPECT_EQ(m->versions[1].sidecars, (std::vector<Sidecar>{{".json", d_json, 3}}));
     const ModelVersion& v = m->versions[2];
     EXPECT_EQ(*v.blob, s2);
-    EXPECT_EQ(v.ext, ".sft");
+    EXPECT_EQ(v.ext, ".safetensors");
     EXPECT_EQ(v.mtime, 1'555'555'555);
     EXPECT_EQ(v.mode, 0600u);
     EXPECT_EQ(v.sidecars, (std::vector<Sidecar>{{".preview.png", s_png, 64}}));
@@ -771,7 +783,7 @@ TEST_F(StoreEditsTest, RenameOntoAModelWithTheSameContentReusesThatVersion) {
     commit_sidecar(text("s.json", "src"), Category::checkpoint, "s", ".json");
     const Sha256 s_json = last_.sha256;
 
-    s().rename_model("checkpoint/s", Category::lora, "d", ".safetensors");
+    s().rename_model("checkpoint/s.safetensors", Category::lora, "d.safetensors", ".safetensors");
     EXPECT_FALSE(model("checkpoint/s"));
     auto m = model("lora/d");
     ASSERT_TRUE(m);
@@ -793,21 +805,22 @@ TEST_F(StoreEditsTest, RenameRefusesInvalidNamesAndMissingSources) {
          {std::string(""), std::string("a@b"), std::string("x/../y"), std::string(".."),
           std::string("a//b"), part + "/" + part + "/" + part /* key over 511 bytes */}) {
         try {
-            s().rename_model("lora/a", Category::lora, bad, ".safetensors");
+            s().rename_model("lora/a.safetensors", Category::lora, bad, ".safetensors");
             ADD_FAILURE() << "expected bad_input for '" << bad << "'";
         } catch (const StoreError& e) {
             EXPECT_EQ(e.kind(), ErrorKind::bad_input) << bad << ": " << e.what();
         }
     }
     try {
-        s().rename_model("lora/missing", Category::lora, "b", ".safetensors");
+        s().rename_model("lora/missing.safetensors", Category::lora, "b.safetensors",
+                         ".safetensors");
         ADD_FAILURE() << "expected not_found";
     } catch (const StoreError& e) {
         EXPECT_EQ(e.kind(), ErrorKind::not_found) << e.what();
     }
     auto models = all_models();
     ASSERT_EQ(models.size(), 1u);
-    const Model& after = models.at("lora/a");
+    const Model& after = models.at("lora/a.safetensors");
     EXPECT_EQ(labels_of(after), labels_of(before));
     EXPECT_EQ(after.current_version().ext, ".safetensors");
     EXPECT_FALSE(model("lora/b"));
@@ -826,25 +839,25 @@ TEST_F(StoreEditsTest, SetShownAttrsChangesTheCurrentVersionOnly) {
     c.mode = 0640;
     commit(st("x.safetensors", mt::kohya_lora(2)), c);
 
-    s().set_shown_attrs("lora/x", 1'234'567'890, std::nullopt);
+    s().set_shown_attrs("lora/x.safetensors", 1'234'567'890, std::nullopt);
     auto m = model("lora/x");
     EXPECT_EQ(m->versions[1].mtime, 1'234'567'890);
     EXPECT_EQ(m->versions[1].mode, 0640u);
     EXPECT_EQ(m->versions[0].mtime, 1'000);
 
-    s().set_shown_attrs("lora/x", std::nullopt, 0100755);  // file type bits are dropped
+    s().set_shown_attrs("lora/x.safetensors", std::nullopt, 0100755);  // file type bits are dropped
     m = model("lora/x");
     EXPECT_EQ(m->versions[1].mode, 0755u);
     EXPECT_EQ(m->versions[1].shown_mode(), 0755u);
     EXPECT_EQ(m->versions[1].mtime, 1'234'567'890);
     EXPECT_EQ(m->versions[0].mode, 0644u);
 
-    s().set_shown_attrs("lora/x", 42, 04711);
+    s().set_shown_attrs("lora/x.safetensors", 42, 04711);
     m = model("lora/x");
     EXPECT_EQ(m->versions[1].mtime, 42);
     EXPECT_EQ(m->versions[1].mode, 04711u);
 
-    s().set_shown_attrs("lora/x", std::nullopt, std::nullopt);
+    s().set_shown_attrs("lora/x.safetensors", std::nullopt, std::nullopt);
     m = model("lora/x");
     EXPECT_EQ(m->versions[1].mtime, 42);
     EXPECT_EQ(m->versions[1].mode, 04711u);
@@ -886,17 +899,17 @@ TEST_F(StoreEditsTest, EveryEditAdvancesItsCategorysChangeTimeOnly) {
     lora_bumped("commit v2");
     commit_sidecar(text("x.json", "{}"), Category::lora, "x", ".json");
     lora_bumped("commit sidecar");
-    EXPECT_TRUE(s().remove_sidecar("lora/x", ".json"));
+    EXPECT_TRUE(s().remove_sidecar("lora/x.safetensors", ".json"));
     lora_bumped("remove_sidecar");
-    EXPECT_FALSE(s().remove_sidecar("lora/x", ".json"));
+    EXPECT_FALSE(s().remove_sidecar("lora/x.safetensors", ".json"));
     lora_same("remove_sidecar of a missing sidecar");
-    s().set_shown_attrs("lora/x", 5, 0600);
+    s().set_shown_attrs("lora/x.safetensors", 5, 0600);
     lora_bumped("set_shown_attrs");
-    s().rename_model("lora/x", Category::lora, "y", ".safetensors");
+    s().rename_model("lora/x.safetensors", Category::lora, "y.safetensors", ".safetensors");
     lora_bumped("rename within the category");
     EXPECT_EQ(changed(Category::checkpoint), 0);
 
-    s().rename_model("lora/y", Category::checkpoint, "y", ".safetensors");
+    s().rename_model("lora/y.safetensors", Category::checkpoint, "y.safetensors", ".safetensors");
     lora_bumped("rename out of the category");
     ckpt = changed(Category::checkpoint);
     EXPECT_GT(ckpt, 0);
@@ -907,7 +920,7 @@ TEST_F(StoreEditsTest, EveryEditAdvancesItsCategorysChangeTimeOnly) {
     EXPECT_FALSE(s().remove_model("lora/gone"));
     lora_same("remove_model of a missing model");
 
-    EXPECT_TRUE(s().remove_model("checkpoint/y"));
+    EXPECT_TRUE(s().remove_model("checkpoint/y.safetensors"));
     EXPECT_GT(changed(Category::checkpoint), ckpt);
     lora_same("remove_model in another category");
     untouched("remove_model");
@@ -916,7 +929,7 @@ TEST_F(StoreEditsTest, EveryEditAdvancesItsCategorysChangeTimeOnly) {
     std::int64_t prev = changed(Category::checkpoint);
     commit_model(st("c.safetensors", mt::sd15_checkpoint(1)), Category::checkpoint, "c");
     for (int i = 0; i < 20; ++i) {
-        s().set_shown_attrs("checkpoint/c", i + 1, std::nullopt);
+        s().set_shown_attrs("checkpoint/c.safetensors", i + 1, std::nullopt);
         std::int64_t now = changed(Category::checkpoint);
         ASSERT_GT(now, prev) << i;
         prev = now;

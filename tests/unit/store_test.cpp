@@ -166,7 +166,7 @@ TEST_F(StoreTest, InitOnAnExistingStoreReopensIt) {
     ASSERT_TRUE(r.ok()) << errors_of(r);
     close();
     Store again = Store::init(root_);
-    EXPECT_TRUE(again.catalog().read().get_model("other/a"));
+    EXPECT_TRUE(again.catalog().read().get_model("other/a.bin"));
     EXPECT_EQ(files_under(root_ / "blobs").size(), 1u);
 }
 
@@ -258,7 +258,7 @@ TEST_F(StoreTest, ImportSingleFileRecordsEverything) {
     ASSERT_TRUE(r.ok()) << errors_of(r);
     ASSERT_EQ(r.items.size(), 1u);
     const ImportItem& it = r.items[0];
-    EXPECT_EQ(it.model_key, "lora/foo");
+    EXPECT_EQ(it.model_key, "lora/foo.safetensors");
     EXPECT_EQ(it.outcome, Outcome::added);
     EXPECT_EQ(it.label, "v1");
     EXPECT_EQ(it.sha256, h);
@@ -268,10 +268,10 @@ TEST_F(StoreTest, ImportSingleFileRecordsEverything) {
     EXPECT_TRUE(it.error.empty());
     EXPECT_EQ(r.skipped_files, 0u);
 
-    auto m = model("lora/foo");
+    auto m = model("lora/foo.safetensors");
     ASSERT_TRUE(m);
     EXPECT_EQ(m->category, Category::lora);
-    EXPECT_EQ(m->name, "foo");
+    EXPECT_EQ(m->name, "foo.safetensors");
     ASSERT_EQ(m->versions.size(), 1u);
     EXPECT_EQ(m->current, 0u);
     const ModelVersion& v = m->versions[0];
@@ -304,15 +304,15 @@ TEST_F(StoreTest, CategoryFromParentFolderWinsOverTensors) {
                   st(src_ / "VAE" / "c.safetensors", mt::kohya_lora(3)),
                   rnd(src_ / "embeddings" / "d.pt", 100, 4)});
     ASSERT_TRUE(r.ok()) << errors_of(r);
-    EXPECT_EQ(keys_of(r),
-              (std::set<std::string>{"lora/a", "checkpoint/b", "vae/c", "embedding/d"}));
+    EXPECT_EQ(keys_of(r), (std::set<std::string>{"lora/a.safetensors", "checkpoint/b.safetensors",
+                                                 "vae/c.safetensors", "embedding/d.pt"}));
 }
 
 TEST_F(StoreTest, CategoryFromAGrandparentFolder) {
     // A single file keeps only its stem as name; the category may come from higher up.
     auto r = imp1(st(src_ / "loras" / "sdxl" / "styles" / "ink.safetensors", mt::vae(1)));
     ASSERT_TRUE(r.ok()) << errors_of(r);
-    EXPECT_EQ(keys_of(r), (std::set<std::string>{"lora/ink"}));
+    EXPECT_EQ(keys_of(r), (std::set<std::string>{"lora/ink.safetensors"}));
 }
 
 TEST_F(StoreTest, CategoryFromTensorsElseOther) {
@@ -322,8 +322,9 @@ TEST_F(StoreTest, CategoryFromTensorsElseOther) {
                   st(src_ / "misc" / "t.safetensors", mt::text_encoder(4)),
                   rnd(src_ / "misc" / "o.bin", 5000, 5), rnd(src_ / "misc" / "tiny.ckpt", 3, 6)});
     ASSERT_TRUE(r.ok()) << errors_of(r);
-    EXPECT_EQ(keys_of(r), (std::set<std::string>{"lora/l", "checkpoint/c", "vae/v",
-                                                 "text_encoder/t", "other/o", "other/tiny"}));
+    EXPECT_EQ(keys_of(r), (std::set<std::string>{"lora/l.safetensors", "checkpoint/c.safetensors",
+                                                 "vae/v.safetensors", "text_encoder/t.safetensors",
+                                                 "other/o.bin", "other/tiny.ckpt"}));
     // Only the safetensors files carry a header length.
     EXPECT_EQ(blob_record(sha_of_file(src_ / "misc" / "o.bin"))->safetensors_header_len, 0u);
     EXPECT_GT(blob_record(sha_of_file(src_ / "misc" / "v.safetensors"))->safetensors_header_len,
@@ -338,9 +339,9 @@ TEST_F(StoreTest, ExplicitCategoryNameAndVersion) {
     auto r = imp1(st(src_ / "loras" / "x.safetensors", mt::kohya_lora(1)), o);
     ASSERT_TRUE(r.ok()) << errors_of(r);
     ASSERT_EQ(r.items.size(), 1u);
-    EXPECT_EQ(r.items[0].model_key, "vae/sdxl/my vae");
+    EXPECT_EQ(r.items[0].model_key, "vae/sdxl/my vae.safetensors");
     EXPECT_EQ(r.items[0].label, "fp16-fix");
-    auto m = model("vae/sdxl/my vae");
+    auto m = model("vae/sdxl/my vae.safetensors");
     ASSERT_TRUE(m);
     EXPECT_EQ(m->current_version().label, "fp16-fix");
     EXPECT_FALSE(model("lora/x"));
@@ -385,11 +386,11 @@ TEST_F(StoreTest, SameContentUnderTwoNamesIsOneBlobTwoModels) {
     // Exactly one of the two added bytes.
     EXPECT_NE(r.items[0].new_blob, r.items[1].new_blob);
     EXPECT_EQ(blob_files().size(), 1u);
-    EXPECT_TRUE(model("other/a"));
-    EXPECT_TRUE(model("other/b"));
+    EXPECT_TRUE(model("other/a.bin"));
+    EXPECT_TRUE(model("other/b.bin"));
     auto users = s().models_using(r.items[0].sha256);
     std::sort(users.begin(), users.end());
-    EXPECT_EQ(users, (std::vector<std::string>{"other/a@v1", "other/b@v1"}));
+    EXPECT_EQ(users, (std::vector<std::string>{"other/a.bin@v1", "other/b.bin@v1"}));
     EXPECT_TRUE(staging_files().empty());
 }
 
@@ -402,7 +403,7 @@ TEST_F(StoreTest, SamePathTwiceIsUnchanged) {
     EXPECT_EQ(r.items[0].outcome, Outcome::unchanged);
     EXPECT_EQ(r.items[0].label, "v1");
     EXPECT_FALSE(r.items[0].new_blob);
-    auto m = model("lora/foo");
+    auto m = model("lora/foo.safetensors");
     ASSERT_TRUE(m);
     EXPECT_EQ(m->versions.size(), 1u);
     EXPECT_EQ(blob_files().size(), 1u);
@@ -425,7 +426,7 @@ TEST_F(StoreTest, ChangedContentBecomesNewCurrentVersion) {
     EXPECT_EQ(r.items[0].label, "v2");
     EXPECT_TRUE(r.items[0].new_blob);
 
-    auto m = model("lora/foo");
+    auto m = model("lora/foo.safetensors");
     ASSERT_TRUE(m);
     ASSERT_EQ(m->versions.size(), 2u);
     EXPECT_EQ(m->current, 1u);
@@ -452,9 +453,9 @@ TEST_F(StoreTest, ExplicitVersionLabelTakenByOtherContentFails) {
     EXPECT_EQ(r.items[0].outcome, Outcome::failed);
     EXPECT_TRUE(contains(r.items[0].error, "already has a version labelled 'v1'"))
         << r.items[0].error;
-    EXPECT_TRUE(contains(r.items[0].error, "other/foo")) << r.items[0].error;
+    EXPECT_TRUE(contains(r.items[0].error, "other/foo.bin")) << r.items[0].error;
     EXPECT_FALSE(r.ok());
-    auto m = model("other/foo");
+    auto m = model("other/foo.bin");
     ASSERT_TRUE(m);
     ASSERT_EQ(m->versions.size(), 1u);
     EXPECT_EQ(m->versions[0].blob, h1);
@@ -472,7 +473,7 @@ TEST_F(StoreTest, ExplicitVersionLabelTakenByOtherContentFails) {
     ASSERT_TRUE(beta.ok()) << errors_of(beta);
     EXPECT_EQ(beta.items[0].outcome, Outcome::new_version);
     EXPECT_EQ(beta.items[0].label, "beta");
-    EXPECT_EQ(model("other/foo")->current_version().label, "beta");
+    EXPECT_EQ(model("other/foo.bin")->current_version().label, "beta");
 }
 
 TEST_F(StoreTest, ProgressCountsEveryByteAndFile) {
@@ -510,8 +511,8 @@ TEST_F(StoreTest, MissingPathFailsNamingItWhileOthersImport) {
         if (it.outcome == Outcome::failed) bad = &it;
     ASSERT_NE(bad, nullptr);
     EXPECT_TRUE(contains(bad->error, missing.string())) << bad->error;
-    ASSERT_NE(find_item(r, "other/ok"), nullptr);
-    EXPECT_EQ(find_item(r, "other/ok")->outcome, Outcome::added);
+    ASSERT_NE(find_item(r, "other/ok.bin"), nullptr);
+    EXPECT_EQ(find_item(r, "other/ok.bin")->outcome, Outcome::added);
 }
 
 TEST_F(StoreTest, UnreadableFileFails) {
@@ -538,7 +539,7 @@ TEST_F(StoreTest, MalformedSafetensorsFailsOnlyThatFile) {
     EXPECT_FALSE(r.ok());
     ASSERT_EQ(r.items.size(), 4u) << errors_of(r);
     for (const char* name : {"bad", "lies"}) {
-        const ImportItem* it = find_item(r, std::string("lora/") + name);
+        const ImportItem* it = find_item(r, std::string("lora/") + name + ".safetensors");
         ASSERT_NE(it, nullptr) << name;
         EXPECT_EQ(it->outcome, Outcome::failed);
         EXPECT_TRUE(contains(it->error, std::string(name) + ".safetensors")) << it->error;
@@ -547,10 +548,10 @@ TEST_F(StoreTest, MalformedSafetensorsFailsOnlyThatFile) {
             sha_of_file(models / "loras" / (std::string(name) + ".safetensors"))))
             << "a rejected file was stored";
     }
-    EXPECT_EQ(find_item(r, "lora/good")->outcome, Outcome::added);
-    EXPECT_EQ(find_item(r, "vae/v")->outcome, Outcome::added);
-    EXPECT_TRUE(model("lora/good"));
-    EXPECT_TRUE(model("vae/v"));
+    EXPECT_EQ(find_item(r, "lora/good.safetensors")->outcome, Outcome::added);
+    EXPECT_EQ(find_item(r, "vae/v.safetensors")->outcome, Outcome::added);
+    EXPECT_TRUE(model("lora/good.safetensors"));
+    EXPECT_TRUE(model("vae/v.safetensors"));
     EXPECT_TRUE(staging_files().empty());
 }
 
@@ -559,7 +560,8 @@ TEST_F(StoreTest, NonSafetensorsModelFilesNeedNoHeader) {
     auto r = imp({rnd(src_ / "checkpoints" / "old.ckpt", 4096, 1),
                   rnd(src_ / "clip" / "pytorch_model.bin", 7, 2)});
     ASSERT_TRUE(r.ok()) << errors_of(r);
-    EXPECT_EQ(keys_of(r), (std::set<std::string>{"checkpoint/old", "text_encoder/pytorch_model"}));
+    EXPECT_EQ(keys_of(r),
+              (std::set<std::string>{"checkpoint/old.ckpt", "text_encoder/pytorch_model.bin"}));
 }
 
 // ---- Import: folder walks ------------------------------------------------------------------
@@ -580,13 +582,15 @@ TEST_F(StoreTest, ComfyUiTree) {
 
     auto r = imp1(models);
     ASSERT_TRUE(r.ok()) << errors_of(r);
-    EXPECT_EQ(keys_of(r), (std::set<std::string>{"lora/sdxl/foo", "lora/bar", "checkpoint/base",
-                                                 "vae/sdxl_vae", "diffusion_model/flux/dev"}));
+    EXPECT_EQ(keys_of(r),
+              (std::set<std::string>{"lora/sdxl/foo.safetensors", "lora/bar.safetensors",
+                                     "checkpoint/base.safetensors", "vae/sdxl_vae.safetensors",
+                                     "diffusion_model/flux/dev.safetensors"}));
     EXPECT_EQ(r.skipped_files, 3u);
     for (const auto& it : r.items) EXPECT_EQ(it.outcome, Outcome::added) << it.model_key;
-    auto m = model("lora/sdxl/foo");
+    auto m = model("lora/sdxl/foo.safetensors");
     ASSERT_TRUE(m);
-    EXPECT_EQ(m->name, "sdxl/foo");
+    EXPECT_EQ(m->name, "sdxl/foo.safetensors");
     EXPECT_EQ(m->current_version().blob,
               sha_of_file(models / "loras" / "sdxl" / "foo.safetensors"));
     EXPECT_EQ(blob_files().size(), 5u);
@@ -603,13 +607,14 @@ TEST_F(StoreTest, A1111Tree) {
 
     auto r = imp1(webui / "models" / "Stable-diffusion");
     ASSERT_TRUE(r.ok()) << errors_of(r);
-    EXPECT_EQ(keys_of(r), (std::set<std::string>{"checkpoint/x"}));
+    EXPECT_EQ(keys_of(r), (std::set<std::string>{"checkpoint/x.safetensors"}));
 
     auto all = imp1(webui);
     ASSERT_TRUE(all.ok()) << errors_of(all);
-    EXPECT_EQ(keys_of(all), (std::set<std::string>{"checkpoint/x", "lora/y", "vae/z", "embedding/e",
-                                                   "upscaler/4x"}));
-    EXPECT_EQ(find_item(all, "checkpoint/x")->outcome, Outcome::unchanged);
+    EXPECT_EQ(keys_of(all), (std::set<std::string>{"checkpoint/x.safetensors", "lora/y.safetensors",
+                                                   "vae/z.safetensors", "embedding/e.safetensors",
+                                                   "upscaler/4x.pth"}));
+    EXPECT_EQ(find_item(all, "checkpoint/x.safetensors")->outcome, Outcome::unchanged);
 }
 
 TEST_F(StoreTest, WalkWithoutCategoryFolderKeepsSubfoldersInTheName) {
@@ -619,7 +624,7 @@ TEST_F(StoreTest, WalkWithoutCategoryFolderKeepsSubfoldersInTheName) {
     gguf.write(src_ / "stuff" / "z.gguf");
     auto r = imp1(src_ / "stuff");
     ASSERT_TRUE(r.ok()) << errors_of(r);
-    EXPECT_EQ(keys_of(r), (std::set<std::string>{"vae/sub/deep/y", "other/z"}));
+    EXPECT_EQ(keys_of(r), (std::set<std::string>{"vae/sub/deep/y.safetensors", "other/z.gguf"}));
 }
 
 // Issue 16 finding 9: a GGUF file's category comes from its general.architecture, as ComfyUI-GGUF
@@ -641,18 +646,18 @@ TEST_F(StoreTest, GgufCategoryFromItsArchitecture) {
     auto r = imp1(src_ / "dl");
     ASSERT_TRUE(r.ok()) << errors_of(r);
     EXPECT_EQ(keys_of(r), (std::set<std::string>{
-                              "diffusion_model/flux1-dev-Q4_K_S",
-                              "diffusion_model/wan2.1-t2v-14b-Q8_0",
-                              "text_encoder/t5-v1_1-xxl-encoder-Q5_K_M",
-                              "other/phi-3-mini",
-                              "other/bare",
-                              "lora/flux-lora",
+                              "diffusion_model/flux1-dev-Q4_K_S.gguf",
+                              "diffusion_model/wan2.1-t2v-14b-Q8_0.gguf",
+                              "text_encoder/t5-v1_1-xxl-encoder-Q5_K_M.gguf",
+                              "other/phi-3-mini.gguf",
+                              "other/bare.gguf",
+                              "lora/flux-lora.gguf",
                           }));
     // A single file, as `modelfs import flux1-dev-Q4_K_S.gguf` gives it (no -c).
     gguf(src_ / "one" / "flux1-schnell-Q4_0.gguf", "flux");
     auto one = imp1(src_ / "one" / "flux1-schnell-Q4_0.gguf");
     ASSERT_TRUE(one.ok()) << errors_of(one);
-    EXPECT_EQ(keys_of(one), (std::set<std::string>{"diffusion_model/flux1-schnell-Q4_0"}));
+    EXPECT_EQ(keys_of(one), (std::set<std::string>{"diffusion_model/flux1-schnell-Q4_0.gguf"}));
 }
 
 TEST_F(StoreTest, FolderWithoutModelsImportsNothing) {
@@ -671,8 +676,8 @@ TEST_F(StoreTest, SymlinkLoopInWalkTerminatesAndBrokenLinkIsReported) {
     fs::create_directory_symlink("..", models / "loras" / "again");
     fs::create_symlink(models / "nowhere.safetensors", models / "loras" / "dangling.safetensors");
     auto r = imp1(models);
-    ASSERT_NE(find_item(r, "lora/a"), nullptr) << errors_of(r);
-    EXPECT_EQ(find_item(r, "lora/a")->outcome, Outcome::added);
+    ASSERT_NE(find_item(r, "lora/a.safetensors"), nullptr) << errors_of(r);
+    EXPECT_EQ(find_item(r, "lora/a.safetensors")->outcome, Outcome::added);
     std::size_t added = 0, failed = 0;
     for (const auto& it : r.items) {
         if (it.outcome == Outcome::added) ++added;
@@ -769,7 +774,7 @@ TEST_F(StoreDiffusersTest, FolderInsideAWalk) {
     st(models / "loras" / "l.safetensors", mt::kohya_lora(9));
     auto r = imp1(models);
     ASSERT_TRUE(r.ok()) << errors_of(r);
-    EXPECT_EQ(keys_of(r), (std::set<std::string>{"diffusers/sd-turbo", "lora/l"}));
+    EXPECT_EQ(keys_of(r), (std::set<std::string>{"diffusers/sd-turbo", "lora/l.safetensors"}));
     check_tree(models / "diffusers" / "sd-turbo", "diffusers/sd-turbo");
     // The component folders were not walked as models of their own ("vae/...").
     EXPECT_FALSE(model("vae/diffusion_pytorch_model"));
@@ -825,7 +830,7 @@ TEST_F(StoreTest, MoveOnSameFilesystem) {
     auto rec = blob_record(h);
     ASSERT_TRUE(rec);
     EXPECT_EQ(rec->state, BlobState::present);
-    EXPECT_TRUE(model("lora/moved"));
+    EXPECT_TRUE(model("lora/moved.safetensors"));
     EXPECT_TRUE(staging_files().empty());
 }
 
@@ -848,7 +853,7 @@ TEST_F(StoreTest, MoveOfADuplicate) {
     EXPECT_TRUE(fs::exists(first));
     EXPECT_EQ(blob_files().size(), 1u);
     EXPECT_EQ(mt::read_file(s().blobs().path_of(h)), bytes);
-    EXPECT_TRUE(model("other/dup"));
+    EXPECT_TRUE(model("other/dup.bin"));
     EXPECT_TRUE(staging_files().empty());
 }
 
@@ -866,7 +871,7 @@ TEST_F(StoreTest, MoveThatFailsToCommitPutsTheFileBack) {
     ASSERT_TRUE(fs::exists(p)) << "the user's file was not put back";
     EXPECT_EQ(mt::read_file(p), bytes);
     EXPECT_TRUE(staging_files().empty());
-    EXPECT_EQ(model("other/foo")->versions.size(), 1u);
+    EXPECT_EQ(model("other/foo.bin")->versions.size(), 1u);
 }
 
 TEST_F(StoreTest, MoveOfADuplicateThatFailsToCommitPutsTheFileBack) {
@@ -943,7 +948,7 @@ TEST_F(StoreTest, ManyFilesForOneModelInOneImportLoseNoVersion) {
     EXPECT_EQ(outcomes.count(Outcome::added), 1u);
     EXPECT_EQ(outcomes.count(Outcome::new_version), 7u);
     EXPECT_EQ(labels, (std::set<std::string>{"v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8"}));
-    auto m = model("other/same-name");
+    auto m = model("other/same-name.bin");
     ASSERT_TRUE(m);
     ASSERT_EQ(m->versions.size(), 8u);
     std::set<std::string> stored;
@@ -972,7 +977,7 @@ TEST_F(StoreTest, SameContentUnderOneNameFromManyFoldersIsOneVersion) {
     EXPECT_EQ(added, 1u);
     EXPECT_EQ(unchanged, 5u);
     EXPECT_EQ(new_blob, 1u);
-    EXPECT_EQ(model("other/x")->versions.size(), 1u);
+    EXPECT_EQ(model("other/x.bin")->versions.size(), 1u);
     EXPECT_EQ(blob_files().size(), 1u);
     EXPECT_TRUE(staging_files().empty());
 }
@@ -1016,14 +1021,16 @@ TEST_F(StoreTest, ResolveByKeyNameHashPrefixAndPath) {
     ASSERT_TRUE(imp({lora, ckpt, vae}).ok());
     const Sha256 hv = sha_of_file(vae);
 
+    // A key or name without its extension names the one model it is the stem of.
     auto by_key = s().resolve("lora/foo");
     ASSERT_TRUE(by_key.model);
-    EXPECT_EQ(by_key.model->key(), "lora/foo");
+    EXPECT_EQ(by_key.model->key(), "lora/foo.safetensors");
+    EXPECT_EQ(s().resolve("lora/foo.safetensors").model->key(), "lora/foo.safetensors");
     EXPECT_FALSE(by_key.blob);
 
     auto by_name = s().resolve("unique-vae-name");
     ASSERT_TRUE(by_name.model);
-    EXPECT_EQ(by_name.model->key(), "vae/unique-vae-name");
+    EXPECT_EQ(by_name.model->key(), "vae/unique-vae-name.safetensors");
 
     try {
         s().resolve("foo");
@@ -1548,7 +1555,7 @@ TEST_F(StoreRecoveryTest, CataloguedMoveIsLeftDone) {
     const fs::path p = rnd(src_ / "done.bin", 500, 1);
     ASSERT_TRUE(imp1(p).ok());
     const Sha256 h = sha_of_file(p);
-    const std::string source = model("other/done")->current_version().source;
+    const std::string source = model("other/done.bin")->current_version().source;
     fs::remove(p);
     close();
     crashed_move(source, "", "3-c", h.hex(), /*with_moved=*/false);
@@ -1625,6 +1632,34 @@ TEST_F(StoreRecoveryTest, LiveMoveIsNotTouched) {
     EXPECT_FALSE(fs::exists(origin));
     EXPECT_TRUE(fs::exists(journal.path()));
     EXPECT_TRUE(fs::exists(moved));
+}
+
+}  // namespace
+}  // namespace modelfs
+
+namespace modelfs {
+namespace {
+
+// Issue 16 finding 2: foo.safetensors and foo.pt are two models; "foo" alone is ambiguous.
+TEST_F(StoreTest, AStemOfSeveralModelsIsAnErrorListingThem) {
+    const fs::path a = st(src_ / "loras" / "foo.safetensors", mt::kohya_lora(1));
+    const fs::path b = rnd(src_ / "loras" / "foo.pt", 1000, 7);
+    ASSERT_TRUE(imp({a, b}).ok());
+    EXPECT_TRUE(model("lora/foo.safetensors"));
+    EXPECT_TRUE(model("lora/foo.pt"));
+    EXPECT_EQ(model("lora/foo.pt")->versions.size(), 1u);
+    EXPECT_EQ(s().resolve("foo.pt").model->key(), "lora/foo.pt");
+    for (const char* q : {"foo", "lora/foo"}) {
+        try {
+            s().resolve(q);
+            ADD_FAILURE() << "ambiguous stem '" << q << "' resolved";
+        } catch (const StoreError& e) {
+            EXPECT_EQ(e.kind(), ErrorKind::conflict);
+            EXPECT_TRUE(contains(e.what(), "lora/foo.safetensors")) << e.what();
+            EXPECT_TRUE(contains(e.what(), "lora/foo.pt")) << e.what();
+            EXPECT_TRUE(contains(e.what(), "give the extension")) << e.what();
+        }
+    }
 }
 
 }  // namespace

@@ -56,7 +56,7 @@ class VersionsTest : public ::testing::Test {
 TEST_F(VersionsTest, NewContentAddsVersionsAndRemembersThePreviousCurrent) {
     add("foo", 1);
     add("foo", 2, "fp16");
-    Model m = model("lora/foo");
+    Model m = model("lora/foo.bin");
     ASSERT_EQ(m.versions.size(), 2u);
     EXPECT_EQ(m.versions[0].label, "v1");
     EXPECT_EQ(m.current_version().label, "fp16");
@@ -66,7 +66,7 @@ TEST_F(VersionsTest, NewContentAddsVersionsAndRemembersThePreviousCurrent) {
 TEST_F(VersionsTest, FindVersionByLabelOrUniqueHashPrefix) {
     Sha256 a = add("foo", 1);
     add("foo", 2, "2026-12-03");
-    Model m = model("lora/foo");
+    Model m = model("lora/foo.bin");
     EXPECT_EQ(find_version(m, "v1"), 0u);
     EXPECT_EQ(find_version(m, "2026-12-03"), 1u);
     EXPECT_EQ(find_version(m, a.hex().substr(0, 8)), 0u);
@@ -101,24 +101,24 @@ TEST_F(VersionsTest, UseAndRollbackToggleTheCurrentVersion) {
     add("foo", 1);
     add("foo", 2);
     add("foo", 3);
-    auto c = s().use_version("lora/foo", "v1");
+    auto c = s().use_version("lora/foo.bin", "v1");
     EXPECT_TRUE(c.changed);
     EXPECT_EQ(c.from_label, "v3");
-    EXPECT_EQ(current("lora/foo"), "v1");
-    EXPECT_FALSE(s().use_version("lora/foo", "v1").changed);
-    c = s().rollback("lora/foo");
+    EXPECT_EQ(current("lora/foo.bin"), "v1");
+    EXPECT_FALSE(s().use_version("lora/foo.bin", "v1").changed);
+    c = s().rollback("lora/foo.bin");
     EXPECT_EQ(c.to_label, "v3");
-    EXPECT_EQ(current("lora/foo"), "v3");
-    s().rollback("lora/foo");
-    EXPECT_EQ(current("lora/foo"), "v1") << "a second rollback undoes the first";
-    EXPECT_THROW(s().use_version("lora/foo", "v7"), StoreError);
+    EXPECT_EQ(current("lora/foo.bin"), "v3");
+    s().rollback("lora/foo.bin");
+    EXPECT_EQ(current("lora/foo.bin"), "v1") << "a second rollback undoes the first";
+    EXPECT_THROW(s().use_version("lora/foo.bin", "v7"), StoreError);
     EXPECT_THROW(s().use_version("lora/nope", "v1"), StoreError);
 }
 
 TEST_F(VersionsTest, RollbackWithoutPreviousSaysWhatToDo) {
     add("foo", 1);
     try {
-        s().rollback("lora/foo");
+        s().rollback("lora/foo.bin");
         FAIL();
     } catch (const StoreError& e) {
         EXPECT_EQ(e.kind(), ErrorKind::bad_input);
@@ -138,38 +138,38 @@ TEST_F(VersionsTest, ResolveVersionTakesNamesKeysAndPrefixes) {
 TEST_F(VersionsTest, PinsArePerViewAndSurviveNewVersions) {
     add("foo", 1);
     add("foo", 2);
-    auto c = s().pin("lora/foo", "v1", "comfyui");
+    auto c = s().pin("lora/foo.bin", "v1", "comfyui");
     EXPECT_TRUE(c.changed);
     add("foo", 3);
-    Model m = model("lora/foo");
+    Model m = model("lora/foo.bin");
     EXPECT_EQ(m.versions[m.shown_in("comfyui")].label, "v1");
     EXPECT_EQ(m.versions[m.shown_in("a1111")].label, "v3");
-    EXPECT_TRUE(s().unpin("lora/foo", "comfyui"));
-    EXPECT_FALSE(s().unpin("lora/foo", "comfyui"));
-    m = model("lora/foo");
+    EXPECT_TRUE(s().unpin("lora/foo.bin", "comfyui"));
+    EXPECT_FALSE(s().unpin("lora/foo.bin", "comfyui"));
+    m = model("lora/foo.bin");
     EXPECT_EQ(m.versions[m.shown_in("comfyui")].label, "v3");
 }
 
 TEST_F(VersionsTest, RetainKeepsNewestCurrentPinnedAndLocked) {
     for (int i = 1; i <= 6; ++i) add("foo", i);
-    s().use_version("lora/foo", "v1");     // current: oldest
-    s().pin("lora/foo", "v2", "comfyui");  // pinned
+    s().use_version("lora/foo.bin", "v1");     // current: oldest
+    s().pin("lora/foo.bin", "v2", "comfyui");  // pinned
     // A lock holding v3.
     LockFile lock;
-    lock.models.push_back(lock_entry(s().catalog().read(), model("lora/foo"), 2));
+    lock.models.push_back(lock_entry(s().catalog().read(), model("lora/foo.bin"), 2));
     s().register_lock(lock, "/tmp/x.lock");
 
     auto dry = s().retain(2, /*dry_run=*/true);
     ASSERT_EQ(dry.dropped.size(), 1u);
     EXPECT_EQ(dry.dropped[0].label, "v4");
-    EXPECT_EQ(model("lora/foo").versions.size(), 6u) << "dry run changes nothing";
+    EXPECT_EQ(model("lora/foo.bin").versions.size(), 6u) << "dry run changes nothing";
 
     auto rep = s().retain(2, false);
     ASSERT_EQ(rep.dropped.size(), 1u);
     EXPECT_EQ(rep.kept_current, 1u);
     EXPECT_EQ(rep.kept_pinned, 1u);
     EXPECT_EQ(rep.kept_locked, 1u);
-    Model m = model("lora/foo");
+    Model m = model("lora/foo.bin");
     std::vector<std::string> labels;
     for (const auto& v : m.versions) labels.push_back(v.label);
     EXPECT_EQ(labels, (std::vector<std::string>{"v1", "v2", "v3", "v5", "v6"}));
@@ -191,18 +191,18 @@ class RetainThenAddTest : public VersionsTest {
     void SetUp() override {
         VersionsTest::SetUp();
         for (int i = 1; i <= 5; ++i) add("foo", i);
-        s().use_version("lora/foo", "v1");
+        s().use_version("lora/foo.bin", "v1");
         s().retain(2, false);
         ASSERT_EQ(labels(), (std::vector<std::string>{"v1", "v4", "v5"}));
     }
     std::vector<std::string> labels() {
         std::vector<std::string> out;
-        for (const auto& v : model("lora/foo").versions) out.push_back(v.label);
+        for (const auto& v : model("lora/foo.bin").versions) out.push_back(v.label);
         return out;
     }
     // The new version has a label no other version has, and `use LABEL` selects it.
     void expect_new_label_selectable(const Sha256& content) {
-        const Model m = model("lora/foo");
+        const Model m = model("lora/foo.bin");
         ASSERT_EQ(m.versions.size(), 4u);
         std::vector<std::string> l = labels();
         std::sort(l.begin(), l.end());
@@ -210,9 +210,9 @@ class RetainThenAddTest : public VersionsTest {
         const std::string label = m.versions.back().label;
         EXPECT_EQ(label, "v6") << "after the highest vN there was";
         EXPECT_EQ(m.versions.back().blob, content);
-        s().use_version("lora/foo", "v1");
-        s().use_version("lora/foo", label);
-        EXPECT_EQ(model("lora/foo").current_version().blob, content);
+        s().use_version("lora/foo.bin", "v1");
+        s().use_version("lora/foo.bin", label);
+        EXPECT_EQ(model("lora/foo.bin").current_version().blob, content);
     }
 };
 
@@ -222,7 +222,7 @@ TEST_F(RetainThenAddTest, ImportGetsALabelNoKeptVersionHas) {
 
 TEST_F(RetainThenAddTest, ASaveThroughAMountGetsALabelNoKeptVersionHas) {
     // As the mount's ingester commits a closed file: written inside the store, linked as a blob.
-    fs::path p = dir_ / "store" / "views" / "a1111" / "foo.pt";
+    fs::path p = dir_ / "store" / "views" / "a1111" / "foo.bin";
     fs::create_directories(p.parent_path());
     mt::write_random_file(p, 4242, 6);
     UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
@@ -233,8 +233,8 @@ TEST_F(RetainThenAddTest, ASaveThroughAMountGetsALabelNoKeptVersionHas) {
     f.digests = digest_fd(fd.get());
     f.category = Category::lora;
     f.name = "foo";
-    f.ext = ".pt";  // random bytes: not a complete safetensors file
-    f.source = "mount:a1111/models/Lora/foo.pt";
+    f.ext = ".bin";  // the model's extension (another one is another model); random bytes
+    f.source = "mount:a1111/models/Lora/foo.bin";
     FileCommitResult r = s().commit_file(f);
     EXPECT_TRUE(r.new_version);
     EXPECT_EQ(r.label, "v6");
@@ -245,11 +245,11 @@ TEST_F(RetainThenAddTest, AnAddedURLGetsALabelNoKeptVersionHas) {
     RemoteModel m;
     m.category = Category::lora;
     m.name = "foo";
-    m.ext = ".safetensors";
+    m.ext = ".bin";
     RemoteFile f;
     f.sha256 = Sha256::from_hex(std::string(64, 'a'));
     f.size = 1234;
-    f.sources.push_back({"https://example.invalid/foo.safetensors"});
+    f.sources.push_back({"https://example.invalid/foo.bin"});
     m.files.push_back(f);
     RemoteAddResult r = s().add_remote(m);
     EXPECT_TRUE(r.new_version);
@@ -262,17 +262,17 @@ TEST_F(RetainThenAddTest, AnAddedURLGetsALabelNoKeptVersionHas) {
 TEST_F(VersionsTest, AnExplicitMtimeIsShownAsSetUntilTheNextSwitch) {
     add("foo", 1);
     add("foo", 2);
-    s().pin("lora/foo", "v1", "comfyui");
-    Model m = model("lora/foo");
+    s().pin("lora/foo.bin", "v1", "comfyui");
+    Model m = model("lora/foo.bin");
     const std::int64_t switched = m.switched_ns;
     ASSERT_GT(switched, 0);
-    s().set_shown_attrs("lora/foo", 1'000'000'000, std::nullopt, "v1");
-    m = model("lora/foo");
+    s().set_shown_attrs("lora/foo.bin", 1'000'000'000, std::nullopt, "v1");
+    m = model("lora/foo.bin");
     EXPECT_EQ(m.shown_mtime_ns(m.versions[0]), 1'000'000'000ll * 1'000'000'000);
     EXPECT_EQ(m.shown_mtime_ns(m.versions[1]), switched) << "what the other views show stays";
     EXPECT_EQ(m.versions[1].mtime, 0) << "the current version was not touched";
-    s().unpin("lora/foo", "comfyui");
-    m = model("lora/foo");
+    s().unpin("lora/foo.bin", "comfyui");
+    m = model("lora/foo.bin");
     EXPECT_GT(m.shown_mtime_ns(m.versions[0]), switched);
     EXPECT_GT(m.shown_mtime_ns(m.versions[1]), switched);
 }
@@ -305,13 +305,13 @@ TEST_F(VersionsTest, LockTextRoundTripsAndRejectsEdits) {
     auto txn = s().catalog().read();
     LockFile lock;
     lock.view = "comfyui";
-    lock.models.push_back(lock_entry(txn, *txn.get_model("lora/bar"), 0));
-    lock.models.push_back(lock_entry(txn, *txn.get_model("lora/foo"), 0));
+    lock.models.push_back(lock_entry(txn, *txn.get_model("lora/bar.bin"), 0));
+    lock.models.push_back(lock_entry(txn, *txn.get_model("lora/foo.bin"), 0));
     const std::string text = lock.to_text();
     LockFile back = LockFile::parse(text, "models.lock");
     EXPECT_EQ(back.to_text(), text);
     EXPECT_EQ(back.id(), lock.id());
-    EXPECT_NE(text.find("\"model\": \"lora/bar\""), std::string::npos) << text;
+    EXPECT_NE(text.find("\"model\": \"lora/bar.bin\""), std::string::npos) << text;
 
     auto expect_bad = [](const std::string& t, const std::string& says) {
         try {
@@ -326,7 +326,7 @@ TEST_F(VersionsTest, LockTextRoundTripsAndRejectsEdits) {
     expect_bad("{\"models\": []}", "modelfs_lock");
     expect_bad("{\"modelfs_lock\": 99, \"models\": []}", "newer");
     std::string dup = text;
-    dup.replace(dup.find("lora/foo"), 8, "lora/bar");
+    dup.replace(dup.find("lora/foo.bin"), 12, "lora/bar.bin");
     expect_bad(dup, "listed twice");
     std::string badhash = text;
     badhash.replace(badhash.find("\"sha256\": \"") + 11, 4, "zzzz");
@@ -402,14 +402,14 @@ TEST(LockFileParse, NumberBeyondADoubleIsNotJson) {
 TEST_F(VersionsTest, MakeLockTakesEveryCurrentVersionSortedByKey) {
     add("foo", 1);
     add("foo", 2);
-    s().use_version("lora/foo", "v1");
+    s().use_version("lora/foo.bin", "v1");
     add("bar", 3);
     const MadeLock made = make_lock(s().catalog().read(), "", {}, false);
     EXPECT_TRUE(made.left_out.empty());
     EXPECT_EQ(made.lock.view, "");
     ASSERT_EQ(made.lock.models.size(), 2u);
-    EXPECT_EQ(made.lock.models[0].key(), "lora/bar");
-    EXPECT_EQ(made.lock.models[1].key(), "lora/foo");
+    EXPECT_EQ(made.lock.models[0].key(), "lora/bar.bin");
+    EXPECT_EQ(made.lock.models[1].key(), "lora/foo.bin");
     EXPECT_EQ(made.lock.models[1].label, "v1");
 }
 
@@ -419,13 +419,13 @@ TEST_F(VersionsTest, MakeLockKeepsTheVersionsItIsGivenAndLeavesOutTheRest) {
     add("bar", 3);
     // As a view would: bar is not shown there, foo at its first version's successor.
     auto version_of = [](const Model& m) -> std::optional<std::size_t> {
-        if (m.name == "bar") return std::nullopt;
+        if (m.name == "bar.bin") return std::nullopt;
         return 1;
     };
     const MadeLock made = make_lock(s().catalog().read(), "comfyui", version_of, false);
     EXPECT_EQ(made.lock.view, "comfyui");
     ASSERT_EQ(made.lock.models.size(), 1u);
-    EXPECT_EQ(made.lock.models[0].key(), "lora/foo");
+    EXPECT_EQ(made.lock.models[0].key(), "lora/foo.bin");
     EXPECT_EQ(made.lock.models[0].content_id, v2);
 }
 
@@ -433,7 +433,7 @@ TEST_F(VersionsTest, ApplyReproducesALockInAnotherStore) {
     add("foo", 1);
     Sha256 v2 = add("foo", 2);
     add("foo", 3);
-    s().use_version("lora/foo", "v2");
+    s().use_version("lora/foo.bin", "v2");
     add("bar", 4);
     // A remote model whose blob is not here but has a source.
     RemoteModel rm;
@@ -462,22 +462,22 @@ TEST_F(VersionsTest, ApplyReproducesALockInAnotherStore) {
     ASSERT_EQ(rep.items.size(), 3u);
     EXPECT_FALSE(rep.ok()) << "bar's blob is neither there nor downloadable";
     for (const auto& item : rep.items) {
-        if (item.model_key == "lora/foo") {
+        if (item.model_key == "lora/foo.bin") {
             EXPECT_EQ(item.outcome, ApplyItem::Outcome::made_current);
             EXPECT_EQ(item.label, "v1");
-        } else if (item.model_key == "vae/far") {
+        } else if (item.model_key == "vae/far.safetensors") {
             EXPECT_EQ(item.outcome, ApplyItem::Outcome::added);
             EXPECT_EQ(item.remote_files, 1u);
         } else {
-            EXPECT_EQ(item.model_key, "lora/bar");
+            EXPECT_EQ(item.model_key, "lora/bar.bin");
             EXPECT_EQ(item.outcome, ApplyItem::Outcome::failed);
             EXPECT_NE(item.error.find("no source"), std::string::npos) << item.error;
         }
     }
     auto txn = other.catalog().read();
-    EXPECT_EQ(*txn.get_model("lora/foo")->current_version().blob, v2);
-    EXPECT_FALSE(txn.get_model("lora/bar"));
-    auto far = txn.get_model("vae/far");
+    EXPECT_EQ(*txn.get_model("lora/foo.bin")->current_version().blob, v2);
+    EXPECT_FALSE(txn.get_model("lora/bar.bin"));
+    auto far = txn.get_model("vae/far.safetensors");
     ASSERT_TRUE(far);
     EXPECT_EQ(txn.get_blob(*far->current_version().blob)->state, BlobState::remote);
     ASSERT_EQ(other.locks().size(), 1u);
@@ -488,7 +488,7 @@ TEST_F(VersionsTest, ApplyReproducesALockInAnotherStore) {
 TEST_F(VersionsTest, ApplyKeepsTheLockLabelOrMarksAClash) {
     add("foo", 1, "release");
     LockFile lock;
-    lock.models.push_back(lock_entry(s().catalog().read(), model("lora/foo"), 0));
+    lock.models.push_back(lock_entry(s().catalog().read(), model("lora/foo.bin"), 0));
     Store other = Store::init(dir_ / "other");
     add("zzz", 1, std::nullopt, &other);  // the locked bytes, under another name
     add("foo", 5, "release", &other);     // the locked label, on other bytes
@@ -497,7 +497,7 @@ TEST_F(VersionsTest, ApplyKeepsTheLockLabelOrMarksAClash) {
     EXPECT_EQ(rep.items[0].outcome, ApplyItem::Outcome::added);
     EXPECT_EQ(rep.items[0].label, "release-lock");
     EXPECT_EQ(rep.items[0].remote_files, 0u);
-    Model m = *other.catalog().read().get_model("lora/foo");
+    Model m = *other.catalog().read().get_model("lora/foo.bin");
     EXPECT_EQ(m.current_version().label, "release-lock");
     EXPECT_EQ(m.versions[0].label, "release") << "the clashing version stays";
 }

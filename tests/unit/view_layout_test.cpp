@@ -34,7 +34,7 @@ struct Fixture {
 Fixture file_model(Category c, std::string name, std::string ext) {
     Fixture f;
     f.model.category = c;
-    f.model.name = std::move(name);
+    f.model.name = name + ext;  // a single file's name ends with its extension (model_name.h)
     f.version.blob = Sha256{};
     f.version.ext = std::move(ext);
     f.version.size = 1;
@@ -228,7 +228,7 @@ TEST_P(ViewLayoutBuiltin, RoundTripEveryShownCategoryAndExtension) {
                 ASSERT_EQ(p, f.path + "/" + name + ext) << to_string(f.category);
                 const auto back = l.classify(*p);
                 ASSERT_TRUE(back.has_value()) << *p;
-                EXPECT_EQ(*back, (ViewPath{f.category, f.path, name, ext}));
+                EXPECT_EQ(*back, (ViewPath{f.category, f.path, name + ext, ext}));
                 ++checked;
             }
         }
@@ -279,7 +279,7 @@ TEST_P(ViewLayoutBuiltin, SecondaryFoldersClassifyButAreNeverShown) {
         const std::string ext = ext_of(folder);
         const auto back = l.classify(folder + "/sub/foo" + ext);
         ASSERT_TRUE(back.has_value()) << folder;
-        EXPECT_EQ(*back, (ViewPath{c, folder, "sub/foo", ext}));
+        EXPECT_EQ(*back, (ViewPath{c, folder, "sub/foo" + ext, ext}));
         EXPECT_NE(l.folder_for(c), folder);
     }
     for (const auto& f : l.folders()) {
@@ -329,7 +329,7 @@ TEST_P(ViewLayoutBuiltin, FolderMatchIsCaseSensitiveExtensionIsNot) {
 
     const auto back = l.classify(lora + "/Foo.SafeTensors");
     ASSERT_TRUE(back.has_value());
-    EXPECT_EQ(*back, (ViewPath{Category::lora, lora, "Foo", ".SafeTensors"}));
+    EXPECT_EQ(*back, (ViewPath{Category::lora, lora, "Foo.SafeTensors", ".SafeTensors"}));
     const auto p = path_of(l, file_model(Category::lora, "Foo", ".SAFETENSORS"));
     EXPECT_EQ(p, lora + "/Foo.SAFETENSORS");
     EXPECT_EQ(l.classify(*p)->ext, ".SAFETENSORS");
@@ -437,7 +437,7 @@ TEST(ViewLayoutExtensions, PerToolLists) {
     EXPECT_EQ(path_of(fooocus, file_model(Category::lora, "inpaint", ".fooocus.patch")),
               "loras/inpaint.fooocus.patch");
     EXPECT_EQ(fooocus.classify("loras/inpaint_v26.Fooocus.Patch"),
-              (ViewPath{Category::lora, "loras", "inpaint_v26", ".Fooocus.Patch"}));
+              (ViewPath{Category::lora, "loras", "inpaint_v26.Fooocus.Patch", ".Fooocus.Patch"}));
     EXPECT_EQ(fooocus.classify("loras/x.patch"), std::nullopt);
     EXPECT_EQ(path_of(fooocus, file_model(Category::lora, "x", ".pt")), std::nullopt);
     // A name ending in ".fooocus" with ext ".patch" would read back as another model.
@@ -446,7 +446,7 @@ TEST(ViewLayoutExtensions, PerToolLists) {
     EXPECT_EQ(path_of(comfy, file_model(Category::lora, "v1.5/x.y", ".safetensors")),
               "loras/v1.5/x.y.safetensors");
     EXPECT_EQ(comfy.classify("loras/v1.5/x.y.safetensors"),
-              (ViewPath{Category::lora, "loras", "v1.5/x.y", ".safetensors"}));
+              (ViewPath{Category::lora, "loras", "v1.5/x.y.safetensors", ".safetensors"}));
 }
 
 TEST(ViewLayoutA1111, SkipsVaeNamedCheckpoints) {
@@ -478,12 +478,12 @@ TEST(ViewLayoutA1111, EmbeddingsAndSecondaryFolders) {
     EXPECT_EQ(path_of(l, file_model(Category::embedding, "easynegative", ".safetensors")),
               "embeddings/easynegative.safetensors");
     EXPECT_EQ(l.classify("LyCORIS/locon.safetensors"),
-              (ViewPath{Category::lora, "LyCORIS", "locon", ".safetensors"}));
+              (ViewPath{Category::lora, "LyCORIS", "locon.safetensors", ".safetensors"}));
     EXPECT_EQ(l.classify("LDSR/model.ckpt"),
-              (ViewPath{Category::upscaler, "LDSR", "model", ".ckpt"}));
+              (ViewPath{Category::upscaler, "LDSR", "model.ckpt", ".ckpt"}));
     EXPECT_EQ(l.classify("ESRGAN/model.ckpt"), std::nullopt);
     EXPECT_EQ(l.classify("Codeformer/codeformer-v0.1.0.pth"),
-              (ViewPath{Category::face_restore, "Codeformer", "codeformer-v0.1.0", ".pth"}));
+              (ViewPath{Category::face_restore, "Codeformer", "codeformer-v0.1.0.pth", ".pth"}));
     EXPECT_EQ(l.classify("diffusers/sd15"), std::nullopt);
 }
 
@@ -510,19 +510,21 @@ TEST(ViewLayoutDiffusers, FolderModels) {
 
 TEST(ViewLayoutComfyUI, LegacyAndPluginFolders) {
     const ViewLayout l = layout("comfyui");
-    EXPECT_EQ(l.classify("unet/flux1-dev.safetensors"),
-              (ViewPath{Category::diffusion_model, "unet", "flux1-dev", ".safetensors"}));
+    EXPECT_EQ(
+        l.classify("unet/flux1-dev.safetensors"),
+        (ViewPath{Category::diffusion_model, "unet", "flux1-dev.safetensors", ".safetensors"}));
     EXPECT_EQ(l.classify("clip/t5xxl.safetensors"),
-              (ViewPath{Category::text_encoder, "clip", "t5xxl", ".safetensors"}));
+              (ViewPath{Category::text_encoder, "clip", "t5xxl.safetensors", ".safetensors"}));
     EXPECT_EQ(l.classify("t2i_adapter/sketch.pth"),
-              (ViewPath{Category::controlnet, "t2i_adapter", "sketch", ".pth"}));
+              (ViewPath{Category::controlnet, "t2i_adapter", "sketch.pth", ".pth"}));
     EXPECT_EQ(path_of(l, file_model(Category::ipadapter, "ip-adapter_sd15", ".safetensors")),
               "ipadapter/ip-adapter_sd15.safetensors");
     EXPECT_EQ(l.classify("configs/v1-inference.yaml"), std::nullopt);
     EXPECT_EQ(l.classify("style_models/x.safetensors"),
-              (ViewPath{Category::style_model, "style_models", "x", ".safetensors"}));
+              (ViewPath{Category::style_model, "style_models", "x.safetensors", ".safetensors"}));
     EXPECT_EQ(l.classify("latent_upscale_models/x.safetensors"),
-              (ViewPath{Category::latent_upscaler, "latent_upscale_models", "x", ".safetensors"}));
+              (ViewPath{Category::latent_upscaler, "latent_upscale_models", "x.safetensors",
+                        ".safetensors"}));
     for (const char* tool : {"a1111", "forge", "sdnext", "fooocus"}) {
         EXPECT_EQ(path_of(layout(tool), file_model(Category::ipadapter, "ip", ".safetensors")),
                   std::nullopt)
@@ -549,7 +551,7 @@ TEST(ViewLayoutJson, MinimalUserLayout) {
     EXPECT_EQ(l.folder_for(Category::lora), "models/Lora");
     // No extension list: anything with an extension is a model file.
     EXPECT_EQ(l.classify("models/LyCORIS/x.whatever"),
-              (ViewPath{Category::lora, "models/LyCORIS", "x", ".whatever"}));
+              (ViewPath{Category::lora, "models/LyCORIS", "x.whatever", ".whatever"}));
     EXPECT_EQ(l.classify("models/Lora/noext"), std::nullopt);
     EXPECT_EQ(l.classify("models/x.safetensors"), std::nullopt);
     EXPECT_EQ(path_of(l, file_model(Category::lora, "a/b", ".safetensors")),
@@ -570,7 +572,7 @@ TEST(ViewLayoutJson, ExplicitPrimaryWinsOverDefault) {
     EXPECT_EQ(l.folder_for(Category::lora), "b");
     // All-secondary: the category classifies writes but nothing is shown.
     EXPECT_EQ(l.folder_for(Category::vae), std::nullopt);
-    EXPECT_EQ(l.classify("c/x.pt"), (ViewPath{Category::vae, "c", "x", ".pt"}));
+    EXPECT_EQ(l.classify("c/x.pt"), (ViewPath{Category::vae, "c", "x.pt", ".pt"}));
     EXPECT_EQ(path_of(l, file_model(Category::vae, "x", ".pt")), std::nullopt);
 }
 
@@ -730,11 +732,11 @@ TEST(ViewLayoutToolCode, ForgeShowsDiffusionModelsAmongItsCheckpoints) {
     }
     // What Forge or a user saves there is a diffusion model (for ComfyUI's diffusion_models/),
     // what is saved next to it a checkpoint.
-    EXPECT_EQ(
-        forge.classify("Stable-diffusion/diffusion_models/x.gguf"),
-        (ViewPath{Category::diffusion_model, "Stable-diffusion/diffusion_models", "x", ".gguf"}));
+    EXPECT_EQ(forge.classify("Stable-diffusion/diffusion_models/x.gguf"),
+              (ViewPath{Category::diffusion_model, "Stable-diffusion/diffusion_models", "x.gguf",
+                        ".gguf"}));
     EXPECT_EQ(forge.classify("Stable-diffusion/x.gguf"),
-              (ViewPath{Category::checkpoint, "Stable-diffusion", "x", ".gguf"}));
+              (ViewPath{Category::checkpoint, "Stable-diffusion", "x.gguf", ".gguf"}));
     // A checkpoint whose name would put it inside the diffusion models' folder is not shown
     // there as something it is not.
     EXPECT_EQ(
@@ -811,12 +813,13 @@ TEST(ViewLayoutToolCode, ComfyUIHasEveryModelKeyOfFolderPaths) {
 TEST(ViewLayoutToolCode, FooocusInpaintAndPromptExpansion) {
     // Fooocus modules/config.py path_inpaint and path_fooocus_expansion.
     const ViewLayout l = layout("fooocus");
-    EXPECT_EQ(l.classify("inpaint/inpaint_v26.fooocus.patch"),
-              (ViewPath{named("inpaint"), "inpaint", "inpaint_v26", ".fooocus.patch"}));
+    EXPECT_EQ(
+        l.classify("inpaint/inpaint_v26.fooocus.patch"),
+        (ViewPath{named("inpaint"), "inpaint", "inpaint_v26.fooocus.patch", ".fooocus.patch"}));
     EXPECT_EQ(l.classify("inpaint/fooocus_inpaint_head.pth")->category, named("inpaint"));
     EXPECT_EQ(l.classify("prompt_expansion/fooocus_expansion/pytorch_model.bin"),
               (ViewPath{named("prompt_expansion"), "prompt_expansion",
-                        "fooocus_expansion/pytorch_model", ".bin"}));
+                        "fooocus_expansion/pytorch_model.bin", ".bin"}));
     // The tokenizer files beside it are text, kept plain.
     EXPECT_EQ(l.classify("prompt_expansion/fooocus_expansion/tokenizer.json"), std::nullopt);
     EXPECT_EQ(path_of(l, file_model(named("inpaint"), "inpaint_v26", ".fooocus.patch")),

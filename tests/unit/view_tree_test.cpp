@@ -93,7 +93,7 @@ TEST_F(ViewTreeTest, ModelAppearsAtTheLayoutPathInEveryViewInRootMode) {
         EXPECT_EQ(n->kind, Node::Kind::file);
         EXPECT_EQ(n->blob, hx('a'));
         EXPECT_EQ(n->size, 1234u);
-        EXPECT_EQ(n->model_key, "lora/x");
+        EXPECT_EQ(n->model_key, "lora/x.safetensors");
         EXPECT_EQ(n->version, "v1");
         EXPECT_EQ(n->category, Category::lora);
         EXPECT_TRUE(n->sidecar.empty());
@@ -115,7 +115,7 @@ TEST_F(ViewTreeTest, SingleViewModePutsTheViewsFoldersAtTheRoot) {
 
     const Node* n = t.find_path("loras/sdxl/x.safetensors");
     ASSERT_NE(n, nullptr);
-    EXPECT_EQ(n->model_key, "lora/sdxl/x");
+    EXPECT_EQ(n->model_key, "lora/sdxl/x.safetensors");
     EXPECT_EQ(n->view, 0);
     const Node* sub = t.find_path("loras/sdxl");
     ASSERT_NE(sub, nullptr);
@@ -233,7 +233,7 @@ TEST_F(ViewTreeTest, SidecarsSitBesideTheModelInEveryView) {
         EXPECT_EQ(png->blob, hx('b'));
         EXPECT_EQ(png->size, 20u);
         EXPECT_EQ(png->sidecar, ".preview.png");
-        EXPECT_EQ(png->model_key, "lora/sdxl/foo");
+        EXPECT_EQ(png->model_key, "lora/sdxl/foo.safetensors");
         EXPECT_FALSE(png->is_model_file());
         EXPECT_EQ(png->ino, ViewTree::file_ino(dir + "foo.preview.png", hx('b')));
         const Node* info = t.find_path(dir + "foo.civitai.info");
@@ -326,7 +326,7 @@ TEST_F(ViewTreeTest, FolderMtimeFollowsTheCategorysLastChange) {
     EXPECT_EQ(t1.find_path("comfyui/checkpoints")->mtime_ns, kEmptyDirMtime);
 
     // Deleting the newest model moves the mtime forward, not back to the remaining entry's.
-    del("lora/b");
+    del("lora/b.safetensors");
     ViewTree t2 = build();
     const std::int64_t m2 = t2.find_path("comfyui/loras")->mtime_ns;
     EXPECT_GT(m2, m1);
@@ -334,7 +334,7 @@ TEST_F(ViewTreeTest, FolderMtimeFollowsTheCategorysLastChange) {
     EXPECT_EQ(t2.find_path("comfyui/loras")->children.size(), 1u);
 
     // Deleting the last one leaves an empty folder that still moved forward.
-    del("lora/a");
+    del("lora/a.safetensors");
     ViewTree t3 = build();
     EXPECT_GT(t3.find_path("comfyui/loras")->mtime_ns, m2);
     EXPECT_TRUE(t3.find_path("comfyui/loras")->children.empty());
@@ -359,7 +359,7 @@ TEST_F(ViewTreeTest, DeletionChangesFolderMtimeEvenWithAFutureDatedEntry) {
     const std::int64_t m1 = t1.find_path("comfyui/loras")->mtime_ns;
     EXPECT_EQ(m1, changed_ns(Category::lora));  // the category's change, not the future entry
     EXPECT_EQ(t1.find_path("comfyui/loras/future.safetensors")->mtime_ns, future * 1'000'000'000);
-    del("lora/gone");
+    del("lora/gone.safetensors");
     ViewTree t2 = build();
     EXPECT_EQ(t2.find_path("comfyui/loras")->children.size(), 1u);
     EXPECT_NE(t2.find_path("comfyui/loras")->mtime_ns, m1);

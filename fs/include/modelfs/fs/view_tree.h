@@ -104,6 +104,9 @@ class ViewTree {
     Node node_of(const Hit& hit, std::string_view path) const;
     const Model* model(Category c, std::string_view name) const;
     bool has_names_below(Category c, std::string_view prefix) const;
+    // The models named `stem` (a tree) or `stem` + an extension: what STEM@LABEL.EXT and
+    // `.versions/STEM/` name (model_name.h).
+    std::vector<const Model*> models_by_stem(Category c, std::string_view stem) const;
 
     std::uint64_t add(std::uint64_t parent, const std::string& name, Node::Kind kind,
                       const std::string& path, std::uint64_t ino);

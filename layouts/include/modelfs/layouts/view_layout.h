@@ -51,9 +51,12 @@ struct ViewFolder {
 struct ViewPath {
     Category category = Category::other;
     std::string folder;  // the ViewFolder::path it is in
-    std::string name;    // the model name: path below the folder without extension, "sdxl/foo"
-    // As spelled in the path (".SafeTensors" stays so); compare it case-insensitively. Empty for
-    // a folder model (diffusers).
+    // The model name: the path below the folder, extension included ("sdxl/foo.safetensors";
+    // store/include/modelfs/store/model_name.h).
+    std::string name;
+    // The extension the folder lists that the name ends with, as spelled in the path
+    // (".SafeTensors" stays so); compare it case-insensitively. Empty for a folder model
+    // (diffusers).
     std::string ext;
 
     bool operator==(const ViewPath&) const = default;
@@ -109,11 +112,11 @@ class ViewLayout {
     // the name with an empty ext and the mount resolves it against the catalog.
     std::optional<ViewPath> classify(std::string_view rel_path) const;
 
-    // Where version `v` of `m` appears: "<primary folder>/<name><ext>", or "<folder>/<name>" for
-    // a multi-file (tree) version, which only diffusers folders show. std::nullopt when the view
-    // does not show it: no folder for the category, an extension the folder does not list, a name
-    // the tool skips, or a single file in a diffusers folder. Whenever it returns a path,
-    // classify() of that path gives back m.category, m.name and v.ext.
+    // Where version `v` of `m` appears: "<primary folder>/<name>" (the name ends with v.ext) for a
+    // single file and for a multi-file (tree) version, which only diffusers folders show.
+    // std::nullopt when the view does not show it: no folder for the category, an extension the
+    // folder does not list, a name the tool skips, or a single file in a diffusers folder. Whenever
+    // it returns a path, classify() of that path gives back m.category, m.name and v.ext.
     std::optional<std::string> path_for(const Model& m, const ModelVersion& v) const;
 
     bool operator==(const ViewLayout&) const = default;

@@ -20,8 +20,8 @@ namespace modelfs {
 
 // 2 added sidecars and the shown mtime/mode of versions; 3 added models' `previous` and `pins`
 // and registered lock files; 4 added models' `switched` (an older modelfs would drop it on its
-// next write and set shown mtimes back). An older catalog is upgraded on open (nothing in it
-// changes meaning).
+// next write and set shown mtimes back) and put the extension in single-file model names. An
+// older catalog is upgraded on open (split_by_extension).
 inline constexpr std::uint32_t kSchemaVersion = 4;
 
 enum class BlobState {
@@ -148,7 +148,10 @@ struct AddedVersion {
 
 struct Model {
     Category category = Category::other;
-    std::string name;  // may contain '/' for sub-folders, never an extension
+    // May contain '/' for sub-folders. A single-file model's name ends with its extension, which
+    // every version's `ext` repeats ("sdxl/foo.safetensors"; model_name.h); a tree model's
+    // (diffusers) has none.
+    std::string name;
     std::vector<ModelVersion> versions;
     std::size_t current = 0;
     // The label that was current before the last change of `current` (`modelfs rollback` goes
@@ -164,6 +167,9 @@ struct Model {
     std::int64_t switched_ns = 0;
 
     std::string key() const;  // "category/name"
+    // The name without its extension (the current version's ext; the name itself for a tree):
+    // sidecars are <stem>.preview.png, version aliases <stem>@<label><ext> (model_name.h).
+    std::string_view stem() const;
     const ModelVersion& current_version() const { return versions.at(current); }
     // Makes version `i` current, remembering the old current label in `previous` (when it
     // changes), so every path that changes the current version can be rolled back.
@@ -208,6 +214,13 @@ struct LockHold {
 };
 
 std::string model_key(Category c, std::string_view name);
+
+// The schema <= 3 to 4 upgrade of one model, whose name lacked the extension: one model per
+// extension its versions have, named name + ext as the views showed it (tree versions keep the
+// name), each with its own versions in order and labels; `pins` and `previous` go where their
+// label is, `switched` to every part; the current version is the old current one in its part,
+// the newest elsewhere. A model with one extension gives one model.
+std::vector<Model> split_by_extension(const Model& m);
 
 class Catalog;
 
@@ -279,6 +292,8 @@ class Catalog {
 
   private:
     explicit Catalog(std::shared_ptr<Env> env);
+    // Renames every model by split_by_extension and re-points registered locks, in `w`.
+    static void upgrade_model_names(Txn& w);
     std::shared_ptr<Env> env_;
 };
 

@@ -111,7 +111,8 @@ struct FileCommit {
     int fd = -1;                 // open on `path`; the content is final
     FileDigests digests;         // of that content
     Category category = Category::other;
-    std::string name;        // the model's name ("sdxl/foo")
+    std::string
+        name;  // the model's name ("sdxl/foo.safetensors"; `ext` is appended when it lacks it)
     std::string ext;         // a model's extension (".safetensors"); unused for sidecars
     std::string sidecar;     // non-empty: the file is this sidecar (".preview.png") of the model
     std::int64_t mtime = 0;  // shown as the file's mtime (0: now)
@@ -147,7 +148,8 @@ struct TrustedTree {
     // A new model's first version is current anyway.
     bool make_current = false;
     // Catalogue the one file of `files` as a single-file model (its blob, and the extension of
-    // its path by file_model_name) instead of a tree: a cache's repo that is one model file.
+    // its path by file_model_name, store/model_name.h; `name` ends with it) instead of a tree: a
+    // cache's repo that is one model file.
     bool single_file = false;
     std::vector<TrustedFile> files;
 };
@@ -168,15 +170,6 @@ struct TrustedTreeResult {
 // '.'/'..' components, components over 200 bytes, '@' (reserved for version labels). For callers
 // that check a name before doing anything costly (`modelfs add` before probing URLs).
 void check_model_name(const std::string& name);
-
-// What a file's name makes of a single-file model: its model name and the extension the views
-// show it with ("foo.safetensors" -> {"foo", ".safetensors"}). The one rule `import` and the
-// cache imports name a file by.
-struct FileModelName {
-    std::string name;
-    std::string ext;
-};
-FileModelName file_model_name(const std::string& filename);
 
 // Whether a file name has the extension of a model file (the list `import` takes from a folder:
 // .safetensors .sft .ckpt .pt .pt2 .pth .bin .pkl .gguf .onnx, .fooocus.patch); sidecars,
@@ -325,10 +318,10 @@ class Store {
     bool remove_model(std::string_view key);
     // Removes one sidecar from a model's current version. False if there was none.
     bool remove_sidecar(std::string_view key, std::string_view suffix);
-    // Renames model `from` to (category, name), its current version's file extension becoming
-    // `ext`. When that model exists already, it gets `from`'s current version (with its
-    // sidecars) as its new current version and `from` is removed: what rename(2) does to the
-    // replaced file, without losing the replaced model's older versions.
+    // Renames model `from` to (category, name), every single-file version's extension becoming
+    // `ext` (the end of `name`). When that model exists already, it gets `from`'s current version
+    // (with its sidecars) as its new current version and `from` is removed: what rename(2) does to
+    // the replaced file, without losing the replaced model's older versions.
     void rename_model(std::string_view from, Category category, const std::string& name,
                       const std::string& ext);
     // Sets the mtime and/or permission bits a mount shows for version `label` of a model (the

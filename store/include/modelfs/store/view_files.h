@@ -30,7 +30,8 @@ std::string view_file_name(std::string_view view, std::string_view rel_path);
 // belongs to another view.
 std::optional<std::string> view_file_path(std::string_view name, std::string_view view);
 
-// The extension of the path's leaf as written (".onnx", ".bin"), "" when it has none.
+// The extension of the path's leaf as written (split_extension: ".onnx", ".bin"), "" when it has
+// none.
 std::string view_file_ext(std::string_view rel_path);
 
 }  // namespace modelfs
