@@ -963,7 +963,7 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
         // The mount shows what was catalogued (live, within a second).
         for (const auto& [key, sha] : current) {
             if (key.rfind("lora/imp/", 0) != 0) continue;
-            fs::path p = mnt / "comfyui" / "loras" / (key.substr(5) + ".safetensors");
+            fs::path p = mnt / "comfyui" / "loras" / key.substr(5);
             std::optional<std::string> got;
             auto until = Clock::now() + 3s;
             do {
