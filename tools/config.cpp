@@ -268,7 +268,7 @@ struct Row {
         apply_env{};
 };
 
-// "[fetch] jobs" of "fetch.jobs"; "" for a top-level key.
+// The table of a key ("fetch" of "fetch.jobs"; "" for a top-level key) and its name in the table.
 std::string_view table_of(std::string_view key) {
     const auto dot = key.find('.');
     return dot == std::string_view::npos ? std::string_view{} : key.substr(0, dot);
