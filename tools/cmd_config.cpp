@@ -12,6 +12,7 @@ void add_config(CLI::App& app, Globals& g, Runner& run) {
         "config",
         "Print every effective setting, its value and where it came from (flag, config file, "
         "environment variable or default); secrets are masked");
+    sub->footer(settings_help());
     sub->callback([&g, &run] {
         run = [&g] {
             const Config& c = g.config();

@@ -787,8 +787,7 @@ void add_add(CLI::App& app, Globals& g, Runner& run) {
         "size and is fetched (verified) on first open or by `modelfs fetch`");
     sub->add_option(
         "urls", a->urls,
-        "http(s)://..., hf://OWNER/REPO[@REVISION]/PATH or s3://BUCKET/KEY; several are "
-        "mirrors of the same file, tried in order");
+        fetch::source_forms() + "; several are mirrors of the same file, tried in order");
     sub->add_option("--as", a->as,
                     "CATEGORY/NAME[@VERSION] of the model (lora/sdxl/detail@v2); an extension "
                     "(.safetensors) may end the name when the URL has none");

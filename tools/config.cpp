@@ -28,11 +28,6 @@ namespace modelfs::cli {
 
 namespace {
 
-// Top-level tables that later issues will read (mount defaults, ...). They are accepted and
-// ignored here so a config written for a newer modelfs still loads; every other unknown key is an
-// error, because a typo ("stroe") would otherwise be ignored silently.
-constexpr std::array<std::string_view, 0> kReservedTables{};
-
 std::string lower(std::string_view s) {
     std::string out(s);
     for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -231,115 +226,388 @@ std::vector<layouts::ViewLayout> layouts_from(const toml::node& n, const stdfs::
     return out;
 }
 
-// [fetch] keys: name, what the value is, and whether it is a byte count ("50M") or a count.
-unsigned count_from(const toml::node& n, const stdfs::path& source, const std::string& key,
-                    std::int64_t min) {
+constexpr unsigned kDefaultKeep = 3;
+
+// ---- The settings: one row each (kSettings below) ----
+//
+// A row says everything about a setting: its key in the file ("fetch.jobs" is `jobs` in
+// [fetch]), the environment variables that set it, the member of Config that holds it, the
+// downloader's field it sets, how a value is read, whether it is a secret, an example and what it
+// is for. The loader, the merge of several files, the environment overlay, `modelfs config` and
+// its help text all walk this table; adding a setting is adding a row.
+
+// How a value is read, in the file and in the environment, and what it must be in words (every
+// message about a bad value says it).
+struct Parser {
+    enum Kind { count, bytes, url, text, path } kind;
+    std::string_view expected;
+    std::int64_t min = 0, max = 100000;  // count only
+};
+
+constexpr Parser kCount1{Parser::count, "a whole number of at least 1", 1},
+    kCount0{Parser::count, "a whole number of at least 0", 0},
+    kBytes{Parser::bytes,
+           "a number of bytes or a size like \"50M\", \"1.5G\" (K, M, G, T are powers of 1024)"},
+    kUrl{Parser::url, "an http:// or https:// URL"}, kText{Parser::text, "a string"},
+    kPath{Parser::path, "a string: the store's folder"};
+
+struct Row {
+    SettingInfo info;
+    Parser parser;
+    // The file's value into a Config (empty: the environment only).
+    std::function<void(const Row& self, Config&, const toml::node&, const stdfs::path&)> read{};
+    // The value a Config holds, as `modelfs config` prints it; std::nullopt: unset.
+    std::function<std::optional<std::string>(const Config&)> shown{};
+    // `higher`'s value, when it has one, over `into`'s.
+    std::function<void(Config& into, const Config& higher)> merge{};
+    // The Config's value into the downloader's settings (empty: not a setting of the downloader).
+    std::function<void(const Config&, fetch::FetchConfig&)> apply{};
+    // A variable's value into the downloader's settings (empty: none, or not the downloader's).
+    std::function<void(const Row& self, fetch::FetchConfig&, const std::string& var,
+                       const std::string& value)>
+        apply_env{};
+};
+
+// The table of a key ("fetch" of "fetch.jobs"; "" for a top-level key) and its name in the table.
+std::string_view table_of(std::string_view key) {
+    const auto dot = key.find('.');
+    return dot == std::string_view::npos ? std::string_view{} : key.substr(0, dot);
+}
+std::string_view name_in_table(std::string_view key) {
+    const auto dot = key.find('.');
+    return dot == std::string_view::npos ? key : key.substr(dot + 1);
+}
+
+unsigned count_from(const toml::node& n, const stdfs::path& source, const Row& r) {
     const auto* i = n.as_integer();
-    if (!i || i->get() < min || i->get() > 100000) {
+    if (!i || i->get() < r.parser.min || i->get() > r.parser.max) {
         fail(source, n.source(),
-             "'fetch." + key + "' must be a whole number of at least " + std::to_string(min));
+             "'" + r.info.key + "' must be " + r.info.expected + ": " + r.info.description);
     }
     return static_cast<unsigned>(i->get());
 }
 
-std::uint64_t bytes_from(const toml::node& n, const stdfs::path& source, const std::string& key) {
+std::uint64_t bytes_from(const toml::node& n, const stdfs::path& source, const Row& r) {
     if (const auto* i = n.as_integer()) {
-        if (i->get() < 0) fail(source, n.source(), "'fetch." + key + "' must not be negative");
+        if (i->get() < 0) fail(source, n.source(), "'" + r.info.key + "' must not be negative");
         return static_cast<std::uint64_t>(i->get());
     }
     if (const auto* s = n.as_string()) {
         if (auto v = parse_size(s->get())) return *v;
     }
-    fail(source, n.source(),
-         "'fetch." + key +
-             "' must be a number of bytes or a size like \"50M\", \"1.5G\" "
-             "(K, M, G, T are powers of 1024)");
+    fail(source, n.source(), "'" + r.info.key + "' must be " + r.info.expected);
 }
 
-std::string text_from(const toml::node& n, const stdfs::path& source, const std::string& key) {
+std::string text_from(const toml::node& n, const stdfs::path& source, const Row& r) {
     const auto* s = n.as_string();
-    if (!s) fail(source, n.source(), "'" + key + "' must be a string");
-    return s->get();
-}
-
-std::string url_from(const toml::node& n, const stdfs::path& source, const std::string& key) {
-    std::string v = text_from(n, source, key);
-    if (!v.starts_with("http://") && !v.starts_with("https://"))
-        fail(source, n.source(),
-             "'" + key + "' = \"" + v + "\" must be an http:// or https:// URL");
-    while (v.size() > 1 && v.back() == '/') v.pop_back();
+    if (!s) fail(source, n.source(), "'" + r.info.key + "' must be " + r.info.expected);
+    std::string v = s->get();
+    if (r.parser.kind == Parser::url) {
+        if (!v.starts_with("http://") && !v.starts_with("https://"))
+            fail(source, n.source(),
+                 "'" + r.info.key + "' = \"" + v + "\" must be " + r.info.expected);
+        while (v.size() > 1 && v.back() == '/') v.pop_back();
+    }
     return v;
 }
 
-const toml::table& table_from(const toml::node& n, const stdfs::path& source, const char* name) {
+// A variable's value. Variables other programs share (HF_ENDPOINT, AWS_*) are taken as those
+// programs take them; only a count is checked here, as nothing else would notice a bad one.
+template <class U>
+U env_value(const Row& r, const std::string& var, const std::string& v) {
+    if constexpr (std::is_same_v<U, std::string>) {
+        std::string out = v;
+        if (r.parser.kind == Parser::url)
+            while (!out.empty() && out.back() == '/') out.pop_back();
+        return out;
+    } else if constexpr (std::is_same_v<U, std::uint64_t>) {
+        if (auto b = parse_size(v)) return *b;
+    } else {
+        // A count (or seconds): digits only, within the row's bounds.
+        std::int64_t n = 0;
+        bool ok = !v.empty() && v.size() <= 12;
+        for (char ch : v) {
+            if (!std::isdigit(static_cast<unsigned char>(ch))) ok = false;
+            if (ok) n = n * 10 + (ch - '0');
+        }
+        if (ok && n >= r.parser.min && n <= r.parser.max) return U(n);
+    }
+    throw ConfigError("$" + var + "='" + v + "' must be " + r.info.expected + " (" +
+                      r.info.description + ")");
+}
+
+std::string to_text(const std::string& v) {
+    return v;
+}
+std::string to_text(const stdfs::path& v) {
+    return v.string();
+}
+std::string to_text(std::chrono::seconds v) {
+    return std::to_string(v.count());
+}
+template <class T>
+std::string to_text(const T& v) {
+    return std::to_string(v);
+}
+
+// A Config's member and the downloader's field, as functions: the rows name them by
+// pointer-to-member (in_fetch<&FetchSettings::jobs>).
+template <class T>
+using FieldFn = std::optional<T>& (*)(Config&);
+template <class U>
+using TargetFn = U& (*)(fetch::FetchConfig&);
+template <auto M>
+auto& in_config(Config& c) {
+    return c.*M;
+}
+template <auto M>
+auto& in_fetch(Config& c) {
+    return c.fetch.*M;
+}
+template <auto M>
+auto& to_fetch(fetch::FetchConfig& c) {
+    return c.*M;
+}
+template <auto M>
+auto& to_s3(fetch::FetchConfig& c) {
+    return c.s3.*M;
+}
+
+// The rows only read a const Config; the accessors are written once, for a mutable one.
+template <class T>
+const std::optional<T>& read_only(FieldFn<T> field, const Config& c) {
+    return field(const_cast<Config&>(c));
+}
+
+template <class T>
+T value_from(const Row& r, const toml::node& n, const stdfs::path& source) {
+    if constexpr (std::is_same_v<T, unsigned>)
+        return count_from(n, source, r);
+    else if constexpr (std::is_same_v<T, std::uint64_t>)
+        return bytes_from(n, source, r);
+    else if constexpr (std::is_same_v<T, std::string>)
+        return text_from(n, source, r);
+    else
+        return store_from(n, source);
+}
+
+// A row of a setting kept in Config. `builtin` is the default as printed.
+template <class T>
+Row setting(SettingInfo info, Parser parser, FieldFn<T> field) {
+    info.expected = parser.expected;
+    Row r{std::move(info), parser};
+    r.read = [field](const Row& self, Config& c, const toml::node& n, const stdfs::path& src) {
+        field(c) = value_from<T>(self, n, src);
+    };
+    r.shown = [field](const Config& c) -> std::optional<std::string> {
+        const auto& v = read_only(field, c);
+        if (!v) return std::nullopt;
+        return to_text(*v);
+    };
+    r.merge = [field](Config& into, const Config& higher) {
+        if (const auto& v = read_only(field, higher)) field(into) = v;
+    };
+    return r;
+}
+
+// A row of a setting of the downloader: kept in Config, given to fetch::FetchConfig's `target`,
+// whose default is the setting's.
+template <class T, class U>
+Row setting(SettingInfo info, Parser parser, FieldFn<T> field, TargetFn<U> target) {
+    fetch::FetchConfig defaults;
+    info.builtin = to_text(target(defaults));
+    Row r = setting(std::move(info), parser, field);
+    r.apply = [field, target](const Config& c, fetch::FetchConfig& f) {
+        if (const auto& v = read_only(field, c)) target(f) = U(*v);
+    };
+    r.apply_env = [target](const Row& self, fetch::FetchConfig& f, const std::string& var,
+                           const std::string& value) {
+        target(f) = env_value<U>(self, var, value);
+    };
+    return r;
+}
+
+// A row of a setting only the environment gives (no key in the file).
+Row from_environment_only(SettingInfo info, Parser parser, TargetFn<std::string> target) {
+    info.expected = parser.expected;
+    info.in_file = false;
+    Row r{std::move(info), parser};
+    r.shown = [](const Config&) { return std::optional<std::string>(); };
+    r.merge = [](Config&, const Config&) {};
+    r.apply_env = [target](const Row& self, fetch::FetchConfig& f, const std::string& var,
+                           const std::string& value) {
+        target(f) = env_value<std::string>(self, var, value);
+    };
+    return r;
+}
+
+using fetch::FetchConfig;
+using fetch::S3Config;
+
+// In the order `modelfs config` prints them.
+const std::vector<Row>& rows() {
+    static const std::vector<Row> kSettings = [] {
+        std::vector<Row> r;
+        r.push_back(setting<stdfs::path>(
+            {.key = "store",
+             .env = {"MODELFS_STORE"},
+             .example = "\"/srv/models\"",
+             .description = "the default store (a relative path is relative to the file's "
+                            "folder, ~/ is your home; --store wins)",
+             .builtin = "$XDG_DATA_HOME/modelfs"},
+            kPath, &in_config<&Config::store>));
+        r.push_back(setting<unsigned>({.key = "versions.keep",
+                                       .env = {"MODELFS_KEEP_VERSIONS"},
+                                       .example = "3",
+                                       .description = "how many versions `modelfs retain` keeps "
+                                                      "per model (retain --keep wins)",
+                                       .builtin = std::to_string(kDefaultKeep)},
+                                      {Parser::count, kCount1.expected, 1, 1000000},
+                                      &in_config<&Config::versions_keep>));
+        r.push_back(setting({.key = "fetch.jobs",
+                             .example = "4",
+                             .description = "files downloading at once (fetch --jobs)"},
+                            kCount1, &in_fetch<&FetchSettings::jobs>,
+                            &to_fetch<&FetchConfig::max_blobs>));
+        r.push_back(setting({.key = "fetch.connections_per_blob",
+                             .example = "4",
+                             .description = "parallel ranged requests for one file"},
+                            kCount1, &in_fetch<&FetchSettings::connections_per_blob>,
+                            &to_fetch<&FetchConfig::connections_per_blob>));
+        r.push_back(setting(
+            {.key = "fetch.max_per_host", .example = "8", .description = "connections to one host"},
+            kCount1, &in_fetch<&FetchSettings::max_per_host>,
+            &to_fetch<&FetchConfig::max_per_host>));
+        r.push_back(setting(
+            {.key = "fetch.max_connections", .example = "16", .description = "connections in all"},
+            kCount1, &in_fetch<&FetchSettings::max_connections>,
+            &to_fetch<&FetchConfig::max_connections>));
+        r.push_back(setting({.key = "fetch.retries",
+                             .example = "5",
+                             .description = "retries per request, with backoff (a server's "
+                                            "Retry-After is honoured)"},
+                            kCount0, &in_fetch<&FetchSettings::retries>,
+                            &to_fetch<&FetchConfig::retries>));
+        r.push_back(setting({.key = "fetch.limit_rate",
+                             .example = "\"50M\"",
+                             .description = "bytes per second over all downloads; 0: none "
+                                            "(fetch --limit-rate)"},
+                            kBytes, &in_fetch<&FetchSettings::limit_rate>,
+                            &to_fetch<&FetchConfig::limit_rate>));
+        r.push_back(setting({.key = "fetch.cache_max_size",
+                             .example = "\"500G\"",
+                             .description = "quota for downloaded blobs; 0: none (evict "
+                                            "--max-size)"},
+                            kBytes, &in_fetch<&FetchSettings::cache_max_size>,
+                            &to_fetch<&FetchConfig::cache_max_bytes>));
+        r.push_back(setting({.key = "fetch.transfer_timeout",
+                             .env = {"MODELFS_TRANSFER_TIMEOUT"},
+                             .example = "1800",
+                             .description = "seconds one request may take per 32 MiB it "
+                                            "carries"},
+                            {Parser::count, kCount1.expected, 1, 10'000'000},
+                            &in_fetch<&FetchSettings::transfer_timeout>,
+                            &to_fetch<&FetchConfig::transfer_timeout>));
+        r.push_back(setting({.key = "fetch.hf_endpoint",
+                             .env = {"HF_ENDPOINT"},
+                             .example = "\"https://huggingface.co\"",
+                             .description = "the Hugging Face hub that hf:// URLs name"},
+                            kUrl, &in_fetch<&FetchSettings::hf_endpoint>,
+                            &to_fetch<&FetchConfig::hf_endpoint>));
+        r.push_back(setting({.key = "fetch.hf_token",
+                             .env = {"HF_TOKEN"},
+                             .example = "\"hf_xxxxxxxx\"",
+                             .description = "Hugging Face token, sent to the hub only (hf:// "
+                                            "URLs)",
+                             .secret = true},
+                            kText, &in_fetch<&FetchSettings::hf_token>,
+                            &to_fetch<&FetchConfig::hf_token>));
+        r.push_back(setting({.key = "s3.endpoint",
+                             .env = {"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"},
+                             .example = "\"http://127.0.0.1:7480\"",
+                             .description = "an S3-compatible store (MinIO, Ceph RGW, ...); "
+                                            "unset: AWS (s3.REGION.amazonaws.com)"},
+                            kUrl, &in_fetch<&FetchSettings::s3_endpoint>,
+                            &to_s3<&S3Config::endpoint>));
+        r.push_back(setting({.key = "s3.region",
+                             .env = {"AWS_REGION", "AWS_DEFAULT_REGION"},
+                             .example = "\"eu-west-1\"",
+                             .description = "the region requests are signed for"},
+                            kText, &in_fetch<&FetchSettings::s3_region>,
+                            &to_s3<&S3Config::region>));
+        r.push_back(setting({.key = "s3.access_key",
+                             .env = {"AWS_ACCESS_KEY_ID"},
+                             .example = "\"AKIAEXAMPLE\"",
+                             .description = "S3 access key; unset: anonymous (unsigned) requests"},
+                            kText, &in_fetch<&FetchSettings::s3_access_key>,
+                            &to_s3<&S3Config::access_key>));
+        r.push_back(setting({.key = "s3.secret_key",
+                             .env = {"AWS_SECRET_ACCESS_KEY"},
+                             .example = "\"secretexample\"",
+                             .description = "S3 secret key",
+                             .secret = true},
+                            kText, &in_fetch<&FetchSettings::s3_secret_key>,
+                            &to_s3<&S3Config::secret_key>));
+        r.push_back(from_environment_only({.key = "s3.session_token",
+                                           .env = {"AWS_SESSION_TOKEN"},
+                                           .example = "\"sessiontoken\"",
+                                           .description = "S3 session token (temporary "
+                                                          "credentials), sent with each request",
+                                           .secret = true},
+                                          kText, &to_s3<&S3Config::session_token>));
+        return r;
+    }();
+    return kSettings;
+}
+
+const Row& row(std::string_view key) {
+    for (const Row& r : rows())
+        if (r.info.key == key) return r;
+    throw std::logic_error("no setting row '" + std::string(key) + "'");
+}
+
+// The tables of the file that hold settings ("fetch", "s3", "versions"), in the table's order.
+std::vector<std::string> setting_tables() {
+    std::vector<std::string> out;
+    for (const Row& r : rows()) {
+        const std::string t(table_of(r.info.key));
+        if (!t.empty() && std::find(out.begin(), out.end(), t) == out.end()) out.push_back(t);
+    }
+    return out;
+}
+
+const toml::table& table_from(const toml::node& n, const stdfs::path& source,
+                              const std::string& name) {
     const toml::table* t = n.as_table();
-    if (!t) fail(source, n.source(), std::string("'") + name + "' must be a table: [" + name + "]");
+    if (!t) fail(source, n.source(), "'" + name + "' must be a table: [" + name + "]");
     return *t;
 }
 
-[[noreturn]] void unknown_in(const stdfs::path& source, const toml::key& key, const char* table,
-                             const char* known) {
+[[noreturn]] void unknown_in(const stdfs::path& source, const toml::key& key,
+                             const std::string& table, const std::string& known) {
     fail(source, key.source(),
          std::string("unknown key '") + std::string(key.str()) + "' in [" + table +
-             "]; the known ones are " + known);
+             "]; the known " + (known.find(',') == std::string::npos ? "one is " : "ones are ") +
+             known);
 }
 
-void fetch_from(const toml::node& n, const stdfs::path& source, FetchSettings& f) {
-    for (auto&& [key, v] : table_from(n, source, "fetch")) {
-        const std::string k(key.str());
-        if (k == "jobs")
-            f.jobs = count_from(v, source, k, 1);
-        else if (k == "connections_per_blob")
-            f.connections_per_blob = count_from(v, source, k, 1);
-        else if (k == "max_per_host")
-            f.max_per_host = count_from(v, source, k, 1);
-        else if (k == "max_connections")
-            f.max_connections = count_from(v, source, k, 1);
-        else if (k == "retries")
-            f.retries = count_from(v, source, k, 0);
-        else if (k == "limit_rate")
-            f.limit_rate = bytes_from(v, source, k);
-        else if (k == "cache_max_size")
-            f.cache_max_size = bytes_from(v, source, k);
-        else if (k == "transfer_timeout")
-            f.transfer_timeout = count_from(v, source, k, 1);
-        else if (k == "hf_endpoint")
-            f.hf_endpoint = url_from(v, source, "fetch.hf_endpoint");
-        else if (k == "hf_token")
-            f.hf_token = text_from(v, source, "fetch.hf_token");
-        else
-            unknown_in(source, key, "fetch",
-                       "jobs, connections_per_blob, max_per_host, max_connections, retries, "
-                       "limit_rate, cache_max_size, transfer_timeout, hf_endpoint, hf_token");
-    }
-}
-
-void s3_from(const toml::node& n, const stdfs::path& source, FetchSettings& f) {
-    for (auto&& [key, v] : table_from(n, source, "s3")) {
-        const std::string k(key.str());
-        if (k == "endpoint")
-            f.s3_endpoint = url_from(v, source, "s3.endpoint");
-        else if (k == "region")
-            f.s3_region = text_from(v, source, "s3.region");
-        else if (k == "access_key")
-            f.s3_access_key = text_from(v, source, "s3.access_key");
-        else if (k == "secret_key")
-            f.s3_secret_key = text_from(v, source, "s3.secret_key");
-        else
-            unknown_in(source, key, "s3", "endpoint, region, access_key, secret_key");
-    }
-}
-
-void versions_from(const toml::node& n, const stdfs::path& source, Config& c) {
-    for (auto&& [key, v] : table_from(n, source, "versions")) {
-        if (key.str() != "keep") unknown_in(source, key, "versions", "keep");
-        const auto* i = v.as_integer();
-        if (!i || i->get() < 1 || i->get() > 1000000)
-            fail(source, v.source(),
-                 "'versions.keep' must be a whole number of at least 1: how many versions "
-                 "`modelfs retain` keeps per model");
-        c.versions_keep = static_cast<unsigned>(i->get());
-        c.origins["versions.keep"] = source;
+// One [TABLE] of settings, each key read by its row.
+void settings_from(const toml::node& n, const stdfs::path& source, const std::string& table,
+                   Config& c) {
+    for (auto&& [key, v] : table_from(n, source, table)) {
+        const std::string k = table + "." + std::string(key.str());
+        const auto r = std::find_if(rows().begin(), rows().end(), [&](const Row& x) {
+            return x.info.in_file && x.info.key == k;
+        });
+        if (r == rows().end()) {
+            std::string known;
+            for (const Row& x : rows())
+                if (x.info.in_file && table_of(x.info.key) == table)
+                    known += (known.empty() ? "" : ", ") + std::string(name_in_table(x.info.key));
+            unknown_in(source, key, table, known);
+        }
+        r->read(*r, c, v, source);
+        c.origins[k] = source;
     }
 }
 
@@ -470,39 +738,48 @@ Config parse_config(std::string_view text, const stdfs::path& source) {
         fail(source, e.source(), std::string(e.description()));
     }
 
-    // toml++ iterates keys sorted; report the unknown key that comes first in the file.
+    // Every unknown key is an error, because a typo ("stroe") would otherwise be ignored
+    // silently; nothing is accepted and ignored. toml++ iterates keys sorted; report the unknown
+    // key that comes first in the file.
+    const std::vector<std::string> tables = setting_tables();
+    const auto is_table = [&](std::string_view k) {
+        return std::find(tables.begin(), tables.end(), k) != tables.end();
+    };
     const toml::key* unknown = nullptr;
     for (auto&& [key, value] : root) {
-        if (key == "store" || key == "layout" || key == "fetch" || key == "s3" ||
-            key == "versions" || key == "views")
+        const std::string k(key.str());
+        if (k == "layout" || k == "views" || is_table(k)) continue;
+        if (std::any_of(rows().begin(), rows().end(),
+                        [&](const Row& r) { return r.info.in_file && r.info.key == k; }))
             continue;
-        if (std::find(kReservedTables.begin(), kReservedTables.end(), key.str()) !=
-            kReservedTables.end()) {
-            continue;
-        }
         if (!unknown || key.source().begin.line < unknown->source().begin.line) unknown = &key;
     }
     if (unknown) {
+        std::string known;
+        for (const Row& r : rows())
+            if (r.info.in_file && table_of(r.info.key).empty()) known += "'" + r.info.key + "', ";
+        known += "[[layout]] tables, ";
+        for (const std::string& t : tables) known += "[" + t + "], ";
+        known.resize(known.size() - 2);
         fail(source, unknown->source(),
-             "unknown key '" + std::string(unknown->str()) + "'; the known ones are 'store', " +
-                 "[[layout]] tables, [fetch], [s3], [versions] and [views.NAME]");
+             "unknown key '" + std::string(unknown->str()) + "'; the known ones are " + known +
+                 " and [views.NAME]");
     }
 
     Config c;
     c.source = source;
-    if (const toml::node* s = root.get("store")) c.store = store_from(*s, source);
-    if (const toml::node* l = root.get("layout")) c.layouts = layouts_from(*l, source);
-    if (const toml::node* f = root.get("fetch")) fetch_from(*f, source, c.fetch);
-    if (const toml::node* s = root.get("s3")) s3_from(*s, source, c.fetch);
-    if (const toml::node* v = root.get("versions")) versions_from(*v, source, c);
-    if (const toml::node* v = root.get("views")) views_from(*v, source, c);
-    if (c.store) c.origins["store"] = source;
-    for (const auto& l : c.layouts) c.origins["layout." + l.name()] = source;
-    for (const char* table : {"fetch", "s3"}) {
-        if (const toml::table* t = root[table].as_table())
-            for (auto&& [key, v] : *t)
-                c.origins[std::string(table) + "." + std::string(key.str())] = source;
+    for (const Row& r : rows()) {
+        if (!r.info.in_file || !table_of(r.info.key).empty()) continue;
+        if (const toml::node* n = root.get(r.info.key)) {
+            r.read(r, c, *n, source);
+            c.origins[r.info.key] = source;
+        }
     }
+    if (const toml::node* l = root.get("layout")) c.layouts = layouts_from(*l, source);
+    for (const std::string& t : tables)
+        if (const toml::node* n = root.get(t)) settings_from(*n, source, t, c);
+    if (const toml::node* v = root.get("views")) views_from(*v, source, c);
+    for (const auto& l : c.layouts) c.origins["layout." + l.name()] = source;
     if (!source.empty()) c.files.push_back(source);
     return c;
 }
@@ -552,29 +829,53 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
 }
 
 fetch::FetchConfig fetch_config(const Config& config, fetch::FetchConfig c) {
-    const FetchSettings& f = config.fetch;
-    if (f.jobs) c.max_blobs = *f.jobs;
-    if (f.connections_per_blob) c.connections_per_blob = *f.connections_per_blob;
-    if (f.max_per_host) c.max_per_host = *f.max_per_host;
-    if (f.max_connections) c.max_connections = *f.max_connections;
-    if (f.retries) c.retries = *f.retries;
-    if (f.limit_rate) c.limit_rate = *f.limit_rate;
-    if (f.cache_max_size) c.cache_max_bytes = *f.cache_max_size;
-    if (f.transfer_timeout) c.transfer_timeout = std::chrono::seconds(*f.transfer_timeout);
-    if (f.hf_endpoint) c.hf_endpoint = *f.hf_endpoint;
-    if (f.hf_token) c.hf_token = *f.hf_token;
-    if (f.s3_endpoint) c.s3.endpoint = *f.s3_endpoint;
-    if (f.s3_region) c.s3.region = *f.s3_region;
-    if (f.s3_access_key) c.s3.access_key = *f.s3_access_key;
-    if (f.s3_secret_key) c.s3.secret_key = *f.s3_secret_key;
+    for (const Row& r : rows())
+        if (r.apply) r.apply(config, c);
     return c;
+}
+
+fetch::FetchConfig environment_fetch_config(const EnvFn& env) {
+    fetch::FetchConfig c;
+    for (const Row& r : rows()) {
+        if (!r.apply_env) continue;
+        // The first variable that is set, as the AWS and Hugging Face tools read them.
+        for (const std::string& var : r.info.env) {
+            if (std::string v = env(var.c_str()); !v.empty()) {
+                r.apply_env(r, c, var, v);
+                break;
+            }
+        }
+    }
+    return c;
+}
+
+const std::vector<SettingInfo>& settings() {
+    static const std::vector<SettingInfo> kInfo = [] {
+        std::vector<SettingInfo> out;
+        for (const Row& r : rows()) out.push_back(r.info);
+        return out;
+    }();
+    return kInfo;
+}
+
+std::string settings_help() {
+    std::string out =
+        "Settings (a flag wins over the config files, which win over the environment, which wins "
+        "over the default):\n";
+    for (const SettingInfo& s : settings()) {
+        out += "  " + (s.in_file ? s.key + " = " + s.example : s.key + " (environment only)");
+        for (std::size_t i = 0; i < s.env.size(); ++i) out += (i ? ", $" : "  $") + s.env[i];
+        out +=
+            "\n      " + s.description + (s.secret ? "; a secret, printed as ********" : "") + "\n";
+    }
+    return out;
 }
 
 namespace {
 
 // A token in a file others can read is everyone's token: said once per file and process (the
 // file is the user's to fix; modelfs never writes it).
-void warn_if_others_can_read(const stdfs::path& file) {
+void warn_if_others_can_read(const stdfs::path& file, const std::string& keys) {
     struct stat st;
     if (::stat(file.c_str(), &st) != 0 || !(st.st_mode & S_IROTH)) return;
     static std::mutex mu;
@@ -582,9 +883,9 @@ void warn_if_others_can_read(const stdfs::path& file) {
     std::lock_guard lk(mu);
     if (!told.insert(file.string()).second) return;
     spdlog::warn(
-        "{} holds a credential (fetch.hf_token or s3.secret_key) and every user can read "
-        "it; `chmod 600 {}` (or 640 for a group that may use it)",
-        file.string(), file.string());
+        "{} holds a credential ({}) and every user can read it; `chmod 600 {}` (or 640 for a "
+        "group that may use it)",
+        file.string(), keys, file.string());
 }
 
 }  // namespace
@@ -596,14 +897,16 @@ Config load_config_file(const stdfs::path& file) {
     stdfs::path abs = stdfs::absolute(file, ec);
     if (ec) abs = file;
     Config c = parse_config(read_whole(abs), abs);
-    const FetchSettings& f = c.fetch;
-    if (f.hf_token || f.s3_secret_key) warn_if_others_can_read(abs);
+    std::string secrets;
+    for (const Row& r : rows())
+        if (r.info.secret && r.shown(c)) secrets += (secrets.empty() ? "" : " and ") + r.info.key;
+    if (!secrets.empty()) warn_if_others_can_read(abs, secrets);
     return c;
 }
 
 Config merge_config(Config base, const Config& h) {
     Config c = std::move(base);
-    if (h.store) c.store = h.store;
+    for (const Row& r : rows()) r.merge(c, h);
     for (const auto& l : h.layouts) {
         auto same = std::find_if(
             c.layouts.begin(), c.layouts.end(),
@@ -615,25 +918,6 @@ Config merge_config(Config base, const Config& h) {
             c.layouts.push_back(l);
         }
     }
-    const FetchSettings& f = h.fetch;
-    auto over = [](auto& to, const auto& from) {
-        if (from) to = from;
-    };
-    over(c.fetch.jobs, f.jobs);
-    over(c.fetch.connections_per_blob, f.connections_per_blob);
-    over(c.fetch.max_per_host, f.max_per_host);
-    over(c.fetch.max_connections, f.max_connections);
-    over(c.fetch.retries, f.retries);
-    over(c.fetch.limit_rate, f.limit_rate);
-    over(c.fetch.cache_max_size, f.cache_max_size);
-    over(c.fetch.transfer_timeout, f.transfer_timeout);
-    over(c.fetch.hf_endpoint, f.hf_endpoint);
-    over(c.fetch.hf_token, f.hf_token);
-    over(c.fetch.s3_endpoint, f.s3_endpoint);
-    over(c.fetch.s3_region, f.s3_region);
-    over(c.fetch.s3_access_key, f.s3_access_key);
-    over(c.fetch.s3_secret_key, f.s3_secret_key);
-    over(c.versions_keep, h.versions_keep);
     for (const auto& [view, on] : h.show_versions) c.show_versions[view] = on;
     for (const auto& [key, file] : h.origins) c.origins[key] = file;
     if (!h.source.empty()) c.source = h.source;
@@ -700,21 +984,11 @@ KeepVersions keep_versions(const Config& config, std::optional<unsigned> flag, c
         return {*config.versions_keep,
                 "file " + (where != config.origins.end() ? where->second.string() : "?")};
     }
-    if (const std::string v = env("MODELFS_KEEP_VERSIONS"); !v.empty()) {
-        unsigned n = 0;
-        bool ok = v.size() <= 7;
-        for (char ch : v) {
-            if (!std::isdigit(static_cast<unsigned char>(ch)))
-                ok = false;
-            else
-                n = n * 10 + static_cast<unsigned>(ch - '0');
-        }
-        if (!ok || n < 1)
-            throw ConfigError("$MODELFS_KEEP_VERSIONS='" + v +
-                              "' must be a whole number of at least 1 (versions kept per model)");
-        return {n, "env MODELFS_KEEP_VERSIONS"};
-    }
-    return {3, "default"};
+    const Row& keep = row("versions.keep");
+    for (const std::string& var : keep.info.env)
+        if (const std::string v = env(var.c_str()); !v.empty())
+            return {env_value<unsigned>(keep, var, v), "env " + var};
+    return {kDefaultKeep, "default"};
 }
 
 std::vector<EffectiveSetting> effective_settings(const Config& c, const std::string& store_flag,
@@ -725,64 +999,27 @@ std::vector<EffectiveSetting> effective_settings(const Config& c, const std::str
         if (it == c.origins.end()) return std::nullopt;
         return "file " + it->second.string();
     };
-    // The first of `vars` that is set, as the downloader reads them.
-    const auto from_env = [&](std::initializer_list<const char*> vars)
-        -> std::optional<std::pair<std::string, std::string>> {
-        for (const char* v : vars)
-            if (std::string val = env(v); !val.empty()) return std::pair{std::string(v), val};
-        return std::nullopt;
-    };
-    // A setting of the file, else the environment, else the built-in default.
-    const auto add = [&](const std::string& key, const std::optional<std::string>& in_file,
-                         std::initializer_list<const char*> vars, const std::string& builtin,
-                         bool secret = false) {
-        EffectiveSetting s{key, builtin, "default", secret};
-        if (in_file) {
-            s.value = *in_file;
-            s.origin = file_of(key).value_or("file");
-        } else if (auto e = from_env(vars)) {
-            s.value = e->second;
-            s.origin = "env " + e->first;
+    for (const Row& r : rows()) {
+        EffectiveSetting s{r.info.key, r.info.builtin, "default", r.info.secret};
+        const auto var =
+            std::find_if(r.info.env.begin(), r.info.env.end(),
+                         [&](const std::string& v) { return !env(v.c_str()).empty(); });
+        if (const std::optional<std::string> v = r.shown(c)) {
+            s.value = *v;
+            s.origin = file_of(r.info.key).value_or("file");
+        } else if (var != r.info.env.end()) {
+            s.value = env(var->c_str());
+            s.origin = "env " + *var;
         }
-        if (secret && !s.value.empty()) s.value = "********";
-        out.push_back(std::move(s));
-    };
-    const auto num = [](const auto& o) -> std::optional<std::string> {
-        if (!o) return std::nullopt;
-        return std::to_string(*o);
-    };
-
-    {
-        EffectiveSetting s{"store", resolve_store_path(store_flag, c).string(), "default"};
-        if (!store_flag.empty())
-            s.origin = "flag --store";
-        else if (c.store)
-            s.origin = file_of("store").value_or("file");
-        else if (!env("MODELFS_STORE").empty())
-            s.origin = "env MODELFS_STORE";
+        if (r.info.key == "store") {
+            // --store wins, and the value is the store the program really uses: $MODELFS_STORE
+            // is read by Store::default_path(), which also knows the XDG default.
+            s.value = resolve_store_path(store_flag, c).string();
+            if (!store_flag.empty()) s.origin = "flag --store";
+        }
+        if (s.secret && !s.value.empty()) s.value = "********";
         out.push_back(std::move(s));
     }
-    add("versions.keep", num(c.versions_keep), {"MODELFS_KEEP_VERSIONS"}, "3");
-
-    const fetch::FetchConfig d;  // the built-in defaults
-    const FetchSettings& f = c.fetch;
-    add("fetch.jobs", num(f.jobs), {}, std::to_string(d.max_blobs));
-    add("fetch.connections_per_blob", num(f.connections_per_blob), {},
-        std::to_string(d.connections_per_blob));
-    add("fetch.max_per_host", num(f.max_per_host), {}, std::to_string(d.max_per_host));
-    add("fetch.max_connections", num(f.max_connections), {}, std::to_string(d.max_connections));
-    add("fetch.retries", num(f.retries), {}, std::to_string(d.retries));
-    add("fetch.limit_rate", num(f.limit_rate), {}, std::to_string(d.limit_rate));
-    add("fetch.cache_max_size", num(f.cache_max_size), {}, std::to_string(d.cache_max_bytes));
-    add("fetch.transfer_timeout", num(f.transfer_timeout), {"MODELFS_TRANSFER_TIMEOUT"},
-        std::to_string(d.transfer_timeout.count()));
-    add("fetch.hf_endpoint", f.hf_endpoint, {"HF_ENDPOINT"}, d.hf_endpoint);
-    add("fetch.hf_token", f.hf_token, {"HF_TOKEN"}, "", true);
-    add("s3.endpoint", f.s3_endpoint, {"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"}, d.s3.endpoint);
-    add("s3.region", f.s3_region, {"AWS_REGION", "AWS_DEFAULT_REGION"}, d.s3.region);
-    add("s3.access_key", f.s3_access_key, {"AWS_ACCESS_KEY_ID"}, "");
-    add("s3.secret_key", f.s3_secret_key, {"AWS_SECRET_ACCESS_KEY"}, "", true);
-    add("s3.session_token", std::nullopt, {"AWS_SESSION_TOKEN"}, "", true);
 
     for (const auto& l : c.layouts) {
         const std::size_t n = l.folders().size();

@@ -80,16 +80,16 @@ struct Config {
     std::map<std::string, std::filesystem::path> origins;
 };
 
+// How an environment variable is read; tests pass their own.
+using EnvFn = std::function<std::string(const char* name)>;
+std::string process_env(const char* name);
+
 // `higher` on top of `lower`, key by key; a layout of `higher` replaces one of the same name.
 Config merge_config(Config lower, const Config& higher);
 
 // The layouts a mount gets: the config's, plus the built-ins whose settings the config changes
 // ([views.NAME]). Throws ConfigError for a [views.NAME] that names no view.
 std::vector<modelfs::layouts::ViewLayout> mount_layouts(const Config& config);
-
-// How an environment variable is read; tests pass their own.
-using EnvFn = std::function<std::string(const char* name)>;
-std::string process_env(const char* name);
 
 // `modelfs retain`'s number of versions kept per model and where it came from: --keep > config
 // [versions] keep > $MODELFS_KEEP_VERSIONS > 3. Throws ConfigError for a bad variable.
@@ -117,11 +117,33 @@ std::vector<EffectiveSetting> effective_settings(const Config& config,
 // none of these or does not fit in 64 bits.
 std::optional<std::uint64_t> parse_size(std::string_view text);
 
-// The downloader's settings for this config: `base` (the built-in defaults with HF_*, AWS_*
-// applied: FetchConfig::from_environment()), then the config file's [fetch] and [s3] on top.
-// Command-line flags go on top of the result. The CLI's fetch commands and the mount share it.
+// The downloader's built-in defaults with the environment's variables applied (HF_ENDPOINT,
+// HF_TOKEN, AWS_*, MODELFS_TRANSFER_TIMEOUT: each setting's `env`). Throws ConfigError naming the
+// variable for a value that is not what the setting expects.
+fetch::FetchConfig environment_fetch_config(const EnvFn& env = process_env);
+
+// The downloader's settings for this config: `base` (environment_fetch_config()), then the config
+// file's [fetch] and [s3] on top. Command-line flags go on top of the result. The CLI's fetch
+// commands and the mount share it.
 fetch::FetchConfig fetch_config(const Config& config,
-                                fetch::FetchConfig base = fetch::FetchConfig::from_environment());
+                                fetch::FetchConfig base = environment_fetch_config());
+
+// One setting, as the table in config.cpp has it (one row each: adding a setting is adding a
+// row there and its member in Config or FetchSettings).
+struct SettingInfo {
+    std::string key{};               // "fetch.jobs": `jobs` in [fetch]; "store": top level
+    std::vector<std::string> env{};  // variables that set it, the first that is set winning
+    std::string example{};           // a value as the file writes it (TOML): 4, "50M"
+    std::string description{};       // what it is for, one line
+    std::string builtin{};           // the default, as `modelfs config` prints it
+    bool secret = false;             // printed as ******** by `modelfs config`
+    bool in_file = true;             // false: only the environment sets it (s3.session_token)
+    std::string expected{};          // what a value must be, as error messages say it
+};
+// Every setting, in the order `modelfs config` prints them.
+const std::vector<SettingInfo>& settings();
+// The settings in words, for `modelfs config --help` (and so the man page).
+std::string settings_help();
 
 // Where to look. from_environment() reads the process environment; tests fill it in by hand.
 struct ConfigLookup {

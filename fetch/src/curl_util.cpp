@@ -196,15 +196,4 @@ SlistPtr setup_request(CURL* c, const HttpTarget& t, const FetchConfig& cfg,
     return headers;
 }
 
-std::string auth_hint(std::string_view source_url) {
-    std::string s = lower(source_url.substr(0, 5));
-    if (s == "hf://")
-        return "set HF_TOKEN to a Hugging Face token that can read this repository (gated "
-               "models also need their terms accepted on the website)";
-    if (s.substr(0, 5) == "s3://")
-        return "check the S3 credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-               "AWS_SESSION_TOKEN, AWS_REGION) and that they may read this object";
-    return "the server refused access; the URL may need a token or a signed query";
-}
-
 }  // namespace modelfs::fetch::detail

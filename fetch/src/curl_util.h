@@ -63,7 +63,4 @@ std::optional<std::uint64_t> parse_u64(std::string_view s);
 SlistPtr setup_request(CURL* c, const HttpTarget& t, const FetchConfig& cfg,
                        const std::vector<std::string>& extra);
 
-// What to tell the user about a refused request.
-std::string auth_hint(std::string_view source_url);
-
 }  // namespace modelfs::fetch::detail

@@ -109,8 +109,8 @@ RemoteInfo probe(std::string_view url, const FetchConfig& cfg) {
         throw StoreError(ErrorKind::not_found,
                          what + ": HTTP " + std::to_string(a.status) + " (no such file there)");
     if (a.status == 401 || a.status == 403)
-        throw StoreError(ErrorKind::unauthorized,
-                         what + ": HTTP " + std::to_string(a.status) + "; " + auth_hint(url));
+        throw StoreError(ErrorKind::unauthorized, what + ": HTTP " + std::to_string(a.status) +
+                                                      "; " + std::string(refused_hint(url)));
     if (a.status < 200 || a.status >= 300)
         throw StoreError(ErrorKind::io, what + ": HTTP " + std::to_string(a.status));
 

@@ -93,7 +93,7 @@ void Engine::request_done(Request* r, CURLcode rc) {
             return;
         }
         if (status == 401 || status == 403) {
-            source_failed(a, why + "; " + auth_hint(src.url));
+            source_failed(a, why + "; " + std::string(refused_hint(src.url)));
             return;
         }
         if (status == 416) {

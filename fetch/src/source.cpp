@@ -10,29 +10,15 @@
 namespace modelfs::fetch {
 namespace {
 
-bool starts_with_ci(std::string_view s, std::string_view prefix) {
-    if (s.size() < prefix.size()) return false;
-    for (std::size_t i = 0; i < prefix.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
-    return true;
-}
+[[noreturn]] void bad_url(std::string_view url, const std::string& why);
 
-[[noreturn]] void bad_url(std::string_view url, const std::string& why) {
-    throw StoreError(ErrorKind::bad_input,
-                     "source URL '" + terminal_safe(redact_url(url)) + "': " + why +
-                         " (expected https://HOST/PATH, hf://OWNER/REPO[@REVISION]/PATH or "
-                         "s3://BUCKET/KEY)");
-}
-
-// Percent-encodes what may not appear raw in a URL path. '%' is left alone: a user who wrote
-// "%20" or "refs%2Fpr%2F1" meant it.
-std::string encode_path(std::string_view s) {
+// Percent-encodes every byte but letters, digits and those of `keep`.
+std::string percent_encode(std::string_view s, std::string_view keep) {
     static const char* hex = "0123456789ABCDEF";
     std::string out;
     out.reserve(s.size());
     for (unsigned char c : s) {
-        if (std::isalnum(c) || std::string_view("-._~/!$&'()*+,;=:@%").find(static_cast<char>(c)) !=
-                                   std::string_view::npos) {
+        if (std::isalnum(c) || keep.find(static_cast<char>(c)) != std::string_view::npos) {
             out += static_cast<char>(c);
         } else {
             out += '%';
@@ -41,6 +27,18 @@ std::string encode_path(std::string_view s) {
         }
     }
     return out;
+}
+
+// What may not appear raw in a URL path. '%' is kept: a user who wrote "%20" or "refs%2Fpr%2F1"
+// meant it.
+std::string encode_path(std::string_view s) {
+    return percent_encode(s, "-._~/!$&'()*+,;=:@%");
+}
+
+// S3 wants every key byte outside the unreserved set encoded, '/' kept; the SigV4 canonical URI is
+// the path as sent.
+std::string encode_s3_key(std::string_view key) {
+    return percent_encode(key, "-._~/");
 }
 
 // host[:port] of an http(s) URL, lower-cased, without user info.
@@ -114,98 +112,174 @@ void parse_s3(std::string_view url, std::string& bucket, std::string& key) {
     if (!std::all_of(bucket.begin(), bucket.end(), ok)) bad_url(url, "invalid bucket name");
 }
 
-// S3 wants every key byte outside the unreserved set encoded, '/' kept; the SigV4 canonical URI is
-// the path as sent.
-std::string encode_s3_key(std::string_view key) {
-    static const char* hex = "0123456789ABCDEF";
-    std::string out;
-    for (unsigned char c : key) {
-        if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
-            out += static_cast<char>(c);
-        } else {
-            out += '%';
-            out += hex[c >> 4];
-            out += hex[c & 15];
-        }
+void check_hf(std::string_view url) {
+    parse_hf(url);
+}
+
+void resolve_hf(std::string_view url, const FetchConfig& cfg, HttpTarget& t) {
+    HfParts p = parse_hf(url);
+    std::string endpoint = cfg.hf_endpoint;
+    while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
+    t.url = endpoint + "/" + p.kind + encode_path(p.repo) + "/resolve/" + encode_path(p.revision) +
+            "/" + encode_path(p.path);
+    // redirect_target() keeps it off redirects to other hosts (the CDN that Hugging Face sends LFS
+    // downloads to), so the token stays with the hub.
+    if (!cfg.hf_token.empty()) t.headers.push_back("Authorization: Bearer " + cfg.hf_token);
+}
+
+void check_s3(std::string_view url) {
+    std::string b, k;
+    parse_s3(url, b, k);
+}
+
+void resolve_s3(std::string_view url, const FetchConfig& cfg, HttpTarget& t) {
+    std::string bucket, key;
+    parse_s3(url, bucket, key);
+    std::string endpoint = cfg.s3.endpoint;
+    if (endpoint.empty()) endpoint = "https://s3." + cfg.s3.region + ".amazonaws.com";
+    while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
+    if (cfg.s3.path_style) {
+        t.url = endpoint + "/" + bucket + "/" + encode_s3_key(key);
+    } else {
+        auto p = endpoint.find("://");
+        std::string sch = p == std::string::npos ? "https" : endpoint.substr(0, p);
+        std::string rest = p == std::string::npos ? endpoint : endpoint.substr(p + 3);
+        t.url = sch + "://" + bucket + "." + rest + "/" + encode_s3_key(key);
     }
-    return out;
+    if (!cfg.s3.access_key.empty()) {
+        t.aws_sigv4 = "aws:amz:" + cfg.s3.region + ":s3";
+        t.userpwd = cfg.s3.access_key + ":" + cfg.s3.secret_key;
+        // libcurl 7.88 signs the request but does not send the payload hash S3 requires.
+        t.headers.push_back("x-amz-content-sha256: UNSIGNED-PAYLOAD");
+        if (!cfg.s3.session_token.empty())
+            t.headers.push_back("x-amz-security-token: " + cfg.s3.session_token);
+    }
+}
+
+void check_http(std::string_view url) {
+    std::string h = host_of(url);
+    if (h.empty() || h.front() == ':') bad_url(url, "no host");
+}
+
+void resolve_http(std::string_view url, const FetchConfig&, HttpTarget& t) {
+    t.url = std::string(url);
+}
+
+// ---- The URL schemes: one row each ----
+//
+// Every scheme becomes an HTTP request (resolve), so ranged requests, resuming a partial download
+// and probing (one HEAD, probe.cpp, reading whichever hash header the server sends) work the same
+// for all. `add`, `fetch`, a lock file's apply and the manifest parser find a scheme only here
+// (check_source_url, resolve_source).
+struct Scheme {
+    SchemeInfo info;
+    // hf:// and s3:// name files, encoded when the request is made (spaces allowed); an http(s)
+    // URL is sent as written, so it must be a valid one.
+    bool names_files;
+    void (*check)(std::string_view url);  // the syntax; throws bad_url
+    void (*resolve)(std::string_view url, const FetchConfig& cfg, HttpTarget& t);
+};
+
+constexpr std::string_view kHttpRefused =
+    "the server refused access; the URL may need a token or a signed query";
+
+const Scheme kSchemes[] = {
+    {{"http", "http://HOST/PATH", "none (a query string, e.g. a signed URL, is kept)", kHttpRefused,
+      "http://example.com/models/detail.safetensors"},
+     false,
+     check_http,
+     resolve_http},
+    {{"https", "https://HOST/PATH", "none (a query string, e.g. a signed URL, is kept)",
+      kHttpRefused, "https://example.com/models/detail.safetensors?download=1"},
+     false,
+     check_http,
+     resolve_http},
+    {{"hf", "hf://OWNER/REPO[@REVISION]/PATH",
+      "HF_TOKEN (fetch.hf_token) as a Bearer token, to the hub only",
+      "set HF_TOKEN to a Hugging Face token that can read this repository (gated models also "
+      "need their terms accepted on the website)",
+      "hf://stabilityai/sdxl-vae@main/sdxl_vae.safetensors"},
+     true,
+     check_hf,
+     resolve_hf},
+    {{"s3", "s3://BUCKET/KEY",
+      "AWS SigV4 with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN); none: "
+      "unsigned requests",
+      "check the S3 credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, "
+      "AWS_REGION) and that they may read this object",
+      "s3://models/lora/detail.safetensors"},
+     true,
+     check_s3,
+     resolve_s3},
+};
+
+// The row of `url`'s scheme (case-insensitive: "HTTP://" is http); nullptr when none.
+const Scheme* scheme_of_url(std::string_view url) {
+    const std::string_view written = scheme_of(url);
+    for (const Scheme& s : kSchemes) {
+        if (written.size() == s.info.name.size() &&
+            std::equal(written.begin(), written.end(), s.info.name.begin(), [](char a, char b) {
+                return std::tolower(static_cast<unsigned char>(a)) == b;
+            }))
+            return &s;
+    }
+    return nullptr;
+}
+
+[[noreturn]] void bad_url(std::string_view url, const std::string& why) {
+    throw StoreError(ErrorKind::bad_input, "source URL '" + terminal_safe(redact_url(url)) +
+                                               "': " + why + " (expected " + source_forms() + ")");
 }
 
 }  // namespace
 
+std::vector<SchemeInfo> source_schemes() {
+    std::vector<SchemeInfo> out;
+    for (const Scheme& s : kSchemes) out.push_back(s.info);
+    return out;
+}
+
+std::string source_forms() {
+    std::string out;
+    const std::size_t n = std::size(kSchemes);
+    for (std::size_t i = 0; i < n; ++i)
+        out += (i == 0 ? "" : i + 1 == n ? " or " : ", ") + std::string(kSchemes[i].info.form);
+    return out;
+}
+
 bool is_remote_url(std::string_view s) {
-    return starts_with_ci(s, "http://") || starts_with_ci(s, "https://") ||
-           starts_with_ci(s, "hf://") || starts_with_ci(s, "s3://");
+    return scheme_of_url(s) != nullptr;
 }
 
 void check_source_url(std::string_view url) {
-    if (!is_remote_url(url)) bad_url(url, "unknown scheme");
-    std::string scheme(scheme_of(url));
-    std::transform(scheme.begin(), scheme.end(), scheme.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    // hf:// and s3:// name files, encoded when the request is made; an http(s) URL is sent as
-    // written, so it must be a valid one.
-    bool named = scheme == "hf" || scheme == "s3";
-    if (std::any_of(url.begin(), url.end(),
-                    [&](unsigned char c) { return c < ' ' || c == 0x7f || (c == ' ' && !named); }))
-        bad_url(url, "spaces or control characters (percent-encode them)");
-    if (scheme == "hf") {
-        parse_hf(url);
-    } else if (scheme == "s3") {
-        std::string b, k;
-        parse_s3(url, b, k);
-    } else {
-        std::string h = host_of(url);
-        if (h.empty() || h.front() == ':') bad_url(url, "no host");
+    const Scheme* scheme = scheme_of_url(url);
+    if (!scheme) {
+        std::string known;
+        for (const Scheme& s : kSchemes)
+            known += (known.empty() ? "" : ", ") + std::string(s.info.name);
+        const std::string_view written = scheme_of(url);
+        bad_url(url, written.empty() ? "no scheme; the known ones are " + known
+                                     : "unknown scheme '" + terminal_safe(written) +
+                                           "'; the known ones are " + known);
     }
+    if (std::any_of(url.begin(), url.end(), [&](unsigned char c) {
+            return c < ' ' || c == 0x7f || (c == ' ' && !scheme->names_files);
+        }))
+        bad_url(url, "spaces or control characters (percent-encode them)");
+    scheme->check(url);
 }
 
 HttpTarget resolve_source(std::string_view url, const FetchConfig& cfg) {
     check_source_url(url);
     HttpTarget t;
-    std::string scheme(scheme_of(url));
-    std::transform(scheme.begin(), scheme.end(), scheme.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    if (scheme == "hf") {
-        HfParts p = parse_hf(url);
-        std::string endpoint = cfg.hf_endpoint;
-        while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
-        t.url = endpoint + "/" + p.kind + encode_path(p.repo) + "/resolve/" +
-                encode_path(p.revision) + "/" + encode_path(p.path);
-        // redirect_target() keeps it off redirects to other hosts (the CDN that Hugging Face
-        // sends LFS downloads to), so the token stays with the hub.
-        if (!cfg.hf_token.empty()) t.headers.push_back("Authorization: Bearer " + cfg.hf_token);
-        t.host = host_of(t.url);
-        return t;
-    }
-    if (scheme == "s3") {
-        std::string bucket, key;
-        parse_s3(url, bucket, key);
-        std::string endpoint = cfg.s3.endpoint;
-        if (endpoint.empty()) endpoint = "https://s3." + cfg.s3.region + ".amazonaws.com";
-        while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
-        if (cfg.s3.path_style) {
-            t.url = endpoint + "/" + bucket + "/" + encode_s3_key(key);
-        } else {
-            auto p = endpoint.find("://");
-            std::string sch = p == std::string::npos ? "https" : endpoint.substr(0, p);
-            std::string rest = p == std::string::npos ? endpoint : endpoint.substr(p + 3);
-            t.url = sch + "://" + bucket + "." + rest + "/" + encode_s3_key(key);
-        }
-        if (!cfg.s3.access_key.empty()) {
-            t.aws_sigv4 = "aws:amz:" + cfg.s3.region + ":s3";
-            t.userpwd = cfg.s3.access_key + ":" + cfg.s3.secret_key;
-            // libcurl 7.88 signs the request but does not send the payload hash S3 requires.
-            t.headers.push_back("x-amz-content-sha256: UNSIGNED-PAYLOAD");
-            if (!cfg.s3.session_token.empty())
-                t.headers.push_back("x-amz-security-token: " + cfg.s3.session_token);
-        }
-        t.host = host_of(t.url);
-        return t;
-    }
-    t.url = std::string(url);
+    scheme_of_url(url)->resolve(url, cfg, t);
     t.host = host_of(t.url);
     return t;
+}
+
+std::string_view refused_hint(std::string_view url) {
+    const Scheme* s = scheme_of_url(url);
+    return s ? s->info.refused_hint : kHttpRefused;
 }
 
 }  // namespace modelfs::fetch

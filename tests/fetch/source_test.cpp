@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "fetch_env.h"
 #include "modelfs/fetch/probe.h"
@@ -111,6 +112,54 @@ TEST(SourceTest, RedactionDropsCredentialsAndQueries) {
     EXPECT_EQ(fetch::redact_url("hf://org/repo/file"), "hf://org/repo/file");
     EXPECT_EQ(fetch::redact_url("http://host/a#frag"), "http://host/a");
     EXPECT_EQ(fetch::redact_url("https://host/a@b"), "https://host/a@b");
+}
+
+TEST(SourceSchemes, EveryRowRoundTripsItsExample) {
+    FetchConfig c;
+    c.s3.endpoint = "http://127.0.0.1:7480";
+    ASSERT_FALSE(fetch::source_schemes().empty());
+    for (const fetch::SchemeInfo& s : fetch::source_schemes()) {
+        const std::string url(s.example);
+        EXPECT_TRUE(url.starts_with(std::string(s.name) + "://")) << url;
+        EXPECT_TRUE(fetch::is_remote_url(url)) << url;
+        EXPECT_NO_THROW(fetch::check_source_url(url)) << url;
+        const auto t = resolve_source(url, c);
+        EXPECT_TRUE(t.url.starts_with("http://") || t.url.starts_with("https://")) << t.url;
+        EXPECT_FALSE(t.host.empty()) << url;
+        // The scheme is matched ignoring case, as URLs' schemes are (an http(s) URL is then sent
+        // as written).
+        std::string upper = url;
+        for (std::size_t i = 0; i < s.name.size(); ++i)
+            upper[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(upper[i])));
+        EXPECT_EQ(resolve_source(upper, c).host, t.host) << upper;
+        EXPECT_NE(fetch::source_forms().find(s.form), std::string::npos) << s.form;
+        EXPECT_FALSE(s.credentials.empty()) << s.name;
+        EXPECT_EQ(fetch::refused_hint(url), s.refused_hint);
+    }
+    EXPECT_NE(fetch::refused_hint("hf://o/r/f").find("HF_TOKEN"), std::string::npos);
+    EXPECT_NE(fetch::refused_hint("s3://b/k").find("AWS_ACCESS_KEY_ID"), std::string::npos);
+}
+
+TEST(SourceSchemes, AnUnknownSchemeListsTheKnownOnes) {
+    for (const char* bad : {"ftp://example.com/a", "lora/foo.safetensors"}) {
+        try {
+            fetch::check_source_url(bad);
+            ADD_FAILURE() << bad;
+        } catch (const StoreError& e) {
+            EXPECT_EQ(e.kind(), ErrorKind::bad_input);
+            const std::string what = e.what();
+            EXPECT_NE(what.find("the known ones are"), std::string::npos) << what;
+            for (const fetch::SchemeInfo& s : fetch::source_schemes()) {
+                EXPECT_NE(what.find(std::string(s.name)), std::string::npos) << what;
+                EXPECT_NE(what.find(std::string(s.form)), std::string::npos) << what;
+            }
+        }
+    }
+    try {
+        fetch::check_source_url("ftp://example.com/a");
+    } catch (const StoreError& e) {
+        EXPECT_NE(std::string(e.what()).find("unknown scheme 'ftp'"), std::string::npos);
+    }
 }
 
 class ProbeTest : public FetchEnv {};

@@ -72,14 +72,14 @@ TEST(FetchConfigFile, TransferTimeoutFromTheFileOrTheEnvironment) {
     EXPECT_NE(error_of("[fetch]\ntransfer_timeout = 0\n").find("'fetch.transfer_timeout' must be"),
               std::string::npos);
     ::setenv("MODELFS_TRANSFER_TIMEOUT", "90", 1);
-    EXPECT_EQ(FetchConfig::from_environment().transfer_timeout, std::chrono::seconds(90));
+    EXPECT_EQ(modelfs::cli::environment_fetch_config().transfer_timeout, std::chrono::seconds(90));
     ::setenv("MODELFS_TRANSFER_TIMEOUT", "soon", 1);
-    EXPECT_THROW(FetchConfig::from_environment(), modelfs::StoreError);
+    EXPECT_THROW(modelfs::cli::environment_fetch_config(), ConfigError);
     ::unsetenv("MODELFS_TRANSFER_TIMEOUT");
 }
 
 TEST(FetchConfigFile, TheFileOverridesTheEnvironmentWhichOverridesDefaults) {
-    FetchConfig env;  // as from_environment() would make it
+    FetchConfig env;  // as environment_fetch_config() would make it
     env.s3.access_key = "from-env";
     env.s3.secret_key = "env-secret";
     env.hf_endpoint = "https://env.example";

@@ -1,6 +1,6 @@
 // Settings of the downloader: limits, retries, and credentials of the remote sources. Defaults are
-// built in; from_environment() applies the usual variables (HF_ENDPOINT, HF_TOKEN, AWS_*); the CLI
-// layers its config file and flags on top.
+// built in; the CLI's table of settings (tools/config.cpp) layers the environment (HF_ENDPOINT,
+// HF_TOKEN, AWS_*), its config file and flags on top.
 #pragma once
 
 #include <chrono>
@@ -45,11 +45,6 @@ struct FetchConfig {
     // After each finished download, evict least-recently-used re-fetchable blobs until the store
     // holds at most this many bytes; 0: no quota.
     std::uint64_t cache_max_bytes = 0;
-
-    // The defaults with HF_ENDPOINT, HF_TOKEN, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    // AWS_SESSION_TOKEN, AWS_REGION (else AWS_DEFAULT_REGION), AWS_ENDPOINT_URL_S3 (else
-    // AWS_ENDPOINT_URL), MODELFS_TRANSFER_TIMEOUT applied.
-    static FetchConfig from_environment();
 };
 
 }  // namespace modelfs::fetch
