@@ -3,9 +3,12 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -75,6 +78,22 @@ int Mount::stop() {
     wait_child(pid_);
     pid_ = 0;
     return exit_ = -1;
+}
+
+void StoreMountTest::SetUp() {
+    if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+    ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+}
+
+void StoreMountTest::import_folder(const fs::path& src) {
+    CliResult r = run_modelfs({"--store", store.string(), "import", src.string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
+std::string xattr(const fs::path& f, const char* name) {
+    char buf[256];
+    ssize_t n = ::getxattr(f.c_str(), name, buf, sizeof buf);
+    return n < 0 ? std::string("<") + std::strerror(errno) + ">" : std::string(buf, n);
 }
 
 }  // namespace modelfs::testing
