@@ -30,9 +30,7 @@ class MountIncompleteSaveTest : public StoreMountTest {
     void SetUp() override {
         StoreMountTest::SetUp();
         if (IsSkipped() || HasFatalFailure()) return;
-        fs::create_directories(src / "checkpoints");
-        write_safetensors(src / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
-        import_folder(src);
+        import_base_checkpoint(src);
         fs::create_directories(mnt);
     }
 

@@ -104,13 +104,7 @@ class ForkedMount {
                 wait_child(pid_);
             }
         }
-        if (::testing::Test::HasFailure()) {
-            std::ifstream in(log_);
-            std::stringstream text;
-            text << in.rdbuf();
-            std::fprintf(stderr, "--- daemon log %s ---\n%s--- end of log ---\n", log_.c_str(),
-                         text.str().c_str());
-        }
+        print_log_if_failed(log_);
     }
     ForkedMount(const ForkedMount&) = delete;
     ForkedMount& operator=(const ForkedMount&) = delete;

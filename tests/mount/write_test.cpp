@@ -37,9 +37,7 @@ class MountWriteTest : public StoreMountTest {
     void SetUp() override {
         StoreMountTest::SetUp();
         if (IsSkipped() || HasFatalFailure()) return;
-        fs::create_directories(src / "checkpoints");
-        write_safetensors(src / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
-        import_folder(src);
+        import_base_checkpoint(src);
     }
 
     // A new safetensors file outside the mount; returns its sha256.

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 #include <thread>
 
+#include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
 namespace fs = std::filesystem;
@@ -49,13 +50,7 @@ Mount::Mount(const fs::path& store, const fs::path& mnt, std::vector<std::string
 
 Mount::~Mount() {
     stop();
-    if (::testing::Test::HasFailure()) {
-        std::ifstream in(log_);
-        std::stringstream text;
-        text << in.rdbuf();
-        std::fprintf(stderr, "--- daemon log %s ---\n%s--- end of log ---\n", log_.c_str(),
-                     text.str().c_str());
-    }
+    print_log_if_failed(log_);
 }
 
 int Mount::stop() {
@@ -88,6 +83,21 @@ void StoreMountTest::SetUp() {
 void StoreMountTest::import_folder(const fs::path& src) {
     CliResult r = run_modelfs({"--store", store.string(), "import", src.string()});
     ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
+void StoreMountTest::import_base_checkpoint(const fs::path& src) {
+    fs::create_directories(src / "checkpoints");
+    write_safetensors(src / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
+    import_folder(src);
+}
+
+void print_log_if_failed(const fs::path& log) {
+    if (!::testing::Test::HasFailure()) return;
+    std::ifstream in(log);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::fprintf(stderr, "--- daemon log %s ---\n%s--- end of log ---\n", log.c_str(),
+                 text.str().c_str());
 }
 
 std::string xattr(const fs::path& f, const char* name) {

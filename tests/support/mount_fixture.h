@@ -46,11 +46,18 @@ class StoreMountTest : public ::testing::Test {
     void SetUp() override;
     // Imports `src` (`modelfs import`), failing the test when the import fails.
     void import_folder(const std::filesystem::path& src);
+    // Writes src/checkpoints/base.safetensors (sd15_checkpoint(1)) and imports src: the one model
+    // many mount tests start from.
+    void import_base_checkpoint(const std::filesystem::path& src);
 
     TempDir dir;
     std::filesystem::path store = dir / "store";
     std::filesystem::path mnt = dir / "mnt";
 };
+
+// Prints a daemon's log file on stderr when the running test has failed, so its failure shows what
+// the daemon said.
+void print_log_if_failed(const std::filesystem::path& log);
 
 // The extended attribute `name` of `f`, or "<the error>" when reading it fails.
 std::string xattr(const std::filesystem::path& f, const char* name);
