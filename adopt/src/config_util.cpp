@@ -118,4 +118,28 @@ std::optional<nlohmann::json> read_json_settings(const std::filesystem::path& fi
     return j;
 }
 
+void add_json_folders(const nlohmann::json& settings, std::span<const FolderKey> keys,
+                      const std::string& fname, const std::filesystem::path& root, bool lists,
+                      ConfigDirs& out) {
+    for (const auto& [key, folder] : keys) {
+        const auto it = settings.find(key);
+        if (it == settings.end()) continue;
+        const std::string origin = fname + ": " + key;
+        // folder by init-capture: clang 14 (the fuzz build) cannot capture structured bindings.
+        const auto add = [&, folder = folder](const nlohmann::json& v) {
+            if (!v.is_string()) {
+                out.notes.push_back(origin + ": " + v.dump() + " is not a path, ignored");
+                return;
+            }
+            const std::string p = v.get<std::string>();
+            if (!p.empty()) out.dirs.push_back({absolute_against(p, root), folder, origin});
+        };
+        if (lists && it->is_array()) {
+            for (const auto& v : *it) add(v);
+        } else {
+            add(*it);
+        }
+    }
+}
+
 }  // namespace modelfs::adopt::detail

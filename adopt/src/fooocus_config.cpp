@@ -17,7 +17,7 @@ ConfigDirs fooocus_config(const std::filesystem::path& config_txt,
                           const std::filesystem::path& root) {
     // The view folder each key feeds; inpaint and prompt_expansion have none in the fooocus view,
     // so their files are kept as plain files where they are.
-    static const std::pair<const char*, const char*> kKeys[] = {
+    static const FolderKey kKeys[] = {
         {"path_checkpoints", "checkpoints"},
         {"path_loras", "loras"},
         {"path_embeddings", "embeddings"},
@@ -33,26 +33,7 @@ ConfigDirs fooocus_config(const std::filesystem::path& config_txt,
     const std::string fname = config_txt.filename().string();
     const auto settings = read_json_settings(config_txt, out.notes);
     if (!settings) return out;
-    const nlohmann::json& j = *settings;
-    for (const auto& [key, folder] : kKeys) {
-        const auto it = j.find(key);
-        if (it == j.end()) continue;
-        const std::string origin = fname + ": " + key;
-        // folder by init-capture: clang 14 (the fuzz build) cannot capture structured bindings.
-        const auto add = [&, folder = folder](const nlohmann::json& v) {
-            if (!v.is_string()) {
-                out.notes.push_back(origin + ": " + v.dump() + " is not a path, ignored");
-                return;
-            }
-            const std::string p = v.get<std::string>();
-            if (!p.empty()) out.dirs.push_back({absolute_against(p, root), folder, origin});
-        };
-        if (it->is_array()) {
-            for (const auto& v : *it) add(v);
-        } else {
-            add(*it);
-        }
-    }
+    add_json_folders(*settings, kKeys, fname, root, /*lists=*/true, out);
     return out;
 }
 

@@ -7,8 +7,10 @@
 
 #include <filesystem>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -69,5 +71,15 @@ std::filesystem::path canonical_or_normal(const std::filesystem::path& p);
 // with a note in `notes` when it cannot be read or is not a JSON object.
 std::optional<nlohmann::json> read_json_settings(const std::filesystem::path& file,
                                                  std::vector<std::string>& notes);
+
+// A settings key and the view folder it feeds.
+using FolderKey = std::pair<const char*, const char*>;
+// Adds to `out` the folders that JSON settings (read from a file named `fname`) name under `keys`:
+// each a path, relative ones against `root`; an empty one keeps the tool's default and is
+// skipped; anything else is noted and ignored. With `lists`, a key may also hold a list of paths
+// (Fooocus reads every entry).
+void add_json_folders(const nlohmann::json& settings, std::span<const FolderKey> keys,
+                      const std::string& fname, const std::filesystem::path& root, bool lists,
+                      ConfigDirs& out);
 
 }  // namespace modelfs::adopt::detail

@@ -31,28 +31,20 @@ constexpr std::pair<Action, const char*> kActions[] = {
     {Action::changing, "changing"},
 };
 
-const char* kind_name(ScannedFile::Kind k) {
-    for (auto& [v, n] : kKinds)
-        if (v == k) return n;
-    return "plain";
+std::string kind_name(ScannedFile::Kind k) {
+    return std::string(detail::name_in(kKinds, k).value_or("plain"));
 }
 ScannedFile::Kind parse_kind(const std::string& s) {
-    for (auto& [v, n] : kKinds)
-        if (s == n) return v;
-    return ScannedFile::Kind::plain;
+    return detail::value_in(kKinds, s).value_or(ScannedFile::Kind::plain);
 }
 
 }  // namespace
 
 std::string_view action_name(Action a) {
-    for (auto& [v, n] : kActions)
-        if (v == a) return n;
-    return "left";
+    return detail::name_in(kActions, a).value_or("left");
 }
 std::optional<Action> parse_action(std::string_view s) {
-    for (auto& [v, n] : kActions)
-        if (s == n) return v;
-    return std::nullopt;
+    return detail::value_in(kActions, s);
 }
 
 json record_json(const Record& r) {

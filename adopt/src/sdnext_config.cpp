@@ -14,7 +14,7 @@ namespace modelfs::adopt::detail {
 
 ConfigDirs sdnext_config(const std::filesystem::path& config_json,
                          const std::filesystem::path& root) {
-    static const std::pair<const char*, const char*> kKeys[] = {
+    static const FolderKey kKeys[] = {
         {"ckpt_dir", "Stable-diffusion"},
         {"diffusers_dir", "Diffusers"},
         {"vae_dir", "VAE"},
@@ -38,17 +38,7 @@ ConfigDirs sdnext_config(const std::filesystem::path& config_json,
         else if (!it->is_string())
             out.notes.push_back(fname + ": models_dir is not a path, ignored");
     }
-    for (const auto& [key, folder] : kKeys) {
-        const auto it = j.find(key);
-        if (it == j.end()) continue;
-        const std::string origin = fname + ": " + key;
-        if (!it->is_string()) {
-            out.notes.push_back(origin + ": " + it->dump() + " is not a path, ignored");
-            continue;
-        }
-        const std::string p = it->get<std::string>();
-        if (!p.empty()) out.dirs.push_back({absolute_against(p, root), folder, origin});
-    }
+    add_json_folders(j, kKeys, fname, root, /*lists=*/false, out);
     return out;
 }
 

@@ -29,27 +29,19 @@ constexpr std::tuple<Left, const char*, const char*> kLefts[] = {
 }  // namespace
 
 std::string_view state_name(RecordState s) {
-    for (auto& [v, n] : kStates)
-        if (v == s) return n;
-    return "recorded";
+    return detail::name_in(kStates, s).value_or("recorded");
 }
 
 std::optional<RecordState> parse_state(std::string_view s) {
-    for (auto& [v, n] : kStates)
-        if (s == n) return v;
-    return std::nullopt;
+    return detail::value_in(kStates, s);
 }
 
 std::string_view left_name(Left l) {
-    for (auto& [v, n, prefix] : kLefts)
-        if (v == l) return n;
-    return "";
+    return detail::name_in(kLefts, l).value_or("");
 }
 
 std::optional<Left> parse_left(std::string_view s) {
-    for (auto& [v, n, prefix] : kLefts)
-        if (s == n) return v;
-    return std::nullopt;
+    return detail::value_in(kLefts, s);
 }
 
 std::string left_note(Left l, const std::string& why) {

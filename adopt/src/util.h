@@ -6,13 +6,33 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
 
 #include "modelfs/adopt/adopt.h"
 #include "modelfs/store/progress.h"
 #include "modelfs/store/unique_fd.h"
 
 namespace modelfs::adopt::detail {
+
+// A value's name and back, by a table of rows {value, name, ...} (a pair or a tuple): the one
+// place each enum of the records and reports is put into words, read both ways the same.
+template <class Table, class Value>
+std::optional<std::string_view> name_in(const Table& rows, Value v) {
+    for (const auto& row : rows)
+        if (std::get<0>(row) == v) return std::string_view(std::get<1>(row));
+    return std::nullopt;
+}
+template <class Table>
+auto value_in(const Table& rows, std::string_view name)
+    -> std::optional<std::decay_t<decltype(std::get<0>(rows[0]))>> {
+    for (const auto& row : rows)
+        if (std::get<1>(row) == name) return std::get<0>(row);
+    return std::nullopt;
+}
 
 inline std::int64_t ns_of(const struct timespec& t) {
     return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;

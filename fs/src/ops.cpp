@@ -132,6 +132,15 @@ std::string child_path(Daemon& dm, fuse_ino_t parent, const char* name, int* err
     return join_path(p->path, name);
 }
 
+// The path of `name` in `parent` where a change (`op`) makes or removes it: *err is 0, else
+// child_path's or writable_area's refusal.
+std::string path_to_change(Daemon& dm, fuse_ino_t parent, const char* name, const char* op,
+                           int* err) {
+    std::string path = child_path(dm, parent, name, err);
+    if (!*err) *err = writable_area(dm, path, op);
+    return path;
+}
+
 void op_init(void*, fuse_conn_info* conn) {
     // Let libfuse splice blob pages straight to the kernel instead of copying them, but not
     // move them: a move takes the pages out of the blob's own page cache (measured: first
@@ -520,8 +529,7 @@ void make_entry(fuse_req_t req, fuse_ino_t parent, const char* name, const char*
     guarded(req, op, [&] {
         Daemon& dm = daemon_of(req);
         int err = 0;
-        std::string path = child_path(dm, parent, name, &err);
-        if (!err) err = writable_area(dm, path, op);
+        std::string path = path_to_change(dm, parent, name, op, &err);
         if (!err && dm.names()->locate(path).rel.empty()) err = EEXIST;  // a view's own folder
         if (err) return (void)fuse_reply_err(req, err);
         const OpenFiles::Edit edit = dm.files.edit();
@@ -596,8 +604,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         if (e->by_hash) return (void)fuse_reply_err(req, EROFS);
         if (e->read_only) return (void)fuse_reply_err(req, refuse_alias("link", e->path));
         int err = 0;
-        std::string to = child_path(dm, newparent, newname, &err);
-        if (!err) err = writable_area(dm, to, "link");
+        std::string to = path_to_change(dm, newparent, newname, "link", &err);
         if (!err && dm.names()->locate(to).view != dm.names()->locate(e->path).view) err = EXDEV;
         if (err) return (void)fuse_reply_err(req, err);
         const OpenFiles::Edit edit = dm.files.edit();
@@ -621,27 +628,40 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
     });
 }
 
-void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+// rmdir and unlink: finds `name` in `parent` under the edit lock, with no link on the way, and
+// hands it to `remove`, which replies; what is refused before that is answered here. Outside the
+// views (writable_area's EPERM) sit only the mount's own folders, which rmdir calls busy, as for
+// a mount point.
+void remove_entry(fuse_req_t req, fuse_ino_t parent, const char* name, const char* op,
+                  int outside_views,
+                  const std::function<void(Daemon&, const std::string&, const Entry&)>& remove) {
     auto busy = daemon_of(req).busy.hold(parent);
-    guarded(req, "rmdir", [&] {
+    guarded(req, op, [&] {
         Daemon& dm = daemon_of(req);
         int err = 0;
-        std::string path = child_path(dm, parent, name, &err);
-        if (!err) err = writable_area(dm, path, "rmdir");
-        if (err) return (void)fuse_reply_err(req, err == EPERM ? EBUSY : err);
+        std::string path = path_to_change(dm, parent, name, op, &err);
+        if (err) return (void)fuse_reply_err(req, err == EPERM ? outside_views : err);
         const OpenFiles::Edit edit = dm.files.edit();
         if (int err = links_on_the_way(dm, path)) return (void)fuse_reply_err(req, err);
         Entry e = dm.resolve(path);
         if (!e.exists()) return (void)fuse_reply_err(req, ENOENT);
-        if (!e.is_dir()) return (void)fuse_reply_err(req, ENOTDIR);
-        if (dm.names()->locate(path).rel.empty()) return (void)fuse_reply_err(req, EBUSY);
-        if (!dm.names()->list(*dm.snapshot(), path).empty())
-            return (void)fuse_reply_err(req, ENOTEMPTY);
-        // A layout's folders always exist: the tool expects them.
-        if (dm.snapshot()->find_path(path)) return (void)fuse_reply_err(req, EBUSY);
-        if (::rmdir(e.real.c_str()) != 0) return (void)fuse_reply_err(req, errno);
-        fuse_reply_err(req, 0);
+        remove(dm, path, e);
     });
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    remove_entry(req, parent, name, "rmdir", EBUSY,
+                 [&](Daemon& dm, const std::string& path, const Entry& e) {
+                     if (!e.is_dir()) return (void)fuse_reply_err(req, ENOTDIR);
+                     if (dm.names()->locate(path).rel.empty())
+                         return (void)fuse_reply_err(req, EBUSY);
+                     if (!dm.names()->list(*dm.snapshot(), path).empty())
+                         return (void)fuse_reply_err(req, ENOTEMPTY);
+                     // A layout's folders always exist: the tool expects them.
+                     if (dm.snapshot()->find_path(path)) return (void)fuse_reply_err(req, EBUSY);
+                     if (::rmdir(e.real.c_str()) != 0) return (void)fuse_reply_err(req, errno);
+                     fuse_reply_err(req, 0);
+                 });
 }
 
 // --- files ------------------------------------------------------------------------------------
@@ -818,8 +838,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     guarded(req, "create", [&] {
         Daemon& dm = daemon_of(req);
         int err = 0;
-        std::string path = child_path(dm, parent, name, &err);
-        if (!err) err = writable_area(dm, path, "create");
+        std::string path = path_to_change(dm, parent, name, "create", &err);
         if (!err && dm.names()->locate(path).rel.empty()) err = EEXIST;
         if (err) return (void)fuse_reply_err(req, err);
         const OpenFiles::Edit edit = dm.files.edit();
@@ -934,29 +953,22 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-    auto busy = daemon_of(req).busy.hold(parent);
-    guarded(req, "unlink", [&] {
-        Daemon& dm = daemon_of(req);
-        int err = 0;
-        std::string path = child_path(dm, parent, name, &err);
-        if (!err) err = writable_area(dm, path, "unlink");
-        if (err) return (void)fuse_reply_err(req, err);
-        const OpenFiles::Edit edit = dm.files.edit();
-        if (int err = links_on_the_way(dm, path)) return (void)fuse_reply_err(req, err);
-        Entry e = dm.resolve(path);
-        if (!e.exists()) return (void)fuse_reply_err(req, ENOENT);
-        if (e.is_dir()) return (void)fuse_reply_err(req, EISDIR);
-        if (e.kind == Entry::Kind::overlay_file) {
-            // A catalogued file it was the new version of goes too: that first, so a crash in
-            // between leaves the file, never the older version in its place.
-            Entry beneath = dm.names()->resolve_catalog(*dm.snapshot(), path);
-            if (beneath.kind == Entry::Kind::tree_file) dm.remove_from_catalog(beneath, {parent});
-            if (::unlink(e.real.c_str()) != 0) return (void)fuse_reply_err(req, errno);
-            return (void)fuse_reply_err(req, 0);
-        }
-        dm.remove_from_catalog(e, {parent});
-        fuse_reply_err(req, 0);
-    });
+    remove_entry(req, parent, name, "unlink", EPERM,
+                 [&](Daemon& dm, const std::string& path, const Entry& e) {
+                     if (e.is_dir()) return (void)fuse_reply_err(req, EISDIR);
+                     if (e.kind == Entry::Kind::overlay_file) {
+                         // A catalogued file it was the new version of goes too: that first, so
+                         // a crash in between leaves the file, never the older version in its
+                         // place.
+                         Entry beneath = dm.names()->resolve_catalog(*dm.snapshot(), path);
+                         if (beneath.kind == Entry::Kind::tree_file)
+                             dm.remove_from_catalog(beneath, {parent});
+                         if (::unlink(e.real.c_str()) != 0) return (void)fuse_reply_err(req, errno);
+                         return (void)fuse_reply_err(req, 0);
+                     }
+                     dm.remove_from_catalog(e, {parent});
+                     fuse_reply_err(req, 0);
+                 });
 }
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,

@@ -109,22 +109,28 @@ UniqueFd open_beneath(int dirfd, const fs::path& rel, int flags) {
     }
 }
 
-UniqueFd open_no_symlinks(const fs::path& abs, int flags) {
+namespace {
+
+// "/", where both walks below start; a relative path is refused (EINVAL): it would depend on the
+// working folder, which nothing here checks.
+UniqueFd open_root_for(const fs::path& abs) {
     if (!abs.is_absolute()) {
         errno = EINVAL;
         return UniqueFd();
     }
-    UniqueFd root(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    return UniqueFd(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+}
+
+}  // namespace
+
+UniqueFd open_no_symlinks(const fs::path& abs, int flags) {
+    UniqueFd root = open_root_for(abs);
     if (!root) return UniqueFd();
     return open_beneath(root.get(), abs.lexically_normal().relative_path(), flags);
 }
 
 UniqueFd make_dirs_no_symlinks(const fs::path& abs, mode_t mode) {
-    if (!abs.is_absolute()) {
-        errno = EINVAL;
-        return UniqueFd();
-    }
-    UniqueFd cur(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    UniqueFd cur = open_root_for(abs);
     if (!cur) return UniqueFd();
     for (const auto& part : abs.lexically_normal().relative_path()) {
         const std::string s = part.string();

@@ -82,12 +82,8 @@ class AdoptTest : public ::testing::Test {
                        cm / "vae", cm / "extra", outside})
             sfs::create_directories(d);
         // What detect_install recognises the two tools by.
-        sfs::create_directories(a1111 / "modules");
-        sfs::create_directories(comfy / "comfy");
-        write_text_file(a1111 / "webui.py", "# a1111\n");
-        write_text_file(a1111 / "launch.py", "# a1111\n");
-        write_text_file(comfy / "main.py", "# comfy\n");
-        write_text_file(comfy / "folder_paths.py", "# comfy\n");
+        modelfs::testing::make_a1111_markers(a1111);
+        modelfs::testing::make_comfyui_markers(comfy);
         write_sized_safetensors(am / "Stable-diffusion/sdxl.safetensors", kC1, 1);
         write_random_file(am / "Stable-diffusion/sdxl.preview.png", kP1, 2);
         write_text_file(am / "Stable-diffusion/notes.txt", "my notes\n");

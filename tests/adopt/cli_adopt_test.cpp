@@ -28,13 +28,11 @@ class CliAdoptTest : public ::testing::Test {
         store = tmp / "store";
         a1111 = tmp / "stable-diffusion-webui";
         comfy = tmp / "ComfyUI";
-        for (auto d : {a1111 / "modules", a1111 / "models/Stable-diffusion", a1111 / "models/Lora",
-                       comfy / "comfy", comfy / "models/checkpoints", comfy / "models/loras"})
+        for (auto d : {a1111 / "models/Stable-diffusion", a1111 / "models/Lora",
+                       comfy / "models/checkpoints", comfy / "models/loras"})
             sfs::create_directories(d);
-        write_text_file(a1111 / "webui.py", "# a1111\n");
-        write_text_file(a1111 / "launch.py", "# a1111\n");
-        write_text_file(comfy / "main.py", "# comfy\n");
-        write_text_file(comfy / "folder_paths.py", "# comfy\n");
+        make_a1111_markers(a1111);
+        make_comfyui_markers(comfy);
         write_sized_safetensors(a1111 / "models/Stable-diffusion/sdxl.safetensors", 300000, 1);
         write_random_file(a1111 / "models/Stable-diffusion/sdxl.preview.png", 2000, 2);
         write_sized_safetensors(a1111 / "models/Lora/style.safetensors", 100000, 3);

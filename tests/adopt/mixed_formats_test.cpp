@@ -106,12 +106,8 @@ class MixedFormats : public ::testing::Test {
         store_root = tmp / "store";
         a1111 = tmp / "stable-diffusion-webui";
         comfy = tmp / "ComfyUI";
-        sfs::create_directories(a1111 / "modules");
-        sfs::create_directories(comfy / "comfy");
-        modelfs::testing::write_text_file(a1111 / "webui.py", "# a1111\n");
-        modelfs::testing::write_text_file(a1111 / "launch.py", "# a1111\n");
-        modelfs::testing::write_text_file(comfy / "main.py", "# comfy\n");
-        modelfs::testing::write_text_file(comfy / "folder_paths.py", "# comfy\n");
+        modelfs::testing::make_a1111_markers(a1111);
+        modelfs::testing::make_comfyui_markers(comfy);
         std::uint64_t seed = 100;
         for (const auto& c : corpus()) {
             ++seed;

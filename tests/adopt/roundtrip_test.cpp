@@ -53,13 +53,11 @@ class AdoptRoundTrip : public ::testing::Test {
         a1111 = tmp / "stable-diffusion-webui";
         comfy = tmp / "ComfyUI";
         const sfs::path a = a1111 / "models", c = comfy / "models";
-        for (auto d : {a1111 / "modules", a / "Stable-diffusion", a / "Lora", a / "empty_folder",
-                       comfy / "comfy", c / "checkpoints", c / "loras"})
+        for (auto d : {a / "Stable-diffusion", a / "Lora", a / "empty_folder", c / "checkpoints",
+                       c / "loras"})
             sfs::create_directories(d);
-        write_text_file(a1111 / "webui.py", "# a1111\n");
-        write_text_file(a1111 / "launch.py", "# a1111\n");
-        write_text_file(comfy / "main.py", "# comfy\n");
-        write_text_file(comfy / "folder_paths.py", "# comfy\n");
+        make_a1111_markers(a1111);
+        make_comfyui_markers(comfy);
         write_sized_safetensors(a / "Stable-diffusion/sdxl.safetensors", 300000, 1);
         write_random_file(a / "Stable-diffusion/sdxl.preview.png", 2000, 2);
         write_sized_safetensors(a / "Stable-diffusion/sdxl.vae.safetensors", 3000, 14);

@@ -22,19 +22,15 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class MountIncompleteSaveTest : public ::testing::Test {
+class MountIncompleteSaveTest : public StoreMountTest {
   protected:
-    TempDir dir{"modelfs-incomplete"};
-    fs::path store = dir / "store";
-    fs::path mnt = dir / "mnt";
+    MountIncompleteSaveTest() : StoreMountTest("modelfs-incomplete") {}
     fs::path src = dir / "src";
 
     void SetUp() override {
-        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
-        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
-        fs::create_directories(src / "checkpoints");
-        write_safetensors(src / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
-        ASSERT_EQ(run_modelfs({"--store", store.string(), "import", src.string()}).exit_code, 0);
+        StoreMountTest::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
+        import_base_checkpoint(src);
         fs::create_directories(mnt);
     }
 

@@ -39,16 +39,9 @@ void write_all(int fd, std::string_view bytes) {
     }
 }
 
-class MountIntegrityTest : public ::testing::Test {
+class MountIntegrityTest : public StoreMountTest {
   protected:
-    TempDir dir{"modelfs-integrity"};
-    fs::path store = dir / "store";
-    fs::path mnt = dir / "mnt";
-
-    void SetUp() override {
-        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
-        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
-    }
+    MountIntegrityTest() : StoreMountTest("modelfs-integrity") {}
     bool has_model(const std::string& key) {
         CliResult r = run_modelfs({"--store", store.string(), "show", key});
         return r.exit_code == 0;

@@ -96,24 +96,21 @@ std::vector<LoggedRequest> gets(const std::vector<LoggedRequest>& all, const std
     return ::testing::AssertionSuccess() << ranges.size() << " request(s)";
 }
 
-class LazyMountTest : public ::testing::Test {
+class LazyMountTest : public StoreMountTest {
   protected:
-    TempDir dir{"modelfs-lazy"};
-    fs::path store = dir / "store";
-    fs::path mnt = dir / "mnt";
+    LazyMountTest() : StoreMountTest("modelfs-lazy") {}
     fs::path served = dir / "served";  // what the servers serve
     fs::path local = dir / "local";
     std::string base_sha;
 
     void SetUp() override {
-        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
-        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+        StoreMountTest::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
         fs::create_directories(served);
         fs::create_directories(local / "checkpoints");
         write_safetensors(local / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
         base_sha = sha256_hex_of_file(local / "checkpoints" / "base.safetensors");
-        CliResult r = run_modelfs({"--store", store.string(), "import", local.string()});
-        ASSERT_EQ(r.exit_code, 0) << r.err;
+        import_folder(local);
     }
 
     // A LoRA of about `bytes` bytes in the served folder; returns its SHA-256.

@@ -30,16 +30,14 @@ using nlohmann::json;
 
 namespace {
 
-class MountTest : public ::testing::Test {
+class MountTest : public StoreMountTest {
   protected:
-    TempDir dir{"modelfs-mount"};
-    fs::path store = dir / "store";
-    fs::path mnt = dir / "mnt";
+    MountTest() : StoreMountTest("modelfs-mount") {}
     fs::path comfy = dir / "ComfyUI" / "models";
 
     void SetUp() override {
-        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
-        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+        StoreMountTest::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
         auto put = [&](const fs::path& p, SafetensorsSpec spec, std::uint64_t bytes) {
             fs::create_directories(p.parent_path());
             if (bytes) grow_to(spec, bytes);
@@ -48,8 +46,7 @@ class MountTest : public ::testing::Test {
         put(comfy / "checkpoints" / "base.safetensors", sd15_checkpoint(1), 8 << 20);
         put(comfy / "loras" / "sdxl" / "style.safetensors", kohya_lora(2), 0);
         put(comfy / "vae" / "ft.safetensors", vae(3), 0);
-        CliResult r = run_modelfs({"--store", store.string(), "import", comfy.string()});
-        ASSERT_EQ(r.exit_code, 0) << r.err;
+        import_folder(comfy);
     }
 };
 
@@ -88,11 +85,7 @@ TEST_F(MountTest, ExtendedAttributesNameTheContent) {
     ASSERT_TRUE(m.ok());
     fs::path f = mnt / "comfyui" / "loras" / "sdxl" / "style.safetensors";
     std::string sha = sha256_hex_of_file(comfy / "loras" / "sdxl" / "style.safetensors");
-    auto get = [&](const char* name) {
-        char buf[256];
-        ssize_t n = ::getxattr(f.c_str(), name, buf, sizeof buf);
-        return n < 0 ? std::string("<") + std::strerror(errno) + ">" : std::string(buf, n);
-    };
+    auto get = [&](const char* name) { return xattr(f, name); };
     EXPECT_EQ(get("user.modelfs.sha256"), sha);
     EXPECT_EQ(get("user.modelfs.autov2"), sha.substr(0, 10));
     EXPECT_EQ(get("user.modelfs.category"), "lora");

@@ -40,23 +40,20 @@ path = "ckpts"
 category = "checkpoint"
 )";
 
-class UserLayoutMount : public ::testing::Test {
+class UserLayoutMount : public StoreMountTest {
   protected:
-    TempDir dir{"modelfs-user-layout"};
-    fs::path store = dir / "store";
-    fs::path mnt = dir / "mnt";
+    UserLayoutMount() : StoreMountTest("modelfs-user-layout") {}
     fs::path src = dir / "ComfyUI" / "models";
     fs::path config = dir / "config.toml";
 
     void SetUp() override {
-        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
-        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+        StoreMountTest::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
         fs::create_directories(src / "checkpoints");
         fs::create_directories(src / "loras" / "sdxl");
         write_safetensors(src / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
         write_safetensors(src / "loras" / "sdxl" / "style.safetensors", kohya_lora(2));
-        CliResult r = run_modelfs({"--store", store.string(), "import", src.string()});
-        ASSERT_EQ(r.exit_code, 0) << r.err;
+        import_folder(src);
         write_text_file(config, kConfig);
     }
 

@@ -104,13 +104,7 @@ class ForkedMount {
                 wait_child(pid_);
             }
         }
-        if (::testing::Test::HasFailure()) {
-            std::ifstream in(log_);
-            std::stringstream text;
-            text << in.rdbuf();
-            std::fprintf(stderr, "--- daemon log %s ---\n%s--- end of log ---\n", log_.c_str(),
-                         text.str().c_str());
-        }
+        print_log_if_failed(log_);
     }
     ForkedMount(const ForkedMount&) = delete;
     ForkedMount& operator=(const ForkedMount&) = delete;
@@ -125,16 +119,14 @@ class ForkedMount {
 
 // A store with two versions of a checkpoint (v1, then "fp16", current) and of a LoRA in a
 // sub-folder (v1, then v2, current), imported with the CLI.
-class VersionsMount : public ::testing::Test {
+class VersionsMount : public StoreMountTest {
   protected:
-    TempDir dir{"modelfs-versions"};
-    fs::path store = dir / "store";
-    fs::path mnt = dir / "mnt";
+    VersionsMount() : StoreMountTest("modelfs-versions") {}
     std::string base1, base2, style1, style2;  // SHA-256 of each version
 
     void SetUp() override {
-        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
-        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+        StoreMountTest::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
         base1 = import_one("one", "checkpoints/base.safetensors", sd15_checkpoint(1), "v1");
         style1 = import_one("one", "loras/sdxl/style.safetensors", kohya_lora(1), "v1");
         base2 = import_one("two", "checkpoints/base.safetensors", sd15_checkpoint(2), "fp16");
@@ -555,7 +547,8 @@ TEST_F(VersionsMount, RetainAndGcSpareAVersionAnOpenMountReads) {
         auto kept = s.retain(1, /*dry_run=*/false);
         bool dropped_v1 = false;
         for (const auto& d : kept.dropped)
-            dropped_v1 = dropped_v1 || (d.model_key == "checkpoint/base.safetensors" && d.label == "v1");
+            dropped_v1 =
+                dropped_v1 || (d.model_key == "checkpoint/base.safetensors" && d.label == "v1");
         EXPECT_TRUE(dropped_v1);
         auto gc = s.gc(/*dry_run=*/false);
         EXPECT_GE(gc.skipped_open, 1u);

@@ -21,22 +21,9 @@ using nlohmann::json;
 
 namespace {
 
-std::string xattr(const fs::path& f, const char* name) {
-    char buf[256];
-    ssize_t n = ::getxattr(f.c_str(), name, buf, sizeof buf);
-    return n < 0 ? std::string("<") + std::strerror(errno) + ">" : std::string(buf, n);
-}
-
-class ViewFilesTest : public ::testing::Test {
+class ViewFilesTest : public StoreMountTest {
   protected:
-    TempDir dir{"modelfs-viewfiles"};
-    fs::path store = dir / "store";
-    fs::path mnt = dir / "mnt";
-
-    void SetUp() override {
-        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
-        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
-    }
+    ViewFilesTest() : StoreMountTest("modelfs-viewfiles") {}
     std::string make(const fs::path& p, std::uint64_t size, std::uint64_t seed) {
         write_random_file(p, size, seed);
         return sha256_hex_of_file(p);

@@ -29,25 +29,15 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string xattr(const fs::path& f, const char* name) {
-    char buf[256];
-    ssize_t n = ::getxattr(f.c_str(), name, buf, sizeof buf);
-    return n < 0 ? std::string("<") + std::strerror(errno) + ">" : std::string(buf, n);
-}
-
-class MountWriteTest : public ::testing::Test {
+class MountWriteTest : public StoreMountTest {
   protected:
-    TempDir dir{"modelfs-write"};
-    fs::path store = dir / "store";
-    fs::path mnt = dir / "mnt";
+    MountWriteTest() : StoreMountTest("modelfs-write") {}
     fs::path src = dir / "src";
 
     void SetUp() override {
-        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
-        ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
-        fs::create_directories(src / "checkpoints");
-        write_safetensors(src / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
-        ASSERT_EQ(run_modelfs({"--store", store.string(), "import", src.string()}).exit_code, 0);
+        StoreMountTest::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
+        import_base_checkpoint(src);
     }
 
     // A new safetensors file outside the mount; returns its sha256.

@@ -3,15 +3,19 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include <gtest/gtest.h>
 #include <thread>
 
+#include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
 namespace fs = std::filesystem;
@@ -46,13 +50,7 @@ Mount::Mount(const fs::path& store, const fs::path& mnt, std::vector<std::string
 
 Mount::~Mount() {
     stop();
-    if (::testing::Test::HasFailure()) {
-        std::ifstream in(log_);
-        std::stringstream text;
-        text << in.rdbuf();
-        std::fprintf(stderr, "--- daemon log %s ---\n%s--- end of log ---\n", log_.c_str(),
-                     text.str().c_str());
-    }
+    print_log_if_failed(log_);
 }
 
 int Mount::stop() {
@@ -75,6 +73,37 @@ int Mount::stop() {
     wait_child(pid_);
     pid_ = 0;
     return exit_ = -1;
+}
+
+void StoreMountTest::SetUp() {
+    if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+    ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
+}
+
+void StoreMountTest::import_folder(const fs::path& src) {
+    CliResult r = run_modelfs({"--store", store.string(), "import", src.string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
+void StoreMountTest::import_base_checkpoint(const fs::path& src) {
+    fs::create_directories(src / "checkpoints");
+    write_safetensors(src / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
+    import_folder(src);
+}
+
+void print_log_if_failed(const fs::path& log) {
+    if (!::testing::Test::HasFailure()) return;
+    std::ifstream in(log);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::fprintf(stderr, "--- daemon log %s ---\n%s--- end of log ---\n", log.c_str(),
+                 text.str().c_str());
+}
+
+std::string xattr(const fs::path& f, const char* name) {
+    char buf[256];
+    ssize_t n = ::getxattr(f.c_str(), name, buf, sizeof buf);
+    return n < 0 ? std::string("<") + std::strerror(errno) + ">" : std::string(buf, n);
 }
 
 }  // namespace modelfs::testing

@@ -2,11 +2,14 @@
 // destruction, whatever happened in the test.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/types.h>
 
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include "support/test_env.h"
 
 namespace modelfs::testing {
 
@@ -33,5 +36,30 @@ class Mount {
     bool ok_ = false;
     int exit_ = -1;
 };
+
+// A fixture's start for tests of a mount: a store made by `modelfs init` in a temp folder named
+// after `tag`, and the path of a mount point beside it (not made). Skips without /dev/fuse. A
+// fixture that adds to SetUp calls this one first and returns when it skipped or failed.
+class StoreMountTest : public ::testing::Test {
+  protected:
+    explicit StoreMountTest(const std::string& tag) : dir(tag) {}
+    void SetUp() override;
+    // Imports `src` (`modelfs import`), failing the test when the import fails.
+    void import_folder(const std::filesystem::path& src);
+    // Writes src/checkpoints/base.safetensors (sd15_checkpoint(1)) and imports src: the one model
+    // many mount tests start from.
+    void import_base_checkpoint(const std::filesystem::path& src);
+
+    TempDir dir;
+    std::filesystem::path store = dir / "store";
+    std::filesystem::path mnt = dir / "mnt";
+};
+
+// Prints a daemon's log file on stderr when the running test has failed, so its failure shows what
+// the daemon said.
+void print_log_if_failed(const std::filesystem::path& log);
+
+// The extended attribute `name` of `f`, or "<the error>" when reading it fails.
+std::string xattr(const std::filesystem::path& f, const char* name);
 
 }  // namespace modelfs::testing

@@ -60,6 +60,18 @@ void write_text_file(const fs::path& p, const std::string& text) {
     if (!out) throw std::runtime_error("cannot write " + p.string());
 }
 
+void make_a1111_markers(const fs::path& root) {
+    fs::create_directories(root / "modules");
+    write_text_file(root / "webui.py", "# a1111\n");
+    write_text_file(root / "launch.py", "# a1111\n");
+}
+
+void make_comfyui_markers(const fs::path& root) {
+    fs::create_directories(root / "comfy");
+    write_text_file(root / "main.py", "# comfy\n");
+    write_text_file(root / "folder_paths.py", "# comfy\n");
+}
+
 std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
     if (!in) throw std::runtime_error("cannot read " + p.string());

@@ -32,6 +32,11 @@ class TempDir {
 // Writes `size` pseudo-random bytes derived from `seed` (same seed, same bytes).
 void write_random_file(const std::filesystem::path& p, std::uint64_t size, std::uint64_t seed);
 void write_text_file(const std::filesystem::path& p, const std::string& text);
+// The root files and folders an install of A1111 (webui.py, launch.py, modules/) or of ComfyUI
+// (main.py, folder_paths.py, comfy/) has in its repository, for install detection to find. Written
+// out here, not read from the tool registry under test.
+void make_a1111_markers(const std::filesystem::path& root);
+void make_comfyui_markers(const std::filesystem::path& root);
 std::string read_file(const std::filesystem::path& p);
 // SHA-256 hex of a file, computed independently of the store's code path (one plain read).
 std::string sha256_hex_of_file(const std::filesystem::path& p);
