@@ -20,6 +20,7 @@
 
 #include "modelfs/store/errors.h"
 #include "modelfs/store/store.h"
+#include "modelfs/store/text.h"
 #include "modelfs/store/unique_fd.h"
 
 namespace stdfs = std::filesystem;
@@ -32,12 +33,6 @@ namespace {
 // ignored here so a config written for a newer modelfs still loads; every other unknown key is an
 // error, because a typo ("stroe") would otherwise be ignored silently.
 constexpr std::array<std::string_view, 0> kReservedTables{};
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
 
 // "file:line:column", or just "file" when toml++ knows no position.
 std::string at(const stdfs::path& file, const toml::source_region& r) {

@@ -13,6 +13,7 @@
 #include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/model_check.h"
 #include "modelfs/store/model_name.h"
+#include "modelfs/store/text.h"
 #include "modelfs/store/unique_fd.h"
 #include "modelfs/store/units.h"
 #include "modelfs/store/view_files.h"
@@ -126,8 +127,7 @@ std::vector<ScannedFile> as_the_mount_takes(const InstallScan& scan,
 // Models (.safetensors ones first), then sidecars, whose fate follows their model's.
 int pass_of(const ScannedFile& f) {
     if (f.kind == ScannedFile::Kind::sidecar) return 2;
-    std::string e = f.ext;
-    for (auto& c : e) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string e = lower(f.ext);
     return f.kind == ScannedFile::Kind::model && e == ".safetensors" ? 0 : 1;
 }
 

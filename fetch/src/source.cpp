@@ -6,16 +6,10 @@
 #include "modelfs/store/errors.h"
 #include "modelfs/store/escape.h"
 #include "modelfs/store/names.h"
+#include "modelfs/store/text.h"
 
 namespace modelfs::fetch {
 namespace {
-
-bool starts_with_ci(std::string_view s, std::string_view prefix) {
-    if (s.size() < prefix.size()) return false;
-    for (std::size_t i = 0; i < prefix.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
-    return true;
-}
 
 [[noreturn]] void bad_url(std::string_view url, const std::string& why) {
     throw StoreError(ErrorKind::bad_input,
@@ -50,10 +44,7 @@ std::string host_of(std::string_view url) {
     std::string_view rest = url.substr(p + 3);
     rest = rest.substr(0, rest.find_first_of("/?#"));
     if (auto at = rest.rfind('@'); at != std::string_view::npos) rest = rest.substr(at + 1);
-    std::string h(rest);
-    std::transform(h.begin(), h.end(), h.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return h;
+    return lower(rest);
 }
 
 std::string_view scheme_of(std::string_view url) {
@@ -134,15 +125,13 @@ std::string encode_s3_key(std::string_view key) {
 }  // namespace
 
 bool is_remote_url(std::string_view s) {
-    return starts_with_ci(s, "http://") || starts_with_ci(s, "https://") ||
-           starts_with_ci(s, "hf://") || starts_with_ci(s, "s3://");
+    return istarts_with(s, "http://") || istarts_with(s, "https://") || istarts_with(s, "hf://") ||
+           istarts_with(s, "s3://");
 }
 
 void check_source_url(std::string_view url) {
     if (!is_remote_url(url)) bad_url(url, "unknown scheme");
-    std::string scheme(scheme_of(url));
-    std::transform(scheme.begin(), scheme.end(), scheme.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const std::string scheme = lower(scheme_of(url));
     // hf:// and s3:// name files, encoded when the request is made; an http(s) URL is sent as
     // written, so it must be a valid one.
     bool named = scheme == "hf" || scheme == "s3";
@@ -163,9 +152,7 @@ void check_source_url(std::string_view url) {
 HttpTarget resolve_source(std::string_view url, const FetchConfig& cfg) {
     check_source_url(url);
     HttpTarget t;
-    std::string scheme(scheme_of(url));
-    std::transform(scheme.begin(), scheme.end(), scheme.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const std::string scheme = lower(scheme_of(url));
     if (scheme == "hf") {
         HfParts p = parse_hf(url);
         std::string endpoint = cfg.hf_endpoint;

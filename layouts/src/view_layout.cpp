@@ -9,18 +9,11 @@
 
 #include "builtin_folders.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/text.h"
 
 namespace modelfs::layouts {
 
 namespace {
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) {
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    return out;
-}
 
 using Exts = std::vector<std::string>;
 

@@ -3,20 +3,14 @@
 #include <algorithm>
 #include <cctype>
 
+#include "modelfs/store/text.h"
+
 namespace modelfs {
 namespace {
 
 // Extensions a tool matches as one unit, so the stem stops before them (Fooocus's
 // modules/config.py lists inpaint patches as "*.fooocus.patch").
 constexpr std::string_view kCompoundExtensions[] = {".fooocus.patch"};
-
-bool iends_with(std::string_view s, std::string_view suffix) {
-    if (s.size() < suffix.size()) return false;
-    return std::equal(suffix.begin(), suffix.end(), s.end() - suffix.size(), [](char a, char b) {
-        return std::tolower(static_cast<unsigned char>(a)) ==
-               std::tolower(static_cast<unsigned char>(b));
-    });
-}
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 #include <cctype>
 
 #include "modelfs/store/model_name.h"
+#include "modelfs/store/text.h"
 
 namespace modelfs {
 
@@ -26,8 +27,7 @@ bool stored_by_content(std::string_view rel_path, std::uint64_t size) {
         ".toml", ".ini",  ".cfg",     ".conf",       ".csv",        ".info",
         ".py",   ".log",  ".db",      ".sqlite",     ".sqlite3",    ".lock",
         ".tmp",  ".part", ".partial", ".incomplete", ".crdownload", ".download"};
-    std::string leaf(leaf_of(rel_path));
-    for (auto& c : leaf) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string leaf = lower(leaf_of(rel_path));
     return std::none_of(kEdited.begin(), kEdited.end(),
                         [&](std::string_view e) { return leaf.ends_with(e); });
 }
