@@ -14,6 +14,11 @@ constexpr std::string_view kCompoundExtensions[] = {".fooocus.patch"};
 
 }  // namespace
 
+std::string_view leaf_of(std::string_view path) {
+    auto slash = path.rfind('/');
+    return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
 std::pair<std::string, std::string> split_extension(std::string_view path) {
     const auto slash = path.rfind('/');
     const std::size_t leaf = slash == std::string_view::npos ? 0 : slash + 1;

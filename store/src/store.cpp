@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/store_folders.h"
 #include "store_impl.h"
 
@@ -124,6 +125,18 @@ std::vector<std::string> Store::models_using(const Sha256& blob) {
     return out;
 }
 
+namespace {
+
+// "a, b and c": the models a name could mean, for the error asking which.
+std::string keys_in_words(const std::vector<Model>& models) {
+    std::string list;
+    for (std::size_t i = 0; i < models.size(); ++i)
+        list += (i == 0 ? "" : i + 1 == models.size() ? " and " : ", ") + models[i].key();
+    return list;
+}
+
+}  // namespace
+
 Resolved Store::resolve(const std::string& query, Progress* progress) {
     Resolved r;
     std::error_code ec;
@@ -171,12 +184,23 @@ Resolved Store::resolve(const std::string& query, Progress* progress) {
         r.model = std::move(by_stem.front());
         return r;
     }
-    if (by_stem.size() > 1) {
-        std::string list;
-        for (std::size_t i = 0; i < by_stem.size(); ++i)
-            list += (i == 0 ? "" : i + 1 == by_stem.size() ? " and " : ", ") + by_stem[i].key();
+    if (by_stem.size() > 1)
         throw StoreError(ErrorKind::conflict,
-                         "'" + query + "' is " + list + "; give the extension");
+                         "'" + query + "' is " + keys_in_words(by_stem) + "; give the extension");
+    // No name or stem: a bare file name, with or without its extension ("lora_0003",
+    // "lora_0003.safetensors"), names the one model in a subfolder whose file it is.
+    if (query.find('/') == std::string::npos) {
+        std::vector<Model> by_leaf;
+        txn.for_each_model([&](const Model& m) {
+            if (query == leaf_of(m.name) || query == leaf_of(m.stem())) by_leaf.push_back(m);
+        });
+        if (by_leaf.size() == 1) {
+            r.model = std::move(by_leaf.front());
+            return r;
+        }
+        if (by_leaf.size() > 1)
+            throw StoreError(ErrorKind::conflict,
+                             "'" + query + "' is " + keys_in_words(by_leaf) + "; give the folder");
     }
     if (is_hex(query) && query.size() >= 4) {
         auto found = txn.blobs_with_prefix(query, 10);

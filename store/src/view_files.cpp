@@ -9,15 +9,6 @@
 
 namespace modelfs {
 
-namespace {
-
-std::string_view leaf_of(std::string_view path) {
-    auto slash = path.rfind('/');
-    return slash == std::string_view::npos ? path : path.substr(slash + 1);
-}
-
-}  // namespace
-
 bool stored_by_content(std::string_view rel_path, std::uint64_t size) {
     if (size < kViewFileMinSize) return false;
     // Edited in place or written in pieces: text and configs (tools rewrite them), databases and
