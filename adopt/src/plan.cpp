@@ -16,7 +16,6 @@
 #include "modelfs/store/text.h"
 #include "modelfs/store/unique_fd.h"
 #include "modelfs/store/units.h"
-#include "modelfs/store/view_files.h"
 #include "util.h"
 
 namespace sfs = std::filesystem;
@@ -257,8 +256,7 @@ class FilePlanner {
         ModelVersion v;
         v.blob = pf.hash->digests.sha256;
         v.ext = f.ext;
-        auto at = f.category == Category::file ? view_file_path(f.name, layout_.name())
-                                               : layout_.path_for(m, v);
+        auto at = layout_.shown_at(m, v);
         if (claimed_.count(key)) {
             // A second file of one model name (LyCORIS/foo.safetensors beside
             // Lora/foo.safetensors; foo.ckpt beside foo.safetensors are two names): the view

@@ -10,6 +10,7 @@
 #include "builtin_folders.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/text.h"
+#include "modelfs/store/view_files.h"
 
 namespace modelfs::layouts {
 
@@ -521,6 +522,11 @@ std::optional<std::string> ViewLayout::path_for(const Model& m, const ModelVersi
         return std::nullopt;
     }
     return path;
+}
+
+std::optional<std::string> ViewLayout::shown_at(const Model& m, const ModelVersion& v) const {
+    if (m.category == Category::file) return view_file_path(m.name, name_);
+    return path_for(m, v);
 }
 
 }  // namespace modelfs::layouts
