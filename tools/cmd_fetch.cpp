@@ -17,6 +17,7 @@
 #include "modelfs/fetch/source.h"
 #include "modelfs/fs/mount.h"
 #include "modelfs/store/model_name.h"
+#include "modelfs/store/text.h"
 
 namespace modelfs::cli {
 namespace {
@@ -261,8 +262,7 @@ int run_add(const Globals& g, const AddArgs& a) {
             f.sources.push_back({u, a.stream});
     }
     if (!a.sha256.empty()) {
-        std::string hex = a.sha256;
-        for (auto& c : hex) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        const std::string hex = lower(a.sha256);
         f.sha256 = hex.size() == 64 ? Sha256::from_hex(hex) : std::nullopt;
         if (!f.sha256) throw UsageError("--sha256 '" + a.sha256 + "': expected 64 hex digits");
     }

@@ -6,7 +6,6 @@
 #include "cli.h"
 #include "modelfs/store/atomic_file.h"
 #include "modelfs/store/secrets.h"
-#include "modelfs/store/view_files.h"
 
 namespace modelfs::cli {
 namespace {
@@ -21,11 +20,7 @@ MadeLock lock_of_view(Store& s, const std::optional<layouts::ViewLayout>& layout
     if (layout)
         shown = [&](const Model& m) -> std::optional<std::size_t> {
             const std::size_t i = m.shown_in(layout->name());
-            // A view's own stored file shows in that view alone (view_files.h).
-            const bool in_view = m.category == Category::file
-                                     ? view_file_path(m.name, layout->name()).has_value()
-                                     : layout->path_for(m, m.versions.at(i)).has_value();
-            return in_view ? std::optional(i) : std::nullopt;
+            return layout->shown_at(m, m.versions.at(i)) ? std::optional(i) : std::nullopt;
         };
     return make_lock(s.catalog().read(), layout ? layout->name() : "", shown, with_secrets,
                      skip_unhashed);

@@ -20,6 +20,7 @@
 
 #include "modelfs/store/errors.h"
 #include "modelfs/store/store.h"
+#include "modelfs/store/text.h"
 #include "modelfs/store/unique_fd.h"
 
 namespace stdfs = std::filesystem;
@@ -28,11 +29,6 @@ namespace modelfs::cli {
 
 namespace {
 
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
 
 // "file:line:column", or just "file" when toml++ knows no position.
 std::string at(const stdfs::path& file, const toml::source_region& r) {
@@ -787,7 +783,7 @@ Config parse_config(std::string_view text, const stdfs::path& source) {
 std::optional<std::uint64_t> parse_size(std::string_view text) {
     std::string s;
     for (char ch : text)
-        if (ch != ' ') s += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        if (ch != ' ') s += lower(ch);
     if (s.ends_with("/s")) s.resize(s.size() - 2);
     std::size_t i = 0;
     while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;

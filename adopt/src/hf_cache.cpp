@@ -22,6 +22,7 @@
 #include "modelfs/store/model_name.h"
 #include "modelfs/store/safe_open.h"
 #include "modelfs/store/unique_fd.h"
+#include "modelfs/store/version_source.h"
 #include "other_stores_impl.h"
 
 namespace fs = std::filesystem;
@@ -472,7 +473,7 @@ void import_repo(Store& store, const RepoAccess& ra, const std::string& name, Ot
         item.source = repo.filename().string() + "/snapshots/" + s.commit;
         s.tree.name = name;
         s.tree.label = s.commit.substr(0, n);
-        s.tree.source = "hf-cache:" + s.dir.string();
+        s.tree.source = to_source({SourceKind::hf_cache, {}, s.dir.string()});
         s.tree.note = "Hugging Face " + name + " commit " + s.commit;
         if (auto r = refs.find(s.commit); r != refs.end()) {
             std::string list;

@@ -22,6 +22,7 @@
 #include "modelfs/store/errors.h"
 #include "modelfs/store/safe_open.h"
 #include "modelfs/store/unique_fd.h"
+#include "modelfs/store/version_source.h"
 #include "other_stores_impl.h"
 
 namespace fs = std::filesystem;
@@ -304,7 +305,7 @@ OtherStoreReport import_ollama(Store& store, const fs::path& dir, Progress* prog
         tree.category = Category::other;
         tree.name = t.name;
         tree.label = t.tag;
-        tree.source = "ollama:" + t.manifest.string();
+        tree.source = to_source({SourceKind::ollama, {}, t.manifest.string()});
         tree.note = "Ollama " + item.source;
         tree.make_current = current[t.name] == t.tag;
         // A tag pulled again after it moved: the old content keeps the label, the new one gets

@@ -13,9 +13,9 @@
 #include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/model_check.h"
 #include "modelfs/store/model_name.h"
+#include "modelfs/store/text.h"
 #include "modelfs/store/unique_fd.h"
 #include "modelfs/store/units.h"
-#include "modelfs/store/view_files.h"
 #include "util.h"
 
 namespace sfs = std::filesystem;
@@ -126,8 +126,7 @@ std::vector<ScannedFile> as_the_mount_takes(const InstallScan& scan,
 // Models (.safetensors ones first), then sidecars, whose fate follows their model's.
 int pass_of(const ScannedFile& f) {
     if (f.kind == ScannedFile::Kind::sidecar) return 2;
-    std::string e = f.ext;
-    for (auto& c : e) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string e = lower(f.ext);
     return f.kind == ScannedFile::Kind::model && e == ".safetensors" ? 0 : 1;
 }
 
@@ -257,8 +256,7 @@ class FilePlanner {
         ModelVersion v;
         v.blob = pf.hash->digests.sha256;
         v.ext = f.ext;
-        auto at = f.category == Category::file ? view_file_path(f.name, layout_.name())
-                                               : layout_.path_for(m, v);
+        auto at = layout_.shown_at(m, v);
         if (claimed_.count(key)) {
             // A second file of one model name (LyCORIS/foo.safetensors beside
             // Lora/foo.safetensors; foo.ckpt beside foo.safetensors are two names): the view

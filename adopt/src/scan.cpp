@@ -19,6 +19,7 @@
 #include "install_config.h"
 #include "modelfs/adopt/scan.h"
 #include "modelfs/store/safe_open.h"
+#include "modelfs/store/text.h"
 #include "modelfs/store/view_files.h"
 
 namespace modelfs::adopt {
@@ -249,12 +250,6 @@ const layouts::ViewFolder* folder_of(const layouts::ViewLayout& layout,
             view_rel[f.path.size()] == '/')
             return &f;
     return nullptr;
-}
-
-std::string lower(std::string s) {
-    for (char& c : s)
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    return s;
 }
 
 void classify(InstallScan& scan, const layouts::ViewLayout& layout) {

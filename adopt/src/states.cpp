@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "modelfs/adopt/adopt.h"
+#include "modelfs/store/version_source.h"
 #include "util.h"
 
 namespace modelfs::adopt {
@@ -59,20 +60,14 @@ Left detail::left_of_legacy_note(std::string_view note) {
     return Left::none;
 }
 
-namespace {
-constexpr std::string_view kAdoptSource = "adopt:";
-}
-
 std::string adopt_source(const std::string& tool, const std::string& view_rel) {
-    return std::string(kAdoptSource) + tool + ":" + view_rel;
+    return to_source({SourceKind::adopt, tool, view_rel});
 }
 
 std::optional<std::string> adopt_source_tool(std::string_view source) {
-    if (!source.starts_with(kAdoptSource)) return std::nullopt;
-    source.remove_prefix(kAdoptSource.size());
-    const auto colon = source.find(':');
-    if (colon == std::string_view::npos) return std::nullopt;
-    return std::string(source.substr(0, colon));
+    VersionSource s = parse_source(source);
+    if (s.kind != SourceKind::adopt) return std::nullopt;
+    return std::move(s.tool);
 }
 
 std::string skip_text(const Skip& s) {

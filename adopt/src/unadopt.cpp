@@ -32,6 +32,7 @@
 #include "modelfs/layouts/view_layout.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/safe_open.h"
+#include "modelfs/store/version_source.h"
 #include "modelfs/store/view_files.h"
 #include "run_internal.h"
 #include "util.h"
@@ -212,7 +213,7 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
                 auto m = store.catalog().read().get_model(key);
                 if (!m) return false;
                 const auto& v = m->versions.at(m->shown_in(r.view));
-                if (v.source.rfind("mount:", 0) == 0 && v.added >= r.created) {
+                if (parse_source(v.source).kind == SourceKind::mount && v.added >= r.created) {
                     copied_models.insert(rel.parent_path() / rel.stem());
                     return true;
                 }

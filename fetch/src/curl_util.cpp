@@ -6,6 +6,8 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "modelfs/store/text.h"
+
 namespace modelfs::fetch::detail {
 namespace {
 
@@ -13,13 +15,6 @@ std::string_view trim(std::string_view s) {
     while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
     while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
     return s;
-}
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    std::transform(out.begin(), out.end(), out.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return out;
 }
 
 std::optional<std::string> base64_decode(std::string_view in) {

@@ -18,6 +18,7 @@
 #include "modelfs/store/escape.h"
 #include "modelfs/store/model_name.h"
 #include "modelfs/store/names.h"
+#include "modelfs/store/text.h"
 
 namespace modelfs::fetch {
 namespace {
@@ -29,14 +30,6 @@ constexpr std::string_view kModelExtensions[] = {
     ".fooocus.patch", ".safetensors", ".sft", ".ckpt", ".pt",   ".pt2",
     ".pth",           ".bin",         ".pkl", ".gguf", ".onnx",
 };
-
-bool iends_with(std::string_view s, std::string_view suffix) {
-    if (s.size() < suffix.size()) return false;
-    return std::equal(suffix.begin(), suffix.end(), s.end() - suffix.size(), [](char a, char b) {
-        return std::tolower(static_cast<unsigned char>(a)) ==
-               std::tolower(static_cast<unsigned char>(b));
-    });
-}
 
 // Raised while checking one field; turned into a StoreError naming file, entry and field.
 struct FieldError {
@@ -109,8 +102,7 @@ std::vector<BlobSource> sources_of(const json& obj, const std::string& prefix, b
 std::optional<Sha256> sha256_of_field(const json& obj, const std::string& prefix) {
     if (!obj.contains("sha256")) return std::nullopt;
     const std::string f = prefix + "sha256";
-    std::string hex = get_string(obj, "sha256", f);
-    for (auto& c : hex) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string hex = lower(get_string(obj, "sha256", f));
     auto h = hex.size() == 64 ? Sha256::from_hex(hex) : std::nullopt;
     if (!h) field_error(f, "must be 64 hex digits (a SHA-256), not \"" + hex + "\"");
     return h;

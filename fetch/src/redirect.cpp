@@ -5,18 +5,14 @@
 #include <algorithm>
 #include <memory>
 
+#include "modelfs/store/text.h"
+
 namespace modelfs::fetch {
 namespace {
 
 struct UrlDeleter {
     void operator()(CURLU* u) const { curl_url_cleanup(u); }
 };
-
-std::string lower(std::string s) {
-    std::transform(s.begin(), s.end(), s.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return s;
-}
 
 // One part of a parsed URL, owned.
 std::optional<std::string> part(CURLU* u, CURLUPart which, unsigned flags = 0) {

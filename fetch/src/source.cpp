@@ -6,6 +6,7 @@
 #include "modelfs/store/errors.h"
 #include "modelfs/store/escape.h"
 #include "modelfs/store/names.h"
+#include "modelfs/store/text.h"
 
 namespace modelfs::fetch {
 namespace {
@@ -48,10 +49,7 @@ std::string host_of(std::string_view url) {
     std::string_view rest = url.substr(p + 3);
     rest = rest.substr(0, rest.find_first_of("/?#"));
     if (auto at = rest.rfind('@'); at != std::string_view::npos) rest = rest.substr(at + 1);
-    std::string h(rest);
-    std::transform(h.begin(), h.end(), h.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return h;
+    return lower(rest);
 }
 
 std::string_view scheme_of(std::string_view url) {
@@ -217,11 +215,7 @@ const Scheme kSchemes[] = {
 const Scheme* scheme_of_url(std::string_view url) {
     const std::string_view written = scheme_of(url);
     for (const Scheme& s : kSchemes) {
-        if (written.size() == s.info.name.size() &&
-            std::equal(written.begin(), written.end(), s.info.name.begin(), [](char a, char b) {
-                return std::tolower(static_cast<unsigned char>(a)) == b;
-            }))
-            return &s;
+        if (iequals(written, s.info.name)) return &s;
     }
     return nullptr;
 }

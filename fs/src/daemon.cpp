@@ -26,6 +26,7 @@
 #include "modelfs/store/errors.h"
 #include "modelfs/store/store.h"
 #include "modelfs/store/store_folders.h"
+#include "modelfs/store/text.h"
 
 namespace modelfs::fs {
 namespace {
@@ -130,10 +131,6 @@ std::vector<layouts::ViewLayout> views_to_serve(const MountOptions& opts) {
             all.push_back(user);
     }
     if (opts.view.empty()) return all;
-    auto lower = [](std::string s) {
-        for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        return s;
-    };
     // An alias ("automatic1111") names the built-in's canonical name, which a user layout may
     // have replaced.
     std::string wanted = lower(opts.view);

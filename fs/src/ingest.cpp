@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/hash.h"
+#include "modelfs/store/version_source.h"
 #include "overlay_writes.h"
 
 namespace modelfs::fs {
@@ -273,7 +274,7 @@ void Daemon::ingest(const std::string& path) {
         fc.sidecar = role.kind == FileRole::Kind::sidecar ? role.suffix : "";
         fc.mtime = now.st_mtim.tv_sec;
         fc.mode = now.st_mode & 07777;
-        fc.source = "mount:" + path;
+        fc.source = to_source({SourceKind::mount, {}, path});
         FileCommitResult r;
         {
             IngestingMark shown(*this, now.st_ino, now.st_mode);

@@ -13,6 +13,7 @@
 
 #include "modelfs/store/errors.h"
 #include "modelfs/store/model_name.h"
+#include "modelfs/store/text.h"
 #include "modelfs/store/view_files.h"
 
 namespace modelfs::fs {
@@ -293,8 +294,7 @@ FileRole Namespace::role(const ViewTree& tree, int view, const std::string& rel,
     }
     // A sidecar is <model file name without extension><suffix>, beside a catalogued model (the
     // extension as split_extension finds it).
-    std::string leaf = leaf_of(rel), lower = leaf;
-    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string leaf = leaf_of(rel), lower = modelfs::lower(leaf);
     std::string dir = join_path(root_mode_ ? layout.name() : "", parent_of(rel));
     if (!root_mode_) dir = parent_of(rel);
     const Node* d = tree.find_path(dir);

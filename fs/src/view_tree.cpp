@@ -11,7 +11,6 @@
 #include "modelfs/store/escape.h"
 #include "modelfs/store/model_name.h"
 #include "modelfs/store/names.h"
-#include "modelfs/store/view_files.h"
 
 namespace modelfs::fs {
 
@@ -202,9 +201,7 @@ ViewTree ViewTree::build(const Txn& txn, const std::vector<layouts::ViewLayout>&
                 n->category = m.category;
                 n->mode = v.shown_mode() & 07777;
             };
-            // A view's own stored file shows in that view alone, at the path it was saved at.
-            auto rel = m.category == Category::file ? view_file_path(m.name, views[i].name())
-                                                    : views[i].path_for(m, v);
+            auto rel = views[i].shown_at(m, v);
             if (!rel) continue;
             auto slash = rel->rfind('/');
             std::string dir_rel = slash == std::string::npos ? "" : rel->substr(0, slash);

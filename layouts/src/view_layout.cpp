@@ -9,18 +9,12 @@
 
 #include "builtin_folders.h"
 #include "modelfs/store/errors.h"
+#include "modelfs/store/text.h"
+#include "modelfs/store/view_files.h"
 
 namespace modelfs::layouts {
 
 namespace {
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) {
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    return out;
-}
 
 using Exts = std::vector<std::string>;
 
@@ -528,6 +522,11 @@ std::optional<std::string> ViewLayout::path_for(const Model& m, const ModelVersi
         return std::nullopt;
     }
     return path;
+}
+
+std::optional<std::string> ViewLayout::shown_at(const Model& m, const ModelVersion& v) const {
+    if (m.category == Category::file) return view_file_path(m.name, name_);
+    return path_for(m, v);
 }
 
 }  // namespace modelfs::layouts

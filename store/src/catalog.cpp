@@ -16,6 +16,7 @@
 #include "modelfs/store/model_name.h"
 #include "modelfs/store/names.h"
 #include "modelfs/store/secrets.h"
+#include "modelfs/store/text.h"
 
 namespace modelfs {
 namespace {
@@ -362,8 +363,7 @@ std::optional<std::size_t> find_version(const Model& m, std::string_view wanted,
                                         std::string* error) {
     for (std::size_t i = 0; i < m.versions.size(); ++i)
         if (m.versions[i].label == wanted) return i;
-    std::string lower(wanted);
-    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    const std::string lower = modelfs::lower(wanted);
     if (lower.size() >= 6 && lower.size() <= 64 && is_hex(lower)) {
         std::vector<std::size_t> hits;
         for (std::size_t i = 0; i < m.versions.size(); ++i)
@@ -529,8 +529,7 @@ void Txn::for_each_model(const std::function<void(const Model&)>& fn) const {
 std::vector<Sha256> Txn::blobs_with_prefix(std::string_view hex_prefix, std::size_t limit) const {
     std::vector<Sha256> out;
     if (!is_hex(hex_prefix) || hex_prefix.size() > 64) return out;
-    std::string lower(hex_prefix);
-    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    const std::string lower = modelfs::lower(hex_prefix);
     // Seek to the first key >= the prefix padded with zero nibbles.
     std::string padded = lower + std::string(64 - lower.size(), '0');
     Sha256 start = *Sha256::from_hex(padded);

@@ -24,6 +24,7 @@
 #include "modelfs/store/model_name.h"
 #include "modelfs/store/names.h"
 #include "modelfs/store/safe_open.h"
+#include "modelfs/store/text.h"
 #include "store_impl.h"
 
 namespace fs = std::filesystem;
@@ -35,10 +36,6 @@ namespace {
 constexpr std::string_view kModelExtensions[] = {
     ".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".pth", ".bin", ".pkl", ".gguf", ".onnx",
 };
-std::string lower(std::string s) {
-    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
-}
 
 bool is_model_file(const std::string& filename) {
     // Compound extensions (".fooocus.patch") are models too.

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "modelfs/store/text.h"
+
 namespace modelfs {
 namespace {
 
@@ -10,15 +12,12 @@ namespace {
 // modules/config.py lists inpaint patches as "*.fooocus.patch").
 constexpr std::string_view kCompoundExtensions[] = {".fooocus.patch"};
 
-bool iends_with(std::string_view s, std::string_view suffix) {
-    if (s.size() < suffix.size()) return false;
-    return std::equal(suffix.begin(), suffix.end(), s.end() - suffix.size(), [](char a, char b) {
-        return std::tolower(static_cast<unsigned char>(a)) ==
-               std::tolower(static_cast<unsigned char>(b));
-    });
-}
-
 }  // namespace
+
+std::string_view leaf_of(std::string_view path) {
+    auto slash = path.rfind('/');
+    return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
 
 std::pair<std::string, std::string> split_extension(std::string_view path) {
     const auto slash = path.rfind('/');

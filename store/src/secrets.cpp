@@ -7,16 +7,10 @@
 #include <cctype>
 
 #include "modelfs/store/escape.h"
+#include "modelfs/store/text.h"
 
 namespace modelfs {
 namespace {
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    std::transform(out.begin(), out.end(), out.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return out;
-}
 
 // scheme://[userinfo@]host... -> the URL without "userinfo@" (the query and fragment already
 // cut off by the caller).

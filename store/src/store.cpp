@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "modelfs/store/model_name.h"
 #include "modelfs/store/store_folders.h"
 #include "store_impl.h"
 
@@ -124,6 +125,23 @@ std::vector<std::string> Store::models_using(const Sha256& blob) {
     return out;
 }
 
+namespace {
+
+// The one model `query` matched; none is std::nullopt, several an error naming them all ("'foo'
+// is a, b and c; give the extension").
+std::optional<Model> only_match(std::vector<Model> matches, const std::string& query,
+                                std::string_view advice) {
+    if (matches.size() <= 1)
+        return matches.empty() ? std::nullopt : std::optional(std::move(matches.front()));
+    std::string list;
+    for (std::size_t i = 0; i < matches.size(); ++i)
+        list += (i == 0 ? "" : i + 1 == matches.size() ? " and " : ", ") + matches[i].key();
+    throw StoreError(ErrorKind::conflict,
+                     "'" + query + "' is " + list + "; " + std::string(advice));
+}
+
+}  // namespace
+
 Resolved Store::resolve(const std::string& query, Progress* progress) {
     Resolved r;
     std::error_code ec;
@@ -167,16 +185,15 @@ Resolved Store::resolve(const std::string& query, Progress* progress) {
         if (stem.size() == m.name.size()) return;
         if (query == stem || query == model_key(m.category, stem)) by_stem.push_back(m);
     });
-    if (by_stem.size() == 1) {
-        r.model = std::move(by_stem.front());
-        return r;
-    }
-    if (by_stem.size() > 1) {
-        std::string list;
-        for (std::size_t i = 0; i < by_stem.size(); ++i)
-            list += (i == 0 ? "" : i + 1 == by_stem.size() ? " and " : ", ") + by_stem[i].key();
-        throw StoreError(ErrorKind::conflict,
-                         "'" + query + "' is " + list + "; give the extension");
+    if ((r.model = only_match(std::move(by_stem), query, "give the extension"))) return r;
+    // No name or stem: a bare file name, with or without its extension ("lora_0003",
+    // "lora_0003.safetensors"), names the one model in a subfolder whose file it is.
+    if (query.find('/') == std::string::npos) {
+        std::vector<Model> by_leaf;
+        txn.for_each_model([&](const Model& m) {
+            if (query == leaf_of(m.name) || query == leaf_of(m.stem())) by_leaf.push_back(m);
+        });
+        if ((r.model = only_match(std::move(by_leaf), query, "give the folder"))) return r;
     }
     if (is_hex(query) && query.size() >= 4) {
         auto found = txn.blobs_with_prefix(query, 10);

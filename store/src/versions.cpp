@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "modelfs/store/escape.h"
+#include "modelfs/store/version_source.h"
 #include "store_impl.h"
 
 namespace modelfs {
@@ -253,7 +254,7 @@ std::size_t add_locked_version(Txn& txn, Model& m, const LockedModel& lm) {
     for (const auto& [h, r] : records) txn.put_blob(h, r);
     ModelVersion v;
     v.added = unix_now();
-    v.source = "lock";
+    v.source = to_source({SourceKind::lock, {}, {}});
     v.size = lm.size;
     if (lm.tree) {
         for (const auto& f : lm.files) v.tree.push_back({f.path, f.sha256, f.size});

@@ -5,17 +5,9 @@
 #include <cctype>
 
 #include "modelfs/store/model_name.h"
+#include "modelfs/store/text.h"
 
 namespace modelfs {
-
-namespace {
-
-std::string_view leaf_of(std::string_view path) {
-    auto slash = path.rfind('/');
-    return slash == std::string_view::npos ? path : path.substr(slash + 1);
-}
-
-}  // namespace
 
 bool stored_by_content(std::string_view rel_path, std::uint64_t size) {
     if (size < kViewFileMinSize) return false;
@@ -26,8 +18,7 @@ bool stored_by_content(std::string_view rel_path, std::uint64_t size) {
         ".toml", ".ini",  ".cfg",     ".conf",       ".csv",        ".info",
         ".py",   ".log",  ".db",      ".sqlite",     ".sqlite3",    ".lock",
         ".tmp",  ".part", ".partial", ".incomplete", ".crdownload", ".download"};
-    std::string leaf(leaf_of(rel_path));
-    for (auto& c : leaf) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string leaf = lower(leaf_of(rel_path));
     return std::none_of(kEdited.begin(), kEdited.end(),
                         [&](std::string_view e) { return leaf.ends_with(e); });
 }

@@ -217,6 +217,34 @@ TEST_F(ExplainCli, ImportSaysWhatIsNoModel) {
     EXPECT_LACKS(r.err, "header length");
 }
 
+TEST_F(ExplainCli, AUniqueBareNameMatches) {
+    const fs::path loras = dir / "src" / "loras";
+    fs::create_directories(loras / "set3");
+    fs::create_directories(loras / "set4");
+    write_safetensors(loras / "set3" / "lora_0003.safetensors", kohya_lora(1));
+    write_safetensors(loras / "set3" / "twin.safetensors", kohya_lora(2));
+    write_safetensors(loras / "set4" / "twin.safetensors", kohya_lora(3));
+    CliResult r = mfs({"import", loras.string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (const char* q : {"lora_0003", "lora_0003.safetensors"}) {
+        r = mfs({"--json", "show", q});
+        ASSERT_EQ(r.exit_code, 0) << q << ": " << r.err;
+        EXPECT_EQ(json::parse(r.out)["model"], "lora/set3/lora_0003.safetensors") << q;
+    }
+    r = mfs({"versions", "lora_0003"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(mfs({"use", "lora_0003@v1"}).exit_code, 0);
+    // Several models of that file name: the ones to choose from, and the exit code of a conflict.
+    for (std::vector<std::string> args : {std::vector<std::string>{"show", "twin"},
+                                          {"show", "twin.safetensors"},
+                                          {"use", "twin@v1"}}) {
+        r = mfs(args);
+        EXPECT_EQ(r.exit_code, 1) << args[0] << " " << args[1] << ": " << r.out;
+        EXPECT_HAS(r.err, "lora/set3/twin.safetensors");
+        EXPECT_HAS(r.err, "lora/set4/twin.safetensors");
+    }
+}
+
 TEST_F(ExplainCli, BusyUmountSaysWhoHoldsIt) {
     fs::create_directories(dir / "mnt");
     Mount m(store, dir / "mnt");

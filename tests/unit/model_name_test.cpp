@@ -42,6 +42,13 @@ TEST(ModelName, SplitExtensionKnowsCompoundOnesAndLooksAtTheLeafOnly) {
     EXPECT_EQ(split_extension("dir/.hidden"), (P{"dir/.hidden", ""}));
 }
 
+TEST(ModelName, LeafOfIsTheLastComponent) {
+    EXPECT_EQ(leaf_of("sdxl/set3/foo.safetensors"), "foo.safetensors");
+    EXPECT_EQ(leaf_of("foo.pt"), "foo.pt");
+    EXPECT_EQ(leaf_of("dir/"), "");
+    EXPECT_EQ(leaf_of(""), "");
+}
+
 TEST(ModelName, SingleFileNameAppendsTheExtensionUnlessTheNameHasIt) {
     auto n = single_file_name("foo", ".safetensors");
     EXPECT_EQ(n.name, "foo.safetensors");

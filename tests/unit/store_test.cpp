@@ -1662,5 +1662,49 @@ TEST_F(StoreTest, AStemOfSeveralModelsIsAnErrorListingThem) {
     }
 }
 
+// Issue 17: a model's file name alone, with or without its extension, names it when one model in
+// any subfolder has that file name; exact names and stems still come first.
+TEST_F(StoreTest, AUniqueFileNameNamesTheModelInItsSubfolder) {
+    st(src_ / "loras" / "set3" / "lora_0003.safetensors", mt::kohya_lora(1));
+    st(src_ / "loras" / "set3" / "twin.safetensors", mt::kohya_lora(2));
+    st(src_ / "loras" / "set4" / "twin.safetensors", mt::kohya_lora(3));
+    st(src_ / "loras" / "set5" / "pair.safetensors", mt::kohya_lora(4));
+    rnd(src_ / "loras" / "set5" / "pair.pt", 1000, 5);
+    st(src_ / "loras" / "set6" / "top.safetensors", mt::kohya_lora(6));
+    st(src_ / "loras" / "top.safetensors", mt::kohya_lora(7));
+    auto r = imp1(src_ / "loras");
+    ASSERT_TRUE(r.ok()) << errors_of(r);
+    ASSERT_TRUE(model("lora/set3/lora_0003.safetensors"));
+
+    for (const char* q : {"lora_0003", "lora_0003.safetensors", "set3/lora_0003"}) {
+        auto hit = s().resolve(q);
+        ASSERT_TRUE(hit.model) << q;
+        EXPECT_EQ(hit.model->key(), "lora/set3/lora_0003.safetensors") << q;
+    }
+    EXPECT_EQ(s().resolve("pair.pt").model->key(), "lora/set5/pair.pt");
+    // An exact name (and the stem of one) wins over a file name deeper down.
+    EXPECT_EQ(s().resolve("top.safetensors").model->key(), "lora/top.safetensors");
+    EXPECT_EQ(s().resolve("top").model->key(), "lora/top.safetensors");
+    // A file name of several models lists them all.
+    for (const char* q : {"twin", "twin.safetensors", "pair"}) {
+        try {
+            s().resolve(q);
+            ADD_FAILURE() << "ambiguous file name '" << q << "' resolved";
+        } catch (const StoreError& e) {
+            EXPECT_EQ(e.kind(), ErrorKind::conflict) << q;
+            const bool twin = std::string_view(q).starts_with("twin");
+            EXPECT_TRUE(contains(
+                e.what(), twin ? "lora/set3/twin.safetensors" : "lora/set5/pair.safetensors"))
+                << e.what();
+            EXPECT_TRUE(
+                contains(e.what(), twin ? "lora/set4/twin.safetensors" : "lora/set5/pair.pt"))
+                << e.what();
+        }
+    }
+    // Only a bare file name: a path's tail is no name.
+    EXPECT_THROW(s().resolve("set3/lora_0003.sft"), StoreError);
+    EXPECT_THROW(s().resolve("lora_0003.pt"), StoreError);
+}
+
 }  // namespace
 }  // namespace modelfs

@@ -862,5 +862,25 @@ TEST(ViewLayoutJsonErrors, InnerFolderFirstAndOfAnotherCategoryIsAllowed) {
                  {"folders[1].path", "nested", "listed before"});
 }
 
+// A view's own stored file (category `file`) shows in that view alone, at the path it was saved
+// at, whatever the view's folders list; every other model where path_for puts it.
+TEST(ViewLayout, ShownAtPutsAViewsOwnFileAtItsPathInThatViewAlone) {
+    const ViewLayout comfy = layout("comfyui");
+    const ViewLayout a1111 = layout("a1111");
+    const Fixture onnx = file_model(Category::file, "comfyui/rembg/u2net", ".onnx");
+    EXPECT_EQ(comfy.shown_at(onnx.model, onnx.version), "rembg/u2net.onnx");
+    EXPECT_FALSE(comfy.path_for(onnx.model, onnx.version));
+    EXPECT_FALSE(a1111.shown_at(onnx.model, onnx.version));
+    // The view's name must be the whole first component.
+    const Fixture other = file_model(Category::file, "comfyuix/rembg/u2net", ".onnx");
+    EXPECT_FALSE(comfy.shown_at(other.model, other.version));
+
+    const Fixture lora = file_model(Category::lora, "sdxl/foo", ".safetensors");
+    EXPECT_EQ(comfy.shown_at(lora.model, lora.version), path_of(comfy, lora));
+    EXPECT_EQ(a1111.shown_at(lora.model, lora.version), "Lora/sdxl/foo.safetensors");
+    const Fixture unlisted = file_model(Category::lora, "foo", ".onnx");
+    EXPECT_FALSE(a1111.shown_at(unlisted.model, unlisted.version));
+}
+
 }  // namespace
 }  // namespace modelfs::layouts

@@ -119,6 +119,12 @@ class ViewLayout {
     // it returns a path, classify() of that path gives back m.category, m.name and v.ext.
     std::optional<std::string> path_for(const Model& m, const ModelVersion& v) const;
 
+    // Where this view shows version `v` of `m`, for every category: a view's own stored file
+    // (category `file`, store/view_files.h) at the path it was saved at, in that view alone;
+    // any other model where path_for puts it. The one answer the mount's tree, adopt's plan and
+    // `lock --view` use.
+    std::optional<std::string> shown_at(const Model& m, const ModelVersion& v) const;
+
     bool operator==(const ViewLayout&) const = default;
 
   private:

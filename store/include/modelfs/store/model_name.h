@@ -11,6 +11,9 @@
 
 namespace modelfs {
 
+// The last component of a slash-separated path ("sdxl/foo.safetensors" -> "foo.safetensors").
+std::string_view leaf_of(std::string_view path);
+
 // Splits the leaf of `path` into (everything before the extension, extension): the extension is
 // the leaf's last ".xxx", or a compound extension a tool matches as one (".fooocus.patch",
 // Fooocus's inpaint patches). A leaf without a dot, or whose only dot is its first character
