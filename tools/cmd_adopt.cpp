@@ -12,7 +12,7 @@ namespace modelfs::cli {
 namespace {
 
 using nlohmann::json;
-namespace sfs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 struct AdoptArgs {
     std::vector<std::string> dirs;
@@ -21,7 +21,7 @@ struct AdoptArgs {
 };
 
 std::vector<adopt::Install> find_installs(const std::vector<std::string>& dirs) {
-    std::vector<sfs::path> where;
+    std::vector<stdfs::path> where;
     if (dirs.empty()) {
         where = adopt::default_install_locations();
         if (where.empty())
@@ -33,7 +33,7 @@ std::vector<adopt::Install> find_installs(const std::vector<std::string>& dirs) 
     }
     std::vector<adopt::Install> out;
     for (const auto& p : where) {
-        auto inst = adopt::detect_install(sfs::absolute(p));
+        auto inst = adopt::detect_install(stdfs::absolute(p));
         if (!inst) {
             if (dirs.empty()) continue;
             throw StoreError(ErrorKind::not_found,
@@ -79,7 +79,7 @@ void print_outcomes(const adopt::RunReport& rep) {
 
 int run_adopt(const Globals& g, const AdoptArgs& a) {
     Store store = g.open_store();
-    std::vector<sfs::path> roots(a.dirs.begin(), a.dirs.end());
+    std::vector<stdfs::path> roots(a.dirs.begin(), a.dirs.end());
     if (a.confirm) {
         auto res = adopt::confirm(store, roots);
         bool ok = true;
@@ -190,7 +190,7 @@ int run_adopt(const Globals& g, const AdoptArgs& a) {
 
 int run_unadopt(const Globals& g, const std::vector<std::string>& dirs) {
     Store store = g.open_store();
-    auto res = adopt::unadopt(store, std::vector<sfs::path>(dirs.begin(), dirs.end()));
+    auto res = adopt::unadopt(store, std::vector<stdfs::path>(dirs.begin(), dirs.end()));
     bool ok = true;
     json arr = json::array();
     for (const auto& u : res) {

@@ -115,10 +115,10 @@ std::string mounted_type(const std::filesystem::path& dir) {
 }  // namespace
 
 std::string mountpoint_problem(const std::filesystem::path& mountpoint, bool allow_nonempty) {
-    namespace sfs = std::filesystem;
+    namespace stdfs = std::filesystem;
     std::error_code ec;
-    sfs::path dir = sfs::weakly_canonical(sfs::absolute(mountpoint, ec), ec);
-    if (ec) dir = sfs::absolute(mountpoint, ec).lexically_normal();
+    stdfs::path dir = stdfs::weakly_canonical(stdfs::absolute(mountpoint, ec), ec);
+    if (ec) dir = stdfs::absolute(mountpoint, ec).lexically_normal();
     const std::string quoted = "'" + mountpoint.string() + "'";
     const std::string type = mounted_type(dir);
     if (!type.empty())
@@ -138,30 +138,30 @@ std::string mountpoint_problem(const std::filesystem::path& mountpoint, bool all
     if (!S_ISDIR(st.st_mode))
         return quoted + " is not a folder; a mount point must be an empty folder (mkdir one)";
     if (allow_nonempty) return {};
-    sfs::directory_iterator it(dir, ec);
-    if (ec || it == sfs::directory_iterator()) return {};
+    stdfs::directory_iterator it(dir, ec);
+    if (ec || it == stdfs::directory_iterator()) return {};
     return quoted + " is not empty (it has '" + it->path().filename().string() +
            "'...); the mount would hide what is there until it is unmounted. Mount on an empty "
            "folder, or pass --nonempty (fstab: -o nonempty) to mount over it anyway";
 }
 
 std::vector<std::string> processes_using(const std::filesystem::path& mountpoint) {
-    namespace sfs = std::filesystem;
+    namespace stdfs = std::filesystem;
     std::error_code ec;
-    const std::string dir = sfs::absolute(mountpoint, ec).lexically_normal().string();
-    const auto under = [&](const sfs::path& link) {
+    const std::string dir = stdfs::absolute(mountpoint, ec).lexically_normal().string();
+    const auto under = [&](const stdfs::path& link) {
         std::error_code e;
-        const std::string t = sfs::read_symlink(link, e).string();
+        const std::string t = stdfs::read_symlink(link, e).string();
         return !e && (t == dir || (t.size() > dir.size() && t.compare(0, dir.size(), dir) == 0 &&
                                    t[dir.size()] == '/'));
     };
     std::vector<std::string> out;
-    for (const auto& p : sfs::directory_iterator("/proc", ec)) {
+    for (const auto& p : stdfs::directory_iterator("/proc", ec)) {
         const std::string pid = p.path().filename().string();
         if (pid.empty() || !std::all_of(pid.begin(), pid.end(), ::isdigit)) continue;
         bool uses = under(p.path() / "cwd") || under(p.path() / "root");
         std::error_code e;
-        for (sfs::directory_iterator fd(p.path() / "fd", e), end; !uses && !e && fd != end;
+        for (stdfs::directory_iterator fd(p.path() / "fd", e), end; !uses && !e && fd != end;
              fd.increment(e))
             uses = under(fd->path());
         if (!uses) continue;

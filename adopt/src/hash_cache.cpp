@@ -24,14 +24,14 @@
 #include "modelfs/store/unique_fd.h"
 #include "util.h"
 
-namespace sfs = std::filesystem;
+namespace stdfs = std::filesystem;
 using nlohmann::json;
 
 namespace modelfs::adopt {
 
 using detail::ns_of;
 
-sfs::path adopt_dir(const sfs::path& store_root) {
+stdfs::path adopt_dir(const stdfs::path& store_root) {
     return store_root / "adopt";
 }
 
@@ -41,8 +41,8 @@ struct CacheEntry {
     HashedFile h;
 };
 
-std::map<sfs::path, HashedFile> load_cache(const sfs::path& file) {
-    std::map<sfs::path, HashedFile> out;
+std::map<stdfs::path, HashedFile> load_cache(const stdfs::path& file) {
+    std::map<stdfs::path, HashedFile> out;
     std::ifstream in(file);
     std::string line;
     while (std::getline(in, line)) {
@@ -61,7 +61,7 @@ std::map<sfs::path, HashedFile> load_cache(const sfs::path& file) {
             h.ino = j.at("ino").get<std::uint64_t>();
             h.mtime_ns = j.at("mtime_ns").get<std::int64_t>();
             h.ctime_ns = j.at("ctime_ns").get<std::int64_t>();
-            out[sfs::path(j.at("path").get<std::string>())] = h;
+            out[stdfs::path(j.at("path").get<std::string>())] = h;
         } catch (const json::exception&) {
         }
     }
@@ -76,7 +76,7 @@ bool stat_matches(const HashedFile& h, const struct stat& st) {
 
 class CacheWriter {
   public:
-    explicit CacheWriter(const sfs::path& file) : name_(file.string()) {
+    explicit CacheWriter(const stdfs::path& file) : name_(file.string()) {
         fd_.reset(::open(file.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
         if (!fd_) throw_errno("opening the hash cache " + name_, errno);
         // A crash may have torn the last line: end it, so the next line is whole.
@@ -93,7 +93,7 @@ class CacheWriter {
         if (fd_) ::fdatasync(fd_.get());
     }
     // Returns how many lines this writer has appended.
-    std::size_t append(const sfs::path& real, const HashedFile& h) {
+    std::size_t append(const stdfs::path& real, const HashedFile& h) {
         json j = {{"path", real.string()},
                   {"dev", static_cast<std::uint64_t>(h.dev)},
                   {"ino", static_cast<std::uint64_t>(h.ino)},
@@ -129,7 +129,7 @@ class CacheWriter {
 };
 
 // Hashes one file, again when its stat moved while it was read (up to three reads).
-std::optional<HashedFile> hash_one(const sfs::path& real, Progress* progress,
+std::optional<HashedFile> hash_one(const stdfs::path& real, Progress* progress,
                                    HashReport::Failure& why) {
     for (int attempt = 0; attempt < 3; ++attempt) {
         UniqueFd fd = detail::open_real(real);
@@ -180,19 +180,19 @@ unsigned default_readers() {
     return std::max(4u, 2 * std::max(1u, std::thread::hardware_concurrency()));
 }
 
-HashReport hash_scans(const sfs::path& store_root, const std::vector<InstallScan>& scans,
+HashReport hash_scans(const stdfs::path& store_root, const std::vector<InstallScan>& scans,
                       const HashOptions& opts) {
-    sfs::create_directories(adopt_dir(store_root));
-    const sfs::path cache_file = adopt_dir(store_root) / "hashes.jsonl";
+    stdfs::create_directories(adopt_dir(store_root));
+    const stdfs::path cache_file = adopt_dir(store_root) / "hashes.jsonl";
     auto cache = load_cache(cache_file);
 
     HashReport rep;
     struct Job {
-        sfs::path real;
+        stdfs::path real;
         std::uint64_t size;
     };
     std::vector<Job> jobs;
-    std::set<sfs::path> seen;
+    std::set<stdfs::path> seen;
     for (const auto& s : scans) {
         const auto layout = layouts::ViewLayout::builtin(s.install.tool);
         for (const auto& f : s.files) {

@@ -25,7 +25,7 @@
 #include "modelfs/store/version_source.h"
 #include "other_stores_impl.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs::adopt {
 
@@ -36,7 +36,7 @@ std::string env(const char* name) {
     return v ? std::string(v) : std::string();
 }
 
-fs::path home_dir() {
+stdfs::path home_dir() {
     if (auto h = env("HOME"); !h.empty()) return h;
     if (const passwd* pw = ::getpwuid(::getuid()); pw && pw->pw_dir) return pw->pw_dir;
     return "/";
@@ -48,7 +48,7 @@ bool is_hex_name(std::string_view s, std::size_t n) {
            });
 }
 
-FileDigests hash_file(const fs::path& p) {
+FileDigests hash_file(const stdfs::path& p) {
     UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_errno("opening " + p.string(), errno);
     return digest_fd(fd.get(), nullptr, p.c_str());
@@ -113,20 +113,20 @@ std::string_view to_string(OtherStoreItem::Outcome o) {
     return "?";
 }
 
-fs::path default_hf_cache() {
+stdfs::path default_hf_cache() {
     if (auto v = env("HF_HUB_CACHE"); !v.empty()) return v;
     if (auto v = env("HUGGINGFACE_HUB_CACHE"); !v.empty()) return v;  // the older name
-    if (auto v = env("HF_HOME"); !v.empty()) return fs::path(v) / "hub";
-    if (auto v = env("XDG_CACHE_HOME"); !v.empty()) return fs::path(v) / "huggingface" / "hub";
+    if (auto v = env("HF_HOME"); !v.empty()) return stdfs::path(v) / "hub";
+    if (auto v = env("XDG_CACHE_HOME"); !v.empty()) return stdfs::path(v) / "huggingface" / "hub";
     return home_dir() / ".cache" / "huggingface" / "hub";
 }
 
 namespace {
 
-std::vector<fs::path> sorted_entries(const fs::path& dir) {
-    std::vector<fs::path> out;
+std::vector<stdfs::path> sorted_entries(const stdfs::path& dir) {
+    std::vector<stdfs::path> out;
     std::error_code ec;
-    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    for (stdfs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
         out.push_back(it->path());
     // A folder that is not there has nothing in it (a repo whose first download never got to
     // its snapshot); one that cannot be read is an error, not an empty cache.
@@ -143,15 +143,16 @@ std::string trim(std::string s) {
 }
 
 // refs/<name> -> commit, inverted: commit -> the ref names pointing at it.
-std::map<std::string, std::vector<std::string>> read_refs(const fs::path& refs) {
+std::map<std::string, std::vector<std::string>> read_refs(const stdfs::path& refs) {
     std::map<std::string, std::vector<std::string>> out;
     std::error_code ec;
-    if (!fs::is_directory(refs, ec)) return out;
-    for (fs::recursive_directory_iterator it(refs, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!stdfs::is_directory(refs, ec)) return out;
+    for (stdfs::recursive_directory_iterator it(refs, ec), end; !ec && it != end;
+         it.increment(ec)) {
         std::error_code e;  // a broken ref must not end the walk
         // A ref is a small file the cache wrote; a link there is not followed (it could name
         // anything, a fifo among them).
-        if (!fs::is_regular_file(it->symlink_status(e))) continue;
+        if (!stdfs::is_regular_file(it->symlink_status(e))) continue;
         std::ifstream in(it->path());
         std::string commit;
         std::getline(in, commit);
@@ -177,7 +178,7 @@ std::size_t short_length(const std::vector<std::string>& commits) {
 
 struct Snapshot {
     std::string commit;
-    fs::path dir;
+    stdfs::path dir;
     TrustedTree tree;
     std::size_t hashed = 0;
     std::string problem;                // non-empty: skip it
@@ -188,36 +189,36 @@ struct Snapshot {
 // Where the snapshot's files are read from (safe_open.h): the repo folder's fd, and the user
 // root acts for (null: nobody, the caller's own permissions apply).
 struct RepoAccess {
-    fs::path repo;
+    stdfs::path repo;
     int repo_fd = -1;
     const ActingUser* as = nullptr;
 };
 
 // A link target the fd walk did not take (a link leaving the repo, or through another link),
 // resolved by path as the cache's own user would: only when root acts for nobody.
-bool add_by_path(const fs::path& repo, const fs::path& p, const std::string& rel, Snapshot& s,
+bool add_by_path(const stdfs::path& repo, const stdfs::path& p, const std::string& rel, Snapshot& s,
                  TrustedFile& f) {
     std::error_code e;
-    fs::path link = fs::read_symlink(p, e);
+    stdfs::path link = stdfs::read_symlink(p, e);
     if (e) {
         s.problem = "cannot read the link " + rel + ": " + e.message();
         return false;
     }
-    fs::path target = (link.is_absolute() ? link : p.parent_path() / link).lexically_normal();
-    const auto st = fs::status(target, e);
-    if (!fs::exists(st)) {
+    stdfs::path target = (link.is_absolute() ? link : p.parent_path() / link).lexically_normal();
+    const auto st = stdfs::status(target, e);
+    if (!stdfs::exists(st)) {
         s.problem = rel + " points at " + target.string() +
                     ", which is missing (an interrupted download, or a cleaned blob)";
         return false;
     }
-    if (!fs::is_regular_file(st)) {
+    if (!stdfs::is_regular_file(st)) {
         s.problem = rel + " is not a regular file";
         return false;
     }
     // The name the cache gave is blobs/<etag>; what gets hard-linked is the file itself, in
     // case that entry is a link too (blobs moved to another disk and linked back).
-    const fs::path named = target;
-    target = fs::canonical(target, e);
+    const stdfs::path named = target;
+    target = stdfs::canonical(target, e);
     if (e) {
         s.problem = "cannot resolve " + rel + ": " + e.message();
         return false;
@@ -225,7 +226,7 @@ bool add_by_path(const fs::path& repo, const fs::path& p, const std::string& rel
     f.source = target;
     const std::string name = named.filename().string();
     const bool in_blobs = named.parent_path().filename() == "blobs" &&
-                          fs::equivalent(named.parent_path(), repo / "blobs", e);
+                          stdfs::equivalent(named.parent_path(), repo / "blobs", e);
     if (in_blobs && is_hex_name(name, 64)) {
         f.sha256 = *Sha256::from_hex(name);
         return true;
@@ -249,9 +250,9 @@ bool add_entry(const RepoAccess& ra, int dirfd, const std::string& name, const s
                const std::string& rel, Snapshot& s, bool& has_model_index) {
     TrustedFile f;
     f.path = rel;
-    const fs::path p = s.dir / rel;
+    const stdfs::path p = s.dir / rel;
     UniqueFd fd;
-    fs::path in_repo;  // the file's path below the repo folder
+    stdfs::path in_repo;  // the file's path below the repo folder
     if (S_ISLNK(lst.st_mode)) {
         std::string link(4096, '\0');
         const ssize_t n = ::readlinkat(dirfd, name.c_str(), link.data(), link.size());
@@ -260,11 +261,11 @@ bool add_entry(const RepoAccess& ra, int dirfd, const std::string& name, const s
             return false;
         }
         link.resize(static_cast<std::size_t>(n));
-        const fs::path below =
-            (fs::path("snapshots") / s.commit / fs::path(rel).parent_path() / link)
+        const stdfs::path below =
+            (stdfs::path("snapshots") / s.commit / stdfs::path(rel).parent_path() / link)
                 .lexically_normal();
         const bool beneath =
-            !fs::path(link).is_absolute() && !below.empty() && *below.begin() != "..";
+            !stdfs::path(link).is_absolute() && !below.empty() && *below.begin() != "..";
         int err = EXDEV;
         if (beneath) {
             fd = open_beneath(ra.repo_fd, below, O_RDONLY | O_NONBLOCK);
@@ -293,7 +294,7 @@ bool add_entry(const RepoAccess& ra, int dirfd, const std::string& name, const s
             s.problem = open_failure(rel, errno);
             return false;
         }
-        in_repo = fs::path("snapshots") / s.commit / rel;
+        in_repo = stdfs::path("snapshots") / s.commit / rel;
     }
     struct stat st;
     if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -327,7 +328,7 @@ bool add_entry(const RepoAccess& ra, int dirfd, const std::string& name, const s
     } else {
         // Linked into the store by path when the store may take it, as before.
         std::error_code e;
-        f.source = fs::canonical(f.source, e);
+        f.source = stdfs::canonical(f.source, e);
         if (e) {
             s.problem = "cannot resolve " + rel + ": " + e.message();
             return false;
@@ -383,7 +384,7 @@ bool walk_snapshot(const RepoAccess& ra, int dirfd, const std::string& rel_dir, 
 // weight file says nothing (a BERT, a pickle) may need its config and tokenizer next to it.
 void take_single_file(Snapshot& s) {
     const auto is_weight = [](const TrustedFile& f) {
-        return is_model_file_name(fs::path(f.path).filename().string());
+        return is_model_file_name(stdfs::path(f.path).filename().string());
     };
     if (std::count_if(s.tree.files.begin(), s.tree.files.end(), is_weight) != 1) return;
     auto weight = std::find_if(s.tree.files.begin(), s.tree.files.end(), is_weight);
@@ -401,7 +402,7 @@ void take_single_file(Snapshot& s) {
         return;  // unreadable here: the tree import reports it
     }
     if (!c || *c == Category::other) return;
-    fs::path rel(weight->path);
+    stdfs::path rel(weight->path);
     s.tree.name +=
         "/" + (rel.parent_path() / file_model_name(rel.filename().string()).name).generic_string();
     s.tree.category = *c;
@@ -416,7 +417,7 @@ void take_single_file(Snapshot& s) {
 void read_snapshot(const RepoAccess& ra, Snapshot& s) {
     bool has_model_index = false;
     UniqueFd dir =
-        open_beneath(ra.repo_fd, fs::path("snapshots") / s.commit, O_RDONLY | O_DIRECTORY);
+        open_beneath(ra.repo_fd, stdfs::path("snapshots") / s.commit, O_RDONLY | O_DIRECTORY);
     if (!dir) {
         s.problem = open_failure(s.dir.string(), errno);
         return;
@@ -429,7 +430,7 @@ void read_snapshot(const RepoAccess& ra, Snapshot& s) {
 
 void import_repo(Store& store, const RepoAccess& ra, const std::string& name, OtherStoreReport& rep,
                  Progress* progress) {
-    const fs::path& repo = ra.repo;
+    const stdfs::path& repo = ra.repo;
     std::error_code ec;
     auto refs = read_refs(repo / "refs");
     std::string main_commit;
@@ -438,7 +439,7 @@ void import_repo(Store& store, const RepoAccess& ra, const std::string& name, Ot
 
     std::vector<Snapshot> snaps;
     for (const auto& d : sorted_entries(repo / "snapshots")) {
-        if (!fs::is_directory(fs::symlink_status(d, ec))) continue;
+        if (!stdfs::is_directory(stdfs::symlink_status(d, ec))) continue;
         Snapshot s;
         s.commit = d.filename().string();
         s.dir = d;
@@ -455,9 +456,10 @@ void import_repo(Store& store, const RepoAccess& ra, const std::string& name, Ot
     std::string current = main_commit;
     if (current.empty() || std::none_of(snaps.begin(), snaps.end(),
                                         [&](const Snapshot& s) { return s.commit == current; })) {
-        fs::file_time_type newest{};
+        stdfs::file_time_type newest{};
         for (const auto& s : snaps)
-            if (auto t = fs::last_write_time(s.dir, ec); !ec && (current.empty() || t > newest)) {
+            if (auto t = stdfs::last_write_time(s.dir, ec);
+                !ec && (current.empty() || t > newest)) {
                 newest = t;
                 current = s.commit;
             }
@@ -506,14 +508,14 @@ void import_repo(Store& store, const RepoAccess& ra, const std::string& name, Ot
 
 }  // namespace
 
-OtherStoreReport import_hf_cache(Store& store, const fs::path& dir, Progress* progress) {
+OtherStoreReport import_hf_cache(Store& store, const stdfs::path& dir, Progress* progress) {
     std::error_code ec;
-    if (!fs::is_directory(dir, ec))
+    if (!stdfs::is_directory(dir, ec))
         throw StoreError(ErrorKind::not_found,
                          "no Hugging Face hub cache at " + dir.string() +
                              " (give its folder, or set HF_HUB_CACHE or HF_HOME)");
     OtherStoreReport rep;
-    rep.dir = fs::absolute(dir);
+    rep.dir = stdfs::absolute(dir);
     // Root importing a user's cache judges its files as that user (safe_open.h).
     const auto as = ActingUser::for_tree(rep.dir);
     UniqueFd cache_fd(::open(rep.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -526,7 +528,7 @@ OtherStoreReport import_hf_cache(Store& store, const fs::path& dir, Progress* pr
     }
     for (const auto& e : sorted_entries(rep.dir)) {
         const std::string fname = e.filename().string();
-        if (!fs::is_directory(fs::symlink_status(e, ec))) continue;
+        if (!stdfs::is_directory(stdfs::symlink_status(e, ec))) continue;
         if (fname.rfind("datasets--", 0) == 0 || fname.rfind("spaces--", 0) == 0) {
             rep.notes.push_back(fname + ": " + (fname[0] == 'd' ? "a dataset" : "a space") +
                                 ", not a model; left out");

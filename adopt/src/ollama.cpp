@@ -25,19 +25,19 @@
 #include "modelfs/store/version_source.h"
 #include "other_stores_impl.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs::adopt {
 
 using namespace detail;
 
-fs::path default_ollama_models() {
+stdfs::path default_ollama_models() {
     if (auto v = env("OLLAMA_MODELS"); !v.empty()) return v;
     std::error_code ec;
-    const fs::path user = home_dir() / ".ollama" / "models";
-    if (fs::is_directory(user, ec)) return user;
-    const fs::path service = "/usr/share/ollama/.ollama/models";  // the Linux install's service
-    if (fs::is_directory(service, ec)) return service;
+    const stdfs::path user = home_dir() / ".ollama" / "models";
+    if (stdfs::is_directory(user, ec)) return user;
+    const stdfs::path service = "/usr/share/ollama/.ollama/models";  // the Linux install's service
+    if (stdfs::is_directory(service, ec)) return service;
     return user;
 }
 
@@ -74,9 +74,9 @@ std::string layer_file(std::string media) {
 
 struct Tag {
     std::string registry, ns, model, tag;
-    fs::path manifest;
+    stdfs::path manifest;
     std::string name;  // the store model's name
-    fs::file_time_type mtime{};
+    stdfs::file_time_type mtime{};
 };
 
 std::string store_name(const Tag& t) {
@@ -86,11 +86,11 @@ std::string store_name(const Tag& t) {
 }
 
 // The blob of a digest, under its current or its early name.
-std::optional<fs::path> blob_of(const fs::path& blobs, const std::string& hex) {
+std::optional<stdfs::path> blob_of(const stdfs::path& blobs, const std::string& hex) {
     std::error_code ec;
     for (const char* sep : {"-", ":"}) {
-        fs::path p = blobs / ("sha256" + std::string(sep) + hex);
-        if (fs::exists(p, ec)) return p;
+        stdfs::path p = blobs / ("sha256" + std::string(sep) + hex);
+        if (stdfs::exists(p, ec)) return p;
     }
     return std::nullopt;
 }
@@ -106,7 +106,8 @@ struct Acting {
 };
 
 // The file `rel` under the models folder, opened for `a.as`; empty with `problem` set.
-UniqueFd open_for(const Acting& a, const fs::path& dir, const fs::path& rel, std::string& problem) {
+UniqueFd open_for(const Acting& a, const stdfs::path& dir, const stdfs::path& rel,
+                  std::string& problem) {
     UniqueFd fd = open_beneath(a.root_fd, rel, O_RDONLY | O_NONBLOCK);
     if (!fd) {
         problem = open_failure((dir / rel).string(), errno);
@@ -124,7 +125,7 @@ UniqueFd open_for(const Acting& a, const fs::path& dir, const fs::path& rel, std
     return fd;
 }
 
-TrustedTree read_manifest(const fs::path& dir, const fs::path& blobs, const Tag& t,
+TrustedTree read_manifest(const stdfs::path& dir, const stdfs::path& blobs, const Tag& t,
                           std::string& problem, const Acting& a) {
     TrustedTree tree;
     nlohmann::json j;
@@ -176,7 +177,7 @@ TrustedTree read_manifest(const fs::path& dir, const fs::path& blobs, const Tag&
         int opened = -1;
         if (a.as) {
             // Only the blob of that name under the models folder, reached without a link.
-            UniqueFd fd = open_for(a, dir, fs::path("blobs") / blob->filename(), problem);
+            UniqueFd fd = open_for(a, dir, stdfs::path("blobs") / blob->filename(), problem);
             if (!fd) return tree;
             struct stat st;
             if (::fstat(fd.get(), &st) != 0) {
@@ -187,7 +188,7 @@ TrustedTree read_manifest(const fs::path& dir, const fs::path& blobs, const Tag&
             opened = fd.get();
             a.fds->push_back(std::move(fd));
         } else {
-            size = fs::file_size(*blob, ec);
+            size = stdfs::file_size(*blob, ec);
         }
         if (ec) {
             problem = "cannot read " + blob->string() + ": " + ec.message();
@@ -223,16 +224,16 @@ TrustedTree read_manifest(const fs::path& dir, const fs::path& blobs, const Tag&
 
 }  // namespace
 
-OtherStoreReport import_ollama(Store& store, const fs::path& dir, Progress* progress) {
+OtherStoreReport import_ollama(Store& store, const stdfs::path& dir, Progress* progress) {
     std::error_code ec;
-    const fs::path manifests = dir / "manifests";
-    if (!fs::is_directory(manifests, ec))
+    const stdfs::path manifests = dir / "manifests";
+    if (!stdfs::is_directory(manifests, ec))
         throw StoreError(ErrorKind::not_found,
                          "no Ollama models folder at " + dir.string() +
                              " (it has no manifests/; give the folder, or set OLLAMA_MODELS)");
     OtherStoreReport rep;
-    rep.dir = fs::absolute(dir);
-    const fs::path blobs = rep.dir / "blobs";
+    rep.dir = stdfs::absolute(dir);
+    const stdfs::path blobs = rep.dir / "blobs";
     const auto as = ActingUser::for_tree(rep.dir);
     UniqueFd root_fd;
     if (as) {
@@ -245,12 +246,12 @@ OtherStoreReport import_ollama(Store& store, const fs::path& dir, Progress* prog
     }
 
     std::vector<Tag> tags;
-    for (fs::recursive_directory_iterator it(rep.dir / "manifests", ec), end; !ec && it != end;
+    for (stdfs::recursive_directory_iterator it(rep.dir / "manifests", ec), end; !ec && it != end;
          it.increment(ec)) {
         std::error_code e;  // `ec` is the walk's: a broken entry must not end it
         // A link among the manifests is not one Ollama wrote; root acting for a user skips it.
-        if (as ? !fs::is_regular_file(it->symlink_status(e)) : !it->is_regular_file(e)) continue;
-        const fs::path rel = it->path().lexically_relative(rep.dir / "manifests");
+        if (as ? !stdfs::is_regular_file(it->symlink_status(e)) : !it->is_regular_file(e)) continue;
+        const stdfs::path rel = it->path().lexically_relative(rep.dir / "manifests");
         std::vector<std::string> parts;
         for (const auto& c : rel) parts.push_back(c.string());
         if (parts.back().empty() || parts.back()[0] == '.') continue;
@@ -261,7 +262,7 @@ OtherStoreReport import_ollama(Store& store, const fs::path& dir, Progress* prog
         }
         Tag t{parts[0], parts[1], parts[2], parts[3], it->path(), {}, {}};
         t.name = store_name(t);
-        t.mtime = fs::last_write_time(it->path(), e);
+        t.mtime = stdfs::last_write_time(it->path(), e);
         tags.push_back(std::move(t));
     }
     if (ec)
@@ -269,7 +270,7 @@ OtherStoreReport import_ollama(Store& store, const fs::path& dir, Progress* prog
 
     // Per model: `latest` is current, else the newest manifest; it goes last.
     std::map<std::string, std::string> current;  // name -> tag
-    std::map<std::string, fs::file_time_type> newest;
+    std::map<std::string, stdfs::file_time_type> newest;
     for (const auto& t : tags) {
         auto& c = current[t.name];
         if (c == "latest") continue;

@@ -18,7 +18,7 @@
 #include "modelfs/store/units.h"
 #include "util.h"
 
-namespace sfs = std::filesystem;
+namespace stdfs = std::filesystem;
 using nlohmann::json;
 
 namespace modelfs::adopt {
@@ -77,8 +77,8 @@ void not_adopted(PlannedFile& pf, bool inside, const std::string& why) {
 
 // Sets ip.skip or ip.resume when the install is not planned file by file now: no view, a second
 // install of its tool, a record (record_verdict), or a models folder adopt cannot replace.
-void decide_install(InstallPlan& ip, const layouts::ViewLayout* layout, const sfs::path& store_root,
-                    std::set<std::string>& ids_in_plan) {
+void decide_install(InstallPlan& ip, const layouts::ViewLayout* layout,
+                    const stdfs::path& store_root, std::set<std::string>& ids_in_plan) {
     const Install& inst = ip.scan.install;
     const bool mounted = is_mountpoint(inst.models_dir);
     if (!layout) {
@@ -97,12 +97,12 @@ void decide_install(InstallPlan& ip, const layouts::ViewLayout* layout, const sf
         ip.skip = {.reason = SkipReason::models_refused, .detail = ip.scan.models_refused};
     else if (mounted)
         ip.skip = {.reason = SkipReason::models_dir_mounted, .path = inst.models_dir};
-    else if (sfs::is_symlink(inst.models_dir, ec))
+    else if (stdfs::is_symlink(inst.models_dir, ec))
         // Renaming it would move the link, not the folder: adopt the folder it points to as the
         // models folder of its own tool, or replace the link by the folder.
         ip.skip = {.reason = SkipReason::models_dir_link,
                    .path = inst.models_dir,
-                   .link_target = sfs::read_symlink(inst.models_dir, ec)};
+                   .link_target = stdfs::read_symlink(inst.models_dir, ec)};
 }
 
 // The install's files as the mount would take them. A plain file the mount would take for a
@@ -348,7 +348,7 @@ struct Member {
 // else one that stays where it is (copied: the user's file is left alone), else the first copy
 // (copied too). The commit takes them in that order.
 PlannedFile* pick_keeper(const std::vector<Member>& members, bool in_store,
-                         const sfs::path& store_root) {
+                         const stdfs::path& store_root) {
     if (in_store) return nullptr;
     for (auto& m : members)
         if (m.pf->action == Action::store &&
@@ -367,7 +367,7 @@ PlannedFile* pick_keeper(const std::vector<Member>& members, bool in_store,
 // One content's files: its keeper, what confirm frees, and (more than one copy) its duplicate
 // group with its notes.
 void plan_group(Plan& plan, const Sha256& sha, const std::vector<Member>& members, bool in_store,
-                const sfs::path& store_root) {
+                const stdfs::path& store_root) {
     std::set<std::pair<dev_t, ino_t>> inodes;
     for (auto& m : members) inodes.insert({m.pf->hash->dev, m.pf->hash->ino});
     PlannedFile* keeper = pick_keeper(members, in_store, store_root);
@@ -596,7 +596,7 @@ std::string plan_text(const Plan& plan) {
             o << "  outside the install, not adopted (--outside-install adopts it): " << d.string()
               << "\n";
         for (const auto& n : ip.notes) o << "  " << n << "\n";
-        const sfs::path backup = sfs::path(inst.models_dir.string() + ".modelfs-backup");
+        const stdfs::path backup = stdfs::path(inst.models_dir.string() + ".modelfs-backup");
         for (const auto& pf : ip.files) {
             if ((pf.action == Action::overlay && pf.file.kind != ScannedFile::Kind::plain) ||
                 !pf.shown_at.empty())

@@ -13,7 +13,7 @@
 #include "run_internal.h"
 #include "util.h"
 
-namespace sfs = std::filesystem;
+namespace stdfs = std::filesystem;
 using nlohmann::json;
 
 namespace modelfs::adopt {
@@ -85,7 +85,7 @@ json record_json(const Record& r) {
     return j;
 }
 
-static Record record_from_json(const json& j, const sfs::path& file) {
+static Record record_from_json(const json& j, const stdfs::path& file) {
     try {
         if (j.at("modelfs_adopt").get<int>() != 1)
             throw StoreError(ErrorKind::schema, file.string() +
@@ -157,8 +157,8 @@ static Record record_from_json(const json& j, const sfs::path& file) {
     }
 }
 
-std::optional<Record> load_record(const sfs::path& store_root, const std::string& id) {
-    sfs::path p = adopt_dir(store_root) / (id + ".json");
+std::optional<Record> load_record(const stdfs::path& store_root, const std::string& id) {
+    stdfs::path p = adopt_dir(store_root) / (id + ".json");
     std::ifstream in(p);
     if (!in) return std::nullopt;
     std::stringstream ss;
@@ -170,10 +170,10 @@ std::optional<Record> load_record(const sfs::path& store_root, const std::string
     return record_from_json(j, p);
 }
 
-std::vector<Record> load_records(const sfs::path& store_root) {
+std::vector<Record> load_records(const stdfs::path& store_root) {
     std::vector<Record> out;
     std::error_code ec;
-    for (const auto& e : sfs::directory_iterator(adopt_dir(store_root), ec)) {
+    for (const auto& e : stdfs::directory_iterator(adopt_dir(store_root), ec)) {
         const auto& p = e.path();
         if (p.extension() != ".json") continue;
         if (auto r = load_record(store_root, p.stem().string())) out.push_back(std::move(*r));
@@ -182,7 +182,7 @@ std::vector<Record> load_records(const sfs::path& store_root) {
     return out;
 }
 
-AdoptedFiles adopted_files(const sfs::path& store_root) {
+AdoptedFiles adopted_files(const stdfs::path& store_root) {
     AdoptedFiles out;
     for (const auto& r : load_records(store_root)) {
         // Not yet switched (recorded) or given back: the install's files are all on disk.
@@ -200,8 +200,8 @@ AdoptedFiles adopted_files(const sfs::path& store_root) {
     return out;
 }
 
-void save_record(const sfs::path& store_root, Record& r) {
-    sfs::create_directories(adopt_dir(store_root));
+void save_record(const stdfs::path& store_root, Record& r) {
+    stdfs::create_directories(adopt_dir(store_root));
     r.updated = detail::unix_now();
     if (!r.created) r.created = r.updated;
     write_file_atomically(adopt_dir(store_root) / (r.id + ".json"), record_json(r).dump(1) + "\n");

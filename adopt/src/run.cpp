@@ -25,7 +25,7 @@
 #include "run_internal.h"
 #include "util.h"
 
-namespace sfs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs::adopt {
 
@@ -66,7 +66,7 @@ std::string fstab_escape(const std::string& s) {
 }
 
 // systemd-escape --path
-std::string unit_name_for(const sfs::path& where) {
+std::string unit_name_for(const stdfs::path& where) {
     std::string p = where.lexically_normal().string();
     while (p.size() > 1 && p.back() == '/') p.pop_back();
     std::size_t b = 0;
@@ -90,7 +90,7 @@ std::string unit_name_for(const sfs::path& where) {
 
 }  // namespace
 
-bool is_mountpoint(const sfs::path& dir) {
+bool is_mountpoint(const stdfs::path& dir) {
     std::ifstream in("/proc/self/mountinfo");
     std::string line;
     const std::string want = dir.lexically_normal().string();
@@ -111,12 +111,12 @@ bool is_mountpoint(const sfs::path& dir) {
 
 namespace detail {
 
-std::string fstab_line(const Record& r, const sfs::path& store_root) {
+std::string fstab_line(const Record& r, const stdfs::path& store_root) {
     return fstab_escape(store_root.string()) + " " + fstab_escape(r.mountpoint.string()) +
            " fuse.modelfs view=" + r.view + ",nofail 0 0";
 }
 
-std::string systemd_unit(const Record& r, const sfs::path& store_root) {
+std::string systemd_unit(const Record& r, const stdfs::path& store_root) {
     std::ostringstream o;
     o << "# /etc/systemd/system/" << unit_name_for(r.mountpoint) << "\n"
       << "[Unit]\nDescription=modelfs " << r.view << " view over " << r.mountpoint.string()
@@ -158,7 +158,7 @@ int run_capture(const std::vector<std::string>& argv, std::string* err) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-void start_mount(const Record& r, const sfs::path& store_root, const RunOptions& opts) {
+void start_mount(const Record& r, const stdfs::path& store_root, const RunOptions& opts) {
     std::string err;
     std::vector<std::string> argv = {opts.binary.string(), "--store", store_root.string()};
     argv.insert(argv.end(), opts.global_args.begin(), opts.global_args.end());
@@ -178,7 +178,7 @@ void start_mount(const Record& r, const sfs::path& store_root, const RunOptions&
 }
 
 // Unmounts; false with `why` when the mount is busy or fusermount failed.
-bool stop_mount(const sfs::path& mnt, std::string* why) {
+bool stop_mount(const stdfs::path& mnt, std::string* why) {
     std::string err;
     int rc = run_capture({"/bin/fusermount3", "-u", mnt.string()}, &err);
     if (rc != 0 && is_mountpoint(mnt)) {
@@ -191,7 +191,7 @@ bool stop_mount(const sfs::path& mnt, std::string* why) {
 }
 
 // Where a record file is shown through the mount (empty: not shown).
-sfs::path shown_path(const Record& r, const RecordFile& f) {
+stdfs::path shown_path(const Record& r, const RecordFile& f) {
     if (f.action != Action::store && f.action != Action::store_in_place &&
         f.action != Action::overlay)
         return {};
@@ -201,8 +201,8 @@ sfs::path shown_path(const Record& r, const RecordFile& f) {
 }
 
 // Where a record file's original bytes are now: in the backup for replaced files.
-sfs::path original_path(const Record& r, const RecordFile& f) {
-    sfs::path rel;
+stdfs::path original_path(const Record& r, const RecordFile& f) {
+    stdfs::path rel;
     if (f.replaced && is_under(f.path, r.models_dir, &rel)) return r.backup / rel;
     return f.real;
 }
@@ -214,7 +214,7 @@ namespace {
 using detail::original_path;
 using detail::shown_path;
 
-std::string sha_of(const sfs::path& p) {
+std::string sha_of(const stdfs::path& p) {
     UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_errno("reading " + p.string(), errno);
     return digest_fd(fd.get(), nullptr, p.c_str()).sha256.hex();
@@ -224,7 +224,7 @@ std::string sha_of(const sfs::path& p) {
 std::vector<std::string> check_mount(const Record& r, bool verify) {
     std::vector<std::string> bad;
     for (const auto& f : r.files) {
-        sfs::path p = shown_path(r, f);
+        stdfs::path p = shown_path(r, f);
         if (p.empty()) continue;
         struct stat st;
         if (::stat(p.c_str(), &st) != 0) {
@@ -248,14 +248,14 @@ std::vector<std::string> check_mount(const Record& r, bool verify) {
 }
 
 void place_overlay(Store& store, const Record& r) {
-    const sfs::path overlay = store.root() / "views" / r.view;
+    const stdfs::path overlay = store.root() / "views" / r.view;
     const bool same_fs = detail::same_filesystem(r.backup, store.root());
     for (const auto& f : r.files) {
         if (f.action != Action::overlay) continue;
-        sfs::path rel;
+        stdfs::path rel;
         if (!is_under(f.path, r.models_dir, &rel)) continue;
-        sfs::path dst = overlay / rel;
-        sfs::path src = original_path(r, f);
+        stdfs::path dst = overlay / rel;
+        stdfs::path src = original_path(r, f);
         struct stat st, sst;
         if (::lstat(dst.c_str(), &st) == 0) {
             // Placed by an earlier, interrupted run; anything else is a file an earlier mount of
@@ -269,11 +269,11 @@ void place_overlay(Store& store, const Record& r) {
                                  " view) and differs from " + f.path.string() +
                                  "; move it away and run adopt again");
         }
-        sfs::create_directories(dst.parent_path());
+        stdfs::create_directories(dst.parent_path());
         if (same_fs && ::link(src.c_str(), dst.c_str()) == 0) continue;
-        sfs::path tmp = dst;
+        stdfs::path tmp = dst;
         tmp += ".modelfs-adopt.tmp";
-        sfs::remove(tmp);
+        stdfs::remove(tmp);
         detail::copy_file_durable(src, tmp, f.mode);
         if (::rename(tmp.c_str(), dst.c_str()) != 0)
             throw_errno("renaming " + tmp.string() + " to " + dst.string(), errno);
@@ -288,13 +288,13 @@ void place_overlay(Store& store, const Record& r) {
 // is not exactly the blob's other name (another link was made meanwhile) stays, with a warning.
 void detach(Store& store, const Record& r) {
     std::error_code ec;
-    const sfs::path backup_real = sfs::weakly_canonical(r.backup, ec);
+    const stdfs::path backup_real = stdfs::weakly_canonical(r.backup, ec);
     for (const auto& f : r.files) {
         if (f.action != Action::store) continue;
-        const sfs::path p = original_path(r, f);
-        sfs::path rel;
+        const stdfs::path p = original_path(r, f);
+        stdfs::path rel;
         // Only a name inside the backup itself, never a file a link in it leads to.
-        if (!is_under(p, r.backup, &rel) || sfs::weakly_canonical(p, ec) != backup_real / rel ||
+        if (!is_under(p, r.backup, &rel) || stdfs::weakly_canonical(p, ec) != backup_real / rel ||
             !detail::is_blob_inode(store, f.sha256, p))
             continue;
         struct stat st;
@@ -318,7 +318,7 @@ void detach(Store& store, const Record& r) {
 void give_back(Store& store, const Record& r) {
     for (const auto& f : r.files) {
         if (f.action != Action::store && f.action != Action::store_in_place) continue;
-        for (const sfs::path& p : {detail::own_path(f), original_path(r, f)}) {
+        for (const stdfs::path& p : {detail::own_path(f), original_path(r, f)}) {
             if (!detail::is_blob_inode(store, f.sha256, p)) continue;
             try {
                 detail::make_independent(store, f, p, {});
@@ -347,13 +347,13 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
         save_record(store.root(), r);
         return;
     }
-    const bool had_backup = sfs::exists(sfs::symlink_status(r.backup));
+    const bool had_backup = stdfs::exists(stdfs::symlink_status(r.backup));
     bool renamed = false;
     auto undo = [&] {
         // Back to the plain tree: an empty models folder this (or an interrupted) run made goes,
         // the backup takes its place again.
         if (!is_mountpoint(r.models_dir)) ::rmdir(r.models_dir.c_str());
-        if ((renamed || had_backup) && !sfs::exists(sfs::symlink_status(r.models_dir)))
+        if ((renamed || had_backup) && !stdfs::exists(stdfs::symlink_status(r.models_dir)))
             if (::rename(r.backup.c_str(), r.models_dir.c_str()) == 0)
                 modelfs::fsync_dir(r.models_dir.parent_path());
     };
@@ -373,7 +373,7 @@ void switch_over(Store& store, Record& r, const RunOptions& opts, InstallOutcome
             modelfs::fsync_dir(r.models_dir.parent_path());
         } else if (errno != EEXIST) {
             throw_errno("creating " + r.models_dir.string(), errno);
-        } else if (!sfs::is_empty(r.models_dir)) {
+        } else if (!stdfs::is_empty(r.models_dir)) {
             throw StoreError(ErrorKind::conflict,
                              "both " + r.models_dir.string() + " (not empty) and " +
                                  r.backup.string() +
@@ -496,10 +496,10 @@ void check_space(Store& store, const InstallPlan& ip) {
 }
 
 // Every folder below `models_dir` (links not followed): what unadopt must leave and may remove.
-std::vector<std::string> folders_below(const sfs::path& models_dir) {
+std::vector<std::string> folders_below(const stdfs::path& models_dir) {
     std::vector<std::string> out;
     std::error_code ec;
-    for (auto it = sfs::recursive_directory_iterator(models_dir, ec); !ec && it != decltype(it)();
+    for (auto it = stdfs::recursive_directory_iterator(models_dir, ec); !ec && it != decltype(it)();
          it.increment(ec))
         if (it->is_directory(ec) && !it->is_symlink(ec))
             out.push_back(it->path().lexically_relative(models_dir).string());
@@ -515,7 +515,7 @@ Record record_of(const InstallPlan& ip) {
     r.view = inst.tool;
     r.root = inst.root;
     r.models_dir = inst.models_dir;
-    r.backup = sfs::path(inst.models_dir.string() + ".modelfs-backup");
+    r.backup = stdfs::path(inst.models_dir.string() + ".modelfs-backup");
     r.mountpoint = inst.models_dir;
     r.state = RecordState::recorded;
     r.dirs = folders_below(inst.models_dir);
@@ -547,7 +547,7 @@ Record record_of(const InstallPlan& ip) {
 // folder. The backup may be gone (confirmed).
 void mount_again(Store& store, Record& r, const RunOptions& opts, InstallOutcome& out) {
     std::error_code ec;
-    if (!sfs::is_directory(r.models_dir) || !sfs::is_empty(r.models_dir, ec))
+    if (!stdfs::is_directory(r.models_dir) || !stdfs::is_empty(r.models_dir, ec))
         throw StoreError(ErrorKind::conflict,
                          r.models_dir.string() + " should be the empty folder the " + r.view +
                              " view is mounted on, and is not; move its files away and run "
@@ -574,14 +574,14 @@ void mount_again(Store& store, Record& r, const RunOptions& opts, InstallOutcome
 
 // Before anything is committed: the models folder is neither a mount nor has a backup beside it
 // that no record explains, and the store has room for what must be copied.
-void check_fresh(Store& store, const InstallPlan& ip, const sfs::path& backup) {
+void check_fresh(Store& store, const InstallPlan& ip, const stdfs::path& backup) {
     const Install& inst = ip.scan.install;
     if (is_mountpoint(inst.models_dir))
         throw StoreError(ErrorKind::conflict,
                          inst.models_dir.string() +
                              " is already a mount point without an adoption record; unmount it "
                              "first");
-    if (sfs::exists(sfs::symlink_status(backup)))
+    if (stdfs::exists(stdfs::symlink_status(backup)))
         throw StoreError(ErrorKind::conflict,
                          backup.string() +
                              " exists but no adoption record names it; move it away first "
@@ -729,7 +729,7 @@ void adopt_install(Store& store, InstallPlan& ip, const RunOptions& opts, Instal
 RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
     RunOptions opts = opts_in;
     // The mount daemon is this program; resolve the link now so the child runs the same file.
-    if (opts.binary == "/proc/self/exe") opts.binary = sfs::read_symlink("/proc/self/exe");
+    if (opts.binary == "/proc/self/exe") opts.binary = stdfs::read_symlink("/proc/self/exe");
     RunReport report;
     for (auto& ip : plan.installs) {
         InstallOutcome out;
@@ -737,7 +737,7 @@ RunReport run_plan(Store& store, Plan& plan, const RunOptions& opts_in) {
         out.id = ip.id;
         out.tool = inst.tool;
         out.models_dir = inst.models_dir;
-        out.backup = sfs::path(inst.models_dir.string() + ".modelfs-backup");
+        out.backup = stdfs::path(inst.models_dir.string() + ".modelfs-backup");
         if (ip.skip) {
             out.result = InstallOutcome::Result::skipped;
             out.skip = ip.skip;

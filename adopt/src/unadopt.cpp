@@ -37,7 +37,7 @@
 #include "run_internal.h"
 #include "util.h"
 
-namespace sfs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs::adopt {
 
@@ -51,21 +51,21 @@ void kill_point(const char* point) {
     if (at && std::strcmp(at, point) == 0) ::raise(SIGKILL);
 }
 
-bool selected(const Record& r, const std::vector<sfs::path>& roots) {
+bool selected(const Record& r, const std::vector<stdfs::path>& roots) {
     if (roots.empty()) return true;
     for (const auto& p : roots) {
         std::error_code ec;
-        sfs::path c = sfs::weakly_canonical(sfs::absolute(p), ec);
+        stdfs::path c = stdfs::weakly_canonical(stdfs::absolute(p), ec);
         if (c == r.root || c == r.models_dir) return true;
     }
     return false;
 }
 
 // Removes empty folders below `dir` (and `dir` itself when it ends up empty).
-void prune_empty(const sfs::path& dir) {
+void prune_empty(const stdfs::path& dir) {
     std::error_code ec;
-    std::vector<sfs::path> dirs;
-    for (auto it = sfs::recursive_directory_iterator(dir, ec); !ec && it != decltype(it)();
+    std::vector<stdfs::path> dirs;
+    for (auto it = stdfs::recursive_directory_iterator(dir, ec); !ec && it != decltype(it)();
          it.increment(ec))
         if (it->is_directory(ec) && !it->is_symlink(ec)) dirs.push_back(it->path());
     std::sort(dirs.rbegin(), dirs.rend());
@@ -84,13 +84,13 @@ namespace detail {
 ConfirmOutcome confirm_walk(Store& store, const Record& r, bool apply) {
     ConfirmOutcome c;
     c.id = r.id;
-    std::map<sfs::path, const RecordFile*> by_path;
+    std::map<stdfs::path, const RecordFile*> by_path;
     for (const auto& f : r.files)
         if (f.replaced) by_path[f.path.lexically_normal()] = &f;
-    const sfs::path overlay = store.root() / "views" / r.view;
-    std::vector<sfs::path> files;
+    const stdfs::path overlay = store.root() / "views" / r.view;
+    std::vector<stdfs::path> files;
     std::error_code ec;
-    for (auto it = sfs::recursive_directory_iterator(r.backup, ec); !ec && it != decltype(it)();
+    for (auto it = stdfs::recursive_directory_iterator(r.backup, ec); !ec && it != decltype(it)();
          it.increment(ec))
         if (!it->is_directory(ec) || it->is_symlink(ec)) files.push_back(it->path());
     struct Inode {
@@ -100,7 +100,7 @@ ConfirmOutcome confirm_walk(Store& store, const Record& r, bool apply) {
     };
     std::map<std::pair<dev_t, ino_t>, Inode> inodes;
     for (const auto& p : files) {
-        sfs::path rel = p.lexically_relative(r.backup);
+        stdfs::path rel = p.lexically_relative(r.backup);
         auto it = by_path.find((r.models_dir / rel).lexically_normal());
         // Looked at and deleted under the fd of its folder, reached without a link
         // (safe_open.h): a folder of the backup swapped for a link is not followed.
@@ -162,7 +162,7 @@ ConfirmOutcome confirm_walk(Store& store, const Record& r, bool apply) {
 
 }  // namespace detail
 
-std::vector<ConfirmOutcome> confirm(Store& store, const std::vector<sfs::path>& roots) {
+std::vector<ConfirmOutcome> confirm(Store& store, const std::vector<stdfs::path>& roots) {
     std::vector<ConfirmOutcome> out;
     for (auto& r : load_records(store.root())) {
         if (!selected(r, roots)) continue;
@@ -192,14 +192,14 @@ namespace {
 // Copies every file the mount shows that will not come back from the backup into `tmp`: what the
 // tool wrote (the overlay's plain files, models saved through the mount since adopting, their
 // sidecars). The view also shows the store's other models (another tool's); those stay out.
-std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
+std::size_t copy_missing(Store& store, const Record& r, const stdfs::path& tmp,
                          std::vector<std::string>& notes) {
     const auto layout = layouts::ViewLayout::builtin(r.view);
-    const sfs::path overlay = store.root() / "views" / r.view;
-    std::set<sfs::path> copied_models;  // without extension, for their sidecars
+    const stdfs::path overlay = store.root() / "views" / r.view;
+    std::set<stdfs::path> copied_models;  // without extension, for their sidecars
     std::size_t others = 0;
-    auto wanted = [&](const sfs::path& rel) {
-        if (sfs::exists(sfs::symlink_status(overlay / rel))) return true;
+    auto wanted = [&](const stdfs::path& rel) {
+        if (stdfs::exists(stdfs::symlink_status(overlay / rel))) return true;
         if (layout) {
             // Not a model path: a file of this view, if it was stored (view_files.h).
             auto vp = layout->classify(rel.string());
@@ -233,14 +233,14 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
         auto sha = Sha256::from_hex(f.sha256);
         return f.action == Action::store && sha && store.blobs().exists(*sha);
     };
-    std::set<sfs::path> covered;  // mount paths that are a backup file shown elsewhere
+    std::set<stdfs::path> covered;  // mount paths that are a backup file shown elsewhere
     for (const auto& f : r.files) {
         if (f.shown_at.empty()) continue;
-        sfs::path orig = detail::original_path(r, f);
-        if (sfs::exists(sfs::symlink_status(orig)) || from_blob(f))
+        stdfs::path orig = detail::original_path(r, f);
+        if (stdfs::exists(stdfs::symlink_status(orig)) || from_blob(f))
             covered.insert(r.models_dir / f.shown_at);
     }
-    std::set<sfs::path> recorded;  // the adopted files' own paths
+    std::set<stdfs::path> recorded;  // the adopted files' own paths
     for (const auto& f : r.files)
         if (f.replaced) {
             recorded.insert(f.path);
@@ -248,18 +248,18 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
         }
     std::size_t n = 0;
     std::error_code ec;
-    for (auto it = sfs::recursive_directory_iterator(r.models_dir, ec); !ec && it != decltype(it)();
-         it.increment(ec)) {
-        const sfs::path& p = it->path();
-        sfs::path rel = p.lexically_relative(r.models_dir);
+    for (auto it = stdfs::recursive_directory_iterator(r.models_dir, ec);
+         !ec && it != decltype(it)(); it.increment(ec)) {
+        const stdfs::path& p = it->path();
+        stdfs::path rel = p.lexically_relative(r.models_dir);
         struct stat st;
         if (::lstat(p.c_str(), &st) != 0) continue;
         if (S_ISDIR(st.st_mode)) {
-            if (!sfs::exists(r.backup / rel)) sfs::create_directories(tmp / rel);
+            if (!stdfs::exists(r.backup / rel)) stdfs::create_directories(tmp / rel);
             continue;
         }
         if (!S_ISREG(st.st_mode) || covered.count(p)) continue;
-        if (sfs::exists(sfs::symlink_status(r.backup / rel))) continue;
+        if (stdfs::exists(stdfs::symlink_status(r.backup / rel))) continue;
         // Adopted content confirm deleted from the backup comes back too.
         const bool adopted = recorded.count(p) > 0;
         // The view's own file in the overlay: a hard link of it (its inode, no copy), which
@@ -268,8 +268,8 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
         // inode a blob may be"), checking before and after it links; one that is a blob's inode
         // already (linked, not yet unlinked from the overlay) has a third name: read through the
         // mount instead.
-        if (sfs::exists(sfs::symlink_status(overlay / rel))) {
-            sfs::create_directories((tmp / rel).parent_path());
+        if (stdfs::exists(stdfs::symlink_status(overlay / rel))) {
+            stdfs::create_directories((tmp / rel).parent_path());
             struct stat lst;
             if (::link((overlay / rel).c_str(), (tmp / rel).c_str()) == 0) {
                 if (::lstat((tmp / rel).c_str(), &lst) == 0 && lst.st_nlink <= 2) {
@@ -283,7 +283,7 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
             ++others;
             continue;
         }
-        sfs::create_directories((tmp / rel).parent_path());
+        stdfs::create_directories((tmp / rel).parent_path());
         try {
             detail::copy_file_durable(p, tmp / rel, st.st_mode & 07777);
         } catch (const StoreError& e) {
@@ -291,7 +291,7 @@ std::size_t copy_missing(Store& store, const Record& r, const sfs::path& tmp,
             // Its blob is gone (quarantined: the bytes no longer matched): nothing to bring
             // back, which must not keep the rest of the folder from coming back.
             std::error_code rm;
-            sfs::remove(tmp / rel, rm);
+            stdfs::remove(tmp / rel, rm);
             notes.push_back(p.string() + " could not be brought back (" + e.what() +
                             "); `modelfs verify` says what happened to its content");
             continue;
@@ -334,20 +334,20 @@ bool same_bytes(int a, int b) {
 // recorded (saved through the mount since). Idempotent: an interrupted run finishes the rest.
 std::size_t hand_back_overlay(Store& store, const Record& r, const ActingUser* as,
                               std::vector<std::string>& notes) {
-    const sfs::path overlay = store.root() / "views" / r.view;
-    std::set<sfs::path> recorded;
+    const stdfs::path overlay = store.root() / "views" / r.view;
+    std::set<stdfs::path> recorded;
     for (const auto& f : r.files)
         if (f.replaced) recorded.insert(f.path.lexically_normal());
-    std::vector<sfs::path> files;
+    std::vector<stdfs::path> files;
     std::error_code ec;
-    if (!sfs::exists(sfs::symlink_status(overlay))) return 0;  // none, or handed back already
-    for (auto it = sfs::recursive_directory_iterator(overlay, ec); !ec && it != decltype(it)();
+    if (!stdfs::exists(stdfs::symlink_status(overlay))) return 0;  // none, or handed back already
+    for (auto it = stdfs::recursive_directory_iterator(overlay, ec); !ec && it != decltype(it)();
          it.increment(ec))
         if (!it->is_directory(ec) || it->is_symlink(ec)) files.push_back(it->path());
     std::size_t added = 0;
     for (const auto& src : files) {
-        const sfs::path rel = src.lexically_relative(overlay);
-        const sfs::path dst = r.models_dir / rel;
+        const stdfs::path rel = src.lexically_relative(overlay);
+        const stdfs::path dst = r.models_dir / rel;
         UniqueFd from = open_no_symlinks(src.parent_path(), O_PATH | O_DIRECTORY);
         UniqueFd to = make_dirs_no_symlinks(dst.parent_path());
         if (!from || !to) {
@@ -401,10 +401,10 @@ void remove_made_folders(const Record& r) {
     if (!r.dirs) return;
     const std::set<std::string> had(r.dirs->begin(), r.dirs->end());
     for (const auto& d : had) make_dirs_no_symlinks(r.models_dir / d);
-    std::vector<sfs::path> dirs;
+    std::vector<stdfs::path> dirs;
     std::error_code ec;
-    for (auto it = sfs::recursive_directory_iterator(r.models_dir, ec); !ec && it != decltype(it)();
-         it.increment(ec))
+    for (auto it = stdfs::recursive_directory_iterator(r.models_dir, ec);
+         !ec && it != decltype(it)(); it.increment(ec))
         if (it->is_directory(ec) && !it->is_symlink(ec)) dirs.push_back(it->path());
     std::sort(dirs.rbegin(), dirs.rend());  // children first
     for (const auto& d : dirs)
@@ -415,13 +415,13 @@ void remove_made_folders(const Record& r) {
 
 namespace detail {
 
-sfs::path own_path(const RecordFile& f) {
+stdfs::path own_path(const RecordFile& f) {
     std::error_code ec;
-    if (f.replaced && !sfs::is_symlink(f.path, ec)) return f.path;
+    if (f.replaced && !stdfs::is_symlink(f.path, ec)) return f.path;
     return f.real;
 }
 
-bool is_blob_inode(Store& store, const std::string& sha256, const sfs::path& p) {
+bool is_blob_inode(Store& store, const std::string& sha256, const stdfs::path& p) {
     struct stat st;
     return ::lstat(p.c_str(), &st) == 0 && is_blob_inode(store, sha256, st);
 }
@@ -436,8 +436,8 @@ bool is_blob_inode(Store& store, const std::string& sha256, const struct stat& s
 
 // Through fds only (safe_open.h): the recorded path was canonical when adopt wrote it, so a link
 // in it now is one the user made since, and what it leads to is not this install's.
-void make_independent(Store& store, const RecordFile& f, const sfs::path& p,
-                      const sfs::path& overlay_copy, const ActingUser* as,
+void make_independent(Store& store, const RecordFile& f, const stdfs::path& p,
+                      const stdfs::path& overlay_copy, const ActingUser* as,
                       std::vector<std::string>* refused) {
     auto refuse = [&](const std::string& why) {
         if (refused)
@@ -518,9 +518,9 @@ std::size_t restore_from_blobs(Store& store, const Record& r, const ActingUser* 
         if (f.action != Action::store) continue;
         auto sha = Sha256::from_hex(f.sha256);
         if (!sha) continue;
-        const sfs::path p = own_path(f);
-        const sfs::path blob = store.blobs().path_of(*sha);
-        if (!sfs::exists(blob)) continue;
+        const stdfs::path p = own_path(f);
+        const stdfs::path blob = store.blobs().path_of(*sha);
+        if (!stdfs::exists(blob)) continue;
         // Folders made and the file linked under fds (safe_open.h): never through a link.
         UniqueFd dir = make_dirs_no_symlinks(p.parent_path());
         if (!dir) {
@@ -592,7 +592,7 @@ std::size_t hand_over(Store& store, const Record& r) {
             for (const auto& g : r.files) {
                 if (g.model != f.model || g.sha256 != sha) continue;
                 struct stat st;
-                const sfs::path p = own_path(g);
+                const stdfs::path p = own_path(g);
                 if (::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
                     static_cast<std::uint64_t>(st.st_size) == g.size)
                     return true;
@@ -632,7 +632,7 @@ std::size_t hand_over(Store& store, const Record& r) {
 
 }  // namespace
 
-std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& roots) {
+std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<stdfs::path>& roots) {
     std::vector<UnadoptOutcome> out;
     for (auto& r : load_records(store.root())) {
         if (!selected(r, roots)) continue;
@@ -646,15 +646,15 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
             continue;
         }
         try {
-            const sfs::path tmp = sfs::path(r.models_dir.string() + ".modelfs-restore");
+            const stdfs::path tmp = stdfs::path(r.models_dir.string() + ".modelfs-restore");
             if (is_mountpoint(r.mountpoint)) {
                 // Everything in a leftover restore folder is still shown by the mount.
-                sfs::remove_all(tmp);
-                sfs::create_directories(tmp);
+                stdfs::remove_all(tmp);
+                stdfs::create_directories(tmp);
                 u.added = copy_missing(store, r, tmp, u.notes);
                 std::string why;
                 if (!detail::stop_mount(r.mountpoint, &why)) {
-                    sfs::remove_all(tmp);
+                    stdfs::remove_all(tmp);
                     throw StoreError(ErrorKind::conflict,
                                      r.mountpoint.string() + " is busy (" + why + "): stop " +
                                          r.tool +
@@ -663,20 +663,20 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                 }
             }
             // The mountpoint folder adopt made.
-            if (sfs::exists(sfs::symlink_status(r.backup)) && sfs::is_directory(r.models_dir) &&
-                sfs::is_empty(r.models_dir))
+            if (stdfs::exists(stdfs::symlink_status(r.backup)) &&
+                stdfs::is_directory(r.models_dir) && stdfs::is_empty(r.models_dir))
                 ::rmdir(r.models_dir.c_str());
-            if (!sfs::exists(sfs::symlink_status(r.models_dir))) {
-                if (sfs::exists(sfs::symlink_status(r.backup))) {
+            if (!stdfs::exists(stdfs::symlink_status(r.models_dir))) {
+                if (stdfs::exists(stdfs::symlink_status(r.backup))) {
                     if (::rename(r.backup.c_str(), r.models_dir.c_str()) != 0)
                         throw_errno(
                             "renaming " + r.backup.string() + " back to " + r.models_dir.string(),
                             errno);
                 } else {
-                    sfs::create_directories(r.models_dir);
+                    stdfs::create_directories(r.models_dir);
                 }
                 modelfs::fsync_dir(r.models_dir.parent_path());
-            } else if (sfs::exists(sfs::symlink_status(r.backup))) {
+            } else if (stdfs::exists(stdfs::symlink_status(r.backup))) {
                 throw StoreError(ErrorKind::conflict,
                                  "both " + r.models_dir.string() + " (not empty) and " +
                                      r.backup.string() +
@@ -685,16 +685,16 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
             }
             // Models added through the mount, and what confirm removed from the backup.
             std::error_code ec;
-            if (sfs::exists(tmp)) {
-                std::vector<sfs::path> files;
-                for (auto it = sfs::recursive_directory_iterator(tmp, ec);
+            if (stdfs::exists(tmp)) {
+                std::vector<stdfs::path> files;
+                for (auto it = stdfs::recursive_directory_iterator(tmp, ec);
                      !ec && it != decltype(it)(); it.increment(ec))
                     if (!it->is_directory(ec))
                         files.push_back(it->path());
                     else
                         make_dirs_no_symlinks(r.models_dir / it->path().lexically_relative(tmp));
                 for (const auto& p : files) {
-                    sfs::path dst = r.models_dir / p.lexically_relative(tmp);
+                    stdfs::path dst = r.models_dir / p.lexically_relative(tmp);
                     // Into the user's folders under fds only (safe_open.h).
                     UniqueFd from = open_no_symlinks(p.parent_path(), O_PATH | O_DIRECTORY);
                     UniqueFd to = make_dirs_no_symlinks(dst.parent_path());
@@ -708,9 +708,9 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                     if (::renameat(from.get(), p.filename().c_str(), to.get(), leaf.c_str()) != 0)
                         throw_errno("moving " + p.string() + " to " + dst.string(), errno);
                 }
-                sfs::remove_all(tmp);
+                stdfs::remove_all(tmp);
             }
-            const sfs::path overlay = store.root() / "views" / r.view;
+            const stdfs::path overlay = store.root() / "views" / r.view;
             const auto as = ActingUser::for_tree(r.root);
             u.added += hand_back_overlay(store, r, as ? &*as : nullptr, u.notes);
             restore_from_blobs(store, r, as ? &*as : nullptr, u.notes);
@@ -723,12 +723,12 @@ std::vector<UnadoptOutcome> unadopt(Store& store, const std::vector<sfs::path>& 
                 if (f.action != Action::store && f.action != Action::store_in_place &&
                     f.action != Action::overlay)
                     continue;
-                sfs::path rel;
+                stdfs::path rel;
                 const bool inside = is_under(f.path, r.models_dir, &rel);
-                const sfs::path p = own_path(f);
+                const stdfs::path p = own_path(f);
                 make_independent(
                     store, f, p,
-                    f.action == Action::overlay && inside ? overlay / rel : sfs::path(),
+                    f.action == Action::overlay && inside ? overlay / rel : stdfs::path(),
                     as ? &*as : nullptr, &u.notes);
                 ++restored;
             }

@@ -15,7 +15,7 @@
 #include "modelfs/store/safe_open.h"
 #include "modelfs/store/unique_fd.h"
 
-namespace sfs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs::adopt::detail {
 
@@ -25,7 +25,7 @@ std::int64_t unix_now() {
         .count();
 }
 
-std::uint64_t copy_file_durable(const sfs::path& from, const sfs::path& to, unsigned mode,
+std::uint64_t copy_file_durable(const stdfs::path& from, const stdfs::path& to, unsigned mode,
                                 Progress* progress) {
     UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
     if (!in) throw_errno("opening " + from.string() + " to copy it", errno);
@@ -54,34 +54,34 @@ std::uint64_t copy_fd_durable(int in, int out, const std::string& from, const st
     return total;
 }
 
-UniqueFd open_real(const sfs::path& real, int flags) {
+UniqueFd open_real(const stdfs::path& real, int flags) {
     if (real.is_absolute()) return open_no_symlinks(real, flags);
     return UniqueFd(::open(real.c_str(), flags | O_NOFOLLOW | O_CLOEXEC));
 }
 
-bool same_filesystem(const sfs::path& a, const sfs::path& b) {
+bool same_filesystem(const stdfs::path& a, const stdfs::path& b) {
     struct stat sa, sb;
     if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
     return sa.st_dev == sb.st_dev;
 }
 
-bool is_under(const sfs::path& p, const sfs::path& dir, sfs::path* rel) {
-    sfs::path r = p.lexically_normal().lexically_relative(dir.lexically_normal());
+bool is_under(const stdfs::path& p, const stdfs::path& dir, stdfs::path* rel) {
+    stdfs::path r = p.lexically_normal().lexically_relative(dir.lexically_normal());
     if (r.empty() || *r.begin() == "..") return false;
     if (r == ".") return false;
     if (rel) *rel = r;
     return true;
 }
 
-bool movable(const sfs::path& path, const sfs::path& real, const sfs::path& models_dir,
-             const sfs::path& store_root, std::string* why) {
+bool movable(const stdfs::path& path, const stdfs::path& real, const stdfs::path& models_dir,
+             const stdfs::path& store_root, std::string* why) {
     auto no = [&](std::string w) {
         if (why) *why = std::move(w);
         return false;
     };
-    sfs::path rel, real_rel;
+    stdfs::path rel, real_rel;
     std::error_code ec;
-    const sfs::path models_real = sfs::weakly_canonical(models_dir, ec);
+    const stdfs::path models_real = stdfs::weakly_canonical(models_dir, ec);
     if (ec || !is_under(path, models_dir, &rel) || !is_under(real, models_real, &real_rel) ||
         rel != real_rel)
         return no("it is outside the models folder or reached through a link");

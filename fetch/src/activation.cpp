@@ -61,10 +61,10 @@ std::optional<Sha256> Engine::blob_present(const DownloadImpl& dl) {
 
 void Engine::activate(const std::shared_ptr<DownloadImpl>& dl) {
     std::error_code ec;
-    if (fs::create_directories(partial_dir, ec))
+    if (stdfs::create_directories(partial_dir, ec))
         make_store_folders_private(partial_dir.parent_path());
-    fs::path part = part_path(partial_dir, dl->key_);
-    fs::path statef = state_path(partial_dir, dl->key_);
+    stdfs::path part = part_path(partial_dir, dl->key_);
+    stdfs::path statef = state_path(partial_dir, dl->key_);
     if (auto real = blob_present(*dl)) {
         complete(dl, {true, *real, {}});
         return;

@@ -39,7 +39,7 @@ int DownloadImpl::partial_fd() const {
         // Done before this process opened a partial file (present already, or downloaded by
         // another process): the blob holds the same bytes at the same offsets.
         std::string hex = result_->blob.hex();
-        fs::path p = store_.root() / "blobs" / "sha256" / hex.substr(0, 2) / hex;
+        stdfs::path p = store_.root() / "blobs" / "sha256" / hex.substr(0, 2) / hex;
         read_fd_.reset(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     }
     return read_fd_ ? read_fd_.get() : -1;

@@ -53,7 +53,7 @@
 
 namespace modelfs::fetch::detail {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
@@ -230,7 +230,7 @@ struct Engine {
 
     Store& store;
     FetchConfig cfg;
-    fs::path partial_dir;
+    stdfs::path partial_dir;
 
     std::mutex mu;  // guards everything below up to the fetcher-thread-only part
     std::map<Sha256, std::shared_ptr<DownloadImpl>> live;
@@ -309,7 +309,7 @@ struct Engine {
 
 struct Active {
     std::shared_ptr<DownloadImpl> dl;
-    fs::path part, state;
+    stdfs::path part, state;
     UniqueFd fd;  // read-write, flock()ed for as long as this process downloads the blob
     std::vector<SourceState> srcs;
     std::size_t cur = 0;

@@ -13,7 +13,7 @@
 #include "modelfs/store/unique_fd.h"
 #include "partial_state.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs::fetch {
 
@@ -110,9 +110,9 @@ std::vector<FetchStatus> Fetcher::downloads() const {
 std::vector<FetchStatus> stored_fetch_states(Store& store) {
     std::map<Sha256, FetchStatus> found;
     std::error_code ec;
-    const fs::path dir = store.partial_dir();
-    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-        const fs::path& p = it->path();
+    const stdfs::path dir = store.partial_dir();
+    for (stdfs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const stdfs::path& p = it->path();
         if (p.extension() != ".part") continue;
         auto key = Sha256::from_hex(p.stem().string());
         if (!key) continue;

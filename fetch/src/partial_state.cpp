@@ -8,7 +8,7 @@
 #include "modelfs/store/atomic_file.h"
 #include "modelfs/store/secrets.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs::fetch::detail {
 
@@ -67,14 +67,14 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> RangeSet::ranges() const {
     return {m_.begin(), m_.end()};
 }
 
-fs::path part_path(const fs::path& dir, const Sha256& key) {
+stdfs::path part_path(const stdfs::path& dir, const Sha256& key) {
     return dir / (key.hex() + ".part");
 }
-fs::path state_path(const fs::path& dir, const Sha256& key) {
+stdfs::path state_path(const stdfs::path& dir, const Sha256& key) {
     return dir / (key.hex() + ".state");
 }
 
-std::optional<PartialState> read_state(const fs::path& file) {
+std::optional<PartialState> read_state(const stdfs::path& file) {
     std::ifstream in(file);
     if (!in) return std::nullopt;
     try {
@@ -99,7 +99,7 @@ std::optional<PartialState> read_state(const fs::path& file) {
     }
 }
 
-void write_state(const fs::path& file, const PartialState& s) {
+void write_state(const stdfs::path& file, const PartialState& s) {
     nlohmann::json j;
     j["version"] = 1;
     j["key"] = s.key.hex();

@@ -16,7 +16,7 @@
 #include "chunk_pipeline.h"
 #include "modelfs/store/errors.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs {
 namespace {
@@ -34,9 +34,9 @@ std::int64_t now_seconds() {
         .count();
 }
 
-void mkdir_p(const fs::path& p) {
+void mkdir_p(const stdfs::path& p) {
     std::error_code ec;
-    fs::create_directories(p, ec);
+    stdfs::create_directories(p, ec);
     if (ec) throw_errno("creating " + p.string(), ec.value());
 }
 
@@ -74,7 +74,7 @@ void fsync_or_throw(int fd, const std::string& what) {
     if (::fsync(fd) != 0) throw_errno("flushing " + what + " to disk", errno);
 }
 
-void fsync_dir(const fs::path& dir) {
+void fsync_dir(const stdfs::path& dir) {
     UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd) throw_errno("opening " + dir.string(), errno);
     fsync_or_throw(fd.get(), dir.string());
@@ -94,13 +94,13 @@ StagingFile::~StagingFile() {
     if (!path_.empty() && !keep_) ::unlink(path_.c_str());
 }
 
-BlobStore::BlobStore(fs::path root) : root_(std::move(root)) {}
+BlobStore::BlobStore(stdfs::path root) : root_(std::move(root)) {}
 
-void BlobStore::create_layout(const fs::path& root) {
+void BlobStore::create_layout(const stdfs::path& root) {
     for (const char* d : {"blobs/sha256", "staging", "quarantine"}) mkdir_p(root / d);
 }
 
-fs::path BlobStore::path_of(const Sha256& h) const {
+stdfs::path BlobStore::path_of(const Sha256& h) const {
     std::string hex = h.hex();
     return root_ / "blobs" / "sha256" / hex.substr(0, 2) / hex;
 }
@@ -116,7 +116,7 @@ UniqueFd BlobStore::open_blob(const Sha256& h) const {
 
 StagingFile BlobStore::make_staging(const std::string& suffix) {
     for (int attempt = 0;; ++attempt) {
-        fs::path p = staging_dir() / (random_name() + suffix);
+        stdfs::path p = staging_dir() / (random_name() + suffix);
         UniqueFd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
         if (!fd) {
             if (errno == EEXIST && attempt < 8) continue;
@@ -130,9 +130,9 @@ StagingFile BlobStore::make_staging(const std::string& suffix) {
 }
 
 bool BlobStore::publish(StagingFile& staged, const Sha256& h, std::uint64_t size) {
-    fs::path dest = path_of(h);
-    fs::path shard = dest.parent_path();
-    bool new_shard = !fs::exists(shard);
+    stdfs::path dest = path_of(h);
+    stdfs::path shard = dest.parent_path();
+    bool new_shard = !stdfs::exists(shard);
     if (new_shard) mkdir_p(shard);
     for (int attempt = 0; attempt < 2; ++attempt) {
         if (::renameat2(AT_FDCWD, staged.path().c_str(), AT_FDCWD, dest.c_str(),
@@ -148,7 +148,7 @@ bool BlobStore::publish(StagingFile& staged, const Sha256& h, std::uint64_t size
             return false;  // same content already stored; the staged copy is dropped
         // An existing file of the wrong size cannot be this content: keep it for inspection and
         // put the good copy in its place.
-        fs::path q = quarantine(h);
+        stdfs::path q = quarantine(h);
         spdlog::warn("blob {} had the wrong size; moved it to {}", h.hex(), q.string());
     }
     throw StoreError(ErrorKind::io, "cannot place blob " + dest.string());
@@ -178,14 +178,14 @@ std::optional<BlobStat> BlobStore::stat_of(const Sha256& h) const {
     return stat_stamp(st);
 }
 
-bool BlobStore::publish_link(int fd, const fs::path& path, const Sha256& h, std::uint64_t size,
+bool BlobStore::publish_link(int fd, const stdfs::path& path, const Sha256& h, std::uint64_t size,
                              Published* how, Progress* progress) {
     if (how) *how = Published{};
-    fs::path dest = path_of(h);
+    stdfs::path dest = path_of(h);
     struct stat st;
     if (::stat(dest.c_str(), &st) == 0) {
         if (static_cast<std::uint64_t>(st.st_size) == size) return false;
-        fs::path q = quarantine(h);
+        stdfs::path q = quarantine(h);
         spdlog::warn("blob {} had the wrong size; moved it to {}", h.hex(), q.string());
     }
     auto copy = [&](const std::string& why) {
@@ -206,8 +206,8 @@ bool BlobStore::publish_link(int fd, const fs::path& path, const Sha256& h, std:
     if (auto why = why_not_take(st)) return copy(*why);
     if (::fchmod(fd, 0444) != 0) throw_errno("making " + path.string() + " read-only", errno);
     fsync_or_throw(fd, path.string());
-    fs::path shard = dest.parent_path();
-    bool new_shard = !fs::exists(shard);
+    stdfs::path shard = dest.parent_path();
+    bool new_shard = !stdfs::exists(shard);
     if (new_shard) mkdir_p(shard);
     // link() never replaces: of two publishers of one content, exactly one wins.
     if (::link(path.c_str(), dest.c_str()) != 0) {
@@ -295,7 +295,7 @@ std::optional<Ingested> BlobStore::ingest_if_present(int src, const std::string&
     return Ingested{d, false};
 }
 
-StagingFile BlobStore::adopt_staging(const fs::path& path) {
+StagingFile BlobStore::adopt_staging(const stdfs::path& path) {
     UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
     if (!fd) throw_errno("opening " + path.string(), errno);
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) throw_errno("locking " + path.string(), errno);
@@ -307,33 +307,34 @@ void BlobStore::remove(const Sha256& h) {
         throw_errno("removing blob " + path_of(h).string(), errno);
 }
 
-fs::path BlobStore::quarantine(const Sha256& h) {
+stdfs::path BlobStore::quarantine(const Sha256& h) {
     mkdir_p(quarantine_dir());
-    fs::path dest = quarantine_dir() / (h.hex() + "." + std::to_string(now_seconds()));
+    stdfs::path dest = quarantine_dir() / (h.hex() + "." + std::to_string(now_seconds()));
     if (::rename(path_of(h).c_str(), dest.c_str()) != 0)
         throw_errno("moving " + path_of(h).string() + " to quarantine", errno);
     return dest;
 }
 
-void BlobStore::for_each_file(const std::function<void(const std::optional<Sha256>&,
-                                                       const fs::path&, std::uint64_t)>& fn) const {
+void BlobStore::for_each_file(
+    const std::function<void(const std::optional<Sha256>&, const stdfs::path&, std::uint64_t)>& fn)
+    const {
     std::error_code ec;
-    fs::path top = root_ / "blobs" / "sha256";
-    for (fs::recursive_directory_iterator it(top, ec), end; !ec && it != end; it.increment(ec)) {
+    stdfs::path top = root_ / "blobs" / "sha256";
+    for (stdfs::recursive_directory_iterator it(top, ec), end; !ec && it != end; it.increment(ec)) {
         if (!it->is_regular_file(ec)) continue;
-        const fs::path& p = it->path();
+        const stdfs::path& p = it->path();
         auto h = Sha256::from_hex(p.filename().string());
         if (h && p.parent_path().filename() != p.filename().string().substr(0, 2)) h.reset();
         fn(h, p, it->file_size(ec));
     }
 }
 
-std::size_t BlobStore::clean_staging(const std::function<bool(const fs::path&)>& keep) {
+std::size_t BlobStore::clean_staging(const std::function<bool(const stdfs::path&)>& keep) {
     std::size_t removed = 0;
     std::error_code ec;
-    const auto now = fs::file_time_type::clock::now();
-    for (fs::directory_iterator it(staging_dir(), ec), end; !ec && it != end; it.increment(ec)) {
-        const fs::path p = it->path();
+    const auto now = stdfs::file_time_type::clock::now();
+    for (stdfs::directory_iterator it(staging_dir(), ec), end; !ec && it != end; it.increment(ec)) {
+        const stdfs::path p = it->path();
         UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
         if (!fd) continue;
         if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its writer is alive
@@ -341,7 +342,8 @@ std::size_t BlobStore::clean_staging(const std::function<bool(const fs::path&)>&
         if (::fstat(fd.get(), &st) != 0) continue;
         // A writer creates its file and locks it a moment later: a young empty file may be in
         // that moment, so leave it alone.
-        if (st.st_size == 0 && now - fs::last_write_time(p, ec) < std::chrono::minutes(5)) continue;
+        if (st.st_size == 0 && now - stdfs::last_write_time(p, ec) < std::chrono::minutes(5))
+            continue;
         if (keep && keep(p)) continue;
         if (::unlink(p.c_str()) == 0) ++removed;
     }

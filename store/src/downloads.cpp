@@ -14,7 +14,7 @@
 #include "modelfs/store/store.h"
 #include "store_impl.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs {
 
@@ -68,11 +68,11 @@ void merge_sources(std::vector<BlobSource>& into, const std::vector<BlobSource>&
 
 }  // namespace
 
-fs::path Store::partial_dir() const {
+stdfs::path Store::partial_dir() const {
     return impl_->root / "partial";
 }
 
-Sha256 Store::commit_download(const Sha256& key, int fd, const fs::path& path,
+Sha256 Store::commit_download(const Sha256& key, int fd, const stdfs::path& path,
                               const FileDigests& digests) {
     std::optional<BlobRecord> rec = impl_->catalog.read().get_blob(key);
     if (!rec)
@@ -83,9 +83,9 @@ Sha256 Store::commit_download(const Sha256& key, int fd, const fs::path& path,
                              path.string() + " is not kept");
     if (!rec->placeholder && digests.sha256 != key) {
         // Keep the bytes for inspection, out of the way of a new attempt.
-        fs::create_directories(impl_->blobs.quarantine_dir());
-        fs::path q = impl_->blobs.quarantine_dir() /
-                     (key.hex() + "." + std::to_string(unix_now()) + ".download");
+        stdfs::create_directories(impl_->blobs.quarantine_dir());
+        stdfs::path q = impl_->blobs.quarantine_dir() /
+                        (key.hex() + "." + std::to_string(unix_now()) + ".download");
         if (::rename(path.c_str(), q.c_str()) != 0) {
             spdlog::warn("could not move {} to {}: {}", path.string(), q.string(),
                          std::strerror(errno));

@@ -27,7 +27,7 @@
 #include "modelfs/store/text.h"
 #include "store_impl.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs {
 namespace {
@@ -66,20 +66,20 @@ namespace {
 
 // Gives a moved file back to the user as an ordinary writable copy of its blob (the blob itself
 // may already be shared with another model, so it is never renamed away).
-bool restore_from_blob(const BlobStore& blobs, const Sha256& sha, const fs::path& dest,
+bool restore_from_blob(const BlobStore& blobs, const Sha256& sha, const stdfs::path& dest,
                        std::error_code& ec) {
-    fs::copy_file(blobs.path_of(sha), dest, ec);
+    stdfs::copy_file(blobs.path_of(sha), dest, ec);
     if (!ec)
-        fs::permissions(dest,
-                        fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
-                            fs::perms::others_read,
-                        ec);
+        stdfs::permissions(dest,
+                           stdfs::perms::owner_read | stdfs::perms::owner_write |
+                               stdfs::perms::group_read | stdfs::perms::others_read,
+                           ec);
     return !ec;
 }
 
 struct FileJob {
     std::size_t plan = 0;  // index of the model this file belongs to
-    fs::path src;
+    stdfs::path src;
     std::string display;  // path as the user gave it
     std::optional<SafetensorsInfo> header;
     std::string gguf_architecture;  // general.architecture of a .gguf, for its category
@@ -96,7 +96,7 @@ struct FileJob {
 };
 
 struct ModelPlan {
-    fs::path source;
+    stdfs::path source;
     std::optional<Category> category;
     std::string name;
     std::string ext;
@@ -111,7 +111,7 @@ class Importer {
   public:
     Importer(Store::Impl& s, const ImportOptions& o, Progress* p) : s_(s), opts_(o), progress_(p) {}
 
-    ImportReport run(const std::vector<fs::path>& paths) {
+    ImportReport run(const std::vector<stdfs::path>& paths) {
         for (const auto& p : paths) plan_path(p);
         if (opts_.name && plans_.size() != 1)
             throw StoreError(ErrorKind::bad_input,
@@ -132,7 +132,7 @@ class Importer {
     }
 
   private:
-    void fail_path(const fs::path& p, const std::string& why) {
+    void fail_path(const stdfs::path& p, const std::string& why) {
         ImportItem it;
         it.source = p;
         it.outcome = ImportItem::Outcome::failed;
@@ -140,7 +140,7 @@ class Importer {
         report_.items.push_back(std::move(it));
     }
 
-    std::size_t add_job(const fs::path& p, std::uint64_t size) {
+    std::size_t add_job(const stdfs::path& p, std::uint64_t size) {
         FileJob j;
         j.plan = plans_.size();  // the plan being built is pushed after its jobs
         j.src = p;
@@ -156,15 +156,15 @@ class Importer {
     }
 
     // Folder names from `dir` upwards (at most `depth`), nearest first.
-    static std::vector<std::string> ancestors(const fs::path& dir, int depth) {
+    static std::vector<std::string> ancestors(const stdfs::path& dir, int depth) {
         std::vector<std::string> out;
-        fs::path d = dir;
+        stdfs::path d = dir;
         for (int i = 0; i < depth && d.has_filename(); ++i, d = d.parent_path())
             out.push_back(d.filename().string());
         return out;
     }
 
-    void plan_file(const fs::path& p, std::uint64_t size, std::string name,
+    void plan_file(const stdfs::path& p, std::uint64_t size, std::string name,
                    std::vector<std::string> folders) {
         ModelPlan m;
         m.source = p;
@@ -178,17 +178,18 @@ class Importer {
         plans_.push_back(std::move(m));
     }
 
-    void plan_tree(const fs::path& dir) {
+    void plan_tree(const stdfs::path& dir) {
         ModelPlan m;
         m.source = dir;
         m.tree = true;
         m.category = Category::diffusers;
-        m.name = fs::absolute(dir).lexically_normal().filename().string();
-        if (m.name.empty()) m.name = fs::absolute(dir).lexically_normal().parent_path().filename();
-        std::vector<std::pair<std::string, fs::path>> files;
+        m.name = stdfs::absolute(dir).lexically_normal().filename().string();
+        if (m.name.empty())
+            m.name = stdfs::absolute(dir).lexically_normal().parent_path().filename();
+        std::vector<std::pair<std::string, stdfs::path>> files;
         std::error_code ec;
-        for (fs::recursive_directory_iterator
-                 it(dir, fs::directory_options::skip_permission_denied, ec),
+        for (stdfs::recursive_directory_iterator
+                 it(dir, stdfs::directory_options::skip_permission_denied, ec),
              end;
              !ec && it != end; it.increment(ec)) {
             std::string fname = it->path().filename().string();
@@ -206,19 +207,19 @@ class Importer {
         std::sort(files.begin(), files.end());
         for (auto& [rel, path] : files) {
             m.tree_paths.push_back(rel);
-            m.jobs.push_back(add_job(path, fs::file_size(path, ec)));
+            m.jobs.push_back(add_job(path, stdfs::file_size(path, ec)));
         }
         plans_.push_back(std::move(m));
     }
 
-    void plan_path(const fs::path& given) {
+    void plan_path(const stdfs::path& given) {
         std::error_code ec;
         auto as = ActingUser::for_tree(given);
         as_ = as ? std::make_shared<const ActingUser>(std::move(*as)) : nullptr;
         // Acting for a user: every later open resolves this path with no link in it.
-        const fs::path p = as_ ? fs::weakly_canonical(fs::absolute(given), ec) : given;
-        auto st = fs::status(p, ec);
-        if (ec || !fs::exists(st)) {
+        const stdfs::path p = as_ ? stdfs::weakly_canonical(stdfs::absolute(given), ec) : given;
+        auto st = stdfs::status(p, ec);
+        if (ec || !stdfs::exists(st)) {
             fail_path(p, p.string() + ": no such file or folder");
             return;
         }
@@ -226,18 +227,18 @@ class Importer {
             fail_path(p, p.string() + ": " + std::strerror(errno));
             return;
         }
-        fs::path abs = fs::absolute(p).lexically_normal();
+        stdfs::path abs = stdfs::absolute(p).lexically_normal();
         if (abs.filename().empty()) abs = abs.parent_path();
-        if (fs::is_regular_file(st)) {
-            plan_file(p, fs::file_size(p, ec), opts_.name.value_or(""),
+        if (stdfs::is_regular_file(st)) {
+            plan_file(p, stdfs::file_size(p, ec), opts_.name.value_or(""),
                       ancestors(abs.parent_path(), 4));
             return;
         }
-        if (!fs::is_directory(st)) {
+        if (!stdfs::is_directory(st)) {
             fail_path(p, p.string() + ": not a regular file or folder");
             return;
         }
-        if (fs::exists(p / "model_index.json", ec)) {
+        if (stdfs::exists(p / "model_index.json", ec)) {
             plan_tree(p);
             if (opts_.name && !plans_.empty()) plans_.back().name = *opts_.name;
             return;
@@ -248,10 +249,10 @@ class Importer {
     // A folder of models: every model file below it becomes a model named by its path relative
     // to the nearest folder that names a category (ComfyUI `loras/sdxl/x.safetensors` ->
     // lora "sdxl/x"), diffusers folders become multi-file models.
-    void walk(const fs::path& root, const fs::path& abs_root) {
+    void walk(const stdfs::path& root, const stdfs::path& abs_root) {
         std::set<std::pair<dev_t, ino_t>> seen;
         std::vector<std::string> root_folders = ancestors(abs_root, 4);
-        std::vector<std::pair<fs::path, std::vector<std::string>>> stack{{root, {}}};
+        std::vector<std::pair<stdfs::path, std::vector<std::string>>> stack{{root, {}}};
         while (!stack.empty()) {
             auto [dir, rel_parts] = std::move(stack.back());
             stack.pop_back();
@@ -259,8 +260,8 @@ class Importer {
             if (::stat(dir.c_str(), &dst) != 0 || !seen.insert({dst.st_dev, dst.st_ino}).second)
                 continue;  // unreadable, or a symlink loop
             std::error_code ec;
-            std::vector<fs::directory_entry> entries;
-            for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+            std::vector<stdfs::directory_entry> entries;
+            for (stdfs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
                 entries.push_back(*it);
             if (ec) {
                 fail_path(dir, "cannot read folder " + dir.string() + ": " + ec.message());
@@ -278,7 +279,7 @@ class Importer {
                     continue;
                 }
                 if (e.is_directory(ec)) {
-                    if (fs::exists(e.path() / "model_index.json", ec)) {
+                    if (stdfs::exists(e.path() / "model_index.json", ec)) {
                         plan_tree(e.path());
                         continue;
                     }
@@ -443,7 +444,7 @@ class Importer {
         s_.catalog.read().for_each_blob([&](const Sha256& h, const BlobRecord& r) {
             if (r.state == BlobState::present && by_size.count(r.size)) stored[r.size].push_back(h);
         });
-        auto fingerprint = [](const fs::path& p, std::uint64_t size,
+        auto fingerprint = [](const stdfs::path& p, std::uint64_t size,
                               const FileJob* j = nullptr) -> std::optional<Xxh128> {
             UniqueFd fd;
             try {
@@ -528,11 +529,11 @@ class Importer {
     }
 
     bool move_by_rename(FileJob& j) {
-        const std::string origin = fs::absolute(j.src).string();
+        const std::string origin = stdfs::absolute(j.src).string();
         // The job owns the journal from the start: whatever fails below, finish_move() (or, after
         // a crash, recover_moves()) finds it and puts the user's file back.
         j.journal = s_.blobs.make_staging(kJournalSuffix);
-        fs::path moved = fs::path(j.journal->path()).replace_extension(kMovedSuffix);
+        stdfs::path moved = stdfs::path(j.journal->path()).replace_extension(kMovedSuffix);
         append_journal(*j.journal, {{"origin", origin}, {"moved", moved.filename().string()}});
         if (::rename(j.src.c_str(), moved.c_str()) != 0) {
             int err = errno;
@@ -542,7 +543,7 @@ class Importer {
         }
         j.source_renamed = true;
         fsync_dir(s_.blobs.staging_dir());
-        fsync_dir(fs::path(origin).parent_path());
+        fsync_dir(stdfs::path(origin).parent_path());
         StagingFile staged = s_.blobs.adopt_staging(moved);
         staged.keep();  // a failure must leave it for finish_move() to put back
         // Checked again on what was moved: a link made since the first look would outlive it.
@@ -553,7 +554,7 @@ class Importer {
             if (::renameat2(AT_FDCWD, moved.c_str(), AT_FDCWD, j.src.c_str(), RENAME_NOREPLACE) !=
                 0)
                 throw_errno("putting " + j.display + " back", errno);
-            fsync_dir(fs::path(origin).parent_path());
+            fsync_dir(stdfs::path(origin).parent_path());
             j.source_renamed = false;
             j.journal.reset();
             spdlog::info("{}: copied rather than moved: {}", j.display, *why);
@@ -594,8 +595,9 @@ class Importer {
     // duplicate's staged file goes; a cross-fs original is deleted. On failure the user's file is
     // put back where it was.
     void finish_move(FileJob& j, bool committed) {
-        fs::path moved =
-            j.journal ? fs::path(j.journal->path()).replace_extension(kMovedSuffix) : fs::path();
+        stdfs::path moved = j.journal
+                                ? stdfs::path(j.journal->path()).replace_extension(kMovedSuffix)
+                                : stdfs::path();
         if (committed) {
             if (!moved.empty()) ::unlink(moved.c_str());  // only exists for duplicates
             if (j.delete_source_after_commit && !delete_source(j))
@@ -641,7 +643,7 @@ class Importer {
 
         ModelVersion v;
         v.added = unix_now();
-        v.source = fs::absolute(m.source).lexically_normal().string();
+        v.source = stdfs::absolute(m.source).lexically_normal().string();
         for (std::size_t i = 0; i < m.jobs.size(); ++i) {
             const FileJob& j = jobs_[m.jobs[i]];
             v.size += j.result.digests.size;
@@ -721,7 +723,7 @@ bool ImportReport::ok() const {
     });
 }
 
-ImportReport Store::import(const std::vector<fs::path>& paths, const ImportOptions& opts,
+ImportReport Store::import(const std::vector<stdfs::path>& paths, const ImportOptions& opts,
                            Progress* progress) {
     if (opts.version) check_version_label(*opts.version);
     return Importer(*impl_, opts, progress).run(paths);
@@ -730,9 +732,9 @@ ImportReport Store::import(const std::vector<fs::path>& paths, const ImportOptio
 // A move journal whose writer is gone: put the user's file back unless the catalog already has it.
 void recover_moves(Store::Impl& s) {
     std::error_code ec;
-    for (fs::directory_iterator it(s.blobs.staging_dir(), ec), end; !ec && it != end;
+    for (stdfs::directory_iterator it(s.blobs.staging_dir(), ec), end; !ec && it != end;
          it.increment(ec)) {
-        const fs::path p = it->path();
+        const stdfs::path p = it->path();
         if (p.extension() != kJournalSuffix) continue;
         StagingFile journal;
         try {
@@ -751,12 +753,12 @@ void recover_moves(Store::Impl& s) {
         if (!j.contains("origin")) {
             // Empty: the crash came before the move. A young one may instead belong to a writer
             // between creating and locking it; leave that to a later run.
-            if (fs::file_time_type::clock::now() - fs::last_write_time(p, ec) <
+            if (stdfs::file_time_type::clock::now() - stdfs::last_write_time(p, ec) <
                 std::chrono::minutes(5))
                 journal.keep();
             continue;
         }
-        fs::path origin = j["origin"].is_string() ? j["origin"].get<std::string>() : "";
+        stdfs::path origin = j["origin"].is_string() ? j["origin"].get<std::string>() : "";
         std::string moved_name = j.contains("moved") && j["moved"].is_string()
                                      ? j["moved"].get<std::string>()
                                      : std::string();
@@ -768,15 +770,15 @@ void recover_moves(Store::Impl& s) {
             spdlog::error("cannot replay damaged move journal {}; left in place", p.string());
             continue;
         }
-        fs::path moved = s.blobs.staging_dir() / moved_name;
+        stdfs::path moved = s.blobs.staging_dir() / moved_name;
         bool restored = false;
-        if (fs::is_regular_file(fs::symlink_status(moved, ec))) {
-            fs::path dest = origin;
-            if (fs::exists(dest, ec)) dest += ".modelfs-recovered";
+        if (stdfs::is_regular_file(stdfs::symlink_status(moved, ec))) {
+            stdfs::path dest = origin;
+            if (stdfs::exists(dest, ec)) dest += ".modelfs-recovered";
             restored = ::rename(moved.c_str(), dest.c_str()) == 0;
             if (restored)
                 spdlog::warn("an interrupted import was undone: {} is back", dest.string());
-        } else if (fs::exists(origin, ec)) {
+        } else if (stdfs::exists(origin, ec)) {
             restored = true;  // killed before the rename, or already put back: nothing to undo
         } else if (auto sha = Sha256::from_hex(j.value("sha256", std::string()))) {
             bool catalogued = false;

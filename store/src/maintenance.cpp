@@ -12,7 +12,7 @@
 
 #include "store_impl.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs {
 
@@ -53,7 +53,7 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
     std::vector<std::pair<Sha256, BlobStat>> restamp;  // hashed, matched, stat not recorded
     std::atomic<std::size_t> next{0};
     auto check_one = [&](const Sha256& h, const BlobRecord& r) {
-        fs::path p = impl_->blobs.path_of(h);
+        stdfs::path p = impl_->blobs.path_of(h);
         if (!r.extents.empty()) {
             std::lock_guard lk(mu);
             rep.problems.push_back({"unsupported",
@@ -155,7 +155,7 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
     for (const auto& [h, why] : corrupt) {
         std::string detail = impl_->blobs.path_of(h).string() + ": " + why;
         try {
-            fs::path q = quarantine_blob(*impl_, h);
+            stdfs::path q = quarantine_blob(*impl_, h);
             detail += "; moved to " + q.string();
             spdlog::error("blob {} is corrupt ({}); moved to {}", h.hex(), why, q.string());
         } catch (const std::exception& e) {
@@ -164,7 +164,7 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
         rep.problems.push_back({"corrupt", detail, h});
     }
 
-    impl_->blobs.for_each_file([&](const std::optional<Sha256>& h, const fs::path& p,
+    impl_->blobs.for_each_file([&](const std::optional<Sha256>& h, const stdfs::path& p,
                                    std::uint64_t) {
         if (!h || !known.count(*h))
             rep.notes.push_back("orphan file " + p.string() + " (not catalogued; gc removes it)");
@@ -176,8 +176,8 @@ VerifyReport Store::verify(bool fast, unsigned jobs, Progress* progress) {
     return rep;
 }
 
-fs::path quarantine_blob(Store::Impl& s, const Sha256& h) {
-    fs::path q = s.blobs.quarantine(h);
+stdfs::path quarantine_blob(Store::Impl& s, const Sha256& h) {
+    stdfs::path q = s.blobs.quarantine(h);
     auto txn = s.catalog.write();
     if (auto r = txn.get_blob(h)) {
         r->state = BlobState::quarantined;
@@ -192,7 +192,7 @@ fs::path quarantine_blob(Store::Impl& s, const Sha256& h) {
 void settle_unverified(Store::Impl& s, const Sha256& h) {
     auto rec = s.catalog.read().get_blob(h);
     if (!rec || rec->state != BlobState::present || !rec->unverified) return;
-    const fs::path p = s.blobs.path_of(h);
+    const stdfs::path p = s.blobs.path_of(h);
     UniqueFd fd = s.blobs.open_blob(h);
     if (!fd) return;  // gone: publishing puts the caller's bytes there
     struct stat st;
@@ -200,7 +200,7 @@ void settle_unverified(Store::Impl& s, const Sha256& h) {
     const FileDigests d = digest_fd(fd.get(), nullptr, p.c_str());
     const bool ok = d.sha256 == h && d.size == rec->size;
     if (!ok) {
-        fs::path q = quarantine_blob(s, h);
+        stdfs::path q = quarantine_blob(s, h);
         spdlog::error(
             "blob {} was stored under a name its content does not match (SHA-256 {}); "
             "moved to {} and replaced by content that matches",
@@ -259,7 +259,7 @@ Store::BlobCheck Store::check_blob(const Sha256& h, int fd) {
     } done{h};
 
     ++g_blob_rehashes;
-    const fs::path p = impl_->blobs.path_of(h);
+    const stdfs::path p = impl_->blobs.path_of(h);
     spdlog::info(
         "blob {} is not as it was stored (or was stored before modelfs recorded that); "
         "hashing it before serving it",
@@ -297,7 +297,7 @@ Store::BlobCheck Store::check_blob(const Sha256& h, int fd) {
     struct stat named;
     if (::stat(p.c_str(), &named) == 0 && named.st_ino == st.st_ino && named.st_dev == st.st_dev) {
         try {
-            fs::path q = quarantine_blob(*impl_, h);
+            stdfs::path q = quarantine_blob(*impl_, h);
             // The caller (the mount) says what to do; this says what happened.
             spdlog::warn("blob {} is corrupt ({}); moved to {}", h.hex(), bad, q.string());
         } catch (const std::exception& e) {
@@ -369,7 +369,7 @@ GcReport Store::gc(bool dry_run) {
         if (r.state == BlobState::present) rep.bytes += r.size;
     }
     impl_->blobs.for_each_file(
-        [&](const std::optional<Sha256>& h, const fs::path& p, std::uint64_t size) {
+        [&](const std::optional<Sha256>& h, const stdfs::path& p, std::uint64_t size) {
             // A file a model uses is never an orphan, even if its record went missing (verify
             // reports that as dangling); deleting it could remove the only copy.
             // A file of a `remote` record is left by an eviction interrupted between its
@@ -392,27 +392,27 @@ GcReport Store::gc(bool dry_run) {
     for (const auto& [h, r] : unreferenced) impl_->blobs.remove(h);
     for (const auto& p : rep.orphan_files) {
         std::error_code ec;
-        fs::remove(p, ec);
+        stdfs::remove(p, ec);
         if (ec) spdlog::warn("could not remove {}: {}", p.string(), ec.message());
     }
     // Downloads of records just deleted can never be committed: their files only take space.
     // The downloader holds flock(LOCK_EX) on a .part while it works; such a file stays.
-    const fs::path partial = partial_dir();
+    const stdfs::path partial = partial_dir();
     for (const auto& [h, r] : unreferenced) {
         if (r.state == BlobState::present) continue;
-        const fs::path part = partial / (h.hex() + ".part");
-        const fs::path state = partial / (h.hex() + ".state");
+        const stdfs::path part = partial / (h.hex() + ".part");
+        const stdfs::path state = partial / (h.hex() + ".state");
         UniqueFd fd(::open(part.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
         if (fd && ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
         struct stat st {};
         const bool had_part = fd && ::fstat(fd.get(), &st) == 0;
         std::error_code ec;
-        const bool removed_part = had_part && fs::remove(part, ec);
-        const bool removed_state = fs::remove(state, ec);
+        const bool removed_part = had_part && stdfs::remove(part, ec);
+        const bool removed_state = stdfs::remove(state, ec);
         if (removed_part || removed_state) ++rep.partials_removed;
         if (removed_part) rep.bytes += static_cast<std::uint64_t>(st.st_blocks) * 512;
     }
-    rep.staging_removed = impl_->blobs.clean_staging([](const fs::path& p) {
+    rep.staging_removed = impl_->blobs.clean_staging([](const stdfs::path& p) {
         auto ext = p.extension().string();
         return ext == kJournalSuffix || ext == kMovedSuffix;
     });

@@ -16,7 +16,7 @@
 #include "modelfs/store/secrets.h"
 #include "store_impl.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs {
 namespace {

@@ -15,13 +15,13 @@
 #include <cstring>
 #include <memory>
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs {
 namespace {
 
 // Resolution by hand, for kernels before 5.6: every folder on the way opened with O_NOFOLLOW.
-UniqueFd open_by_components(int dirfd, const fs::path& rel, int flags) {
+UniqueFd open_by_components(int dirfd, const stdfs::path& rel, int flags) {
     std::vector<std::string> parts;
     for (const auto& p : rel) {
         const std::string s = p.string();
@@ -79,7 +79,7 @@ std::optional<uid_t> sudo_uid() {
 
 }  // namespace
 
-UniqueFd open_beneath(int dirfd, const fs::path& rel, int flags) {
+UniqueFd open_beneath(int dirfd, const stdfs::path& rel, int flags) {
     if (rel.is_absolute()) {
         errno = EXDEV;
         return UniqueFd();
@@ -113,7 +113,7 @@ namespace {
 
 // "/", where both walks below start; a relative path is refused (EINVAL): it would depend on the
 // working folder, which nothing here checks.
-UniqueFd open_root_for(const fs::path& abs) {
+UniqueFd open_root_for(const stdfs::path& abs) {
     if (!abs.is_absolute()) {
         errno = EINVAL;
         return UniqueFd();
@@ -123,13 +123,13 @@ UniqueFd open_root_for(const fs::path& abs) {
 
 }  // namespace
 
-UniqueFd open_no_symlinks(const fs::path& abs, int flags) {
+UniqueFd open_no_symlinks(const stdfs::path& abs, int flags) {
     UniqueFd root = open_root_for(abs);
     if (!root) return UniqueFd();
     return open_beneath(root.get(), abs.lexically_normal().relative_path(), flags);
 }
 
-UniqueFd make_dirs_no_symlinks(const fs::path& abs, mode_t mode) {
+UniqueFd make_dirs_no_symlinks(const stdfs::path& abs, mode_t mode) {
     UniqueFd cur = open_root_for(abs);
     if (!cur) return UniqueFd();
     for (const auto& part : abs.lexically_normal().relative_path()) {
@@ -210,7 +210,7 @@ ActingUser ActingUser::for_uid(uid_t uid) {
     return u;
 }
 
-std::optional<ActingUser> ActingUser::for_tree(const fs::path& tree_root) {
+std::optional<ActingUser> ActingUser::for_tree(const stdfs::path& tree_root) {
     if (::geteuid() != 0) return std::nullopt;
     if (auto s = sudo_uid()) {
         if (*s == 0) return std::nullopt;

@@ -17,7 +17,7 @@
 #include "modelfs/store/store_folders.h"
 #include "store_impl.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs {
 
@@ -27,8 +27,8 @@ std::int64_t unix_now() {
         .count();
 }
 
-StoreLock::StoreLock(const fs::path& root, Mode mode) {
-    fs::path p = root / "lock";
+StoreLock::StoreLock(const stdfs::path& root, Mode mode) {
+    stdfs::path p = root / "lock";
     fd_ = UniqueFd(::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
     if (!fd_) fd_ = UniqueFd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd_) throw_errno("opening " + p.string(), errno);
@@ -40,11 +40,11 @@ StoreLock::StoreLock(const fs::path& root, Mode mode) {
         if (errno != EINTR) throw_errno("locking " + p.string(), errno);
 }
 
-fs::path Store::default_path() {
+stdfs::path Store::default_path() {
     if (const char* s = std::getenv("MODELFS_STORE"); s && *s) return s;
-    if (const char* x = std::getenv("XDG_DATA_HOME"); x && *x) return fs::path(x) / "modelfs";
+    if (const char* x = std::getenv("XDG_DATA_HOME"); x && *x) return stdfs::path(x) / "modelfs";
     if (const char* h = std::getenv("HOME"); h && *h)
-        return fs::path(h) / ".local" / "share" / "modelfs";
+        return stdfs::path(h) / ".local" / "share" / "modelfs";
     throw StoreError(ErrorKind::no_store,
                      "no store given and neither MODELFS_STORE, XDG_DATA_HOME nor HOME is set; "
                      "pass --store DIR");
@@ -55,13 +55,13 @@ Store::~Store() = default;
 Store::Store(Store&&) noexcept = default;
 Store& Store::operator=(Store&&) noexcept = default;
 
-Store Store::init(const fs::path& root) {
+Store Store::init(const stdfs::path& root) {
     std::error_code ec;
-    if (fs::exists(root / "catalog" / "data.mdb", ec)) return open(root);
-    if (fs::exists(root, ec)) {
-        if (!fs::is_directory(root, ec))
+    if (stdfs::exists(root / "catalog" / "data.mdb", ec)) return open(root);
+    if (stdfs::exists(root, ec)) {
+        if (!stdfs::is_directory(root, ec))
             throw StoreError(ErrorKind::no_store, root.string() + " exists and is not a folder");
-        if (!fs::is_empty(root, ec))
+        if (!stdfs::is_empty(root, ec))
             throw StoreError(ErrorKind::no_store,
                              root.string() +
                                  " is a non-empty folder that is not a modelfs store; choose an "
@@ -75,23 +75,23 @@ Store Store::init(const fs::path& root) {
     }
     auto cat = Catalog::open(root / "catalog", /*create=*/true);
     make_store_folders_private(root);  // catalog/ included, which Catalog::open made
-    return Store(std::make_unique<Impl>(fs::absolute(root).lexically_normal(), std::move(cat)));
+    return Store(std::make_unique<Impl>(stdfs::absolute(root).lexically_normal(), std::move(cat)));
 }
 
-Store Store::open(const fs::path& root) {
+Store Store::open(const stdfs::path& root) {
     std::error_code ec;
-    if (!fs::exists(root, ec))
+    if (!stdfs::exists(root, ec))
         throw StoreError(ErrorKind::no_store,
                          "no store at " + root.string() + " (create one with `modelfs init`)");
-    if (!fs::exists(root / "catalog" / "data.mdb", ec))
+    if (!stdfs::exists(root / "catalog" / "data.mdb", ec))
         throw StoreError(ErrorKind::no_store, root.string() +
                                                   " is not a modelfs store (no catalog/data.mdb); "
                                                   "create one with `modelfs init`");
     auto cat = Catalog::open(root / "catalog", /*create=*/false);
-    Store s(std::make_unique<Impl>(fs::absolute(root).lexically_normal(), std::move(cat)));
+    Store s(std::make_unique<Impl>(stdfs::absolute(root).lexically_normal(), std::move(cat)));
     if (::access((root / "staging").c_str(), W_OK) == 0) {
         recover_moves(*s.impl_);
-        std::size_t n = s.impl_->blobs.clean_staging([](const fs::path& p) {
+        std::size_t n = s.impl_->blobs.clean_staging([](const stdfs::path& p) {
             auto ext = p.extension().string();
             return ext == kJournalSuffix || ext == kMovedSuffix;
         });
@@ -101,7 +101,7 @@ Store Store::open(const fs::path& root) {
     return s;
 }
 
-const fs::path& Store::root() const {
+const stdfs::path& Store::root() const {
     return impl_->root;
 }
 BlobStore& Store::blobs() {
@@ -146,11 +146,11 @@ Resolved Store::resolve(const std::string& query, Progress* progress) {
     Resolved r;
     std::error_code ec;
     // A path on disk wins: `show ./foo.safetensors` means that file.
-    if (query.find('/') != std::string::npos || fs::exists(query, ec)) {
-        if (fs::is_regular_file(query, ec)) {
+    if (query.find('/') != std::string::npos || stdfs::exists(query, ec)) {
+        if (stdfs::is_regular_file(query, ec)) {
             UniqueFd fd(::open(query.c_str(), O_RDONLY | O_CLOEXEC));
             if (!fd) throw_errno("opening " + query, errno);
-            r.path = fs::absolute(query);
+            r.path = stdfs::absolute(query);
             r.blob = digest_fd(fd.get(), progress, query.c_str()).sha256;
             auto txn = impl_->catalog.read();
             auto rec = txn.get_blob(*r.blob);

@@ -13,7 +13,7 @@
 #include "modelfs/store/store.h"
 #include "store_impl.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs {
 namespace {
@@ -44,13 +44,13 @@ struct Placed {
 // across bind mounts of one device), and allowed by fs.protected_hardlinks. Probed with a
 // throwaway link in staging/, so a refusal costs nothing. Whether the store may take the inode
 // (ours alone once linked) is publish_link's decision, like everywhere else.
-bool can_link(BlobStore& blobs, const fs::path& src, const Placed& p) {
+bool can_link(BlobStore& blobs, const stdfs::path& src, const Placed& p) {
     if (!p.same_dev) return false;
     // link() does not follow a final symlink: it would link the symlink, not the content.
     struct stat lst;
     if (::lstat(src.c_str(), &lst) != 0 || !S_ISREG(lst.st_mode)) return false;
     StagingFile probe = blobs.make_staging(".link");
-    fs::path name = probe.path();
+    stdfs::path name = probe.path();
     name += "-probe";
     if (::link(src.c_str(), name.c_str()) != 0) return false;
     ::unlink(name.c_str());
@@ -62,7 +62,7 @@ bool can_link(BlobStore& blobs, const fs::path& src, const Placed& p) {
 SingleFileName name_of(const TrustedTree& t) {
     if (!t.single_file || t.files.empty()) return {t.name, {}};
     return single_file_name(
-        t.name, file_model_name(fs::path(t.files.front().path).filename().string()).ext);
+        t.name, file_model_name(stdfs::path(t.files.front().path).filename().string()).ext);
 }
 
 // Everything about the request itself that can refuse it; returns the model's key.
@@ -168,7 +168,7 @@ PlacedBlobs place_blobs(BlobStore& blobs, const TrustedTree& t, std::vector<Plac
         const TrustedFile& f = t.files[i];
         res.digests[i] = f.digests;
         Placed& p = placed[i];
-        const fs::path dest = blobs.path_of(f.sha256);
+        const stdfs::path dest = blobs.path_of(f.sha256);
         struct stat st;
         if (::stat(dest.c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_size) == p.size) {
             ++out.present;

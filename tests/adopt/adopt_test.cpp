@@ -25,7 +25,7 @@
 #include "support/sized_models.h"
 #include "support/test_env.h"
 
-namespace sfs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs;
 using namespace modelfs::adopt;
 using modelfs::testing::sha256_hex_of_file;
@@ -43,14 +43,14 @@ bool fuse_available() {
     return ::access("/dev/fuse", R_OK | W_OK) == 0;
 }
 
-void unmount_hard(const sfs::path& p) {
+void unmount_hard(const stdfs::path& p) {
     if (!is_mountpoint(p)) return;
     std::system(("/bin/fusermount3 -u '" + p.string() + "' 2>/dev/null").c_str());
     for (int i = 0; i < 100 && is_mountpoint(p); ++i) ::usleep(20000);
     if (is_mountpoint(p)) ::umount2(p.c_str(), MNT_DETACH);
 }
 
-std::uint64_t blocks_of(const sfs::path& p) {
+std::uint64_t blocks_of(const stdfs::path& p) {
     struct stat st;
     return ::lstat(p.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_blocks) * 512 : 0;
 }
@@ -58,9 +58,9 @@ std::uint64_t blocks_of(const sfs::path& p) {
 class AdoptTest : public ::testing::Test {
   protected:
     TempDir tmp{"modelfs-adopt"};
-    sfs::path store_root, a1111, comfy, outside;
-    std::map<sfs::path, std::string> before;  // every path a tool reads -> SHA-256
-    std::map<sfs::path, unsigned> modes;
+    stdfs::path store_root, a1111, comfy, outside;
+    std::map<stdfs::path, std::string> before;  // every path a tool reads -> SHA-256
+    std::map<stdfs::path, unsigned> modes;
 
     void SetUp() override {
         ::setenv("MODELFS_CONFIG", "/dev/null", 1);
@@ -73,14 +73,14 @@ class AdoptTest : public ::testing::Test {
         for (const auto& r : {a1111, comfy}) unmount_hard(r / "models");
     }
 
-    void make_installs(const sfs::path& base) {
+    void make_installs(const stdfs::path& base) {
         a1111 = base / "stable-diffusion-webui";
         comfy = base / "ComfyUI";
         outside = base / "shared-vae";
-        const sfs::path am = a1111 / "models", cm = comfy / "models";
+        const stdfs::path am = a1111 / "models", cm = comfy / "models";
         for (auto d : {am / "Stable-diffusion", am / "Lora", cm / "checkpoints", cm / "loras",
                        cm / "vae", cm / "extra", outside})
-            sfs::create_directories(d);
+            stdfs::create_directories(d);
         // What detect_install recognises the two tools by.
         modelfs::testing::make_a1111_markers(a1111);
         modelfs::testing::make_comfyui_markers(comfy);
@@ -90,28 +90,28 @@ class AdoptTest : public ::testing::Test {
         write_sized_safetensors(am / "Lora/style.safetensors", kC2, 3);
         write_sized_safetensors(am / "Lora/style_copy.safetensors", kC2, 3);  // another name
         write_sized_safetensors(am / "Lora/clash.safetensors", kC3a, 4);
-        sfs::create_symlink("/nonexistent/gone.safetensors", am / "Lora/broken.safetensors");
+        stdfs::create_symlink("/nonexistent/gone.safetensors", am / "Lora/broken.safetensors");
         write_sized_safetensors(outside / "vae.safetensors", kC5, 5);
-        sfs::create_directory_symlink(outside, am / "VAE");  // StabilityMatrix-style link
+        stdfs::create_directory_symlink(outside, am / "VAE");  // StabilityMatrix-style link
 
         write_sized_safetensors(cm / "checkpoints/sdxl.safetensors", kC1, 1);
         write_random_file(cm / "checkpoints/sdxl.preview.png", kP1, 2);
         write_sized_safetensors(cm / "loras/style.safetensors", kC2, 3);
-        sfs::create_hard_link(cm / "loras/style.safetensors", cm / "loras/hard.safetensors");
+        stdfs::create_hard_link(cm / "loras/style.safetensors", cm / "loras/hard.safetensors");
         write_sized_safetensors(cm / "loras/clash.safetensors", kC3b, 6);  // same name, other bytes
         write_sized_safetensors(cm / "vae/vae.safetensors", kC5, 5);
         write_text_file(cm / "extra/info.txt", "plain\n");
 
         for (const auto& root : {am, cm})
-            for (auto it = sfs::recursive_directory_iterator(
-                     root, sfs::directory_options::follow_directory_symlink);
+            for (auto it = stdfs::recursive_directory_iterator(
+                     root, stdfs::directory_options::follow_directory_symlink);
                  it != decltype(it)(); ++it) {
-                if (!sfs::is_regular_file(it->path())) continue;  // follows VAE -> outside
+                if (!stdfs::is_regular_file(it->path())) continue;  // follows VAE -> outside
                 before[it->path()] = sha256_hex_of_file(it->path());
                 modes[it->path()] =
-                    sfs::status(it->path()).permissions() == sfs::perms::none
+                    stdfs::status(it->path()).permissions() == stdfs::perms::none
                         ? 0
-                        : static_cast<unsigned>(sfs::status(it->path()).permissions());
+                        : static_cast<unsigned>(stdfs::status(it->path()).permissions());
             }
         ASSERT_EQ(before.size(), 14u);
     }
@@ -145,7 +145,7 @@ class AdoptTest : public ::testing::Test {
 
     void expect_every_path_reads_the_same() {
         for (const auto& [p, sha] : before) {
-            ASSERT_TRUE(sfs::exists(p)) << p;
+            ASSERT_TRUE(stdfs::exists(p)) << p;
             EXPECT_EQ(sha256_hex_of_file(p), sha) << p;
         }
     }
@@ -168,10 +168,10 @@ class AdoptTest : public ::testing::Test {
         }
         EXPECT_FALSE(is_mountpoint(a1111 / "models"));
         EXPECT_FALSE(is_mountpoint(comfy / "models"));
-        EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup"));
-        EXPECT_FALSE(sfs::exists(comfy / "models.modelfs-backup"));
-        EXPECT_TRUE(sfs::is_symlink(a1111 / "models/Lora/broken.safetensors"));
-        EXPECT_TRUE(sfs::is_symlink(a1111 / "models/VAE"));
+        EXPECT_FALSE(stdfs::exists(a1111 / "models.modelfs-backup"));
+        EXPECT_FALSE(stdfs::exists(comfy / "models.modelfs-backup"));
+        EXPECT_TRUE(stdfs::is_symlink(a1111 / "models/Lora/broken.safetensors"));
+        EXPECT_TRUE(stdfs::is_symlink(a1111 / "models/VAE"));
     }
 
     const InstallPlan& install(const Plan& p, const std::string& tool) {
@@ -230,7 +230,7 @@ TEST_F(AdoptTest, DryRunNumbersAreExact) {
     EXPECT_EQ(j["total"]["bytes_freed"].get<std::uint64_t>(), kC1 + kP1 + 2 * kC2);
     EXPECT_EQ(j["total"]["bytes_copied"].get<std::uint64_t>(), 0u);
     // A dry run changes nothing.
-    EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup"));
+    EXPECT_FALSE(stdfs::exists(a1111 / "models.modelfs-backup"));
     EXPECT_EQ(Store::open(store_root).stats().models, 0u);
 }
 
@@ -262,7 +262,7 @@ TEST_F(AdoptTest, AdoptConfirmUnadopt) {
     ASSERT_EQ(::stat((comfy / "models.modelfs-backup/loras/hard.safetensors").c_str(), &st), 0);
     EXPECT_EQ(st.st_nlink, 2u);  // style + hard, not in the store (the a1111 copy is the keeper)
     // The keeper was moved into the store: the backup no longer has it, the blob is its only name.
-    EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup/Stable-diffusion/sdxl.safetensors"));
+    EXPECT_FALSE(stdfs::exists(a1111 / "models.modelfs-backup/Stable-diffusion/sdxl.safetensors"));
     {
         Store store = Store::open(store_root);
         auto blob = store.blobs().path_of(
@@ -281,8 +281,8 @@ TEST_F(AdoptTest, AdoptConfirmUnadopt) {
     }
     EXPECT_EQ(freed, expect_freed);
     // What the store lacks stays: the broken link and the folder link.
-    EXPECT_TRUE(sfs::is_symlink(a1111 / "models.modelfs-backup/Lora/broken.safetensors"));
-    EXPECT_FALSE(sfs::exists(comfy / "models.modelfs-backup"));
+    EXPECT_TRUE(stdfs::is_symlink(a1111 / "models.modelfs-backup/Lora/broken.safetensors"));
+    EXPECT_FALSE(stdfs::exists(comfy / "models.modelfs-backup"));
     expect_every_path_reads_the_same();
 
     auto un = unadopt(store, {});
@@ -301,8 +301,8 @@ TEST_F(AdoptTest, EditingTheBackupTheInstallOrASecondLinkNeverChangesABlob) {
     REQUIRE_FUSE();
     ASSERT_TRUE(adopt_all().ok());
     std::set<std::pair<dev_t, ino_t>> blob_inodes;
-    std::vector<sfs::path> blobs;
-    for (auto it = sfs::recursive_directory_iterator(store_root / "blobs"); it != decltype(it)();
+    std::vector<stdfs::path> blobs;
+    for (auto it = stdfs::recursive_directory_iterator(store_root / "blobs"); it != decltype(it)();
          ++it) {
         struct stat st;
         if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
@@ -314,7 +314,7 @@ TEST_F(AdoptTest, EditingTheBackupTheInstallOrASecondLinkNeverChangesABlob) {
     std::size_t edited = 0;
     for (const auto& dir :
          {a1111 / "models.modelfs-backup", comfy / "models.modelfs-backup", outside}) {
-        for (auto it = sfs::recursive_directory_iterator(dir); it != decltype(it)(); ++it) {
+        for (auto it = stdfs::recursive_directory_iterator(dir); it != decltype(it)(); ++it) {
             struct stat st;
             if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
             EXPECT_FALSE(blob_inodes.count({st.st_dev, st.st_ino}))
@@ -338,7 +338,7 @@ TEST_F(AdoptTest, EditingTheBackupTheInstallOrASecondLinkNeverChangesABlob) {
 
     // The blob itself, changed by whoever owns the store, mtime put back as `touch -d` would.
     const std::string sha = before.at(comfy / "models/loras/clash.safetensors");
-    const sfs::path blob = store.blobs().path_of(*Sha256::from_hex(sha));
+    const stdfs::path blob = store.blobs().path_of(*Sha256::from_hex(sha));
     struct stat st;
     ASSERT_EQ(::stat(blob.c_str(), &st), 0);
     ::chmod(blob.c_str(), 0644);
@@ -353,7 +353,7 @@ TEST_F(AdoptTest, EditingTheBackupTheInstallOrASecondLinkNeverChangesABlob) {
     EXPECT_EQ(rfd, -1) << "changed bytes must not be served under the old hash";
     EXPECT_EQ(errno, EIO);
     if (rfd >= 0) ::close(rfd);
-    EXPECT_FALSE(sfs::exists(blob));
+    EXPECT_FALSE(stdfs::exists(blob));
     EXPECT_EQ(store.catalog().read().get_blob(*Sha256::from_hex(sha))->state,
               BlobState::quarantined);
     // unadopt still gives everything else back, and says what it could not.
@@ -418,11 +418,11 @@ TEST_F(AdoptTest, SecondAdoptIsANoOp) {
     // What the CLI does for an adopted install: no scan through the mount.
     std::vector<InstallScan> s(2);
     s[0].install = fake::fake_scan("a1111", a1111 / "models.modelfs-backup/..").install;
-    s[0].install.root = sfs::canonical(a1111);
+    s[0].install.root = stdfs::canonical(a1111);
     s[0].install.models_dir = s[0].install.root / "models";
     s[1].install = s[0].install;
     s[1].install.tool = "comfyui";
-    s[1].install.root = sfs::canonical(comfy);
+    s[1].install.root = stdfs::canonical(comfy);
     s[1].install.models_dir = s[1].install.root / "models";
     auto h = hash_scans(store_root, s);
     EXPECT_EQ(h.hashed + h.cached, 0u);
@@ -437,7 +437,7 @@ TEST_F(AdoptTest, SecondAdoptIsANoOp) {
     expect_every_path_reads_the_same();
     // A different install of an adopted tool is refused.
     TempDir other("modelfs-adopt-other");
-    sfs::create_directories(other / "a/models/Lora");
+    stdfs::create_directories(other / "a/models/Lora");
     write_sized_safetensors(other / "a/models/Lora/x.safetensors", 1000, 9);
     std::vector<InstallScan> s2{fake::fake_scan("a1111", other / "a")};
     auto h2 = hash_scans(store_root, s2);
@@ -449,7 +449,7 @@ TEST_F(AdoptTest, SecondAdoptIsANoOp) {
 TEST_F(AdoptTest, InterruptedHashingResumes) {
     auto s = scans();
     // Torn last line of an earlier crash: ignored.
-    sfs::create_directories(adopt_dir(store_root));
+    stdfs::create_directories(adopt_dir(store_root));
     { std::ofstream(adopt_dir(store_root) / "hashes.jsonl") << "{\"path\": \"/x\", \"si"; }
     pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
@@ -471,7 +471,7 @@ TEST_F(AdoptTest, InterruptedHashingResumes) {
     EXPECT_EQ(h2.cached, 11u);
     EXPECT_EQ(h2.hashed, 1u);
     EXPECT_EQ(
-        h2.files.at(sfs::canonical(a1111 / "models/Lora/clash.safetensors")).digests.sha256.hex(),
+        h2.files.at(stdfs::canonical(a1111 / "models/Lora/clash.safetensors")).digests.sha256.hex(),
         sha256_hex_of_file(a1111 / "models/Lora/clash.safetensors"));
 }
 
@@ -502,10 +502,10 @@ TEST_F(AdoptTest, CrashBetweenRecordAndMountResumes) {
     EXPECT_EQ(load_record(store_root, "a1111")->state, RecordState::mounted);
     // The resumed switch also finished the move: the keepers' backup names are gone, and no
     // backup file is a blob's inode.
-    EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup/Stable-diffusion/sdxl.safetensors"));
+    EXPECT_FALSE(stdfs::exists(a1111 / "models.modelfs-backup/Stable-diffusion/sdxl.safetensors"));
     Store store = Store::open(store_root);
     for (const auto& dir : {a1111 / "models.modelfs-backup", comfy / "models.modelfs-backup"})
-        for (auto it = sfs::recursive_directory_iterator(dir); it != decltype(it)(); ++it) {
+        for (auto it = stdfs::recursive_directory_iterator(dir); it != decltype(it)(); ++it) {
             struct stat st, bst;
             if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
             auto sha = Sha256::from_hex(sha256_hex_of_file(it->path()));
@@ -529,8 +529,8 @@ TEST_F(AdoptTest, BusyMountpointAtUnadoptChangesNothing) {
         EXPECT_NE(un[0].status.find("stop a1111"), std::string::npos) << un[0].status;
     }
     EXPECT_TRUE(is_mountpoint(a1111 / "models"));
-    EXPECT_TRUE(sfs::exists(a1111 / "models.modelfs-backup"));
-    EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-restore"));
+    EXPECT_TRUE(stdfs::exists(a1111 / "models.modelfs-backup"));
+    EXPECT_FALSE(stdfs::exists(a1111 / "models.modelfs-restore"));
     EXPECT_EQ(load_record(store_root, "a1111")->state, RecordState::mounted);
     expect_every_path_reads_the_same();
     auto un = unadopt(store, {});
@@ -541,7 +541,7 @@ TEST_F(AdoptTest, BusyMountpointAtUnadoptChangesNothing) {
 TEST_F(AdoptTest, FileChangedAfterHashingStaysInTheBackup) {
     REQUIRE_FUSE();
     // A model only ComfyUI has (of a shared name, the view would show the other tool's).
-    const sfs::path changed = comfy / "models/loras/only.safetensors";
+    const stdfs::path changed = comfy / "models/loras/only.safetensors";
     write_sized_safetensors(changed, 5000, 98);
     Store store = Store::open(store_root);
     auto s = scans();
@@ -554,7 +554,7 @@ TEST_F(AdoptTest, FileChangedAfterHashingStaysInTheBackup) {
     ASSERT_TRUE(rep.ok());
     const auto& c = rep.installs[1];
     EXPECT_EQ(c.changing, 1u);
-    EXPECT_FALSE(sfs::exists(changed));  // not shown
+    EXPECT_FALSE(stdfs::exists(changed));  // not shown
     EXPECT_EQ(sha256_hex_of_file(comfy / "models.modelfs-backup/loras/only.safetensors"),
               changed_sha);
     auto un = unadopt(store, {});
@@ -574,10 +574,10 @@ TEST_F(AdoptTest, AdoptAgainRemountsAnUnmountedView) {
     ASSERT_FALSE(is_mountpoint(a1111 / "models"));
     std::vector<InstallScan> s(2);
     s[0].install.tool = "a1111";
-    s[0].install.root = sfs::canonical(a1111);
+    s[0].install.root = stdfs::canonical(a1111);
     s[0].install.models_dir = s[0].install.root / "models";
     s[1].install.tool = "comfyui";
-    s[1].install.root = sfs::canonical(comfy);
+    s[1].install.root = stdfs::canonical(comfy);
     s[1].install.models_dir = s[1].install.root / "models";
     Plan plan = make_plan(store, std::move(s), HashReport{});
     for (const auto& ip : plan.installs) EXPECT_TRUE(ip.resume);
@@ -593,8 +593,8 @@ TEST_F(AdoptTest, AdoptAgainRemountsAnUnmountedView) {
 // plain folder back; unadopt of that record then gives the files their own inodes and modes.
 TEST_F(AdoptTest, FailedSwitchRollsBackAndUnadoptRestores) {
     REQUIRE_FUSE();
-    const sfs::path stale = store_root / "views/a1111/Stable-diffusion/notes.txt";
-    sfs::create_directories(stale.parent_path());
+    const stdfs::path stale = store_root / "views/a1111/Stable-diffusion/notes.txt";
+    stdfs::create_directories(stale.parent_path());
     write_text_file(stale, "an older note\n");
     auto rep = adopt_all();
     ASSERT_EQ(rep.installs.size(), 2u);
@@ -603,7 +603,7 @@ TEST_F(AdoptTest, FailedSwitchRollsBackAndUnadoptRestores) {
         << rep.installs[0].status;
     EXPECT_TRUE(rep.installs[1].ok) << rep.installs[1].status;
     EXPECT_FALSE(is_mountpoint(a1111 / "models"));
-    EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup"));
+    EXPECT_FALSE(stdfs::exists(a1111 / "models.modelfs-backup"));
     EXPECT_EQ(load_record(store_root, "a1111")->state, RecordState::recorded);
     expect_every_path_reads_the_same();
     // Committed files are read-only blobs now; unadopt gives them back as the user's.
@@ -619,18 +619,18 @@ TEST_F(AdoptTest, FailedSwitchRollsBackAndUnadoptRestores) {
 // originals stay untouched until confirm.
 TEST(AdoptCrossFs, CopiesVerifiesAndMounts) {
     if (!fuse_available()) GTEST_SKIP() << "no /dev/fuse";
-    if (!sfs::exists("/dev/shm")) GTEST_SKIP() << "no /dev/shm";
+    if (!stdfs::exists("/dev/shm")) GTEST_SKIP() << "no /dev/shm";
     ::setenv("MODELFS_CONFIG", "/dev/null", 1);
     TempDir home("modelfs-adopt-xfs");
     char shm[] = "/dev/shm/modelfs-adopt-XXXXXX";
     ASSERT_NE(::mkdtemp(shm), nullptr);
-    const sfs::path store_root = sfs::path(shm) / "store";
+    const stdfs::path store_root = stdfs::path(shm) / "store";
     struct Cleanup {
-        sfs::path m, s;
+        stdfs::path m, s;
         ~Cleanup() {
             unmount_hard(m);
             std::error_code ec;
-            sfs::remove_all(s, ec);
+            stdfs::remove_all(s, ec);
         }
     } cleanup{home / "webui/models", shm};
     {
@@ -639,11 +639,11 @@ TEST(AdoptCrossFs, CopiesVerifiesAndMounts) {
         ::stat(shm, &b);
         if (a.st_dev == b.st_dev) GTEST_SKIP() << "/dev/shm is on the same filesystem";
     }
-    sfs::create_directories(home / "webui/models/Lora");
+    stdfs::create_directories(home / "webui/models/Lora");
     write_sized_safetensors(home / "webui/models/Lora/a.safetensors", 300000, 1);
     write_sized_safetensors(home / "webui/models/Lora/b.safetensors", 300000, 1);
     write_text_file(home / "webui/models/Lora/readme.txt", "hi\n");
-    std::map<sfs::path, std::string> before;
+    std::map<stdfs::path, std::string> before;
     for (auto n : {"a.safetensors", "b.safetensors", "readme.txt"})
         before[home / "webui/models/Lora" / n] = sha256_hex_of_file(home / "webui/models/Lora" / n);
     Store::init(store_root);
@@ -680,10 +680,10 @@ TEST(AdoptCrossFs, NotEnoughSpaceIsRefusedUpFront) {
     if (::mount("tmpfs", small.path().c_str(), "tmpfs", 0, "size=2m") != 0)
         GTEST_SKIP() << "cannot mount a tmpfs: " << std::strerror(errno);
     struct Umount {
-        sfs::path p;
+        stdfs::path p;
         ~Umount() { ::umount2(p.c_str(), MNT_DETACH); }
     } um{small.path()};
-    sfs::create_directories(home / "webui/models/Lora");
+    stdfs::create_directories(home / "webui/models/Lora");
     write_sized_safetensors(home / "webui/models/Lora/big.safetensors", 8u << 20, 1);
     Store::init(small / "store");
     Store store = Store::open(small / "store");
@@ -696,8 +696,8 @@ TEST(AdoptCrossFs, NotEnoughSpaceIsRefusedUpFront) {
     ASSERT_FALSE(rep.ok());
     EXPECT_NE(rep.installs[0].status.find("not enough space"), std::string::npos)
         << rep.installs[0].status;
-    EXPECT_TRUE(sfs::is_regular_file(home / "webui/models/Lora/big.safetensors"));
-    EXPECT_FALSE(sfs::exists(home / "webui/models.modelfs-backup"));
+    EXPECT_TRUE(stdfs::is_regular_file(home / "webui/models/Lora/big.safetensors"));
+    EXPECT_FALSE(stdfs::exists(home / "webui/models.modelfs-backup"));
     EXPECT_EQ(store.stats().models, 0u);
 }
 
@@ -711,18 +711,18 @@ TEST(AdoptExactPaths, NonPrimaryFolderSecondExtensionAndSkippedNames) {
     if (!fuse_available()) GTEST_SKIP() << "no /dev/fuse";
     ::setenv("MODELFS_CONFIG", "/dev/null", 1);
     TempDir tmp("modelfs-adopt-exact");
-    const sfs::path root = tmp / "webui", m = root / "models", store_root = tmp / "store";
+    const stdfs::path root = tmp / "webui", m = root / "models", store_root = tmp / "store";
     struct Cleanup {
-        sfs::path m;
+        stdfs::path m;
         ~Cleanup() { unmount_hard(m); }
     } cleanup{m};
-    sfs::create_directories(m / "LyCORIS");
-    sfs::create_directories(m / "Stable-diffusion");
+    stdfs::create_directories(m / "LyCORIS");
+    stdfs::create_directories(m / "Stable-diffusion");
     write_sized_safetensors(m / "LyCORIS/ly.safetensors", 7000, 1);
     write_sized_safetensors(m / "Stable-diffusion/foo.safetensors", 9000, 2);
     write_random_file(m / "Stable-diffusion/foo.ckpt", 9100, 3);
     write_sized_safetensors(m / "Stable-diffusion/foo.vae.safetensors", 3000, 4);
-    std::map<sfs::path, std::string> before;
+    std::map<stdfs::path, std::string> before;
     for (auto rel : {"LyCORIS/ly.safetensors", "Stable-diffusion/foo.safetensors",
                      "Stable-diffusion/foo.ckpt", "Stable-diffusion/foo.vae.safetensors"})
         before[m / rel] = sha256_hex_of_file(m / rel);
@@ -755,14 +755,14 @@ TEST(AdoptExactPaths, NonPrimaryFolderSecondExtensionAndSkippedNames) {
               before[m / "Stable-diffusion/foo.safetensors"]);
     EXPECT_EQ(sha256_hex_of_file(m / "Stable-diffusion/foo.ckpt"),
               before[m / "Stable-diffusion/foo.ckpt"]);
-    EXPECT_FALSE(sfs::exists(root / "models.modelfs-backup/Stable-diffusion/foo.ckpt"));
+    EXPECT_FALSE(stdfs::exists(root / "models.modelfs-backup/Stable-diffusion/foo.ckpt"));
 
     auto un = unadopt(store, {});
     ASSERT_EQ(un.size(), 1u);
     EXPECT_TRUE(un[0].ok) << un[0].status;
     for (const auto& [p, sha] : before) EXPECT_EQ(sha256_hex_of_file(p), sha) << p;
-    EXPECT_FALSE(sfs::exists(m / "Lora/ly.safetensors"));  // not a file the user had
-    EXPECT_FALSE(sfs::exists(store_root / "views/a1111/Stable-diffusion/foo.vae.safetensors"));
+    EXPECT_FALSE(stdfs::exists(m / "Lora/ly.safetensors"));  // not a file the user had
+    EXPECT_FALSE(stdfs::exists(store_root / "views/a1111/Stable-diffusion/foo.vae.safetensors"));
 }
 
 }  // namespace
@@ -772,8 +772,8 @@ namespace {
 // A file name the JSON record cannot hold exactly is reported, not adopted (and not lost).
 TEST(AdoptNames, NonUtf8NameIsNotAdopted) {
     TempDir tmp("modelfs-adopt-names");
-    const sfs::path m = tmp / "webui/models/Lora";
-    sfs::create_directories(m);
+    const stdfs::path m = tmp / "webui/models/Lora";
+    stdfs::create_directories(m);
     write_sized_safetensors(m / "ok.safetensors", 1000, 1);
     write_sized_safetensors(m / std::string("bad\xff.safetensors"), 1000, 2);
     Store::init(tmp / "store");
@@ -804,8 +804,8 @@ namespace {
 // A file written to all the time while it is hashed: read three times, then left in place.
 TEST(AdoptHashing, FileChangingWhileHashedIsReported) {
     TempDir tmp("modelfs-adopt-changing");
-    const sfs::path m = tmp / "webui/models/Lora";
-    sfs::create_directories(m);
+    const stdfs::path m = tmp / "webui/models/Lora";
+    stdfs::create_directories(m);
     write_sized_safetensors(m / "busy.safetensors", 64u << 20, 1);
     write_sized_safetensors(m / "calm.safetensors", 1000, 2);
     Store::init(tmp / "store");
@@ -822,7 +822,7 @@ TEST(AdoptHashing, FileChangingWhileHashedIsReported) {
     auto h = hash_scans(tmp / "store", s, {1, nullptr});
     stop = true;
     writer.join();
-    const sfs::path busy = sfs::canonical(m / "busy.safetensors");
+    const stdfs::path busy = stdfs::canonical(m / "busy.safetensors");
     ASSERT_TRUE(h.failed.count(busy));
     EXPECT_TRUE(h.failed.at(busy).changing);
     EXPECT_NE(h.failed.at(busy).why.find("changing while adopting"), std::string::npos);
@@ -846,19 +846,19 @@ namespace {
 // only holds the models folder. The same problem inside is both.
 TEST(AdoptNames, ProblemsOutsideTheModelsFolderAreLeftWhereTheyAre) {
     TempDir tmp("modelfs-adopt-outside");
-    sfs::create_directories(tmp / "webui/models/Lora");
-    sfs::create_directories(tmp / "extra");
-    sfs::create_symlink("/nonexistent/in.safetensors", tmp / "webui/models/Lora/in.safetensors");
-    sfs::create_symlink("/nonexistent/out.safetensors", tmp / "extra/out.safetensors");
+    stdfs::create_directories(tmp / "webui/models/Lora");
+    stdfs::create_directories(tmp / "extra");
+    stdfs::create_symlink("/nonexistent/in.safetensors", tmp / "webui/models/Lora/in.safetensors");
+    stdfs::create_symlink("/nonexistent/out.safetensors", tmp / "extra/out.safetensors");
     write_text_file(tmp / "extra/readme.txt", "hi\n");
     Store::init(tmp / "store");
     Store store = Store::open(tmp / "store");
     Install inst;
     inst.tool = "a1111";
-    inst.root = sfs::canonical(tmp / "webui");
+    inst.root = stdfs::canonical(tmp / "webui");
     inst.models_dir = inst.root / "models";
     inst.dirs.push_back(ModelDir{inst.models_dir, "", true, "layout"});
-    inst.dirs.push_back(ModelDir{sfs::canonical(tmp / "extra"), "Lora", false, "a test"});
+    inst.dirs.push_back(ModelDir{stdfs::canonical(tmp / "extra"), "Lora", false, "a test"});
     std::vector<InstallScan> s{scan_install(inst, *layouts::ViewLayout::builtin("a1111"))};
     auto h = hash_scans(tmp / "store", s);
     Plan plan = make_plan(store, std::move(s), h);
@@ -894,10 +894,10 @@ TEST(AdoptNames, ProblemsOutsideTheModelsFolderAreLeftWhereTheyAre) {
 // A models folder that is itself a link (StabilityMatrix): renaming it would move the link.
 TEST(AdoptNames, LinkedModelsFolderIsRefusedWithAReason) {
     TempDir tmp("modelfs-adopt-linked");
-    sfs::create_directories(tmp / "data/Lora");
-    sfs::create_directories(tmp / "webui");
+    stdfs::create_directories(tmp / "data/Lora");
+    stdfs::create_directories(tmp / "webui");
     write_sized_safetensors(tmp / "data/Lora/x.safetensors", 1000, 1);
-    sfs::create_directory_symlink(tmp / "data", tmp / "webui/models");
+    stdfs::create_directory_symlink(tmp / "data", tmp / "webui/models");
     Store::init(tmp / "store");
     Store store = Store::open(tmp / "store");
     std::vector<InstallScan> s{fake::fake_scan("a1111", tmp / "webui")};
@@ -908,8 +908,8 @@ TEST(AdoptNames, LinkedModelsFolderIsRefusedWithAReason) {
         << skip_text(plan.installs[0].skip);
     auto rep = run_plan(store, plan);
     EXPECT_FALSE(rep.ok());
-    EXPECT_TRUE(sfs::is_symlink(tmp / "webui/models"));
-    EXPECT_TRUE(sfs::is_regular_file(tmp / "data/Lora/x.safetensors"));
+    EXPECT_TRUE(stdfs::is_symlink(tmp / "webui/models"));
+    EXPECT_TRUE(stdfs::is_regular_file(tmp / "data/Lora/x.safetensors"));
 }
 
 }  // namespace
@@ -922,19 +922,19 @@ TEST(AdoptLinks, FileLinkInsideModels) {
     if (!fuse_available()) GTEST_SKIP() << "no /dev/fuse";
     ::setenv("MODELFS_CONFIG", "/dev/null", 1);
     TempDir tmp("modelfs-adopt-filelink");
-    const sfs::path root = tmp / "webui", m = root / "models", store_root = tmp / "store";
+    const stdfs::path root = tmp / "webui", m = root / "models", store_root = tmp / "store";
     struct Cleanup {
-        sfs::path m;
+        stdfs::path m;
         ~Cleanup() { unmount_hard(m); }
     } cleanup{m};
-    sfs::create_directories(root / "modules");
-    sfs::create_directories(m / "Lora");
-    sfs::create_directories(tmp / "elsewhere");
+    stdfs::create_directories(root / "modules");
+    stdfs::create_directories(m / "Lora");
+    stdfs::create_directories(tmp / "elsewhere");
     write_text_file(root / "webui.py", "#\n");
     write_text_file(root / "launch.py", "#\n");
     write_sized_safetensors(tmp / "elsewhere/target.safetensors", 5000, 1);
     ::chmod((tmp / "elsewhere/target.safetensors").c_str(), 0640);
-    sfs::create_symlink(tmp / "elsewhere/target.safetensors", m / "Lora/linked.safetensors");
+    stdfs::create_symlink(tmp / "elsewhere/target.safetensors", m / "Lora/linked.safetensors");
     const std::string sha = sha256_hex_of_file(m / "Lora/linked.safetensors");
     Store::init(store_root);
     Store store = Store::open(store_root);
@@ -952,7 +952,7 @@ TEST(AdoptLinks, FileLinkInsideModels) {
     auto un = unadopt(store, {});
     ASSERT_EQ(un.size(), 1u);
     EXPECT_TRUE(un[0].ok) << un[0].status;
-    EXPECT_TRUE(sfs::is_symlink(m / "Lora/linked.safetensors"));
+    EXPECT_TRUE(stdfs::is_symlink(m / "Lora/linked.safetensors"));
     EXPECT_EQ(sha256_hex_of_file(m / "Lora/linked.safetensors"), sha);
     struct stat st, bst;
     ASSERT_EQ(::stat((tmp / "elsewhere/target.safetensors").c_str(), &st), 0);
@@ -975,17 +975,17 @@ TEST(AdoptImmutable, FilesTheStoreMayNotTakeAreCopied) {
     if (::geteuid() != 0) GTEST_SKIP() << "chown to another uid needs root";
     ::setenv("MODELFS_CONFIG", "/dev/null", 1);
     TempDir tmp("modelfs-adopt-immutable");
-    const sfs::path root = tmp / "webui", m = root / "models", store_root = tmp / "store";
+    const stdfs::path root = tmp / "webui", m = root / "models", store_root = tmp / "store";
     struct Cleanup {
-        sfs::path m;
+        stdfs::path m;
         ~Cleanup() { unmount_hard(m); }
     } cleanup{m};
-    sfs::create_directories(m / "Lora");
+    stdfs::create_directories(m / "Lora");
     write_sized_safetensors(m / "Lora/mine.safetensors", 10000, 1);
     write_sized_safetensors(m / "Lora/theirs.safetensors", 20000, 2);
     write_sized_safetensors(m / "Lora/linked.safetensors", 30000, 3);
     ASSERT_EQ(::chown((m / "Lora/theirs.safetensors").c_str(), 65534, 65534), 0);
-    sfs::create_hard_link(m / "Lora/linked.safetensors", tmp / "second-name.safetensors");
+    stdfs::create_hard_link(m / "Lora/linked.safetensors", tmp / "second-name.safetensors");
     std::map<std::string, std::string> sha;
     for (auto n : {"mine", "theirs", "linked"})
         sha[n] = sha256_hex_of_file(m / "Lora" / (std::string(n) + ".safetensors"));
@@ -1004,11 +1004,11 @@ TEST(AdoptImmutable, FilesTheStoreMayNotTakeAreCopied) {
     auto blob = [&](const std::string& n) { return store.blobs().path_of(*Sha256::from_hex(n)); };
     struct stat st;
     // Moved: the blob is the user's former inode, and the backup no longer has the name.
-    EXPECT_FALSE(sfs::exists(root / "models.modelfs-backup/Lora/mine.safetensors"));
+    EXPECT_FALSE(stdfs::exists(root / "models.modelfs-backup/Lora/mine.safetensors"));
     ASSERT_EQ(::stat(blob(sha["mine"]).c_str(), &st), 0);
     EXPECT_EQ(st.st_nlink, 1u);
     // Copied: the originals stay in the backup as they were.
-    const sfs::path theirs = root / "models.modelfs-backup/Lora/theirs.safetensors";
+    const stdfs::path theirs = root / "models.modelfs-backup/Lora/theirs.safetensors";
     ASSERT_EQ(::stat(theirs.c_str(), &st), 0);
     EXPECT_EQ(st.st_uid, 65534u);
     EXPECT_EQ(st.st_mode & 0777, 0644u);
@@ -1019,7 +1019,7 @@ TEST(AdoptImmutable, FilesTheStoreMayNotTakeAreCopied) {
         EXPECT_EQ(st.st_nlink, 1u) << n;
         EXPECT_EQ(st.st_uid, 0u) << n;
     }
-    for (const sfs::path& p : {theirs, tmp / "second-name.safetensors"}) {
+    for (const stdfs::path& p : {theirs, tmp / "second-name.safetensors"}) {
         int fd = ::open(p.c_str(), O_WRONLY);
         ASSERT_GE(fd, 0) << p;
         ASSERT_EQ(::pwrite(fd, "edited", 6, 0), 6);
@@ -1051,9 +1051,9 @@ namespace {
 TEST(AdoptIncomplete, ACutOffModelStaysWithItsReasonAndTheRestIsPlanned) {
     ::setenv("MODELFS_CONFIG", "/dev/null", 1);
     TempDir tmp("modelfs-adopt-incomplete");
-    const sfs::path root = tmp / "webui", m = root / "models", store_root = tmp / "store";
-    sfs::create_directories(m / "Lora");
-    sfs::create_directories(m / "Stable-diffusion");
+    const stdfs::path root = tmp / "webui", m = root / "models", store_root = tmp / "store";
+    stdfs::create_directories(m / "Lora");
+    stdfs::create_directories(m / "Stable-diffusion");
     write_sized_safetensors(m / "Lora/whole.safetensors", 20000, 1);
     std::string cut = modelfs::testing::sized_safetensors_bytes(40000, 2);
     cut.resize(30000);

@@ -12,7 +12,7 @@
 #include "support/sized_models.h"
 #include "support/test_env.h"
 
-namespace sfs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 
 namespace {
@@ -20,8 +20,8 @@ namespace {
 class CliAdoptTest : public ::testing::Test {
   protected:
     TempDir tmp{"modelfs-cli-adopt"};
-    sfs::path store, a1111, comfy;
-    std::map<sfs::path, std::string> before;
+    stdfs::path store, a1111, comfy;
+    std::map<stdfs::path, std::string> before;
 
     void SetUp() override {
         if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
@@ -30,7 +30,7 @@ class CliAdoptTest : public ::testing::Test {
         comfy = tmp / "ComfyUI";
         for (auto d : {a1111 / "models/Stable-diffusion", a1111 / "models/Lora",
                        comfy / "models/checkpoints", comfy / "models/loras"})
-            sfs::create_directories(d);
+            stdfs::create_directories(d);
         make_a1111_markers(a1111);
         make_comfyui_markers(comfy);
         write_sized_safetensors(a1111 / "models/Stable-diffusion/sdxl.safetensors", 300000, 1);
@@ -41,7 +41,7 @@ class CliAdoptTest : public ::testing::Test {
         write_sized_safetensors(comfy / "models/loras/style.safetensors", 100000, 3);
         write_sized_safetensors(comfy / "models/loras/clash.safetensors", 5000, 9);
         for (const auto& root : {a1111 / "models", comfy / "models"})
-            for (auto it = sfs::recursive_directory_iterator(root); it != decltype(it)(); ++it)
+            for (auto it = stdfs::recursive_directory_iterator(root); it != decltype(it)(); ++it)
                 if (it->is_regular_file()) before[it->path()] = sha256_hex_of_file(it->path());
         ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
     }
@@ -68,7 +68,7 @@ TEST_F(CliAdoptTest, DryRunAdoptAgainConfirmUnadopt) {
     auto j = nlohmann::json::parse(dry.out);
     EXPECT_EQ(j["total"]["duplicate_groups"].get<int>(), 2);  // sdxl, style
     EXPECT_EQ(j["total"]["bytes_freed"].get<std::uint64_t>(), 400000u);
-    EXPECT_FALSE(sfs::exists(a1111 / "models.modelfs-backup"));
+    EXPECT_FALSE(stdfs::exists(a1111 / "models.modelfs-backup"));
 
     // Not on a terminal and without --yes: refused, nothing changed.
     auto no = modelfs({"adopt", a1111.string()});
@@ -99,7 +99,7 @@ TEST_F(CliAdoptTest, DryRunAdoptAgainConfirmUnadopt) {
     auto un = modelfs({"unadopt"});
     EXPECT_EQ(un.exit_code, 0) << un.out << un.err;
     expect_same_bytes();
-    for (const auto& [p, sha] : before) EXPECT_FALSE(sfs::is_symlink(p)) << p;
+    for (const auto& [p, sha] : before) EXPECT_FALSE(stdfs::is_symlink(p)) << p;
     EXPECT_FALSE(modelfs::adopt::is_mountpoint(a1111 / "models"));
 }
 
@@ -108,13 +108,13 @@ TEST_F(CliAdoptTest, DryRunAdoptAgainConfirmUnadopt) {
 // 2), a skipped name stays at its path.
 // The mount's ingest must not turn any of them into something else.
 TEST_F(CliAdoptTest, ExactPathRules) {
-    const sfs::path m = a1111 / "models";
-    sfs::create_directories(m / "LyCORIS");
+    const stdfs::path m = a1111 / "models";
+    stdfs::create_directories(m / "LyCORIS");
     write_sized_safetensors(m / "LyCORIS/ly.safetensors", 7000, 11);
     write_sized_safetensors(m / "Stable-diffusion/foo.safetensors", 9000, 12);
     write_random_file(m / "Stable-diffusion/foo.ckpt", 9100, 13);
     write_sized_safetensors(m / "Stable-diffusion/foo.vae.safetensors", 3000, 14);
-    std::map<sfs::path, std::string> sha;
+    std::map<stdfs::path, std::string> sha;
     for (auto rel : {"LyCORIS/ly.safetensors", "Stable-diffusion/foo.safetensors",
                      "Stable-diffusion/foo.ckpt", "Stable-diffusion/foo.vae.safetensors"})
         sha[rel] = sha256_hex_of_file(m / rel);
@@ -133,7 +133,7 @@ TEST_F(CliAdoptTest, ExactPathRules) {
     auto un = modelfs({"unadopt"});
     EXPECT_EQ(un.exit_code, 0) << un.out << un.err;
     for (const auto& [rel, h] : sha) EXPECT_EQ(sha256_hex_of_file(m / rel), h) << rel;
-    EXPECT_FALSE(sfs::exists(m / "Lora/ly.safetensors"));
+    EXPECT_FALSE(stdfs::exists(m / "Lora/ly.safetensors"));
     expect_same_bytes();
 }
 

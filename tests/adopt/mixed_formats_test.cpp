@@ -24,7 +24,7 @@
 #include "support/sized_models.h"
 #include "support/test_env.h"
 
-namespace sfs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs;
 using namespace modelfs::adopt;
 using modelfs::testing::sha256_hex_of_file;
@@ -32,7 +32,7 @@ using modelfs::testing::TempDir;
 
 namespace {
 
-void unmount_hard(const sfs::path& p) {
+void unmount_hard(const stdfs::path& p) {
     if (!is_mountpoint(p)) return;
     std::system(("/bin/fusermount3 -u '" + p.string() + "' 2>/dev/null").c_str());
     for (int i = 0; i < 100 && is_mountpoint(p); ++i) ::usleep(20000);
@@ -96,8 +96,8 @@ const std::vector<Content>& corpus() {
 class MixedFormats : public ::testing::Test {
   protected:
     TempDir tmp{"modelfs-mixed"};
-    sfs::path store_root, a1111, comfy;
-    std::map<sfs::path, std::string> before;  // every file -> SHA-256
+    stdfs::path store_root, a1111, comfy;
+    std::map<stdfs::path, std::string> before;  // every file -> SHA-256
     std::uint64_t unique_bytes = 0;
     std::size_t duplicate_contents = 0;
 
@@ -114,8 +114,8 @@ class MixedFormats : public ::testing::Test {
             unique_bytes += c.size;
             if (c.paths.size() > 1) ++duplicate_contents;
             for (const auto& p : c.paths) {
-                const sfs::path real = (p[0] == 'a' ? a1111 : comfy) / "models" / p.substr(2);
-                sfs::create_directories(real.parent_path());
+                const stdfs::path real = (p[0] == 'a' ? a1111 : comfy) / "models" / p.substr(2);
+                stdfs::create_directories(real.parent_path());
                 if (c.shape == Shape::safetensors)
                     modelfs::testing::write_sized_safetensors(real, c.size, seed);
                 else if (c.shape == Shape::gguf)
@@ -153,7 +153,7 @@ class MixedFormats : public ::testing::Test {
         for (const auto& top : {store_root / "blobs", store_root / "views", a1111, comfy}) {
             struct stat top_st;
             if (::lstat(top.c_str(), &top_st) != 0) continue;
-            for (auto it = sfs::recursive_directory_iterator(top); it != decltype(it)(); ++it) {
+            for (auto it = stdfs::recursive_directory_iterator(top); it != decltype(it)(); ++it) {
                 struct stat st;
                 if (::lstat(it->path().c_str(), &st) != 0) continue;
                 if (st.st_dev != top_st.st_dev) {
@@ -219,11 +219,11 @@ TEST_F(MixedFormats, AdoptBothConfirmEveryContentOnceOnDisk) {
     // Every file reads back identical through the mount at its path; the stored ones carry the
     // stored files' xattrs.
     for (const auto& [p, sha] : before) {
-        ASSERT_TRUE(sfs::exists(p)) << p;
+        ASSERT_TRUE(stdfs::exists(p)) << p;
         EXPECT_EQ(sha256_hex_of_file(p), sha) << p;
         char buf[80] = {};
         const ssize_t n = ::getxattr(p.c_str(), "user.modelfs.sha256", buf, sizeof buf - 1);
-        if (sfs::file_size(p) >= kViewFileMinSize) {
+        if (stdfs::file_size(p) >= kViewFileMinSize) {
             EXPECT_EQ(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0), sha) << p;
         }
     }

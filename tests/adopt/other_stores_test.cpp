@@ -22,7 +22,7 @@
 #include "support/sized_models.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs;
 using namespace modelfs::testing;
 using nlohmann::json;
@@ -34,25 +34,25 @@ const std::string kC2 = "2222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const std::string kC3 = "3333333ccccccccccccccccccccccccccccccccc";
 
 // A file whose content is named by its SHA-256, as an LFS blob (or an Ollama layer) is.
-std::string put_sha_named(const fs::path& dir, const std::string& prefix, std::uint64_t size,
+std::string put_sha_named(const stdfs::path& dir, const std::string& prefix, std::uint64_t size,
                           std::uint64_t seed) {
-    fs::create_directories(dir);
-    const fs::path tmp = dir / "tmp";
+    stdfs::create_directories(dir);
+    const stdfs::path tmp = dir / "tmp";
     write_random_file(tmp, size, seed);
     const std::string sha = sha256_hex_of_file(tmp);
-    fs::rename(tmp, dir / (prefix + sha));
+    stdfs::rename(tmp, dir / (prefix + sha));
     return sha;
 }
 
 // Everything a cache holds, by path: file content hashes (through symlinks) and link targets.
-std::map<std::string, std::string> fingerprint(const fs::path& root) {
+std::map<std::string, std::string> fingerprint(const stdfs::path& root) {
     std::map<std::string, std::string> out;
-    for (fs::recursive_directory_iterator it(root), end; it != end; ++it) {
+    for (stdfs::recursive_directory_iterator it(root), end; it != end; ++it) {
         const std::string rel = it->path().lexically_relative(root).string();
         if (it->is_symlink()) {
-            std::string t = fs::read_symlink(it->path()).string();
+            std::string t = stdfs::read_symlink(it->path()).string();
             out[rel] = "-> " + t + " " +
-                       (fs::exists(it->path()) ? sha256_hex_of_file(it->path()) : "(dangling)");
+                       (stdfs::exists(it->path()) ? sha256_hex_of_file(it->path()) : "(dangling)");
         } else if (it->is_regular_file()) {
             out[rel] = sha256_hex_of_file(it->path());
         } else {
@@ -64,47 +64,49 @@ std::map<std::string, std::string> fingerprint(const fs::path& root) {
 
 class HfCache {
   public:
-    explicit HfCache(fs::path root) : root_(std::move(root)) { fs::create_directories(root_); }
-    const fs::path& root() const { return root_; }
-    fs::path repo(const std::string& id) const { return root_ / id; }
+    explicit HfCache(stdfs::path root) : root_(std::move(root)) {
+        stdfs::create_directories(root_);
+    }
+    const stdfs::path& root() const { return root_; }
+    stdfs::path repo(const std::string& id) const { return root_ / id; }
 
     std::string lfs(const std::string& id, std::uint64_t size, std::uint64_t seed) {
         return put_sha_named(repo(id) / "blobs", "", size, seed);
     }
     // A small file under its git blob name (40 hex): not its SHA-256.
     std::string git(const std::string& id, const std::string& text, const std::string& name40) {
-        fs::create_directories(repo(id) / "blobs");
+        stdfs::create_directories(repo(id) / "blobs");
         write_text_file(repo(id) / "blobs" / name40, text);
         return name40;
     }
     void link(const std::string& id, const std::string& commit, const std::string& rel,
               const std::string& blob) {
-        const fs::path p = repo(id) / "snapshots" / commit / rel;
-        fs::create_directories(p.parent_path());
+        const stdfs::path p = repo(id) / "snapshots" / commit / rel;
+        stdfs::create_directories(p.parent_path());
         std::string up = "../../";
         for (auto i = std::count(rel.begin(), rel.end(), '/'); i > 0; --i) up += "../";
-        fs::create_symlink(up + "blobs/" + blob, p);
+        stdfs::create_symlink(up + "blobs/" + blob, p);
     }
     // A file the test wrote, moved into blobs/ under its SHA-256 (an LFS file).
-    std::string put(const std::string& id, const fs::path& file) {
-        fs::create_directories(repo(id) / "blobs");
+    std::string put(const std::string& id, const stdfs::path& file) {
+        stdfs::create_directories(repo(id) / "blobs");
         const std::string sha = sha256_hex_of_file(file);
-        fs::rename(file, repo(id) / "blobs" / sha);
+        stdfs::rename(file, repo(id) / "blobs" / sha);
         return sha;
     }
     void ref(const std::string& id, const std::string& name, const std::string& commit) {
-        fs::create_directories((repo(id) / "refs" / name).parent_path());
+        stdfs::create_directories((repo(id) / "refs" / name).parent_path());
         write_text_file(repo(id) / "refs" / name, commit);
     }
 
   private:
-    fs::path root_;
+    stdfs::path root_;
 };
 
 class OtherStoresTest : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-other-stores"};
-    fs::path store_dir = dir / "store";
+    stdfs::path store_dir = dir / "store";
     HfCache hf{dir / "hf"};
     const std::string sd = "models--org--sd";
     std::string unet1, unet2, vae, index, config;
@@ -188,12 +190,13 @@ TEST_F(OtherStoresTest, HfGitSha1FilesAreHashedNotTrusted) {
 
 TEST_F(OtherStoresTest, HfLeavesOutDatasetsSpacesIncompleteAndNoExist) {
     make_sd();
-    fs::create_directories(hf.root() / "datasets--org--data" / "blobs");
-    fs::create_directories(hf.root() / "spaces--org--demo" / "blobs");
-    fs::create_directories(hf.root() / ".locks" / sd);
+    stdfs::create_directories(hf.root() / "datasets--org--data" / "blobs");
+    stdfs::create_directories(hf.root() / "spaces--org--demo" / "blobs");
+    stdfs::create_directories(hf.root() / ".locks" / sd);
     const std::string partial = hf.lfs(sd, 5000, 9);
-    fs::rename(hf.repo(sd) / "blobs" / partial, hf.repo(sd) / "blobs" / (partial + ".incomplete"));
-    fs::create_directories(hf.repo(sd) / ".no_exist" / kC1);
+    stdfs::rename(hf.repo(sd) / "blobs" / partial,
+                  hf.repo(sd) / "blobs" / (partial + ".incomplete"));
+    stdfs::create_directories(hf.repo(sd) / ".no_exist" / kC1);
     write_text_file(hf.repo(sd) / ".no_exist" / kC1 / "model.safetensors", "");
     Store s = Store::open(store_dir);
     auto rep = adopt::import_hf_cache(s, hf.root());
@@ -230,13 +233,13 @@ TEST_F(OtherStoresTest, HfSnapshotWithAMissingBlobIsSkippedAndReported) {
 // Ollama: blobs/sha256-<hex> and manifests/REGISTRY/NAMESPACE/MODEL/TAG.
 class OllamaTest : public OtherStoresTest {
   protected:
-    fs::path ol = dir / "ollama";
+    stdfs::path ol = dir / "ollama";
     std::string gguf1, gguf2, tmpl, params, license, cfg;
 
     json layer(const std::string& media, const std::string& sha) {
         return {{"mediaType", media},
                 {"digest", "sha256:" + sha},
-                {"size", fs::file_size(ol / "blobs" / ("sha256-" + sha))}};
+                {"size", stdfs::file_size(ol / "blobs" / ("sha256-" + sha))}};
     }
     void manifest(const std::string& rel, const std::string& model, bool with_license = true) {
         json layers = json::array({layer("application/vnd.ollama.image.model", model),
@@ -247,7 +250,7 @@ class OllamaTest : public OtherStoresTest {
                   {"mediaType", "application/vnd.docker.distribution.manifest.v2+json"},
                   {"config", layer("application/vnd.docker.container.image.v1+json", cfg)},
                   {"layers", layers}};
-        fs::create_directories((ol / "manifests" / rel).parent_path());
+        stdfs::create_directories((ol / "manifests" / rel).parent_path());
         write_text_file(ol / "manifests" / rel, m.dump());
     }
     void make_ollama() {
@@ -296,10 +299,10 @@ TEST_F(OllamaTest, ManifestWithAMissingOrShortBlobIsSkipped) {
     // A pull interrupted: the manifest names a layer that is not (fully) there.
     const std::string shorty = put_sha_named(ol / "blobs", "sha256-", 1000, 17);
     manifest("registry.ollama.ai/library/broken/latest", shorty);
-    fs::resize_file(ol / "blobs" / ("sha256-" + shorty), 10);
+    stdfs::resize_file(ol / "blobs" / ("sha256-" + shorty), 10);
     write_text_file(ol / "blobs" / ("sha256-" + std::string(64, 'd')), "x");
     manifest("registry.ollama.ai/library/gone/latest", std::string(64, 'd'));
-    fs::remove(ol / "blobs" / ("sha256-" + std::string(64, 'd')));
+    stdfs::remove(ol / "blobs" / ("sha256-" + std::string(64, 'd')));
     Store s = Store::open(store_dir);
     auto rep = adopt::import_ollama(s, ol);
     EXPECT_TRUE(rep.ok());
@@ -384,7 +387,7 @@ TEST_F(OllamaTest, VerifyClearsTheFlagAndCatchesALyingName) {
     // A blob whose name is not its content's hash (a bit flip after download, say).
     const std::string liar = hf.lfs("models--org--liar", 4000, 21);
     {
-        const fs::path p = hf.repo("models--org--liar") / "blobs" / liar;
+        const stdfs::path p = hf.repo("models--org--liar") / "blobs" / liar;
         std::string bytes = read_file(p);
         bytes[100] ^= 1;
         write_text_file(p, bytes);
@@ -432,13 +435,13 @@ TEST_F(OllamaTest, VerifyClearsTheFlagAndCatchesALyingName) {
 // A cache blob named H whose bytes are not H, imported on trust; then the user's real H arrives.
 // Deduplicating against the lie would drop the user's only copy: the stored blob is read first.
 TEST_F(OtherStoresTest, ALyingNameNeverCostsTheUserTheRealFile) {
-    const fs::path real = dir / "user" / "real.gguf";
-    fs::create_directories(real.parent_path());
+    const stdfs::path real = dir / "user" / "real.gguf";
+    stdfs::create_directories(real.parent_path());
     write_sized_gguf(real, 6000, 41);
     const std::string h = sha256_hex_of_file(real);
     std::string lie = read_file(real);
     lie[10] ^= 1;
-    fs::create_directories(hf.repo("models--org--liar") / "blobs");
+    stdfs::create_directories(hf.repo("models--org--liar") / "blobs");
     write_text_file(hf.repo("models--org--liar") / "blobs" / h, lie);
     hf.link("models--org--liar", kC1, "model.gguf", h);
     Store s = Store::open(store_dir);
@@ -453,18 +456,19 @@ TEST_F(OtherStoresTest, ALyingNameNeverCostsTheUserTheRealFile) {
     opts.name = "user/real";
     auto rep = s.import({real}, opts);
     ASSERT_TRUE(rep.ok()) << rep.items.at(0).error;
-    EXPECT_FALSE(fs::exists(real));
+    EXPECT_FALSE(stdfs::exists(real));
     EXPECT_EQ(sha256_hex_of_file(s.blobs().path_of(*Sha256::from_hex(h))), h)
         << "the store kept the lying bytes and dropped the user's";
     auto rec = s.catalog().read().get_blob(*Sha256::from_hex(h));
     EXPECT_EQ(rec->state, BlobState::present);
     EXPECT_FALSE(rec->unverified);
-    EXPECT_TRUE(fs::exists(s.blobs().quarantine_dir()) && !fs::is_empty(s.blobs().quarantine_dir()))
+    EXPECT_TRUE(stdfs::exists(s.blobs().quarantine_dir()) &&
+                !stdfs::is_empty(s.blobs().quarantine_dir()))
         << "the lying bytes are kept for inspection";
 
     // 2. A mount's file (commit_file) against a fresh lie under another name.
-    const fs::path saved = store_dir / "views" / "comfyui" / "saved.gguf";
-    fs::create_directories(saved.parent_path());
+    const stdfs::path saved = store_dir / "views" / "comfyui" / "saved.gguf";
+    stdfs::create_directories(saved.parent_path());
     write_sized_gguf(saved, 7000, 42);
     const std::string h2 = sha256_hex_of_file(saved);
     std::string lie2 = read_file(saved);
@@ -495,15 +499,15 @@ TEST_F(OllamaTest, AnotherFilesystemIsCopiedAndChecked) {
     char tmpl_dir[] = "/dev/shm/modelfs-hub-XXXXXX";
     ASSERT_TRUE(::mkdtemp(tmpl_dir));
     struct Cleanup {
-        fs::path p;
-        ~Cleanup() { fs::remove_all(p); }
+        stdfs::path p;
+        ~Cleanup() { stdfs::remove_all(p); }
     } cleanup{tmpl_dir};
-    HfCache far(fs::path(tmpl_dir) / "hub");
+    HfCache far(stdfs::path(tmpl_dir) / "hub");
     const std::string ok = far.lfs("models--org--far", 5000, 31);
     far.link("models--org--far", kC1, "weights.bin", ok);
     const std::string bad = far.lfs("models--org--bad", 5000, 32);
     {
-        const fs::path p = far.repo("models--org--bad") / "blobs" / bad;
+        const stdfs::path p = far.repo("models--org--bad") / "blobs" / bad;
         std::string bytes = read_file(p);
         bytes[7] ^= 1;
         write_text_file(p, bytes);
@@ -524,16 +528,16 @@ TEST_F(OllamaTest, AnotherFilesystemIsCopiedAndChecked) {
 }
 
 TEST_F(OllamaTest, MountedModelsReadTheCacheBytes) {
-    if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+    if (!stdfs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
     make_ollama();
     make_sd();
     CliResult r = modelfs({"import", "--hf-cache", hf.root().string(), "--ollama", ol.string()});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    const fs::path mnt = dir / "mnt";
+    const stdfs::path mnt = dir / "mnt";
     Mount m(store_dir, mnt);
     ASSERT_TRUE(m.ok());
     // A diffusers repo shows as a folder in ComfyUI's diffusers/, at refs/main's revision.
-    const fs::path snap = hf.repo(sd) / "snapshots" / kC1;
+    const stdfs::path snap = hf.repo(sd) / "snapshots" / kC1;
     for (const char* rel : {"model_index.json", "unet/diffusion_pytorch_model.safetensors",
                             "vae/diffusion_pytorch_model.safetensors"})
         EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "diffusers" / "org" / "sd" / rel),
@@ -566,20 +570,20 @@ TEST(OtherStoresDefaults, FollowTheToolsEnvironment) {
     };
     {
         Env a("HF_HUB_CACHE", "/x/hub"), b("HF_HOME", "/y");
-        EXPECT_EQ(adopt::default_hf_cache(), fs::path("/x/hub"));
+        EXPECT_EQ(adopt::default_hf_cache(), stdfs::path("/x/hub"));
     }
     {
         Env a("HF_HUB_CACHE", nullptr), a2("HUGGINGFACE_HUB_CACHE", nullptr), b("HF_HOME", "/y");
-        EXPECT_EQ(adopt::default_hf_cache(), fs::path("/y/hub"));
+        EXPECT_EQ(adopt::default_hf_cache(), stdfs::path("/y/hub"));
     }
     {
         Env a("HF_HUB_CACHE", nullptr), a2("HUGGINGFACE_HUB_CACHE", nullptr), b("HF_HOME", nullptr),
             c("XDG_CACHE_HOME", nullptr), h("HOME", "/home/u");
-        EXPECT_EQ(adopt::default_hf_cache(), fs::path("/home/u/.cache/huggingface/hub"));
+        EXPECT_EQ(adopt::default_hf_cache(), stdfs::path("/home/u/.cache/huggingface/hub"));
     }
     {
         Env a("OLLAMA_MODELS", "/srv/ollama");
-        EXPECT_EQ(adopt::default_ollama_models(), fs::path("/srv/ollama"));
+        EXPECT_EQ(adopt::default_ollama_models(), stdfs::path("/srv/ollama"));
     }
 }
 
@@ -587,20 +591,20 @@ TEST(OtherStoresDefaults, FollowTheToolsEnvironment) {
 // what the store links (link() on the symlink would store a symlink).
 TEST_F(OtherStoresTest, HfBlobThatIsItselfALinkIsTrustedAndLinkedToTheFile) {
     make_sd();
-    const fs::path away = dir / "elsewhere" / "unet.bin";
-    fs::create_directories(away.parent_path());
-    fs::rename(hf.repo(sd) / "blobs" / unet1, away);
-    fs::create_symlink(away, hf.repo(sd) / "blobs" / unet1);
+    const stdfs::path away = dir / "elsewhere" / "unet.bin";
+    stdfs::create_directories(away.parent_path());
+    stdfs::rename(hf.repo(sd) / "blobs" / unet1, away);
+    stdfs::create_symlink(away, hf.repo(sd) / "blobs" / unet1);
     Store s = Store::open(store_dir);
     ASSERT_TRUE(adopt::import_hf_cache(s, hf.root()).ok());
-    const fs::path blob = s.blobs().path_of(*Sha256::from_hex(unet1));
-    EXPECT_FALSE(fs::is_symlink(blob));
+    const stdfs::path blob = s.blobs().path_of(*Sha256::from_hex(unet1));
+    EXPECT_FALSE(stdfs::is_symlink(blob));
     struct stat a, b;
     ASSERT_EQ(::lstat(blob.c_str(), &a), 0);
     ASSERT_EQ(::stat(away.c_str(), &b), 0);
     EXPECT_EQ(a.st_ino, b.st_ino);
     EXPECT_TRUE(s.catalog().read().get_blob(*Sha256::from_hex(unet1))->unverified);
-    EXPECT_TRUE(fs::is_symlink(hf.repo(sd) / "blobs" / unet1));
+    EXPECT_TRUE(stdfs::is_symlink(hf.repo(sd) / "blobs" / unet1));
 }
 
 // A cache of another user (Ollama's service account, a shared HF cache): not ours to make
@@ -609,14 +613,14 @@ TEST_F(OtherStoresTest, HfBlobThatIsItselfALinkIsTrustedAndLinkedToTheFile) {
 TEST_F(OtherStoresTest, ACacheWeDoNotOwnIsCopiedNotLinked) {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root to make a cache another user owns";
     make_sd();
-    const fs::path shared = dir / "shared";
-    fs::create_directories(shared);
-    fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read |
-                                    fs::perms::group_exec | fs::perms::others_read |
-                                    fs::perms::others_exec);
-    fs::permissions(shared, fs::perms::all);
-    const fs::path unet_file = hf.repo(sd) / "blobs" / unet1;
-    const auto mode_before = fs::status(unet_file).permissions();
+    const stdfs::path shared = dir / "shared";
+    stdfs::create_directories(shared);
+    stdfs::permissions(dir.path(), stdfs::perms::owner_all | stdfs::perms::group_read |
+                                       stdfs::perms::group_exec | stdfs::perms::others_read |
+                                       stdfs::perms::others_exec);
+    stdfs::permissions(shared, stdfs::perms::all);
+    const stdfs::path unet_file = hf.repo(sd) / "blobs" / unet1;
+    const auto mode_before = stdfs::status(unet_file).permissions();
     const AsNobody r = run_as_nobody([&] {
         std::string msg;
         Store st = Store::init(shared / "store");
@@ -635,7 +639,7 @@ TEST_F(OtherStoresTest, ACacheWeDoNotOwnIsCopiedNotLinked) {
     });
     if (r.skipped) GTEST_SKIP() << "cannot become nobody (uid 65534)";
     EXPECT_TRUE(r.ok) << r.message;
-    EXPECT_EQ(fs::status(unet_file).permissions(), mode_before);
+    EXPECT_EQ(stdfs::status(unet_file).permissions(), mode_before);
 }
 
 // Issue 16: a repo that is one LoRA, VAE or GGUF next to its README and config is that file to the
@@ -648,7 +652,7 @@ class HfSingleFileTest : public OtherStoresTest {
 
     // One snapshot kC1 of `id` with `weight` (written by the test) as `name`, and a README and a
     // config beside it.
-    std::string single(const std::string& id, const fs::path& weight, const std::string& name) {
+    std::string single(const std::string& id, const stdfs::path& weight, const std::string& name) {
         const std::string sha = hf.put(id, weight);
         hf.link(id, kC1, name, sha);
         hf.link(id, kC1, "README.md", hf.git(id, "# " + id, std::string(40, 'b')));
@@ -657,7 +661,7 @@ class HfSingleFileTest : public OtherStoresTest {
         return sha;
     }
     void make_repos() {
-        fs::create_directories(dir / "w");
+        stdfs::create_directories(dir / "w");
         write_safetensors(dir / "w" / "lora", kohya_lora(1));
         lora_sha =
             single("models--org--detail-lora", dir / "w" / "lora", "detail_tweaker.safetensors");
@@ -731,7 +735,7 @@ TEST_F(HfSingleFileTest, ARepoOfOneWeightFileIsThatFileInItsCategory) {
 }
 
 TEST_F(HfSingleFileTest, TheFilesShowInTheToolsFoldersAndASecondImportIsANoOp) {
-    if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+    if (!stdfs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
     make_repos();
     CliResult r = modelfs({"import", "--hf-cache", hf.root().string()});
     ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -741,7 +745,7 @@ TEST_F(HfSingleFileTest, TheFilesShowInTheToolsFoldersAndASecondImportIsANoOp) {
     const json second = json::parse(r.out);
     ASSERT_EQ(second["caches"].size(), 1u) << second;
     for (const auto& it : second["caches"][0]["items"]) EXPECT_EQ(it["outcome"], "unchanged") << it;
-    const fs::path mnt = dir / "mnt";
+    const stdfs::path mnt = dir / "mnt";
     Mount m(store_dir, mnt);
     ASSERT_TRUE(m.ok());
     EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "loras" / "org" / "detail-lora" /
@@ -764,12 +768,12 @@ TEST_F(OtherStoresTest, HfWithoutRefsMainTheNewestSnapshotIsCurrent) {
     const std::string unet3 = hf.lfs(sd, 300000, 4);
     hf.link(sd, kC3, "model_index.json", index);
     hf.link(sd, kC3, "unet/diffusion_pytorch_model.safetensors", unet3);
-    fs::remove(hf.repo(sd) / "refs" / "main");
+    stdfs::remove(hf.repo(sd) / "refs" / "main");
     // The newest is neither the first nor the last by name.
-    const auto now = fs::file_time_type::clock::now();
-    fs::last_write_time(hf.repo(sd) / "snapshots" / kC1, now - std::chrono::hours(48));
-    fs::last_write_time(hf.repo(sd) / "snapshots" / kC2, now);
-    fs::last_write_time(hf.repo(sd) / "snapshots" / kC3, now - std::chrono::hours(24));
+    const auto now = stdfs::file_time_type::clock::now();
+    stdfs::last_write_time(hf.repo(sd) / "snapshots" / kC1, now - std::chrono::hours(48));
+    stdfs::last_write_time(hf.repo(sd) / "snapshots" / kC2, now);
+    stdfs::last_write_time(hf.repo(sd) / "snapshots" / kC3, now - std::chrono::hours(24));
     Store s = Store::open(store_dir);
     ASSERT_TRUE(adopt::import_hf_cache(s, hf.root()).ok());
     auto m = s.catalog().read().get_model("diffusers/org/sd");

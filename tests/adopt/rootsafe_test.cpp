@@ -21,7 +21,7 @@
 #include "support/sized_models.h"
 #include "support/test_env.h"
 
-namespace sfs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs;
 using namespace modelfs::adopt;
 using modelfs::testing::sha256_hex_of_file;
@@ -34,31 +34,31 @@ namespace {
 
 constexpr uid_t kUser = 1001;
 
-void unmount_hard(const sfs::path& p) {
+void unmount_hard(const stdfs::path& p) {
     if (!is_mountpoint(p)) return;
     std::system(("/bin/fusermount3 -u '" + p.string() + "' 2>/dev/null").c_str());
     for (int i = 0; i < 100 && is_mountpoint(p); ++i) ::usleep(20000);
     if (is_mountpoint(p)) ::umount2(p.c_str(), MNT_DETACH);
 }
 
-void chown_tree(const sfs::path& root, uid_t uid) {
+void chown_tree(const stdfs::path& root, uid_t uid) {
     ASSERT_EQ(::lchown(root.c_str(), uid, uid), 0) << root;
-    for (auto it = sfs::recursive_directory_iterator(root); it != decltype(it)(); ++it)
+    for (auto it = stdfs::recursive_directory_iterator(root); it != decltype(it)(); ++it)
         ASSERT_EQ(::lchown(it->path().c_str(), uid, uid), 0) << it->path();
 }
 
-std::string read_all(const sfs::path& p) {
+std::string read_all(const stdfs::path& p) {
     std::ifstream in(p, std::ios::binary);
     return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 // Root's own secret: a folder only root may enter, with a 0600 file in it.
 struct RootSecret {
-    sfs::path dir, file, model;
+    stdfs::path dir, file, model;
     std::string content = "root's secret notes\n";
-    explicit RootSecret(const sfs::path& base)
+    explicit RootSecret(const stdfs::path& base)
         : dir(base / "root-only"), file(dir / "notes.txt"), model(dir / "secret.ckpt") {
-        sfs::create_directories(dir);
+        stdfs::create_directories(dir);
         write_text_file(file, content);
         write_random_file(model, 4096, 99);
         ::chmod(file.c_str(), 0600);
@@ -84,9 +84,9 @@ struct RootSecret {
 };
 
 // No file under `root` (the store's blobs, a view's overlay) holds `content`.
-void expect_nowhere(const sfs::path& root, const std::string& content, const std::string& where) {
+void expect_nowhere(const stdfs::path& root, const std::string& content, const std::string& where) {
     std::error_code ec;
-    for (auto it = sfs::recursive_directory_iterator(root, ec); !ec && it != decltype(it)();
+    for (auto it = stdfs::recursive_directory_iterator(root, ec); !ec && it != decltype(it)();
          it.increment(ec)) {
         if (!it->is_regular_file(ec) || it->file_size(ec) != content.size()) continue;
         EXPECT_FALSE(read_all(it->path()) == content) << where << ": " << it->path();
@@ -97,7 +97,7 @@ class RootSafe : public ::testing::Test {
   protected:
     TempDir tmp{"modelfs-rootsafe"};
     std::optional<RootSecret> secret;
-    sfs::path store_root;
+    stdfs::path store_root;
 
     void SetUp() override {
         if (::geteuid() != 0) GTEST_SKIP() << "needs root to act on a tree of uid 1001";
@@ -117,11 +117,11 @@ class RootSafe : public ::testing::Test {
 };
 
 // An A1111 install of uid 1001: a model, and a plain file in a sub-folder of models/.
-sfs::path make_a1111(const sfs::path& base) {
-    const sfs::path root = base / "webui", m = root / "models";
-    sfs::create_directories(root / "modules");
-    sfs::create_directories(m / "Lora");
-    sfs::create_directories(m / "sub");
+stdfs::path make_a1111(const stdfs::path& base) {
+    const stdfs::path root = base / "webui", m = root / "models";
+    stdfs::create_directories(root / "modules");
+    stdfs::create_directories(m / "Lora");
+    stdfs::create_directories(m / "sub");
     write_text_file(root / "webui.py", "#\n");
     write_text_file(root / "launch.py", "#\n");
     write_sized_safetensors(m / "Lora/style.safetensors", 5000, 1);
@@ -131,7 +131,7 @@ sfs::path make_a1111(const sfs::path& base) {
     return root;
 }
 
-Plan plan_for(Store& store, const sfs::path& root, const sfs::path& store_root,
+Plan plan_for(Store& store, const stdfs::path& root, const stdfs::path& store_root,
               const ScanOptions& so = {}, const std::string& view = "a1111") {
     auto inst = detect_install(root);
     EXPECT_TRUE(inst) << root;
@@ -145,9 +145,9 @@ Plan plan_for(Store& store, const sfs::path& root, const sfs::path& store_root,
 // file of the same name; unadopt must not chmod (or copy, or touch) root's file.
 TEST_F(RootSafe, UnadoptDoesNotFollowASwappedBackupFolder) {
     if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
-    const sfs::path root = make_a1111(tmp.path()), m = root / "models";
+    const stdfs::path root = make_a1111(tmp.path()), m = root / "models";
     struct Cleanup {
-        sfs::path m;
+        stdfs::path m;
         ~Cleanup() { unmount_hard(m); }
     } cleanup{m};
     Store store = Store::open(store_root);
@@ -156,10 +156,10 @@ TEST_F(RootSafe, UnadoptDoesNotFollowASwappedBackupFolder) {
     o.binary = modelfs::testing::modelfs_binary();
     auto rep = run_plan(store, plan, o);
     ASSERT_TRUE(rep.ok()) << rep.installs[0].status;
-    const sfs::path backup = root / "models.modelfs-backup";
-    ASSERT_TRUE(sfs::is_regular_file(backup / "sub/notes.txt"));
-    sfs::rename(backup / "sub", backup / "sub.moved");
-    sfs::create_directory_symlink(secret->dir, backup / "sub");
+    const stdfs::path backup = root / "models.modelfs-backup";
+    ASSERT_TRUE(stdfs::is_regular_file(backup / "sub/notes.txt"));
+    stdfs::rename(backup / "sub", backup / "sub.moved");
+    stdfs::create_directory_symlink(secret->dir, backup / "sub");
     ::lchown((backup / "sub").c_str(), kUser, kUser);
 
     auto un = unadopt(store, {});
@@ -171,7 +171,7 @@ TEST_F(RootSafe, UnadoptDoesNotFollowASwappedBackupFolder) {
     EXPECT_NE(notes.find("sub/notes.txt"), std::string::npos) << un[0].status << "\n" << notes;
     EXPECT_NE(notes.find("symbolic link"), std::string::npos) << notes;
     // The rest came back.
-    EXPECT_TRUE(sfs::is_regular_file(m / "Lora/style.safetensors")) << un[0].status;
+    EXPECT_TRUE(stdfs::is_regular_file(m / "Lora/style.safetensors")) << un[0].status;
 }
 
 }  // namespace
@@ -180,26 +180,26 @@ namespace {
 
 // A Hugging Face cache of uid 1001: `repo` with one blob and a snapshot linking to it.
 struct UserHfCache {
-    sfs::path root;
-    explicit UserHfCache(const sfs::path& r) : root(r) { sfs::create_directories(root); }
-    sfs::path repo(const std::string& id) const { return root / ("models--org--" + id); }
+    stdfs::path root;
+    explicit UserHfCache(const stdfs::path& r) : root(r) { stdfs::create_directories(root); }
+    stdfs::path repo(const std::string& id) const { return root / ("models--org--" + id); }
     // A real blob, and snapshot `commit` whose `rel` links to it the way huggingface_hub does.
     std::string blob(const std::string& id, const std::string& commit, const std::string& rel,
                      std::uint64_t seed) {
-        const sfs::path tmpf = root / "blob.tmp";
+        const stdfs::path tmpf = root / "blob.tmp";
         write_random_file(tmpf, 3000, seed);
         const std::string sha = sha256_hex_of_file(tmpf);
-        sfs::create_directories(repo(id) / "blobs");
-        sfs::rename(tmpf, repo(id) / "blobs" / sha);
+        stdfs::create_directories(repo(id) / "blobs");
+        stdfs::rename(tmpf, repo(id) / "blobs" / sha);
         link(id, commit, rel, "../../blobs/" + sha);
         return sha;
     }
     void link(const std::string& id, const std::string& commit, const std::string& rel,
               const std::string& target) {
-        const sfs::path p = repo(id) / "snapshots" / commit / rel;
-        sfs::create_directories(p.parent_path());
-        sfs::create_symlink(target, p);
-        sfs::create_directories(repo(id) / "refs");
+        const stdfs::path p = repo(id) / "snapshots" / commit / rel;
+        stdfs::create_directories(p.parent_path());
+        stdfs::create_symlink(target, p);
+        stdfs::create_directories(repo(id) / "refs");
         write_text_file(repo(id) / "refs/main", commit);
     }
 };
@@ -217,8 +217,8 @@ TEST_F(RootSafe, HfCacheNeverFollowsALinkOutOfTheRepo) {
     hf.blob("absolute", kCommit, "ok.bin", 9);
     hf.link("absolute", kCommit, "model.safetensors", secret->file.string());
     // The middle component: blobs/ itself a link to root's folder.
-    sfs::create_directories(hf.repo("middle"));
-    sfs::create_directory_symlink(secret->dir, hf.repo("middle") / "blobs");
+    stdfs::create_directories(hf.repo("middle"));
+    stdfs::create_directory_symlink(secret->dir, hf.repo("middle") / "blobs");
     hf.link("middle", kCommit, "model.safetensors", "../../blobs/notes.txt");
     chown_tree(hf.root, kUser);
 
@@ -249,7 +249,7 @@ TEST_F(RootSafe, HfCacheBlobTheUserCannotReadIsRefused) {
     UserHfCache hf(tmp / "hub");
     const std::string sha = hf.blob("mine", kCommit, "model.safetensors", 11);
     chown_tree(hf.root, kUser);
-    const sfs::path blob = hf.repo("mine") / "blobs" / sha;
+    const stdfs::path blob = hf.repo("mine") / "blobs" / sha;
     ASSERT_EQ(::chown(blob.c_str(), 0, 0), 0);
     ASSERT_EQ(::chmod(blob.c_str(), 0600), 0);
     Store store = Store::open(store_root);
@@ -278,14 +278,14 @@ std::string notes_of(const Plan& plan) {
 // untouched and in no blob, no view. The user's own model is adopted as before.
 TEST_F(RootSafe, AdoptNeverFollowsLinksInsideModels) {
     if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
-    const sfs::path root = make_a1111(tmp.path()), m = root / "models";
+    const stdfs::path root = make_a1111(tmp.path()), m = root / "models";
     struct Cleanup {
-        sfs::path m;
+        stdfs::path m;
         ~Cleanup() { unmount_hard(m); }
     } cleanup{m};
-    sfs::create_directories(m / "Stable-diffusion");
-    sfs::create_symlink(secret->model, m / "Stable-diffusion/evil.ckpt");
-    sfs::create_directory_symlink(secret->dir, m / "Stable-diffusion/linked");
+    stdfs::create_directories(m / "Stable-diffusion");
+    stdfs::create_symlink(secret->model, m / "Stable-diffusion/evil.ckpt");
+    stdfs::create_directory_symlink(secret->dir, m / "Stable-diffusion/linked");
     chown_tree(root, kUser);
     Store store = Store::open(store_root);
     Plan plan = plan_for(store, root, store_root);
@@ -302,8 +302,8 @@ TEST_F(RootSafe, AdoptNeverFollowsLinksInsideModels) {
     o.binary = modelfs::testing::modelfs_binary();
     auto rep = run_plan(store, plan, o);
     ASSERT_TRUE(rep.ok()) << rep.installs[0].status;
-    EXPECT_TRUE(sfs::is_regular_file(m / "Lora/style.safetensors"));
-    EXPECT_FALSE(sfs::exists(m / "Stable-diffusion/linked/secret.ckpt"));
+    EXPECT_TRUE(stdfs::is_regular_file(m / "Lora/style.safetensors"));
+    EXPECT_FALSE(stdfs::exists(m / "Stable-diffusion/linked/secret.ckpt"));
     secret->expect_untouched("after adopt");
     expect_nowhere(store_root, secret->model_content(), "after adopt");
     expect_nowhere(m, secret->model_content(), "the view after adopt");
@@ -312,8 +312,8 @@ TEST_F(RootSafe, AdoptNeverFollowsLinksInsideModels) {
 // A file of the install that the user could not read (root's 0600 file placed in it) is not
 // adopted either.
 TEST_F(RootSafe, AdoptLeavesFilesTheUserCannotRead) {
-    const sfs::path root = make_a1111(tmp.path()), m = root / "models";
-    sfs::create_directories(m / "Stable-diffusion");
+    const stdfs::path root = make_a1111(tmp.path()), m = root / "models";
+    stdfs::create_directories(m / "Stable-diffusion");
     write_random_file(m / "Stable-diffusion/roots.ckpt", 4096, 5);
     chown_tree(root, kUser);
     ASSERT_EQ(::chown((m / "Stable-diffusion/roots.ckpt").c_str(), 0, 0), 0);
@@ -336,9 +336,9 @@ TEST_F(RootSafe, AdoptLeavesFilesTheUserCannotRead) {
 // models folder is outside is skipped, with the reason; with it, root's folder is still refused
 // because uid 1001 cannot list it.
 TEST_F(RootSafe, AdoptConfigFolderOutsideTheInstallNeedsTheFlagAndTheRules) {
-    const sfs::path root = tmp / "sdnext";
-    sfs::create_directories(root / "modules");
-    sfs::create_directories(root / "models/Lora");
+    const stdfs::path root = tmp / "sdnext";
+    stdfs::create_directories(root / "modules");
+    stdfs::create_directories(root / "models/Lora");
     write_text_file(root / "launch.py", "#\n");
     write_text_file(root / "installer.py", "#\n");
     write_sized_safetensors(root / "models/Lora/mine.safetensors", 5000, 3);
@@ -380,7 +380,7 @@ TEST_F(RootSafe, AdoptConfigFolderOutsideTheInstallNeedsTheFlagAndTheRules) {
     auto rep = run_plan(store, plan);
     EXPECT_FALSE(rep.ok());
     secret->expect_untouched("after adopt");
-    EXPECT_TRUE(sfs::is_directory(secret->dir));
+    EXPECT_TRUE(stdfs::is_directory(secret->dir));
 }
 
 }  // namespace
@@ -390,19 +390,19 @@ namespace {
 // Ollama: a models folder of uid 1001 whose blob for a layer is a link to root's model (named by
 // that model's real SHA-256, so the name is right): refused; the user's own tag is imported.
 TEST_F(RootSafe, OllamaBlobLinkToRootsFileIsRefused) {
-    const sfs::path ol = tmp / "ollama";
-    sfs::create_directories(ol / "blobs");
+    const stdfs::path ol = tmp / "ollama";
+    stdfs::create_directories(ol / "blobs");
     auto put_blob = [&](std::uint64_t seed) {
-        const sfs::path t = ol / "blob.tmp";
+        const stdfs::path t = ol / "blob.tmp";
         write_random_file(t, 2048, seed);
         const std::string sha = sha256_hex_of_file(t);
-        sfs::rename(t, ol / "blobs" / ("sha256-" + sha));
+        stdfs::rename(t, ol / "blobs" / ("sha256-" + sha));
         return sha;
     };
     auto manifest = [&](const std::string& tag, const std::string& model_sha,
                         const std::string& cfg_sha) {
-        const sfs::path p = ol / "manifests/registry.ollama.ai/library/m" / tag;
-        sfs::create_directories(p.parent_path());
+        const stdfs::path p = ol / "manifests/registry.ollama.ai/library/m" / tag;
+        stdfs::create_directories(p.parent_path());
         write_text_file(p, R"({"schemaVersion":2,"config":{"mediaType":)"
                            R"("application/vnd.docker.container.image.v1+json","digest":"sha256:)" +
                                cfg_sha +
@@ -412,7 +412,7 @@ TEST_F(RootSafe, OllamaBlobLinkToRootsFileIsRefused) {
     };
     const std::string cfg = put_blob(1), mine = put_blob(2);
     const std::string evil = sha256_hex_of_file(secret->model);
-    sfs::create_symlink(secret->model, ol / "blobs" / ("sha256-" + evil));
+    stdfs::create_symlink(secret->model, ol / "blobs" / ("sha256-" + evil));
     manifest("latest", mine, cfg);
     manifest("evil", evil, cfg);
     chown_tree(ol, kUser);
@@ -440,12 +440,12 @@ namespace {
 // `import PATH` of a folder of uid 1001: its links (to root's model, to root's folder) are not
 // followed, and a path given that leads to root's file is refused; the user's model is imported.
 TEST_F(RootSafe, ImportOfAUsersFolderNeverFollowsItsLinks) {
-    const sfs::path in = tmp / "in";
-    sfs::create_directories(in / "vae");
+    const stdfs::path in = tmp / "in";
+    stdfs::create_directories(in / "vae");
     write_random_file(in / "vae/ok.pt", 5000, 21);
-    sfs::create_symlink(secret->model, in / "vae/evil.pt");
-    sfs::create_directory_symlink(secret->dir, in / "vae/linked");
-    sfs::create_symlink(secret->model, tmp / "given.pt");
+    stdfs::create_symlink(secret->model, in / "vae/evil.pt");
+    stdfs::create_directory_symlink(secret->dir, in / "vae/linked");
+    stdfs::create_symlink(secret->model, tmp / "given.pt");
     chown_tree(in, kUser);
     ::lchown((tmp / "given.pt").c_str(), kUser, kUser);
     Store store = Store::open(store_root);

@@ -20,7 +20,7 @@
 #include "support/sized_models.h"
 #include "support/test_env.h"
 
-namespace sfs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 
@@ -33,8 +33,8 @@ struct FileState {
     bool operator==(const FileState&) const = default;
 };
 struct TreeState {
-    std::map<sfs::path, FileState> files;
-    std::set<sfs::path> dirs;
+    std::map<stdfs::path, FileState> files;
+    std::set<stdfs::path> dirs;
 };
 
 std::int64_t ns_of(const struct timespec& t) {
@@ -44,7 +44,7 @@ std::int64_t ns_of(const struct timespec& t) {
 class AdoptRoundTrip : public ::testing::Test {
   protected:
     TempDir tmp{"modelfs-roundtrip"};
-    sfs::path store, a1111, comfy;
+    stdfs::path store, a1111, comfy;
     TreeState before;
 
     void SetUp() override {
@@ -52,10 +52,10 @@ class AdoptRoundTrip : public ::testing::Test {
         store = tmp / "store";
         a1111 = tmp / "stable-diffusion-webui";
         comfy = tmp / "ComfyUI";
-        const sfs::path a = a1111 / "models", c = comfy / "models";
+        const stdfs::path a = a1111 / "models", c = comfy / "models";
         for (auto d : {a / "Stable-diffusion", a / "Lora", a / "empty_folder", c / "checkpoints",
                        c / "loras"})
-            sfs::create_directories(d);
+            stdfs::create_directories(d);
         make_a1111_markers(a1111);
         make_comfyui_markers(comfy);
         write_sized_safetensors(a / "Stable-diffusion/sdxl.safetensors", 300000, 1);
@@ -97,7 +97,7 @@ class AdoptRoundTrip : public ::testing::Test {
     TreeState state() const {
         TreeState s;
         for (const auto& root : {a1111 / "models", comfy / "models"})
-            for (auto it = sfs::recursive_directory_iterator(root); it != decltype(it)(); ++it) {
+            for (auto it = stdfs::recursive_directory_iterator(root); it != decltype(it)(); ++it) {
                 struct stat st;
                 if (::lstat(it->path().c_str(), &st) != 0) continue;
                 if (S_ISDIR(st.st_mode))
@@ -131,8 +131,8 @@ class AdoptRoundTrip : public ::testing::Test {
         std::set<std::pair<dev_t, ino_t>> seen;
         std::uint64_t total = 0;
         for (const auto& root : {a1111, comfy, store / "blobs", store / "views"}) {
-            if (!sfs::exists(root)) continue;
-            for (auto it = sfs::recursive_directory_iterator(root); it != decltype(it)(); ++it) {
+            if (!stdfs::exists(root)) continue;
+            for (auto it = stdfs::recursive_directory_iterator(root); it != decltype(it)(); ++it) {
                 if (it->is_directory() && modelfs::adopt::is_mountpoint(it->path())) {
                     it.disable_recursion_pending();
                     continue;
@@ -145,17 +145,17 @@ class AdoptRoundTrip : public ::testing::Test {
         }
         return total;
     }
-    std::size_t files_in(const sfs::path& dir) const {
+    std::size_t files_in(const stdfs::path& dir) const {
         std::size_t n = 0;
-        if (!sfs::exists(dir)) return 0;
-        for (auto it = sfs::recursive_directory_iterator(dir); it != decltype(it)(); ++it)
+        if (!stdfs::exists(dir)) return 0;
+        for (auto it = stdfs::recursive_directory_iterator(dir); it != decltype(it)(); ++it)
             if (!it->is_directory()) ++n;
         return n;
     }
-    ino_t blob_inode(const sfs::path& file_with_that_content) const {
+    ino_t blob_inode(const stdfs::path& file_with_that_content) const {
         const std::string hex = sha256_hex_of_file(file_with_that_content);
         struct stat st;
-        const sfs::path blob = store / "blobs/sha256" / hex.substr(0, 2) / hex;
+        const stdfs::path blob = store / "blobs/sha256" / hex.substr(0, 2) / hex;
         return ::stat(blob.c_str(), &st) == 0 ? st.st_ino : 0;
     }
 };
@@ -206,8 +206,8 @@ TEST_F(AdoptRoundTrip, UnadoptHandsInodesBackAndRemovesTheFoldersItMade) {
     EXPECT_NE(st.st_ino, sdxl) << "ComfyUI still uses it: A1111 gets a copy of its own";
     EXPECT_EQ(st.st_nlink, 1u);
     EXPECT_EQ(files_in(store / "views/a1111"), 0u);
-    EXPECT_FALSE(sfs::exists(a1111 / "models/ControlNet")) << "a folder only the view had";
-    EXPECT_TRUE(sfs::is_directory(a1111 / "models/empty_folder")) << "the install's own";
+    EXPECT_FALSE(stdfs::exists(a1111 / "models/ControlNet")) << "a folder only the view had";
+    EXPECT_TRUE(stdfs::is_directory(a1111 / "models/empty_folder")) << "the install's own";
 
     un = modelfs({"unadopt", comfy.string()});
     ASSERT_EQ(un.exit_code, 0) << un.out << un.err;

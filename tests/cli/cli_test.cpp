@@ -14,26 +14,26 @@
 #include "support/sized_models.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 
 namespace {
 
 // write_safetensors into a folder that may not exist yet.
-void put(const fs::path& p, const modelfs::testing::SafetensorsSpec& spec) {
-    fs::create_directories(p.parent_path());
+void put(const stdfs::path& p, const modelfs::testing::SafetensorsSpec& spec) {
+    stdfs::create_directories(p.parent_path());
     write_safetensors(p, spec);
 }
-void put_raw(const fs::path& p, const std::string& bytes) {
-    fs::create_directories(p.parent_path());
+void put_raw(const stdfs::path& p, const std::string& bytes) {
+    stdfs::create_directories(p.parent_path());
     write_file(p, bytes);
 }
 
 class Cli : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-cli"};
-    fs::path store = dir / "store";
+    stdfs::path store = dir / "store";
 
     CliResult mfs(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
         args.insert(args.begin(), {"--store", store.string()});
@@ -76,24 +76,24 @@ TEST_F(Cli, MissingStoreExitsFourAndSaysWhatToDo) {
     EXPECT_EQ(r.exit_code, 4);
     EXPECT_NE(r.err.find("modelfs init"), std::string::npos) << r.err;
 
-    fs::create_directories(dir / "plain");
+    stdfs::create_directories(dir / "plain");
     write_random_file(dir / "plain" / "keep.txt", 10, 2);
     r = run_modelfs({"--store", (dir / "plain").string(), "init"});
     EXPECT_EQ(r.exit_code, 4);
     EXPECT_NE(r.err.find("not a modelfs store"), std::string::npos) << r.err;
-    EXPECT_TRUE(fs::exists(dir / "plain" / "keep.txt"));
-    EXPECT_FALSE(fs::exists(dir / "plain" / "catalog"));
+    EXPECT_TRUE(stdfs::exists(dir / "plain" / "keep.txt"));
+    EXPECT_FALSE(stdfs::exists(dir / "plain" / "catalog"));
 }
 
 TEST_F(Cli, StoreFromEnvironment) {
     write_random_file(dir / "m.safetensors.bin", 1000, 3);
-    fs::path other = dir / "envstore";
+    stdfs::path other = dir / "envstore";
     ASSERT_EQ(run_modelfs({"init"}, {{"MODELFS_STORE", other.string()}}).exit_code, 0);
-    EXPECT_TRUE(fs::exists(other / "catalog" / "data.mdb"));
-    fs::path xdg = dir / "xdg";
+    EXPECT_TRUE(stdfs::exists(other / "catalog" / "data.mdb"));
+    stdfs::path xdg = dir / "xdg";
     CliResult r = run_modelfs({"init"}, {{"MODELFS_STORE", ""}, {"XDG_DATA_HOME", xdg.string()}});
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_TRUE(fs::exists(xdg / "modelfs" / "catalog" / "data.mdb"));
+    EXPECT_TRUE(stdfs::exists(xdg / "modelfs" / "catalog" / "data.mdb"));
 }
 
 TEST_F(Cli, NewerSchemaIsRefusedAndLeftAlone) {
@@ -122,7 +122,7 @@ TEST_F(Cli, NewerSchemaIsRefusedAndLeftAlone) {
         EXPECT_NE(r.err.find("newer"), std::string::npos) << r.err;
         EXPECT_NE(r.err.find("99"), std::string::npos) << r.err;
     }
-    EXPECT_TRUE(fs::is_empty(store / "blobs" / "sha256"));
+    EXPECT_TRUE(stdfs::is_empty(store / "blobs" / "sha256"));
 }
 
 TEST_F(Cli, ImportListShowStatsJson) {
@@ -130,8 +130,8 @@ TEST_F(Cli, ImportListShowStatsJson) {
     put(dir / "tool" / "models" / "loras" / "style.safetensors", spec);
     put(dir / "tool" / "models" / "checkpoints" / "base.safetensors",
         modelfs::testing::sd15_checkpoint(8));
-    fs::copy_file(dir / "tool" / "models" / "loras" / "style.safetensors",
-                  dir / "tool" / "models" / "loras" / "style-copy.safetensors");
+    stdfs::copy_file(dir / "tool" / "models" / "loras" / "style.safetensors",
+                     dir / "tool" / "models" / "loras" / "style-copy.safetensors");
     write_text_file(dir / "tool" / "models" / "loras" / "style.civitai.info", "{}");
 
     json imp = mfs_json({"import", (dir / "tool" / "models").string()});
@@ -168,7 +168,7 @@ TEST_F(Cli, ImportListShowStatsJson) {
     json st = mfs_json({"stats"});
     EXPECT_EQ(st["models"], 3);
     EXPECT_EQ(st["blobs"], 2);
-    auto lora_size = fs::file_size(dir / "tool" / "models" / "loras" / "style.safetensors");
+    auto lora_size = stdfs::file_size(dir / "tool" / "models" / "loras" / "style.safetensors");
     EXPECT_EQ(st["saved_bytes"].get<std::uint64_t>(), lora_size);
     EXPECT_EQ(st["logical_bytes"].get<std::uint64_t>() - st["physical_bytes"].get<std::uint64_t>(),
               lora_size);
@@ -201,8 +201,8 @@ TEST_F(Cli, ShowUnknownExitsThree) {
 }
 
 TEST_F(Cli, MalformedSafetensorsIsRefusedAndStoreStaysValid) {
-    fs::path good = dir / "in" / "loras" / "good.safetensors";
-    fs::path bad = dir / "in" / "loras" / "bad.safetensors";
+    stdfs::path good = dir / "in" / "loras" / "good.safetensors";
+    stdfs::path bad = dir / "in" / "loras" / "bad.safetensors";
     put(good, modelfs::testing::kohya_lora(1));
     put_raw(bad, raw_safetensors_with_length(1ull << 40, "{}"));
     CliResult r = mfs({"import", (dir / "in").string()});
@@ -215,8 +215,8 @@ TEST_F(Cli, MalformedSafetensorsIsRefusedAndStoreStaysValid) {
     json v = mfs_json({"verify"});
     EXPECT_TRUE(v["ok"].get<bool>());
     EXPECT_TRUE(v["notes"].empty()) << v.dump();
-    EXPECT_TRUE(fs::is_empty(store / "staging"));
-    EXPECT_TRUE(fs::exists(bad)) << "the user's file is untouched";
+    EXPECT_TRUE(stdfs::is_empty(store / "staging"));
+    EXPECT_TRUE(stdfs::exists(bad)) << "the user's file is untouched";
 }
 
 TEST_F(Cli, MissingPathIsNamedAndOthersStillImport) {
@@ -229,10 +229,10 @@ TEST_F(Cli, MissingPathIsNamedAndOthersStillImport) {
 
 // Root reads anything; dropping the DAC-override capabilities makes mode 000 bite even in CI.
 TEST_F(Cli, UnreadableFileIsNamedAndSkipped) {
-    if (!fs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "util-linux setpriv not installed";
+    if (!stdfs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "util-linux setpriv not installed";
     write_random_file(dir / "in" / "vae" / "ok.pt", 5000, 30);
     write_random_file(dir / "in" / "vae" / "secret.pt", 5000, 31);
-    fs::permissions(dir / "in" / "vae" / "secret.pt", fs::perms::none);
+    stdfs::permissions(dir / "in" / "vae" / "secret.pt", stdfs::perms::none);
     std::vector<std::string> args{"--store", store.string(), "import", (dir / "in").string()};
     CliResult r;
     if (::geteuid() == 0) {
@@ -255,8 +255,8 @@ TEST_F(Cli, VerifyQuarantinesCorruptBlobAndFails) {
     write_random_file(dir / "m.ckpt", 300000, 10);
     std::string sha = sha256_hex_of_file(dir / "m.ckpt");
     ASSERT_EQ(mfs({"import", (dir / "m.ckpt").string()}).exit_code, 0);
-    fs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
-    fs::permissions(blob, fs::perms::owner_write, fs::perm_options::add);
+    stdfs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
+    stdfs::permissions(blob, stdfs::perms::owner_write, stdfs::perm_options::add);
     {
         std::fstream f(blob, std::ios::in | std::ios::out | std::ios::binary);
         f.seekp(1234);
@@ -266,16 +266,16 @@ TEST_F(Cli, VerifyQuarantinesCorruptBlobAndFails) {
     ASSERT_EQ(fast["problems"].size(), 1u);
     EXPECT_EQ(fast["problems"][0]["problem"], "corrupt");
     EXPECT_EQ(fast["problems"][0]["sha256"], sha);
-    EXPECT_FALSE(fs::exists(blob)) << "corrupt bytes are never served again";
-    ASSERT_FALSE(fs::is_empty(store / "quarantine")) << "and never silently deleted";
+    EXPECT_FALSE(stdfs::exists(blob)) << "corrupt bytes are never served again";
+    ASSERT_FALSE(stdfs::is_empty(store / "quarantine")) << "and never silently deleted";
     json show = mfs_json({"show", sha});
     EXPECT_EQ(show["file"]["state"], "quarantined");
     // gc leaves the evidence alone.
     mfs({"gc"});
-    EXPECT_FALSE(fs::is_empty(store / "quarantine"));
+    EXPECT_FALSE(stdfs::is_empty(store / "quarantine"));
     // Re-importing the good file repairs the store.
     ASSERT_EQ(mfs({"import", (dir / "m.ckpt").string()}).exit_code, 0);
-    EXPECT_TRUE(fs::exists(blob));
+    EXPECT_TRUE(stdfs::exists(blob));
     EXPECT_TRUE(mfs_json({"verify"})["ok"].get<bool>());
 }
 
@@ -287,16 +287,16 @@ TEST_F(Cli, GcRemovesOnlyUnreferenced) {
     json dry = mfs_json({"gc", "--dry-run"});
     EXPECT_EQ(dry["orphan_files"].size(), 1u);
     EXPECT_EQ(dry["bytes"], 777);
-    EXPECT_TRUE(fs::exists(store / "blobs" / "sha256" / "ab" / std::string(64, 'a')));
+    EXPECT_TRUE(stdfs::exists(store / "blobs" / "sha256" / "ab" / std::string(64, 'a')));
     json real = mfs_json({"gc"});
     EXPECT_EQ(real["orphan_files"].size(), 1u);
-    EXPECT_FALSE(fs::exists(store / "blobs" / "sha256" / "ab" / std::string(64, 'a')));
+    EXPECT_FALSE(stdfs::exists(store / "blobs" / "sha256" / "ab" / std::string(64, 'a')));
     EXPECT_TRUE(mfs_json({"verify"})["ok"].get<bool>());
     EXPECT_EQ(mfs_json({"ls"}).size(), 1u);
 }
 
 TEST_F(Cli, MoveAcrossFilesystemsCopiesVerifiesThenDeletes) {
-    if (!fs::exists("/dev/shm")) GTEST_SKIP() << "no /dev/shm";
+    if (!stdfs::exists("/dev/shm")) GTEST_SKIP() << "no /dev/shm";
     const char* old = std::getenv("TMPDIR");
     setenv("TMPDIR", "/dev/shm", 1);
     TempDir other("modelfs-move");
@@ -304,29 +304,29 @@ TEST_F(Cli, MoveAcrossFilesystemsCopiesVerifiesThenDeletes) {
         setenv("TMPDIR", old, 1);
     else
         unsetenv("TMPDIR");
-    fs::path src = other / "loras" / "far.safetensors";
+    stdfs::path src = other / "loras" / "far.safetensors";
     put(src, modelfs::testing::kohya_lora(21));
     std::string sha = sha256_hex_of_file(src);
     json imp = mfs_json({"import", "--move", src.string()});
     EXPECT_EQ(imp["items"][0]["sha256"], sha);
-    EXPECT_FALSE(fs::exists(src));
+    EXPECT_FALSE(stdfs::exists(src));
     EXPECT_EQ(sha256_hex_of_file(store / "blobs" / "sha256" / sha.substr(0, 2) / sha), sha);
 }
 
 TEST_F(Cli, MoveOnOneFilesystemIsARename) {
-    fs::path src = dir / "models" / "vae" / "v.safetensors";
+    stdfs::path src = dir / "models" / "vae" / "v.safetensors";
     put(src, modelfs::testing::vae(5));
     std::string sha = sha256_hex_of_file(src);
     struct stat before;
     ASSERT_EQ(::stat(src.c_str(), &before), 0);
     json imp = mfs_json({"import", "--move", src.string()});
     EXPECT_EQ(imp["items"][0]["model"], "vae/v.safetensors");
-    EXPECT_FALSE(fs::exists(src));
-    fs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
+    EXPECT_FALSE(stdfs::exists(src));
+    stdfs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
     struct stat after;
     ASSERT_EQ(::stat(blob.c_str(), &after), 0);
     EXPECT_EQ(before.st_ino, after.st_ino) << "zero copy: the same inode";
-    EXPECT_TRUE(fs::is_empty(store / "staging"));
+    EXPECT_TRUE(stdfs::is_empty(store / "staging"));
 }
 
 }  // namespace

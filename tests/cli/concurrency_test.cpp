@@ -8,7 +8,7 @@
 
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 
@@ -16,7 +16,7 @@ namespace {
 
 TEST(Concurrency, TwoImportersStoreEachContentOnce) {
     TempDir dir("modelfs-conc");
-    fs::path store = dir / "store";
+    stdfs::path store = dir / "store";
     ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
     // A and B share ten files byte for byte (under other names) and have ten of their own.
     std::set<std::string> distinct;
@@ -42,7 +42,7 @@ TEST(Concurrency, TwoImportersStoreEachContentOnce) {
     CliResult ls = run_modelfs({"--store", store.string(), "--json", "ls"});
     EXPECT_EQ(json::parse(ls.out).size(), 40u);
     std::size_t blob_files = 0;
-    for (const auto& e : fs::recursive_directory_iterator(store / "blobs"))
+    for (const auto& e : stdfs::recursive_directory_iterator(store / "blobs"))
         if (e.is_regular_file()) ++blob_files;
     EXPECT_EQ(blob_files, distinct.size());
     json v = json::parse(run_modelfs({"--store", store.string(), "--json", "verify"}).out);
@@ -51,7 +51,7 @@ TEST(Concurrency, TwoImportersStoreEachContentOnce) {
 
 TEST(Concurrency, GcRacingAnImportNeverRemovesWhatGetsCatalogued) {
     TempDir dir("modelfs-conc-gc");
-    fs::path store = dir / "store";
+    stdfs::path store = dir / "store";
     ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
     for (int i = 0; i < 40; ++i)
         write_random_file(dir / "in" / "vae" / ("v" + std::to_string(i) + ".pt"), 1 << 19, 100 + i);

@@ -10,7 +10,7 @@
 
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 
@@ -42,7 +42,7 @@ category = "vae"
 class CliConfig : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-cli-config"};
-    fs::path config = dir / "config.toml";
+    stdfs::path config = dir / "config.toml";
 
     void SetUp() override { write_text_file(config, kConfig); }
 };
@@ -112,7 +112,8 @@ TEST_F(CliConfig, NoConfigFileMeansTheBuiltInsOnly) {
     EXPECT_EQ(j["views"].size(), 6u);  // the built-ins, invokeai included
 
     // Nothing at any of the usual places.
-    if (fs::exists("/etc/modelfs/config.toml")) GTEST_SKIP() << "/etc/modelfs/config.toml exists";
+    if (stdfs::exists("/etc/modelfs/config.toml"))
+        GTEST_SKIP() << "/etc/modelfs/config.toml exists";
     r = run_modelfs({"--json", "views"}, {{"MODELFS_CONFIG", ""},
                                           {"XDG_CONFIG_HOME", (dir / "empty").string()},
                                           {"HOME", (dir / "home").string()}});
@@ -125,15 +126,15 @@ TEST_F(CliConfig, FoundThroughTheEnvironment) {
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_HAS(r.out, "my-loras/");
 
-    fs::create_directories(dir / "xdg" / "modelfs");
-    fs::copy_file(config, dir / "xdg" / "modelfs" / "config.toml");
+    stdfs::create_directories(dir / "xdg" / "modelfs");
+    stdfs::copy_file(config, dir / "xdg" / "modelfs" / "config.toml");
     r = run_modelfs({"views", "mytool"},
                     {{"MODELFS_CONFIG", ""}, {"XDG_CONFIG_HOME", (dir / "xdg").string()}});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_HAS(r.out, "config file: " + (dir / "xdg" / "modelfs" / "config.toml").string());
 
-    fs::create_directories(dir / "home" / ".config" / "modelfs");
-    fs::copy_file(config, dir / "home" / ".config" / "modelfs" / "config.toml");
+    stdfs::create_directories(dir / "home" / ".config" / "modelfs");
+    stdfs::copy_file(config, dir / "home" / ".config" / "modelfs" / "config.toml");
     r = run_modelfs(
         {"views", "mytool"},
         {{"MODELFS_CONFIG", ""}, {"XDG_CONFIG_HOME", ""}, {"HOME", (dir / "home").string()}});
@@ -167,7 +168,7 @@ TEST_F(CliConfig, ABadFileIsAUsageErrorThatSaysWhereAndWhat) {
         EXPECT_HAS(r.err, "modelfs: " + config.string() +
                               ":6:1: layout 'mytool': folders[1].path \"/abs\"");
     }
-    EXPECT_FALSE(fs::exists(dir / "s")) << "init ran despite the bad config";
+    EXPECT_FALSE(stdfs::exists(dir / "s")) << "init ran despite the bad config";
 
     write_text_file(config, "stroe = \"/srv/models\"\n");
     CliResult r = run_modelfs({"--config", config.string(), "views"});
@@ -224,16 +225,16 @@ TEST_F(CliConfig, StorePrecedence) {
 // are merged key by key, the user's winning; `modelfs config` says where each value came from.
 class CliConfigFiles : public CliConfig {
   protected:
-    fs::path store = dir / "store";
-    fs::path user_file = dir / "xdg" / "modelfs" / "config.toml";
-    fs::path store_file = store / "config.toml";
+    stdfs::path store = dir / "store";
+    stdfs::path user_file = dir / "xdg" / "modelfs" / "config.toml";
+    stdfs::path store_file = store / "config.toml";
     std::map<std::string, std::string> env{
         {"MODELFS_CONFIG", ""}, {"XDG_CONFIG_HOME", (dir / "xdg").string()}, {"MODELFS_STORE", ""}};
 
     void SetUp() override {
         CliConfig::SetUp();
         ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
-        fs::create_directories(user_file.parent_path());
+        stdfs::create_directories(user_file.parent_path());
         write_text_file(user_file, "[fetch]\njobs = 2\n");
         write_text_file(store_file,
                         "[fetch]\njobs = 7\nretries = 9\n[versions]\nkeep = 5\n"
@@ -272,7 +273,7 @@ TEST_F(CliConfigFiles, UserFileBeatsStoreFileBeatsEnvironmentBeatsDefault) {
     EXPECT_EQ(s["fetch.max_connections"]["origin"], "default");
 
     // Without the store's file, the variable decides.
-    fs::remove(store_file);
+    stdfs::remove(store_file);
     s = settings({{"MODELFS_KEEP_VERSIONS", "8"}});
     EXPECT_EQ(s["versions.keep"]["value"], "8");
     EXPECT_EQ(s["versions.keep"]["origin"], "env MODELFS_KEEP_VERSIONS");

@@ -14,14 +14,14 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 
 namespace {
 
 // A tool-like tree: loras and checkpoints of a few MB, some duplicated, and a diffusers folder.
-std::map<std::string, std::string> make_tree(const fs::path& root, std::uint64_t seed) {
+std::map<std::string, std::string> make_tree(const stdfs::path& root, std::uint64_t seed) {
     std::map<std::string, std::string> sha_by_rel;
     auto add = [&](const std::string& rel, std::uint64_t size, std::uint64_t s) {
         write_random_file(root / rel, size, s);
@@ -39,7 +39,7 @@ std::map<std::string, std::string> make_tree(const fs::path& root, std::uint64_t
     return sha_by_rel;
 }
 
-json run_json(const fs::path& store, std::vector<std::string> args, int* exit_code = nullptr) {
+json run_json(const stdfs::path& store, std::vector<std::string> args, int* exit_code = nullptr) {
     args.insert(args.begin(), {"--store", store.string(), "--json"});
     CliResult r = run_modelfs(args);
     if (exit_code) *exit_code = r.exit_code;
@@ -49,24 +49,24 @@ json run_json(const fs::path& store, std::vector<std::string> args, int* exit_co
 
 // Every catalogued file's bytes are present and hash to their name; nothing corrupt, nothing
 // dangling. Orphans (placed but not catalogued) are allowed: gc removes them.
-void expect_store_consistent(const fs::path& store) {
+void expect_store_consistent(const stdfs::path& store) {
     int rc = -1;
     json v = run_json(store, {"verify"}, &rc);
     EXPECT_EQ(rc, 0) << v.dump(2);
     EXPECT_TRUE(v["problems"].empty()) << v.dump(2);
     // The open by verify cleaned staging: no unlocked leftovers with content.
-    for (const auto& e : fs::directory_iterator(store / "staging"))
-        EXPECT_EQ(fs::file_size(e.path()), 0u) << "leftover in staging: " << e.path();
+    for (const auto& e : stdfs::directory_iterator(store / "staging"))
+        EXPECT_EQ(stdfs::file_size(e.path()), 0u) << "leftover in staging: " << e.path();
 }
 
 // How long an uninterrupted run takes, so that kills can land anywhere inside one.
-std::chrono::milliseconds time_full_import(const fs::path& tree, bool move) {
+std::chrono::milliseconds time_full_import(const stdfs::path& tree, bool move) {
     TempDir scratch("modelfs-calibrate");
-    fs::path store = scratch / "store";
-    fs::path src = tree;
+    stdfs::path store = scratch / "store";
+    stdfs::path src = tree;
     if (move) {
         src = scratch / "src";
-        fs::copy(tree, src, fs::copy_options::recursive);
+        stdfs::copy(tree, src, stdfs::copy_options::recursive);
     }
     run_modelfs({"--store", store.string(), "init"});
     std::vector<std::string> args{"--store", store.string(), "import", (src / "models").string()};
@@ -112,7 +112,7 @@ TEST(CrashSafety, KilledCopyImportLeavesAValidStore) {
     int interrupted = 0;  // rounds killed with some but not all models catalogued
     for (int round = 0; round < 12; ++round) {
         SCOPED_TRACE("round " + std::to_string(round));
-        fs::path store = dir / ("store" + std::to_string(round));
+        stdfs::path store = dir / ("store" + std::to_string(round));
         ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
         pid_t pid = spawn_modelfs({"--store", store.string(), "import", "--jobs", "2",
                                    (dir / "src" / "models").string()});
@@ -121,7 +121,7 @@ TEST(CrashSafety, KilledCopyImportLeavesAValidStore) {
         wait_child(pid);
 
         std::size_t placed = 0;  // blob files on disk when the kill landed
-        for (const auto& e : fs::recursive_directory_iterator(store / "blobs"))
+        for (const auto& e : stdfs::recursive_directory_iterator(store / "blobs"))
             placed += e.is_regular_file();
         expect_store_consistent(store);
         json before = run_json(store, {"ls"});
@@ -133,7 +133,7 @@ TEST(CrashSafety, KilledCopyImportLeavesAValidStore) {
         // Whatever was catalogued is complete and correct.
         for (const auto& m : before)
             if (m.contains("sha256")) {
-                fs::path blob = store / "blobs" / "sha256" /
+                stdfs::path blob = store / "blobs" / "sha256" /
                                 m["sha256"].get<std::string>().substr(0, 2) / m["sha256"];
                 EXPECT_EQ(sha256_hex_of_file(blob), m["sha256"]);
             }
@@ -144,7 +144,7 @@ TEST(CrashSafety, KilledCopyImportLeavesAValidStore) {
         run_json(store, {"gc"});
         json v = run_json(store, {"verify"});
         EXPECT_TRUE(v["problems"].empty() && v["notes"].empty()) << v.dump(2);
-        fs::remove_all(store);
+        stdfs::remove_all(store);
     }
     EXPECT_GT(interrupted, 0) << "no kill landed mid-import: the test proved nothing";
 }
@@ -158,9 +158,9 @@ TEST(CrashSafety, KilledMoveImportNeverLosesAUserFile) {
     int interrupted = 0;  // rounds where the kill left some files moved and some not
     for (int round = 0; round < 10; ++round) {
         SCOPED_TRACE("round " + std::to_string(round));
-        fs::path src = dir / ("src" + std::to_string(round));
-        fs::copy(dir / "template", src, fs::copy_options::recursive);
-        fs::path store = dir / ("store" + std::to_string(round));
+        stdfs::path src = dir / ("src" + std::to_string(round));
+        stdfs::copy(dir / "template", src, stdfs::copy_options::recursive);
+        stdfs::path store = dir / ("store" + std::to_string(round));
         ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
         pid_t pid = spawn_modelfs({"--store", store.string(), "import", "--move", "--jobs", "2",
                                    (src / "models").string()});
@@ -178,15 +178,15 @@ TEST(CrashSafety, KilledMoveImportNeverLosesAUserFile) {
                 if (v.contains("sha256")) stored[v["source"]] = v["sha256"];
                 if (v.contains("files"))
                     for (const auto& f : v["files"])
-                        stored[(fs::path(v["source"].get<std::string>()) /
+                        stored[(stdfs::path(v["source"].get<std::string>()) /
                                 f["path"].get<std::string>())
                                    .string()] = f["sha256"];
             }
         }
         std::size_t at_origin = 0;
         for (const auto& [rel, sha] : shas) {
-            fs::path origin = src / rel;
-            if (fs::exists(origin)) {
+            stdfs::path origin = src / rel;
+            if (stdfs::exists(origin)) {
                 ++at_origin;
                 EXPECT_EQ(sha256_hex_of_file(origin), sha) << origin;
                 continue;
@@ -194,22 +194,22 @@ TEST(CrashSafety, KilledMoveImportNeverLosesAUserFile) {
             auto it = stored.find(origin.string());
             ASSERT_NE(it, stored.end()) << origin << " is gone and not in the store";
             EXPECT_EQ(it->second, sha);
-            fs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
+            stdfs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
             EXPECT_EQ(sha256_hex_of_file(blob), sha) << origin;
         }
         if (at_origin > 0 && at_origin < shas.size()) ++interrupted;
         clock.saw(at_origin == shas.size() ? KillClock::Seen::nothing_done
                   : at_origin == 0          ? KillClock::Seen::all_done
                                             : KillClock::Seen::some_done);
-        fs::remove_all(store);
-        fs::remove_all(src);
+        stdfs::remove_all(store);
+        stdfs::remove_all(src);
     }
     EXPECT_GT(interrupted, 0) << "no kill landed mid-move: the test proved nothing";
 }
 
 TEST(CrashSafety, FailedMoveCommitPutsTheFileBack) {
     TempDir dir("modelfs-move-fail");
-    fs::path store = dir / "store";
+    stdfs::path store = dir / "store";
     ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
     write_random_file(dir / "a" / "x.ckpt", 100000, 1);
     write_random_file(dir / "b" / "x.ckpt", 100000, 2);
@@ -223,7 +223,7 @@ TEST(CrashSafety, FailedMoveCommitPutsTheFileBack) {
                                "--version", "v1", (dir / "b" / "x.ckpt").string()});
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.err.find("already has a version labelled 'v1'"), std::string::npos) << r.err;
-    ASSERT_TRUE(fs::exists(dir / "b" / "x.ckpt"));
+    ASSERT_TRUE(stdfs::exists(dir / "b" / "x.ckpt"));
     EXPECT_EQ(sha256_hex_of_file(dir / "b" / "x.ckpt"), sha_b);
     expect_store_consistent(store);
 }

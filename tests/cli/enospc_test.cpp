@@ -8,7 +8,7 @@
 
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 
@@ -17,13 +17,13 @@ namespace {
 class FullDisk : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-enospc"};
-    fs::path mnt = dir / "small";
-    fs::path store = mnt / "store";
+    stdfs::path mnt = dir / "small";
+    stdfs::path store = mnt / "store";
     bool mounted = false;
 
     void SetUp() override {
         if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a size-limited tmpfs";
-        fs::create_directories(mnt);
+        stdfs::create_directories(mnt);
         ASSERT_EQ(::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=24m"), 0) << strerror(errno);
         mounted = true;
         ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
@@ -50,11 +50,11 @@ TEST_F(FullDisk, TooBigFileFailsCleanlyAndOthersImport) {
     auto models = json::parse(ls.out);
     ASSERT_EQ(models.size(), 1u);
     EXPECT_EQ(models[0]["model"], "lora/small.ckpt");
-    EXPECT_TRUE(fs::is_empty(store / "staging")) << "no half-written file left behind";
+    EXPECT_TRUE(stdfs::is_empty(store / "staging")) << "no half-written file left behind";
     CliResult v = mfs({"--json", "verify"});
     EXPECT_EQ(v.exit_code, 0) << v.out;
     EXPECT_TRUE(json::parse(v.out)["notes"].empty());
-    EXPECT_TRUE(fs::exists(dir / "in" / "loras" / "huge.ckpt"));
+    EXPECT_TRUE(stdfs::exists(dir / "in" / "loras" / "huge.ckpt"));
 }
 
 TEST_F(FullDisk, FillingUpFileByFileKeepsEveryCommittedModel) {
@@ -69,7 +69,7 @@ TEST_F(FullDisk, FillingUpFileByFileKeepsEveryCommittedModel) {
     EXPECT_LT(models.size(), 8u);
     CliResult v = mfs({"--json", "verify"});
     EXPECT_EQ(v.exit_code, 0) << v.out;
-    EXPECT_TRUE(fs::is_empty(store / "staging"));
+    EXPECT_TRUE(stdfs::is_empty(store / "staging"));
     // After making room (the same tmpfs, grown in place), the same command finishes the job.
     ASSERT_EQ(::mount(nullptr, mnt.c_str(), nullptr, MS_REMOUNT, "size=64m"), 0) << strerror(errno);
     EXPECT_EQ(mfs({"import", (dir / "in").string()}).exit_code, 0);

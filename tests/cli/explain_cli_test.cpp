@@ -14,7 +14,7 @@
 #include "support/sized_models.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 
@@ -29,7 +29,7 @@ namespace {
 class ExplainCli : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-explain"};
-    fs::path store = dir / "store";
+    stdfs::path store = dir / "store";
 
     CliResult mfs(std::vector<std::string> args) {
         args.insert(args.begin(), {"--store", store.string()});
@@ -38,12 +38,12 @@ class ExplainCli : public ::testing::Test {
     void SetUp() override { ASSERT_EQ(mfs({"init"}).exit_code, 0); }
     // A mount the code under test should have refused may still have happened: never leave one.
     void TearDown() override {
-        for (const auto& p : fs::directory_iterator(dir.path()))
+        for (const auto& p : stdfs::directory_iterator(dir.path()))
             if (is_mounted(p.path())) run_program("/bin/fusermount3", {"-uz", p.path().string()});
     }
     void import_lora(const std::string& name, std::uint64_t seed) {
-        const fs::path p = dir / "src" / "loras" / (name + ".safetensors");
-        fs::create_directories(p.parent_path());
+        const stdfs::path p = dir / "src" / "loras" / (name + ".safetensors");
+        stdfs::create_directories(p.parent_path());
         write_safetensors(p, kohya_lora(seed));
         ASSERT_EQ(mfs({"import", "-c", "lora", p.string()}).exit_code, 0);
     }
@@ -61,7 +61,7 @@ TEST_F(ExplainCli, MountRefusesAFile) {
 }
 
 TEST_F(ExplainCli, MountRefusesAFolderWithFilesUnlessAsked) {
-    fs::create_directories(dir / "full");
+    stdfs::create_directories(dir / "full");
     write_text_file(dir / "full" / "mine.txt", "keep me");
     CliResult r = mfs({"mount", (dir / "full").string()});
     EXPECT_EQ(r.exit_code, 2) << r.err;
@@ -74,13 +74,13 @@ TEST_F(ExplainCli, MountRefusesAFolderWithFilesUnlessAsked) {
 
     Mount m(store, dir / "full", {"--nonempty"});
     ASSERT_TRUE(m.ok());
-    EXPECT_FALSE(fs::exists(dir / "full" / "mine.txt")) << "hidden while mounted";
+    EXPECT_FALSE(stdfs::exists(dir / "full" / "mine.txt")) << "hidden while mounted";
     EXPECT_EQ(m.stop(), 0);
     EXPECT_EQ(read_file(dir / "full" / "mine.txt"), "keep me");
 }
 
 TEST_F(ExplainCli, MountRefusesAnExistingMount) {
-    fs::create_directories(dir / "mnt");
+    stdfs::create_directories(dir / "mnt");
     Mount m(store, dir / "mnt");
     ASSERT_TRUE(m.ok());
     CliResult r = mfs({"mount", (dir / "mnt").string()});
@@ -122,7 +122,7 @@ TEST_F(ExplainCli, MessagesNameTheRealArgument) {
 }
 
 TEST_F(ExplainCli, UnknownViewIsTwoEverywhere) {
-    fs::create_directories(dir / "mnt");
+    stdfs::create_directories(dir / "mnt");
     for (const std::vector<std::string>& args :
          {std::vector<std::string>{"views", "nosuchview"},
           {"mount", "--view", "nosuchview", (dir / "mnt").string()},
@@ -183,7 +183,7 @@ TEST_F(ExplainCli, LockToStdoutRegistersOnlyWhenAsked) {
 TEST_F(ExplainCli, LockCanSkipRemotesWithoutAHash) {
     import_lora("style", 1);
     // Registered, never downloaded: no SHA-256 yet.
-    fs::create_directories(dir / "www");
+    stdfs::create_directories(dir / "www");
     write_random_file(dir / "www" / "remote.safetensors", 20000, 77);
     modelfs::test::NginxServer nginx(dir / "www");
     CliResult r = mfs({"add", nginx.url("remote.safetensors"), "--as", "lora/remote"});
@@ -218,9 +218,9 @@ TEST_F(ExplainCli, ImportSaysWhatIsNoModel) {
 }
 
 TEST_F(ExplainCli, AUniqueBareNameMatches) {
-    const fs::path loras = dir / "src" / "loras";
-    fs::create_directories(loras / "set3");
-    fs::create_directories(loras / "set4");
+    const stdfs::path loras = dir / "src" / "loras";
+    stdfs::create_directories(loras / "set3");
+    stdfs::create_directories(loras / "set4");
     write_safetensors(loras / "set3" / "lora_0003.safetensors", kohya_lora(1));
     write_safetensors(loras / "set3" / "twin.safetensors", kohya_lora(2));
     write_safetensors(loras / "set4" / "twin.safetensors", kohya_lora(3));
@@ -246,7 +246,7 @@ TEST_F(ExplainCli, AUniqueBareNameMatches) {
 }
 
 TEST_F(ExplainCli, BusyUmountSaysWhoHoldsIt) {
-    fs::create_directories(dir / "mnt");
+    stdfs::create_directories(dir / "mnt");
     Mount m(store, dir / "mnt");
     ASSERT_TRUE(m.ok());
     int ready[2];
@@ -277,7 +277,7 @@ TEST_F(ExplainCli, BusyUmountSaysWhoHoldsIt) {
 }
 
 TEST_F(ExplainCli, ManPageHasExamplesAndTheGlobalTextOnce) {
-    const fs::path out = dir / "modelfs.1";
+    const stdfs::path out = dir / "modelfs.1";
     CliResult r =
         run_program("/bin/sh", {MODELFS_GEN_MANPAGE, modelfs_binary().string(), "0", out.string()});
     ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -17,7 +17,7 @@
 #include "support/http_servers.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using modelfs::test::Fault;
 using modelfs::test::FaultServer;
@@ -29,11 +29,11 @@ namespace {
 class FetchCli : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-fetch-cli"};
-    fs::path store = dir / "store";
-    fs::path www = dir / "www";
+    stdfs::path store = dir / "store";
+    stdfs::path www = dir / "www";
 
     void SetUp() override {
-        fs::create_directories(www);
+        stdfs::create_directories(www);
         ASSERT_EQ(mfs({"init"}).exit_code, 0);
     }
     CliResult mfs(std::vector<std::string> args) {
@@ -52,7 +52,7 @@ class FetchCli : public ::testing::Test {
         return sha256_hex_of_file(www / name);
     }
     json models() { return mfs_json({"ls"}); }
-    fs::path blob_path(const std::string& hex) {
+    stdfs::path blob_path(const std::string& hex) {
         return store / "blobs" / "sha256" / hex.substr(0, 2) / hex;
     }
 };
@@ -219,15 +219,15 @@ TEST_F(FetchCli, EvictKeepsTheModelAndOnlyTakesWhatCanBeFetchedAgain) {
     ASSERT_EQ(mfs({"add", nginx.url("web.bin"), "--as", "lora/web", "--sha256", web}).exit_code, 0);
     json dry = mfs_json({"evict", "--max-size", "0", "--dry-run"});
     ASSERT_EQ(dry["evicted"].size(), 1u);
-    EXPECT_TRUE(fs::exists(blob_path(web)));
+    EXPECT_TRUE(stdfs::exists(blob_path(web)));
 
     json r = mfs_json({"evict", "--max-size", "0"});
     ASSERT_EQ(r["evicted"].size(), 1u);
     EXPECT_EQ(r["evicted"][0]["sha256"], web);
     EXPECT_EQ(r["bytes"], 8000);
     EXPECT_EQ(r["store_bytes"], 8000) << "the import without a source stays";
-    EXPECT_FALSE(fs::exists(blob_path(web)));
-    EXPECT_TRUE(fs::exists(blob_path(local)));
+    EXPECT_FALSE(stdfs::exists(blob_path(web)));
+    EXPECT_TRUE(stdfs::exists(blob_path(local)));
     EXPECT_EQ(mfs_json({"show", "lora/web"})["file"]["state"], "remote");
     EXPECT_EQ(mfs({"verify"}).exit_code, 0) << "an evicted blob is not missing";
     json st = mfs_json({"status"});
@@ -331,7 +331,7 @@ TEST_F(FetchCli, InterruptedFetchStopsCleanlyAndResumes) {
               0);
     // The first body request crawls; everything after it is served normally.
     srv.set_faults("slow.safetensors", {Fault::throttle(100'000).only("GET")});
-    const fs::path log = dir / "fetch.log";
+    const stdfs::path log = dir / "fetch.log";
     pid_t pid = spawn_modelfs({"--store", store.string(), "fetch"}, log);
     // Wait until some bytes arrived (the partial state says so), then Ctrl-C.
     json st;

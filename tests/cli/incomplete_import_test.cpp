@@ -11,7 +11,7 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 

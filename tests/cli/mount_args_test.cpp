@@ -6,7 +6,7 @@
 
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 
 namespace {
@@ -25,7 +25,7 @@ bool fuse_conf_has_user_allow_other() {
 TEST(MountArgs, AllowOtherWithoutUserAllowOtherIsExplained) {
     if (fuse_conf_has_user_allow_other()) GTEST_SKIP() << "/etc/fuse.conf has user_allow_other";
     TempDir dir{"modelfs-mount-args"};
-    fs::create_directories(dir / "mnt");
+    stdfs::create_directories(dir / "mnt");
     const std::map<std::string, std::string> env{{"MODELFS_CONFIG", "/dev/null"}};
     const std::vector<std::vector<std::string>> forms{
         {"--store", (dir / "store").string(), "mount", (dir / "mnt").string(), "--allow-other"},
@@ -33,7 +33,8 @@ TEST(MountArgs, AllowOtherWithoutUserAllowOtherIsExplained) {
     for (const auto& args : forms) {
         CliResult r;
         if (::geteuid() == 0) {
-            if (!fs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "util-linux setpriv not installed";
+            if (!stdfs::exists("/usr/bin/setpriv"))
+                GTEST_SKIP() << "util-linux setpriv not installed";
             std::vector<std::string> wrapped{"--reuid=65534", "--regid=65534", "--clear-groups",
                                              modelfs_binary().string()};
             wrapped.insert(wrapped.end(), args.begin(), args.end());

@@ -14,7 +14,7 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 
@@ -22,7 +22,7 @@ namespace {
 
 const std::string kSha(64, 'a');
 
-mode_t mode_of(const fs::path& p) {
+mode_t mode_of(const stdfs::path& p) {
     struct stat st {};
     EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
     return st.st_mode & 07777;
@@ -31,9 +31,9 @@ mode_t mode_of(const fs::path& p) {
 class NamesCli : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-names"};
-    fs::path store = dir / "store";
+    stdfs::path store = dir / "store";
 
-    CliResult mfs(std::vector<std::string> args, const fs::path& which = {}) {
+    CliResult mfs(std::vector<std::string> args, const stdfs::path& which = {}) {
         args.insert(args.begin(), {"--store", (which.empty() ? store : which).string()});
         return run_modelfs(args);
     }
@@ -128,8 +128,8 @@ TEST_F(NamesCli, ApplyRefusesHostileLockFilesBeforeAnythingChanges) {
         CliResult locks = mfs({"--json", "locks"});
         EXPECT_EQ(json::parse(locks.out).size(), 0u) << "no lock registered: " << c.says;
     }
-    EXPECT_FALSE(fs::exists("/etc/cron.d/modelfs-names-test"));
-    EXPECT_FALSE(fs::exists("/etc/modelfs-names-test"));
+    EXPECT_FALSE(stdfs::exists("/etc/cron.d/modelfs-names-test"));
+    EXPECT_FALSE(stdfs::exists("/etc/modelfs-names-test"));
 }
 
 TEST_F(NamesCli, ImportNameWithControlCharactersIsRefused) {
@@ -301,7 +301,7 @@ TEST_F(NamesCli, LockOutputCarriesNoSecretsUnlessAsked) {
 
     // On another machine: the public URL applies; the one that lost its credentials says what
     // to do, and nothing of it is registered.
-    const fs::path other = dir / "other";
+    const stdfs::path other = dir / "other";
     ASSERT_EQ(mfs({"init"}, other).exit_code, 0);
     CliResult a = mfs({"apply", (dir / "plain.lock").string()}, other);
     EXPECT_NE(a.exit_code, 0);
@@ -311,7 +311,7 @@ TEST_F(NamesCli, LockOutputCarriesNoSecretsUnlessAsked) {
     json models = json::parse(ols.out);
     ASSERT_EQ(models.size(), 1u) << ols.out;
     EXPECT_EQ(models[0]["model"], "lora/public.safetensors");
-    const fs::path third = dir / "third";
+    const stdfs::path third = dir / "third";
     ASSERT_EQ(mfs({"init"}, third).exit_code, 0);
     CliResult b = mfs({"apply", (dir / "secret.lock").string()}, third);
     EXPECT_EQ(b.exit_code, 0) << b.err;
@@ -332,7 +332,7 @@ TEST_F(NamesCli, HfPathsThatLeaveResolveAreRefusedBeforeAnyRequest) {
 }
 
 TEST_F(NamesCli, AConfigWithATokenThatOthersCanReadIsWarnedAbout) {
-    const fs::path cfg = dir / "config.toml";
+    const stdfs::path cfg = dir / "config.toml";
     write_text_file(cfg, "[fetch]\nhf_token = \"hf_abc\"\n");
     ::chmod(cfg.c_str(), 0644);
     CliResult r = mfs({"--config", cfg.string(), "ls"});
@@ -347,9 +347,9 @@ TEST_F(NamesCli, AConfigWithATokenThatOthersCanReadIsWarnedAbout) {
 }
 
 TEST_F(NamesCli, CatalogIsNotReadableByOthers) {
-    const fs::path priv = dir / "private", shared = dir / "shared";
-    fs::create_directories(priv);
-    fs::create_directories(shared);
+    const stdfs::path priv = dir / "private", shared = dir / "shared";
+    stdfs::create_directories(priv);
+    stdfs::create_directories(shared);
     ::chmod(priv.c_str(), 0700);
     ::chmod(shared.c_str(), 0750);  // a multi-user store: its group reads the catalog
     ASSERT_EQ(mfs({"init"}, priv).exit_code, 0);

@@ -19,7 +19,7 @@
 #include "support/mount_fixture.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using modelfs::test::NginxServer;
 using nlohmann::json;
@@ -32,16 +32,17 @@ namespace {
 class VersionsCli : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-versions-cli"};
-    fs::path store = dir / "store";
+    stdfs::path store = dir / "store";
 
     void SetUp() override { ASSERT_EQ(mfs({"init"}).exit_code, 0); }
 
     CliResult mfs(std::vector<std::string> args, std::map<std::string, std::string> env = {},
-                  const fs::path& which = {}) {
+                  const stdfs::path& which = {}) {
         args.insert(args.begin(), {"--store", (which.empty() ? store : which).string()});
         return run_modelfs(args, env);
     }
-    json mfs_json(std::vector<std::string> args, int expect_exit = 0, const fs::path& which = {}) {
+    json mfs_json(std::vector<std::string> args, int expect_exit = 0,
+                  const stdfs::path& which = {}) {
         args.insert(args.begin(), "--json");
         CliResult r = mfs(args, {}, which);
         EXPECT_EQ(r.exit_code, expect_exit) << r.err << r.out;
@@ -50,18 +51,18 @@ class VersionsCli : public ::testing::Test {
     // Imports content `seed` as checkpoint/NAME (a new version when the name exists); returns
     // the content's SHA-256.
     std::string import_version(const std::string& name, std::uint64_t seed,
-                               const fs::path& which = {}) {
-        const fs::path f = dir / "in" / std::to_string(seed) / (name + ".ckpt");
-        fs::create_directories(f.parent_path());
+                               const stdfs::path& which = {}) {
+        const stdfs::path f = dir / "in" / std::to_string(seed) / (name + ".ckpt");
+        stdfs::create_directories(f.parent_path());
         write_random_file(f, 4096 + seed, seed);
         CliResult r = mfs({"import", "--category", "checkpoint", f.string()}, {}, which);
         EXPECT_EQ(r.exit_code, 0) << r.err;
         return sha256_hex_of_file(f);
     }
-    json versions(const std::string& name, const fs::path& which = {}) {
+    json versions(const std::string& name, const stdfs::path& which = {}) {
         return mfs_json({"versions", name}, 0, which);
     }
-    std::string current(const std::string& name, const fs::path& which = {}) {
+    std::string current(const std::string& name, const stdfs::path& which = {}) {
         return versions(name, which)["current"];
     }
     std::vector<std::string> labels(const std::string& name) {
@@ -204,7 +205,7 @@ TEST_F(VersionsCli, PinAndUnpinNameARealView) {
 }
 
 TEST_F(VersionsCli, AConfigLayoutIsAViewToPinIn) {
-    const fs::path config = dir / "config.toml";
+    const stdfs::path config = dir / "config.toml";
     write_text_file(config,
                     "[[layout]]\nname = \"mytool\"\n[[layout.folder]]\npath = \"ckpt\"\n"
                     "category = \"checkpoint\"\n");
@@ -226,7 +227,7 @@ TEST_F(VersionsCli, RetainNeverDropsCurrentPinnedOrLockedAndGcRemovesOnlyWhatIsU
 
     // v3 locked (current when the lock is made), v2 current, v1 pinned; v5 is the newest.
     ASSERT_EQ(mfs({"use", "foo@v3"}).exit_code, 0);
-    const fs::path lock = dir / "project.lock";
+    const stdfs::path lock = dir / "project.lock";
     CliResult r = mfs({"lock", "-o", lock.string()});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     ASSERT_EQ(mfs({"use", "foo@v2"}).exit_code, 0);
@@ -305,8 +306,8 @@ TEST_F(VersionsCli, GcAfterRetainLeavesOpenBlobs) {
     ASSERT_EQ(mfs({"retain", "--keep", "1"}).exit_code, 0);
     ASSERT_EQ(labels("foo"), std::vector<std::string>{"v2"});
 
-    const fs::path blob = store / "blobs" / "sha256" / old.substr(0, 2) / old;
-    ASSERT_TRUE(fs::exists(blob));
+    const stdfs::path blob = store / "blobs" / "sha256" / old.substr(0, 2) / old;
+    ASSERT_TRUE(stdfs::exists(blob));
     {
         const int fd = ::open(blob.c_str(), O_RDONLY | O_CLOEXEC);
         ASSERT_GE(fd, 0);
@@ -316,18 +317,18 @@ TEST_F(VersionsCli, GcAfterRetainLeavesOpenBlobs) {
         EXPECT_EQ(gc["skipped_open"], 1) << gc;
         CliResult r = mfs({"gc"});
         EXPECT_HAS(r.out, "kept 1 unused blob(s) that are open");
-        EXPECT_TRUE(fs::exists(blob));
+        EXPECT_TRUE(stdfs::exists(blob));
         ::close(fd);
     }
     json gc = mfs_json({"gc"});
     ASSERT_EQ(gc["blobs"].size(), 1u) << gc;
     EXPECT_EQ(gc["blobs"][0]["sha256"], old);
-    EXPECT_FALSE(fs::exists(blob));
+    EXPECT_FALSE(stdfs::exists(blob));
 }
 
 TEST_F(VersionsCli, RetainKeepComesFromFlagThenConfigThenEnvironment) {
     for (std::uint64_t seed = 1; seed <= 6; ++seed) import_version("foo", seed);
-    const fs::path config = dir / "config.toml";
+    const stdfs::path config = dir / "config.toml";
     write_text_file(config, "[versions]\nkeep = 4\n");
     auto dropped = [&](std::vector<std::string> args, std::map<std::string, std::string> env,
                        const std::string& origin) {
@@ -381,7 +382,7 @@ TEST_F(VersionsCli, LockFollowsTheViewAndIsRegistered) {
     EXPECT_EQ(comfy["models"][0]["size"], 4097);
 
     // A view without a checkpoint folder shows none of it.
-    const fs::path config = dir / "config.toml";
+    const stdfs::path config = dir / "config.toml";
     write_text_file(config,
                     "[[layout]]\nname = \"loras-only\"\n[[layout.folder]]\npath = \"loras\"\n"
                     "category = \"lora\"\n");
@@ -410,7 +411,7 @@ TEST_F(VersionsCli, LockFollowsTheViewAndIsRegistered) {
 TEST_F(VersionsCli, ALockFileCarriesVersionsToAnotherStore) {
     // Store A: foo with v1 current (of two), a model downloaded from nginx, and a model whose
     // content exists only in A.
-    fs::create_directories(dir / "www");
+    stdfs::create_directories(dir / "www");
     write_random_file(dir / "www" / "remote.safetensors", 20000, 77);
     const std::string remote_sha = sha256_hex_of_file(dir / "www" / "remote.safetensors");
     NginxServer nginx(dir / "www");
@@ -422,7 +423,7 @@ TEST_F(VersionsCli, ALockFileCarriesVersionsToAnotherStore) {
     ASSERT_EQ(mfs({"fetch"}).exit_code, 0);
     import_version("only-in-a", 5);
 
-    const fs::path lock = dir / "models.lock";
+    const stdfs::path lock = dir / "models.lock";
     r = mfs({"lock", "-o", lock.string()});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_HAS(r.out, "wrote 3 model(s) to " + lock.string());
@@ -431,7 +432,7 @@ TEST_F(VersionsCli, ALockFileCarriesVersionsToAnotherStore) {
     EXPECT_HAS(text, remote_sha);
 
     // Store B has foo's content (imported the other way round: v2 current) and nothing else.
-    const fs::path b = dir / "store-b";
+    const stdfs::path b = dir / "store-b";
     ASSERT_EQ(mfs({"init"}, {}, b).exit_code, 0);
     import_version("foo", 1, b);
     import_version("foo", 2, b);
@@ -478,7 +479,7 @@ TEST_F(VersionsCli, ALockFileCarriesVersionsToAnotherStore) {
 }
 
 TEST_F(VersionsCli, MountRefusesABadLockFileBeforeMounting) {
-    fs::create_directories(dir / "mnt");
+    stdfs::create_directories(dir / "mnt");
     write_text_file(dir / "bad.lock", "not json\n");
     CliResult r = mfs({"mount", "--lock", (dir / "bad.lock").string(), (dir / "mnt").string()});
     EXPECT_NE(r.exit_code, 0);
@@ -488,18 +489,18 @@ TEST_F(VersionsCli, MountRefusesABadLockFileBeforeMounting) {
 
 // What `use` and `rollback` change, a running mount shows (waiting up to a deadline for it).
 TEST_F(VersionsCli, UseAndRollbackReachARunningMount) {
-    if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+    if (!stdfs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
     const std::string a = import_version("foo", 1);
     const std::string b = import_version("foo", 2);
-    const fs::path mnt = dir / "mnt";
+    const stdfs::path mnt = dir / "mnt";
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    const fs::path file = mnt / "comfyui" / "checkpoints" / "foo.ckpt";
+    const stdfs::path file = mnt / "comfyui" / "checkpoints" / "foo.ckpt";
     auto shows = [&](const std::string& sha) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
         for (;;) {
             std::error_code ec;
-            if (fs::exists(file, ec) && sha256_hex_of_file(file) == sha) return true;
+            if (stdfs::exists(file, ec) && sha256_hex_of_file(file) == sha) return true;
             if (std::chrono::steady_clock::now() > deadline) return false;
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
@@ -512,9 +513,9 @@ TEST_F(VersionsCli, UseAndRollbackReachARunningMount) {
 }
 
 TEST_F(VersionsCli, MountWithALockRegistersIt) {
-    if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+    if (!stdfs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
     import_version("foo", 1);
-    const fs::path lock = dir / "models.lock";
+    const stdfs::path lock = dir / "models.lock";
     ASSERT_EQ(mfs({"lock", "-o", lock.string()}).exit_code, 0);
     ASSERT_EQ(mfs({"unlock", lock.string()}).exit_code, 0);
     ASSERT_TRUE(mfs_json({"locks"}).empty());
@@ -524,7 +525,7 @@ TEST_F(VersionsCli, MountWithALockRegistersIt) {
     json locks = mfs_json({"locks"});
     ASSERT_EQ(locks.size(), 1u) << locks;
     EXPECT_EQ(locks[0]["name"], lock.string());
-    EXPECT_TRUE(fs::exists(dir / "mnt" / "comfyui" / "checkpoints" / "foo.ckpt"));
+    EXPECT_TRUE(stdfs::exists(dir / "mnt" / "comfyui" / "checkpoints" / "foo.ckpt"));
 }
 
 }  // namespace

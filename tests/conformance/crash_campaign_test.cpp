@@ -51,7 +51,7 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 using namespace std::chrono_literals;
@@ -97,7 +97,7 @@ struct Read {
     std::string bytes;
 };
 
-Read read_path(const fs::path& p) {
+Read read_path(const stdfs::path& p) {
     Read r;
     int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -121,8 +121,8 @@ Read read_path(const fs::path& p) {
 
 // Writes `bytes` to `p` as a tool does (open O_TRUNC, 128 KiB writes, close). Returns 0, or the
 // errno with `step` naming the call that failed; `written` follows the bytes write() accepted.
-int write_through(const fs::path& p, const std::string& bytes, std::atomic<std::uint64_t>& written,
-                  std::string& step) {
+int write_through(const stdfs::path& p, const std::string& bytes,
+                  std::atomic<std::uint64_t>& written, std::string& step) {
     written = 0;
     step = "open(O_WRONLY|O_CREAT|O_TRUNC)";
     int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -146,7 +146,7 @@ int write_through(const fs::path& p, const std::string& bytes, std::atomic<std::
 }
 
 // The daemon's log lines (without -vv's debug lines), the last `n` of them.
-std::string log_tail(const fs::path& log, std::size_t n) {
+std::string log_tail(const stdfs::path& log, std::size_t n) {
     std::ifstream in(log);
     std::deque<std::string> lines;
     for (std::string line; std::getline(in, line);) {
@@ -162,12 +162,12 @@ std::string log_tail(const fs::path& log, std::size_t n) {
 // support/Mount appends every daemon's log to MNT.log and prints all of it when a test has
 // failed; the campaign mounts dozens of times, so it prints what matters of each round itself
 // (log_tail) and empties the file between daemons.
-void empty_log(const fs::path& mnt) {
+void empty_log(const stdfs::path& mnt) {
     std::ofstream(mnt.parent_path() / (mnt.filename().string() + ".log"), std::ios::trunc);
 }
 
 // "MAJOR:MINOR" of the FUSE file system mounted at `mnt` (/proc/self/mountinfo), or "".
-std::string fuse_device_of(const fs::path& mnt) {
+std::string fuse_device_of(const stdfs::path& mnt) {
     std::ifstream in("/proc/self/mountinfo");
     for (std::string line; std::getline(in, line);) {
         std::istringstream f(line);
@@ -183,9 +183,9 @@ std::string fuse_device_of(const fs::path& mnt) {
 std::string abort_fuse_connection(const std::string& dev) {
     if (dev.empty()) return "no FUSE mount found to abort";
     const std::string minor = dev.substr(dev.find(':') + 1);
-    const fs::path dir = "/sys/fs/fuse/connections";
+    const stdfs::path dir = "/sys/fs/fuse/connections";
     std::error_code ec;
-    if (!fs::exists(dir / minor, ec))
+    if (!stdfs::exists(dir / minor, ec))
         ::mount("fusectl", dir.c_str(), "fusectl", 0, nullptr);  // not there: mount it
     std::ofstream abort_file(dir / minor / "abort");
     abort_file << "1" << std::flush;
@@ -197,8 +197,8 @@ std::string abort_fuse_connection(const std::string& dev) {
 std::string thread_states(pid_t pid) {
     std::string out;
     std::error_code ec;
-    for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
-         !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    for (auto it = stdfs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
+         !ec && it != stdfs::directory_iterator(); it.increment(ec)) {
         std::ifstream st(it->path() / "stat"), wchan(it->path() / "wchan");
         std::string stat_line, w;
         std::getline(st, stat_line);
@@ -216,7 +216,7 @@ std::string thread_states(pid_t pid) {
 // fails and unmounts, instead of being killed by ctest's timeout with its mount left behind.
 class Watchdog {
   public:
-    Watchdog(fs::path mnt, std::chrono::seconds limit)
+    Watchdog(stdfs::path mnt, std::chrono::seconds limit)
         : thread_([this, mnt, limit] {
               std::unique_lock lk(mu_);
               if (cv_.wait_for(lk, limit, [this] { return done_; })) return;
@@ -246,7 +246,7 @@ class Watchdog {
     std::thread thread_;
 };
 
-json cli_json(const fs::path& store, std::vector<std::string> args, int* rc = nullptr,
+json cli_json(const stdfs::path& store, std::vector<std::string> args, int* rc = nullptr,
               std::string* err = nullptr) {
     args.insert(args.begin(), {"--store", store.string(), "--json"});
     CliResult r = run_modelfs(args);
@@ -264,8 +264,8 @@ json cli_json(const fs::path& store, std::vector<std::string> args, int* rc = nu
 class CrashCampaign : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-crash-campaign"};
-    fs::path store = dir / "store";
-    fs::path mnt = dir / "mnt";
+    stdfs::path store = dir / "store";
+    stdfs::path mnt = dir / "mnt";
     std::mt19937_64 rng{seed()};
 
     // Every content ever written whole or imported: a catalog version must be one of these.
@@ -275,7 +275,7 @@ class CrashCampaign : public ::testing::Test {
     std::set<std::string> reported;  // catalog versions already reported (once each)
 
     void SetUp() override {
-        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+        if (!stdfs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
         ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
         std::printf("crash campaign: seed %llu (MODELFS_CRASH_SEED=%llu reproduces the choices)\n",
                     static_cast<unsigned long long>(seed()),
@@ -443,15 +443,15 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
 
     // Start with catalogued models to overwrite and rename: two LoRAs and a checkpoint imported.
     {
-        fs::path src = dir / "seed-import";
+        stdfs::path src = dir / "seed-import";
         for (const std::string rel :
              {"comfyui/loras/crash/m0.safetensors", "comfyui/loras/crash/m1.safetensors",
               "comfyui/checkpoints/crash/c0.safetensors"}) {
             std::string bytes =
                 make_model(is_checkpoint(rel), pick(256 << 10, 2 << 20), "seed " + rel);
-            fs::path p = src / (is_checkpoint(rel) ? "checkpoints" : "loras") / "crash" /
-                         fs::path(rel).filename();
-            fs::create_directories(p.parent_path());
+            stdfs::path p = src / (is_checkpoint(rel) ? "checkpoints" : "loras") / "crash" /
+                            stdfs::path(rel).filename();
+            stdfs::create_directories(p.parent_path());
             write_file(p, bytes);
             paths[rel].sha = sha_of(bytes);
         }
@@ -460,15 +460,15 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
     }
 
     int cut_writes = 0, cut_renames = 0, kills_with_pending_ingest = 0, ops_total = 0;
-    fs::path overlay = store / "views";
+    stdfs::path overlay = store / "views";
 
     // Model-named files the view's overlay holds: written, not stored yet.
     auto overlay_models = [&]() {
         std::vector<std::string> out;
         std::error_code ec;
         for (const char* sub : {"comfyui/loras/crash", "comfyui/checkpoints/crash"})
-            for (auto it = fs::directory_iterator(overlay / sub, ec);
-                 !ec && it != fs::directory_iterator(); it.increment(ec))
+            for (auto it = stdfs::directory_iterator(overlay / sub, ec);
+                 !ec && it != stdfs::directory_iterator(); it.increment(ec))
                 if (it->path().extension() == ".safetensors")
                     out.push_back(std::string(sub) + "/" + it->path().filename().string());
         return out;
@@ -477,9 +477,9 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
     std::unique_ptr<Mount> m = std::make_unique<Mount>(store, mnt);
     ASSERT_TRUE(m->ok()) << "the mount did not come up";
     Watchdog watchdog(mnt, std::chrono::seconds(env_u64("MODELFS_CRASH_WATCHDOG", 420)));
-    fs::create_directories(mnt / "comfyui" / "custom_folder");
-    fs::create_directories(mnt / "comfyui" / "loras" / "crash");
-    fs::create_directories(mnt / "comfyui" / "checkpoints" / "crash");
+    stdfs::create_directories(mnt / "comfyui" / "custom_folder");
+    stdfs::create_directories(mnt / "comfyui" / "loras" / "crash");
+    stdfs::create_directories(mnt / "comfyui" / "checkpoints" / "crash");
 
     int rounds_run = 0;
     for (int round = 0; round < rounds && !HasFatalFailure() && !watchdog.fired(); ++round) {
@@ -689,7 +689,7 @@ TEST_F(MountCrash, DaemonKilledDuringWritesIngestAndRenames) {
 
         run_program("/bin/fusermount3", {"-uz", mnt.string()});
         m->stop();
-        const fs::path logfile = dir / "mnt.log";
+        const stdfs::path logfile = dir / "mnt.log";
         std::string killed_log = log_tail(logfile, 12);
         empty_log(mnt);
         const int failures_before = failures;
@@ -862,15 +862,15 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
 
     // A folder like a tool's: five LoRAs (2-12 MiB), one a duplicate of an earlier round's.
     std::string previous;  // bytes of a LoRA from the round before
-    auto make_source = [&](const fs::path& root, int round) {
-        std::map<fs::path, std::string> files;  // path -> sha
+    auto make_source = [&](const stdfs::path& root, int round) {
+        std::map<stdfs::path, std::string> files;  // path -> sha
         for (int i = 0; i < 5; ++i) {
-            fs::path p = root / "loras" / "imp" / ("i" + std::to_string(i) + ".safetensors");
+            stdfs::path p = root / "loras" / "imp" / ("i" + std::to_string(i) + ".safetensors");
             std::string bytes = (i == 4 && !previous.empty())
                                     ? previous
                                     : make_model(false, pick(2 << 20, 12 << 20),
                                                  "imported in round " + std::to_string(round));
-            fs::create_directories(p.parent_path());
+            stdfs::create_directories(p.parent_path());
             write_file(p, bytes);
             files[p] = sha_of(bytes);
             if (i == 0) previous = bytes;
@@ -891,7 +891,7 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
         const std::string R = "import round " + std::to_string(round);
         SCOPED_TRACE(R);
         const bool move = round % 2 == 1;
-        fs::path src = dir / ("import" + std::to_string(round));
+        stdfs::path src = dir / ("import" + std::to_string(round));
         auto files = make_source(src, round);
         // A random moment of a window that adapts to how long imports take now: narrower after
         // an import that finished before the kill, wider after a kill that found nothing begun.
@@ -908,9 +908,9 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
         int staged = 0;  // files the killed import was writing into the store
         {
             std::error_code ec;
-            for (auto it = fs::directory_iterator(store / "staging", ec);
-                 !ec && it != fs::directory_iterator(); it.increment(ec))
-                staged += it->is_regular_file(ec) && fs::file_size(it->path(), ec) > 0;
+            for (auto it = stdfs::directory_iterator(store / "staging", ec);
+                 !ec && it != stdfs::directory_iterator(); it.increment(ec))
+                staged += it->is_regular_file(ec) && stdfs::file_size(it->path(), ec) > 0;
         }
 
         // verify opens the store for writing, which replays interrupted moves.
@@ -929,7 +929,7 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
         for (const auto& [p, sha] : files) {
             auto st = stored.find(p.string());
             in_store += st != stored.end() && st->second == sha;
-            if (fs::exists(p)) {
+            if (stdfs::exists(p)) {
                 ++at_origin;
                 if (sha256_hex_of_file(p) != sha)
                     fail("import-user-file-changed", R + ": " + p.string() + " changed");
@@ -946,8 +946,8 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
                      R + ": " + p.string() + " was moved but is not in the store");
                 continue;
             }
-            fs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
-            if (!fs::exists(blob) || sha256_hex_of_file(blob) != sha)
+            stdfs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
+            if (!stdfs::exists(blob) || sha256_hex_of_file(blob) != sha)
                 fail("import-user-file-lost",
                      R + ": the blob of moved " + p.string() + " is wrong");
         }
@@ -963,7 +963,7 @@ TEST_F(CrashCampaign, ImportKilledWhileMounted) {
         // The mount shows what was catalogued (live, within a second).
         for (const auto& [key, sha] : current) {
             if (key.rfind("lora/imp/", 0) != 0) continue;
-            fs::path p = mnt / "comfyui" / "loras" / key.substr(5);
+            stdfs::path p = mnt / "comfyui" / "loras" / key.substr(5);
             std::optional<std::string> got;
             auto until = Clock::now() + 3s;
             do {

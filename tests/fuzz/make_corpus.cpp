@@ -17,16 +17,16 @@
 #include "support/gguf_writer.h"
 #include "support/safetensors_writer.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs;
 using namespace modelfs::testing;
 
 namespace {
 
-fs::path g_root;
+stdfs::path g_root;
 
 void put(const std::string& target, const std::string& name, std::string_view bytes) {
-    fs::create_directories(g_root / target);
+    stdfs::create_directories(g_root / target);
     write_file(g_root / target / ("gen-" + name), bytes);
 }
 

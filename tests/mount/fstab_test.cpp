@@ -15,14 +15,14 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 
 namespace {
 
 const char* kMount = "/usr/bin/mount";
 
-bool wait_mounted(const fs::path& mnt, bool want) {
+bool wait_mounted(const stdfs::path& mnt, bool want) {
     for (int i = 0; i < 200 && is_mounted(mnt) != want; ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(25));
     return is_mounted(mnt) == want;
@@ -31,22 +31,23 @@ bool wait_mounted(const fs::path& mnt, bool want) {
 class FstabTest : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-fstab"};
-    fs::path store = dir / "store";
-    fs::path mnt = dir / "mnt";
-    fs::path src = dir / "src";
+    stdfs::path store = dir / "store";
+    stdfs::path mnt = dir / "mnt";
+    stdfs::path src = dir / "src";
     std::string source;  // what fstab's first field says
 
     void SetUp() override {
-        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+        if (!stdfs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
         if (::geteuid() != 0) GTEST_SKIP() << "mount -t and mount -a need root";
-        const bool helper = fs::exists("/usr/sbin/mount.fuse3") || fs::exists("/sbin/mount.fuse3");
-        if (!fs::exists(kMount) || !helper) GTEST_SKIP() << "no mount or mount.fuse3";
+        const bool helper =
+            stdfs::exists("/usr/sbin/mount.fuse3") || stdfs::exists("/sbin/mount.fuse3");
+        if (!stdfs::exists(kMount) || !helper) GTEST_SKIP() << "no mount or mount.fuse3";
         ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
-        fs::create_directories(src / "checkpoints");
+        stdfs::create_directories(src / "checkpoints");
         write_safetensors(src / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
         CliResult r = run_modelfs({"--store", store.string(), "import", src.string()});
         ASSERT_EQ(r.exit_code, 0) << r.err;
-        fs::create_directories(mnt);
+        stdfs::create_directories(mnt);
         source = modelfs_binary().string() + "#" + store.string();
     }
 
@@ -56,7 +57,7 @@ class FstabTest : public ::testing::Test {
         if (!wait_mounted(mnt, false)) ::umount2(mnt.c_str(), MNT_DETACH);
     }
 
-    void expect_model_readable(const fs::path& at) {
+    void expect_model_readable(const stdfs::path& at) {
         EXPECT_EQ(sha256_hex_of_file(at / "checkpoints" / "base.safetensors"),
                   sha256_hex_of_file(src / "checkpoints" / "base.safetensors"));
     }
@@ -76,7 +77,7 @@ TEST_F(FstabTest, MountTypeFuseWithOptions) {
 }
 
 TEST_F(FstabTest, FstabEntryWithMountA) {
-    const fs::path fstab = dir / "fstab";
+    const stdfs::path fstab = dir / "fstab";
     write_text_file(fstab, "# a test fstab\n" + source + " " + mnt.string() +
                                " fuse view=comfyui,allow_other,_netdev,nofail,config=/dev/null "
                                "0 0\n");

@@ -15,7 +15,7 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 using namespace std::chrono_literals;
@@ -25,13 +25,13 @@ namespace {
 class MountIncompleteSaveTest : public StoreMountTest {
   protected:
     MountIncompleteSaveTest() : StoreMountTest("modelfs-incomplete") {}
-    fs::path src = dir / "src";
+    stdfs::path src = dir / "src";
 
     void SetUp() override {
         StoreMountTest::SetUp();
         if (IsSkipped() || HasFatalFailure()) return;
         import_base_checkpoint(src);
-        fs::create_directories(mnt);
+        stdfs::create_directories(mnt);
     }
 
     std::string log() const {
@@ -45,7 +45,7 @@ class MountIncompleteSaveTest : public StoreMountTest {
         if (r.exit_code != 0) return std::nullopt;
         return json::parse(r.out);
     }
-    static void write(const fs::path& p, const std::string& bytes) {
+    static void write(const stdfs::path& p, const std::string& bytes) {
         std::ofstream out(p, std::ios::binary | std::ios::trunc);
         out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     }
@@ -56,7 +56,7 @@ TEST_F(MountIncompleteSaveTest, ATruncatedSaveStaysAPlainFileUntilItIsComplete) 
     ASSERT_TRUE(m.ok());
     const std::string full = safetensors_bytes(kohya_lora(2));
     const std::string cut = full.substr(0, full.size() - 100);
-    const fs::path shown = mnt / "comfyui" / "loras" / "cut.safetensors";
+    const stdfs::path shown = mnt / "comfyui" / "loras" / "cut.safetensors";
     write(shown, cut);
 
     ASSERT_TRUE(eventually([&] {
@@ -68,13 +68,13 @@ TEST_F(MountIncompleteSaveTest, ATruncatedSaveStaysAPlainFileUntilItIsComplete) 
     // Under its own name, in this view only, with the bytes written.
     EXPECT_EQ(read_file(store / "views" / "comfyui" / "loras" / "cut.safetensors"), cut);
     EXPECT_EQ(read_file(shown), cut);
-    EXPECT_FALSE(fs::exists(mnt / "a1111" / "Lora" / "cut.safetensors"));
+    EXPECT_FALSE(stdfs::exists(mnt / "a1111" / "Lora" / "cut.safetensors"));
 
     // The save completed: stored, shown in every view, gone from views/.
     write(shown, full);
     ASSERT_TRUE(eventually([&] { return show("lora/cut").has_value(); })) << log();
     EXPECT_TRUE(eventually(
-        [&] { return !fs::exists(store / "views" / "comfyui" / "loras" / "cut.safetensors"); }));
+        [&] { return !stdfs::exists(store / "views" / "comfyui" / "loras" / "cut.safetensors"); }));
     EXPECT_EQ(read_file(mnt / "a1111" / "Lora" / "cut.safetensors"), full);
 }
 

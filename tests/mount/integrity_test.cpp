@@ -23,7 +23,7 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 using namespace std::chrono_literals;
@@ -56,7 +56,7 @@ class MountIntegrityTest : public StoreMountTest {
 TEST_F(MountIntegrityTest, AWriteCutByACrashStaysAPlainFileAndIsNeverAModel) {
     SafetensorsSpec spec = sd15_checkpoint(3);
     const std::string bytes = safetensors_bytes(grow_to(spec, 4 << 20));
-    fs::path at = mnt / "comfyui" / "checkpoints" / "cut.safetensors";
+    stdfs::path at = mnt / "comfyui" / "checkpoints" / "cut.safetensors";
     {
         Mount m(store, mnt);
         ASSERT_TRUE(m.ok());
@@ -74,7 +74,7 @@ TEST_F(MountIntegrityTest, AWriteCutByACrashStaysAPlainFileAndIsNeverAModel) {
     std::this_thread::sleep_for(1500ms);  // the start-up scan has looked at it
     EXPECT_FALSE(has_model("checkpoint/cut"));
     // Kept, under its own name, with what was written.
-    EXPECT_EQ(fs::file_size(at), bytes.size() / 2);
+    EXPECT_EQ(stdfs::file_size(at), bytes.size() / 2);
     json st = status();
     bool listed = false;
     for (const auto& u : st["not_stored"])
@@ -85,7 +85,7 @@ TEST_F(MountIntegrityTest, AWriteCutByACrashStaysAPlainFileAndIsNeverAModel) {
     EXPECT_TRUE(listed) << st.dump();
     // Written again in full, it is a model.
     write_file(dir / "full.safetensors", bytes);
-    fs::copy_file(dir / "full.safetensors", at, fs::copy_options::overwrite_existing);
+    stdfs::copy_file(dir / "full.safetensors", at, stdfs::copy_options::overwrite_existing);
     EXPECT_TRUE(eventually([&] { return has_model("checkpoint/cut"); }));
 }
 
@@ -94,7 +94,7 @@ TEST_F(MountIntegrityTest, ASecondMountNeverTakesAFileAnotherMountIsWriting) {
     const std::string bytes = safetensors_bytes(grow_to(spec, 2 << 20));
     Mount a(store, mnt);
     ASSERT_TRUE(a.ok());
-    fs::path at = mnt / "comfyui" / "checkpoints" / "slow.safetensors";
+    stdfs::path at = mnt / "comfyui" / "checkpoints" / "slow.safetensors";
     int fd = ::open(at.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
     ASSERT_GE(fd, 0) << std::strerror(errno);
     write_all(fd, std::string_view(bytes).substr(0, bytes.size() / 2));
@@ -121,7 +121,7 @@ TEST_F(MountIntegrityTest, ASavedNameNeverDisappearsWhileItIsStored) {
     for (int i = 0; i < 10; ++i) {
         const std::string bytes =
             safetensors_bytes(kohya_lora(100 + static_cast<std::uint64_t>(i)));
-        fs::path at = mnt / "comfyui" / "loras" / ("x" + std::to_string(i) + ".safetensors");
+        stdfs::path at = mnt / "comfyui" / "loras" / ("x" + std::to_string(i) + ".safetensors");
         write_file(at, bytes);
         // Opened again and again while the mount stores it: never "no such file".
         auto t0 = std::chrono::steady_clock::now();
@@ -143,7 +143,7 @@ TEST_F(MountIntegrityTest, AttributesAreRightRightAfterClose) {
     ASSERT_TRUE(m.ok());
     const std::string bytes = safetensors_bytes(kohya_lora(7));
     for (int i = 0; i < 5; ++i) {
-        fs::path at = mnt / "comfyui" / "loras" / ("t" + std::to_string(i) + ".safetensors");
+        stdfs::path at = mnt / "comfyui" / "loras" / ("t" + std::to_string(i) + ".safetensors");
         write_file(at, bytes + bytes);
         int fd = ::open(at.c_str(), O_WRONLY);
         ASSERT_GE(fd, 0) << std::strerror(errno);
@@ -166,12 +166,12 @@ TEST_F(MountIntegrityTest, OpenFilesOutliveTheirNames) {
     ASSERT_TRUE(m.ok());
     for (const char* where : {"comfyui/custom/notes.txt", "comfyui/loras/gone.safetensors"}) {
         SCOPED_TRACE(where);
-        fs::path at = mnt / where;
-        fs::create_directories(at.parent_path());
+        stdfs::path at = mnt / where;
+        stdfs::create_directories(at.parent_path());
         int fd = ::open(at.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0644);
         ASSERT_GE(fd, 0) << std::strerror(errno);
         ASSERT_EQ(::unlink(at.c_str()), 0);
-        EXPECT_FALSE(fs::exists(at));
+        EXPECT_FALSE(stdfs::exists(at));
         write_all(fd, "hello, unlinked world");
         struct stat st;
         ASSERT_EQ(::fstat(fd, &st), 0) << std::strerror(errno);
@@ -193,8 +193,8 @@ TEST_F(MountIntegrityTest, SharedMappingsOfFilesOpenForWriting) {
     ASSERT_TRUE(m.ok());
     for (const char* where : {"comfyui/custom/map.bin", "comfyui/loras/map.safetensors"}) {
         SCOPED_TRACE(where);
-        fs::path at = mnt / where;
-        fs::create_directories(at.parent_path());
+        stdfs::path at = mnt / where;
+        stdfs::create_directories(at.parent_path());
         int fd = ::open(at.c_str(), O_CREAT | O_RDWR, 0644);
         ASSERT_GE(fd, 0) << std::strerror(errno);
         ASSERT_EQ(::ftruncate(fd, 1 << 16), 0);
@@ -215,37 +215,37 @@ TEST_F(MountIntegrityTest, SharedMappingsOfFilesOpenForWriting) {
 TEST_F(MountIntegrityTest, LinksFifosAndSocketsInAView) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path loras = mnt / "comfyui" / "loras";
+    stdfs::path loras = mnt / "comfyui" / "loras";
     const std::string bytes = safetensors_bytes(kohya_lora(21));
     write_file(dir / "outside.safetensors", bytes);
     // A link to a file elsewhere stays a link: the tool reads the target, nothing is stored.
-    fs::create_symlink(dir / "outside.safetensors", loras / "linked.safetensors");
-    EXPECT_TRUE(fs::is_symlink(loras / "linked.safetensors"));
-    EXPECT_EQ(fs::read_symlink(loras / "linked.safetensors"), dir / "outside.safetensors");
+    stdfs::create_symlink(dir / "outside.safetensors", loras / "linked.safetensors");
+    EXPECT_TRUE(stdfs::is_symlink(loras / "linked.safetensors"));
+    EXPECT_EQ(stdfs::read_symlink(loras / "linked.safetensors"), dir / "outside.safetensors");
     EXPECT_EQ(read_file(loras / "linked.safetensors"), bytes);
     std::this_thread::sleep_for(500ms);
     EXPECT_FALSE(has_model("lora/linked"));
 
     // Hard links: two names, one file, in a plain folder and in a model folder.
-    fs::create_directories(mnt / "comfyui" / "custom");
-    for (fs::path first : {mnt / "comfyui" / "custom" / "a.txt", loras / "twice.safetensors"}) {
+    stdfs::create_directories(mnt / "comfyui" / "custom");
+    for (stdfs::path first : {mnt / "comfyui" / "custom" / "a.txt", loras / "twice.safetensors"}) {
         SCOPED_TRACE(first);
         write_file(first, bytes);
-        fs::path second = first.parent_path() / ("second-" + first.filename().string());
+        stdfs::path second = first.parent_path() / ("second-" + first.filename().string());
         ASSERT_EQ(::link(first.c_str(), second.c_str()), 0) << std::strerror(errno);
-        EXPECT_EQ(fs::hard_link_count(first), 2u);
-        EXPECT_EQ(fs::hard_link_count(second), 2u);
+        EXPECT_EQ(stdfs::hard_link_count(first), 2u);
+        EXPECT_EQ(stdfs::hard_link_count(second), 2u);
         EXPECT_EQ(read_file(second), bytes);
         ASSERT_EQ(::unlink(first.c_str()), 0);
-        EXPECT_FALSE(fs::exists(first));
-        EXPECT_EQ(fs::hard_link_count(second), 1u);
+        EXPECT_FALSE(stdfs::exists(first));
+        EXPECT_EQ(stdfs::hard_link_count(second), 1u);
         EXPECT_EQ(read_file(second), bytes);
     }
 
-    fs::path fifo = mnt / "comfyui" / "custom" / "pipe";
+    stdfs::path fifo = mnt / "comfyui" / "custom" / "pipe";
     ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
-    EXPECT_TRUE(fs::is_fifo(fifo));
-    fs::path sock = mnt / "comfyui" / "custom" / "sock";
+    EXPECT_TRUE(stdfs::is_fifo(fifo));
+    stdfs::path sock = mnt / "comfyui" / "custom" / "sock";
     int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -253,11 +253,11 @@ TEST_F(MountIntegrityTest, LinksFifosAndSocketsInAView) {
     if (sock.string().size() < sizeof addr.sun_path) {
         EXPECT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0)
             << std::strerror(errno);
-        EXPECT_TRUE(fs::is_socket(sock));
+        EXPECT_TRUE(stdfs::is_socket(sock));
     }
     ::close(s);
     // Device nodes have no place in a mount of models.
-    fs::path dev = mnt / "comfyui" / "custom" / "null";
+    stdfs::path dev = mnt / "comfyui" / "custom" / "null";
     EXPECT_EQ(::mknod(dev.c_str(), S_IFCHR | 0600, makedev(1, 3)), -1);
     EXPECT_EQ(errno, EPERM);
 }
@@ -265,14 +265,14 @@ TEST_F(MountIntegrityTest, LinksFifosAndSocketsInAView) {
 TEST_F(MountIntegrityTest, AnEmptyCreateAddsNoVersion) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path at = mnt / "comfyui" / "checkpoints" / "empty.safetensors";
+    stdfs::path at = mnt / "comfyui" / "checkpoints" / "empty.safetensors";
     int fd = ::open(at.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(::close(fd), 0);
     std::this_thread::sleep_for(800ms);
     EXPECT_FALSE(has_model("checkpoint/empty"));
-    EXPECT_TRUE(fs::exists(at));
-    EXPECT_EQ(fs::file_size(at), 0u);
+    EXPECT_TRUE(stdfs::exists(at));
+    EXPECT_EQ(stdfs::file_size(at), 0u);
 }
 
 }  // namespace
@@ -284,15 +284,15 @@ namespace {
 // file, so the bit would hand out root. Root itself keeps the bits it asks for.
 TEST_F(MountIntegrityTest, NoSetIdFilesFromUsers) {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (a second user)";
-    fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_exec |
-                                    fs::perms::others_exec);  // the way to the mount point
+    stdfs::permissions(dir.path(), stdfs::perms::owner_all | stdfs::perms::group_exec |
+                                       stdfs::perms::others_exec);  // the way to the mount point
     Mount m(store, mnt, {"--allow-other"});
     ASSERT_TRUE(m.ok());
-    fs::path shared = mnt / "a1111" / "shared";
-    fs::create_directory(shared);
+    stdfs::path shared = mnt / "a1111" / "shared";
+    stdfs::create_directory(shared);
     ASSERT_EQ(::chmod(shared.c_str(), 01777), 0);
     AsNobody r = run_as_nobody([&]() -> std::string {
-        fs::path evil = shared / "evil";
+        stdfs::path evil = shared / "evil";
         int fd = ::open(evil.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 06755);
         if (fd < 0) return std::string("create: ") + std::strerror(errno);
         ::close(fd);
@@ -313,7 +313,7 @@ TEST_F(MountIntegrityTest, NoSetIdFilesFromUsers) {
     struct stat st;
     ASSERT_EQ(::stat((store / "views").c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0700u);
-    fs::path root_file = shared / "mine";
+    stdfs::path root_file = shared / "mine";
     int fd = ::open(root_file.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 04755);
     ASSERT_GE(fd, 0);
     ::close(fd);

@@ -25,7 +25,7 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using modelfs::test::Fault;
 using modelfs::test::FaultServer;
@@ -51,7 +51,7 @@ std::string sha256_of_fd(int fd) {
 }
 
 // What reading a whole file through the mount gives: its SHA-256, or "<error>".
-std::string read_through(const fs::path& p) {
+std::string read_through(const stdfs::path& p) {
     modelfs::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) return std::string("<open: ") + std::strerror(errno) + ">";
     return sha256_of_fd(fd.get());
@@ -99,15 +99,15 @@ std::vector<LoggedRequest> gets(const std::vector<LoggedRequest>& all, const std
 class LazyMountTest : public StoreMountTest {
   protected:
     LazyMountTest() : StoreMountTest("modelfs-lazy") {}
-    fs::path served = dir / "served";  // what the servers serve
-    fs::path local = dir / "local";
+    stdfs::path served = dir / "served";  // what the servers serve
+    stdfs::path local = dir / "local";
     std::string base_sha;
 
     void SetUp() override {
         StoreMountTest::SetUp();
         if (IsSkipped() || HasFatalFailure()) return;
-        fs::create_directories(served);
-        fs::create_directories(local / "checkpoints");
+        stdfs::create_directories(served);
+        stdfs::create_directories(local / "checkpoints");
         write_safetensors(local / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
         base_sha = sha256_hex_of_file(local / "checkpoints" / "base.safetensors");
         import_folder(local);
@@ -132,7 +132,7 @@ class LazyMountTest : public StoreMountTest {
         m.name = name;
         m.ext = ".safetensors";
         modelfs::RemoteFile f;
-        f.size = fs::file_size(served / file);
+        f.size = stdfs::file_size(served / file);
         if (known_hash) f.sha256 = modelfs::Sha256::from_hex(sha256_hex_of_file(served / file));
         f.sources.push_back(modelfs::BlobSource{url, stream});
         m.files.push_back(f);
@@ -141,22 +141,22 @@ class LazyMountTest : public StoreMountTest {
         return r.blobs.at(0);
     }
 
-    fs::path blob_path(const std::string& sha) const {
+    stdfs::path blob_path(const std::string& sha) const {
         return store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
     }
     std::optional<modelfs::BlobRecord> record(const modelfs::Sha256& key) {
         modelfs::Store s = modelfs::Store::open(store);
         return s.catalog().read().get_blob(key);
     }
-    std::size_t files_under(const fs::path& p) const {
+    std::size_t files_under(const stdfs::path& p) const {
         std::size_t n = 0;
-        if (fs::exists(p))
-            for (auto& e : fs::recursive_directory_iterator(p)) n += e.is_regular_file();
+        if (stdfs::exists(p))
+            for (auto& e : stdfs::recursive_directory_iterator(p)) n += e.is_regular_file();
         return n;
     }
     // The mount still answers: listing, a stored model's bytes.
     void expect_healthy() {
-        EXPECT_TRUE(fs::exists(mnt / "comfyui" / "loras"));
+        EXPECT_TRUE(stdfs::exists(mnt / "comfyui" / "loras"));
         EXPECT_EQ(read_through(mnt / "comfyui" / "checkpoints" / "base.safetensors"), base_sha);
     }
 };
@@ -167,7 +167,7 @@ TEST_F(LazyMountTest, RemoteModelShowsInEveryViewBeforeAnyDownload) {
     add_remote("far", "far.safetensors", http.url("far.safetensors"));
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    const auto size = fs::file_size(served / "far.safetensors");
+    const auto size = stdfs::file_size(served / "far.safetensors");
     for (const char* p : {"comfyui/loras/far.safetensors", "a1111/Lora/far.safetensors"}) {
         struct stat st;
         ASSERT_EQ(::stat((mnt / p).c_str(), &st), 0) << p;
@@ -176,12 +176,12 @@ TEST_F(LazyMountTest, RemoteModelShowsInEveryViewBeforeAnyDownload) {
     }
     // Listing and stat download nothing; by-hash/ lists only what is here.
     std::size_t listed = 0;
-    for (auto& e : fs::directory_iterator(mnt / "comfyui" / "loras"))
+    for (auto& e : stdfs::directory_iterator(mnt / "comfyui" / "loras"))
         listed += e.path().filename() == "far.safetensors";
     EXPECT_EQ(listed, 1u);
-    EXPECT_FALSE(fs::exists(mnt / "by-hash" / "sha256" / sha));
+    EXPECT_FALSE(stdfs::exists(mnt / "by-hash" / "sha256" / sha));
     EXPECT_EQ(http.requests_for("far.safetensors"), 0u);
-    EXPECT_FALSE(fs::exists(blob_path(sha)));
+    EXPECT_FALSE(stdfs::exists(blob_path(sha)));
     char buf[128];
     EXPECT_EQ(::getxattr((mnt / "comfyui/loras/far.safetensors").c_str(), "user.modelfs.sha256",
                          buf, sizeof buf),
@@ -194,14 +194,14 @@ TEST_F(LazyMountTest, FirstOpenDownloadsLaterOpensAreLocal) {
     modelfs::Sha256 key = add_remote("far", "far.safetensors", http.url("far.safetensors"));
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path comfy = mnt / "comfyui" / "loras" / "far.safetensors";
+    stdfs::path comfy = mnt / "comfyui" / "loras" / "far.safetensors";
     struct stat before;
     ASSERT_EQ(::stat(comfy.c_str(), &before), 0);
 
     EXPECT_EQ(read_through(comfy), sha);
     EXPECT_TRUE(one_download(http.requests(), "/far.safetensors",
-                             fs::file_size(served / "far.safetensors")));
-    EXPECT_TRUE(fs::exists(blob_path(sha)));
+                             stdfs::file_size(served / "far.safetensors")));
+    EXPECT_TRUE(stdfs::exists(blob_path(sha)));
     auto rec = record(key);
     ASSERT_TRUE(rec);
     EXPECT_EQ(rec->state, modelfs::BlobState::present);
@@ -210,7 +210,7 @@ TEST_F(LazyMountTest, FirstOpenDownloadsLaterOpensAreLocal) {
     // Later opens, in any view, are local: no request reaches the server.
     EXPECT_EQ(read_through(comfy), sha);
     EXPECT_EQ(read_through(mnt / "a1111" / "Lora" / "far.safetensors"), sha);
-    ASSERT_TRUE(eventually([&] { return fs::exists(mnt / "by-hash" / "sha256" / sha); }));
+    ASSERT_TRUE(eventually([&] { return stdfs::exists(mnt / "by-hash" / "sha256" / sha); }));
     EXPECT_EQ(read_through(mnt / "by-hash" / "sha256" / sha), sha);
     EXPECT_EQ(http.requests_for("far.safetensors"), requests);
     // Same content, same inode: the kernel's cached attributes stay right.
@@ -232,7 +232,7 @@ TEST_F(LazyMountTest, FirstOpenDownloadsLaterOpensAreLocal) {
 TEST_F(LazyMountTest, SixteenReadersShareOneDownload) {
     FaultServer http(served);
     std::string sha = serve("shared.safetensors", 12, 2 << 20);
-    const auto size = fs::file_size(served / "shared.safetensors");
+    const auto size = stdfs::file_size(served / "shared.safetensors");
     // Slow enough that every reader opens while the download runs.
     http.set_faults("shared.safetensors", std::vector<Fault>(4, Fault::throttle(2 << 20)));
     add_remote("shared", "shared.safetensors", http.url("shared.safetensors"));
@@ -246,8 +246,8 @@ TEST_F(LazyMountTest, SixteenReadersShareOneDownload) {
     for (int i = 0; i < kReaders; ++i)
         readers.emplace_back([&, i] {
             // Half through ComfyUI's name, half through A1111's: one blob either way.
-            fs::path p = i % 2 ? mnt / "comfyui" / "loras" / "shared.safetensors"
-                               : mnt / "a1111" / "Lora" / "shared.safetensors";
+            stdfs::path p = i % 2 ? mnt / "comfyui" / "loras" / "shared.safetensors"
+                                  : mnt / "a1111" / "Lora" / "shared.safetensors";
             start.arrive_and_wait();
             got[i] = read_through(p);
         });
@@ -273,7 +273,7 @@ TEST_F(LazyMountTest, SlowDownloadDoesNotHoldUpTheMount) {
     std::vector<std::thread> openers;
     for (int i = 0; i < kOpeners; ++i)
         openers.emplace_back([&, i] {
-            fs::path p = mnt / "comfyui" / "loras" / "slow.safetensors";
+            stdfs::path p = mnt / "comfyui" / "loras" / "slow.safetensors";
             modelfs::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
             ++opened;
             got[i] = fd ? sha256_of_fd(fd.get()) : std::string("<open failed>");
@@ -283,7 +283,8 @@ TEST_F(LazyMountTest, SlowDownloadDoesNotHoldUpTheMount) {
 
     // Meanwhile the mount answers everything else.
     std::size_t entries = 0;
-    for (auto& e : fs::directory_iterator(mnt / "comfyui" / "loras")) entries += !e.path().empty();
+    for (auto& e : stdfs::directory_iterator(mnt / "comfyui" / "loras"))
+        entries += !e.path().empty();
     EXPECT_GE(entries, 1u);
     struct stat st;
     EXPECT_EQ(::stat((mnt / "a1111" / "Stable-diffusion" / "base.safetensors").c_str(), &st), 0);
@@ -291,7 +292,7 @@ TEST_F(LazyMountTest, SlowDownloadDoesNotHoldUpTheMount) {
     EXPECT_EQ(read_through(mnt / "comfyui" / "checkpoints" / "base.safetensors"), base_sha);
     EXPECT_EQ(opened.load(), 0) << "the download ended before the other requests were answered; "
                                    "the test proves nothing";
-    EXPECT_FALSE(fs::exists(blob_path(sha)));
+    EXPECT_FALSE(stdfs::exists(blob_path(sha)));
 
     for (auto& t : openers) t.join();
     for (int i = 0; i < kOpeners; ++i) EXPECT_EQ(got[i], sha) << "opener " << i;
@@ -301,15 +302,15 @@ TEST_F(LazyMountTest, MissingSourceGivesEioAndRecordsTheError) {
     NginxServer http(served);
     std::string sha = serve("gone.safetensors", 14, 256 << 10);
     modelfs::Sha256 key = add_remote("gone", "gone.safetensors", http.url("gone.safetensors"));
-    fs::remove(served / "gone.safetensors");  // the server answers 404
+    stdfs::remove(served / "gone.safetensors");  // the server answers 404
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path p = mnt / "comfyui" / "loras" / "gone.safetensors";
+    stdfs::path p = mnt / "comfyui" / "loras" / "gone.safetensors";
     errno = 0;
     EXPECT_LT(::open(p.c_str(), O_RDONLY | O_CLOEXEC), 0);
     EXPECT_EQ(errno, EIO);
     EXPECT_GE(http.requests_for("gone.safetensors"), 1u);
-    EXPECT_FALSE(fs::exists(blob_path(sha)));
+    EXPECT_FALSE(stdfs::exists(blob_path(sha)));
     EXPECT_EQ(files_under(store / "blobs"), 1u);  // base.safetensors alone
     ASSERT_TRUE(eventually([&] {
         auto r = record(key);
@@ -319,7 +320,7 @@ TEST_F(LazyMountTest, MissingSourceGivesEioAndRecordsTheError) {
     EXPECT_NE(r->state, modelfs::BlobState::present);
     EXPECT_NE(r->fetch_error.find("404"), std::string::npos) << r->fetch_error;
     // Still catalogued, still listed, and the mount works on.
-    EXPECT_TRUE(fs::exists(p));
+    EXPECT_TRUE(stdfs::exists(p));
     expect_healthy();
 }
 
@@ -336,7 +337,7 @@ TEST_F(LazyMountTest, ServerErrorsGiveEioAfterTheConfiguredRetries) {
     EXPECT_LT(::open((mnt / "comfyui/loras/down.safetensors").c_str(), O_RDONLY | O_CLOEXEC), 0);
     EXPECT_EQ(errno, EIO);
     EXPECT_EQ(http.requests_for("down.safetensors"), 2u);  // the request and its one retry
-    EXPECT_FALSE(fs::exists(blob_path(sha)));
+    EXPECT_FALSE(stdfs::exists(blob_path(sha)));
     ASSERT_TRUE(eventually([&] {
         auto r = record(key);
         return r && !r->fetch_error.empty();
@@ -352,11 +353,11 @@ TEST_F(LazyMountTest, WrongBytesAreNeverServedOrStored) {
     modelfs::Sha256 key = add_remote("bad", "bad.safetensors", http.url("bad.safetensors"));
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path p = mnt / "comfyui" / "loras" / "bad.safetensors";
+    stdfs::path p = mnt / "comfyui" / "loras" / "bad.safetensors";
     errno = 0;
     EXPECT_LT(::open(p.c_str(), O_RDONLY | O_CLOEXEC), 0);
     EXPECT_EQ(errno, EIO);
-    EXPECT_FALSE(fs::exists(blob_path(sha)));
+    EXPECT_FALSE(stdfs::exists(blob_path(sha)));
     EXPECT_EQ(files_under(store / "blobs"), 1u);
     ASSERT_TRUE(eventually([&] {
         auto r = record(key);
@@ -375,7 +376,7 @@ TEST_F(LazyMountTest, StreamingSourceServesArrivedBytesFirst) {
     add_remote("stream", "stream.safetensors", http.url("stream.safetensors"), /*stream=*/true);
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path p = mnt / "comfyui" / "loras" / "stream.safetensors";
+    stdfs::path p = mnt / "comfyui" / "loras" / "stream.safetensors";
 
     modelfs::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_TRUE(fd) << std::strerror(errno);
@@ -383,11 +384,11 @@ TEST_F(LazyMountTest, StreamingSourceServesArrivedBytesFirst) {
     std::string head(4096, '\0');
     ASSERT_EQ(::pread(fd.get(), head.data(), head.size(), 0), 4096) << std::strerror(errno);
     EXPECT_EQ(head, want.substr(0, 4096));
-    EXPECT_FALSE(fs::exists(blob_path(sha))) << "the download ended before the first read "
-                                                "returned; the test proves nothing";
+    EXPECT_FALSE(stdfs::exists(blob_path(sha))) << "the download ended before the first read "
+                                                   "returned; the test proves nothing";
     EXPECT_EQ(sha256_of_fd(fd.get()), sha);
     EXPECT_TRUE(one_download(http.requests(), "/stream.safetensors", want.size()));
-    ASSERT_TRUE(eventually([&] { return fs::exists(blob_path(sha)); }));
+    ASSERT_TRUE(eventually([&] { return stdfs::exists(blob_path(sha)); }));
     fd.reset();
     const std::size_t requests = http.requests_for("stream.safetensors");
     EXPECT_EQ(read_through(p), sha);
@@ -406,7 +407,7 @@ TEST_F(LazyMountTest, FailedStreamTurnsEveryReadIntoEio) {
         add_remote("cut", "cut.safetensors", http.url("cut.safetensors"), /*stream=*/true);
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path p = mnt / "comfyui" / "loras" / "cut.safetensors";
+    stdfs::path p = mnt / "comfyui" / "loras" / "cut.safetensors";
 
     modelfs::UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_TRUE(fd) << std::strerror(errno);
@@ -427,7 +428,7 @@ TEST_F(LazyMountTest, FailedStreamTurnsEveryReadIntoEio) {
         errno = 0;
         return ::pread(fd.get(), head.data(), head.size(), 0) < 0 && errno == EIO;
     }));
-    EXPECT_FALSE(fs::exists(blob_path(sha)));
+    EXPECT_FALSE(stdfs::exists(blob_path(sha)));
     fd.reset();
     expect_healthy();
 }
@@ -440,7 +441,7 @@ TEST_F(LazyMountTest, PlaceholderBecomesItsRealHashUnderAnOpenHandle) {
     ASSERT_NE(key.hex(), sha);
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path p = mnt / "comfyui" / "loras" / "anon.safetensors";
+    stdfs::path p = mnt / "comfyui" / "loras" / "anon.safetensors";
     struct stat before;
     ASSERT_EQ(::stat(p.c_str(), &before), 0);
     // No content hash is known yet, so none is shown.
@@ -452,7 +453,7 @@ TEST_F(LazyMountTest, PlaceholderBecomesItsRealHashUnderAnOpenHandle) {
     EXPECT_EQ(sha256_of_fd(fd.get()), sha);
     // The catalog now knows the content by its hash; the name becomes a new inode...
     EXPECT_FALSE(record(key).has_value());
-    EXPECT_TRUE(fs::exists(blob_path(sha)));
+    EXPECT_TRUE(stdfs::exists(blob_path(sha)));
     ASSERT_TRUE(eventually([&] {
         struct stat now;
         return ::stat(p.c_str(), &now) == 0 && now.st_ino != before.st_ino;
@@ -466,7 +467,7 @@ TEST_F(LazyMountTest, PlaceholderBecomesItsRealHashUnderAnOpenHandle) {
     ASSERT_EQ(::fstat(fd.get(), &held), 0);
     EXPECT_EQ(held.st_size, before.st_size);
     EXPECT_TRUE(one_download(http.requests(), "/anon.safetensors",
-                             fs::file_size(served / "anon.safetensors")));
+                             stdfs::file_size(served / "anon.safetensors")));
 }
 
 TEST_F(LazyMountTest, AnOpenerKilledWhileWaitingGoesAtOnce) {
@@ -477,7 +478,7 @@ TEST_F(LazyMountTest, AnOpenerKilledWhileWaitingGoesAtOnce) {
     add_remote("long", "long.safetensors", http.url("long.safetensors"));
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path p = mnt / "comfyui" / "loras" / "long.safetensors";
+    stdfs::path p = mnt / "comfyui" / "loras" / "long.safetensors";
     pid_t child = ::fork();
     ASSERT_GE(child, 0);
     if (child == 0) {
@@ -492,11 +493,11 @@ TEST_F(LazyMountTest, AnOpenerKilledWhileWaitingGoesAtOnce) {
     int status = 0;
     EXPECT_TRUE(eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 15000ms));
     EXPECT_TRUE(WIFSIGNALED(status));
-    EXPECT_FALSE(fs::exists(blob_path(sha))) << "the opener went only when the download ended";
+    EXPECT_FALSE(stdfs::exists(blob_path(sha))) << "the opener went only when the download ended";
     // The download goes on for the next opener.
     EXPECT_EQ(read_through(p), sha);
     EXPECT_TRUE(one_download(http.requests(), "/long.safetensors",
-                             fs::file_size(served / "long.safetensors")));
+                             stdfs::file_size(served / "long.safetensors")));
 }
 
 TEST_F(LazyMountTest, TricklingDownloadGivesEioAtItsDeadlineAndALaterOpenTriesAgain) {
@@ -509,7 +510,7 @@ TEST_F(LazyMountTest, TricklingDownloadGivesEioAtItsDeadlineAndALaterOpenTriesAg
     write_text_file(dir / "config.toml", "[fetch]\nretries = 0\ntransfer_timeout = 1\n");
     Mount m(store, mnt, {"--config", (dir / "config.toml").string()});
     ASSERT_TRUE(m.ok());
-    fs::path p = mnt / "comfyui" / "loras" / "trickle.safetensors";
+    stdfs::path p = mnt / "comfyui" / "loras" / "trickle.safetensors";
     // The opener in a child, so that a download that never ends fails the test instead of
     // hanging it.
     pid_t child = ::fork();
@@ -527,7 +528,7 @@ TEST_F(LazyMountTest, TricklingDownloadGivesEioAtItsDeadlineAndALaterOpenTriesAg
     ASSERT_TRUE(ended) << "the open still waited for a 2 B/s download";
     ASSERT_TRUE(WIFEXITED(status));
     EXPECT_EQ(WEXITSTATUS(status), EIO);
-    EXPECT_FALSE(fs::exists(blob_path(sha)));
+    EXPECT_FALSE(stdfs::exists(blob_path(sha)));
     // The download was given up, not the file: the next open fetches it.
     EXPECT_EQ(read_through(p), sha);
     expect_healthy();
@@ -536,7 +537,7 @@ TEST_F(LazyMountTest, TricklingDownloadGivesEioAtItsDeadlineAndALaterOpenTriesAg
 TEST_F(LazyMountTest, OpenBlobsAreLockedAgainstEviction) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path p = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    stdfs::path p = mnt / "comfyui" / "checkpoints" / "base.safetensors";
     modelfs::UniqueFd reader(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_TRUE(reader) << std::strerror(errno);
     // What eviction does: take the blob's lock exclusively, without waiting.
@@ -556,7 +557,7 @@ TEST_F(LazyMountTest, WritingOverARemoteModel) {
     add_remote("far", "far.safetensors", http.url("far.safetensors"));
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path p = mnt / "comfyui" / "loras" / "far.safetensors";
+    stdfs::path p = mnt / "comfyui" / "loras" / "far.safetensors";
     // Changing it in place needs its bytes: refused, with a message in the log, not half done.
     errno = 0;
     EXPECT_LT(::open(p.c_str(), O_RDWR | O_CLOEXEC), 0);
@@ -588,7 +589,7 @@ TEST_F(LazyMountTest, EvictionSkipsOpenBlobsAndTheNextOpenFetchesAgain) {
     add_remote("cached", "cached.safetensors", http.url("cached.safetensors"));
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path p = mnt / "comfyui" / "loras" / "cached.safetensors";
+    stdfs::path p = mnt / "comfyui" / "loras" / "cached.safetensors";
     struct stat before;
     ASSERT_EQ(::stat(p.c_str(), &before), 0);
 
@@ -600,7 +601,7 @@ TEST_F(LazyMountTest, EvictionSkipsOpenBlobsAndTheNextOpenFetchesAgain) {
         EXPECT_EQ(r.skipped_open, 1u);
         EXPECT_TRUE(r.evicted.empty());
     }
-    EXPECT_TRUE(fs::exists(blob_path(sha)));
+    EXPECT_TRUE(stdfs::exists(blob_path(sha)));
     EXPECT_EQ(sha256_of_fd(held.get()), sha);
     held.reset();
 
@@ -609,14 +610,14 @@ TEST_F(LazyMountTest, EvictionSkipsOpenBlobsAndTheNextOpenFetchesAgain) {
         modelfs::Store s = modelfs::Store::open(store);
         return !s.evict(0, false).evicted.empty();
     }));
-    EXPECT_FALSE(fs::exists(blob_path(sha)));
+    EXPECT_FALSE(stdfs::exists(blob_path(sha)));
     // Still listed, same inode; reading it downloads it again.
     struct stat after;
     ASSERT_EQ(::stat(p.c_str(), &after), 0);
     EXPECT_EQ(after.st_ino, before.st_ino);
     EXPECT_EQ(read_through(p), sha);
     EXPECT_EQ(gets(http.requests(), "/cached.safetensors").size(), 2u);
-    EXPECT_TRUE(fs::exists(blob_path(sha)));
+    EXPECT_TRUE(stdfs::exists(blob_path(sha)));
 }
 
 }  // namespace

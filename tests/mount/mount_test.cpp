@@ -24,7 +24,7 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 
@@ -33,13 +33,13 @@ namespace {
 class MountTest : public StoreMountTest {
   protected:
     MountTest() : StoreMountTest("modelfs-mount") {}
-    fs::path comfy = dir / "ComfyUI" / "models";
+    stdfs::path comfy = dir / "ComfyUI" / "models";
 
     void SetUp() override {
         StoreMountTest::SetUp();
         if (IsSkipped() || HasFatalFailure()) return;
-        auto put = [&](const fs::path& p, SafetensorsSpec spec, std::uint64_t bytes) {
-            fs::create_directories(p.parent_path());
+        auto put = [&](const stdfs::path& p, SafetensorsSpec spec, std::uint64_t bytes) {
+            stdfs::create_directories(p.parent_path());
             if (bytes) grow_to(spec, bytes);
             write_safetensors(p, spec);
         };
@@ -65,25 +65,25 @@ TEST_F(MountTest, EveryViewReadsTheSameBytes) {
     ASSERT_EQ(::lstat((mnt / "a1111" / "VAE" / "ft.safetensors").c_str(), &st), 0);
     EXPECT_TRUE(S_ISREG(st.st_mode));
     EXPECT_EQ(static_cast<std::uint64_t>(st.st_size),
-              fs::file_size(comfy / "vae" / "ft.safetensors"));
+              stdfs::file_size(comfy / "vae" / "ft.safetensors"));
     // LyCORIS is a second LoRA folder in A1111: the LoRA shows once, in Lora.
-    EXPECT_FALSE(fs::exists(mnt / "a1111" / "LyCORIS" / "sdxl" / "style.safetensors"));
+    EXPECT_FALSE(stdfs::exists(mnt / "a1111" / "LyCORIS" / "sdxl" / "style.safetensors"));
     EXPECT_EQ(m.stop(), 0);
 }
 
 TEST_F(MountTest, SingleViewAtTheMountPoint) {
     Mount m(store, mnt, {"--view", "comfyui"});
     ASSERT_TRUE(m.ok());
-    EXPECT_TRUE(fs::exists(mnt / "checkpoints" / "base.safetensors"));
-    EXPECT_TRUE(fs::exists(mnt / "loras" / "sdxl" / "style.safetensors"));
-    EXPECT_FALSE(fs::exists(mnt / "comfyui"));
-    EXPECT_FALSE(fs::exists(mnt / "by-hash"));
+    EXPECT_TRUE(stdfs::exists(mnt / "checkpoints" / "base.safetensors"));
+    EXPECT_TRUE(stdfs::exists(mnt / "loras" / "sdxl" / "style.safetensors"));
+    EXPECT_FALSE(stdfs::exists(mnt / "comfyui"));
+    EXPECT_FALSE(stdfs::exists(mnt / "by-hash"));
 }
 
 TEST_F(MountTest, ExtendedAttributesNameTheContent) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path f = mnt / "comfyui" / "loras" / "sdxl" / "style.safetensors";
+    stdfs::path f = mnt / "comfyui" / "loras" / "sdxl" / "style.safetensors";
     std::string sha = sha256_hex_of_file(comfy / "loras" / "sdxl" / "style.safetensors");
     auto get = [&](const char* name) { return xattr(f, name); };
     EXPECT_EQ(get("user.modelfs.sha256"), sha);
@@ -131,7 +131,7 @@ TEST_F(MountTest, MetadataIsStableAcrossRemounts) {
 TEST_F(MountTest, SixteenConcurrentReadersAndAnMmapReader) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    stdfs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
     std::string sha = sha256_hex_of_file(comfy / "checkpoints" / "base.safetensors");
     std::vector<std::string> got(16);
     std::vector<std::thread> readers;
@@ -142,7 +142,7 @@ TEST_F(MountTest, SixteenConcurrentReadersAndAnMmapReader) {
     // safetensors loaders mmap the file.
     modelfs::UniqueFd fd(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_TRUE(fd);
-    std::size_t size = fs::file_size(f);
+    std::size_t size = stdfs::file_size(f);
     void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd.get(), 0);
     ASSERT_NE(p, MAP_FAILED);
     EXPECT_EQ(modelfs::sha256_of(std::string_view(static_cast<const char*>(p), size)).hex(), sha);
@@ -152,23 +152,24 @@ TEST_F(MountTest, SixteenConcurrentReadersAndAnMmapReader) {
 TEST_F(MountTest, CliChangesShowUpWhileMounted) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path target = mnt / "comfyui" / "vae" / "fresh.safetensors";
-    EXPECT_FALSE(fs::exists(target));
-    fs::create_directories(dir / "new" / "vae");
+    stdfs::path target = mnt / "comfyui" / "vae" / "fresh.safetensors";
+    EXPECT_FALSE(stdfs::exists(target));
+    stdfs::create_directories(dir / "new" / "vae");
     write_safetensors(dir / "new" / "vae" / "fresh.safetensors", vae(9));
     ASSERT_EQ(run_modelfs({"--store", store.string(), "import", (dir / "new").string()}).exit_code,
               0);
     auto t0 = std::chrono::steady_clock::now();
-    while (!fs::exists(target) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5))
+    while (!stdfs::exists(target) &&
+           std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5))
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    ASSERT_TRUE(fs::exists(target));
+    ASSERT_TRUE(stdfs::exists(target));
     EXPECT_EQ(sha256_hex_of_file(target),
               sha256_hex_of_file(dir / "new" / "vae" / "fresh.safetensors"));
 }
 
 TEST_F(MountTest, MissingBlobReadsAsEioAndTheDaemonLives) {
     std::string sha = sha256_hex_of_file(comfy / "vae" / "ft.safetensors");
-    fs::remove(store / "blobs" / "sha256" / sha.substr(0, 2) / sha);
+    stdfs::remove(store / "blobs" / "sha256" / sha.substr(0, 2) / sha);
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
     int fd = ::open((mnt / "comfyui" / "vae" / "ft.safetensors").c_str(), O_RDONLY);
@@ -182,9 +183,9 @@ TEST_F(MountTest, MissingBlobReadsAsEioAndTheDaemonLives) {
 
 TEST_F(MountTest, TruncatedBlobReadsAsEio) {
     std::string sha = sha256_hex_of_file(comfy / "loras" / "sdxl" / "style.safetensors");
-    fs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
-    fs::permissions(blob, fs::perms::owner_write, fs::perm_options::add);
-    fs::resize_file(blob, fs::file_size(blob) / 2);
+    stdfs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
+    stdfs::permissions(blob, stdfs::perms::owner_write, stdfs::perm_options::add);
+    stdfs::resize_file(blob, stdfs::file_size(blob) / 2);
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
     int fd = ::open((mnt / "comfyui" / "loras" / "sdxl" / "style.safetensors").c_str(), O_RDONLY);
@@ -197,22 +198,22 @@ TEST_F(MountTest, TruncatedBlobReadsAsEio) {
 // mtime put back: the open answers EIO, never other bytes under the old hash, the blob goes to
 // quarantine/ and `verify --fast` reports the next one it finds.
 TEST_F(MountTest, ModifiedBlobIsQuarantinedNotServed) {
-    auto tamper = [&](const fs::path& model) {
+    auto tamper = [&](const stdfs::path& model) {
         std::string sha = sha256_hex_of_file(model);
-        fs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
+        stdfs::path blob = store / "blobs" / "sha256" / sha.substr(0, 2) / sha;
         struct stat st;
         EXPECT_EQ(::stat(blob.c_str(), &st), 0);
-        fs::permissions(blob, fs::perms::owner_write, fs::perm_options::add);
+        stdfs::permissions(blob, stdfs::perms::owner_write, stdfs::perm_options::add);
         int fd = ::open(blob.c_str(), O_WRONLY);
         EXPECT_GE(fd, 0);
         EXPECT_EQ(::pwrite(fd, "XXXX", 4, 64), 4);
         ::close(fd);
-        fs::permissions(blob, fs::perms::owner_write, fs::perm_options::remove);
+        stdfs::permissions(blob, stdfs::perms::owner_write, stdfs::perm_options::remove);
         struct timespec ts[2] = {st.st_atim, st.st_mtim};  // touch -d
         EXPECT_EQ(::utimensat(AT_FDCWD, blob.c_str(), ts, 0), 0);
         return blob;
     };
-    const fs::path vae_blob = tamper(comfy / "vae" / "ft.safetensors");
+    const stdfs::path vae_blob = tamper(comfy / "vae" / "ft.safetensors");
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
     errno = 0;
@@ -220,8 +221,8 @@ TEST_F(MountTest, ModifiedBlobIsQuarantinedNotServed) {
     EXPECT_EQ(fd, -1) << "a changed blob must not be served";
     EXPECT_EQ(errno, EIO);
     if (fd >= 0) ::close(fd);
-    EXPECT_FALSE(fs::exists(vae_blob));
-    EXPECT_FALSE(fs::is_empty(store / "quarantine"));
+    EXPECT_FALSE(stdfs::exists(vae_blob));
+    EXPECT_FALSE(stdfs::is_empty(store / "quarantine"));
     // Everything else is served as before.
     EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "checkpoints" / "base.safetensors"),
               sha256_hex_of_file(comfy / "checkpoints" / "base.safetensors"));

@@ -11,18 +11,18 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 
 namespace {
 
 TEST(MountNames, ASaveUnderARefusedNameStaysPlainWithItsReason) {
-    if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+    if (!stdfs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
     TempDir dir{"modelfs-names-mount"};
-    const fs::path store = dir / "store", mnt = dir / "mnt";
+    const stdfs::path store = dir / "store", mnt = dir / "mnt";
     ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
-    fs::create_directories(mnt);
+    stdfs::create_directories(mnt);
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
     const std::string bytes = safetensors_bytes(kohya_lora(3));

@@ -21,7 +21,7 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 
 namespace {
@@ -67,13 +67,13 @@ std::string as_user(uid_t uid, const std::vector<gid_t>& groups,
     return out;
 }
 
-std::string err(const char* what, const fs::path& p) {
+std::string err(const char* what, const stdfs::path& p) {
     return std::string(what) + " " + p.string() + ": " + std::strerror(errno);
 }
 
 // Makes `p` with `mode` (the exact syscall: open O_CREAT with that mode, under the caller's
 // umask) holding `bytes`.
-std::string make_file(const fs::path& p, mode_t mode, const std::string& bytes) {
+std::string make_file(const stdfs::path& p, mode_t mode, const std::string& bytes) {
     int fd = ::open(p.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, mode);
     if (fd < 0) return err("create", p);
     const bool ok = ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
@@ -82,7 +82,7 @@ std::string make_file(const fs::path& p, mode_t mode, const std::string& bytes) 
 }
 
 // Mode, owner and group as `lstat` sees them ("04755 1001:1003"), or the error.
-std::string attrs(const fs::path& p) {
+std::string attrs(const stdfs::path& p) {
     struct stat st;
     if (::lstat(p.c_str(), &st) != 0) return std::strerror(errno);
     char buf[64];
@@ -90,7 +90,7 @@ std::string attrs(const fs::path& p) {
     return buf;
 }
 
-mode_t mode_of(const fs::path& p) {
+mode_t mode_of(const stdfs::path& p) {
     struct stat st {};
     ::lstat(p.c_str(), &st);
     return st.st_mode & 07777;
@@ -99,28 +99,28 @@ mode_t mode_of(const fs::path& p) {
 class SharedMountTest : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-shared"};
-    fs::path store = dir / "store";
-    fs::path mnt = dir / "mnt";
-    fs::path shared = mnt / "a1111" / "shared";  // a folder root made world-writable
-    fs::path real_shared = store / "views" / "a1111" / "shared";  // the same in the store
+    stdfs::path store = dir / "store";
+    stdfs::path mnt = dir / "mnt";
+    stdfs::path shared = mnt / "a1111" / "shared";  // a folder root made world-writable
+    stdfs::path real_shared = store / "views" / "a1111" / "shared";  // the same in the store
     std::unique_ptr<Mount> mount;
 
     void SetUp() override {
-        if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+        if (!stdfs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
         if (::geteuid() != 0) GTEST_SKIP() << "needs root: a root mount used by other users";
         // The way to the mount point and to the store, for everyone: only the store's own
         // folders may keep them out.
-        fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read |
-                                        fs::perms::group_exec | fs::perms::others_read |
-                                        fs::perms::others_exec);
+        stdfs::permissions(dir.path(), stdfs::perms::owner_all | stdfs::perms::group_read |
+                                           stdfs::perms::group_exec | stdfs::perms::others_read |
+                                           stdfs::perms::others_exec);
         ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
-        const fs::path src = dir / "src";
-        fs::create_directories(src / "Lora");
+        const stdfs::path src = dir / "src";
+        stdfs::create_directories(src / "Lora");
         write_safetensors(src / "Lora" / "style.safetensors", kohya_lora(1));
         ASSERT_EQ(run_modelfs({"--store", store.string(), "import", src.string()}).exit_code, 0);
-        fs::permissions(store, fs::perms::owner_all | fs::perms::group_read |
-                                   fs::perms::group_exec | fs::perms::others_read |
-                                   fs::perms::others_exec);
+        stdfs::permissions(store, stdfs::perms::owner_all | stdfs::perms::group_read |
+                                      stdfs::perms::group_exec | stdfs::perms::others_read |
+                                      stdfs::perms::others_exec);
         remount();
         ASSERT_EQ(::mkdir(shared.c_str(), 0755), 0) << std::strerror(errno);
         ASSERT_EQ(::chmod(shared.c_str(), 01777), 0) << std::strerror(errno);
@@ -138,7 +138,7 @@ class SharedMountTest : public ::testing::Test {
 // from the store path), it is the user's, and the store path is out of the user's reach.
 TEST_F(SharedMountTest, UserCannotMakeASetIdProgram) {
     const std::string id = read_file("/usr/bin/id");
-    const fs::path evil = shared / "evil";
+    const stdfs::path evil = shared / "evil";
     EXPECT_EQ(as_user(kAlice, {}, [&] { return make_file(evil, 04755, id); }), "");
     EXPECT_EQ(attrs(evil), "00755 1001:1001");
     EXPECT_EQ(attrs(real_shared / "evil"), "00755 1001:1001");
@@ -287,7 +287,7 @@ TEST_F(SharedMountTest, EntriesBelongToTheirMaker) {
     EXPECT_EQ(attrs(real_shared / "link").substr(6), "1001:1001");
     EXPECT_EQ(attrs(shared / "fifo"), "00600 1001:1001");
     EXPECT_EQ(attrs(real_shared / "fifo"), "00600 1001:1001");
-    EXPECT_FALSE(fs::exists(shared / "scratch"));
+    EXPECT_FALSE(stdfs::exists(shared / "scratch"));
     EXPECT_EQ(as_user(kBob, {},
                       [&]() -> std::string {
                           if (::open((shared / "secret").c_str(), O_RDONLY | O_CLOEXEC) >= 0)
@@ -300,7 +300,7 @@ TEST_F(SharedMountTest, EntriesBelongToTheirMaker) {
                       }),
               "");
 
-    const fs::path team = shared / "team";
+    const stdfs::path team = shared / "team";
     ASSERT_EQ(::mkdir(team.c_str(), 0755), 0);
     ASSERT_EQ(::chown(team.c_str(), 0, kTeam), 0);
     ASSERT_EQ(::chmod(team.c_str(), 02777), 0);
@@ -321,7 +321,7 @@ TEST_F(SharedMountTest, EntriesBelongToTheirMaker) {
 // the owners the mount reports): only root gives a file away; its owner may change its group to
 // one of its own groups.
 TEST_F(SharedMountTest, ChownFollowsTheKernelsRules) {
-    const fs::path f = shared / "f";
+    const stdfs::path f = shared / "f";
     EXPECT_EQ(as_user(kAlice, {kTeam},
                       [&]() -> std::string {
                           if (auto e = make_file(f, 0644, "x"); !e.empty()) return e;
@@ -352,13 +352,13 @@ TEST_F(SharedMountTest, ChownFollowsTheKernelsRules) {
 // A model a user saves through a root mount stays that user's plain file (a stored model would
 // be the mount's, with the user's mode: a 0600 one lost to its maker), and says why.
 TEST_F(SharedMountTest, AUsersModelStaysTheirs) {
-    const fs::path lora = mnt / "a1111" / "Lora";
+    const stdfs::path lora = mnt / "a1111" / "Lora";
     ASSERT_EQ(::chmod(lora.c_str(), 01777), 0) << std::strerror(errno);
-    const fs::path mine = lora / "alice.safetensors";
+    const stdfs::path mine = lora / "alice.safetensors";
     write_safetensors(dir / "lora.safetensors", kohya_lora(3));
     const std::string bytes = read_file(dir / "lora.safetensors");
     EXPECT_EQ(as_user(kAlice, {}, [&] { return make_file(mine, 0600, bytes); }), "");
-    const fs::path real = store / "views" / "a1111" / "Lora" / "alice.safetensors";
+    const stdfs::path real = store / "views" / "a1111" / "Lora" / "alice.safetensors";
     std::string why;
     EXPECT_TRUE(eventually([&] {
         char buf[512];
@@ -383,23 +383,23 @@ TEST_F(SharedMountTest, AUsersModelStaysTheirs) {
 // through the link. (Once the kernel looks the name up again it follows the link itself, as the
 // user: also refused here. Either way nothing outside changes.)
 TEST_F(SharedMountTest, AFolderSwappedForALinkIsNeverFollowed) {
-    const fs::path outside = dir / "outside";  // root's, out of the users' reach
-    fs::create_directories(outside / "y");
-    fs::permissions(outside, fs::perms::owner_all);
+    const stdfs::path outside = dir / "outside";  // root's, out of the users' reach
+    stdfs::create_directories(outside / "y");
+    stdfs::permissions(outside, stdfs::perms::owner_all);
     write_text_file(outside / "y" / "victim", "root's");
     ASSERT_EQ(::chmod((outside / "y" / "victim").c_str(), 0644), 0);
     EXPECT_EQ(as_user(kAlice, {},
                       [&]() -> std::string {
-                          for (const fs::path& d : {shared / "x", shared / "x" / "y"})
+                          for (const stdfs::path& d : {shared / "x", shared / "x" / "y"})
                               if (::mkdir(d.c_str(), 0755) != 0) return err("mkdir", d);
                           return make_file(shared / "x" / "y" / "mine", 0644, "alice's");
                       }),
               "");
     struct stat st;
     ASSERT_EQ(::stat((shared / "x" / "y" / "mine").c_str(), &st), 0);  // the kernel knows x/y
-    fs::rename(real_shared / "x", real_shared / "x2");
-    fs::create_directory_symlink(outside, real_shared / "x");
-    const fs::path y = shared / "x" / "y";
+    stdfs::rename(real_shared / "x", real_shared / "x2");
+    stdfs::create_directory_symlink(outside, real_shared / "x");
+    const stdfs::path y = shared / "x" / "y";
     const std::string r = as_user(kAlice, {}, [&]() -> std::string {
         std::string done;
         int fd = ::open((y / "planted").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
@@ -409,7 +409,7 @@ TEST_F(SharedMountTest, AFolderSwappedForALinkIsNeverFollowed) {
         }
         if (::mkdir((y / "d").c_str(), 0755) == 0) done += "mkdir; ";
         std::error_code ec;
-        for (const auto& entry : fs::directory_iterator(y, ec))
+        for (const auto& entry : stdfs::directory_iterator(y, ec))
             if (entry.path().filename() == "victim") done += "listed; ";
         if (int rfd = ::open((y / "victim").c_str(), O_RDONLY | O_CLOEXEC); rfd >= 0) {
             char c;
@@ -422,8 +422,8 @@ TEST_F(SharedMountTest, AFolderSwappedForALinkIsNeverFollowed) {
         return done;
     });
     EXPECT_EQ(r, "");
-    EXPECT_FALSE(fs::exists(outside / "y" / "planted"));
-    EXPECT_FALSE(fs::exists(outside / "y" / "d"));
+    EXPECT_FALSE(stdfs::exists(outside / "y" / "planted"));
+    EXPECT_FALSE(stdfs::exists(outside / "y" / "d"));
     EXPECT_EQ(read_file(outside / "y" / "victim"), "root's");
     EXPECT_EQ(attrs(outside / "y" / "victim"), "00644 0:0");
 }
@@ -432,7 +432,7 @@ TEST_F(SharedMountTest, AFolderSwappedForALinkIsNeverFollowed) {
 // are what lets root give users a model folder to save in. A folder a model was stored into
 // keeps its mode too. A stored model keeps its one owner.
 TEST_F(SharedMountTest, ChmodOfACataloguedFolderTakesEffect) {
-    const fs::path lora = mnt / "a1111" / "Lora";
+    const stdfs::path lora = mnt / "a1111" / "Lora";
     ASSERT_EQ(mode_of(lora), 0755u);
     ASSERT_EQ(::chmod(lora.c_str(), 0750), 0) << std::strerror(errno);
     ASSERT_EQ(::chown(lora.c_str(), -1, kTeam), 0) << std::strerror(errno);
@@ -441,13 +441,13 @@ TEST_F(SharedMountTest, ChmodOfACataloguedFolderTakesEffect) {
     EXPECT_EQ(as_user(kAlice, {},
                       [&]() -> std::string {
                           std::error_code ec;
-                          return fs::exists(lora / "style.safetensors", ec)
+                          return stdfs::exists(lora / "style.safetensors", ec)
                                      ? "reached into a folder its mode keeps it out of"
                                      : "";
                       }),
               "");
     // A folder made for users in the model folder keeps its mode once a model is stored there.
-    const fs::path team = lora / "team";
+    const stdfs::path team = lora / "team";
     ASSERT_EQ(::mkdir(team.c_str(), 0755), 0);
     ASSERT_EQ(::chmod(team.c_str(), 01777), 0);
     write_safetensors(team / "mine.safetensors", kohya_lora(2));
@@ -459,7 +459,7 @@ TEST_F(SharedMountTest, ChmodOfACataloguedFolderTakesEffect) {
     EXPECT_EQ(attrs(lora), "00750 0:1003");
     EXPECT_EQ(mode_of(team), 01777u);
     // A stored model: its mode is kept in the catalog; its owner is the mount's.
-    const fs::path model = lora / "style.safetensors";
+    const stdfs::path model = lora / "style.safetensors";
     ASSERT_EQ(::chmod(model.c_str(), 0640), 0) << std::strerror(errno);
     EXPECT_EQ(mode_of(model), 0640u);
     EXPECT_NE(::chown(model.c_str(), kAlice, -1), 0);
@@ -477,7 +477,7 @@ TEST_F(SharedMountTest, StoreFoldersAreTheOwnersOnly) {
                       [&]() -> std::string {
                           for (const char* name : {"views", "blobs", "catalog"}) {
                               struct stat st;
-                              const fs::path inside = store / name / ".";
+                              const stdfs::path inside = store / name / ".";
                               if (::stat(inside.c_str(), &st) == 0)
                                   return std::string("reached ") + name;
                           }
@@ -487,7 +487,7 @@ TEST_F(SharedMountTest, StoreFoldersAreTheOwnersOnly) {
     // A store its group may read (the .deb's /var/lib/modelfs, whose folders the store's user
     // and group made): the group reaches the blobs, never views/.
     mount.reset();
-    for (const fs::path& p : {store, store / "blobs", store / "views"})
+    for (const stdfs::path& p : {store, store / "blobs", store / "views"})
         ASSERT_EQ(::chown(p.c_str(), 0, kTeam), 0);
     ASSERT_EQ(::chmod(store.c_str(), 0750), 0);
     remount();

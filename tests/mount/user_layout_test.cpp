@@ -16,7 +16,7 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 
 namespace {
@@ -43,14 +43,14 @@ category = "checkpoint"
 class UserLayoutMount : public StoreMountTest {
   protected:
     UserLayoutMount() : StoreMountTest("modelfs-user-layout") {}
-    fs::path src = dir / "ComfyUI" / "models";
-    fs::path config = dir / "config.toml";
+    stdfs::path src = dir / "ComfyUI" / "models";
+    stdfs::path config = dir / "config.toml";
 
     void SetUp() override {
         StoreMountTest::SetUp();
         if (IsSkipped() || HasFatalFailure()) return;
-        fs::create_directories(src / "checkpoints");
-        fs::create_directories(src / "loras" / "sdxl");
+        stdfs::create_directories(src / "checkpoints");
+        stdfs::create_directories(src / "loras" / "sdxl");
         write_safetensors(src / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
         write_safetensors(src / "loras" / "sdxl" / "style.safetensors", kohya_lora(2));
         import_folder(src);
@@ -68,11 +68,11 @@ TEST_F(UserLayoutMount, RootModeShowsTheUserFoldersNextToTheBuiltIns) {
     EXPECT_EQ(sha256_hex_of_file(mnt / "mytool" / "my-loras" / "sdxl" / "style.safetensors"),
               sha_of_source("loras/sdxl/style.safetensors"));
     // The built-ins are still there; the replaced one has the user's folders only.
-    EXPECT_TRUE(fs::exists(mnt / "a1111" / "Stable-diffusion" / "base.safetensors"));
-    EXPECT_TRUE(fs::exists(mnt / "comfyui" / "ckpts" / "base.safetensors"));
-    EXPECT_FALSE(fs::exists(mnt / "comfyui" / "checkpoints"));
-    EXPECT_FALSE(fs::exists(mnt / "comfyui" / "loras"));
-    EXPECT_TRUE(fs::exists(mnt / "by-hash"));
+    EXPECT_TRUE(stdfs::exists(mnt / "a1111" / "Stable-diffusion" / "base.safetensors"));
+    EXPECT_TRUE(stdfs::exists(mnt / "comfyui" / "ckpts" / "base.safetensors"));
+    EXPECT_FALSE(stdfs::exists(mnt / "comfyui" / "checkpoints"));
+    EXPECT_FALSE(stdfs::exists(mnt / "comfyui" / "loras"));
+    EXPECT_TRUE(stdfs::exists(mnt / "by-hash"));
     EXPECT_EQ(m.stop(), 0);
 }
 
@@ -81,18 +81,18 @@ TEST_F(UserLayoutMount, OneUserViewAtTheMountPoint) {
     ASSERT_TRUE(m.ok());
     EXPECT_EQ(sha256_hex_of_file(mnt / "models" / "my-checkpoints" / "base.safetensors"),
               sha_of_source("checkpoints/base.safetensors"));
-    EXPECT_TRUE(fs::exists(mnt / "my-loras" / "sdxl" / "style.safetensors"));
-    EXPECT_FALSE(fs::exists(mnt / "mytool"));
-    EXPECT_FALSE(fs::exists(mnt / "comfyui"));
-    EXPECT_FALSE(fs::exists(mnt / "by-hash"));
+    EXPECT_TRUE(stdfs::exists(mnt / "my-loras" / "sdxl" / "style.safetensors"));
+    EXPECT_FALSE(stdfs::exists(mnt / "mytool"));
+    EXPECT_FALSE(stdfs::exists(mnt / "comfyui"));
+    EXPECT_FALSE(stdfs::exists(mnt / "by-hash"));
     EXPECT_EQ(m.stop(), 0);
 }
 
 TEST_F(UserLayoutMount, SighupServesTheConfigsNewLayouts) {
     Mount m(store, mnt, {"--config", config.string()});
     ASSERT_TRUE(m.ok());
-    ASSERT_TRUE(fs::exists(mnt / "mytool" / "my-loras" / "sdxl" / "style.safetensors"));
-    ASSERT_TRUE(fs::exists(mnt / "comfyui" / "ckpts" / "base.safetensors"));
+    ASSERT_TRUE(stdfs::exists(mnt / "mytool" / "my-loras" / "sdxl" / "style.safetensors"));
+    ASSERT_TRUE(stdfs::exists(mnt / "comfyui" / "ckpts" / "base.safetensors"));
     // An open file keeps reading through the reload.
     std::ifstream open_before(mnt / "comfyui" / "ckpts" / "base.safetensors", std::ios::binary);
     ASSERT_TRUE(open_before);
@@ -116,17 +116,18 @@ path = "weights"
 category = "checkpoint"
 )");
     ASSERT_EQ(::kill(m.pid(), SIGHUP), 0);
-    EXPECT_TRUE(
-        eventually([&] { return fs::exists(mnt / "newtool" / "weights" / "base.safetensors"); }));
+    EXPECT_TRUE(eventually(
+        [&] { return stdfs::exists(mnt / "newtool" / "weights" / "base.safetensors"); }));
     EXPECT_EQ(sha256_hex_of_file(mnt / "newtool" / "weights" / "base.safetensors"),
               sha_of_source("checkpoints/base.safetensors"));
     EXPECT_EQ(sha256_hex_of_file(mnt / "mytool" / "adapters" / "sdxl" / "style.safetensors"),
               sha_of_source("loras/sdxl/style.safetensors"));
-    EXPECT_FALSE(fs::exists(mnt / "mytool" / "my-loras"));
-    EXPECT_TRUE(fs::exists(mnt / "comfyui" / "checkpoints" / "base.safetensors"));
-    EXPECT_FALSE(fs::exists(mnt / "comfyui" / "ckpts"));
+    EXPECT_FALSE(stdfs::exists(mnt / "mytool" / "my-loras"));
+    EXPECT_TRUE(stdfs::exists(mnt / "comfyui" / "checkpoints" / "base.safetensors"));
+    EXPECT_FALSE(stdfs::exists(mnt / "comfyui" / "ckpts"));
     std::vector<std::string> top;
-    for (const auto& e : fs::directory_iterator(mnt)) top.push_back(e.path().filename().string());
+    for (const auto& e : stdfs::directory_iterator(mnt))
+        top.push_back(e.path().filename().string());
     EXPECT_NE(std::find(top.begin(), top.end(), "newtool"), top.end());
     std::string first(8, '\0');
     EXPECT_TRUE(open_before.read(first.data(), 8));
@@ -137,7 +138,7 @@ category = "checkpoint"
     EXPECT_TRUE(eventually([&] {
         return read_file(dir / "mnt.log").find("the config has an error") != std::string::npos;
     })) << read_file(dir / "mnt.log");
-    EXPECT_TRUE(fs::exists(mnt / "newtool" / "weights" / "base.safetensors"));
+    EXPECT_TRUE(stdfs::exists(mnt / "newtool" / "weights" / "base.safetensors"));
     const std::string log = read_file(dir / "mnt.log");
     EXPECT_NE(log.find("added: newtool"), std::string::npos) << log;
     open_before.close();  // an open file keeps the mount busy
@@ -147,19 +148,19 @@ category = "checkpoint"
 TEST_F(UserLayoutMount, SighupKeepsAViewTheConfigNoLongerDefines) {
     Mount m(store, mnt, {"--config", config.string(), "--view", "mytool"});
     ASSERT_TRUE(m.ok());
-    ASSERT_TRUE(fs::exists(mnt / "my-loras" / "sdxl" / "style.safetensors"));
+    ASSERT_TRUE(stdfs::exists(mnt / "my-loras" / "sdxl" / "style.safetensors"));
     write_text_file(config, "# mytool is gone\n");
     ASSERT_EQ(::kill(m.pid(), SIGHUP), 0);
     EXPECT_TRUE(eventually([&] {
         return read_file(dir / "mnt.log").find("so the mount keeps its views") != std::string::npos;
     })) << read_file(dir / "mnt.log");
-    EXPECT_TRUE(fs::exists(mnt / "my-loras" / "sdxl" / "style.safetensors"));
+    EXPECT_TRUE(stdfs::exists(mnt / "my-loras" / "sdxl" / "style.safetensors"));
     EXPECT_EQ(m.stop(), 0);
 }
 
 TEST_F(UserLayoutMount, ABadConfigMountsNothing) {
     write_text_file(config, "[[layout]]\nname = \"mytool\"\n");
-    fs::create_directories(mnt);
+    stdfs::create_directories(mnt);
     CliResult r = run_modelfs(
         {"--store", store.string(), "--config", config.string(), "mount", mnt.string(), "-f"});
     EXPECT_EQ(r.exit_code, 2);

@@ -30,22 +30,22 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using namespace std::chrono_literals;
 
 namespace {
 
 // SHA-256 hex of a file, or "<error>" when it cannot be read.
-std::string sha_or_error(const fs::path& p) {
+std::string sha_or_error(const stdfs::path& p) {
     std::error_code ec;
-    if (!fs::is_regular_file(p, ec)) return "<" + p.filename().string() + " missing>";
+    if (!stdfs::is_regular_file(p, ec)) return "<" + p.filename().string() + " missing>";
     return sha256_hex_of_file(p);
 }
 
-std::set<std::string> names_in(const fs::path& dir) {
+std::set<std::string> names_in(const stdfs::path& dir) {
     std::set<std::string> out;
-    for (const auto& e : fs::directory_iterator(dir)) out.insert(e.path().filename().string());
+    for (const auto& e : stdfs::directory_iterator(dir)) out.insert(e.path().filename().string());
     return out;
 }
 
@@ -65,7 +65,7 @@ std::string sha_of_fd(int fd) {
 class ForkedMount {
   public:
     explicit ForkedMount(modelfs::fs::MountOptions opts) : mnt_(opts.mountpoint) {
-        fs::create_directories(mnt_);
+        stdfs::create_directories(mnt_);
         log_ = mnt_.parent_path() / (mnt_.filename().string() + ".log");
         opts.foreground = true;
         pid_ = ::fork();
@@ -109,10 +109,10 @@ class ForkedMount {
     ForkedMount(const ForkedMount&) = delete;
     ForkedMount& operator=(const ForkedMount&) = delete;
     bool ok() const { return ok_; }
-    const fs::path& log() const { return log_; }
+    const stdfs::path& log() const { return log_; }
 
   private:
-    fs::path mnt_, log_;
+    stdfs::path mnt_, log_;
     pid_t pid_ = -1;
     bool ok_ = false;
 };
@@ -137,9 +137,9 @@ class VersionsMount : public StoreMountTest {
     // Writes a model under src-<tag>/ and imports that folder with a version label.
     std::string import_one(const std::string& tag, const std::string& rel, SafetensorsSpec spec,
                            const std::string& label) {
-        fs::path root = dir / ("src-" + tag + "-" + label);
-        fs::path p = root / rel;
-        fs::create_directories(p.parent_path());
+        stdfs::path root = dir / ("src-" + tag + "-" + label);
+        stdfs::path p = root / rel;
+        stdfs::create_directories(p.parent_path());
         write_safetensors(p, spec);
         CliResult r =
             run_modelfs({"--store", store.string(), "import", root.string(), "--version", label});
@@ -170,12 +170,12 @@ TEST_F(VersionsMount, AliasesResolveInEveryBuiltInView) {
         if (folder.empty()) continue;
         ++views;
         SCOPED_TRACE(view);
-        fs::path d = mnt / view / folder;
+        stdfs::path d = mnt / view / folder;
         EXPECT_EQ(sha_or_error(d / "base.safetensors"), base2);  // the current version
         EXPECT_EQ(sha_or_error(d / "base@v1.safetensors"), base1);
         EXPECT_EQ(sha_or_error(d / "base@fp16.safetensors"), base2);
-        EXPECT_FALSE(fs::exists(d / "base@v9.safetensors"));
-        EXPECT_FALSE(fs::exists(d / "base@v1.ckpt"));  // no such version with that extension
+        EXPECT_FALSE(stdfs::exists(d / "base@v9.safetensors"));
+        EXPECT_FALSE(stdfs::exists(d / "base@v1.ckpt"));  // no such version with that extension
         if (auto lf = layout(view).folder_for(modelfs::Category::lora)) {
             EXPECT_EQ(sha_or_error(mnt / view / *lf / "sdxl" / "style@v1.safetensors"), style1);
             EXPECT_EQ(sha_or_error(mnt / view / *lf / "sdxl" / "style@v2.safetensors"), style2);
@@ -190,7 +190,7 @@ TEST_F(VersionsMount, AliasesResolveInEveryBuiltInView) {
     ASSERT_EQ(::stat((mnt / "comfyui/checkpoints/base.safetensors").c_str(), &b), 0);
     EXPECT_NE(a.st_ino, b.st_ino);
     EXPECT_EQ(static_cast<std::uintmax_t>(a.st_size),
-              fs::file_size(dir / "src-one-v1/checkpoints/base.safetensors"));
+              stdfs::file_size(dir / "src-one-v1/checkpoints/base.safetensors"));
     EXPECT_EQ(a.st_mode & 0222, 0u) << "aliases look read-only";
 }
 
@@ -212,12 +212,12 @@ TEST_F(VersionsMount, AliasesAreHiddenFromListingsByDefault) {
               (std::set<std::string>{"style.safetensors"}));
     // A recursive walk (what tools do) finds one file per model.
     int files = 0;
-    for (const auto& e : fs::recursive_directory_iterator(mnt / "a1111"))
+    for (const auto& e : stdfs::recursive_directory_iterator(mnt / "a1111"))
         if (e.is_regular_file()) ++files;
     EXPECT_EQ(files, 2);
     // Yet lookups find them.
-    EXPECT_TRUE(fs::is_regular_file(mnt / "comfyui" / "checkpoints" / "base@v1.safetensors"));
-    EXPECT_TRUE(fs::is_directory(mnt / "comfyui" / "checkpoints" / ".versions"));
+    EXPECT_TRUE(stdfs::is_regular_file(mnt / "comfyui" / "checkpoints" / "base@v1.safetensors"));
+    EXPECT_TRUE(stdfs::is_directory(mnt / "comfyui" / "checkpoints" / ".versions"));
 }
 
 TEST_F(VersionsMount, ShowVersionsListsAliasesButNotTheVersionsFolder) {
@@ -242,44 +242,44 @@ TEST_F(VersionsMount, ShowVersionsListsAliasesButNotTheVersionsFolder) {
 TEST_F(VersionsMount, VersionsFolderListsEveryVersion) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path v = mnt / "comfyui" / "loras" / ".versions";
+    stdfs::path v = mnt / "comfyui" / "loras" / ".versions";
     EXPECT_EQ(names_in(v), (std::set<std::string>{"sdxl"}));
     EXPECT_EQ(names_in(v / "sdxl"), (std::set<std::string>{"style"}));
     EXPECT_EQ(names_in(v / "sdxl" / "style"),
               (std::set<std::string>{"v1.safetensors", "v2.safetensors"}));
     EXPECT_EQ(sha_or_error(v / "sdxl" / "style" / "v1.safetensors"), style1);
     EXPECT_EQ(sha_or_error(v / "sdxl" / "style" / "v2.safetensors"), style2);
-    fs::path cv = mnt / "a1111" / "Stable-diffusion" / ".versions" / "base";
+    stdfs::path cv = mnt / "a1111" / "Stable-diffusion" / ".versions" / "base";
     EXPECT_EQ(names_in(cv), (std::set<std::string>{"v1.safetensors", "fp16.safetensors"}));
     EXPECT_EQ(sha_or_error(cv / "fp16.safetensors"), base2);
-    EXPECT_FALSE(fs::exists(cv / "v3.safetensors"));
-    EXPECT_FALSE(fs::exists(mnt / "comfyui" / "loras" / ".versions" / "nope"));
+    EXPECT_FALSE(stdfs::exists(cv / "v3.safetensors"));
+    EXPECT_FALSE(stdfs::exists(mnt / "comfyui" / "loras" / ".versions" / "nope"));
 }
 
 TEST_F(VersionsMount, UniqueHashPrefixWorksAsALabel) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path d = mnt / "comfyui" / "checkpoints";
+    stdfs::path d = mnt / "comfyui" / "checkpoints";
     EXPECT_EQ(sha_or_error(d / ("base@" + base1.substr(0, 8) + ".safetensors")), base1);
     EXPECT_EQ(sha_or_error(d / ("base@" + base2.substr(0, 12) + ".safetensors")), base2);
     EXPECT_EQ(sha_or_error(d / ".versions" / "base" / (base1.substr(0, 10) + ".safetensors")),
               base1);
     // Too short to be a prefix (find_version wants 6 hex digits), or matching nothing.
-    EXPECT_FALSE(fs::exists(d / ("base@" + base1.substr(0, 3) + ".safetensors")));
+    EXPECT_FALSE(stdfs::exists(d / ("base@" + base1.substr(0, 3) + ".safetensors")));
     std::string other = base1.substr(0, 7);
     other[6] = other[6] == '0' ? '1' : '0';
     if (!base2.starts_with(other)) {
-        EXPECT_FALSE(fs::exists(d / ("base@" + other + ".safetensors")));
+        EXPECT_FALSE(stdfs::exists(d / ("base@" + other + ".safetensors")));
     }
 }
 
 TEST_F(VersionsMount, VersionWrittenThroughTheMountIsReachableAsAlias) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path src = dir / "new.safetensors";
+    stdfs::path src = dir / "new.safetensors";
     write_safetensors(src, sd15_checkpoint(3));
     const std::string base3 = sha256_hex_of_file(src);
-    fs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    stdfs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
     {
         std::string data = read_file(src);
         int w = ::open(f.c_str(), O_WRONLY | O_TRUNC);
@@ -289,11 +289,11 @@ TEST_F(VersionsMount, VersionWrittenThroughTheMountIsReachableAsAlias) {
     }
     // Once stored, the new bytes have a version folder entry of their own, and the two
     // earlier versions are still there under their labels.
-    fs::path versions = mnt / "fooocus" / checkpoints_of("fooocus") / ".versions" / "base";
+    stdfs::path versions = mnt / "fooocus" / checkpoints_of("fooocus") / ".versions" / "base";
     ASSERT_TRUE(eventually([&] { return names_in(versions).size() == 3; }))
         << "versions: " << names_in(versions).size();
     EXPECT_EQ(sha_or_error(f), base3);
-    fs::path d = mnt / "a1111" / "Stable-diffusion";
+    stdfs::path d = mnt / "a1111" / "Stable-diffusion";
     EXPECT_EQ(sha_or_error(d / "base@v1.safetensors"), base1);
     EXPECT_EQ(sha_or_error(d / "base@fp16.safetensors"), base2);
     EXPECT_EQ(sha_or_error(d / ("base@" + base3.substr(0, 8) + ".safetensors")), base3);
@@ -309,7 +309,7 @@ TEST_F(VersionsMount, VersionWrittenThroughTheMountIsReachableAsAlias) {
 TEST_F(VersionsMount, RollbackIsSeenByAnOpenMountWhileOpenFilesKeepTheirBytes) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    stdfs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
     ASSERT_EQ(sha_or_error(f), base2);
     int old_fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
     ASSERT_GE(old_fd, 0);
@@ -337,8 +337,8 @@ TEST_F(VersionsMount, RollbackIsSeenByAnOpenMountWhileOpenFilesKeepTheirBytes) {
 TEST_F(VersionsMount, PinAndUnpinAreSeenPerView) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path a1111 = mnt / "a1111" / "Stable-diffusion" / "base.safetensors";
-    fs::path comfy = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    stdfs::path a1111 = mnt / "a1111" / "Stable-diffusion" / "base.safetensors";
+    stdfs::path comfy = mnt / "comfyui" / "checkpoints" / "base.safetensors";
     ASSERT_EQ(sha_or_error(a1111), base2);
     int old_fd = ::open(a1111.c_str(), O_RDONLY | O_CLOEXEC);
     ASSERT_GE(old_fd, 0);
@@ -358,7 +358,7 @@ TEST_F(VersionsMount, PinAndUnpinAreSeenPerView) {
 }
 
 // The mtime a stat through the mount shows, in nanoseconds; -1 when it cannot be read.
-std::int64_t mtime_ns(const fs::path& p) {
+std::int64_t mtime_ns(const stdfs::path& p) {
     struct stat st {};
     if (::stat(p.c_str(), &st) != 0) return -1;
     return st.st_mtim.tv_sec * 1'000'000'000ll + st.st_mtim.tv_nsec;
@@ -371,7 +371,7 @@ std::int64_t mtime_ns(const fs::path& p) {
 TEST_F(VersionsMount, EverySwitchShowsANewerMtimeAndNothingElseMovesIt) {
     auto m = std::make_unique<Mount>(store, mnt);
     ASSERT_TRUE(m->ok());
-    const fs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    const stdfs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
     std::int64_t newest = mtime_ns(f);
     ASSERT_GT(newest, 0);
     std::string base3;
@@ -429,7 +429,7 @@ TEST_F(VersionsMount, EverySwitchShowsANewerMtimeAndNothingElseMovesIt) {
 TEST_F(VersionsMount, TouchSetsExactlyThatMtimeAndASwitchStillMovesForward) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    const fs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    const stdfs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
     for (const std::int64_t sec : {1609556645ll /* 2021-01-02 */, 4102444800ll /* 2100-01-01 */}) {
         SCOPED_TRACE(sec);
         const struct timespec ts[2] = {{0, UTIME_OMIT}, {sec, 0}};
@@ -452,8 +452,8 @@ TEST_F(VersionsMount, TouchInAPinnedViewSetsThePinnedFilesMtime) {
         0);
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    const fs::path pinned = mnt / "comfyui" / "checkpoints" / "base.safetensors";
-    const fs::path other = mnt / "a1111" / checkpoints_of("a1111") / "base.safetensors";
+    const stdfs::path pinned = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    const stdfs::path other = mnt / "a1111" / checkpoints_of("a1111") / "base.safetensors";
     ASSERT_EQ(sha_or_error(pinned), base1);
     ASSERT_EQ(sha_or_error(other), base2);
     const std::int64_t other_before = mtime_ns(other);
@@ -499,12 +499,12 @@ TEST_F(VersionsMount, LockedMountShowsTheLockedVersionsWhateverIsCurrent) {
     ASSERT_TRUE(m.ok());
     for (const auto& view : modelfs::layouts::ViewLayout::builtin_names()) {
         SCOPED_TRACE(view);
-        fs::path d = mnt / view / checkpoints_of(view);
+        stdfs::path d = mnt / view / checkpoints_of(view);
         EXPECT_EQ(sha_or_error(d / "base.safetensors"), base1);
-        EXPECT_FALSE(fs::exists(d / "ghost.safetensors"));
+        EXPECT_FALSE(stdfs::exists(d / "ghost.safetensors"));
     }
     // Models the lock does not list are not shown.
-    EXPECT_FALSE(fs::exists(mnt / "comfyui" / "loras" / "sdxl" / "style.safetensors"));
+    EXPECT_FALSE(stdfs::exists(mnt / "comfyui" / "loras" / "sdxl" / "style.safetensors"));
     // Changing what is current does not move a locked mount. The category folder's mtime is
     // the category's last change in the catalog: once the mount shows that, it has seen it.
     std::int64_t changed_ns = 0;
@@ -516,7 +516,7 @@ TEST_F(VersionsMount, LockedMountShowsTheLockedVersionsWhateverIsCurrent) {
         s.use_version("checkpoint/base.safetensors", "fp16");
         changed_ns = s.catalog().read().category_changed_ns(modelfs::Category::checkpoint);
     }
-    fs::path folder = mnt / "comfyui" / "checkpoints";
+    stdfs::path folder = mnt / "comfyui" / "checkpoints";
     EXPECT_TRUE(eventually([&] {
         struct stat st {};
         return ::stat(folder.c_str(), &st) == 0 &&
@@ -538,10 +538,10 @@ TEST_F(VersionsMount, LockedMountShowsTheLockedVersionsWhateverIsCurrent) {
 TEST_F(VersionsMount, RetainAndGcSpareAVersionAnOpenMountReads) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path alias = mnt / "comfyui" / "checkpoints" / "base@v1.safetensors";
+    stdfs::path alias = mnt / "comfyui" / "checkpoints" / "base@v1.safetensors";
     int fd = ::open(alias.c_str(), O_RDONLY | O_CLOEXEC);
     ASSERT_GE(fd, 0) << std::strerror(errno);
-    const fs::path blob = store / "blobs" / "sha256" / base1.substr(0, 2) / base1;
+    const stdfs::path blob = store / "blobs" / "sha256" / base1.substr(0, 2) / base1;
     {
         modelfs::Store s = modelfs::Store::open(store);
         auto kept = s.retain(1, /*dry_run=*/false);
@@ -553,10 +553,10 @@ TEST_F(VersionsMount, RetainAndGcSpareAVersionAnOpenMountReads) {
         auto gc = s.gc(/*dry_run=*/false);
         EXPECT_GE(gc.skipped_open, 1u);
     }
-    EXPECT_TRUE(fs::exists(blob)) << "gc removed a blob the mount has open";
+    EXPECT_TRUE(stdfs::exists(blob)) << "gc removed a blob the mount has open";
     EXPECT_EQ(sha_of_fd(fd), base1);
     // The alias goes with its version; the current version stays.
-    EXPECT_TRUE(eventually([&] { return !fs::exists(alias); }));
+    EXPECT_TRUE(eventually([&] { return !stdfs::exists(alias); }));
     EXPECT_EQ(sha_or_error(mnt / "comfyui" / "checkpoints" / "base.safetensors"), base2);
     ::close(fd);
     // Closed (the daemon lets go of it when the kernel's release arrives), the blob is
@@ -564,16 +564,16 @@ TEST_F(VersionsMount, RetainAndGcSpareAVersionAnOpenMountReads) {
     modelfs::Store s = modelfs::Store::open(store);
     EXPECT_TRUE(eventually([&] {
         s.gc(/*dry_run=*/false);
-        return !fs::exists(blob);
+        return !stdfs::exists(blob);
     }));
 }
 
 TEST_F(VersionsMount, WritesToAliasesAreRefused) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path d = mnt / "comfyui" / "checkpoints";
-    fs::path alias = d / "base@v1.safetensors";
-    ASSERT_TRUE(fs::exists(alias));
+    stdfs::path d = mnt / "comfyui" / "checkpoints";
+    stdfs::path alias = d / "base@v1.safetensors";
+    ASSERT_TRUE(stdfs::exists(alias));
 
     EXPECT_EQ(::open(alias.c_str(), O_WRONLY), -1);
     EXPECT_EQ(errno, EROFS);
@@ -588,16 +588,16 @@ TEST_F(VersionsMount, WritesToAliasesAreRefused) {
     EXPECT_EQ(::chmod(alias.c_str(), 0666), -1);
     EXPECT_EQ(errno, EROFS);
     // Nothing may be made inside `.versions/`, nor renamed onto an alias.
-    fs::path vdir = d / ".versions" / "base";
+    stdfs::path vdir = d / ".versions" / "base";
     EXPECT_EQ(::open((vdir / "v9.safetensors").c_str(), O_WRONLY | O_CREAT, 0644), -1);
     EXPECT_EQ(errno, EROFS);
     EXPECT_EQ(::mkdir((vdir / "x").c_str(), 0755), -1);
     EXPECT_EQ(errno, EROFS);
     EXPECT_EQ(::unlink((vdir / "v1.safetensors").c_str()), -1);
     EXPECT_EQ(errno, EROFS);
-    fs::path other = dir / "other.safetensors";
+    stdfs::path other = dir / "other.safetensors";
     write_safetensors(other, sd15_checkpoint(4));
-    fs::copy_file(other, d / "other.safetensors");
+    stdfs::copy_file(other, d / "other.safetensors");
     EXPECT_EQ(::rename((d / "other.safetensors").c_str(), alias.c_str()), -1);
     EXPECT_EQ(errno, EROFS);
 

@@ -15,7 +15,7 @@
 #include "support/mount_fixture.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 
@@ -24,7 +24,7 @@ namespace {
 class ViewFilesTest : public StoreMountTest {
   protected:
     ViewFilesTest() : StoreMountTest("modelfs-viewfiles") {}
-    std::string make(const fs::path& p, std::uint64_t size, std::uint64_t seed) {
+    std::string make(const stdfs::path& p, std::uint64_t size, std::uint64_t seed) {
         write_random_file(p, size, seed);
         return sha256_hex_of_file(p);
     }
@@ -38,7 +38,7 @@ class ViewFilesTest : public StoreMountTest {
     }
     int blob_count(const std::string& sha) {
         int n = 0;
-        for (auto& e : fs::recursive_directory_iterator(store / "blobs"))
+        for (auto& e : stdfs::recursive_directory_iterator(store / "blobs"))
             if (e.is_regular_file() && e.path().filename() == sha) ++n;
         return n;
     }
@@ -48,12 +48,12 @@ TEST_F(ViewFilesTest, FilesOutsideModelFoldersAreStoredByContentAtTheirPath) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
     const std::string sha = make(dir / "u2net.onnx", 200 * 1024 + 3, 1);
-    fs::create_directories(mnt / "comfyui" / "rembg");
-    fs::copy_file(dir / "u2net.onnx", mnt / "comfyui" / "rembg" / "u2net.onnx");
-    fs::create_directories(mnt / "a1111" / "insightface" / "buffalo_l");
-    fs::copy_file(dir / "u2net.onnx", mnt / "a1111" / "insightface" / "buffalo_l" / "det.onnx");
+    stdfs::create_directories(mnt / "comfyui" / "rembg");
+    stdfs::copy_file(dir / "u2net.onnx", mnt / "comfyui" / "rembg" / "u2net.onnx");
+    stdfs::create_directories(mnt / "a1111" / "insightface" / "buffalo_l");
+    stdfs::copy_file(dir / "u2net.onnx", mnt / "a1111" / "insightface" / "buffalo_l" / "det.onnx");
     // The same bytes in a model folder that does not list .onnx.
-    fs::copy_file(dir / "u2net.onnx", mnt / "comfyui" / "checkpoints" / "vad.onnx");
+    stdfs::copy_file(dir / "u2net.onnx", mnt / "comfyui" / "checkpoints" / "vad.onnx");
     ASSERT_TRUE(eventually([&] {
         return catalogued("file/comfyui/rembg/u2net.onnx", sha) &&
                catalogued("file/a1111/insightface/buffalo_l/det.onnx", sha) &&
@@ -69,12 +69,12 @@ TEST_F(ViewFilesTest, FilesOutsideModelFoldersAreStoredByContentAtTheirPath) {
     }
     // Nothing left in the overlay; each file only in its own view.
     EXPECT_TRUE(eventually([&] {
-        return !fs::exists(store / "views" / "comfyui" / "rembg" / "u2net.onnx") &&
-               !fs::exists(store / "views" / "comfyui" / "checkpoints" / "vad.onnx");
+        return !stdfs::exists(store / "views" / "comfyui" / "rembg" / "u2net.onnx") &&
+               !stdfs::exists(store / "views" / "comfyui" / "checkpoints" / "vad.onnx");
     }));
-    EXPECT_FALSE(fs::exists(mnt / "a1111" / "rembg" / "u2net.onnx"));
-    EXPECT_FALSE(fs::exists(mnt / "forge" / "rembg" / "u2net.onnx"));
-    EXPECT_FALSE(fs::exists(mnt / "comfyui" / "insightface" / "buffalo_l" / "det.onnx"));
+    EXPECT_FALSE(stdfs::exists(mnt / "a1111" / "rembg" / "u2net.onnx"));
+    EXPECT_FALSE(stdfs::exists(mnt / "forge" / "rembg" / "u2net.onnx"));
+    EXPECT_FALSE(stdfs::exists(mnt / "comfyui" / "insightface" / "buffalo_l" / "det.onnx"));
     CliResult v = run_modelfs({"--store", store.string(), "verify"});
     EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
 }
@@ -82,13 +82,13 @@ TEST_F(ViewFilesTest, FilesOutsideModelFoldersAreStoredByContentAtTheirPath) {
 TEST_F(ViewFilesTest, OverwriteMakesANewVersionAtTheSamePath) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    const fs::path f = mnt / "comfyui" / "dlib" / "shape.dat";
+    const stdfs::path f = mnt / "comfyui" / "dlib" / "shape.dat";
     const std::string v1 = make(dir / "v1.dat", 300 * 1024, 2);
     const std::string v2 = make(dir / "v2.dat", 310 * 1024, 3);
-    fs::create_directories(f.parent_path());
-    fs::copy_file(dir / "v1.dat", f);
+    stdfs::create_directories(f.parent_path());
+    stdfs::copy_file(dir / "v1.dat", f);
     ASSERT_TRUE(eventually([&] { return catalogued("file/comfyui/dlib/shape.dat", v1); }));
-    fs::copy_file(dir / "v2.dat", f, fs::copy_options::overwrite_existing);
+    stdfs::copy_file(dir / "v2.dat", f, stdfs::copy_options::overwrite_existing);
     ASSERT_TRUE(eventually([&] {
         json j = show("file/comfyui/dlib/shape.dat");
         return j.contains("versions") && j["versions"].size() == 2 &&
@@ -100,13 +100,13 @@ TEST_F(ViewFilesTest, OverwriteMakesANewVersionAtTheSamePath) {
 TEST_F(ViewFilesTest, SmallAndEditedFilesStayPlain) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::create_directories(mnt / "comfyui" / "rembg");
+    stdfs::create_directories(mnt / "comfyui" / "rembg");
     const std::string small = make(mnt / "comfyui" / "rembg" / "small.onnx", 1000, 4);
     write_random_file(mnt / "comfyui" / "rembg" / "tokenizer.json", 200 * 1024, 5);
     write_random_file(mnt / "comfyui" / "rembg" / "big.onnx", 100 * 1024, 6);  // the control
-    ASSERT_TRUE(eventually([&] { return !fs::exists(store / "views/comfyui/rembg/big.onnx"); }));
-    EXPECT_TRUE(fs::exists(store / "views" / "comfyui" / "rembg" / "small.onnx"));
-    EXPECT_TRUE(fs::exists(store / "views" / "comfyui" / "rembg" / "tokenizer.json"));
+    ASSERT_TRUE(eventually([&] { return !stdfs::exists(store / "views/comfyui/rembg/big.onnx"); }));
+    EXPECT_TRUE(stdfs::exists(store / "views" / "comfyui" / "rembg" / "small.onnx"));
+    EXPECT_TRUE(stdfs::exists(store / "views" / "comfyui" / "rembg" / "tokenizer.json"));
     EXPECT_NE(xattr(mnt / "comfyui" / "rembg" / "small.onnx", "user.modelfs.sha256"), small);
     EXPECT_FALSE(show("file/comfyui/rembg/small.onnx").contains("versions"));
     EXPECT_FALSE(show("file/comfyui/rembg/tokenizer.json").contains("versions"));

@@ -22,7 +22,7 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs::testing;
 using nlohmann::json;
 using namespace std::chrono_literals;
@@ -32,7 +32,7 @@ namespace {
 class MountWriteTest : public StoreMountTest {
   protected:
     MountWriteTest() : StoreMountTest("modelfs-write") {}
-    fs::path src = dir / "src";
+    stdfs::path src = dir / "src";
 
     void SetUp() override {
         StoreMountTest::SetUp();
@@ -41,8 +41,8 @@ class MountWriteTest : public StoreMountTest {
     }
 
     // A new safetensors file outside the mount; returns its sha256.
-    std::string make(const fs::path& p, SafetensorsSpec spec) {
-        fs::create_directories(p.parent_path());
+    std::string make(const stdfs::path& p, SafetensorsSpec spec) {
+        stdfs::create_directories(p.parent_path());
         write_safetensors(p, spec);
         return sha256_hex_of_file(p);
     }
@@ -62,20 +62,20 @@ TEST_F(MountWriteTest, CopyIntoComfyUiReadFromA1111) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
     std::string sha = make(dir / "new.safetensors", kohya_lora(5));
-    fs::copy_file(dir / "new.safetensors", mnt / "comfyui" / "loras" / "new.safetensors");
+    stdfs::copy_file(dir / "new.safetensors", mnt / "comfyui" / "loras" / "new.safetensors");
     // Visible where it was written at once, and in the other tools' views once stored.
     EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "loras" / "new.safetensors"), sha);
-    fs::path a1111 = mnt / "a1111" / "Lora" / "new.safetensors";
-    ASSERT_TRUE(eventually([&] { return fs::exists(a1111); }));
+    stdfs::path a1111 = mnt / "a1111" / "Lora" / "new.safetensors";
+    ASSERT_TRUE(eventually([&] { return stdfs::exists(a1111); }));
     EXPECT_EQ(sha256_hex_of_file(a1111), sha);
     EXPECT_EQ(sha256_hex_of_file(mnt / "by-hash" / "sha256" / sha), sha);
     EXPECT_EQ(xattr(a1111, "user.modelfs.sha256"), sha);
     EXPECT_EQ(xattr(a1111, "user.modelfs.category"), "lora");
     EXPECT_TRUE(catalogued("lora/new", sha));
     // Stored once: the blob, and nothing left behind in the view's overlay folder.
-    EXPECT_TRUE(fs::exists(store / "blobs" / "sha256" / sha.substr(0, 2) / sha));
+    EXPECT_TRUE(stdfs::exists(store / "blobs" / "sha256" / sha.substr(0, 2) / sha));
     EXPECT_TRUE(eventually(
-        [&] { return !fs::exists(store / "views" / "comfyui" / "loras" / "new.safetensors"); }));
+        [&] { return !stdfs::exists(store / "views" / "comfyui" / "loras" / "new.safetensors"); }));
     CliResult v = run_modelfs({"--store", store.string(), "verify"});
     EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
 }
@@ -87,27 +87,27 @@ TEST_F(MountWriteTest, ModelsSavedInNewFoldersAreCataloguedAndShared) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
     std::string sha = make(dir / "redux.safetensors", vae(7));
-    fs::copy_file(dir / "redux.safetensors",
-                  mnt / "comfyui" / "style_models" / "redux.safetensors");
-    const fs::path invoke = mnt / "invokeai" / "style_model" / "redux.safetensors";
-    ASSERT_TRUE(eventually([&] { return fs::exists(invoke); }));
+    stdfs::copy_file(dir / "redux.safetensors",
+                     mnt / "comfyui" / "style_models" / "redux.safetensors");
+    const stdfs::path invoke = mnt / "invokeai" / "style_model" / "redux.safetensors";
+    ASSERT_TRUE(eventually([&] { return stdfs::exists(invoke); }));
     EXPECT_EQ(sha256_hex_of_file(invoke), sha);
     EXPECT_EQ(xattr(invoke, "user.modelfs.category"), "style_model");
     EXPECT_TRUE(catalogued("style_model/redux", sha));
     EXPECT_TRUE(eventually([&] {
-        return !fs::exists(store / "views" / "comfyui" / "style_models" / "redux.safetensors");
+        return !stdfs::exists(store / "views" / "comfyui" / "style_models" / "redux.safetensors");
     }));
 
     std::string unet = make(dir / "flux.safetensors", kohya_lora(8));
-    fs::copy_file(dir / "flux.safetensors",
-                  mnt / "forge" / "Stable-diffusion" / "diffusion_models" / "flux.safetensors");
-    const fs::path comfy = mnt / "comfyui" / "diffusion_models" / "flux.safetensors";
-    ASSERT_TRUE(eventually([&] { return fs::exists(comfy); }));
+    stdfs::copy_file(dir / "flux.safetensors",
+                     mnt / "forge" / "Stable-diffusion" / "diffusion_models" / "flux.safetensors");
+    const stdfs::path comfy = mnt / "comfyui" / "diffusion_models" / "flux.safetensors";
+    ASSERT_TRUE(eventually([&] { return stdfs::exists(comfy); }));
     EXPECT_EQ(sha256_hex_of_file(comfy), unet);
     EXPECT_TRUE(catalogued("diffusion_model/flux", unet));
     // Not a checkpoint: ComfyUI's checkpoint loader would fail on it.
     EXPECT_FALSE(
-        fs::exists(mnt / "comfyui" / "checkpoints" / "diffusion_models" / "flux.safetensors"));
+        stdfs::exists(mnt / "comfyui" / "checkpoints" / "diffusion_models" / "flux.safetensors"));
 }
 
 // Issue 16 finding 2: a file's name, extension included, is its identity in a folder. A .pt
@@ -115,17 +115,17 @@ TEST_F(MountWriteTest, ModelsSavedInNewFoldersAreCataloguedAndShared) {
 TEST_F(MountWriteTest, APtSavedBesideASafetensorsIsAnotherModel) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    const fs::path loras = mnt / "comfyui" / "loras";
+    const stdfs::path loras = mnt / "comfyui" / "loras";
     const std::string st = make(dir / "foo.safetensors", kohya_lora(11));
-    fs::copy_file(dir / "foo.safetensors", loras / "foo.safetensors");
+    stdfs::copy_file(dir / "foo.safetensors", loras / "foo.safetensors");
     ASSERT_TRUE(eventually([&] { return catalogued("lora/foo.safetensors", st); }));
     write_random_file(dir / "foo.pt", 70'000, 5);
     const std::string pt = sha256_hex_of_file(dir / "foo.pt");
-    fs::copy_file(dir / "foo.pt", loras / "foo.pt");
+    stdfs::copy_file(dir / "foo.pt", loras / "foo.pt");
     ASSERT_TRUE(eventually([&] { return catalogued("lora/foo.pt", pt); }));
 
     // Both listed, each with its own bytes, in every view that reads the folder.
-    for (const fs::path& d : {loras, mnt / "a1111" / "Lora"}) {
+    for (const stdfs::path& d : {loras, mnt / "a1111" / "Lora"}) {
         EXPECT_EQ(sha256_hex_of_file(d / "foo.safetensors"), st) << d;
         EXPECT_EQ(sha256_hex_of_file(d / "foo.pt"), pt) << d;
     }
@@ -148,12 +148,12 @@ TEST_F(MountWriteTest, SameContentInTwoViewsIsStoredOnce) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
     std::string sha = make(dir / "v.safetensors", vae(6));
-    fs::copy_file(dir / "v.safetensors", mnt / "comfyui" / "vae" / "one.safetensors");
-    fs::copy_file(dir / "v.safetensors", mnt / "a1111" / "VAE" / "two.safetensors");
+    stdfs::copy_file(dir / "v.safetensors", mnt / "comfyui" / "vae" / "one.safetensors");
+    stdfs::copy_file(dir / "v.safetensors", mnt / "a1111" / "VAE" / "two.safetensors");
     ASSERT_TRUE(
         eventually([&] { return catalogued("vae/one", sha) && catalogued("vae/two", sha); }));
     int blobs = 0;
-    for (auto& e : fs::recursive_directory_iterator(store / "blobs"))
+    for (auto& e : stdfs::recursive_directory_iterator(store / "blobs"))
         if (e.is_regular_file() && e.path().filename() == sha) ++blobs;
     EXPECT_EQ(blobs, 1);
 }
@@ -161,7 +161,7 @@ TEST_F(MountWriteTest, SameContentInTwoViewsIsStoredOnce) {
 TEST_F(MountWriteTest, OverwriteIsCopyOnWrite) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    stdfs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
     std::string old_sha = sha256_hex_of_file(src / "checkpoints" / "base.safetensors");
     std::string new_sha = make(dir / "v2.safetensors", sd15_checkpoint(2));
 
@@ -187,7 +187,7 @@ TEST_F(MountWriteTest, OverwriteIsCopyOnWrite) {
     ::close(reader);
     EXPECT_EQ(h.finish().hex(), old_sha);
     EXPECT_EQ(static_cast<std::uint64_t>(off),
-              fs::file_size(src / "checkpoints" / "base.safetensors"));
+              stdfs::file_size(src / "checkpoints" / "base.safetensors"));
 
     // New readers get the new bytes, in every view; the old content stays, as version v1.
     EXPECT_EQ(sha256_hex_of_file(f), new_sha);
@@ -203,10 +203,10 @@ TEST_F(MountWriteTest, SaveByRenameReplacesTheModel) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
     std::string new_sha = make(dir / "v2.safetensors", sd15_checkpoint(3));
-    fs::path tmp = mnt / "comfyui" / "checkpoints" / "base.safetensors.part";
-    fs::copy_file(dir / "v2.safetensors", tmp);
-    fs::rename(tmp, mnt / "comfyui" / "checkpoints" / "base.safetensors");
-    EXPECT_FALSE(fs::exists(tmp));
+    stdfs::path tmp = mnt / "comfyui" / "checkpoints" / "base.safetensors.part";
+    stdfs::copy_file(dir / "v2.safetensors", tmp);
+    stdfs::rename(tmp, mnt / "comfyui" / "checkpoints" / "base.safetensors");
+    EXPECT_FALSE(stdfs::exists(tmp));
     EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "checkpoints" / "base.safetensors"), new_sha);
     ASSERT_TRUE(eventually([&] { return catalogued("checkpoint/base", new_sha); }));
     EXPECT_EQ(show("checkpoint/base")["versions"].size(), 2u);
@@ -215,40 +215,40 @@ TEST_F(MountWriteTest, SaveByRenameReplacesTheModel) {
 TEST_F(MountWriteTest, RenameDeleteMkdir) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path loras = mnt / "comfyui" / "loras";
+    stdfs::path loras = mnt / "comfyui" / "loras";
     std::string sha = make(dir / "l.safetensors", kohya_lora(7));
-    fs::create_directory(loras / "sdxl");
-    EXPECT_TRUE(fs::is_directory(loras / "sdxl"));
-    fs::copy_file(dir / "l.safetensors", loras / "sdxl" / "style.safetensors");
+    stdfs::create_directory(loras / "sdxl");
+    EXPECT_TRUE(stdfs::is_directory(loras / "sdxl"));
+    stdfs::copy_file(dir / "l.safetensors", loras / "sdxl" / "style.safetensors");
     ASSERT_TRUE(eventually([&] { return catalogued("lora/sdxl/style", sha); }));
-    EXPECT_TRUE(fs::exists(mnt / "a1111" / "Lora" / "sdxl" / "style.safetensors"));
+    EXPECT_TRUE(stdfs::exists(mnt / "a1111" / "Lora" / "sdxl" / "style.safetensors"));
 
     // Rename a stored model: a catalog edit, seen in every view.
-    fs::rename(loras / "sdxl" / "style.safetensors", loras / "renamed.safetensors");
-    EXPECT_FALSE(fs::exists(loras / "sdxl" / "style.safetensors"));
+    stdfs::rename(loras / "sdxl" / "style.safetensors", loras / "renamed.safetensors");
+    EXPECT_FALSE(stdfs::exists(loras / "sdxl" / "style.safetensors"));
     EXPECT_EQ(sha256_hex_of_file(loras / "renamed.safetensors"), sha);
     EXPECT_TRUE(catalogued("lora/renamed", sha));
     EXPECT_TRUE(eventually([&] {
-        return fs::exists(mnt / "a1111" / "Lora" / "renamed.safetensors") &&
-               !fs::exists(mnt / "a1111" / "Lora" / "sdxl" / "style.safetensors");
+        return stdfs::exists(mnt / "a1111" / "Lora" / "renamed.safetensors") &&
+               !stdfs::exists(mnt / "a1111" / "Lora" / "sdxl" / "style.safetensors");
     }));
     // Into another category's folder: it becomes that category.
-    fs::rename(loras / "renamed.safetensors", mnt / "comfyui" / "vae" / "now_vae.safetensors");
+    stdfs::rename(loras / "renamed.safetensors", mnt / "comfyui" / "vae" / "now_vae.safetensors");
     EXPECT_TRUE(catalogued("vae/now_vae", sha));
 
     // Empty folders go; layout folders and non-empty folders stay.
-    EXPECT_TRUE(fs::remove(loras / "sdxl"));
-    EXPECT_FALSE(fs::exists(loras / "sdxl"));
+    EXPECT_TRUE(stdfs::remove(loras / "sdxl"));
+    EXPECT_FALSE(stdfs::exists(loras / "sdxl"));
     EXPECT_NE(::rmdir(loras.c_str()), 0);
     EXPECT_TRUE(errno == EBUSY || errno == ENOTEMPTY) << std::strerror(errno);
 
     // Delete: gone from every view and from the catalog; the blob waits for gc.
-    fs::remove(mnt / "comfyui" / "vae" / "now_vae.safetensors");
-    EXPECT_FALSE(fs::exists(mnt / "comfyui" / "vae" / "now_vae.safetensors"));
+    stdfs::remove(mnt / "comfyui" / "vae" / "now_vae.safetensors");
+    EXPECT_FALSE(stdfs::exists(mnt / "comfyui" / "vae" / "now_vae.safetensors"));
     EXPECT_FALSE(catalogued("vae/now_vae", sha));
     EXPECT_TRUE(
-        eventually([&] { return !fs::exists(mnt / "a1111" / "VAE" / "now_vae.safetensors"); }));
-    EXPECT_TRUE(fs::exists(store / "blobs" / "sha256" / sha.substr(0, 2) / sha));
+        eventually([&] { return !stdfs::exists(mnt / "a1111" / "VAE" / "now_vae.safetensors"); }));
+    EXPECT_TRUE(stdfs::exists(store / "blobs" / "sha256" / sha.substr(0, 2) / sha));
     // Renaming out of the model folders is a copy (EXDEV): `mv` does it, the model survives.
     EXPECT_EQ(::rename((mnt / "comfyui" / "checkpoints" / "base.safetensors").c_str(),
                        (mnt / "comfyui" / "base.bak").c_str()),
@@ -263,32 +263,32 @@ TEST_F(MountWriteTest, RenameDeleteMkdir) {
 TEST_F(MountWriteTest, SidecarsFollowTheirModel) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path loras = mnt / "comfyui" / "loras";
+    stdfs::path loras = mnt / "comfyui" / "loras";
     std::string sha = make(dir / "l.safetensors", kohya_lora(8));
     // One sidecar written before its model, one after, one for the imported checkpoint.
     write_text_file(loras / "mine.civitai.info", "{\"id\": 1}");
-    fs::copy_file(dir / "l.safetensors", loras / "mine.safetensors");
+    stdfs::copy_file(dir / "l.safetensors", loras / "mine.safetensors");
     ASSERT_TRUE(eventually([&] { return catalogued("lora/mine", sha); }));
     write_text_file(loras / "mine.preview.png", "PNG");
     write_text_file(mnt / "comfyui" / "checkpoints" / "base.yaml", "model: {}");
-    fs::path a1111 = mnt / "a1111";
+    stdfs::path a1111 = mnt / "a1111";
     EXPECT_TRUE(eventually([&] {
-        return fs::exists(a1111 / "Lora" / "mine.civitai.info") &&
-               fs::exists(a1111 / "Lora" / "mine.preview.png") &&
-               fs::exists(a1111 / "Stable-diffusion" / "base.yaml");
+        return stdfs::exists(a1111 / "Lora" / "mine.civitai.info") &&
+               stdfs::exists(a1111 / "Lora" / "mine.preview.png") &&
+               stdfs::exists(a1111 / "Stable-diffusion" / "base.yaml");
     }));
     EXPECT_EQ(read_file(a1111 / "Lora" / "mine.civitai.info"), "{\"id\": 1}");
     EXPECT_EQ(read_file(a1111 / "Lora" / "mine.preview.png"), "PNG");
     EXPECT_EQ(read_file(mnt / "fooocus" / "checkpoints" / "base.yaml"), "model: {}");
     // Renaming the model takes its sidecars along.
-    fs::rename(loras / "mine.safetensors", loras / "yours.safetensors");
-    EXPECT_TRUE(fs::exists(loras / "yours.preview.png"));
-    EXPECT_TRUE(eventually([&] { return !fs::exists(loras / "mine.preview.png"); }, 1000ms));
+    stdfs::rename(loras / "mine.safetensors", loras / "yours.safetensors");
+    EXPECT_TRUE(stdfs::exists(loras / "yours.preview.png"));
+    EXPECT_TRUE(eventually([&] { return !stdfs::exists(loras / "mine.preview.png"); }, 1000ms));
     // A file that is nobody's sidecar stays where it was written.
     write_text_file(loras / "orphan.txt", "x");
     std::this_thread::sleep_for(300ms);
-    EXPECT_TRUE(fs::exists(loras / "orphan.txt"));
-    EXPECT_FALSE(fs::exists(a1111 / "Lora" / "orphan.txt"));
+    EXPECT_TRUE(stdfs::exists(loras / "orphan.txt"));
+    EXPECT_FALSE(stdfs::exists(a1111 / "Lora" / "orphan.txt"));
 }
 
 TEST_F(MountWriteTest, PlainFilesStayInTheirViewAndSurviveRemounts) {
@@ -296,11 +296,11 @@ TEST_F(MountWriteTest, PlainFilesStayInTheirViewAndSurviveRemounts) {
     {
         Mount m(store, mnt);
         ASSERT_TRUE(m.ok());
-        fs::create_directories(mnt / "comfyui" / "configs" / "sub");
+        stdfs::create_directories(mnt / "comfyui" / "configs" / "sub");
         write_text_file(mnt / "comfyui" / "configs" / "sub" / "v1.yaml", "a: 1\n");
         write_text_file(mnt / "comfyui" / "loras" / "notes.md", "mine\n");
-        fs::copy_file(dir / "u.safetensors", mnt / "comfyui" / "vae" / "kept.safetensors");
-        EXPECT_FALSE(fs::exists(mnt / "a1111" / "notes.md"));
+        stdfs::copy_file(dir / "u.safetensors", mnt / "comfyui" / "vae" / "kept.safetensors");
+        EXPECT_FALSE(stdfs::exists(mnt / "a1111" / "notes.md"));
         EXPECT_EQ(m.stop(), 0);
     }
     Mount m(store, mnt, {"--view", "comfyui"});
@@ -333,8 +333,8 @@ TEST_F(MountWriteTest, WriteRacingAReadOfTheSameName) {
         data.push_back(read_file(dir / ("r" + std::to_string(i))));
         shas.insert(modelfs::sha256_of(data.back()).hex());
     }
-    fs::path target = mnt / "comfyui" / "loras" / "race.safetensors";
-    fs::copy_file(dir / "r0", target);
+    stdfs::path target = mnt / "comfyui" / "loras" / "race.safetensors";
+    stdfs::copy_file(dir / "r0", target);
     std::atomic<bool> stop{false};
     std::atomic<int> bad{0}, reads{0};
     std::mutex bad_mu;
@@ -362,9 +362,9 @@ TEST_F(MountWriteTest, WriteRacingAReadOfTheSameName) {
             }
         });
     for (int round = 0; round < 12; ++round) {
-        fs::path tmp = mnt / "comfyui" / "loras" / ".race.tmp";
+        stdfs::path tmp = mnt / "comfyui" / "loras" / ".race.tmp";
         write_text_file(tmp, data[static_cast<std::size_t>(round % 4)]);
-        fs::rename(tmp, target);
+        stdfs::rename(tmp, target);
         std::this_thread::sleep_for(30ms);
     }
     stop = true;
@@ -384,7 +384,7 @@ TEST_F(MountWriteTest, BadNamesAndReadOnlyPlacesAreRefused) {
     EXPECT_EQ(fd, -1);
     EXPECT_EQ(errno, ENAMETOOLONG);
     std::string max_name(NAME_MAX, 'b');
-    fs::create_directory(mnt / "comfyui" / "custom");
+    stdfs::create_directory(mnt / "comfyui" / "custom");
     fd = ::open((mnt / "comfyui" / "custom" / max_name).c_str(), O_CREAT | O_WRONLY, 0644);
     EXPECT_GE(fd, 0) << std::strerror(errno);
     if (fd >= 0) ::close(fd);
@@ -399,7 +399,7 @@ TEST_F(MountWriteTest, BadNamesAndReadOnlyPlacesAreRefused) {
     EXPECT_TRUE(errno == EROFS || errno == EACCES) << std::strerror(errno);
     // A name the catalog refuses ('@' is for version labels) stays a plain file, readable.
     std::string lsha = make(dir / "at.safetensors", kohya_lora(11));
-    fs::copy_file(dir / "at.safetensors", mnt / "comfyui" / "loras" / "a@b.safetensors");
+    stdfs::copy_file(dir / "at.safetensors", mnt / "comfyui" / "loras" / "a@b.safetensors");
     std::this_thread::sleep_for(300ms);
     EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "loras" / "a@b.safetensors"), lsha);
     EXPECT_EQ(::kill(m.pid(), 0), 0);
@@ -410,7 +410,7 @@ TEST_F(MountWriteTest, BadNamesAndReadOnlyPlacesAreRefused) {
 TEST_F(MountWriteTest, NamesTheCatalogRefusesAreEinvalNotEio) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    const fs::path base = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    const stdfs::path base = mnt / "comfyui" / "checkpoints" / "base.safetensors";
     const std::string sha = sha256_hex_of_file(base);
     const std::vector<std::string> refused = {
         "a@b.safetensors",                       // '@' is for version labels
@@ -422,7 +422,7 @@ TEST_F(MountWriteTest, NamesTheCatalogRefusesAreEinvalNotEio) {
         errno = 0;
         EXPECT_EQ(::rename(base.c_str(), (base.parent_path() / name).c_str()), -1);
         EXPECT_EQ(errno, EINVAL) << std::strerror(errno);
-        EXPECT_FALSE(fs::exists(base.parent_path() / name));
+        EXPECT_FALSE(stdfs::exists(base.parent_path() / name));
     }
     // Refused, and nothing changed: the model is where it was, and the daemon serves on.
     EXPECT_EQ(sha256_hex_of_file(base), sha);
@@ -433,7 +433,7 @@ TEST_F(MountWriteTest, NamesTheCatalogRefusesAreEinvalNotEio) {
 TEST_F(MountWriteTest, TouchAndChmodOfStoredModels) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
+    stdfs::path f = mnt / "comfyui" / "checkpoints" / "base.safetensors";
     ASSERT_EQ(::chmod(f.c_str(), 0600), 0) << std::strerror(errno);
     struct timespec ts[2] = {{0, UTIME_OMIT}, {1'500'000'000, 0}};
     ASSERT_EQ(::utimensat(AT_FDCWD, f.c_str(), ts, 0), 0) << std::strerror(errno);
@@ -441,7 +441,7 @@ TEST_F(MountWriteTest, TouchAndChmodOfStoredModels) {
     ASSERT_EQ(::stat(f.c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 07777, 0600u);
     EXPECT_EQ(st.st_mtime, 1'500'000'000);
-    fs::path other = mnt / "a1111" / "Stable-diffusion" / "base.safetensors";
+    stdfs::path other = mnt / "a1111" / "Stable-diffusion" / "base.safetensors";
     EXPECT_TRUE(eventually([&] {
         struct stat o;
         return ::stat(other.c_str(), &o) == 0 && o.st_mtime == 1'500'000'000 &&
@@ -455,30 +455,30 @@ TEST_F(MountWriteTest, TwoMountsSeeEachOthersWrites) {
     Mount b(store, dir / "mnt2", {"--view", "a1111"});
     ASSERT_TRUE(a.ok());
     ASSERT_TRUE(b.ok());
-    fs::path there = dir / "mnt2" / "Lora" / "shared.safetensors";
-    EXPECT_FALSE(fs::exists(there));  // looked up once, so the kernel could cache a miss
+    stdfs::path there = dir / "mnt2" / "Lora" / "shared.safetensors";
+    EXPECT_FALSE(stdfs::exists(there));  // looked up once, so the kernel could cache a miss
     std::string sha = make(dir / "s.safetensors", kohya_lora(12));
-    fs::copy_file(dir / "s.safetensors", mnt / "comfyui" / "loras" / "shared.safetensors");
-    ASSERT_TRUE(eventually([&] { return fs::exists(there); }));
+    stdfs::copy_file(dir / "s.safetensors", mnt / "comfyui" / "loras" / "shared.safetensors");
+    ASSERT_TRUE(eventually([&] { return stdfs::exists(there); }));
     EXPECT_EQ(sha256_hex_of_file(there), sha);
     // Deleting it in one mount removes it from the other within a second.
-    fs::remove(mnt / "comfyui" / "loras" / "shared.safetensors");
-    EXPECT_TRUE(eventually([&] { return !fs::exists(there); }, 1500ms));
+    stdfs::remove(mnt / "comfyui" / "loras" / "shared.safetensors");
+    EXPECT_TRUE(eventually([&] { return !stdfs::exists(there); }, 1500ms));
 }
 
 TEST_F(MountWriteTest, FolderMtimeChangesWhenAModelIsDeletedFromTheCli) {
     // ComfyUI rescans a folder only when its mtime changes.
-    fs::create_directories(dir / "more" / "loras");
+    stdfs::create_directories(dir / "more" / "loras");
     write_safetensors(dir / "more" / "loras" / "a.safetensors", kohya_lora(13));
     write_safetensors(dir / "more" / "loras" / "b.safetensors", kohya_lora(14));
     ASSERT_EQ(run_modelfs({"--store", store.string(), "import", (dir / "more").string()}).exit_code,
               0);
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path loras = mnt / "comfyui" / "loras";
+    stdfs::path loras = mnt / "comfyui" / "loras";
     struct stat before;
     ASSERT_EQ(::stat(loras.c_str(), &before), 0);
-    fs::remove(mnt / "a1111" / "Lora" / "a.safetensors");  // through another view
+    stdfs::remove(mnt / "a1111" / "Lora" / "a.safetensors");  // through another view
     EXPECT_TRUE(eventually(
         [&] {
             struct stat now;
@@ -487,16 +487,16 @@ TEST_F(MountWriteTest, FolderMtimeChangesWhenAModelIsDeletedFromTheCli) {
                     now.st_mtim.tv_nsec != before.st_mtim.tv_nsec);
         },
         1500ms));
-    EXPECT_FALSE(fs::exists(loras / "a.safetensors"));
+    EXPECT_FALSE(stdfs::exists(loras / "a.safetensors"));
 }
 
 }  // namespace
 
 namespace {
 
-std::set<std::string> listing(const fs::path& dir) {
+std::set<std::string> listing(const stdfs::path& dir) {
     std::set<std::string> out;
-    for (const auto& e : fs::directory_iterator(dir)) out.insert(e.path().filename().string());
+    for (const auto& e : stdfs::directory_iterator(dir)) out.insert(e.path().filename().string());
     return out;
 }
 
@@ -505,21 +505,21 @@ std::set<std::string> listing(const fs::path& dir) {
 TEST_F(MountWriteTest, CachedListingsFollowChangesFromElsewhere) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
-    fs::path vaes = mnt / "comfyui" / "vae";
+    stdfs::path vaes = mnt / "comfyui" / "vae";
     EXPECT_EQ(listing(vaes).count("cli.safetensors"), 0u);
     EXPECT_EQ(listing(vaes).count("cli.safetensors"), 0u);  // now served from the cache
-    fs::create_directories(dir / "more" / "vae");
+    stdfs::create_directories(dir / "more" / "vae");
     write_safetensors(dir / "more" / "vae" / "cli.safetensors", vae(30));
     ASSERT_EQ(run_modelfs({"--store", store.string(), "import", (dir / "more").string()}).exit_code,
               0);
     EXPECT_TRUE(eventually([&] { return listing(vaes).count("cli.safetensors") == 1; }, 1500ms));
     // Written through another view, deleted through a third.
     std::string sha = make(dir / "x.safetensors", kohya_lora(31));
-    fs::path loras = mnt / "comfyui" / "loras";
+    stdfs::path loras = mnt / "comfyui" / "loras";
     listing(loras);
-    fs::copy_file(dir / "x.safetensors", mnt / "a1111" / "Lora" / "x.safetensors");
+    stdfs::copy_file(dir / "x.safetensors", mnt / "a1111" / "Lora" / "x.safetensors");
     EXPECT_TRUE(eventually([&] { return listing(loras).count("x.safetensors") == 1; }, 1500ms));
-    fs::remove(mnt / "fooocus" / "loras" / "x.safetensors");
+    stdfs::remove(mnt / "fooocus" / "loras" / "x.safetensors");
     EXPECT_TRUE(eventually([&] { return listing(loras).count("x.safetensors") == 0; }, 1500ms));
 }
 

@@ -26,7 +26,7 @@
 #include <stdexcept>
 #include <thread>
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace std::chrono_literals;
 
 namespace modelfs::test {
@@ -35,7 +35,7 @@ namespace {
 
 // --- small helpers ----------------------------------------------------------------------------
 
-std::string read_text(const fs::path& p) {
+std::string read_text(const stdfs::path& p) {
     std::ifstream in(p, std::ios::binary);
     std::ostringstream ss;
     ss << in.rdbuf();
@@ -244,7 +244,7 @@ HttpResponse http_request(const std::string& method, const std::string& url,
 // --- ChildProcess -----------------------------------------------------------------------------
 
 ChildProcess::ChildProcess(const std::string& program, const std::vector<std::string>& args,
-                           const fs::path& stderr_file, bool pipe_stdout) {
+                           const stdfs::path& stderr_file, bool pipe_stdout) {
     std::vector<std::string> argv{program};
     argv.insert(argv.end(), args.begin(), args.end());
     std::vector<char*> cargv;
@@ -387,7 +387,7 @@ std::string nginx_binary() {
     return p;
 }
 
-std::string nginx_config(const fs::path& dir, const fs::path& root, std::uint16_t port) {
+std::string nginx_config(const stdfs::path& dir, const stdfs::path& root, std::uint16_t port) {
     const std::string d = dir.string();
     std::ostringstream c;
     // One process (master_process off): no user switch, so a root test process can serve files
@@ -443,17 +443,17 @@ std::optional<LoggedRequest> parse_access_line(const std::string& line) {
 
 }  // namespace
 
-NginxServer::NginxServer(fs::path root) : root_(fs::absolute(std::move(root))) {
+NginxServer::NginxServer(stdfs::path root) : root_(stdfs::absolute(std::move(root))) {
     const std::string nginx = nginx_binary();
-    fs::create_directories(dir_.path() / "tmp");
-    const fs::path conf = dir_.path() / "nginx.conf";
-    const fs::path err = dir_.path() / "error.log";
-    const fs::path pidfile = dir_.path() / "nginx.pid";
+    stdfs::create_directories(dir_.path() / "tmp");
+    const stdfs::path conf = dir_.path() / "nginx.conf";
+    const stdfs::path err = dir_.path() / "error.log";
+    const stdfs::path pidfile = dir_.path() / "nginx.pid";
     std::string last_error;
     for (int attempt = 0; attempt < 20; ++attempt) {
         std::uint16_t port = free_port();
         modelfs::testing::write_text_file(conf, nginx_config(dir_.path(), root_, port));
-        fs::remove(pidfile);
+        stdfs::remove(pidfile);
         // -e: nginx opens its error log before it reads the config; the default one may not be
         // writable.
         ChildProcess proc(nginx,
@@ -479,7 +479,7 @@ NginxServer::NginxServer(fs::path root) : root_(fs::absolute(std::move(root))) {
         proc.stop(0);
         last_error = read_text(err) + read_text(dir_.path() / "stderr.log");
         if (last_error.find("Address already in use") == std::string::npos) break;
-        fs::remove(err);  // the next attempt's log alone
+        stdfs::remove(err);  // the next attempt's log alone
     }
     throw std::runtime_error("nginx did not start (serving " + root_.string() + "); its log:\n" +
                              tail(last_error));
@@ -549,7 +549,7 @@ std::string python_binary() {
     return p;
 }
 
-fs::path fault_server_script() {
+stdfs::path fault_server_script() {
     if (const char* e = std::getenv("MODELFS_FAULT_SERVER"); e && *e) return e;
     return MODELFS_FAULT_SERVER_PY;
 }
@@ -595,12 +595,12 @@ std::string url_encode(std::string_view s) {
 
 }  // namespace
 
-FaultServer::FaultServer(fs::path root, std::string host)
-    : root_(fs::absolute(std::move(root))), host_(std::move(host)) {
-    const fs::path script = fault_server_script();
-    if (!fs::exists(script))
+FaultServer::FaultServer(stdfs::path root, std::string host)
+    : root_(stdfs::absolute(std::move(root))), host_(std::move(host)) {
+    const stdfs::path script = fault_server_script();
+    if (!stdfs::exists(script))
         throw std::runtime_error("no fault server script at " + script.string());
-    const fs::path err = dir_.path() / "stderr.log";
+    const stdfs::path err = dir_.path() / "stderr.log";
     // Port 0: the kernel picks a free one and the server prints it, so there is no race to lose.
     ChildProcess proc(python_binary(),
                       {script.string(), "--root", root_.string(), "--port", "0", "--bind", host_,
@@ -724,7 +724,7 @@ std::optional<std::string> LoggedRequest::header(std::string_view name) const {
 
 namespace {
 
-fs::path default_s3_env_file() {
+stdfs::path default_s3_env_file() {
     if (const char* e = std::getenv("MODELFS_S3_ENV"); e && *e) return e;
     return MODELFS_S3_ENV_FILE;
 }
@@ -733,7 +733,7 @@ fs::path default_s3_env_file() {
 
 S3Fixture::S3Fixture() : S3Fixture(default_s3_env_file()) {}
 
-S3Fixture::S3Fixture(const fs::path& env_file) {
+S3Fixture::S3Fixture(const stdfs::path& env_file) {
     std::ifstream in(env_file);
     if (!in)
         throw std::runtime_error(
@@ -805,7 +805,7 @@ void S3Fixture::create_bucket(std::string_view bucket) const {
                                  ": HTTP " + std::to_string(resp.status) + ": " + resp.body);
 }
 
-void S3Fixture::put_object(std::string_view bucket, std::string_view key, const fs::path& file,
+void S3Fixture::put_object(std::string_view bucket, std::string_view key, const stdfs::path& file,
                            const std::vector<std::string>& headers) const {
     std::string data = modelfs::testing::read_file(file);
     Request r = signed_request(*this, "PUT", object_url(bucket, key), secret_);

@@ -18,11 +18,11 @@
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs::testing {
 
-bool is_mounted(const fs::path& mnt) {
+bool is_mounted(const stdfs::path& mnt) {
     std::ifstream in("/proc/self/mountinfo");
     // Built by appending: GCC 12 -O3 warns (-Wrestrict) about " " + string + " ".
     std::string needle(1, ' ');
@@ -35,9 +35,9 @@ bool is_mounted(const fs::path& mnt) {
 }
 
 // A `modelfs mount -f` child; unmounted and reaped on destruction whatever happened.
-Mount::Mount(const fs::path& store, const fs::path& mnt, std::vector<std::string> extra)
+Mount::Mount(const stdfs::path& store, const stdfs::path& mnt, std::vector<std::string> extra)
     : mnt_(mnt) {
-    fs::create_directories(mnt);
+    stdfs::create_directories(mnt);
     std::vector<std::string> args{"--store", store.string(), "-vv", "mount", mnt.string(), "-f"};
     args.insert(args.end(), extra.begin(), extra.end());
     // The daemon's log goes beside the mount point and is printed when the test fails.
@@ -76,22 +76,22 @@ int Mount::stop() {
 }
 
 void StoreMountTest::SetUp() {
-    if (!fs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
+    if (!stdfs::exists("/dev/fuse")) GTEST_SKIP() << "no /dev/fuse";
     ASSERT_EQ(run_modelfs({"--store", store.string(), "init"}).exit_code, 0);
 }
 
-void StoreMountTest::import_folder(const fs::path& src) {
+void StoreMountTest::import_folder(const stdfs::path& src) {
     CliResult r = run_modelfs({"--store", store.string(), "import", src.string()});
     ASSERT_EQ(r.exit_code, 0) << r.err;
 }
 
-void StoreMountTest::import_base_checkpoint(const fs::path& src) {
-    fs::create_directories(src / "checkpoints");
+void StoreMountTest::import_base_checkpoint(const stdfs::path& src) {
+    stdfs::create_directories(src / "checkpoints");
     write_safetensors(src / "checkpoints" / "base.safetensors", sd15_checkpoint(1));
     import_folder(src);
 }
 
-void print_log_if_failed(const fs::path& log) {
+void print_log_if_failed(const stdfs::path& log) {
     if (!::testing::Test::HasFailure()) return;
     std::ifstream in(log);
     std::stringstream text;
@@ -100,7 +100,7 @@ void print_log_if_failed(const fs::path& log) {
                  text.str().c_str());
 }
 
-std::string xattr(const fs::path& f, const char* name) {
+std::string xattr(const stdfs::path& f, const char* name) {
     char buf[256];
     ssize_t n = ::getxattr(f.c_str(), name, buf, sizeof buf);
     return n < 0 ? std::string("<") + std::strerror(errno) + ">" : std::string(buf, n);

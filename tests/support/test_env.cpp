@@ -17,7 +17,7 @@
 
 extern char** environ;
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 namespace modelfs::testing {
 
@@ -33,14 +33,14 @@ TempDir::TempDir(const std::string& tag) {
 TempDir::~TempDir() {
     std::error_code ec;
     // Blobs are read-only files in read-only-ish folders; make everything writable first.
-    for (auto it = fs::recursive_directory_iterator(path_, ec);
-         !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-        fs::permissions(it->path(), fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path_, ec);
+    for (auto it = stdfs::recursive_directory_iterator(path_, ec);
+         !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec))
+        stdfs::permissions(it->path(), stdfs::perms::owner_all, stdfs::perm_options::add, ec);
+    stdfs::remove_all(path_, ec);
 }
 
-void write_random_file(const fs::path& p, std::uint64_t size, std::uint64_t seed) {
-    fs::create_directories(p.parent_path());
+void write_random_file(const stdfs::path& p, std::uint64_t size, std::uint64_t seed) {
+    stdfs::create_directories(p.parent_path());
     std::ofstream out(p, std::ios::binary | std::ios::trunc);
     std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + 1);
     std::vector<std::uint64_t> chunk(1 << 16);
@@ -53,26 +53,26 @@ void write_random_file(const fs::path& p, std::uint64_t size, std::uint64_t seed
     if (!out) throw std::runtime_error("cannot write " + p.string());
 }
 
-void write_text_file(const fs::path& p, const std::string& text) {
-    if (p.has_parent_path()) fs::create_directories(p.parent_path());
+void write_text_file(const stdfs::path& p, const std::string& text) {
+    if (p.has_parent_path()) stdfs::create_directories(p.parent_path());
     std::ofstream out(p, std::ios::binary | std::ios::trunc);
     out << text;
     if (!out) throw std::runtime_error("cannot write " + p.string());
 }
 
-void make_a1111_markers(const fs::path& root) {
-    fs::create_directories(root / "modules");
+void make_a1111_markers(const stdfs::path& root) {
+    stdfs::create_directories(root / "modules");
     write_text_file(root / "webui.py", "# a1111\n");
     write_text_file(root / "launch.py", "# a1111\n");
 }
 
-void make_comfyui_markers(const fs::path& root) {
-    fs::create_directories(root / "comfy");
+void make_comfyui_markers(const stdfs::path& root) {
+    stdfs::create_directories(root / "comfy");
     write_text_file(root / "main.py", "# comfy\n");
     write_text_file(root / "folder_paths.py", "# comfy\n");
 }
 
-std::string read_file(const fs::path& p) {
+std::string read_file(const stdfs::path& p) {
     std::ifstream in(p, std::ios::binary);
     if (!in) throw std::runtime_error("cannot read " + p.string());
     std::ostringstream ss;
@@ -80,11 +80,11 @@ std::string read_file(const fs::path& p) {
     return ss.str();
 }
 
-std::string sha256_hex_of_file(const fs::path& p) {
+std::string sha256_hex_of_file(const stdfs::path& p) {
     return sha256_of(read_file(p)).hex();
 }
 
-fs::path modelfs_binary() {
+stdfs::path modelfs_binary() {
     if (const char* b = std::getenv("MODELFS_BINARY"); b && *b) return b;
     return MODELFS_BINARY;
 }

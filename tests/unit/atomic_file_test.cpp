@@ -17,21 +17,21 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 
 class AtomicFileTest : public ::testing::Test {
   protected:
     mt::TempDir dir_{"modelfs-atomic"};
-    fs::path file_ = dir_ / "record.json";
-    fs::path tmp_ = fs::path(file_.string() + ".tmp" + std::to_string(::getpid()));
+    stdfs::path file_ = dir_ / "record.json";
+    stdfs::path tmp_ = stdfs::path(file_.string() + ".tmp" + std::to_string(::getpid()));
 
     std::size_t entries() const {
-        return static_cast<std::size_t>(std::distance(fs::directory_iterator(dir_.path()), {}));
+        return static_cast<std::size_t>(std::distance(stdfs::directory_iterator(dir_.path()), {}));
     }
 };
 
-unsigned mode_of(const fs::path& p) {
+unsigned mode_of(const stdfs::path& p) {
     struct stat st {};
     EXPECT_EQ(::lstat(p.c_str(), &st), 0) << p;
     return st.st_mode & 07777;
@@ -57,23 +57,23 @@ TEST_F(AtomicFileTest, AStaleTemporaryFileIsReplacedNotReused) {
     write_file_atomically(file_, "new", 0600);
     EXPECT_EQ(mt::read_file(file_), "new");
     EXPECT_EQ(mode_of(file_), 0600u);  // not the stale file's mode
-    EXPECT_FALSE(fs::exists(tmp_));
+    EXPECT_FALSE(stdfs::exists(tmp_));
 }
 
 TEST_F(AtomicFileTest, ALinkInPlaceOfTheTemporaryFileIsNotFollowed) {
     mt::TempDir elsewhere{"modelfs-atomic-target"};
-    const fs::path target = elsewhere / "victim";
+    const stdfs::path target = elsewhere / "victim";
     mt::write_text_file(target, "keep me");
-    fs::create_symlink(target, tmp_);
+    stdfs::create_symlink(target, tmp_);
     write_file_atomically(file_, "new");
     EXPECT_EQ(mt::read_file(target), "keep me");
     EXPECT_EQ(mt::read_file(file_), "new");
-    EXPECT_FALSE(fs::is_symlink(file_));
+    EXPECT_FALSE(stdfs::is_symlink(file_));
 }
 
 TEST_F(AtomicFileTest, AFailedRenameLeavesTheTargetAndNoTemporaryFile) {
     // A non-empty folder cannot be replaced by a file: the rename step fails.
-    fs::create_directory(file_);
+    stdfs::create_directory(file_);
     mt::write_text_file(file_ / "inside", "kept");
     try {
         write_file_atomically(file_, "new");
@@ -82,11 +82,11 @@ TEST_F(AtomicFileTest, AFailedRenameLeavesTheTargetAndNoTemporaryFile) {
         EXPECT_NE(std::string(e.what()).find(file_.string()), std::string::npos) << e.what();
     }
     EXPECT_EQ(mt::read_file(file_ / "inside"), "kept");
-    EXPECT_FALSE(fs::exists(tmp_));
+    EXPECT_FALSE(stdfs::exists(tmp_));
 }
 
 TEST_F(AtomicFileTest, AMissingFolderIsAnErrorNamingThePath) {
-    const fs::path nowhere = dir_ / "no-such-folder" / "x.json";
+    const stdfs::path nowhere = dir_ / "no-such-folder" / "x.json";
     try {
         write_file_atomically(nowhere, "x");
         FAIL() << "expected a StoreError";

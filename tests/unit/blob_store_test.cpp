@@ -27,19 +27,19 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 
-std::vector<fs::path> files_in(const fs::path& dir) {
-    std::vector<fs::path> out;
+std::vector<stdfs::path> files_in(const stdfs::path& dir) {
+    std::vector<stdfs::path> out;
     std::error_code ec;
-    for (const auto& e : fs::recursive_directory_iterator(dir, ec))
+    for (const auto& e : stdfs::recursive_directory_iterator(dir, ec))
         if (e.is_regular_file()) out.push_back(e.path());
     return out;
 }
 
 // True when another open file description can take the exclusive lock, i.e. nobody holds it.
-bool lock_is_free(const fs::path& p) {
+bool lock_is_free(const stdfs::path& p) {
     int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw std::runtime_error("cannot open " + p.string());
     bool free = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
@@ -47,7 +47,7 @@ bool lock_is_free(const fs::path& p) {
     return free;
 }
 
-mode_t mode_of(const fs::path& p) {
+mode_t mode_of(const stdfs::path& p) {
     struct stat st;
     if (::stat(p.c_str(), &st) != 0) throw std::runtime_error("cannot stat " + p.string());
     return st.st_mode & 07777;
@@ -57,8 +57,8 @@ void write_fd(int fd, const std::string& bytes) {
     ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
 }
 
-void age(const fs::path& p, std::chrono::minutes by) {
-    fs::last_write_time(p, fs::file_time_type::clock::now() - by);
+void age(const stdfs::path& p, std::chrono::minutes by) {
+    stdfs::last_write_time(p, stdfs::file_time_type::clock::now() - by);
 }
 
 class BlobStoreTest : public ::testing::Test {
@@ -66,22 +66,22 @@ class BlobStoreTest : public ::testing::Test {
     void SetUp() override { BlobStore::create_layout(root_); }
 
     // Ingests `p` by copy; the file is opened read-only as the importer does.
-    Ingested ingest(const fs::path& p, Progress* progress = nullptr) {
+    Ingested ingest(const stdfs::path& p, Progress* progress = nullptr) {
         UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
         if (!fd) throw std::runtime_error("cannot open " + p.string());
         return bs_.ingest_copy(fd.get(), p.filename().string(), progress);
     }
 
     mt::TempDir tmp_{"modelfs-blobs"};
-    fs::path root_ = tmp_ / "store";
-    fs::path src_ = tmp_ / "src";
+    stdfs::path root_ = tmp_ / "store";
+    stdfs::path src_ = tmp_ / "src";
     BlobStore bs_{root_};
 };
 
 TEST_F(BlobStoreTest, CreateLayoutMakesTheFolders) {
-    EXPECT_TRUE(fs::is_directory(root_ / "blobs" / "sha256"));
-    EXPECT_TRUE(fs::is_directory(root_ / "staging"));
-    EXPECT_TRUE(fs::is_directory(root_ / "quarantine"));
+    EXPECT_TRUE(stdfs::is_directory(root_ / "blobs" / "sha256"));
+    EXPECT_TRUE(stdfs::is_directory(root_ / "staging"));
+    EXPECT_TRUE(stdfs::is_directory(root_ / "quarantine"));
     EXPECT_EQ(bs_.staging_dir(), root_ / "staging");
     EXPECT_EQ(bs_.quarantine_dir(), root_ / "quarantine");
     EXPECT_EQ(bs_.root(), root_);
@@ -95,7 +95,7 @@ TEST_F(BlobStoreTest, PathOfUsesTwoHexShards) {
 }
 
 TEST_F(BlobStoreTest, IngestCopyStoresIdenticalReadOnlyBlobNamedByHash) {
-    const fs::path p = src_ / "model.safetensors";
+    const stdfs::path p = src_ / "model.safetensors";
     const std::uint64_t size = (4u << 20) * 2 + 333;  // several chunks
     mt::write_random_file(p, size, 42);
     const std::string expect_hex = mt::sha256_hex_of_file(p);
@@ -111,10 +111,10 @@ TEST_F(BlobStoreTest, IngestCopyStoresIdenticalReadOnlyBlobNamedByHash) {
     UniqueFd src(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     EXPECT_EQ(r.digests.xxh128, xxh128_fd(src.get()));
 
-    const fs::path blob = root_ / "blobs" / "sha256" / expect_hex.substr(0, 2) / expect_hex;
+    const stdfs::path blob = root_ / "blobs" / "sha256" / expect_hex.substr(0, 2) / expect_hex;
     EXPECT_EQ(bs_.path_of(r.digests.sha256), blob);
-    ASSERT_TRUE(fs::is_regular_file(blob));
-    EXPECT_EQ(fs::file_size(blob), size);
+    ASSERT_TRUE(stdfs::is_regular_file(blob));
+    EXPECT_EQ(stdfs::file_size(blob), size);
     EXPECT_EQ(mt::read_file(blob), mt::read_file(p));
     EXPECT_EQ(mode_of(blob), 0444u);
     EXPECT_TRUE(bs_.exists(r.digests.sha256));
@@ -128,7 +128,7 @@ TEST_F(BlobStoreTest, IngestCopyStoresIdenticalReadOnlyBlobNamedByHash) {
 }
 
 TEST_F(BlobStoreTest, IngestIgnoresTheSourceFilePosition) {
-    const fs::path p = src_ / "a.bin";
+    const stdfs::path p = src_ / "a.bin";
     mt::write_random_file(p, 100000, 1);
     UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_EQ(::lseek(fd.get(), 50000, SEEK_SET), 50000);
@@ -167,8 +167,8 @@ TEST_F(BlobStoreTest, ZeroByteFileIngests) {
     EXPECT_EQ(r.digests.sha256.hex(),
               "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     const auto blob = bs_.path_of(r.digests.sha256);
-    ASSERT_TRUE(fs::is_regular_file(blob));
-    EXPECT_EQ(fs::file_size(blob), 0u);
+    ASSERT_TRUE(stdfs::is_regular_file(blob));
+    EXPECT_EQ(stdfs::file_size(blob), 0u);
     EXPECT_EQ(mode_of(blob), 0444u);
     EXPECT_TRUE(files_in(bs_.staging_dir()).empty());
     // And again: not new.
@@ -176,7 +176,7 @@ TEST_F(BlobStoreTest, ZeroByteFileIngests) {
 }
 
 TEST_F(BlobStoreTest, SourceChangedDuringIngestIsRefused) {
-    const fs::path p = src_ / "growing.bin";
+    const stdfs::path p = src_ / "growing.bin";
     mt::write_random_file(p, 3 * (4u << 20), 3);
     UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     UniqueFd writer(::open(p.c_str(), O_WRONLY | O_CLOEXEC));
@@ -208,7 +208,7 @@ TEST_F(BlobStoreTest, SourceChangedDuringIngestIsRefused) {
 
 TEST_F(BlobStoreTest, IngestOfUnreadableDescriptorFailsCleanly) {
     // A directory: fstat works, reads fail with EISDIR.
-    fs::create_directories(src_);
+    stdfs::create_directories(src_);
     UniqueFd dir(::open(src_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     try {
         bs_.ingest_copy(dir.get(), "the-source", nullptr);
@@ -223,13 +223,13 @@ TEST_F(BlobStoreTest, IngestOfUnreadableDescriptorFailsCleanly) {
 // ---- Staging files and publish -------------------------------------------------------------
 
 TEST_F(BlobStoreTest, StagingFileIsLockedAndRemovedOnDestruction) {
-    fs::path p;
+    stdfs::path p;
     {
         StagingFile f = bs_.make_staging(".tmp");
         p = f.path();
         EXPECT_EQ(p.parent_path(), bs_.staging_dir());
         EXPECT_EQ(p.extension(), ".tmp");
-        ASSERT_TRUE(fs::exists(p));
+        ASSERT_TRUE(stdfs::exists(p));
         EXPECT_GE(f.fd(), 0);
         // flock locks belong to the open file description: a second open() in this very process
         // conflicts, which is what cleanup in another process sees.
@@ -238,17 +238,17 @@ TEST_F(BlobStoreTest, StagingFileIsLockedAndRemovedOnDestruction) {
         StagingFile g = bs_.make_staging(".tmp");
         EXPECT_NE(g.path(), p);  // unique names
     }
-    EXPECT_FALSE(fs::exists(p));
+    EXPECT_FALSE(stdfs::exists(p));
     EXPECT_TRUE(files_in(bs_.staging_dir()).empty());
 }
 
 TEST_F(BlobStoreTest, StagingFileMoveAssignmentDropsTheOldFile) {
     StagingFile a = bs_.make_staging(".a");
     StagingFile b = bs_.make_staging(".b");
-    const fs::path pa = a.path(), pb = b.path();
+    const stdfs::path pa = a.path(), pb = b.path();
     a = std::move(b);
-    EXPECT_FALSE(fs::exists(pa));
-    EXPECT_TRUE(fs::exists(pb));
+    EXPECT_FALSE(stdfs::exists(pa));
+    EXPECT_TRUE(stdfs::exists(pb));
     EXPECT_EQ(a.path(), pb);
     EXPECT_TRUE(b.path().empty());
     StagingFile c(std::move(a));
@@ -257,19 +257,19 @@ TEST_F(BlobStoreTest, StagingFileMoveAssignmentDropsTheOldFile) {
 }
 
 TEST_F(BlobStoreTest, ReleasedStagingFileIsKept) {
-    fs::path p;
+    stdfs::path p;
     {
         StagingFile f = bs_.make_staging(".journal");
         p = f.path();
         f.release();
         EXPECT_TRUE(f.path().empty());
     }
-    EXPECT_TRUE(fs::exists(p));
+    EXPECT_TRUE(stdfs::exists(p));
     EXPECT_TRUE(lock_is_free(p));  // the descriptor, and so the lock, went with the object
 }
 
 TEST_F(BlobStoreTest, AdoptStagingLocksAndOwnsTheFile) {
-    const fs::path p = bs_.staging_dir() / "123-abc.move";
+    const stdfs::path p = bs_.staging_dir() / "123-abc.move";
     mt::write_text_file(p, "user data");
     {
         StagingFile f = bs_.adopt_staging(p);
@@ -278,7 +278,7 @@ TEST_F(BlobStoreTest, AdoptStagingLocksAndOwnsTheFile) {
         // A file whose lock is held cannot be adopted again.
         EXPECT_THROW(bs_.adopt_staging(p), StoreError);
     }
-    EXPECT_FALSE(fs::exists(p));
+    EXPECT_FALSE(stdfs::exists(p));
     EXPECT_THROW(bs_.adopt_staging(bs_.staging_dir() / "missing"), StoreError);
 }
 
@@ -287,26 +287,26 @@ TEST_F(BlobStoreTest, PublishPlacesStagedFileUnderItsHash) {
     const Sha256 h = sha256_of(bytes);
     StagingFile f = bs_.make_staging(".tmp");
     write_fd(f.fd(), bytes);
-    const fs::path staged = f.path();
+    const stdfs::path staged = f.path();
     EXPECT_TRUE(bs_.publish(f, h, bytes.size()));
     EXPECT_TRUE(f.path().empty()) << "published file still owned by the StagingFile";
-    EXPECT_FALSE(fs::exists(staged));
+    EXPECT_FALSE(stdfs::exists(staged));
     EXPECT_EQ(mt::read_file(bs_.path_of(h)), bytes);
 }
 
 TEST_F(BlobStoreTest, PublishOverSameSizeFileKeepsTheExistingBlob) {
     const std::string bytes = "0123456789";
     const Sha256 h = sha256_of(bytes);
-    fs::create_directories(bs_.path_of(h).parent_path());
+    stdfs::create_directories(bs_.path_of(h).parent_path());
     mt::write_text_file(bs_.path_of(h), bytes);
-    fs::path staged;
+    stdfs::path staged;
     {
         StagingFile f = bs_.make_staging(".tmp");
         staged = f.path();
         write_fd(f.fd(), bytes);
         EXPECT_FALSE(bs_.publish(f, h, bytes.size()));
     }
-    EXPECT_FALSE(fs::exists(staged)) << "the dropped copy stayed in staging/";
+    EXPECT_FALSE(stdfs::exists(staged)) << "the dropped copy stayed in staging/";
     EXPECT_EQ(mt::read_file(bs_.path_of(h)), bytes);
     EXPECT_TRUE(files_in(bs_.quarantine_dir()).empty());
 }
@@ -315,7 +315,7 @@ TEST_F(BlobStoreTest, PublishOverWrongSizeFileQuarantinesIt) {
     const std::string good = "the real content of the blob";
     const std::string bad = "truncated";
     const Sha256 h = sha256_of(good);
-    fs::create_directories(bs_.path_of(h).parent_path());
+    stdfs::create_directories(bs_.path_of(h).parent_path());
     mt::write_text_file(bs_.path_of(h), bad);
 
     StagingFile f = bs_.make_staging(".tmp");
@@ -336,7 +336,7 @@ TEST_F(BlobStoreTest, QuarantineMovesTheFile) {
     mt::write_random_file(src_ / "a.bin", 5000, 5);
     const Sha256 h = ingest(src_ / "a.bin").digests.sha256;
     const auto before = std::chrono::system_clock::now();
-    const fs::path q = bs_.quarantine(h);
+    const stdfs::path q = bs_.quarantine(h);
     EXPECT_EQ(q.parent_path(), bs_.quarantine_dir());
     const std::string name = q.filename().string();
     ASSERT_TRUE(name.starts_with(h.hex() + ".")) << name;
@@ -348,7 +348,7 @@ TEST_F(BlobStoreTest, QuarantineMovesTheFile) {
     EXPECT_LE(secs, then + 60);
     EXPECT_EQ(mt::read_file(q), mt::read_file(src_ / "a.bin"));
     EXPECT_FALSE(bs_.exists(h));
-    EXPECT_FALSE(fs::exists(bs_.path_of(h)));
+    EXPECT_FALSE(stdfs::exists(bs_.path_of(h)));
     EXPECT_FALSE(bs_.open_blob(h));
     // Quarantining what is not there is an error (nothing to keep as evidence).
     EXPECT_THROW(bs_.quarantine(h), StoreError);
@@ -378,7 +378,7 @@ TEST_F(BlobStoreTest, ForEachFileReportsWellNamedAndMisnamedFiles) {
     const Sha256 a = ingest(src_ / "a.bin").digests.sha256;
     const Sha256 b = ingest(src_ / "b.bin").digests.sha256;
 
-    const fs::path top = root_ / "blobs" / "sha256";
+    const stdfs::path top = root_ / "blobs" / "sha256";
     // A hash name in the wrong shard.
     const Sha256 c = sha256_of("c");
     std::string wrong_shard = c.hex().substr(0, 2) == "00" ? "01" : "00";
@@ -392,11 +392,12 @@ TEST_F(BlobStoreTest, ForEachFileReportsWellNamedAndMisnamedFiles) {
     mt::write_text_file(top / a.hex().substr(0, 2) / a.hex().substr(0, 63), "wwww");
 
     std::map<std::string, std::pair<std::optional<Sha256>, std::uint64_t>> seen;
-    bs_.for_each_file([&](const std::optional<Sha256>& h, const fs::path& p, std::uint64_t size) {
-        EXPECT_TRUE(seen.emplace(p.string(), std::make_pair(h, size)).second) << p;
-    });
+    bs_.for_each_file(
+        [&](const std::optional<Sha256>& h, const stdfs::path& p, std::uint64_t size) {
+            EXPECT_TRUE(seen.emplace(p.string(), std::make_pair(h, size)).second) << p;
+        });
     ASSERT_EQ(seen.size(), 6u);
-    auto at = [&](const fs::path& p) { return seen.at(p.string()); };
+    auto at = [&](const stdfs::path& p) { return seen.at(p.string()); };
     EXPECT_EQ(at(bs_.path_of(a)), std::make_pair(std::optional<Sha256>(a), std::uint64_t{1000}));
     EXPECT_EQ(at(bs_.path_of(b)), std::make_pair(std::optional<Sha256>(b), std::uint64_t{2000}));
     EXPECT_EQ(at(top / wrong_shard / c.hex()).first, std::nullopt);
@@ -419,10 +420,10 @@ TEST_F(BlobStoreTest, ForEachFileOnEmptyOrMissingTreeVisitsNothing) {
 // ---- Staging cleanup -----------------------------------------------------------------------
 
 TEST_F(BlobStoreTest, CleanStagingRemovesAbandonedFile) {
-    const fs::path p = bs_.staging_dir() / "999-dead.tmp";
+    const stdfs::path p = bs_.staging_dir() / "999-dead.tmp";
     mt::write_text_file(p, "half a blob");
     EXPECT_EQ(bs_.clean_staging(nullptr), 1u);
-    EXPECT_FALSE(fs::exists(p));
+    EXPECT_FALSE(stdfs::exists(p));
 }
 
 TEST_F(BlobStoreTest, CleanStagingKeepsFileWhoseWriterIsAlive) {
@@ -432,58 +433,58 @@ TEST_F(BlobStoreTest, CleanStagingKeepsFileWhoseWriterIsAlive) {
     ASSERT_FALSE(lock_is_free(live.path()));
     age(live.path(), std::chrono::minutes(60));  // old does not matter when locked
 
-    const fs::path dead = bs_.staging_dir() / "1-dead.tmp";
+    const stdfs::path dead = bs_.staging_dir() / "1-dead.tmp";
     mt::write_text_file(dead, "abandoned");
     EXPECT_EQ(bs_.clean_staging(nullptr), 1u);
-    EXPECT_TRUE(fs::exists(live.path()));
-    EXPECT_FALSE(fs::exists(dead));
+    EXPECT_TRUE(stdfs::exists(live.path()));
+    EXPECT_FALSE(stdfs::exists(dead));
     // Still locked after the cleaner let go of it.
     EXPECT_FALSE(lock_is_free(live.path()));
 }
 
 TEST_F(BlobStoreTest, CleanStagingKeepsYoungEmptyFileButNotOldOne) {
     // A writer creates its file and locks it a moment later: young and empty means "maybe".
-    const fs::path young = bs_.staging_dir() / "1-young.tmp";
-    const fs::path old = bs_.staging_dir() / "2-old.tmp";
+    const stdfs::path young = bs_.staging_dir() / "1-young.tmp";
+    const stdfs::path old = bs_.staging_dir() / "2-old.tmp";
     mt::write_text_file(young, "");
     mt::write_text_file(old, "");
     age(old, std::chrono::minutes(10));
     EXPECT_EQ(bs_.clean_staging(nullptr), 1u);
-    EXPECT_TRUE(fs::exists(young));
-    EXPECT_FALSE(fs::exists(old));
+    EXPECT_TRUE(stdfs::exists(young));
+    EXPECT_FALSE(stdfs::exists(old));
 }
 
 TEST_F(BlobStoreTest, CleanStagingRespectsKeep) {
-    const fs::path journal = bs_.staging_dir() / "1-x.journal";
-    const fs::path moved = bs_.staging_dir() / "1-x.move";
-    const fs::path tmp = bs_.staging_dir() / "2-y.tmp";
+    const stdfs::path journal = bs_.staging_dir() / "1-x.journal";
+    const stdfs::path moved = bs_.staging_dir() / "1-x.move";
+    const stdfs::path tmp = bs_.staging_dir() / "2-y.tmp";
     mt::write_text_file(journal, "{}");
     mt::write_text_file(moved, "user file");
     mt::write_text_file(tmp, "partial");
-    std::vector<fs::path> asked;
-    std::size_t n = bs_.clean_staging([&](const fs::path& p) {
+    std::vector<stdfs::path> asked;
+    std::size_t n = bs_.clean_staging([&](const stdfs::path& p) {
         asked.push_back(p);
         return p.extension() == ".journal" || p.extension() == ".move";
     });
     EXPECT_EQ(n, 1u);
-    EXPECT_TRUE(fs::exists(journal));
-    EXPECT_TRUE(fs::exists(moved));
-    EXPECT_FALSE(fs::exists(tmp));
-    EXPECT_EQ(std::set<fs::path>(asked.begin(), asked.end()),
-              (std::set<fs::path>{journal, moved, tmp}));
+    EXPECT_TRUE(stdfs::exists(journal));
+    EXPECT_TRUE(stdfs::exists(moved));
+    EXPECT_FALSE(stdfs::exists(tmp));
+    EXPECT_EQ(std::set<stdfs::path>(asked.begin(), asked.end()),
+              (std::set<stdfs::path>{journal, moved, tmp}));
 }
 
 TEST_F(BlobStoreTest, CleanStagingDoesNotAskKeepAboutLockedFiles) {
     StagingFile live = bs_.make_staging(".journal");
     write_fd(live.fd(), "{\"origin\":\"/x\"}");
     int asked = 0;
-    EXPECT_EQ(bs_.clean_staging([&](const fs::path&) {
+    EXPECT_EQ(bs_.clean_staging([&](const stdfs::path&) {
         ++asked;
         return false;
     }),
               0u);
     EXPECT_EQ(asked, 0);
-    EXPECT_TRUE(fs::exists(live.path()));
+    EXPECT_TRUE(stdfs::exists(live.path()));
 }
 
 TEST_F(BlobStoreTest, CleanStagingCountsOnlyWhatItRemoved) {
@@ -493,7 +494,7 @@ TEST_F(BlobStoreTest, CleanStagingCountsOnlyWhatItRemoved) {
     write_fd(live.fd(), "x");
     EXPECT_EQ(bs_.clean_staging(nullptr), 5u);
     EXPECT_EQ(bs_.clean_staging(nullptr), 0u);
-    EXPECT_EQ(files_in(bs_.staging_dir()), std::vector<fs::path>{live.path()});
+    EXPECT_EQ(files_in(bs_.staging_dir()), std::vector<stdfs::path>{live.path()});
 }
 
 }  // namespace

@@ -25,7 +25,7 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 
 // A hash whose hex form starts with `prefix`, the rest filled with `fill`.
@@ -49,7 +49,7 @@ Xxh128 xx(char fill) {
 // The raw LMDB environment, opened as the catalog opens it, to write what Catalog would not.
 class RawEnv {
   public:
-    explicit RawEnv(const fs::path& dir) {
+    explicit RawEnv(const stdfs::path& dir) {
         check(mdb_env_create(&env_));
         check(mdb_env_set_maxdbs(env_, 8));
         check(mdb_env_set_mapsize(env_, std::size_t{32} << 30));  // same as catalog.cpp
@@ -209,19 +209,19 @@ Model simple_model(Category c, const std::string& name, const Sha256& blob) {
 class CatalogTest : public ::testing::Test {
   protected:
     mt::TempDir tmp_{"modelfs-catalog"};
-    fs::path dir_ = tmp_ / "catalog";
+    stdfs::path dir_ = tmp_ / "catalog";
 };
 
 // ---- Opening -------------------------------------------------------------------------------
 
 TEST_F(CatalogTest, CreateMakesTheFolderAndWritesTheSchemaVersion) {
-    ASSERT_FALSE(fs::exists(dir_));
+    ASSERT_FALSE(stdfs::exists(dir_));
     {
         Catalog c = Catalog::open(dir_, /*create=*/true);
         EXPECT_EQ(c.schema_version(), kSchemaVersion);
         EXPECT_EQ(c.dir(), dir_);
     }
-    EXPECT_TRUE(fs::exists(dir_ / "data.mdb"));
+    EXPECT_TRUE(stdfs::exists(dir_ / "data.mdb"));
     {
         RawEnv raw(dir_);
         EXPECT_EQ(raw.get("meta", "schema"), std::to_string(kSchemaVersion));
@@ -244,7 +244,7 @@ TEST_F(CatalogTest, CreateOnAnExistingCatalogKeepsItsData) {
 }
 
 TEST_F(CatalogTest, OpenWithoutCreateOnEmptyOrMissingFolderIsNoStore) {
-    fs::create_directories(dir_);
+    stdfs::create_directories(dir_);
     try {
         Catalog::open(dir_, false);
         FAIL() << "opened an empty folder";
@@ -252,7 +252,7 @@ TEST_F(CatalogTest, OpenWithoutCreateOnEmptyOrMissingFolderIsNoStore) {
         EXPECT_EQ(e.kind(), ErrorKind::no_store);
         EXPECT_NE(std::string(e.what()).find(dir_.string()), std::string::npos) << e.what();
     }
-    EXPECT_TRUE(fs::is_empty(dir_)) << "a failed open must not create files";
+    EXPECT_TRUE(stdfs::is_empty(dir_)) << "a failed open must not create files";
 
     try {
         Catalog::open(tmp_ / "nope", false);
@@ -260,7 +260,7 @@ TEST_F(CatalogTest, OpenWithoutCreateOnEmptyOrMissingFolderIsNoStore) {
     } catch (const StoreError& e) {
         EXPECT_EQ(e.kind(), ErrorKind::no_store);
     }
-    EXPECT_FALSE(fs::exists(tmp_ / "nope"));
+    EXPECT_FALSE(stdfs::exists(tmp_ / "nope"));
 }
 
 TEST_F(CatalogTest, NewerSchemaIsRefusedNamingBothVersions) {
@@ -337,7 +337,7 @@ TEST_F(CatalogTest, UnreadableSchemaValueIsAStoreError) {
 }
 
 TEST_F(CatalogTest, LmdbFileWithoutOurDatabasesIsNoStore) {
-    fs::create_directories(dir_);
+    stdfs::create_directories(dir_);
     { RawEnv(dir_).put("other", "k", "v"); }
     try {
         Catalog::open(dir_, false);
@@ -348,7 +348,7 @@ TEST_F(CatalogTest, LmdbFileWithoutOurDatabasesIsNoStore) {
 }
 
 TEST_F(CatalogTest, MissingSchemaKeyIsNoStore) {
-    fs::create_directories(dir_);
+    stdfs::create_directories(dir_);
     {
         RawEnv raw(dir_);
         raw.put("meta", "other", "x");

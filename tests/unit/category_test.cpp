@@ -21,7 +21,7 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 
 // Parses a spec's header as the store would see it; no file needed.
@@ -215,17 +215,17 @@ class CategoryFromBuilder : public ::testing::TestWithParam<BuilderCase> {};
 TEST_P(CategoryFromBuilder, InfersCategory) {
     const BuilderCase& c = GetParam();
     // Through a real file, as the store reads it.
-    std::string tmpl = (fs::temp_directory_path() / "modelfs-category-XXXXXX").string();
+    std::string tmpl = (stdfs::temp_directory_path() / "modelfs-category-XXXXXX").string();
     const int fd = ::mkstemp(tmpl.data());
     ASSERT_GE(fd, 0) << std::strerror(errno);
     ::close(fd);
-    const fs::path path = tmpl;
+    const stdfs::path path = tmpl;
     const std::uint64_t size = mt::write_safetensors(path, c.make());
     const int rfd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     ASSERT_GE(rfd, 0);
     const SafetensorsInfo info = read_safetensors_header(rfd, size);
     ::close(rfd);
-    fs::remove(path);
+    stdfs::remove(path);
 
     EXPECT_EQ(category_from_tensors(info), c.expected);
 

@@ -16,7 +16,7 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 
 class FetchSelectionTest : public ::testing::Test {
@@ -41,7 +41,7 @@ class FetchSelectionTest : public ::testing::Test {
         s().add_remote(m);
     }
     void import(const std::string& name) {
-        const fs::path p = dir_ / (name + ".bin");
+        const stdfs::path p = dir_ / (name + ".bin");
         mt::write_random_file(p, 1000, 7);
         ImportOptions o;
         o.category = Category::lora;

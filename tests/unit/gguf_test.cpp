@@ -25,7 +25,7 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 using mt::GgmlTensorType;
 using mt::GgufType;
@@ -62,7 +62,7 @@ class GgufTest : public ::testing::Test {
   protected:
     // Writes `bytes` and runs the parser on them.
     std::optional<GgufInfo> parse(const std::string& bytes) {
-        const fs::path p = tmp_ / "m.gguf";
+        const stdfs::path p = tmp_ / "m.gguf";
         mt::write_file(p, bytes);
         UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
         EXPECT_TRUE(fd);
@@ -80,7 +80,7 @@ class GgufTest : public ::testing::Test {
     }
     // incomplete_model_reason on the bytes, named m.gguf.
     std::optional<std::string> reason_of(const std::string& bytes, const char* name = "m.gguf") {
-        const fs::path p = tmp_ / name;
+        const stdfs::path p = tmp_ / name;
         mt::write_file(p, bytes);
         UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
         EXPECT_TRUE(fd);
@@ -240,7 +240,7 @@ TEST_F(GgufTest, EveryTruncationIsRefusedWithAReason) {
         const std::string bytes = w.bytes();
         ASSERT_TRUE(parse(bytes));
         // One file cut shorter and shorter (ftruncate), rather than a new file per length.
-        const fs::path p = tmp_ / "cut.gguf";
+        const stdfs::path p = tmp_ / "cut.gguf";
         mt::write_file(p, bytes);
         UniqueFd fd(::open(p.c_str(), O_RDWR | O_CLOEXEC));
         ASSERT_TRUE(fd);
@@ -373,8 +373,8 @@ TEST_F(GgufTest, HostileNamesStayPrintableInMessages) {
 // Runs the parser on `bytes` in a child process whose address space is capped at 256 MiB over
 // what it has, with 10 s of CPU: a parser that allocates what a hostile count says, or loops over
 // it, dies there. Returns the GgufError message ("" if accepted), or why the child failed.
-std::string refused_in_a_small_child(const fs::path& dir, const std::string& bytes) {
-    const fs::path p = dir / "hostile.gguf";
+std::string refused_in_a_small_child(const stdfs::path& dir, const std::string& bytes) {
+    const stdfs::path p = dir / "hostile.gguf";
     mt::write_file(p, bytes);
     int pipefd[2];
     if (::pipe(pipefd) != 0) return "pipe failed";

@@ -27,7 +27,7 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 
 constexpr std::uint64_t kChunk = 4ull << 20;  // the reader's chunk size (chunk_pipeline.h)
@@ -42,7 +42,7 @@ std::string ref_xxh128_hex(std::string_view data) {
     return to_hex(c.digest, sizeof c.digest);
 }
 
-UniqueFd open_ro(const fs::path& p) {
+UniqueFd open_ro(const stdfs::path& p) {
     UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw std::runtime_error("cannot open " + p.string());
     return fd;
@@ -218,7 +218,7 @@ class HashFileDigest : public ::testing::TestWithParam<std::uint64_t> {
 
 TEST_P(HashFileDigest, DigestFdEqualsOneShotHashes) {
     const std::uint64_t size = GetParam();
-    const fs::path p = dir_ / "f.bin";
+    const stdfs::path p = dir_ / "f.bin";
     mt::write_random_file(p, size, size + 11);
     const std::string content = mt::read_file(p);
     ASSERT_EQ(content.size(), size);
@@ -246,7 +246,7 @@ INSTANTIATE_TEST_SUITE_P(Sizes, HashFileDigest,
 
 TEST(HashFileDigests, IgnoreTheFilePosition) {
     mt::TempDir dir("modelfs-hash");
-    const fs::path p = dir / "f.bin";
+    const stdfs::path p = dir / "f.bin";
     mt::write_random_file(p, 10000, 3);
     UniqueFd fd = open_ro(p);
     ASSERT_EQ(::lseek(fd.get(), 5000, SEEK_SET), 5000);
@@ -257,7 +257,7 @@ TEST(HashFileDigests, IgnoreTheFilePosition) {
 
 TEST(HashFileDigests, Sha256FromOffset) {
     mt::TempDir dir("modelfs-hash");
-    const fs::path p = dir / "f.bin";
+    const stdfs::path p = dir / "f.bin";
     const std::uint64_t size = kChunk + 5000;
     mt::write_random_file(p, size, 9);
     const std::string content = mt::read_file(p);

@@ -8,7 +8,7 @@
 #include "modelfs/store/catalog.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs;
 using namespace modelfs::testing;
 
@@ -21,7 +21,7 @@ Sha256 key(std::uint8_t b) {
 }
 
 // The raw CBOR of a blob record, read through LMDB's C API as an older modelfs would see it.
-nlohmann::json raw_record(const fs::path& dir, const Sha256& h) {
+nlohmann::json raw_record(const stdfs::path& dir, const Sha256& h) {
     MDB_env* env = nullptr;
     EXPECT_EQ(mdb_env_create(&env), 0);
     mdb_env_set_maxdbs(env, 8);

@@ -17,25 +17,25 @@
 #include "support/sized_models.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs;
 using namespace modelfs::testing;
 
 namespace {
 
-struct stat stat_of(const fs::path& p) {
+struct stat stat_of(const stdfs::path& p) {
     struct stat st {};
     EXPECT_EQ(::lstat(p.c_str(), &st), 0) << p;
     return st;
 }
 
-bool same_inode(const fs::path& a, const fs::path& b) {
+bool same_inode(const stdfs::path& a, const stdfs::path& b) {
     struct stat sa = stat_of(a), sb = stat_of(b);
     return sa.st_ino == sb.st_ino && sa.st_dev == sb.st_dev;
 }
 
 // Writes `text` at offset 0 of `p` as its owner would: chmod u+w first if need be.
-void scribble(const fs::path& p, const std::string& text) {
+void scribble(const stdfs::path& p, const std::string& text) {
     ::chmod(p.c_str(), 0644);
     int fd = ::open(p.c_str(), O_WRONLY);
     ASSERT_GE(fd, 0) << p << ": " << std::strerror(errno);
@@ -44,7 +44,7 @@ void scribble(const fs::path& p, const std::string& text) {
 }
 
 // Sets the mtime of `p` back to `st`'s, as `touch -d` would (the ctime moves anyway).
-void restore_mtime(const fs::path& p, const struct stat& st) {
+void restore_mtime(const stdfs::path& p, const struct stat& st) {
     struct timespec ts[2] = {st.st_atim, st.st_mtim};
     ASSERT_EQ(::utimensat(AT_FDCWD, p.c_str(), ts, 0), 0);
 }
@@ -52,19 +52,19 @@ void restore_mtime(const fs::path& p, const struct stat& st) {
 class ImmutableTest : public ::testing::Test {
   protected:
     TempDir tmp{"modelfs-immutable"};
-    fs::path root = tmp / "store";
-    fs::path src = tmp / "src";
+    stdfs::path root = tmp / "store";
+    stdfs::path src = tmp / "src";
     std::optional<Store> store_;
 
     void SetUp() override {
         store_.emplace(Store::init(root));
-        fs::create_directories(src / "loras");
+        stdfs::create_directories(src / "loras");
     }
     Store& s() { return *store_; }
 
-    fs::path blob(const std::string& hex) { return s().blobs().path_of(*Sha256::from_hex(hex)); }
+    stdfs::path blob(const std::string& hex) { return s().blobs().path_of(*Sha256::from_hex(hex)); }
 
-    ImportItem import_one(const fs::path& p, bool move) {
+    ImportItem import_one(const stdfs::path& p, bool move) {
         ImportOptions o;
         o.move = move;
         o.jobs = 1;
@@ -87,7 +87,7 @@ class ImmutableTest : public ::testing::Test {
     }
 
     // A file committed the way the mount's ingest commits one: linked when the store may take it.
-    FileCommitResult commit_file(const fs::path& p, const std::string& name) {
+    FileCommitResult commit_file(const stdfs::path& p, const std::string& name) {
         UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
         EXPECT_TRUE(fd);
         FileCommit f;
@@ -102,14 +102,14 @@ class ImmutableTest : public ::testing::Test {
 };
 
 TEST_F(ImmutableTest, MoveOfAFileWithASecondHardLinkCopies) {
-    const fs::path f = src / "loras/a.ckpt", other = tmp / "other-name.safetensors";
+    const stdfs::path f = src / "loras/a.ckpt", other = tmp / "other-name.safetensors";
     write_random_file(f, 300000, 1);
-    fs::create_hard_link(f, other);
+    stdfs::create_hard_link(f, other);
     const std::string sha = sha256_hex_of_file(f);
     ImportItem it = import_one(f, true);
     EXPECT_EQ(it.sha256.hex(), sha);
-    EXPECT_FALSE(fs::exists(f)) << "a move takes the name the user gave";
-    ASSERT_TRUE(fs::exists(other));
+    EXPECT_FALSE(stdfs::exists(f)) << "a move takes the name the user gave";
+    ASSERT_TRUE(stdfs::exists(other));
     EXPECT_FALSE(same_inode(other, blob(sha))) << "the blob must be an inode of its own";
     EXPECT_EQ(stat_of(other).st_nlink, 1u);
     EXPECT_EQ(stat_of(blob(sha)).st_nlink, 1u);
@@ -121,21 +121,21 @@ TEST_F(ImmutableTest, MoveOfAFileWithASecondHardLinkCopies) {
 }
 
 TEST_F(ImmutableTest, MoveOfAFileWithOneLinkIsStillZeroCopy) {
-    const fs::path f = src / "loras/a.ckpt";
+    const stdfs::path f = src / "loras/a.ckpt";
     write_random_file(f, 300000, 2);
     const ino_t ino = stat_of(f).st_ino;
     const std::string sha = sha256_hex_of_file(f);
     import_one(f, true);
-    EXPECT_FALSE(fs::exists(f));
+    EXPECT_FALSE(stdfs::exists(f));
     EXPECT_EQ(stat_of(blob(sha)).st_ino, ino) << "renamed into the store, not copied";
 }
 
 TEST_F(ImmutableTest, FilesOfAnotherOwnerAreCopiedNotLinked) {
     if (::geteuid() != 0) GTEST_SKIP() << "chown to another uid needs root";
-    const fs::path moved = src / "loras/theirs.ckpt";
-    const fs::path mounted = root / "views/comfyui/loras/theirs2.safetensors";
+    const stdfs::path moved = src / "loras/theirs.ckpt";
+    const stdfs::path mounted = root / "views/comfyui/loras/theirs2.safetensors";
     write_sized_safetensors(moved, 200000, 3);
-    fs::create_directories(mounted.parent_path());
+    stdfs::create_directories(mounted.parent_path());
     write_sized_safetensors(mounted, 200000, 4);
     ASSERT_EQ(::chown(moved.c_str(), 65534, 65534), 0);
     ASSERT_EQ(::chown(mounted.c_str(), 65534, 65534), 0);
@@ -143,7 +143,7 @@ TEST_F(ImmutableTest, FilesOfAnotherOwnerAreCopiedNotLinked) {
     const ino_t ino1 = stat_of(moved).st_ino;
 
     import_one(moved, true);
-    EXPECT_FALSE(fs::exists(moved));
+    EXPECT_FALSE(stdfs::exists(moved));
     EXPECT_NE(stat_of(blob(sha1)).st_ino, ino1) << "another owner's inode was taken";
     EXPECT_EQ(stat_of(blob(sha1)).st_uid, 0u);
 
@@ -158,12 +158,12 @@ TEST_F(ImmutableTest, FilesOfAnotherOwnerAreCopiedNotLinked) {
 // The mount's ingest: an overlay file of the store's owner with one link is linked (zero copy);
 // one that got a second name is copied.
 TEST_F(ImmutableTest, CommitFileLinksOnlyWhatNothingElseNames) {
-    const fs::path mine = root / "views/comfyui/loras/mine.safetensors";
-    const fs::path linked = root / "views/comfyui/loras/linked.safetensors";
-    fs::create_directories(mine.parent_path());
+    const stdfs::path mine = root / "views/comfyui/loras/mine.safetensors";
+    const stdfs::path linked = root / "views/comfyui/loras/linked.safetensors";
+    stdfs::create_directories(mine.parent_path());
     write_sized_safetensors(mine, 100000, 5);
     write_sized_safetensors(linked, 100000, 6);
-    fs::create_hard_link(linked, tmp / "elsewhere.safetensors");
+    stdfs::create_hard_link(linked, tmp / "elsewhere.safetensors");
     const std::string sha1 = sha256_hex_of_file(mine), sha2 = sha256_hex_of_file(linked);
     EXPECT_TRUE(commit_file(mine, "mine").new_blob);
     EXPECT_TRUE(same_inode(mine, blob(sha1)));
@@ -175,14 +175,14 @@ TEST_F(ImmutableTest, CommitFileLinksOnlyWhatNothingElseNames) {
 }
 
 TEST_F(ImmutableTest, HfCacheBlobWithTwoLinksIsCopied) {
-    const fs::path cache = tmp / "hub/blobs";
-    fs::create_directories(cache);
+    const stdfs::path cache = tmp / "hub/blobs";
+    stdfs::create_directories(cache);
     write_random_file(tmp / "w1", 150000, 7);
     write_random_file(tmp / "w2", 150000, 8);
     const std::string sha1 = sha256_hex_of_file(tmp / "w1"), sha2 = sha256_hex_of_file(tmp / "w2");
-    fs::rename(tmp / "w1", cache / sha1);
-    fs::rename(tmp / "w2", cache / sha2);
-    fs::create_hard_link(cache / sha2, tmp / "snapshot-link");  // a second name
+    stdfs::rename(tmp / "w1", cache / sha1);
+    stdfs::rename(tmp / "w2", cache / sha2);
+    stdfs::create_hard_link(cache / sha2, tmp / "snapshot-link");  // a second name
     TrustedTree t;
     t.category = Category::diffusers;
     t.name = "org/model";
@@ -201,7 +201,7 @@ TEST_F(ImmutableTest, HfCacheBlobWithTwoLinksIsCopied) {
 }
 
 TEST_F(ImmutableTest, CommitsRecordTheBlobStat) {
-    const fs::path f = src / "loras/a.ckpt";
+    const stdfs::path f = src / "loras/a.ckpt";
     write_random_file(f, 50000, 9);
     const std::string sha = sha256_hex_of_file(f);
     import_one(f, false);
@@ -218,7 +218,7 @@ TEST_F(ImmutableTest, CommitsRecordTheBlobStat) {
 }
 
 TEST_F(ImmutableTest, UnchangedBlobOpensWithoutARehash) {
-    const fs::path f = src / "loras/a.ckpt";
+    const stdfs::path f = src / "loras/a.ckpt";
     write_random_file(f, 50000, 10);
     const std::string sha = sha256_hex_of_file(f);
     import_one(f, false);
@@ -228,11 +228,11 @@ TEST_F(ImmutableTest, UnchangedBlobOpensWithoutARehash) {
 }
 
 TEST_F(ImmutableTest, ChangedBytesWithRestoredMtimeAreQuarantined) {
-    const fs::path f = src / "loras/a.ckpt";
+    const stdfs::path f = src / "loras/a.ckpt";
     write_random_file(f, 50000, 11);
     const std::string sha = sha256_hex_of_file(f);
     import_one(f, false);
-    const fs::path b = blob(sha);
+    const stdfs::path b = blob(sha);
     const struct stat st = stat_of(b);
     scribble(b, "not the stored bytes");
     ::chmod(b.c_str(), 0444);
@@ -241,13 +241,13 @@ TEST_F(ImmutableTest, ChangedBytesWithRestoredMtimeAreQuarantined) {
     const auto before = Store::blob_rehashes();
     EXPECT_EQ(check(sha), Store::BlobCheck::quarantined);
     EXPECT_EQ(Store::blob_rehashes(), before + 1);
-    EXPECT_FALSE(fs::exists(b));
+    EXPECT_FALSE(stdfs::exists(b));
     EXPECT_EQ(record(sha).state, BlobState::quarantined);
-    EXPECT_FALSE(fs::is_empty(root / "quarantine"));
+    EXPECT_FALSE(stdfs::is_empty(root / "quarantine"));
 }
 
 TEST_F(ImmutableTest, TouchedButUnchangedBlobIsRehashedOnceThenTrusted) {
-    const fs::path f = src / "loras/a.ckpt";
+    const stdfs::path f = src / "loras/a.ckpt";
     write_random_file(f, 50000, 12);
     const std::string sha = sha256_hex_of_file(f);
     import_one(f, false);
@@ -265,7 +265,7 @@ TEST_F(ImmutableTest, TouchedButUnchangedBlobIsRehashedOnceThenTrusted) {
 
 // Several opens of one changed blob at once (a tool's threads): one hash, one answer.
 TEST_F(ImmutableTest, ConcurrentChecksOfOneBlobHashItOnce) {
-    const fs::path f = src / "loras/a.ckpt";
+    const stdfs::path f = src / "loras/a.ckpt";
     write_random_file(f, 8u << 20, 17);
     const std::string sha = sha256_hex_of_file(f);
     import_one(f, false);
@@ -286,7 +286,7 @@ TEST_F(ImmutableTest, ConcurrentChecksOfOneBlobHashItOnce) {
 
 // A descriptor opened before another check quarantined the blob is refused too.
 TEST_F(ImmutableTest, AlreadyOpenDescriptorOfAQuarantinedBlobIsRefused) {
-    const fs::path f = src / "loras/a.ckpt";
+    const stdfs::path f = src / "loras/a.ckpt";
     write_random_file(f, 50000, 18);
     const std::string sha = sha256_hex_of_file(f);
     import_one(f, false);
@@ -298,7 +298,7 @@ TEST_F(ImmutableTest, AlreadyOpenDescriptorOfAQuarantinedBlobIsRefused) {
 
 // Stores written before the stat record: the first open hashes the blob, then records it.
 TEST_F(ImmutableTest, RecordWithoutStatIsHashedOnceThenRecorded) {
-    const fs::path f = src / "loras/a.ckpt";
+    const stdfs::path f = src / "loras/a.ckpt";
     write_random_file(f, 50000, 13);
     const std::string sha = sha256_hex_of_file(f);
     import_one(f, false);
@@ -318,7 +318,7 @@ TEST_F(ImmutableTest, RecordWithoutStatIsHashedOnceThenRecorded) {
 
 // A full verify records the stat of what it hashed: the next open needs no hash.
 TEST_F(ImmutableTest, VerifyRecordsTheStatOfWhatItHashed) {
-    const fs::path f = src / "loras/a.ckpt";
+    const stdfs::path f = src / "loras/a.ckpt";
     write_random_file(f, 50000, 16);
     const std::string sha = sha256_hex_of_file(f);
     import_one(f, false);
@@ -339,13 +339,13 @@ TEST_F(ImmutableTest, VerifyRecordsTheStatOfWhatItHashed) {
 // A link change of another name (the ingest unlinking the overlay name) moves only the ctime:
 // record_blob_stat follows it; a change of the bytes is never vouched for.
 TEST_F(ImmutableTest, RecordBlobStatFollowsOnlyLinkChanges) {
-    const fs::path mine = root / "views/comfyui/loras/mine.safetensors";
-    fs::create_directories(mine.parent_path());
+    const stdfs::path mine = root / "views/comfyui/loras/mine.safetensors";
+    stdfs::create_directories(mine.parent_path());
     write_sized_safetensors(mine, 100000, 14);
     const std::string sha = sha256_hex_of_file(mine);
     commit_file(mine, "mine");
     ::usleep(10000);
-    fs::remove(mine);  // as the ingest does after the commit
+    stdfs::remove(mine);  // as the ingest does after the commit
     EXPECT_TRUE(s().record_blob_stat(*Sha256::from_hex(sha)));
     const auto before = Store::blob_rehashes();
     EXPECT_EQ(check(sha), Store::BlobCheck::ok);
@@ -357,11 +357,11 @@ TEST_F(ImmutableTest, RecordBlobStatFollowsOnlyLinkChanges) {
 }
 
 TEST_F(ImmutableTest, VerifyFastHashesABlobWhoseStatMoved) {
-    const fs::path f = src / "loras/a.ckpt";
+    const stdfs::path f = src / "loras/a.ckpt";
     write_random_file(f, 50000, 15);
     const std::string sha = sha256_hex_of_file(f);
     import_one(f, false);
-    const fs::path b = blob(sha);
+    const stdfs::path b = blob(sha);
     const struct stat st = stat_of(b);
     scribble(b, "tampered");
     restore_mtime(b, st);

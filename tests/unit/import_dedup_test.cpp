@@ -8,7 +8,7 @@
 #include "modelfs/store/store.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs;
 using namespace modelfs::testing;
 

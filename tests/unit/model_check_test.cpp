@@ -25,17 +25,17 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 
 bool contains(const std::string& s, const std::string& part) {
     return s.find(part) != std::string::npos;
 }
 
-std::vector<fs::path> files_under(const fs::path& dir) {
-    std::vector<fs::path> out;
+std::vector<stdfs::path> files_under(const stdfs::path& dir) {
+    std::vector<stdfs::path> out;
     std::error_code ec;
-    for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    for (stdfs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
         if (it->is_regular_file()) out.push_back(it->path());
     return out;
 }
@@ -61,15 +61,15 @@ class ModelCheckTest : public ::testing::Test {
     void SetUp() override { store_.emplace(Store::init(root_)); }
     Store& s() { return *store_; }
 
-    fs::path view_file(const std::string& rel, const std::string& bytes) {
-        fs::path p = root_ / "views" / "comfyui" / rel;
-        fs::create_directories(p.parent_path());
+    stdfs::path view_file(const std::string& rel, const std::string& bytes) {
+        stdfs::path p = root_ / "views" / "comfyui" / rel;
+        stdfs::create_directories(p.parent_path());
         mt::write_file(p, bytes);
         return p;
     }
 
     // Commits `p` as the mount's ingester does.
-    FileCommitResult commit(const fs::path& p, Category cat, const std::string& name,
+    FileCommitResult commit(const stdfs::path& p, Category cat, const std::string& name,
                             const std::string& ext, const std::string& sidecar = "") {
         UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
         EXPECT_TRUE(fd) << p;
@@ -86,7 +86,7 @@ class ModelCheckTest : public ::testing::Test {
     }
 
     // The StoreError commit_file throws (kind bad_input expected), or "" if it accepted.
-    std::string refusal(const fs::path& p, Category cat, const std::string& name,
+    std::string refusal(const stdfs::path& p, Category cat, const std::string& name,
                         const std::string& ext, const std::string& sidecar = "") {
         try {
             commit(p, cat, name, ext, sidecar);
@@ -107,7 +107,7 @@ class ModelCheckTest : public ::testing::Test {
     }
 
     mt::TempDir tmp_{"modelfs-model-check"};
-    fs::path root_ = tmp_ / "store";
+    stdfs::path root_ = tmp_ / "store";
     std::optional<Store> store_;
 };
 
@@ -138,7 +138,7 @@ TEST_F(ModelCheckTest, CommitFileRefusesIncompleteAndEmptyModelsBeforeLinkingAny
     };
     for (const Case& c : cases) {
         SCOPED_TRACE(c.file);
-        const fs::path p = view_file(c.file, c.bytes);
+        const stdfs::path p = view_file(c.file, c.bytes);
         const std::string err = refusal(p, Category::lora, "x", c.ext);
         EXPECT_TRUE(contains(err, c.expect)) << err;
         EXPECT_EQ(err.find('\n'), std::string::npos) << err;
@@ -154,15 +154,16 @@ TEST_F(ModelCheckTest, CommitFileRefusesIncompleteAndEmptyModelsBeforeLinkingAny
 }
 
 TEST_F(ModelCheckTest, CommitFileAcceptsCompleteModels) {
-    const fs::path st = view_file("loras/a.safetensors", mt::safetensors_bytes(mt::kohya_lora(1)));
+    const stdfs::path st =
+        view_file("loras/a.safetensors", mt::safetensors_bytes(mt::kohya_lora(1)));
     EXPECT_EQ(commit(st, Category::lora, "a", ".safetensors").label, "v1");
-    const fs::path gg = view_file("llm/b.gguf", gguf_model());
+    const stdfs::path gg = view_file("llm/b.gguf", gguf_model());
     EXPECT_EQ(commit(gg, Category::other, "b", ".gguf").label, "v1");
     // Formats that cannot be checked only need content.
-    const fs::path ck = view_file("checkpoints/c.ckpt", "PK\3\4 not really a zip");
+    const stdfs::path ck = view_file("checkpoints/c.ckpt", "PK\3\4 not really a zip");
     EXPECT_EQ(commit(ck, Category::checkpoint, "c", ".ckpt").label, "v1");
     // A GGUF version that cannot be checked is accepted as is.
-    const fs::path v1 = view_file("llm/old.gguf", "GGUF" + mt::GgufWriter().u32(1) + "rest");
+    const stdfs::path v1 = view_file("llm/old.gguf", "GGUF" + mt::GgufWriter().u32(1) + "rest");
     EXPECT_EQ(commit(v1, Category::other, "old", ".gguf").label, "v1");
     // Names carry their extension (model_name.h).
     EXPECT_TRUE(model("lora/a.safetensors"));
@@ -235,19 +236,19 @@ TEST_F(ModelCheckTest, ImportAndCommitFileAcceptAndRefuseTheSameFiles) {
         {"data.ckpt", "PK\3\4 some zip", true},
         {"gguf_cut_named.bin", gguf.substr(0, 100), true},  // not checked: not named .gguf
     };
-    const fs::path src = tmp_ / "src";
-    fs::create_directories(src);
+    const stdfs::path src = tmp_ / "src";
+    stdfs::create_directories(src);
     for (const Case& c : cases) {
         SCOPED_TRACE(c.name);
-        const fs::path p = src / c.name;
+        const stdfs::path p = src / c.name;
         mt::write_file(p, c.bytes);
         ImportOptions o;
         o.category = Category::other;
         const ImportReport rep = s().import({p}, o);
         ASSERT_EQ(rep.items.size(), 1u);
         const ImportItem& it = rep.items[0];
-        const std::string ext = fs::path(c.name).extension().string();
-        const fs::path v = view_file(std::string("other/") + c.name, c.bytes);
+        const std::string ext = stdfs::path(c.name).extension().string();
+        const stdfs::path v = view_file(std::string("other/") + c.name, c.bytes);
         const std::string err = refusal(v, Category::other, std::string("m_") + c.name, ext);
         if (c.complete) {
             EXPECT_NE(it.outcome, ImportItem::Outcome::failed) << it.error;
@@ -264,8 +265,8 @@ TEST_F(ModelCheckTest, ImportAndCommitFileAcceptAndRefuseTheSameFiles) {
 }
 
 TEST_F(ModelCheckTest, ImportOfATreeAllowsEmptyPlainFilesButNotEmptyModelFiles) {
-    const fs::path tree = tmp_ / "pipe";
-    fs::create_directories(tree / "unet");
+    const stdfs::path tree = tmp_ / "pipe";
+    stdfs::create_directories(tree / "unet");
     mt::write_file(tree / "model_index.json", "{}");
     mt::write_file(tree / "README.md", "");
     mt::write_safetensors(tree / "unet" / "diffusion_pytorch_model.safetensors",

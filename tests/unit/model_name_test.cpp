@@ -15,7 +15,7 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 
 Sha256 hx(char fill) {
     return *Sha256::from_hex(std::string(64, fill));
@@ -158,7 +158,7 @@ TEST(ModelName, SplitByExtensionKeepsEachVersionWithItsLabelsPinsAndCurrent) {
     EXPECT_EQ(kept[0].name, "sd-1.5");
 }
 
-void set_schema(const fs::path& dir, const std::string& value) {
+void set_schema(const stdfs::path& dir, const std::string& value) {
     MDB_env* env = nullptr;
     auto check = [](int rc) {
         if (rc != MDB_SUCCESS) throw std::runtime_error(mdb_strerror(rc));
@@ -183,7 +183,7 @@ void set_schema(const fs::path& dir, const std::string& value) {
 // written through the catalog's own record code and then marked 3, opened by this build.
 TEST(ModelName, OpeningASchemaThreeCatalogRenamesAndSplitsModelsAndTheirLocks) {
     testing::TempDir tmp;
-    const fs::path dir = tmp.path() / "catalog";
+    const stdfs::path dir = tmp.path() / "catalog";
     {
         Catalog c = Catalog::open(dir, true);
         auto t = c.write();

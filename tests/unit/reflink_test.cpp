@@ -15,14 +15,14 @@
 #include "modelfs/store/store.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs;
 using namespace modelfs::testing;
 
 namespace {
 
 // True when any extent of the file is shared with another file (FIEMAP_EXTENT_SHARED).
-bool has_shared_extents(const fs::path& p) {
+bool has_shared_extents(const stdfs::path& p) {
     UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) return false;
     constexpr unsigned kExtents = 256;
@@ -38,7 +38,7 @@ bool has_shared_extents(const fs::path& p) {
     return false;
 }
 
-std::uint64_t used_bytes(const fs::path& p) {
+std::uint64_t used_bytes(const stdfs::path& p) {
     struct statvfs sv;
     if (::statvfs(p.c_str(), &sv) != 0) return 0;
     return (sv.f_blocks - sv.f_bfree) * sv.f_frsize;
@@ -52,7 +52,7 @@ TEST(Reflink, Ext4FallsBackToACopy) {
     write_random_file(dir / "src.ckpt", kSize, 1);
     ImportReport r = s.import({dir / "src.ckpt"}, {});
     ASSERT_TRUE(r.ok());
-    fs::path blob = s.blobs().path_of(r.items[0].sha256);
+    stdfs::path blob = s.blobs().path_of(r.items[0].sha256);
     EXPECT_EQ(sha256_hex_of_file(blob), sha256_hex_of_file(dir / "src.ckpt"));
     // On a filesystem without reflinks the blob is an independent copy.
     EXPECT_FALSE(has_shared_extents(blob));
@@ -61,15 +61,16 @@ TEST(Reflink, Ext4FallsBackToACopy) {
 class XfsReflink : public ::testing::Test {
   protected:
     TempDir dir{"modelfs-reflink-xfs"};
-    fs::path image = dir / "xfs.img";
-    fs::path mnt = dir / "mnt";
+    stdfs::path image = dir / "xfs.img";
+    stdfs::path mnt = dir / "mnt";
     bool mounted = false;
 
     void SetUp() override {
         if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount an XFS image";
         std::string mkfs =
-            fs::exists("/usr/sbin/mkfs.xfs") ? "/usr/sbin/mkfs.xfs" : "/sbin/mkfs.xfs";
-        if (!fs::exists(mkfs)) GTEST_SKIP() << "xfsprogs is not installed (packaging/install-deps)";
+            stdfs::exists("/usr/sbin/mkfs.xfs") ? "/usr/sbin/mkfs.xfs" : "/sbin/mkfs.xfs";
+        if (!stdfs::exists(mkfs))
+            GTEST_SKIP() << "xfsprogs is not installed (packaging/install-deps)";
         {
             UniqueFd fd(::open(image.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
             ASSERT_TRUE(fd);
@@ -77,7 +78,7 @@ class XfsReflink : public ::testing::Test {
         }
         CliResult mk = run_program(mkfs, {"-q", "-m", "reflink=1", image.string()});
         ASSERT_EQ(mk.exit_code, 0) << mk.err;
-        fs::create_directories(mnt);
+        stdfs::create_directories(mnt);
         CliResult m = run_program("/bin/mount", {"-o", "loop", image.string(), mnt.string()});
         if (m.exit_code != 0 && m.err.find("loop") != std::string::npos)
             GTEST_SKIP() << "no loop device for the XFS image: " << m.err;
@@ -90,7 +91,7 @@ class XfsReflink : public ::testing::Test {
 };
 
 TEST_F(XfsReflink, BlobSharesExtentsAndSurvivesEditsOfTheSource) {
-    fs::path src = mnt / "models" / "checkpoints" / "big.ckpt";
+    stdfs::path src = mnt / "models" / "checkpoints" / "big.ckpt";
     write_random_file(src, kSize, 7);
     const std::string sha = sha256_hex_of_file(src);
     ::sync();
@@ -99,7 +100,7 @@ TEST_F(XfsReflink, BlobSharesExtentsAndSurvivesEditsOfTheSource) {
     ImportReport r = s.import({mnt / "models"}, {});
     ASSERT_TRUE(r.ok());
     ASSERT_EQ(r.items[0].sha256.hex(), sha);
-    fs::path blob = s.blobs().path_of(r.items[0].sha256);
+    stdfs::path blob = s.blobs().path_of(r.items[0].sha256);
     EXPECT_TRUE(has_shared_extents(blob)) << "the blob should be a reflink of the source";
     ::sync();
     // Signed: XFS may even release speculative preallocation and use a little less than before.

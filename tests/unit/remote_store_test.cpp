@@ -23,7 +23,7 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 
 Sha256 fake(char fill) {
@@ -71,8 +71,8 @@ class RemoteStoreTest : public ::testing::Test {
 
     // Imports a random file as lora/NAME; returns its hash.
     Sha256 import(const std::string& name, std::uint64_t size, std::uint64_t seed) {
-        fs::path p = dir_ / "src" / (name + ".bin");
-        fs::create_directories(p.parent_path());
+        stdfs::path p = dir_ / "src" / (name + ".bin");
+        stdfs::create_directories(p.parent_path());
         mt::write_random_file(p, size, seed);
         ImportOptions o;
         o.category = Category::lora;
@@ -121,7 +121,7 @@ TEST_F(RemoteStoreTest, AddRegistersARemoteBlobAndAModelVersion) {
               (std::vector<std::string>{"https://user:secret@example.org/foo.safetensors?token=x",
                                         "hf://owner/repo/foo.safetensors"}))
         << "a download needs the full URL";
-    EXPECT_FALSE(fs::exists(s().blobs().path_of(h)));
+    EXPECT_FALSE(stdfs::exists(s().blobs().path_of(h)));
 
     auto mod = model("lora/foo.safetensors");
     ASSERT_TRUE(mod);
@@ -293,12 +293,12 @@ TEST_F(RemoteStoreTest, EvictRemovesLeastRecentlyUsedFirstAndKeepsTheCatalog) {
     EXPECT_EQ(r.bytes, 2000u);
     EXPECT_EQ(r.store_bytes, 1000u);
     for (const Sha256& h : {old, mid}) {
-        EXPECT_FALSE(fs::exists(s().blobs().path_of(h)));
+        EXPECT_FALSE(stdfs::exists(s().blobs().path_of(h)));
         EXPECT_EQ(rec(h)->state, BlobState::remote);
         EXPECT_EQ(rec(h)->sources.size(), 1u);
     }
     EXPECT_EQ(rec(fresh)->state, BlobState::present);
-    EXPECT_TRUE(fs::exists(s().blobs().path_of(fresh)));
+    EXPECT_TRUE(stdfs::exists(s().blobs().path_of(fresh)));
     EXPECT_EQ(model("lora/old.safetensors")->current_version().blob, old) << "models stay";
     EXPECT_TRUE(s().evict(1500, false).evicted.empty()) << "under the quota: nothing to do";
 }
@@ -328,7 +328,7 @@ TEST_F(RemoteStoreTest, EvictNeverTakesPinnedSourcelessOrOpenBlobs) {
     EXPECT_EQ(r.store_bytes, 3000u);
     for (const Sha256& h : {pinned, local, open}) {
         EXPECT_EQ(rec(h)->state, BlobState::present) << h.hex();
-        EXPECT_TRUE(fs::exists(s().blobs().path_of(h)));
+        EXPECT_TRUE(stdfs::exists(s().blobs().path_of(h)));
     }
     fd.reset();  // closed: now it may go
     r = s().evict(0, false);
@@ -342,7 +342,7 @@ TEST_F(RemoteStoreTest, EvictDryRunChangesNothing) {
     ASSERT_EQ(r.evicted.size(), 1u);
     EXPECT_EQ(r.bytes, 1000u);
     EXPECT_EQ(rec(h)->state, BlobState::present);
-    EXPECT_TRUE(fs::exists(s().blobs().path_of(h)));
+    EXPECT_TRUE(stdfs::exists(s().blobs().path_of(h)));
 }
 
 // ---- gc, verify, stats ----------------------------------------------------------------------
@@ -366,8 +366,8 @@ TEST_F(RemoteStoreTest, GcRemovesPartialDownloadsOfDeletedRecordsUnlessOneIsRunn
     s().add_remote(single("used", rfile(used, 10, {"https://h/used"})));
     s().add_remote(single("idle", rfile(idle, 4096, {"https://h/idle"})));
     s().add_remote(single("busy", rfile(busy, 4096, {"https://h/busy"})));
-    const fs::path dir = s().partial_dir();
-    fs::create_directories(dir);
+    const stdfs::path dir = s().partial_dir();
+    stdfs::create_directories(dir);
     for (const Sha256* h : {&used, &idle, &busy}) {
         mt::write_random_file(dir / (h->hex() + ".part"), 4096, 1);
         mt::write_text_file(dir / (h->hex() + ".state"), "{}");
@@ -382,11 +382,11 @@ TEST_F(RemoteStoreTest, GcRemovesPartialDownloadsOfDeletedRecordsUnlessOneIsRunn
     GcReport g = s().gc(false);
     EXPECT_EQ(g.partials_removed, 1u);
     EXPECT_GE(g.bytes, 4096u) << "the partial file's space is freed";
-    EXPECT_FALSE(fs::exists(dir / (idle.hex() + ".part")));
-    EXPECT_FALSE(fs::exists(dir / (idle.hex() + ".state")));
-    EXPECT_TRUE(fs::exists(dir / (busy.hex() + ".part"))) << "still downloading";
-    EXPECT_TRUE(fs::exists(dir / (used.hex() + ".part"))) << "a model uses that record";
-    EXPECT_TRUE(fs::exists(dir / (used.hex() + ".state")));
+    EXPECT_FALSE(stdfs::exists(dir / (idle.hex() + ".part")));
+    EXPECT_FALSE(stdfs::exists(dir / (idle.hex() + ".state")));
+    EXPECT_TRUE(stdfs::exists(dir / (busy.hex() + ".part"))) << "still downloading";
+    EXPECT_TRUE(stdfs::exists(dir / (used.hex() + ".part"))) << "a model uses that record";
+    EXPECT_TRUE(stdfs::exists(dir / (used.hex() + ".state")));
 }
 
 TEST_F(RemoteStoreTest, AnInterruptedEvictionsFileIsNotedByVerifyAndRemovedByGc) {
@@ -405,7 +405,7 @@ TEST_F(RemoteStoreTest, AnInterruptedEvictionsFileIsNotedByVerifyAndRemovedByGc)
     EXPECT_NE(v.notes[0].find("remote"), std::string::npos) << v.notes[0];
     GcReport g = s().gc(false);
     EXPECT_EQ(g.orphan_files.size(), 1u);
-    EXPECT_FALSE(fs::exists(s().blobs().path_of(h)));
+    EXPECT_FALSE(stdfs::exists(s().blobs().path_of(h)));
     EXPECT_EQ(rec(h)->state, BlobState::remote) << "the record stays: a model uses it";
 }
 

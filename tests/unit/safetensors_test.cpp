@@ -24,12 +24,12 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 
 class Fd {
   public:
-    explicit Fd(const fs::path& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
+    explicit Fd(const stdfs::path& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
         if (fd_ < 0) throw std::system_error(errno, std::generic_category(), path.string());
     }
     Fd(const Fd&) = delete;
@@ -49,7 +49,7 @@ class Fd {
 class ScratchDir {
   public:
     ScratchDir() {
-        std::string tmpl = (fs::temp_directory_path() / "modelfs-safetensors-XXXXXX").string();
+        std::string tmpl = (stdfs::temp_directory_path() / "modelfs-safetensors-XXXXXX").string();
         if (::mkdtemp(tmpl.data()) == nullptr) {
             throw std::system_error(errno, std::generic_category(), "mkdtemp");
         }
@@ -59,12 +59,12 @@ class ScratchDir {
     ScratchDir& operator=(const ScratchDir&) = delete;
     ~ScratchDir() {
         std::error_code ec;
-        fs::remove_all(path_, ec);
+        stdfs::remove_all(path_, ec);
     }
-    const fs::path& path() const { return path_; }
+    const stdfs::path& path() const { return path_; }
 
   private:
-    fs::path path_;
+    stdfs::path path_;
 };
 
 // An in-memory file (memfd): a real fd for the reader, without a disk write per fuzz iteration.
@@ -91,12 +91,12 @@ class MemFile {
     std::uint64_t size_ = 0;
 };
 
-SafetensorsInfo read_file(const fs::path& path) {
+SafetensorsInfo read_file(const stdfs::path& path) {
     Fd fd(path);
     return read_safetensors_header(fd.get(), fd.size());
 }
 
-std::string slurp(const fs::path& path) {
+std::string slurp(const stdfs::path& path) {
     std::ifstream in(path, std::ios::binary);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
@@ -124,7 +124,7 @@ std::string error_of(const std::function<void()>& fn) {
 
 class SafetensorsTest : public ::testing::Test {
   protected:
-    fs::path file(const std::string& name = "model.safetensors") const {
+    stdfs::path file(const std::string& name = "model.safetensors") const {
         return dir_.path() / name;
     }
 
@@ -195,7 +195,7 @@ class SafetensorsBuilderTest : public SafetensorsTest,
 TEST_P(SafetensorsBuilderTest, RoundTrips) {
     const mt::SafetensorsSpec spec = GetParam().make(7);
     const std::uint64_t size = mt::write_safetensors(file(), spec);
-    EXPECT_EQ(size, fs::file_size(file()));
+    EXPECT_EQ(size, stdfs::file_size(file()));
     EXPECT_LT(size, 16u * 1024) << "builders should stay tiny";
 
     const SafetensorsInfo info = read_file(file());
@@ -318,7 +318,7 @@ TEST_F(SafetensorsTest, GrowToStreamsLargeFiles) {
     }
 
     const std::uint64_t size = mt::write_safetensors(file(), spec);
-    EXPECT_EQ(size, fs::file_size(file()));
+    EXPECT_EQ(size, stdfs::file_size(file()));
     EXPECT_EQ(slurp(file()), mt::safetensors_bytes(spec));
     EXPECT_EQ(read_file(file()).tensor_count, spec.tensors.size());
 }
@@ -838,7 +838,7 @@ TEST(SafetensorsLarge, SdxlSizedHeader) {
     EXPECT_GT(header.size(), 200'000u);
 
     ScratchDir dir;
-    const fs::path path = dir.path() / "sdxl.safetensors";
+    const stdfs::path path = dir.path() / "sdxl.safetensors";
     mt::write_safetensors(path, spec);
     const SafetensorsInfo info = read_file(path);
     EXPECT_EQ(info.tensor_count, 2500u);

@@ -28,37 +28,37 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 
-std::vector<fs::path> files_under(const fs::path& dir) {
-    std::vector<fs::path> out;
+std::vector<stdfs::path> files_under(const stdfs::path& dir) {
+    std::vector<stdfs::path> out;
     std::error_code ec;
-    for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    for (stdfs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
         if (it->is_regular_file()) out.push_back(it->path());
     std::sort(out.begin(), out.end());
     return out;
 }
 
-Sha256 sha_of_file(const fs::path& p) {
+Sha256 sha_of_file(const stdfs::path& p) {
     return *Sha256::from_hex(mt::sha256_hex_of_file(p));
 }
 
-Xxh128 xxh_of_file(const fs::path& p) {
+Xxh128 xxh_of_file(const stdfs::path& p) {
     const std::string bytes = mt::read_file(p);
     Xxh128Hasher h;
     h.update(bytes.data(), bytes.size());
     return h.finish();
 }
 
-std::uint64_t header_len_of_file(const fs::path& p) {
+std::uint64_t header_len_of_file(const stdfs::path& p) {
     const std::string bytes = mt::read_file(p);
     std::uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = n << 8 | static_cast<unsigned char>(bytes.at(i));
     return n;
 }
 
-struct stat stat_of(const fs::path& p) {
+struct stat stat_of(const stdfs::path& p) {
     struct stat st {};
     EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
     return st;
@@ -89,23 +89,23 @@ class StoreEditsTest : public ::testing::Test {
     Store& s() { return *store_; }
 
     // A path in the store's views/ folder (same filesystem as blobs/).
-    fs::path view(const std::string& rel) {
-        fs::path p = root_ / "views" / rel;
-        fs::create_directories(p.parent_path());
+    stdfs::path view(const std::string& rel) {
+        stdfs::path p = root_ / "views" / rel;
+        stdfs::create_directories(p.parent_path());
         return p;
     }
-    fs::path st(const std::string& rel, const mt::SafetensorsSpec& spec) {
-        fs::path p = view(rel);
+    stdfs::path st(const std::string& rel, const mt::SafetensorsSpec& spec) {
+        stdfs::path p = view(rel);
         mt::write_safetensors(p, spec);
         return p;
     }
-    fs::path rnd(const std::string& rel, std::uint64_t size, std::uint64_t seed) {
-        fs::path p = view(rel);
+    stdfs::path rnd(const std::string& rel, std::uint64_t size, std::uint64_t seed) {
+        stdfs::path p = view(rel);
         mt::write_random_file(p, size, seed);
         return p;
     }
-    fs::path text(const std::string& rel, const std::string& content) {
-        fs::path p = view(rel);
+    stdfs::path text(const std::string& rel, const std::string& content) {
+        stdfs::path p = view(rel);
         mt::write_text_file(p, content);
         return p;
     }
@@ -123,7 +123,7 @@ class StoreEditsTest : public ::testing::Test {
 
     // Opens, hashes and commits `p` like the mount's ingester; the source is unlinked afterwards
     // unless asked not to (also when the commit throws, the source stays).
-    FileCommitResult commit(const fs::path& p, const Commit& c) {
+    FileCommitResult commit(const stdfs::path& p, const Commit& c) {
         UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
         EXPECT_TRUE(fd) << p;
         FileCommit f;
@@ -139,10 +139,10 @@ class StoreEditsTest : public ::testing::Test {
         f.source = c.source;
         last_ = f.digests;
         FileCommitResult r = s().commit_file(f);
-        if (!c.keep_source) fs::remove(p);
+        if (!c.keep_source) stdfs::remove(p);
         return r;
     }
-    FileCommitResult commit_model(const fs::path& p, Category cat, const std::string& name,
+    FileCommitResult commit_model(const stdfs::path& p, Category cat, const std::string& name,
                                   const std::string& ext = ".safetensors") {
         Commit c;
         c.category = cat;
@@ -150,7 +150,7 @@ class StoreEditsTest : public ::testing::Test {
         c.ext = ext;
         return commit(p, c);
     }
-    FileCommitResult commit_sidecar(const fs::path& p, Category cat, const std::string& name,
+    FileCommitResult commit_sidecar(const stdfs::path& p, Category cat, const std::string& name,
                                     const std::string& suffix) {
         Commit c;
         c.category = cat;
@@ -186,12 +186,12 @@ class StoreEditsTest : public ::testing::Test {
             [&](const Sha256& h, const BlobRecord&) { out.push_back(h); });
         return out;
     }
-    std::vector<fs::path> blob_files() { return files_under(root_ / "blobs"); }
+    std::vector<stdfs::path> blob_files() { return files_under(root_ / "blobs"); }
     std::int64_t changed(Category c) { return s().catalog().read().category_changed_ns(c); }
-    bool blob_on_disk(const Sha256& h) { return fs::exists(s().blobs().path_of(h)); }
+    bool blob_on_disk(const Sha256& h) { return stdfs::exists(s().blobs().path_of(h)); }
 
     mt::TempDir tmp_{"modelfs-edits"};
-    fs::path root_ = tmp_ / "store";
+    stdfs::path root_ = tmp_ / "store";
     std::optional<Store> store_;
     FileDigests last_;  // digests of the last committed file
 };
@@ -199,9 +199,9 @@ class StoreEditsTest : public ::testing::Test {
 // ---- commit_file: models ---------------------------------------------------------------------
 
 TEST_F(StoreEditsTest, CommitOfANewModelCreatesV1AndHardLinksTheFileAsItsBlob) {
-    fs::path p = st("comfyui/loras/x.safetensors", mt::kohya_lora(1));
+    stdfs::path p = st("comfyui/loras/x.safetensors", mt::kohya_lora(1));
     const Sha256 sha = sha_of_file(p);
-    const std::uint64_t size = fs::file_size(p);
+    const std::uint64_t size = stdfs::file_size(p);
     const struct stat before = stat_of(p);
     ASSERT_EQ(before.st_nlink, 1u);
 
@@ -222,8 +222,8 @@ TEST_F(StoreEditsTest, CommitOfANewModelCreatesV1AndHardLinksTheFileAsItsBlob) {
     EXPECT_EQ(last_.sha256, sha);
 
     // The blob is the very file: same inode, read-only, two names until the caller unlinks it.
-    const fs::path blob = s().blobs().path_of(sha);
-    ASSERT_TRUE(fs::exists(blob));
+    const stdfs::path blob = s().blobs().path_of(sha);
+    ASSERT_TRUE(stdfs::exists(blob));
     struct stat bst = stat_of(blob);
     EXPECT_EQ(bst.st_ino, before.st_ino);
     EXPECT_EQ(bst.st_dev, before.st_dev);
@@ -231,7 +231,7 @@ TEST_F(StoreEditsTest, CommitOfANewModelCreatesV1AndHardLinksTheFileAsItsBlob) {
     EXPECT_EQ(bst.st_nlink, 2u);
     EXPECT_EQ(static_cast<std::uint64_t>(bst.st_size), size);
     EXPECT_EQ(stat_of(p).st_mode & 07777, 0444u);  // one inode, so the source is read-only too
-    EXPECT_EQ(blob_files(), std::vector<fs::path>{blob});
+    EXPECT_EQ(blob_files(), std::vector<stdfs::path>{blob});
 
     ASSERT_EQ(::unlink(p.c_str()), 0);
     EXPECT_EQ(stat_of(blob).st_nlink, 1u);
@@ -290,7 +290,7 @@ TEST_F(StoreEditsTest, CommitWithoutMtimeOrModeShowsNowAnd0644) {
 TEST_F(StoreEditsTest, BrokenSafetensorsAreRefusedAndOtherExtensionsStoredWithoutHeaderLength) {
     // Garbage under a .safetensors name is no model (issue 14: import refuses it too); the mount
     // leaves it a plain file of its view. Nothing is linked or catalogued.
-    fs::path bad = rnd("bad.safetensors", 5000, 7);
+    stdfs::path bad = rnd("bad.safetensors", 5000, 7);
     const Sha256 bad_sha = sha_of_file(bad);
     Commit c;
     c.category = Category::lora;
@@ -311,7 +311,7 @@ TEST_F(StoreEditsTest, BrokenSafetensorsAreRefusedAndOtherExtensionsStoredWithou
     EXPECT_EQ(stat_of(bad).st_nlink, 1u);
 
     // A valid safetensors file committed under another extension is not parsed.
-    fs::path ckpt = st("good.ckpt", mt::sd15_checkpoint(3));
+    stdfs::path ckpt = st("good.ckpt", mt::sd15_checkpoint(3));
     const Sha256 ckpt_sha = sha_of_file(ckpt);
     commit_model(ckpt, Category::checkpoint, "good", ".ckpt");
     auto rec = blob_record(ckpt_sha);
@@ -321,10 +321,10 @@ TEST_F(StoreEditsTest, BrokenSafetensorsAreRefusedAndOtherExtensionsStoredWithou
 }
 
 TEST_F(StoreEditsTest, DifferentContentBecomesV2AndCarriesTheSidecarsOver) {
-    fs::path p = st("loras/x.safetensors", mt::kohya_lora(1));
+    stdfs::path p = st("loras/x.safetensors", mt::kohya_lora(1));
     const Sha256 sha1 = sha_of_file(p);
     commit_model(p, Category::lora, "x");
-    fs::path png = rnd("loras/x.preview.png", 300, 11);
+    stdfs::path png = rnd("loras/x.preview.png", 300, 11);
     const Sha256 png_sha = sha_of_file(png);
     EXPECT_EQ(commit_sidecar(png, Category::lora, "x", ".preview.png").label, "v1");
 
@@ -367,7 +367,7 @@ TEST_F(StoreEditsTest, ContentOfAnOlderVersionMakesThatVersionCurrentAgain) {
     commit_sidecar(text("x.json", "{}"), Category::lora, "x", ".json");  // on v2 only
     const Sha256 json = last_.sha256;
 
-    fs::path again = st("x.safetensors", mt::kohya_lora(1));
+    stdfs::path again = st("x.safetensors", mt::kohya_lora(1));
     const ino_t ino = stat_of(again).st_ino;
     Commit c;
     c.name = "x";
@@ -382,7 +382,7 @@ TEST_F(StoreEditsTest, ContentOfAnOlderVersionMakesThatVersionCurrentAgain) {
     EXPECT_EQ(stat_of(again).st_nlink, 1u);
     EXPECT_NE(stat_of(again).st_mode & 07777, 0444u);
     EXPECT_NE(stat_of(s().blobs().path_of(sha1)).st_ino, ino);
-    fs::remove(again);
+    stdfs::remove(again);
 
     auto m = model("lora/x");
     ASSERT_TRUE(m);
@@ -430,7 +430,7 @@ TEST_F(StoreEditsTest, ContentStoredUnderAnotherModelIsNotStoredTwice) {
     c.category = Category::lora;
     c.name = "b";
     c.keep_source = true;
-    fs::path b = st("b.safetensors", mt::kohya_lora(5));
+    stdfs::path b = st("b.safetensors", mt::kohya_lora(5));
     FileCommitResult r = commit(b, c);
     EXPECT_FALSE(r.new_blob);
     EXPECT_TRUE(r.new_version);
@@ -444,10 +444,10 @@ TEST_F(StoreEditsTest, ContentStoredUnderAnotherModelIsNotStoredTwice) {
 }
 
 TEST_F(StoreEditsTest, ExistingBlobFileOfTheWrongSizeIsQuarantinedAndReplaced) {
-    fs::path p = st("x.safetensors", mt::kohya_lora(1));
+    stdfs::path p = st("x.safetensors", mt::kohya_lora(1));
     const Sha256 sha = sha_of_file(p);
-    const fs::path blob = s().blobs().path_of(sha);
-    fs::create_directories(blob.parent_path());
+    const stdfs::path blob = s().blobs().path_of(sha);
+    stdfs::create_directories(blob.parent_path());
     mt::write_text_file(blob, "short");
     FileCommitResult r = commit_model(p, Category::lora, "x");
     EXPECT_TRUE(r.new_blob);
@@ -466,7 +466,7 @@ TEST_F(StoreEditsTest, SidecarsAttachToTheCurrentVersionSortedAndReplacedBySuffi
 
     std::map<std::string, Sha256> sha;
     for (const char* suffix : {".preview.png", ".civitai.info", ".json"}) {
-        fs::path p = text(std::string("x") + suffix, std::string("content of ") + suffix);
+        stdfs::path p = text(std::string("x") + suffix, std::string("content of ") + suffix);
         sha[suffix] = sha_of_file(p);
         FileCommitResult r = commit_sidecar(p, Category::lora, "x", suffix);
         EXPECT_TRUE(r.new_blob) << suffix;
@@ -489,7 +489,7 @@ TEST_F(StoreEditsTest, SidecarsAttachToTheCurrentVersionSortedAndReplacedBySuffi
     EXPECT_EQ(rec->safetensors_header_len, 0u);
 
     // The same suffix again replaces it.
-    fs::path p = text("x.json", "{\"new\": true}");
+    stdfs::path p = text("x.json", "{\"new\": true}");
     const Sha256 json2 = sha_of_file(p);
     EXPECT_EQ(commit_sidecar(p, Category::lora, "x", ".json").label, "v2");
     m = model("lora/x");
@@ -536,7 +536,7 @@ TEST_F(StoreEditsTest, SidecarOfAMissingModelIsNotFoundAndChangesNothing) {
     const auto models_before = all_models();
     const std::int64_t lora_ns = changed(Category::lora);
 
-    fs::path png = rnd("ghost.preview.png", 400, 9);
+    stdfs::path png = rnd("ghost.preview.png", 400, 9);
     const Sha256 png_sha = sha_of_file(png);
     const auto mode_before = stat_of(png).st_mode;
     Commit c;
@@ -578,7 +578,7 @@ TEST_F(StoreEditsTest, InvalidNamesAreRefusedBeforeAnythingIsWritten) {
         for (bool sidecar : {false, true}) {
             SCOPED_TRACE("name '" + name + "'" + (sidecar ? " (sidecar)" : ""));
             ++i;
-            fs::path p = st("bad" + std::to_string(i) + ".safetensors", mt::kohya_lora(100 + i));
+            stdfs::path p = st("bad" + std::to_string(i) + ".safetensors", mt::kohya_lora(100 + i));
             const auto mode_before = stat_of(p).st_mode;
             Commit c;
             c.category = Category::lora;
@@ -606,7 +606,7 @@ TEST_F(StoreEditsTest, InvalidNamesAreRefusedBeforeAnythingIsWritten) {
 TEST_F(StoreEditsTest, OverlongKeyIsRefusedBeforeTheBlobIsPublished) {
     const std::string part(200, 'n');
     const std::string name = part + "/" + part + "/" + part;  // key "lora/" + 602 bytes
-    fs::path p = st("long.safetensors", mt::kohya_lora(1));
+    stdfs::path p = st("long.safetensors", mt::kohya_lora(1));
     const Sha256 sha = sha_of_file(p);
     const auto mode_before = stat_of(p).st_mode;
     Commit c;

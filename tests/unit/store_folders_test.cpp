@@ -8,13 +8,13 @@
 #include "modelfs/store/store_folders.h"
 #include "support/test_env.h"
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 using namespace modelfs;
 using modelfs::testing::TempDir;
 
 namespace {
 
-mode_t mode_of(const fs::path& p) {
+mode_t mode_of(const stdfs::path& p) {
     struct stat st {};
     EXPECT_EQ(::lstat(p.c_str(), &st), 0) << p;
     return st.st_mode & 07777;
@@ -25,7 +25,7 @@ mode_t mode_of(const fs::path& p) {
 TEST(StoreFolders, InitMakesThemTheOwnersAndTheGroupsWhereTheStoreLetsTheGroupIn) {
     TempDir tmp;
     for (mode_t root_mode : {mode_t{0700}, mode_t{0750}, mode_t{0755}, mode_t{0777}}) {
-        const fs::path root = tmp / ("store-" + std::to_string(root_mode));
+        const stdfs::path root = tmp / ("store-" + std::to_string(root_mode));
         ASSERT_EQ(::mkdir(root.c_str(), 0700), 0);
         ASSERT_EQ(::chmod(root.c_str(), root_mode), 0);  // whatever the umask
         Store::init(root);
@@ -39,17 +39,17 @@ TEST(StoreFolders, InitMakesThemTheOwnersAndTheGroupsWhereTheStoreLetsTheGroupIn
 
 TEST(StoreFolders, LaterFoldersAreNarrowedAndLinksNeverFollowed) {
     TempDir tmp;
-    const fs::path root = tmp / "store";
+    const stdfs::path root = tmp / "store";
     ASSERT_EQ(::mkdir(root.c_str(), 0750), 0);
     ASSERT_EQ(::chmod(root.c_str(), 0750), 0);
     Store::init(root);
     ASSERT_EQ(::mkdir((root / "partial").c_str(), 0777), 0);
     ASSERT_EQ(::chmod((root / "partial").c_str(), 0777), 0);
     // A store folder that is a link: its target is not the store's to change.
-    const fs::path elsewhere = tmp / "elsewhere";
+    const stdfs::path elsewhere = tmp / "elsewhere";
     ASSERT_EQ(::mkdir(elsewhere.c_str(), 0777), 0);
     ASSERT_EQ(::chmod(elsewhere.c_str(), 0777), 0);
-    fs::create_directory_symlink(elsewhere, root / "adopt");
+    stdfs::create_directory_symlink(elsewhere, root / "adopt");
     make_store_folders_private(root);
     EXPECT_EQ(mode_of(root / "partial"), 0750u);
     EXPECT_EQ(mode_of(elsewhere), 0777u);

@@ -31,41 +31,41 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 using Outcome = ImportItem::Outcome;
 
-std::vector<fs::path> files_under(const fs::path& dir) {
-    std::vector<fs::path> out;
+std::vector<stdfs::path> files_under(const stdfs::path& dir) {
+    std::vector<stdfs::path> out;
     std::error_code ec;
-    for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    for (stdfs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
         if (it->is_regular_file()) out.push_back(it->path());
     std::sort(out.begin(), out.end());
     return out;
 }
 
-Sha256 sha_of_file(const fs::path& p) {
+Sha256 sha_of_file(const stdfs::path& p) {
     return *Sha256::from_hex(mt::sha256_hex_of_file(p));
 }
 
 // AutoV3 computed from the raw bytes: SHA-256 of everything after the 8-byte length and the
 // header it announces.
-std::string autov3_of_file(const fs::path& p) {
+std::string autov3_of_file(const stdfs::path& p) {
     const std::string bytes = mt::read_file(p);
     std::uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = n << 8 | static_cast<unsigned char>(bytes.at(i));
     return sha256_of(std::string_view(bytes).substr(8 + n)).hex();
 }
 
-std::uint64_t header_len_of_file(const fs::path& p) {
+std::uint64_t header_len_of_file(const stdfs::path& p) {
     const std::string bytes = mt::read_file(p);
     std::uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = n << 8 | static_cast<unsigned char>(bytes.at(i));
     return n;
 }
 
-void flip_byte(const fs::path& p, std::uint64_t offset) {
-    fs::permissions(p, fs::perms::owner_write, fs::perm_options::add);
+void flip_byte(const stdfs::path& p, std::uint64_t offset) {
+    stdfs::permissions(p, stdfs::perms::owner_write, stdfs::perm_options::add);
     int fd = ::open(p.c_str(), O_RDWR | O_CLOEXEC);
     ASSERT_GE(fd, 0);
     char c = 0;
@@ -90,11 +90,11 @@ class StoreTest : public ::testing::Test {
         store_.emplace(Store::open(root_));
     }
 
-    ImportReport imp(const std::vector<fs::path>& paths, ImportOptions opts = {}) {
+    ImportReport imp(const std::vector<stdfs::path>& paths, ImportOptions opts = {}) {
         if (opts.jobs == 0) opts.jobs = 2;
         return s().import(paths, opts);
     }
-    ImportReport imp1(const fs::path& p, ImportOptions opts = {}) { return imp({p}, opts); }
+    ImportReport imp1(const stdfs::path& p, ImportOptions opts = {}) { return imp({p}, opts); }
 
     static const ImportItem* find_item(const ImportReport& r, const std::string& key) {
         for (const auto& it : r.items)
@@ -119,46 +119,46 @@ class StoreTest : public ::testing::Test {
     std::optional<BlobRecord> blob_record(const Sha256& h) {
         return s().catalog().read().get_blob(h);
     }
-    std::vector<fs::path> blob_files() { return files_under(root_ / "blobs"); }
-    std::vector<fs::path> staging_files() { return files_under(root_ / "staging"); }
-    std::vector<fs::path> quarantine_files() { return files_under(root_ / "quarantine"); }
+    std::vector<stdfs::path> blob_files() { return files_under(root_ / "blobs"); }
+    std::vector<stdfs::path> staging_files() { return files_under(root_ / "staging"); }
+    std::vector<stdfs::path> quarantine_files() { return files_under(root_ / "quarantine"); }
 
     // A small safetensors file.
-    fs::path st(const fs::path& p, const mt::SafetensorsSpec& spec) {
-        fs::create_directories(p.parent_path());
+    stdfs::path st(const stdfs::path& p, const mt::SafetensorsSpec& spec) {
+        stdfs::create_directories(p.parent_path());
         mt::write_safetensors(p, spec);
         return p;
     }
-    fs::path rnd(const fs::path& p, std::uint64_t size, std::uint64_t seed) {
+    stdfs::path rnd(const stdfs::path& p, std::uint64_t size, std::uint64_t seed) {
         mt::write_random_file(p, size, seed);
         return p;
     }
 
     mt::TempDir tmp_{"modelfs-store"};
-    fs::path root_ = tmp_ / "store";
-    fs::path src_ = tmp_ / "src";
+    stdfs::path root_ = tmp_ / "store";
+    stdfs::path src_ = tmp_ / "src";
     std::optional<Store> store_;
 };
 
 // ---- init / open ---------------------------------------------------------------------------
 
 TEST_F(StoreTest, InitCreatesTheLayout) {
-    EXPECT_TRUE(fs::is_directory(root_ / "blobs" / "sha256"));
-    EXPECT_TRUE(fs::is_directory(root_ / "staging"));
-    EXPECT_TRUE(fs::is_directory(root_ / "quarantine"));
-    EXPECT_TRUE(fs::exists(root_ / "catalog" / "data.mdb"));
-    EXPECT_TRUE(fs::exists(root_ / "README.txt"));
-    EXPECT_EQ(s().root(), fs::absolute(root_).lexically_normal());
+    EXPECT_TRUE(stdfs::is_directory(root_ / "blobs" / "sha256"));
+    EXPECT_TRUE(stdfs::is_directory(root_ / "staging"));
+    EXPECT_TRUE(stdfs::is_directory(root_ / "quarantine"));
+    EXPECT_TRUE(stdfs::exists(root_ / "catalog" / "data.mdb"));
+    EXPECT_TRUE(stdfs::exists(root_ / "README.txt"));
+    EXPECT_EQ(s().root(), stdfs::absolute(root_).lexically_normal());
     EXPECT_EQ(s().catalog().schema_version(), kSchemaVersion);
     EXPECT_EQ(s().blobs().root(), s().root());
 }
 
 TEST_F(StoreTest, InitOnAnEmptyExistingFolder) {
     close();
-    const fs::path empty = tmp_ / "empty";
-    fs::create_directories(empty);
+    const stdfs::path empty = tmp_ / "empty";
+    stdfs::create_directories(empty);
     Store st = Store::init(empty);
-    EXPECT_TRUE(fs::exists(empty / "catalog" / "data.mdb"));
+    EXPECT_TRUE(stdfs::exists(empty / "catalog" / "data.mdb"));
 }
 
 TEST_F(StoreTest, InitOnAnExistingStoreReopensIt) {
@@ -172,7 +172,7 @@ TEST_F(StoreTest, InitOnAnExistingStoreReopensIt) {
 
 TEST_F(StoreTest, InitRefusesNonEmptyFolderThatIsNotAStore) {
     close();
-    const fs::path busy = tmp_ / "busy";
+    const stdfs::path busy = tmp_ / "busy";
     mt::write_text_file(busy / "notes.txt", "mine");
     try {
         Store::init(busy);
@@ -182,8 +182,8 @@ TEST_F(StoreTest, InitRefusesNonEmptyFolderThatIsNotAStore) {
         EXPECT_TRUE(contains(e.what(), busy.string())) << e.what();
     }
     // Nothing was added to it.
-    EXPECT_EQ(files_under(busy), std::vector<fs::path>{busy / "notes.txt"});
-    EXPECT_FALSE(fs::exists(busy / "blobs"));
+    EXPECT_EQ(files_under(busy), std::vector<stdfs::path>{busy / "notes.txt"});
+    EXPECT_FALSE(stdfs::exists(busy / "blobs"));
 
     mt::write_text_file(tmp_ / "a-file", "x");
     EXPECT_THROW(Store::init(tmp_ / "a-file"), StoreError);
@@ -191,8 +191,8 @@ TEST_F(StoreTest, InitRefusesNonEmptyFolderThatIsNotAStore) {
 
 TEST_F(StoreTest, OpenMissingOrNonStoreFolderSaysToInit) {
     close();
-    for (const fs::path& p : {tmp_ / "missing", src_}) {
-        fs::create_directories(src_);
+    for (const stdfs::path& p : {tmp_ / "missing", src_}) {
+        stdfs::create_directories(src_);
         mt::write_text_file(src_ / "x.txt", "x");
         try {
             Store::open(p);
@@ -203,7 +203,7 @@ TEST_F(StoreTest, OpenMissingOrNonStoreFolderSaysToInit) {
             EXPECT_TRUE(contains(e.what(), p.string())) << e.what();
         }
     }
-    EXPECT_FALSE(fs::exists(tmp_ / "missing"));
+    EXPECT_FALSE(stdfs::exists(tmp_ / "missing"));
 }
 
 TEST_F(StoreTest, OpenRemovesAbandonedStagingFiles) {
@@ -226,12 +226,12 @@ TEST(StoreDefaultPath, FollowsTheEnvironment) {
     ::setenv("MODELFS_STORE", "/s/store", 1);
     ::setenv("XDG_DATA_HOME", "/x/data", 1);
     ::setenv("HOME", "/h/me", 1);
-    EXPECT_EQ(Store::default_path(), fs::path("/s/store"));
+    EXPECT_EQ(Store::default_path(), stdfs::path("/s/store"));
     ::setenv("MODELFS_STORE", "", 1);  // empty counts as unset
-    EXPECT_EQ(Store::default_path(), fs::path("/x/data/modelfs"));
+    EXPECT_EQ(Store::default_path(), stdfs::path("/x/data/modelfs"));
     ::unsetenv("MODELFS_STORE");
     ::unsetenv("XDG_DATA_HOME");
-    EXPECT_EQ(Store::default_path(), fs::path("/h/me/.local/share/modelfs"));
+    EXPECT_EQ(Store::default_path(), stdfs::path("/h/me/.local/share/modelfs"));
     ::unsetenv("HOME");
     try {
         Store::default_path();
@@ -250,9 +250,9 @@ TEST(StoreDefaultPath, FollowsTheEnvironment) {
 // ---- Import: single files ------------------------------------------------------------------
 
 TEST_F(StoreTest, ImportSingleFileRecordsEverything) {
-    const fs::path p = st(src_ / "loras" / "foo.safetensors", mt::kohya_lora(1));
+    const stdfs::path p = st(src_ / "loras" / "foo.safetensors", mt::kohya_lora(1));
     const Sha256 h = sha_of_file(p);
-    const std::uint64_t size = fs::file_size(p);
+    const std::uint64_t size = stdfs::file_size(p);
 
     auto r = imp1(p);
     ASSERT_TRUE(r.ok()) << errors_of(r);
@@ -279,7 +279,7 @@ TEST_F(StoreTest, ImportSingleFileRecordsEverything) {
     EXPECT_EQ(v.blob, h);
     EXPECT_EQ(v.ext, ".safetensors");
     EXPECT_EQ(v.size, size);
-    EXPECT_EQ(v.source, fs::absolute(p).lexically_normal().string());
+    EXPECT_EQ(v.source, stdfs::absolute(p).lexically_normal().string());
     EXPECT_GT(v.added, 0);
 
     auto rec = blob_record(h);
@@ -293,7 +293,7 @@ TEST_F(StoreTest, ImportSingleFileRecordsEverything) {
     EXPECT_GT(rec->ingested, 0);
 
     EXPECT_EQ(mt::read_file(s().blobs().path_of(h)), mt::read_file(p));
-    EXPECT_TRUE(fs::exists(p)) << "a copy import must leave the source";
+    EXPECT_TRUE(stdfs::exists(p)) << "a copy import must leave the source";
     EXPECT_TRUE(staging_files().empty());
 }
 
@@ -376,9 +376,9 @@ TEST_F(StoreTest, InvalidNamesFail) {
 }
 
 TEST_F(StoreTest, SameContentUnderTwoNamesIsOneBlobTwoModels) {
-    const fs::path a = rnd(src_ / "a.bin", 300000, 9);
-    const fs::path b = src_ / "b.bin";
-    fs::copy_file(a, b);
+    const stdfs::path a = rnd(src_ / "a.bin", 300000, 9);
+    const stdfs::path b = src_ / "b.bin";
+    stdfs::copy_file(a, b);
     auto r = imp({a, b});
     ASSERT_TRUE(r.ok()) << errors_of(r);
     ASSERT_EQ(r.items.size(), 2u);
@@ -395,7 +395,7 @@ TEST_F(StoreTest, SameContentUnderTwoNamesIsOneBlobTwoModels) {
 }
 
 TEST_F(StoreTest, SamePathTwiceIsUnchanged) {
-    const fs::path p = st(src_ / "loras" / "foo.safetensors", mt::kohya_lora(1));
+    const stdfs::path p = st(src_ / "loras" / "foo.safetensors", mt::kohya_lora(1));
     ASSERT_TRUE(imp1(p).ok());
     auto r = imp1(p);
     ASSERT_TRUE(r.ok()) << errors_of(r);
@@ -411,7 +411,7 @@ TEST_F(StoreTest, SamePathTwiceIsUnchanged) {
 }
 
 TEST_F(StoreTest, ChangedContentBecomesNewCurrentVersion) {
-    const fs::path p = src_ / "loras" / "foo.safetensors";
+    const stdfs::path p = src_ / "loras" / "foo.safetensors";
     st(p, mt::kohya_lora(1));
     const Sha256 h1 = sha_of_file(p);
     ASSERT_TRUE(imp1(p).ok());
@@ -441,7 +441,7 @@ TEST_F(StoreTest, ChangedContentBecomesNewCurrentVersion) {
 }
 
 TEST_F(StoreTest, ExplicitVersionLabelTakenByOtherContentFails) {
-    const fs::path p = src_ / "foo.bin";
+    const stdfs::path p = src_ / "foo.bin";
     rnd(p, 1000, 1);
     const Sha256 h1 = sha_of_file(p);
     ASSERT_TRUE(imp1(p).ok());
@@ -502,7 +502,7 @@ TEST_F(StoreTest, ProgressCountsEveryByteAndFile) {
 // ---- Import: failures ----------------------------------------------------------------------
 
 TEST_F(StoreTest, MissingPathFailsNamingItWhileOthersImport) {
-    const fs::path missing = src_ / "nope.safetensors";
+    const stdfs::path missing = src_ / "nope.safetensors";
     auto r = imp({missing, rnd(src_ / "ok.bin", 100, 1)});
     EXPECT_FALSE(r.ok());
     ASSERT_EQ(r.items.size(), 2u);
@@ -517,10 +517,10 @@ TEST_F(StoreTest, MissingPathFailsNamingItWhileOthersImport) {
 
 TEST_F(StoreTest, UnreadableFileFails) {
     if (::geteuid() == 0) GTEST_SKIP() << "root reads mode 000 files";
-    const fs::path p = rnd(src_ / "secret.bin", 100, 1);
-    fs::permissions(p, fs::perms::none);
+    const stdfs::path p = rnd(src_ / "secret.bin", 100, 1);
+    stdfs::permissions(p, stdfs::perms::none);
     auto r = imp1(p);
-    fs::permissions(p, fs::perms::owner_all);
+    stdfs::permissions(p, stdfs::perms::owner_all);
     ASSERT_EQ(r.items.size(), 1u);
     EXPECT_EQ(r.items[0].outcome, Outcome::failed);
     EXPECT_TRUE(contains(r.items[0].error, p.string())) << r.items[0].error;
@@ -528,8 +528,8 @@ TEST_F(StoreTest, UnreadableFileFails) {
 }
 
 TEST_F(StoreTest, MalformedSafetensorsFailsOnlyThatFile) {
-    const fs::path models = src_ / "models";
-    fs::create_directories(models / "loras");
+    const stdfs::path models = src_ / "models";
+    stdfs::create_directories(models / "loras");
     mt::write_file(models / "loras" / "bad.safetensors", "this is not a safetensors file at all");
     mt::write_file(models / "loras" / "lies.safetensors",
                    mt::raw_safetensors_with_length(1'000'000, "{}"));
@@ -567,7 +567,7 @@ TEST_F(StoreTest, NonSafetensorsModelFilesNeedNoHeader) {
 // ---- Import: folder walks ------------------------------------------------------------------
 
 TEST_F(StoreTest, ComfyUiTree) {
-    const fs::path models = src_ / "ComfyUI" / "models";
+    const stdfs::path models = src_ / "ComfyUI" / "models";
     st(models / "loras" / "sdxl" / "foo.safetensors", mt::kohya_lora(1));
     st(models / "loras" / "bar.safetensors", mt::diffusers_lora(2));
     st(models / "checkpoints" / "base.safetensors", mt::sdxl_checkpoint(3));
@@ -598,7 +598,7 @@ TEST_F(StoreTest, ComfyUiTree) {
 }
 
 TEST_F(StoreTest, A1111Tree) {
-    const fs::path webui = src_ / "stable-diffusion-webui";
+    const stdfs::path webui = src_ / "stable-diffusion-webui";
     st(webui / "models" / "Stable-diffusion" / "x.safetensors", mt::sd15_checkpoint(1));
     st(webui / "models" / "Lora" / "y.safetensors", mt::kohya_lora(2));
     st(webui / "models" / "VAE" / "z.safetensors", mt::vae(3));
@@ -630,11 +630,11 @@ TEST_F(StoreTest, WalkWithoutCategoryFolderKeepsSubfoldersInTheName) {
 // Issue 16 finding 9: a GGUF file's category comes from its general.architecture, as ComfyUI-GGUF
 // and Forge read it; a folder naming a category still wins, and an LLM for llama.cpp stays other.
 TEST_F(StoreTest, GgufCategoryFromItsArchitecture) {
-    const auto gguf = [&](const fs::path& p, const char* arch) {
+    const auto gguf = [&](const stdfs::path& p, const char* arch) {
         mt::GgufWriter w;
         if (arch) w.kv_string("general.architecture", arch);
         w.tensor("t", mt::GgmlTensorType::f32, {4});
-        fs::create_directories(p.parent_path());
+        stdfs::create_directories(p.parent_path());
         w.write(p);
     };
     gguf(src_ / "dl" / "flux1-dev-Q4_K_S.gguf", "flux");
@@ -671,10 +671,11 @@ TEST_F(StoreTest, FolderWithoutModelsImportsNothing) {
 }
 
 TEST_F(StoreTest, SymlinkLoopInWalkTerminatesAndBrokenLinkIsReported) {
-    const fs::path models = src_ / "models";
+    const stdfs::path models = src_ / "models";
     st(models / "loras" / "a.safetensors", mt::kohya_lora(1));
-    fs::create_directory_symlink("..", models / "loras" / "again");
-    fs::create_symlink(models / "nowhere.safetensors", models / "loras" / "dangling.safetensors");
+    stdfs::create_directory_symlink("..", models / "loras" / "again");
+    stdfs::create_symlink(models / "nowhere.safetensors",
+                          models / "loras" / "dangling.safetensors");
     auto r = imp1(models);
     ASSERT_NE(find_item(r, "lora/a.safetensors"), nullptr) << errors_of(r);
     EXPECT_EQ(find_item(r, "lora/a.safetensors")->outcome, Outcome::added);
@@ -693,7 +694,7 @@ TEST_F(StoreTest, SymlinkLoopInWalkTerminatesAndBrokenLinkIsReported) {
 // A diffusers folder: model_index.json plus component folders, one multi-file model.
 class StoreDiffusersTest : public StoreTest {
   protected:
-    void make(const fs::path& d) {
+    void make(const stdfs::path& d) {
         mt::write_text_file(d / "model_index.json",
                             R"({"_class_name": "StableDiffusionPipeline"})");
         mt::write_text_file(d / "unet" / "config.json", R"({"sample_size": 64})");
@@ -718,7 +719,7 @@ class StoreDiffusersTest : public StoreTest {
         "vae/diffusion_pytorch_model.safetensors",
     };
 
-    void check_tree(const fs::path& d, const std::string& key) {
+    void check_tree(const stdfs::path& d, const std::string& key) {
         auto m = model(key);
         ASSERT_TRUE(m) << key;
         EXPECT_EQ(m->category, Category::diffusers);
@@ -731,7 +732,7 @@ class StoreDiffusersTest : public StoreTest {
         for (const auto& e : v.tree) {
             paths.push_back(e.path);
             EXPECT_EQ(e.blob, sha_of_file(d / e.path)) << e.path;
-            EXPECT_EQ(e.size, fs::file_size(d / e.path)) << e.path;
+            EXPECT_EQ(e.size, stdfs::file_size(d / e.path)) << e.path;
             EXPECT_TRUE(s().blobs().exists(e.blob)) << e.path;
             auto rec = blob_record(e.blob);
             ASSERT_TRUE(rec) << e.path;
@@ -749,7 +750,7 @@ class StoreDiffusersTest : public StoreTest {
 };
 
 TEST_F(StoreDiffusersTest, FolderIsOneTreeModel) {
-    const fs::path d = src_ / "sd-turbo";
+    const stdfs::path d = src_ / "sd-turbo";
     make(d);
     auto r = imp1(d);
     ASSERT_TRUE(r.ok()) << errors_of(r);
@@ -761,7 +762,7 @@ TEST_F(StoreDiffusersTest, FolderIsOneTreeModel) {
     EXPECT_EQ(blob_files().size(), expected_paths_.size() - 1);  // one duplicate
 
     // Again, with a trailing slash: the same model, unchanged.
-    auto again = imp1(fs::path(d.string() + "/"));
+    auto again = imp1(stdfs::path(d.string() + "/"));
     ASSERT_TRUE(again.ok()) << errors_of(again);
     ASSERT_EQ(again.items.size(), 1u);
     EXPECT_EQ(again.items[0].model_key, "diffusers/sd-turbo");
@@ -769,7 +770,7 @@ TEST_F(StoreDiffusersTest, FolderIsOneTreeModel) {
 }
 
 TEST_F(StoreDiffusersTest, FolderInsideAWalk) {
-    const fs::path models = src_ / "models";
+    const stdfs::path models = src_ / "models";
     make(models / "diffusers" / "sd-turbo");
     st(models / "loras" / "l.safetensors", mt::kohya_lora(9));
     auto r = imp1(models);
@@ -781,7 +782,7 @@ TEST_F(StoreDiffusersTest, FolderInsideAWalk) {
 }
 
 TEST_F(StoreDiffusersTest, ChangedFileMakesANewVersion) {
-    const fs::path d = src_ / "sd-turbo";
+    const stdfs::path d = src_ / "sd-turbo";
     make(d);
     ASSERT_TRUE(imp1(d).ok());
     mt::write_text_file(d / "scheduler" / "scheduler_config.json", R"({"steps": 1})");
@@ -799,9 +800,9 @@ TEST_F(StoreDiffusersTest, ChangedFileMakesANewVersion) {
 
 // Whatever a move import reports, the user's bytes must be somewhere they can be found: back at
 // the original path, or stored and catalogued.
-void expect_bytes_safe(Store& s, const fs::path& origin, const std::string& bytes,
+void expect_bytes_safe(Store& s, const stdfs::path& origin, const std::string& bytes,
                        const Sha256& h) {
-    const bool at_origin = fs::exists(origin) && mt::read_file(origin) == bytes;
+    const bool at_origin = stdfs::exists(origin) && mt::read_file(origin) == bytes;
     auto rec = s.catalog().read().get_blob(h);
     const bool stored = rec && rec->state == BlobState::present && s.blobs().exists(h) &&
                         mt::read_file(s.blobs().path_of(h)) == bytes && !s.models_using(h).empty();
@@ -814,7 +815,7 @@ void expect_bytes_safe(Store& s, const fs::path& origin, const std::string& byte
 }
 
 TEST_F(StoreTest, MoveOnSameFilesystem) {
-    const fs::path p = st(src_ / "loras" / "moved.safetensors", mt::kohya_lora(1));
+    const stdfs::path p = st(src_ / "loras" / "moved.safetensors", mt::kohya_lora(1));
     const std::string bytes = mt::read_file(p);
     const Sha256 h = sha_of_file(p);
     ImportOptions o;
@@ -824,7 +825,7 @@ TEST_F(StoreTest, MoveOnSameFilesystem) {
     ASSERT_EQ(r.items.size(), 1u);
     EXPECT_EQ(r.items[0].outcome, Outcome::added) << r.items[0].error;
     EXPECT_EQ(r.items[0].sha256, h);
-    EXPECT_FALSE(fs::exists(p)) << "the source is still there";
+    EXPECT_FALSE(stdfs::exists(p)) << "the source is still there";
     ASSERT_TRUE(s().blobs().exists(h));
     EXPECT_EQ(mt::read_file(s().blobs().path_of(h)), bytes);
     auto rec = blob_record(h);
@@ -835,9 +836,9 @@ TEST_F(StoreTest, MoveOnSameFilesystem) {
 }
 
 TEST_F(StoreTest, MoveOfADuplicate) {
-    const fs::path first = rnd(src_ / "first.bin", 20000, 1);
-    const fs::path dup = src_ / "dup.bin";
-    fs::copy_file(first, dup);
+    const stdfs::path first = rnd(src_ / "first.bin", 20000, 1);
+    const stdfs::path dup = src_ / "dup.bin";
+    stdfs::copy_file(first, dup);
     const std::string bytes = mt::read_file(first);
     const Sha256 h = sha_of_file(first);
     ASSERT_TRUE(imp1(first).ok());
@@ -849,8 +850,8 @@ TEST_F(StoreTest, MoveOfADuplicate) {
     ASSERT_EQ(r.items.size(), 1u);
     EXPECT_EQ(r.items[0].outcome, Outcome::added) << r.items[0].error;
     EXPECT_FALSE(r.items[0].new_blob);
-    EXPECT_FALSE(fs::exists(dup));
-    EXPECT_TRUE(fs::exists(first));
+    EXPECT_FALSE(stdfs::exists(dup));
+    EXPECT_TRUE(stdfs::exists(first));
     EXPECT_EQ(blob_files().size(), 1u);
     EXPECT_EQ(mt::read_file(s().blobs().path_of(h)), bytes);
     EXPECT_TRUE(model("other/dup.bin"));
@@ -858,7 +859,7 @@ TEST_F(StoreTest, MoveOfADuplicate) {
 }
 
 TEST_F(StoreTest, MoveThatFailsToCommitPutsTheFileBack) {
-    const fs::path p = rnd(src_ / "foo.bin", 3000, 1);
+    const stdfs::path p = rnd(src_ / "foo.bin", 3000, 1);
     ASSERT_TRUE(imp1(p).ok());
     rnd(p, 3000, 2);  // new content, same name
     const std::string bytes = mt::read_file(p);
@@ -868,32 +869,32 @@ TEST_F(StoreTest, MoveThatFailsToCommitPutsTheFileBack) {
     auto r = imp1(p, o);
     ASSERT_EQ(r.items.size(), 1u);
     EXPECT_EQ(r.items[0].outcome, Outcome::failed);
-    ASSERT_TRUE(fs::exists(p)) << "the user's file was not put back";
+    ASSERT_TRUE(stdfs::exists(p)) << "the user's file was not put back";
     EXPECT_EQ(mt::read_file(p), bytes);
     EXPECT_TRUE(staging_files().empty());
     EXPECT_EQ(model("other/foo.bin")->versions.size(), 1u);
 }
 
 TEST_F(StoreTest, MoveOfADuplicateThatFailsToCommitPutsTheFileBack) {
-    const fs::path a = rnd(src_ / "a.bin", 3000, 1);
+    const stdfs::path a = rnd(src_ / "a.bin", 3000, 1);
     ASSERT_TRUE(imp1(a).ok());
-    const fs::path foo = rnd(src_ / "x" / "foo.bin", 3000, 2);
+    const stdfs::path foo = rnd(src_ / "x" / "foo.bin", 3000, 2);
     ASSERT_TRUE(imp1(foo).ok());
-    fs::remove(foo);
-    fs::copy_file(a, foo);  // foo now holds bytes the store has (as other/a)
+    stdfs::remove(foo);
+    stdfs::copy_file(a, foo);  // foo now holds bytes the store has (as other/a)
     ImportOptions o;
     o.move = true;
     o.version = "v1";
     auto r = imp1(foo, o);
     EXPECT_EQ(r.items.at(0).outcome, Outcome::failed);
-    ASSERT_TRUE(fs::exists(foo));
+    ASSERT_TRUE(stdfs::exists(foo));
     EXPECT_EQ(mt::read_file(foo), mt::read_file(a));
     EXPECT_TRUE(staging_files().empty());
     EXPECT_EQ(blob_files().size(), 2u);
 }
 
 TEST_F(StoreTest, MoveOfAMalformedFileLeavesItInPlace) {
-    fs::create_directories(src_);
+    stdfs::create_directories(src_);
     mt::write_file(src_ / "bad.safetensors", "garbage, not a header");
     ImportOptions o;
     o.move = true;
@@ -905,7 +906,7 @@ TEST_F(StoreTest, MoveOfAMalformedFileLeavesItInPlace) {
 }
 
 TEST_F(StoreTest, MoveOfADiffusersFolder) {
-    const fs::path d = src_ / "pipe";
+    const stdfs::path d = src_ / "pipe";
     mt::write_text_file(d / "model_index.json", "{}");
     mt::write_text_file(d / "unet" / "config.json", "{\"x\": 1}");
     mt::write_text_file(d / "vae" / "config.json", "{\"x\": 1}");  // a duplicate inside the tree
@@ -929,7 +930,7 @@ TEST_F(StoreTest, MoveOfADiffusersFolder) {
 
 TEST_F(StoreTest, ManyFilesForOneModelInOneImportLoseNoVersion) {
     // Files are committed by whichever worker finishes them; each commit must see the others.
-    std::vector<fs::path> paths;
+    std::vector<stdfs::path> paths;
     std::set<std::string> hashes;
     for (int i = 0; i < 8; ++i) {
         paths.push_back(rnd(src_ / ("d" + std::to_string(i)) / "same-name.bin", 2000 + i, 100 + i));
@@ -958,11 +959,11 @@ TEST_F(StoreTest, ManyFilesForOneModelInOneImportLoseNoVersion) {
 
 TEST_F(StoreTest, SameContentUnderOneNameFromManyFoldersIsOneVersion) {
     rnd(src_ / "d0" / "x.bin", 5000, 1);
-    std::vector<fs::path> paths{src_ / "d0" / "x.bin"};
+    std::vector<stdfs::path> paths{src_ / "d0" / "x.bin"};
     for (int i = 1; i < 6; ++i) {
         paths.push_back(src_ / ("d" + std::to_string(i)) / "x.bin");
-        fs::create_directories(paths.back().parent_path());
-        fs::copy_file(paths[0], paths.back());
+        stdfs::create_directories(paths.back().parent_path());
+        stdfs::copy_file(paths[0], paths.back());
     }
     ImportOptions o;
     o.jobs = 6;
@@ -996,9 +997,9 @@ TEST_F(StoreTest, MoveAcrossFilesystems) {
         ::setenv("TMPDIR", saved->c_str(), 1);
     else
         ::unsetenv("TMPDIR");
-    const fs::path dir = far.path();
+    const stdfs::path dir = far.path();
     ASSERT_TRUE(dir.string().starts_with("/dev/shm/"));
-    const fs::path p = rnd(dir / "far.bin", 50000, 3);
+    const stdfs::path p = rnd(dir / "far.bin", 50000, 3);
     const std::string bytes = mt::read_file(p);
     const Sha256 h = sha_of_file(p);
 
@@ -1007,7 +1008,7 @@ TEST_F(StoreTest, MoveAcrossFilesystems) {
     auto r = imp1(p, o);
     expect_bytes_safe(s(), p, bytes, h);
     EXPECT_EQ(r.items.at(0).outcome, Outcome::added) << r.items[0].error;
-    EXPECT_FALSE(fs::exists(p));
+    EXPECT_FALSE(stdfs::exists(p));
     EXPECT_EQ(mt::read_file(s().blobs().path_of(h)), bytes);
     EXPECT_TRUE(staging_files().empty());
 }
@@ -1015,9 +1016,9 @@ TEST_F(StoreTest, MoveAcrossFilesystems) {
 // ---- resolve -------------------------------------------------------------------------------
 
 TEST_F(StoreTest, ResolveByKeyNameHashPrefixAndPath) {
-    const fs::path lora = st(src_ / "loras" / "foo.safetensors", mt::kohya_lora(1));
-    const fs::path ckpt = st(src_ / "checkpoints" / "foo.safetensors", mt::sd15_checkpoint(2));
-    const fs::path vae = st(src_ / "vae" / "unique-vae-name.safetensors", mt::vae(3));
+    const stdfs::path lora = st(src_ / "loras" / "foo.safetensors", mt::kohya_lora(1));
+    const stdfs::path ckpt = st(src_ / "checkpoints" / "foo.safetensors", mt::sd15_checkpoint(2));
+    const stdfs::path vae = st(src_ / "vae" / "unique-vae-name.safetensors", mt::vae(3));
     ASSERT_TRUE(imp({lora, ckpt, vae}).ok());
     const Sha256 hv = sha_of_file(vae);
 
@@ -1054,11 +1055,11 @@ TEST_F(StoreTest, ResolveByKeyNameHashPrefixAndPath) {
 
     auto in_store = s().resolve(vae.string());
     EXPECT_EQ(in_store.blob, hv);
-    EXPECT_EQ(in_store.path, fs::absolute(vae));
+    EXPECT_EQ(in_store.path, stdfs::absolute(vae));
     EXPECT_TRUE(in_store.in_store);
     EXPECT_FALSE(in_store.model);
 
-    const fs::path outside = rnd(src_ / "never-imported.bin", 777, 4);
+    const stdfs::path outside = rnd(src_ / "never-imported.bin", 777, 4);
     auto not_stored = s().resolve(outside.string());
     EXPECT_EQ(not_stored.blob, sha_of_file(outside));
     EXPECT_TRUE(not_stored.path);
@@ -1117,7 +1118,7 @@ TEST_F(StoreTest, ResolveAmbiguousHashPrefix) {
 TEST_F(StoreTest, AutoV3OfSafetensorsBlobIsComputedThenCached) {
     auto spec = mt::sdxl_checkpoint(7);
     mt::grow_to(spec, (4u << 20) + 100);  // more than one read chunk after the header
-    const fs::path p = st(src_ / "checkpoints" / "big.safetensors", spec);
+    const stdfs::path p = st(src_ / "checkpoints" / "big.safetensors", spec);
     ASSERT_TRUE(imp1(p).ok());
     const Sha256 h = sha_of_file(p);
     ASSERT_FALSE(blob_record(h)->autov3);
@@ -1127,7 +1128,7 @@ TEST_F(StoreTest, AutoV3OfSafetensorsBlobIsComputedThenCached) {
     ASSERT_TRUE(v3);
     EXPECT_EQ(v3->hex(), autov3_of_file(p));
     EXPECT_NE(*v3, h);
-    const std::uint64_t data = fs::file_size(p) - 8 - header_len_of_file(p);
+    const std::uint64_t data = stdfs::file_size(p) - 8 - header_len_of_file(p);
     EXPECT_EQ(progress.done_bytes.load(), data);
     EXPECT_EQ(progress.total_bytes.load(), data);
 
@@ -1143,7 +1144,7 @@ TEST_F(StoreTest, AutoV3OfSafetensorsBlobIsComputedThenCached) {
 }
 
 TEST_F(StoreTest, AutoV3OfOtherFilesIsNullopt) {
-    const fs::path bin = rnd(src_ / "x.bin", 1000, 1);
+    const stdfs::path bin = rnd(src_ / "x.bin", 1000, 1);
     ASSERT_TRUE(imp1(bin).ok());
     EXPECT_FALSE(s().autov3(sha_of_file(bin)));
     EXPECT_FALSE(s().autov3(sha256_of("never stored")));
@@ -1152,7 +1153,7 @@ TEST_F(StoreTest, AutoV3OfOtherFilesIsNullopt) {
 
 TEST_F(StoreTest, SafetensorsInfoOfStoredBlob) {
     const auto spec = mt::kohya_lora(3);
-    const fs::path p = st(src_ / "loras" / "l.safetensors", spec);
+    const stdfs::path p = st(src_ / "loras" / "l.safetensors", spec);
     ASSERT_TRUE(imp1(p).ok());
     auto info = s().safetensors_info(sha_of_file(p));
     ASSERT_TRUE(info);
@@ -1172,7 +1173,7 @@ class StoreMaintenanceTest : public StoreTest {
         a_ = sha_of_file(src_ / "loras" / "a.safetensors");
         b_ = sha_of_file(src_ / "b.bin");
         c_ = sha_of_file(src_ / "c.bin");
-        total_ = fs::file_size(src_ / "loras" / "a.safetensors") + (4u << 20) + 10 + 1000;
+        total_ = stdfs::file_size(src_ / "loras" / "a.safetensors") + (4u << 20) + 10 + 1000;
     }
     static std::vector<std::string> whats(const VerifyReport& r) {
         std::vector<std::string> out;
@@ -1219,21 +1220,21 @@ TEST_F(StoreMaintenanceTest, VerifyCleanStore) {
 }
 
 TEST_F(StoreMaintenanceTest, FullVerifyQuarantinesACorruptBlob) {
-    const fs::path blob = s().blobs().path_of(b_);
+    const stdfs::path blob = s().blobs().path_of(b_);
     const std::string original = mt::read_file(src_ / "b.bin");
     flip_byte(blob, (4u << 20) + 3);  // in the second chunk
-    ASSERT_EQ(fs::file_size(blob), original.size());
+    ASSERT_EQ(stdfs::file_size(blob), original.size());
 
     auto r = s().verify(false, 1);
     ASSERT_EQ(whats(r), std::vector<std::string>{"corrupt"});
     EXPECT_EQ(r.problems[0].blob, b_);
     EXPECT_TRUE(contains(r.problems[0].detail, b_.hex())) << r.problems[0].detail;
     EXPECT_TRUE(contains(r.problems[0].detail, "quarantine")) << r.problems[0].detail;
-    EXPECT_FALSE(fs::exists(blob));
+    EXPECT_FALSE(stdfs::exists(blob));
     auto q = quarantine_files();
     ASSERT_EQ(q.size(), 1u);
     EXPECT_TRUE(q[0].filename().string().starts_with(b_.hex() + "."));
-    EXPECT_EQ(fs::file_size(q[0]), original.size());
+    EXPECT_EQ(stdfs::file_size(q[0]), original.size());
     EXPECT_NE(mt::read_file(q[0]), original);
     EXPECT_EQ(blob_record(b_)->state, BlobState::quarantined);
     // The others are untouched.
@@ -1249,33 +1250,33 @@ TEST_F(StoreMaintenanceTest, FullVerifyQuarantinesACorruptBlob) {
 }
 
 TEST_F(StoreMaintenanceTest, FastVerifyAlsoCatchesCorruption) {
-    const fs::path blob = s().blobs().path_of(c_);
+    const stdfs::path blob = s().blobs().path_of(c_);
     flip_byte(blob, 0);
     auto r = s().verify(true, 2);
     ASSERT_EQ(whats(r), std::vector<std::string>{"corrupt"});
     EXPECT_EQ(r.problems[0].blob, c_);
-    EXPECT_FALSE(fs::exists(blob));
+    EXPECT_FALSE(stdfs::exists(blob));
     EXPECT_EQ(blob_record(c_)->state, BlobState::quarantined);
     EXPECT_EQ(quarantine_files().size(), 1u);
 }
 
 TEST_F(StoreMaintenanceTest, VerifyReportsWrongSize) {
-    const fs::path blob = s().blobs().path_of(c_);
-    fs::permissions(blob, fs::perms::owner_write, fs::perm_options::add);
-    fs::resize_file(blob, 999);
+    const stdfs::path blob = s().blobs().path_of(c_);
+    stdfs::permissions(blob, stdfs::perms::owner_write, stdfs::perm_options::add);
+    stdfs::resize_file(blob, 999);
     auto r = s().verify(true);
     ASSERT_EQ(r.problems.size(), 1u);
     EXPECT_TRUE(r.problems[0].what == "corrupt" || r.problems[0].what == "wrong size")
         << r.problems[0].what;
     EXPECT_EQ(r.problems[0].blob, c_);
     EXPECT_TRUE(contains(r.problems[0].detail, "999")) << r.problems[0].detail;
-    EXPECT_FALSE(fs::exists(blob));
+    EXPECT_FALSE(stdfs::exists(blob));
     EXPECT_EQ(blob_record(c_)->state, BlobState::quarantined);
 }
 
 TEST_F(StoreMaintenanceTest, VerifyReportsMissingBlob) {
-    const fs::path blob = s().blobs().path_of(a_);
-    fs::remove(blob);
+    const stdfs::path blob = s().blobs().path_of(a_);
+    stdfs::remove(blob);
     auto r = s().verify(false);
     ASSERT_EQ(whats(r), std::vector<std::string>{"missing"});
     EXPECT_EQ(r.problems[0].blob, a_);
@@ -1348,7 +1349,7 @@ TEST_F(StoreMaintenanceTest, GcRemovesOnlyUnreferencedBlobsAndOrphans) {
     }
     const Sha256 quarantined = unreferenced_blob("suspect", BlobState::quarantined);
     const Sha256 orphan = orphan_file("stray file");
-    const fs::path misnamed = root_ / "blobs" / "sha256" / "zz" / "not-a-hash";
+    const stdfs::path misnamed = root_ / "blobs" / "sha256" / "zz" / "not-a-hash";
     mt::write_text_file(misnamed, "junk!");
     mt::write_text_file(root_ / "staging" / "1-dead.tmp", "abandoned");
     mt::write_text_file(root_ / "staging" / "1-x.journal", "{}");
@@ -1359,8 +1360,8 @@ TEST_F(StoreMaintenanceTest, GcRemovesOnlyUnreferencedBlobsAndOrphans) {
         EXPECT_EQ(removed,
                   (std::map<std::string, std::uint64_t>{
                       {unref.hex(), std::string("nobody uses me").size()}, {remote.hex(), 12345}}));
-        EXPECT_EQ(std::set<fs::path>(r.orphan_files.begin(), r.orphan_files.end()),
-                  (std::set<fs::path>{s().blobs().path_of(orphan), misnamed}));
+        EXPECT_EQ(std::set<stdfs::path>(r.orphan_files.begin(), r.orphan_files.end()),
+                  (std::set<stdfs::path>{s().blobs().path_of(orphan), misnamed}));
         // Bytes actually freed: present blobs and orphan files, not remote records.
         EXPECT_EQ(r.bytes, std::string("nobody uses me").size() + std::string("stray file").size() +
                                std::string("junk!").size());
@@ -1373,8 +1374,8 @@ TEST_F(StoreMaintenanceTest, GcRemovesOnlyUnreferencedBlobsAndOrphans) {
     EXPECT_TRUE(blob_record(unref));
     EXPECT_TRUE(blob_record(remote));
     EXPECT_TRUE(s().blobs().exists(orphan));
-    EXPECT_TRUE(fs::exists(misnamed));
-    EXPECT_TRUE(fs::exists(root_ / "staging" / "1-dead.tmp"));
+    EXPECT_TRUE(stdfs::exists(misnamed));
+    EXPECT_TRUE(stdfs::exists(root_ / "staging" / "1-dead.tmp"));
 
     auto real = s().gc(false);
     check_report(real);
@@ -1383,9 +1384,9 @@ TEST_F(StoreMaintenanceTest, GcRemovesOnlyUnreferencedBlobsAndOrphans) {
     EXPECT_FALSE(blob_record(unref));
     EXPECT_FALSE(blob_record(remote));
     EXPECT_FALSE(s().blobs().exists(orphan));
-    EXPECT_FALSE(fs::exists(misnamed));
-    EXPECT_FALSE(fs::exists(root_ / "staging" / "1-dead.tmp"));
-    EXPECT_TRUE(fs::exists(root_ / "staging" / "1-x.journal")) << "journals are recovery's";
+    EXPECT_FALSE(stdfs::exists(misnamed));
+    EXPECT_FALSE(stdfs::exists(root_ / "staging" / "1-dead.tmp"));
+    EXPECT_TRUE(stdfs::exists(root_ / "staging" / "1-x.journal")) << "journals are recovery's";
 
     // Referenced blobs (every version) and quarantined ones stay.
     for (const Sha256& h : {a_, b_, b2, c_}) {
@@ -1442,15 +1443,15 @@ TEST_F(StoreTest, StatsOfAKnownScenario) {
     // other/a and other/b: the same 1000 bytes. other/c: 300 bytes, then 500 bytes (v2).
     // diffusers/pipe: a 20-byte model_index.json and a copy of a's bytes.
     rnd(src_ / "a.bin", 1000, 1);
-    fs::copy_file(src_ / "a.bin", src_ / "b.bin");
+    stdfs::copy_file(src_ / "a.bin", src_ / "b.bin");
     rnd(src_ / "c.bin", 300, 2);
     ASSERT_TRUE(imp({src_ / "a.bin", src_ / "b.bin", src_ / "c.bin"}).ok());
     rnd(src_ / "c.bin", 500, 3);
     ASSERT_TRUE(imp1(src_ / "c.bin").ok());
     mt::write_text_file(src_ / "pipe" / "model_index.json", "{\"_class_name\": \"x\"}");
-    ASSERT_EQ(fs::file_size(src_ / "pipe" / "model_index.json"), 20u);
-    fs::create_directories(src_ / "pipe" / "unet");
-    fs::copy_file(src_ / "a.bin", src_ / "pipe" / "unet" / "w.bin");
+    ASSERT_EQ(stdfs::file_size(src_ / "pipe" / "model_index.json"), 20u);
+    stdfs::create_directories(src_ / "pipe" / "unet");
+    stdfs::copy_file(src_ / "a.bin", src_ / "pipe" / "unet" / "w.bin");
     auto r = imp1(src_ / "pipe");
     ASSERT_TRUE(r.ok()) << errors_of(r);
 
@@ -1473,7 +1474,7 @@ TEST_F(StoreTest, StatsOfAKnownScenario) {
 
     // Physical bytes are what blobs/ really holds.
     std::uint64_t on_disk = 0;
-    for (const auto& p : blob_files()) on_disk += fs::file_size(p);
+    for (const auto& p : blob_files()) on_disk += stdfs::file_size(p);
     EXPECT_EQ(st.physical_bytes, on_disk);
 }
 
@@ -1493,7 +1494,7 @@ class StoreRecoveryTest : public StoreTest {
   protected:
     // What a move leaves in staging/ when the process dies after renaming the user's file in
     // (store/FORMAT.md): <x>.journal, one JSON object per line, and <x>.move holding the bytes.
-    void crashed_move(const fs::path& origin, const std::string& bytes, const std::string& x,
+    void crashed_move(const stdfs::path& origin, const std::string& bytes, const std::string& x,
                       std::optional<std::string> sha = std::nullopt, bool with_moved = true) {
         std::string text =
             nlohmann::json{{"origin", origin.string()}, {"moved", x + ".move"}}.dump() + "\n";
@@ -1501,21 +1502,22 @@ class StoreRecoveryTest : public StoreTest {
         mt::write_text_file(journal_path(x), text);
         if (with_moved) {
             mt::write_text_file(root_ / "staging" / (x + ".move"), bytes);
-            fs::permissions(root_ / "staging" / (x + ".move"),
-                            fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+            stdfs::permissions(root_ / "staging" / (x + ".move"), stdfs::perms::owner_read |
+                                                                      stdfs::perms::group_read |
+                                                                      stdfs::perms::others_read);
         }
     }
-    fs::path journal_path(const std::string& x) { return root_ / "staging" / (x + ".journal"); }
+    stdfs::path journal_path(const std::string& x) { return root_ / "staging" / (x + ".journal"); }
 };
 
 TEST_F(StoreRecoveryTest, OpenPutsAMovedFileBack) {
     close();
-    const fs::path origin = src_ / "loras" / "precious.safetensors";
-    fs::create_directories(origin.parent_path());
+    const stdfs::path origin = src_ / "loras" / "precious.safetensors";
+    stdfs::create_directories(origin.parent_path());
     const std::string bytes = mt::safetensors_bytes(mt::kohya_lora(5));
     crashed_move(origin, bytes, "4242-deadbeef");
     reopen();
-    ASSERT_TRUE(fs::exists(origin));
+    ASSERT_TRUE(stdfs::exists(origin));
     EXPECT_EQ(mt::read_file(origin), bytes);
     EXPECT_TRUE(staging_files().empty());
     EXPECT_TRUE(blob_files().empty());
@@ -1523,13 +1525,13 @@ TEST_F(StoreRecoveryTest, OpenPutsAMovedFileBack) {
 
 TEST_F(StoreRecoveryTest, OpenDoesNotOverwriteANewFileAtTheOrigin) {
     close();
-    const fs::path origin = src_ / "x.bin";
+    const stdfs::path origin = src_ / "x.bin";
     mt::write_text_file(origin, "the user put something new here");
     crashed_move(origin, "the old bytes", "1-a");
     reopen();
     EXPECT_EQ(mt::read_file(origin), "the user put something new here");
-    const fs::path recovered = src_ / "x.bin.modelfs-recovered";
-    ASSERT_TRUE(fs::exists(recovered));
+    const stdfs::path recovered = src_ / "x.bin.modelfs-recovered";
+    ASSERT_TRUE(stdfs::exists(recovered));
     EXPECT_EQ(mt::read_file(recovered), "the old bytes");
     EXPECT_TRUE(staging_files().empty());
 }
@@ -1540,42 +1542,42 @@ TEST_F(StoreRecoveryTest, PublishedButUncataloguedMoveIsCopiedBack) {
     mt::write_text_file(src_ / "tmp", bytes);
     UniqueFd fd(::open((src_ / "tmp").c_str(), O_RDONLY | O_CLOEXEC));
     const Sha256 h = s().blobs().ingest_copy(fd.get(), "tmp", nullptr).digests.sha256;
-    fs::remove(src_ / "tmp");
+    stdfs::remove(src_ / "tmp");
     close();
-    const fs::path origin = src_ / "gone.bin";
+    const stdfs::path origin = src_ / "gone.bin";
     crashed_move(origin, "", "2-b", h.hex(), /*with_moved=*/false);
     reopen();
-    ASSERT_TRUE(fs::exists(origin));
+    ASSERT_TRUE(stdfs::exists(origin));
     EXPECT_EQ(mt::read_file(origin), bytes);
     EXPECT_TRUE(staging_files().empty());
 }
 
 TEST_F(StoreRecoveryTest, CataloguedMoveIsLeftDone) {
     // The crash came after the catalog commit: the move is complete, only the journal remains.
-    const fs::path p = rnd(src_ / "done.bin", 500, 1);
+    const stdfs::path p = rnd(src_ / "done.bin", 500, 1);
     ASSERT_TRUE(imp1(p).ok());
     const Sha256 h = sha_of_file(p);
     const std::string source = model("other/done.bin")->current_version().source;
-    fs::remove(p);
+    stdfs::remove(p);
     close();
     crashed_move(source, "", "3-c", h.hex(), /*with_moved=*/false);
     reopen();
-    EXPECT_FALSE(fs::exists(p)) << "a finished move was undone";
+    EXPECT_FALSE(stdfs::exists(p)) << "a finished move was undone";
     EXPECT_TRUE(staging_files().empty());
     EXPECT_TRUE(s().blobs().exists(h));
 }
 
 TEST_F(StoreRecoveryTest, TornLastJournalLineIsIgnored) {
     close();
-    const fs::path origin = src_ / "torn.bin";
-    fs::create_directories(src_);
+    const stdfs::path origin = src_ / "torn.bin";
+    stdfs::create_directories(src_);
     crashed_move(origin, "bytes of torn.bin", "6-f");
     {
         std::ofstream out(journal_path("6-f"), std::ios::app);
         out << "{\"sha256\": \"abc";  // the kill came in the middle of this line
     }
     reopen();
-    ASSERT_TRUE(fs::exists(origin));
+    ASSERT_TRUE(stdfs::exists(origin));
     EXPECT_EQ(mt::read_file(origin), "bytes of torn.bin");
     EXPECT_TRUE(staging_files().empty());
 }
@@ -1583,7 +1585,7 @@ TEST_F(StoreRecoveryTest, TornLastJournalLineIsIgnored) {
 TEST_F(StoreRecoveryTest, NothingToUndoWhenTheOriginIsThere) {
     // Killed after writing the journal, before the rename: the user's file never moved.
     close();
-    const fs::path origin = rnd(src_ / "still-here.bin", 100, 1);
+    const stdfs::path origin = rnd(src_ / "still-here.bin", 100, 1);
     const std::string bytes = mt::read_file(origin);
     crashed_move(origin, "", "7-g", std::nullopt, /*with_moved=*/false);
     reopen();
@@ -1597,31 +1599,31 @@ TEST_F(StoreRecoveryTest, EmptyJournalIsDroppedOnlyWhenOld) {
     mt::write_text_file(journal_path("5-young"), "");
     // Old and empty: the crash came before anything was written.
     mt::write_text_file(journal_path("5-old"), "");
-    fs::last_write_time(journal_path("5-old"),
-                        fs::file_time_type::clock::now() - std::chrono::minutes(10));
+    stdfs::last_write_time(journal_path("5-old"),
+                           stdfs::file_time_type::clock::now() - std::chrono::minutes(10));
     reopen();
-    EXPECT_EQ(staging_files(), std::vector<fs::path>{journal_path("5-young")});
+    EXPECT_EQ(staging_files(), std::vector<stdfs::path>{journal_path("5-young")});
 }
 
 // A damaged journal (it names an origin but no moved file, which the importer never writes) must
 // not make recovery move something else, least of all staging/ itself, to the user's path.
 TEST_F(StoreRecoveryTest, DamagedJournalWithoutMovedFileMovesNothing) {
     close();
-    const fs::path origin = src_ / "lost.bin";
-    fs::create_directories(src_);
+    const stdfs::path origin = src_ / "lost.bin";
+    stdfs::create_directories(src_);
     mt::write_text_file(journal_path("8-h"),
                         nlohmann::json{{"origin", origin.string()}}.dump() + "\n");
     reopen();
-    EXPECT_TRUE(fs::is_directory(root_ / "staging")) << "staging/ was moved away";
-    EXPECT_FALSE(fs::is_directory(origin)) << origin << " became a folder";
+    EXPECT_TRUE(stdfs::is_directory(root_ / "staging")) << "staging/ was moved away";
+    EXPECT_FALSE(stdfs::is_directory(origin)) << origin << " became a folder";
 }
 
 TEST_F(StoreRecoveryTest, LiveMoveIsNotTouched) {
     close();
-    const fs::path origin = src_ / "busy.bin";
+    const stdfs::path origin = src_ / "busy.bin";
     BlobStore other_process(root_);
     StagingFile journal = other_process.make_staging(".journal");
-    const fs::path moved = fs::path(journal.path()).replace_extension(".move");
+    const stdfs::path moved = stdfs::path(journal.path()).replace_extension(".move");
     const std::string text =
         nlohmann::json{{"origin", origin.string()}, {"moved", moved.filename().string()}}.dump();
     ASSERT_EQ(::pwrite(journal.fd(), text.data(), text.size(), 0),
@@ -1629,9 +1631,9 @@ TEST_F(StoreRecoveryTest, LiveMoveIsNotTouched) {
     mt::write_text_file(moved, "in flight");
     StagingFile moved_lock = other_process.adopt_staging(moved);
     reopen();
-    EXPECT_FALSE(fs::exists(origin));
-    EXPECT_TRUE(fs::exists(journal.path()));
-    EXPECT_TRUE(fs::exists(moved));
+    EXPECT_FALSE(stdfs::exists(origin));
+    EXPECT_TRUE(stdfs::exists(journal.path()));
+    EXPECT_TRUE(stdfs::exists(moved));
 }
 
 }  // namespace
@@ -1642,8 +1644,8 @@ namespace {
 
 // Issue 16 finding 2: foo.safetensors and foo.pt are two models; "foo" alone is ambiguous.
 TEST_F(StoreTest, AStemOfSeveralModelsIsAnErrorListingThem) {
-    const fs::path a = st(src_ / "loras" / "foo.safetensors", mt::kohya_lora(1));
-    const fs::path b = rnd(src_ / "loras" / "foo.pt", 1000, 7);
+    const stdfs::path a = st(src_ / "loras" / "foo.safetensors", mt::kohya_lora(1));
+    const stdfs::path b = rnd(src_ / "loras" / "foo.pt", 1000, 7);
     ASSERT_TRUE(imp({a, b}).ok());
     EXPECT_TRUE(model("lora/foo.safetensors"));
     EXPECT_TRUE(model("lora/foo.pt"));

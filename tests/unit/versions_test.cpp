@@ -23,7 +23,7 @@
 namespace modelfs {
 namespace {
 
-namespace fs = std::filesystem;
+namespace stdfs = std::filesystem;
 namespace mt = modelfs::testing;
 
 class VersionsTest : public ::testing::Test {
@@ -39,8 +39,8 @@ class VersionsTest : public ::testing::Test {
     // Imports new random content as lora/NAME (a new version); returns its hash.
     Sha256 add(const std::string& name, std::uint64_t seed,
                std::optional<std::string> label = std::nullopt, Store* into = nullptr) {
-        fs::path p = dir_ / "src" / (std::to_string(files_++) + ".bin");
-        fs::create_directories(p.parent_path());
+        stdfs::path p = dir_ / "src" / (std::to_string(files_++) + ".bin");
+        stdfs::create_directories(p.parent_path());
         mt::write_random_file(p, 1000 + seed, seed);
         ImportOptions o;
         o.category = Category::lora;
@@ -88,7 +88,7 @@ TEST_F(VersionsTest, BadLabelsAreRefusedWithTheReason) {
             EXPECT_NE(std::string(e.what()).find("version label"), std::string::npos);
         }
     }
-    fs::path p = dir_ / "x.bin";
+    stdfs::path p = dir_ / "x.bin";
     mt::write_random_file(p, 100, 9);
     ImportOptions o;
     o.category = Category::lora;
@@ -222,8 +222,8 @@ TEST_F(RetainThenAddTest, ImportGetsALabelNoKeptVersionHas) {
 
 TEST_F(RetainThenAddTest, ASaveThroughAMountGetsALabelNoKeptVersionHas) {
     // As the mount's ingester commits a closed file: written inside the store, linked as a blob.
-    fs::path p = dir_ / "store" / "views" / "a1111" / "foo.bin";
-    fs::create_directories(p.parent_path());
+    stdfs::path p = dir_ / "store" / "views" / "a1111" / "foo.bin";
+    stdfs::create_directories(p.parent_path());
     mt::write_random_file(p, 4242, 6);
     UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_TRUE(fd);
@@ -290,13 +290,13 @@ TEST_F(VersionsTest, GcAfterRetainRemovesOnlyUnreachableAndNotOpenBlobs) {
     EXPECT_EQ(rep.skipped_open, 1u);
     ASSERT_EQ(rep.blobs.size(), 1u);
     EXPECT_EQ(rep.blobs[0].first, v2);
-    EXPECT_TRUE(fs::exists(s().blobs().path_of(v1)));
-    EXPECT_FALSE(fs::exists(s().blobs().path_of(v2)));
+    EXPECT_TRUE(stdfs::exists(s().blobs().path_of(v1)));
+    EXPECT_FALSE(stdfs::exists(s().blobs().path_of(v2)));
     open_fd.reset();
     rep = s().gc(false);
     ASSERT_EQ(rep.blobs.size(), 1u);
     EXPECT_EQ(rep.blobs[0].first, v1);
-    EXPECT_FALSE(fs::exists(s().blobs().path_of(v1)));
+    EXPECT_FALSE(stdfs::exists(s().blobs().path_of(v1)));
 }
 
 TEST_F(VersionsTest, LockTextRoundTripsAndRejectsEdits) {
