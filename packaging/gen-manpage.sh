@@ -56,7 +56,7 @@ An fstab line mounts a store at boot (mount.fuse3 runs `modelfs STORE MOUNTPOINT
 
   /var/lib/modelfs/store /srv/models fuse.modelfs view=comfyui,allow_other,_netdev,nofail 0 0
 
-Options: view=NAME, config=FILE, lock=FILE, allow_other, debug, foreground, and the kernel
+Options: view=NAME, config=FILE, lock=FILE, read_backend=auto|splice, allow_other, debug, foreground, and the kernel
 flags ro, nosuid, nodev, noexec, noatime, nodiratime, sync, async, dirsync; fstab's own
 (defaults, _netdev, nofail, x-systemd.*) are ignored.
 

@@ -18,6 +18,7 @@
 #include "modelfs/fs/mount.h"
 #include "modelfs/store/model_name.h"
 #include "modelfs/store/text.h"
+#include "mount_helper.h"
 
 namespace modelfs::cli {
 namespace {
@@ -611,6 +612,8 @@ int run_status(const Globals& g) {
     };
     // Files saved through a mount at a model's path that did not become models, and why.
     const std::vector<fs::UnstoredFile> unstored = fs::unstored_files(s.root());
+    // Where the store is mounted, and whether reads pass through (fs/src/read_backend.h).
+    const std::vector<StoreMount> mounts = mounts_of_store(s.root());
     std::vector<const fetch::FetchStatus*> in_flight, interrupted, failed;
     for (const auto& st : states) {
         if (st.state == fetch::FetchState::failed)
@@ -654,7 +657,12 @@ int run_status(const Globals& g) {
         json plain = json::array();
         for (const auto& u : unstored)
             plain.push_back({{"path", u.path}, {"reason", u.reason}, {"writing", u.writing}});
-        print_json({{"in_flight", list(in_flight)},
+        json mounted = json::array();
+        for (const auto& m : mounts)
+            mounted.push_back(
+                {{"mountpoint", m.mountpoint.string()}, {"read_backend", m.read_backend}});
+        print_json({{"mounts", mounted},
+                    {"in_flight", list(in_flight)},
                     {"not_stored", plain},
                     {"interrupted", list(interrupted)},
                     {"failed", list(failed)},
@@ -670,6 +678,12 @@ int run_status(const Globals& g) {
         if (st.size) p += " (" + std::to_string(st.done_bytes * 100 / st.size) + "%)";
         return p;
     };
+    for (const auto& m : mounts)
+        std::printf("mounted at %s (reads: %s%s)\n", terminal_safe(m.mountpoint.string()).c_str(),
+                    m.read_backend.c_str(),
+                    m.read_backend == "splice" ? ", served by the daemon; the mount's log says why"
+                    : m.read_backend == "passthrough" ? ", at native speed"
+                                                      : "");
     if (!in_flight.empty()) {
         std::printf("downloading (%zu):\n", in_flight.size());
         for (const auto* st : in_flight)

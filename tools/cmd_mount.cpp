@@ -219,6 +219,7 @@ int run_helper_mount(Globals& g, const std::vector<std::string>& args) {
     // the helper to return.
     o.foreground = h.foreground;
     o.kernel_flags = h.kernel_flags;
+    o.read_backend = h.read_backend;
     return run_mount(g, std::move(o), h.mountpoint, h.lock_file, h.nonempty);
 }
 
@@ -237,6 +238,11 @@ void add_mount(CLI::App& app, Globals& g, Runner& run) {
                   "Let other users read the mount (needs user_allow_other in /etc/fuse.conf "
                   "when not root)");
     sub->add_flag("-d,--debug", o->debug, "Log every FUSE request (implies --foreground)");
+    sub->add_option("--read-backend", o->read_backend,
+                    "How reads are served: auto (FUSE passthrough, at native speed with one page "
+                    "cache, where the kernel and CAP_SYS_ADMIN allow it; else the daemon) or "
+                    "splice (always the daemon); $MODELFS_READ_BACKEND overrides it")
+        ->check(CLI::IsMember({"auto", "splice"}));
     auto nonempty = std::make_shared<bool>(false);
     sub->add_flag("--nonempty", *nonempty,
                   "Mount over a folder that has files (they are hidden until the unmount)");

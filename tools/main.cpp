@@ -139,7 +139,8 @@ int main(int argc, char** argv) {
         "/etc/modelfs/config.toml are merged, the first that sets a key winning.\n" +
         exit_codes_text() +
         "\nfstab and `mount -t fuse.modelfs` run `modelfs STORE MOUNTPOINT -o OPTIONS` "
-        "(view=NAME, config=FILE, lock=FILE, allow_other, debug, foreground, nonempty, ro, "
+        "(view=NAME, config=FILE, lock=FILE, read_backend=auto|splice, allow_other, debug, "
+        "foreground, nonempty, ro, "
         "noexec, ...).");
 
     // mount.fuse3 runs `modelfs STORE MOUNTPOINT -o OPTIONS` for `mount -t fuse.modelfs` and

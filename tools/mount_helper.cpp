@@ -1,6 +1,7 @@
 #include "mount_helper.h"
 
 #include <sys/stat.h>
+#include <sys/xattr.h>
 
 #include <algorithm>
 #include <array>
@@ -54,6 +55,8 @@ void apply_options(HelperMount& m, std::string_view list) {
             m.config_file = value_of(o, "config");
         else if (o.starts_with("lock="))
             m.lock_file = value_of(o, "lock");
+        else if (o.starts_with("read_backend="))
+            m.read_backend = value_of(o, "read_backend");
         else if (o == "allow_other")
             m.allow_other = true;
         else if (o == "debug")
@@ -67,7 +70,8 @@ void apply_options(HelperMount& m, std::string_view list) {
         else
             throw MountArgsError(
                 "unknown mount option '" + std::string(o) +
-                "'; modelfs takes view=NAME, config=FILE, lock=FILE, allow_other, debug, "
+                "'; modelfs takes view=NAME, config=FILE, lock=FILE, read_backend=auto|splice, "
+                "allow_other, debug, "
                 "foreground, nonempty, the kernel flags ro, nosuid, nodev, noexec, noatime, "
                 "nodiratime, "
                 "sync, async, dirsync, and ignores fstab's own (defaults, _netdev, nofail, "
@@ -113,6 +117,29 @@ std::string mounted_type(const std::filesystem::path& dir) {
 }
 
 }  // namespace
+
+std::vector<StoreMount> mounts_of_store(const std::filesystem::path& store) {
+    std::error_code ec;
+    const std::filesystem::path want = std::filesystem::weakly_canonical(store, ec);
+    std::vector<StoreMount> out;
+    std::ifstream in("/proc/self/mountinfo");
+    for (std::string line; std::getline(in, line);) {
+        std::istringstream f(line);
+        std::string id, parent, devno, root, point, w, type, source;
+        f >> id >> parent >> devno >> root >> point;
+        while (f >> w && w != "-") {
+        }
+        f >> type >> source;
+        if (type != "fuse.modelfs" || unescape_mountinfo(source) != want.string()) continue;
+        StoreMount m{unescape_mountinfo(point), "unknown"};
+        char value[64];
+        const ssize_t n =
+            ::getxattr(m.mountpoint.c_str(), "user.modelfs.backend", value, sizeof value);
+        if (n > 0) m.read_backend.assign(value, static_cast<std::size_t>(n));
+        out.push_back(std::move(m));
+    }
+    return out;
+}
 
 std::string mountpoint_problem(const std::filesystem::path& mountpoint, bool allow_nonempty) {
     namespace stdfs = std::filesystem;

@@ -29,6 +29,7 @@ struct HelperMount {
     bool nonempty = false;    // mount over a folder that has files (they are hidden meanwhile)
     // Kernel mount flags passed on to libfuse (ro, noexec, noatime, ...).
     std::vector<std::string> kernel_flags;
+    std::string read_backend;  // read_backend=auto|splice (fs::MountOptions::read_backend)
 };
 
 // Whether argv (after the program name) is the helper form rather than a subcommand: two
@@ -51,6 +52,15 @@ std::string mountpoint_problem(const std::filesystem::path& mountpoint, bool all
 // The processes whose open files, cwd or root lie under `mountpoint` ("1234 (python3)"), read
 // from /proc; only the ones this user may inspect.
 std::vector<std::string> processes_using(const std::filesystem::path& mountpoint);
+
+// Where `store` is mounted now (per /proc/self/mountinfo: fuse.modelfs mounts whose source is
+// the store), and how each serves reads: its user.modelfs.backend ("passthrough", "splice"), or
+// "unknown" when this user may not look (another user's mount without allow_other).
+struct StoreMount {
+    std::filesystem::path mountpoint;
+    std::string read_backend;
+};
+std::vector<StoreMount> mounts_of_store(const std::filesystem::path& store);
 
 // Empty when allow_other may be used; otherwise what is wrong and how to fix it.
 std::string allow_other_problem(bool is_root, bool fuse_conf_readable, std::string_view fuse_conf);

@@ -329,13 +329,13 @@ UniqueFd Daemon::open_blob(const Sha256& blob) {
     return fd;
 }
 
-void Daemon::reply_read_open(fuse_req_t req, fuse_file_info* fi, UniqueFd fd, const struct stat& st,
-                             bool overlay) {
+void Daemon::reply_read_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, UniqueFd fd,
+                             const Entry& e, bool overlay) {
     const int n = fd.get();
-    files.add_read(n, st, overlay);
-    if (overlay) files.track_overlay(n, st.st_ino, false);
+    files.add_read(n, e.st, overlay);
+    if (overlay) files.track_overlay(n, e.st.st_ino, false);
     // A blob never changes, so the kernel may keep its pages across opens; an overlay file may.
-    if (!reader->open(req, fi, std::move(fd), /*immutable=*/!overlay)) {
+    if (!reader->open(req, ino, fi, std::move(fd), /*immutable=*/!overlay, e.path)) {
         files.untrack_overlay(n);
         files.remove_read(n);
     }

@@ -55,7 +55,10 @@ struct Daemon {
 
     InodeTable inodes;
     BusyDirs busy;  // folders requests are working in (the invalidator waits for a gap)
-    std::unique_ptr<ReadBackend> reader = make_splice_read_backend();
+    // How reads reach the kernel (passthrough or splice), and which way each inode's open
+    // files go.
+    std::unique_ptr<ReadBackend> reader =
+        std::make_unique<ReadBackend>(read_backend_choice(opts.read_backend));
 
     // What is open through the mount, and the edit lock (open_files.h).
     OpenFiles files;
@@ -67,10 +70,10 @@ struct Daemon {
     // Opens a stored blob for reading, with a shared flock held while it is open: the cache
     // quota never evicts a blob some process has open. Invalid (errno set) when missing.
     UniqueFd open_blob(const Sha256& blob);
-    // Answers an open for reading with `fd` (the file's bytes, owned from now on); `st` is what
-    // getattr on the handle answers once the name means something else.
-    void reply_read_open(fuse_req_t req, fuse_file_info* fi, UniqueFd fd, const struct stat& st,
-                         bool overlay);
+    // Answers an open for reading of kernel inode `ino` with `fd` (the bytes of `e`, owned from
+    // now on); e.st is what getattr on the handle answers once the name means something else.
+    void reply_read_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, UniqueFd fd,
+                         const Entry& e, bool overlay);
 
     // The catalog snapshot, rebuilt when any process has committed since.
     // `known`: folders a request of this mount changed just now (Invalidator::tree_changed).

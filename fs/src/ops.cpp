@@ -141,23 +141,41 @@ std::string path_to_change(Daemon& dm, fuse_ino_t parent, const char* name, cons
     return path;
 }
 
-void op_init(void*, fuse_conn_info* conn) {
+// Asks for (or, with on = false, declines) a capability the kernel offers. libfuse 3.17 keeps
+// them in the 64-bit want_ext and refuses an init that changed both it and the old 32-bit want.
+void want(fuse_conn_info* conn, std::uint64_t flag, bool on = true) {
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17)
+    if (on)
+        fuse_set_feature_flag(conn, flag);
+    else
+        fuse_unset_feature_flag(conn, flag);
+#else
+    if (!on)
+        conn->want &= ~static_cast<unsigned>(flag);
+    else if (conn->capable & flag)
+        conn->want |= static_cast<unsigned>(flag);
+#endif
+}
+
+void op_init(void* userdata, fuse_conn_info* conn) {
     // Let libfuse splice blob pages straight to the kernel instead of copying them, but not
     // move them: a move takes the pages out of the blob's own page cache (measured: first
     // reads 0.25 -> 0.34 of native warm without it, tests/bench/mount-read).
-    if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
-    conn->want &= ~FUSE_CAP_SPLICE_MOVE;
-    if (conn->capable & FUSE_CAP_SPLICE_READ) conn->want |= FUSE_CAP_SPLICE_READ;
+    want(conn, FUSE_CAP_SPLICE_WRITE);
+    want(conn, FUSE_CAP_SPLICE_MOVE, false);
+    want(conn, FUSE_CAP_SPLICE_READ);
     // readdirplus (with the kernel's AUTO heuristic, measured best): a listing brings every
     // entry's attributes, so `find`/`ls -l` cost no lookup per file.
-    if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+    want(conn, FUSE_CAP_READDIRPLUS);
     // The daemon clears set-id bits itself on write, truncate and chown (drop_set_id): it has
     // CAP_FSETID, so the backing filesystem would keep them. libfuse 3.14 passes none of the
     // kernel's hints (FUSE_WRITE_KILL_SUIDGID, FATTR_KILL_SUIDGID), so the daemon decides.
-    if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV) conn->want |= FUSE_CAP_HANDLE_KILLPRIV;
+    want(conn, FUSE_CAP_HANDLE_KILLPRIV);
     // 1 MiB requests (libfuse derives max_pages from max_write) and as much readahead.
     conn->max_write = 1 << 20;
     conn->max_readahead = 1 << 20;
+    // Passthrough, where it can be had (read_backend.h).
+    static_cast<Daemon*>(userdata)->reader->init(conn);
 }
 
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
@@ -679,11 +697,16 @@ void note_write_error(Daemon& dm, fuse_file_info* fi, const char* what, int err)
 }
 
 // Registers an overlay descriptor open for writing (overlay_writes::begin took its share of the
-// lock and marked the file) and replies.
+// lock and marked the file) and replies. `hold`: the read backend's hold on `ino`
+// (ReadBackend::hold_daemon_io), which the handle keeps until released.
 void reply_write_open(fuse_req_t req, Daemon& dm, const OpenFiles::Edit& edit, fuse_ino_t ino,
-                      UniqueFd fd, fuse_file_info* fi, const fuse_entry_param* created) {
+                      UniqueFd fd, fuse_file_info* fi, const fuse_entry_param* created,
+                      std::uint64_t hold) {
     struct stat st;
-    if (::fstat(fd.get(), &st) != 0) return (void)fuse_reply_err(req, errno);
+    if (::fstat(fd.get(), &st) != 0) {
+        dm.reader->release(nullptr, hold, /*close_fd=*/false);
+        return (void)fuse_reply_err(req, errno);
+    }
     // A write-only descriptor (dd, cp, a tool saving a model) writes straight through: large
     // requests, no second copy in the page cache (measured: 1 GiB dd conv=fsync 0.15x native
     // through the page cache, tests/bench/mount-write). One that can also read may be mapped
@@ -693,6 +716,7 @@ void reply_write_open(fuse_req_t req, Daemon& dm, const OpenFiles::Edit& edit, f
     fi->direct_io = (fi->flags & O_ACCMODE) == O_WRONLY ? 1 : 0;
     fi->keep_cache = 0;
     fi->fh = static_cast<std::uint64_t>(fd.get());
+    dm.reader->bind(hold, fi->fh);
     dm.files.add_writer(edit, fd.get(), ino, st.st_ino);
     dm.files.track_overlay(fd.get(), ino, true);
     int rc = created ? fuse_reply_create(req, created, fi) : fuse_reply_open(req, fi);
@@ -701,6 +725,7 @@ void reply_write_open(fuse_req_t req, Daemon& dm, const OpenFiles::Edit& edit, f
         return;
     }
     // The opener is gone (interrupted): undo.
+    dm.reader->release(nullptr, fi->fh, /*close_fd=*/false);
     dm.files.untrack_overlay(fd.get());
     if (auto closed = dm.files.remove_writer(edit, fd.get()); closed && closed->last)
         overlay_writes::end(std::move(fd), closed->error);
@@ -791,7 +816,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
                 UniqueFd fd(folder ? ::openat(folder.get(), leaf_of(e->path).c_str(),
                                               O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
                                    : -1);
-                if (fd) return dm.reply_read_open(req, fi, std::move(fd), e->st, true);
+                if (fd) return dm.reply_read_open(req, ino, fi, std::move(fd), *e, true);
                 // Stored just now: the name leads to the stored model (the same bytes).
                 if (errno != ENOENT || !(e = dm.current(ino)) ||
                     e->kind == Entry::Kind::overlay_file)
@@ -815,20 +840,27 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
                 return (void)fuse_reply_err(req, EIO);
             }
             dm.access->touch(e->blob);
-            return dm.reply_read_open(req, fi, std::move(fd), e->st, false);
+            return dm.reply_read_open(req, ino, fi, std::move(fd), *e, false);
         }
         if (e->by_hash) return (void)fuse_reply_err(req, EROFS);
         if (e->read_only)
             return (void)fuse_reply_err(req, refuse_alias("open for writing", e->path));
         const OpenFiles::Edit edit = dm.files.edit();
         spdlog::debug("open of inode {} ({}) for writing", ino, e->path);
+        // Before the copy-up: a refused writer changes nothing.
+        const std::uint64_t hold = dm.reader->hold_daemon_io(ino);
+        if (!hold) return (void)fuse_reply_err(req, dm.reader->refuse_writer(e->path));
         UniqueFd fd = open_for_writing(req, dm, e->path, fi->flags & ~(O_CREAT | O_EXCL), 0);
-        if (!fd) return (void)fuse_reply_err(req, errno);
+        if (!fd) {
+            const int err = errno;
+            dm.reader->release(nullptr, hold, /*close_fd=*/false);
+            return (void)fuse_reply_err(req, err);
+        }
         // The kernel's inode (the stored version's, after a copy-up) stands for the file being
         // written from now on: its size and mode are the writer's.
         Entry now = dm.resolve(e->path);
         if (now.kind == Entry::Kind::overlay_file) dm.inodes.update(ino, now);
-        reply_write_open(req, dm, edit, ino, std::move(fd), fi, nullptr);
+        reply_write_open(req, dm, edit, ino, std::move(fd), fi, nullptr, hold);
     });
 }
 
@@ -851,7 +883,13 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         Entry made = dm.resolve(path);
         if (made.kind != Entry::Kind::overlay_file) return (void)fuse_reply_err(req, EIO);
         fuse_entry_param p = entry_param(dm, made);
-        reply_write_open(req, dm, edit, p.ino, std::move(fd), fi, &p);
+        // An overlay file's inode: readers only pass through blobs' inodes, so nothing refuses.
+        const std::uint64_t hold = dm.reader->hold_daemon_io(p.ino);
+        if (!hold) {
+            overlay_writes::end(std::move(fd), "readers passed its inode through");
+            return (void)fuse_reply_err(req, dm.reader->refuse_writer(path));
+        }
+        reply_write_open(req, dm, edit, p.ino, std::move(fd), fi, &p, hold);
     });
 }
 
@@ -936,7 +974,10 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         }
     }
     dm.files.remove_read(fd);
-    if (dm.remote->is_stream(fi->fh)) {
+    const bool stream = dm.remote->is_stream(fi->fh);
+    // Read handles' descriptors close here; writers' and streams' below.
+    dm.reader->release(req, fi->fh, /*close_fd=*/!stream && !writer);
+    if (stream) {
         dm.remote->release(fi);
     } else if (writer) {
         UniqueFd own(fd);
@@ -946,8 +987,6 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
             dm.ingester->push(*written);
         else if (last && !error.empty() && written)
             spdlog::warn("{} stays a plain file of this view: {}", *written, error);
-    } else {
-        dm.reader->release(fi);  // closes fd
     }
     fuse_reply_err(req, 0);
 }
@@ -1074,10 +1113,13 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
 
 // --- extended attributes ----------------------------------------------------------------------
 
-// user.modelfs.* attributes of a catalogued file; by-hash files have the hashes only.
+// user.modelfs.* attributes of a catalogued file; by-hash files have the hashes only. The mount's
+// root and its files say how reads are served (user.modelfs.backend: passthrough or splice).
 std::vector<std::pair<std::string, std::string>> xattrs_of(Daemon& dm, const Entry& e) {
     std::vector<std::pair<std::string, std::string>> out;
+    if (e.path.empty()) out.emplace_back("user.modelfs.backend", dm.reader->name());
     if (e.kind != Entry::Kind::tree_file) return out;
+    out.emplace_back("user.modelfs.backend", dm.reader->name());
     // A placeholder's key is no content hash: its hashes are known once it is downloaded.
     auto rec = dm.store->catalog().read().get_blob(e.blob);
     if (!rec || !rec->placeholder) {

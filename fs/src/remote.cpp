@@ -196,7 +196,7 @@ void RemoteFiles::finish_open(fuse_req_t req, fuse_file_info fi, const Entry& e,
             return (void)fuse_reply_err(req, EIO);
         }
         dm_.access->touch(blob);
-        dm_.reply_read_open(req, &fi, std::move(fd), e.st, /*overlay=*/false);
+        dm_.reply_read_open(req, e.ino, &fi, std::move(fd), e, /*overlay=*/false);
     } catch (const std::exception& ex) {
         spdlog::error("open {}: {}", e.path, ex.what());
         fuse_reply_err(req, EIO);
@@ -223,6 +223,10 @@ void RemoteFiles::open_stream(fuse_req_t req, fuse_file_info* fi, const Entry& e
 
 void RemoteFiles::reply_stream(fuse_req_t req, fuse_file_info fi, const Entry& e,
                                const std::shared_ptr<fetch::Download>& dl) {
+    // Served by the daemon while it downloads. Readers pass the inode through only once the
+    // blob is here: then it is, so open that.
+    const std::uint64_t hold = dm_.reader->hold_daemon_io(e.ino);
+    if (!hold) return finish_open(req, fi, e, e.blob);
     auto s = std::make_shared<Stream>();
     // Our own descriptor: its number is the handle, unique while open (getattr and release
     // look handles up by it), and it outlives the fetcher's.
@@ -230,6 +234,7 @@ void RemoteFiles::reply_stream(fuse_req_t req, fuse_file_info fi, const Entry& e
     if (!s->fd) {
         spdlog::error("open {}: cannot read the partial download of blob {}: {}", e.path,
                       e.blob.hex(), std::strerror(errno));
+        dm_.reader->release(nullptr, hold, /*close_fd=*/false);
         return (void)fuse_reply_err(req, EIO);
     }
     s->dl = dl;
@@ -248,11 +253,13 @@ void RemoteFiles::reply_stream(fuse_req_t req, fuse_file_info fi, const Entry& e
         if (auto s = w.lock()) stream_done(s, r);
     });
     fi.fh = static_cast<std::uint64_t>(fd);
+    dm_.reader->bind(hold, fi.fh);
     // Pages read before verification must not outlive a failed one: the next open drops them
     // (and a failure drops them at once, stream_done). Not direct_io, so mmap still works.
     fi.keep_cache = 0;
     fi.direct_io = 0;
     if (fuse_reply_open(req, &fi) != 0) {  // the opener is gone
+        dm_.reader->release(nullptr, fi.fh, /*close_fd=*/false);
         dm_.files.remove_read(fd);
         std::lock_guard lk(streams_mu_);
         streams_.erase(static_cast<std::uint64_t>(fd));

@@ -32,6 +32,10 @@ struct MountOptions {
     bool debug = false;  // libfuse's request log
     // Kernel mount flags from an fstab entry (ro, noexec, noatime, ...), passed on to libfuse.
     std::vector<std::string> kernel_flags;
+    // How reads are served: "auto" (or empty): FUSE passthrough where the kernel and the
+    // daemon's capabilities allow it, else the splice backend; "splice": always the daemon
+    // (fs/src/read_backend.h). $MODELFS_READ_BACKEND overrides it.
+    std::string read_backend;
     // User-defined layouts (from the config file). A layout named like a built-in one replaces
     // it; others are added. Root mode shows them all; --view picks any of them by name.
     std::vector<layouts::ViewLayout> layouts;
