@@ -847,9 +847,22 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
             return (void)fuse_reply_err(req, refuse_alias("open for writing", e->path));
         const OpenFiles::Edit edit = dm.files.edit();
         spdlog::debug("open of inode {} ({}) for writing", ino, e->path);
-        // Before the copy-up: a refused writer changes nothing.
         const std::uint64_t hold = dm.reader->hold_daemon_io(ino);
-        if (!hold) return (void)fuse_reply_err(req, dm.reader->refuse_writer(e->path));
+        if (!hold) {
+            // Readers pass this inode through to its blob, and the kernel lets no other kind of
+            // open join them. The writer gets a copy of its own anyway (copy-on-write): made
+            // now, and the name then leads to it, under another inode. ESTALE makes the kernel
+            // look the name up again and retry the open once, on that inode; the readers keep
+            // the stored version, as with any overwrite.
+            if (e->kind != Entry::Kind::tree_file)
+                return (void)fuse_reply_err(req, dm.reader->refuse_writer(e->path));
+            dm.copy_up(*e, (fi->flags & O_TRUNC) ? 0 : static_cast<std::uint64_t>(e->st.st_size));
+            spdlog::debug(
+                "open {} for writing: a copy of its own, under a new inode (readers "
+                "pass inode {} through)",
+                e->path, ino);
+            return (void)fuse_reply_err(req, ESTALE);
+        }
         UniqueFd fd = open_for_writing(req, dm, e->path, fi->flags & ~(O_CREAT | O_EXCL), 0);
         if (!fd) {
             const int err = errno;

@@ -15,11 +15,12 @@
 // it: reads (open), the daemon's own handles (writers, files still downloading:
 // hold_daemon_io), and their releases.
 //
-// Only reads are passed through. A write passed through would go to the backing file with the
-// daemon's credentials (it opens the backing file with the opener's flags), so the daemon could
-// not clear set-id bits on write (ops.cpp, drop_set_id), and a writer joining a blob's backing
-// file would write into the blob. A writer of an inode that readers pass through gets ETXTBSY,
-// as for a running program's file.
+// Only reads of blobs are passed through. A write passed through would go to the backing file
+// with the daemon's credentials (the kernel opens the backing file with the opener's flags), so
+// the daemon could not clear set-id bits on write (ops.cpp, drop_set_id), and a writer joining a
+// blob's backing file would write into the blob. Overlay files may be written while read, so
+// they stay with the daemon. A writer of a stored model whose inode readers pass through gets its
+// copy under another inode (ops.cpp, op_open: copy-up, then ESTALE, and the kernel retries).
 #pragma once
 
 #define FUSE_USE_VERSION 312
@@ -70,10 +71,12 @@ class ReadBackend {
     // writing, or one still downloading. Taken before anything changes, it keeps readers from
     // passing `ino` through meanwhile. Returns a hold (never 0), which bind() gives the handle's
     // number once there is one, and release() ends; 0 when readers pass `ino` through now: the
-    // kernel would refuse the open, so the caller answers refuse_writer()'s ETXTBSY.
+    // kernel would refuse the open, so the caller gives the writer another inode, or answers
+    // refuse_writer()'s ETXTBSY where it cannot.
     std::uint64_t hold_daemon_io(fuse_ino_t ino);
     void bind(std::uint64_t hold, std::uint64_t fh);
-    // ETXTBSY, for a writer of `path` that hold_daemon_io refused; logged once per path.
+    // ETXTBSY, for a writer of `path` that hold_daemon_io refused and that cannot be given another
+    // inode; logged once per path.
     int refuse_writer(const std::string& path);
 
     // A read on a handle the daemon serves (a passthrough handle never gets one).

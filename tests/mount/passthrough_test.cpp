@@ -1,6 +1,6 @@
 // The two read backends (fs/src/read_backend.h) on real mounts: which one serves a mount and why,
 // one page cache with passthrough (two with splice), writers of a file that readers pass through
-// (refused with ETXTBSY before anything changes; the blob is never written), readers of a file
+// (a copy of their own under a new inode; the blob is never written), readers of a file
 // being written (served by the daemon), and a mount by an ordinary user, which falls back to
 // splice and says so. This suite runs twice in ctest, once as it is and once with
 // MODELFS_READ_BACKEND=splice (label mount-fallback); MODELFS_REQUIRE_PASSTHROUGH=1 (CI, as root)
@@ -179,7 +179,11 @@ TEST_F(ReadBackendTest, AFullReadCachesTheModelOnceWithPassthroughTwiceWithSplic
     }
 }
 
-TEST_F(ReadBackendTest, AWriterOfAFileReadersPassThroughIsRefusedAndChangesNothing) {
+// The kernel lets no open that is not passthrough join an inode that readers pass through, so a
+// writer of a model being read goes to a copy of its own under a new inode (the daemon answers
+// ESTALE and the kernel retries the open): the readers keep the stored bytes to the end, the blob
+// is never written, and closing the writer makes a new version.
+TEST_F(ReadBackendTest, AWriterOfAFileReadersPassThroughGetsACopyOfItsOwn) {
     Mount m(store, mnt);
     ASSERT_TRUE(m.ok());
     if (!passthrough_or_skip()) {
@@ -192,37 +196,46 @@ TEST_F(ReadBackendTest, AWriterOfAFileReadersPassThroughIsRefusedAndChangesNothi
     const std::size_t size = stdfs::file_size(p);
     void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, reader.get(), 0);
     ASSERT_NE(map, MAP_FAILED) << std::strerror(errno);
-    for (int flags : {O_RDWR, O_WRONLY, O_RDONLY | O_TRUNC, O_WRONLY | O_TRUNC}) {
-        UniqueFd w(::open(p.c_str(), flags | O_CLOEXEC));
-        EXPECT_FALSE(w) << "flags " << flags;
-        EXPECT_EQ(errno, ETXTBSY) << std::strerror(errno);
+    struct stat before;
+    ASSERT_EQ(::fstat(reader.get(), &before), 0);
+    // In the tensor data, past the header: the new version must still be a safetensors file.
+    const off_t at = static_cast<off_t>(size) - 100;
+    {
+        UniqueFd w(::open(p.c_str(), O_RDWR | O_CLOEXEC));
+        ASSERT_TRUE(w) << std::strerror(errno);
+        struct stat st;
+        ASSERT_EQ(::fstat(w.get(), &st), 0);
+        EXPECT_NE(st.st_ino, before.st_ino) << "the writer must not share the readers' inode";
+        ASSERT_EQ(::pwrite(w.get(), "WRITTEN", 7, at), 7);
+        // A second writer while the first is open joins it.
+        UniqueFd w2(::open(p.c_str(), O_WRONLY | O_CLOEXEC));
+        ASSERT_TRUE(w2) << std::strerror(errno);
+        ASSERT_EQ(::pwrite(w2.get(), "TWICE", 5, at + 10), 5);
     }
-    // Nothing was copied up or stored: same bytes, one version, no file in the overlay.
-    EXPECT_EQ(sha256_hex_of_file(p), sha);
-    EXPECT_FALSE(stdfs::exists(store / "views" / "comfyui" / "checkpoints" / "big.safetensors"));
-    EXPECT_EQ(versions(), 1);
-    // A second reader is fine.
-    EXPECT_EQ(sha256_hex_of_file(p), sha);
+    EXPECT_TRUE(eventually([&] { return versions() == 2; }, std::chrono::seconds(20)));
+    // The readers: the stored bytes, by read and through the mapping.
+    std::string mapped(static_cast<const char*>(map), size);
+    EXPECT_EQ(mapped.find("WRITTEN"), std::string::npos);
+    std::vector<char> buf(size);
+    ASSERT_EQ(::pread(reader.get(), buf.data(), size, 0), static_cast<ssize_t>(size));
+    EXPECT_EQ(std::string(buf.data(), size), mapped);
     ::munmap(map, size);
     reader.reset();
-    // Once the readers are gone, writing works as ever, by a shared writable mapping too, and
-    // makes a new version; the blob is never written.
-    // (In the tensor data, past the header: the new version must still be a safetensors file.)
-    const off_t last_page = static_cast<off_t>(size - 4096) / 4096 * 4096;
-    ASSERT_TRUE(eventually([&] {
-        UniqueFd w(::open(p.c_str(), O_RDWR | O_CLOEXEC));
-        if (!w) return false;
-        void* wm = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, w.get(), last_page);
-        if (wm == MAP_FAILED) return false;
-        std::memcpy(static_cast<char*>(wm) + 200, "modelfs", 7);
-        ::msync(wm, 4096, MS_SYNC);
-        ::munmap(wm, 4096);
-        return true;
-    }));
+    // New readers: the new version.
+    std::string now = read_file(p);
+    EXPECT_EQ(now.substr(static_cast<std::size_t>(at), 7), "WRITTEN");
+    EXPECT_EQ(now.substr(static_cast<std::size_t>(at) + 10, 5), "TWICE");
     EXPECT_EQ(sha256_hex_of_file(blob), sha);
-    EXPECT_TRUE(eventually([&] { return versions() == 2; }, std::chrono::seconds(20)));
-    EXPECT_NE(sha256_hex_of_file(p), sha);
-    EXPECT_EQ(sha256_hex_of_file(blob), sha);
+    // O_TRUNC while reading, as a tool rewriting the file in place does.
+    UniqueFd reader2(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(reader2);
+    {
+        const std::string data = read_file(src / "checkpoints" / "big.safetensors");
+        UniqueFd w(::open(p.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+        ASSERT_TRUE(w) << std::strerror(errno);
+        ASSERT_EQ(::write(w.get(), data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    }
+    EXPECT_TRUE(eventually([&] { return sha256_hex_of_file(p) == sha; }, std::chrono::seconds(20)));
     CliResult v = run_modelfs({"--store", store.string(), "verify"});
     EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
 }
