@@ -740,6 +740,9 @@ UniqueFd open_for_writing(fuse_req_t req, Daemon& dm, const std::string& path, i
                           mode_t mode, const std::optional<Owner>& owner = std::nullopt) {
     const bool truncate = flags & O_TRUNC;
     flags = (flags & ~(O_TRUNC | O_NOCTTY)) | O_CLOEXEC | O_NOFOLLOW;
+    // O_RDONLY|O_TRUNC truncates on Linux (the kernel checked write permission): the descriptor
+    // must be able to, and to read, which is all its opener will do.
+    if (truncate && (flags & O_ACCMODE) == O_RDONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
     for (int attempt = 0; attempt < 5; ++attempt) {
         Entry now = dm.resolve(path);
         if (now.kind == Entry::Kind::tree_file) {

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <thread>
 
@@ -267,14 +268,17 @@ TEST_F(ReadBackendTest, ReadersOfAFileBeingWrittenSeeTheWritersBytes) {
     EXPECT_EQ(sha256_hex_of_file(blob), sha);
 }
 
-// An ordinary user's mount (nobody, through the setuid fusermount3, which needs a user name) has no
-// CAP_SYS_ADMIN: it serves every read itself, correctly, and says once why.
-TEST_F(ReadBackendTest, AMountByAnOrdinaryUserFallsBackToSpliceAndSaysSo) {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as user nobody";
-    if (!stdfs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "no setpriv (util-linux)";
+// Mounts the store as user nobody through setpriv (`caps`: setpriv's capability options, none for
+// an ordinary user), runs `check` with a runner of programs as that user, and unmounts. The store
+// and mount point are given to nobody. Debian's fuse3 makes /dev/fuse 0666 (its udev rule), so
+// that users can mount; some machines (CI here) leave it 0600: opened up meanwhile, then put back.
+void mount_as_nobody(
+    const TempDir& dir, const stdfs::path& store, const stdfs::path& mnt,
+    const std::vector<std::string>& caps,
+    const std::function<
+        void(const std::function<CliResult(const std::string&, std::vector<std::string>)>&,
+             const std::string& log)>& check) {
     for (const stdfs::path& p : {dir.path(), store, mnt.parent_path()}) ::chmod(p.c_str(), 0755);
-    // Debian's fuse3 makes /dev/fuse 0666 (its udev rule), so that users can mount; some machines
-    // (this test's CI) leave it 0600. Opened up for the test, and put back after it.
     struct DevFuseMode {
         mode_t was = 0;
         DevFuseMode() {
@@ -291,8 +295,14 @@ TEST_F(ReadBackendTest, AMountByAnOrdinaryUserFallsBackToSpliceAndSaysSo) {
         run_program("/bin/chown", {"-R", "65534:65534", store.string(), mnt.string()}).exit_code,
         0);
     const stdfs::path log = dir / "user-mount.log";
-    ::close(::open(log.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0666));
+    ::close(::open(log.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0666));
     ::chmod(log.c_str(), 0666);
+    std::vector<std::string> args{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+    args.insert(args.end(), caps.begin(), caps.end());
+    for (std::string a :
+         {modelfs_binary().string(), std::string("--store"), store.string(), std::string("-vv"),
+          std::string("mount"), mnt.string(), std::string("-f")})
+        args.push_back(a);
     const pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
@@ -301,10 +311,10 @@ TEST_F(ReadBackendTest, AMountByAnOrdinaryUserFallsBackToSpliceAndSaysSo) {
         ::dup2(fd, 2);
         ::setenv("MODELFS_CONFIG", "/dev/null", 1);
         ::setenv("HOME", "/tmp", 1);
-        const std::string bin = modelfs_binary().string();
-        ::execl("/usr/bin/setpriv", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                bin.c_str(), "--store", store.c_str(), "-vv", "mount", mnt.c_str(), "-f",
-                static_cast<char*>(nullptr));
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        ::execv("/usr/bin/setpriv", argv.data());
         ::_exit(127);
     }
     struct Reap {
@@ -322,24 +332,77 @@ TEST_F(ReadBackendTest, AMountByAnOrdinaryUserFallsBackToSpliceAndSaysSo) {
     } reap{pid, mnt};
     ASSERT_TRUE(eventually([&] { return is_mounted(mnt); })) << read_log(log);
     // Without allow_other only its user may look into it.
-    auto as_user = [](const std::string& program, const std::vector<std::string>& args) {
+    auto as_user = [](const std::string& program, std::vector<std::string> args) {
         std::vector<std::string> all{"--reuid=65534", "--regid=65534", "--clear-groups", program};
         all.insert(all.end(), args.begin(), args.end());
         return run_program("/usr/bin/setpriv", all);
     };
-    CliResult b =
-        as_user("/usr/bin/getfattr", {"--only-values", "-n", "user.modelfs.backend", mnt.string()});
-    EXPECT_EQ(b.out, "splice") << b.err;
-    CliResult r = as_user("/usr/bin/sha256sum", {(mnt / rel).string()});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_EQ(r.out.substr(0, 64), sha);
-    const std::string text = read_log(log);
-    const std::string why = splice_forced() ? "splice asked for" : "lacks CAP_SYS_ADMIN";
-    EXPECT_NE(text.find(why), std::string::npos) << text;
-    EXPECT_EQ(text.find("served by the daemon (splice backend)"),
-              text.rfind("served by the daemon (splice backend)"))
-        << "said more than once:\n"
-        << text;
+    check(as_user, log.string());
+}
+
+// An ordinary user's mount (nobody, through the setuid fusermount3, which needs a user name) has no
+// CAP_SYS_ADMIN: it serves every read itself, correctly, and says once why.
+TEST_F(ReadBackendTest, AMountByAnOrdinaryUserFallsBackToSpliceAndSaysSo) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as user nobody";
+    if (!stdfs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "no setpriv (util-linux)";
+    mount_as_nobody(dir, store, mnt, {}, [&](const auto& as_user, const std::string& log) {
+        CliResult b = as_user("/usr/bin/getfattr",
+                              {"--only-values", "-n", "user.modelfs.backend", mnt.string()});
+        EXPECT_EQ(b.out, "splice") << b.err;
+        CliResult r = as_user("/usr/bin/sha256sum", {(mnt / rel).string()});
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        EXPECT_EQ(r.out.substr(0, 64), sha);
+        const std::string text = read_log(log);
+        const std::string why = splice_forced() ? "splice asked for" : "lacks CAP_SYS_ADMIN";
+        EXPECT_NE(text.find(why), std::string::npos) << text;
+        EXPECT_EQ(text.find("served by the daemon (splice backend)"),
+                  text.rfind("served by the daemon (splice backend)"))
+            << "said more than once:\n"
+            << text;
+    });
+}
+
+// The shipped systemd unit runs the daemon as a service user with CAP_SYS_ADMIN and no other
+// capability (AmbientCapabilities=, CapabilityBoundingSet=): the same here, with the capabilities
+// read from the unit file, and reads pass through.
+TEST_F(ReadBackendTest, TheServiceUsersCapabilitiesFromTheUnitFilePassThrough) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as user nobody";
+    if (!stdfs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "no setpriv (util-linux)";
+    const stdfs::path unit =
+        stdfs::path(MODELFS_GEN_MANPAGE).parent_path() / "systemd" / "modelfs@.service";
+    std::string ambient, bounding;
+    {
+        std::ifstream in(unit);
+        ASSERT_TRUE(in) << unit;
+        for (std::string line; std::getline(in, line);) {
+            if (line.starts_with("AmbientCapabilities=")) ambient = line.substr(20);
+            if (line.starts_with("CapabilityBoundingSet=")) bounding = line.substr(22);
+        }
+    }
+    EXPECT_EQ(ambient, "CAP_SYS_ADMIN") << "the unit gives the daemon what passthrough needs";
+    EXPECT_EQ(bounding, "CAP_SYS_ADMIN") << "and nothing more";
+    if (ambient.empty() || bounding.empty()) return;
+    // CAP_SYS_ADMIN -> sys_admin, setpriv's spelling.
+    auto setpriv_cap = [](std::string c) {
+        for (char& ch : c) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        return c.substr(4);
+    };
+    const std::string caps = "-all,+" + setpriv_cap(ambient);
+    mount_as_nobody(
+        dir, store, mnt,
+        {"--inh-caps=" + caps, "--ambient-caps=" + caps,
+         "--bounding-set=-all,+" + setpriv_cap(bounding)},
+        [&](const auto& as_user, const std::string& log) {
+            CliResult b = as_user("/usr/bin/getfattr",
+                                  {"--only-values", "-n", "user.modelfs.backend", mnt.string()});
+            if (!splice_forced() && b.out == "splice" &&
+                !env_is("MODELFS_REQUIRE_PASSTHROUGH", "1"))
+                GTEST_SKIP() << "no passthrough here: " << read_log(log);
+            EXPECT_EQ(b.out, splice_forced() ? "splice" : "passthrough") << b.err << read_log(log);
+            CliResult r = as_user("/usr/bin/sha256sum", {(mnt / rel).string()});
+            EXPECT_EQ(r.exit_code, 0) << r.err;
+            EXPECT_EQ(r.out.substr(0, 64), sha);
+        });
 }
 
 }  // namespace

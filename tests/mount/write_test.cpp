@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "modelfs/store/hash.h"
+#include "modelfs/store/unique_fd.h"
 #include "support/mount_fixture.h"
 #include "support/safetensors_writer.h"
 #include "support/test_env.h"
@@ -210,6 +211,24 @@ TEST_F(MountWriteTest, SaveByRenameReplacesTheModel) {
     EXPECT_EQ(sha256_hex_of_file(mnt / "comfyui" / "checkpoints" / "base.safetensors"), new_sha);
     ASSERT_TRUE(eventually([&] { return catalogued("checkpoint/base", new_sha); }));
     EXPECT_EQ(show("checkpoint/base")["versions"].size(), 2u);
+}
+
+// Linux truncates on open(O_RDONLY | O_TRUNC) when the opener may write, as on the disk beneath.
+TEST_F(MountWriteTest, ReadOnlyOpenWithTruncateTruncatesAsOnDisk) {
+    Mount m(store, mnt);
+    ASSERT_TRUE(m.ok());
+    for (const stdfs::path& base : {dir / "native", mnt / "comfyui"}) {
+        stdfs::create_directories(base);
+        const stdfs::path f = base / "notes.txt";
+        write_text_file(f, "some notes\n");
+        modelfs::UniqueFd fd(::open(f.c_str(), O_RDONLY | O_TRUNC | O_CLOEXEC));
+        ASSERT_GE(fd.get(), 0) << f << ": " << std::strerror(errno);
+        char c;
+        EXPECT_EQ(::read(fd.get(), &c, 1), 0) << f;
+        EXPECT_EQ(::write(fd.get(), "x", 1), -1) << f;  // still a read-only descriptor
+        EXPECT_EQ(errno, EBADF);
+        EXPECT_EQ(stdfs::file_size(f), 0u) << f;
+    }
 }
 
 TEST_F(MountWriteTest, RenameDeleteMkdir) {
