@@ -96,23 +96,35 @@ std::string unescape_mountinfo(std::string_view s) {
     return out;
 }
 
-// The filesystem type mounted at `dir` ("fuse.modelfs", "tmpfs"), or empty when nothing is.
-std::string mounted_type(const std::filesystem::path& dir) {
+// One line of /proc/self/mountinfo: where, what type, from what source.
+struct MountInfo {
+    std::string point, type, source;
+};
+// Every mount this process sees, in the order of the file (the last of a stack comes last).
+std::vector<MountInfo> mountinfo() {
+    std::vector<MountInfo> out;
     std::ifstream in("/proc/self/mountinfo");
-    std::string type;
     for (std::string line; std::getline(in, line);) {
         std::istringstream f(line);
-        std::string id, parent, devno, root, point;
+        std::string id, parent, devno, root, point, w;
         f >> id >> parent >> devno >> root >> point;
-        if (unescape_mountinfo(point) != dir.string()) continue;
-        // Optional fields end at "-"; the type follows. The last match is the top of a stack.
-        for (std::string w; f >> w;)
-            if (w == "-") {
-                f >> type;
-                break;
-            }
-        if (type.empty()) type = "unknown";
+        // Optional fields end at "-"; the type and the source follow.
+        while (f >> w && w != "-") {
+        }
+        MountInfo m{unescape_mountinfo(point), "", ""};
+        f >> m.type >> m.source;
+        if (m.type.empty()) m.type = "unknown";
+        m.source = unescape_mountinfo(m.source);
+        out.push_back(std::move(m));
     }
+    return out;
+}
+
+// The filesystem type mounted at `dir` ("fuse.modelfs", "tmpfs"), or empty when nothing is.
+std::string mounted_type(const std::filesystem::path& dir) {
+    std::string type;
+    for (const MountInfo& m : mountinfo())
+        if (m.point == dir.string()) type = m.type;  // the top of a stack
     return type;
 }
 
@@ -122,16 +134,9 @@ std::vector<StoreMount> mounts_of_store(const std::filesystem::path& store) {
     std::error_code ec;
     const std::filesystem::path want = std::filesystem::weakly_canonical(store, ec);
     std::vector<StoreMount> out;
-    std::ifstream in("/proc/self/mountinfo");
-    for (std::string line; std::getline(in, line);) {
-        std::istringstream f(line);
-        std::string id, parent, devno, root, point, w, type, source;
-        f >> id >> parent >> devno >> root >> point;
-        while (f >> w && w != "-") {
-        }
-        f >> type >> source;
-        if (type != "fuse.modelfs" || unescape_mountinfo(source) != want.string()) continue;
-        StoreMount m{unescape_mountinfo(point), "unknown"};
+    for (const MountInfo& mi : mountinfo()) {
+        if (mi.type != "fuse.modelfs" || mi.source != want.string()) continue;
+        StoreMount m{mi.point, "unknown"};
         char value[64];
         const ssize_t n =
             ::getxattr(m.mountpoint.c_str(), "user.modelfs.backend", value, sizeof value);

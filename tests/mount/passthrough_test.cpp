@@ -19,7 +19,6 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <sstream>
 #include <thread>
 
 #include "modelfs/store/unique_fd.h"
@@ -57,13 +56,6 @@ long long cached_pages(int fd) {
     } cs{};
     if (::syscall(SYS_cachestat, fd, &range, &cs, 0) != 0) return -1;
     return static_cast<long long>(cs.nr_cache);
-}
-
-std::string read_log(const stdfs::path& log) {
-    std::ifstream in(log);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
 }
 
 class ReadBackendTest : public StoreMountTest {
@@ -115,7 +107,12 @@ TEST_F(ReadBackendTest, TheMountSaysWhichBackendServesItAndWhy) {
     ASSERT_TRUE(m.ok());
     const std::string b = backend_of_mount();
     EXPECT_EQ(xattr(mnt / rel, "user.modelfs.backend"), b);
-    const std::string log = read_log(dir / "mnt.log");
+    // `modelfs status` names the mount and its backend.
+    CliResult st = run_modelfs({"--store", store.string(), "status"});
+    EXPECT_EQ(st.exit_code, 0) << st.err;
+    EXPECT_NE(st.out.find("mounted at " + mnt.string() + " (reads: " + b), std::string::npos)
+        << st.out;
+    const std::string log = read_file(dir / "mnt.log");
     if (splice_forced()) {
         EXPECT_EQ(b, "splice");
         EXPECT_NE(log.find("splice asked for"), std::string::npos) << log;
@@ -330,7 +327,7 @@ void mount_as_nobody(
             }
         }
     } reap{pid, mnt};
-    ASSERT_TRUE(eventually([&] { return is_mounted(mnt); })) << read_log(log);
+    ASSERT_TRUE(eventually([&] { return is_mounted(mnt); })) << read_file(log);
     // Without allow_other only its user may look into it.
     auto as_user = [](const std::string& program, std::vector<std::string> args) {
         std::vector<std::string> all{"--reuid=65534", "--regid=65534", "--clear-groups", program};
@@ -352,7 +349,7 @@ TEST_F(ReadBackendTest, AMountByAnOrdinaryUserFallsBackToSpliceAndSaysSo) {
         CliResult r = as_user("/usr/bin/sha256sum", {(mnt / rel).string()});
         EXPECT_EQ(r.exit_code, 0) << r.err;
         EXPECT_EQ(r.out.substr(0, 64), sha);
-        const std::string text = read_log(log);
+        const std::string text = read_file(log);
         const std::string why = splice_forced() ? "splice asked for" : "lacks CAP_SYS_ADMIN";
         EXPECT_NE(text.find(why), std::string::npos) << text;
         EXPECT_EQ(text.find("served by the daemon (splice backend)"),
@@ -397,8 +394,8 @@ TEST_F(ReadBackendTest, TheServiceUsersCapabilitiesFromTheUnitFilePassThrough) {
                                   {"--only-values", "-n", "user.modelfs.backend", mnt.string()});
             if (!splice_forced() && b.out == "splice" &&
                 !env_is("MODELFS_REQUIRE_PASSTHROUGH", "1"))
-                GTEST_SKIP() << "no passthrough here: " << read_log(log);
-            EXPECT_EQ(b.out, splice_forced() ? "splice" : "passthrough") << b.err << read_log(log);
+                GTEST_SKIP() << "no passthrough here: " << read_file(log);
+            EXPECT_EQ(b.out, splice_forced() ? "splice" : "passthrough") << b.err << read_file(log);
             CliResult r = as_user("/usr/bin/sha256sum", {(mnt / rel).string()});
             EXPECT_EQ(r.exit_code, 0) << r.err;
             EXPECT_EQ(r.out.substr(0, 64), sha);
