@@ -43,6 +43,9 @@ for p in g++ libfuse3-dev liblmdb-dev libxxhash-dev libssl-dev libspdlog-dev lib
          nlohmann-json3-dev libcurl4-openssl-dev libgtest-dev libtomlplusplus-dev fuse3 attr; do
   dpkg -s "$p" >/dev/null 2>&1 || { need_deps=1; break; }
 done
+# libfuse 3.17 (FUSE passthrough): the system's, or the one packaging/build-libfuse3 builds.
+pkg-config --atleast-version=3.17 fuse3 2>/dev/null || "$ROOT/packaging/build-libfuse3" --check \
+  || need_deps=1
 if [[ $need_deps == 1 ]]; then
   run "$ROOT/packaging/install-deps"
 else
