@@ -10,6 +10,7 @@
 
 #include "engine.h"
 #include "modelfs/store/blob_store.h"
+#include "modelfs/store/quarantine.h"
 
 namespace modelfs::fetch::detail {
 
@@ -219,7 +220,19 @@ void Engine::worker_main(Active& a) {
         }
         if (w.cmd == DownloadImpl::Cmd::fail) {
             persister.reset();
-            if (w.discard || w.done_total == 0) {
+            std::string msg = w.msg;
+            if (w.discard) {
+                // Content that did not match its hash (twice): kept in quarantine/, never a blob.
+                std::lock_guard pl(a.persist_mu);
+                ::unlink(a.state.c_str());
+                try {
+                    msg += "; the bytes are in " +
+                           quarantine_download(store, dl.key_, a.part).string();
+                } catch (const std::exception& e) {
+                    ::unlink(a.part.c_str());
+                    spdlog::warn("could not quarantine {}: {}", a.part.string(), e.what());
+                }
+            } else if (w.done_total == 0) {
                 std::lock_guard pl(a.persist_mu);
                 ::unlink(a.state.c_str());
                 ::unlink(a.part.c_str());
@@ -227,12 +240,12 @@ void Engine::worker_main(Active& a) {
                 persist(a);
             }
             try {
-                store.record_fetch_error(dl.key_, w.msg);
+                store.record_fetch_error(dl.key_, msg);
             } catch (const std::exception& e) {
                 spdlog::warn("could not record the failure of blob {}: {}", dl.key_.hex(),
                              e.what());
             }
-            post_result({false, dl.key_, w.msg});
+            post_result({false, dl.key_, msg});
             return;
         }
 

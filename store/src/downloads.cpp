@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "modelfs/store/errors.h"
+#include "modelfs/store/quarantine.h"
 #include "modelfs/store/safetensors.h"
 #include "modelfs/store/store.h"
 #include "store_impl.h"
@@ -72,6 +73,20 @@ stdfs::path Store::partial_dir() const {
     return impl_->root / "partial";
 }
 
+stdfs::path quarantine_download(Store& s, const Sha256& key, const stdfs::path& path) {
+    // Kept for inspection, out of the way of a new attempt; never a blob.
+    stdfs::create_directories(s.blobs().quarantine_dir());
+    stdfs::path q =
+        s.blobs().quarantine_dir() / (key.hex() + "." + std::to_string(unix_now()) + ".download");
+    if (::rename(path.c_str(), q.c_str()) != 0) {
+        spdlog::warn("could not move {} to {}: {}", path.string(), q.string(),
+                     std::strerror(errno));
+        ::unlink(path.c_str());
+        return "(deleted)";
+    }
+    return q;
+}
+
 Sha256 Store::commit_download(const Sha256& key, int fd, const stdfs::path& path,
                               const FileDigests& digests) {
     std::optional<BlobRecord> rec = impl_->catalog.read().get_blob(key);
@@ -82,16 +97,7 @@ Sha256 Store::commit_download(const Sha256& key, int fd, const stdfs::path& path
                              "download " +
                              path.string() + " is not kept");
     if (!rec->placeholder && digests.sha256 != key) {
-        // Keep the bytes for inspection, out of the way of a new attempt.
-        stdfs::create_directories(impl_->blobs.quarantine_dir());
-        stdfs::path q = impl_->blobs.quarantine_dir() /
-                        (key.hex() + "." + std::to_string(unix_now()) + ".download");
-        if (::rename(path.c_str(), q.c_str()) != 0) {
-            spdlog::warn("could not move {} to {}: {}", path.string(), q.string(),
-                         std::strerror(errno));
-            ::unlink(path.c_str());
-            q = "(deleted)";
-        }
+        const stdfs::path q = quarantine_download(*this, key, path);
         std::string msg = "downloaded content has SHA-256 " + digests.sha256.hex() +
                           ", not the expected " + key.hex() + "; the bytes are in " + q.string();
         record_fetch_error(key, msg);
