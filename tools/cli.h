@@ -98,6 +98,8 @@ void add_lock_commands(CLI::App& app, Globals& g, Runner& run);
 void add_config(CLI::App& app, Globals& g, Runner& run);
 // adopt, unadopt, adopted (cmd_adopt.cpp): installed tools' models folders into the store and back.
 void add_adopt_commands(CLI::App& app, Globals& g, Runner& run);
+// remote add/ls/rm, push, pull (cmd_remote.cpp): a team store on S3.
+void add_remote_commands(CLI::App& app, Globals& g, Runner& run);
 
 // Output helpers.
 // Never fails on a name that is not UTF-8 (dump_json, modelfs/store/escape.h).

@@ -1,12 +1,12 @@
 // ls and show: what is in the store, by name or by content.
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <sys/stat.h>
 
 #include <iostream>
 
 #include "cli.h"
 #include "modelfs/fetch/source.h"
+#include "modelfs/store/team_remote.h"
 
 namespace modelfs::cli {
 namespace {
@@ -171,9 +171,7 @@ int run_ls(const Globals& g, const LsArgs& a) {
     auto txn = s.catalog().read();
     txn.for_each_model([&](const Model& m) {
         if (cat && m.category != *cat) return;
-        if (!a.pattern.empty() && fnmatch(a.pattern.c_str(), m.key().c_str(), 0) != 0 &&
-            fnmatch(a.pattern.c_str(), m.name.c_str(), 0) != 0)
-            return;
+        if (!a.pattern.empty() && !model_matches(m, a.pattern)) return;
         models.push_back(m);
         remote.push_back(remote_files(txn, m.current_version()));
     });

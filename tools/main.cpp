@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
     add_lock_commands(app, g, run);
     add_config(app, g, run);
     add_adopt_commands(app, g, run);
+    add_remote_commands(app, g, run);
 
     app.footer(
         "Every setting: command-line flag, else config file, else environment variable, else "

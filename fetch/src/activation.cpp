@@ -10,9 +10,11 @@
 #include <spdlog/spdlog.h>
 
 #include "engine.h"
+#include "modelfs/fetch/team_store.h"
 #include "modelfs/store/blob_store.h"
 #include "modelfs/store/errors.h"
 #include "modelfs/store/store_folders.h"
+#include "modelfs/store/text.h"
 
 namespace modelfs::fetch::detail {
 
@@ -119,12 +121,18 @@ void Engine::activate(const std::shared_ptr<DownloadImpl>& dl) {
         a->gen_atomic = a->gen;
     }
     a->size_known = a->size > 0 || !dl->placeholder_;
+    // s3:// sources of a team remote go with that remote's endpoint and keys, read now so that a
+    // remote added after this process started (a long-running mount) counts.
+    std::optional<FetchConfig> with_remotes;
+    for (const auto& s : dl->sources_)
+        if (istarts_with(s.url, "s3://") && !with_remotes)
+            with_remotes = with_team_remotes(store, cfg);
     for (const auto& s : dl->sources_) {
         SourceState st;
         st.url = s.url;
         st.shown = redact_url(s.url);
         try {
-            st.target = resolve_source(s.url, cfg);
+            st.target = resolve_source(s.url, with_remotes ? *with_remotes : cfg);
         } catch (const StoreError& e) {
             st.failed = true;
             a->errors.push_back(e.what());

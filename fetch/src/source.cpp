@@ -1,5 +1,7 @@
 #include "modelfs/fetch/source.h"
 
+#include "modelfs/fetch/s3_client.h"
+
 #include <algorithm>
 #include <cctype>
 
@@ -34,12 +36,6 @@ std::string percent_encode(std::string_view s, std::string_view keep) {
 // meant it.
 std::string encode_path(std::string_view s) {
     return percent_encode(s, "-._~/!$&'()*+,;=:@%");
-}
-
-// S3 wants every key byte outside the unreserved set encoded, '/' kept; the SigV4 canonical URI is
-// the path as sent.
-std::string encode_s3_key(std::string_view key) {
-    return percent_encode(key, "-._~/");
 }
 
 // host[:port] of an http(s) URL, lower-cased, without user info.
@@ -130,13 +126,31 @@ void check_s3(std::string_view url) {
     parse_s3(url, b, k);
 }
 
+// The settings for an s3:// URL: those of the team remote whose URL is its longest prefix, else
+// the global [s3] ones.
+const S3Config& s3_config_for(std::string_view url, const FetchConfig& cfg) {
+    const S3Config* best = &cfg.s3;
+    std::size_t best_len = 0;
+    for (const auto& r : cfg.s3_remotes) {
+        std::string_view ru = r.url;
+        while (!ru.empty() && ru.back() == '/') ru.remove_suffix(1);
+        if (ru.size() > best_len && url.size() > ru.size() && url.substr(0, ru.size()) == ru &&
+            url[ru.size()] == '/') {
+            best = &r.s3;
+            best_len = ru.size();
+        }
+    }
+    return *best;
+}
+
 void resolve_s3(std::string_view url, const FetchConfig& cfg, HttpTarget& t) {
     std::string bucket, key;
     parse_s3(url, bucket, key);
-    std::string endpoint = cfg.s3.endpoint;
-    if (endpoint.empty()) endpoint = "https://s3." + cfg.s3.region + ".amazonaws.com";
+    const S3Config& s3 = s3_config_for(url, cfg);
+    std::string endpoint = s3.endpoint;
+    if (endpoint.empty()) endpoint = "https://s3." + s3.region + ".amazonaws.com";
     while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
-    if (cfg.s3.path_style) {
+    if (s3.path_style) {
         t.url = endpoint + "/" + bucket + "/" + encode_s3_key(key);
     } else {
         auto p = endpoint.find("://");
@@ -144,13 +158,13 @@ void resolve_s3(std::string_view url, const FetchConfig& cfg, HttpTarget& t) {
         std::string rest = p == std::string::npos ? endpoint : endpoint.substr(p + 3);
         t.url = sch + "://" + bucket + "." + rest + "/" + encode_s3_key(key);
     }
-    if (!cfg.s3.access_key.empty()) {
-        t.aws_sigv4 = "aws:amz:" + cfg.s3.region + ":s3";
-        t.userpwd = cfg.s3.access_key + ":" + cfg.s3.secret_key;
+    if (!s3.access_key.empty()) {
+        t.aws_sigv4 = "aws:amz:" + s3.region + ":s3";
+        t.userpwd = s3.access_key + ":" + s3.secret_key;
         // libcurl 7.88 signs the request but does not send the payload hash S3 requires.
         t.headers.push_back("x-amz-content-sha256: UNSIGNED-PAYLOAD");
-        if (!cfg.s3.session_token.empty())
-            t.headers.push_back("x-amz-security-token: " + cfg.s3.session_token);
+        if (!s3.session_token.empty())
+            t.headers.push_back("x-amz-security-token: " + s3.session_token);
     }
 }
 
@@ -274,6 +288,12 @@ HttpTarget resolve_source(std::string_view url, const FetchConfig& cfg) {
 std::string_view refused_hint(std::string_view url) {
     const Scheme* s = scheme_of_url(url);
     return s ? s->info.refused_hint : kHttpRefused;
+}
+
+// S3 wants every key byte outside the unreserved set encoded, '/' kept; the SigV4 canonical URI is
+// the path as sent.
+std::string encode_s3_key(std::string_view key) {
+    return percent_encode(key, "-._~/");
 }
 
 }  // namespace modelfs::fetch

@@ -225,6 +225,18 @@ Model decode_model(std::string_view data) {
 
 }  // namespace
 
+std::string encode_model_record(const Model& m) {
+    return encode_model(m);
+}
+
+Model decode_model_record(std::string_view data) {
+    try {
+        return decode_model(data);
+    } catch (const json::exception& e) {
+        throw StoreError(ErrorKind::corrupt, std::string("not a model record: ") + e.what());
+    }
+}
+
 std::string_view to_string(BlobState s) {
     switch (s) {
         case BlobState::present:
@@ -654,6 +666,41 @@ void Txn::del_lock(std::string_view id) {
     MDB_val k = as_val(key);
     int rc = mdb_del(impl_->txn, impl_->env->meta, &k, nullptr);
     if (rc != MDB_NOTFOUND) check(rc, "deleting a lock record");
+}
+
+std::optional<std::string> Txn::get_meta(std::string_view key) const {
+    MDB_val k = as_val(key), v;
+    int rc = mdb_get(impl_->txn, impl_->env->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) return std::nullopt;
+    check(rc, "reading a meta record");
+    return std::string(as_view(v));
+}
+
+std::vector<std::pair<std::string, std::string>> Txn::meta_with_prefix(
+    std::string_view prefix) const {
+    std::vector<std::pair<std::string, std::string>> out;
+    MDB_val k = as_val(prefix), v;
+    Cursor c(impl_->txn, impl_->env->meta);
+    for (bool ok = c.get(k, v, MDB_SET_RANGE); ok; ok = c.get(k, v, MDB_NEXT)) {
+        std::string_view key = as_view(k);
+        if (key.substr(0, prefix.size()) != prefix) break;
+        out.emplace_back(std::string(key), std::string(as_view(v)));
+    }
+    return out;
+}
+
+void Txn::put_meta(std::string_view key, std::string_view value) {
+    if (key.empty() || key.size() > 511)
+        throw StoreError(ErrorKind::bad_input,
+                         "catalog: meta key of " + std::to_string(key.size()) + " bytes");
+    MDB_val k = as_val(key), v = as_val(value);
+    check(mdb_put(impl_->txn, impl_->env->meta, &k, &v, 0), "writing a meta record");
+}
+
+void Txn::del_meta(std::string_view key) {
+    MDB_val k = as_val(key);
+    int rc = mdb_del(impl_->txn, impl_->env->meta, &k, nullptr);
+    if (rc != MDB_NOTFOUND) check(rc, "deleting a meta record");
 }
 
 void Txn::del_model(std::string_view key) {

@@ -7,11 +7,12 @@ namespace modelfs {
 namespace {
 
 // One row per prefixed kind.
-constexpr std::array<std::pair<SourceKind, std::string_view>, 4> kPrefixes{{
+constexpr std::array<std::pair<SourceKind, std::string_view>, 5> kPrefixes{{
     {SourceKind::mount, "mount:"},
     {SourceKind::adopt, "adopt:"},
     {SourceKind::hf_cache, "hf-cache:"},
     {SourceKind::ollama, "ollama:"},
+    {SourceKind::remote, "remote:"},
 }};
 constexpr std::string_view kLock = "lock";
 

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "modelfs/store/escape.h"
+#include "modelfs/store/team_remote.h"
 #include "modelfs/store/version_source.h"
 #include "store_impl.h"
 
@@ -224,6 +225,13 @@ std::size_t add_locked_version(Txn& txn, Model& m, const LockedModel& lm) {
             r.size = f.size;
             r.state = BlobState::remote;
         }
+        // A blob of a team remote's store is at a known name there (FORMAT.md "Team remotes"):
+        // the store's remotes are sources of every locked blob it lacks.
+        if (r.state != BlobState::present)
+            for (const auto& url : team_remote_blob_urls(txn, f.sha256))
+                if (std::none_of(r.sources.begin(), r.sources.end(),
+                                 [&](const BlobSource& s) { return s.url == url; }))
+                    r.sources.push_back({url, false});
         if (f.secrets_removed && r.state != BlobState::present && r.sources.empty())
             throw StoreError(ErrorKind::bad_input,
                              what +

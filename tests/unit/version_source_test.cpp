@@ -14,6 +14,7 @@ TEST(VersionSource, EveryFormRoundTrips) {
         {SourceKind::hf_cache, "", "/c/models--org--repo/snapshots/abc"},
         {SourceKind::ollama, "", "/o/manifests/registry.ollama.ai/library/x/latest"},
         {SourceKind::lock, "", ""},
+        {SourceKind::remote, "", "team"},
     };
     for (const auto& f : forms) {
         const VersionSource back = parse_source(to_source(f));

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace modelfs::fetch {
 
@@ -18,6 +19,14 @@ struct S3Config {
     std::string secret_key;
     std::string session_token;  // sent as x-amz-security-token when set
     bool path_style = true;     // ENDPOINT/BUCKET/KEY (false: BUCKET.ENDPOINT/KEY)
+};
+
+// The S3 settings of one team remote (fetch/team_store.h fills them from the store's remotes and
+// the AWS credentials chain): an s3:// URL under `url` ("s3://BUCKET" or "s3://BUCKET/PREFIX") is
+// sent with these instead of FetchConfig::s3, so each remote keeps its own endpoint and keys.
+struct S3Remote {
+    std::string url;
+    S3Config s3;
 };
 
 struct FetchConfig {
@@ -41,6 +50,7 @@ struct FetchConfig {
     std::string hf_endpoint = "https://huggingface.co";
     std::string hf_token;  // Authorization: Bearer, for hf:// sources only
     S3Config s3;
+    std::vector<S3Remote> s3_remotes;  // the longest `url` that prefixes a source wins
     std::string user_agent = "modelfs";
     // After each finished download, evict least-recently-used re-fetchable blobs until the store
     // holds at most this many bytes; 0: no quota.

@@ -224,6 +224,12 @@ std::vector<Model> split_by_extension(const Model& m);
 
 class Catalog;
 
+// A model record's bytes as the `models` database stores them (CBOR, FORMAT.md), and back. A team
+// remote's snapshots carry models in this form too. decode throws StoreError corrupt for bytes
+// that are not a model record.
+std::string encode_model_record(const Model& m);
+Model decode_model_record(std::string_view data);
+
 // A transaction. Read transactions see one consistent snapshot; a write transaction is the only
 // writer in the whole store until it commits or is destroyed (which aborts it).
 class Txn {
@@ -255,6 +261,14 @@ class Txn {
     std::vector<LockHold> locks() const;
     void put_lock(const LockHold& l);
     void del_lock(std::string_view id);
+
+    // Other small records of the `meta` database (FORMAT.md lists every key): team remotes
+    // ("remote/<name>"), this store's writer id ("writer"). Values are opaque bytes here.
+    std::optional<std::string> get_meta(std::string_view key) const;
+    // Every (key, value) whose key starts with `prefix`, in key order.
+    std::vector<std::pair<std::string, std::string>> meta_with_prefix(std::string_view prefix) const;
+    void put_meta(std::string_view key, std::string_view value);
+    void del_meta(std::string_view key);
 
     void commit();
 

@@ -14,6 +14,7 @@ enum class SourceKind {
     hf_cache,     // "hf-cache:FOLDER": a Hugging Face cache snapshot folder
     ollama,       // "ollama:FILE": an Ollama manifest
     lock,         // "lock": a version a lock file named that the store lacked
+    remote,       // "remote:NAME": registered by a pull from team remote NAME
 };
 
 struct VersionSource {
