@@ -16,6 +16,7 @@ using nlohmann::json;
 struct RemoteArgs {
     std::string name, url, endpoint, region, profile;
     bool replace = false;
+    bool stream = false;
 };
 
 json remote_json(const TeamRemote& r) {
@@ -37,6 +38,7 @@ int run_remote_add(const Globals& g, const RemoteArgs& a) {
     r.endpoint = a.endpoint;
     r.region = a.region;
     r.profile = a.profile;
+    r.stream = a.stream;
     r.added = std::chrono::duration_cast<std::chrono::seconds>(
                   std::chrono::system_clock::now().time_since_epoch())
                   .count();
@@ -83,6 +85,7 @@ int run_remote_ls(const Globals& g) {
         if (!r.region.empty()) std::cout << "  region " << r.region;
         if (!r.profile.empty()) std::cout << "  profile " << r.profile;
         if (!r.is_s3()) std::cout << "  (read-only mirror)";
+        if (r.stream) std::cout << "  (streams)";
         if (r.pulled_at)
             std::cout << "  pulled " << format_time(r.pulled_at) << " (" << r.pulled.size()
                       << " writer(s))";
@@ -249,6 +252,10 @@ void add_remote_commands(CLI::App& app, Globals& g, Runner& run) {
                     "AWS profile in ~/.aws/credentials and config; default: AWS_PROFILE, else "
                     "default. Keys are never stored in the catalog");
     add->add_flag("--replace", ra->replace, "Change an existing remote's URL and settings");
+    add->add_flag("--stream", ra->stream,
+                  "Let mounts serve a pulled model's bytes as they arrive, before the whole file "
+                  "is verified (fast first byte; a file that then fails its hash gives EIO and is "
+                  "quarantined). Applies from the next pull");
     add->callback([&g, &run, ra] { run = [&g, ra] { return run_remote_add(g, *ra); }; });
 
     auto* ls = remote->add_subcommand("ls", "List the remotes");

@@ -53,6 +53,7 @@ std::string encode_remote(const TeamRemote& r) {
               {"added", r.added},
               {"pulled", r.pulled},
               {"pulled_at", r.pulled_at}};
+    if (r.stream) j["stream"] = true;
     auto v = json::to_cbor(j);
     return std::string(v.begin(), v.end());
 }
@@ -71,6 +72,7 @@ TeamRemote decode_remote(std::string_view name, std::string_view data) {
             for (const auto& [w, snap] : j["pulled"].items())
                 r.pulled.emplace(w, snap.get<std::string>());
         r.pulled_at = j.value("pulled_at", std::int64_t{0});
+        r.stream = j.value("stream", false);
     } catch (const json::exception& e) {
         throw StoreError(ErrorKind::corrupt,
                          "catalog: the record of remote '" + r.name + "' is damaged: " + e.what());
@@ -556,7 +558,7 @@ PullReport apply_pull(Store& s, const TeamRemote& remote, const RemoteCatalog& c
             r.state = BlobState::remote;
             r.xxh128 = b.xxh3;
             r.safetensors_header_len = b.st_hdr;
-            r.sources.push_back({url, false});
+            r.sources.push_back({url, remote.stream});
             w.put_blob(h, r);
             ++rep.blobs_registered;
             rep.bytes_registered += b.size;
@@ -564,9 +566,13 @@ PullReport apply_pull(Store& s, const TeamRemote& remote, const RemoteCatalog& c
             continue;
         }
         if (rec->placeholder) continue;
-        if (std::none_of(rec->sources.begin(), rec->sources.end(),
-                         [&](const BlobSource& x) { return x.url == url; })) {
-            rec->sources.push_back({url, false});
+        auto it = std::find_if(rec->sources.begin(), rec->sources.end(),
+                               [&](const BlobSource& x) { return x.url == url; });
+        if (it == rec->sources.end() || it->stream != remote.stream) {
+            if (it == rec->sources.end())
+                rec->sources.push_back({url, remote.stream});
+            else
+                it->stream = remote.stream;  // the remote's current setting wins
             w.put_blob(h, *rec);
             rep.changed = true;
         }

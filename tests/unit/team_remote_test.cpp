@@ -250,11 +250,20 @@ TEST_F(TeamRemoteTest, PullRegistersModelsLazilyAndASecondPullChangesNothing) {
     EXPECT_EQ(rec->sources[0].url, r.object_url(remote_blob_key(h)));
     EXPECT_TRUE(rec->xxh128) << "the published XXH3 travels";
     EXPECT_EQ(get_team_remote(c, "team").pulled.at("wa"), "x");
+    EXPECT_FALSE(rec->sources[0].stream) << "verified before served unless the remote streams";
 
     const auto txn_before = c.catalog().last_txn_id();
     PullReport again = apply_pull(c, r, merge_snapshots({publish(a, "wa")}), {{"wa", "x"}});
     EXPECT_FALSE(again.changed);
     EXPECT_EQ(c.catalog().last_txn_id(), txn_before) << "nothing written";
+
+    // `remote add --stream --replace`: the next pull makes the remote's sources streamable.
+    TeamRemote streaming = get_team_remote(c, "team");
+    streaming.stream = true;
+    add_team_remote(c, streaming, true);
+    EXPECT_TRUE(get_team_remote(c, "team").stream);
+    EXPECT_TRUE(apply_pull(c, streaming, merge_snapshots({publish(a, "wa")}), {{"wa", "x"}}).changed);
+    EXPECT_TRUE(c.catalog().read().get_blob(h)->sources.at(0).stream);
 }
 
 TEST_F(TeamRemoteTest, PullFollowsTheRemoteButNeverOverridesOrDeletesWhatIsLocal) {

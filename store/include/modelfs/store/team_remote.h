@@ -29,6 +29,9 @@ struct TeamRemote {
     std::string endpoint;  // S3 endpoint ("http://rgw:7480"); empty: the AWS settings decide
     std::string region;    // empty: the AWS settings decide
     std::string profile;   // AWS profile; empty: AWS_PROFILE, else "default"
+    // Pulled blobs get `stream` sources: a mount serves what has arrived before the whole file is
+    // verified (`remote add --stream`; FORMAT.md "Pull" says what that costs).
+    bool stream = false;
     std::int64_t added = 0;
     // What the last pull applied: writer id -> snapshot (SHA-256 hex). A pull whose writers point
     // at exactly these changes nothing and writes nothing.
