@@ -114,7 +114,7 @@ struct PushArgs {
     std::string remote;
     std::vector<std::string> patterns;
     unsigned jobs = 8;
-    std::string part_size = "64M";
+    std::string part_size = "16M";
     bool dry_run = false;
     std::string writer;
 };
@@ -277,7 +277,8 @@ void add_remote_commands(CLI::App& app, Globals& g, Runner& run) {
                      "Only models matching these (as `ls`: category/name or name, * ? [])");
     push->add_option("-j,--jobs", pa->jobs, "Uploads at once (default 8)");
     push->add_option("--part-size", pa->part_size,
-                     "Multipart part size, 5M to 5G (default 64M); larger files go in parts");
+                     "Multipart part size, 5M to 5G (default 16M; memory: --jobs x this); larger "
+                     "files go in parts");
     push->add_flag("-n,--dry-run", pa->dry_run, "Say what would be uploaded; write nothing");
     push->add_option("--writer", pa->writer,
                      "Publish as this writer id (default: this store's own, made on first push)");

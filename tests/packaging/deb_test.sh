@@ -75,6 +75,7 @@ echo "Depends: $depends"
 [[ $depends == *liblmdb* ]] || fail "Depends lacks the libraries (dpkg-shlibdeps): $depends"
 contents=$(dpkg-deb -c "$deb")
 for f in ./usr/bin/modelfs ./usr/lib/systemd/system/modelfs@.service \
+         ./usr/lib/systemd/system/modelfs-pull@.service \
          ./usr/share/man/man1/modelfs.1.gz ./etc/modelfs/config.toml \
          ./usr/share/doc/modelfs/copyright; do
   grep -q " $f\$" <<<"$contents" || fail "the package lacks $f"

@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "modelfs/fetch/s3_client.h"
 #include "support/http_servers.h"
 #include "support/mount_fixture.h"
 #include "support/sized_models.h"
@@ -287,6 +288,38 @@ TEST_F(TeamStore, ALockFileFromOneMachineAppliesOnAnotherThatHasTheRemote) {
     ASSERT_EQ(ls.size(), 1u);
     EXPECT_EQ(ls[0]["model"], "lora/locked.safetensors");
     EXPECT_EQ(ls[0]["sha256"], v1) << "the locked version, not the newer one";
+}
+
+TEST_F(TeamStore, AReadOnlyHttpMirrorOfThePrefixCanBePulledAndFetchedFrom) {
+    const std::string h = import("a", "mirrored", 1'200'000, 1);
+    add_remote("a");
+    ASSERT_EQ(mfs("a", {"push", "team"}).exit_code, 0);
+    // The mirror: a copy of every object below the prefix, served by nginx (as a CDN would).
+    fetch::S3Bucket b;
+    b.endpoint = s3_.endpoint();
+    b.region = s3_.region();
+    b.bucket = bucket_;
+    b.credentials.access_key = s3_.access_key();
+    b.credentials.secret_key = s3_.secret_key();
+    fetch::S3Client client(b, fetch::FetchConfig{});
+    const stdfs::path root = dir_ / "mirror";
+    for (const auto& o : client.list("models/")) {
+        const stdfs::path p = root / o.key;
+        stdfs::create_directories(p.parent_path());
+        write_text_file(p, *client.get(o.key));
+    }
+    NginxServer nginx(root);
+    CliResult r = mfs("c", {"remote", "add", "mirror", nginx.url("models")});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    json p = mfs_json("c", {"pull", "mirror"});
+    EXPECT_EQ(p["writers"], 1);
+    EXPECT_EQ(model_keys("c"), std::set<std::string>{"lora/mirrored.safetensors"});
+    ASSERT_EQ(mfs("c", {"fetch"}).exit_code, 0);
+    EXPECT_EQ(sha256_hex_of_file(blob("c", h)), h);
+    // Read-only: a push says where to push instead.
+    r = mfs("c", {"push", "mirror"});
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("read-only mirror"), std::string::npos) << r.err;
 }
 
 TEST_F(TeamStore, WrongCredentialsAreRefusedAndChangeNothing) {
