@@ -82,6 +82,7 @@ void add_show(CLI::App& app, Globals& g, Runner& run);
 void add_verify(CLI::App& app, Globals& g, Runner& run);
 void add_gc(CLI::App& app, Globals& g, Runner& run);
 void add_stats(CLI::App& app, Globals& g, Runner& run);
+void add_tensor_commands(CLI::App& app, Globals& g, Runner& run);  // dedupe, materialise
 void add_mount(CLI::App& app, Globals& g, Runner& run);
 // `modelfs STORE MOUNTPOINT -o OPTIONS`, as mount.fuse3 runs it (args: argv without the program).
 int run_helper_mount(Globals& g, const std::vector<std::string>& args);

@@ -13,10 +13,12 @@
 #include "modelfs/fetch/describe.h"
 #include "modelfs/fetch/fetcher.h"
 #include "modelfs/fetch/manifest.h"
+#include "modelfs/fetch/probe.h"
 #include "modelfs/fetch/selection.h"
 #include "modelfs/fetch/source.h"
 #include "modelfs/fs/mount.h"
 #include "modelfs/store/model_name.h"
+#include "modelfs/store/tensor_map.h"
 #include "modelfs/store/text.h"
 #include "mount_helper.h"
 
@@ -71,7 +73,44 @@ struct AddOutcome {
     std::string error;
     bool keep = false;
     std::uint64_t bytes_present = 0, bytes_remote = 0;  // after the add
+    // A remote safetensors file without a tensor map: what its header says could be shared.
+    std::optional<HeaderMatch> header;
+    std::string header_error;
 };
+
+// Reads the header of the one remote safetensors file of `o` (two ranged GETs: its length, then
+// the JSON) and compares its tensors with the stored ones. Skipped when the store has the file or
+// a tensor map for it (the download then reuses stored pieces by themselves).
+void peek_header(Store& s, const fetch::FetchConfig& cfg, AddOutcome& o) {
+    if (!o.result || o.model.tree || o.bytes_remote == 0 || o.result->blobs.size() != 1 ||
+        !has_safetensors_extension(o.model.ext))
+        return;
+    {
+        auto txn = s.catalog().read();
+        if (tensor_map(txn, o.result->blobs[0])) return;
+        // Nothing stored to compare with: not worth a request.
+        bool any = false;
+        txn.for_each_blob([&](const Sha256&, const BlobRecord& r) {
+            any = any || (r.state == BlobState::present && r.safetensors_header_len > 0);
+        });
+        if (!any) return;
+    }
+    const std::string& url = o.model.files[0].sources.front().url;
+    try {
+        const std::string len = fetch::fetch_prefix(url, 8, cfg);
+        if (len.size() != 8) throw StoreError(ErrorKind::bad_input, "shorter than 8 bytes");
+        std::uint64_t n = 0;
+        for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(len[i]);
+        if (n == 0 || n > 16 * 1024 * 1024 || n + 8 > o.model.files[0].size)
+            throw StoreError(ErrorKind::bad_input,
+                             "its header length " + std::to_string(n) + " is not one to read");
+        const std::string head = fetch::fetch_prefix(url, 8 + n, cfg);
+        if (head.size() != 8 + n) throw StoreError(ErrorKind::io, "the header came short");
+        o.header = match_header(s, std::string_view(head).substr(8));
+    } catch (const std::exception& e) {
+        o.header_error = e.what();
+    }
+}
 
 json add_outcome_json(const AddOutcome& o) {
     const std::string key = model_key(o.model.category, o.model.name);
@@ -99,6 +138,13 @@ json add_outcome_json(const AddOutcome& o) {
         j["ext"] = o.model.ext;
         j["sha256"] = o.model.files[0].sha256 ? json(o.model.files[0].sha256->hex()) : json();
     }
+    if (o.header)
+        j["header"] = {{"tensors", o.header->tensors},
+                       {"tensor_bytes", o.header->tensor_bytes},
+                       {"like_stored", o.header->matching},
+                       {"like_stored_bytes", o.header->matching_bytes},
+                       {"models", o.header->models}};
+    if (!o.header_error.empty()) j["header_error"] = o.header_error;
     return j;
 }
 
@@ -148,6 +194,29 @@ int print_add(const Globals& g, const std::vector<AddOutcome>& outs) {
         else if (o.model.files[0].sha256)
             std::cout << o.model.files[0].sha256->autov2() << "  ";
         std::cout << state << (o.keep ? "  (kept)" : "") << "\n";
+        if (o.header && o.header->matching == 0)
+            std::cout << "  its header lists " << o.header->tensors << " tensors ("
+                      << human_bytes(o.header->tensor_bytes)
+                      << "); none has the name, dtype and shape of a stored tensor: the whole "
+                         "file will be downloaded\n";
+        else if (o.header)
+            std::cout << "  its header lists " << o.header->tensors << " tensors ("
+                      << human_bytes(o.header->tensor_bytes) << "); " << o.header->matching << " ("
+                      << human_bytes(o.header->matching_bytes)
+                      << ") have the name, dtype and shape of tensors of " <<
+                [&] {
+                    std::string m;
+                    for (const auto& k : o.header->models)
+                        m += (m.empty() ? "" : ", ") + terminal_safe(k);
+                    return m;
+                }()
+                      << ". The server gives no tensor hashes, so whether their bytes are the "
+                         "same shows only once they are downloaded: the whole file will be, "
+                         "then stored sharing the tensors that are identical. (A team remote "
+                         "publishes tensor maps: a pull from one downloads only what differs.)\n";
+        else if (!o.header_error.empty())
+            std::cout << "  its header could not be read (" << o.header_error
+                      << "); it will be downloaded whole\n";
     }
     if (g.quiet) return failed ? kFailed : kOk;
     if (placeholders)
@@ -210,6 +279,8 @@ int add_models(const Globals& g, std::vector<AddOutcome>& outs,
             o.error = e.what();
         }
     }
+    // One URL (not a manifest of many): its header is worth two small requests.
+    if (outs.size() == 1) peek_header(s, cfg, outs[0]);
     return print_add(g, outs);
 }
 
@@ -437,6 +508,8 @@ struct Downloads {
     std::uint64_t fetched_bytes = 0;
     double seconds = 0;
     bool interrupted = false;
+    // Of fetched_bytes, copied from tensors the store held (tensor maps) instead of downloaded.
+    std::uint64_t reused_bytes = 0;
 };
 
 // Downloads `wanted`, several at once, showing their progress until each is done or failed, or
@@ -503,6 +576,7 @@ Downloads download_all(const Globals& g, Store& s, const fetch::FetchConfig& cfg
         if (it.last.state == fetch::FetchState::done) {
             out.fetched.push_back(it.w);
             out.fetched_bytes += it.w->size;
+            out.reused_bytes += it.last.reused_bytes;
         } else if (it.last.state == fetch::FetchState::failed) {
             out.failed.emplace_back(it.w, it.last.error.empty() ? "failed" : it.last.error);
         }
@@ -512,7 +586,7 @@ Downloads download_all(const Globals& g, Store& s, const fetch::FetchConfig& cfg
 
 int print_fetch(const Globals& g, const fetch::BlobSelection& sel, const Downloads& d) {
     const auto& [wanted, matched, present, skipped] = sel;
-    const auto& [fetched, failed, fetched_bytes, seconds, interrupted] = d;
+    const auto& [fetched, failed, fetched_bytes, seconds, interrupted, reused_bytes] = d;
     const std::size_t left = wanted.size() - fetched.size() - failed.size();
     if (g.json) {
         json jf = json::array(), jx = json::array();
@@ -527,6 +601,7 @@ int print_fetch(const Globals& g, const fetch::BlobSelection& sel, const Downloa
                     {"left", left},
                     {"interrupted", interrupted},
                     {"bytes", fetched_bytes},
+                    {"reused_bytes", reused_bytes},
                     {"seconds", seconds},
                     {"ok", failed.empty() && skipped.empty() && !interrupted}});
     } else {
@@ -544,6 +619,10 @@ int print_fetch(const Globals& g, const fetch::BlobSelection& sel, const Downloa
                                                       fetched_bytes / seconds)) +
                                                   "/s)"
                                             : std::string())
+                          << (reused_bytes ? "; " + human_bytes(reused_bytes) +
+                                                 " of it were tensors already stored, not "
+                                                 "downloaded"
+                                           : std::string())
                           << "; " << present << " already present"
                           << (failed.empty() ? ""
                                              : "; " + std::to_string(failed.size()) + " failed")

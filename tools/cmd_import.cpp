@@ -199,12 +199,16 @@ int run_import(const Globals& g, const ImportArgs& a) {
     std::uint64_t new_bytes = 0, dedup_bytes = 0;
     std::size_t failed = 0;
     for (const auto& it : r.items) {
-        if (it.outcome == ImportItem::Outcome::failed)
+        if (it.outcome == ImportItem::Outcome::failed) {
             ++failed;
-        else if (it.new_blob)
+        } else if (it.split && it.split->composed) {  // shares tensors with stored files
+            new_bytes += it.split->new_bytes;
+            dedup_bytes += it.split->shared_bytes;
+        } else if (it.new_blob) {
             new_bytes += it.size;
-        else
+        } else {
             dedup_bytes += it.size;
+        }
     }
     if (g.json) {
         nlohmann::json items = nlohmann::json::array();
@@ -220,6 +224,10 @@ int run_import(const Globals& g, const ImportArgs& a) {
                 j["files"] = it.files;
                 j["new_blob"] = it.new_blob;
                 if (it.files == 1 && it.sha256 != Sha256{}) j["sha256"] = it.sha256.hex();
+                if (it.split && it.split->composed)
+                    j["tensors"] = {{"extents", it.split->extents},
+                                    {"shared_bytes", it.split->shared_bytes},
+                                    {"new_bytes", it.split->new_bytes}};
             }
             items.push_back(std::move(j));
         }
@@ -243,6 +251,10 @@ int run_import(const Globals& g, const ImportArgs& a) {
                 std::cout << "  " << it.sha256.autov2();
             if (!it.new_blob && it.outcome != ImportItem::Outcome::unchanged)
                 std::cout << "  (already stored)";
+            if (it.split && it.split->composed)
+                std::cout << "  (shares " << human_bytes(it.split->shared_bytes)
+                          << " of tensors with stored files; " << human_bytes(it.split->new_bytes)
+                          << " new)";
             std::cout << "\n";
         }
         if (!g.quiet)

@@ -36,7 +36,24 @@ json blob_json(Store& s, const Sha256& h, Progress* progress) {
     if (rec->xxh128) j["xxh3_128"] = rec->xxh128->hex();
     j["ingested"] = rec->ingested;
     if (rec->accessed) j["accessed"] = rec->accessed;
-    if (rec->state == BlobState::present) j["path"] = s.blobs().path_of(h).string();
+    const StorageInfo how = s.storage_info(h);
+    if (rec->state == BlobState::present) {
+        if (how.how != StorageInfo::How::composed) j["path"] = s.blobs().path_of(h).string();
+        j["stored_as"] = how.how == StorageInfo::How::whole      ? "whole"
+                         : how.how == StorageInfo::How::composed ? "composed"
+                                                                 : "materialised";
+        if (how.how != StorageInfo::How::whole) {
+            json with = json::array();
+            for (const auto& [model, n] : how.shared_with)
+                with.push_back({{"model", model}, {"bytes", n}});
+            j["extents"] = how.extents;
+            j["own_bytes"] = how.own_bytes;
+            j["shared_bytes"] = how.shared_bytes;
+            j["shared_with"] = with;
+        } else if (how.used_by_composed) {
+            j["used_by_composed"] = how.used_by_composed;
+        }
+    }
     if (!rec->sources.empty()) {
         json src = json::array();
         for (const auto& so : rec->sources)
@@ -102,6 +119,24 @@ void print_blob(const json& b, const std::string& indent) {
                                ? ", not verified yet (its name was trusted; run modelfs verify)"
                                : ""));
     if (b.contains("path")) line("blob", b["path"]);
+    if (b.contains("stored_as")) {
+        const std::string how = b["stored_as"];
+        if (how == "whole")
+            line("stored", "whole file" +
+                               (b.contains("used_by_composed")
+                                    ? ", tensors of it shared by " +
+                                          std::to_string(b["used_by_composed"].get<std::size_t>()) +
+                                          " composed file(s)"
+                                    : std::string()));
+        else
+            line("stored", "as " + std::to_string(b["extents"].get<std::size_t>()) + " extents" +
+                               (how == "materialised" ? ", and materialised" : "") + ": " +
+                               human_bytes(b["own_bytes"]) + " its own, " +
+                               human_bytes(b["shared_bytes"]) + " shared");
+        if (b.contains("shared_with"))
+            for (const auto& w : b["shared_with"])
+                line("shares", human_bytes(w["bytes"]) + " with " + w["model"].get<std::string>());
+    }
     if (b.contains("sources"))
         for (const auto& so : b["sources"])
             line("source",

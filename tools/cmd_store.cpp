@@ -133,7 +133,10 @@ void add_stats(CLI::App& app, Globals& g, Runner& run) {
             Store s = g.open_store();
             StoreStats st = s.stats(adopt::adopted_files(s.root()));
             // Remote blobs count as stored content too: each is one distinct file, wherever.
-            const std::uint64_t distinct = st.physical_bytes + st.remote_bytes;
+            // Materialised copies are a cache of composed blobs, not content.
+            const std::uint64_t distinct =
+                st.physical_bytes - st.materialised_bytes + st.remote_bytes;
+            const std::uint64_t saved = st.saved() + st.tensor_saved_bytes;
             double ratio =
                 distinct ? static_cast<double>(st.logical_bytes) / static_cast<double>(distinct)
                          : 1.0;
@@ -150,7 +153,11 @@ void add_stats(CLI::App& app, Globals& g, Runner& run) {
                             {"physical_bytes", st.physical_bytes},
                             {"remote_blobs", st.remote_blobs},
                             {"remote_bytes", st.remote_bytes},
-                            {"saved_bytes", st.saved()},
+                            {"saved_bytes", saved},
+                            {"file_saved_bytes", st.saved()},
+                            {"tensor_saved_bytes", st.tensor_saved_bytes},
+                            {"composed_files", st.composed_blobs},
+                            {"materialised_bytes", st.materialised_bytes},
                             {"dedup_ratio", ratio},
                             {"categories", cats}});
                 return kOk;
@@ -164,8 +171,17 @@ void add_stats(CLI::App& app, Globals& g, Runner& run) {
             if (st.remote_blobs)
                 std::printf("remote         %s in %zu blob(s), fetched when first used\n",
                             human_bytes(st.remote_bytes).c_str(), st.remote_blobs);
-            std::printf("saved          %s (dedup ratio %.2fx)\n", human_bytes(st.saved()).c_str(),
+            std::printf("saved          %s (dedup ratio %.2fx)\n", human_bytes(saved).c_str(),
                         ratio);
+            std::printf("  by file      %s (identical files stored once)\n",
+                        human_bytes(st.saved()).c_str());
+            std::printf("  by tensor    %s (%zu file(s) stored as extents of shared tensors)\n",
+                        human_bytes(st.tensor_saved_bytes).c_str(), st.composed_blobs);
+            if (st.materialised_bytes)
+                std::printf(
+                    "materialised   %s (whole copies of often-read composed files, "
+                    "in physical)\n",
+                    human_bytes(st.materialised_bytes).c_str());
             for (const auto& [c, cs] : st.per_category)
                 std::printf("  %-16s %5zu models  %s\n", std::string(to_string(c)).c_str(),
                             cs.models, human_bytes(cs.bytes).c_str());

@@ -119,6 +119,7 @@ int main(int argc, char** argv) {
     add_verify(app, g, run);
     add_gc(app, g, run);
     add_stats(app, g, run);
+    add_tensor_commands(app, g, run);
     add_mount(app, g, run);
     add_views(app, g, run);
     add_add(app, g, run);

@@ -520,6 +520,8 @@ std::size_t restore_from_blobs(Store& store, const Record& r, const ActingUser* 
         if (!sha) continue;
         const stdfs::path p = own_path(f);
         const stdfs::path blob = store.blobs().path_of(*sha);
+        // A file stored as extents (tensor-level dedup) is rebuilt whole first.
+        if (!stdfs::exists(blob)) store.open_blob_file(*sha);
         if (!stdfs::exists(blob)) continue;
         // Folders made and the file linked under fds (safe_open.h): never through a link.
         UniqueFd dir = make_dirs_no_symlinks(p.parent_path());

@@ -15,6 +15,7 @@
 #include "modelfs/store/errors.h"
 #include "modelfs/store/store_folders.h"
 #include "modelfs/store/text.h"
+#include "reuse.h"
 
 namespace modelfs::fetch::detail {
 
@@ -174,9 +175,16 @@ void Engine::activate(const std::shared_ptr<DownloadImpl>& dl) {
                 throw_errno("sizing " + part.string(), errno);
         }
     }
+    // A fresh download of a file whose tensor map is known starts from the pieces the store
+    // holds (reuse.h); a resumed one has them already.
+    RangeSet reused;
+    if (!saved && a->size_known && !dl->placeholder_ && a->size > 0)
+        reused = reuse_stored_pieces(store, dl->key_, a->fd.get());
     {
         std::lock_guard lk(dl->m_);
         dl->done_.clear();
+        dl->reused_ = reused.total();
+        for (const auto& [b, e] : reused.ranges()) dl->done_.add(b, e);
         if (saved) {
             dl->done_ = saved->done;
             for (auto& s : a->srcs)

@@ -30,6 +30,7 @@ FetchStatus DownloadImpl::status() const {
     if (result_ && !result_->ok) s.error = result_->error;
     s.requests = requests_;
     s.other_process = other_process_;
+    s.reused_bytes = reused_;
     return s;
 }
 

@@ -155,6 +155,7 @@ class DownloadImpl final : public Download, public std::enable_shared_from_this<
     std::vector<Waiter> waiters_;
     RangeSet done_;                 // arrived bytes of the partial file (this generation)
     std::uint64_t other_done_ = 0;  // progress of another process, from its .state
+    std::uint64_t reused_ = 0;      // bytes copied from stored pieces (reuse.h)
     std::uint64_t gen_ = 0;         // bumped whenever the partial file starts over
     bool complete_ = false;         // every byte arrived (fetcher thread -> worker)
     enum class Cmd { none, stop, fail } cmd_ = Cmd::none;

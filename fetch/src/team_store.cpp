@@ -261,8 +261,7 @@ PushReport push(Store& s, const TeamRemote& r, const PushOptions& o, const Fetch
     SnapshotPlan plan =
         make_snapshot(s, o.patterns, prev ? &prev->snapshot : nullptr,
                       [&](const Sha256& h, const BlobRecord& rec) {
-                          return (rec.state == BlobState::present && rec.extents.empty()) ||
-                                 bucket_has(h, rec.size);
+                          return rec.state == BlobState::present || bucket_has(h, rec.size);
                       });
     rep.left_out = plan.left_out;
     rep.models = plan.snapshot.models.size();
@@ -275,6 +274,8 @@ PushReport push(Store& s, const TeamRemote& r, const PushOptions& o, const Fetch
             ++rep.blobs_skipped;
             continue;
         }
+        // A file stored as extents goes up whole: rebuilt (and checked) first unless it is.
+        if (!o.dry_run && !s.blobs().exists(h)) s.open_blob_file(h);
         uploads.push_back({r.object_key(remote_blob_key(h)), s.blobs().path_of(h), b.size, h});
         total += b.size;
     }

@@ -206,6 +206,7 @@ int serve_mount(const MountOptions& given) {
             // the invalidator both reach the invalidator through Daemon::snapshot(), so both
             // threads are joined before it goes; the access log writes its last batch.
             dm.remote.reset();
+            dm.composed.reset();
             dm.ingester.reset();
             if (dm.invalidator) dm.invalidator->stop();
             dm.invalidator.reset();
@@ -222,6 +223,7 @@ int serve_mount(const MountOptions& given) {
         std::make_unique<WorkQueue>([d = dm.get()](const std::string& path) { d->ingest(path); });
     dm->access = std::make_unique<AccessLog>(*dm->store);
     dm->remote = std::make_unique<RemoteFiles>(*dm, opts.fetch);
+    dm->composed = std::make_unique<ComposedFiles>(*dm);
     // Files a previous daemon did not get to store (it was killed, the machine went down), and
     // files an older modelfs kept plain that are now stored by content (view_files.h): anywhere
     // in the view's overlay. The ingest leaves small and edited files as they are.

@@ -16,6 +16,7 @@
 
 #include "access_log.h"
 #include "busy_dirs.h"
+#include "composed.h"
 #include "inode_table.h"
 #include "invalidator.h"
 #include "modelfs/fs/mount.h"
@@ -66,6 +67,7 @@ struct Daemon {
     std::unique_ptr<WorkQueue> ingester;       // likewise
     std::unique_ptr<AccessLog> access;         // likewise
     std::unique_ptr<RemoteFiles> remote;       // likewise (its fetcher starts on first use)
+    std::unique_ptr<ComposedFiles> composed;   // likewise
 
     // Opens a stored blob for reading, with a shared flock held while it is open: the cache
     // quota never evicts a blob some process has open. Invalid (errno set) when missing.

@@ -149,6 +149,8 @@ stdfs::path Daemon::copy_up(const Entry& e, std::uint64_t keep, bool replace) {
     StagingFile staged = store->blobs().make_staging(".copyup");
     UniqueFd blob = replace ? UniqueFd(::open(e.real.c_str(), O_RDONLY | O_CLOEXEC))
                             : open_blob(e.blob);  // checked: a changed blob is never copied up
+    // A composed blob has no file until it is materialised (checked against its hash).
+    if (!replace && !blob && errno == ENOENT) blob = store->open_blob_file(e.blob);
     if (!blob && keep > 0 && errno == EIO)
         throw StoreError(ErrorKind::io, "blob " + e.blob.hex() + " of " + e.path +
                                             " was changed behind the store's back and is "

@@ -828,6 +828,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
             UniqueFd fd = dm.open_blob(e->blob);
             if (!fd) {
                 const int err = errno;
+                // Stored as extents (tensor-level dedup): served from the blobs it is made of.
+                if (err == ENOENT && dm.composed->open(req, ino, fi, *e)) return;
                 // Not here yet (a remote model): downloaded, and answered when it is.
                 if (err == ENOENT && dm.remote->open(req, fi, *e)) return;
                 spdlog::error("open {}: blob {} is missing ({}); run `modelfs verify`", e->path,
@@ -913,6 +915,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     guarded(req, "read", [&] {
         Daemon& dm = daemon_of(req);
         if (dm.remote->is_stream(fi->fh)) return dm.remote->read(req, fi, size, off);
+        if (dm.composed->is_composed(fi->fh)) return dm.composed->read(req, fi, size, off);
         dm.reader->read(req, fi, size, off);
     });
 }
@@ -991,6 +994,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     dm.files.remove_read(fd);
     const bool stream = dm.remote->is_stream(fi->fh);
+    if (dm.composed->is_composed(fi->fh)) dm.composed->release(fi->fh);
     // Read handles' descriptors close here; writers' and streams' below.
     dm.reader->release(req, fi->fh, /*close_fd=*/!stream && !writer);
     if (stream) {

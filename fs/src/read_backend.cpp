@@ -129,7 +129,7 @@ void ReadBackend::reply_spliced(fuse_file_info* fi, int fd, bool immutable) {
 }
 
 bool ReadBackend::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, UniqueFd fd,
-                       bool immutable, const std::string& path) {
+                       bool immutable, const std::string& path, bool may_pass_through) {
     const std::uint64_t fh = static_cast<std::uint64_t>(fd.get());
     if (!passthrough_) {
         reply_spliced(fi, fd.get(), immutable);
@@ -146,7 +146,7 @@ bool ReadBackend::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, Uniqu
         close_unused(req);
         InodeIo& io = inodes_[ino];
         Backing& b = io.backing;
-        if (b.opens > 0 && (b.dev != st.st_dev || b.real != st.st_ino)) {
+        if (b.opens > 0 && (!may_pass_through || b.dev != st.st_dev || b.real != st.st_ino)) {
             // The inode's open files read another file: the kernel takes one backing file per
             // inode, and no spliced open beside it.
             spdlog::warn(
@@ -157,7 +157,7 @@ bool ReadBackend::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, Uniqu
         }
         // Only blobs start passing an inode through: an overlay file may be opened for writing
         // while read, and a writer would then be refused (see the header).
-        if (b.opens == 0 && io.daemon_opens == 0 && immutable) {
+        if (b.opens == 0 && io.daemon_opens == 0 && immutable && may_pass_through) {
             const int id = fuse_passthrough_open(req, fd.get());
             if (id > 0) {
                 b = Backing{id, st.st_dev, st.st_ino, 0};
@@ -191,6 +191,7 @@ bool ReadBackend::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, Uniqu
 #else
     (void)ino;
     (void)path;
+    (void)may_pass_through;
     (void)fh;
     return false;
 #endif

@@ -64,9 +64,10 @@ class ReadBackend {
     // on; fi->fh is its number until release()). `immutable`: a blob, whose bytes never change,
     // so a spliced file keeps its page cache across opens. `path` is for the log. Returns false
     // when the open failed (answered with an error, or the opener was interrupted; `fd` is
-    // closed): nothing of it is kept.
+    // closed): nothing of it is kept. `may_pass_through` false: the daemon serves the reads
+    // (a composed file, whose `fd` only numbers the handle).
     bool open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, UniqueFd fd, bool immutable,
-              const std::string& path);
+              const std::string& path, bool may_pass_through = true);
     // A handle the daemon serves itself is about to be made for `ino`: a file opened for
     // writing, or one still downloading. Taken before anything changes, it keeps readers from
     // passing `ino` through meanwhile. Returns a hold (never 0), which bind() gives the handle's

@@ -184,6 +184,8 @@ void RemoteFiles::finish_open(fuse_req_t req, fuse_file_info fi, const Entry& e,
     // Runs on the fetcher's thread: nothing may escape.
     try {
         UniqueFd fd = dm_.open_blob(blob);
+        // Stored as extents of blobs it shares tensors with (tensor_split.h): served from them.
+        if (!fd && errno == ENOENT && dm_.composed->open(req, e.ino, &fi, e)) return;
         if (!fd) {
             spdlog::error("open {}: blob {} was fetched but is missing now ({})", e.path,
                           blob.hex(), std::strerror(errno));

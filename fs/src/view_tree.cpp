@@ -239,7 +239,7 @@ ViewTree ViewTree::build(const Txn& txn, const std::vector<layouts::ViewLayout>&
     if (root_mode) {
         std::uint64_t dir = t.ensure_dirs(kRootIno, "by-hash/sha256");
         txn.for_each_blob([&](const Sha256& h, const BlobRecord& r) {
-            if (r.state != BlobState::present || !r.extents.empty()) return;
+            if (r.state != BlobState::present || r.pieces) return;
             if (Node* n = add_file(dir, h.hex(), h, r.size, r.ingested * 1'000'000'000))
                 n->mode = 0444;
         });

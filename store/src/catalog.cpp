@@ -3,6 +3,7 @@
 #include <lmdb.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <chrono>
@@ -94,6 +95,7 @@ std::string encode_blob(const BlobRecord& r) {
         }
         j["sources"] = std::move(src);
     }
+    if (r.pieces) j["pieces"] = true;
     if (r.placeholder) j["placeholder"] = true;
     if (r.keep) j["keep"] = true;
     if (r.unverified) j["unverified"] = true;
@@ -129,6 +131,7 @@ BlobRecord decode_blob(std::string_view data) {
     if (j.contains("sources"))
         for (const auto& s : j["sources"])
             r.sources.push_back({s.at("url").get<std::string>(), s.value("stream", false)});
+    r.pieces = j.value("pieces", false);
     r.placeholder = j.value("placeholder", false);
     r.keep = j.value("keep", false);
     r.unverified = j.value("unverified", false);
@@ -464,7 +467,7 @@ struct Catalog::Env {
         void operator()(MDB_env* e) const { mdb_env_close(e); }
     };
     std::unique_ptr<MDB_env, Close> env;
-    MDB_dbi meta = 0, blobs = 0, models = 0;
+    MDB_dbi meta = 0, blobs = 0, models = 0, tensors = 0;
     std::filesystem::path dir;
     std::uint32_t schema = 0;
 };
@@ -568,6 +571,69 @@ void Txn::del_blob(const Sha256& h) {
     MDB_val k = as_val(h);
     int rc = mdb_del(impl_->txn, impl_->env->blobs, &k, nullptr);
     if (rc != MDB_NOTFOUND) check(rc, "deleting blob record");
+}
+
+namespace {
+// A tensors key: the piece's XXH3-128 (canonical bytes) then its length, u64 big-endian, so that
+// keys sort by hash. The value: the blob's 32 bytes, then the offset, u64 big-endian.
+std::array<std::uint8_t, 24> tensor_key(const Xxh128& x, std::uint64_t length) {
+    std::array<std::uint8_t, 24> k{};
+    std::copy(x.bytes.begin(), x.bytes.end(), k.begin());
+    for (int i = 0; i < 8; ++i) k[16 + i] = static_cast<std::uint8_t>(length >> (56 - 8 * i));
+    return k;
+}
+std::uint64_t be64(const std::uint8_t* p) {
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+    return v;
+}
+}  // namespace
+
+std::optional<TensorPlace> Txn::get_tensor(const Xxh128& x, std::uint64_t length) const {
+    auto key = tensor_key(x, length);
+    MDB_val k{key.size(), key.data()}, v;
+    int rc = mdb_get(impl_->txn, impl_->env->tensors, &k, &v);
+    if (rc == MDB_NOTFOUND) return std::nullopt;
+    check(rc, "reading the tensors index");
+    if (v.mv_size != 40) return std::nullopt;
+    const auto* p = static_cast<const std::uint8_t*>(v.mv_data);
+    TensorPlace t;
+    std::memcpy(t.blob.bytes.data(), p, 32);
+    t.offset = be64(p + 32);
+    return t;
+}
+
+void Txn::put_tensor(const Xxh128& x, std::uint64_t length, const TensorPlace& t) {
+    auto key = tensor_key(x, length);
+    std::array<std::uint8_t, 40> val{};
+    std::copy(t.blob.bytes.begin(), t.blob.bytes.end(), val.begin());
+    for (int i = 0; i < 8; ++i) val[32 + i] = static_cast<std::uint8_t>(t.offset >> (56 - 8 * i));
+    MDB_val k{key.size(), key.data()}, v{val.size(), val.data()};
+    check(mdb_put(impl_->txn, impl_->env->tensors, &k, &v, 0), "writing the tensors index");
+}
+
+void Txn::del_tensor(const Xxh128& x, std::uint64_t length) {
+    auto key = tensor_key(x, length);
+    MDB_val k{key.size(), key.data()};
+    int rc = mdb_del(impl_->txn, impl_->env->tensors, &k, nullptr);
+    if (rc != MDB_NOTFOUND) check(rc, "deleting from the tensors index");
+}
+
+void Txn::for_each_tensor(
+    const std::function<void(const Xxh128&, std::uint64_t, const TensorPlace&)>& fn) const {
+    Cursor c(impl_->txn, impl_->env->tensors);
+    MDB_val k, v;
+    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT)) {
+        if (k.mv_size != 24 || v.mv_size != 40) continue;
+        const auto* kp = static_cast<const std::uint8_t*>(k.mv_data);
+        const auto* vp = static_cast<const std::uint8_t*>(v.mv_data);
+        Xxh128 x;
+        std::memcpy(x.bytes.data(), kp, 16);
+        TensorPlace t;
+        std::memcpy(t.blob.bytes.data(), vp, 32);
+        t.offset = be64(vp + 32);
+        fn(x, be64(kp + 16), t);
+    }
 }
 
 void Txn::put_model(const Model& m) {
@@ -823,6 +889,12 @@ Catalog Catalog::open(const std::filesystem::path& dir, bool create) {
     open_dbi("meta", &env->meta);
     open_dbi("blobs", &env->blobs);
     open_dbi("models", &env->models);
+    // Since schema 5; an older catalog gets it in the upgrade below.
+    bool tensors_missing = false;
+    if (int r = mdb_dbi_open(txn, "tensors", dbflags, &env->tensors); r == MDB_NOTFOUND)
+        tensors_missing = true;
+    else
+        check(r, "opening a database");
 
     MDB_val k = as_val(std::string_view("schema")), v;
     rc = mdb_get(txn, env->meta, &k, &v);
@@ -851,6 +923,9 @@ Catalog Catalog::open(const std::filesystem::path& dir, bool create) {
                              ", newer than this modelfs understands (" +
                              std::to_string(kSchemaVersion) +
                              "); upgrade modelfs to use it (nothing was changed)");
+    if (tensors_missing && env->schema >= 5)
+        throw StoreError(ErrorKind::corrupt,
+                         "catalog in " + dir.string() + " has no 'tensors' database");
     guard.commit();
     if (env->schema < kSchemaVersion) {
         // Older schemas are subsets of this one but for single-file model names, which gain their
@@ -864,7 +939,10 @@ Catalog Catalog::open(const std::filesystem::path& dir, bool create) {
             impl->write = true;
             return impl;
         }());
-        upgrade_model_names(w);
+        if (env->schema < 4) upgrade_model_names(w);
+        if (tensors_missing)
+            check(mdb_dbi_open(w.impl_->txn, "tensors", MDB_CREATE, &env->tensors),
+                  "creating the tensors database");
         std::string s = std::to_string(kSchemaVersion);
         MDB_val sk = as_val(std::string_view("schema")), sv = as_val(s);
         check(mdb_put(w.impl_->txn, env->meta, &sk, &sv, 0), "upgrading the schema version");

@@ -161,6 +161,13 @@ Sha256 Store::commit_download(const Sha256& key, int fd, const stdfs::path& path
                      std::strerror(errno));
     // The unlink moved the blob inode's ctime; the record says what it is now.
     record_blob_stat(real);
+    // A file sharing tensors with stored blobs is composed (tensor_split.h); whole is valid too.
+    try {
+        split_tensors(real);
+    } catch (const std::exception& e) {
+        spdlog::warn("blob {}: kept whole; splitting it into tensors failed: {}", real.hex(),
+                     e.what());
+    }
     return real;
 }
 

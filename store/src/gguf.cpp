@@ -394,6 +394,7 @@ class Parser {
             throw GgufError(tensor() + std::string(t->name) + " of shape " + shape(ne, n_dims) +
                             " at offset " + std::to_string(offset) + " overflows 64 bits");
         }
+        if (ranges_) ranges_->push_back({offset, bytes});
         if (!known_ || end > known_->end) {
             known_ = Furthest{offset, end, name_, std::string(t->name) + " " + shape(ne, n_dims)};
         }
@@ -461,13 +462,24 @@ class Parser {
     bool seen_alignment_ = false;
     std::optional<Furthest> known_;
     std::optional<Furthest> unknown_;
+
+  public:
+    // Where tensors of known types are (offsets relative to the data section until run() ends).
+    std::vector<std::pair<std::uint64_t, std::uint64_t>>* ranges_ = nullptr;
 };
 
 }  // namespace
 
-std::optional<GgufInfo> read_gguf_header(int fd, std::uint64_t file_size) {
+std::optional<GgufInfo> read_gguf_header(
+    int fd, std::uint64_t file_size,
+    std::vector<std::pair<std::uint64_t, std::uint64_t>>* tensor_ranges) {
     Parser p(fd, file_size);
-    return p.run();
+    p.ranges_ = tensor_ranges;
+    auto info = p.run();
+    // check_data() proved every known tensor's absolute range fits in the file.
+    if (info && tensor_ranges)
+        for (auto& r : *tensor_ranges) r.first += info->data_offset;
+    return info;
 }
 
 bool has_gguf_extension(std::string_view filename) {

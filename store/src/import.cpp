@@ -85,6 +85,8 @@ struct FileJob {
     std::string gguf_architecture;  // general.architecture of a .gguf, for its category
     std::uint64_t size = 0;
     Ingested result;
+    // Stored as extents while it was read (it shares tensors with stored blobs; tensor_split.h).
+    std::optional<SplitReport> split;
     std::string error;
     // A move in progress: its journal, kept until the catalog commit.
     std::optional<StagingFile> journal;
@@ -411,7 +413,8 @@ class Importer {
                     try {
                         if (opts_.move)
                             ingest_move(j);
-                        else if (!dup[order[k]] || !ingest_if_present(j))
+                        else if ((!dup[order[k]] || !ingest_if_present(j)) &&
+                                 !ingest_shared_tensors(j))
                             ingest_copy(j);
                     } catch (const std::exception& e) {
                         j.error = e.what();
@@ -500,6 +503,17 @@ class Importer {
             return false;
         }
         j.result = *r;
+        return true;
+    }
+
+    // A file sharing tensors with stored blobs: only its new pieces are written.
+    bool ingest_shared_tensors(FileJob& j) {
+        if (j.size < 2 * kMinSharedBytes) return false;
+        UniqueFd fd = open_source(j);
+        auto r = ingest_composed(s_, fd.get(), j.display, progress_);
+        if (!r) return false;
+        j.result = r->ingested;
+        if (r->split.composed) j.split = r->split;
         return true;
     }
 
@@ -655,6 +669,7 @@ class Importer {
             v.blob = jobs_[m.jobs[0]].result.digests.sha256;
             v.ext = m.ext;
             item.sha256 = *v.blob;
+            item.split = jobs_[m.jobs[0]].split;
         }
         item.size = v.size;
         try {
@@ -726,7 +741,28 @@ bool ImportReport::ok() const {
 ImportReport Store::import(const std::vector<stdfs::path>& paths, const ImportOptions& opts,
                            Progress* progress) {
     if (opts.version) check_version_label(*opts.version);
-    return Importer(*impl_, opts, progress).run(paths);
+    ImportReport rep = Importer(*impl_, opts, progress).run(paths);
+    // New single files that share tensors with stored blobs are composed (tensor_split.h). A
+    // failed split leaves the file whole, which is always valid.
+    for (auto& item : rep.items) {
+        if (!item.new_blob || item.files != 1 || item.outcome == ImportItem::Outcome::failed ||
+            item.split)  // composed as it was read
+            continue;
+        try {
+            // The same content as a composed blob: the whole copy just written is not needed.
+            auto rec = impl_->catalog.read().get_blob(item.sha256);
+            if (rec && rec->composed()) {
+                drop_materialised(item.sha256);
+                item.new_blob = false;
+                continue;
+            }
+            item.split = split_tensors(item.sha256);
+        } catch (const std::exception& e) {
+            spdlog::warn("{}: kept whole; splitting it into tensors failed: {}",
+                         item.source.string(), e.what());
+        }
+    }
+    return rep;
 }
 
 // A move journal whose writer is gone: put the user's file back unless the catalog already has it.

@@ -179,13 +179,26 @@ EvictReport Store::evict(std::uint64_t max_bytes, bool dry_run) {
     };
     std::vector<Candidate> candidates;
     std::uint64_t present = 0;
-    impl_->catalog.read().for_each_blob([&](const Sha256& h, const BlobRecord& r) {
-        if (r.state != BlobState::present) return;
-        present += r.size;
-        // Only what can be downloaded again, and never what the user pinned.
-        if (r.sources.empty() || r.keep || r.placeholder || !r.extents.empty()) return;
-        candidates.push_back({h, r});
-    });
+    {
+        auto txn = impl_->catalog.read();
+        // Composed blobs read these: evicting one would make them unreadable until it is fetched
+        // again, which reads of a composed file do not do.
+        std::set<Sha256> sources_of_composed;
+        txn.for_each_blob([&](const Sha256&, const BlobRecord& r) {
+            for (const auto& e : r.extents) sources_of_composed.insert(e.blob);
+        });
+        txn.for_each_blob([&](const Sha256& h, const BlobRecord& r) {
+            if (r.state != BlobState::present) return;
+            // A composed blob takes no room but its materialised copy, which the materialise budget
+            // governs (Store::materialise).
+            if (r.composed()) return;
+            present += r.size;
+            // Only what can be downloaded again, and never what the user pinned.
+            if (r.sources.empty() || r.keep || r.placeholder || sources_of_composed.count(h))
+                return;
+            candidates.push_back({h, r});
+        });
+    }
     std::stable_sort(
         candidates.begin(), candidates.end(),
         [](const Candidate& a, const Candidate& b) { return a.r.accessed < b.r.accessed; });

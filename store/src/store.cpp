@@ -219,9 +219,28 @@ std::optional<SafetensorsInfo> Store::safetensors_info(const Sha256& blob) {
     std::optional<BlobRecord> rec = impl_->catalog.read().get_blob(blob);
     if (!rec || rec->safetensors_header_len == 0 || rec->state != BlobState::present)
         return std::nullopt;
-    UniqueFd fd = impl_->blobs.open_blob(blob);
-    if (!fd) throw_errno("opening blob " + impl_->blobs.path_of(blob).string(), errno);
+    // A composed blob's header is the start of its own pieces blob (tensor_split.h).
+    const bool composed = rec->composed() && !impl_->blobs.exists(blob);
+    const Sha256 file = composed ? rec->extents.front().blob : blob;
+    if (composed && (rec->extents.front().offset != 0 ||
+                     rec->extents.front().length < 8 + rec->safetensors_header_len))
+        throw StoreError(ErrorKind::corrupt,
+                         "composed blob " + blob.hex() + " does not start with its header's bytes");
+    UniqueFd fd = impl_->blobs.open_blob(file);
+    if (!fd) throw_errno("opening blob " + impl_->blobs.path_of(file).string(), errno);
     return read_safetensors_header(fd.get(), rec->size);
+}
+
+UniqueFd Store::open_blob_file(const Sha256& h) {
+    UniqueFd fd = impl_->blobs.open_blob(h);
+    if (fd || errno != ENOENT) return fd;
+    auto rec = impl_->catalog.read().get_blob(h);
+    if (!rec || !rec->composed() || rec->state != BlobState::present) {
+        errno = ENOENT;
+        return fd;
+    }
+    materialise(h, /*within_budget=*/false);
+    return impl_->blobs.open_blob(h);
 }
 
 std::optional<Sha256> Store::autov3(const Sha256& blob, Progress* progress) {
@@ -229,11 +248,16 @@ std::optional<Sha256> Store::autov3(const Sha256& blob, Progress* progress) {
     if (!rec || rec->safetensors_header_len == 0) return std::nullopt;
     if (rec->autov3) return rec->autov3;
     if (rec->state != BlobState::present) return std::nullopt;
-    UniqueFd fd = impl_->blobs.open_blob(blob);
-    if (!fd) throw_errno("opening blob " + impl_->blobs.path_of(blob).string(), errno);
     if (progress) progress->total_bytes += rec->size - 8 - rec->safetensors_header_len;
-    Sha256 v3 = sha256_fd_from(fd.get(), 8 + rec->safetensors_header_len, progress,
-                               impl_->blobs.path_of(blob).c_str());
+    UniqueFd fd = impl_->blobs.open_blob(blob);
+    Sha256 v3;
+    if (!fd && errno == ENOENT && rec->composed()) {
+        v3 = digest_composed(blob, *rec, -1, progress, 8 + rec->safetensors_header_len).sha256;
+    } else {
+        if (!fd) throw_errno("opening blob " + impl_->blobs.path_of(blob).string(), errno);
+        v3 = sha256_fd_from(fd.get(), 8 + rec->safetensors_header_len, progress,
+                            impl_->blobs.path_of(blob).c_str());
+    }
     // Keep it; a read-only store just recomputes next time.
     try {
         auto txn = impl_->catalog.write();
@@ -272,15 +296,29 @@ StoreStats Store::stats(const AdoptedFiles& adopted) {
             s.files += v.is_tree() ? v.tree.size() : 1;
         }
     });
-    txn.for_each_blob([&](const Sha256&, const BlobRecord& r) {
+    // FORMAT.md "Saving": a composed blob takes no room but its materialised copy; what it reads
+    // from other blobs is the tensor-level saving (its size, less its own pieces blob's).
+    std::uint64_t composed = 0, pieces = 0;
+    txn.for_each_blob([&](const Sha256& h, const BlobRecord& r) {
         if (r.state == BlobState::remote || r.state == BlobState::partial) {
             ++s.remote_blobs;
             s.remote_bytes += r.size;
         }
         if (r.state != BlobState::present) return;
         ++s.blobs;
+        if (r.composed()) {
+            ++s.composed_blobs;
+            composed += r.size;
+            if (impl_->blobs.exists(h)) {
+                s.materialised_bytes += r.size;
+                s.physical_bytes += r.size;
+            }
+            return;
+        }
+        if (r.pieces) pieces += r.size;
         s.physical_bytes += r.size;
     });
+    s.tensor_saved_bytes = composed > pieces ? composed - pieces : 0;
     return s;
 }
 

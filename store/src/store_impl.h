@@ -54,4 +54,17 @@ void settle_unverified(Store::Impl& s, const Sha256& h);
 // settle_unverified: one way to do it). Returns where the bytes went. Throws StoreError.
 std::filesystem::path quarantine_blob(Store::Impl& s, const Sha256& h);
 
+// Tensor-level dedup at ingest (tensor_split.cpp): when the open file `src` (a safetensors or
+// GGUF file, of which a sample of tensors is in the tensors index) shares at least
+// kMinSharedBytes with stored blobs, it is read once (SHA-256, XXH3-128, each piece's XXH3) and
+// stored composed: only its new pieces are written. std::nullopt when it is not such a file (the
+// caller copies it whole). Content already present comes back with stored_new false and nothing
+// written. Call under the shared store lock, like any ingest.
+struct ComposedIngest {
+    Ingested ingested;
+    SplitReport split;
+};
+std::optional<ComposedIngest> ingest_composed(Store::Impl& s, int src, const std::string& name,
+                                              Progress* progress);
+
 }  // namespace modelfs

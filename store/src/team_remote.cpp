@@ -339,6 +339,12 @@ std::string Snapshot::encode() const {
         json jb = {{"sha256", bin(h.bytes.data(), h.bytes.size())}, {"size", b.size}};
         if (b.xxh3) jb["xxh3"] = bin(b.xxh3->bytes.data(), b.xxh3->bytes.size());
         if (b.st_hdr) jb["st_hdr"] = b.st_hdr;
+        if (!b.pieces.empty()) {
+            json pj = json::array();
+            for (const auto& p : b.pieces)
+                pj.push_back({bin(p.xxh3.bytes.data(), p.xxh3.bytes.size()), p.length});
+            jb["pieces"] = std::move(pj);
+        }
         blobs_j.push_back(std::move(jb));
     }
     json j = {{"modelfs_remote", kRemoteFormatVersion},
@@ -375,6 +381,20 @@ Snapshot Snapshot::decode(std::string_view bytes, const std::string& source) {
                 if (!b.xxh3) bad("a blob's xxh3 is not 16 bytes");
             }
             b.st_hdr = jb.value("st_hdr", std::uint64_t{0});
+            if (jb.contains("pieces")) {
+                std::uint64_t total = 0;
+                for (const auto& jp : jb["pieces"]) {
+                    PieceSum p;
+                    auto x = hash_of<Xxh128>(jp.at(0));
+                    if (!x) bad("a piece's xxh3 is not 16 bytes");
+                    p.xxh3 = *x;
+                    p.length = jp.at(1).get<std::uint64_t>();
+                    if (p.length == 0 || total + p.length < total) bad("a piece has a bad length");
+                    total += p.length;
+                    b.pieces.push_back(p);
+                }
+                if (total != b.size) bad("a blob's pieces do not add up to its size");
+            }
             s.blobs.emplace(*h, b);
         }
         std::set<std::string> keys;
@@ -499,6 +519,7 @@ SnapshotPlan make_snapshot(Store& s, const std::vector<std::string>& patterns,
                     sb.size = rec->size;
                     sb.xxh3 = rec->xxh128;
                     sb.st_hdr = rec->safetensors_header_len;
+                    if (auto map = tensor_map(t, b)) sb.pieces = std::move(*map);
                 } else if (previous && previous->blobs.count(b)) {
                     sb = previous->blobs.at(b);
                 } else {
@@ -551,6 +572,8 @@ PullReport apply_pull(Store& s, const TeamRemote& remote, const RemoteCatalog& c
     // Blobs: registered lazily; a record this store has gains the remote as a source.
     for (const auto& [h, b] : cat.blobs) {
         const std::string url = remote.object_url(remote_blob_key(h));
+        // Its tensor map: a download of it starts from the pieces this store holds.
+        if (!b.pieces.empty() && !tensor_map(w, h)) put_tensor_map(w, h, b.size, b.pieces);
         auto rec = w.get_blob(h);
         if (!rec) {
             BlobRecord r;

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/http_servers.h"
+#include "support/safetensors_writer.h"
 #include "support/test_env.h"
 
 namespace stdfs = std::filesystem;
@@ -89,6 +90,48 @@ TEST_F(FetchCli, AddAsksTheServerForTheSizeAndDownloadsNothing) {
     EXPECT_EQ(show["file"]["placeholder"], true);
     EXPECT_EQ(show["file"]["sources"][0]["url"], nginx.url("a.safetensors"));
     EXPECT_EQ(show["versions"][0]["source"], nginx.url("a.safetensors"));
+}
+
+// Issue 20: a plain URL has no tensor map, so `add` reads the file's header (two ranged GETs
+// within it, never the tensors) and says what looks like stored tensors and why none of it is
+// reused on that evidence.
+TEST_F(FetchCli, AddReadsASafetensorsHeaderAndSaysWhatLooksShared) {
+    SafetensorsSpec base;
+    for (int i = 0; i < 4; ++i)
+        base.tensors.push_back({"model.diffusion_model.b" + std::to_string(i) + ".weight",
+                                "F32",
+                                {256, 256},
+                                10 + i,
+                                std::nullopt});
+    write_safetensors(dir / "base.safetensors", base);
+    ASSERT_EQ(mfs({"import", (dir / "base.safetensors").string(), "-c", "checkpoint", "-n", "base"})
+                  .exit_code,
+              0);
+    SafetensorsSpec ft = base;
+    ft.tensors[1].seed = 99;  // same name, dtype and shape; other bytes
+    ft.tensors.push_back({"extra", "F16", {8}, 1, std::nullopt});
+    const std::uint64_t size = write_safetensors(www / "ft.safetensors", ft);
+    const std::uint64_t header = 8 + safetensors_header(ft).size();
+    NginxServer nginx(www);
+    CliResult r = mfs({"add", nginx.url("ft.safetensors"), "--as", "checkpoint/ft"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("its header lists 5 tensors"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("4 (1.0 MiB) have the name, dtype and shape of tensors of "
+                         "checkpoint/base.safetensors"),
+              std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("the whole file will be"), std::string::npos) << r.out;
+    std::uint64_t sent = 0;
+    for (const auto& q : nginx.requests()) {
+        if (q.method != "GET") continue;
+        EXPECT_EQ(q.range.rfind("bytes=0-", 0), 0u) << "a GET beyond the header: " << q.range;
+        sent += q.bytes;
+    }
+    EXPECT_LE(sent, 8 + header) << "more than the header was read";
+    EXPECT_LT(sent, size);
+    json j = mfs_json({"add", nginx.url("ft.safetensors"), "--as", "checkpoint/ft2"});
+    EXPECT_EQ(j["models"][0]["header"]["tensors"], 5) << j.dump();
+    EXPECT_EQ(j["models"][0]["header"]["like_stored"], 4) << j.dump();
 }
 
 TEST_F(FetchCli, AddTakesTheServersHashAndRefusesAContradiction) {

@@ -24,6 +24,7 @@
 #include "modelfs/fetch/s3_client.h"
 #include "support/http_servers.h"
 #include "support/mount_fixture.h"
+#include "support/safetensors_writer.h"
 #include "support/sized_models.h"
 #include "support/test_env.h"
 
@@ -40,6 +41,7 @@ using modelfs::testing::sha256_hex_of_file;
 using modelfs::testing::spawn_modelfs;
 using modelfs::testing::TempDir;
 using modelfs::testing::wait_child;
+using modelfs::testing::write_safetensors;
 using modelfs::testing::write_sized_safetensors;
 using modelfs::testing::write_text_file;
 using nlohmann::json;
@@ -223,6 +225,51 @@ TEST_F(TeamStore, TwoWritersPushAtOnceAndAThirdMachineSeesBoth) {
     EXPECT_EQ(again["unchanged"], true);
     json c2 = mfs_json("c", {"pull", "team"});
     EXPECT_EQ(c2["unchanged"], true);
+}
+
+// Issue 20: a snapshot carries tensor maps, so a machine that has the base pulls a fine-tune by
+// downloading only the tensors that changed; the whole file is verified and stored sharing the
+// base's tensors.
+TEST_F(TeamStore, AFineTuneIsPulledByDownloadingOnlyItsNewTensors) {
+    using modelfs::testing::SafetensorsSpec;
+    SafetensorsSpec base;
+    base.metadata = {{"title", "base"}};
+    for (int i = 0; i < 16; ++i)
+        base.tensors.push_back({"model.diffusion_model.b" + std::to_string(i) + ".weight",
+                                "F32",
+                                {512, 512},
+                                100 + i,
+                                std::nullopt});
+    SafetensorsSpec ft = base;
+    ft.metadata = {{"title", "ft"}};
+    ft.tensors[2].seed = 42;  // 1 MiB of 16 changed
+    stdfs::create_directories(dir_ / "src");
+    const std::uint64_t size = write_safetensors(dir_ / "src" / "ft.safetensors", ft);
+    write_safetensors(dir_ / "src" / "base.safetensors", base);
+    const std::string ft_sha = sha256_hex_of_file(dir_ / "src" / "ft.safetensors");
+    for (const char* m : {"a", "b"}) {
+        CliResult r = mfs(m, {"import", (dir_ / "src" / "base.safetensors").string(), "-c",
+                              "checkpoint", "-n", "base"});
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+    }
+    ASSERT_EQ(mfs("a", {"import", (dir_ / "src" / "ft.safetensors").string(), "-c", "checkpoint",
+                        "-n", "ft"})
+                  .exit_code,
+              0);
+    EXPECT_FALSE(stdfs::exists(blob("a", ft_sha))) << "stored as extents of the base on a";
+    add_remote("a");
+    add_remote("b");
+    CliResult push = mfs("a", {"push", "team"});
+    ASSERT_EQ(push.exit_code, 0) << push.err;
+    ASSERT_EQ(mfs("b", {"pull", "team"}).exit_code, 0);
+    json f = mfs_json("b", {"fetch", "checkpoint/ft.safetensors"});
+    ASSERT_EQ(f["ok"], true) << f.dump();
+    const std::uint64_t changed = 512 * 512 * 4;
+    const std::uint64_t header = size - 16 * changed;
+    EXPECT_EQ(f["reused_bytes"].get<std::uint64_t>(), size - changed - header) << f.dump();
+    json show = mfs_json("b", {"show", "ft"});
+    EXPECT_EQ(show["file"]["stored_as"], "composed") << show.dump();
+    EXPECT_EQ(mfs("b", {"verify"}).exit_code, 0);
 }
 
 TEST_F(TeamStore, AMountShowsPulledModelsAndFollowPicksUpANewPush) {

@@ -70,6 +70,16 @@ class RawEnv {
         check(mdb_txn_commit(txn));
     }
 
+    // Deletes a whole named database (mdb_drop), as a catalog older than it never had it.
+    void drop(const char* db) {
+        MDB_txn* txn = nullptr;
+        check(mdb_txn_begin(env_, nullptr, 0, &txn));
+        MDB_dbi dbi;
+        check(mdb_dbi_open(txn, db, 0, &dbi));
+        check(mdb_drop(txn, dbi, 1));
+        check(mdb_txn_commit(txn));
+    }
+
     std::optional<std::string> get(const char* db, const std::string& key) {
         MDB_txn* txn = nullptr;
         check(mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn));
@@ -303,6 +313,49 @@ TEST_F(CatalogTest, SchemaOneIsUpgradedOnOpenAndItsRecordsStillRead) {
     ASSERT_TRUE(got);
     EXPECT_EQ(got->versions[0].shown_mtime(), 1600000200);  // no mtime: the time it was added
     EXPECT_EQ(got->versions[0].shown_mode(), 0644u);
+}
+
+// Schema 5 added the tensors index: a schema 4 catalog, which has no such database, gets it in
+// the upgrade, keeps its records, and is refused by nothing older than it could misread.
+TEST_F(CatalogTest, SchemaFourGetsTheTensorsIndexOnOpen) {
+    {
+        Catalog c = Catalog::open(dir_, true);
+        auto t = c.write();
+        t.put_model(simple_model(Category::lora, "foo.safetensors", hx("ab")));
+        t.put_blob(hx("ab"), rec(10));
+        t.commit();
+    }
+    {
+        RawEnv raw(dir_);
+        raw.drop("tensors");
+        raw.put("meta", "schema", "4");
+    }
+    Catalog c = Catalog::open(dir_, false);
+    EXPECT_EQ(c.schema_version(), 5u);
+    EXPECT_EQ(RawEnv(dir_).get("meta", "schema"), "5");
+    EXPECT_TRUE(c.read().get_model("lora/foo.safetensors"));  // names left alone (already 4)
+    {
+        auto t = c.write();
+        t.put_tensor(Xxh128{}, 1 << 20, TensorPlace{hx("ab"), 64});
+        t.commit();
+    }
+    auto got = c.read().get_tensor(Xxh128{}, 1 << 20);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->blob, hx("ab"));
+    EXPECT_EQ(got->offset, 64u);
+    EXPECT_FALSE(c.read().get_tensor(Xxh128{}, 1 << 21));
+    // A schema 5 catalog without it is damaged, and said so.
+    {
+        RawEnv raw(dir_);
+        raw.drop("tensors");
+    }
+    try {
+        Catalog::open(dir_, false);
+        FAIL() << "opened a schema 5 catalog without its tensors database";
+    } catch (const StoreError& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::corrupt);
+        EXPECT_NE(std::string(e.what()).find("tensors"), std::string::npos) << e.what();
+    }
 }
 
 TEST_F(CatalogTest, MuchNewerSchemaIsRefused) {

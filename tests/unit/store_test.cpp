@@ -1308,9 +1308,10 @@ TEST_F(StoreMaintenanceTest, VerifyReportsDanglingReferencesAndNotesOrphans) {
     EXPECT_TRUE(s().blobs().exists(orphan)) << "verify must not delete anything";
 }
 
-TEST_F(StoreMaintenanceTest, VerifyRefusesExtentRecords) {
-    // Reserved for tensor-level dedup: a blob made of ranges of other blobs. Not readable yet, so
-    // verify must say so rather than call it missing or quarantine anything.
+TEST_F(StoreMaintenanceTest, VerifyRebuildsExtentRecordsAndReportsOnesThatDoNotMatch) {
+    // A composed blob (tensor_split.h) is checked by rebuilding it from its extents. One whose
+    // extents give other bytes is reported corrupt; there is no file of its own to quarantine, so
+    // nothing moves and its sources (checked as blobs of their own) stay.
     const Sha256 x = sha256_of("made of extents");
     {
         BlobRecord rec;
@@ -1322,11 +1323,29 @@ TEST_F(StoreMaintenanceTest, VerifyRefusesExtentRecords) {
         t.commit();
     }
     auto r = s().verify(false);
-    ASSERT_EQ(whats(r), std::vector<std::string>{"unsupported"});
+    ASSERT_EQ(whats(r), std::vector<std::string>{"corrupt"});
     EXPECT_EQ(r.problems[0].blob, x);
+    EXPECT_NE(r.problems[0].detail.find("its extents rebuild to"), std::string::npos)
+        << r.problems[0].detail;
     EXPECT_EQ(blob_record(x)->state, BlobState::present);
     EXPECT_TRUE(quarantine_files().empty());
-    EXPECT_EQ(r.blobs_checked, 3u);
+    EXPECT_EQ(r.blobs_checked, 4u);  // the three files, and the composed blob rebuilt
+
+    // Extents that do rebuild it: no problem.
+    const std::string bytes = mt::read_file(s().blobs().path_of(a_)).substr(0, 10);
+    const Sha256 y = sha256_of(bytes);
+    {
+        auto t = s().catalog().write();
+        t.del_blob(x);
+        BlobRecord rec;
+        rec.size = 10;
+        rec.state = BlobState::present;
+        rec.extents = {{a_, 0, 4}, {a_, 4, 6}};
+        t.put_blob(y, rec);
+        t.commit();
+    }
+    auto ok = s().verify(false);
+    EXPECT_TRUE(ok.problems.empty()) << ok.problems[0].detail;
 }
 
 // ---- gc ------------------------------------------------------------------------------------

@@ -46,6 +46,9 @@ struct FetchStatus {
     std::string error;           // when failed: the last error of each source tried
     unsigned requests = 0;       // HTTP requests made so far (for tests and `status`)
     bool other_process = false;  // another process holds the download; this one waits for it
+    // Bytes copied from tensors the store already held (its tensor map, store/tensor_map.h)
+    // rather than downloaded; counted in done_bytes too.
+    std::uint64_t reused_bytes = 0;
 };
 
 struct FetchResult {

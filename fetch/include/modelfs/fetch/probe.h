@@ -26,4 +26,9 @@ struct RemoteInfo {
 // io for other failures; the message names the URL and the HTTP status.
 RemoteInfo probe(std::string_view url, const FetchConfig& cfg);
 
+// The first `length` bytes of `url` (one ranged GET, redirects followed as probe() follows them;
+// at most `length` bytes are kept whatever the server sends): a file's header, read before
+// deciding what to download. Fewer bytes when the file is shorter. Throws StoreError as probe().
+std::string fetch_prefix(std::string_view url, std::uint64_t length, const FetchConfig& cfg);
+
 }  // namespace modelfs::fetch

@@ -20,9 +20,10 @@ namespace modelfs {
 
 // 2 added sidecars and the shown mtime/mode of versions; 3 added models' `previous` and `pins`
 // and registered lock files; 4 added models' `switched` (an older modelfs would drop it on its
-// next write and set shown mtimes back) and put the extension in single-file model names. An
-// older catalog is upgraded on open (split_by_extension).
-inline constexpr std::uint32_t kSchemaVersion = 4;
+// next write and set shown mtimes back) and put the extension in single-file model names; 5 added
+// composed blobs (`extents`) and the `tensors` index: an older gc would delete the blobs that
+// only extents use. An older catalog is upgraded on open (split_by_extension).
+inline constexpr std::uint32_t kSchemaVersion = 5;
 
 enum class BlobState {
     present,      // the file is in blobs/ and matched its hash when stored (unless `unverified`)
@@ -32,8 +33,8 @@ enum class BlobState {
 };
 std::string_view to_string(BlobState s);
 
-// A blob described as byte ranges of other blobs (reserved for tensor-level dedup; no code writes
-// it yet, but readers must not mistake such a record for a plain one).
+// One byte range of a composed blob (tensor-level dedup, store/tensor_split.h): `length` bytes of
+// blob `blob` from `offset`. A composed blob's extents, in order, are its exact bytes.
 struct Extent {
     Sha256 blob;
     std::uint64_t offset = 0;
@@ -69,7 +70,13 @@ struct BlobRecord {
     std::optional<Sha256> autov3;              // computed on demand, then kept
     std::int64_t ingested = 0;                 // unix seconds
     std::int64_t accessed = 0;                 // unix seconds
+    // Non-empty: a composed blob, whose bytes are these ranges of other (never composed) blobs.
+    // Its own file in blobs/, when there is one, is a materialised copy that may be dropped.
     std::vector<Extent> extents;
+    // A blob a split made: the bytes of composed blobs that nothing stored had (their headers and
+    // new tensors). No model uses it directly; composed blobs' extents keep it.
+    bool pieces = false;
+    bool composed() const { return !extents.empty(); }
     // Where the blob can be downloaded again; empty for blobs that exist only here.
     std::vector<BlobSource> sources;
     // The record's key is not the content's SHA-256 but a stand-in (the hash of its first URL),
@@ -88,6 +95,14 @@ struct BlobRecord {
     // The file's stat when its content last matched (absent in stores written before it, and
     // for blobs that are not present).
     std::optional<BlobStat> seen;
+};
+
+// Where the tensors index (the `tensors` database, FORMAT.md) saw a piece of a model file: at
+// `offset` in the (never composed) blob `blob`. Keyed by the piece's XXH3-128 and length; a hint
+// only: a split compares the bytes before it relies on one.
+struct TensorPlace {
+    Sha256 blob;
+    std::uint64_t offset = 0;
 };
 
 // One file of a multi-file model (a diffusers folder): its path inside the model.
@@ -247,6 +262,13 @@ class Txn {
 
     void put_blob(const Sha256& h, const BlobRecord& r);
     void del_blob(const Sha256& h);
+
+    // The tensors index: pieces of stored model files by XXH3-128 and length.
+    std::optional<TensorPlace> get_tensor(const Xxh128& x, std::uint64_t length) const;
+    void put_tensor(const Xxh128& x, std::uint64_t length, const TensorPlace& p);
+    void del_tensor(const Xxh128& x, std::uint64_t length);
+    void for_each_tensor(
+        const std::function<void(const Xxh128&, std::uint64_t, const TensorPlace&)>& fn) const;
     // Writing or deleting a model also records when its category last changed (below).
     void put_model(const Model& m);
     void del_model(std::string_view key);
@@ -266,7 +288,8 @@ class Txn {
     // ("remote/<name>"), this store's writer id ("writer"). Values are opaque bytes here.
     std::optional<std::string> get_meta(std::string_view key) const;
     // Every (key, value) whose key starts with `prefix`, in key order.
-    std::vector<std::pair<std::string, std::string>> meta_with_prefix(std::string_view prefix) const;
+    std::vector<std::pair<std::string, std::string>> meta_with_prefix(
+        std::string_view prefix) const;
     void put_meta(std::string_view key, std::string_view value);
     void del_meta(std::string_view key);
 

@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace modelfs {
 
@@ -59,7 +61,11 @@ struct GgufInfo {
 // (I/O). Every count and length is checked against the bytes left in the file before it is used,
 // memory stays constant whatever the file claims, and no byte is read twice: a hostile file costs
 // at most one read of its header region.
-std::optional<GgufInfo> read_gguf_header(int fd, std::uint64_t file_size);
+// `tensor_ranges` (optional): gets (absolute offset, byte size) of every tensor of a known type,
+// in header order (tensor-level dedup cuts files there).
+std::optional<GgufInfo> read_gguf_header(
+    int fd, std::uint64_t file_size,
+    std::vector<std::pair<std::uint64_t, std::uint64_t>>* tensor_ranges = nullptr);
 
 // File name (or bare extension) that claims GGUF content: ".gguf", any case.
 bool has_gguf_extension(std::string_view filename);

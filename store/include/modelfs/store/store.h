@@ -16,6 +16,7 @@
 #include "modelfs/store/lock_file.h"
 #include "modelfs/store/progress.h"
 #include "modelfs/store/safetensors.h"
+#include "modelfs/store/tensor_split.h"
 
 namespace modelfs {
 
@@ -35,6 +36,8 @@ struct ImportItem {
     std::uint64_t size = 0;
     std::size_t files = 1;
     bool new_blob = false;  // any byte actually added to the store
+    // A new single file that shares tensors with stored blobs is stored composed (tensor_split.h).
+    std::optional<SplitReport> split;
     enum class Outcome { added, new_version, unchanged, failed } outcome = Outcome::added;
     std::string error;  // when failed: what went wrong, naming the file
 };
@@ -70,6 +73,7 @@ struct GcReport {
     // Unused blobs left alone because a process (a mount serving an old version) has them open;
     // a later gc removes them.
     std::size_t skipped_open = 0;
+    std::size_t tensors_unindexed = 0;  // tensors index entries of removed blobs, dropped
 };
 
 struct CategoryStats {
@@ -82,18 +86,34 @@ struct CategoryStats {
 using AdoptedFiles = std::map<std::string, std::map<Sha256, std::size_t>>;
 struct StoreStats {
     std::size_t models = 0, versions = 0, blobs = 0, files = 0;
+    // Tensor-level dedup (FORMAT.md "Saving"): composed blobs, the bytes they read from other
+    // blobs (what composing saves beyond file-level dedup), and materialised copies' bytes
+    // (counted in physical_bytes).
+    std::size_t composed_blobs = 0;
+    std::uint64_t tensor_saved_bytes = 0;
+    std::uint64_t materialised_bytes = 0;
     std::uint64_t logical_bytes = 0;   // FORMAT.md "Saving"; the sum of per_category bytes
     std::uint64_t physical_bytes = 0;  // blob files actually on disk
     // Blobs known by size and sources but not on this machine (remote, or partly downloaded).
     std::size_t remote_blobs = 0;
     std::uint64_t remote_bytes = 0;
     std::map<Category, CategoryStats> per_category;
-    // What deduplication saves (FORMAT.md "Saving", the one definition): logical bytes against
-    // each distinct content counted once, wherever it is.
+    // What file-level deduplication saves (FORMAT.md "Saving", the one definition): logical
+    // bytes against each distinct content counted once, wherever it is.
     std::uint64_t saved() const {
-        const std::uint64_t distinct = physical_bytes + remote_bytes;
+        const std::uint64_t distinct =
+            physical_bytes - materialised_bytes + tensor_saved_bytes + remote_bytes;
         return logical_bytes > distinct ? logical_bytes - distinct : 0;
     }
+};
+
+// What Store::materialise did.
+struct MaterialiseResult {
+    bool materialised = false;  // a copy was made now
+    bool already = false;       // there was one
+    std::uint64_t size = 0;
+    std::vector<Sha256> dropped;  // older copies dropped to make room
+    std::string why_not;          // nothing done: why
 };
 
 // What a user's NAME|HASH|HASH-PREFIX|PATH refers to.
@@ -407,6 +427,36 @@ class Store {
     bool record_blob_stat(const Sha256& h);
     // How many times this process has hashed a blob in check_blob (for tests and logs).
     static std::uint64_t blob_rehashes();
+
+    // Tensor-level dedup (tensor_split.h, FORMAT.md "Composed blobs").
+    //
+    // Indexes the pieces of present blob `h` and, when it shares at least kMinSharedBytes with
+    // other stored blobs (byte-compared), stores it composed: its new pieces go to a `pieces`
+    // blob, its record gets extents, its file is removed. Not for composed, pieces or placeholder
+    // blobs, files that are not safetensors/GGUF, or blobs composed blobs read from. With
+    // MODELFS_TENSOR_DEDUP=0 (or `dry_run`) it only indexes (dry run: not even that) and reports.
+    SplitReport split_tensors(const Sha256& h, bool dry_run = false);
+    // Rebuilds composed blob `h` as a file in blobs/ (checked against its SHA-256 before it is
+    // published), so it is read like any blob. `within_budget`: older copies (least recently
+    // used first, none some process has open) are dropped to stay within
+    // materialise_budget(), and nothing is done when it cannot; otherwise (a command that needs
+    // the file) the budget is ignored.
+    MaterialiseResult materialise(const Sha256& h, bool within_budget = true);
+    // Removes a composed blob's materialised copy (false: none, or some process has it open).
+    bool drop_materialised(const Sha256& h);
+    // Bytes materialised copies may take (meta `tensors/materialise_budget`, default 8 GiB).
+    std::uint64_t materialise_budget();
+    void set_materialise_budget(std::uint64_t bytes);
+    // How blob `h` is stored and what it shares with which models (`modelfs show`).
+    StorageInfo storage_info(const Sha256& h);
+    // SHA-256 and XXH3-128 of composed blob `rec` (key `h`) read through its extents from byte
+    // `from`; the bytes also go to `out_fd` when >= 0. Throws StoreError when a source cannot be
+    // read.
+    FileDigests digest_composed(const Sha256& h, const BlobRecord& rec, int out_fd = -1,
+                                Progress* progress = nullptr, std::uint64_t from = 0);
+    // Opens blob `h`'s file for reading; a composed blob without one is materialised first
+    // (ignoring the budget): for commands that need the whole file (export, push, unadopt).
+    UniqueFd open_blob_file(const Sha256& h);
 
     // Full: SHA-256 + XXH3-128 of every present blob. Fast: a blob whose stat matches its
     // record's `seen` is read for XXH3-128 only (bit rot); any other is hashed with SHA-256

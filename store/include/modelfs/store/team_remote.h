@@ -14,6 +14,7 @@
 
 #include "modelfs/store/catalog.h"
 #include "modelfs/store/hash.h"
+#include "modelfs/store/tensor_map.h"
 
 namespace modelfs {
 
@@ -80,6 +81,9 @@ struct SnapshotBlob {
     std::uint64_t size = 0;
     std::optional<Xxh128> xxh3;
     std::uint64_t st_hdr = 0;
+    // The file's tensor map (tensor_map.h) when the writer had one: a store that pulls it
+    // downloads only the pieces it lacks. Empty: none.
+    std::vector<PieceSum> pieces;
 };
 
 // One writer's published catalogue. Immutable once written: it is named by its SHA-256.
