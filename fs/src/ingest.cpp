@@ -318,6 +318,18 @@ void Daemon::ingest(const std::string& path) {
         spdlog::info("{}: stored as {}{} ({}{} bytes)", path, model_key(role.category, role.name),
                      fc.sidecar.empty() ? "" : " sidecar " + fc.sidecar,
                      r.new_blob ? "" : "already stored, ", d.size);
+        // A model sharing tensors with stored blobs is composed (tensor_split.h). Only now, after
+        // the name was moved over above: the split commits again, and a catalog change the
+        // invalidator picked up before this ingest's own snapshot (which leaves the tool's
+        // folder alone, the tool holding its lock) would notify that folder.
+        if (r.new_blob && fc.sidecar.empty()) {
+            try {
+                store->split_tensors(d.sha256);
+            } catch (const std::exception& err) {
+                spdlog::warn("{}: kept whole; splitting it into tensors failed: {}", path,
+                             err.what());
+            }
+        }
         if (role.kind == FileRole::Kind::model && role.category != Category::file) {
             // The name in this view may go on showing another version: say why, once per save.
             const std::string key = model_key(role.category, role.name);

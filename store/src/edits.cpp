@@ -1,5 +1,4 @@
 // The catalog edits a mount makes when tools write, rename and delete files in a view.
-#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -133,14 +132,6 @@ FileCommitResult Store::commit_file(const FileCommit& given) {
     out.label = got.label;
     txn.put_model(m);
     txn.commit();
-    if (out.new_blob) {
-        try {
-            split_tensors(f.digests.sha256);
-        } catch (const std::exception& e) {
-            spdlog::warn("{}: kept whole; splitting it into tensors failed: {}", f.path.string(),
-                         e.what());
-        }
-    }
     return out;
 }
 
