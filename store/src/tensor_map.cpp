@@ -25,10 +25,17 @@ std::string encode_tensor_map(const std::vector<PieceSum>& map) {
 }
 
 std::vector<PieceSum> decode_tensor_map(std::string_view bytes) {
-    const json a = json::from_cbor(bytes.begin(), bytes.end(), true, false);
     auto bad = [](const std::string& why) {
         return StoreError(ErrorKind::corrupt, "tensor map: " + why);
     };
+    json a;
+    try {
+        // nlohmann throws for some bytes even when asked not to (an "excessive" array size).
+        a = json::from_cbor(bytes.begin(), bytes.end(), true, false);
+    } catch (const json::exception& e) {
+        throw bad(e.what());
+    }
+    if (a.is_discarded()) throw bad("not CBOR");
     if (!a.is_array()) throw bad("not an array");
     std::vector<PieceSum> out;
     out.reserve(a.size());

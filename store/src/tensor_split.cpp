@@ -83,6 +83,8 @@ bool safetensors_ranges(int fd, std::uint64_t size, std::uint64_t* header_end,
 std::vector<Piece> cut(std::uint64_t header_end, std::uint64_t size,
                        std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges) {
     std::vector<Piece> out;
+    // A GGUF without tensors may align its data section past its end: nothing to cut then.
+    if (header_end == 0 || header_end > size) return out;
     out.push_back({0, header_end, false});
     std::sort(ranges.begin(), ranges.end());
     std::uint64_t pos = header_end;

@@ -148,6 +148,17 @@ TEST(ModelFilePieces, GgufTensorsAndNotModelFiles) {
                raw_safetensors(R"({"a":{"dtype":"U8","shape":[9],"data_offsets":[0,99]}})", "xx"));
     UniqueFd bad(::open((dir / "bad.safetensors").c_str(), O_RDONLY));
     EXPECT_TRUE(model_file_pieces(bad.get(), stdfs::file_size(dir / "bad.safetensors")).empty());
+    // A GGUF without tensors whose aligned data section starts past its end (found by fuzzing).
+    const std::string past(
+        "\x47\x47\x55\x46\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+        "\x01\x00\x00\x00\x00\x00\x00\x00\x11\x00\x00\x00\x00\x00\x00\x00"
+        "\x67\x65\x6e\x65\x72\x61\x67\x2e\x61\x6c\x69\x67\x6e\x6d\x65\x6e"
+        "\x74\x04\x00\x00\x00\x03\x00\x00\x00",
+        57);
+    ASSERT_EQ(past.size(), 57u);
+    write_file(dir / "past.gguf", past);
+    UniqueFd p(::open((dir / "past.gguf").c_str(), O_RDONLY));
+    EXPECT_TRUE(model_file_pieces(p.get(), past.size()).empty());
 }
 
 TEST_F(TensorSplitTest, FineTuneIsComposedFromTheBaseAndRebuildsExactly) {
