@@ -6,6 +6,7 @@
 //  - it signs the query string as written, while the server canonicalises what it received: so
 //    every query string is written canonical already (query()).
 #include "modelfs/fetch/s3_client.h"
+#include "modelfs/fetch/source.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -70,30 +71,14 @@ std::string hex_of(std::string_view bin) {
     return to_hex(reinterpret_cast<const std::uint8_t*>(bin.data()), bin.size());
 }
 
-// RFC 3986 percent-encoding with upper-case hex, unreserved characters kept: SigV4's encoding of
-// query names and values ('/' too is encoded there).
-std::string uri_encode(std::string_view s) {
-    static const char* hex = "0123456789ABCDEF";
-    std::string out;
-    for (unsigned char c : s) {
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '_' || c == '.' || c == '~') {
-            out += static_cast<char>(c);
-        } else {
-            out += '%';
-            out += hex[c >> 4];
-            out += hex[c & 15];
-        }
-    }
-    return out;
-}
-
-// A query string as SigV4 canonicalises it: parameters sorted by (encoded) name, each encoded, and
+// A query string as SigV4 canonicalises it: parameters sorted by (encoded) name, each encoded as
+// RFC 3986 says (unreserved characters kept, '/' encoded too, upper-case hex), and
 // "name=" for one without a value. libcurl 7.88 signs the query as written, so writing it this way
 // is what makes the server's signature and ours agree.
 std::string query(std::vector<std::pair<std::string, std::string>> params) {
     std::vector<std::pair<std::string, std::string>> enc;
-    for (auto& [k, v] : params) enc.emplace_back(uri_encode(k), uri_encode(v));
+    for (auto& [k, v] : params)
+        enc.emplace_back(percent_encode(k, "-_.~"), percent_encode(v, "-_.~"));
     std::sort(enc.begin(), enc.end());
     std::string out;
     for (const auto& [k, v] : enc) out += (out.empty() ? "" : "&") + k + "=" + v;

@@ -15,23 +15,6 @@ namespace {
 
 [[noreturn]] void bad_url(std::string_view url, const std::string& why);
 
-// Percent-encodes every byte but letters, digits and those of `keep`.
-std::string percent_encode(std::string_view s, std::string_view keep) {
-    static const char* hex = "0123456789ABCDEF";
-    std::string out;
-    out.reserve(s.size());
-    for (unsigned char c : s) {
-        if (std::isalnum(c) || keep.find(static_cast<char>(c)) != std::string_view::npos) {
-            out += static_cast<char>(c);
-        } else {
-            out += '%';
-            out += hex[c >> 4];
-            out += hex[c & 15];
-        }
-    }
-    return out;
-}
-
 // What may not appear raw in a URL path. '%' is kept: a user who wrote "%20" or "refs%2Fpr%2F1"
 // meant it.
 std::string encode_path(std::string_view s) {
@@ -294,6 +277,24 @@ std::string_view refused_hint(std::string_view url) {
 // the path as sent.
 std::string encode_s3_key(std::string_view key) {
     return percent_encode(key, "-._~/");
+}
+
+std::string percent_encode(std::string_view s, std::string_view keep) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(s.size());
+    for (unsigned char c : s) {
+        const bool ascii_alnum =
+            (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (ascii_alnum || keep.find(static_cast<char>(c)) != std::string_view::npos) {
+            out += static_cast<char>(c);
+        } else {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out;
 }
 
 }  // namespace modelfs::fetch

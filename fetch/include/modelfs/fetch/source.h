@@ -51,6 +51,10 @@ HttpTarget resolve_source(std::string_view url, const FetchConfig& cfg);
 // What to tell the user when a server refuses `url` (HTTP 401, 403): its scheme's credentials.
 std::string_view refused_hint(std::string_view url);
 
+// Percent-encodes every byte but ASCII letters, digits and those of `keep`, with upper-case hex
+// (what SigV4's canonical forms require).
+std::string percent_encode(std::string_view s, std::string_view keep);
+
 // The URL with credentials and query strings that may carry them removed, for logs and the
 // catalog's `source` field: the store's one rule (modelfs/store/secrets.h).
 using modelfs::redact_url;
