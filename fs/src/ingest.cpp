@@ -224,6 +224,12 @@ struct IngestingMark {
 };
 
 void Daemon::ingest(const std::string& path) {
+    // Cut into tensors only once all of the below is done: after this ingest's own catalog
+    // snapshot (the split commits again, and an invalidator pass picking the save up first would
+    // notify the folder whose lock the writing tool holds), and outside the edit lock (writers'
+    // opens and releases wait on it; a daemon killed while a closed file's release waits leaves
+    // that file marked unfinished).
+    std::optional<Sha256> split;
     try {
         Entry e = resolve(path);
         if (e.kind != Entry::Kind::overlay_file || !S_ISREG(e.st.st_mode)) return;
@@ -318,18 +324,8 @@ void Daemon::ingest(const std::string& path) {
         spdlog::info("{}: stored as {}{} ({}{} bytes)", path, model_key(role.category, role.name),
                      fc.sidecar.empty() ? "" : " sidecar " + fc.sidecar,
                      r.new_blob ? "" : "already stored, ", d.size);
-        // A model sharing tensors with stored blobs is composed (tensor_split.h). Only now, after
-        // the name was moved over above: the split commits again, and a catalog change the
-        // invalidator picked up before this ingest's own snapshot (which leaves the tool's
-        // folder alone, the tool holding its lock) would notify that folder.
-        if (r.new_blob && fc.sidecar.empty()) {
-            try {
-                store->split_tensors(d.sha256);
-            } catch (const std::exception& err) {
-                spdlog::warn("{}: kept whole; splitting it into tensors failed: {}", path,
-                             err.what());
-            }
-        }
+        // A model sharing tensors with stored blobs is composed (tensor_split.h), below.
+        if (r.new_blob && fc.sidecar.empty()) split = d.sha256;
         if (role.kind == FileRole::Kind::model && role.category != Category::file) {
             // The name in this view may go on showing another version: say why, once per save.
             const std::string key = model_key(role.category, role.name);
@@ -360,6 +356,12 @@ void Daemon::ingest(const std::string& path) {
         }
     } catch (const std::exception& err) {
         spdlog::error("storing {}: {} (the file stays as it is)", path, err.what());
+    }
+    if (!split) return;
+    try {
+        store->split_tensors(*split);
+    } catch (const std::exception& err) {
+        spdlog::warn("{}: kept whole; splitting it into tensors failed: {}", path, err.what());
     }
 }
 
